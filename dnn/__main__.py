@@ -1,0 +1,3 @@
+from dnn.cli import main
+
+main(prog_name="dnn")

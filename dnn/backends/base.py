@@ -1,0 +1,156 @@
+"""The Backend base class: every kernel written once over the array namespace ``self.xp``.
+
+Shapes used in the docstrings: ``n`` samples in a batch, ``i`` inputs of a layer, ``o`` its
+outputs, ``k`` classes.  A backend subclass overrides a kernel only where it is measurably faster
+(in-place NumPy ufuncs for ``cpu``, fused CuPy kernels for ``gpu``) and must return the same
+numbers as the generic version here; the cross-backend tests pin them together.
+
+``scratch`` arguments are dicts owned by the caller (one per layer) in which a backend may keep
+reusable buffers between calls.  The generic kernels ignore them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Array = Any  # an array of the backend's own type
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a backend can run here, and if not, why and how to fix it."""
+
+    available: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.available
+
+
+class Backend:
+    """A place to compute: an array namespace plus the few hot kernels of training."""
+
+    name: str = "base"
+    xp: Any = None
+
+    @classmethod
+    def is_available(cls) -> Availability:
+        return Availability(True)
+
+    # -- host <-> device ---------------------------------------------------------------
+    def asarray(self, host_array, dtype=None) -> Array:
+        """Move a host array (or Python scalar) to this backend, optionally casting."""
+        return self.xp.asarray(host_array, dtype=self.dtype(dtype) if dtype else None)
+
+    def to_numpy(self, array) -> np.ndarray:
+        """Copy a backend array to a host NumPy array."""
+        return np.asarray(array)
+
+    def synchronize(self) -> None:
+        """Wait until queued work has finished (a no-op on synchronous backends)."""
+
+    def dtype(self, name):
+        """The backend's dtype object for a name such as ``"float32"``."""
+        return getattr(self.xp, str(np.dtype(name)))
+
+    def is_own_array(self, array) -> bool:
+        """True when ``array`` is an array of this backend (and not, say, a NumPy array)."""
+        return type(array) is type(self.xp.asarray(0))
+
+    # -- data ----------------------------------------------------------------------------
+    def take_rows(self, data: Array, indices: Array, scratch: dict) -> Array:
+        """Rows ``data[indices]``: ``(N, ...)`` gathered by ``(n,)`` integer indices."""
+        return self.xp.take(data, indices, axis=0)
+
+    # -- dense layers ----------------------------------------------------------------------
+    def dense_forward(self, x: Array, kernel: Array, bias: Array, scratch: dict) -> Array:
+        """``x @ kernel + bias``: ``(n, i) @ (i, o) + (o,) -> (n, o)``."""
+        return self.xp.matmul(x, kernel) + bias
+
+    def dense_backward(self, x: Array, grad_z: Array, kernel: Array, need_input_grad: bool,
+                       scratch: dict):
+        """Gradients of ``z = x @ kernel + bias`` given ``dL/dz`` of shape ``(n, o)``.
+
+        Returns ``(grad_x (n, i) or None, grad_kernel (i, o), grad_bias (o,))``.
+        """
+        xp = self.xp
+        grad_kernel = xp.matmul(xp.matrix_transpose(x), grad_z)
+        grad_bias = xp.sum(grad_z, axis=0)
+        grad_x = xp.matmul(grad_z, xp.matrix_transpose(kernel)) if need_input_grad else None
+        return grad_x, grad_kernel, grad_bias
+
+    # -- activations ---------------------------------------------------------------------------
+    def relu(self, z: Array, scratch: dict) -> Array:
+        """``max(z, 0)`` elementwise; ``z`` may be overwritten by an override."""
+        return self.xp.maximum(z, self.xp.zeros_like(z))
+
+    def relu_backward(self, grad_out: Array, out: Array, scratch: dict) -> Array:
+        """``grad_out * (out > 0)``: the gradient through relu given its output."""
+        xp = self.xp
+        return xp.where(out > 0, grad_out, xp.zeros_like(grad_out))
+
+    def softmax_crossentropy(self, logits: Array, targets: Array, scratch: dict):
+        """Softmax cross-entropy from logits, computed stably.
+
+        ``logits`` and one-hot ``targets`` are ``(n, k)``.  Returns ``(loss_sum, grad)``: the
+        0-d sum over the batch of ``-sum(targets * log_softmax(logits))`` and the gradient of the
+        batch *mean* with respect to the logits, ``(softmax(logits) - targets) / n``.
+        """
+        xp = self.xp
+        n = logits.shape[0]
+        shifted = logits - xp.max(logits, axis=1, keepdims=True)
+        exp = xp.exp(shifted)
+        total = xp.sum(exp, axis=1, keepdims=True)
+        loss_sum = xp.sum(xp.log(total)) - xp.sum(targets * shifted)
+        grad = (exp / total - targets) / n
+        return loss_sum, grad
+
+    # -- optimizer updates (in place on param and state) -----------------------------------------
+    def sgd_update(self, param, grad, velocity, learning_rate, momentum, nesterov) -> None:
+        """Keras SGD: ``v = m*v - lr*g``; ``param += v`` (or ``m*v - lr*g`` with Nesterov).
+
+        ``velocity`` is None when ``momentum == 0``: then ``param -= lr*g``.
+        """
+        if velocity is None:
+            param -= learning_rate * grad
+            return
+        velocity *= momentum
+        velocity -= learning_rate * grad
+        if nesterov:
+            param += momentum * velocity - learning_rate * grad
+        else:
+            param += velocity
+
+    def rmsprop_update(self, param, grad, mean_square, mean_grad, momentum_buffer,
+                       learning_rate, rho, momentum, epsilon) -> None:
+        """Keras RMSprop: ``ms = rho*ms + (1-rho)*g**2``; ``step = lr*g / sqrt(ms + eps)``.
+
+        ``mean_grad`` (centered variant, else None) subtracts ``mg**2`` with
+        ``mg = rho*mg + (1-rho)*g`` inside the root; ``momentum_buffer`` (else None) applies
+        ``buf = momentum*buf + step``; ``param -= buf``.
+        """
+        xp = self.xp
+        mean_square *= rho
+        mean_square += (1 - rho) * (grad * grad)
+        denominator = mean_square
+        if mean_grad is not None:
+            mean_grad *= rho
+            mean_grad += (1 - rho) * grad
+            denominator = mean_square - mean_grad * mean_grad
+        step = (learning_rate * grad) / xp.sqrt(denominator + epsilon)
+        if momentum_buffer is not None:
+            momentum_buffer *= momentum
+            momentum_buffer += step
+            step = momentum_buffer
+        param -= step
+
+    def adam_update(self, param, grad, m, v, alpha, beta_1, beta_2, epsilon) -> None:
+        """Keras Adam, with ``alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)`` from the caller:
+        ``m += (g - m)*(1-b1)``; ``v += (g**2 - v)*(1-b2)``; ``param -= alpha*m / (sqrt(v) + eps)``.
+        """
+        m += (grad - m) * (1 - beta_1)
+        v += (grad * grad - v) * (1 - beta_2)
+        param -= (alpha * m) / (self.xp.sqrt(v) + epsilon)

@@ -1,0 +1,123 @@
+"""The ``cpu`` backend: NumPy, with in-place kernels that reuse preallocated buffers.
+
+Every override computes the same expression, in the same order of operations, as the generic
+kernel in :mod:`dnn.backends.base`, so both give the same bits; it only avoids temporaries.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dnn.backends.base import Backend
+
+
+def _buffer(scratch: dict, key: str, shape, dtype) -> np.ndarray:
+    """A reusable array in ``scratch`` for ``key``, one per shape and dtype (a training run
+    needs two batch sizes: the full one and the last, smaller one)."""
+    slot = (key, tuple(shape), np.dtype(dtype))
+    array = scratch.get(slot)
+    if array is None:
+        array = scratch[slot] = np.empty(shape, dtype)
+    return array
+
+
+class CpuBackend(Backend):
+    """NumPy on the host CPU."""
+
+    name = "cpu"
+    xp = np
+
+    def __init__(self):
+        self._temporaries: dict = {}  # short-lived buffers for optimizer updates
+
+    def asarray(self, host_array, dtype=None) -> np.ndarray:
+        return np.asarray(host_array, dtype=dtype)
+
+    def is_own_array(self, array) -> bool:
+        return isinstance(array, np.ndarray)
+
+    def take_rows(self, data, indices, scratch):
+        out = _buffer(scratch, "rows", (len(indices),) + data.shape[1:], data.dtype)
+        return np.take(data, indices, axis=0, out=out)
+
+    def dense_forward(self, x, kernel, bias, scratch):
+        z = _buffer(scratch, "z", (x.shape[0], kernel.shape[1]), kernel.dtype)
+        np.matmul(x, kernel, out=z)
+        z += bias
+        return z
+
+    def dense_backward(self, x, grad_z, kernel, need_input_grad, scratch):
+        grad_kernel = _buffer(scratch, "grad_kernel", kernel.shape, kernel.dtype)
+        np.matmul(x.T, grad_z, out=grad_kernel)
+        grad_bias = _buffer(scratch, "grad_bias", kernel.shape[1:], kernel.dtype)
+        np.sum(grad_z, axis=0, out=grad_bias)
+        grad_x = None
+        if need_input_grad:
+            grad_x = _buffer(scratch, "grad_x", x.shape, kernel.dtype)
+            np.matmul(grad_z, kernel.T, out=grad_x)
+        return grad_x, grad_kernel, grad_bias
+
+    def relu(self, z, scratch):
+        return np.maximum(z, 0, out=z)
+
+    def relu_backward(self, grad_out, out, scratch):
+        mask = _buffer(scratch, "relu_mask", out.shape, np.bool_)
+        np.greater(out, 0, out=mask)
+        return np.multiply(grad_out, mask, out=grad_out)
+
+    def _temporary(self, index: int, like: np.ndarray) -> np.ndarray:
+        """The ``index``-th scratch array shaped like ``like``; valid until the next call."""
+        return _buffer(self._temporaries, str(index), like.shape, like.dtype)
+
+    def sgd_update(self, param, grad, velocity, learning_rate, momentum, nesterov):
+        step = np.multiply(grad, learning_rate, out=self._temporary(0, grad))
+        if velocity is None:
+            param -= step
+            return
+        velocity *= momentum
+        velocity -= step
+        if nesterov:
+            ahead = np.multiply(velocity, momentum, out=self._temporary(1, grad))
+            ahead -= step
+            param += ahead
+        else:
+            param += velocity
+
+    def rmsprop_update(self, param, grad, mean_square, mean_grad, momentum_buffer,
+                       learning_rate, rho, momentum, epsilon):
+        square = np.multiply(grad, grad, out=self._temporary(0, grad))
+        square *= 1 - rho
+        mean_square *= rho
+        mean_square += square
+        denominator = square  # reuse the buffer
+        if mean_grad is None:
+            np.add(mean_square, epsilon, out=denominator)
+        else:
+            mean_grad *= rho
+            np.multiply(grad, 1 - rho, out=denominator)
+            mean_grad += denominator
+            np.multiply(mean_grad, mean_grad, out=denominator)
+            np.subtract(mean_square, denominator, out=denominator)
+            denominator += epsilon
+        np.sqrt(denominator, out=denominator)
+        step = np.multiply(grad, learning_rate, out=self._temporary(1, grad))
+        step /= denominator
+        if momentum_buffer is not None:
+            momentum_buffer *= momentum
+            momentum_buffer += step
+            step = momentum_buffer
+        param -= step
+
+    def adam_update(self, param, grad, m, v, alpha, beta_1, beta_2, epsilon):
+        delta = np.subtract(grad, m, out=self._temporary(0, grad))
+        delta *= 1 - beta_1
+        m += delta
+        np.multiply(grad, grad, out=delta)
+        delta -= v
+        delta *= 1 - beta_2
+        v += delta
+        denominator = np.sqrt(v, out=delta)
+        denominator += epsilon
+        step = np.multiply(m, alpha, out=self._temporary(1, grad))
+        step /= denominator
+        param -= step

@@ -1,0 +1,101 @@
+"""Checkpoints: an ``.npz`` of host arrays plus the architecture and optimizer as JSON.
+
+Layout: ``weight_<i>`` for every parameter in :meth:`Sequential.get_weights` order,
+``state_<i>_<key>`` for the optimizer state of parameter ``i``, and ``meta``, a 0-d string
+array holding ``{"format": "dnn-checkpoint", "version": 1, "model": ..., "optimizer": ...}``.
+Written to a temporary file and renamed; read with ``allow_pickle=False`` onto any backend.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from dnn import optimizers, plugins
+from dnn.errors import CheckpointError, UsageError
+from dnn.fileio import atomic_write
+from dnn.model import Sequential
+
+FORMAT = "dnn-checkpoint"
+VERSION = 1
+
+
+def save(model: Sequential, path) -> None:
+    """Write ``model`` (built and compiled) and its optimizer state to ``path`` atomically."""
+    optimizer = model.optimizer
+    arrays = {f"weight_{i}": weight for i, weight in enumerate(model.get_weights())}
+    for i, state in enumerate(optimizer.states):
+        for key, value in state.items():
+            arrays[f"state_{i}_{key}"] = model.backend.to_numpy(value)
+    meta = {
+        "format": FORMAT, "version": VERSION, "model": model.get_config(),
+        "loss": model.loss.name, "metrics": list(model.metrics),
+        "optimizer": {"name": plugins.name_of("optimizer", type(optimizer)),
+                      "config": optimizer.get_config(), "iterations": optimizer.iterations},
+    }
+    with atomic_write(path) as file:
+        np.savez(file, meta=np.asarray(json.dumps(meta)), **arrays)
+
+
+def _read(path: Path) -> tuple[dict, dict]:
+    """The checkpoint's metadata and arrays; CheckpointError for anything else."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if not isinstance(archive, np.lib.npyio.NpzFile) or "meta" not in archive.files:
+                raise CheckpointError(f"{path} is not a dnn checkpoint")
+            arrays = {name: archive[name] for name in archive.files}
+        meta = json.loads(str(arrays.pop("meta")))
+    except CheckpointError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path} is not a dnn checkpoint ({error})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a dnn checkpoint")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"{path} is a version {meta.get('version')} checkpoint; this dnn "
+                              f"reads version {VERSION}")
+    return meta, arrays
+
+
+def load(path, backend=None, seed=None) -> Sequential:
+    """The model saved at ``path``, built and compiled on ``backend`` (default: current),
+    with its optimizer state, ready to evaluate or to go on training (``seed`` seeds the
+    shuffle order from here on)."""
+    path = Path(path)
+    meta, arrays = _read(path)
+    try:
+        model = Sequential.from_config(meta["model"], backend=backend, seed=seed)
+        spec = meta["optimizer"]
+        optimizer = optimizers.get(spec["name"], **spec["config"])
+        model.compile(optimizer=optimizer, loss=meta["loss"], metrics=meta["metrics"])
+        weights = [arrays[f"weight_{i}"] for i in range(2 * len(model.layers))]
+        model.build(weights[0].shape[0])
+        model.set_weights(weights)
+        for i, state in enumerate(optimizer.states):
+            for key in state:
+                state[key] = model.backend.asarray(np.array(arrays[f"state_{i}_{key}"],
+                                                            model.dtype))
+        optimizer.iterations = int(spec["iterations"])
+    except (KeyError, TypeError, IndexError, UsageError) as error:
+        raise CheckpointError(f"{path} is damaged or does not match its architecture "
+                              f"({type(error).__name__}: {error})") from None
+    return model
+
+
+def check_matches(model: Sequential, path) -> None:
+    """Refuse a checkpoint whose architecture differs from ``model``'s."""
+    meta, _ = _read(Path(path))
+    if meta["model"] != model.get_config():
+        raise CheckpointError(f"{path} holds a model {describe(meta['model'])}, not "
+                              f"{describe(model.get_config())}")
+
+
+def describe(config: dict) -> str:
+    """``"512 relu -> 10 softmax (float32)"`` for a model config."""
+    layers = " -> ".join(f"{layer['units']} {layer['activation']}" for layer in config["layers"])
+    return f"{layers} ({config['dtype']})"

@@ -1,0 +1,178 @@
+"""The ``dnn`` command line: train, evaluate, plugins, check.
+
+Exit status: 0 on success, 2 on a usage error (unknown name, bad number), 1 on a runtime error,
+each reported as one ``Error: ...`` line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import click
+
+from dnn import backends, checkpoint, datasets, optimizers, plugins
+from dnn.errors import DnnError, UsageError
+from dnn.fileio import atomic_write
+from dnn.layers import Dense
+from dnn.model import Callback, Sequential
+from dnn.utils import to_categorical
+
+
+def reports_errors(command):
+    """Turn our errors into click's: usage errors exit 2, the others 1, one line each."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UsageError as error:
+            raise click.UsageError(str(error)) from None
+        except DnnError as error:
+            raise click.ClickException(str(error)) from None
+        except MemoryError:
+            raise click.ClickException("out of memory; try a smaller --batch-size or "
+                                       "--hidden") from None
+
+    return wrapper
+
+
+backend_option = click.option("--backend", default="cpu", show_default=True,
+                              help="Where to compute: cpu, gpu, or an installed backend plugin.")
+dataset_option = click.option("--dataset", default="mnist", show_default=True,
+                              help="An installed dataset plugin.")
+data_dir_option = click.option(
+    "--data-dir", envvar="DNN_DATA_DIR", type=click.Path(file_okay=False),
+    help="Folder holding the dataset files (else the user cache; else they are downloaded). "
+         "Also $DNN_DATA_DIR.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name=plugins.DISTRIBUTION)
+def main():
+    """dnn: train small neural networks on NumPy (CPU) or CuPy (GPU) with one set of code."""
+
+
+def _load_data(dataset_name: str, data_dir):
+    dataset = datasets.get(dataset_name)
+    (x_train, y_train), (x_test, y_test) = dataset.load(data_dir)
+    classes = int(max(y_train.max(), y_test.max())) + 1
+    return ((x_train, to_categorical(y_train, classes)),
+            (x_test, to_categorical(y_test, classes)), classes)
+
+
+def _parse_opt(pairs) -> dict:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--opt wants KEY=VALUE, not {pair!r}")
+        options[key.strip()] = value
+    return options
+
+
+class SaveEachEpoch(Callback):
+    """Checkpoints after every completed epoch, so a later divergence keeps the last good one."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def on_train_begin(self, model, epochs, steps_per_epoch):
+        self.model = model
+
+    def on_epoch_end(self, epoch, logs):
+        checkpoint.save(self.model, self.path)
+
+
+def _history_record(backend, optimizer, dataset, history, test_results) -> dict:
+    epochs = [{"epoch": number, "loss": logs["loss"], "accuracy": logs["accuracy"],
+               "test_loss": logs["val_loss"], "test_accuracy": logs["val_accuracy"],
+               "seconds": logs["seconds"]}
+              for number, logs in enumerate(history.epochs, start=1)]
+    return {"backend": backend, "optimizer": optimizer, "dataset": dataset, "epochs": epochs,
+            "test": {"loss": test_results[0], "accuracy": test_results[1]}}
+
+
+@main.command()
+@backend_option
+@dataset_option
+@click.option("--optimizer", default="rmsprop", show_default=True,
+              help="An installed optimizer plugin (sgd, rmsprop, adam, ...).")
+@click.option("--lr", type=float, default=None,
+              help="Learning rate (passed as learning_rate; default: the optimizer's).")
+@click.option("--opt", "opt_pairs", multiple=True, metavar="KEY=VALUE",
+              help="An optimizer hyper-parameter, e.g. --opt momentum=0.9 (repeatable).")
+@click.option("--epochs", type=click.IntRange(min=0), default=5, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--hidden", type=click.IntRange(min=1), multiple=True, default=(512,),
+              show_default=True, help="Units of a relu hidden layer (repeat for more layers).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds the initial weights and the shuffle order.")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
+              show_default=True)
+@data_dir_option
+@click.option("--history", "history_path", type=click.Path(dir_okay=False),
+              help="Write the per-epoch metrics as JSON to this file.")
+@click.option("--save", "save_path", type=click.Path(dir_okay=False),
+              help="Save the model (and optimizer state) to this .npz after every epoch.")
+@click.option("--resume", "resume_path", type=click.Path(dir_okay=False),
+              help="Continue training the model and optimizer state saved in this .npz.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Plot loss and accuracy per epoch to this PNG (needs matplotlib).")
+@click.option("--quiet", is_flag=True, help="Print only the final test result.")
+@reports_errors
+def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden, seed, dtype,
+          data_dir, history_path, save_path, resume_path, plot_path, quiet):
+    """Train a dense network (hidden relu layers, softmax output) on a dataset."""
+    if plot_path:
+        from dnn import plotting
+
+        plotting.require_matplotlib()
+    device = backends.get_backend(backend)
+    (x_train, y_train), (x_test, y_test), classes = _load_data(dataset, data_dir)
+    layers = [Dense(units, activation="relu") for units in hidden]
+    model = Sequential(layers + [Dense(classes, activation="softmax")], dtype=dtype, seed=seed,
+                       backend=device)
+    if resume_path:
+        checkpoint.check_matches(model, resume_path)
+        model = checkpoint.load(resume_path, backend=device, seed=seed)
+    else:
+        cls = plugins.load("optimizer", optimizer)
+        hyperparameters = plugins.parse_options(cls, _parse_opt(opt_pairs))
+        if lr is not None:
+            hyperparameters["learning_rate"] = lr
+        model.compile(optimizer=optimizers.get(optimizer, **hyperparameters),
+                      loss="categorical_crossentropy", metrics=["accuracy"])
+    callbacks = [SaveEachEpoch(save_path)] if save_path else []
+    if not quiet:
+        from dnn.progress import EpochLines, ProgressBar
+
+        callbacks.append(ProgressBar() if sys.stdout.isatty() else EpochLines())
+    history = model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size,
+                        validation_data=(x_test, y_test), callbacks=callbacks)
+    test_results = model.evaluate(x_test, y_test)
+    if save_path and epochs == 0:
+        checkpoint.save(model, save_path)
+    click.echo(f"test: loss {test_results[0]:.4f} accuracy {test_results[1]:.4f}")
+    optimizer_name = plugins.name_of("optimizer", type(model.optimizer))
+    if history_path:
+        record = _history_record(backend, optimizer_name, dataset, history, test_results)
+        with atomic_write(history_path, "w") as file:
+            json.dump(record, file, indent=2)
+    if plot_path:
+        plotting.plot_history(history, plot_path)
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL.npz", type=click.Path(dir_okay=False))
+@backend_option
+@dataset_option
+@data_dir_option
+@reports_errors
+def evaluate(model_path, backend, dataset, data_dir):
+    """Print the test loss and accuracy of a saved model."""
+    model = checkpoint.load(model_path, backend=backends.get_backend(backend))
+    _, (x_test, y_test), _ = _load_data(dataset, data_dir)
+    loss, accuracy = model.evaluate(x_test, y_test)
+    click.echo(f"test: loss {loss:.4f} accuracy {accuracy:.4f}")

@@ -1,0 +1,84 @@
+"""Datasets: classes with ``load(data_dir=None)`` returning host NumPy arrays
+``(x_train, y_train), (x_test, y_test)``: images float32 in [0, 1], labels int64.
+
+:class:`IdxDataset` is the machinery for image datasets shipped as four IDX files (MNIST,
+Fashion-MNIST, ...): a subclass only names its files, checksums, mirrors and image shape.
+Files are looked for in ``data_dir`` (or ``$DNN_DATA_DIR``), then in the user cache directory
+(``$DNN_CACHE_DIR`` or the platform's); only missing files are downloaded, into the cache.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import platformdirs
+
+from dnn.datasets.download import download
+from dnn.datasets.idx import read_idx
+from dnn.errors import DataError
+
+ROLES = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+class Dataset:
+    """The dataset contract: a ``name`` and ``load``."""
+
+    name = "dataset"
+
+    def load(self, data_dir=None):
+        raise NotImplementedError
+
+
+def cache_dir() -> Path:
+    """Where downloaded datasets are kept: ``$DNN_CACHE_DIR`` or the platform's user cache."""
+    return Path(os.environ.get("DNN_CACHE_DIR") or platformdirs.user_cache_dir("dnn"))
+
+
+class IdxDataset(Dataset):
+    """An image classification dataset of four IDX files.
+
+    Subclasses set ``name``, ``files`` (role -> ``(file name, md5 of that file as published)``
+    for the roles in ``ROLES``), ``mirrors`` (base URLs tried in order), ``image_shape``,
+    ``num_classes`` and ``sizes`` (``{"train": N, "test": M}``).
+    """
+
+    files: dict = {}
+    mirrors: tuple = ()
+    image_shape = (28, 28)
+    num_classes = 10
+    sizes: dict = {}
+
+    def load(self, data_dir=None):
+        data_dir = data_dir or os.environ.get("DNN_DATA_DIR")
+        paths = {role: self.locate(role, data_dir) for role in ROLES}
+        return self._split("train", paths), self._split("test", paths)
+
+    def _split(self, split: str, paths: dict):
+        count = self.sizes[split]
+        images = read_idx(paths[f"{split}_images"], (count, *self.image_shape))
+        labels = read_idx(paths[f"{split}_labels"], (count,))
+        if labels.max(initial=0) >= self.num_classes:
+            raise DataError(f"{paths[f'{split}_labels']} has labels outside 0.."
+                            f"{self.num_classes - 1}")
+        x = images.astype(np.float32)
+        x /= 255
+        return x, labels.astype(np.int64)
+
+    def locate(self, role: str, data_dir=None) -> Path:
+        """The path of a role's file: found locally (gzip or raw), else downloaded."""
+        filename, md5 = self.files[role]
+        folders = [Path(data_dir)] if data_dir else []
+        folders.append(cache_dir() / self.name)
+        for folder in folders:
+            for candidate in (folder / filename, folder / filename.removesuffix(".gz")):
+                if candidate.is_file():
+                    return candidate
+        destination = folders[-1] / filename
+        try:
+            download([mirror + filename for mirror in self.mirrors], destination, md5)
+        except DataError as error:
+            where = " or ".join(str(folder) for folder in folders)
+            raise DataError(f"{error}. Put {filename} (gzip or raw IDX) in {where}") from None
+        return destination

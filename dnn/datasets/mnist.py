@@ -1,0 +1,23 @@
+"""MNIST: 60,000 training and 10,000 test images of handwritten digits, 28x28."""
+
+from dnn.datasets.base import IdxDataset
+
+
+class MNIST(IdxDataset):
+    name = "mnist"
+    # md5 of the published .gz files (the same files on every mirror), as torchvision lists them.
+    files = {
+        "train_images": ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+        "train_labels": ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+        "test_images": ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+        "test_labels": ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+    }
+    # The original host (yann.lecun.com) refuses most downloads, so it comes last.
+    mirrors = (
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        "http://yann.lecun.com/exdb/mnist/",
+    )
+    image_shape = (28, 28)
+    num_classes = 10
+    sizes = {"train": 60000, "test": 10000}

@@ -1,0 +1,33 @@
+"""Errors a user can cause.  The CLI turns each into one ``Error: ...`` line, never a traceback."""
+
+
+class DnnError(Exception):
+    """A failure the user can act on (exit status 1 on the command line)."""
+
+
+class UsageError(DnnError, ValueError):
+    """A wrong name or value in what the user asked for (exit status 2 on the command line)."""
+
+
+class UnknownPluginError(UsageError, LookupError):
+    """A backend, optimizer or dataset name that no installed plugin provides."""
+
+
+class PluginLoadError(DnnError):
+    """A plugin that is installed but fails to import or construct."""
+
+
+class BackendUnavailableError(DnnError):
+    """A backend that cannot run on this machine (no CuPy, no CUDA device, ...)."""
+
+
+class DataError(DnnError):
+    """A dataset file that is missing, truncated, corrupt or not what it claims to be."""
+
+
+class CheckpointError(DnnError):
+    """A file that is not a dnn checkpoint, or one that does not fit the model."""
+
+
+class DivergenceError(DnnError):
+    """Training produced a NaN or infinite loss."""

@@ -1,0 +1,313 @@
+"""The Sequential model: a Keras-shaped API over layers, a loss and an optimizer.
+
+Data in ``fit``/``evaluate``/``predict`` are host arrays: inputs ``(N, ...)`` (flattened to
+``(N, features)``), targets one-hot ``(N, k)`` or integer labels ``(N,)`` for the sparse loss.
+They are moved to the model's backend once; batches are gathered there, and the epoch's loss
+and accuracy are accumulated there and read back once per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dnn import backends, layers as layers_module, losses, metrics as metrics_module, optimizers
+from dnn.errors import DivergenceError, UsageError
+
+
+@dataclass
+class History:
+    """What :meth:`Sequential.fit` returns: ``history["loss"]`` and friends, one per epoch."""
+
+    history: dict = field(default_factory=dict)
+    epochs: list = field(default_factory=list)  # one dict of logs per epoch
+
+    def append(self, logs: dict) -> None:
+        self.epochs.append(logs)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+
+
+class Callback:
+    """Hooks into :meth:`Sequential.fit`; override what you need."""
+
+    def on_train_begin(self, model, epochs: int, steps_per_epoch: int) -> None:
+        pass
+
+    def on_batch_end(self, step: int, samples_seen: int, running_loss) -> None:
+        """``running_loss()`` reads the epoch's mean loss so far (a device sync: call sparingly)."""
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        pass
+
+
+def _validate_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise UsageError(f"{name} must be a positive integer, not {value!r}")
+    return int(value)
+
+
+class Sequential:
+    """A stack of layers trained with backpropagation.
+
+    ``dtype`` is the dtype of weights and activations (float32 by default; float64 for gradient
+    checks).  ``seed`` seeds the host NumPy Generator that draws the initial weights and the
+    shuffle order, so one seed gives the same run on every backend.  ``backend`` (a name or an
+    instance) defaults to the current backend when the weights are built.
+    """
+
+    def __init__(self, layers=(), *, dtype="float32", seed=None, backend=None):
+        self.layers = list(layers)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise UsageError(f"dtype must be float32 or float64, not {dtype!r}")
+        self.rng = np.random.default_rng(seed)
+        self.backend = backends.resolve(backend) if backend is not None else None
+        self.optimizer = None
+        self.loss = None
+        self.metrics: tuple = ()
+        self._scratch = {"x": {}, "y": {}, "loss": {}}  # backend buffers by role
+        self._fused = False
+
+    # -- construction -------------------------------------------------------------------------
+    def add(self, layer) -> None:
+        self.layers.append(layer)
+
+    def compile(self, optimizer="rmsprop", loss="categorical_crossentropy", metrics=()):
+        """Choose the optimizer (a name or an instance), the loss and the metrics."""
+        if not self.layers:
+            raise UsageError("the model has no layers")
+        self.optimizer = optimizers.get(optimizer)
+        self.loss = losses.get(loss)
+        self.metrics = metrics_module.check(metrics)
+        self._fused = self.loss.fuses_with(self.layers[-1].activation)
+        if self.built:
+            self.optimizer.build(self.params, self.backend)
+
+    @property
+    def built(self) -> bool:
+        return bool(self.layers) and self.layers[0].built
+
+    def build(self, input_dim: int) -> None:
+        """Create the weights for inputs of ``input_dim`` features on the model's backend."""
+        if self.backend is None:
+            self.backend = backends.current_backend()
+        for index, layer in enumerate(self.layers):
+            layer.build(input_dim, self.backend, self.rng, self.dtype)
+            layer.needs_input_grad = index > 0
+            input_dim = layer.units
+        if self.optimizer is not None:
+            self.optimizer.build(self.params, self.backend)
+
+    @property
+    def params(self) -> list:
+        return [param for layer in self.layers for param in layer.params]
+
+    # -- host <-> device --------------------------------------------------------------------
+    def _inputs(self, x) -> np.ndarray:
+        x = np.asarray(x)
+        if x.ndim < 2 or x.shape[0] == 0:
+            raise UsageError(f"inputs must be a non-empty batch (N, features...), not {x.shape}")
+        x = x.reshape(x.shape[0], -1)
+        if not self.built:
+            self.build(x.shape[1])
+        expected = self.layers[0].kernel.shape[0]
+        if x.shape[1] != expected:
+            raise UsageError(f"inputs have {x.shape[1]} features; the model expects {expected}")
+        return self.backend.asarray(x.astype(self.dtype, copy=False))
+
+    def _targets(self, y, count: int):
+        y = np.asarray(y)
+        if y.shape[0] != count:
+            raise UsageError(f"{count} inputs but {y.shape[0]} targets")
+        if self.loss.sparse:
+            if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+                raise UsageError(f"{self.loss.name} wants integer labels (N,), not {y.dtype} "
+                                 f"{y.shape}")
+            return self.backend.asarray(y.astype(np.int64, copy=False))
+        units = self.layers[-1].units
+        if y.ndim == 1 and np.issubdtype(y.dtype, np.integer) and units > 1:
+            raise UsageError(f"{self.loss.name} wants one-hot targets (N, {units}); use "
+                             "dnn.utils.to_categorical or sparse_categorical_crossentropy")
+        y = y.reshape(count, -1)
+        if y.shape[1] != units:
+            raise UsageError(f"targets have {y.shape[1]} columns; the model outputs {units}")
+        return self.backend.asarray(y.astype(self.dtype, copy=False))
+
+    def _require_compiled(self) -> None:
+        if self.loss is None:
+            raise UsageError("compile() the model before training or evaluating it")
+
+    # -- passes --------------------------------------------------------------------------------
+    def _forward(self, x):
+        """``(n, features) -> (n, k)``; logits when the loss fuses the last activation."""
+        last = len(self.layers) - 1
+        for index, layer in enumerate(self.layers):
+            x = layer.forward(x, logits=self._fused and index == last)
+        return x
+
+    def _backward(self, grad) -> None:
+        last = len(self.layers) - 1
+        for index in range(last, -1, -1):
+            grad = self.layers[index].backward(grad, logits=self._fused and index == last)
+
+    def _train_step(self, x, y):
+        """One step on a device batch; returns ``(loss_sum, output)`` left on the device."""
+        output = self._forward(x)
+        loss_sum, grad = self.loss.compute(self.backend, output, y, self._scratch["loss"],
+                                           logits=self._fused)
+        self._backward(grad)
+        self.optimizer.apply_gradients(self.params,
+                                       [g for layer in self.layers for g in layer.grads])
+        return loss_sum, output
+
+    def _batches(self, x, y, batch_size: int, order: np.ndarray | None):
+        """Yield device batches of ``x`` and ``y`` in ``order`` (host indices) or as stored."""
+        count = x.shape[0]
+        order_device = None if order is None else self.backend.asarray(order)
+        for start in range(0, count, batch_size):
+            stop = min(start + batch_size, count)
+            if order_device is None:
+                yield x[start:stop], (None if y is None else y[start:stop])
+                continue
+            indices = order_device[start:stop]
+            yield (self.backend.take_rows(x, indices, self._scratch["x"]),
+                   None if y is None else self.backend.take_rows(y, indices, self._scratch["y"]))
+
+    # -- Keras API ----------------------------------------------------------------------------
+    def fit(self, x, y, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
+            validation_data=None, callbacks=()) -> History:
+        """Train for ``epochs`` passes over ``(x, y)``; returns a :class:`History` whose
+        ``history["loss"]`` lists the per-epoch mean training losses (plus ``accuracy`` and
+        ``val_loss``/``val_accuracy`` when asked for).  A NaN or infinite epoch loss raises
+        :class:`DivergenceError`."""
+        self._require_compiled()
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+            raise UsageError(f"epochs must be a non-negative integer, not {epochs!r}")
+        batch_size = _validate_positive_int("batch_size", batch_size)
+        x_device, y_device = self._device_data(x, y)
+        validation = None if validation_data is None else self._device_data(*validation_data)
+        count = x_device.shape[0]
+        steps = math.ceil(count / batch_size)
+        history = History()
+        for callback in callbacks:
+            callback.on_train_begin(self, epochs, steps)
+        xp = self.backend.xp
+        for epoch in range(1, epochs + 1):
+            started = time.perf_counter()
+            order = self.rng.permutation(count) if shuffle else None
+            loss_total = xp.zeros((), dtype=self.backend.dtype(self.dtype))
+            correct = xp.zeros((), dtype=xp.int64)
+            seen = 0
+            for step, (x_batch, y_batch) in enumerate(
+                    self._batches(x_device, y_device, batch_size, order), start=1):
+                loss_sum, output = self._train_step(x_batch, y_batch)
+                loss_total += loss_sum
+                if self.metrics:
+                    correct += metrics_module.correct_count(xp, output, y_batch)
+                seen += x_batch.shape[0]
+                for callback in callbacks:
+                    callback.on_batch_end(step, seen,
+                                          lambda s=seen, t=loss_total: float(t) / s)
+            logs = {"loss": float(loss_total) / count}
+            if self.metrics:
+                logs["accuracy"] = int(correct) / count
+            if not math.isfinite(logs["loss"]):
+                raise DivergenceError(f"training diverged: the loss of epoch {epoch} is "
+                                      f"{logs['loss']}; try a smaller learning rate")
+            seconds = time.perf_counter() - started  # training only, not validation
+            if validation is not None:
+                results = self._evaluate_device(*validation, batch_size=max(batch_size, 1024))
+                logs.update({f"val_{key}": value for key, value in results.items()})
+            logs["seconds"] = seconds
+            history.append(logs)
+            for callback in callbacks:
+                callback.on_epoch_end(epoch, logs)
+        return history
+
+    def _device_data(self, x, y):
+        """Host ``(x, y)`` validated and moved to the backend once."""
+        x_device = self._inputs(x)
+        return x_device, self._targets(y, x_device.shape[0])
+
+    def _evaluate_device(self, x_device, y_device, batch_size: int) -> dict:
+        """Mean loss (and metrics) of device data, read back once."""
+        xp = self.backend.xp
+        loss_total = xp.zeros((), dtype=self.backend.dtype(self.dtype))
+        correct = xp.zeros((), dtype=xp.int64)
+        for x_batch, y_batch in self._batches(x_device, y_device, batch_size, None):
+            output = self._forward(x_batch)
+            loss_sum, _ = self.loss.compute(self.backend, output, y_batch, self._scratch["loss"],
+                                            logits=self._fused)
+            loss_total += loss_sum
+            if self.metrics:
+                correct += metrics_module.correct_count(xp, output, y_batch)
+        count = x_device.shape[0]
+        results = {"loss": float(loss_total) / count}
+        if self.metrics:
+            results["accuracy"] = int(correct) / count
+        return results
+
+    def evaluate(self, x, y, batch_size: int = 1024):
+        """The mean loss over ``(x, y)``, or ``[loss, *metrics]`` when metrics were compiled."""
+        self._require_compiled()
+        batch_size = _validate_positive_int("batch_size", batch_size)
+        results = self._evaluate_device(*self._device_data(x, y), batch_size)
+        return results["loss"] if len(results) == 1 else list(results.values())
+
+    def predict(self, x, batch_size: int = 1024) -> np.ndarray:
+        """Host ``(N, k)`` outputs of the last layer (probabilities after a softmax)."""
+        batch_size = _validate_positive_int("batch_size", batch_size)
+        x_device = self._inputs(x)
+        outputs = []
+        last = self.layers[-1]
+        for x_batch, _ in self._batches(x_device, None, batch_size, None):
+            output = self._forward(x_batch)
+            if self._fused:
+                output = last.activation.forward(self.backend, output, {})
+            outputs.append(self.backend.to_numpy(output).copy())
+        return np.concatenate(outputs)
+
+    def train_on_batch(self, x, y) -> float:
+        """One optimizer step on ``(x, y)``; returns that batch's mean loss."""
+        self._require_compiled()
+        x_device, y_device = self._device_data(x, y)
+        loss_sum, _ = self._train_step(x_device, y_device)
+        return float(loss_sum) / x_device.shape[0]
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Host copies of every parameter, Keras order: kernel ``(in, out)``, bias, per layer."""
+        return [self.backend.to_numpy(param).copy() for param in self.params]
+
+    def set_weights(self, weights) -> None:
+        """Load host arrays in :meth:`get_weights` order (the model must be built)."""
+        if not self.built:
+            raise UsageError("build the model (call it on data, or build(input_dim)) before "
+                             "set_weights")
+        weights = list(weights)
+        params = self.params
+        if len(weights) != len(params):
+            raise UsageError(f"set_weights got {len(weights)} arrays; the model has "
+                             f"{len(params)}")
+        for index, (param, value) in enumerate(zip(params, weights)):
+            value = np.asarray(value)
+            if value.shape != tuple(param.shape):
+                raise UsageError(f"weight {index} has shape {value.shape}; the model's is "
+                                 f"{tuple(param.shape)}")
+        for layer in self.layers:
+            # np.array copies, so training never writes into the caller's arrays.
+            layer.kernel = self.backend.asarray(np.array(weights.pop(0), self.dtype))
+            layer.bias = self.backend.asarray(np.array(weights.pop(0), self.dtype))
+        if self.optimizer is not None and not self.optimizer.states:
+            self.optimizer.build(self.params, self.backend)
+
+    def get_config(self) -> dict:
+        return {"dtype": str(self.dtype), "layers": [layer.get_config() for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, config: dict, **kwargs) -> "Sequential":
+        return cls([layers_module.from_config(layer) for layer in config["layers"]],
+                   dtype=config["dtype"], **kwargs)

@@ -1,0 +1,25 @@
+"""Optimizers, found through the ``dnn.optimizers`` entry points.  See
+:class:`dnn.optimizers.base.Optimizer` for the plugin contract."""
+
+from __future__ import annotations
+
+from dnn import plugins
+from dnn.errors import UsageError
+from dnn.optimizers.base import Optimizer
+from dnn.optimizers.builtin import SGD, Adam, RMSprop
+
+__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "get"]
+
+
+def get(optimizer, **hyperparameters) -> Optimizer:
+    """An Optimizer from an instance, or from a registered name and its hyper-parameters."""
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    cls = plugins.load("optimizer", optimizer)
+    try:
+        instance = cls(**hyperparameters)
+    except TypeError as error:
+        raise UsageError(f"optimizer {optimizer!r}: {error}") from error
+    if not isinstance(instance, Optimizer):
+        raise UsageError(f"optimizer plugin {optimizer!r} is not a dnn.optimizers.Optimizer")
+    return instance

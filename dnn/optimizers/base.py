@@ -1,0 +1,76 @@
+"""The Optimizer base class: the contract optimizer plugins are written against.
+
+A subclass takes its hyper-parameters as keyword arguments of ``__init__`` (stored as
+attributes of the same names) and implements two methods:
+
+``init_state(param) -> dict``
+    Called once per parameter when the model is compiled and built; returns the state arrays
+    for that parameter, made with ``self.xp`` (e.g. ``{"m": self.xp.zeros_like(param)}``).
+``update(param, grad, state) -> None``
+    Applies one step *in place* on ``param`` and on the arrays of ``state``.  ``self.xp`` is the
+    backend's array namespace, ``self.learning_rate`` a Python float and ``self.iterations`` the
+    number of the current step (1 on the first).  Keep the parameter's dtype: use Python scalars
+    for hyper-parameters.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+from dnn.errors import UsageError
+
+
+class Optimizer:
+    """Base class of every optimizer: bookkeeping, hyper-parameters, state for checkpoints."""
+
+    def __init__(self, learning_rate: float = 0.001):
+        self.learning_rate = learning_rate
+        self.iterations = 0
+        self.backend = None
+        self.states: list[dict] = []
+        self.check_hyperparameters()
+
+    # -- the plugin contract -----------------------------------------------------------------
+    def init_state(self, param) -> dict:
+        """State arrays for one parameter (none by default)."""
+        return {}
+
+    def update(self, param, grad, state) -> None:
+        """One in-place step on ``param`` and ``state``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement update()")
+
+    # -- used by the model ------------------------------------------------------------------
+    @property
+    def xp(self):
+        """The array namespace of the backend the optimizer runs on."""
+        return self.backend.xp
+
+    def build(self, params: list, backend) -> None:
+        """Attach to ``backend`` and create one state dict per parameter."""
+        self.backend = backend
+        self.states = [self.init_state(param) for param in params]
+
+    def apply_gradients(self, params: list, grads: list) -> None:
+        """Advance ``iterations`` and update every parameter with its gradient."""
+        self.iterations += 1
+        for param, grad, state in zip(params, grads, self.states):
+            self.update(param, grad, state)
+
+    def get_config(self) -> dict:
+        """The hyper-parameters: ``__init__``'s keyword arguments, read from the attributes."""
+        return {name: getattr(self, name) for name in inspect.signature(type(self)).parameters
+                if hasattr(self, name)}
+
+    def check_hyperparameters(self) -> None:
+        """Refuse numeric hyper-parameters that are negative or not finite."""
+        for name, value in self.get_config().items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if not math.isfinite(value) or value < 0:
+                raise UsageError(f"{type(self).__name__} {name} must be a finite number >= 0, "
+                                 f"not {value!r}")
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
