@@ -1,0 +1,100 @@
+"""Shared fixtures: the backends to run every suite on, real MNIST when present, fake plugins."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dnn import backends, plugins
+
+MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+def available_backend_names() -> list:
+    """Every installed backend, with a skip (and its reason) for those that cannot run here."""
+    params = []
+    for name in plugins.names("backend"):
+        cls = plugins.load("backend", name)
+        availability = cls.is_available()
+        marks = [pytest.mark.gpu] if name == "gpu" else []
+        if not availability:
+            marks.append(pytest.mark.skip(reason=f"backend {name}: {availability.reason}"))
+        params.append(pytest.param(name, marks=marks, id=name))
+    return params
+
+
+@pytest.fixture(params=available_backend_names())
+def backend(request):
+    """Each available backend in turn (skipped with the reason where unavailable)."""
+    return backends.get_backend(request.param)
+
+
+@pytest.fixture
+def cpu():
+    return backends.get_backend("cpu")
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The real MNIST folder from $DNN_DATA_DIR; the test is skipped without it."""
+    folder = os.environ.get("DNN_DATA_DIR")
+    if not folder or not all((Path(folder) / name).is_file() for name in MNIST_FILES):
+        pytest.skip("real MNIST not available: set DNN_DATA_DIR to a folder with the IDX files")
+    return Path(folder)
+
+
+@pytest.fixture
+def install_fake_plugin(tmp_path, monkeypatch):
+    """Install a fake distribution: ``install(dist, version, {group: {name: value}}, modules)``
+    writes ``modules`` ({module name: source}) and a dist-info with those entry points into a
+    folder on ``sys.path``, and resets plugin discovery (before and after the test)."""
+
+    def install(dist: str, version: str, entry_points: dict, modules: dict | None = None):
+        root = tmp_path / f"site-{dist}"
+        info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        lines = []
+        for group, entries in entry_points.items():
+            lines.append(f"[{group}]")
+            lines += [f"{name} = {value}" for name, value in entries.items()]
+        (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+        for module, source in (modules or {}).items():
+            (root / f"{module}.py").write_text(textwrap.dedent(source))
+        monkeypatch.syspath_prepend(str(root))
+        reset_discovery()
+        return root
+
+    yield install
+    reset_discovery()
+
+
+def reset_discovery():
+    plugins.catalog.cache_clear()
+    plugins.load.cache_clear()
+    backends.get_backend.cache_clear()
+    for name in [m for m in sys.modules if m.startswith("fake_")]:
+        del sys.modules[name]
+
+
+def numerical_gradient(f, x: np.ndarray, step: float = 1e-6) -> np.ndarray:
+    """Central finite differences of the scalar ``f()`` with respect to ``x`` (changed in
+    place, then restored)."""
+    grad = np.zeros_like(x)
+    flat, out = x.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        original = flat[i]
+        flat[i] = original + step
+        plus = f()
+        flat[i] = original - step
+        minus = f()
+        flat[i] = original
+        out[i] = (plus - minus) / (2 * step)
+    return grad

@@ -1,0 +1,96 @@
+"""The command line, in process, on a tiny dataset plugin: outputs, files, exit codes."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from dnn.cli import main
+
+TINY_DATASET = """
+import numpy as np
+
+class Tiny:
+    name = "tiny"
+    num_classes = 3
+
+    def load(self, data_dir=None):
+        rng = np.random.default_rng(0)
+        centres = rng.normal(scale=3.0, size=(3, 12))
+        def split(n):
+            labels = rng.integers(0, 3, size=n)
+            x = np.clip((centres[labels] + rng.normal(size=(n, 12))) / 10 + 0.5, 0, 1)
+            return x.astype(np.float32), labels
+        return split(300), split(100)
+"""
+
+
+@pytest.fixture
+def tiny(install_fake_plugin):
+    install_fake_plugin("fake-tiny", "1.0", {"dnn.datasets": {"tiny": "fake_tiny:Tiny"}},
+                        {"fake_tiny": TINY_DATASET})
+
+
+def run(*args):
+    result = CliRunner().invoke(main, list(args))
+    return result
+
+
+def test_train_writes_history_in_the_documented_schema(tiny, tmp_path):
+    history = tmp_path / "history.json"
+    result = run("train", "--dataset", "tiny", "--epochs", "3", "--batch-size", "32",
+                 "--hidden", "16", "--lr", "0.01", "--history", str(history))
+    assert result.exit_code == 0, result.output
+    assert result.output.count("epoch ") == 3 and "test: loss" in result.output
+    record = json.loads(history.read_text())
+    assert {k: record[k] for k in ("backend", "optimizer", "dataset")} == {
+        "backend": "cpu", "optimizer": "rmsprop", "dataset": "tiny"}
+    assert [e["epoch"] for e in record["epochs"]] == [1, 2, 3]
+    for epoch in record["epochs"]:
+        assert set(epoch) == {"epoch", "loss", "accuracy", "test_loss", "test_accuracy",
+                              "seconds"}
+    assert set(record["test"]) == {"loss", "accuracy"}
+    assert record["test"]["accuracy"] == record["epochs"][-1]["test_accuracy"]
+    assert record["epochs"][-1]["loss"] < record["epochs"][0]["loss"]
+
+
+def test_opt_passes_typed_hyperparameters(tiny, tmp_path):
+    history = tmp_path / "h.json"
+    result = run("train", "--dataset", "tiny", "--epochs", "1", "--optimizer", "sgd",
+                 "--opt", "momentum=0.9", "--opt", "nesterov=true", "--history", str(history))
+    assert result.exit_code == 0, result.output
+    result = run("train", "--dataset", "tiny", "--epochs", "1", "--optimizer", "sgd",
+                 "--opt", "beta=2")
+    assert result.exit_code == 2
+    assert "SGD takes no option 'beta'; accepted: learning_rate, momentum, nesterov" in result.output
+
+
+@pytest.mark.parametrize("args, status, message", [
+    (["--backend", "tpu"], 2, "unknown backend 'tpu'; installed: "),
+    (["--optimizer", "lamb"], 2, "unknown optimizer 'lamb'; installed: adam, rmsprop, sgd"),
+    (["--dataset", "cifar"], 2, "unknown dataset 'cifar'; installed: "),
+    (["--batch-size", "0"], 2, "--batch-size"),
+    (["--epochs", "-1"], 2, "--epochs"),
+    (["--lr", "-0.5"], 2, "learning_rate must be a finite number >= 0"),
+    (["--lr", "nan"], 2, "learning_rate must be a finite number >= 0"),
+    (["--opt", "momentum"], 2, "--opt wants KEY=VALUE"),
+    (["--dtype", "float16"], 2, "float16"),
+])
+def test_bad_input_exits_with_one_error_line(tiny, args, status, message):
+    result = run("train", "--dataset", "tiny", "--epochs", "1", *args)
+    assert result.exit_code == status, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert sum(line.startswith("Error:") for line in result.output.splitlines()) == 1
+
+
+def test_gpu_without_cupy_or_device_is_a_clean_runtime_error(tiny):
+    from dnn.backends.gpu import GpuBackend
+
+    if GpuBackend.is_available():
+        pytest.skip("a GPU is present here")
+    result = run("train", "--dataset", "tiny", "--backend", "gpu")
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: backend 'gpu' is unavailable: ")
+    assert "Traceback" not in result.output

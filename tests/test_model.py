@@ -1,0 +1,152 @@
+"""The Keras-shaped model API on every available backend: shapes, dtypes, seeding, errors."""
+
+import numpy as np
+import pytest
+
+import dnn
+import dnn.optimizers
+from dnn.errors import DivergenceError, UsageError
+from dnn.layers import Dense
+from dnn.utils import to_categorical
+
+
+def blobs(n=256, features=8, classes=3, seed=0):
+    """A learnable toy problem: class centres far apart plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, size=n)
+    centres = rng.normal(scale=3.0, size=(classes, features))
+    x = (centres[labels] + rng.normal(size=(n, features))).astype(np.float32)
+    return x, labels
+
+
+def seed_network(backend, dtype="float32", seed=0, hidden=16, classes=3):
+    model = dnn.Sequential([Dense(hidden, activation="relu"), Dense(classes, activation="softmax")],
+                           dtype=dtype, seed=seed, backend=backend)
+    model.compile(optimizer=dnn.optimizers.RMSprop(learning_rate=0.01),
+                  loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def test_fit_learns_and_reports_history(backend):
+    x, labels = blobs()
+    model = seed_network(backend)
+    history = model.fit(x, to_categorical(labels), epochs=5, batch_size=32,
+                        validation_data=(x[:64], to_categorical(labels[:64])))
+    losses = history.history["loss"]
+    assert len(losses) == 5 and losses[-1] < losses[0] / 2
+    assert history.history["accuracy"][-1] > 0.9
+    assert set(history.history) >= {"val_loss", "val_accuracy", "seconds"}
+    loss, accuracy = model.evaluate(x, to_categorical(labels))
+    assert accuracy > 0.9 and loss == pytest.approx(history.history["loss"][-1], rel=0.5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_dtype_is_kept_end_to_end(backend, dtype):
+    x, labels = blobs(n=64)
+    model = seed_network(backend, dtype=dtype)
+    model.fit(x, to_categorical(labels), epochs=1, batch_size=16)
+    assert all(str(p.dtype) == dtype for p in model.params)
+    assert all(backend.is_own_array(p) for p in model.params)
+    output = model._forward(backend.asarray(x[:16].astype(dtype)))
+    assert str(output.dtype) == dtype
+    grads = [g for layer in model.layers for g in layer.grads]
+    assert all(str(g.dtype) == dtype for g in grads)
+    states = [a for s in model.optimizer.states for a in s.values()]
+    assert states and all(str(a.dtype) == dtype for a in states)
+    assert model.predict(x).dtype == np.dtype(dtype)
+
+
+def test_same_seed_same_run_different_seed_different_start(backend):
+    x, labels = blobs(n=64)
+    runs = []
+    for seed in (5, 5, 6):
+        model = seed_network(backend, seed=seed)
+        history = model.fit(x, to_categorical(labels), epochs=2, batch_size=16)
+        runs.append((history.history["loss"], model.get_weights()))
+    assert runs[0][0] == runs[1][0]
+    for a, b in zip(runs[0][1], runs[1][1]):
+        np.testing.assert_array_equal(a, b)
+    assert runs[0][0] != runs[2][0]
+
+
+def test_weights_in_keras_order_and_set_weights_copies(cpu):
+    model = seed_network(cpu, hidden=5)
+    model.build(4)
+    shapes = [w.shape for w in model.get_weights()]
+    assert shapes == [(4, 5), (5,), (5, 3), (3,)]
+    kernel = model.get_weights()[0]
+    limit = np.sqrt(6 / (4 + 5))
+    assert np.all(np.abs(kernel) <= limit) and np.all(model.get_weights()[1] == 0)
+    new = [np.full(s, 0.5, np.float32) for s in shapes]
+    model.set_weights(new)
+    model.fit(np.ones((4, 4), np.float32), to_categorical([0, 1, 2, 0], 3), epochs=1)
+    assert np.all(new[0] == 0.5), "training wrote into the caller's arrays"
+    with pytest.raises(UsageError, match="shape"):
+        model.set_weights([np.zeros((3, 3))] + new[1:])
+
+
+def test_predict_gives_probabilities_and_train_on_batch_a_loss(backend):
+    x, labels = blobs(n=32)
+    model = seed_network(backend)
+    probabilities = model.predict(x)
+    assert isinstance(probabilities, np.ndarray) and probabilities.shape == (32, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
+    first = model.train_on_batch(x, to_categorical(labels))
+    for _ in range(20):
+        last = model.train_on_batch(x, to_categorical(labels))
+    assert isinstance(first, float) and last < first
+
+
+def test_sparse_and_mse_losses_train(cpu):
+    x, labels = blobs(n=128)
+    for loss, targets in (("sparse_categorical_crossentropy", labels),
+                          ("mean_squared_error", to_categorical(labels))):
+        model = dnn.Sequential([Dense(8, activation="tanh"), Dense(3, activation="sigmoid")],
+                               seed=1, backend=cpu)
+        model.compile(optimizer="adam", loss=loss, metrics=["accuracy"])
+        history = model.fit(x, targets, epochs=8, batch_size=16)
+        assert history.history["loss"][-1] < history.history["loss"][0], loss
+
+
+def test_inputs_are_flattened_and_size_inferred(cpu):
+    model = seed_network(cpu)
+    images = np.zeros((4, 2, 3), np.float32)
+    assert model.predict(images).shape == (4, 3)
+    assert model.layers[0].kernel.shape == (6, 16)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, x, y: m.fit(x, y, batch_size=0), "batch_size"),
+    (lambda m, x, y: m.fit(x, y, epochs=-1), "epochs"),
+    (lambda m, x, y: m.fit(x, y[:3]), "targets"),
+    (lambda m, x, y: m.fit(x[:, :5], y), "features"),
+    (lambda m, x, y: m.fit(x, np.argmax(y, axis=1)), "one-hot"),
+])
+def test_bad_calls_say_what_is_wrong(cpu, call, message):
+    x, labels = blobs(n=16)
+    model = seed_network(cpu)
+    model.build(x.shape[1])
+    with pytest.raises(UsageError, match=message):
+        call(model, x, to_categorical(labels))
+
+
+def test_unknown_names_are_usage_errors():
+    with pytest.raises(UsageError, match="activation"):
+        Dense(3, activation="swish")
+    with pytest.raises(UsageError, match="units"):
+        Dense(0)
+    model = dnn.Sequential([Dense(2)])
+    with pytest.raises(UsageError, match="loss"):
+        model.compile(loss="hinge")
+    with pytest.raises(UsageError, match="metric"):
+        model.compile(metrics=["f1"])
+
+
+def test_divergence_raises(cpu):
+    x, labels = blobs(n=64)
+    model = dnn.Sequential([Dense(8, activation="relu"), Dense(3, activation="softmax")],
+                           seed=0, backend=cpu)
+    model.compile(optimizer=dnn.optimizers.SGD(learning_rate=1e30),
+                  loss="categorical_crossentropy")
+    with np.errstate(all="ignore"), pytest.raises(DivergenceError, match="diverged"):
+        model.fit(x * 1e6, to_categorical(labels), epochs=3, batch_size=8)

@@ -1,0 +1,133 @@
+"""Each built-in optimizer's first steps against values worked out by hand from its formula,
+and the cpu backend's in-place kernels against the generic kernels they override."""
+
+import math
+
+import numpy as np
+import pytest
+
+from dnn import optimizers
+from dnn.backends.base import Backend
+from dnn.errors import UsageError
+
+
+class GenericNumpy(Backend):
+    """NumPy through the generic kernels only: the reference the overrides must reproduce."""
+
+    name = "generic-numpy"
+    xp = np
+
+
+def run_steps(optimizer, backend, param, grads):
+    """Apply ``grads`` one step each to a copy of ``param``; return every intermediate value."""
+    param = np.array(param, dtype=np.float64)
+    optimizer.build([param], backend)
+    values = []
+    for grad in grads:
+        optimizer.apply_gradients([param], [np.array(grad, dtype=np.float64)])
+        values.append(param.copy())
+    return values
+
+
+def test_rmsprop_keras_documented_example(cpu):
+    # Keras' RMSprop docstring: var1 = 10.0, loss = var1**2 / 2 (gradient 10), lr 0.1.
+    (value,) = run_steps(optimizers.RMSprop(learning_rate=0.1), cpu, [10.0], [[10.0]])
+    assert value[0] == pytest.approx(9.683772, abs=1e-6)
+
+
+def test_rmsprop_two_steps_by_hand(cpu):
+    lr, rho, eps = 0.01, 0.9, 1e-7
+    g1, g2 = 0.5, -2.0
+    v1 = (1 - rho) * g1**2
+    p1 = 1.0 - lr * g1 / math.sqrt(v1 + eps)
+    v2 = rho * v1 + (1 - rho) * g2**2
+    p2 = p1 - lr * g2 / math.sqrt(v2 + eps)
+    values = run_steps(optimizers.RMSprop(learning_rate=lr), cpu, [1.0], [[g1], [g2]])
+    assert [v[0] for v in values] == pytest.approx([p1, p2], rel=1e-12)
+
+
+def test_rmsprop_centered_with_momentum_by_hand(cpu):
+    lr, rho, mom, eps = 0.01, 0.9, 0.5, 1e-7
+    g1, g2 = 0.5, 0.25
+    ms, mg, buf, p = 0.0, 0.0, 0.0, 1.0
+    expected = []
+    for g in (g1, g2):
+        ms = rho * ms + (1 - rho) * g * g
+        mg = rho * mg + (1 - rho) * g
+        buf = mom * buf + lr * g / math.sqrt(ms - mg * mg + eps)
+        p -= buf
+        expected.append(p)
+    opt = optimizers.RMSprop(learning_rate=lr, rho=rho, momentum=mom, centered=True)
+    values = run_steps(opt, cpu, [1.0], [[g1], [g2]])
+    assert [v[0] for v in values] == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_momentum_by_hand(cpu, nesterov):
+    lr, mom = 0.1, 0.9
+    velocity, p, expected = 0.0, 2.0, []
+    for g in (1.0, -0.5, 0.25):
+        velocity = mom * velocity - lr * g
+        p += mom * velocity - lr * g if nesterov else velocity
+        expected.append(p)
+    opt = optimizers.SGD(learning_rate=lr, momentum=mom, nesterov=nesterov)
+    values = run_steps(opt, cpu, [2.0], [[1.0], [-0.5], [0.25]])
+    assert [v[0] for v in values] == pytest.approx(expected, rel=1e-12)
+
+
+def test_plain_sgd_by_hand(cpu):
+    values = run_steps(optimizers.SGD(learning_rate=0.1), cpu, [1.0, -1.0], [[2.0, 4.0]])
+    np.testing.assert_allclose(values[0], [0.8, -1.4], rtol=1e-12)
+
+
+def test_adam_first_steps_by_hand(cpu):
+    lr, b1, b2, eps = 0.001, 0.9, 0.999, 1e-7
+    m = v = 0.0
+    p, expected = 1.0, []
+    for t, g in enumerate((0.3, -0.1), start=1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
+        # Keras folds the bias corrections into the step: eps is scaled by them too.
+        p -= lr * m_hat / (math.sqrt(v_hat) + eps / math.sqrt(1 - b2**t))
+        expected.append(p)
+    values = run_steps(optimizers.Adam(), cpu, [1.0], [[0.3], [-0.1]])
+    assert [v[0] for v in values] == pytest.approx(expected, rel=1e-9)
+
+
+OPTIMIZER_CASES = [
+    optimizers.SGD, lambda: optimizers.SGD(momentum=0.9),
+    lambda: optimizers.SGD(momentum=0.9, nesterov=True), optimizers.RMSprop,
+    lambda: optimizers.RMSprop(momentum=0.5, centered=True), optimizers.Adam,
+]
+
+
+@pytest.mark.parametrize("make", OPTIMIZER_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpu_kernels_reproduce_generic_kernels_bit_for_bit(cpu, make, dtype):
+    rng = np.random.default_rng(7)
+    start = rng.normal(size=(8, 3)).astype(dtype)
+    grads = [rng.normal(size=(8, 3)).astype(dtype) for _ in range(3)]
+    results = []
+    for backend in (cpu, GenericNumpy()):
+        param = start.copy()
+        optimizer = make()
+        optimizer.build([param], backend)
+        for grad in grads:
+            optimizer.apply_gradients([param], [grad])
+        assert param.dtype == dtype
+        results.append(param)
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("kwargs", [{"learning_rate": -0.1}, {"learning_rate": float("nan")},
+                                    {"rho": 1.5}, {"epsilon": float("inf")}])
+def test_bad_hyperparameters_are_refused(kwargs):
+    with pytest.raises(UsageError):
+        optimizers.RMSprop(**kwargs)
+
+
+def test_get_by_name_and_unknown_name():
+    assert isinstance(optimizers.get("adam", learning_rate=0.5), optimizers.Adam)
+    with pytest.raises(UsageError, match="installed: adam, rmsprop, sgd"):
+        optimizers.get("lamb")
