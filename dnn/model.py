@@ -280,6 +280,8 @@ class Sequential:
 
     def get_weights(self) -> list[np.ndarray]:
         """Host copies of every parameter, Keras order: kernel ``(in, out)``, bias, per layer."""
+        if not self.built:
+            raise UsageError("the model has no weights yet: call it on data or build() it")
         return [self.backend.to_numpy(param).copy() for param in self.params]
 
     def set_weights(self, weights) -> None:

@@ -6,6 +6,10 @@ kernel in :mod:`dnn.backends.base`, so both give the same bits; it only avoids t
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
+import threading
+
 import numpy as np
 
 from dnn.backends.base import Backend
@@ -21,6 +25,11 @@ def _buffer(scratch: dict, key: str, shape, dtype) -> np.ndarray:
     return array
 
 
+# Optimizer updates of parameters at least this large are split across the CPU cores (NumPy's
+# ufuncs run on one core and release the GIL); smaller ones are not worth a thread hand-off.
+PARALLEL_MIN_SIZE = 1 << 16
+
+
 class CpuBackend(Backend):
     """NumPy on the host CPU."""
 
@@ -28,7 +37,27 @@ class CpuBackend(Backend):
     xp = np
 
     def __init__(self):
-        self._temporaries: dict = {}  # short-lived buffers for optimizer updates
+        self._thread_local = threading.local()  # per-thread temporaries for optimizer updates
+        self._parts = max(1, min(os.cpu_count() or 1, 4))
+        self._pool = None
+
+    def _in_parts(self, kernel, arrays: tuple, *scalars) -> None:
+        """Run ``kernel(*arrays, *scalars)`` on row blocks of ``arrays`` (the parameter first;
+        None entries pass through), one block per core, when the parameter is large."""
+        param = arrays[0]
+        if self._parts == 1 or param.size < PARALLEL_MIN_SIZE or param.shape[0] < self._parts:
+            kernel(*arrays, *scalars)
+            return
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(self._parts - 1,
+                                                               thread_name_prefix="dnn-cpu")
+        bounds = np.linspace(0, param.shape[0], self._parts + 1).astype(int)
+        blocks = [[None if a is None else a[start:stop] for a in arrays]
+                  for start, stop in zip(bounds[:-1], bounds[1:])]
+        futures = [self._pool.submit(kernel, *block, *scalars) for block in blocks[1:]]
+        kernel(*blocks[0], *scalars)
+        for future in futures:
+            future.result()
 
     def asarray(self, host_array, dtype=None) -> np.ndarray:
         return np.asarray(host_array, dtype=dtype)
@@ -38,7 +67,8 @@ class CpuBackend(Backend):
 
     def take_rows(self, data, indices, scratch):
         out = _buffer(scratch, "rows", (len(indices),) + data.shape[1:], data.dtype)
-        return np.take(data, indices, axis=0, out=out)
+        # mode="clip" writes straight into out; the default "raise" buffers a second copy.
+        return np.take(data, indices, axis=0, out=out, mode="clip")
 
     def dense_forward(self, x, kernel, bias, scratch):
         z = _buffer(scratch, "z", (x.shape[0], kernel.shape[1]), kernel.dtype)
@@ -66,10 +96,16 @@ class CpuBackend(Backend):
         return np.multiply(grad_out, mask, out=grad_out)
 
     def _temporary(self, index: int, like: np.ndarray) -> np.ndarray:
-        """The ``index``-th scratch array shaped like ``like``; valid until the next call."""
-        return _buffer(self._temporaries, str(index), like.shape, like.dtype)
+        """The calling thread's ``index``-th scratch array shaped like ``like``; valid until
+        that thread's next call."""
+        temporaries = self._thread_local.__dict__.setdefault("buffers", {})
+        return _buffer(temporaries, str(index), like.shape, like.dtype)
 
     def sgd_update(self, param, grad, velocity, learning_rate, momentum, nesterov):
+        self._in_parts(self._sgd_block, (param, grad, velocity), learning_rate, momentum,
+                       nesterov)
+
+    def _sgd_block(self, param, grad, velocity, learning_rate, momentum, nesterov):
         step = np.multiply(grad, learning_rate, out=self._temporary(0, grad))
         if velocity is None:
             param -= step
@@ -84,6 +120,11 @@ class CpuBackend(Backend):
             param += velocity
 
     def rmsprop_update(self, param, grad, mean_square, mean_grad, momentum_buffer,
+                       learning_rate, rho, momentum, epsilon):
+        self._in_parts(self._rmsprop_block, (param, grad, mean_square, mean_grad, momentum_buffer),
+                       learning_rate, rho, momentum, epsilon)
+
+    def _rmsprop_block(self, param, grad, mean_square, mean_grad, momentum_buffer,
                        learning_rate, rho, momentum, epsilon):
         square = np.multiply(grad, grad, out=self._temporary(0, grad))
         square *= 1 - rho
@@ -109,6 +150,9 @@ class CpuBackend(Backend):
         param -= step
 
     def adam_update(self, param, grad, m, v, alpha, beta_1, beta_2, epsilon):
+        self._in_parts(self._adam_block, (param, grad, m, v), alpha, beta_1, beta_2, epsilon)
+
+    def _adam_block(self, param, grad, m, v, alpha, beta_1, beta_2, epsilon):
         delta = np.subtract(grad, m, out=self._temporary(0, grad))
         delta *= 1 - beta_1
         m += delta

@@ -1,0 +1,189 @@
+#!/usr/bin/env python
+"""CPU benchmark of the seed network (784-512-10, RMSprop, batch 128) on MNIST.
+
+In one run, on the same data and batch order, it times per epoch:
+  dnn    the cpu backend's training epoch (``Sequential.fit``),
+  floor  exactly the matrix products one epoch needs (forward, weight gradients, hidden-layer
+         input gradient), with the same shapes and dtype, through NumPy's BLAS,
+  torch  PyTorch CPU running the same model, loss, optimizer and batch order (when installed),
+interleaved round by round so that machine noise hits all three alike, and reports medians,
+spreads and the per-round ratios dnn/torch and dnn/floor.  It also measures the peak RSS of a
+``dnn train`` process on MNIST.
+
+    python scripts/bench.py --data-dir ../shared/data/mnist [--rounds 5] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import dnn
+from dnn.datasets import get
+from dnn.layers import Dense
+from dnn.utils import to_categorical
+
+BATCH, HIDDEN, CLASSES = 128, 512, 10
+
+
+def seed_model(seed=0):
+    model = dnn.Sequential([Dense(HIDDEN, activation="relu"),
+                            Dense(CLASSES, activation="softmax")], seed=seed, backend="cpu")
+    model.compile(optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def time_dnn_epoch(model, x, y) -> float:
+    return model.fit(x, y, epochs=1, batch_size=BATCH).history["seconds"][0]
+
+
+def make_floor(x):
+    """A function timing one epoch of the network's matrix products alone."""
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((x.shape[1], HIDDEN), np.float32)
+    w2 = rng.standard_normal((HIDDEN, CLASSES), np.float32)
+    sizes = [min(BATCH, len(x) - start) for start in range(0, len(x), BATCH)]
+    buffers = {}
+    for n in set(sizes):
+        buffers[n] = dict(x=x[:n].copy(), h=np.empty((n, HIDDEN), np.float32),
+                          o=np.empty((n, CLASSES), np.float32),
+                          dz=rng.standard_normal((n, CLASSES), np.float32),
+                          dh=np.empty((n, HIDDEN), np.float32))
+    dw1, dw2 = np.empty_like(w1), np.empty_like(w2)
+
+    def epoch() -> float:
+        started = time.perf_counter()
+        for n in sizes:
+            b = buffers[n]
+            np.matmul(b["x"], w1, out=b["h"])          # forward, layer 1
+            np.matmul(b["h"], w2, out=b["o"])          # forward, layer 2
+            np.matmul(b["h"].T, b["dz"], out=dw2)      # weight gradient, layer 2
+            np.matmul(b["dz"], w2.T, out=b["dh"])      # input gradient of the hidden layer
+            np.matmul(b["x"].T, b["dh"], out=dw1)      # weight gradient, layer 1
+        return time.perf_counter() - started
+
+    return epoch
+
+
+def make_torch(model, x, labels, seed=0):
+    """A function timing one PyTorch epoch of the same network from dnn's initial weights,
+    or None when torch is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None, None
+    net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], HIDDEN), torch.nn.ReLU(),
+                              torch.nn.Linear(HIDDEN, CLASSES))
+    kernels = model.get_weights()
+    with torch.no_grad():
+        for layer, kernel, bias in ((net[0], kernels[0], kernels[1]),
+                                    (net[2], kernels[2], kernels[3])):
+            layer.weight.copy_(torch.from_numpy(kernel.T.copy()))
+            layer.bias.copy_(torch.from_numpy(bias))
+    optimizer = torch.optim.RMSprop(net.parameters(), lr=1e-3, alpha=0.9, eps=1e-7)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    x_t, y_t = torch.from_numpy(x), torch.from_numpy(labels)
+    rng = np.random.default_rng(seed)
+
+    def epoch() -> float:
+        order = torch.from_numpy(rng.permutation(len(x)))
+        started = time.perf_counter()
+        total = torch.zeros(())
+        for start in range(0, len(x), BATCH):
+            index = order[start:start + BATCH]
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(net(x_t[index]), y_t[index])
+            loss.backward()
+            optimizer.step()
+            total += loss.detach() * len(index)
+        float(total)
+        return time.perf_counter() - started
+
+    return epoch, torch.__version__
+
+
+def peak_rss_of_dnn_train(data_dir) -> float:
+    """Peak resident memory (MiB) of a one-epoch ``dnn train`` on MNIST in a child process."""
+    # VmHWM is the child's own high-water mark (ru_maxrss would count the forked parent too).
+    child = ("import re, sys\n"
+             "from dnn.cli import main\n"
+             "main(sys.argv[1:], standalone_mode=False)\n"
+             "status = open('/proc/self/status').read()\n"
+             "print(re.search(r'VmHWM:\\s+(\\d+)', status).group(1), file=sys.stderr)\n")
+    finished = subprocess.run(
+        [sys.executable, "-c", child, "train", "--epochs", "1", "--quiet", "--data-dir",
+         str(data_dir)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True)
+    return int(finished.stderr.split()[-1]) / 1024  # Linux reports KiB
+
+
+def summary(values) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def blas_info() -> str:
+    config = np.show_config(mode="dicts")
+    blas = config.get("Build Dependencies", {}).get("blas", {})
+    return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=os.environ.get("DNN_DATA_DIR"))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", dest="json_path")
+    parser.add_argument("--no-torch", action="store_true")
+    args = parser.parse_args()
+
+    (x, labels), _ = get("mnist").load(args.data_dir)
+    x = x.reshape(len(x), -1)
+    y = to_categorical(labels)
+    model = seed_model()
+    model.build(x.shape[1])
+    floor = make_floor(x)
+    torch_epoch, torch_version = (None, None) if args.no_torch else make_torch(model, x, labels)
+
+    time_dnn_epoch(model, x, y), floor()  # warm-up: buffers, BLAS threads, caches
+    if torch_epoch:
+        torch_epoch()
+    times = {"dnn": [], "floor": [], "torch": []}
+    for _ in range(args.rounds):
+        times["dnn"].append(time_dnn_epoch(model, x, y))
+        times["floor"].append(floor())
+        if torch_epoch:
+            times["torch"].append(torch_epoch())
+    ratios = {"dnn/floor": [d / f for d, f in zip(times["dnn"], times["floor"])]}
+    if torch_epoch:
+        ratios["dnn/torch"] = [d / t for d, t in zip(times["dnn"], times["torch"])]
+    result = {
+        "machine": {"cpu": platform.processor() or platform.machine(),
+                    "cores": os.cpu_count(), "python": platform.python_version(),
+                    "numpy": np.__version__, "blas": blas_info(), "torch": torch_version,
+                    "threads": os.environ.get("OMP_NUM_THREADS", "default")},
+        "rounds": args.rounds,
+        "epoch_seconds": {k: summary(v) for k, v in times.items() if v},
+        "ratios": {k: summary(v) for k, v in ratios.items()},
+        "peak_rss_mib_dnn_train": peak_rss_of_dnn_train(args.data_dir),
+    }
+    for name, stats in result["epoch_seconds"].items():
+        print(f"{name:>6} epoch: median {stats['median']:.3f} s "
+              f"(min {stats['min']:.3f}, max {stats['max']:.3f})")
+    for name, stats in result["ratios"].items():
+        print(f"{name:>9}: median {stats['median']:.3f} "
+              f"(min {stats['min']:.3f}, max {stats['max']:.3f})")
+    print(f"peak RSS of dnn train: {result['peak_rss_mib_dnn_train']:.0f} MiB")
+    if args.json_path:
+        with open(args.json_path, "w") as file:
+            json.dump(result, file, indent=2)
+
+
+if __name__ == "__main__":
+    main()
