@@ -176,3 +176,69 @@ def evaluate(model_path, backend, dataset, data_dir):
     _, (x_test, y_test), _ = _load_data(dataset, data_dir)
     loss, accuracy = model.evaluate(x_test, y_test)
     click.echo(f"test: loss {loss:.4f} accuracy {accuracy:.4f}")
+
+
+def _plugin_rows() -> list[dict]:
+    """One row per installed plugin: kind, name, distribution, version, status, detail."""
+    rows = []
+    for kind in plugins.GROUPS:
+        catalog = plugins.catalog(kind)
+        for name, plugin in sorted(catalog.plugins.items()):
+            status, detail = "available", ""
+            try:
+                loaded = plugins.load(kind, name)
+                if kind == "backend":
+                    availability = loaded.is_available()
+                    status, detail = ("available", "") if availability else (
+                        "unavailable", availability.reason)
+            except DnnError as error:
+                status, detail = "broken", str(error)
+            rows.append({"kind": kind, "name": name, "distribution": plugin.distribution,
+                         "version": plugin.version, "status": status, "detail": detail})
+        for plugin, reason in catalog.refused:
+            rows.append({"kind": kind, "name": plugin.name, "distribution": plugin.distribution,
+                         "version": plugin.version, "status": "refused", "detail": reason})
+    return rows
+
+
+@main.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@reports_errors
+def list_plugins(as_json):
+    """List every backend, optimizer and dataset plugin with its status."""
+    rows = _plugin_rows()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        detail = f": {row['detail']}" if row["detail"] else ""
+        click.echo(f"{row['kind']:<9} {row['name']:<15} {row['distribution']} {row['version']}"
+                   f"  {row['status']}{detail}")
+
+
+@main.command()
+@click.option("--backend", "only_backends", multiple=True,
+              help="Check on this backend only (repeatable; default: every installed one).")
+@reports_errors
+def check(only_backends):
+    """Run the conformance kit: every optimizer on every backend against cpu."""
+    from dnn import testing
+
+    for name in only_backends:
+        plugins.find("backend", name)
+    failed = False
+    for name in plugins.names("optimizer"):
+        try:
+            results = testing.optimizer_results(plugins.load("optimizer", name))
+        except (AssertionError, DnnError) as error:
+            click.echo(f"optimizer {name:<12} all backends  fail: {str(error).splitlines()[0]}")
+            failed = True
+            continue
+        for result in results:
+            if only_backends and result.backend not in only_backends:
+                continue
+            failed |= result.status == "fail"
+            detail = f": {result.detail}" if result.detail else ""
+            click.echo(f"optimizer {name:<12} {result.backend:<12} {result.status}{detail}")
+    if failed:
+        raise click.ClickException("some plugins failed their conformance checks")

@@ -171,7 +171,7 @@ class Sequential:
         for start in range(0, count, batch_size):
             stop = min(start + batch_size, count)
             if order_device is None:
-                yield x[start:stop], (None if y is None else y[start:stop])
+                yield x[start:stop, ...], (None if y is None else y[start:stop, ...])
                 continue
             indices = order_device[start:stop]
             yield (self.backend.take_rows(x, indices, self._scratch["x"]),

@@ -45,14 +45,15 @@ def test_dtype_is_kept_end_to_end(backend, dtype):
     x, labels = blobs(n=64)
     model = seed_network(backend, dtype=dtype)
     model.fit(x, to_categorical(labels), epochs=1, batch_size=16)
-    assert all(str(p.dtype) == dtype for p in model.params)
+    expected = backend.dtype(dtype)
+    assert all(p.dtype == expected for p in model.params)
     assert all(backend.is_own_array(p) for p in model.params)
     output = model._forward(backend.asarray(x[:16].astype(dtype)))
-    assert str(output.dtype) == dtype
+    assert output.dtype == expected
     grads = [g for layer in model.layers for g in layer.grads]
-    assert all(str(g.dtype) == dtype for g in grads)
+    assert all(g.dtype == expected for g in grads)
     states = [a for s in model.optimizer.states for a in s.values()]
-    assert states and all(str(a.dtype) == dtype for a in states)
+    assert states and all(a.dtype == expected for a in states)
     assert model.predict(x).dtype == np.dtype(dtype)
 
 

@@ -129,5 +129,5 @@ def test_bad_hyperparameters_are_refused(kwargs):
 
 def test_get_by_name_and_unknown_name():
     assert isinstance(optimizers.get("adam", learning_rate=0.5), optimizers.Adam)
-    with pytest.raises(UsageError, match="installed: adam, rmsprop, sgd"):
+    with pytest.raises(UsageError, match="installed: adam, .*rmsprop, sgd"):
         optimizers.get("lamb")

@@ -1,0 +1,111 @@
+"""Plugin discovery with fake distributions on sys.path, `dnn plugins` and `dnn check`."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from dnn import plugins
+from dnn.cli import main
+from dnn.errors import PluginLoadError, UnknownPluginError
+
+GOOD_OPTIMIZER = """
+from dnn.optimizers import Optimizer
+
+class Halver(Optimizer):
+    def __init__(self, learning_rate=0.5):
+        super().__init__(learning_rate=learning_rate)
+
+    def update(self, param, grad, state):
+        param -= self.learning_rate * grad
+"""
+
+
+def test_good_plugin_is_found_and_loaded_lazily(install_fake_plugin):
+    import sys
+
+    install_fake_plugin("fake-halver", "2.1", {"dnn.optimizers": {"halver": "fake_halver:Halver"}},
+                        {"fake_halver": GOOD_OPTIMIZER})
+    plugin = plugins.find("optimizer", "halver")
+    assert (plugin.distribution, plugin.version) == ("fake-halver", "2.1")
+    assert "fake_halver" not in sys.modules  # discovery imports nothing
+    assert plugins.load("optimizer", "halver").__name__ == "Halver"
+    assert "fake_halver" in sys.modules
+
+
+def test_broken_plugin_is_reported_and_others_keep_working(install_fake_plugin):
+    install_fake_plugin("fake-broken", "0.1", {"dnn.optimizers": {"broken": "fake_broken:Nope"}},
+                        {"fake_broken": "raise ImportError('needs libfoo')\n"})
+    with pytest.raises(PluginLoadError, match="'broken' from fake-broken 0.1 failed to load: "
+                                              "ImportError: needs libfoo"):
+        plugins.load("optimizer", "broken")
+    assert plugins.load("optimizer", "adam").__name__ == "Adam"
+    result = CliRunner().invoke(main, ["plugins", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {(r["kind"], r["name"]): r for r in json.loads(result.output)}
+    assert rows[("optimizer", "broken")]["status"] == "broken"
+    assert "needs libfoo" in rows[("optimizer", "broken")]["detail"]
+    assert rows[("optimizer", "adam")]["status"] == "available"
+    assert rows[("backend", "cpu")]["distribution"] == "dnn-framework"
+
+
+def test_same_distribution_listed_twice_is_collapsed(install_fake_plugin, monkeypatch):
+    root = install_fake_plugin("fake-halver", "2.1",
+                               {"dnn.optimizers": {"halver": "fake_halver:Halver"}},
+                               {"fake_halver": GOOD_OPTIMIZER})
+    monkeypatch.syspath_prepend(str(root))  # the same dist-info twice on sys.path
+    plugins.catalog.cache_clear()
+    assert plugins.names("optimizer").count("halver") == 1
+    assert plugins.catalog("optimizer").refused == ()
+
+
+def test_third_party_cannot_take_a_builtin_name(install_fake_plugin):
+    install_fake_plugin("fake-evil", "1.0", {"dnn.optimizers": {"adam": "fake_evil:Evil"}},
+                        {"fake_evil": GOOD_OPTIMIZER.replace("Halver", "Evil")})
+    with pytest.warns(UserWarning, match="'adam' from fake-evil: .*already provided by dnn-framework"):
+        catalog = plugins.catalog("optimizer")
+    assert catalog.plugins["adam"].distribution == "dnn-framework"
+    assert plugins.load("optimizer", "adam").__module__ == "dnn.optimizers.builtin"
+    rows = json.loads(CliRunner().invoke(main, ["plugins", "--json"]).output)
+    assert any(r["name"] == "adam" and r["status"] == "refused" and r["distribution"] == "fake-evil"
+               for r in rows)
+
+
+def test_unknown_name_lists_installed_and_uninstalled_tree_says_how(monkeypatch):
+    with pytest.raises(UnknownPluginError, match="unknown dataset 'svhn'; installed: .*mnist"):
+        plugins.find("dataset", "svhn")
+    monkeypatch.setattr(plugins, "DISTRIBUTION", "not-installed-dist")
+    with pytest.raises(UnknownPluginError, match="pip install -e ."):
+        plugins.find("dataset", "svhn")
+
+
+def test_plugins_command_shows_gpu_status():
+    result = CliRunner().invoke(main, ["plugins"])
+    assert result.exit_code == 0
+    gpu_line = next(line for line in result.output.splitlines() if line.split()[:2] == ["backend", "gpu"])
+    from dnn.backends.gpu import GpuBackend
+
+    availability = GpuBackend.is_available()
+    if availability:
+        assert gpu_line.endswith("available")
+    else:
+        assert f"unavailable: {availability.reason}" in gpu_line
+
+
+def test_check_command_prints_a_table(install_fake_plugin):
+    install_fake_plugin("fake-halver", "2.1", {"dnn.optimizers": {"halver": "fake_halver:Halver"}},
+                        {"fake_halver": GOOD_OPTIMIZER})
+    result = CliRunner().invoke(main, ["check", "--backend", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "optimizer halver       cpu          pass" in result.output
+    assert "optimizer rmsprop      cpu          pass" in result.output
+
+
+def test_check_command_fails_for_a_wrong_optimizer(install_fake_plugin):
+    wrong = GOOD_OPTIMIZER.replace("param -= self.learning_rate * grad",
+                                   "param += self.learning_rate * grad")
+    install_fake_plugin("fake-wrong", "1.0", {"dnn.optimizers": {"wrong": "fake_wrong:Halver"}},
+                        {"fake_wrong": wrong})
+    result = CliRunner().invoke(main, ["check", "--backend", "cpu"])
+    assert result.exit_code == 1
+    assert "optimizer wrong" in result.output and "did not lower the loss" in result.output
