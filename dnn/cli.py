@@ -11,6 +11,7 @@ import json
 import sys
 
 import click
+import numpy as np
 
 from dnn import backends, checkpoint, datasets, optimizers, plugins
 from dnn.errors import DnnError, UsageError
@@ -149,8 +150,9 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
         from dnn.progress import EpochLines, ProgressBar
 
         callbacks.append(ProgressBar() if sys.stdout.isatty() else EpochLines())
-    history = model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size,
-                        validation_data=(x_test, y_test), callbacks=callbacks)
+    with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported as one error
+        history = model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size,
+                            validation_data=(x_test, y_test), callbacks=callbacks)
     test_results = model.evaluate(x_test, y_test)
     if save_path and epochs == 0:
         checkpoint.save(model, save_path)

@@ -1,0 +1,136 @@
+"""Checkpoints: round trips across backends, resume, and every bad file refused cleanly."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from dnn import checkpoint, plugins
+from dnn.cli import main
+from dnn.errors import CheckpointError
+from tests.test_cli import tiny  # noqa: F401  (the tiny dataset plugin fixture)
+from tests.test_model import blobs, seed_network
+from dnn.utils import to_categorical
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_save_on_one_backend_load_on_every_other(tmp_path, cpu):
+    x, labels = blobs(n=96)
+    model = seed_network(cpu)
+    model.fit(x, to_categorical(labels), epochs=2, batch_size=16)
+    path = tmp_path / "model.npz"
+    checkpoint.save(model, path)
+    expected = model.evaluate(x, to_categorical(labels))
+    for name in plugins.names("backend"):
+        if not plugins.load("backend", name).is_available():
+            continue
+        loaded = checkpoint.load(path, backend=name)
+        assert loaded.backend.name == name
+        np.testing.assert_allclose(loaded.evaluate(x, to_categorical(labels)), expected,
+                                   rtol=1e-5)
+        assert loaded.optimizer.iterations == model.optimizer.iterations
+        for ours, theirs in zip(loaded.optimizer.states, model.optimizer.states):
+            for key in theirs:
+                np.testing.assert_array_equal(loaded.backend.to_numpy(ours[key]),
+                                              cpu.to_numpy(theirs[key]))
+
+
+def test_resume_continues_exactly_where_training_stopped(tmp_path, cpu):
+    x, labels = blobs(n=96)
+    y = to_categorical(labels)
+    straight = seed_network(cpu)
+    straight.fit(x, y, epochs=2, batch_size=96, shuffle=False)
+    first = seed_network(cpu)
+    first.fit(x, y, epochs=1, batch_size=96, shuffle=False)
+    checkpoint.save(first, tmp_path / "m.npz")
+    resumed = checkpoint.load(tmp_path / "m.npz")
+    resumed.fit(x, y, epochs=1, batch_size=96, shuffle=False)
+    for a, b in zip(resumed.get_weights(), straight.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def _bad_checkpoints(tmp_path, tiny_model_path):
+    pickled = tmp_path / "pickle.npz"
+    pickled.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    text = tmp_path / "notes.npz"
+    text.write_text("not a model\n")
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, a=np.ones(3))
+    object_array = tmp_path / "objects.npz"
+    np.savez(object_array, meta=np.array([{"x": 1}], dtype=object))
+    return {"pickle": pickled, "text": text, "plain npz": plain, "object array": object_array,
+            "missing": tmp_path / "nope.npz"}
+
+
+@pytest.mark.parametrize("case", ["pickle", "text", "plain npz", "object array", "missing"])
+def test_bad_checkpoints_are_refused_and_left_alone(tmp_path, case, tiny):  # noqa: F811
+    path = _bad_checkpoints(tmp_path, None)[case]
+    before = path.read_bytes() if path.exists() else None
+    with pytest.raises(CheckpointError):
+        checkpoint.load(path)
+    result = run("evaluate", str(path), "--dataset", "tiny")
+    assert result.exit_code == 1 and result.output.startswith("Error: ")
+    assert "Traceback" not in result.output and len(result.output.splitlines()) == 1
+    assert (path.read_bytes() if path.exists() else None) == before
+
+
+def test_cli_save_evaluate_resume_and_architecture_mismatch(tmp_path, tiny):  # noqa: F811
+    model = tmp_path / "model.npz"
+    result = run("train", "--dataset", "tiny", "--epochs", "2", "--hidden", "16", "--lr", "0.01",
+                 "--save", str(model))
+    assert result.exit_code == 0, result.output
+    trained_line = result.output.strip().splitlines()[-1]
+    evaluated = run("evaluate", str(model), "--dataset", "tiny")
+    assert evaluated.exit_code == 0 and evaluated.output.strip() == trained_line
+    strict_available = bool(plugins.load("backend", "strict").is_available()) \
+        if "strict" in plugins.names("backend") else False
+    if strict_available:
+        on_strict = run("evaluate", str(model), "--dataset", "tiny", "--backend", "strict")
+        assert on_strict.output.strip() == trained_line
+    history = tmp_path / "resumed.json"
+    resumed = run("train", "--dataset", "tiny", "--epochs", "1", "--hidden", "16",
+                  "--resume", str(model), "--history", str(history))
+    assert resumed.exit_code == 0, resumed.output
+    first_losses = json.loads(history.read_text())["epochs"][0]["loss"]
+    assert first_losses < 0.5  # continues the curve instead of starting again near ln(3)
+    before = model.read_bytes()
+    mismatch = run("train", "--dataset", "tiny", "--hidden", "32", "--resume", str(model))
+    assert mismatch.exit_code == 1
+    assert "holds a model 16 relu -> 3 softmax (float32), not 32 relu" in mismatch.output
+    assert model.read_bytes() == before
+
+
+def test_divergence_exits_1_and_keeps_the_last_good_checkpoint(tmp_path, tiny):  # noqa: F811
+    model = tmp_path / "model.npz"
+    good = run("train", "--dataset", "tiny", "--epochs", "1", "--save", str(model))
+    assert good.exit_code == 0
+    before = model.read_bytes()
+    diverged = run("train", "--dataset", "tiny", "--epochs", "3", "--optimizer", "sgd",
+                   "--lr", "1e30", "--save", str(model))
+    assert diverged.exit_code == 1, diverged.output
+    assert "Error: training diverged" in diverged.output and "Traceback" not in diverged.output
+    assert model.read_bytes() == before  # the run diverged in its first epoch
+    loaded = checkpoint.load(model)
+    assert all(np.all(np.isfinite(w)) for w in loaded.get_weights())
+
+
+def test_plot_without_matplotlib_is_a_clear_error(tiny, monkeypatch, tmp_path):  # noqa: F811
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    result = run("train", "--dataset", "tiny", "--epochs", "1", "--plot", str(tmp_path / "p.png"))
+    assert result.exit_code == 1
+    assert "Error: --plot needs matplotlib: pip install 'dnn-framework[plot]'" in result.output
+    assert not (tmp_path / "p.png").exists()

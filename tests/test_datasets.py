@@ -1,0 +1,209 @@
+"""IDX parsing of bad files, and downloads from a real local HTTP server (no network)."""
+
+import gzip
+import hashlib
+import http.server
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dnn.datasets import IdxDataset
+from dnn.datasets.idx import read_idx, write_idx
+from dnn.errors import DataError
+
+IMAGES = np.arange(6 * 4 * 4, dtype=np.uint8).reshape(6, 4, 4)
+LABELS = np.array([0, 1, 2, 0, 1, 2], np.uint8)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_valid_idx_roundtrip(tmp_path, compress):
+    path = tmp_path / "images.idx"
+    write_idx(path, IMAGES, compress=compress)
+    np.testing.assert_array_equal(read_idx(path, (6, 4, 4)), IMAGES)
+
+
+def _bad_files(tmp_path):
+    good = tmp_path / "good"
+    write_idx(good, IMAGES)
+    data = good.read_bytes()
+    return {
+        "truncated gzip": gzip.compress(data)[:40],
+        "not gzip, not idx": b"hello, this is a text file\n",
+        "wrong magic": b"\x01\x02" + data[2:],
+        "unknown dtype": data[:2] + b"\x07" + data[3:],
+        "truncated data": data[:-5],
+        "trailing data": data + b"\x00",
+        "empty": b"",
+    }
+
+
+@pytest.mark.parametrize("case", ["truncated gzip", "not gzip, not idx", "wrong magic",
+                                  "unknown dtype", "truncated data", "trailing data", "empty"])
+def test_bad_idx_files_are_named_in_one_line(tmp_path, case):
+    path = tmp_path / "bad-file.gz"
+    path.write_bytes(_bad_files(tmp_path)[case])
+    before = path.read_bytes()
+    with pytest.raises(DataError) as error:
+        read_idx(path, (6, 4, 4))
+    message = str(error.value)
+    assert str(path) in message and "\n" not in message
+    assert path.read_bytes() == before  # the user's file is untouched
+
+
+def test_wrong_counts_are_refused(tmp_path):
+    path = tmp_path / "images"
+    write_idx(path, IMAGES)
+    with pytest.raises(DataError, match=r"has shape \(6, 4, 4\); expected \(7, 4, 4\)"):
+        read_idx(path, (7, 4, 4))
+
+
+# -- downloads -----------------------------------------------------------------------------
+class Server:
+    """A threaded HTTP server on 127.0.0.1: ``routes`` maps a path to bytes, or to a callable
+    that handles the request itself."""
+
+    def __init__(self):
+        self.routes, self.requests = {}, []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.requests.append(self.path)
+                route = outer.routes.get(self.path)
+                if route is None:
+                    self.send_error(404)
+                elif callable(route):
+                    route(self)
+                else:
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(route)))
+                    self.end_headers()
+                    self.wfile.write(route)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    running = Server()
+    yield running
+    running.close()
+
+
+def _gz_files():
+    files = {}
+    for name, array in (("train-images.gz", IMAGES), ("train-labels.gz", LABELS),
+                        ("test-images.gz", IMAGES[:3]), ("test-labels.gz", LABELS[:3])):
+        header = bytes([0, 0, 8, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+        files[name] = gzip.compress(header + array.tobytes(), mtime=0)
+    return files
+
+
+def make_dataset(mirrors, files):
+    class Tiny(IdxDataset):
+        name = "tiny_idx"
+        image_shape = (4, 4)
+        num_classes = 3
+        sizes = {"train": 6, "test": 3}
+
+    Tiny.mirrors = tuple(mirrors)
+    Tiny.files = {
+        role: (name, hashlib.md5(files[name]).hexdigest())
+        for role, name in (("train_images", "train-images.gz"), ("train_labels", "train-labels.gz"),
+                           ("test_images", "test-images.gz"), ("test_labels", "test-labels.gz"))}
+    return Tiny()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("DNN_CACHE_DIR", str(folder))
+    monkeypatch.delenv("DNN_DATA_DIR", raising=False)
+    return folder / "tiny_idx"
+
+
+def test_download_success_then_cache_without_network(server, cache):
+    files = _gz_files()
+    server.routes.update({f"/a/{name}": data for name, data in files.items()})
+    dataset = make_dataset([f"{server.url}/a/"], files)
+    (x, y), (x_test, y_test) = dataset.load()
+    np.testing.assert_allclose(x * 255, IMAGES.astype(np.float32))
+    assert x.dtype == np.float32 and y.dtype == np.int64 and len(x_test) == 3
+    assert sorted(p.name for p in cache.iterdir()) == sorted(files)
+    server.requests.clear()
+    dataset.load()
+    assert server.requests == []  # cached files never touch the network
+
+
+def test_checksum_mismatch_moves_on_to_the_next_mirror(server, cache):
+    files = _gz_files()
+    server.routes.update({f"/bad/{name}": b"corrupted" + data for name, data in files.items()})
+    server.routes.update({f"/good/{name}": data for name, data in files.items()})
+    dataset = make_dataset([f"{server.url}/bad/", f"{server.url}/good/"], files)
+    dataset.load()
+    assert any(r.startswith("/bad/") for r in server.requests)
+    assert (cache / "train-images.gz").read_bytes() == files["train-images.gz"]
+
+
+def test_all_mirrors_failing_says_where_to_put_the_files(server, cache):
+    files = _gz_files()
+    dataset = make_dataset([f"{server.url}/missing/", "http://127.0.0.1:9/"], files)
+    with pytest.raises(DataError) as error:
+        dataset.load()
+    message = str(error.value)
+    assert "404" in message and "train-images.gz" in message and str(cache) in message
+    assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_interrupted_transfer_leaves_no_partial_file(server, cache):
+    files = _gz_files()
+
+    def cut_short(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Length", "100000")
+        handler.end_headers()
+        handler.wfile.write(files["train-images.gz"][:20])
+        handler.close_connection = True
+
+    server.routes["/cut/train-images.gz"] = cut_short
+    dataset = make_dataset([f"{server.url}/cut/"], files)
+    with pytest.raises(DataError, match="train-images.gz"):
+        dataset.locate("train_images")
+    assert list(cache.iterdir()) == []  # neither the file nor a temporary remains
+
+
+def test_valid_files_in_a_read_only_folder_never_touch_the_network(server, cache, tmp_path):
+    files = _gz_files()
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    folder.chmod(0o555)
+    try:
+        dataset = make_dataset([f"{server.url}/never/"], files)
+        (x, _), _ = dataset.load(folder)
+        assert len(x) == 6 and server.requests == []
+    finally:
+        folder.chmod(0o755)
+
+
+def test_real_mnist_loads_with_documented_counts(mnist_dir):
+    from dnn.datasets import get
+
+    (x, y), (x_test, y_test) = get("mnist").load(mnist_dir)
+    assert x.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
+    assert np.bincount(y).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert np.bincount(y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert x.dtype == np.float32 and 0 <= x.min() and x.max() == 1
