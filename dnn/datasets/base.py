@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import platformdirs
 
 from dnn.datasets.download import download
 from dnn.datasets.idx import read_idx
@@ -33,7 +32,11 @@ class Dataset:
 
 def cache_dir() -> Path:
     """Where downloaded datasets are kept: ``$DNN_CACHE_DIR`` or the platform's user cache."""
-    return Path(os.environ.get("DNN_CACHE_DIR") or platformdirs.user_cache_dir("dnn"))
+    if os.environ.get("DNN_CACHE_DIR"):
+        return Path(os.environ["DNN_CACHE_DIR"])
+    import platformdirs  # only here, so local files load even where it is missing
+
+    return Path(platformdirs.user_cache_dir("dnn"))
 
 
 class IdxDataset(Dataset):
