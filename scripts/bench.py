@@ -73,6 +73,22 @@ def make_floor(x):
     return epoch
 
 
+def torch_train_epoch(net, optimizer, loss_fn, x, y, order) -> float:
+    """One PyTorch epoch over tensors ``x``, ``y`` in ``order``, reading the loss once at the
+    end as dnn does; returns the mean loss."""
+    import torch
+
+    total = torch.zeros((), device=x.device)
+    for start in range(0, len(x), BATCH):
+        index = order[start:start + BATCH]
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(net(x[index]), y[index])
+        loss.backward()
+        optimizer.step()
+        total += loss.detach() * len(index)
+    return float(total) / len(x)
+
+
 def make_torch(model, x, labels, seed=0):
     """A function timing one PyTorch epoch of the same network from dnn's initial weights,
     or None when torch is not installed."""
@@ -96,15 +112,7 @@ def make_torch(model, x, labels, seed=0):
     def epoch() -> float:
         order = torch.from_numpy(rng.permutation(len(x)))
         started = time.perf_counter()
-        total = torch.zeros(())
-        for start in range(0, len(x), BATCH):
-            index = order[start:start + BATCH]
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(net(x_t[index]), y_t[index])
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * len(index)
-        float(total)
+        torch_train_epoch(net, optimizer, loss_fn, x_t, y_t, order)
         return time.perf_counter() - started
 
     return epoch, torch.__version__

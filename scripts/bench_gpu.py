@@ -14,14 +14,13 @@ import os
 import statistics
 import time
 
-import numpy as np
+from bench import BATCH, torch_train_epoch  # scripts/ is on sys.path when run
 
 import dnn
 from dnn.datasets import get
 from dnn.layers import Dense
 from dnn.utils import to_categorical
 
-BATCH = 128
 
 
 def dnn_run(x, y, x_test, y_test, epochs):
@@ -55,15 +54,7 @@ def torch_run(x, labels, x_test, labels_test, epochs):
         torch.cuda.synchronize()
         started = time.perf_counter()
         order = torch.randperm(len(x_d), device=device, generator=generator)
-        total = torch.zeros((), device=device)
-        for start in range(0, len(x_d), BATCH):
-            index = order[start:start + BATCH]
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(net(x_d[index]), y_d[index])
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * len(index)
-        float(total)
+        torch_train_epoch(net, optimizer, loss_fn, x_d, y_d, order)
         torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
     with torch.no_grad():

@@ -94,3 +94,42 @@ def test_gpu_without_cupy_or_device_is_a_clean_runtime_error(tiny):
     assert result.exit_code == 1
     assert result.output.startswith("Error: backend 'gpu' is unavailable: ")
     assert "Traceback" not in result.output
+
+
+def test_installed_example_plugins_train_through_the_cli(tiny, tmp_path):
+    from dnn import plugins
+
+    if "lion" not in plugins.names("optimizer"):
+        pytest.skip("the dnn-lion example plugin is not installed (CI installs it)")
+    rows = json.loads(run("plugins", "--json").output)
+    statuses = {(r["kind"], r["name"]): r["status"] for r in rows}
+    assert statuses[("optimizer", "lion")] == "available"
+    assert statuses.get(("dataset", "fashion_mnist")) == "available"
+    assert statuses.get(("backend", "strict")) == "available"
+    history = tmp_path / "h.json"
+    result = run("train", "--dataset", "tiny", "--optimizer", "lion", "--lr", "0.001",
+                 "--opt", "weight_decay=0.01", "--backend", "strict", "--epochs", "2",
+                 "--hidden", "16", "--history", str(history))
+    assert result.exit_code == 0, result.output
+    record = json.loads(history.read_text())
+    assert (record["optimizer"], record["backend"]) == ("lion", "strict")
+    assert record["epochs"][-1]["loss"] < record["epochs"][0]["loss"]
+
+
+def test_plot_writes_a_png(tiny, tmp_path):
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "curves.png"
+    result = run("train", "--dataset", "tiny", "--epochs", "2", "--plot", str(plot))
+    assert result.exit_code == 0, result.output
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_python_dash_m_dnn_and_help():
+    import subprocess
+    import sys
+
+    finished = subprocess.run([sys.executable, "-m", "dnn", "train", "--help"],
+                              capture_output=True, text=True)
+    assert finished.returncode == 0
+    for flag in ("--backend", "--optimizer", "--opt", "--hidden", "--save", "--resume", "--plot"):
+        assert flag in finished.stdout
