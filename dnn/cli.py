@@ -188,11 +188,10 @@ def _plugin_rows() -> list[dict]:
         for name, plugin in sorted(catalog.plugins.items()):
             status, detail = "available", ""
             try:
-                loaded = plugins.load(kind, name)
+                plugins.load(kind, name)
                 if kind == "backend":
-                    availability = loaded.is_available()
-                    status, detail = ("available", "") if availability else (
-                        "unavailable", availability.reason)
+                    found = backends.availability(name)
+                    status, detail = ("available", "") if found else ("unavailable", found.reason)
             except DnnError as error:
                 status, detail = "broken", str(error)
             rows.append({"kind": kind, "name": name, "distribution": plugin.distribution,
@@ -231,14 +230,13 @@ def check(only_backends):
     failed = False
     for name in plugins.names("optimizer"):
         try:
-            results = testing.optimizer_results(plugins.load("optimizer", name))
+            results = testing.optimizer_results(plugins.load("optimizer", name),
+                                                only_backends or None)
         except (AssertionError, DnnError) as error:
             click.echo(f"optimizer {name:<12} all backends  fail: {str(error).splitlines()[0]}")
             failed = True
             continue
         for result in results:
-            if only_backends and result.backend not in only_backends:
-                continue
             failed |= result.status == "fail"
             detail = f": {result.detail}" if result.detail else ""
             click.echo(f"optimizer {name:<12} {result.backend:<12} {result.status}{detail}")

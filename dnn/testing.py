@@ -68,10 +68,11 @@ def _compare(name: str, reference, actual, dtype) -> None:
             err_msg=f"{name}: {dtype} weight {index} differs from the cpu backend's")
 
 
-def _available_backends():
-    """(name, Backend instance or None, reason) for every installed backend."""
+def _available_backends(names=None):
+    """(name, Backend instance or None, reason) for each of ``names`` (default: every installed
+    backend)."""
     found = []
-    for name in plugins.names("backend"):
+    for name in names or plugins.names("backend"):
         try:
             found.append((name, backends.get_backend(name), ""))
         except Exception as error:
@@ -119,8 +120,9 @@ def _check_optimizer_contract(cls) -> None:
     cls(**config)  # hyper-parameters round-trip (checkpoints rely on it)
 
 
-def optimizer_results(cls) -> list[CheckResult]:
-    """Check ``cls`` on every installed backend against the cpu backend."""
+def optimizer_results(cls, backend_names=None) -> list[CheckResult]:
+    """Check ``cls`` against the cpu backend on ``backend_names`` (default: every installed
+    backend)."""
     _check_optimizer_contract(cls)
     cpu = backends.get_backend("cpu")
     references = {dtype: train_toy(cpu, cls(), dtype) for dtype in TOLERANCE}
@@ -133,7 +135,7 @@ def optimizer_results(cls) -> list[CheckResult]:
         for dtype, reference in references.items():
             _compare(cls.__name__, reference, train_toy(backend, cls(), dtype), dtype)
 
-    return _run(check, _available_backends())
+    return _run(check, _available_backends(backend_names))
 
 
 def check_optimizer(cls) -> None:

@@ -20,8 +20,7 @@ def available_backend_names() -> list:
     """Every installed backend, with a skip (and its reason) for those that cannot run here."""
     params = []
     for name in plugins.names("backend"):
-        cls = plugins.load("backend", name)
-        availability = cls.is_available()
+        availability = backends.availability(name)
         marks = [pytest.mark.gpu] if name == "gpu" else []
         if not availability:
             marks.append(pytest.mark.skip(reason=f"backend {name}: {availability.reason}"))

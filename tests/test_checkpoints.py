@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from dnn import checkpoint, plugins
+from dnn import backends, checkpoint, plugins
 from dnn.cli import main
 from dnn.errors import CheckpointError
 from tests.test_cli import tiny  # noqa: F401  (the tiny dataset plugin fixture)
@@ -27,7 +27,7 @@ def test_save_on_one_backend_load_on_every_other(tmp_path, cpu):
     checkpoint.save(model, path)
     expected = model.evaluate(x, to_categorical(labels))
     for name in plugins.names("backend"):
-        if not plugins.load("backend", name).is_available():
+        if not backends.availability(name):
             continue
         loaded = checkpoint.load(path, backend=name)
         assert loaded.backend.name == name
@@ -87,9 +87,7 @@ def test_cli_save_evaluate_resume_and_architecture_mismatch(tmp_path, tiny):  # 
     trained_line = result.output.strip().splitlines()[-1]
     evaluated = run("evaluate", str(model), "--dataset", "tiny")
     assert evaluated.exit_code == 0 and evaluated.output.strip() == trained_line
-    strict_available = bool(plugins.load("backend", "strict").is_available()) \
-        if "strict" in plugins.names("backend") else False
-    if strict_available:
+    if "strict" in plugins.names("backend") and backends.availability("strict"):
         on_strict = run("evaluate", str(model), "--dataset", "tiny", "--backend", "strict")
         assert on_strict.output.strip() == trained_line
     history = tmp_path / "resumed.json"

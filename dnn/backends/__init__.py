@@ -14,9 +14,16 @@ from dnn import plugins
 from dnn.backends.base import Availability, Backend
 from dnn.errors import BackendUnavailableError, PluginLoadError
 
-__all__ = ["Availability", "Backend", "get_backend", "current_backend", "use_backend"]
+__all__ = ["Availability", "Backend", "availability", "get_backend", "current_backend",
+           "use_backend"]
 
 _current: contextvars.ContextVar = contextvars.ContextVar("dnn_backend", default=None)
+
+
+def availability(name: str) -> Availability:
+    """Whether the backend registered as ``name`` can run here, and if not, why (the plugin is
+    imported but not constructed)."""
+    return plugins.load("backend", name).is_available()
 
 
 @functools.cache
@@ -26,12 +33,11 @@ def get_backend(name: str) -> Backend:
     Raises UnknownPluginError for an unknown name and BackendUnavailableError, with the reason
     and the fix, for one that cannot run here.
     """
-    cls = plugins.load("backend", name)
-    availability = cls.is_available()
-    if not availability:
-        raise BackendUnavailableError(f"backend {name!r} is unavailable: {availability.reason}")
+    found = availability(name)
+    if not found:
+        raise BackendUnavailableError(f"backend {name!r} is unavailable: {found.reason}")
     try:
-        return cls()
+        return plugins.load("backend", name)()
     except Exception as error:
         raise PluginLoadError(f"backend {name!r} failed to start: {error}") from error
 
