@@ -15,6 +15,11 @@ class Activation:
     def forward(self, backend, z, scratch):
         raise NotImplementedError
 
+    def dense_forward(self, backend, x, kernel, bias, scratch):
+        """``activation(x @ kernel + bias)``, ``(n, i) -> (n, o)``; overridden by an activation
+        for which the backend has a fused kernel."""
+        return self.forward(backend, backend.dense_forward(x, kernel, bias, scratch), scratch)
+
     def backward(self, backend, grad_a, a, scratch):
         raise NotImplementedError
 
@@ -34,6 +39,9 @@ class ReLU(Activation):
 
     def forward(self, backend, z, scratch):
         return backend.relu(z, scratch)
+
+    def dense_forward(self, backend, x, kernel, bias, scratch):
+        return backend.dense_relu_forward(x, kernel, bias, scratch)
 
     def backward(self, backend, grad_a, a, scratch):
         return backend.relu_backward(grad_a, a, scratch)

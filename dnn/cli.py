@@ -191,7 +191,7 @@ def _plugin_rows() -> list[dict]:
                 plugins.load(kind, name)
                 if kind == "backend":
                     found = backends.availability(name)
-                    status, detail = ("available", "") if found else ("unavailable", found.reason)
+                    status, detail = ("available" if found else "unavailable"), found.reason
             except DnnError as error:
                 status, detail = "broken", str(error)
             rows.append({"kind": kind, "name": name, "distribution": plugin.distribution,

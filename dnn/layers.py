@@ -55,8 +55,11 @@ class Dense:
         """``(n, i) -> (n, units)``; with ``logits`` the activation is left out (for a loss
         that fuses it, such as softmax with cross-entropy)."""
         self._input = x
-        z = self._backend.dense_forward(x, self.kernel, self.bias, self._scratch)
-        self._output = z if logits else self.activation.forward(self._backend, z, self._scratch)
+        if logits:
+            self._output = self._backend.dense_forward(x, self.kernel, self.bias, self._scratch)
+        else:
+            self._output = self.activation.dense_forward(self._backend, x, self.kernel,
+                                                         self.bias, self._scratch)
         return self._output
 
     def backward(self, grad, logits: bool = False):

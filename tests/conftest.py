@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from dnn import backends, plugins
+from dnn.backends.base import Backend
 
 MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -37,6 +38,19 @@ def backend(request):
 @pytest.fixture
 def cpu():
     return backends.get_backend("cpu")
+
+
+class GenericNumpy(Backend):
+    """NumPy through the generic kernels only: the reference the overrides must reproduce."""
+
+    name = "generic-numpy"
+    xp = np
+
+
+@pytest.fixture
+def generic():
+    """A backend running the generic kernels of :class:`dnn.backends.base.Backend` on NumPy."""
+    return GenericNumpy()
 
 
 @pytest.fixture(scope="session")

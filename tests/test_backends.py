@@ -52,3 +52,22 @@ def test_gpu_without_cupy_says_how_to_install(monkeypatch):
     monkeypatch.setattr("dnn.backends.gpu._import_cupy", lambda: None)
     availability = GpuBackend.is_available()
     assert not availability and "pip install" in availability.reason
+
+
+@pytest.mark.parametrize("built", [True, False])
+def test_cpu_backend_says_which_kernels_it_runs(monkeypatch, built):
+    from dnn.backends import cpu as cpu_module
+    from dnn.cli import main
+    from click.testing import CliRunner
+
+    if built and cpu_module.FUSED_KERNELS is None:
+        pytest.skip("dnn.backends._cpu_kernels was not built (no C compiler?)")
+    if not built:
+        monkeypatch.setattr(cpu_module, "FUSED_KERNELS", None)
+    assert cpu_module.CpuBackend().fused_kernels is cpu_module.FUSED_KERNELS
+    result = CliRunner().invoke(main, ["plugins"])
+    cpu_line = next(line for line in result.output.splitlines() if line.split()[:2] ==
+                    ["backend", "cpu"])
+    expected = ("fused float32 kernels" if built else
+                "NumPy kernels only: the C extension dnn.backends._cpu_kernels was not built")
+    assert "available: " + expected in cpu_line

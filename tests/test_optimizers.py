@@ -7,16 +7,7 @@ import numpy as np
 import pytest
 
 from dnn import optimizers
-from dnn.backends.base import Backend
 from dnn.errors import UsageError
-
-
-class GenericNumpy(Backend):
-    """NumPy through the generic kernels only: the reference the overrides must reproduce."""
-
-    name = "generic-numpy"
-    xp = np
-
 
 def run_steps(optimizer, backend, param, grads):
     """Apply ``grads`` one step each to a copy of ``param``; return every intermediate value."""
@@ -104,12 +95,12 @@ OPTIMIZER_CASES = [
 
 @pytest.mark.parametrize("make", OPTIMIZER_CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_cpu_kernels_reproduce_generic_kernels_bit_for_bit(cpu, make, dtype):
+def test_cpu_kernels_reproduce_generic_kernels_bit_for_bit(cpu, generic, make, dtype):
     rng = np.random.default_rng(7)
     start = rng.normal(size=(8, 3)).astype(dtype)
     grads = [rng.normal(size=(8, 3)).astype(dtype) for _ in range(3)]
     results = []
-    for backend in (cpu, GenericNumpy()):
+    for backend in (cpu, generic):
         param = start.copy()
         optimizer = make()
         optimizer.build([param], backend)

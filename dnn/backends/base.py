@@ -21,7 +21,8 @@ Array = Any  # an array of the backend's own type
 
 @dataclass(frozen=True)
 class Availability:
-    """Whether a backend can run here, and if not, why and how to fix it."""
+    """Whether a backend can run here, and if not, why and how to fix it (``reason``); for an
+    available backend ``reason`` may note how it runs (``dnn plugins`` shows it)."""
 
     available: bool
     reason: str = ""
@@ -81,6 +82,11 @@ class Backend:
         grad_bias = xp.sum(grad_z, axis=0)
         grad_x = xp.matmul(grad_z, xp.matrix_transpose(kernel)) if need_input_grad else None
         return grad_x, grad_kernel, grad_bias
+
+    def dense_relu_forward(self, x: Array, kernel: Array, bias: Array, scratch: dict) -> Array:
+        """``relu(x @ kernel + bias)``: ``(n, i) -> (n, o)``, the hidden layer of the classic
+        network; a backend may fuse the bias and the relu into one pass."""
+        return self.relu(self.dense_forward(x, kernel, bias, scratch), scratch)
 
     # -- activations ---------------------------------------------------------------------------
     def relu(self, z: Array, scratch: dict) -> Array:

@@ -1,7 +1,11 @@
-"""The ``cpu`` backend: NumPy, with in-place kernels that reuse preallocated buffers.
+"""The ``cpu`` backend: NumPy, with fused float32 kernels in C and in-place kernels that reuse
+preallocated buffers.
 
 Every override computes the same expression, in the same order of operations, as the generic
-kernel in :mod:`dnn.backends.base`, so both give the same bits; it only avoids temporaries.
+kernel in :mod:`dnn.backends.base`, so both give the same bits; it only avoids temporaries and
+passes over memory.  The fused kernels (``dnn.backends._cpu_kernels``, built from C at install
+time) do each elementwise update in one pass; where the extension could not be built (no C
+compiler), or for float64, the same arithmetic runs as NumPy in-place ufuncs.
 """
 
 from __future__ import annotations
@@ -12,7 +16,12 @@ import threading
 
 import numpy as np
 
-from dnn.backends.base import Backend
+from dnn.backends.base import Availability, Backend
+
+try:
+    from dnn.backends import _cpu_kernels as FUSED_KERNELS
+except ImportError:  # installed without a C compiler
+    FUSED_KERNELS = None
 
 
 def _buffer(scratch: dict, key: str, shape, dtype) -> np.ndarray:
@@ -25,8 +34,9 @@ def _buffer(scratch: dict, key: str, shape, dtype) -> np.ndarray:
     return array
 
 
-# Optimizer updates of parameters at least this large are split across the CPU cores (NumPy's
-# ufuncs run on one core and release the GIL); smaller ones are not worth a thread hand-off.
+# NumPy optimizer updates of parameters at least this large are split across the CPU cores
+# (ufuncs run on one core and release the GIL); smaller ones are not worth a thread hand-off.
+# The fused kernels run on one core: one pass is faster than the hand-off (docs/benchmarks.md).
 PARALLEL_MIN_SIZE = 1 << 16
 
 
@@ -36,10 +46,26 @@ class CpuBackend(Backend):
     name = "cpu"
     xp = np
 
-    def __init__(self):
+    def __init__(self, fused: bool = True):
+        """``fused=False`` runs NumPy ufuncs only, even where the C extension is built."""
+        self.fused_kernels = FUSED_KERNELS if fused else None
         self._thread_local = threading.local()  # per-thread temporaries for optimizer updates
         self._parts = max(1, min(os.cpu_count() or 1, 4))
         self._pool = None
+
+    @classmethod
+    def is_available(cls) -> Availability:
+        if FUSED_KERNELS is None:
+            return Availability(True, "NumPy kernels only: the C extension "
+                                      "dnn.backends._cpu_kernels was not built (reinstall "
+                                      "dnn-framework with a C compiler for faster training)")
+        return Availability(True, "fused float32 kernels (C extension)")
+
+    def _fusable(self, *arrays) -> bool:
+        """True when the fused kernels can take ``arrays`` (None entries are ignored): the
+        extension is built and every array is C-contiguous float32."""
+        return self.fused_kernels is not None and all(
+            a is None or (a.dtype == np.float32 and a.flags.c_contiguous) for a in arrays)
 
     def _in_parts(self, kernel, arrays: tuple, *scalars) -> None:
         """Run ``kernel(*arrays, *scalars)`` on row blocks of ``arrays`` (the parameter first;
@@ -87,13 +113,25 @@ class CpuBackend(Backend):
             np.matmul(grad_z, kernel.T, out=grad_x)
         return grad_x, grad_kernel, grad_bias
 
+    def dense_relu_forward(self, x, kernel, bias, scratch):
+        if not self._fusable(kernel, bias):
+            return super().dense_relu_forward(x, kernel, bias, scratch)
+        z = _buffer(scratch, "z", (x.shape[0], kernel.shape[1]), kernel.dtype)
+        np.matmul(x, kernel, out=z)
+        self.fused_kernels.bias_relu(z, bias)
+        return z
+
     def relu(self, z, scratch):
         return np.maximum(z, 0, out=z)
 
     def relu_backward(self, grad_out, out, scratch):
-        mask = _buffer(scratch, "relu_mask", out.shape, np.bool_)
-        np.greater(out, 0, out=mask)
-        return np.multiply(grad_out, mask, out=grad_out)
+        if self._fusable(grad_out, out):
+            self.fused_kernels.relu_backward(grad_out, out)
+            return grad_out
+        dead = _buffer(scratch, "relu_dead", out.shape, np.bool_)
+        np.logical_not(np.greater(out, 0, out=dead), out=dead)  # not "<= 0": NaN counts as dead
+        np.copyto(grad_out, 0, where=dead)
+        return grad_out
 
     def _temporary(self, index: int, like: np.ndarray) -> np.ndarray:
         """The calling thread's ``index``-th scratch array shaped like ``like``; valid until
@@ -102,6 +140,9 @@ class CpuBackend(Backend):
         return _buffer(temporaries, str(index), like.shape, like.dtype)
 
     def sgd_update(self, param, grad, velocity, learning_rate, momentum, nesterov):
+        if self._fusable(param, grad, velocity):
+            self.fused_kernels.sgd(param, grad, velocity, learning_rate, momentum, nesterov)
+            return
         self._in_parts(self._sgd_block, (param, grad, velocity), learning_rate, momentum,
                        nesterov)
 
@@ -121,6 +162,10 @@ class CpuBackend(Backend):
 
     def rmsprop_update(self, param, grad, mean_square, mean_grad, momentum_buffer,
                        learning_rate, rho, momentum, epsilon):
+        if self._fusable(param, grad, mean_square, mean_grad, momentum_buffer):
+            self.fused_kernels.rmsprop(param, grad, mean_square, mean_grad, momentum_buffer,
+                                       learning_rate, rho, 1 - rho, momentum, epsilon)
+            return
         self._in_parts(self._rmsprop_block, (param, grad, mean_square, mean_grad, momentum_buffer),
                        learning_rate, rho, momentum, epsilon)
 
@@ -150,6 +195,9 @@ class CpuBackend(Backend):
         param -= step
 
     def adam_update(self, param, grad, m, v, alpha, beta_1, beta_2, epsilon):
+        if self._fusable(param, grad, m, v):
+            self.fused_kernels.adam(param, grad, m, v, alpha, 1 - beta_1, 1 - beta_2, epsilon)
+            return
         self._in_parts(self._adam_block, (param, grad, m, v), alpha, beta_1, beta_2, epsilon)
 
     def _adam_block(self, param, grad, m, v, alpha, beta_1, beta_2, epsilon):

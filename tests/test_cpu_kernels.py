@@ -1,0 +1,175 @@
+"""The cpu backend's two implementations of each elementwise kernel, the fused C extension and
+the NumPy in-place ufuncs, against the generic kernels, bit for bit; and the extension's
+refusal of arrays it cannot take."""
+
+import numpy as np
+import pytest
+
+from dnn.backends.cpu import FUSED_KERNELS, PARALLEL_MIN_SIZE, CpuBackend
+
+needs_extension = pytest.mark.skipif(
+    FUSED_KERNELS is None, reason="dnn.backends._cpu_kernels was not built (no C compiler?)")
+# The awkward inputs overflow and make NaN on purpose.
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+# Above the size at which the NumPy path splits an update across threads, and with a row length
+# that leaves a remainder after every vector width.
+SHAPE = (PARALLEL_MIN_SIZE // 251 + 1, 251)
+
+
+def awkward(rng, shape=SHAPE, positive=False):
+    """float32 normals at several scales with zeros, -0.0, subnormals, inf and NaN mixed in."""
+    values = rng.normal(size=shape) * rng.choice([1e-6, 1e-3, 1.0, 1e3], size=shape)
+    values = np.abs(values) if positive else values
+    flat = values.reshape(-1)
+    picks = rng.choice(flat.size, size=40, replace=False)
+    flat[picks[:8]] = 0.0
+    flat[picks[8:16]] = -0.0
+    flat[picks[16:24]] = 1e-40  # subnormal in float32
+    flat[picks[24:32]] = np.inf
+    flat[picks[32:]] = np.nan
+    return values.astype(np.float32)
+
+
+def implementations(generic):
+    """(name, backend) for the generic reference, the NumPy kernels and, if built, the C ones."""
+    found = [("generic", generic), ("numpy", CpuBackend(fused=False))]
+    if FUSED_KERNELS is not None:
+        found.append(("fused", CpuBackend()))
+    return found
+
+
+def assert_same_bits(results: dict) -> None:
+    """Every implementation's arrays equal the generic ones, NaN for NaN and sign of zero too."""
+    reference = results.pop("generic")
+    for name, arrays in results.items():
+        for index, (ours, expected) in enumerate(zip(arrays, reference)):
+            assert ours.dtype == np.float32
+            np.testing.assert_array_equal(ours.view(np.uint32), expected.view(np.uint32),
+                                          err_msg=f"{name} kernel, array {index}")
+
+
+# (kernel, arrays updated in place or None, scalars); array 0 is the parameter, 1 the gradient.
+UPDATES = [
+    ("sgd_update", ["param", "grad", None], (0.01, 0.0, False)),
+    ("sgd_update", ["param", "grad", "velocity"], (0.01, 0.9, False)),
+    ("sgd_update", ["param", "grad", "velocity"], (0.01, 0.9, True)),
+    ("rmsprop_update", ["param", "grad", "mean_square", None, None], (1e-3, 0.9, 0.0, 1e-7)),
+    ("rmsprop_update", ["param", "grad", "mean_square", "mean_grad", None],
+     (1e-3, 0.9, 0.0, 1e-7)),
+    ("rmsprop_update", ["param", "grad", "mean_square", None, "momentum"],
+     (1e-3, 0.9, 0.5, 1e-7)),
+    ("rmsprop_update", ["param", "grad", "mean_square", "mean_grad", "momentum"],
+     (1e-3, 0.8, 0.5, 1e-7)),
+    ("adam_update", ["param", "grad", "m", "v"], (2e-3, 0.9, 0.999, 1e-7)),
+]
+
+
+@pytest.mark.parametrize("kernel, names, scalars", UPDATES,
+                         ids=[f"{k}-{'-'.join(n or 'none' for n in names)}-{s[-2]}"
+                              for k, names, s in UPDATES])
+def test_optimizer_updates_match_the_generic_kernel_bit_for_bit(generic, kernel, names,
+                                                                 scalars):
+    rng = np.random.default_rng(3)
+    # Squared-gradient averages are non-negative, as training keeps them.
+    start = [None if name is None else awkward(rng, positive=name in ("mean_square", "v"))
+             for name in names]
+    results = {}
+    for label, backend in implementations(generic):
+        arrays = [None if a is None else a.copy() for a in start]
+        for _ in range(3):  # state carried from step to step
+            getattr(backend, kernel)(*arrays, *scalars)
+        results[label] = [a for a in arrays if a is not None]
+    assert_same_bits(results)
+
+
+def test_dense_relu_forward_matches_the_generic_kernel_bit_for_bit(generic):
+    rng = np.random.default_rng(4)
+    x, kernel = awkward(rng, (128, 97)), rng.normal(size=(97, 515)).astype(np.float32)
+    bias = awkward(rng, (515,))
+    results = {label: [backend.dense_relu_forward(x, kernel, bias, {})]
+               for label, backend in implementations(generic)}
+    assert np.isnan(results["generic"][0]).any() and (results["generic"][0] == 0).any()
+    assert_same_bits(results)
+
+
+def test_relu_backward_matches_the_generic_kernel_bit_for_bit(generic):
+    rng = np.random.default_rng(5)
+    grad, out = awkward(rng), awkward(rng)  # NaN outputs count as dead units
+    results = {label: [backend.relu_backward(grad.copy(), out, {})]
+               for label, backend in implementations(generic)}
+    assert_same_bits(results)
+
+
+@pytest.mark.parametrize("layout", ["float64", "strided float32"])
+def test_arrays_the_extension_cannot_take_are_computed_by_numpy_alike(generic, layout):
+    rng = np.random.default_rng(6)
+    dtype = np.float64 if layout == "float64" else np.float32
+    start, grad = rng.normal(size=(40, 60)).astype(dtype), rng.normal(size=(40, 30)).astype(dtype)
+    results = []
+    for backend in (CpuBackend(), generic):
+        whole = start.copy()
+        param = whole[:, ::2] if layout.startswith("strided") else whole[:, :30].copy()
+        backend.rmsprop_update(param, grad, np.zeros_like(grad), None, None, 1e-3, 0.9, 0.0, 1e-7)
+        results.append(param)
+    assert not np.array_equal(results[0], start[:, ::2] if layout.startswith("strided")
+                              else start[:, :30])
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def _sgd_args(param=None, grad=None, velocity=None):
+    return (np.zeros(4, np.float32) if param is None else param,
+            np.zeros(4, np.float32) if grad is None else grad, velocity, 0.1, 0.9, False)
+
+
+@needs_extension
+@pytest.mark.parametrize("args, error, message", [
+    (_sgd_args(param=np.zeros(4)), TypeError, "param must be a float32 array"),
+    (_sgd_args(grad=np.zeros(8, np.float32)[::2]), TypeError, "grad must be a C-contiguous"),
+    (_sgd_args(grad=np.zeros(5, np.float32)), ValueError, "grad has 5 elements, expected 4"),
+    (_sgd_args(velocity="velocity"), TypeError,
+     "velocity must be a C-contiguous, writable float32 array"),
+], ids=["float64", "strided", "length", "not-an-array"])
+def test_sgd_kernel_refuses_arrays_it_cannot_take(args, error, message):
+    param = args[0]
+    before = param.copy()
+    with pytest.raises(error, match=message):
+        FUSED_KERNELS.sgd(*args)
+    np.testing.assert_array_equal(param, before)
+
+
+@needs_extension
+def test_fused_kernels_refuse_read_only_and_overlapping_arrays():
+    param = np.ones(8, np.float32)
+    read_only = np.ones(8, np.float32)
+    read_only.flags.writeable = False
+    with pytest.raises(TypeError, match="param must be a C-contiguous, writable float32"):
+        FUSED_KERNELS.adam(read_only, param, np.zeros(8, np.float32), np.zeros(8, np.float32),
+                           1e-3, 0.1, 0.001, 1e-7)
+    with pytest.raises(ValueError, match="param and mean_square must not overlap"):
+        FUSED_KERNELS.rmsprop(param, np.ones(8, np.float32), param, None, None,
+                              1e-3, 0.9, 0.1, 0.0, 1e-7)
+    buffer = np.zeros(12, np.float32)
+    with pytest.raises(ValueError, match="grad and out must not overlap"):
+        FUSED_KERNELS.relu_backward(buffer[:8], buffer[4:])
+    with pytest.raises(ValueError, match="bias has 3 elements, which does not divide z's 8"):
+        FUSED_KERNELS.bias_relu(param, np.zeros(3, np.float32))
+    np.testing.assert_array_equal(param, np.ones(8, np.float32))
+
+
+def test_training_with_and_without_the_extension_gives_the_same_weights():
+    import dnn
+    from dnn.layers import Dense
+
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(300, 20)).astype(np.float32)
+    y = np.eye(4, dtype=np.float32)[rng.integers(0, 4, size=300)]
+    weights = []
+    for backend in (CpuBackend(), CpuBackend(fused=False)):
+        model = dnn.Sequential([Dense(16, activation="relu"), Dense(4, activation="softmax")],
+                               seed=0, backend=backend)
+        model.compile(optimizer="rmsprop", loss="categorical_crossentropy")
+        model.fit(x, y, epochs=2, batch_size=32)
+        weights.append(model.get_weights())
+    for ours, theirs in zip(*weights):
+        np.testing.assert_array_equal(ours, theirs)
