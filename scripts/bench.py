@@ -3,6 +3,7 @@
 
 In one run, on the same data and batch order, it times per epoch:
   dnn    the cpu backend's training epoch (``Sequential.fit``),
+  dnn-numpy  the same with the C extension's fused kernels turned off (NumPy ufuncs only),
   floor  exactly the matrix products one epoch needs (forward, weight gradients, hidden-layer
          input gradient), with the same shapes and dtype, through NumPy's BLAS,
   torch  PyTorch CPU running the same model, loss, optimizer and batch order (when installed),
@@ -27,6 +28,7 @@ import time
 import numpy as np
 
 import dnn
+from dnn.backends.cpu import FUSED_KERNELS, CpuBackend
 from dnn.datasets import get
 from dnn.layers import Dense
 from dnn.utils import to_categorical
@@ -34,9 +36,9 @@ from dnn.utils import to_categorical
 BATCH, HIDDEN, CLASSES = 128, 512, 10
 
 
-def seed_model(seed=0):
+def seed_model(seed=0, backend="cpu"):
     model = dnn.Sequential([Dense(HIDDEN, activation="relu"),
-                            Dense(CLASSES, activation="softmax")], seed=seed, backend="cpu")
+                            Dense(CLASSES, activation="softmax")], seed=seed, backend=backend)
     model.compile(optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"])
     return model
 
@@ -156,19 +158,26 @@ def main():
     y = to_categorical(labels)
     model = seed_model()
     model.build(x.shape[1])
+    numpy_model = seed_model(backend=CpuBackend(fused=False)) if FUSED_KERNELS else None
     floor = make_floor(x)
     torch_epoch, torch_version = (None, None) if args.no_torch else make_torch(model, x, labels)
 
     time_dnn_epoch(model, x, y), floor()  # warm-up: buffers, BLAS threads, caches
     if torch_epoch:
         torch_epoch()
-    times = {"dnn": [], "floor": [], "torch": []}
+    if numpy_model:
+        time_dnn_epoch(numpy_model, x, y)
+    times = {"dnn": [], "dnn-numpy": [], "floor": [], "torch": []}
     for _ in range(args.rounds):
         times["dnn"].append(time_dnn_epoch(model, x, y))
+        if numpy_model:
+            times["dnn-numpy"].append(time_dnn_epoch(numpy_model, x, y))
         times["floor"].append(floor())
         if torch_epoch:
             times["torch"].append(torch_epoch())
     ratios = {"dnn/floor": [d / f for d, f in zip(times["dnn"], times["floor"])]}
+    if numpy_model:
+        ratios["dnn/dnn-numpy"] = [d / n for d, n in zip(times["dnn"], times["dnn-numpy"])]
     if torch_epoch:
         ratios["dnn/torch"] = [d / t for d, t in zip(times["dnn"], times["torch"])]
     result = {
@@ -182,10 +191,10 @@ def main():
         "peak_rss_mib_dnn_train": peak_rss_of_dnn_train(args.data_dir),
     }
     for name, stats in result["epoch_seconds"].items():
-        print(f"{name:>6} epoch: median {stats['median']:.3f} s "
+        print(f"{name:>9} epoch: median {stats['median']:.3f} s "
               f"(min {stats['min']:.3f}, max {stats['max']:.3f})")
     for name, stats in result["ratios"].items():
-        print(f"{name:>9}: median {stats['median']:.3f} "
+        print(f"{name:>13}: median {stats['median']:.3f} "
               f"(min {stats['min']:.3f}, max {stats['max']:.3f})")
     print(f"peak RSS of dnn train: {result['peak_rss_mib_dnn_train']:.0f} MiB")
     if args.json_path:
