@@ -6,6 +6,9 @@ In one run, on the same data and batch order, it times per epoch:
   dnn-numpy  the same with the C extension's fused kernels turned off (NumPy ufuncs only),
   floor  exactly the matrix products one epoch needs (forward, weight gradients, hidden-layer
          input gradient), with the same shapes and dtype, through NumPy's BLAS,
+  floor+update  the same products with the kernels updated in place after each step (one fused
+         RMSprop pass each): the least any training epoch does, since products on weights
+         that just changed run slower than on the floor's never-changing ones,
   torch  PyTorch CPU running the same model, loss, optimizer and batch order (when installed),
 interleaved round by round so that machine noise hits all three alike, and reports medians,
 spreads and the per-round ratios dnn/torch and dnn/floor.  It also measures the peak RSS of a
@@ -47,8 +50,9 @@ def time_dnn_epoch(model, x, y) -> float:
     return model.fit(x, y, epochs=1, batch_size=BATCH).history["seconds"][0]
 
 
-def make_floor(x):
-    """A function timing one epoch of the network's matrix products alone."""
+def make_floor(x, update=False):
+    """A function timing one epoch of the network's matrix products alone; with ``update``, each
+    step also updates both kernels with the cpu backend's RMSprop kernel."""
     rng = np.random.default_rng(0)
     w1 = rng.standard_normal((x.shape[1], HIDDEN), np.float32)
     w2 = rng.standard_normal((HIDDEN, CLASSES), np.float32)
@@ -60,6 +64,8 @@ def make_floor(x):
                           dz=rng.standard_normal((n, CLASSES), np.float32),
                           dh=np.empty((n, HIDDEN), np.float32))
     dw1, dw2 = np.empty_like(w1), np.empty_like(w2)
+    backend = dnn.backends.get_backend("cpu")
+    mean_squares = [np.zeros_like(w1), np.zeros_like(w2)]
 
     def epoch() -> float:
         started = time.perf_counter()
@@ -70,6 +76,9 @@ def make_floor(x):
             np.matmul(b["h"].T, b["dz"], out=dw2)      # weight gradient, layer 2
             np.matmul(b["dz"], w2.T, out=b["dh"])      # input gradient of the hidden layer
             np.matmul(b["x"].T, b["dh"], out=dw1)      # weight gradient, layer 1
+            if update:
+                for w, dw, ms in zip((w1, w2), (dw1, dw2), mean_squares):
+                    backend.rmsprop_update(w, dw, ms, None, None, 1e-3, 0.9, 0.0, 1e-7)
         return time.perf_counter() - started
 
     return epoch
@@ -159,23 +168,25 @@ def main():
     model = seed_model()
     model.build(x.shape[1])
     numpy_model = seed_model(backend=CpuBackend(fused=False)) if FUSED_KERNELS else None
-    floor = make_floor(x)
+    floor, floor_update = make_floor(x), make_floor(x, update=True)
     torch_epoch, torch_version = (None, None) if args.no_torch else make_torch(model, x, labels)
 
-    time_dnn_epoch(model, x, y), floor()  # warm-up: buffers, BLAS threads, caches
+    time_dnn_epoch(model, x, y), floor(), floor_update()  # warm-up: buffers, BLAS threads, caches
     if torch_epoch:
         torch_epoch()
     if numpy_model:
         time_dnn_epoch(numpy_model, x, y)
-    times = {"dnn": [], "dnn-numpy": [], "floor": [], "torch": []}
+    times = {"dnn": [], "dnn-numpy": [], "floor": [], "floor+update": [], "torch": []}
     for _ in range(args.rounds):
         times["dnn"].append(time_dnn_epoch(model, x, y))
         if numpy_model:
             times["dnn-numpy"].append(time_dnn_epoch(numpy_model, x, y))
         times["floor"].append(floor())
+        times["floor+update"].append(floor_update())
         if torch_epoch:
             times["torch"].append(torch_epoch())
-    ratios = {"dnn/floor": [d / f for d, f in zip(times["dnn"], times["floor"])]}
+    ratios = {"dnn/floor": [d / f for d, f in zip(times["dnn"], times["floor"])],
+              "dnn/floor+update": [d / f for d, f in zip(times["dnn"], times["floor+update"])]}
     if numpy_model:
         ratios["dnn/dnn-numpy"] = [d / n for d, n in zip(times["dnn"], times["dnn-numpy"])]
     if torch_epoch:
@@ -191,10 +202,10 @@ def main():
         "peak_rss_mib_dnn_train": peak_rss_of_dnn_train(args.data_dir),
     }
     for name, stats in result["epoch_seconds"].items():
-        print(f"{name:>9} epoch: median {stats['median']:.3f} s "
+        print(f"{name:>12} epoch: median {stats['median']:.3f} s "
               f"(min {stats['min']:.3f}, max {stats['max']:.3f})")
     for name, stats in result["ratios"].items():
-        print(f"{name:>13}: median {stats['median']:.3f} "
+        print(f"{name:>16}: median {stats['median']:.3f} "
               f"(min {stats['min']:.3f}, max {stats['max']:.3f})")
     print(f"peak RSS of dnn train: {result['peak_rss_mib_dnn_train']:.0f} MiB")
     if args.json_path:
