@@ -167,6 +167,9 @@ def _check_backend_kernels(backend: Backend, dtype: str) -> None:
     z = {b.name: b.dense_forward(on(b, "x"), on(b, "kernel"), on(b, "bias"), {})
          for b in (backend, cpu)}
     same("dense_forward", z[backend.name], z["cpu"])
+    hidden = {b.name: b.dense_relu_forward(on(b, "x"), on(b, "kernel"), on(b, "bias"), {})
+              for b in (backend, cpu)}
+    same("dense_relu_forward", hidden[backend.name], hidden["cpu"])
     grads = {b.name: b.dense_backward(on(b, "x"), on(b, "grad"), on(b, "kernel"), True, {})
              for b in (backend, cpu)}
     for index, what in enumerate(("grad_x", "grad_kernel", "grad_bias")):

@@ -71,3 +71,23 @@ def test_cpu_backend_says_which_kernels_it_runs(monkeypatch, built):
     expected = ("fused float32 kernels" if built else
                 "NumPy kernels only: the C extension dnn.backends._cpu_kernels was not built")
     assert "available: " + expected in cpu_line
+
+
+def test_every_backend_matches_the_cpu_kernels_and_training(backend):
+    """The conformance kit on each installed backend (the gpu one where a GPU is present)."""
+    from dnn import testing
+
+    if backend.name == "cpu":
+        pytest.skip("cpu is the reference the kit compares against")
+    testing.check_backend(type(backend))
+
+
+def test_relu_kernels_keep_nan_as_numpy_maximum_does(backend):
+    """A NaN must survive relu (so that divergence is seen), on every backend."""
+    host = np.array([[np.nan, -1.0, 2.0, 0.0]], np.float32)
+    relu = backend.to_numpy(backend.relu(backend.asarray(host.copy()), {}))
+    fused = backend.to_numpy(backend.dense_relu_forward(
+        backend.asarray(np.ones((1, 1), np.float32)), backend.asarray(host.copy()),
+        backend.asarray(np.zeros(4, np.float32)), {}))
+    for result in (relu, fused):
+        np.testing.assert_array_equal(result, [[np.nan, 0.0, 2.0, 0.0]])

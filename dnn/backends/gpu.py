@@ -48,7 +48,11 @@ def _kernels():
 
     return {
         "bias_add": kernel("T bias", "T z", "z = z + bias", "dnn_bias_add"),
-        "relu": kernel("T x", "T z", "z = x > (T)0 ? x : (T)0", "dnn_relu"),
+        # maximum(x, 0) as NumPy computes it: NaN stays NaN (v != v only for NaN).
+        "relu": kernel("T x", "T z", "z = (x > (T)0 || x != x) ? x : (T)0", "dnn_relu"),
+        "bias_relu": kernel("T bias", "T z",
+                            "T v = z + bias; z = (v > (T)0 || v != v) ? v : (T)0",
+                            "dnn_bias_relu"),
         "relu_backward": kernel("T out", "T grad", "grad = out > (T)0 ? grad : (T)0",
                                 "dnn_relu_backward"),
         # (exp / total - targets) / n, with exp = exp(logits - max) and total per row.
@@ -117,6 +121,11 @@ class GpuBackend(Backend):
     def dense_forward(self, x, kernel, bias, scratch):
         z = self._cupy.matmul(x, kernel)
         _kernels()["bias_add"](bias, z)
+        return z
+
+    def dense_relu_forward(self, x, kernel, bias, scratch):
+        z = self._cupy.matmul(x, kernel)
+        _kernels()["bias_relu"](bias, z)
         return z
 
     def relu(self, z, scratch):
