@@ -62,10 +62,12 @@ class CpuBackend(Backend):
         return Availability(True, "fused float32 kernels (C extension)")
 
     def _fusable(self, *arrays) -> bool:
-        """True when the fused kernels can take ``arrays`` (None entries are ignored): the
-        extension is built and every array is C-contiguous float32."""
+        """True when the fused elementwise kernels can take ``arrays`` (None entries are
+        ignored): the extension is built and the arrays are C-contiguous float32 of one shape."""
+        present = [a for a in arrays if a is not None]
         return self.fused_kernels is not None and all(
-            a is None or (a.dtype == np.float32 and a.flags.c_contiguous) for a in arrays)
+            a.dtype == np.float32 and a.flags.c_contiguous and a.shape == present[0].shape
+            for a in present)
 
     def _in_parts(self, kernel, arrays: tuple, *scalars) -> None:
         """Run ``kernel(*arrays, *scalars)`` on row blocks of ``arrays`` (the parameter first;
@@ -114,7 +116,7 @@ class CpuBackend(Backend):
         return grad_x, grad_kernel, grad_bias
 
     def dense_relu_forward(self, x, kernel, bias, scratch):
-        if not self._fusable(kernel, bias):
+        if not (self._fusable(bias) and kernel.dtype == np.float32):
             return super().dense_relu_forward(x, kernel, bias, scratch)
         z = _buffer(scratch, "z", (x.shape[0], kernel.shape[1]), kernel.dtype)
         np.matmul(x, kernel, out=z)
