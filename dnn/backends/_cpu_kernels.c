@@ -93,7 +93,8 @@ static int get_all(PyObject **objects, Py_buffer *views, const char *const *name
 #define VECTOR_CLONES
 #endif
 
-VECTOR_CLONES static void sgd_loop(Py_ssize_t n, float *restrict p, const float *restrict g,
+VECTOR_CLONES
+static void sgd_loop(Py_ssize_t n, float *restrict p, const float *restrict g,
                      float *restrict v, float lr, float momentum, int nesterov)
 {
     if (v == NULL) {
@@ -114,7 +115,8 @@ VECTOR_CLONES static void sgd_loop(Py_ssize_t n, float *restrict p, const float 
     }
 }
 
-VECTOR_CLONES static void rmsprop_plain_loop(Py_ssize_t n, float *restrict p, const float *restrict g,
+VECTOR_CLONES
+static void rmsprop_plain_loop(Py_ssize_t n, float *restrict p, const float *restrict g,
                                float *restrict ms, float lr, float rho, float one_minus_rho,
                                float eps)
 {
@@ -126,7 +128,8 @@ VECTOR_CLONES static void rmsprop_plain_loop(Py_ssize_t n, float *restrict p, co
 }
 
 /* The centered and/or momentum variants (mg or buf non-NULL). */
-VECTOR_CLONES static void rmsprop_variant_loop(Py_ssize_t n, float *restrict p, const float *restrict g,
+VECTOR_CLONES
+static void rmsprop_variant_loop(Py_ssize_t n, float *restrict p, const float *restrict g,
                                  float *restrict ms, float *restrict mg, float *restrict buf,
                                  float lr, float rho, float one_minus_rho, float momentum,
                                  float eps)
@@ -149,7 +152,8 @@ VECTOR_CLONES static void rmsprop_variant_loop(Py_ssize_t n, float *restrict p, 
     }
 }
 
-VECTOR_CLONES static void adam_loop(Py_ssize_t n, float *restrict p, const float *restrict g,
+VECTOR_CLONES
+static void adam_loop(Py_ssize_t n, float *restrict p, const float *restrict g,
                       float *restrict m, float *restrict v, float alpha, float one_minus_beta_1,
                       float one_minus_beta_2, float eps)
 {
@@ -163,7 +167,8 @@ VECTOR_CLONES static void adam_loop(Py_ssize_t n, float *restrict p, const float
 }
 
 /* z (rows, units) = maximum(z + bias, 0); NaN stays NaN, as in numpy.maximum. */
-VECTOR_CLONES static void bias_relu_loop(Py_ssize_t rows, Py_ssize_t units, float *restrict z,
+VECTOR_CLONES
+static void bias_relu_loop(Py_ssize_t rows, Py_ssize_t units, float *restrict z,
                            const float *restrict bias)
 {
     for (Py_ssize_t row = 0; row < rows; row++) {
@@ -175,7 +180,8 @@ VECTOR_CLONES static void bias_relu_loop(Py_ssize_t rows, Py_ssize_t units, floa
     }
 }
 
-VECTOR_CLONES static void relu_backward_loop(Py_ssize_t n, float *restrict grad, const float *restrict out)
+VECTOR_CLONES
+static void relu_backward_loop(Py_ssize_t n, float *restrict grad, const float *restrict out)
 {
     for (Py_ssize_t i = 0; i < n; i++)
         grad[i] = out[i] > 0.0f ? grad[i] : 0.0f;
