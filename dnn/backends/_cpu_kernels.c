@@ -14,6 +14,10 @@
 #include <math.h>
 #include <string.h>
 
+#if defined(_MSC_VER) && !defined(__cplusplus)
+#define restrict __restrict  /* MSVC's C mode spells C99's restrict this way */
+#endif
+
 /* The float32 buffer of `object` with `count` elements (any count when count < 0), or -1 with a
  * Python exception naming `what`.  None gives an empty view (buf NULL) when `optional`. */
 static int get_floats(PyObject *object, Py_buffer *view, const char *what, int writable,
