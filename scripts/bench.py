@@ -10,8 +10,8 @@ In one run, on the same data and batch order, it times per epoch:
          RMSprop pass each): the least any training epoch does, since products on weights
          that just changed run slower than on the floor's never-changing ones,
   torch  PyTorch CPU running the same model, loss, optimizer and batch order (when installed),
-interleaved round by round so that machine noise hits all three alike, and reports medians,
-spreads and the per-round ratios dnn/torch and dnn/floor.  It also measures the peak RSS of a
+interleaved round by round so that machine noise hits them all alike, and reports medians,
+spreads and the per-round ratios of dnn to each of the others.  It also measures the peak RSS of a
 ``dnn train`` process on MNIST.
 
     python scripts/bench.py --data-dir ../shared/data/mnist [--rounds 5] [--json out.json]

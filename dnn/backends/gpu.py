@@ -48,7 +48,7 @@ def _kernels():
 
     return {
         "bias_add": kernel("T bias", "T z", "z = z + bias", "dnn_bias_add"),
-        # maximum(x, 0) as NumPy computes it: NaN stays NaN (v != v only for NaN).
+        # maximum(x, 0) as NumPy computes it: NaN stays NaN (x != x holds only for NaN).
         "relu": kernel("T x", "T z", "z = (x > (T)0 || x != x) ? x : (T)0", "dnn_relu"),
         "bias_relu": kernel("T bias", "T z",
                             "T v = z + bias; z = (v > (T)0 || v != v) ? v : (T)0",
