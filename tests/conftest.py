@@ -35,6 +35,12 @@ def backend(request):
     return backends.get_backend(request.param)
 
 
+@pytest.fixture(params=[p for p in available_backend_names() if p.values != ("cpu",)])
+def other_backend(request):
+    """Each backend but cpu, the reference the cross-backend tests compare with."""
+    return backends.get_backend(request.param)
+
+
 @pytest.fixture
 def cpu():
     return backends.get_backend("cpu")

@@ -1,0 +1,79 @@
+"""The cross-backend equivalence suite: every activation, every loss and a multi-step run of the
+seed network on each installed backend, against the cpu backend, within the float32 and float64
+tolerances of :data:`dnn.testing.TOLERANCE`; results must be the backend's own arrays, in the
+dtype asked for.  (Kernels and optimizer steps: ``dnn.testing.check_backend``, run on every
+backend by tests/test_backends.py.)"""
+
+import numpy as np
+import pytest
+
+import dnn
+from dnn import activations, backends, losses
+from dnn.layers import Dense
+from dnn.testing import TOLERANCE
+from dnn.utils import to_categorical
+
+DTYPES = ["float32", "float64"]
+
+
+def check_same(backend, ours, reference, dtype, what):
+    assert backend.is_own_array(ours), f"{what} left the {backend.name} backend"
+    assert ours.dtype == backend.dtype(dtype), f"{what} is {ours.dtype}, not {dtype}"
+    np.testing.assert_allclose(backend.to_numpy(ours), reference, **TOLERANCE[dtype],
+                               err_msg=f"{what} on {backend.name} differs from cpu")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(activations.ACTIVATIONS))
+def test_activations_match_cpu(other_backend, name, dtype):
+    rng = np.random.default_rng(1)
+    z, grad = (rng.normal(scale=3.0, size=(16, 7)).astype(dtype) for _ in range(2))
+    activation = activations.get(name)
+    cpu = backends.get_backend("cpu")
+    reference = activation.forward(cpu, z.copy(), {})
+    ours = activation.forward(other_backend, other_backend.asarray(z.copy()), {})
+    check_same(other_backend, ours, reference, dtype, f"{name} forward")
+    reference_grad = activation.backward(cpu, grad.copy(), reference, {})
+    ours_grad = activation.backward(other_backend, other_backend.asarray(grad.copy()), ours, {})
+    check_same(other_backend, ours_grad, reference_grad, dtype, f"{name} backward")
+
+
+LOSS_CASES = [("categorical_crossentropy", False), ("categorical_crossentropy", True),
+              ("sparse_categorical_crossentropy", False),
+              ("sparse_categorical_crossentropy", True), ("mean_squared_error", False)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name, logits", LOSS_CASES)
+def test_losses_match_cpu(other_backend, name, logits, dtype):
+    rng = np.random.default_rng(2)
+    scores = rng.normal(scale=2.0, size=(12, 5)).astype(dtype)
+    output = scores if logits else activations.get("softmax").forward(
+        backends.get_backend("cpu"), scores, {})
+    labels = rng.integers(0, 5, size=12)
+    loss = losses.get(name)
+    targets = labels if loss.sparse else to_categorical(labels, 5, dtype)
+    cpu_sum, cpu_grad = loss.compute(backends.get_backend("cpu"), output.copy(), targets, {},
+                                     logits=logits)
+    our_sum, our_grad = loss.compute(other_backend, other_backend.asarray(output.copy()),
+                                     other_backend.asarray(targets), {}, logits=logits)
+    check_same(other_backend, our_sum, cpu_sum, dtype, f"{name} loss")
+    check_same(other_backend, our_grad, cpu_grad, dtype, f"{name} gradient")
+
+
+def test_seed_network_trains_alike_step_by_step(other_backend):
+    """784-512-10, relu/softmax, RMSprop, batch 128, same seed: the same losses and weights
+    after several steps (MNIST-like data: mostly zeros, the rest in [0, 1])."""
+    rng = np.random.default_rng(3)
+    x = rng.random((512, 784), dtype=np.float32) * (rng.random((512, 784)) < 0.2)
+    y = to_categorical(rng.integers(0, 10, size=512), 10)
+    runs = []
+    for backend in (backends.get_backend("cpu"), other_backend):
+        model = dnn.Sequential([Dense(512, activation="relu"), Dense(10, activation="softmax")],
+                               seed=0, backend=backend)
+        model.compile(optimizer="rmsprop", loss="categorical_crossentropy")
+        history = model.fit(x, y, epochs=2, batch_size=128)
+        runs.append((history.history["loss"], model.get_weights()))
+    np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-5)
+    for ours, reference in zip(runs[1][1], runs[0][1]):
+        np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-5)
