@@ -98,9 +98,13 @@ class CpuBackend(Backend):
         # mode="clip" writes straight into out; the default "raise" buffers a second copy.
         return np.take(data, indices, axis=0, out=out, mode="clip")
 
-    def dense_forward(self, x, kernel, bias, scratch):
+    def _product(self, x, kernel, scratch):
+        """``x @ kernel`` ``(n, o)`` into the layer's reusable buffer."""
         z = _buffer(scratch, "z", (x.shape[0], kernel.shape[1]), kernel.dtype)
-        np.matmul(x, kernel, out=z)
+        return np.matmul(x, kernel, out=z)
+
+    def dense_forward(self, x, kernel, bias, scratch):
+        z = self._product(x, kernel, scratch)
         z += bias
         return z
 
@@ -118,8 +122,7 @@ class CpuBackend(Backend):
     def dense_relu_forward(self, x, kernel, bias, scratch):
         if not (self._fusable(bias) and kernel.dtype == np.float32):
             return super().dense_relu_forward(x, kernel, bias, scratch)
-        z = _buffer(scratch, "z", (x.shape[0], kernel.shape[1]), kernel.dtype)
-        np.matmul(x, kernel, out=z)
+        z = self._product(x, kernel, scratch)
         self.fused_kernels.bias_relu(z, bias)
         return z
 
