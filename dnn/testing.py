@@ -145,6 +145,18 @@ def check_optimizer(cls) -> None:
 
 
 # -- backends --------------------------------------------------------------------------------
+def assert_matches_cpu(backend: Backend, what: str, ours, reference: np.ndarray,
+                       dtype: str) -> None:
+    """Assert that ``ours`` (a result on ``backend``) is an array of that backend, in
+    ``dtype``, and equal to the host array ``reference`` (the cpu backend's result) within
+    :data:`TOLERANCE`."""
+    assert backend.is_own_array(ours), f"{what} left the {backend.name} backend"
+    ours_host = backend.to_numpy(ours)
+    assert ours_host.dtype == np.dtype(dtype), f"{what} returned {ours_host.dtype}, not {dtype}"
+    np.testing.assert_allclose(ours_host, reference, **TOLERANCE[dtype],
+                               err_msg=f"{what} ({dtype}) on {backend.name} differs from cpu")
+
+
 def _check_backend_kernels(backend: Backend, dtype: str) -> None:
     cpu = backends.get_backend("cpu")
     rng = np.random.default_rng(1)
@@ -156,10 +168,7 @@ def _check_backend_kernels(backend: Backend, dtype: str) -> None:
         return b.asarray(host[name].copy())
 
     def same(what, ours, reference):
-        ours_host = backend.to_numpy(ours)
-        assert ours_host.dtype == np.dtype(dtype), f"{what} returned {ours_host.dtype}"
-        np.testing.assert_allclose(ours_host, cpu.to_numpy(reference), **TOLERANCE[dtype],
-                                   err_msg=f"kernel {what} ({dtype}) differs from cpu")
+        assert_matches_cpu(backend, f"kernel {what}", ours, cpu.to_numpy(reference), dtype)
 
     np.testing.assert_array_equal(backend.to_numpy(on(backend, "x")), host["x"],
                                   err_msg="asarray then to_numpy changed the data")

@@ -10,17 +10,10 @@ import pytest
 import dnn
 from dnn import activations, backends, losses
 from dnn.layers import Dense
-from dnn.testing import TOLERANCE
+from dnn.testing import assert_matches_cpu
 from dnn.utils import to_categorical
 
 DTYPES = ["float32", "float64"]
-
-
-def check_same(backend, ours, reference, dtype, what):
-    assert backend.is_own_array(ours), f"{what} left the {backend.name} backend"
-    assert ours.dtype == backend.dtype(dtype), f"{what} is {ours.dtype}, not {dtype}"
-    np.testing.assert_allclose(backend.to_numpy(ours), reference, **TOLERANCE[dtype],
-                               err_msg=f"{what} on {backend.name} differs from cpu")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -32,10 +25,10 @@ def test_activations_match_cpu(other_backend, name, dtype):
     cpu = backends.get_backend("cpu")
     reference = activation.forward(cpu, z.copy(), {})
     ours = activation.forward(other_backend, other_backend.asarray(z.copy()), {})
-    check_same(other_backend, ours, reference, dtype, f"{name} forward")
+    assert_matches_cpu(other_backend, f"{name} forward", ours, reference, dtype)
     reference_grad = activation.backward(cpu, grad.copy(), reference, {})
     ours_grad = activation.backward(other_backend, other_backend.asarray(grad.copy()), ours, {})
-    check_same(other_backend, ours_grad, reference_grad, dtype, f"{name} backward")
+    assert_matches_cpu(other_backend, f"{name} backward", ours_grad, reference_grad, dtype)
 
 
 LOSS_CASES = [("categorical_crossentropy", False), ("categorical_crossentropy", True),
@@ -57,8 +50,8 @@ def test_losses_match_cpu(other_backend, name, logits, dtype):
                                      logits=logits)
     our_sum, our_grad = loss.compute(other_backend, other_backend.asarray(output.copy()),
                                      other_backend.asarray(targets), {}, logits=logits)
-    check_same(other_backend, our_sum, cpu_sum, dtype, f"{name} loss")
-    check_same(other_backend, our_grad, cpu_grad, dtype, f"{name} gradient")
+    assert_matches_cpu(other_backend, f"{name} loss", our_sum, cpu_sum, dtype)
+    assert_matches_cpu(other_backend, f"{name} gradient", our_grad, cpu_grad, dtype)
 
 
 def test_seed_network_trains_alike_step_by_step(other_backend):
