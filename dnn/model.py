@@ -207,7 +207,7 @@ class Sequential:
                 loss_sum, output = self._train_step(x_batch, y_batch)
                 loss_total += loss_sum
                 if self.metrics:
-                    correct += metrics_module.correct_count(xp, output, y_batch)
+                    correct += self.backend.correct_count(output, y_batch)
                 seen += x_batch.shape[0]
                 for callback in callbacks:
                     callback.on_batch_end(step, seen,
@@ -244,7 +244,7 @@ class Sequential:
                                             logits=self._fused)
             loss_total += loss_sum
             if self.metrics:
-                correct += metrics_module.correct_count(xp, output, y_batch)
+                correct += self.backend.correct_count(output, y_batch)
         count = x_device.shape[0]
         results = {"loss": float(loss_total) / count}
         if self.metrics:

@@ -192,6 +192,9 @@ def _check_backend_kernels(backend: Backend, dtype: str) -> None:
             for b in (backend, cpu)}
     same("softmax_crossentropy loss", loss[backend.name][0], loss["cpu"][0])
     same("softmax_crossentropy grad", loss[backend.name][1], loss["cpu"][1])
+    counts = {b.name: int(b.to_numpy(b.correct_count(on(b, "grad"), b.asarray(targets))))
+              for b in (backend, cpu)}
+    assert counts[backend.name] == counts["cpu"], f"kernel correct_count ({dtype}): {counts}"
 
 
 def backend_results(cls) -> list[CheckResult]:

@@ -101,6 +101,66 @@ def test_relu_backward_matches_the_generic_kernel_bit_for_bit(generic):
     assert_same_bits(results)
 
 
+@pytest.mark.parametrize("units", [515, 1])  # rows added in order; one column: pairwise
+def test_bias_gradient_sums_in_numpys_order_bit_for_bit(generic, units):
+    rng = np.random.default_rng(10)
+    x, grad_z = awkward(rng, (128, 97)), rng.normal(size=(128, units)).astype(np.float32)
+    grad_z *= rng.choice([1e-6, 1.0, 1e6], size=grad_z.shape)  # big and small: order matters
+    grad_z[rng.random(grad_z.shape) < 0.1] = -0.0
+    kernel = rng.normal(size=(97, units)).astype(np.float32)
+    results = {label: list(backend.dense_backward(x, grad_z, kernel, True, {}))
+               for label, backend in implementations(generic)}
+    assert_same_bits(results)
+
+
+@pytest.mark.parametrize("values", ["finite", "awkward"])
+@pytest.mark.parametrize("classes", [1, 2, 7, 8, 9, 10, 130, 300])  # NumPy's pairwise cases
+def test_softmax_crossentropy_matches_the_generic_kernel_bit_for_bit(generic, classes, values):
+    rng = np.random.default_rng(11)
+    if values == "finite":
+        logits = (rng.normal(size=(96, classes)) * 30).astype(np.float32)
+        logits[rng.random(logits.shape) < 0.1] = -0.0
+    else:
+        logits = awkward(rng, (96, classes))
+    targets = np.eye(classes, dtype=np.float32)[rng.integers(0, classes, size=96)]
+    results = {label: list(backend.softmax_crossentropy(logits, targets, {}))
+               for label, backend in implementations(generic)}
+    if values == "finite" and classes > 1:
+        assert np.isfinite(results["generic"][0]) and results["generic"][0] > 0
+    assert_same_bits(results)
+
+
+def test_correct_count_matches_the_generic_kernel(generic):
+    rng = np.random.default_rng(12)
+    targets = np.eye(10, dtype=np.float32)[rng.integers(0, 10, size=500)]
+    output = awkward(rng, (500, 10)) * 1e-4 + targets  # mostly right; NaN, inf mixed in
+    output[:20] = 1.0  # ties: the first index wins
+    counts = {label: int(backend.correct_count(output, targets))
+              for label, backend in implementations(generic)}
+    assert 250 < counts["generic"] < 500
+    assert set(counts.values()) == {counts["generic"]}, counts
+
+
+@needs_extension
+@pytest.mark.parametrize("call, error, message", [
+    (lambda k: k.subtract_row_max(np.zeros(4, np.float32), np.zeros(4, np.float32)),
+     ValueError, "logits must be 2-D"),
+    (lambda k: k.softmax_crossentropy_grad(*[np.zeros((4, 3), np.float32)] * 4,
+                                           np.zeros(3, np.float32)),
+     ValueError, "grad and exp must not overlap"),
+    (lambda k: k.softmax_crossentropy_grad(*[np.zeros((4, 3), np.float32) for _ in range(4)],
+                                           np.zeros(3, np.float32)),
+     ValueError, "total has 3 elements, expected 4"),
+    (lambda k: k.column_sum(np.zeros((4, 3), np.float32), np.zeros(4, np.float32)),
+     ValueError, "out has 4 elements, expected 3"),
+    (lambda k: k.count_correct(np.zeros((4, 3)), np.zeros((4, 3))),
+     TypeError, "output must be a float32 array"),
+], ids=["1-D", "overlap", "total-length", "out-length", "float64"])
+def test_loss_and_metric_kernels_refuse_arrays_they_cannot_take(call, error, message):
+    with pytest.raises(error, match=message):
+        call(FUSED_KERNELS)
+
+
 @pytest.mark.parametrize("layout", ["float64", "strided"])
 def test_arrays_the_extension_cannot_take_are_computed_by_numpy_alike(generic, layout):
     rng = np.random.default_rng(6)

@@ -2,7 +2,8 @@
  * per operation.
  *
  * Each loop computes the same expression, in the same order of operations and with the same
- * float32 roundings, as the generic kernel of the same name in dnn/backends/base.py; setup.py
+ * float32 roundings, as the generic kernel it serves in dnn/backends/base.py (sums add in
+ * NumPy's order, pairwise where NumPy sums pairwise; exp and log stay NumPy's own); setup.py
  * compiles it without contracting a*b+c into a fused multiply-add (-ffp-contract=off), so the
  * results are bit-for-bit those of NumPy, and tests/test_cpu_kernels.py pins them together.
  * Arrays are C-contiguous float32 buffers (checked here); scalars arrive already in the form the
@@ -50,6 +51,13 @@ static int get_floats(PyObject *object, Py_buffer *view, const char *what, int w
     return 0;
 }
 
+/* True when two (non-empty) views share memory. */
+static int overlap(const Py_buffer *a, const Py_buffer *b)
+{
+    const char *x = a->buf, *y = b->buf;
+    return x != NULL && y != NULL && x < y + b->len && y < x + a->len;
+}
+
 static void release_all(Py_buffer *views, int count)
 {
     for (int i = 0; i < count; i++)
@@ -72,9 +80,8 @@ static int get_all(PyObject **objects, Py_buffer *views, const char *const *name
         }
         if (i == 0)
             length = views[0].len / 4;
-        for (int j = 0; j < i && views[i].buf != NULL; j++) {
-            const char *a = views[i].buf, *b = views[j].buf;
-            if (b != NULL && a < b + views[j].len && b < a + views[i].len) {
+        for (int j = 0; j < i; j++) {
+            if (overlap(&views[i], &views[j])) {
                 PyErr_Format(PyExc_ValueError, "%s and %s must not overlap", names[j], names[i]);
                 release_all(views, i + 1);
                 return -1;
@@ -189,6 +196,127 @@ static void relu_backward_loop(Py_ssize_t n, float *restrict grad, const float *
 {
     for (Py_ssize_t i = 0; i < n; i++)
         grad[i] = out[i] > 0.0f ? grad[i] : 0.0f;
+}
+
+/* -- reductions in NumPy's order of additions, so that the sums round as NumPy's do ---------- */
+
+/* NumPy's pairwise summation of n floats `stride` apart (numpy/_core/src/umath/loops_utils.h):
+ * below 8 a plain loop from -0, up to 128 eight interleaved partial sums, above that halves. */
+static float pairwise_sum(const float *a, Py_ssize_t n, Py_ssize_t stride)
+{
+    if (n < 8) {
+        float sum = -0.0f;
+        for (Py_ssize_t i = 0; i < n; i++)
+            sum += a[i * stride];
+        return sum;
+    }
+    if (n <= 128) {
+        float r[8];
+        for (int j = 0; j < 8; j++)
+            r[j] = a[j * stride];
+        Py_ssize_t i;
+        for (i = 8; i < n - (n % 8); i += 8)
+            for (int j = 0; j < 8; j++)
+                r[j] += a[(i + j) * stride];
+        float sum = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for (; i < n; i++)
+            sum += a[i * stride];
+        return sum;
+    }
+    Py_ssize_t half = n / 2;
+    half -= half % 8;
+    return pairwise_sum(a, half, stride) + pairwise_sum(a + half * stride, n - half, stride);
+}
+
+/* numpy.sum of n contiguous floats: the identity 0 plus the pairwise sum. */
+static float numpy_sum(const float *a, Py_ssize_t n)
+{
+    return 0.0f + pairwise_sum(a, n, 1);
+}
+
+/* out (units,) = numpy.sum(matrix (rows, units), axis=0): NumPy adds whole rows in order onto
+ * zeros, except for a single column, which is one contiguous pairwise sum. */
+VECTOR_CLONES
+static void column_sum_loop(Py_ssize_t rows, Py_ssize_t units, const float *restrict matrix,
+                            float *restrict out)
+{
+    if (units == 1) {
+        out[0] = numpy_sum(matrix, rows);
+        return;
+    }
+    for (Py_ssize_t j = 0; j < units; j++)
+        out[j] = 0.0f;
+    for (Py_ssize_t row = 0; row < rows; row++) {
+        const float *restrict values = matrix + row * units;
+        for (Py_ssize_t j = 0; j < units; j++)
+            out[j] += values[j];
+    }
+}
+
+/* -- softmax cross-entropy and accuracy over rows of `classes` logits ------------------------ */
+
+/* shifted = logits - max(logits, axis=1).  Unlike numpy.max this skips NaN, which changes
+ * nothing downstream: a NaN logit makes its row's exp sum NaN, so that row's gradient and loss
+ * are NaN either way (the tests compare the bits). */
+static void subtract_row_max_loop(Py_ssize_t rows, Py_ssize_t classes,
+                                  const float *restrict logits, float *restrict shifted)
+{
+    for (Py_ssize_t row = 0; row < rows; row++) {
+        const float *restrict in = logits + row * classes;
+        float top = -INFINITY;
+        for (Py_ssize_t j = 0; j < classes; j++) {
+            if (in[j] > top)
+                top = in[j];
+        }
+        for (Py_ssize_t j = 0; j < classes; j++)
+            shifted[row * classes + j] = in[j] - top;
+    }
+}
+
+/* total[row] = numpy.sum(exp[row]); grad = (exp / total - targets) / rows.  Returns
+ * numpy.sum(targets * shifted), computed in `grad` before the gradient overwrites it. */
+static float softmax_crossentropy_grad_loop(Py_ssize_t rows, Py_ssize_t classes,
+                                            const float *restrict exp,
+                                            const float *restrict targets,
+                                            const float *restrict shifted, float *restrict total,
+                                            float *restrict grad)
+{
+    Py_ssize_t size = rows * classes;
+    for (Py_ssize_t i = 0; i < size; i++)
+        grad[i] = targets[i] * shifted[i];
+    float target_logit_sum = numpy_sum(grad, size);
+    float count = (float)rows;
+    for (Py_ssize_t row = 0; row < rows; row++) {
+        Py_ssize_t start = row * classes;
+        float row_total = numpy_sum(exp + start, classes);
+        total[row] = row_total;
+        for (Py_ssize_t j = start; j < start + classes; j++)
+            grad[j] = (exp[j] / row_total - targets[j]) / count;
+    }
+    return target_logit_sum;
+}
+
+/* The first index of a row's largest value, or of its first NaN (numpy.argmax). */
+static Py_ssize_t argmax(const float *values, Py_ssize_t count)
+{
+    Py_ssize_t best = 0;
+    for (Py_ssize_t j = 0; j < count; j++) {
+        if (values[j] != values[j])
+            return j;
+        if (values[j] > values[best])
+            best = j;
+    }
+    return best;
+}
+
+static Py_ssize_t count_correct_loop(Py_ssize_t rows, Py_ssize_t classes,
+                                     const float *output, const float *targets)
+{
+    Py_ssize_t correct = 0;
+    for (Py_ssize_t row = 0; row < rows; row++)
+        correct += argmax(output + row * classes, classes) ==
+                   argmax(targets + row * classes, classes);
+    return correct;
 }
 
 /* -- the Python glue: parse, check the buffers, release the GIL, run the loop ------------- */
@@ -325,12 +453,148 @@ static PyObject *relu_backward(PyObject *Py_UNUSED(module), PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* The rows and columns of a 2-D view, or -1 with a ValueError naming `what`. */
+static int get_matrix_shape(const Py_buffer *view, const char *what, Py_ssize_t *rows,
+                            Py_ssize_t *columns)
+{
+    if (view->ndim != 2) {
+        PyErr_Format(PyExc_ValueError, "%s must be 2-D (rows, columns), not %d-D", what,
+                     view->ndim);
+        return -1;
+    }
+    *rows = view->shape[0];
+    *columns = view->shape[1];
+    return 0;
+}
+
+PyDoc_STRVAR(column_sum_doc,
+"column_sum(matrix, out)\n\n"
+"out = numpy.sum(matrix, axis=0) for matrix (n, o) and out (o,), added in NumPy's order.");
+
+static PyObject *column_sum(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *objects[2];
+    if (!PyArg_ParseTuple(args, "OO", &objects[0], &objects[1]))
+        return NULL;
+    Py_buffer views[2];
+    Py_ssize_t rows, units;
+    if (get_floats(objects[0], &views[0], "matrix", 0, 0, -1) < 0)
+        return NULL;
+    if (get_matrix_shape(&views[0], "matrix", &rows, &units) < 0
+            || get_floats(objects[1], &views[1], "out", 1, 0, units) < 0) {
+        release_all(views, 1);
+        return NULL;
+    }
+    if (overlap(&views[0], &views[1])) {
+        PyErr_SetString(PyExc_ValueError, "matrix and out must not overlap");
+        release_all(views, 2);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    column_sum_loop(rows, units, views[0].buf, views[1].buf);
+    Py_END_ALLOW_THREADS
+    release_all(views, 2);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(subtract_row_max_doc,
+"subtract_row_max(logits, shifted)\n\n"
+"shifted = logits - max(logits, axis=1, keepdims=True) for (n, k) arrays (NaN skipped).");
+
+static PyObject *subtract_row_max(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *objects[2];
+    if (!PyArg_ParseTuple(args, "OO", &objects[0], &objects[1]))
+        return NULL;
+    static const char *const names[] = {"logits", "shifted"};
+    Py_buffer views[2];
+    Py_ssize_t rows, classes;
+    if (get_all(objects, views, names, "rw") < 0)
+        return NULL;
+    if (get_matrix_shape(&views[0], "logits", &rows, &classes) < 0) {
+        release_all(views, 2);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    subtract_row_max_loop(rows, classes, views[0].buf, views[1].buf);
+    Py_END_ALLOW_THREADS
+    release_all(views, 2);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(softmax_crossentropy_grad_doc,
+"softmax_crossentropy_grad(grad, exp, targets, shifted, total) -> float\n\n"
+"For (n, k) arrays, exp = exp(shifted) and one-hot targets: total (n,) = exp.sum(axis=1),\n"
+"grad = (exp / total - targets) / n; returns numpy.sum(targets * shifted) (a float32 value).");
+
+static PyObject *softmax_crossentropy_grad(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *objects[5];
+    if (!PyArg_ParseTuple(args, "OOOOO", &objects[0], &objects[1], &objects[2], &objects[3],
+                          &objects[4]))
+        return NULL;
+    static const char *const names[] = {"grad", "exp", "targets", "shifted"};
+    Py_buffer views[5];
+    Py_ssize_t rows, classes;
+    if (get_all(objects, views, names, "wrrr") < 0)
+        return NULL;
+    if (get_matrix_shape(&views[0], "grad", &rows, &classes) < 0
+            || get_floats(objects[4], &views[4], "total", 1, 0, rows) < 0) {
+        release_all(views, 4);
+        return NULL;
+    }
+    for (int i = 0; i < 4; i++) {
+        if (overlap(&views[i], &views[4])) {
+            PyErr_Format(PyExc_ValueError, "%s and total must not overlap", names[i]);
+            release_all(views, 5);
+            return NULL;
+        }
+    }
+    float target_logit_sum;
+    Py_BEGIN_ALLOW_THREADS
+    target_logit_sum = softmax_crossentropy_grad_loop(rows, classes, views[1].buf, views[2].buf,
+                                                      views[3].buf, views[4].buf, views[0].buf);
+    Py_END_ALLOW_THREADS
+    release_all(views, 5);
+    return PyFloat_FromDouble(target_logit_sum);
+}
+
+PyDoc_STRVAR(count_correct_doc,
+"count_correct(output, targets) -> int\n\n"
+"The number of rows of (n, k) output and one-hot targets whose argmax agree.");
+
+static PyObject *count_correct(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *objects[2];
+    if (!PyArg_ParseTuple(args, "OO", &objects[0], &objects[1]))
+        return NULL;
+    static const char *const names[] = {"output", "targets"};
+    Py_buffer views[2];
+    Py_ssize_t rows, classes, correct;
+    if (get_all(objects, views, names, "rr") < 0)
+        return NULL;
+    if (get_matrix_shape(&views[0], "output", &rows, &classes) < 0) {
+        release_all(views, 2);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    correct = count_correct_loop(rows, classes, views[0].buf, views[1].buf);
+    Py_END_ALLOW_THREADS
+    release_all(views, 2);
+    return PyLong_FromSsize_t(correct);
+}
+
 static PyMethodDef methods[] = {
     {"sgd", sgd, METH_VARARGS, sgd_doc},
     {"rmsprop", rmsprop, METH_VARARGS, rmsprop_doc},
     {"adam", adam, METH_VARARGS, adam_doc},
     {"bias_relu", bias_relu, METH_VARARGS, bias_relu_doc},
     {"relu_backward", relu_backward, METH_VARARGS, relu_backward_doc},
+    {"column_sum", column_sum, METH_VARARGS, column_sum_doc},
+    {"subtract_row_max", subtract_row_max, METH_VARARGS, subtract_row_max_doc},
+    {"softmax_crossentropy_grad", softmax_crossentropy_grad, METH_VARARGS,
+     softmax_crossentropy_grad_doc},
+    {"count_correct", count_correct, METH_VARARGS, count_correct_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -114,6 +114,24 @@ class Backend:
         grad = (exp / total - targets) / n
         return loss_sum, grad
 
+    # -- metrics -------------------------------------------------------------------------------
+    def correct_count(self, output: Array, targets: Array):
+        """The number of samples whose predicted class matches the target, as a 0-d integer
+        array (or a Python int, where a backend counts on the host).
+
+        ``output`` is ``(n, k)`` (probabilities or logits: the argmax is the same); ``targets``
+        are one-hot ``(n, k)`` or labels ``(n,)``.  With ``k == 1`` the prediction is
+        ``output > 0.5``.
+        """
+        xp = self.xp
+        if output.shape[1] == 1:
+            predicted = xp.astype(output[:, 0] > 0.5, targets.dtype)
+            labels = xp.reshape(targets, (-1,))
+        else:
+            predicted = xp.argmax(output, axis=1)
+            labels = targets if targets.ndim == 1 else xp.argmax(targets, axis=1)
+        return xp.sum(xp.astype(predicted == xp.astype(labels, predicted.dtype), xp.int64))
+
     # -- optimizer updates (in place on param and state) -----------------------------------------
     def sgd_update(self, param, grad, velocity, learning_rate, momentum, nesterov) -> None:
         """Keras SGD: ``v = m*v - lr*g``; ``param += v`` (or ``m*v - lr*g`` with Nesterov).
