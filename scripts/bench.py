@@ -199,6 +199,7 @@ def main():
         "rounds": args.rounds,
         "epoch_seconds": {k: summary(v) for k, v in times.items() if v},
         "ratios": {k: summary(v) for k, v in ratios.items()},
+        "by_round": {"epoch_seconds": {k: v for k, v in times.items() if v}, "ratios": ratios},
         "peak_rss_mib_dnn_train": peak_rss_of_dnn_train(args.data_dir),
     }
     for name, stats in result["epoch_seconds"].items():
