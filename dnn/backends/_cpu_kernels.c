@@ -200,38 +200,38 @@ static void relu_backward_loop(Py_ssize_t n, float *restrict grad, const float *
 
 /* -- reductions in NumPy's order of additions, so that the sums round as NumPy's do ---------- */
 
-/* NumPy's pairwise summation of n floats `stride` apart (numpy/_core/src/umath/loops_utils.h):
+/* NumPy's pairwise summation of n contiguous floats (numpy/_core/src/umath/loops_utils.h):
  * below 8 a plain loop from -0, up to 128 eight interleaved partial sums, above that halves. */
-static float pairwise_sum(const float *a, Py_ssize_t n, Py_ssize_t stride)
+static float pairwise_sum(const float *a, Py_ssize_t n)
 {
     if (n < 8) {
         float sum = -0.0f;
         for (Py_ssize_t i = 0; i < n; i++)
-            sum += a[i * stride];
+            sum += a[i];
         return sum;
     }
     if (n <= 128) {
         float r[8];
         for (int j = 0; j < 8; j++)
-            r[j] = a[j * stride];
+            r[j] = a[j];
         Py_ssize_t i;
         for (i = 8; i < n - (n % 8); i += 8)
             for (int j = 0; j < 8; j++)
-                r[j] += a[(i + j) * stride];
+                r[j] += a[i + j];
         float sum = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
         for (; i < n; i++)
-            sum += a[i * stride];
+            sum += a[i];
         return sum;
     }
     Py_ssize_t half = n / 2;
     half -= half % 8;
-    return pairwise_sum(a, half, stride) + pairwise_sum(a + half * stride, n - half, stride);
+    return pairwise_sum(a, half) + pairwise_sum(a + half, n - half);
 }
 
 /* numpy.sum of n contiguous floats: the identity 0 plus the pairwise sum. */
 static float numpy_sum(const float *a, Py_ssize_t n)
 {
-    return 0.0f + pairwise_sum(a, n, 1);
+    return 0.0f + pairwise_sum(a, n);
 }
 
 /* out (units,) = numpy.sum(matrix (rows, units), axis=0): NumPy adds whole rows in order onto
