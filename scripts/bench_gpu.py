@@ -22,7 +22,6 @@ from dnn.layers import Dense
 from dnn.utils import to_categorical
 
 
-
 def dnn_run(x, y, x_test, y_test, epochs):
     backend = dnn.get_backend("gpu")
     model = dnn.Sequential([Dense(512, activation="relu"), Dense(10, activation="softmax")],
