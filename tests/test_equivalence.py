@@ -54,6 +54,42 @@ def test_losses_match_cpu(other_backend, name, logits, dtype):
     assert_matches_cpu(other_backend, f"{name} gradient", our_grad, cpu_grad, dtype)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the NaN and inf logits, on purpose
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_crossentropy_of_awkward_logits_matches_cpu(other_backend, dtype):
+    """Ties, a NaN logit, an infinite one and logits far from zero, NaN where cpu has NaN."""
+    rng = np.random.default_rng(3)
+    logits = rng.normal(scale=3.0, size=(8, 5)).astype(dtype)
+    logits[0] = 1.0
+    logits[1, 2] = np.nan
+    logits[2, 3] = np.inf
+    logits[3] += 1e4
+    targets = to_categorical(rng.integers(0, 5, size=8), 5, dtype)
+    cpu = backends.get_backend("cpu")
+    cpu_sum, cpu_grad = cpu.softmax_crossentropy(logits.copy(), targets, {})
+    our_sum, our_grad = other_backend.softmax_crossentropy(other_backend.asarray(logits),
+                                                           other_backend.asarray(targets), {})
+    assert np.isnan(cpu_grad[1]).all() and np.isfinite(cpu_grad[3]).all()
+    assert_matches_cpu(other_backend, "softmax_crossentropy loss", our_sum, cpu_sum, dtype)
+    assert_matches_cpu(other_backend, "softmax_crossentropy grad", our_grad, cpu_grad, dtype)
+
+
+@pytest.mark.parametrize("targets_as", ["one-hot", "labels"])
+def test_correct_count_matches_cpu(other_backend, targets_as):
+    """numpy.argmax's rule on every backend: ties go to the first index, NaN wins."""
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 5, size=64)
+    output = rng.normal(size=(64, 5)).astype("float32") + 3 * to_categorical(labels, 5)
+    output[:6] = 1.0  # ties
+    output[6:10, 3] = np.nan
+    targets = labels if targets_as == "labels" else to_categorical(labels, 5)
+    expected = int(backends.get_backend("cpu").correct_count(output, targets))
+    ours = other_backend.correct_count(other_backend.asarray(output),
+                                       other_backend.asarray(targets))
+    assert 30 < expected < 64
+    assert int(other_backend.to_numpy(ours)) == expected
+
+
 def test_seed_network_trains_alike_step_by_step(other_backend):
     """784-512-10, relu/softmax, RMSprop, batch 128, same seed: the same losses and weights
     after several steps (MNIST-like data: mostly zeros, the rest in [0, 1])."""

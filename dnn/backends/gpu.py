@@ -2,9 +2,12 @@
 
 CuPy is optional: without it (or without a CUDA device) this module still imports and
 :meth:`GpuBackend.is_available` says why and how to fix it.  Each fused kernel computes the same
-expression, in the same order, as the generic kernel in :mod:`dnn.backends.base`; they are
-compiled with ``--fmad=false`` so that no multiply-add is contracted into a differently rounded
-FMA, and the cross-backend tests pin the two together.
+expression, in the same order, as the generic kernel in :mod:`dnn.backends.base` (the softmax
+cross-entropy and accuracy kernels work a row per thread, so the loss is summed row by row
+first); they are compiled with ``--fmad=false`` so that no multiply-add is contracted into a
+differently rounded FMA, and the cross-backend tests pin them to the cpu backend.  On a GPU
+this network is small enough that kernel launches, not arithmetic, set the pace: the fused
+kernels exist to launch fewer.
 """
 
 from __future__ import annotations
@@ -55,10 +58,6 @@ def _kernels():
                             "dnn_bias_relu"),
         "relu_backward": kernel("T out", "T grad", "grad = out > (T)0 ? grad : (T)0",
                                 "dnn_relu_backward"),
-        # (exp / total - targets) / n, with exp = exp(logits - max) and total per row.
-        "softmax_xent_grad": kernel("T exp, T total, T targets, T n", "T grad",
-                                    "grad = (exp / total - targets) / n",
-                                    "dnn_softmax_xent_grad"),
         "rmsprop": kernel(
             "T grad, T lr, T rho, T one_minus_rho, T eps", "T param, T ms",
             "ms = ms * rho + one_minus_rho * (grad * grad);"
@@ -72,6 +71,47 @@ def _kernels():
             "param = param - (alpha * m) / (sqrt(v) + eps)",
             "dnn_adam"),
         "sgd": kernel("T grad, T lr", "T param", "param = param - lr * grad", "dnn_sgd"),
+        # One thread per row i of (n, k) logits: the generic softmax cross-entropy's dozen
+        # launches in one.  grad = (exp / total - targets) / n; row_loss = log(total) -
+        # sum(targets * shifted); a NaN logit makes the row max, and so the row, NaN.
+        "softmax_xent_rows": kernel(
+            "raw T logits, raw T targets, int64 classes, T n", "T row_loss, raw T grad",
+            """
+            const ptrdiff_t start = i * classes;
+            T top = logits[start];
+            for (ptrdiff_t j = 1; j < classes; ++j) {
+                const T value = logits[start + j];
+                top = (value > top || value != value) ? value : top;
+            }
+            T total = 0, target_logits = 0;
+            for (ptrdiff_t j = 0; j < classes; ++j) {
+                const T shifted = logits[start + j] - top;
+                grad[start + j] = exp(shifted);
+                total += grad[start + j];
+                target_logits += targets[start + j] * shifted;
+            }
+            for (ptrdiff_t j = 0; j < classes; ++j)
+                grad[start + j] = (grad[start + j] / total - targets[start + j]) / n;
+            row_loss = log(total) - target_logits;
+            """,
+            "dnn_softmax_xent_rows"),
+        # One thread per row: 1 where argmax(output) == argmax(targets), with numpy.argmax's
+        # rule (the first largest value, or the first NaN).
+        "correct_rows": kernel(
+            "raw T output, raw T targets, int64 classes", "int64 correct",
+            """
+            const ptrdiff_t start = i * classes;
+            ptrdiff_t predicted = 0, label = 0;
+            for (ptrdiff_t j = 1; j < classes; ++j) {
+                const T best = output[start + predicted], value = output[start + j];
+                if (best == best && (value > best || value != value)) predicted = j;
+                const T best_target = targets[start + label], target = targets[start + j];
+                if (best_target == best_target && (target > best_target || target != target))
+                    label = j;
+            }
+            correct = predicted == label;
+            """,
+            "dnn_correct_rows"),
     }
 
 
@@ -138,14 +178,22 @@ class GpuBackend(Backend):
 
     def softmax_crossentropy(self, logits, targets, scratch):
         cupy = self._cupy
-        shifted = logits - cupy.max(logits, axis=1, keepdims=True)
-        exp = cupy.exp(shifted)
-        total = cupy.sum(exp, axis=1, keepdims=True)
-        loss_sum = cupy.sum(cupy.log(total)) - cupy.sum(targets * shifted)
+        logits, targets = cupy.ascontiguousarray(logits), cupy.ascontiguousarray(targets)
+        rows, classes = logits.shape
         grad = cupy.empty_like(logits)
-        _kernels()["softmax_xent_grad"](exp, total, targets,
-                                        self._scalar(logits.shape[0], logits), grad)
-        return loss_sum, grad
+        row_loss = cupy.empty(rows, dtype=logits.dtype)
+        _kernels()["softmax_xent_rows"](logits, targets, classes, self._scalar(rows, logits),
+                                        row_loss, grad)
+        return cupy.sum(row_loss), grad
+
+    def correct_count(self, output, targets):
+        if targets.ndim != 2 or targets.shape != output.shape or output.shape[1] == 1:
+            return super().correct_count(output, targets)  # labels, or one output unit
+        cupy = self._cupy
+        correct = cupy.empty(output.shape[0], dtype=cupy.int64)
+        _kernels()["correct_rows"](cupy.ascontiguousarray(output),
+                                   cupy.ascontiguousarray(targets), output.shape[1], correct)
+        return cupy.sum(correct)
 
     def sgd_update(self, param, grad, velocity, learning_rate, momentum, nesterov):
         if velocity is not None:  # the momentum variants stay generic
