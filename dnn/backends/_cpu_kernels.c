@@ -467,6 +467,19 @@ static int get_matrix_shape(const Py_buffer *view, const char *what, Py_ssize_t 
     return 0;
 }
 
+/* get_all() for arrays of one shape whose first one must be 2-D: its rows and columns. */
+static int get_all_rows(PyObject **objects, Py_buffer *views, const char *const *names,
+                        const char *spec, Py_ssize_t *rows, Py_ssize_t *columns)
+{
+    if (get_all(objects, views, names, spec) < 0)
+        return -1;
+    if (get_matrix_shape(&views[0], names[0], rows, columns) < 0) {
+        release_all(views, (int)strlen(spec));
+        return -1;
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(column_sum_doc,
 "column_sum(matrix, out)\n\n"
 "out = numpy.sum(matrix, axis=0) for matrix (n, o) and out (o,), added in NumPy's order.");
@@ -509,12 +522,8 @@ static PyObject *subtract_row_max(PyObject *Py_UNUSED(module), PyObject *args)
     static const char *const names[] = {"logits", "shifted"};
     Py_buffer views[2];
     Py_ssize_t rows, classes;
-    if (get_all(objects, views, names, "rw") < 0)
+    if (get_all_rows(objects, views, names, "rw", &rows, &classes) < 0)
         return NULL;
-    if (get_matrix_shape(&views[0], "logits", &rows, &classes) < 0) {
-        release_all(views, 2);
-        return NULL;
-    }
     Py_BEGIN_ALLOW_THREADS
     subtract_row_max_loop(rows, classes, views[0].buf, views[1].buf);
     Py_END_ALLOW_THREADS
@@ -536,10 +545,9 @@ static PyObject *softmax_crossentropy_grad(PyObject *Py_UNUSED(module), PyObject
     static const char *const names[] = {"grad", "exp", "targets", "shifted"};
     Py_buffer views[5];
     Py_ssize_t rows, classes;
-    if (get_all(objects, views, names, "wrrr") < 0)
+    if (get_all_rows(objects, views, names, "wrrr", &rows, &classes) < 0)
         return NULL;
-    if (get_matrix_shape(&views[0], "grad", &rows, &classes) < 0
-            || get_floats(objects[4], &views[4], "total", 1, 0, rows) < 0) {
+    if (get_floats(objects[4], &views[4], "total", 1, 0, rows) < 0) {
         release_all(views, 4);
         return NULL;
     }
@@ -571,12 +579,8 @@ static PyObject *count_correct(PyObject *Py_UNUSED(module), PyObject *args)
     static const char *const names[] = {"output", "targets"};
     Py_buffer views[2];
     Py_ssize_t rows, classes, correct;
-    if (get_all(objects, views, names, "rr") < 0)
+    if (get_all_rows(objects, views, names, "rr", &rows, &classes) < 0)
         return NULL;
-    if (get_matrix_shape(&views[0], "output", &rows, &classes) < 0) {
-        release_all(views, 2);
-        return NULL;
-    }
     Py_BEGIN_ALLOW_THREADS
     correct = count_correct_loop(rows, classes, views[0].buf, views[1].buf);
     Py_END_ALLOW_THREADS
