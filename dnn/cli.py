@@ -15,7 +15,7 @@ import numpy as np
 
 from dnn import backends, checkpoint, datasets, optimizers, plugins
 from dnn.errors import DnnError, UsageError
-from dnn.fileio import atomic_write
+from dnn.fileio import atomic_write, check_writable
 from dnn.layers import Dense
 from dnn.model import Callback, Sequential
 from dnn.utils import to_categorical
@@ -35,6 +35,9 @@ def reports_errors(command):
         except MemoryError:
             raise click.ClickException("out of memory; try a smaller --batch-size or "
                                        "--hidden") from None
+        except OSError as error:  # a file that went away or a full disk, mid-run
+            where = f"{error.filename}: " if error.filename else ""
+            raise click.ClickException(f"{where}{error.strerror or error}") from None
 
     return wrapper
 
@@ -126,6 +129,10 @@ def _history_record(backend, optimizer, dataset, history, test_results) -> dict:
 def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden, seed, dtype,
           data_dir, history_path, save_path, resume_path, plot_path, quiet):
     """Train a dense network (hidden relu layers, softmax output) on a dataset."""
+    for option, path in (("--history", history_path), ("--save", save_path),
+                         ("--plot", plot_path)):
+        if path:
+            check_writable(path, option)
     if plot_path:
         from dnn import plotting
 

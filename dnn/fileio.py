@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from dnn.errors import UsageError
+
 
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "wb"):
@@ -24,3 +26,20 @@ def atomic_write(path, mode: str = "wb"):
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def check_writable(path, option: str) -> None:
+    """Raise a one-line :class:`UsageError` naming ``option`` unless :func:`atomic_write` can
+    write ``path``: its folder is made if missing and must take a new file.  Called before a
+    long job, so a mistyped destination fails in a second, not after hours of training."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".part"):
+            pass
+    except OSError as error:
+        # mkdir reports a file standing where a folder should be as "File exists"
+        reason = ("a file stands where its folder should be"
+                  if isinstance(error, (FileExistsError, NotADirectoryError))
+                  else error.strerror or str(error))
+        raise UsageError(f"{option} {path}: cannot write a file there ({reason})") from None

@@ -85,6 +85,35 @@ def test_bad_input_exits_with_one_error_line(tiny, args, status, message):
     assert sum(line.startswith("Error:") for line in result.output.splitlines()) == 1
 
 
+@pytest.mark.parametrize("option", ["--save", "--history", "--plot"])
+def test_an_unwritable_destination_fails_before_training(tiny, tmp_path, option):
+    in_the_way = tmp_path / "notes.txt"
+    in_the_way.write_text("a user's file")
+    result = run("train", "--dataset", "tiny", "--epochs", "1", option,
+                 str(in_the_way / "out.file"))
+    assert result.exit_code == 2, result.output
+    assert f"Error: {option} {in_the_way / 'out.file'}: cannot write a file there" in result.output
+    assert "epoch " not in result.output and "Traceback" not in result.output
+    assert in_the_way.read_text() == "a user's file"
+
+
+def test_a_write_that_fails_mid_run_is_one_error_line(tiny, tmp_path, monkeypatch):
+    import errno
+
+    from dnn import checkpoint
+
+    def disk_full(model, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(checkpoint, "save", disk_full)
+    target = tmp_path / "model.npz"
+    result = run("train", "--dataset", "tiny", "--epochs", "1", "--save", str(target))
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: {target}: No space left on device")
+    assert "Traceback" not in result.output
+
+
 def test_gpu_without_cupy_or_device_is_a_clean_runtime_error(tiny):
     from dnn.backends.gpu import GpuBackend
 
