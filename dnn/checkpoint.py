@@ -44,6 +44,8 @@ def _read(path: Path) -> tuple[dict, dict]:
     """The checkpoint's metadata and arrays; CheckpointError for anything else."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):  # else np.load tries it as a pickle and says so
+        raise CheckpointError(f"{path} is not a dnn checkpoint (not an .npz archive)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             if not isinstance(archive, np.lib.npyio.NpzFile) or "meta" not in archive.files:

@@ -145,6 +145,14 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
     if resume_path:
         checkpoint.check_matches(model, resume_path)
         model = checkpoint.load(resume_path, backend=device, seed=seed)
+        saved = plugins.name_of("optimizer", type(model.optimizer))
+        chosen = click.get_current_context().get_parameter_source("optimizer")
+        if chosen is not click.core.ParameterSource.DEFAULT and optimizer != saved:
+            raise UsageError(f"{resume_path} was trained with {saved}, not {optimizer}; "
+                             "leave out --optimizer to resume it")
+        if lr is not None or opt_pairs:
+            raise UsageError(f"--resume goes on with the {saved} settings saved in "
+                             f"{resume_path}; leave out --lr and --opt")
     else:
         cls = plugins.load("optimizer", optimizer)
         hyperparameters = plugins.parse_options(cls, _parse_opt(opt_pairs))

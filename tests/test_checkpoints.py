@@ -76,6 +76,7 @@ def test_bad_checkpoints_are_refused_and_left_alone(tmp_path, case, tiny):  # no
     result = run("evaluate", str(path), "--dataset", "tiny")
     assert result.exit_code == 1 and result.output.startswith("Error: ")
     assert "Traceback" not in result.output and len(result.output.splitlines()) == 1
+    assert "unsafely" not in result.output  # NumPy's advice for a pickle: never for a user
     assert (path.read_bytes() if path.exists() else None) == before
 
 
@@ -97,6 +98,16 @@ def test_cli_save_evaluate_resume_and_architecture_mismatch(tmp_path, tiny):  # 
     first_losses = json.loads(history.read_text())["epochs"][0]["loss"]
     assert first_losses < 0.5  # continues the curve instead of starting again near ln(3)
     before = model.read_bytes()
+    for args, message in [
+            (["--optimizer", "sgd"], "was trained with rmsprop, not sgd; leave out --optimizer"),
+            (["--lr", "0.5"], "--resume goes on with the rmsprop settings saved in "),
+            (["--opt", "rho=0.5"], "leave out --lr and --opt")]:
+        refused = run("train", "--dataset", "tiny", "--hidden", "16", "--resume", str(model),
+                      "--save", str(model), *args)
+        assert refused.exit_code == 2 and message in refused.output, refused.output
+    same_optimizer = run("train", "--dataset", "tiny", "--hidden", "16", "--epochs", "0",
+                         "--resume", str(model), "--optimizer", "rmsprop")
+    assert same_optimizer.exit_code == 0, same_optimizer.output
     mismatch = run("train", "--dataset", "tiny", "--hidden", "32", "--resume", str(model))
     assert mismatch.exit_code == 1
     assert "holds a model 16 relu -> 3 softmax (float32), not 32 relu" in mismatch.output
