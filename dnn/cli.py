@@ -111,7 +111,7 @@ def _history_record(backend, optimizer, dataset, history, test_results) -> dict:
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--hidden", type=click.IntRange(min=1), multiple=True, default=(512,),
               show_default=True, help="Units of a relu hidden layer (repeat for more layers).")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seeds the initial weights and the shuffle order.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
               show_default=True)
@@ -157,6 +157,8 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
         cls = plugins.load("optimizer", optimizer)
         hyperparameters = plugins.parse_options(cls, _parse_opt(opt_pairs))
         if lr is not None:
+            if "learning_rate" in hyperparameters:
+                raise UsageError("give the learning rate once: --lr or --opt learning_rate")
             hyperparameters["learning_rate"] = lr
         model.compile(optimizer=optimizers.get(optimizer, **hyperparameters),
                       loss="categorical_crossentropy", metrics=["accuracy"])

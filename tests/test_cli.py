@@ -75,6 +75,9 @@ def test_opt_passes_typed_hyperparameters(tiny, tmp_path):
     (["--lr", "-0.5"], 2, "learning_rate must be a finite number >= 0"),
     (["--lr", "nan"], 2, "learning_rate must be a finite number >= 0"),
     (["--opt", "momentum"], 2, "--opt wants KEY=VALUE"),
+    (["--lr", "0.1", "--opt", "learning_rate=0.2"], 2, "give the learning rate once"),
+    (["--opt", "epsilon=0"], 2, "RMSprop epsilon must be above 0"),
+    (["--seed", "-5"], 2, "--seed"),
     (["--dtype", "float16"], 2, "float16"),
 ])
 def test_bad_input_exits_with_one_error_line(tiny, args, status, message):

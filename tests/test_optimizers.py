@@ -111,11 +111,18 @@ def test_cpu_kernels_reproduce_generic_kernels_bit_for_bit(cpu, generic, make, d
     np.testing.assert_array_equal(results[0], results[1])
 
 
-@pytest.mark.parametrize("kwargs", [{"learning_rate": -0.1}, {"learning_rate": float("nan")},
-                                    {"rho": 1.5}, {"epsilon": float("inf")}])
-def test_bad_hyperparameters_are_refused(kwargs):
-    with pytest.raises(UsageError):
-        optimizers.RMSprop(**kwargs)
+@pytest.mark.parametrize("name, kwargs, message", [
+    ("RMSprop", {"learning_rate": -0.1}, "learning_rate must be a finite number >= 0"),
+    ("RMSprop", {"learning_rate": float("nan")}, "learning_rate must be a finite number >= 0"),
+    ("RMSprop", {"rho": 1.5}, "rho must be below 1"),
+    ("RMSprop", {"epsilon": float("inf")}, "epsilon must be a finite number >= 0"),
+    ("RMSprop", {"epsilon": 0.0}, "epsilon must be above 0"),
+    ("Adam", {"epsilon": 0.0}, "epsilon must be above 0"),
+    ("Adam", {"beta_2": 1.0}, "beta_1 and beta_2 must be below 1, not 0.9 and 1.0"),
+])
+def test_bad_hyperparameters_are_refused(name, kwargs, message):
+    with pytest.raises(UsageError, match=message):
+        getattr(optimizers, name)(**kwargs)
 
 
 def test_get_by_name_and_unknown_name():

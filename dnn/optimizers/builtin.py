@@ -7,6 +7,13 @@ from dnn.errors import UsageError
 from dnn.optimizers.base import Optimizer
 
 
+def _check_epsilon(optimizer) -> None:
+    """Refuse epsilon 0: a parameter whose gradient has always been 0 would step by 0 / 0."""
+    if not optimizer.epsilon > 0:
+        raise UsageError(f"{type(optimizer).__name__} epsilon must be above 0 (it keeps the step "
+                         f"finite where a gradient has always been 0), not {optimizer.epsilon!r}")
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum, as in Keras."""
 
@@ -32,6 +39,7 @@ class RMSprop(Optimizer):
         super().__init__(learning_rate=learning_rate)
         if rho >= 1:
             raise UsageError(f"RMSprop rho must be below 1, not {rho!r}")
+        _check_epsilon(self)
 
     def init_state(self, param):
         zeros = self.xp.zeros_like
@@ -56,7 +64,9 @@ class Adam(Optimizer):
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
         super().__init__(learning_rate=learning_rate)
         if beta_1 >= 1 or beta_2 >= 1:
-            raise UsageError("Adam beta_1 and beta_2 must be below 1")
+            raise UsageError(f"Adam beta_1 and beta_2 must be below 1, not {beta_1!r} and "
+                             f"{beta_2!r}")
+        _check_epsilon(self)
 
     def init_state(self, param):
         return {"m": self.xp.zeros_like(param), "v": self.xp.zeros_like(param)}
