@@ -107,8 +107,16 @@ class Sequential:
         return [param for layer in self.layers for param in layer.params]
 
     # -- host <-> device --------------------------------------------------------------------
+    def _host(self, array) -> np.ndarray:
+        """``array`` as a NumPy array, for checking; an array of the model's backend (a CuPy
+        one, which refuses ``np.asarray``) comes through the backend's ``to_numpy``."""
+        backend = self.backend or backends.current_backend()
+        if not isinstance(array, np.ndarray) and backend.is_own_array(array):
+            return backend.to_numpy(array)
+        return np.asarray(array)
+
     def _inputs(self, x) -> np.ndarray:
-        x = np.asarray(x)
+        x = self._host(x)
         if x.ndim < 2 or x.shape[0] == 0:
             raise UsageError(f"inputs must be a non-empty batch (N, features...), not {x.shape}")
         x = x.reshape(x.shape[0], -1)
@@ -120,7 +128,7 @@ class Sequential:
         return self.backend.asarray(x.astype(self.dtype, copy=False))
 
     def _targets(self, y, count: int):
-        y = np.asarray(y)
+        y = self._host(y)
         if y.shape[0] != count:
             raise UsageError(f"{count} inputs but {y.shape[0]} targets")
         if self.loss.sparse:
@@ -180,7 +188,9 @@ class Sequential:
     # -- Keras API ----------------------------------------------------------------------------
     def fit(self, x, y, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
             validation_data=None, callbacks=()) -> History:
-        """Train for ``epochs`` passes over ``(x, y)``; returns a :class:`History` whose
+        """Train for ``epochs`` passes over ``(x, y)`` (NumPy arrays, or the backend's own:
+        either is checked on the host and moved to the backend once per call); returns a
+        :class:`History` whose
         ``history["loss"]`` lists the per-epoch mean training losses (plus ``accuracy`` and
         ``val_loss``/``val_accuracy`` when asked for).  A NaN or infinite epoch loss raises
         :class:`DivergenceError`."""
@@ -229,7 +239,7 @@ class Sequential:
         return history
 
     def _device_data(self, x, y):
-        """Host ``(x, y)`` validated and moved to the backend once."""
+        """``(x, y)`` validated on the host and moved to the backend once."""
         x_device = self._inputs(x)
         return x_device, self._targets(y, x_device.shape[0])
 

@@ -57,6 +57,27 @@ def test_dtype_is_kept_end_to_end(backend, dtype):
     assert model.predict(x).dtype == np.dtype(dtype)
 
 
+def test_the_backends_own_arrays_train_like_host_arrays(backend, monkeypatch):
+    x, labels = blobs(n=96)
+    y = to_categorical(labels)
+    x_own, y_own = backend.asarray(x), backend.asarray(y)
+    if not isinstance(x_own, np.ndarray):
+        try:
+            np.asarray(x_own)
+        except TypeError:
+            pass  # already refused, as CuPy's arrays refuse it
+        else:  # make it refuse, as CuPy's arrays do
+            def refuse(*args, **kwargs):
+                raise TypeError("Implicit conversion to a NumPy array is not allowed")
+
+            monkeypatch.setattr(type(x_own), "__array__", refuse)
+    on_host, on_backend = seed_network(backend), seed_network(backend)
+    host_losses = on_host.fit(x, y, epochs=2, batch_size=32).history["loss"]
+    assert on_backend.fit(x_own, y_own, epochs=2, batch_size=32).history["loss"] == host_losses
+    assert on_backend.evaluate(x_own, y_own) == on_host.evaluate(x, y)
+    np.testing.assert_array_equal(on_backend.predict(x_own), on_host.predict(x))
+
+
 def test_same_seed_same_run_different_seed_different_start(backend):
     x, labels = blobs(n=64)
     runs = []
