@@ -121,7 +121,8 @@ def _history_record(backend, optimizer, dataset, history, test_results) -> dict:
 @click.option("--save", "save_path", type=click.Path(dir_okay=False),
               help="Save the model (and optimizer state) to this .npz after every epoch.")
 @click.option("--resume", "resume_path", type=click.Path(dir_okay=False),
-              help="Continue training the model and optimizer state saved in this .npz.")
+              help="Continue training the model and optimizer state saved in this .npz "
+                   "(with its own optimizer settings: no --lr or --opt).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Plot loss and accuracy per epoch to this PNG (needs matplotlib).")
 @click.option("--quiet", is_flag=True, help="Print only the final test result.")
