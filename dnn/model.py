@@ -188,12 +188,14 @@ class Sequential:
     # -- Keras API ----------------------------------------------------------------------------
     def fit(self, x, y, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
             validation_data=None, callbacks=()) -> History:
-        """Train for ``epochs`` passes over ``(x, y)`` (NumPy arrays, or the backend's own:
-        either is checked on the host and moved to the backend once per call); returns a
-        :class:`History` whose
+        """Train for ``epochs`` passes over ``(x, y)``; returns a :class:`History` whose
         ``history["loss"]`` lists the per-epoch mean training losses (plus ``accuracy`` and
         ``val_loss``/``val_accuracy`` when asked for).  A NaN or infinite epoch loss raises
-        :class:`DivergenceError`."""
+        :class:`DivergenceError`.
+
+        ``x`` and ``y`` are NumPy arrays or the backend's own (CuPy ones, say); either kind is
+        checked on the host and moved to the backend once per call, so device arrays make one
+        round trip through the host."""
         self._require_compiled()
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise UsageError(f"epochs must be a non-negative integer, not {epochs!r}")
