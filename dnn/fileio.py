@@ -10,6 +10,13 @@ from pathlib import Path
 from dnn.errors import UsageError
 
 
+def _beside(path: Path) -> dict:
+    """Make ``path``'s folder if it is missing; the :mod:`tempfile` arguments for a hidden
+    temporary file next to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return {"dir": path.parent, "prefix": f".{path.name}.", "suffix": ".part"}
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "wb"):
     """Yield a file object whose content replaces ``path`` when the block succeeds.
@@ -17,8 +24,7 @@ def atomic_write(path, mode: str = "wb"):
     On any exception the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    handle, temporary = tempfile.mkstemp(**_beside(path))
     try:
         with os.fdopen(handle, mode) as file:
             yield file
@@ -34,8 +40,7 @@ def check_writable(path, option: str) -> None:
     long job, so a mistyped destination fails in a second, not after hours of training."""
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".part"):
+        with tempfile.TemporaryFile(**_beside(path)):
             pass
     except OSError as error:
         # mkdir reports a file standing where a folder should be as "File exists"
