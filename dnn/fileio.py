@@ -4,30 +4,44 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
+import stat
 from pathlib import Path
 
 from dnn.errors import UsageError
 
 
-def _beside(path: Path) -> dict:
-    """Make ``path``'s folder if it is missing; the :mod:`tempfile` arguments for a hidden
-    temporary file next to ``path``."""
+def _create_beside(path: Path) -> tuple[int, Path]:
+    """Make ``path``'s folder if it is missing and open a new hidden file next to ``path``;
+    returns its descriptor (open for writing) and its path.
+
+    The file is created with mode 0o666 less the umask, as ``open()`` would create ``path``
+    itself (:func:`tempfile.mkstemp` would make it 0o600, unreadable to the user's group).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    return {"dir": path.parent, "prefix": f".{path.name}.", "suffix": ".part"}
+    while True:
+        temporary = path.parent / f".{path.name}.{secrets.token_hex(4)}.part"
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+            return os.open(temporary, flags, 0o666), temporary
+        except FileExistsError:
+            continue
 
 
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "wb"):
     """Yield a file object whose content replaces ``path`` when the block succeeds.
 
-    On any exception the temporary file is removed and ``path`` is left as it was.
+    On any exception the temporary file is removed and ``path`` is left as it was.  A new
+    file gets the permissions ``open()`` would give it; a replaced file keeps its own.
     """
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(**_beside(path))
+    handle, temporary = _create_beside(path)
     try:
         with os.fdopen(handle, mode) as file:
             yield file
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(temporary, stat.S_IMODE(os.stat(path).st_mode))
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
@@ -40,11 +54,12 @@ def check_writable(path, option: str) -> None:
     long job, so a mistyped destination fails in a second, not after hours of training."""
     path = Path(path)
     try:
-        with tempfile.TemporaryFile(**_beside(path)):
-            pass
+        handle, temporary = _create_beside(path)
     except OSError as error:
         # mkdir reports a file standing where a folder should be as "File exists"
         reason = ("a file stands where its folder should be"
                   if isinstance(error, (FileExistsError, NotADirectoryError))
                   else error.strerror or str(error))
         raise UsageError(f"{option} {path}: cannot write a file there ({reason})") from None
+    os.close(handle)
+    os.unlink(temporary)
