@@ -43,12 +43,15 @@ class ProgressBar(EpochLines):
             self.bar = click.progressbar(length=self.steps, label="training", width=30,
                                          show_eta=True, item_show_func=lambda text: text)
             self.bar.__enter__()
-            self.started, self.shown_steps, self.last_refresh = now, 0, 0.0
+            # The clock starts when the first batch ends, so the rate leaves that batch out.
+            self.started, self.started_seen = now, samples_seen
+            self.shown_steps, self.last_refresh = 0, now
         if now - self.last_refresh < REFRESH_SECONDS and step < self.steps:
             return
-        rate = samples_seen / max(now - self.started, 1e-9)
-        self.bar.update(step - self.shown_steps,
-                        f"loss {running_loss():.4f} {rate:,.0f} samples/s")
+        text = f"loss {running_loss():.4f}"
+        if now > self.started:
+            text += f" {(samples_seen - self.started_seen) / (now - self.started):,.0f} samples/s"
+        self.bar.update(step - self.shown_steps, text)
         self.shown_steps, self.last_refresh = step, now
 
     def on_epoch_end(self, epoch, logs):
