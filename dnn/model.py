@@ -228,8 +228,8 @@ class Sequential:
             if self.metrics:
                 logs["accuracy"] = int(correct) / count
             if not math.isfinite(logs["loss"]):
-                raise DivergenceError(f"training diverged: the loss of epoch {epoch} is "
-                                      f"{logs['loss']}; try a smaller learning rate")
+                raise DivergenceError(self._divergence_message(epoch, logs["loss"],
+                                                               x_device, y_device))
             seconds = time.perf_counter() - started  # training only, not validation
             if validation is not None:
                 results = self._evaluate_device(*validation, batch_size=max(batch_size, 1024))
@@ -239,6 +239,19 @@ class Sequential:
             for callback in callbacks:
                 callback.on_epoch_end(epoch, logs)
         return history
+
+    def _divergence_message(self, epoch: int, loss: float, x_device, y_device) -> str:
+        """Why the loss of ``epoch`` is not finite: NaN or infinite values in the data when
+        there are some (looked for only now, so that a healthy run never pays for it), else
+        too large a step."""
+        for what, array in (("inputs", x_device), ("targets", y_device)):
+            host = self.backend.to_numpy(array).reshape(array.shape[0], -1)
+            bad_rows = np.flatnonzero(~np.isfinite(host).all(axis=1))
+            if bad_rows.size:
+                return (f"training diverged: the loss of epoch {epoch} is {loss} because the "
+                        f"{what} hold NaN or infinite values (the first in row {bad_rows[0]})")
+        return (f"training diverged: the loss of epoch {epoch} is {loss}; try a smaller "
+                "learning rate")
 
     def _device_data(self, x, y):
         """``(x, y)`` validated on the host and moved to the backend once."""

@@ -170,5 +170,20 @@ def test_divergence_raises(cpu):
                            seed=0, backend=cpu)
     model.compile(optimizer=dnn.optimizers.SGD(learning_rate=1e30),
                   loss="categorical_crossentropy")
-    with np.errstate(all="ignore"), pytest.raises(DivergenceError, match="diverged"):
+    with np.errstate(all="ignore"), pytest.raises(DivergenceError,
+                                                  match="diverged.*smaller learning rate"):
         model.fit(x * 1e6, to_categorical(labels), epochs=3, batch_size=8)
+
+
+@pytest.mark.parametrize("what", ["inputs", "targets"])
+def test_divergence_from_non_finite_data_names_the_data_not_the_step(cpu, what):
+    x, labels = blobs(n=64)
+    data = {"inputs": x.copy(), "targets": to_categorical(labels).astype(np.float32)}
+    data[what][37, 1] = np.nan if what == "inputs" else np.inf
+    model = dnn.Sequential([Dense(8, activation="relu"), Dense(3, activation="softmax")],
+                           seed=0, backend=cpu)
+    model.compile(optimizer="rmsprop", loss="categorical_crossentropy")
+    with np.errstate(all="ignore"), pytest.raises(DivergenceError) as error:
+        model.fit(data["inputs"], data["targets"], epochs=1, batch_size=8)
+    assert str(error.value).endswith(
+        f"because the {what} hold NaN or infinite values (the first in row 37)")
