@@ -207,3 +207,32 @@ def test_real_mnist_loads_with_documented_counts(mnist_dir):
     assert np.bincount(y).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     assert np.bincount(y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert x.dtype == np.float32 and 0 <= x.min() and x.max() == 1
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_class_counts_are_checked_when_the_dataset_declares_them(server, cache, tmp_path, split):
+    files = _gz_files()
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    dataset = make_dataset([f"{server.url}/never/"], files)
+    actual = {"train": (2, 2, 2), "test": (1, 1, 1)}  # LABELS and LABELS[:3]
+    dataset.class_counts = dict(actual)
+    dataset.load(tmp_path)
+    dataset.class_counts[split] = (3, 2, 1)
+    with pytest.raises(DataError) as error:
+        dataset.load(tmp_path)
+    message = str(error.value)
+    assert message.startswith(str(tmp_path / f"{split}-labels.gz"))
+    assert f"counts {list(actual[split])} images per class, not tiny_idx's [3, 2, 1]" in message
+    assert "another dataset's files" in message and "\n" not in message
+
+
+def test_the_real_mnist_files_are_not_taken_for_another_dataset_of_the_same_names(mnist_dir):
+    from dnn.datasets.mnist import MNIST
+
+    class BalancedLikeFashionMNIST(MNIST):
+        name = "balanced"
+        class_counts = {"train": (6000,) * 10, "test": (1000,) * 10}
+
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte.gz counts \[5923, 6742, "):
+        BalancedLikeFashionMNIST().load(mnist_dir)

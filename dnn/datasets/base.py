@@ -44,7 +44,10 @@ class IdxDataset(Dataset):
 
     Subclasses set ``name``, ``files`` (role -> ``(file name, md5 of that file as published)``
     for the roles in ``ROLES``), ``mirrors`` (base URLs tried in order), ``image_shape``,
-    ``num_classes`` and ``sizes`` (``{"train": N, "test": M}``).
+    ``num_classes`` and ``sizes`` (``{"train": N, "test": M}``), and may set ``class_counts``
+    (``{"train": (n_0, n_1, ...), "test": (...)}``, the images per class).  Datasets that
+    share file names (MNIST and Fashion-MNIST do) tell each other's files apart by those
+    counts: the published checksums cannot, since a recompressed copy has other bytes.
     """
 
     files: dict = {}
@@ -52,6 +55,7 @@ class IdxDataset(Dataset):
     image_shape = (28, 28)
     num_classes = 10
     sizes: dict = {}
+    class_counts: dict = {}
 
     def load(self, data_dir=None):
         data_dir = data_dir or os.environ.get("DNN_DATA_DIR")
@@ -65,6 +69,12 @@ class IdxDataset(Dataset):
         if labels.max(initial=0) >= self.num_classes:
             raise DataError(f"{paths[f'{split}_labels']} has labels outside 0.."
                             f"{self.num_classes - 1}")
+        expected = self.class_counts.get(split)
+        counts = np.bincount(labels, minlength=self.num_classes).tolist()
+        if expected is not None and counts != list(expected):
+            raise DataError(f"{paths[f'{split}_labels']} counts {counts} images per class, not "
+                            f"{self.name}'s {list(expected)}: another dataset's files? Keep "
+                            "each dataset in its own folder")
         x = images.astype(np.float32)
         x /= 255
         return x, labels.astype(np.int64)

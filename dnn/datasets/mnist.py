@@ -21,3 +21,5 @@ class MNIST(IdxDataset):
     image_shape = (28, 28)
     num_classes = 10
     sizes = {"train": 60000, "test": 10000}
+    class_counts = {"train": (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
+                    "test": (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)}

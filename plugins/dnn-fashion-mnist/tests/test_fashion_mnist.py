@@ -2,6 +2,8 @@
 (the real ones need the network)."""
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from click.testing import CliRunner
 from dnn import plugins, testing
 from dnn.cli import main
 from dnn.datasets.idx import write_idx
+from dnn.errors import DataError
 from dnn_fashion_mnist import FashionMNIST
 
 
@@ -40,3 +43,12 @@ def test_fashion_mnist_trains_through_the_cli(fashion_dir, tmp_path):
     assert result.exit_code == 0, result.output
     record = json.loads(history.read_text())
     assert record["dataset"] == "fashion_mnist" and record["test"]["accuracy"] > 0.9
+
+
+def test_mnist_files_under_the_same_names_are_refused():
+    """MNIST's files have Fashion-MNIST's names: a folder of them must not load as fashion."""
+    folder = os.environ.get("DNN_DATA_DIR")
+    if not folder or not (Path(folder) / "train-labels-idx1-ubyte.gz").is_file():
+        pytest.skip("real MNIST not available: set DNN_DATA_DIR to a folder with the IDX files")
+    with pytest.raises(DataError, match="not fashion_mnist's .*another dataset's files"):
+        FashionMNIST().load(folder)
