@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 
 import click
@@ -89,6 +90,18 @@ class SaveEachEpoch(Callback):
         checkpoint.save(self.model, self.path)
 
 
+def _check_distinct_files(paths: dict) -> None:
+    """Refuse two options (``paths``: option -> path or None) that name one file, since the
+    later write would replace the earlier; ``--save`` may name the ``--resume`` file."""
+    first_option = {}
+    for option, path in paths.items():
+        if not path:
+            continue
+        other = first_option.setdefault(os.path.realpath(path), option)
+        if other != option and {other, option} != {"--resume", "--save"}:
+            raise UsageError(f"{other} and {option} both name {path}; give each its own file")
+
+
 def _history_record(backend, optimizer, dataset, history, test_results) -> dict:
     epochs = [{"epoch": number, "loss": logs["loss"], "accuracy": logs["accuracy"],
                "test_loss": logs["val_loss"], "test_accuracy": logs["val_accuracy"],
@@ -130,6 +143,8 @@ def _history_record(backend, optimizer, dataset, history, test_results) -> dict:
 def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden, seed, dtype,
           data_dir, history_path, save_path, resume_path, plot_path, quiet):
     """Train a dense network (hidden relu layers, softmax output) on a dataset."""
+    _check_distinct_files({"--resume": resume_path, "--save": save_path,
+                           "--history": history_path, "--plot": plot_path})
     for option, path in (("--history", history_path), ("--save", save_path),
                          ("--plot", plot_path)):
         if path:

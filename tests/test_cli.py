@@ -100,6 +100,31 @@ def test_an_unwritable_destination_fails_before_training(tiny, tmp_path, option)
     assert in_the_way.read_text() == "a user's file"
 
 
+@pytest.mark.parametrize("first, second", [("--history", "--save"), ("--save", "--plot"),
+                                           ("--resume", "--history")])
+def test_two_options_naming_one_file_are_refused(tiny, tmp_path, first, second):
+    shared = tmp_path / "out.file"
+    shared.write_bytes(b"a user's file")
+    other_spelling = tmp_path / "sub" / ".." / "out.file"
+    result = run("train", "--dataset", "tiny", "--epochs", "1", first, str(shared),
+                 second, str(other_spelling))
+    assert result.exit_code == 2, result.output
+    error = result.output.strip().splitlines()[-1]
+    assert error.startswith("Error: ") and error.endswith("; give each its own file")
+    assert f"{first} and {second} both name" in error or f"{second} and {first} both name" in error
+    assert shared.read_bytes() == b"a user's file"
+
+
+def test_resume_may_save_over_its_own_checkpoint(tiny, tmp_path):
+    model = tmp_path / "model.npz"
+    assert run("train", "--dataset", "tiny", "--epochs", "1", "--save", str(model)).exit_code == 0
+    before = model.read_bytes()
+    result = run("train", "--dataset", "tiny", "--epochs", "1", "--resume", str(model),
+                 "--save", str(model))
+    assert result.exit_code == 0, result.output
+    assert model.read_bytes() != before
+
+
 def test_a_write_that_fails_mid_run_is_one_error_line(tiny, tmp_path, monkeypatch):
     import errno
 
