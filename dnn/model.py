@@ -64,6 +64,9 @@ class Sequential:
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise UsageError(f"dtype must be float32 or float64, not {dtype!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                                 or seed < 0):
+            raise UsageError(f"seed must be a non-negative integer or None, not {seed!r}")
         self.rng = np.random.default_rng(seed)
         self.backend = backends.resolve(backend) if backend is not None else None
         self.optimizer = None
@@ -107,16 +110,20 @@ class Sequential:
         return [param for layer in self.layers for param in layer.params]
 
     # -- host <-> device --------------------------------------------------------------------
-    def _host(self, array) -> np.ndarray:
-        """``array`` as a NumPy array, for checking; an array of the model's backend (a CuPy
-        one, which refuses ``np.asarray``) comes through the backend's ``to_numpy``."""
+    def _host(self, array, what: str) -> np.ndarray:
+        """``array`` (the ``what``: inputs or targets) as a NumPy array of real numbers, for
+        checking; an array of the model's backend (a CuPy one, which refuses ``np.asarray``)
+        comes through the backend's ``to_numpy``."""
         backend = self.backend or backends.current_backend()
         if not isinstance(array, np.ndarray) and backend.is_own_array(array):
-            return backend.to_numpy(array)
-        return np.asarray(array)
+            array = backend.to_numpy(array)
+        array = np.asarray(array)
+        if array.dtype.kind not in "biuf":  # not complex, strings or Python objects
+            raise UsageError(f"{what} must be real numbers, not {array.dtype}")
+        return array
 
     def _inputs(self, x) -> np.ndarray:
-        x = self._host(x)
+        x = self._host(x, "inputs")
         if x.ndim < 2 or x.shape[0] == 0:
             raise UsageError(f"inputs must be a non-empty batch (N, features...), not {x.shape}")
         x = x.reshape(x.shape[0], -1)
@@ -128,7 +135,7 @@ class Sequential:
         return self.backend.asarray(x.astype(self.dtype, copy=False))
 
     def _targets(self, y, count: int):
-        y = self._host(y)
+        y = self._host(y, "targets")
         if y.shape[0] != count:
             raise UsageError(f"{count} inputs but {y.shape[0]} targets")
         if self.loss.sparse:
@@ -200,6 +207,13 @@ class Sequential:
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise UsageError(f"epochs must be a non-negative integer, not {epochs!r}")
         batch_size = _validate_positive_int("batch_size", batch_size)
+        if validation_data is not None and (not isinstance(validation_data, (tuple, list))
+                                            or len(validation_data) != 2):
+            raise UsageError("validation_data must be a pair (x_val, y_val)")
+        for callback in callbacks:
+            if not isinstance(callback, Callback):
+                raise UsageError(f"callbacks must be dnn.model.Callback instances, not "
+                                 f"{type(callback).__name__}")
         x_device, y_device = self._device_data(x, y)
         validation = None if validation_data is None else self._device_data(*validation_data)
         count = x_device.shape[0]

@@ -1,5 +1,7 @@
 """The Keras-shaped model API on every available backend: shapes, dtypes, seeding, errors."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -143,6 +145,12 @@ def test_inputs_are_flattened_and_size_inferred(cpu):
     (lambda m, x, y: m.fit(x, y[:3]), "targets"),
     (lambda m, x, y: m.fit(x[:, :5], y), "features"),
     (lambda m, x, y: m.fit(x, np.argmax(y, axis=1)), "one-hot"),
+    (lambda m, x, y: m.fit(x.astype(complex), y), "inputs must be real numbers, not complex128"),
+    (lambda m, x, y: m.fit(x.astype(str), y), "inputs must be real numbers, not <U"),
+    (lambda m, x, y: m.evaluate(x, y.astype(object)), "targets must be real numbers, not object"),
+    (lambda m, x, y: m.fit(x, y, validation_data=x), r"validation_data must be a pair"),
+    (lambda m, x, y: m.fit(x, y, callbacks=[print]),
+     "callbacks must be dnn.model.Callback instances, not builtin_function_or_method"),
 ])
 def test_bad_calls_say_what_is_wrong(cpu, call, message):
     x, labels = blobs(n=16)
@@ -150,6 +158,13 @@ def test_bad_calls_say_what_is_wrong(cpu, call, message):
     model.build(x.shape[1])
     with pytest.raises(UsageError, match=message):
         call(model, x, to_categorical(labels))
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "0", True])
+def test_a_bad_seed_is_a_usage_error(seed):
+    with pytest.raises(UsageError, match=f"seed must be a non-negative integer or None, not "
+                                         f"{re.escape(repr(seed))}"):
+        dnn.Sequential([Dense(2)], seed=seed)
 
 
 def test_unknown_names_are_usage_errors():
