@@ -24,8 +24,12 @@ VERSION = 1
 
 
 def save(model: Sequential, path) -> None:
-    """Write ``model`` (built and compiled) and its optimizer state to ``path`` atomically."""
+    """Write ``model`` (built, compiled with an optimizer) and its optimizer state to ``path``
+    atomically."""
     optimizer = model.optimizer
+    if optimizer is None:
+        raise UsageError("a checkpoint holds the optimizer too: compile() the model with one "
+                         "before saving it")
     arrays = {f"weight_{i}": weight for i, weight in enumerate(model.get_weights())}
     for i, state in enumerate(optimizer.states):
         for key, value in state.items():
@@ -64,29 +68,52 @@ def _read(path: Path) -> tuple[dict, dict]:
     return meta, arrays
 
 
-def load(path, backend=None, seed=None) -> Sequential:
+def load(path, backend=None, seed=None, *, with_optimizer=True) -> Sequential:
     """The model saved at ``path``, built and compiled on ``backend`` (default: current),
     with its optimizer state, ready to evaluate or to go on training (``seed`` seeds the
-    shuffle order from here on)."""
+    shuffle order from here on).  ``with_optimizer=False`` leaves the optimizer out: the model
+    can evaluate and predict, and loads where the optimizer's plugin is not installed."""
     path = Path(path)
     meta, arrays = _read(path)
     try:
         model = Sequential.from_config(meta["model"], backend=backend, seed=seed)
-        spec = meta["optimizer"]
-        optimizer = optimizers.get(spec["name"], **spec["config"])
+        optimizer = _optimizer(path, meta["optimizer"]) if with_optimizer else None
         model.compile(optimizer=optimizer, loss=meta["loss"], metrics=meta["metrics"])
         weights = [arrays[f"weight_{i}"] for i in range(2 * len(model.layers))]
         model.build(weights[0].shape[0])
         model.set_weights(weights)
-        for i, state in enumerate(optimizer.states):
-            for key in state:
-                state[key] = model.backend.asarray(np.array(arrays[f"state_{i}_{key}"],
-                                                            model.dtype))
-        optimizer.iterations = int(spec["iterations"])
-    except (KeyError, TypeError, IndexError, UsageError) as error:
+        if optimizer is not None:
+            _restore_state(path, model, arrays, meta["optimizer"]["iterations"])
+    except (KeyError, TypeError, IndexError, ValueError) as error:  # UsageError included
         raise CheckpointError(f"{path} is damaged or does not match its architecture "
                               f"({type(error).__name__}: {error})") from None
     return model
+
+
+def _optimizer(path: Path, spec: dict):
+    """The saved optimizer, from its plugin name and hyper-parameters."""
+    if spec["name"] not in plugins.names("optimizer"):
+        installed = ", ".join(plugins.names("optimizer"))
+        raise CheckpointError(f"{path} was trained with the optimizer {spec['name']!r}, which "
+                              f"is not installed here (installed: {installed}); install its "
+                              "plugin to go on training it")
+    return optimizers.get(spec["name"], **spec["config"])
+
+
+def _restore_state(path: Path, model: Sequential, arrays: dict, iterations) -> None:
+    """Put the saved optimizer state and step count into ``model.optimizer``."""
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+        raise CheckpointError(f"{path} is damaged: the optimizer's step count is "
+                              f"{iterations!r}")
+    optimizer = model.optimizer
+    for i, (param, state) in enumerate(zip(model.params, optimizer.states)):
+        for key in state:
+            saved = arrays[f"state_{i}_{key}"]
+            if saved.shape != tuple(param.shape):
+                raise CheckpointError(f"{path} is damaged: the optimizer's {key} for weight "
+                                      f"{i} has shape {saved.shape}, not {tuple(param.shape)}")
+            state[key] = model.backend.asarray(np.array(saved, model.dtype))
+    optimizer.iterations = iterations
 
 
 def check_matches(model: Sequential, path) -> None:

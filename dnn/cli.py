@@ -207,7 +207,8 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
 @reports_errors
 def evaluate(model_path, backend, dataset, data_dir):
     """Print the test loss and accuracy of a saved model."""
-    model = checkpoint.load(model_path, backend=backends.get_backend(backend))
+    model = checkpoint.load(model_path, backend=backends.get_backend(backend),
+                            with_optimizer=False)
     _, (x_test, y_test), _ = _load_data(dataset, data_dir)
     loss, accuracy = model.evaluate(x_test, y_test)
     click.echo(f"test: loss {loss:.4f} accuracy {accuracy:.4f}")

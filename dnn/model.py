@@ -80,14 +80,15 @@ class Sequential:
         self.layers.append(layer)
 
     def compile(self, optimizer="rmsprop", loss="categorical_crossentropy", metrics=()):
-        """Choose the optimizer (a name or an instance), the loss and the metrics."""
+        """Choose the optimizer (a name or an instance; ``None`` for a model that is only
+        evaluated or asked to predict), the loss and the metrics."""
         if not self.layers:
             raise UsageError("the model has no layers")
-        self.optimizer = optimizers.get(optimizer)
+        self.optimizer = None if optimizer is None else optimizers.get(optimizer)
         self.loss = losses.get(loss)
         self.metrics = metrics_module.check(metrics)
         self._fused = self.loss.fuses_with(self.layers[-1].activation)
-        if self.built:
+        if self.built and self.optimizer is not None:
             self.optimizer.build(self.params, self.backend)
 
     @property
@@ -152,9 +153,12 @@ class Sequential:
             raise UsageError(f"targets have {y.shape[1]} columns; the model outputs {units}")
         return self.backend.asarray(y.astype(self.dtype, copy=False))
 
-    def _require_compiled(self) -> None:
+    def _require_compiled(self, training: bool = False) -> None:
         if self.loss is None:
             raise UsageError("compile() the model before training or evaluating it")
+        if training and self.optimizer is None:
+            raise UsageError("the model was compiled without an optimizer: compile() it with "
+                             "one to train it")
 
     # -- passes --------------------------------------------------------------------------------
     def _forward(self, x):
@@ -203,7 +207,7 @@ class Sequential:
         ``x`` and ``y`` are NumPy arrays or the backend's own (CuPy ones, say); either kind is
         checked on the host and moved to the backend once per call, so device arrays make one
         round trip through the host."""
-        self._require_compiled()
+        self._require_compiled(training=True)
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise UsageError(f"epochs must be a non-negative integer, not {epochs!r}")
         batch_size = _validate_positive_int("batch_size", batch_size)
@@ -312,7 +316,7 @@ class Sequential:
 
     def train_on_batch(self, x, y) -> float:
         """One optimizer step on ``(x, y)``; returns that batch's mean loss."""
-        self._require_compiled()
+        self._require_compiled(training=True)
         x_device, y_device = self._device_data(x, y)
         loss_sum, _ = self._train_step(x_device, y_device)
         return float(loss_sum) / x_device.shape[0]

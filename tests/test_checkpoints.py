@@ -1,6 +1,7 @@
 """Checkpoints: round trips across backends, resume, and every bad file refused cleanly."""
 
 import json
+import re
 import pickle
 
 import numpy as np
@@ -9,7 +10,7 @@ from click.testing import CliRunner
 
 from dnn import backends, checkpoint, plugins
 from dnn.cli import main
-from dnn.errors import CheckpointError
+from dnn.errors import CheckpointError, UsageError
 from tests.test_cli import tiny  # noqa: F401  (the tiny dataset plugin fixture)
 from tests.test_model import blobs, seed_network
 from dnn.utils import to_categorical
@@ -143,3 +144,74 @@ def test_plot_without_matplotlib_is_a_clear_error(tiny, monkeypatch, tmp_path): 
     assert result.exit_code == 1
     assert "Error: --plot needs matplotlib: pip install 'dnn-framework[plot]'" in result.output
     assert not (tmp_path / "p.png").exists()
+
+
+def _rewritten(source, target, mutate):
+    """A copy of checkpoint ``source`` at ``target`` after ``mutate(meta, arrays)``."""
+    with np.load(source, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    mutate(meta, arrays)
+    np.savez(target, meta=np.asarray(json.dumps(meta)), **arrays)
+    return target
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, tiny):  # noqa: F811
+    path = tmp_path / "model.npz"
+    result = run("train", "--dataset", "tiny", "--epochs", "1", "--hidden", "16",
+                 "--save", str(path))
+    assert result.exit_code == 0, result.output
+    return path, result.output.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("case, mutate, message", [
+    ("state shape", lambda meta, arrays: arrays.update(state_0_mean_square=np.zeros((3, 3))),
+     "the optimizer's mean_square for weight 0 has shape (3, 3), not (12, 16)"),
+    ("step count text", lambda meta, arrays: meta["optimizer"].update(iterations="x"),
+     "the optimizer's step count is 'x'"),
+    ("negative step count", lambda meta, arrays: meta["optimizer"].update(iterations=-5),
+     "the optimizer's step count is -5"),
+    ("text weights", lambda meta, arrays: arrays.update(weight_1=np.array(["a"] * 16)),
+     "is damaged or does not match its architecture (ValueError"),
+])
+def test_damaged_checkpoints_are_one_error_line(tmp_path, tiny_checkpoint, case, mutate,
+                                                message):
+    source, _ = tiny_checkpoint
+    path = _rewritten(source, tmp_path / "damaged.npz", mutate)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        checkpoint.load(path)
+    result = run("train", "--dataset", "tiny", "--epochs", "1", "--hidden", "16",
+                 "--resume", str(path))
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: ") and message in result.output
+    assert "Traceback" not in result.output and len(result.output.splitlines()) == 1
+
+
+def test_a_model_whose_optimizer_is_not_installed_evaluates_but_does_not_resume(
+        tmp_path, tiny_checkpoint):
+    source, trained_line = tiny_checkpoint
+    path = _rewritten(source, tmp_path / "gone.npz",
+                      lambda meta, arrays: meta["optimizer"].update(name="gone"))
+    evaluated = run("evaluate", str(path), "--dataset", "tiny")
+    assert evaluated.exit_code == 0 and evaluated.output.strip() == trained_line
+    resumed = run("train", "--dataset", "tiny", "--hidden", "16", "--resume", str(path))
+    assert resumed.exit_code == 1
+    assert resumed.output.startswith(f"Error: {path} was trained with the optimizer 'gone', "
+                                     "which is not installed here (installed: ")
+
+
+def test_a_model_compiled_without_optimizer_evaluates_but_neither_trains_nor_saves(tmp_path, cpu):
+    x, labels = blobs(n=32)
+    trained = seed_network(cpu)
+    trained.fit(x, to_categorical(labels), epochs=1, batch_size=8)
+    checkpoint.save(trained, tmp_path / "m.npz")
+    model = checkpoint.load(tmp_path / "m.npz", with_optimizer=False)
+    assert model.optimizer is None
+    assert model.evaluate(x, to_categorical(labels)) == trained.evaluate(x, to_categorical(labels))
+    with pytest.raises(UsageError, match="compiled without an optimizer"):
+        model.fit(x, to_categorical(labels))
+    with pytest.raises(UsageError, match="compiled without an optimizer"):
+        model.train_on_batch(x, to_categorical(labels))
+    with pytest.raises(UsageError, match="compile\\(\\) the model with one before saving"):
+        checkpoint.save(model, tmp_path / "again.npz")
