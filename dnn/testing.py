@@ -123,19 +123,42 @@ def _check_optimizer_contract(cls) -> None:
 def optimizer_results(cls, backend_names=None) -> list[CheckResult]:
     """Check ``cls`` against the cpu backend on ``backend_names`` (default: every installed
     backend)."""
-    _check_optimizer_contract(cls)
-    cpu = backends.get_backend("cpu")
-    references = {dtype: train_toy(cpu, cls(), dtype) for dtype in TOLERANCE}
+    try:
+        _check_optimizer_contract(cls)
+        cpu = backends.get_backend("cpu")
+        references = {dtype: train_toy(cpu, cls(), dtype) for dtype in TOLERANCE}
+    except AssertionError:
+        raise
+    except Exception as error:  # the plugin's own code raised: say so, as a failed check
+        raise AssertionError(f"{cls.__name__} raised {type(error).__name__} on cpu: "
+                             f"{error}") from error
     for dtype, (losses, weights) in references.items():
         assert np.all(np.isfinite(losses)), f"{dtype} losses are not finite on cpu: {losses}"
-        assert losses[-1] < losses[0], (
-            f"{cls.__name__} with its defaults did not lower the loss on cpu ({losses})")
+        if not losses[-1] < losses[0]:
+            _assert_updates_in_place(cls, cpu)
+            raise AssertionError(f"{cls.__name__} with its defaults did not lower the loss on "
+                                 f"cpu ({losses})")
 
     def check(backend):
         for dtype, reference in references.items():
             _compare(cls.__name__, reference, train_toy(backend, cls(), dtype), dtype)
 
     return _run(check, _available_backends(backend_names))
+
+
+def _assert_updates_in_place(cls, backend) -> None:
+    """Fail with a hint when one step of ``cls`` leaves every parameter as it was: the usual
+    cause is ``param = param - step``, which rebinds the name instead of writing the array."""
+    model = Sequential([Dense(8, activation="relu"), Dense(3, activation="softmax")], seed=0,
+                       backend=backend)
+    model.compile(optimizer=cls(), loss="categorical_crossentropy")
+    x, y = _toy_problem("float32")
+    model.build(x.shape[1])
+    before = model.get_weights()
+    model.train_on_batch(x, y)
+    assert any(not np.array_equal(b, a) for b, a in zip(before, model.get_weights())), (
+        f"{cls.__name__}.update() left every parameter as it was: change param in place "
+        "(param -= step), not by assigning a new array to the name")
 
 
 def check_optimizer(cls) -> None:

@@ -109,3 +109,19 @@ def test_check_command_fails_for_a_wrong_optimizer(install_fake_plugin):
     result = CliRunner().invoke(main, ["check", "--backend", "cpu"])
     assert result.exit_code == 1
     assert "optimizer wrong" in result.output and "did not lower the loss" in result.output
+
+
+@pytest.mark.parametrize("broken_update, message", [
+    ("param = param - self.learning_rate * grad",
+     "Broken.update() left every parameter as it was: change param in place"),
+    ("raise RuntimeError('boom')", "Broken raised RuntimeError on cpu: boom"),
+])
+def test_check_command_says_what_a_broken_optimizer_does(install_fake_plugin, broken_update,
+                                                         message):
+    broken = GOOD_OPTIMIZER.replace("param -= self.learning_rate * grad", broken_update)
+    install_fake_plugin("fake-broken", "1.0", {"dnn.optimizers": {"broken": "fake_broken:Broken"}},
+                        {"fake_broken": broken.replace("Halver", "Broken")})
+    result = CliRunner().invoke(main, ["check", "--backend", "cpu"])
+    assert result.exit_code == 1, result.output
+    assert f"optimizer broken       all backends  fail: {message}" in result.output
+    assert "Traceback" not in result.output and "optimizer rmsprop      cpu          pass" in result.output
