@@ -23,6 +23,8 @@ def require_matplotlib():
 def plot_history(history, path) -> None:
     """Two panels (loss, accuracy) of ``history`` written as a PNG to ``path``."""
     pyplot = require_matplotlib()
+    from matplotlib.ticker import MaxNLocator
+
     epochs = range(1, len(history.epochs) + 1)
     figure, axes = pyplot.subplots(1, 2, figsize=(10, 4))
     for axis, metric in zip(axes, ("loss", "accuracy")):
@@ -30,6 +32,7 @@ def plot_history(history, path) -> None:
             if key in history.history:
                 axis.plot(epochs, history.history[key], marker="o", label=label)
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
         axis.set_title(metric)
         axis.legend()
     figure.tight_layout()

@@ -181,6 +181,24 @@ def test_plot_writes_a_png(tiny, tmp_path):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_plot_marks_whole_epochs_only(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as pyplot
+
+    from dnn import plotting
+    from dnn.model import History
+
+    figures = []
+    monkeypatch.setattr(pyplot, "close", figures.append)
+    history = History()
+    for loss, accuracy in ((0.5, 0.8), (0.3, 0.9), (0.2, 0.95)):
+        history.append({"loss": loss, "accuracy": accuracy})
+    plotting.plot_history(history, tmp_path / "curves.png")
+    for axis in figures[0].axes:
+        ticks = [tick for tick in axis.get_xticks() if 1 <= tick <= 3]
+        assert ticks and all(float(tick).is_integer() for tick in ticks), ticks
+
+
 def test_python_dash_m_dnn_and_help():
     import subprocess
     import sys
