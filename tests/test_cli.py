@@ -208,3 +208,12 @@ def test_python_dash_m_dnn_and_help():
     assert finished.returncode == 0
     for flag in ("--backend", "--optimizer", "--opt", "--hidden", "--save", "--resume", "--plot"):
         assert flag in finished.stdout
+
+
+def test_the_package_and_the_command_report_the_installed_version():
+    from importlib import metadata
+
+    import dnn
+
+    assert dnn.__version__ == metadata.version("dnn-framework")
+    assert run("--version").output.strip() == f"main, version {dnn.__version__}"
