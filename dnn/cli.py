@@ -18,7 +18,7 @@ from dnn import backends, checkpoint, datasets, optimizers, plugins
 from dnn.errors import DnnError, UsageError
 from dnn.fileio import atomic_write, check_writable
 from dnn.layers import Dense
-from dnn.model import Callback, Sequential
+from dnn.model import Callback, History, Sequential
 from dnn.utils import to_categorical
 
 
@@ -90,6 +90,25 @@ class SaveEachEpoch(Callback):
         checkpoint.save(self.model, self.path)
 
 
+class WriteHistoryEachEpoch(Callback):
+    """Rewrites the ``--history`` JSON after every completed epoch, its ``test`` being that
+    epoch's test metrics, so a run that is interrupted or diverges keeps the epochs it
+    finished."""
+
+    def __init__(self, path, backend: str, optimizer: str, dataset: str):
+        self.path, self.names = path, (backend, optimizer, dataset)
+        self.history = History()
+
+    def on_epoch_end(self, epoch, logs):
+        self.history.append(logs)
+        self.write((logs["val_loss"], logs["val_accuracy"]))
+
+    def write(self, test_results) -> None:
+        record = _history_record(*self.names, self.history, test_results)
+        with atomic_write(self.path, "w") as file:
+            json.dump(record, file, indent=2)
+
+
 def _check_distinct_files(paths: dict) -> None:
     """Refuse two options (``paths``: option -> path or None) that name one file, since the
     later write would replace the earlier; ``--save`` may name the ``--resume`` file."""
@@ -130,7 +149,8 @@ def _history_record(backend, optimizer, dataset, history, test_results) -> dict:
               show_default=True)
 @data_dir_option
 @click.option("--history", "history_path", type=click.Path(dir_okay=False),
-              help="Write the per-epoch metrics as JSON to this file.")
+              help="Write the per-epoch metrics as JSON to this file (rewritten after "
+                   "every epoch).")
 @click.option("--save", "save_path", type=click.Path(dir_okay=False),
               help="Save the model (and optimizer state) to this .npz after every epoch.")
 @click.option("--resume", "resume_path", type=click.Path(dir_okay=False),
@@ -179,6 +199,11 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
         model.compile(optimizer=optimizers.get(optimizer, **hyperparameters),
                       loss="categorical_crossentropy", metrics=["accuracy"])
     callbacks = [SaveEachEpoch(save_path)] if save_path else []
+    history_writer = None
+    if history_path:
+        history_writer = WriteHistoryEachEpoch(
+            history_path, backend, plugins.name_of("optimizer", type(model.optimizer)), dataset)
+        callbacks.append(history_writer)
     if not quiet:
         from dnn.progress import EpochLines, ProgressBar
 
@@ -190,11 +215,8 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
     if save_path and epochs == 0:
         checkpoint.save(model, save_path)
     click.echo(f"test: loss {test_results[0]:.4f} accuracy {test_results[1]:.4f}")
-    optimizer_name = plugins.name_of("optimizer", type(model.optimizer))
-    if history_path:
-        record = _history_record(backend, optimizer_name, dataset, history, test_results)
-        with atomic_write(history_path, "w") as file:
-            json.dump(record, file, indent=2)
+    if history_writer is not None:
+        history_writer.write(test_results)  # also for --epochs 0
     if plot_path:
         plotting.plot_history(history, plot_path)
 

@@ -55,6 +55,29 @@ def test_train_writes_history_in_the_documented_schema(tiny, tmp_path):
     assert record["epochs"][-1]["loss"] < record["epochs"][0]["loss"]
 
 
+def test_an_interrupted_run_keeps_the_history_of_its_finished_epochs(tiny, tmp_path,
+                                                                     monkeypatch):
+    from dnn.model import Sequential
+
+    evaluate_device = Sequential._evaluate_device
+    calls = []
+
+    def interrupted_in_epoch_2(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the test-set pass at the end of epoch 2
+            raise KeyboardInterrupt
+        return evaluate_device(self, *args, **kwargs)
+
+    monkeypatch.setattr(Sequential, "_evaluate_device", interrupted_in_epoch_2)
+    history = tmp_path / "history.json"
+    result = run("train", "--dataset", "tiny", "--epochs", "3", "--history", str(history))
+    assert result.exit_code == 1 and "Aborted!" in result.output
+    record = json.loads(history.read_text())
+    assert [epoch["epoch"] for epoch in record["epochs"]] == [1]
+    assert record["test"] == {"loss": record["epochs"][0]["test_loss"],
+                              "accuracy": record["epochs"][0]["test_accuracy"]}
+
+
 def test_opt_passes_typed_hyperparameters(tiny, tmp_path):
     history = tmp_path / "h.json"
     result = run("train", "--dataset", "tiny", "--epochs", "1", "--optimizer", "sgd",
