@@ -60,8 +60,7 @@ def main():
 
 
 def _load_data(dataset_name: str, data_dir):
-    dataset = datasets.get(dataset_name)
-    (x_train, y_train), (x_test, y_test) = dataset.load(data_dir)
+    (x_train, y_train), (x_test, y_test) = datasets.load_checked(dataset_name, data_dir)
     classes = int(max(y_train.max(), y_test.max())) + 1
     return ((x_train, to_categorical(y_train, classes)),
             (x_test, to_categorical(y_test, classes)), classes)

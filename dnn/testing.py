@@ -17,6 +17,7 @@ import numpy as np
 
 from dnn import backends, plugins
 from dnn.backends.base import Availability, Backend
+from dnn.datasets import contract_problem
 from dnn.layers import Dense
 from dnn.model import Sequential
 from dnn.optimizers import SGD, Adam, Optimizer, RMSprop
@@ -253,16 +254,5 @@ def check_dataset(cls, data_dir=None) -> None:
     ``(x_train, y_train), (x_test, y_test)``: float32 images in [0, 1], integer labels."""
     dataset = cls()
     assert isinstance(getattr(dataset, "name", None), str), "set the class attribute name"
-    splits = dataset.load(data_dir)
-    assert isinstance(splits, tuple) and len(splits) == 2, "load() must return (train, test)"
-    for split, pair in zip(("train", "test"), splits):
-        assert isinstance(pair, tuple) and len(pair) == 2, f"{split} must be a pair (x, y)"
-        x, y = pair
-        assert isinstance(x, np.ndarray) and isinstance(y, np.ndarray), (
-            f"{split}: x and y must be host NumPy arrays")
-        assert x.dtype == np.float32, f"{split} images are {x.dtype}, not float32"
-        assert x.ndim >= 2 and len(x) == len(y) > 0, f"{split}: {len(x)} images, {len(y)} labels"
-        assert float(x.min()) >= 0 and float(x.max()) <= 1, f"{split} images are not in [0, 1]"
-        assert y.ndim == 1 and np.issubdtype(y.dtype, np.integer), (
-            f"{split} labels must be integers (N,), not {y.dtype} {y.shape}")
-        assert y.min() >= 0, f"{split} labels must be >= 0"
+    problem = contract_problem(dataset.load(data_dir))
+    assert problem is None, problem

@@ -78,6 +78,60 @@ def test_an_interrupted_run_keeps_the_history_of_its_finished_epochs(tiny, tmp_p
                               "accuracy": record["epochs"][0]["test_accuracy"]}
 
 
+BROKEN_DATASET = """
+import numpy as np
+
+class Broken:
+    name = "broken"
+
+    def load(self, data_dir=None):
+        rng = np.random.default_rng(0)
+        x, y = rng.random((50, 6)).astype(np.float32), rng.integers(0, 3, 50)
+        RETURN
+"""
+
+
+@pytest.mark.parametrize("body, problem", [
+    ("raise RuntimeError('the server said no')", "failed: RuntimeError: the server said no"),
+    ("return None", "broke the dataset contract: load() must return ((x_train, y_train), "),
+    ("return x, y", "broke the dataset contract: the train split must be a pair (images, labels)"),
+    ("return ((x * 255).astype(np.uint8), y), (x, y)",
+     "broke the dataset contract: the train images are uint8, not float32"),
+    ("return (x * 255, y), (x, y)", "broke the dataset contract: the train images are not in"),
+    ("return (x, y + 0.5), (x, y)",
+     "broke the dataset contract: the train labels must be integers (N,), not float64 (50,)"),
+    ("return (x, y - 1), (x, y)", "broke the dataset contract: the train labels must be >= 0"),
+    ("return (x, y[:10]), (x, y)",
+     "broke the dataset contract: the train split has 50 images of shape (6,) and 10 labels"),
+    ("return (x, y), (x[:, :3], y)",
+     "broke the dataset contract: the train images have shape (6,) and the test images (3,)"),
+])
+def test_a_broken_dataset_plugin_is_one_error_line_naming_it(install_fake_plugin, tmp_path,
+                                                             body, problem):
+    install_fake_plugin("fake-broken-data", "1.2", {"dnn.datasets": {"broken": "fake_bd:Broken"}},
+                        {"fake_bd": BROKEN_DATASET.replace("RETURN", body)})
+    model = tmp_path / "model.npz"
+    _save_a_six_feature_model(model)
+    for command in (["train", "--dataset", "broken", "--epochs", "1"],
+                    ["evaluate", str(model), "--dataset", "broken"]):
+        result = run(*command)
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith(f"Error: dataset 'broken' from fake-broken-data 1.2 "
+                                        f"{problem}"), result.output
+        assert "Traceback" not in result.output and len(result.output.splitlines()) == 1
+
+
+def _save_a_six_feature_model(path):
+    import dnn
+    from dnn import checkpoint
+    from dnn.layers import Dense
+
+    model = dnn.Sequential([Dense(4, activation="relu"), Dense(3, activation="softmax")], seed=0)
+    model.compile()
+    model.build(6)
+    checkpoint.save(model, path)
+
+
 def test_opt_passes_typed_hyperparameters(tiny, tmp_path):
     history = tmp_path / "h.json"
     result = run("train", "--dataset", "tiny", "--epochs", "1", "--optimizer", "sgd",

@@ -236,3 +236,16 @@ def test_the_real_mnist_files_are_not_taken_for_another_dataset_of_the_same_name
 
     with pytest.raises(DataError, match=r"train-labels-idx1-ubyte.gz counts \[5923, 6742, "):
         BalancedLikeFashionMNIST().load(mnist_dir)
+
+
+def test_check_dataset_says_what_breaks_the_contract():
+    from dnn import testing
+
+    class Uint8Images:
+        name = "uint8_images"
+
+        def load(self, data_dir=None):
+            return (IMAGES, LABELS.astype(np.int64)), (IMAGES[:3], LABELS[:3].astype(np.int64))
+
+    with pytest.raises(AssertionError, match="^the train images are uint8, not float32$"):
+        testing.check_dataset(Uint8Images)

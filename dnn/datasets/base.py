@@ -30,6 +30,34 @@ class Dataset:
         raise NotImplementedError
 
 
+def contract_problem(splits) -> str | None:
+    """What breaks the dataset contract in ``splits``, a ``load()`` result, or None when it
+    keeps it: ``(x_train, y_train), (x_test, y_test)`` of host NumPy arrays, float32 images in
+    [0, 1] of one shape, integer labels ``(N,)`` from 0."""
+    if not (isinstance(splits, tuple) and len(splits) == 2):
+        return "load() must return ((x_train, y_train), (x_test, y_test))"
+    for split, pair in zip(("train", "test"), splits):
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            return f"the {split} split must be a pair (images, labels)"
+        x, y = pair
+        if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)):
+            return f"the {split} images and labels must be host NumPy arrays"
+        if x.dtype != np.float32:
+            return f"the {split} images are {x.dtype}, not float32"
+        if not (x.ndim >= 2 and len(x) == len(y) > 0):
+            return f"the {split} split has {len(x)} images of shape {x.shape[1:]} and {len(y)} labels"
+        if float(x.min()) < 0 or float(x.max()) > 1:
+            return f"the {split} images are not in [0, 1]"
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+            return f"the {split} labels must be integers (N,), not {y.dtype} {y.shape}"
+        if y.min() < 0:
+            return f"the {split} labels must be >= 0"
+    if splits[0][0].shape[1:] != splits[1][0].shape[1:]:
+        return (f"the train images have shape {splits[0][0].shape[1:]} and the test images "
+                f"{splits[1][0].shape[1:]}")
+    return None
+
+
 def cache_dir() -> Path:
     """Where downloaded datasets are kept: ``$DNN_CACHE_DIR`` or the platform's user cache."""
     if os.environ.get("DNN_CACHE_DIR"):
