@@ -1,5 +1,6 @@
-"""The plugin guide's examples work as printed: a stranger copies them verbatim."""
+"""The README's and the plugin guide's examples work as printed: users copy them."""
 
+import ast
 import re
 import sys
 from pathlib import Path
@@ -8,12 +9,22 @@ import pytest
 
 from dnn import testing
 
-GUIDE = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
+ROOT = Path(__file__).resolve().parent.parent
+GUIDE = ROOT / "docs" / "plugins.md"
 
 
-def blocks(language: str) -> list[str]:
-    """The fenced code blocks of ``language`` in the plugin guide, in order."""
-    return re.findall(rf"^```{language}\n(.*?)^```", GUIDE.read_text(), re.S | re.M)
+def blocks(language: str, page: Path = GUIDE) -> list[str]:
+    """The fenced code blocks of ``language`` in ``page``, in order."""
+    return re.findall(rf"^```{language}\n(.*?)^```", page.read_text(), re.S | re.M)
+
+
+def test_the_readme_example_trains_mnist_to_keras_accuracy(mnist_dir, monkeypatch, capsys):
+    monkeypatch.setenv("DNN_DATA_DIR", str(mnist_dir))
+    example = blocks("python", ROOT / "README.md")[0]
+    on_the_gpu = example.index("with dnn.use_backend(\"gpu\")")  # needs a GPU: left out here
+    exec(compile(example[:on_the_gpu], "README.md", "exec"), {})
+    loss, accuracy = ast.literal_eval(capsys.readouterr().out.strip())
+    assert accuracy >= 0.978 and loss < 0.1
 
 
 def test_the_optimizer_example_passes_the_conformance_kit():
