@@ -29,7 +29,8 @@ def test_the_readme_example_trains_mnist_to_keras_accuracy(mnist_dir, monkeypatc
 
 def test_the_optimizer_example_passes_the_conformance_kit():
     namespace = {}
-    exec(compile(blocks("python")[0], str(GUIDE), "exec"), namespace)
+    example_code = next(block for block in blocks("python") if "class Lion" in block)
+    exec(compile(example_code, str(GUIDE), "exec"), namespace)
     testing.check_optimizer(namespace["Lion"])
 
 
@@ -41,3 +42,14 @@ def test_the_pyproject_example_has_what_pip_needs():
     assert config["build-system"]["build-backend"] == "setuptools.build_meta"
     assert {"name", "version"} <= set(config["project"])
     assert config["project"]["entry-points"]["dnn.optimizers"] == {"lion": "dnn_lion:Lion"}
+
+
+def test_the_dataset_example_is_the_fashion_mnist_plugin():
+    plugin = pytest.importorskip("dnn_fashion_mnist")
+    namespace = {}
+    example_code = next(block for block in blocks("python") if "class FashionMNIST" in block)
+    exec(compile(example_code, str(GUIDE), "exec"), namespace)
+    example, shipped = namespace["FashionMNIST"], plugin.FashionMNIST
+    for attribute in ("name", "files", "mirrors", "image_shape", "num_classes", "sizes",
+                      "class_counts"):
+        assert getattr(example, attribute) == getattr(shipped, attribute), attribute
