@@ -102,7 +102,11 @@ class Broken:
      "broke the dataset contract: the train labels must be integers (N,), not float64 (50,)"),
     ("return (x, y - 1), (x, y)", "broke the dataset contract: the train labels must be >= 0"),
     ("return (x, y[:10]), (x, y)",
-     "broke the dataset contract: the train split has 50 images of shape (6,) and 10 labels"),
+     "broke the dataset contract: the train split has images of shape (50, 6) and 10 labels"),
+    ("return (np.float32(0.5), y), (x, y)",
+     "broke the dataset contract: the train images and labels must be host NumPy arrays"),
+    ("return (np.array(0.5, np.float32), y[:1]), (x, y)",
+     "broke the dataset contract: the train split has images of shape () and 1 labels"),
     ("return (x, y), (x[:, :3], y)",
      "broke the dataset contract: the train images have shape (6,) and the test images (3,)"),
 ])

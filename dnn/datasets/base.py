@@ -44,12 +44,13 @@ def contract_problem(splits) -> str | None:
             return f"the {split} images and labels must be host NumPy arrays"
         if x.dtype != np.float32:
             return f"the {split} images are {x.dtype}, not float32"
-        if not (x.ndim >= 2 and len(x) == len(y) > 0):
-            return f"the {split} split has {len(x)} images of shape {x.shape[1:]} and {len(y)} labels"
-        if float(x.min()) < 0 or float(x.max()) > 1:
-            return f"the {split} images are not in [0, 1]"
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
             return f"the {split} labels must be integers (N,), not {y.dtype} {y.shape}"
+        if x.ndim < 2 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+            return (f"the {split} split has images of shape {x.shape} and {y.shape[0]} labels; "
+                    "it needs (N, ...) images and N > 0 labels")
+        if float(x.min()) < 0 or float(x.max()) > 1:
+            return f"the {split} images are not in [0, 1]"
         if y.min() < 0:
             return f"the {split} labels must be >= 0"
     if splits[0][0].shape[1:] != splits[1][0].shape[1:]:
@@ -98,11 +99,12 @@ class IdxDataset(Dataset):
             raise DataError(f"{paths[f'{split}_labels']} has labels outside 0.."
                             f"{self.num_classes - 1}")
         expected = self.class_counts.get(split)
-        counts = np.bincount(labels, minlength=self.num_classes).tolist()
-        if expected is not None and counts != list(expected):
-            raise DataError(f"{paths[f'{split}_labels']} counts {counts} images per class, not "
-                            f"{self.name}'s {list(expected)}: another dataset's files? Keep "
-                            "each dataset in its own folder")
+        if expected is not None:
+            counts = np.bincount(labels, minlength=self.num_classes).tolist()
+            if counts != list(expected):
+                raise DataError(f"{paths[f'{split}_labels']} counts {counts} images per class, "
+                                f"not {self.name}'s {list(expected)}: another dataset's files? "
+                                "Keep each dataset in its own folder")
         x = images.astype(np.float32)
         x /= 255
         return x, labels.astype(np.int64)
