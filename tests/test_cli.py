@@ -55,6 +55,15 @@ def test_train_writes_history_in_the_documented_schema(tiny, tmp_path):
     assert record["epochs"][-1]["loss"] < record["epochs"][0]["loss"]
 
 
+def test_zero_epochs_write_a_history_with_the_untrained_test_result(tiny, tmp_path):
+    history = tmp_path / "history.json"
+    result = run("train", "--dataset", "tiny", "--epochs", "0", "--history", str(history))
+    assert result.exit_code == 0, result.output
+    record = json.loads(history.read_text())
+    assert record["epochs"] == [] and set(record["test"]) == {"loss", "accuracy"}
+    assert f"test: loss {record['test']['loss']:.4f}" in result.output
+
+
 def test_an_interrupted_run_keeps_the_history_of_its_finished_epochs(tiny, tmp_path,
                                                                      monkeypatch):
     from dnn.model import Sequential
