@@ -9,8 +9,8 @@ METRICS = ("accuracy",)
 
 
 def check(metrics) -> tuple:
-    """The metric names, validated."""
-    metrics = tuple(metrics or ())
+    """The metric names, validated (one name alone, ``"accuracy"``, counts as a list of one)."""
+    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics or ())
     for name in metrics:
         if name not in METRICS:
             raise UsageError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")

@@ -139,12 +139,15 @@ class Sequential:
         y = self._host(y, "targets")
         if y.shape[0] != count:
             raise UsageError(f"{count} inputs but {y.shape[0]} targets")
+        units = self.layers[-1].units
         if self.loss.sparse:
             if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
                 raise UsageError(f"{self.loss.name} wants integer labels (N,), not {y.dtype} "
                                  f"{y.shape}")
+            if y.min() < 0 or y.max() >= units:  # else they would index another class
+                raise UsageError(f"labels must lie in [0, {units}) for a model with {units} "
+                                 f"outputs, not [{y.min()}, {y.max()}]")
             return self.backend.asarray(y.astype(np.int64, copy=False))
-        units = self.layers[-1].units
         if y.ndim == 1 and np.issubdtype(y.dtype, np.integer) and units > 1:
             raise UsageError(f"{self.loss.name} wants one-hot targets (N, {units}); use "
                              "dnn.utils.to_categorical or sparse_categorical_crossentropy")

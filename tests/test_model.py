@@ -139,6 +139,12 @@ def test_inputs_are_flattened_and_size_inferred(cpu):
     assert model.layers[0].kernel.shape == (6, 16)
 
 
+def sparse(model):
+    """``model`` compiled again with the sparse loss (integer labels)."""
+    model.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy")
+    return model
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda m, x, y: m.fit(x, y, batch_size=0), "batch_size"),
     (lambda m, x, y: m.fit(x, y, epochs=-1), "epochs"),
@@ -149,6 +155,10 @@ def test_inputs_are_flattened_and_size_inferred(cpu):
     (lambda m, x, y: m.fit(x.astype(str), y), "inputs must be real numbers, not <U"),
     (lambda m, x, y: m.evaluate(x, y.astype(object)), "targets must be real numbers, not object"),
     (lambda m, x, y: m.fit(x, y, validation_data=x), r"validation_data must be a pair"),
+    (lambda m, x, y: sparse(m).fit(x, np.argmax(y, axis=1) + 1),
+     r"labels must lie in \[0, 3\) for a model with 3 outputs, not \[1, 3\]"),
+    (lambda m, x, y: sparse(m).evaluate(x, np.argmax(y, axis=1) - 1),
+     r"labels must lie in \[0, 3\) for a model with 3 outputs, not \[-1, 1\]"),
     (lambda m, x, y: m.fit(x, y, callbacks=[print]),
      "callbacks must be dnn.model.Callback instances, not builtin_function_or_method"),
 ])
@@ -177,6 +187,14 @@ def test_unknown_names_are_usage_errors():
         model.compile(loss="hinge")
     with pytest.raises(UsageError, match="metric"):
         model.compile(metrics=["f1"])
+    with pytest.raises(UsageError, match="unknown metric 'f1'"):
+        model.compile(metrics="f1")
+
+
+def test_one_metric_name_alone_is_a_list_of_one():
+    model = dnn.Sequential([Dense(2)])
+    model.compile(metrics="accuracy")
+    assert model.metrics == ("accuracy",)
 
 
 def test_divergence_raises(cpu):
