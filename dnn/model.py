@@ -60,7 +60,11 @@ class Sequential:
     """
 
     def __init__(self, layers=(), *, dtype="float32", seed=None, backend=None):
-        self.layers = list(layers)
+        if isinstance(layers, layers_module.Dense):
+            raise UsageError("Sequential takes a list of layers: Sequential([Dense(...), ...])")
+        self.layers = []
+        for layer in layers:
+            self.add(layer)
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise UsageError(f"dtype must be float32 or float64, not {dtype!r}")
@@ -77,6 +81,8 @@ class Sequential:
 
     # -- construction -------------------------------------------------------------------------
     def add(self, layer) -> None:
+        if not isinstance(layer, layers_module.Dense):
+            raise UsageError(f"layers must be dnn.layers.Dense, not {type(layer).__name__}")
         self.layers.append(layer)
 
     def compile(self, optimizer="rmsprop", loss="categorical_crossentropy", metrics=()):

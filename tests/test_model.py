@@ -191,6 +191,15 @@ def test_unknown_names_are_usage_errors():
         model.compile(metrics="f1")
 
 
+def test_layers_must_be_a_list_of_layers():
+    with pytest.raises(UsageError, match=r"Sequential takes a list of layers"):
+        dnn.Sequential(Dense(3))
+    with pytest.raises(UsageError, match="layers must be dnn.layers.Dense, not int"):
+        dnn.Sequential([Dense(3), 4])
+    with pytest.raises(UsageError, match="layers must be dnn.layers.Dense, not str"):
+        dnn.Sequential().add("relu")
+
+
 def test_one_metric_name_alone_is_a_list_of_one():
     model = dnn.Sequential([Dense(2)])
     model.compile(metrics="accuracy")

@@ -119,13 +119,22 @@ def test_cpu_kernels_reproduce_generic_kernels_bit_for_bit(cpu, generic, make, d
     ("RMSprop", {"epsilon": 0.0}, "epsilon must be above 0"),
     ("Adam", {"epsilon": 0.0}, "epsilon must be above 0"),
     ("Adam", {"beta_2": 1.0}, "beta_1 and beta_2 must be below 1, not 0.9 and 1.0"),
+    ("Adam", {"learning_rate": "0.1"}, "Adam learning_rate must be a number, not '0.1'"),
+    ("SGD", {"momentum": None}, "SGD momentum must be a number, not None"),
+    ("RMSprop", {"rho": True}, "RMSprop rho must be a number, not True"),
 ])
 def test_bad_hyperparameters_are_refused(name, kwargs, message):
     with pytest.raises(UsageError, match=message):
         getattr(optimizers, name)(**kwargs)
 
 
+def test_numpy_scalars_are_numbers():
+    assert optimizers.Adam(learning_rate=np.float32(0.01)).learning_rate == np.float32(0.01)
+
+
 def test_get_by_name_and_unknown_name():
     assert isinstance(optimizers.get("adam", learning_rate=0.5), optimizers.Adam)
+    with pytest.raises(UsageError, match=r"not the class Adam: call it, Adam\(\)"):
+        optimizers.get(optimizers.Adam)
     with pytest.raises(UsageError, match="installed: adam, .*rmsprop, sgd"):
         optimizers.get("lamb")

@@ -15,6 +15,9 @@ def get(optimizer, **hyperparameters) -> Optimizer:
     """An Optimizer from an instance, or from a registered name and its hyper-parameters."""
     if isinstance(optimizer, Optimizer):
         return optimizer
+    if isinstance(optimizer, type) and issubclass(optimizer, Optimizer):
+        raise UsageError(f"optimizer must be a name or an instance, not the class "
+                         f"{optimizer.__name__}: call it, {optimizer.__name__}()")
     cls = plugins.load("optimizer", optimizer)
     try:
         instance = cls(**hyperparameters)

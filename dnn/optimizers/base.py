@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
+
+import numpy as np
 
 from dnn.errors import UsageError
 
@@ -63,9 +66,14 @@ class Optimizer:
                 if hasattr(self, name)}
 
     def check_hyperparameters(self) -> None:
-        """Refuse numeric hyper-parameters that are negative or not finite."""
+        """Refuse numeric hyper-parameters that are negative, not finite, or not numbers where
+        ``__init__``'s default is a number."""
+        defaults = {name: parameter.default
+                    for name, parameter in inspect.signature(type(self)).parameters.items()}
         for name, value in self.get_config().items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if _is_number(defaults.get(name)) and not _is_number(value):
+                raise UsageError(f"{type(self).__name__} {name} must be a number, not {value!r}")
+            if not _is_number(value):
                 continue
             if not math.isfinite(value) or value < 0:
                 raise UsageError(f"{type(self).__name__} {name} must be a finite number >= 0, "
@@ -74,3 +82,8 @@ class Optimizer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+def _is_number(value) -> bool:
+    """A real number (NumPy's included), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
