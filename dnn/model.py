@@ -43,6 +43,9 @@ class Callback:
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         pass
 
+    def on_train_end(self) -> None:
+        """Called once when ``fit`` ends, whether it finished or raised (Ctrl-C included)."""
+
 
 def _validate_positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -229,43 +232,54 @@ class Sequential:
                                  f"{type(callback).__name__}")
         x_device, y_device = self._device_data(x, y)
         validation = None if validation_data is None else self._device_data(*validation_data)
-        count = x_device.shape[0]
-        steps = math.ceil(count / batch_size)
+        steps = math.ceil(x_device.shape[0] / batch_size)
         history = History()
         for callback in callbacks:
             callback.on_train_begin(self, epochs, steps)
-        xp = self.backend.xp
-        for epoch in range(1, epochs + 1):
-            started = time.perf_counter()
-            order = self.rng.permutation(count) if shuffle else None
-            loss_total = xp.zeros((), dtype=self.backend.dtype(self.dtype))
-            correct = xp.zeros((), dtype=xp.int64)
-            seen = 0
-            for step, (x_batch, y_batch) in enumerate(
-                    self._batches(x_device, y_device, batch_size, order), start=1):
-                loss_sum, output = self._train_step(x_batch, y_batch)
-                loss_total += loss_sum
-                if self.metrics:
-                    correct += self.backend.correct_count(output, y_batch)
-                seen += x_batch.shape[0]
+        try:
+            for epoch in range(1, epochs + 1):
+                logs = self._fit_epoch(epoch, x_device, y_device, batch_size, shuffle,
+                                       validation, callbacks)
+                history.append(logs)
                 for callback in callbacks:
-                    callback.on_batch_end(step, seen,
-                                          lambda s=seen, t=loss_total: float(t) / s)
-            logs = {"loss": float(loss_total) / count}
-            if self.metrics:
-                logs["accuracy"] = int(correct) / count
-            if not math.isfinite(logs["loss"]):
-                raise DivergenceError(self._divergence_message(epoch, logs["loss"],
-                                                               x_device, y_device))
-            seconds = time.perf_counter() - started  # training only, not validation
-            if validation is not None:
-                results = self._evaluate_device(*validation, batch_size=max(batch_size, 1024))
-                logs.update({f"val_{key}": value for key, value in results.items()})
-            logs["seconds"] = seconds
-            history.append(logs)
+                    callback.on_epoch_end(epoch, logs)
+        finally:
             for callback in callbacks:
-                callback.on_epoch_end(epoch, logs)
+                callback.on_train_end()
         return history
+
+    def _fit_epoch(self, epoch: int, x_device, y_device, batch_size: int, shuffle: bool,
+                   validation, callbacks) -> dict:
+        """One pass over the device data (in a new random order when ``shuffle``); returns
+        the epoch's logs: ``loss``, ``accuracy``, ``val_*`` and ``seconds``."""
+        xp = self.backend.xp
+        count = x_device.shape[0]
+        started = time.perf_counter()
+        order = self.rng.permutation(count) if shuffle else None
+        loss_total = xp.zeros((), dtype=self.backend.dtype(self.dtype))
+        correct = xp.zeros((), dtype=xp.int64)
+        seen = 0
+        for step, (x_batch, y_batch) in enumerate(
+                self._batches(x_device, y_device, batch_size, order), start=1):
+            loss_sum, output = self._train_step(x_batch, y_batch)
+            loss_total += loss_sum
+            if self.metrics:
+                correct += self.backend.correct_count(output, y_batch)
+            seen += x_batch.shape[0]
+            for callback in callbacks:
+                callback.on_batch_end(step, seen, lambda s=seen, t=loss_total: float(t) / s)
+        logs = {"loss": float(loss_total) / count}
+        if self.metrics:
+            logs["accuracy"] = int(correct) / count
+        if not math.isfinite(logs["loss"]):
+            raise DivergenceError(self._divergence_message(epoch, logs["loss"],
+                                                           x_device, y_device))
+        seconds = time.perf_counter() - started  # training only, not validation
+        if validation is not None:
+            results = self._evaluate_device(*validation, batch_size=max(batch_size, 1024))
+            logs.update({f"val_{key}": value for key, value in results.items()})
+        logs["seconds"] = seconds
+        return logs
 
     def _divergence_message(self, epoch: int, loss: float, x_device, y_device) -> str:
         """Why the loss of ``epoch`` is not finite: NaN or infinite values in the data when

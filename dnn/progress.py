@@ -55,7 +55,11 @@ class ProgressBar(EpochLines):
         self.shown_steps, self.last_refresh = step, now
 
     def on_epoch_end(self, epoch, logs):
+        self.on_train_end()
+        super().on_epoch_end(epoch, logs)
+
+    def on_train_end(self):
+        """Close the bar: end its line and show the cursor again, also when fit raised."""
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
             self.bar = None
-        super().on_epoch_end(epoch, logs)

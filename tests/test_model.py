@@ -217,6 +217,23 @@ def test_divergence_raises(cpu):
         model.fit(x * 1e6, to_categorical(labels), epochs=3, batch_size=8)
 
 
+def test_callbacks_hear_the_end_of_training_also_when_it_raises(cpu):
+    class Ends(dnn.model.Callback):
+        ended = 0
+
+        def on_train_end(self):
+            self.ended += 1
+
+    x, labels = blobs(n=64)
+    model = seed_network(cpu)
+    ends = Ends()
+    model.fit(x, to_categorical(labels), epochs=1, batch_size=16, callbacks=[ends])
+    assert ends.ended == 1
+    with np.errstate(all="ignore"), pytest.raises(DivergenceError):
+        model.fit(x * np.inf, to_categorical(labels), epochs=1, batch_size=16, callbacks=[ends])
+    assert ends.ended == 2
+
+
 @pytest.mark.parametrize("what", ["inputs", "targets"])
 def test_divergence_from_non_finite_data_names_the_data_not_the_step(cpu, what):
     x, labels = blobs(n=64)

@@ -10,11 +10,13 @@ class RecordingBar:
 
     def __init__(self, **kwargs):
         self.updates = []
+        self.closed = False
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
+        self.closed = True
         return False
 
     def update(self, steps, text):
@@ -49,3 +51,15 @@ def test_a_one_batch_epoch_shows_the_loss_without_a_rate(bar_and_clock):
     display.on_train_begin(None, epochs=1, steps_per_epoch=1)
     display.on_batch_end(1, 60, lambda: 0.25)
     assert bars[0].updates == [(1, "loss 0.2500")]
+
+
+def test_a_bar_left_open_by_an_error_is_closed_when_training_ends(bar_and_clock):
+    """Closing ends the bar's line and shows the terminal's cursor again, so the error that
+    stopped training prints on a line of its own."""
+    bars, _ = bar_and_clock
+    display = progress.ProgressBar()
+    display.on_train_begin(None, epochs=2, steps_per_epoch=10)
+    display.on_batch_end(1, 128, lambda: 0.5)
+    display.on_train_end()  # fit raised before the epoch ended
+    assert bars[0].closed
+    display.on_train_end()  # and a second call is harmless
