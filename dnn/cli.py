@@ -169,6 +169,8 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
         if path:
             check_writable(path, option)
     if plot_path:
+        if epochs == 0:
+            raise UsageError("--plot draws the epochs of this run: give --epochs 1 or more")
         from dnn import plotting
 
         plotting.require_matplotlib()

@@ -271,6 +271,13 @@ def test_plot_writes_a_png(tiny, tmp_path):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_with_zero_epochs_is_refused_before_loading_anything(tiny, tmp_path):
+    result = run("train", "--dataset", "tiny", "--epochs", "0", "--plot", str(tmp_path / "p.png"))
+    assert result.exit_code == 2
+    assert "Error: --plot draws the epochs of this run: give --epochs 1 or more" in result.output
+    assert not (tmp_path / "p.png").exists()
+
+
 def test_the_plot_marks_whole_epochs_only(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     import matplotlib.pyplot as pyplot
