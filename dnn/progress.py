@@ -55,11 +55,14 @@ class ProgressBar(EpochLines):
         self.shown_steps, self.last_refresh = step, now
 
     def on_epoch_end(self, epoch, logs):
-        self.on_train_end()
+        self._close_bar()
         super().on_epoch_end(epoch, logs)
 
     def on_train_end(self):
-        """Close the bar: end its line and show the cursor again, also when fit raised."""
+        self._close_bar()  # when fit raised mid-epoch: the error gets a line of its own
+
+    def _close_bar(self):
+        """End the bar's line and show the terminal's cursor again."""
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
             self.bar = None
