@@ -18,6 +18,7 @@ from dnn import optimizers, plugins
 from dnn.errors import CheckpointError, UsageError
 from dnn.fileio import atomic_write
 from dnn.model import Sequential
+from dnn.utils import is_int_at_least
 
 FORMAT = "dnn-checkpoint"
 VERSION = 1
@@ -102,7 +103,7 @@ def _optimizer(path: Path, spec: dict):
 
 def _restore_state(path: Path, model: Sequential, arrays: dict, iterations) -> None:
     """Put the saved optimizer state and step count into ``model.optimizer``."""
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+    if not is_int_at_least(iterations, 0):
         raise CheckpointError(f"{path} is damaged: the optimizer's step count is "
                               f"{iterations!r}")
     optimizer = model.optimizer

@@ -7,6 +7,7 @@ import numpy as np
 
 from dnn import activations
 from dnn.errors import UsageError
+from dnn.utils import is_int_at_least
 
 
 def glorot_uniform(rng: np.random.Generator, fan_in: int, fan_out: int, dtype) -> np.ndarray:
@@ -23,7 +24,7 @@ class Dense:
     """
 
     def __init__(self, units: int, activation=None):
-        if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
+        if not is_int_at_least(units, 1):
             raise UsageError(f"Dense units must be a positive integer, not {units!r}")
         self.units = int(units)
         self.activation = activations.get(activation)

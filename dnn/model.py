@@ -16,6 +16,7 @@ import numpy as np
 
 from dnn import backends, layers as layers_module, losses, metrics as metrics_module, optimizers
 from dnn.errors import DivergenceError, UsageError
+from dnn.utils import check_label_range, is_int_at_least
 
 
 @dataclass
@@ -48,7 +49,7 @@ class Callback:
 
 
 def _validate_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if not is_int_at_least(value, 1):
         raise UsageError(f"{name} must be a positive integer, not {value!r}")
     return int(value)
 
@@ -71,8 +72,7 @@ class Sequential:
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise UsageError(f"dtype must be float32 or float64, not {dtype!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-                                 or seed < 0):
+        if seed is not None and not is_int_at_least(seed, 0):
             raise UsageError(f"seed must be a non-negative integer or None, not {seed!r}")
         self.rng = np.random.default_rng(seed)
         self.backend = backends.resolve(backend) if backend is not None else None
@@ -153,9 +153,8 @@ class Sequential:
             if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
                 raise UsageError(f"{self.loss.name} wants integer labels (N,), not {y.dtype} "
                                  f"{y.shape}")
-            if y.min() < 0 or y.max() >= units:  # else they would index another class
-                raise UsageError(f"labels must lie in [0, {units}) for a model with {units} "
-                                 f"outputs, not [{y.min()}, {y.max()}]")
+            # else they would index another class
+            check_label_range(y, units, f" for a model with {units} outputs")
             return self.backend.asarray(y.astype(np.int64, copy=False))
         if y.ndim == 1 and np.issubdtype(y.dtype, np.integer) and units > 1:
             raise UsageError(f"{self.loss.name} wants one-hot targets (N, {units}); use "
@@ -220,7 +219,7 @@ class Sequential:
         checked on the host and moved to the backend once per call, so device arrays make one
         round trip through the host."""
         self._require_compiled(training=True)
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        if not is_int_at_least(epochs, 0):
             raise UsageError(f"epochs must be a non-negative integer, not {epochs!r}")
         batch_size = _validate_positive_int("batch_size", batch_size)
         if validation_data is not None and (not isinstance(validation_data, (tuple, list))

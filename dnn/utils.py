@@ -1,4 +1,4 @@
-"""Small helpers for users' data."""
+"""Small helpers for users' data and for checking what users pass."""
 
 from __future__ import annotations
 
@@ -14,8 +14,21 @@ def to_categorical(labels, num_classes: int | None = None, dtype="float32") -> n
         raise UsageError(f"to_categorical wants integer labels (N,), not {labels.dtype} "
                          f"{labels.shape}")
     num_classes = int(labels.max(initial=-1)) + 1 if num_classes is None else num_classes
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise UsageError(f"labels must lie in [0, {num_classes})")
+    check_label_range(labels, num_classes)
     one_hot = np.zeros((labels.shape[0], num_classes), dtype)
     one_hot[np.arange(labels.shape[0]), labels] = 1
     return one_hot
+
+
+def check_label_range(labels: np.ndarray, num_classes: int, context: str = "") -> None:
+    """Raise a UsageError unless every integer label ``(N,)`` lies in ``[0, num_classes)``
+    (``context`` is added after the range, e.g. " for a model with 3 outputs")."""
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise UsageError(f"labels must lie in [0, {num_classes}){context}, not "
+                         f"[{labels.min()}, {labels.max()}]")
+
+
+def is_int_at_least(value, minimum: int) -> bool:
+    """``value`` is an integer (Python's or NumPy's, not a bool) no smaller than ``minimum``."""
+    return (isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+            and value >= minimum)
