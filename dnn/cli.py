@@ -162,10 +162,9 @@ def _history_record(backend, optimizer, dataset, history, test_results) -> dict:
 def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden, seed, dtype,
           data_dir, history_path, save_path, resume_path, plot_path, quiet):
     """Train a dense network (hidden relu layers, softmax output) on a dataset."""
-    _check_distinct_files({"--resume": resume_path, "--save": save_path,
-                           "--history": history_path, "--plot": plot_path})
-    for option, path in (("--history", history_path), ("--save", save_path),
-                         ("--plot", plot_path)):
+    outputs = {"--save": save_path, "--history": history_path, "--plot": plot_path}
+    _check_distinct_files({"--resume": resume_path, **outputs})
+    for option, path in outputs.items():
         if path:
             check_writable(path, option)
     if plot_path:
