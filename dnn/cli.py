@@ -66,6 +66,16 @@ def _load_data(dataset_name: str, data_dir):
             (x_test, to_categorical(y_test, classes)), classes)
 
 
+def _check_model_fits(model: Sequential, model_path, dataset_name: str, x, classes: int) -> None:
+    """Refuse a saved model whose input or output size is not the dataset's (``x``: the
+    dataset's ``(N, ...)`` inputs), naming both, before it meets the data."""
+    features = int(np.prod(x.shape[1:]))
+    takes, outputs = model.layers[0].kernel.shape[0], model.layers[-1].units
+    if (takes, outputs) != (features, classes):
+        raise UsageError(f"{model_path} takes {takes} features and has {outputs} classes; "
+                         f"{dataset_name} has {features} features and {classes} classes")
+
+
 def _parse_opt(pairs) -> dict:
     options = {}
     for pair in pairs:
@@ -181,6 +191,7 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
     if resume_path:
         checkpoint.check_matches(model, resume_path)
         model = checkpoint.load(resume_path, backend=device, seed=seed)
+        _check_model_fits(model, resume_path, dataset, x_train, classes)
         saved = plugins.name_of("optimizer", type(model.optimizer))
         chosen = click.get_current_context().get_parameter_source("optimizer")
         if chosen is not click.core.ParameterSource.DEFAULT and optimizer != saved:
@@ -231,7 +242,8 @@ def evaluate(model_path, backend, dataset, data_dir):
     """Print the test loss and accuracy of a saved model."""
     model = checkpoint.load(model_path, backend=backends.get_backend(backend),
                             with_optimizer=False)
-    _, (x_test, y_test), _ = _load_data(dataset, data_dir)
+    _, (x_test, y_test), classes = _load_data(dataset, data_dir)
+    _check_model_fits(model, model_path, dataset, x_test, classes)
     loss, accuracy = model.evaluate(x_test, y_test)
     click.echo(f"test: loss {loss:.4f} accuracy {accuracy:.4f}")
 

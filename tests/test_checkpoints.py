@@ -115,6 +115,25 @@ def test_cli_save_evaluate_resume_and_architecture_mismatch(tmp_path, tiny):  # 
     assert model.read_bytes() == before
 
 
+@pytest.mark.parametrize("features, classes", [(5, 3), (12, 4)])
+def test_a_model_of_another_size_than_the_dataset_is_named_with_both_sizes(
+        tmp_path, tiny, cpu, features, classes):  # noqa: F811
+    x, labels = blobs(n=32, features=features, classes=classes)
+    model = seed_network(cpu, classes=classes)
+    model.fit(x, to_categorical(labels), epochs=1)
+    path = tmp_path / "other.npz"
+    checkpoint.save(model, path)
+    message = (f"Error: {path} takes {features} features and has {classes} classes; "
+               "tiny has 12 features and 3 classes")
+    evaluated = run("evaluate", str(path), "--dataset", "tiny")
+    assert evaluated.exit_code == 2 and evaluated.output.strip().endswith(message), \
+        evaluated.output
+    if classes == 3:  # a model with other outputs is refused by the architecture check first
+        resumed = run("train", "--dataset", "tiny", "--hidden", "16", "--resume", str(path))
+        assert resumed.exit_code == 2 and resumed.output.strip().endswith(message), \
+            resumed.output
+
+
 def test_divergence_exits_1_and_keeps_the_last_good_checkpoint(tmp_path, tiny):  # noqa: F811
     model = tmp_path / "model.npz"
     good = run("train", "--dataset", "tiny", "--epochs", "1", "--save", str(model))
