@@ -32,6 +32,7 @@ class Dense:
         self.bias = None
         self.grads: list = []
         self.needs_input_grad = True  # the model turns it off for its first layer
+        self.in_model = False  # set by the one Sequential that holds it
         self._backend = None
         self._scratch: dict = {}
         self._input = None

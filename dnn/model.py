@@ -84,8 +84,13 @@ class Sequential:
 
     # -- construction -------------------------------------------------------------------------
     def add(self, layer) -> None:
+        """Append ``layer``, a Dense that is in no model yet (its weights are this model's)."""
         if not isinstance(layer, layers_module.Dense):
             raise UsageError(f"layers must be dnn.layers.Dense, not {type(layer).__name__}")
+        if layer.in_model:
+            raise UsageError(f"{layer!r} is already in a model; a layer holds the weights of one "
+                             "place in one model: make a new Dense for each place")
+        layer.in_model = True
         self.layers.append(layer)
 
     def compile(self, optimizer="rmsprop", loss="categorical_crossentropy", metrics=()):

@@ -200,6 +200,24 @@ def test_layers_must_be_a_list_of_layers():
         dnn.Sequential().add("relu")
 
 
+def test_a_layer_is_in_one_model_once(cpu):
+    x, labels = blobs(n=32)
+    shared = Dense(4, activation="relu")
+    with pytest.raises(UsageError, match="is already in a model"):
+        dnn.Sequential([shared, shared])
+    trained = dnn.Sequential([Dense(4, activation="relu"), Dense(3, activation="softmax")],
+                             seed=0, backend=cpu)
+    trained.compile()
+    trained.fit(x, to_categorical(labels), epochs=1)
+    before = trained.get_weights()
+    with pytest.raises(UsageError, match=r"Dense\(4, activation='relu'\) is already in a model"):
+        dnn.Sequential([trained.layers[0], Dense(3)])
+    with pytest.raises(UsageError, match="make a new Dense for each place"):
+        dnn.Sequential([Dense(5)]).add(trained.layers[1])
+    for kept, weight in zip(before, trained.get_weights()):
+        np.testing.assert_array_equal(kept, weight)
+
+
 def test_one_metric_name_alone_is_a_list_of_one():
     model = dnn.Sequential([Dense(2)])
     model.compile(metrics="accuracy")
