@@ -54,6 +54,18 @@ def _validate_positive_int(name: str, value) -> int:
     return int(value)
 
 
+def _float_dtype(dtype) -> np.dtype:
+    """float32 or float64 from a name or a NumPy type; UsageError for anything else (None,
+    which NumPy reads as float64, included)."""
+    try:
+        found = None if dtype is None else np.dtype(dtype)
+    except (TypeError, ValueError):  # not a dtype at all
+        found = None
+    if found not in (np.float32, np.float64):
+        raise UsageError(f"dtype must be float32 or float64, not {dtype!r}")
+    return found
+
+
 class Sequential:
     """A stack of layers trained with backpropagation.
 
@@ -69,9 +81,7 @@ class Sequential:
         self.layers = []
         for layer in layers:
             self.add(layer)
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.float32, np.float64):
-            raise UsageError(f"dtype must be float32 or float64, not {dtype!r}")
+        self.dtype = _float_dtype(dtype)
         if seed is not None and not is_int_at_least(seed, 0):
             raise UsageError(f"seed must be a non-negative integer or None, not {seed!r}")
         self.rng = np.random.default_rng(seed)

@@ -218,6 +218,18 @@ def test_a_layer_is_in_one_model_once(cpu):
         np.testing.assert_array_equal(kept, weight)
 
 
+@pytest.mark.parametrize("dtype", ["bogus", None, "float16", 3, "int32"])
+def test_a_dtype_other_than_float32_or_float64_is_refused(dtype):
+    with pytest.raises(UsageError, match=f"dtype must be float32 or float64, not {dtype!r}"):
+        dnn.Sequential([Dense(2)], dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype, expected", [("float32", np.float32), ("f8", np.float64),
+                                             (float, np.float64), (np.float32, np.float32)])
+def test_float_dtypes_are_taken_in_any_numpy_spelling(dtype, expected):
+    assert dnn.Sequential([Dense(2)], dtype=dtype).dtype == expected
+
+
 def test_one_metric_name_alone_is_a_list_of_one():
     model = dnn.Sequential([Dense(2)])
     model.compile(metrics="accuracy")
