@@ -17,6 +17,10 @@ class PluginLoadError(DnnError):
     """A plugin that is installed but fails to import or construct."""
 
 
+class OptimizerError(DnnError):
+    """An optimizer (a plugin, most often) that raised or broke its contract while training."""
+
+
 class BackendUnavailableError(DnnError):
     """A backend that cannot run on this machine (no CuPy, no CUDA device, ...)."""
 

@@ -40,6 +40,11 @@ class Plugin:
     def builtin(self) -> bool:
         return self.distribution == DISTRIBUTION
 
+    @property
+    def origin(self) -> str:
+        """``"optimizer 'lion' from dnn-lion 0.1.0"``: who to blame in a message."""
+        return f"{self.kind} {self.name!r} from {self.distribution} {self.version}"
+
 
 @dataclass(frozen=True)
 class Catalog:
@@ -108,9 +113,8 @@ def load(kind: str, name: str):
     try:
         return plugin.entry_point.load()
     except Exception as error:
-        raise PluginLoadError(
-            f"{kind} plugin {name!r} from {plugin.distribution} {plugin.version} failed to "
-            f"load: {type(error).__name__}: {error}") from error
+        raise PluginLoadError(f"{plugin.origin} failed to load: {type(error).__name__}: "
+                              f"{error}") from error
 
 
 def parse_options(cls, options: dict[str, str]) -> dict:
@@ -151,10 +155,26 @@ def _convert(owner: str, key: str, text: str, default):
     return text
 
 
+def _registered(kind: str, cls) -> Plugin | None:
+    """The plugin whose entry point points at class ``cls``, or None."""
+    target = f"{cls.__module__}:{cls.__qualname__}"
+    for plugin in catalog(kind).plugins.values():
+        if plugin.value.replace(" ", "") == target:
+            return plugin
+    return None
+
+
 def name_of(kind: str, cls) -> str:
     """The registered name of class ``cls`` (the entry point that points at it)."""
-    target = f"{cls.__module__}:{cls.__qualname__}"
-    for name, plugin in catalog(kind).plugins.items():
-        if plugin.value.replace(" ", "") == target:
-            return name
-    raise UsageError(f"{kind} class {target} is not registered in the dnn.{kind}s entry points")
+    plugin = _registered(kind, cls)
+    if plugin is None:
+        raise UsageError(f"{kind} class {cls.__module__}:{cls.__qualname__} is not registered "
+                         f"in the dnn.{kind}s entry points")
+    return plugin.name
+
+
+def origin_of(kind: str, cls) -> str:
+    """:attr:`Plugin.origin` of class ``cls``, or ``"optimizer class Lion"`` for a class used
+    without an entry point."""
+    plugin = _registered(kind, cls)
+    return plugin.origin if plugin is not None else f"{kind} class {cls.__qualname__}"

@@ -18,6 +18,7 @@ import numpy as np
 from dnn import backends, plugins
 from dnn.backends.base import Availability, Backend
 from dnn.datasets import contract_problem
+from dnn.errors import OptimizerError
 from dnn.layers import Dense
 from dnn.model import Sequential
 from dnn.optimizers import SGD, Adam, Optimizer, RMSprop
@@ -130,6 +131,8 @@ def optimizer_results(cls, backend_names=None) -> list[CheckResult]:
         references = {dtype: train_toy(cpu, cls(), dtype) for dtype in TOLERANCE}
     except AssertionError:
         raise
+    except OptimizerError as error:  # it names the plugin and what failed
+        raise AssertionError(f"{error} (on cpu)") from error
     except Exception as error:  # the plugin's own code raised: say so, as a failed check
         raise AssertionError(f"{cls.__name__} raised {type(error).__name__} on cpu: "
                              f"{error}") from error

@@ -134,6 +134,49 @@ def test_a_broken_dataset_plugin_is_one_error_line_naming_it(install_fake_plugin
         assert "Traceback" not in result.output and len(result.output.splitlines()) == 1
 
 
+BROKEN_OPTIMIZER = """
+from dnn.optimizers import Optimizer
+
+class Broken(Optimizer):
+    def __init__(self, learning_rate=0.1):
+        INIT
+        super().__init__(learning_rate=learning_rate)
+
+    def init_state(self, param):
+        STATE
+
+    def update(self, param, grad, state):
+        UPDATE
+"""
+_WORKING = {"INIT": "pass", "STATE": "return {}", "UPDATE": "param -= self.learning_rate * grad"}
+
+
+@pytest.mark.parametrize("part, code, problem", [
+    ("INIT", "raise ValueError('no licence key')", "failed to start: ValueError: no licence key"),
+    ("STATE", "raise KeyError('m')", "failed in init_state(): KeyError: 'm'"),
+    ("STATE", "return [self.xp.zeros_like(param)]",
+     ": init_state() must return a dict of arrays made with self.xp, not list"),
+    ("STATE", "return {'m': 0.0}",
+     ": init_state() must return a dict of arrays made with self.xp, not a dict with 'm': float"),
+    ("UPDATE", "raise RuntimeError('boom')", "failed in update(): RuntimeError: boom"),
+    ("UPDATE", "return param - self.learning_rate * grad",
+     ": update() returned a value; it must change param and its state in place"),
+])
+def test_a_broken_optimizer_plugin_is_one_error_line_naming_it(tiny, install_fake_plugin,
+                                                               part, code, problem):
+    source = BROKEN_OPTIMIZER
+    for placeholder, working in _WORKING.items():
+        source = source.replace(placeholder, code if placeholder == part else working)
+    install_fake_plugin("fake-broken-opt", "0.3", {"dnn.optimizers": {"broken": "fake_bo:Broken"}},
+                        {"fake_bo": source})
+    result = run("train", "--dataset", "tiny", "--epochs", "1", "--optimizer", "broken")
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"Error: optimizer 'broken' from fake-broken-opt 0.3"
+                                    f"{'' if problem.startswith(':') else ' '}{problem}"), \
+        result.output
+    assert "Traceback" not in result.output and len(result.output.splitlines()) == 1
+
+
 def _save_a_six_feature_model(path):
     import dnn
     from dnn import checkpoint

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dnn import optimizers
-from dnn.errors import UsageError
+from dnn.errors import OptimizerError, UsageError
 
 def run_steps(optimizer, backend, param, grads):
     """Apply ``grads`` one step each to a copy of ``param``; return every intermediate value."""
@@ -138,3 +138,18 @@ def test_get_by_name_and_unknown_name():
         optimizers.get(optimizers.Adam)
     with pytest.raises(UsageError, match="installed: adam, .*rmsprop, sgd"):
         optimizers.get("lamb")
+
+
+def test_an_optimizer_class_used_without_a_plugin_is_named_by_its_class(cpu):
+    class Stepless(optimizers.Optimizer):
+        def update(self, param, grad, state):
+            return param - grad
+
+    import dnn
+    from dnn.layers import Dense
+
+    model = dnn.Sequential([Dense(2)], backend=cpu)
+    model.compile(optimizer=Stepless(), loss="mse")
+    with pytest.raises(OptimizerError, match=r"^optimizer class .*Stepless: update\(\) returned a "
+                                             r"value; it must change param"):
+        model.fit(np.ones((4, 3), np.float32), np.ones((4, 2), np.float32))

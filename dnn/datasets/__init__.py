@@ -17,8 +17,7 @@ def load_checked(name: str, data_dir=None):
     something other than dnn's own errors (or an OSError), or returns what breaks the
     contract, is a one-line :class:`DataError` naming the plugin."""
     dataset = get(name)
-    plugin = plugins.find("dataset", name)
-    origin = f"dataset {name!r} from {plugin.distribution} {plugin.version}"
+    origin = plugins.find("dataset", name).origin
     try:
         splits = dataset.load(data_dir)
     except (DnnError, OSError):

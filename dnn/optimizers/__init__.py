@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dnn import plugins
-from dnn.errors import UsageError
+from dnn.errors import DnnError, PluginLoadError, UsageError
 from dnn.optimizers.base import Optimizer
 from dnn.optimizers.builtin import SGD, Adam, RMSprop
 
@@ -23,6 +23,11 @@ def get(optimizer, **hyperparameters) -> Optimizer:
         instance = cls(**hyperparameters)
     except TypeError as error:
         raise UsageError(f"optimizer {optimizer!r}: {error}") from error
+    except (DnnError, MemoryError):
+        raise
+    except Exception as error:  # the plugin's own __init__ failed
+        raise PluginLoadError(f"{plugins.find('optimizer', optimizer).origin} failed to start: "
+                              f"{type(error).__name__}: {error}") from error
     if not isinstance(instance, Optimizer):
         raise UsageError(f"optimizer plugin {optimizer!r} is not a dnn.optimizers.Optimizer")
     return instance

@@ -21,7 +21,8 @@ import numbers
 
 import numpy as np
 
-from dnn.errors import UsageError
+from dnn import plugins
+from dnn.errors import DnnError, OptimizerError, UsageError
 
 
 class Optimizer:
@@ -50,15 +51,45 @@ class Optimizer:
         return self.backend.xp
 
     def build(self, params: list, backend) -> None:
-        """Attach to ``backend`` and create one state dict per parameter."""
+        """Attach to ``backend`` and create one state dict per parameter.  A subclass whose
+        ``init_state`` raises, or returns anything but a dict of ``backend``'s arrays, is an
+        :class:`OptimizerError` naming it."""
         self.backend = backend
-        self.states = [self.init_state(param) for param in params]
+        try:
+            self.states = [self.init_state(param) for param in params]
+        except (DnnError, MemoryError):
+            raise
+        except Exception as error:
+            raise OptimizerError(f"{self._origin()} failed in init_state(): "
+                                 f"{type(error).__name__}: {error}") from error
+        for state in self.states:
+            wrong = ([type(state).__name__] if not isinstance(state, dict) else
+                     [f"a dict with {key!r}: {type(value).__name__}"
+                      for key, value in state.items() if not backend.is_own_array(value)])
+            if wrong:
+                raise OptimizerError(f"{self._origin()}: init_state() must return a dict of "
+                                     f"arrays made with self.xp, not {wrong[0]}")
 
     def apply_gradients(self, params: list, grads: list) -> None:
-        """Advance ``iterations`` and update every parameter with its gradient."""
+        """Advance ``iterations`` and update every parameter with its gradient.  A subclass
+        whose ``update`` raises, or returns a value (a sign that it did not work in place), is
+        an :class:`OptimizerError` naming it."""
         self.iterations += 1
-        for param, grad, state in zip(params, grads, self.states):
-            self.update(param, grad, state)
+        try:
+            for param, grad, state in zip(params, grads, self.states):
+                if self.update(param, grad, state) is not None:
+                    raise OptimizerError(
+                        f"{self._origin()}: update() returned a value; it must change param "
+                        "and its state in place (param -= ...) and return None")
+        except (DnnError, MemoryError):
+            raise
+        except Exception as error:
+            raise OptimizerError(f"{self._origin()} failed in update(): "
+                                 f"{type(error).__name__}: {error}") from error
+
+    def _origin(self) -> str:
+        """The plugin (name, distribution, version) or class, for error messages."""
+        return plugins.origin_of("optimizer", type(self))
 
     def get_config(self) -> dict:
         """The hyper-parameters: ``__init__``'s keyword arguments, read from the attributes."""
