@@ -102,18 +102,20 @@ def _optimizer(path: Path, spec: dict):
 
 
 def _restore_state(path: Path, model: Sequential, arrays: dict, iterations) -> None:
-    """Put the saved optimizer state and step count into ``model.optimizer``."""
+    """Put the saved optimizer state and step count into ``model.optimizer``, whose fresh
+    state (from ``init_state``) gives each array's shape and dtype: a plugin's state need not
+    have its parameter's."""
     if not is_int_at_least(iterations, 0):
         raise CheckpointError(f"{path} is damaged: the optimizer's step count is "
                               f"{iterations!r}")
-    optimizer = model.optimizer
-    for i, (param, state) in enumerate(zip(model.params, optimizer.states)):
-        for key in state:
+    optimizer, xp = model.optimizer, model.backend.xp
+    for i, state in enumerate(optimizer.states):
+        for key, fresh in state.items():
             saved = arrays[f"state_{i}_{key}"]
-            if saved.shape != tuple(param.shape):
+            if saved.shape != tuple(fresh.shape):
                 raise CheckpointError(f"{path} is damaged: the optimizer's {key} for weight "
-                                      f"{i} has shape {saved.shape}, not {tuple(param.shape)}")
-            state[key] = model.backend.asarray(np.array(saved, model.dtype))
+                                      f"{i} has shape {saved.shape}, not {tuple(fresh.shape)}")
+            state[key] = xp.astype(model.backend.asarray(saved), fresh.dtype)
     optimizer.iterations = iterations
 
 

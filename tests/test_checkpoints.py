@@ -234,3 +234,40 @@ def test_a_model_compiled_without_optimizer_evaluates_but_neither_trains_nor_sav
         model.train_on_batch(x, to_categorical(labels))
     with pytest.raises(UsageError, match="compile\\(\\) the model with one before saving"):
         checkpoint.save(model, tmp_path / "again.npz")
+
+
+SCALAR_STATE_OPTIMIZER = """
+from dnn.optimizers import Optimizer
+
+class Counted(Optimizer):
+    def __init__(self, learning_rate=0.1):
+        super().__init__(learning_rate=learning_rate)
+
+    def init_state(self, param):
+        xp = self.xp
+        return {"steps": xp.zeros((), dtype=xp.int64), "squares": xp.zeros((), dtype=param.dtype)}
+
+    def update(self, param, grad, state):
+        state["steps"] += 1
+        state["squares"] += self.xp.sum(grad * grad)
+        param -= self.learning_rate * grad
+"""
+
+
+def test_optimizer_state_of_other_shapes_and_dtypes_than_the_parameters_resumes(
+        tmp_path, tiny, install_fake_plugin):  # noqa: F811
+    install_fake_plugin("fake-counted", "1.0", {"dnn.optimizers": {"counted": "fake_counted:Counted"}},
+                        {"fake_counted": SCALAR_STATE_OPTIMIZER})
+    path = tmp_path / "counted.npz"
+    trained = run("train", "--dataset", "tiny", "--epochs", "1", "--optimizer", "counted",
+                  "--save", str(path))
+    assert trained.exit_code == 0, trained.output
+    saved = checkpoint.load(path).optimizer
+    assert [int(state["steps"]) for state in saved.states] == [saved.iterations] * 4
+    assert all(state["steps"].dtype == np.int64 and state["squares"].dtype == np.float32
+               for state in saved.states)
+    resumed = run("train", "--dataset", "tiny", "--epochs", "1", "--resume", str(path),
+                  "--save", str(path))
+    assert resumed.exit_code == 0, resumed.output
+    assert [int(state["steps"]) for state in checkpoint.load(path).optimizer.states] == \
+        [2 * saved.iterations] * 4
