@@ -41,8 +41,21 @@ def save(model: Sequential, path) -> None:
         "optimizer": {"name": plugins.name_of("optimizer", type(optimizer)),
                       "config": optimizer.get_config(), "iterations": optimizer.iterations},
     }
+    try:
+        meta_json = json.dumps(meta, default=_json_scalar)
+    except (TypeError, ValueError) as error:  # a plugin's hyper-parameter JSON cannot hold
+        raise UsageError(f"cannot save {path}: the optimizer's hyper-parameters "
+                         f"{optimizer.get_config()} must be numbers, strings, booleans or None "
+                         f"({error})") from None
     with atomic_write(path) as file:
-        np.savez(file, meta=np.asarray(json.dumps(meta)), **arrays)
+        np.savez(file, meta=np.asarray(meta_json), **arrays)
+
+
+def _json_scalar(value):
+    """A NumPy scalar (say ``np.float32(0.9)`` as a hyper-parameter) as the Python number."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} {value!r} is not a JSON value")
 
 
 def _read(path: Path) -> tuple[dict, dict]:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import dnn
 from dnn import backends, checkpoint, plugins
 from dnn.cli import main
 from dnn.errors import CheckpointError, UsageError
@@ -271,3 +272,49 @@ def test_optimizer_state_of_other_shapes_and_dtypes_than_the_parameters_resumes(
     assert resumed.exit_code == 0, resumed.output
     assert [int(state["steps"]) for state in checkpoint.load(path).optimizer.states] == \
         [2 * saved.iterations] * 4
+
+
+def test_numpy_scalar_hyperparameters_are_saved_as_numbers(tmp_path, cpu):
+    x, labels = blobs(n=32)
+    model = seed_network(cpu)
+    model.compile(optimizer=dnn.optimizers.RMSprop(learning_rate=np.float32(0.5),
+                                                   rho=np.float64(0.8), centered=np.bool_(True)))
+    model.fit(x, to_categorical(labels), epochs=1)
+    path = tmp_path / "model.npz"
+    checkpoint.save(model, path)
+    config = checkpoint.load(path).optimizer.get_config()
+    assert (config["learning_rate"], config["rho"], config["centered"]) == (0.5, 0.8, True)
+    assert type(config["rho"]) is float and type(config["centered"]) is bool
+
+
+OBJECT_HYPERPARAMETER_OPTIMIZER = """
+from dnn.optimizers import Optimizer
+
+class Scheduled(Optimizer):
+    def __init__(self, learning_rate=0.1, schedule=None):
+        self.schedule = schedule
+        super().__init__(learning_rate=learning_rate)
+
+    def update(self, param, grad, state):
+        param -= self.learning_rate * grad
+"""
+
+
+def test_a_hyperparameter_json_cannot_hold_is_refused_and_the_old_file_kept(
+        tmp_path, cpu, install_fake_plugin):
+    install_fake_plugin("fake-scheduled", "1.0",
+                        {"dnn.optimizers": {"scheduled": "fake_sched:Scheduled"}},
+                        {"fake_sched": OBJECT_HYPERPARAMETER_OPTIMIZER})
+    from fake_sched import Scheduled
+
+    x, labels = blobs(n=32)
+    model = seed_network(cpu)
+    model.compile(optimizer=Scheduled(schedule=lambda step: 0.1))
+    model.fit(x, to_categorical(labels), epochs=1)
+    path = tmp_path / "model.npz"
+    path.write_bytes(b"an earlier checkpoint")
+    with pytest.raises(UsageError, match=r"cannot save .*model.npz: the optimizer's "
+                                         r"hyper-parameters .* must be numbers, strings, "
+                                         r"booleans or None \(function "):
+        checkpoint.save(model, path)
+    assert path.read_bytes() == b"an earlier checkpoint"
