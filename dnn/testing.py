@@ -18,7 +18,7 @@ import numpy as np
 from dnn import backends, plugins
 from dnn.backends.base import Availability, Backend
 from dnn.datasets import contract_problem
-from dnn.errors import OptimizerError
+from dnn.errors import BackendUnavailableError, OptimizerError
 from dnn.layers import Dense
 from dnn.model import Sequential
 from dnn.optimizers import SGD, Adam, Optimizer, RMSprop
@@ -71,22 +71,25 @@ def _compare(name: str, reference, actual, dtype) -> None:
 
 
 def _available_backends(names=None):
-    """(name, Backend instance or None, reason) for each of ``names`` (default: every installed
-    backend)."""
+    """(name, Backend instance or None, status and reason when None) for each of ``names``
+    (default: every installed backend): a backend that cannot run here is "unavailable", a
+    plugin that is broken (fails to load or to start) a "fail"."""
     found = []
     for name in names or plugins.names("backend"):
         try:
-            found.append((name, backends.get_backend(name), ""))
+            found.append((name, backends.get_backend(name), None))
+        except BackendUnavailableError as error:
+            found.append((name, None, ("unavailable", str(error))))
         except Exception as error:
-            found.append((name, None, str(error)))
+            found.append((name, None, ("fail", str(error))))
     return found
 
 
 def _run(check, backend_entries) -> list[CheckResult]:
     results = []
-    for name, backend, reason in backend_entries:
+    for name, backend, problem in backend_entries:
         if backend is None:
-            results.append(CheckResult(name, "unavailable", reason))
+            results.append(CheckResult(name, *problem))
             continue
         try:
             check(backend)

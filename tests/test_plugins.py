@@ -130,3 +130,49 @@ def test_check_command_says_what_a_broken_optimizer_does(install_fake_plugin, br
     assert f"optimizer broken       all backends  fail: {message}" in result.output
     assert "Traceback" not in result.output
     assert "optimizer rmsprop      cpu          pass" in result.output
+
+
+BROKEN_BACKEND = """
+import numpy as np
+from dnn.backends import Availability, Backend
+
+class Broken(Backend):
+    name = "broken"
+    xp = np
+
+    @classmethod
+    def is_available(cls):
+        AVAILABLE
+
+    def __init__(self):
+        START
+"""
+
+
+@pytest.mark.parametrize("available, start, problem", [
+    ("raise RuntimeError('driver exploded')", "pass",
+     "failed in is_available(): RuntimeError: driver exploded"),
+    ("return False", "pass", ": is_available() must return a dnn.backends.Availability, not bool"),
+    ("return Availability(True)", "raise OSError('no device')",
+     "failed to start: OSError: no device"),
+    (None, None, "is not a dnn.backends.Backend subclass"),
+])
+def test_a_broken_backend_plugin_is_named_and_takes_nothing_down(install_fake_plugin, available,
+                                                                 start, problem):
+    source = ("class Broken:\n    pass\n" if available is None else
+              BROKEN_BACKEND.replace("AVAILABLE", available).replace("START", start))
+    install_fake_plugin("fake-broken-backend", "0.2",
+                        {"dnn.backends": {"broken": "fake_bb:Broken"}}, {"fake_bb": source})
+    blame = f"backend 'broken' from fake-broken-backend 0.2{'' if problem[0] == ':' else ' '}"
+    listed = CliRunner().invoke(main, ["plugins"])
+    assert listed.exit_code == 0, listed.output
+    if start != "raise OSError('no device')":  # `dnn plugins` asks, it does not construct
+        assert f"broken: {blame}{problem}" in listed.output
+    assert "backend   cpu " in listed.output and "available" in listed.output
+    trained = CliRunner().invoke(main, ["train", "--backend", "broken", "--dataset", "none"])
+    assert trained.exit_code == 1 and trained.output == f"Error: {blame}{problem}\n"
+    checked = CliRunner().invoke(main, ["check", "--backend", "broken", "--backend", "cpu"])
+    assert checked.exit_code == 1, checked.output
+    assert f"optimizer adam         broken       fail: {blame}{problem}" in checked.output
+    assert "optimizer adam         cpu          pass" in checked.output
+    assert "Traceback" not in listed.output + trained.output + checked.output

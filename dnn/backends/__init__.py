@@ -22,8 +22,21 @@ _current: contextvars.ContextVar = contextvars.ContextVar("dnn_backend", default
 
 def availability(name: str) -> Availability:
     """Whether the backend registered as ``name`` can run here, and if not, why (the plugin is
-    imported but not constructed)."""
-    return plugins.load("backend", name).is_available()
+    imported but not constructed).  A plugin that is not a Backend, or whose ``is_available``
+    raises or returns anything but an Availability, is a :class:`PluginLoadError` naming it."""
+    cls = plugins.load("backend", name)
+    origin = plugins.find("backend", name).origin
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise PluginLoadError(f"{origin} is not a dnn.backends.Backend subclass")
+    try:
+        found = cls.is_available()
+    except Exception as error:
+        raise PluginLoadError(f"{origin} failed in is_available(): {type(error).__name__}: "
+                              f"{error}") from error
+    if not isinstance(found, Availability):
+        raise PluginLoadError(f"{origin}: is_available() must return a "
+                              f"dnn.backends.Availability, not {type(found).__name__}")
+    return found
 
 
 @functools.cache
@@ -39,7 +52,8 @@ def get_backend(name: str) -> Backend:
     try:
         return plugins.load("backend", name)()
     except Exception as error:
-        raise PluginLoadError(f"backend {name!r} failed to start: {error}") from error
+        raise PluginLoadError(f"{plugins.find('backend', name).origin} failed to start: "
+                              f"{type(error).__name__}: {error}") from error
 
 
 def resolve(backend: str | Backend | None) -> Backend:
