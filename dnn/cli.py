@@ -86,6 +86,17 @@ def _parse_opt(pairs) -> dict:
     return options
 
 
+def _optimizer_from_options(name: str, lr, opt_pairs):
+    """The optimizer plugin ``name`` with the ``--lr`` and ``--opt`` hyper-parameters (made
+    before any data is loaded, so that a wrong one fails at once)."""
+    hyperparameters = plugins.parse_options(optimizers.plugin_class(name), _parse_opt(opt_pairs))
+    if lr is not None:
+        if "learning_rate" in hyperparameters:
+            raise UsageError("give the learning rate once: --lr or --opt learning_rate")
+        hyperparameters["learning_rate"] = lr
+    return optimizers.get(name, **hyperparameters)
+
+
 class SaveEachEpoch(Callback):
     """Checkpoints after every completed epoch, so a later divergence keeps the last good one."""
 
@@ -184,6 +195,7 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
 
         plotting.require_matplotlib()
     device = backends.get_backend(backend)
+    new_optimizer = None if resume_path else _optimizer_from_options(optimizer, lr, opt_pairs)
     (x_train, y_train), (x_test, y_test), classes = _load_data(dataset, data_dir)
     layers = [Dense(units, activation="relu") for units in hidden]
     model = Sequential(layers + [Dense(classes, activation="softmax")], dtype=dtype, seed=seed,
@@ -201,14 +213,8 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
             raise UsageError(f"--resume goes on with the {saved} settings saved in "
                              f"{resume_path}; leave out --lr and --opt")
     else:
-        cls = plugins.load("optimizer", optimizer)
-        hyperparameters = plugins.parse_options(cls, _parse_opt(opt_pairs))
-        if lr is not None:
-            if "learning_rate" in hyperparameters:
-                raise UsageError("give the learning rate once: --lr or --opt learning_rate")
-            hyperparameters["learning_rate"] = lr
-        model.compile(optimizer=optimizers.get(optimizer, **hyperparameters),
-                      loss="categorical_crossentropy", metrics=["accuracy"])
+        model.compile(optimizer=new_optimizer, loss="categorical_crossentropy",
+                      metrics=["accuracy"])
     callbacks = [SaveEachEpoch(save_path)] if save_path else []
     history_writer = None
     if history_path:
@@ -256,10 +262,11 @@ def _plugin_rows() -> list[dict]:
         for name, plugin in sorted(catalog.plugins.items()):
             status, detail = "available", ""
             try:
-                plugins.load(kind, name)
                 if kind == "backend":
                     found = backends.availability(name)
                     status, detail = ("available" if found else "unavailable"), found.reason
+                else:  # imported and held to its kind
+                    (optimizers if kind == "optimizer" else datasets).plugin_class(name)
             except DnnError as error:
                 status, detail = "broken", str(error)
             rows.append({"kind": kind, "name": name, "distribution": plugin.distribution,

@@ -177,6 +177,46 @@ def test_a_broken_optimizer_plugin_is_one_error_line_naming_it(tiny, install_fak
     assert "Traceback" not in result.output and len(result.output.splitlines()) == 1
 
 
+@pytest.mark.parametrize("source, problem, listed_broken", [
+    ("class Broken:\n    name = 'broken'\n", "is not a dataset class with load(data_dir=None)",
+     True),
+    ("Broken = 3\n", "is not a dataset class with load(data_dir=None)", True),
+    ("class Broken:\n    def __init__(self):\n        raise RuntimeError('no config')\n"
+     "    def load(self, data_dir=None):\n        pass\n",
+     "failed to start: RuntimeError: no config", False),
+])
+def test_a_dataset_plugin_that_is_no_dataset_class_is_one_error_line(install_fake_plugin, tmp_path,
+                                                                     source, problem,
+                                                                     listed_broken):
+    install_fake_plugin("fake-odd-data", "0.1", {"dnn.datasets": {"broken": "fake_od:Broken"}},
+                        {"fake_od": source})
+    model = tmp_path / "model.npz"
+    _save_a_six_feature_model(model)
+    message = f"Error: dataset 'broken' from fake-odd-data 0.1 {problem}\n"
+    for command in (["train", "--dataset", "broken"], ["evaluate", str(model), "--dataset", "broken"]):
+        result = run(*command)
+        assert result.exit_code == 1 and result.output == message, result.output
+    listed = run("plugins")
+    assert listed.exit_code == 0
+    assert (f"broken: {message[7:-1]}" in listed.output) == listed_broken, listed.output
+
+
+def test_an_optimizer_plugin_that_is_no_optimizer_class_is_refused_before_the_data_loads(
+        install_fake_plugin):
+    install_fake_plugin("fake-odd", "0.4", {"dnn.optimizers": {"odd": "fake_odd:Odd"},
+                                            "dnn.datasets": {"slow": "fake_odd:Slow"}},
+                        {"fake_odd": "class Odd:\n    pass\n\n"
+                                     "class Slow:\n    def load(self, data_dir=None):\n"
+                                     "        raise RuntimeError('loaded the data')\n"})
+    message = "optimizer 'odd' from fake-odd 0.4 is not a dnn.optimizers.Optimizer subclass"
+    result = run("train", "--dataset", "slow", "--optimizer", "odd")
+    assert result.exit_code == 1 and result.output == f"Error: {message}\n", result.output
+    assert f"broken: {message}" in run("plugins").output
+    for wrong in (["--optimizer", "lamb"], ["--opt", "rho=high"], ["--lr", "-1"]):
+        result = run("train", "--dataset", "slow", *wrong)
+        assert result.exit_code == 2 and "loaded the data" not in result.output, result.output
+
+
 def _save_a_six_feature_model(path):
     import dnn
     from dnn import checkpoint

@@ -2,14 +2,31 @@
 
 from dnn import plugins
 from dnn.datasets.base import Dataset, IdxDataset, cache_dir, contract_problem
-from dnn.errors import DataError, DnnError
+from dnn.errors import DataError, DnnError, PluginLoadError
 
-__all__ = ["Dataset", "IdxDataset", "cache_dir", "contract_problem", "get", "load_checked"]
+__all__ = ["Dataset", "IdxDataset", "cache_dir", "contract_problem", "get", "load_checked",
+           "plugin_class"]
 
 
 def get(name: str) -> Dataset:
-    """An instance of the dataset registered as ``name``."""
-    return plugins.load("dataset", name)()
+    """An instance of the dataset registered as ``name``; a :class:`PluginLoadError` naming
+    the plugin when it is not a dataset class or its constructor raises."""
+    cls = plugin_class(name)
+    try:
+        return cls()
+    except Exception as error:
+        raise PluginLoadError(f"{plugins.find('dataset', name).origin} failed to start: "
+                              f"{type(error).__name__}: {error}") from error
+
+
+def plugin_class(name: str) -> type:
+    """The dataset class (one with ``load``) registered as ``name``; a
+    :class:`PluginLoadError` naming the plugin when it is something else."""
+    cls = plugins.load("dataset", name)
+    if not (isinstance(cls, type) and callable(getattr(cls, "load", None))):
+        raise PluginLoadError(f"{plugins.find('dataset', name).origin} is not a dataset class "
+                              "with load(data_dir=None)")
+    return cls
 
 
 def load_checked(name: str, data_dir=None):

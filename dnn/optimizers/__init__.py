@@ -8,7 +8,7 @@ from dnn.errors import DnnError, PluginLoadError, UsageError
 from dnn.optimizers.base import Optimizer
 from dnn.optimizers.builtin import SGD, Adam, RMSprop
 
-__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "get"]
+__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "get", "plugin_class"]
 
 
 def get(optimizer, **hyperparameters) -> Optimizer:
@@ -18,7 +18,7 @@ def get(optimizer, **hyperparameters) -> Optimizer:
     if isinstance(optimizer, type) and issubclass(optimizer, Optimizer):
         raise UsageError(f"optimizer must be a name or an instance, not the class "
                          f"{optimizer.__name__}: call it, {optimizer.__name__}()")
-    cls = plugins.load("optimizer", optimizer)
+    cls = plugin_class(optimizer)
     try:
         instance = cls(**hyperparameters)
     except TypeError as error:
@@ -28,6 +28,14 @@ def get(optimizer, **hyperparameters) -> Optimizer:
     except Exception as error:  # the plugin's own __init__ failed
         raise PluginLoadError(f"{plugins.find('optimizer', optimizer).origin} failed to start: "
                               f"{type(error).__name__}: {error}") from error
-    if not isinstance(instance, Optimizer):
-        raise UsageError(f"optimizer plugin {optimizer!r} is not a dnn.optimizers.Optimizer")
     return instance
+
+
+def plugin_class(name: str) -> type:
+    """The Optimizer subclass registered as ``name``; a :class:`PluginLoadError` naming the
+    plugin when it is something else."""
+    cls = plugins.load("optimizer", name)
+    if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
+        raise PluginLoadError(f"{plugins.find('optimizer', name).origin} is not a "
+                              "dnn.optimizers.Optimizer subclass")
+    return cls
