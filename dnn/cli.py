@@ -294,14 +294,16 @@ def list_plugins(as_json):
 
 @main.command()
 @click.option("--backend", "only_backends", multiple=True,
-              help="Check on this backend only (repeatable; default: every installed one).")
+              help="Check on this backend only; it must be able to run here (repeatable; "
+                   "default: every installed one, those that cannot run listed as "
+                   "unavailable).")
 @reports_errors
 def check(only_backends):
     """Run the conformance kit: every optimizer on every backend against cpu."""
     from dnn import testing
 
-    for name in only_backends:
-        plugins.find("backend", name)
+    for name in only_backends:  # one that is named must run here, like --backend of train
+        backends.get_backend(name)
     failed = False
     for name in plugins.names("optimizer"):
         try:

@@ -315,15 +315,20 @@ def test_a_write_that_fails_mid_run_is_one_error_line(tiny, tmp_path, monkeypatc
     assert "Traceback" not in result.output
 
 
-def test_gpu_without_cupy_or_device_is_a_clean_runtime_error(tiny):
+def test_gpu_without_cupy_or_device_is_a_clean_runtime_error(tiny, tmp_path):
     from dnn.backends.gpu import GpuBackend
 
     if GpuBackend.is_available():
         pytest.skip("a GPU is present here")
-    result = run("train", "--dataset", "tiny", "--backend", "gpu")
-    assert result.exit_code == 1
-    assert result.output.startswith("Error: backend 'gpu' is unavailable: ")
-    assert "Traceback" not in result.output
+    model = tmp_path / "model.npz"
+    _save_a_six_feature_model(model)
+    for command in (["train", "--dataset", "tiny", "--backend", "gpu"],
+                    ["evaluate", str(model), "--dataset", "tiny", "--backend", "gpu"],
+                    ["check", "--backend", "gpu"]):
+        result = run(*command)
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith("Error: backend 'gpu' is unavailable: ")
+        assert "Traceback" not in result.output and len(result.output.splitlines()) == 1
 
 
 def test_installed_example_plugins_train_through_the_cli(tiny, tmp_path):

@@ -171,7 +171,9 @@ def test_a_broken_backend_plugin_is_named_and_takes_nothing_down(install_fake_pl
     assert "backend   cpu " in listed.output and "available" in listed.output
     trained = CliRunner().invoke(main, ["train", "--backend", "broken", "--dataset", "none"])
     assert trained.exit_code == 1 and trained.output == f"Error: {blame}{problem}\n"
-    checked = CliRunner().invoke(main, ["check", "--backend", "broken", "--backend", "cpu"])
+    named = CliRunner().invoke(main, ["check", "--backend", "broken", "--backend", "cpu"])
+    assert named.exit_code == 1 and named.output == f"Error: {blame}{problem}\n"
+    checked = CliRunner().invoke(main, ["check"])
     assert checked.exit_code == 1, checked.output
     assert f"optimizer adam         broken       fail: {blame}{problem}" in checked.output
     assert "optimizer adam         cpu          pass" in checked.output
