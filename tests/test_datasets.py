@@ -249,3 +249,21 @@ def test_check_dataset_says_what_breaks_the_contract():
 
     with pytest.raises(AssertionError, match="^the train images are uint8, not float32$"):
         testing.check_dataset(Uint8Images)
+
+
+def test_a_cache_folder_that_cannot_be_written_is_named_once_before_any_download(
+        server, tmp_path, monkeypatch):
+    in_the_way = tmp_path / "notes.txt"
+    in_the_way.write_text("a user's file")
+    monkeypatch.setenv("DNN_CACHE_DIR", str(in_the_way / "cache"))
+    monkeypatch.delenv("DNN_DATA_DIR", raising=False)
+    files = _gz_files()
+    dataset = make_dataset([f"{server.url}/a/", f"{server.url}/b/"], files)
+    with pytest.raises(DataError) as error:
+        dataset.load()
+    assert str(error.value) == (
+        f"the tiny_idx cache {in_the_way / 'cache' / 'tiny_idx' / 'train-images.gz'}: cannot "
+        "write a file there (a file stands where its folder should be); put train-images.gz "
+        "(gzip or raw IDX) in the folder given as --data-dir ($DNN_DATA_DIR), or set "
+        "$DNN_CACHE_DIR to a folder you can write")
+    assert server.requests == [] and in_the_way.read_text() == "a user's file"

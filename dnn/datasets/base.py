@@ -16,7 +16,8 @@ import numpy as np
 
 from dnn.datasets.download import download
 from dnn.datasets.idx import read_idx
-from dnn.errors import DataError
+from dnn.errors import DataError, UsageError
+from dnn.fileio import check_writable
 
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 
@@ -119,6 +120,12 @@ class IdxDataset(Dataset):
                 if candidate.is_file():
                     return candidate
         destination = folders[-1] / filename
+        try:
+            check_writable(destination, f"the {self.name} cache")
+        except UsageError as error:  # say so once, not once per mirror
+            raise DataError(f"{error}; put {filename} (gzip or raw IDX) in the folder given "
+                            "as --data-dir ($DNN_DATA_DIR), or set $DNN_CACHE_DIR to a folder "
+                            "you can write") from None
         try:
             download([mirror + filename for mirror in self.mirrors], destination, md5)
         except DataError as error:
