@@ -254,6 +254,10 @@ def evaluate(model_path, backend, dataset, data_dir):
     click.echo(f"test: loss {loss:.4f} accuracy {accuracy:.4f}")
 
 
+# For each kind but backends (whose availability is asked): the class its plugins must be.
+PLUGIN_CLASS = {"optimizer": optimizers.plugin_class, "dataset": datasets.plugin_class}
+
+
 def _plugin_rows() -> list[dict]:
     """One row per installed plugin: kind, name, distribution, version, status, detail."""
     rows = []
@@ -266,7 +270,7 @@ def _plugin_rows() -> list[dict]:
                     found = backends.availability(name)
                     status, detail = ("available" if found else "unavailable"), found.reason
                 else:  # imported and held to its kind
-                    (optimizers if kind == "optimizer" else datasets).plugin_class(name)
+                    PLUGIN_CLASS[kind](name)
             except DnnError as error:
                 status, detail = "broken", str(error)
             rows.append({"kind": kind, "name": name, "distribution": plugin.distribution,
