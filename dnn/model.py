@@ -376,6 +376,8 @@ class Sequential:
                              f"{len(params)}")
         for index, (param, value) in enumerate(zip(params, weights)):
             value = np.asarray(value)
+            if value.dtype.kind not in "biuf":
+                raise UsageError(f"weight {index} must be real numbers, not {value.dtype}")
             if value.shape != tuple(param.shape):
                 raise UsageError(f"weight {index} has shape {value.shape}; the model's is "
                                  f"{tuple(param.shape)}")

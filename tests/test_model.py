@@ -276,3 +276,12 @@ def test_divergence_from_non_finite_data_names_the_data_not_the_step(cpu, what):
         model.fit(data["inputs"], data["targets"], epochs=1, batch_size=8)
     assert str(error.value).endswith(
         f"because the {what} hold NaN or infinite values (the first in row 37)")
+
+
+def test_set_weights_refuses_text():
+    model = dnn.Sequential([Dense(2)])
+    model.build(3)
+    weights = model.get_weights()
+    weights[1] = np.array(["a", "b"])
+    with pytest.raises(UsageError, match="weight 1 must be real numbers, not <U1"):
+        model.set_weights(weights)
