@@ -388,6 +388,29 @@ class Sequential:
         if self.optimizer is not None and not self.optimizer.states:
             self.optimizer.build(self.params, self.backend)
 
+    def summary(self, print_fn=print) -> None:
+        """Print each layer with its output shape and number of parameters, and the totals
+        (as Keras' ``summary``); the counts need the input size, known once the model is
+        built."""
+        input_dim = self.layers[0].kernel.shape[0] if self.built else None
+        rows, total = [], 0
+        for layer in self.layers:
+            count = None if input_dim is None else (input_dim + 1) * layer.units
+            rows.append((repr(layer), f"(None, {layer.units})",
+                         "?" if count is None else f"{count:,}"))
+            total += count or 0
+            input_dim = None if input_dim is None else layer.units
+        rows.insert(0, ("Layer", "Output shape", "Params"))
+        widths = [max(len(row[column]) for row in rows) for column in range(3)]
+        for name, shape, count in rows:
+            print_fn(f"{name:<{widths[0]}}  {shape:<{widths[1]}}  {count:>{widths[2]}}")
+        if self.built:
+            size = total * self.dtype.itemsize / 2**20
+            print_fn(f"Total params: {total:,} ({self.dtype}, {size:.2f} MiB)")
+        else:
+            print_fn("Total params: unknown until the model is built (by its first data, or "
+                     "build(input_dim))")
+
     def get_config(self) -> dict:
         return {"dtype": str(self.dtype), "layers": [layer.get_config() for layer in self.layers]}
 

@@ -278,6 +278,23 @@ def test_divergence_from_non_finite_data_names_the_data_not_the_step(cpu, what):
         f"because the {what} hold NaN or infinite values (the first in row 37)")
 
 
+def test_summary_counts_the_parameters_as_keras_does():
+    model = dnn.Sequential([Dense(512, activation="relu"), Dense(10, activation="softmax")])
+    lines = []
+    model.summary(print_fn=lines.append)
+    assert [line.split()[-1] for line in lines[1:3]] == ["?", "?"]
+    assert lines[-1].startswith("Total params: unknown until the model is built")
+    model.build(784)
+    lines.clear()
+    model.summary(print_fn=lines.append)
+    weights = model.get_weights()
+    per_layer = [kernel.size + bias.size for kernel, bias in zip(weights[::2], weights[1::2])]
+    assert [int(line.split()[-1].replace(",", "")) for line in lines[1:3]] == per_layer
+    assert lines[1].split()[:3] == ["Dense(512,", "activation='relu')", "(None,"]
+    # Keras' summary of this network reports 407,050 parameters.
+    assert lines[-1] == "Total params: 407,050 (float32, 1.55 MiB)"
+
+
 def test_set_weights_refuses_text():
     model = dnn.Sequential([Dense(2)])
     model.build(3)
