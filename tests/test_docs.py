@@ -1,4 +1,5 @@
-"""The README's and the plugin guide's examples work as printed: users copy them."""
+"""The examples of the README, the plugin guide and how-it-learns work as printed: users copy
+them."""
 
 import ast
 import re
@@ -53,3 +54,10 @@ def test_the_dataset_example_is_the_fashion_mnist_plugin():
     for attribute in ("name", "files", "mirrors", "image_shape", "num_classes", "sizes",
                       "class_counts"):
         assert getattr(example, attribute) == getattr(shipped, attribute), attribute
+
+
+def test_the_step_by_hand_in_how_it_learns_matches_dnn(capsys):
+    page = ROOT / "docs" / "how-it-learns.md"
+    exec(compile(blocks("python", page)[0], str(page), "exec"), {})  # asserts the weights
+    by_hand, by_dnn = re.findall(r"[0-9]+\.[0-9]+", capsys.readouterr().out)
+    assert by_hand == by_dnn and 2.0 < float(by_hand) < 2.7  # about ln(10) at the start
