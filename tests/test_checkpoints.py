@@ -193,7 +193,8 @@ def tiny_checkpoint(tmp_path, tiny):  # noqa: F811
     ("negative step count", lambda meta, arrays: meta["optimizer"].update(iterations=-5),
      "the optimizer's step count is -5"),
     ("text weights", lambda meta, arrays: arrays.update(weight_1=np.array(["a"] * 16)),
-     "is damaged or does not match its architecture (ValueError"),
+     "is damaged or does not match its architecture (UsageError: weight 1 must be real "
+     "numbers, not <U1)"),
 ])
 def test_damaged_checkpoints_are_one_error_line(tmp_path, tiny_checkpoint, case, mutate,
                                                 message):
