@@ -296,30 +296,83 @@ def list_plugins(as_json):
                    f"  {row['status']}{detail}")
 
 
-@main.command()
-@click.option("--backend", "only_backends", multiple=True,
-              help="Check on this backend only; it must be able to run here (repeatable; "
-                   "default: every installed one, those that cannot run listed as "
-                   "unavailable).")
-@reports_errors
-def check(only_backends):
-    """Run the conformance kit: every optimizer on every backend against cpu."""
+def _optimizer_checks(only_backends):
+    """``(name, where, status, detail)`` for every optimizer plugin on every backend (or on
+    ``only_backends``), trained against the cpu backend."""
     from dnn import testing
 
-    for name in only_backends:  # one that is named must run here, like --backend of train
-        backends.get_backend(name)
-    failed = False
     for name in plugins.names("optimizer"):
         try:
             results = testing.optimizer_results(plugins.load("optimizer", name),
                                                 only_backends or None)
         except (AssertionError, DnnError) as error:
-            click.echo(f"optimizer {name:<12} all backends  fail: {str(error).splitlines()[0]}")
-            failed = True
+            yield name, "all backends", "fail", testing.one_line(error)
             continue
         for result in results:
-            failed |= result.status == "fail"
-            detail = f": {result.detail}" if result.detail else ""
-            click.echo(f"optimizer {name:<12} {result.backend:<12} {result.status}{detail}")
+            yield name, result.backend, result.status, result.detail
+
+
+def _backend_checks(only_backends):
+    """``(name, where, status, detail)`` for the kernels and training runs of every backend
+    plugin but cpu, the reference (or of ``only_backends``)."""
+    from dnn import testing
+
+    for name in only_backends or plugins.names("backend"):
+        if name == "cpu":
+            continue
+        try:
+            backends.availability(name)  # a broken plugin says so here
+            results = testing.backend_results(plugins.load("backend", name))
+        except (AssertionError, DnnError) as error:
+            yield name, "against cpu", "fail", testing.one_line(error)
+            continue
+        for result in results:
+            yield name, "against cpu", result.status, result.detail
+
+
+def _dataset_checks(dataset_names, data_dir):
+    """``(name, where, status, detail)`` for every dataset plugin: the data of those in
+    ``dataset_names`` loaded and held to the contract, the class of the others."""
+    for name in plugins.names("dataset"):
+        try:
+            if name in dataset_names:
+                datasets.load_checked(name, data_dir)
+            else:
+                datasets.plugin_class(name)
+        except DnnError as error:
+            yield name, "its data" if name in dataset_names else "its class", "fail", str(error)
+            continue
+        if name in dataset_names:
+            yield name, "its data", "pass", ""
+        else:
+            yield name, "its class", "pass", f"give --dataset {name} to check its data too"
+
+
+@main.command()
+@click.option("--backend", "only_backends", multiple=True,
+              help="Check on this backend only; it must be able to run here (repeatable; "
+                   "default: every installed one, those that cannot run listed as "
+                   "unavailable).")
+@click.option("--dataset", "dataset_names", multiple=True,
+              help="Also load this dataset plugin's data and hold it to the dataset contract "
+                   "(repeatable; it may download the files).")
+@data_dir_option
+@reports_errors
+def check(only_backends, dataset_names, data_dir):
+    """Run the conformance kit on the installed plugins: every optimizer on every backend
+    against cpu, every backend's kernels and training against cpu, every dataset's class (and
+    the data of those named with --dataset)."""
+    for name in only_backends:  # one that is named must run here, like --backend of train
+        backends.get_backend(name)
+    for name in dataset_names:
+        plugins.find("dataset", name)
+    failed = False
+    for kind, checks in (("optimizer", _optimizer_checks(only_backends)),
+                         ("backend", _backend_checks(only_backends)),
+                         ("dataset", _dataset_checks(dataset_names, data_dir))):
+        for name, where, status, detail in checks:
+            failed |= status == "fail"
+            detail = f": {detail}" if detail else ""
+            click.echo(f"{kind:<9} {name:<14} {where:<12} {status}{detail}")
     if failed:
         raise click.ClickException("some plugins failed their conformance checks")

@@ -85,6 +85,17 @@ def _available_backends(names=None):
     return found
 
 
+def one_line(error: BaseException) -> str:
+    """A failed check in one line: its first, or for NumPy's ``assert_allclose`` (whose first
+    line is only "Not equal to tolerance ...") the line that says what differs, then that."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if lines[0].startswith("Not equal to tolerance") and len(lines) > 1:
+        return f"{lines[1]} ({lines[0][0].lower()}{lines[0][1:]})"
+    return lines[0]
+
+
 def _run(check, backend_entries) -> list[CheckResult]:
     results = []
     for name, backend, problem in backend_entries:
@@ -94,7 +105,7 @@ def _run(check, backend_entries) -> list[CheckResult]:
         try:
             check(backend)
         except AssertionError as error:
-            results.append(CheckResult(name, "fail", str(error).strip().splitlines()[0]))
+            results.append(CheckResult(name, "fail", one_line(error)))
         except Exception as error:
             results.append(CheckResult(name, "fail", f"{type(error).__name__}: {error}"))
         else:
@@ -246,7 +257,12 @@ def backend_results(cls) -> list[CheckResult]:
                 _compare(f"{cls.name} {type(make()).__name__}", train_toy(cpu, make(), dtype),
                          train_toy(backend, make(), dtype), dtype)
 
-    return _run(check, [(cls.name, cls(), "")])
+    try:
+        backend = cls()
+    except Exception as error:  # the plugin's own constructor
+        return [CheckResult(cls.name, "fail", f"{cls.__name__}() raised "
+                                              f"{type(error).__name__}: {error}")]
+    return _run(check, [(cls.name, backend, None)])
 
 
 def check_backend(cls) -> None:

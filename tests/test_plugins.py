@@ -97,8 +97,8 @@ def test_check_command_prints_a_table(install_fake_plugin):
                         {"fake_halver": GOOD_OPTIMIZER})
     result = CliRunner().invoke(main, ["check", "--backend", "cpu"])
     assert result.exit_code == 0, result.output
-    assert "optimizer halver       cpu          pass" in result.output
-    assert "optimizer rmsprop      cpu          pass" in result.output
+    assert "optimizer halver         cpu          pass" in result.output
+    assert "optimizer rmsprop        cpu          pass" in result.output
 
 
 def test_check_command_fails_for_a_wrong_optimizer(install_fake_plugin):
@@ -127,9 +127,9 @@ def test_check_command_says_what_a_broken_optimizer_does(install_fake_plugin, br
                         {"fake_broken": broken.replace("Halver", "Broken")})
     result = CliRunner().invoke(main, ["check", "--backend", "cpu"])
     assert result.exit_code == 1, result.output
-    assert f"optimizer broken       all backends  fail: {message}" in result.output
+    assert f"optimizer broken         all backends fail: {message}" in result.output
     assert "Traceback" not in result.output
-    assert "optimizer rmsprop      cpu          pass" in result.output
+    assert "optimizer rmsprop        cpu          pass" in result.output
 
 
 BROKEN_BACKEND = """
@@ -175,6 +175,70 @@ def test_a_broken_backend_plugin_is_named_and_takes_nothing_down(install_fake_pl
     assert named.exit_code == 1 and named.output == f"Error: {blame}{problem}\n"
     checked = CliRunner().invoke(main, ["check"])
     assert checked.exit_code == 1, checked.output
-    assert f"optimizer adam         broken       fail: {blame}{problem}" in checked.output
-    assert "optimizer adam         cpu          pass" in checked.output
+    assert f"optimizer adam           broken       fail: {blame}{problem}" in checked.output
+    assert "optimizer adam           cpu          pass" in checked.output
     assert "Traceback" not in listed.output + trained.output + checked.output
+
+
+WRONG_KERNEL_BACKEND = """
+import numpy as np
+from dnn.backends import Availability, Backend
+
+class Sloppy(Backend):
+    name = "sloppy"
+    xp = np
+
+    @classmethod
+    def is_available(cls):
+        return Availability(True)
+
+    def relu(self, z, scratch):
+        return np.abs(z)  # wrong for negative inputs
+"""
+
+
+def test_check_holds_every_backend_plugin_to_the_cpu_backend(install_fake_plugin):
+    install_fake_plugin("fake-sloppy", "1.0", {"dnn.backends": {"sloppy": "fake_sloppy:Sloppy"}},
+                        {"fake_sloppy": WRONG_KERNEL_BACKEND})
+    result = CliRunner().invoke(main, ["check"])
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert ("backend   sloppy         against cpu  fail: kernel dense_relu_forward (float32) on "
+            "sloppy differs from cpu (not equal to tolerance rtol=0.0001, atol=1e-06)") in lines
+    assert any(line.startswith("optimizer sgd            sloppy       fail: SGD: float32 losses "
+                               "differ from the cpu backend's (not equal to tolerance")
+               for line in lines)
+    assert "backend   cpu" not in result.output  # the reference is not checked against itself
+    from dnn.backends.gpu import GpuBackend
+
+    if not GpuBackend.is_available():
+        assert any(line.startswith("backend   gpu            against cpu  unavailable: CuPy")
+                   for line in lines)
+    if "strict" in plugins.names("backend"):
+        assert "backend   strict         against cpu  pass" in lines
+    named = CliRunner().invoke(main, ["check", "--backend", "cpu"])
+    assert named.exit_code == 0 and "sloppy" not in named.output, named.output
+
+
+def test_check_loads_the_data_of_the_datasets_it_is_given(install_fake_plugin, tmp_path):
+    from tests.test_cli import BROKEN_DATASET, TINY_DATASET
+
+    install_fake_plugin("fake-tiny", "1.0", {"dnn.datasets": {"tiny": "fake_tiny:Tiny"}},
+                        {"fake_tiny": TINY_DATASET})
+    install_fake_plugin("fake-bytes", "1.0", {"dnn.datasets": {"bytes": "fake_bytes:Broken"}},
+                        {"fake_bytes": BROKEN_DATASET.replace(
+                            "RETURN", "return ((x * 255).astype(np.uint8), y), (x, y)")})
+    quick = ["check", "--backend", "cpu"]
+    plain = CliRunner().invoke(main, quick)
+    assert plain.exit_code == 0, plain.output  # the classes are sound; no data is loaded
+    assert ("dataset   bytes          its class    pass: give --dataset bytes to check its "
+            "data too") in plain.output.splitlines()
+    good = CliRunner().invoke(main, [*quick, "--dataset", "tiny"])
+    assert good.exit_code == 0 and "dataset   tiny           its data     pass" in good.output
+    bad = CliRunner().invoke(main, [*quick, "--dataset", "tiny", "--dataset", "bytes"])
+    assert bad.exit_code == 1
+    assert ("dataset   bytes          its data     fail: dataset 'bytes' from fake-bytes 1.0 "
+            "broke the dataset contract: the train images are uint8, not float32"
+            ) in bad.output.splitlines()
+    unknown = CliRunner().invoke(main, [*quick, "--dataset", "cifar"])
+    assert unknown.exit_code == 2 and "unknown dataset 'cifar'" in unknown.output
