@@ -334,18 +334,17 @@ def _dataset_checks(dataset_names, data_dir):
     """``(name, where, status, detail)`` for every dataset plugin: the data of those in
     ``dataset_names`` loaded and held to the contract, the class of the others."""
     for name in plugins.names("dataset"):
+        load = name in dataset_names
+        where = "its data" if load else "its class"
         try:
-            if name in dataset_names:
+            if load:
                 datasets.load_checked(name, data_dir)
             else:
                 datasets.plugin_class(name)
-        except DnnError as error:
-            yield name, "its data" if name in dataset_names else "its class", "fail", str(error)
+        except (DnnError, OSError) as error:
+            yield name, where, "fail", str(error)
             continue
-        if name in dataset_names:
-            yield name, "its data", "pass", ""
-        else:
-            yield name, "its class", "pass", f"give --dataset {name} to check its data too"
+        yield name, where, "pass", "" if load else f"give --dataset {name} to check its data too"
 
 
 @main.command()
