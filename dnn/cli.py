@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
 
 import click
 import numpy as np
@@ -221,13 +220,10 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
         history_writer = WriteHistoryEachEpoch(
             history_path, backend, plugins.name_of("optimizer", type(model.optimizer)), dataset)
         callbacks.append(history_writer)
-    if not quiet:
-        from dnn.progress import EpochLines, ProgressBar
-
-        callbacks.append(ProgressBar() if sys.stdout.isatty() else EpochLines())
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported as one error
         history = model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size,
-                            validation_data=(x_test, y_test), callbacks=callbacks)
+                            validation_data=(x_test, y_test), callbacks=callbacks,
+                            verbose=0 if quiet else 1)
     test_results = model.evaluate(x_test, y_test)
     if save_path and epochs == 0:
         checkpoint.save(model, save_path)

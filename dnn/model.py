@@ -9,6 +9,7 @@ and accuracy are accumulated there and read back once per epoch.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -224,11 +225,12 @@ class Sequential:
 
     # -- Keras API ----------------------------------------------------------------------------
     def fit(self, x, y, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
-            validation_data=None, callbacks=()) -> History:
+            validation_data=None, callbacks=(), verbose: int = 0) -> History:
         """Train for ``epochs`` passes over ``(x, y)``; returns a :class:`History` whose
         ``history["loss"]`` lists the per-epoch mean training losses (plus ``accuracy`` and
         ``val_loss``/``val_accuracy`` when asked for).  A NaN or infinite epoch loss raises
-        :class:`DivergenceError`.
+        :class:`DivergenceError`.  ``verbose`` prints the progress as Keras does: 0 nothing,
+        1 a progress bar on a terminal (a line per epoch elsewhere), 2 a line per epoch.
 
         ``x`` and ``y`` are NumPy arrays or the backend's own (CuPy ones, say); either kind is
         checked on the host and moved to the backend once per call, so device arrays make one
@@ -244,6 +246,13 @@ class Sequential:
             if not isinstance(callback, Callback):
                 raise UsageError(f"callbacks must be dnn.model.Callback instances, not "
                                  f"{type(callback).__name__}")
+        if verbose not in (0, 1, 2):
+            raise UsageError(f"verbose must be 0, 1 or 2, not {verbose!r}")
+        if verbose:
+            from dnn.progress import EpochLines, ProgressBar
+
+            on_terminal = verbose == 1 and sys.stdout.isatty()
+            callbacks = [*callbacks, ProgressBar() if on_terminal else EpochLines()]
         x_device, y_device = self._device_data(x, y)
         validation = None if validation_data is None else self._device_data(*validation_data)
         steps = math.ceil(x_device.shape[0] / batch_size)

@@ -302,3 +302,19 @@ def test_set_weights_refuses_text():
     weights[1] = np.array(["a", "b"])
     with pytest.raises(UsageError, match="weight 1 must be real numbers, not <U1"):
         model.set_weights(weights)
+
+
+def test_verbose_prints_the_epochs_as_keras_does(cpu, capsys):
+    x, labels = blobs(n=64)
+    model = seed_network(cpu)
+    model.fit(x, to_categorical(labels), epochs=2, batch_size=32)
+    assert capsys.readouterr().out == ""  # silent by default
+    for verbose in (1, 2):  # 1 is a bar only on a terminal; pytest's stdout is not one
+        history = model.fit(x, to_categorical(labels), epochs=2, batch_size=32, verbose=verbose,
+                            validation_data=(x, to_categorical(labels)))
+        lines = capsys.readouterr().out.splitlines()
+        assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+        assert f"loss {history.history['loss'][1]:.4f} " in lines[1]
+        assert f"test_accuracy {history.history['val_accuracy'][1]:.4f}" in lines[1]
+    with pytest.raises(UsageError, match="verbose must be 0, 1 or 2, not 3"):
+        model.fit(x, to_categorical(labels), verbose=3)
