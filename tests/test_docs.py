@@ -24,7 +24,9 @@ def test_the_readme_example_trains_mnist_to_keras_accuracy(mnist_dir, monkeypatc
     example = blocks("python", ROOT / "README.md")[0]
     on_the_gpu = example.index("with dnn.use_backend(\"gpu\")")  # needs a GPU: left out here
     exec(compile(example[:on_the_gpu], "README.md", "exec"), {})
-    loss, accuracy = ast.literal_eval(capsys.readouterr().out.strip())
+    *epochs, result = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(":")[0] for line in epochs] == [f"epoch {n}/5" for n in range(1, 6)]
+    loss, accuracy = ast.literal_eval(result)
     assert accuracy >= 0.978 and loss < 0.1
 
 
