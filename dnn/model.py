@@ -67,6 +67,23 @@ def _float_dtype(dtype) -> np.dtype:
     return found
 
 
+def _callback_list(callbacks) -> list:
+    """``callbacks`` (None, one Callback, or an iterable of them) as a list; UsageError for
+    anything else."""
+    if callbacks is None or isinstance(callbacks, Callback):
+        return [] if callbacks is None else [callbacks]
+    try:
+        callbacks = list(callbacks)
+    except TypeError:
+        raise UsageError(f"callbacks must be a list of dnn.model.Callback instances, not "
+                         f"{type(callbacks).__name__}") from None
+    for callback in callbacks:
+        if not isinstance(callback, Callback):
+            raise UsageError(f"callbacks must be dnn.model.Callback instances, not "
+                             f"{type(callback).__name__}")
+    return callbacks
+
+
 class Sequential:
     """A stack of layers trained with backpropagation.
 
@@ -122,6 +139,8 @@ class Sequential:
 
     def build(self, input_dim: int) -> None:
         """Create the weights for inputs of ``input_dim`` features on the model's backend."""
+        if not is_int_at_least(input_dim, 1):
+            raise UsageError(f"input_dim must be a positive integer, not {input_dim!r}")
         if self.backend is None:
             self.backend = backends.current_backend()
         for index, layer in enumerate(self.layers):
@@ -143,27 +162,37 @@ class Sequential:
         backend = self.backend or backends.current_backend()
         if not isinstance(array, np.ndarray) and backend.is_own_array(array):
             array = backend.to_numpy(array)
-        array = np.asarray(array)
+        try:
+            array = np.asarray(array)
+        except ValueError:  # NumPy 2 refuses ragged nested lists
+            raise UsageError(f"{what} are not a rectangular array (rows of different "
+                             "lengths?)") from None
         if array.dtype.kind not in "biuf":  # not complex, strings or Python objects
             raise UsageError(f"{what} must be real numbers, not {array.dtype}")
         return array
 
-    def _inputs(self, x) -> np.ndarray:
-        x = self._host(x, "inputs")
+    def _inputs(self, x, prefix: str = "") -> np.ndarray:
+        """``x`` checked and moved to the backend as ``(N, features)``; ``prefix`` (such as
+        ``"validation "``) names them in errors."""
+        x = self._host(x, f"{prefix}inputs")
         if x.ndim < 2 or x.shape[0] == 0:
-            raise UsageError(f"inputs must be a non-empty batch (N, features...), not {x.shape}")
+            raise UsageError(f"{prefix}inputs must be a non-empty batch (N, features...), not "
+                             f"{x.shape}")
         x = x.reshape(x.shape[0], -1)
         if not self.built:
             self.build(x.shape[1])
         expected = self.layers[0].kernel.shape[0]
         if x.shape[1] != expected:
-            raise UsageError(f"inputs have {x.shape[1]} features; the model expects {expected}")
+            raise UsageError(f"{prefix}inputs have {x.shape[1]} features; the model expects "
+                             f"{expected}")
         return self.backend.asarray(x.astype(self.dtype, copy=False))
 
-    def _targets(self, y, count: int):
-        y = self._host(y, "targets")
+    def _targets(self, y, count: int, prefix: str = ""):
+        y = self._host(y, f"{prefix}targets")
+        if y.ndim == 0:
+            raise UsageError(f"{prefix}targets must be an array (N, ...), not one number")
         if y.shape[0] != count:
-            raise UsageError(f"{count} inputs but {y.shape[0]} targets")
+            raise UsageError(f"{count} {prefix}inputs but {y.shape[0]} {prefix}targets")
         units = self.layers[-1].units
         if self.loss.sparse:
             if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
@@ -177,7 +206,8 @@ class Sequential:
                              "dnn.utils.to_categorical or sparse_categorical_crossentropy")
         y = y.reshape(count, -1)
         if y.shape[1] != units:
-            raise UsageError(f"targets have {y.shape[1]} columns; the model outputs {units}")
+            raise UsageError(f"{prefix}targets have {y.shape[1]} columns; the model outputs "
+                             f"{units}")
         return self.backend.asarray(y.astype(self.dtype, copy=False))
 
     def _require_compiled(self, training: bool = False) -> None:
@@ -228,7 +258,8 @@ class Sequential:
             validation_data=None, callbacks=(), verbose: int = 0) -> History:
         """Train for ``epochs`` passes over ``(x, y)``; returns a :class:`History` whose
         ``history["loss"]`` lists the per-epoch mean training losses (plus ``accuracy`` and
-        ``val_loss``/``val_accuracy`` when asked for).  A NaN or infinite epoch loss raises
+        ``val_loss``/``val_accuracy`` when asked for).  ``callbacks`` is a list of Callbacks (or one,
+        or None).  A NaN or infinite epoch loss raises
         :class:`DivergenceError`.  ``verbose`` prints the progress as Keras does: 0 nothing,
         1 a progress bar on a terminal (a line per epoch elsewhere), 2 a line per epoch.
 
@@ -242,10 +273,7 @@ class Sequential:
         if validation_data is not None and (not isinstance(validation_data, (tuple, list))
                                             or len(validation_data) != 2):
             raise UsageError("validation_data must be a pair (x_val, y_val)")
-        for callback in callbacks:
-            if not isinstance(callback, Callback):
-                raise UsageError(f"callbacks must be dnn.model.Callback instances, not "
-                                 f"{type(callback).__name__}")
+        callbacks = _callback_list(callbacks)
         if verbose not in (0, 1, 2):
             raise UsageError(f"verbose must be 0, 1 or 2, not {verbose!r}")
         if verbose:
@@ -254,7 +282,8 @@ class Sequential:
             on_terminal = verbose == 1 and sys.stdout.isatty()
             callbacks = [*callbacks, ProgressBar() if on_terminal else EpochLines()]
         x_device, y_device = self._device_data(x, y)
-        validation = None if validation_data is None else self._device_data(*validation_data)
+        validation = (None if validation_data is None
+                      else self._device_data(*validation_data, prefix="validation "))
         steps = math.ceil(x_device.shape[0] / batch_size)
         history = History()
         for callback in callbacks:
@@ -317,10 +346,11 @@ class Sequential:
         return (f"training diverged: the loss of epoch {epoch} is {loss}; try a smaller "
                 "learning rate")
 
-    def _device_data(self, x, y):
-        """``(x, y)`` validated on the host and moved to the backend once."""
-        x_device = self._inputs(x)
-        return x_device, self._targets(y, x_device.shape[0])
+    def _device_data(self, x, y, prefix: str = ""):
+        """``(x, y)`` validated on the host and moved to the backend once; ``prefix`` names
+        them in errors."""
+        x_device = self._inputs(x, prefix)
+        return x_device, self._targets(y, x_device.shape[0], prefix)
 
     def _evaluate_device(self, x_device, y_device, batch_size: int) -> dict:
         """Mean loss (and metrics) of device data, read back once."""

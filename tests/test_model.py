@@ -161,6 +161,20 @@ def sparse(model):
      r"labels must lie in \[0, 3\) for a model with 3 outputs, not \[-1, 1\]"),
     (lambda m, x, y: m.fit(x, y, callbacks=[print]),
      "callbacks must be dnn.model.Callback instances, not builtin_function_or_method"),
+    (lambda m, x, y: m.fit(x, y, callbacks=3),
+     "callbacks must be a list of dnn.model.Callback instances, not int"),
+    (lambda m, x, y: m.fit([[0.5] * 8, [0.5] * 7], y[:2]),
+     r"inputs are not a rectangular array \(rows of different lengths\?\)"),
+    (lambda m, x, y: m.fit(x[:2], [[1, 0, 0], [0, 1]]),
+     r"targets are not a rectangular array \(rows of different lengths\?\)"),
+    (lambda m, x, y: m.fit(x, y, validation_data=(x[:, :5], y)),
+     "validation inputs have 5 features; the model expects 8"),
+    (lambda m, x, y: m.fit(x, y, validation_data=(x, y[:3])),
+     "16 validation inputs but 3 validation targets"),
+    (lambda m, x, y: m.fit(x, y, validation_data=(x, 1)),
+     r"validation targets must be an array \(N, ...\), not one number"),
+    (lambda m, x, y: dnn.Sequential([Dense(2)]).build(0),
+     "input_dim must be a positive integer, not 0"),
 ])
 def test_bad_calls_say_what_is_wrong(cpu, call, message):
     x, labels = blobs(n=16)
@@ -318,3 +332,19 @@ def test_verbose_prints_the_epochs_as_keras_does(cpu, capsys):
         assert f"test_accuracy {history.history['val_accuracy'][1]:.4f}" in lines[1]
     with pytest.raises(UsageError, match="verbose must be 0, 1 or 2, not 3"):
         model.fit(x, to_categorical(labels), verbose=3)
+
+
+def test_callbacks_may_be_none_or_one_callback(cpu):
+    x, labels = blobs(n=16)
+    model = seed_network(cpu)
+
+    class Counter(dnn.model.Callback):
+        epochs = 0
+
+        def on_epoch_end(self, epoch, logs):
+            self.epochs += 1
+
+    counter = Counter()
+    model.fit(x, to_categorical(labels), epochs=2, callbacks=counter)
+    model.fit(x, to_categorical(labels), epochs=1, callbacks=None)
+    assert counter.epochs == 2
