@@ -13,7 +13,10 @@ def to_categorical(labels, num_classes: int | None = None, dtype="float32") -> n
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise UsageError(f"to_categorical wants integer labels (N,), not {labels.dtype} "
                          f"{labels.shape}")
-    num_classes = int(labels.max(initial=-1)) + 1 if num_classes is None else num_classes
+    if num_classes is None:
+        num_classes = int(labels.max(initial=-1)) + 1
+    elif not is_int_at_least(num_classes, 1):
+        raise UsageError(f"num_classes must be a positive integer, not {num_classes!r}")
     check_label_range(labels, num_classes)
     one_hot = np.zeros((labels.shape[0], num_classes), dtype)
     one_hot[np.arange(labels.shape[0]), labels] = 1
