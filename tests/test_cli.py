@@ -151,6 +151,18 @@ class Broken(Optimizer):
 _WORKING = {"INIT": "pass", "STATE": "return {}", "UPDATE": "param -= self.learning_rate * grad"}
 
 
+def test_an_update_that_works_in_place_may_return_param(tiny, install_fake_plugin):
+    source = BROKEN_OPTIMIZER
+    for placeholder, working in _WORKING.items():
+        source = source.replace(placeholder, working)
+    source = source.replace("param -= self.learning_rate * grad",
+                            "param -= self.learning_rate * grad\n        return param")
+    install_fake_plugin("fake-returns-param", "0.1",
+                        {"dnn.optimizers": {"chained": "fake_rp:Broken"}}, {"fake_rp": source})
+    result = run("train", "--dataset", "tiny", "--epochs", "1", "--optimizer", "chained")
+    assert result.exit_code == 0, result.output
+
+
 @pytest.mark.parametrize("part, code, problem", [
     ("INIT", "raise ValueError('no licence key')", "failed to start: ValueError: no licence key"),
     ("STATE", "raise KeyError('m')", "failed in init_state(): KeyError: 'm'"),

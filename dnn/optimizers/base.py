@@ -72,12 +72,13 @@ class Optimizer:
 
     def apply_gradients(self, params: list, grads: list) -> None:
         """Advance ``iterations`` and update every parameter with its gradient.  A subclass
-        whose ``update`` raises, or returns a value (a sign that it did not work in place), is
-        an :class:`OptimizerError` naming it."""
+        whose ``update`` raises, or returns a new array (a sign that it did not work in place;
+        ``param`` itself may be returned), is an :class:`OptimizerError` naming it."""
         self.iterations += 1
         try:
             for param, grad, state in zip(params, grads, self.states):
-                if self.update(param, grad, state) is not None:
+                returned = self.update(param, grad, state)
+                if returned is not None and returned is not param:
                     raise OptimizerError(
                         f"{self._origin()}: update() returned a value; it must change param "
                         "and its state in place (param -= ...) and return None")
