@@ -258,8 +258,8 @@ class Sequential:
             validation_data=None, callbacks=(), verbose: int = 0) -> History:
         """Train for ``epochs`` passes over ``(x, y)``; returns a :class:`History` whose
         ``history["loss"]`` lists the per-epoch mean training losses (plus ``accuracy`` and
-        ``val_loss``/``val_accuracy`` when asked for).  ``callbacks`` is a list of Callbacks (or one,
-        or None).  A NaN or infinite epoch loss raises
+        ``val_loss``/``val_accuracy`` when asked for).  ``callbacks`` is a list of Callbacks
+        (or one, or None).  A NaN or infinite epoch loss raises
         :class:`DivergenceError`.  ``verbose`` prints the progress as Keras does: 0 nothing,
         1 a progress bar on a terminal (a line per epoch elsewhere), 2 a line per epoch.
 

@@ -258,7 +258,8 @@ class Counted(Optimizer):
 
 def test_optimizer_state_of_other_shapes_and_dtypes_than_the_parameters_resumes(
         tmp_path, tiny, install_fake_plugin):  # noqa: F811
-    install_fake_plugin("fake-counted", "1.0", {"dnn.optimizers": {"counted": "fake_counted:Counted"}},
+    install_fake_plugin("fake-counted", "1.0",
+                        {"dnn.optimizers": {"counted": "fake_counted:Counted"}},
                         {"fake_counted": SCALAR_STATE_OPTIMIZER})
     path = tmp_path / "counted.npz"
     trained = run("train", "--dataset", "tiny", "--epochs", "1", "--optimizer", "counted",

@@ -172,7 +172,7 @@ def test_an_update_that_works_in_place_may_return_param(tiny, install_fake_plugi
      ": init_state() must return a dict of arrays made with self.xp, not a dict with 'm': float"),
     ("UPDATE", "raise RuntimeError('boom')", "failed in update(): RuntimeError: boom"),
     ("UPDATE", "return param - self.learning_rate * grad",
-     ": update() returned a value; it must change param and its state in place"),
+     ": update() returned a new array; it must change param and its state in place"),
 ])
 def test_a_broken_optimizer_plugin_is_one_error_line_naming_it(tiny, install_fake_plugin,
                                                                part, code, problem):
@@ -205,7 +205,8 @@ def test_a_dataset_plugin_that_is_no_dataset_class_is_one_error_line(install_fak
     model = tmp_path / "model.npz"
     _save_a_six_feature_model(model)
     message = f"Error: dataset 'broken' from fake-odd-data 0.1 {problem}\n"
-    for command in (["train", "--dataset", "broken"], ["evaluate", str(model), "--dataset", "broken"]):
+    for command in (["train", "--dataset", "broken"],
+                    ["evaluate", str(model), "--dataset", "broken"]):
         result = run(*command)
         assert result.exit_code == 1 and result.output == message, result.output
     listed = run("plugins")

@@ -151,5 +151,5 @@ def test_an_optimizer_class_used_without_a_plugin_is_named_by_its_class(cpu):
     model = dnn.Sequential([Dense(2)], backend=cpu)
     model.compile(optimizer=Stepless(), loss="mse")
     with pytest.raises(OptimizerError, match=r"^optimizer class .*Stepless: update\(\) returned a "
-                                             r"value; it must change param"):
+                                             r"new array; it must change param"):
         model.fit(np.ones((4, 3), np.float32), np.ones((4, 2), np.float32))

@@ -117,8 +117,8 @@ def test_check_command_fails_for_a_wrong_optimizer(install_fake_plugin):
     ("raise RuntimeError('boom')",
      "optimizer 'broken' from fake-broken 1.0 failed in update(): RuntimeError: boom (on cpu)"),
     ("return param - self.learning_rate * grad",
-     "optimizer 'broken' from fake-broken 1.0: update() returned a value; it must change param "
-     "and its state in place (param -= ...) and return None (on cpu)"),
+     "optimizer 'broken' from fake-broken 1.0: update() returned a new array; it must change "
+     "param and its state in place (param -= ...) (on cpu)"),
 ])
 def test_check_command_says_what_a_broken_optimizer_does(install_fake_plugin, broken_update,
                                                          message):

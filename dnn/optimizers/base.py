@@ -80,8 +80,8 @@ class Optimizer:
                 returned = self.update(param, grad, state)
                 if returned is not None and returned is not param:
                     raise OptimizerError(
-                        f"{self._origin()}: update() returned a value; it must change param "
-                        "and its state in place (param -= ...) and return None")
+                        f"{self._origin()}: update() returned a new array; it must change "
+                        "param and its state in place (param -= ...)")
         except (DnnError, MemoryError):
             raise
         except Exception as error:
