@@ -132,14 +132,6 @@ def _restore_state(path: Path, model: Sequential, arrays: dict, iterations) -> N
     optimizer.iterations = iterations
 
 
-def check_matches(model: Sequential, path) -> None:
-    """Refuse a checkpoint whose architecture differs from ``model``'s."""
-    meta, _ = _read(Path(path))
-    if meta["model"] != model.get_config():
-        raise CheckpointError(f"{path} holds a model {describe(meta['model'])}, not "
-                              f"{describe(model.get_config())}")
-
-
 def describe(config: dict) -> str:
     """``"512 relu -> 10 softmax (float32)"`` for a model config."""
     layers = " -> ".join(f"{layer['units']} {layer['activation']}" for layer in config["layers"])

@@ -14,7 +14,7 @@ import click
 import numpy as np
 
 from dnn import backends, checkpoint, datasets, optimizers, plugins
-from dnn.errors import DnnError, UsageError
+from dnn.errors import CheckpointError, DnnError, UsageError
 from dnn.fileio import atomic_write, check_writable
 from dnn.layers import Dense
 from dnn.model import Callback, History, Sequential
@@ -73,6 +73,31 @@ def _check_model_fits(model: Sequential, model_path, dataset_name: str, x, class
     if (takes, outputs) != (features, classes):
         raise UsageError(f"{model_path} takes {takes} features and has {outputs} classes; "
                          f"{dataset_name} has {features} features and {classes} classes")
+
+
+def _given(option: str) -> bool:
+    """True when the current command's ``option`` was given, not left at its default."""
+    source = click.get_current_context().get_parameter_source(option)
+    return source is not click.core.ParameterSource.DEFAULT
+
+
+def _seed_network(hidden, classes: int, dtype, **kwargs) -> Sequential:
+    """Hidden relu layers of ``hidden`` units, then a softmax over ``classes``."""
+    layers = [Dense(units, activation="relu") for units in hidden]
+    return Sequential(layers + [Dense(classes, activation="softmax")], dtype=dtype, **kwargs)
+
+
+def _check_resumed_architecture(model: Sequential, path, classes: int, hidden, dtype) -> None:
+    """Refuse a ``--resume`` model that differs from the ``hidden`` units or ``dtype`` given
+    on the command line; those left out (None) are the saved model's own."""
+    if hidden is None and dtype is None:
+        return
+    wanted = _seed_network(hidden or [layer.units for layer in model.layers[:-1]], classes,
+                           dtype or model.dtype).get_config()
+    if wanted != model.get_config():
+        raise CheckpointError(f"{path} holds a model {checkpoint.describe(model.get_config())}, "
+                              f"not {checkpoint.describe(wanted)}; leave out --hidden and "
+                              "--dtype to go on with the saved one")
 
 
 def _parse_opt(pairs) -> dict:
@@ -173,8 +198,9 @@ def _history_record(backend, optimizer, dataset, history, test_results) -> dict:
 @click.option("--save", "save_path", type=click.Path(dir_okay=False),
               help="Save the model (and optimizer state) to this .npz after every epoch.")
 @click.option("--resume", "resume_path", type=click.Path(dir_okay=False),
-              help="Continue training the model and optimizer state saved in this .npz "
-                   "(with its own optimizer settings: no --lr or --opt).")
+              help="Continue training the model and optimizer state saved in this .npz, "
+                   "with its own layers, dtype and optimizer settings (no --lr or --opt; "
+                   "--hidden or --dtype, if given, must match it).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Plot loss and accuracy per epoch to this PNG (needs matplotlib).")
 @click.option("--quiet", is_flag=True, help="Print only the final test result.")
@@ -196,22 +222,21 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
     device = backends.get_backend(backend)
     new_optimizer = None if resume_path else _optimizer_from_options(optimizer, lr, opt_pairs)
     (x_train, y_train), (x_test, y_test), classes = _load_data(dataset, data_dir)
-    layers = [Dense(units, activation="relu") for units in hidden]
-    model = Sequential(layers + [Dense(classes, activation="softmax")], dtype=dtype, seed=seed,
-                       backend=device)
     if resume_path:
-        checkpoint.check_matches(model, resume_path)
         model = checkpoint.load(resume_path, backend=device, seed=seed)
+        _check_resumed_architecture(model, resume_path, classes,
+                                    hidden if _given("hidden") else None,
+                                    dtype if _given("dtype") else None)
         _check_model_fits(model, resume_path, dataset, x_train, classes)
         saved = plugins.name_of("optimizer", type(model.optimizer))
-        chosen = click.get_current_context().get_parameter_source("optimizer")
-        if chosen is not click.core.ParameterSource.DEFAULT and optimizer != saved:
+        if _given("optimizer") and optimizer != saved:
             raise UsageError(f"{resume_path} was trained with {saved}, not {optimizer}; "
                              "leave out --optimizer to resume it")
         if lr is not None or opt_pairs:
             raise UsageError(f"--resume goes on with the {saved} settings saved in "
                              f"{resume_path}; leave out --lr and --opt")
     else:
+        model = _seed_network(hidden, classes, dtype, seed=seed, backend=device)
         model.compile(optimizer=new_optimizer, loss="categorical_crossentropy",
                       metrics=["accuracy"])
     callbacks = [SaveEachEpoch(save_path)] if save_path else []

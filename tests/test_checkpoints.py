@@ -135,6 +135,31 @@ def test_a_model_of_another_size_than_the_dataset_is_named_with_both_sizes(
             resumed.output
 
 
+def test_resume_takes_the_architecture_from_the_checkpoint_unless_told_otherwise(
+        tmp_path, tiny):  # noqa: F811
+    model = tmp_path / "model.npz"
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    trained = run("train", "--dataset", "tiny", "--epochs", "2", "--hidden", "16", "--hidden",
+                  "8", "--lr", "0.01", "--save", str(model), "--history", str(first))
+    assert trained.exit_code == 0, trained.output
+    resumed = run("train", "--dataset", "tiny", "--epochs", "1", "--resume", str(model),
+                  "--history", str(second))
+    assert resumed.exit_code == 0, resumed.output
+    losses = [epoch["loss"] for epoch in json.loads(first.read_text())["epochs"]]
+    # The curve goes on below the second epoch's loss instead of starting again from the first.
+    assert json.loads(second.read_text())["epochs"][0]["loss"] < losses[1] < losses[0]
+    same = run("train", "--dataset", "tiny", "--epochs", "0", "--resume", str(model),
+               "--hidden", "16", "--hidden", "8", "--dtype", "float32")
+    assert same.exit_code == 0, same.output
+    for option, wanted in ((["--hidden", "16"], "16 relu -> 3 softmax (float32)"),
+                           (["--dtype", "float64"], "16 relu -> 8 relu -> 3 softmax (float64)")):
+        refused = run("train", "--dataset", "tiny", "--resume", str(model), *option)
+        assert refused.exit_code == 1
+        assert refused.output == (f"Error: {model} holds a model 16 relu -> 8 relu -> 3 softmax "
+                                  f"(float32), not {wanted}; leave out --hidden and --dtype to "
+                                  "go on with the saved one\n")
+
+
 def test_divergence_exits_1_and_keeps_the_last_good_checkpoint(tmp_path, tiny):  # noqa: F811
     model = tmp_path / "model.npz"
     good = run("train", "--dataset", "tiny", "--epochs", "1", "--save", str(model))
