@@ -59,10 +59,22 @@ def main():
 
 
 def _load_data(dataset_name: str, data_dir):
+    """``(x_train, labels_train), (x_test, labels_test), classes`` of a dataset plugin."""
     (x_train, y_train), (x_test, y_test) = datasets.load_checked(dataset_name, data_dir)
-    classes = int(max(y_train.max(), y_test.max())) + 1
-    return ((x_train, to_categorical(y_train, classes)),
-            (x_test, to_categorical(y_test, classes)), classes)
+    return (x_train, y_train), (x_test, y_test), int(max(y_train.max(), y_test.max())) + 1
+
+
+def _targets(model: Sequential, labels, classes: int):
+    """``labels`` as ``model``'s loss wants them: integers for a sparse loss, else one-hot."""
+    return labels if model.loss.sparse else to_categorical(labels, classes)
+
+
+def _with_accuracy(model: Sequential) -> None:
+    """Add the accuracy metric, which the command line prints and records, to a saved model
+    compiled without it; its loss and optimizer state stay."""
+    if "accuracy" not in model.metrics:
+        model.compile(optimizer=model.optimizer, loss=model.loss,
+                      metrics=[*model.metrics, "accuracy"])
 
 
 def _check_model_fits(model: Sequential, model_path, dataset_name: str, x, classes: int) -> None:
@@ -228,6 +240,7 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
                                     hidden if _given("hidden") else None,
                                     dtype if _given("dtype") else None)
         _check_model_fits(model, resume_path, dataset, x_train, classes)
+        _with_accuracy(model)
         saved = plugins.name_of("optimizer", type(model.optimizer))
         if _given("optimizer") and optimizer != saved:
             raise UsageError(f"{resume_path} was trained with {saved}, not {optimizer}; "
@@ -239,6 +252,7 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
         model = _seed_network(hidden, classes, dtype, seed=seed, backend=device)
         model.compile(optimizer=new_optimizer, loss="categorical_crossentropy",
                       metrics=["accuracy"])
+    y_train, y_test = _targets(model, y_train, classes), _targets(model, y_test, classes)
     callbacks = [SaveEachEpoch(save_path)] if save_path else []
     history_writer = None
     if history_path:
@@ -269,9 +283,10 @@ def evaluate(model_path, backend, dataset, data_dir):
     """Print the test loss and accuracy of a saved model."""
     model = checkpoint.load(model_path, backend=backends.get_backend(backend),
                             with_optimizer=False)
-    _, (x_test, y_test), classes = _load_data(dataset, data_dir)
+    _, (x_test, labels), classes = _load_data(dataset, data_dir)
     _check_model_fits(model, model_path, dataset, x_test, classes)
-    loss, accuracy = model.evaluate(x_test, y_test)
+    _with_accuracy(model)
+    loss, accuracy = model.evaluate(x_test, _targets(model, labels, classes))
     click.echo(f"test: loss {loss:.4f} accuracy {accuracy:.4f}")
 
 

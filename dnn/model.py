@@ -123,14 +123,16 @@ class Sequential:
 
     def compile(self, optimizer="rmsprop", loss="categorical_crossentropy", metrics=()):
         """Choose the optimizer (a name or an instance; ``None`` for a model that is only
-        evaluated or asked to predict), the loss and the metrics."""
+        evaluated or asked to predict), the loss and the metrics.  Compiled again with the
+        optimizer it already has, the model keeps that optimizer's state, as in Keras."""
         if not self.layers:
             raise UsageError("the model has no layers")
+        previous = self.optimizer
         self.optimizer = None if optimizer is None else optimizers.get(optimizer)
         self.loss = losses.get(loss)
         self.metrics = metrics_module.check(metrics)
         self._fused = self.loss.fuses_with(self.layers[-1].activation)
-        if self.built and self.optimizer is not None:
+        if self.built and self.optimizer is not None and self.optimizer is not previous:
             self.optimizer.build(self.params, self.backend)
 
     @property

@@ -345,3 +345,30 @@ def test_a_hyperparameter_json_cannot_hold_is_refused_and_the_old_file_kept(
                                          r"booleans or None \(function "):
         checkpoint.save(model, path)
     assert path.read_bytes() == b"an earlier checkpoint"
+
+
+@pytest.mark.parametrize("loss, metrics", [("mean_squared_error", []),
+                                           ("sparse_categorical_crossentropy", ["accuracy"])])
+def test_models_saved_with_another_loss_evaluate_and_resume_on_the_command_line(
+        tmp_path, tiny, cpu, loss, metrics):  # noqa: F811
+    from fake_tiny import Tiny
+
+    (x, labels), (x_test, labels_test) = Tiny().load()
+    model = seed_network(cpu)
+    model.compile(optimizer="rmsprop", loss=loss, metrics=metrics)
+    sparse = loss.startswith("sparse")
+    model.fit(x, labels if sparse else to_categorical(labels, 3), epochs=2, batch_size=32)
+    path = tmp_path / "model.npz"
+    checkpoint.save(model, path)
+    results = model.evaluate(x_test, labels_test if sparse else to_categorical(labels_test, 3))
+    expected_loss = results[0] if metrics else results
+    accuracy = np.mean(np.argmax(model.predict(x_test), axis=1) == labels_test)
+    evaluated = run("evaluate", str(path), "--dataset", "tiny")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert evaluated.output == f"test: loss {expected_loss:.4f} accuracy {accuracy:.4f}\n"
+    history = tmp_path / "resumed.json"
+    resumed = run("train", "--dataset", "tiny", "--epochs", "1", "--resume", str(path),
+                  "--history", str(history))
+    assert resumed.exit_code == 0, resumed.output
+    record = json.loads(history.read_text())
+    assert 0 <= record["epochs"][0]["accuracy"] <= 1 and 0 <= record["test"]["accuracy"] <= 1

@@ -348,3 +348,18 @@ def test_callbacks_may_be_none_or_one_callback(cpu):
     model.fit(x, to_categorical(labels), epochs=2, callbacks=counter)
     model.fit(x, to_categorical(labels), epochs=1, callbacks=None)
     assert counter.epochs == 2
+
+
+def test_compiling_again_with_the_same_optimizer_keeps_its_state(cpu):
+    x, labels = blobs(n=32)
+    model = seed_network(cpu)
+    model.fit(x, to_categorical(labels), epochs=1)
+    optimizer = model.optimizer
+    saved = [{key: value.copy() for key, value in state.items()} for state in optimizer.states]
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=[])
+    assert model.metrics == () and optimizer.iterations > 0
+    for before, after in zip(saved, optimizer.states):
+        for key in before:
+            np.testing.assert_array_equal(before[key], after[key])
+    model.compile(optimizer="rmsprop")  # a new optimizer starts from zero
+    assert all(not state["mean_square"].any() for state in model.optimizer.states)
