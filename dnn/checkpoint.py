@@ -61,7 +61,8 @@ def _json_scalar(value):
 def _read(path: Path) -> tuple[dict, dict]:
     """The checkpoint's metadata and arrays; CheckpointError for anything else."""
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist" if not path.exists() else
+                              f"checkpoint {path} is not a file")
     if not zipfile.is_zipfile(path):  # else np.load tries it as a pickle and says so
         raise CheckpointError(f"{path} is not a dnn checkpoint (not an .npz archive)")
     try:

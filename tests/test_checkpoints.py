@@ -1,6 +1,7 @@
 """Checkpoints: round trips across backends, resume, and every bad file refused cleanly."""
 
 import json
+import os
 import re
 import pickle
 
@@ -372,3 +373,13 @@ def test_models_saved_with_another_loss_evaluate_and_resume_on_the_command_line(
     assert resumed.exit_code == 0, resumed.output
     record = json.loads(history.read_text())
     assert 0 <= record["epochs"][0]["accuracy"] <= 1 and 0 <= record["test"]["accuracy"] <= 1
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this platform")
+def test_a_checkpoint_path_that_is_not_a_file_is_named_as_such(tmp_path, tiny):  # noqa: F811
+    pipe = tmp_path / "model.npz"
+    os.mkfifo(pipe)
+    result = run("evaluate", str(pipe), "--dataset", "tiny")
+    assert result.exit_code == 1 and result.output == f"Error: checkpoint {pipe} is not a file\n"
+    missing = run("evaluate", str(tmp_path / "gone.npz"), "--dataset", "tiny")
+    assert missing.output == f"Error: checkpoint {tmp_path / 'gone.npz'} does not exist\n"
