@@ -1,4 +1,9 @@
-"""Atomic file writes: a temporary file beside the target, renamed over it only on success."""
+"""Atomic file writes: a temporary file beside the target, renamed over it only on success.
+
+A symbolic link stays a link: the file it points at is the one replaced.  A path that is not a
+regular file (``/dev/null``, ``/dev/stdout``, a named pipe) is written in place, since renaming
+a file over it would replace the device or the pipe itself.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +33,16 @@ def _create_beside(path: Path) -> tuple[int, Path]:
             continue
 
 
+def _is_special(path) -> bool:
+    """True when ``path`` (symbolic links followed) exists and is neither a regular file nor
+    a folder: a device, a named pipe or a socket."""
+    try:
+        kind = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return not (stat.S_ISREG(kind) or stat.S_ISDIR(kind))
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "wb"):
     """Yield a file object whose content replaces ``path`` when the block succeeds.
@@ -35,7 +50,11 @@ def atomic_write(path, mode: str = "wb"):
     On any exception the temporary file is removed and ``path`` is left as it was.  A new
     file gets the permissions ``open()`` would give it; a replaced file keeps its own.
     """
-    path = Path(path)
+    if _is_special(path):
+        with open(path, mode) as file:
+            yield file
+        return
+    path = Path(os.path.realpath(path))
     handle, temporary = _create_beside(path)
     try:
         with os.fdopen(handle, mode) as file:
@@ -52,9 +71,12 @@ def check_writable(path, option: str) -> None:
     """Raise a one-line :class:`UsageError` naming ``option`` unless :func:`atomic_write` can
     write ``path``: its folder is made if missing and must take a new file.  Called before a
     long job, so a mistyped destination fails in a second, not after hours of training."""
-    path = Path(path)
+    if _is_special(path):
+        if not os.access(path, os.W_OK):
+            raise UsageError(f"{option} {path}: cannot write there (permission denied)")
+        return
     try:
-        handle, temporary = _create_beside(path)
+        handle, temporary = _create_beside(Path(os.path.realpath(path)))
     except OSError as error:
         # mkdir reports a file standing where a folder should be as "File exists"
         reason = ("a file stands where its folder should be"

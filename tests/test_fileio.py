@@ -61,3 +61,36 @@ def test_check_writable_names_the_option_when_a_file_is_in_the_way(tmp_path):
     (tmp_path / "notes.txt").write_text("a user's file")
     with pytest.raises(UsageError, match=r"^--plot .*notes.txt.*a file stands where its folder"):
         check_writable(tmp_path / "notes.txt" / "curve.png", "--plot")
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symbolic links here")
+def test_a_symbolic_link_stays_a_link_and_its_target_gets_the_content(tmp_path):
+    target = tmp_path / "models" / "model.npz"
+    target.parent.mkdir()
+    target.write_bytes(b"old weights")
+    link = tmp_path / "latest.npz"
+    link.symlink_to(target)
+    check_writable(link, "--save")
+    with atomic_write(link) as file:
+        file.write(b"new weights")
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_bytes() == b"new weights"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model.npz"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_named_pipe_is_written_through_not_replaced(tmp_path):
+    import threading
+
+    pipe = tmp_path / "history.json"
+    os.mkfifo(pipe)
+    check_writable(pipe, "--history")  # asks, without opening: a pipe would block
+    received = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_bytes()), daemon=True)
+    reader.start()
+    with atomic_write(pipe, "w") as file:
+        file.write('{"epochs": []}')
+    reader.join(timeout=10)
+    assert received == [b'{"epochs": []}']
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode)  # /dev/null would have been replaced the same way
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json"]
