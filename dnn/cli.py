@@ -14,7 +14,7 @@ import click
 import numpy as np
 
 from dnn import backends, checkpoint, datasets, optimizers, plugins
-from dnn.errors import CheckpointError, DnnError, UsageError
+from dnn.errors import CheckpointError, DataError, DnnError, UsageError
 from dnn.fileio import atomic_write, check_writable
 from dnn.layers import Dense
 from dnn.model import Callback, History, Sequential
@@ -61,7 +61,11 @@ def main():
 def _load_data(dataset_name: str, data_dir):
     """``(x_train, labels_train), (x_test, labels_test), classes`` of a dataset plugin."""
     (x_train, y_train), (x_test, y_test) = datasets.load_checked(dataset_name, data_dir)
-    return (x_train, y_train), (x_test, y_test), int(max(y_train.max(), y_test.max())) + 1
+    classes = int(max(y_train.max(), y_test.max())) + 1
+    if classes < 2:
+        raise DataError(f"dataset {dataset_name!r} has one class only (every label is 0): "
+                        "there is nothing to tell apart")
+    return (x_train, y_train), (x_test, y_test), classes
 
 
 def _targets(model: Sequential, labels, classes: int):

@@ -127,6 +127,11 @@ class Sequential:
         optimizer it already has, the model keeps that optimizer's state, as in Keras."""
         if not self.layers:
             raise UsageError("the model has no layers")
+        last = self.layers[-1]
+        if last.units == 1 and last.activation.name == "softmax":
+            raise UsageError("a softmax over one unit outputs 1 whatever its input: use "
+                             "Dense(1, activation='sigmoid') for a yes/no output, or one unit "
+                             "per class")
         previous = self.optimizer
         self.optimizer = None if optimizer is None else optimizers.get(optimizer)
         self.loss = losses.get(loss)

@@ -230,6 +230,16 @@ def test_an_optimizer_plugin_that_is_no_optimizer_class_is_refused_before_the_da
         assert result.exit_code == 2 and "loaded the data" not in result.output, result.output
 
 
+def test_a_dataset_of_one_class_is_refused(install_fake_plugin):
+    install_fake_plugin("fake-one", "1.0", {"dnn.datasets": {"one": "fake_one:One"}},
+                        {"fake_one": BROKEN_DATASET.replace("class Broken", "class One").replace(
+                            "RETURN", "return (x, 0 * y), (x, 0 * y)")})
+    result = run("train", "--dataset", "one", "--epochs", "1")
+    assert result.exit_code == 1
+    assert result.output == ("Error: dataset 'one' has one class only (every label is 0): there "
+                             "is nothing to tell apart\n")
+
+
 def _save_a_six_feature_model(path):
     import dnn
     from dnn import checkpoint

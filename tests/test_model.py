@@ -363,3 +363,10 @@ def test_compiling_again_with_the_same_optimizer_keeps_its_state(cpu):
             np.testing.assert_array_equal(before[key], after[key])
     model.compile(optimizer="rmsprop")  # a new optimizer starts from zero
     assert all(not state["mean_square"].any() for state in model.optimizer.states)
+
+
+def test_a_softmax_over_one_unit_is_refused():
+    model = dnn.Sequential([Dense(4, activation="relu"), Dense(1, activation="softmax")])
+    with pytest.raises(UsageError, match="a softmax over one unit outputs 1 whatever its input"):
+        model.compile()
+    dnn.Sequential([Dense(1, activation="sigmoid")]).compile(loss="mse")  # a yes/no output
