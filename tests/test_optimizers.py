@@ -153,3 +153,19 @@ def test_an_optimizer_class_used_without_a_plugin_is_named_by_its_class(cpu):
     with pytest.raises(OptimizerError, match=r"^optimizer class .*Stepless: update\(\) returned a "
                                              r"new array; it must change param"):
         model.fit(np.ones((4, 3), np.float32), np.ones((4, 2), np.float32))
+
+
+@pytest.mark.parametrize("name", ["RMSprop", "Adam"])
+def test_an_epsilon_the_weights_dtype_rounds_away_is_refused(cpu, name):
+    import dnn
+    from dnn.layers import Dense
+
+    x, y = np.ones((4, 3), np.float32), np.eye(2, dtype=np.float32)[[0, 1, 0, 1]]
+    model = dnn.Sequential([Dense(2, activation="softmax")], backend=cpu)
+    model.compile(optimizer=getattr(optimizers, name)(epsilon=1e-50))
+    with pytest.raises(UsageError, match=f"{name} epsilon 1e-50 is below the smallest normal "
+                                         r"number of the weights' dtype \(1.18e-38\)"):
+        model.fit(x, y)
+    in_float64 = dnn.Sequential([Dense(2, activation="softmax")], dtype="float64", backend=cpu)
+    in_float64.compile(optimizer=getattr(optimizers, name)(epsilon=1e-50))
+    assert np.isfinite(in_float64.fit(x, y, epochs=3).history["loss"]).all()

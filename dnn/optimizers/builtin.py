@@ -14,6 +14,16 @@ def _check_epsilon(optimizer) -> None:
                          f"finite where a gradient has always been 0), not {optimizer.epsilon!r}")
 
 
+def _check_epsilon_fits(optimizer, param) -> None:
+    """Refuse an epsilon below the smallest normal number of ``param``'s dtype (1e-50 in
+    float32, say): it would round towards 0 and bring the 0 / 0 back."""
+    smallest = float(optimizer.xp.finfo(param.dtype).smallest_normal)
+    if optimizer.epsilon < smallest:
+        raise UsageError(f"{type(optimizer).__name__} epsilon {optimizer.epsilon!r} is below the "
+                         f"smallest normal number of the weights' dtype ({smallest:.3g}): it "
+                         "would round towards 0")
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum, as in Keras."""
 
@@ -42,6 +52,7 @@ class RMSprop(Optimizer):
         _check_epsilon(self)
 
     def init_state(self, param):
+        _check_epsilon_fits(self, param)
         zeros = self.xp.zeros_like
         state = {"mean_square": zeros(param)}
         if self.centered:
@@ -69,6 +80,7 @@ class Adam(Optimizer):
         _check_epsilon(self)
 
     def init_state(self, param):
+        _check_epsilon_fits(self, param)
         return {"m": self.xp.zeros_like(param), "v": self.xp.zeros_like(param)}
 
     def update(self, param, grad, state):
