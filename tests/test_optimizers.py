@@ -118,6 +118,7 @@ def test_cpu_kernels_reproduce_generic_kernels_bit_for_bit(cpu, generic, make, d
     ("RMSprop", {"epsilon": float("inf")}, "epsilon must be a finite number >= 0"),
     ("RMSprop", {"epsilon": 0.0}, "epsilon must be above 0"),
     ("Adam", {"epsilon": 0.0}, "epsilon must be above 0"),
+    ("SGD", {"momentum": 1.5}, "SGD momentum must be between 0 and 1, not 1.5"),
     ("Adam", {"beta_2": 1.0}, "beta_1 and beta_2 must be below 1, not 0.9 and 1.0"),
     ("Adam", {"learning_rate": "0.1"}, "Adam learning_rate must be a number, not '0.1'"),
     ("SGD", {"momentum": None}, "SGD momentum must be a number, not None"),

@@ -30,6 +30,8 @@ class SGD(Optimizer):
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False):
         self.momentum, self.nesterov = momentum, nesterov
         super().__init__(learning_rate=learning_rate)
+        if momentum > 1:  # Keras' bound: the velocity would grow without end
+            raise UsageError(f"SGD momentum must be between 0 and 1, not {momentum!r}")
 
     def init_state(self, param):
         return {"velocity": self.xp.zeros_like(param)} if self.momentum else {}
