@@ -151,12 +151,17 @@ class Broken(Optimizer):
 _WORKING = {"INIT": "pass", "STATE": "return {}", "UPDATE": "param -= self.learning_rate * grad"}
 
 
-def test_an_update_that_works_in_place_may_return_param(tiny, install_fake_plugin):
+def _optimizer_source(**parts) -> str:
+    """BROKEN_OPTIMIZER with each placeholder filled by ``parts`` or by its working code."""
     source = BROKEN_OPTIMIZER
     for placeholder, working in _WORKING.items():
-        source = source.replace(placeholder, working)
-    source = source.replace("param -= self.learning_rate * grad",
-                            "param -= self.learning_rate * grad\n        return param")
+        source = source.replace(placeholder, parts.get(placeholder, working))
+    return source
+
+
+def test_an_update_that_works_in_place_may_return_param(tiny, install_fake_plugin):
+    source = _optimizer_source(
+        UPDATE="param -= self.learning_rate * grad\n        return param")
     install_fake_plugin("fake-returns-param", "0.1",
                         {"dnn.optimizers": {"chained": "fake_rp:Broken"}}, {"fake_rp": source})
     result = run("train", "--dataset", "tiny", "--epochs", "1", "--optimizer", "chained")
@@ -176,11 +181,8 @@ def test_an_update_that_works_in_place_may_return_param(tiny, install_fake_plugi
 ])
 def test_a_broken_optimizer_plugin_is_one_error_line_naming_it(tiny, install_fake_plugin,
                                                                part, code, problem):
-    source = BROKEN_OPTIMIZER
-    for placeholder, working in _WORKING.items():
-        source = source.replace(placeholder, code if placeholder == part else working)
     install_fake_plugin("fake-broken-opt", "0.3", {"dnn.optimizers": {"broken": "fake_bo:Broken"}},
-                        {"fake_bo": source})
+                        {"fake_bo": _optimizer_source(**{part: code})})
     result = run("train", "--dataset", "tiny", "--epochs", "1", "--optimizer", "broken")
     assert result.exit_code == 1, result.output
     assert result.output.startswith(f"Error: optimizer 'broken' from fake-broken-opt 0.3"
