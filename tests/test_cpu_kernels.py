@@ -142,6 +142,63 @@ def test_correct_count_matches_the_generic_kernel(generic):
 
 
 @needs_extension
+def test_nonzero_columns_counts_nan_inf_and_subnormals_but_not_signed_zeros():
+    rng = np.random.default_rng(13)
+    x = awkward(rng, (40, 251))
+    x[:, ::3] = 0.0
+    x[::2, ::6] = -0.0
+    x[5, 3], x[7, 6], x[9, 9] = np.nan, -np.inf, -1e-40  # in otherwise zero columns
+    columns = np.empty(251, np.int64)
+    count = FUSED_KERNELS.nonzero_columns(x, columns)
+    expected = np.flatnonzero(x.any(axis=0))
+    assert 0 < len(expected) < 251 and {3, 6, 9} <= set(expected)
+    np.testing.assert_array_equal(columns[:count], expected)
+
+
+@needs_extension
+def test_take_columns_and_scatter_rows_match_numpy_indexing():
+    rng = np.random.default_rng(14)
+    x = awkward(rng, (40, 251))
+    columns = np.flatnonzero(rng.random(251) < 0.6)
+    packed = np.empty((40, len(columns)), np.float32)
+    FUSED_KERNELS.take_columns(x, columns, packed)
+    np.testing.assert_array_equal(packed.view(np.uint32), x[:, columns].view(np.uint32))
+    out = np.full((251, 40), np.nan, np.float32)
+    FUSED_KERNELS.scatter_rows(packed.T.copy(), columns, out)
+    expected = np.zeros_like(out)
+    expected[columns] = packed.T
+    np.testing.assert_array_equal(out.view(np.uint32), expected.view(np.uint32))
+
+
+@needs_extension
+@pytest.mark.parametrize("call, message", [
+    (lambda k: k.nonzero_columns(np.zeros((4, 3), np.float32), np.zeros(3, np.int32)),
+     "columns must be a 1-D int64 array"),
+    (lambda k: k.nonzero_columns(np.zeros((4, 3), np.float32), np.zeros(4, np.int64)),
+     "columns has 4 elements, expected 3"),
+    (lambda k: k.take_columns(np.zeros((4, 3), np.float32), np.array([0, 3]),
+                              np.zeros((4, 2), np.float32)),
+     r"columns must be increasing indices below 3 \(entry 1 is 3\)"),
+    (lambda k: k.take_columns(np.zeros((4, 3), np.float32), np.array([0, 2]),
+                              np.zeros((4, 3), np.float32)),
+     r"out has shape \(4, 3\), expected \(4, 2\)"),
+    (lambda k: k.scatter_rows(np.zeros((2, 3), np.float32), np.array([1, 1]),
+                              np.zeros((4, 3), np.float32)),
+     r"rows must be increasing indices below 4 \(entry 1 is 1\)"),
+    (lambda k: k.scatter_rows(np.zeros((2, 3), np.float32), np.array([-1, 1]),
+                              np.zeros((4, 3), np.float32)),
+     r"rows must be increasing indices below 4 \(entry 0 is -1\)"),
+    (lambda k: k.scatter_rows(np.zeros((2, 3), np.float32), np.array([0, 1]),
+                              np.zeros((4, 2), np.float32)),
+     r"source \(2, 3\) needs 2 row indices and out of 3 columns, not 2 and 2"),
+], ids=["int32", "length", "column-range", "out-shape", "repeated-row", "negative-row",
+        "out-width"])
+def test_column_kernels_refuse_indices_and_shapes_they_cannot_take(call, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        call(FUSED_KERNELS)
+
+
+@needs_extension
 @pytest.mark.parametrize("call, error, message", [
     (lambda k: k.subtract_row_max(np.zeros(4, np.float32), np.zeros(4, np.float32)),
      ValueError, "logits must be 2-D"),

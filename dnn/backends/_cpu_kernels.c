@@ -13,6 +13,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(_MSC_VER) && !defined(__cplusplus)
@@ -319,6 +321,60 @@ static Py_ssize_t count_correct_loop(Py_ssize_t rows, Py_ssize_t classes,
     return correct;
 }
 
+/* -- the columns of a batch that are not all zero, and the rows of a product over them ------- */
+
+/* Writes to columns[0..count) the indices of the columns of x (rows, cols) holding a value
+ * other than +0 and -0 (NaN counts), in increasing order, and returns count.  `seen` (cols,)
+ * is scratch: a value's bits shifted left by one (dropping the sign) are 0 only for a zero. */
+VECTOR_CLONES
+static Py_ssize_t nonzero_columns_loop(Py_ssize_t rows, Py_ssize_t cols,
+                                       const uint32_t *restrict x, uint32_t *restrict seen,
+                                       int64_t *restrict columns)
+{
+    for (Py_ssize_t j = 0; j < cols; j++)
+        seen[j] = 0;
+    for (Py_ssize_t row = 0; row < rows; row++) {
+        const uint32_t *restrict values = x + row * cols;
+        for (Py_ssize_t j = 0; j < cols; j++)
+            seen[j] |= values[j] << 1;
+    }
+    Py_ssize_t count = 0;
+    for (Py_ssize_t j = 0; j < cols; j++) {
+        if (seen[j] != 0)
+            columns[count++] = j;
+    }
+    return count;
+}
+
+/* out (rows, count) = x (rows, cols)[:, columns]. */
+static void take_columns_loop(Py_ssize_t rows, Py_ssize_t cols, const float *restrict x,
+                              Py_ssize_t count, const int64_t *restrict columns,
+                              float *restrict out)
+{
+    for (Py_ssize_t row = 0; row < rows; row++) {
+        const float *restrict values = x + row * cols;
+        float *restrict packed = out + row * count;
+        for (Py_ssize_t j = 0; j < count; j++)
+            packed[j] = values[columns[j]];
+    }
+}
+
+/* out (rows, units): row rows_of[j] = source row j for j < count (rows_of increasing), every
+ * other row zero; one pass over out in order. */
+static void scatter_rows_loop(Py_ssize_t rows, Py_ssize_t units, const float *restrict source,
+                              Py_ssize_t count, const int64_t *restrict rows_of,
+                              float *restrict out)
+{
+    size_t row_bytes = (size_t)units * sizeof(float);
+    Py_ssize_t next = 0;
+    for (Py_ssize_t row = 0; row < rows; row++) {
+        if (next < count && rows_of[next] == row)
+            memcpy(out + row * units, source + (next++) * units, row_bytes);
+        else
+            memset(out + row * units, 0, row_bytes);
+    }
+}
+
 /* -- the Python glue: parse, check the buffers, release the GIL, run the loop ------------- */
 
 PyDoc_STRVAR(sgd_doc,
@@ -588,6 +644,174 @@ static PyObject *count_correct(PyObject *Py_UNUSED(module), PyObject *args)
     return PyLong_FromSsize_t(correct);
 }
 
+/* The int64 buffer of `object`, one-dimensional, or -1 with a Python exception naming `what`. */
+static int get_indices(PyObject *object, Py_buffer *view, const char *what, int writable)
+{
+    view->obj = NULL;
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(object, view, flags) < 0) {
+        PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous%s int64 array", what,
+                     writable ? ", writable" : "");
+        return -1;
+    }
+    if (view->itemsize != 8 || (strcmp(view->format, "l") != 0
+                                && strcmp(view->format, "q") != 0) || view->ndim != 1) {
+        PyErr_Format(PyExc_TypeError, "%s must be a 1-D int64 array", what);
+        PyBuffer_Release(view);
+        view->obj = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* 0 when indices[0..count) increase strictly and lie in [0, limit), else -1 with a ValueError
+ * naming `what`. */
+static int check_increasing(const int64_t *indices, Py_ssize_t count, Py_ssize_t limit,
+                            const char *what)
+{
+    for (Py_ssize_t j = 0; j < count; j++) {
+        if (indices[j] < 0 || indices[j] >= limit || (j > 0 && indices[j] <= indices[j - 1])) {
+            PyErr_Format(PyExc_ValueError,
+                         "%s must be increasing indices below %zd (entry %zd is %lld)", what,
+                         limit, j, (long long)indices[j]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(nonzero_columns_doc,
+"nonzero_columns(x, columns) -> int\n\n"
+"For x (n, i): writes to columns (i,) int64 the indices of the columns of x that hold a value\n"
+"other than zero (NaN included), in increasing order, and returns how many there are.");
+
+static PyObject *nonzero_columns(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *objects[2];
+    if (!PyArg_ParseTuple(args, "OO", &objects[0], &objects[1]))
+        return NULL;
+    Py_buffer views[2];
+    Py_ssize_t rows, cols;
+    if (get_floats(objects[0], &views[0], "x", 0, 0, -1) < 0)
+        return NULL;
+    if (get_matrix_shape(&views[0], "x", &rows, &cols) < 0
+            || get_indices(objects[1], &views[1], "columns", 1) < 0) {
+        release_all(views, 1);
+        return NULL;
+    }
+    if (views[1].len / 8 != cols) {
+        PyErr_Format(PyExc_ValueError, "columns has %zd elements, expected %zd",
+                     views[1].len / 8, cols);
+        release_all(views, 2);
+        return NULL;
+    }
+    uint32_t *seen = malloc(cols > 0 ? (size_t)cols * sizeof(uint32_t) : 1);
+    if (seen == NULL) {
+        release_all(views, 2);
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t count;
+    Py_BEGIN_ALLOW_THREADS
+    count = nonzero_columns_loop(rows, cols, views[0].buf, seen, views[1].buf);
+    Py_END_ALLOW_THREADS
+    free(seen);
+    release_all(views, 2);
+    return PyLong_FromSsize_t(count);
+}
+
+PyDoc_STRVAR(take_columns_doc,
+"take_columns(x, columns, out)\n\n"
+"out (n, k) = x (n, i)[:, columns] for k increasing int64 column indices.");
+
+static PyObject *take_columns(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *objects[3];
+    if (!PyArg_ParseTuple(args, "OOO", &objects[0], &objects[1], &objects[2]))
+        return NULL;
+    Py_buffer views[3];
+    Py_ssize_t rows, cols, out_rows, out_cols, count;
+    if (get_floats(objects[0], &views[0], "x", 0, 0, -1) < 0)
+        return NULL;
+    if (get_matrix_shape(&views[0], "x", &rows, &cols) < 0
+            || get_indices(objects[1], &views[1], "columns", 0) < 0) {
+        release_all(views, 1);
+        return NULL;
+    }
+    count = views[1].len / 8;
+    if (get_floats(objects[2], &views[2], "out", 1, 0, -1) < 0) {
+        release_all(views, 2);
+        return NULL;
+    }
+    if (get_matrix_shape(&views[2], "out", &out_rows, &out_cols) < 0
+            || check_increasing(views[1].buf, count, cols, "columns") < 0) {
+        release_all(views, 3);
+        return NULL;
+    }
+    if (out_rows != rows || out_cols != count) {
+        PyErr_Format(PyExc_ValueError, "out has shape (%zd, %zd), expected (%zd, %zd)",
+                     out_rows, out_cols, rows, count);
+        release_all(views, 3);
+        return NULL;
+    }
+    if (overlap(&views[0], &views[2])) {
+        PyErr_SetString(PyExc_ValueError, "x and out must not overlap");
+        release_all(views, 3);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    take_columns_loop(rows, cols, views[0].buf, count, views[1].buf, views[2].buf);
+    Py_END_ALLOW_THREADS
+    release_all(views, 3);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(scatter_rows_doc,
+"scatter_rows(source, rows, out)\n\n"
+"For source (k, o), k increasing int64 row indices and out (i, o): out[rows] = source and\n"
+"every other row of out = 0.");
+
+static PyObject *scatter_rows(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *objects[3];
+    if (!PyArg_ParseTuple(args, "OOO", &objects[0], &objects[1], &objects[2]))
+        return NULL;
+    Py_buffer views[3];
+    Py_ssize_t count, units, rows, out_units;
+    if (get_floats(objects[0], &views[0], "source", 0, 0, -1) < 0)
+        return NULL;
+    if (get_matrix_shape(&views[0], "source", &count, &units) < 0
+            || get_indices(objects[1], &views[1], "rows", 0) < 0) {
+        release_all(views, 1);
+        return NULL;
+    }
+    if (get_floats(objects[2], &views[2], "out", 1, 0, -1) < 0) {
+        release_all(views, 2);
+        return NULL;
+    }
+    if (get_matrix_shape(&views[2], "out", &rows, &out_units) < 0
+            || check_increasing(views[1].buf, views[1].len / 8, rows, "rows") < 0) {
+        release_all(views, 3);
+        return NULL;
+    }
+    if (views[1].len / 8 != count || out_units != units) {
+        PyErr_Format(PyExc_ValueError,
+                     "source (%zd, %zd) needs %zd row indices and out of %zd columns, "
+                     "not %zd and %zd", count, units, count, units, views[1].len / 8, out_units);
+        release_all(views, 3);
+        return NULL;
+    }
+    if (overlap(&views[0], &views[2])) {
+        PyErr_SetString(PyExc_ValueError, "source and out must not overlap");
+        release_all(views, 3);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    scatter_rows_loop(rows, units, views[0].buf, count, views[1].buf, views[2].buf);
+    Py_END_ALLOW_THREADS
+    release_all(views, 3);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"sgd", sgd, METH_VARARGS, sgd_doc},
     {"rmsprop", rmsprop, METH_VARARGS, rmsprop_doc},
@@ -599,6 +823,9 @@ static PyMethodDef methods[] = {
     {"softmax_crossentropy_grad", softmax_crossentropy_grad, METH_VARARGS,
      softmax_crossentropy_grad_doc},
     {"count_correct", count_correct, METH_VARARGS, count_correct_doc},
+    {"nonzero_columns", nonzero_columns, METH_VARARGS, nonzero_columns_doc},
+    {"take_columns", take_columns, METH_VARARGS, take_columns_doc},
+    {"scatter_rows", scatter_rows, METH_VARARGS, scatter_rows_doc},
     {NULL, NULL, 0, NULL},
 };
 
