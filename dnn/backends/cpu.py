@@ -7,6 +7,14 @@ passes over memory.  The fused kernels (``dnn.backends._cpu_kernels``, built fro
 time) do each elementwise update in one pass, and the softmax cross-entropy, its gradient and
 the accuracy count in a few calls instead of a dozen NumPy ones; where the extension could not
 be built (no C compiler), or for float64, the same arithmetic runs as NumPy ufuncs.
+
+One override does less arithmetic than the generic kernel instead of the same: the products of a
+large layer leave out the input columns that are zero in the whole batch (a third of an MNIST
+batch's pixels), which add nothing to them.  The kernel's gradient is then the same (its rows
+for those columns are zero), and the forward product equal to rounding (BLAS adds the remaining
+terms in other blocks).  The one difference: where a left-out column meets an infinite or NaN
+weight or gradient, the full product would turn ``0 * inf`` into NaN, and here the term is
+absent; a run that has such values has diverged already, and its loss says so.
 """
 
 from __future__ import annotations
@@ -41,6 +49,14 @@ FLOAT32 = np.dtype(np.float32)
 # (ufuncs run on one core and release the GIL); smaller ones are not worth a thread hand-off.
 # The fused kernels run on one core: one pass is faster than the hand-off (docs/benchmarks.md).
 PARALLEL_MIN_SIZE = 1 << 16
+
+# A column of a batch that is zero in every row adds nothing to ``x @ kernel`` and makes its row
+# of the kernel's gradient zero (the pixels at an MNIST digit's edge: a third of a batch's).
+# Products with a kernel of at least SKIP_MIN_KERNEL_SIZE elements leave those columns out
+# when at least SKIP_MIN_ZERO_SHARE of them are zero; below that, gathering the kept rows of the
+# kernel and scattering the gradient's costs more than it saves (docs/benchmarks.md).
+SKIP_MIN_KERNEL_SIZE = 1 << 16
+SKIP_MIN_ZERO_SHARE = 0.25
 
 
 class CpuBackend(Backend):
@@ -111,10 +127,67 @@ class CpuBackend(Backend):
         # mode="clip" writes straight into out; the default "raise" buffers a second copy.
         return np.take(data, indices, axis=0, out=out, mode="clip")
 
+    def _nonzero_columns(self, x, kernel, scratch):
+        """``(columns (k,), packed (n, k))``: the indices of the columns of ``x`` ``(n, i)`` that
+        are not all zero and ``x[:, columns]``, when leaving the others out of the products
+        with ``kernel`` pays (see SKIP_MIN_ZERO_SHARE); else None."""
+        if (kernel.size < SKIP_MIN_KERNEL_SIZE or x.dtype != kernel.dtype
+                or not x.flags.c_contiguous):
+            return None
+        rows, width = x.shape
+        columns = _buffer(scratch, "columns", (width,), np.int64)
+        if self._fusable(x):
+            count = self.fused_kernels.nonzero_columns(x, columns)
+        else:
+            nonzero = np.flatnonzero(x.any(axis=0))
+            count = len(nonzero)
+            columns[:count] = nonzero
+        if count > (1 - SKIP_MIN_ZERO_SHARE) * width:
+            return None
+        columns = columns[:count]
+        # A view of the first n*k elements: contiguous, whatever k the batch has.
+        packed = _buffer(scratch, "packed", x.shape, x.dtype).reshape(-1)[:rows * count]
+        packed = packed.reshape(rows, count)
+        if self._fusable(x):
+            self.fused_kernels.take_columns(x, columns, packed)
+        else:
+            np.take(x, columns, axis=1, out=packed, mode="clip")
+        return columns, packed
+
+    def _scatter_rows(self, source, rows, out):
+        """``out[rows] = source`` and every other row of ``out`` zero (``rows`` increasing)."""
+        if self._fusable(source) and self._fusable(out):
+            self.fused_kernels.scatter_rows(source, rows, out)
+            return
+        out.fill(0)
+        out[rows] = source
+
     def _product(self, x, kernel, scratch):
-        """``x @ kernel`` ``(n, o)`` into the layer's reusable buffer."""
+        """``x @ kernel`` ``(n, o)`` into the layer's reusable buffer, leaving out the columns
+        of ``x`` that are zero in the whole batch when that pays; ``scratch["nonzero_input"]``
+        keeps what the backward pass needs to do the same."""
         z = _buffer(scratch, "z", (x.shape[0], kernel.shape[1]), kernel.dtype)
-        return np.matmul(x, kernel, out=z)
+        nonzero = self._nonzero_columns(x, kernel, scratch)
+        scratch["nonzero_input"] = None if nonzero is None else (x, *nonzero)
+        if nonzero is None:
+            return np.matmul(x, kernel, out=z)
+        columns, packed = nonzero
+        kept_rows = _buffer(scratch, "kept_rows", kernel.shape, kernel.dtype)[:len(columns)]
+        np.take(kernel, columns, axis=0, out=kept_rows, mode="clip")
+        return np.matmul(packed, kept_rows, out=z)
+
+    def _kernel_gradient(self, x, grad_z, kernel, scratch):
+        """``x.T @ grad_z`` ``(i, o)``; over the columns the forward pass kept, if it left
+        some out (the other rows are zero)."""
+        grad_kernel = _buffer(scratch, "grad_kernel", kernel.shape, kernel.dtype)
+        nonzero = scratch.get("nonzero_input")
+        if nonzero is None or nonzero[0] is not x:
+            return np.matmul(x.T, grad_z, out=grad_kernel)
+        _, columns, packed = nonzero
+        kept_rows = _buffer(scratch, "grad_kept_rows", kernel.shape, kernel.dtype)
+        kept_rows = np.matmul(packed.T, grad_z, out=kept_rows[:len(columns)])
+        self._scatter_rows(kept_rows, columns, grad_kernel)
+        return grad_kernel
 
     def dense_forward(self, x, kernel, bias, scratch):
         z = self._product(x, kernel, scratch)
@@ -122,8 +195,7 @@ class CpuBackend(Backend):
         return z
 
     def dense_backward(self, x, grad_z, kernel, need_input_grad, scratch):
-        grad_kernel = _buffer(scratch, "grad_kernel", kernel.shape, kernel.dtype)
-        np.matmul(x.T, grad_z, out=grad_kernel)
+        grad_kernel = self._kernel_gradient(x, grad_z, kernel, scratch)
         grad_bias = _buffer(scratch, "grad_bias", kernel.shape[1:], kernel.dtype)
         if self._fusable(grad_z) and grad_bias.dtype == FLOAT32:
             self.fused_kernels.column_sum(grad_z, grad_bias)
