@@ -9,6 +9,9 @@ In one run, on the same data and batch order, it times per epoch:
   floor+update  the same products with the kernels updated in place after each step (one fused
          RMSprop pass each): the least any training epoch does, since products on weights
          that just changed run slower than on the floor's never-changing ones,
+  floor-nonzero  the floor's products with the first layer's two over the batch's non-zero
+         columns only, the shapes the cpu backend multiplies (it leaves out the pixels that
+         are zero in the whole batch): the floor of dnn's own products,
   torch  PyTorch CPU running the same model, loss, optimizer and batch order (when installed),
 interleaved round by round so that machine noise hits them all alike, and reports medians,
 spreads and the per-round ratios of dnn to each of the others.  It also measures the peak RSS of a
@@ -50,34 +53,48 @@ def time_dnn_epoch(model, x, y) -> float:
     return model.fit(x, y, epochs=1, batch_size=BATCH).history["seconds"][0]
 
 
-def make_floor(x, update=False):
+def median_nonzero_batch(x):
+    """``(BATCH, i)``: the batch of a shuffled epoch of ``x`` whose number of columns that are
+    not zero in every row is the median one."""
+    order = np.random.default_rng(0).permutation(len(x))
+    batches = [order[start:start + BATCH] for start in range(0, len(x), BATCH)]
+    counts = [np.count_nonzero(x[rows].any(axis=0)) for rows in batches]
+    return x[batches[np.argsort(counts)[len(counts) // 2]]]
+
+
+def make_floor(x, update=False, nonzero_columns=False):
     """A function timing one epoch of the network's matrix products alone; with ``update``, each
-    step also updates both kernels with the cpu backend's RMSprop kernel."""
+    step also updates both kernels with the cpu backend's RMSprop kernel; with
+    ``nonzero_columns``, the first layer's two products run over a batch's non-zero columns
+    only (the shapes the cpu backend multiplies), a batch with the median count of them."""
     rng = np.random.default_rng(0)
     w1 = rng.standard_normal((x.shape[1], HIDDEN), np.float32)
     w2 = rng.standard_normal((HIDDEN, CLASSES), np.float32)
     sizes = [min(BATCH, len(x) - start) for start in range(0, len(x), BATCH)]
+    source = median_nonzero_batch(x) if nonzero_columns else x
     buffers = {}
     for n in set(sizes):
-        buffers[n] = dict(x=x[:n].copy(), h=np.empty((n, HIDDEN), np.float32),
+        kept = np.flatnonzero(source[:n].any(axis=0)) if nonzero_columns else slice(None)
+        buffers[n] = dict(x=np.ascontiguousarray(source[:n, kept]), w1=w1[kept],
+                          dw1=np.empty_like(w1[kept]), ms1=np.zeros_like(w1[kept]),
+                          h=np.empty((n, HIDDEN), np.float32),
                           o=np.empty((n, CLASSES), np.float32),
                           dz=rng.standard_normal((n, CLASSES), np.float32),
                           dh=np.empty((n, HIDDEN), np.float32))
-    dw1, dw2 = np.empty_like(w1), np.empty_like(w2)
+    dw2, ms2 = np.empty_like(w2), np.zeros_like(w2)
     backend = dnn.backends.get_backend("cpu")
-    mean_squares = [np.zeros_like(w1), np.zeros_like(w2)]
 
     def epoch() -> float:
         started = time.perf_counter()
         for n in sizes:
             b = buffers[n]
-            np.matmul(b["x"], w1, out=b["h"])          # forward, layer 1
+            np.matmul(b["x"], b["w1"], out=b["h"])     # forward, layer 1
             np.matmul(b["h"], w2, out=b["o"])          # forward, layer 2
             np.matmul(b["h"].T, b["dz"], out=dw2)      # weight gradient, layer 2
             np.matmul(b["dz"], w2.T, out=b["dh"])      # input gradient of the hidden layer
-            np.matmul(b["x"].T, b["dh"], out=dw1)      # weight gradient, layer 1
+            np.matmul(b["x"].T, b["dh"], out=b["dw1"])  # weight gradient, layer 1
             if update:
-                for w, dw, ms in zip((w1, w2), (dw1, dw2), mean_squares):
+                for w, dw, ms in ((b["w1"], b["dw1"], b["ms1"]), (w2, dw2, ms2)):
                     backend.rmsprop_update(w, dw, ms, None, None, 1e-3, 0.9, 0.0, 1e-7)
         return time.perf_counter() - started
 
@@ -169,24 +186,28 @@ def main():
     model.build(x.shape[1])
     numpy_model = seed_model(backend=CpuBackend(fused=False)) if FUSED_KERNELS else None
     floor, floor_update = make_floor(x), make_floor(x, update=True)
+    floor_nonzero = make_floor(x, nonzero_columns=True)
     torch_epoch, torch_version = (None, None) if args.no_torch else make_torch(model, x, labels)
 
-    time_dnn_epoch(model, x, y), floor(), floor_update()  # warm-up: buffers, BLAS threads, caches
+    # warm-up: buffers, BLAS threads, caches
+    time_dnn_epoch(model, x, y), floor(), floor_update(), floor_nonzero()
     if torch_epoch:
         torch_epoch()
     if numpy_model:
         time_dnn_epoch(numpy_model, x, y)
-    times = {"dnn": [], "dnn-numpy": [], "floor": [], "floor+update": [], "torch": []}
+    times = {"dnn": [], "dnn-numpy": [], "floor": [], "floor+update": [], "floor-nonzero": [],
+             "torch": []}
     for _ in range(args.rounds):
         times["dnn"].append(time_dnn_epoch(model, x, y))
         if numpy_model:
             times["dnn-numpy"].append(time_dnn_epoch(numpy_model, x, y))
         times["floor"].append(floor())
         times["floor+update"].append(floor_update())
+        times["floor-nonzero"].append(floor_nonzero())
         if torch_epoch:
             times["torch"].append(torch_epoch())
-    ratios = {"dnn/floor": [d / f for d, f in zip(times["dnn"], times["floor"])],
-              "dnn/floor+update": [d / f for d, f in zip(times["dnn"], times["floor+update"])]}
+    ratios = {f"dnn/{floor_name}": [d / f for d, f in zip(times["dnn"], times[floor_name])]
+              for floor_name in ("floor", "floor+update", "floor-nonzero")}
     if numpy_model:
         ratios["dnn/dnn-numpy"] = [d / n for d, n in zip(times["dnn"], times["dnn-numpy"])]
     if torch_epoch:
@@ -203,10 +224,10 @@ def main():
         "peak_rss_mib_dnn_train": peak_rss_of_dnn_train(args.data_dir),
     }
     for name, stats in result["epoch_seconds"].items():
-        print(f"{name:>12} epoch: median {stats['median']:.3f} s "
+        print(f"{name:>13} epoch: median {stats['median']:.3f} s "
               f"(min {stats['min']:.3f}, max {stats['max']:.3f})")
     for name, stats in result["ratios"].items():
-        print(f"{name:>16}: median {stats['median']:.3f} "
+        print(f"{name:>17}: median {stats['median']:.3f} "
               f"(min {stats['min']:.3f}, max {stats['max']:.3f})")
     print(f"peak RSS of dnn train: {result['peak_rss_mib_dnn_train']:.0f} MiB")
     if args.json_path:
