@@ -170,6 +170,9 @@ def test_take_columns_and_scatter_rows_match_numpy_indexing():
     np.testing.assert_array_equal(out.view(np.uint32), expected.view(np.uint32))
 
 
+_shared = np.zeros(4, np.float32)  # memory seen both as float32 and as int64 indices
+
+
 @needs_extension
 @pytest.mark.parametrize("call, message", [
     (lambda k: k.nonzero_columns(np.zeros((4, 3), np.float32), np.zeros(3, np.int32)),
@@ -191,8 +194,11 @@ def test_take_columns_and_scatter_rows_match_numpy_indexing():
     (lambda k: k.scatter_rows(np.zeros((2, 3), np.float32), np.array([0, 1]),
                               np.zeros((4, 2), np.float32)),
      r"source \(2, 3\) needs 2 row indices and out of 3 columns, not 2 and 2"),
+    (lambda k: k.take_columns(np.zeros((4, 3), np.float32), _shared[:2].view(np.int64),
+                              _shared[:4].reshape(2, 2)),
+     "columns and out must not overlap"),
 ], ids=["int32", "length", "column-range", "out-shape", "repeated-row", "negative-row",
-        "out-width"])
+        "out-width", "indices-overlap-out"])
 def test_column_kernels_refuse_indices_and_shapes_they_cannot_take(call, message):
     with pytest.raises((ValueError, TypeError), match=message):
         call(FUSED_KERNELS)

@@ -680,6 +680,45 @@ static int check_increasing(const int64_t *indices, Py_ssize_t count, Py_ssize_t
     return 0;
 }
 
+/* views[0] = the float32 matrix objects[0] (rows, cols), named `matrix`, and views[1] = the
+ * int64 indices objects[1], named `indices`; or -1 with a Python exception, nothing held. */
+static int get_matrix_and_indices(PyObject **objects, Py_buffer *views, const char *matrix,
+                                  const char *indices, int writable_indices, Py_ssize_t *rows,
+                                  Py_ssize_t *cols)
+{
+    if (get_floats(objects[0], &views[0], matrix, 0, 0, -1) < 0)
+        return -1;
+    if (get_matrix_shape(&views[0], matrix, rows, cols) < 0
+            || get_indices(objects[1], &views[1], indices, writable_indices) < 0) {
+        release_all(views, 1);
+        return -1;
+    }
+    return 0;
+}
+
+/* views[2] = the writable float32 matrix `out` (rows, cols), apart from views[0] and views[1]
+ * (named in `names`); or -1 with a Python exception and views[0..1] released too. */
+static int get_out_matrix(PyObject *out, Py_buffer *views, const char *const *names,
+                          Py_ssize_t *rows, Py_ssize_t *cols)
+{
+    if (get_floats(out, &views[2], "out", 1, 0, -1) < 0) {
+        release_all(views, 2);
+        return -1;
+    }
+    if (get_matrix_shape(&views[2], "out", rows, cols) < 0) {
+        release_all(views, 3);
+        return -1;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (overlap(&views[i], &views[2])) {
+            PyErr_Format(PyExc_ValueError, "%s and out must not overlap", names[i]);
+            release_all(views, 3);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(nonzero_columns_doc,
 "nonzero_columns(x, columns) -> int\n\n"
 "For x (n, i): writes to columns (i,) int64 the indices of the columns of x that hold a value\n"
@@ -692,13 +731,8 @@ static PyObject *nonzero_columns(PyObject *Py_UNUSED(module), PyObject *args)
         return NULL;
     Py_buffer views[2];
     Py_ssize_t rows, cols;
-    if (get_floats(objects[0], &views[0], "x", 0, 0, -1) < 0)
+    if (get_matrix_and_indices(objects, views, "x", "columns", 1, &rows, &cols) < 0)
         return NULL;
-    if (get_matrix_shape(&views[0], "x", &rows, &cols) < 0
-            || get_indices(objects[1], &views[1], "columns", 1) < 0) {
-        release_all(views, 1);
-        return NULL;
-    }
     if (views[1].len / 8 != cols) {
         PyErr_Format(PyExc_ValueError, "columns has %zd elements, expected %zd",
                      views[1].len / 8, cols);
@@ -729,32 +763,19 @@ static PyObject *take_columns(PyObject *Py_UNUSED(module), PyObject *args)
     if (!PyArg_ParseTuple(args, "OOO", &objects[0], &objects[1], &objects[2]))
         return NULL;
     Py_buffer views[3];
-    Py_ssize_t rows, cols, out_rows, out_cols, count;
-    if (get_floats(objects[0], &views[0], "x", 0, 0, -1) < 0)
+    Py_ssize_t rows, cols, out_rows, out_cols;
+    static const char *const names[] = {"x", "columns"};
+    if (get_matrix_and_indices(objects, views, names[0], names[1], 0, &rows, &cols) < 0
+            || get_out_matrix(objects[2], views, names, &out_rows, &out_cols) < 0)
         return NULL;
-    if (get_matrix_shape(&views[0], "x", &rows, &cols) < 0
-            || get_indices(objects[1], &views[1], "columns", 0) < 0) {
-        release_all(views, 1);
-        return NULL;
-    }
-    count = views[1].len / 8;
-    if (get_floats(objects[2], &views[2], "out", 1, 0, -1) < 0) {
-        release_all(views, 2);
-        return NULL;
-    }
-    if (get_matrix_shape(&views[2], "out", &out_rows, &out_cols) < 0
-            || check_increasing(views[1].buf, count, cols, "columns") < 0) {
+    Py_ssize_t count = views[1].len / 8;
+    if (check_increasing(views[1].buf, count, cols, "columns") < 0) {
         release_all(views, 3);
         return NULL;
     }
     if (out_rows != rows || out_cols != count) {
         PyErr_Format(PyExc_ValueError, "out has shape (%zd, %zd), expected (%zd, %zd)",
                      out_rows, out_cols, rows, count);
-        release_all(views, 3);
-        return NULL;
-    }
-    if (overlap(&views[0], &views[2])) {
-        PyErr_SetString(PyExc_ValueError, "x and out must not overlap");
         release_all(views, 3);
         return NULL;
     }
@@ -777,19 +798,11 @@ static PyObject *scatter_rows(PyObject *Py_UNUSED(module), PyObject *args)
         return NULL;
     Py_buffer views[3];
     Py_ssize_t count, units, rows, out_units;
-    if (get_floats(objects[0], &views[0], "source", 0, 0, -1) < 0)
+    static const char *const names[] = {"source", "rows"};
+    if (get_matrix_and_indices(objects, views, names[0], names[1], 0, &count, &units) < 0
+            || get_out_matrix(objects[2], views, names, &rows, &out_units) < 0)
         return NULL;
-    if (get_matrix_shape(&views[0], "source", &count, &units) < 0
-            || get_indices(objects[1], &views[1], "rows", 0) < 0) {
-        release_all(views, 1);
-        return NULL;
-    }
-    if (get_floats(objects[2], &views[2], "out", 1, 0, -1) < 0) {
-        release_all(views, 2);
-        return NULL;
-    }
-    if (get_matrix_shape(&views[2], "out", &rows, &out_units) < 0
-            || check_increasing(views[1].buf, views[1].len / 8, rows, "rows") < 0) {
+    if (check_increasing(views[1].buf, views[1].len / 8, rows, "rows") < 0) {
         release_all(views, 3);
         return NULL;
     }
@@ -797,11 +810,6 @@ static PyObject *scatter_rows(PyObject *Py_UNUSED(module), PyObject *args)
         PyErr_Format(PyExc_ValueError,
                      "source (%zd, %zd) needs %zd row indices and out of %zd columns, "
                      "not %zd and %zd", count, units, count, units, views[1].len / 8, out_units);
-        release_all(views, 3);
-        return NULL;
-    }
-    if (overlap(&views[0], &views[2])) {
-        PyErr_SetString(PyExc_ValueError, "source and out must not overlap");
         release_all(views, 3);
         return NULL;
     }
