@@ -9,6 +9,11 @@
  * Arrays are C-contiguous float32 buffers (checked here); scalars arrive already in the form the
  * generic kernel uses them (for example 1 - rho, computed by the caller in double precision).
  * Every loop runs with the GIL released.
+ *
+ * Three kernels only move data, for the products that leave out the columns of a batch that
+ * are zero in every row (dnn/backends/cpu.py): nonzero_columns finds them, take_columns packs
+ * the others, scatter_rows puts the rows of a product over them back in place.  They take int64
+ * index arrays, checked to be increasing and in range before any loop reads through them.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
