@@ -23,10 +23,10 @@ def implementations():
     return found
 
 
-def batch(rng, zero_share, rows=64, dtype=np.float32):
+def batch(rng, zero_share, rows=64):
     """``(rows, WIDTH)`` mostly-zero values with ``zero_share`` of the columns zero in every
     row, some of them as -0.0; returns the batch and the indices of its non-zero columns."""
-    x = (rng.random((rows, WIDTH)) * (rng.random((rows, WIDTH)) < 0.3)).astype(dtype)
+    x = (rng.random((rows, WIDTH)) * (rng.random((rows, WIDTH)) < 0.3)).astype(np.float32)
     x[0] = 1.0  # every column non-zero somewhere, until zeroed below
     zero = rng.permutation(WIDTH)[:int(zero_share * WIDTH)]
     x[:, zero] = 0.0
@@ -45,10 +45,10 @@ def used_scratch(backend, rng, kernel, grad_z):
     return scratch
 
 
-def layer_inputs(rng, dtype=np.float32):
-    kernel = rng.normal(size=(WIDTH, UNITS)).astype(dtype)
-    bias = rng.normal(size=UNITS).astype(dtype)
-    grad_z = rng.normal(size=(64, UNITS)).astype(dtype)
+def layer_inputs(rng):
+    """float32 ``kernel (WIDTH, UNITS)``, ``bias (UNITS,)`` and ``grad_z (64, UNITS)``."""
+    kernel, bias, grad_z = (rng.normal(size=shape).astype(np.float32)
+                            for shape in ((WIDTH, UNITS), (UNITS,), (64, UNITS)))
     return kernel, bias, grad_z
 
 
