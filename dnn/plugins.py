@@ -46,6 +46,13 @@ class Plugin:
         return f"{self.kind} {self.name!r} from {self.distribution} {self.version}"
 
 
+def failure(origin: str, stage: str, error: BaseException) -> str:
+    """The one wording of a plugin's own code raising: ``"<origin> failed <stage>:
+    <error type>: <error>"`` (``stage`` such as ``"to start"``; empty for none)."""
+    stage = f" {stage}" if stage else ""
+    return f"{origin} failed{stage}: {type(error).__name__}: {error}"
+
+
 @dataclass(frozen=True)
 class Catalog:
     """The plugins of one kind: those that can be loaded, and those refused for a name clash."""
@@ -113,8 +120,7 @@ def load(kind: str, name: str):
     try:
         return plugin.entry_point.load()
     except Exception as error:
-        raise PluginLoadError(f"{plugin.origin} failed to load: {type(error).__name__}: "
-                              f"{error}") from error
+        raise PluginLoadError(failure(plugin.origin, "to load", error)) from error
 
 
 def parse_options(cls, options: dict[str, str]) -> dict:

@@ -259,9 +259,10 @@ def backend_results(cls) -> list[CheckResult]:
 
     try:
         backend = cls()
-    except Exception as error:  # the plugin's own constructor
-        return [CheckResult(cls.name, "fail", f"{cls.__name__}() raised "
-                                              f"{type(error).__name__}: {error}")]
+    except Exception as error:  # the plugin's own constructor, worded as get_backend words it
+        return [CheckResult(cls.name, "fail",
+                            plugins.failure(plugins.origin_of("backend", cls), "to start",
+                                            error))]
     return _run(check, [(cls.name, backend, None)])
 
 

@@ -31,8 +31,7 @@ def availability(name: str) -> Availability:
     try:
         found = cls.is_available()
     except Exception as error:
-        raise PluginLoadError(f"{origin} failed in is_available(): {type(error).__name__}: "
-                              f"{error}") from error
+        raise PluginLoadError(plugins.failure(origin, "in is_available()", error)) from error
     if not isinstance(found, Availability):
         raise PluginLoadError(f"{origin}: is_available() must return a "
                               f"dnn.backends.Availability, not {type(found).__name__}")
@@ -52,8 +51,8 @@ def get_backend(name: str) -> Backend:
     try:
         return plugins.load("backend", name)()
     except Exception as error:
-        raise PluginLoadError(f"{plugins.find('backend', name).origin} failed to start: "
-                              f"{type(error).__name__}: {error}") from error
+        raise PluginLoadError(plugins.failure(plugins.find("backend", name).origin, "to start",
+                                              error)) from error
 
 
 def resolve(backend: str | Backend | None) -> Backend:

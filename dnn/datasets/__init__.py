@@ -15,8 +15,8 @@ def get(name: str) -> Dataset:
     try:
         return cls()
     except Exception as error:
-        raise PluginLoadError(f"{plugins.find('dataset', name).origin} failed to start: "
-                              f"{type(error).__name__}: {error}") from error
+        raise PluginLoadError(plugins.failure(plugins.find("dataset", name).origin, "to start",
+                                              error)) from error
 
 
 def plugin_class(name: str) -> type:
@@ -40,7 +40,7 @@ def load_checked(name: str, data_dir=None):
     except (DnnError, OSError):
         raise
     except Exception as error:
-        raise DataError(f"{origin} failed: {type(error).__name__}: {error}") from error
+        raise DataError(plugins.failure(origin, "", error)) from error
     problem = contract_problem(splits)
     if problem:
         raise DataError(f"{origin} broke the dataset contract: {problem}")

@@ -26,8 +26,8 @@ def get(optimizer, **hyperparameters) -> Optimizer:
     except (DnnError, MemoryError):
         raise
     except Exception as error:  # the plugin's own __init__ failed
-        raise PluginLoadError(f"{plugins.find('optimizer', optimizer).origin} failed to start: "
-                              f"{type(error).__name__}: {error}") from error
+        raise PluginLoadError(plugins.failure(plugins.find("optimizer", optimizer).origin,
+                                              "to start", error)) from error
     return instance
 
 

@@ -60,8 +60,8 @@ class Optimizer:
         except (DnnError, MemoryError):
             raise
         except Exception as error:
-            raise OptimizerError(f"{self._origin()} failed in init_state(): "
-                                 f"{type(error).__name__}: {error}") from error
+            raise OptimizerError(plugins.failure(self._origin(), "in init_state()",
+                                                 error)) from error
         for state in self.states:
             wrong = ([type(state).__name__] if not isinstance(state, dict) else
                      [f"a dict with {key!r}: {type(value).__name__}"
@@ -85,8 +85,8 @@ class Optimizer:
         except (DnnError, MemoryError):
             raise
         except Exception as error:
-            raise OptimizerError(f"{self._origin()} failed in update(): "
-                                 f"{type(error).__name__}: {error}") from error
+            raise OptimizerError(plugins.failure(self._origin(), "in update()",
+                                                 error)) from error
 
     def _origin(self) -> str:
         """The plugin (name, distribution, version) or class, for error messages."""
