@@ -438,15 +438,12 @@ class Sequential:
         """Print each layer with its output shape and number of parameters, and the totals
         (as Keras' ``summary``); the counts need the input size, known once the model is
         built."""
-        input_dim = self.layers[0].kernel.shape[0] if self.built else None
-        rows, total = [], 0
+        rows, total = [("Layer", "Output shape", "Params")], 0
         for layer in self.layers:
-            count = None if input_dim is None else (input_dim + 1) * layer.units
+            count = sum(math.prod(param.shape) for param in layer.params) if self.built else None
             rows.append((repr(layer), f"(None, {layer.units})",
                          "?" if count is None else f"{count:,}"))
             total += count or 0
-            input_dim = None if input_dim is None else layer.units
-        rows.insert(0, ("Layer", "Output shape", "Params"))
         widths = [max(len(row[column]) for row in rows) for column in range(3)]
         for name, shape, count in rows:
             print_fn(f"{name:<{widths[0]}}  {shape:<{widths[1]}}  {count:>{widths[2]}}")
