@@ -132,21 +132,21 @@ def test_check_command_says_what_a_broken_optimizer_does(install_fake_plugin, br
     assert "optimizer rmsprop        cpu          pass" in result.output
 
 
-BROKEN_BACKEND = """
+def backend_source(class_name: str, available: str, methods: str = "") -> str:
+    """A backend plugin module: class ``class_name`` (registered name: its lower case) whose
+    ``is_available`` runs ``available``, with ``methods`` (class-level source) after it."""
+    return f"""
 import numpy as np
 from dnn.backends import Availability, Backend
 
-class Broken(Backend):
-    name = "broken"
+class {class_name}(Backend):
+    name = "{class_name.lower()}"
     xp = np
 
     @classmethod
     def is_available(cls):
-        AVAILABLE
-
-    def __init__(self):
-        START
-"""
+        {available}
+{methods}"""
 
 
 @pytest.mark.parametrize("available, start, problem", [
@@ -160,7 +160,7 @@ class Broken(Backend):
 def test_a_broken_backend_plugin_is_named_and_takes_nothing_down(install_fake_plugin, available,
                                                                  start, problem):
     source = ("class Broken:\n    pass\n" if available is None else
-              BROKEN_BACKEND.replace("AVAILABLE", available).replace("START", start))
+              backend_source("Broken", available, f"    def __init__(self):\n        {start}\n"))
     install_fake_plugin("fake-broken-backend", "0.2",
                         {"dnn.backends": {"broken": "fake_bb:Broken"}}, {"fake_bb": source})
     blame = f"backend 'broken' from fake-broken-backend 0.2{'' if problem[0] == ':' else ' '}"
@@ -182,21 +182,10 @@ def test_a_broken_backend_plugin_is_named_and_takes_nothing_down(install_fake_pl
     assert "Traceback" not in listed.output + trained.output + checked.output
 
 
-WRONG_KERNEL_BACKEND = """
-import numpy as np
-from dnn.backends import Availability, Backend
-
-class Sloppy(Backend):
-    name = "sloppy"
-    xp = np
-
-    @classmethod
-    def is_available(cls):
-        return Availability(True)
-
+WRONG_KERNEL_BACKEND = backend_source("Sloppy", "return Availability(True)", """
     def relu(self, z, scratch):
         return np.abs(z)  # wrong for negative inputs
-"""
+""")
 
 
 def test_check_holds_every_backend_plugin_to_the_cpu_backend(install_fake_plugin):
