@@ -136,7 +136,8 @@ class CpuBackend(Backend):
             return None
         rows, width = x.shape
         columns = _buffer(scratch, "columns", (width,), np.int64)
-        if self._fusable(x):
+        fused = self._fusable(x)
+        if fused:
             count = self.fused_kernels.nonzero_columns(x, columns)
         else:
             nonzero = np.flatnonzero(x.any(axis=0))
@@ -148,7 +149,7 @@ class CpuBackend(Backend):
         # A view of the first n*k elements: contiguous, whatever k the batch has.
         packed = _buffer(scratch, "packed", x.shape, x.dtype).reshape(-1)[:rows * count]
         packed = packed.reshape(rows, count)
-        if self._fusable(x):
+        if fused:
             self.fused_kernels.take_columns(x, columns, packed)
         else:
             np.take(x, columns, axis=1, out=packed, mode="clip")
