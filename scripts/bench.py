@@ -14,8 +14,10 @@ In one run, on the same data and batch order, it times per epoch:
          are zero in the whole batch): the floor of dnn's own products,
   torch  PyTorch CPU running the same model, loss, optimizer and batch order (when installed),
 interleaved round by round so that machine noise hits them all alike, and reports medians,
-spreads and the per-round ratios of dnn to each of the others.  It also measures the peak RSS of a
-``dnn train`` process on MNIST.
+spreads and the per-round ratios of dnn to each of the others, over all rounds and over the quiet
+ones: those in which a probe found the cores handing cache lines to each other quickly (the
+2-core VM of docs/benchmarks.md drifts in and out of a state where they do not, which slows
+dnn more than the floor).  It also measures the peak RSS of a ``dnn train`` process on MNIST.
 
     python scripts/bench.py --data-dir ../shared/data/mnist [--rounds 5] [--json out.json]
 """
@@ -40,6 +42,9 @@ from dnn.layers import Dense
 from dnn.utils import to_categorical
 
 BATCH, HIDDEN, CLASSES = 128, 512, 10
+# A round whose cross-core penalty (make_cross_core_probe) stays below this ran in the machine's
+# quiet state: 0.9-1.5 there, 4-9 in the slow state of the 2-core VM of docs/benchmarks.md.
+QUIET_PENALTY = 2.0
 
 
 def seed_model(seed=0, backend="cpu"):
@@ -99,6 +104,37 @@ def make_floor(x, update=False, nonzero_columns=False):
         return time.perf_counter() - started
 
     return epoch
+
+
+def make_cross_core_probe(x, steps=50):
+    """A function returning how many times longer the fused RMSprop update of a first-layer
+    kernel takes right after BLAS, on all its threads, read the kernel than right after this
+    thread wrote it: about 1.1-1.4 when the cores hand cache lines over quickly, 5-9 in the
+    slow state of a VM whose cores do not (docs/benchmarks.md).  It tells the rounds apart."""
+    rng = np.random.default_rng(1)
+    kernel = rng.standard_normal((x.shape[1], HIDDEN), np.float32)
+    source = kernel.copy()
+    grad = rng.standard_normal(kernel.shape, np.float32) * 1e-3
+    mean_square, batch = np.abs(grad), np.ascontiguousarray(x[:BATCH])
+    out = np.empty((BATCH, HIDDEN), np.float32)
+    backend = dnn.backends.get_backend("cpu")
+
+    def update_seconds(touch) -> float:
+        spent = 0.0
+        for _ in range(steps):
+            touch()
+            started = time.perf_counter()
+            backend.rmsprop_update(kernel, grad, mean_square, None, None, 1e-9, 0.9, 0.0, 1e-7)
+            spent += time.perf_counter() - started
+        return spent
+
+    def penalty() -> float:
+        written = update_seconds(lambda: np.copyto(kernel, source))
+        read_by_blas = update_seconds(lambda: (np.copyto(kernel, source),
+                                               np.matmul(batch, kernel, out=out)))
+        return read_by_blas / written
+
+    return penalty
 
 
 def torch_train_epoch(net, optimizer, loss_fn, x, y, order) -> float:
@@ -165,6 +201,12 @@ def summary(values) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+def print_ratios(ratios: dict) -> None:
+    for name, stats in ratios.items():
+        print(f"{name:>17}: median {stats['median']:.3f} "
+              f"(min {stats['min']:.3f}, max {stats['max']:.3f})")
+
+
 def blas_info() -> str:
     config = np.show_config(mode="dicts")
     blas = config.get("Build Dependencies", {}).get("blas", {})
@@ -187,48 +229,54 @@ def main():
     numpy_model = seed_model(backend=CpuBackend(fused=False)) if FUSED_KERNELS else None
     floor, floor_update = make_floor(x), make_floor(x, update=True)
     floor_nonzero = make_floor(x, nonzero_columns=True)
+    cross_core_penalty = make_cross_core_probe(x)
     torch_epoch, torch_version = (None, None) if args.no_torch else make_torch(model, x, labels)
 
-    # warm-up: buffers, BLAS threads, caches
-    time_dnn_epoch(model, x, y), floor(), floor_update(), floor_nonzero()
-    if torch_epoch:
-        torch_epoch()
+    timers = {"dnn": lambda: time_dnn_epoch(model, x, y)}
     if numpy_model:
-        time_dnn_epoch(numpy_model, x, y)
-    times = {"dnn": [], "dnn-numpy": [], "floor": [], "floor+update": [], "floor-nonzero": [],
-             "torch": []}
+        timers["dnn-numpy"] = lambda: time_dnn_epoch(numpy_model, x, y)
+    timers.update({"floor": floor, "floor+update": floor_update, "floor-nonzero": floor_nonzero})
+    if torch_epoch:
+        timers["torch"] = torch_epoch
+    for timer in timers.values():  # warm-up: buffers, BLAS threads, caches
+        timer()
+    times = {name: [] for name in timers}
+    penalties = []  # per round, the highest of the probes before, between and after its epochs
     for _ in range(args.rounds):
-        times["dnn"].append(time_dnn_epoch(model, x, y))
-        if numpy_model:
-            times["dnn-numpy"].append(time_dnn_epoch(numpy_model, x, y))
-        times["floor"].append(floor())
-        times["floor+update"].append(floor_update())
-        times["floor-nonzero"].append(floor_nonzero())
-        if torch_epoch:
-            times["torch"].append(torch_epoch())
+        round_penalties = [cross_core_penalty()]
+        for name, timer in timers.items():
+            times[name].append(timer())
+            round_penalties.append(cross_core_penalty())
+        penalties.append(max(round_penalties))
+    quiet = [penalty < QUIET_PENALTY for penalty in penalties]
     ratios = {f"dnn/{floor_name}": [d / f for d, f in zip(times["dnn"], times[floor_name])]
               for floor_name in ("floor", "floor+update", "floor-nonzero")}
-    if numpy_model:
-        ratios["dnn/dnn-numpy"] = [d / n for d, n in zip(times["dnn"], times["dnn-numpy"])]
-    if torch_epoch:
-        ratios["dnn/torch"] = [d / t for d, t in zip(times["dnn"], times["torch"])]
+    for other in ("dnn-numpy", "torch"):
+        if other in times:
+            ratios[f"dnn/{other}"] = [d / o for d, o in zip(times["dnn"], times[other])]
     result = {
         "machine": {"cpu": platform.processor() or platform.machine(),
                     "cores": os.cpu_count(), "python": platform.python_version(),
                     "numpy": np.__version__, "blas": blas_info(), "torch": torch_version,
                     "threads": os.environ.get("OMP_NUM_THREADS", "default")},
         "rounds": args.rounds,
-        "epoch_seconds": {k: summary(v) for k, v in times.items() if v},
+        "epoch_seconds": {k: summary(v) for k, v in times.items()},
         "ratios": {k: summary(v) for k, v in ratios.items()},
-        "by_round": {"epoch_seconds": {k: v for k, v in times.items() if v}, "ratios": ratios},
+        "quiet_rounds": sum(quiet),
+        "ratios_in_quiet_rounds": {k: summary([r for r, q in zip(v, quiet) if q])
+                                   for k, v in ratios.items() if any(quiet)},
+        "by_round": {"epoch_seconds": times, "ratios": ratios,
+                     "cross_core_penalty": penalties},
         "peak_rss_mib_dnn_train": peak_rss_of_dnn_train(args.data_dir),
     }
     for name, stats in result["epoch_seconds"].items():
         print(f"{name:>13} epoch: median {stats['median']:.3f} s "
               f"(min {stats['min']:.3f}, max {stats['max']:.3f})")
-    for name, stats in result["ratios"].items():
-        print(f"{name:>17}: median {stats['median']:.3f} "
-              f"(min {stats['min']:.3f}, max {stats['max']:.3f})")
+    print_ratios(result["ratios"])
+    print(f"{sum(quiet)} of {args.rounds} rounds quiet (cross-core penalty below "
+          f"{QUIET_PENALTY}: {', '.join(f'{p:.1f}' for p in penalties)})"
+          + ("; in those:" if any(quiet) else ""))
+    print_ratios(result["ratios_in_quiet_rounds"])
     print(f"peak RSS of dnn train: {result['peak_rss_mib_dnn_train']:.0f} MiB")
     if args.json_path:
         with open(args.json_path, "w") as file:
