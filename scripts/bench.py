@@ -43,7 +43,7 @@ from dnn.utils import to_categorical
 
 BATCH, HIDDEN, CLASSES = 128, 512, 10
 # A round whose cross-core penalty (make_cross_core_probe) stays below this ran in the machine's
-# quiet state: 0.9-1.5 there, 4-9 in the slow state of the 2-core VM of docs/benchmarks.md.
+# quiet state: 0.9-1.6 there, 4-9 in the slow state of the 2-core VM of docs/benchmarks.md.
 QUIET_PENALTY = 2.0
 
 
@@ -109,7 +109,7 @@ def make_floor(x, update=False, nonzero_columns=False):
 def make_cross_core_probe(x, steps=50):
     """A function returning how many times longer the fused RMSprop update of a first-layer
     kernel takes right after BLAS, on all its threads, read the kernel than right after this
-    thread wrote it: about 1.1-1.4 when the cores hand cache lines over quickly, 5-9 in the
+    thread wrote it: about 0.9-1.6 when the cores hand cache lines over quickly, 4-9 in the
     slow state of a VM whose cores do not (docs/benchmarks.md).  It tells the rounds apart."""
     rng = np.random.default_rng(1)
     kernel = rng.standard_normal((x.shape[1], HIDDEN), np.float32)
