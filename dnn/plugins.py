@@ -123,6 +123,16 @@ def load(kind: str, name: str):
         raise PluginLoadError(failure(plugin.origin, "to load", error)) from error
 
 
+def load_class(kind: str, name: str, fits, what: str) -> type:
+    """The class registered as ``name`` for ``kind``, held to its kind: a
+    :class:`PluginLoadError` ``"<origin> is not <what>"`` when the entry point names something
+    other than a class for which ``fits(cls)`` is true."""
+    cls = load(kind, name)
+    if not (isinstance(cls, type) and fits(cls)):
+        raise PluginLoadError(f"{find(kind, name).origin} is not {what}")
+    return cls
+
+
 def parse_options(cls, options: dict[str, str]) -> dict:
     """Typed keyword arguments for ``cls(**kwargs)`` from ``KEY=VALUE`` strings.
 

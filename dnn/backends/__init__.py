@@ -24,10 +24,9 @@ def availability(name: str) -> Availability:
     """Whether the backend registered as ``name`` can run here, and if not, why (the plugin is
     imported but not constructed).  A plugin that is not a Backend, or whose ``is_available``
     raises or returns anything but an Availability, is a :class:`PluginLoadError` naming it."""
-    cls = plugins.load("backend", name)
+    cls = plugins.load_class("backend", name, lambda cls: issubclass(cls, Backend),
+                             "a dnn.backends.Backend subclass")
     origin = plugins.find("backend", name).origin
-    if not (isinstance(cls, type) and issubclass(cls, Backend)):
-        raise PluginLoadError(f"{origin} is not a dnn.backends.Backend subclass")
     try:
         found = cls.is_available()
     except Exception as error:

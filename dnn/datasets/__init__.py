@@ -22,11 +22,8 @@ def get(name: str) -> Dataset:
 def plugin_class(name: str) -> type:
     """The dataset class (one with ``load``) registered as ``name``; a
     :class:`PluginLoadError` naming the plugin when it is something else."""
-    cls = plugins.load("dataset", name)
-    if not (isinstance(cls, type) and callable(getattr(cls, "load", None))):
-        raise PluginLoadError(f"{plugins.find('dataset', name).origin} is not a dataset class "
-                              "with load(data_dir=None)")
-    return cls
+    return plugins.load_class("dataset", name, lambda cls: callable(getattr(cls, "load", None)),
+                              "a dataset class with load(data_dir=None)")
 
 
 def load_checked(name: str, data_dir=None):

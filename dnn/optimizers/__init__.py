@@ -34,8 +34,5 @@ def get(optimizer, **hyperparameters) -> Optimizer:
 def plugin_class(name: str) -> type:
     """The Optimizer subclass registered as ``name``; a :class:`PluginLoadError` naming the
     plugin when it is something else."""
-    cls = plugins.load("optimizer", name)
-    if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
-        raise PluginLoadError(f"{plugins.find('optimizer', name).origin} is not a "
-                              "dnn.optimizers.Optimizer subclass")
-    return cls
+    return plugins.load_class("optimizer", name, lambda cls: issubclass(cls, Optimizer),
+                              "a dnn.optimizers.Optimizer subclass")
