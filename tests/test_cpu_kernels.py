@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from dnn.backends.cpu import FUSED_KERNELS, PARALLEL_MIN_SIZE, CpuBackend
+from tests.conftest import needs_extension
 
-needs_extension = pytest.mark.skipif(
-    FUSED_KERNELS is None, reason="dnn.backends._cpu_kernels was not built (no C compiler?)")
 # The awkward inputs overflow and make NaN on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 

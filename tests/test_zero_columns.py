@@ -10,7 +10,7 @@ from dnn.backends import cpu as cpu_module
 from dnn.backends.cpu import FUSED_KERNELS, SKIP_MIN_KERNEL_SIZE, CpuBackend
 from dnn.layers import Dense
 from dnn.utils import to_categorical
-from tests.conftest import numerical_gradient
+from tests.conftest import needs_extension, numerical_gradient
 
 WIDTH, UNITS = 300, SKIP_MIN_KERNEL_SIZE // 300 + 1  # a kernel just big enough to skip for
 
@@ -71,9 +71,8 @@ def test_products_leave_out_zero_columns_and_match_the_full_products(name, backe
     np.testing.assert_allclose(grad_bias, grad_z.sum(axis=0), rtol=1e-5, atol=1e-5)
 
 
+@needs_extension
 def test_both_implementations_leave_out_columns_alike_bit_for_bit():
-    if FUSED_KERNELS is None:
-        pytest.skip("dnn.backends._cpu_kernels was not built (no C compiler?)")
     rng = np.random.default_rng(1)
     x, _ = batch(rng, zero_share=0.4)
     kernel, bias, grad_z = layer_inputs(rng)
@@ -147,9 +146,8 @@ def test_gradients_with_zero_columns_left_out_match_finite_differences(name, bac
                                rtol=1e-6, atol=1e-8)
 
 
+@needs_extension
 def test_training_with_zero_columns_gives_the_same_weights_with_and_without_the_extension():
-    if FUSED_KERNELS is None:
-        pytest.skip("dnn.backends._cpu_kernels was not built (no C compiler?)")
     rng = np.random.default_rng(6)
     x, _ = batch(rng, zero_share=0.35, rows=320)
     y = to_categorical(rng.integers(0, 4, size=320), 4)
