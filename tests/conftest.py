@@ -21,6 +21,20 @@ needs_extension = pytest.mark.skipif(
     FUSED_KERNELS is None, reason="dnn.backends._cpu_kernels was not built (no C compiler?)")
 
 
+def awkward(rng, shape, positive=False, dtype=np.float32):
+    """Normals at several scales with zeros, -0.0, subnormals, inf and NaN mixed in."""
+    values = rng.normal(size=shape) * rng.choice([1e-6, 1e-3, 1.0, 1e3], size=shape)
+    values = (np.abs(values) if positive else values).astype(dtype)
+    flat = values.reshape(-1)
+    picks = rng.choice(flat.size, size=min(40, flat.size), replace=False)  # 8 of each, if room
+    flat[picks[:8]] = 0.0
+    flat[picks[8:16]] = -0.0
+    flat[picks[16:24]] = np.finfo(dtype).smallest_normal / 1000  # subnormal
+    flat[picks[24:32]] = np.inf
+    flat[picks[32:]] = np.nan
+    return values
+
+
 def available_backend_names() -> list:
     """Every installed backend, with a skip (and its reason) for those that cannot run here."""
     params = []
@@ -39,9 +53,25 @@ def backend(request):
     return backends.get_backend(request.param)
 
 
-@pytest.fixture(params=[p for p in available_backend_names() if p.values != ("cpu",)])
+def host_cuda_param():
+    """The gpu backend's code with its CUDA kernels compiled for the host (skipped with the
+    reason where there is no C compiler)."""
+    from tests.cuda_harness import HostCudaBackend
+
+    availability = HostCudaBackend.is_available()
+    marks = [] if availability else [pytest.mark.skip(reason=f"host-cuda: {availability.reason}")]
+    return pytest.param("host-cuda", marks=marks, id="host-cuda")
+
+
+@pytest.fixture(params=[p for p in available_backend_names() if p.values != ("cpu",)]
+                + [host_cuda_param()])
 def other_backend(request):
-    """Each backend but cpu, the reference the cross-backend tests compare with."""
+    """Each backend but cpu, the reference the cross-backend tests compare with, and the gpu
+    backend's code on the host (tests/cuda_harness.py)."""
+    if request.param == "host-cuda":
+        from tests.cuda_harness import HostCudaBackend
+
+        return HostCudaBackend()
     return backends.get_backend(request.param)
 
 
@@ -55,6 +85,9 @@ class GenericNumpy(Backend):
 
     name = "generic-numpy"
     xp = np
+
+    def is_own_array(self, array) -> bool:
+        return isinstance(array, (np.ndarray, np.generic))  # NumPy reduces to scalars
 
 
 @pytest.fixture

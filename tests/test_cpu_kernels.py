@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dnn.backends.cpu import FUSED_KERNELS, PARALLEL_MIN_SIZE, CpuBackend
-from tests.conftest import needs_extension
+from tests.conftest import awkward, needs_extension
 
 # The awkward inputs overflow and make NaN on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -14,20 +14,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 # Above the size at which the NumPy path splits an update across threads, and with a row length
 # that leaves a remainder after every vector width.
 SHAPE = (PARALLEL_MIN_SIZE // 251 + 1, 251)
-
-
-def awkward(rng, shape=SHAPE, positive=False):
-    """float32 normals at several scales with zeros, -0.0, subnormals, inf and NaN mixed in."""
-    values = rng.normal(size=shape) * rng.choice([1e-6, 1e-3, 1.0, 1e3], size=shape)
-    values = np.abs(values) if positive else values
-    flat = values.reshape(-1)
-    picks = rng.choice(flat.size, size=40, replace=False)
-    flat[picks[:8]] = 0.0
-    flat[picks[8:16]] = -0.0
-    flat[picks[16:24]] = 1e-40  # subnormal in float32
-    flat[picks[24:32]] = np.inf
-    flat[picks[32:]] = np.nan
-    return values.astype(np.float32)
 
 
 def implementations(generic):
@@ -71,7 +57,7 @@ def test_optimizer_updates_match_the_generic_kernel_bit_for_bit(generic, kernel,
                                                                  scalars):
     rng = np.random.default_rng(3)
     # Squared-gradient averages are non-negative, as training keeps them.
-    start = [None if name is None else awkward(rng, positive=name in ("mean_square", "v"))
+    start = [None if name is None else awkward(rng, SHAPE, positive=name in ("mean_square", "v"))
              for name in names]
     results = {}
     for label, backend in implementations(generic):
@@ -94,7 +80,7 @@ def test_dense_relu_forward_matches_the_generic_kernel_bit_for_bit(generic):
 
 def test_relu_backward_matches_the_generic_kernel_bit_for_bit(generic):
     rng = np.random.default_rng(5)
-    grad, out = awkward(rng), awkward(rng)  # NaN outputs count as dead units
+    grad, out = awkward(rng, SHAPE), awkward(rng, SHAPE)  # NaN outputs count as dead units
     results = {label: [backend.relu_backward(grad.copy(), out, {})]
                for label, backend in implementations(generic)}
     assert_same_bits(results)
