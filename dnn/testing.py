@@ -1,11 +1,30 @@
 """The conformance kit for plugin authors (what ``check_estimator`` is to scikit-learn).
 
 ``check_optimizer(cls)``, ``check_backend(cls)`` and ``check_dataset(cls)`` check a plugin
-against its contract and, for optimizers and backends, against the cpu backend: the same seed
-and the same steps must give the same losses and weights on every available backend, within
-float32 tolerance.  Each raises AssertionError with a message that says what is wrong; the
-``*_results`` functions return one :class:`CheckResult` per backend instead (``dnn check``
-prints them as a table).
+against its contract and, for optimizers and backends, against the cpu backend on every available
+backend.  Each raises AssertionError with a message that says what is wrong; the ``*_results``
+functions return one :class:`CheckResult` per backend instead (``dnn check`` prints them as a
+table).  The pieces a backend is checked with are public, for a plugin's own tests:
+
+- :func:`assert_kernels_match_cpu`: every kernel from identical inputs, to rounding
+  (:data:`TOLERANCE`);
+- :func:`assert_layers_match_cpu`: each activation's Dense layer forward and backward, and each
+  loss, from identical weights and inputs, to rounding;
+- :func:`record_training` and :func:`assert_training_matches`: a training run compared with
+  the cpu backend's step by step in its losses and per parameter in aggregate
+  (:data:`TRAINING_TOLERANCE`).
+
+Why training is compared in aggregate: two correct backends sum a product in different orders,
+so a pre-activation that is exactly 0 on one can be 1e-8 on the other.  relu's mask then differs
+for that sample and unit, and RMSprop, which divides each gradient element by its running size,
+turns the tiny difference in that unit's gradient into a step as large as any other: after a few
+steps some weights differ by a good part of the learning rate, on correct hardware.  Such a flip
+touches a few units' columns, so it moves the loss a little and the weights little *in
+aggregate*; a wrong formula (a wrong sign, a missing ``1/n``, an epsilon outside the square
+root) moves every step and every weight.  The tolerances are set between the two: a simulated
+backend that flips the relu of every pre-activation within 1e-4 of zero (some 100 times more flips
+than float32 rounding causes) passes, and each of those planted errors fails by five times the
+margin (tests/test_equivalence.py runs both).
 """
 
 from __future__ import annotations
@@ -15,16 +34,29 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dnn import backends, plugins
+from dnn import activations, backends, losses as losses_module, plugins
 from dnn.backends.base import Availability, Backend
 from dnn.datasets import contract_problem
 from dnn.errors import BackendUnavailableError, OptimizerError
 from dnn.layers import Dense
-from dnn.model import Sequential
+from dnn.model import Callback, Sequential
 from dnn.optimizers import SGD, Adam, Optimizer, RMSprop
 from dnn.utils import to_categorical
 
-TOLERANCE = {"float32": dict(rtol=1e-4, atol=1e-6), "float64": dict(rtol=1e-10, atol=1e-12)}
+# One kernel or layer from identical inputs: the backends agree to rounding.
+TOLERANCE = {"float32": dict(rtol=1e-5, atol=1e-7), "float64": dict(rtol=1e-10, atol=1e-12)}
+
+
+@dataclass(frozen=True)
+class TrainingTolerance:
+    """How far a training run may stray from the cpu backend's (see the module docstring)."""
+
+    loss_rtol: float  # each step's loss, relative
+    weight_share: float  # |w - w_cpu| per parameter, as a share of |w_cpu - w_start|
+
+
+TRAINING_TOLERANCE = {"float32": TrainingTolerance(loss_rtol=5e-4, weight_share=0.1),
+                      "float64": TrainingTolerance(loss_rtol=1e-9, weight_share=1e-6)}
 
 
 @dataclass(frozen=True)
@@ -42,32 +74,84 @@ def _toy_problem(dtype):
     return x, to_categorical(labels, 3, dtype)
 
 
-def train_toy(backend, optimizer: Optimizer, dtype="float32", epochs=2):
-    """A small relu/softmax network trained from seed 0: returns ``(losses, weights)``."""
+@dataclass(frozen=True)
+class TrainingRun:
+    """A training run's record: each step's summed loss, and the weights (host arrays, in
+    ``get_weights`` order) before the first step and after the last."""
+
+    losses: np.ndarray
+    start: list
+    end: list
+
+
+class _StepLosses(Callback):
+    """Each step's summed loss, from the epoch's running mean that ``fit`` reports."""
+
+    def __init__(self):
+        self.epoch_totals: list[list] = []
+
+    def on_train_begin(self, model, epochs, steps_per_epoch):
+        self.epoch_totals = []
+
+    def on_batch_end(self, step, samples_seen, running_loss):
+        if step == 1:
+            self.epoch_totals.append([0.0])
+        self.epoch_totals[-1].append(running_loss() * samples_seen)
+
+    def losses(self) -> np.ndarray:
+        return np.concatenate([np.diff(totals) for totals in self.epoch_totals])
+
+
+def record_training(model: Sequential, x, y, epochs: int, batch_size: int) -> TrainingRun:
+    """Train the compiled ``model`` on host ``x`` ``(N, features)`` and ``y`` with ``fit``
+    and record the run."""
+    if not model.built:
+        model.build(x.shape[1])
+    start = model.get_weights()
+    steps = _StepLosses()
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, callbacks=[steps])
+    return TrainingRun(steps.losses(), start, model.get_weights())
+
+
+def assert_training_matches(name: str, reference: TrainingRun, actual: TrainingRun,
+                            dtype) -> None:
+    """Assert that ``actual`` started from ``reference``'s weights, that its losses agree step
+    by step, and that each of its parameters ended within :data:`TRAINING_TOLERANCE` of
+    ``reference``'s, measured against how far training moved it."""
+    dtype = str(np.dtype(dtype))
+    tolerance = TRAINING_TOLERANCE[dtype]
+    for index, (ours, theirs) in enumerate(zip(actual.start, reference.start)):
+        np.testing.assert_array_equal(ours, theirs, err_msg=f"{name}: {dtype} weight {index} "
+                                      "starts elsewhere than on the cpu backend")
+    assert np.all(np.isfinite(actual.losses)), f"{name}: non-finite losses {actual.losses}"
+    np.testing.assert_allclose(actual.losses, reference.losses, rtol=tolerance.loss_rtol,
+                               err_msg=f"{name}: {dtype} step losses differ from the cpu "
+                               "backend's")
+    for index, (ours, theirs, start) in enumerate(zip(actual.end, reference.end,
+                                                      reference.start)):
+        moved = np.linalg.norm(theirs.astype(np.float64) - start)
+        apart = np.linalg.norm(ours.astype(np.float64) - theirs)
+        assert apart <= tolerance.weight_share * moved, (
+            f"{name}: {dtype} weight {index} ended {apart:.3g} from the cpu backend's, "
+            f"{apart / moved if moved else np.inf:.1%} of the {moved:.3g} that training moved "
+            f"it (at most {tolerance.weight_share:.0%})")
+
+
+def train_toy(backend, optimizer: Optimizer, dtype="float32", epochs=2) -> TrainingRun:
+    """A small relu/softmax network trained from seed 0 (6 steps), its arrays held to
+    ``backend``'s type and ``dtype``."""
     model = Sequential([Dense(8, activation="relu"), Dense(3, activation="softmax")],
                        dtype=dtype, seed=0, backend=backend)
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
     x, y = _toy_problem(dtype)
-    history = model.fit(x, y, epochs=epochs, batch_size=16)
+    run = record_training(model, x, y, epochs=epochs, batch_size=16)
     for param in model.params + [a for s in model.optimizer.states for a in s.values()]:
         assert model.backend.is_own_array(param), (
             f"a parameter or state array became {type(param).__name__}, not the "
             f"{model.backend.name} backend's array type")
         assert param.dtype == model.backend.dtype(dtype), (
             f"{dtype} training produced a {param.dtype} array")
-    return history.history["loss"], model.get_weights()
-
-
-def _compare(name: str, reference, actual, dtype) -> None:
-    ref_losses, ref_weights = reference
-    losses, weights = actual
-    assert np.all(np.isfinite(losses)), f"{name}: non-finite losses {losses}"
-    np.testing.assert_allclose(losses, ref_losses, **TOLERANCE[dtype],
-                               err_msg=f"{name}: {dtype} losses differ from the cpu backend's")
-    for index, (w, ref) in enumerate(zip(weights, ref_weights)):
-        np.testing.assert_allclose(
-            w, ref, **TOLERANCE[dtype],
-            err_msg=f"{name}: {dtype} weight {index} differs from the cpu backend's")
+    return run
 
 
 def _available_backends(names=None):
@@ -150,16 +234,19 @@ def optimizer_results(cls, backend_names=None) -> list[CheckResult]:
     except Exception as error:  # the plugin's own code raised: say so, as a failed check
         raise AssertionError(f"{cls.__name__} raised {type(error).__name__} on cpu: "
                              f"{error}") from error
-    for dtype, (losses, weights) in references.items():
+    for dtype, reference in references.items():
+        losses = reference.losses
         assert np.all(np.isfinite(losses)), f"{dtype} losses are not finite on cpu: {losses}"
-        if not losses[-1] < losses[0]:
+        first_epoch, second_epoch = np.array_split(losses, 2)
+        if not second_epoch.mean() < first_epoch.mean():
             _assert_updates_in_place(cls, cpu)
             raise AssertionError(f"{cls.__name__} with its defaults did not lower the loss on "
                                  f"cpu ({losses})")
 
     def check(backend):
         for dtype, reference in references.items():
-            _compare(cls.__name__, reference, train_toy(backend, cls(), dtype), dtype)
+            assert_training_matches(cls.__name__, reference, train_toy(backend, cls(), dtype),
+                                    dtype)
 
     return _run(check, _available_backends(backend_names))
 
@@ -198,7 +285,20 @@ def assert_matches_cpu(backend: Backend, what: str, ours, reference: np.ndarray,
                                err_msg=f"{what} ({dtype}) on {backend.name} differs from cpu")
 
 
-def _check_backend_kernels(backend: Backend, dtype: str) -> None:
+# Optimizer updates checked kernel by kernel: (kernel, state arrays, hyper-parameters).
+UPDATE_KERNELS = [
+    ("sgd_update", [None], (0.01, 0.0, False)),
+    ("sgd_update", ["velocity"], (0.01, 0.9, False)),
+    ("sgd_update", ["velocity"], (0.01, 0.9, True)),
+    ("rmsprop_update", ["mean_square", None, None], (1e-3, 0.9, 0.0, 1e-7)),
+    ("rmsprop_update", ["mean_square", "mean_grad", "momentum"], (1e-3, 0.9, 0.5, 1e-7)),
+    ("adam_update", ["m", "v"], (2e-3, 0.9, 0.999, 1e-7)),
+]
+
+
+def assert_kernels_match_cpu(backend: Backend, dtype: str) -> None:
+    """Assert that each of ``backend``'s kernels, given the inputs the cpu backend is given,
+    returns the cpu backend's result to rounding (:data:`TOLERANCE`), as its own arrays."""
     cpu = backends.get_backend("cpu")
     rng = np.random.default_rng(1)
     host = {name: rng.normal(size=shape).astype(dtype) for name, shape in
@@ -236,10 +336,81 @@ def _check_backend_kernels(backend: Backend, dtype: str) -> None:
     counts = {b.name: int(b.to_numpy(b.correct_count(on(b, "grad"), b.asarray(targets))))
               for b in (backend, cpu)}
     assert counts[backend.name] == counts["cpu"], f"kernel correct_count ({dtype}): {counts}"
+    _assert_updates_match_cpu(backend, cpu, dtype)
+
+
+def _assert_updates_match_cpu(backend: Backend, cpu: Backend, dtype: str) -> None:
+    """Three steps of each optimizer update kernel, on gradients from 1e-6 to 10 (small enough
+    for epsilon to count), agree with the cpu backend's."""
+    rng = np.random.default_rng(2)
+    shape = (7, 9)
+    param = rng.normal(size=shape).astype(dtype)
+    grads = [(rng.normal(size=shape) * 10.0 ** rng.integers(-6, 2, size=shape)).astype(dtype)
+             for _ in range(3)]
+    for kernel, state_names, hyperparameters in UPDATE_KERNELS:
+        results = {}
+        for b in (backend, cpu):
+            arrays = [b.asarray(param.copy())] + [
+                None if name is None else b.asarray(np.zeros(shape, dtype))
+                for name in state_names]
+            for grad in grads:
+                getattr(b, kernel)(arrays[0], b.asarray(grad), *arrays[1:], *hyperparameters)
+            results[b.name] = arrays
+        for index, name in enumerate(["param", *state_names]):
+            if name is not None:
+                assert_matches_cpu(backend, f"kernel {kernel} {name} (after 3 steps)",
+                                   results[backend.name][index],
+                                   cpu.to_numpy(results["cpu"][index]), dtype)
+
+
+def assert_layers_match_cpu(backend: Backend, dtype: str) -> None:
+    """Assert that a Dense layer with each activation, and each loss, gives the cpu backend's
+    forward and backward results from the same weights and inputs, to rounding."""
+    cpu = backends.get_backend("cpu")
+    rng = np.random.default_rng(3)
+    x, grad = (rng.normal(size=shape).astype(dtype) for shape in ((6, 5), (6, 4)))
+    for activation in sorted(activations.ACTIVATIONS):
+        results = {}
+        for b in (backend, cpu):
+            layer = Dense(4, activation=activation)
+            layer.build(5, b, np.random.default_rng(4), dtype)
+            output = layer.forward(b.asarray(x.copy()))
+            grad_x = layer.backward(b.asarray(grad.copy()))
+            results[b.name] = [output, grad_x, *layer.grads]
+        for what, ours, reference in zip(("forward", "grad_x", "grad_kernel", "grad_bias"),
+                                         results[backend.name], results["cpu"]):
+            assert_matches_cpu(backend, f"Dense {activation} {what}", ours,
+                               cpu.to_numpy(reference), dtype)
+    labels = rng.integers(0, 4, size=6)
+    probabilities = activations.get("softmax").forward(cpu, grad.copy(), {})
+    for name in sorted(losses_module.LOSSES):
+        loss = losses_module.get(name)
+        targets = labels if loss.sparse else to_categorical(labels, 4, dtype)
+        for logits in (False, True) if loss.fuses_with(activations.get("softmax")) else (False,):
+            output = grad if logits else probabilities
+            results = {b.name: loss.compute(b, b.asarray(output.copy()), b.asarray(targets), {},
+                                            logits=logits)
+                       for b in (backend, cpu)}
+            what = f"{name}{' from logits' if logits else ''}"
+            for part, ours, reference in zip(("loss", "gradient"), results[backend.name],
+                                             results["cpu"]):
+                assert_matches_cpu(backend, f"{what} {part}", ours, cpu.to_numpy(reference),
+                                   dtype)
+
+
+def assert_training_matches_cpu(backend: Backend, dtype: str) -> None:
+    """Assert that the toy network trains on ``backend`` as on cpu with SGD (momentum),
+    RMSprop and Adam: the same step losses and, in aggregate, the same weights."""
+    cpu = backends.get_backend("cpu")
+    for make in (lambda: SGD(learning_rate=0.1, momentum=0.9), RMSprop, Adam):
+        assert_training_matches(f"{backend.name} {type(make()).__name__}",
+                                train_toy(cpu, make(), dtype), train_toy(backend, make(), dtype),
+                                dtype)
 
 
 def backend_results(cls) -> list[CheckResult]:
-    """Check backend class ``cls`` (its kernels and a short training run) against cpu."""
+    """Check backend class ``cls`` (its kernels, layers and short training runs) against
+    cpu."""
     assert inspect.isclass(cls) and issubclass(cls, Backend), (
         f"{cls!r} must be a subclass of dnn.backends.Backend")
     assert isinstance(cls.name, str) and cls.name != Backend.name, "set the class attribute name"
@@ -248,14 +419,12 @@ def backend_results(cls) -> list[CheckResult]:
         "is_available() must return dnn.backends.Availability(available, reason)")
     if not availability:
         return [CheckResult(cls.name, "unavailable", availability.reason)]
-    cpu = backends.get_backend("cpu")
 
     def check(backend):
         for dtype in TOLERANCE:
-            _check_backend_kernels(backend, dtype)
-            for make in (lambda: SGD(learning_rate=0.1, momentum=0.9), RMSprop, Adam):
-                _compare(f"{cls.name} {type(make()).__name__}", train_toy(cpu, make(), dtype),
-                         train_toy(backend, make(), dtype), dtype)
+            assert_kernels_match_cpu(backend, dtype)
+            assert_layers_match_cpu(backend, dtype)
+            assert_training_matches_cpu(backend, dtype)
 
     try:
         backend = cls()
