@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from dnn import optimizers, plugins
+from dnn.callbacks import Callback
 from dnn.errors import CheckpointError, UsageError
 from dnn.fileio import atomic_write
-from dnn.model import Sequential
+from dnn.model import Sequential, dense_classifier
 from dnn.utils import is_int_at_least
 
 FORMAT = "dnn-checkpoint"
@@ -137,3 +138,41 @@ def describe(config: dict) -> str:
     """``"512 relu -> 10 softmax (float32)"`` for a model config."""
     layers = " -> ".join(f"{layer['units']} {layer['activation']}" for layer in config["layers"])
     return f"{layers} ({config['dtype']})"
+
+
+def check_architecture(model: Sequential, path, classes: int, *, hidden=None,
+                       dtype=None) -> None:
+    """Refuse (CheckpointError) a model loaded from ``path`` that is not the
+    :func:`dense_classifier` of ``hidden`` units and ``dtype`` over ``classes``; either left
+    out (None) is the saved model's own."""
+    if hidden is None and dtype is None:
+        return
+    wanted = dense_classifier(hidden or [layer.units for layer in model.layers[:-1]], classes,
+                              dtype=dtype or model.dtype).get_config()
+    if wanted != model.get_config():
+        raise CheckpointError(f"{path} holds a model {describe(model.get_config())}, not "
+                              f"{describe(wanted)}")
+
+
+def check_fits(model: Sequential, path, dataset_name: str, x, classes: int) -> None:
+    """Refuse (UsageError) a model loaded from ``path`` whose input or output size is not the
+    dataset's (``x``: its ``(N, ...)`` inputs), naming both, before it meets the data."""
+    features = int(np.prod(x.shape[1:]))
+    takes, outputs = model.layers[0].kernel.shape[0], model.layers[-1].units
+    if (takes, outputs) != (features, classes):
+        raise UsageError(f"{path} takes {takes} features and has {outputs} classes; "
+                         f"{dataset_name} has {features} features and {classes} classes")
+
+
+class SaveEachEpoch(Callback):
+    """Saves the model after every completed epoch, so that a later divergence keeps the last
+    good checkpoint."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def on_train_begin(self, model, epochs, steps_per_epoch):
+        self.model = model
+
+    def on_epoch_end(self, epoch, logs):
+        save(self.model, self.path)

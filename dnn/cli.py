@@ -11,13 +11,12 @@ import json
 import os
 
 import click
-import numpy as np
 
 from dnn import backends, checkpoint, datasets, optimizers, plugins
 from dnn.errors import CheckpointError, DataError, DnnError, UsageError
-from dnn.fileio import atomic_write, check_writable
-from dnn.layers import Dense
-from dnn.model import Callback, History, Sequential
+from dnn.fileio import check_writable
+from dnn.history_file import HistoryFile
+from dnn.model import Sequential, dense_classifier
 from dnn.utils import to_categorical
 
 
@@ -81,39 +80,10 @@ def _with_accuracy(model: Sequential) -> None:
                       metrics=[*model.metrics, "accuracy"])
 
 
-def _check_model_fits(model: Sequential, model_path, dataset_name: str, x, classes: int) -> None:
-    """Refuse a saved model whose input or output size is not the dataset's (``x``: the
-    dataset's ``(N, ...)`` inputs), naming both, before it meets the data."""
-    features = int(np.prod(x.shape[1:]))
-    takes, outputs = model.layers[0].kernel.shape[0], model.layers[-1].units
-    if (takes, outputs) != (features, classes):
-        raise UsageError(f"{model_path} takes {takes} features and has {outputs} classes; "
-                         f"{dataset_name} has {features} features and {classes} classes")
-
-
 def _given(option: str) -> bool:
     """True when the current command's ``option`` was given, not left at its default."""
     source = click.get_current_context().get_parameter_source(option)
     return source is not click.core.ParameterSource.DEFAULT
-
-
-def _seed_network(hidden, classes: int, dtype, **kwargs) -> Sequential:
-    """Hidden relu layers of ``hidden`` units, then a softmax over ``classes``."""
-    layers = [Dense(units, activation="relu") for units in hidden]
-    return Sequential(layers + [Dense(classes, activation="softmax")], dtype=dtype, **kwargs)
-
-
-def _check_resumed_architecture(model: Sequential, path, classes: int, hidden, dtype) -> None:
-    """Refuse a ``--resume`` model that differs from the ``hidden`` units or ``dtype`` given
-    on the command line; those left out (None) are the saved model's own."""
-    if hidden is None and dtype is None:
-        return
-    wanted = _seed_network(hidden or [layer.units for layer in model.layers[:-1]], classes,
-                           dtype or model.dtype).get_config()
-    if wanted != model.get_config():
-        raise CheckpointError(f"{path} holds a model {checkpoint.describe(model.get_config())}, "
-                              f"not {checkpoint.describe(wanted)}; leave out --hidden and "
-                              "--dtype to go on with the saved one")
 
 
 def _parse_opt(pairs) -> dict:
@@ -137,38 +107,6 @@ def _optimizer_from_options(name: str, lr, opt_pairs):
     return optimizers.get(name, **hyperparameters)
 
 
-class SaveEachEpoch(Callback):
-    """Checkpoints after every completed epoch, so a later divergence keeps the last good one."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def on_train_begin(self, model, epochs, steps_per_epoch):
-        self.model = model
-
-    def on_epoch_end(self, epoch, logs):
-        checkpoint.save(self.model, self.path)
-
-
-class WriteHistoryEachEpoch(Callback):
-    """Rewrites the ``--history`` JSON after every completed epoch, its ``test`` being that
-    epoch's test metrics, so a run that is interrupted or diverges keeps the epochs it
-    finished."""
-
-    def __init__(self, path, backend: str, optimizer: str, dataset: str):
-        self.path, self.names = path, (backend, optimizer, dataset)
-        self.history = History()
-
-    def on_epoch_end(self, epoch, logs):
-        self.history.append(logs)
-        self.write((logs["val_loss"], logs["val_accuracy"]))
-
-    def write(self, test_results) -> None:
-        record = _history_record(*self.names, self.history, test_results)
-        with atomic_write(self.path, "w") as file:
-            json.dump(record, file, indent=2)
-
-
 def _check_distinct_files(paths: dict) -> None:
     """Refuse two options (``paths``: option -> path or None) that name one file, since the
     later write would replace the earlier; ``--save`` may name the ``--resume`` file."""
@@ -179,15 +117,6 @@ def _check_distinct_files(paths: dict) -> None:
         other = first_option.setdefault(os.path.realpath(path), option)
         if other != option and {other, option} != {"--resume", "--save"}:
             raise UsageError(f"{other} and {option} both name {path}; give each its own file")
-
-
-def _history_record(backend, optimizer, dataset, history, test_results) -> dict:
-    epochs = [{"epoch": number, "loss": logs["loss"], "accuracy": logs["accuracy"],
-               "test_loss": logs["val_loss"], "test_accuracy": logs["val_accuracy"],
-               "seconds": logs["seconds"]}
-              for number, logs in enumerate(history.epochs, start=1)]
-    return {"backend": backend, "optimizer": optimizer, "dataset": dataset, "epochs": epochs,
-            "test": {"loss": test_results[0], "accuracy": test_results[1]}}
 
 
 @main.command()
@@ -240,10 +169,14 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
     (x_train, y_train), (x_test, y_test), classes = _load_data(dataset, data_dir)
     if resume_path:
         model = checkpoint.load(resume_path, backend=device, seed=seed)
-        _check_resumed_architecture(model, resume_path, classes,
-                                    hidden if _given("hidden") else None,
-                                    dtype if _given("dtype") else None)
-        _check_model_fits(model, resume_path, dataset, x_train, classes)
+        try:
+            checkpoint.check_architecture(model, resume_path, classes,
+                                          hidden=hidden if _given("hidden") else None,
+                                          dtype=dtype if _given("dtype") else None)
+        except CheckpointError as error:
+            raise CheckpointError(f"{error}; leave out --hidden and --dtype to go on with the "
+                                  "saved one") from None
+        checkpoint.check_fits(model, resume_path, dataset, x_train, classes)
         _with_accuracy(model)
         saved = plugins.name_of("optimizer", type(model.optimizer))
         if _given("optimizer") and optimizer != saved:
@@ -253,20 +186,19 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
             raise UsageError(f"--resume goes on with the {saved} settings saved in "
                              f"{resume_path}; leave out --lr and --opt")
     else:
-        model = _seed_network(hidden, classes, dtype, seed=seed, backend=device)
+        model = dense_classifier(hidden, classes, dtype=dtype, seed=seed, backend=device)
         model.compile(optimizer=new_optimizer, loss="categorical_crossentropy",
                       metrics=["accuracy"])
     y_train, y_test = _targets(model, y_train, classes), _targets(model, y_test, classes)
-    callbacks = [SaveEachEpoch(save_path)] if save_path else []
+    callbacks = [checkpoint.SaveEachEpoch(save_path)] if save_path else []
     history_writer = None
     if history_path:
-        history_writer = WriteHistoryEachEpoch(
-            history_path, backend, plugins.name_of("optimizer", type(model.optimizer)), dataset)
+        history_writer = HistoryFile(history_path, backend,
+                                     plugins.name_of("optimizer", type(model.optimizer)), dataset)
         callbacks.append(history_writer)
-    with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported as one error
-        history = model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size,
-                            validation_data=(x_test, y_test), callbacks=callbacks,
-                            verbose=0 if quiet else 1)
+    history = model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size,
+                        validation_data=(x_test, y_test), callbacks=callbacks,
+                        verbose=0 if quiet else 1)
     test_results = model.evaluate(x_test, y_test)
     if save_path and epochs == 0:
         checkpoint.save(model, save_path)
@@ -288,7 +220,7 @@ def evaluate(model_path, backend, dataset, data_dir):
     model = checkpoint.load(model_path, backend=backends.get_backend(backend),
                             with_optimizer=False)
     _, (x_test, labels), classes = _load_data(dataset, data_dir)
-    _check_model_fits(model, model_path, dataset, x_test, classes)
+    checkpoint.check_fits(model, model_path, dataset, x_test, classes)
     _with_accuracy(model)
     loss, accuracy = model.evaluate(x_test, _targets(model, labels, classes))
     click.echo(f"test: loss {loss:.4f} accuracy {accuracy:.4f}")

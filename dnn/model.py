@@ -11,42 +11,13 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from dnn import backends, layers as layers_module, losses, metrics as metrics_module, optimizers
+from dnn.callbacks import Callback, EpochLines, History, ProgressBar
 from dnn.errors import DivergenceError, UsageError
 from dnn.utils import check_label_range, is_int_at_least
-
-
-@dataclass
-class History:
-    """What :meth:`Sequential.fit` returns: ``history["loss"]`` and friends, one per epoch."""
-
-    history: dict = field(default_factory=dict)
-    epochs: list = field(default_factory=list)  # one dict of logs per epoch
-
-    def append(self, logs: dict) -> None:
-        self.epochs.append(logs)
-        for key, value in logs.items():
-            self.history.setdefault(key, []).append(value)
-
-
-class Callback:
-    """Hooks into :meth:`Sequential.fit`; override what you need."""
-
-    def on_train_begin(self, model, epochs: int, steps_per_epoch: int) -> None:
-        pass
-
-    def on_batch_end(self, step: int, samples_seen: int, running_loss) -> None:
-        """``running_loss()`` reads the epoch's mean loss so far (a device sync: call sparingly)."""
-
-    def on_epoch_end(self, epoch: int, logs: dict) -> None:
-        pass
-
-    def on_train_end(self) -> None:
-        """Called once when ``fit`` ends, whether it finished or raised (Ctrl-C included)."""
 
 
 def _validate_positive_int(name: str, value) -> int:
@@ -75,11 +46,11 @@ def _callback_list(callbacks) -> list:
     try:
         callbacks = list(callbacks)
     except TypeError:
-        raise UsageError(f"callbacks must be a list of dnn.model.Callback instances, not "
+        raise UsageError(f"callbacks must be a list of dnn.callbacks.Callback instances, not "
                          f"{type(callbacks).__name__}") from None
     for callback in callbacks:
         if not isinstance(callback, Callback):
-            raise UsageError(f"callbacks must be dnn.model.Callback instances, not "
+            raise UsageError(f"callbacks must be dnn.callbacks.Callback instances, not "
                              f"{type(callback).__name__}")
     return callbacks
 
@@ -284,8 +255,6 @@ class Sequential:
         if verbose not in (0, 1, 2):
             raise UsageError(f"verbose must be 0, 1 or 2, not {verbose!r}")
         if verbose:
-            from dnn.progress import EpochLines, ProgressBar
-
             on_terminal = verbose == 1 and sys.stdout.isatty()
             callbacks = [*callbacks, ProgressBar() if on_terminal else EpochLines()]
         x_device, y_device = self._device_data(x, y)
@@ -297,8 +266,9 @@ class Sequential:
             callback.on_train_begin(self, epochs, steps)
         try:
             for epoch in range(1, epochs + 1):
-                logs = self._fit_epoch(epoch, x_device, y_device, batch_size, shuffle,
-                                       validation, callbacks)
+                with self.backend.overflow_silenced():  # a diverged epoch raises instead
+                    logs = self._fit_epoch(epoch, x_device, y_device, batch_size, shuffle,
+                                           validation, callbacks)
                 history.append(logs)
                 for callback in callbacks:
                     callback.on_epoch_end(epoch, logs)
@@ -461,3 +431,10 @@ class Sequential:
     def from_config(cls, config: dict, **kwargs) -> "Sequential":
         return cls([layers_module.from_config(layer) for layer in config["layers"]],
                    dtype=config["dtype"], **kwargs)
+
+
+def dense_classifier(hidden, classes: int, **kwargs) -> Sequential:
+    """Hidden relu layers of ``hidden`` units each, then a softmax over ``classes``: the
+    network the command line trains; ``kwargs`` go to :class:`Sequential`."""
+    layers = [layers_module.Dense(units, activation="relu") for units in hidden]
+    return Sequential(layers + [layers_module.Dense(classes, activation="softmax")], **kwargs)

@@ -39,7 +39,8 @@ from dnn.backends.base import Availability, Backend
 from dnn.datasets import contract_problem
 from dnn.errors import BackendUnavailableError, OptimizerError
 from dnn.layers import Dense
-from dnn.model import Callback, Sequential
+from dnn.callbacks import Callback
+from dnn.model import Sequential
 from dnn.optimizers import SGD, Adam, Optimizer, RMSprop
 from dnn.utils import to_categorical
 

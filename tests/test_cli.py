@@ -396,7 +396,7 @@ def test_the_plot_marks_whole_epochs_only(tmp_path, monkeypatch):
     import matplotlib.pyplot as pyplot
 
     from dnn import plotting
-    from dnn.model import History
+    from dnn.callbacks import History
 
     figures = []
     monkeypatch.setattr(pyplot, "close", figures.append)

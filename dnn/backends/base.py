@@ -11,6 +11,7 @@ reusable buffers between calls.  The generic kernels ignore them.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,12 @@ class Backend:
 
     def synchronize(self) -> None:
         """Wait until queued work has finished (a no-op on synchronous backends)."""
+
+    def overflow_silenced(self):
+        """A context in which overflow and invalid operations give inf and NaN without a
+        warning: ``fit`` trains in it and reports a loss that is not finite as one
+        :class:`dnn.errors.DivergenceError` instead.  No-op by default."""
+        return contextlib.nullcontext()
 
     def dtype(self, name):
         """The backend's dtype object for a name such as ``"float32"``."""

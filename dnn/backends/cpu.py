@@ -119,6 +119,9 @@ class CpuBackend(Backend):
     def asarray(self, host_array, dtype=None) -> np.ndarray:
         return np.asarray(host_array, dtype=dtype)
 
+    def overflow_silenced(self):
+        return np.errstate(over="ignore", invalid="ignore")
+
     def is_own_array(self, array) -> bool:
         return isinstance(array, np.ndarray)
 
