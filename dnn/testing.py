@@ -286,15 +286,31 @@ def assert_matches_cpu(backend: Backend, what: str, ours, reference: np.ndarray,
                                err_msg=f"{what} ({dtype}) on {backend.name} differs from cpu")
 
 
-# Optimizer updates checked kernel by kernel: (kernel, state arrays, hyper-parameters).
-UPDATE_KERNELS = [
-    ("sgd_update", [None], (0.01, 0.0, False)),
-    ("sgd_update", ["velocity"], (0.01, 0.9, False)),
-    ("sgd_update", ["velocity"], (0.01, 0.9, True)),
-    ("rmsprop_update", ["mean_square", None, None], (1e-3, 0.9, 0.0, 1e-7)),
-    ("rmsprop_update", ["mean_square", "mean_grad", "momentum"], (1e-3, 0.9, 0.5, 1e-7)),
-    ("adam_update", ["m", "v"], (2e-3, 0.9, 0.999, 1e-7)),
-]
+# Each built-in optimizer and each of its variants, checked update by update.
+OPTIMIZER_VARIANTS = {
+    "SGD": lambda: SGD(learning_rate=0.01),
+    "SGD momentum": lambda: SGD(learning_rate=0.01, momentum=0.9),
+    "SGD Nesterov": lambda: SGD(learning_rate=0.01, momentum=0.9, nesterov=True),
+    "RMSprop": RMSprop,
+    "RMSprop centered momentum": lambda: RMSprop(rho=0.8, momentum=0.5, centered=True),
+    "Adam": lambda: Adam(learning_rate=2e-3),
+}
+
+
+def optimizer_steps(backend: Backend, optimizer: Optimizer, param: np.ndarray, grads,
+                    initial_state=None) -> dict:
+    """``param`` and its state, on ``backend``, after ``optimizer`` took one step there for
+    each host gradient in ``grads``, by name (``"param"`` and the state's keys);
+    ``initial_state(key)`` gives a state array's host start (default: init_state's)."""
+    device_param = backend.asarray(param.copy())
+    optimizer.build([device_param], backend)
+    state = optimizer.states[0]
+    if initial_state is not None:
+        for key in state:
+            state[key] = backend.asarray(initial_state(key).copy())
+    for grad in grads:
+        optimizer.apply_gradients([device_param], [backend.asarray(grad.copy())])
+    return {"param": device_param, **state}
 
 
 def assert_kernels_match_cpu(backend: Backend, dtype: str) -> None:
@@ -341,27 +357,18 @@ def assert_kernels_match_cpu(backend: Backend, dtype: str) -> None:
 
 
 def _assert_updates_match_cpu(backend: Backend, cpu: Backend, dtype: str) -> None:
-    """Three steps of each optimizer update kernel, on gradients from 1e-6 to 10 (small enough
-    for epsilon to count), agree with the cpu backend's."""
+    """Three steps of each optimizer variant, on gradients from 1e-6 to 10 (small enough for
+    epsilon to count), agree with the cpu backend's."""
     rng = np.random.default_rng(2)
-    shape = (7, 9)
-    param = rng.normal(size=shape).astype(dtype)
-    grads = [(rng.normal(size=shape) * 10.0 ** rng.integers(-6, 2, size=shape)).astype(dtype)
-             for _ in range(3)]
-    for kernel, state_names, hyperparameters in UPDATE_KERNELS:
-        results = {}
-        for b in (backend, cpu):
-            arrays = [b.asarray(param.copy())] + [
-                None if name is None else b.asarray(np.zeros(shape, dtype))
-                for name in state_names]
-            for grad in grads:
-                getattr(b, kernel)(arrays[0], b.asarray(grad), *arrays[1:], *hyperparameters)
-            results[b.name] = arrays
-        for index, name in enumerate(["param", *state_names]):
-            if name is not None:
-                assert_matches_cpu(backend, f"kernel {kernel} {name} (after 3 steps)",
-                                   results[backend.name][index],
-                                   cpu.to_numpy(results["cpu"][index]), dtype)
+    param = rng.normal(size=(7, 9)).astype(dtype)
+    grads = [(rng.normal(size=param.shape) * 10.0 ** rng.integers(-6, 2, size=param.shape))
+             .astype(dtype) for _ in range(3)]
+    for name, make in OPTIMIZER_VARIANTS.items():
+        ours = optimizer_steps(backend, make(), param, grads)
+        reference = optimizer_steps(cpu, make(), param, grads)
+        for key, array in ours.items():
+            assert_matches_cpu(backend, f"{name} update: {key} (after 3 steps)", array,
+                               cpu.to_numpy(reference[key]), dtype)
 
 
 def assert_layers_match_cpu(backend: Backend, dtype: str) -> None:

@@ -87,7 +87,7 @@ def make_floor(x, update=False, nonzero_columns=False):
                           dz=rng.standard_normal((n, CLASSES), np.float32),
                           dh=np.empty((n, HIDDEN), np.float32))
     dw2, ms2 = np.empty_like(w2), np.zeros_like(w2)
-    backend = dnn.backends.get_backend("cpu")
+    rmsprop = dnn.backends.get_backend("cpu").fused_update("rmsprop")
 
     def epoch() -> float:
         started = time.perf_counter()
@@ -100,7 +100,7 @@ def make_floor(x, update=False, nonzero_columns=False):
             np.matmul(b["x"].T, b["dh"], out=b["dw1"])  # weight gradient, layer 1
             if update:
                 for w, dw, ms in ((b["w1"], b["dw1"], b["ms1"]), (w2, dw2, ms2)):
-                    backend.rmsprop_update(w, dw, ms, None, None, 1e-3, 0.9, 0.0, 1e-7)
+                    rmsprop(w, dw, ms, None, None, 1e-3, 0.9, 0.0, 1e-7)
         return time.perf_counter() - started
 
     return epoch
@@ -117,14 +117,14 @@ def make_cross_core_probe(x, steps=50):
     grad = rng.standard_normal(kernel.shape, np.float32) * 1e-3
     mean_square, batch = np.abs(grad), np.ascontiguousarray(x[:BATCH])
     out = np.empty((BATCH, HIDDEN), np.float32)
-    backend = dnn.backends.get_backend("cpu")
+    rmsprop = dnn.backends.get_backend("cpu").fused_update("rmsprop")
 
     def update_seconds(touch) -> float:
         spent = 0.0
         for _ in range(steps):
             touch()
             started = time.perf_counter()
-            backend.rmsprop_update(kernel, grad, mean_square, None, None, 1e-9, 0.9, 0.0, 1e-7)
+            rmsprop(kernel, grad, mean_square, None, None, 1e-9, 0.9, 0.0, 1e-7)
             spent += time.perf_counter() - started
         return spent
 

@@ -72,7 +72,7 @@ def update_ns_per_element(backend, sizes=(16384, 65536, 401408, 1605632)) -> dic
         param = rng.standard_normal(size).astype(np.float32)
         grad, mean_square = param * 1e-3, np.abs(param) * 1e-4
         number = max(20, 4_000_000 // size)
-        seconds = timeit.timeit(lambda: backend.rmsprop_update(
+        seconds = timeit.timeit(lambda: backend.fused_update("rmsprop")(
             param, grad, mean_square, None, None, 1e-9, 0.9, 0.0, 1e-7), number=number)
         result[size] = seconds / number / size * 1e9
     return result

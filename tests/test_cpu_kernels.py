@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from dnn.backends.cpu import FUSED_KERNELS, PARALLEL_MIN_SIZE, CpuBackend
+from dnn.optimizers import RMSprop
+from dnn.testing import OPTIMIZER_VARIANTS, optimizer_steps
 from tests.conftest import awkward, needs_extension
 
 # The awkward inputs overflow and make NaN on purpose.
@@ -34,37 +36,25 @@ def assert_same_bits(results: dict) -> None:
                                           err_msg=f"{name} kernel, array {index}")
 
 
-# (kernel, arrays updated in place or None, scalars); array 0 is the parameter, 1 the gradient.
-UPDATES = [
-    ("sgd_update", ["param", "grad", None], (0.01, 0.0, False)),
-    ("sgd_update", ["param", "grad", "velocity"], (0.01, 0.9, False)),
-    ("sgd_update", ["param", "grad", "velocity"], (0.01, 0.9, True)),
-    ("rmsprop_update", ["param", "grad", "mean_square", None, None], (1e-3, 0.9, 0.0, 1e-7)),
-    ("rmsprop_update", ["param", "grad", "mean_square", "mean_grad", None],
-     (1e-3, 0.9, 0.0, 1e-7)),
-    ("rmsprop_update", ["param", "grad", "mean_square", None, "momentum"],
-     (1e-3, 0.9, 0.5, 1e-7)),
-    ("rmsprop_update", ["param", "grad", "mean_square", "mean_grad", "momentum"],
-     (1e-3, 0.8, 0.5, 1e-7)),
-    ("adam_update", ["param", "grad", "m", "v"], (2e-3, 0.9, 0.999, 1e-7)),
-]
+VARIANTS = {**OPTIMIZER_VARIANTS, "RMSprop centered": lambda: RMSprop(centered=True),
+            "RMSprop momentum": lambda: RMSprop(momentum=0.5)}
 
 
-@pytest.mark.parametrize("kernel, names, scalars", UPDATES,
-                         ids=[f"{k}-{'-'.join(n or 'none' for n in names)}-{s[-2]}"
-                              for k, names, s in UPDATES])
-def test_optimizer_updates_match_the_generic_kernel_bit_for_bit(generic, kernel, names,
-                                                                 scalars):
+def awkward_state(key):
+    """A state array to start from; squared-gradient averages are non-negative, as training
+    keeps them."""
+    rng = np.random.default_rng(len(key))
+    return awkward(rng, SHAPE, positive=key in ("mean_square", "v"))
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_optimizer_updates_match_the_optimizers_formula_bit_for_bit(generic, variant):
     rng = np.random.default_rng(3)
-    # Squared-gradient averages are non-negative, as training keeps them.
-    start = [None if name is None else awkward(rng, SHAPE, positive=name in ("mean_square", "v"))
-             for name in names]
+    param, grads = awkward(rng, SHAPE), [awkward(rng, SHAPE) for _ in range(3)]
     results = {}
     for label, backend in implementations(generic):
-        arrays = [None if a is None else a.copy() for a in start]
-        for _ in range(3):  # state carried from step to step
-            getattr(backend, kernel)(*arrays, *scalars)
-        results[label] = [a for a in arrays if a is not None]
+        arrays = optimizer_steps(backend, VARIANTS[variant](), param, grads, awkward_state)
+        results[label] = list(arrays.values())
     assert_same_bits(results)
 
 
@@ -219,8 +209,9 @@ def test_arrays_the_extension_cannot_take_are_computed_by_numpy_alike(generic, l
         whole = start.copy()
         param = whole[:, ::2] if layout == "strided" else whole[:, :30].copy()
         before = param.copy()
-        backend.rmsprop_update(param, grad, np.zeros_like(param), None, None, 1e-3, 0.9, 0.0,
-                               1e-7)
+        optimizer = RMSprop()
+        optimizer.build([param], backend)
+        optimizer.apply_gradients([param], [grad])
         assert not np.array_equal(param, before)
         results.append(param)
     np.testing.assert_array_equal(results[0], results[1])
@@ -229,9 +220,10 @@ def test_arrays_the_extension_cannot_take_are_computed_by_numpy_alike(generic, l
 def test_a_gradient_of_another_shape_is_refused_even_with_as_many_elements(generic):
     for backend in (CpuBackend(), generic):
         param = np.ones((40, 30), np.float32)
+        optimizer = RMSprop()
+        optimizer.build([param], backend)
         with pytest.raises(ValueError, match="broadcast"):
-            backend.rmsprop_update(param, np.ones((30, 40), np.float32), np.zeros_like(param),
-                                   None, None, 1e-3, 0.9, 0.0, 1e-7)
+            optimizer.update(param, np.ones((30, 40), np.float32), optimizer.states[0])
 
 
 def _sgd_args(param=None, grad=None, velocity=None):

@@ -8,6 +8,8 @@ import pytest
 
 from dnn.backends import gpu
 from dnn.backends.cuda_sources import ELEMENTWISE, ElementwiseSource
+from dnn.optimizers import SGD, Adam, RMSprop
+from dnn.testing import optimizer_steps
 from tests.conftest import GenericNumpy, awkward
 from tests.cuda_harness import (CompileError, HostCudaBackend, build_library, c_file,
                                 compile_kernels)
@@ -27,11 +29,16 @@ def hidden_layer(rows, dtype, rng):
             awkward(rng, (23,), dtype=dtype))
 
 
-def update_arrays(rows, dtype, rng, states):
-    """``(param, grad, *states)`` of shape (rows, 11); squared-gradient averages >= 0."""
-    shape = (rows, 11)
-    return [awkward(rng, shape, dtype=dtype), awkward(rng, shape, dtype=dtype)] + [
-        awkward(rng, shape, positive=True, dtype=dtype) for _ in range(states)]
+def run_optimizer(make):
+    """Three steps of the optimizer ``make()`` on (rows, 11) awkward parameters, from awkward
+    state (squared-gradient averages >= 0)."""
+    def case(backend, rows, dtype, rng):
+        param, grads = awkward(rng, (rows, 11), dtype=dtype), [
+            awkward(rng, (rows, 11), dtype=dtype) for _ in range(3)]
+        starts = {key: awkward(rng, (rows, 11), positive=key in ("mean_square", "v"),
+                               dtype=dtype) for key in ("m", "v", "mean_square")}
+        return list(optimizer_steps(backend, make(), param, grads, starts.__getitem__).values())
+    return case
 
 
 def logits_and_targets(rows, dtype, rng, classes=10):
@@ -46,15 +53,6 @@ def logits_and_targets(rows, dtype, rng, classes=10):
     return logits, targets
 
 
-def run_updates(method, states, *hyperparameters):
-    def case(backend, rows, dtype, rng):
-        arrays = update_arrays(rows, dtype, rng, states)
-        for _ in range(3):  # state carried from step to step
-            getattr(backend, method)(*arrays, *hyperparameters)
-        return arrays
-    return case
-
-
 # kernel name: case(backend, rows, dtype, rng) -> host arrays; each case calls that kernel
 CASES = {
     "dnn_bias_add": lambda b, rows, dtype, rng: [
@@ -64,9 +62,9 @@ CASES = {
     "dnn_relu": lambda b, rows, dtype, rng: [b.relu(awkward(rng, (rows, 13), dtype=dtype), {})],
     "dnn_relu_backward": lambda b, rows, dtype, rng: [b.relu_backward(
         awkward(rng, (rows, 13), dtype=dtype), awkward(rng, (rows, 13), dtype=dtype), {})],
-    "dnn_sgd": run_updates("sgd_update", 0, None, 0.01, 0.0, False),
-    "dnn_rmsprop": run_updates("rmsprop_update", 1, None, None, 1e-3, 0.9, 0.0, 1e-7),
-    "dnn_adam": run_updates("adam_update", 2, 2e-3, 0.9, 0.999, 1e-7),
+    "dnn_sgd": run_optimizer(lambda: SGD(learning_rate=0.01)),
+    "dnn_rmsprop": run_optimizer(RMSprop),
+    "dnn_adam": run_optimizer(lambda: Adam(learning_rate=2e-3)),
     "dnn_softmax_xent_rows": lambda b, rows, dtype, rng: list(b.softmax_crossentropy(
         *logits_and_targets(rows, dtype, rng), {})),
     "dnn_correct_rows": lambda b, rows, dtype, rng: [np.asarray(b.correct_count(

@@ -132,16 +132,21 @@ class MissingOneOverN(GenericNumpy):
 
 
 class EpsilonOutsideTheRoot(GenericNumpy):
-    """RMSprop's ``lr*g / (sqrt(ms) + eps)`` (Adam's form) instead of Keras'
-    ``lr*g / sqrt(ms + eps)``."""
+    """A fused RMSprop kernel computing ``lr*g / (sqrt(ms) + eps)`` (Adam's form) instead of
+    Keras' ``lr*g / sqrt(ms + eps)``."""
 
     name = "epsilon-outside"
 
-    def rmsprop_update(self, param, grad, mean_square, mean_grad, momentum_buffer,
-                       learning_rate, rho, momentum, epsilon):
+    def fused_update(self, name):
+        return self._rmsprop if name == "rmsprop" else None
+
+    @staticmethod
+    def _rmsprop(param, grad, mean_square, mean_grad, momentum_buffer, learning_rate, rho,
+                 momentum, epsilon):
         mean_square *= rho
         mean_square += (1 - rho) * (grad * grad)
         param -= (learning_rate * grad) / (np.sqrt(mean_square) + epsilon)
+        return True
 
 
 PLANTED = [WrongSign, MissingOneOverN, EpsilonOutsideTheRoot]
@@ -156,7 +161,7 @@ TRAINING_FAILURE = r"step losses differ|weight \d ended"
 CHECKS = {  # the rewritten checks, and what each says about the planted errors it must catch
     "kernels": (lambda b: testing.assert_kernels_match_cpu(b, "float32"), {
         WrongSign: "kernel dense_backward grad_bias", MissingOneOverN:
-        "kernel softmax_crossentropy grad", EpsilonOutsideTheRoot: "kernel rmsprop_update"}),
+        "kernel softmax_crossentropy grad", EpsilonOutsideTheRoot: "RMSprop update: param"}),
     "layers": (lambda b: testing.assert_layers_match_cpu(b, "float32"), {  # no optimizer here
         WrongSign: "Dense linear grad_bias", MissingOneOverN: "from logits gradient"}),
     # The toy network's gradients are too large for epsilon's place to show; the seed

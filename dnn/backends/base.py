@@ -139,49 +139,19 @@ class Backend:
             labels = targets if targets.ndim == 1 else xp.argmax(targets, axis=1)
         return xp.sum(xp.astype(predicted == xp.astype(labels, predicted.dtype), xp.int64))
 
-    # -- optimizer updates (in place on param and state) -----------------------------------------
-    def sgd_update(self, param, grad, velocity, learning_rate, momentum, nesterov) -> None:
-        """Keras SGD: ``v = m*v - lr*g``; ``param += v`` (or ``m*v - lr*g`` with Nesterov).
+    # -- optimizer updates ---------------------------------------------------------------------
+    def fused_update(self, name: str):
+        """A fused kernel of the optimizer update called ``name``, or None (the default): the
+        optimizer then runs its own formula over ``xp``, the reference a kernel is tested
+        against.  The built-in names and their arguments (state arrays in place, None for an
+        absent one; hyper-parameters as Python numbers):
 
-        ``velocity`` is None when ``momentum == 0``: then ``param -= lr*g``.
+        - ``"sgd"``: ``(param, grad, velocity, learning_rate, momentum, nesterov)``
+        - ``"rmsprop"``: ``(param, grad, mean_square, mean_grad, momentum_buffer,
+          learning_rate, rho, momentum, epsilon)``
+        - ``"adam"``: ``(param, grad, m, v, alpha, beta_1, beta_2, epsilon)``
+
+        The kernel returns True when it took the step, False when it cannot take these arrays
+        (their dtype, say, or a variant it leaves to the formula).
         """
-        if velocity is None:
-            param -= learning_rate * grad
-            return
-        velocity *= momentum
-        velocity -= learning_rate * grad
-        if nesterov:
-            param += momentum * velocity - learning_rate * grad
-        else:
-            param += velocity
-
-    def rmsprop_update(self, param, grad, mean_square, mean_grad, momentum_buffer,
-                       learning_rate, rho, momentum, epsilon) -> None:
-        """Keras RMSprop: ``ms = rho*ms + (1-rho)*g**2``; ``step = lr*g / sqrt(ms + eps)``.
-
-        ``mean_grad`` (centered variant, else None) subtracts ``mg**2`` with
-        ``mg = rho*mg + (1-rho)*g`` inside the root; ``momentum_buffer`` (else None) applies
-        ``buf = momentum*buf + step``; ``param -= buf``.
-        """
-        xp = self.xp
-        mean_square *= rho
-        mean_square += (1 - rho) * (grad * grad)
-        denominator = mean_square
-        if mean_grad is not None:
-            mean_grad *= rho
-            mean_grad += (1 - rho) * grad
-            denominator = mean_square - mean_grad * mean_grad
-        step = (learning_rate * grad) / xp.sqrt(denominator + epsilon)
-        if momentum_buffer is not None:
-            momentum_buffer *= momentum
-            momentum_buffer += step
-            step = momentum_buffer
-        param -= step
-
-    def adam_update(self, param, grad, m, v, alpha, beta_1, beta_2, epsilon) -> None:
-        """Keras Adam, with ``alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)`` from the caller:
-        ``m += (g - m)*(1-b1)``; ``v += (g**2 - v)*(1-b2)``; ``param -= alpha*m / (sqrt(v) + eps)``.
-        """
-        m += (grad - m) * (1 - beta_1)
-        v += (grad * grad - v) * (1 - beta_2)
-        param -= (alpha * m) / (self.xp.sqrt(v) + epsilon)
+        return None

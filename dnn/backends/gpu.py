@@ -137,23 +137,28 @@ class GpuBackend(Backend):
                                           correct)
         return cupy.sum(correct)
 
-    def sgd_update(self, param, grad, velocity, learning_rate, momentum, nesterov):
-        if velocity is not None:  # the momentum variants stay generic
-            return super().sgd_update(param, grad, velocity, learning_rate, momentum, nesterov)
-        self._kernels["dnn_sgd"](grad, self._scalar(learning_rate, param), param)
-        return None
+    def fused_update(self, name):
+        """The plain variants of the built-in updates as one CUDA kernel each; momentum and
+        centering are left to the optimizer's formula."""
+        return {"sgd": self._sgd, "rmsprop": self._rmsprop, "adam": self._adam}.get(name)
 
-    def rmsprop_update(self, param, grad, mean_square, mean_grad, momentum_buffer,
-                       learning_rate, rho, momentum, epsilon):
-        if mean_grad is not None or momentum_buffer is not None:  # variants stay generic
-            return super().rmsprop_update(param, grad, mean_square, mean_grad, momentum_buffer,
-                                          learning_rate, rho, momentum, epsilon)
+    def _sgd(self, param, grad, velocity, learning_rate, momentum, nesterov) -> bool:
+        if velocity is not None:
+            return False
+        self._kernels["dnn_sgd"](grad, self._scalar(learning_rate, param), param)
+        return True
+
+    def _rmsprop(self, param, grad, mean_square, mean_grad, momentum_buffer, learning_rate,
+                 rho, momentum, epsilon) -> bool:
+        if mean_grad is not None or momentum_buffer is not None:
+            return False
         s = functools.partial(self._scalar, like=param)
         self._kernels["dnn_rmsprop"](grad, s(learning_rate), s(rho), s(1 - rho), s(epsilon),
                                      param, mean_square)
-        return None
+        return True
 
-    def adam_update(self, param, grad, m, v, alpha, beta_1, beta_2, epsilon):
+    def _adam(self, param, grad, m, v, alpha, beta_1, beta_2, epsilon) -> bool:
         s = functools.partial(self._scalar, like=param)
         self._kernels["dnn_adam"](grad, s(alpha), s(1 - beta_1), s(1 - beta_2), s(epsilon),
                                   param, m, v)
+        return True

@@ -11,6 +11,11 @@ attributes of the same names) and implements two methods:
     backend's array namespace, ``self.learning_rate`` a Python float and ``self.iterations`` the
     number of the current step (1 on the first).  Keep the parameter's dtype: use Python scalars
     for hyper-parameters.
+
+Optionally, ``fused_update = "name"`` asks the backend for a fused kernel of the update (see
+:meth:`dnn.backends.Backend.fused_update`); ``update`` then calls ``self.fused(...)`` with the
+arrays and hyper-parameters that backends document for that name, and runs its own formula when
+that returns False (no such kernel, or one that cannot take these arrays).
 """
 
 from __future__ import annotations
@@ -25,8 +30,15 @@ from dnn import plugins
 from dnn.errors import DnnError, OptimizerError, UsageError
 
 
+def _no_fused_kernel(*args) -> bool:
+    return False
+
+
 class Optimizer:
     """Base class of every optimizer: bookkeeping, hyper-parameters, state for checkpoints."""
+
+    fused_update: str | None = None  # the update a backend may have a fused kernel of
+    fused = staticmethod(_no_fused_kernel)  # that kernel once built: True when it took the step
 
     def __init__(self, learning_rate: float = 0.001):
         self.learning_rate = learning_rate
@@ -55,6 +67,8 @@ class Optimizer:
         ``init_state`` raises, or returns anything but a dict of ``backend``'s arrays, is an
         :class:`OptimizerError` naming it."""
         self.backend = backend
+        kernel = backend.fused_update(self.fused_update) if self.fused_update else None
+        self.fused = kernel or _no_fused_kernel
         try:
             self.states = [self.init_state(param) for param in params]
         except (DnnError, MemoryError):

@@ -1,5 +1,7 @@
-"""The built-in optimizers.  Each update is one backend kernel, written once over ``xp`` in
-:class:`dnn.backends.base.Backend` (and overridden only for speed by a backend)."""
+"""The built-in optimizers, each written as a plugin is: its formula once, over the backend's
+array namespace ``xp``, in its ``update``.  A backend may offer a fused kernel of the same
+update (``fused_update``, a name the optimizer asks the backend for); it is tested against the
+formula here, which stays the reference."""
 
 from __future__ import annotations
 
@@ -36,9 +38,23 @@ class SGD(Optimizer):
     def init_state(self, param):
         return {"velocity": self.xp.zeros_like(param)} if self.momentum else {}
 
+    fused_update = "sgd"  # (param, grad, velocity or None, learning_rate, momentum, nesterov)
+
     def update(self, param, grad, state):
-        self.backend.sgd_update(param, grad, state.get("velocity"), self.learning_rate,
-                                self.momentum, self.nesterov)
+        """Without momentum ``param -= lr * g``.  With it, ``v = momentum * v - lr * g`` and
+        ``param += v``, or with Nesterov ``param += momentum * v - lr * g``."""
+        velocity, lr, momentum = state.get("velocity"), self.learning_rate, self.momentum
+        if self.fused(param, grad, velocity, lr, momentum, self.nesterov):
+            return
+        if velocity is None:
+            param -= lr * grad
+            return
+        velocity *= momentum
+        velocity -= lr * grad
+        if self.nesterov:
+            param += momentum * velocity - lr * grad
+        else:
+            param += velocity
 
 
 class RMSprop(Optimizer):
@@ -63,10 +79,32 @@ class RMSprop(Optimizer):
             state["momentum"] = zeros(param)
         return state
 
+    # (param, grad, mean_square, mean_grad or None, momentum buffer or None, learning_rate,
+    #  rho, momentum, epsilon)
+    fused_update = "rmsprop"
+
     def update(self, param, grad, state):
-        self.backend.rmsprop_update(
-            param, grad, state["mean_square"], state.get("mean_grad"), state.get("momentum"),
-            self.learning_rate, self.rho, self.momentum, self.epsilon)
+        """``ms = rho * ms + (1 - rho) * g**2`` and ``step = lr * g / sqrt(ms + eps)``.
+        Centered: ``mg = rho * mg + (1 - rho) * g`` and ``ms - mg**2`` inside the root.  With
+        momentum: ``buf = momentum * buf + step``, the step taken.  Then ``param -= step``."""
+        mean_square, mean_grad = state["mean_square"], state.get("mean_grad")
+        buffer, rho = state.get("momentum"), self.rho
+        if self.fused(param, grad, mean_square, mean_grad, buffer, self.learning_rate, rho,
+                      self.momentum, self.epsilon):
+            return
+        mean_square *= rho
+        mean_square += (1 - rho) * (grad * grad)
+        denominator = mean_square
+        if mean_grad is not None:
+            mean_grad *= rho
+            mean_grad += (1 - rho) * grad
+            denominator = mean_square - mean_grad * mean_grad
+        step = (self.learning_rate * grad) / self.xp.sqrt(denominator + self.epsilon)
+        if buffer is not None:
+            buffer *= self.momentum
+            buffer += step
+            step = buffer
+        param -= step
 
 
 class Adam(Optimizer):
@@ -85,8 +123,17 @@ class Adam(Optimizer):
         _check_epsilon_fits(self, param)
         return {"m": self.xp.zeros_like(param), "v": self.xp.zeros_like(param)}
 
+    fused_update = "adam"  # (param, grad, m, v, alpha, beta_1, beta_2, epsilon)
+
     def update(self, param, grad, state):
-        t = self.iterations
+        """With the bias correction folded into the step size,
+        ``alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)`` at step ``t``:
+        ``m += (g - m) * (1 - beta_1)``; ``v += (g**2 - v) * (1 - beta_2)``;
+        ``param -= alpha * m / (sqrt(v) + eps)``."""
+        t, m, v = self.iterations, state["m"], state["v"]
         alpha = self.learning_rate * (1 - self.beta_2 ** t) ** 0.5 / (1 - self.beta_1 ** t)
-        self.backend.adam_update(param, grad, state["m"], state["v"], alpha, self.beta_1,
-                                 self.beta_2, self.epsilon)
+        if self.fused(param, grad, m, v, alpha, self.beta_1, self.beta_2, self.epsilon):
+            return
+        m += (grad - m) * (1 - self.beta_1)
+        v += (grad * grad - v) * (1 - self.beta_2)
+        param -= (alpha * m) / (self.xp.sqrt(v) + self.epsilon)
