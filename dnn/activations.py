@@ -1,7 +1,8 @@
 """Activation functions: forward from the pre-activation ``z``, backward from the output ``a``.
 
-All arrays are ``(n, o)``.  ``backward(grad_a, a)`` returns ``dL/dz`` given ``dL/da`` and the
-forward output ``a`` (every activation here has a derivative expressible through its output).
+All arrays are ``(n, o)``, and both passes work in place on the layer's arrays: ``forward(z)``
+overwrites ``z`` with ``a``, ``backward(grad_a, a)`` overwrites ``grad_a`` with ``dL/dz`` (every
+activation here has a derivative expressible through its output).
 """
 
 from __future__ import annotations
@@ -12,39 +13,42 @@ from dnn.errors import UsageError
 class Activation:
     name = "activation"
 
-    def forward(self, backend, z, scratch):
+    def forward(self, backend, z):
+        """``z = activation(z)`` in place; returns ``z``."""
         raise NotImplementedError
 
-    def dense_forward(self, backend, x, kernel, bias, scratch):
-        """``activation(x @ kernel + bias)``, ``(n, i) -> (n, o)``; overridden by an activation
-        for which the backend has a fused kernel."""
-        return self.forward(backend, backend.dense_forward(x, kernel, bias, scratch), scratch)
+    def dense_forward(self, backend, x, kernel, bias, out, columns=None):
+        """``out = activation(x @ kernel + bias)``, ``(n, i) -> (n, o)``; overridden by an
+        activation for which the backend has a kernel doing both."""
+        return self.forward(backend, backend.dense_forward(x, kernel, bias, out, columns))
 
-    def backward(self, backend, grad_a, a, scratch):
+    def backward(self, backend, grad, a):
+        """``grad = dL/dz`` in place, from ``grad`` = ``dL/da`` and the output ``a``; returns
+        ``grad``."""
         raise NotImplementedError
 
 
 class Linear(Activation):
     name = "linear"
 
-    def forward(self, backend, z, scratch):
+    def forward(self, backend, z):
         return z
 
-    def backward(self, backend, grad_a, a, scratch):
-        return grad_a
+    def backward(self, backend, grad, a):
+        return grad
 
 
 class ReLU(Activation):
     name = "relu"
 
-    def forward(self, backend, z, scratch):
-        return backend.relu(z, scratch)
+    def forward(self, backend, z):
+        return backend.relu(z)
 
-    def dense_forward(self, backend, x, kernel, bias, scratch):
-        return backend.dense_relu_forward(x, kernel, bias, scratch)
+    def dense_forward(self, backend, x, kernel, bias, out, columns=None):
+        return backend.dense_relu_forward(x, kernel, bias, out, columns)
 
-    def backward(self, backend, grad_a, a, scratch):
-        return backend.relu_backward(grad_a, a, scratch)
+    def backward(self, backend, grad, a):
+        return backend.relu_backward(grad, a)
 
 
 class Sigmoid(Activation):
@@ -52,21 +56,25 @@ class Sigmoid(Activation):
 
     name = "sigmoid"
 
-    def forward(self, backend, z, scratch):
-        return (backend.xp.tanh(z * 0.5) + 1) * 0.5
+    def forward(self, backend, z):
+        z[...] = (backend.xp.tanh(z * 0.5) + 1) * 0.5
+        return z
 
-    def backward(self, backend, grad_a, a, scratch):
-        return grad_a * a * (1 - a)
+    def backward(self, backend, grad, a):
+        grad[...] = grad * a * (1 - a)
+        return grad
 
 
 class Tanh(Activation):
     name = "tanh"
 
-    def forward(self, backend, z, scratch):
-        return backend.xp.tanh(z)
+    def forward(self, backend, z):
+        z[...] = backend.xp.tanh(z)
+        return z
 
-    def backward(self, backend, grad_a, a, scratch):
-        return grad_a * (1 - a * a)
+    def backward(self, backend, grad, a):
+        grad[...] = grad * (1 - a * a)
+        return grad
 
 
 class Softmax(Activation):
@@ -74,14 +82,16 @@ class Softmax(Activation):
 
     name = "softmax"
 
-    def forward(self, backend, z, scratch):
+    def forward(self, backend, z):
         xp = backend.xp
         exp = xp.exp(z - xp.max(z, axis=1, keepdims=True))
-        return exp / xp.sum(exp, axis=1, keepdims=True)
+        z[...] = exp / xp.sum(exp, axis=1, keepdims=True)
+        return z
 
-    def backward(self, backend, grad_a, a, scratch):
+    def backward(self, backend, grad, a):
         xp = backend.xp
-        return a * (grad_a - xp.sum(grad_a * a, axis=1, keepdims=True))
+        grad[...] = a * (grad - xp.sum(grad * a, axis=1, keepdims=True))
+        return grad
 
 
 ACTIVATIONS = {cls.name: cls for cls in (Linear, ReLU, Sigmoid, Tanh, Softmax)}

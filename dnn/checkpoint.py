@@ -95,7 +95,8 @@ def load(path, backend=None, seed=None, *, with_optimizer=True) -> Sequential:
         model = Sequential.from_config(meta["model"], backend=backend, seed=seed)
         optimizer = _optimizer(path, meta["optimizer"]) if with_optimizer else None
         model.compile(optimizer=optimizer, loss=meta["loss"], metrics=meta["metrics"])
-        weights = [arrays[f"weight_{i}"] for i in range(2 * len(model.layers))]
+        weights = [arrays[f"weight_{i}"]
+                   for i in range(sum(name.startswith("weight_") for name in arrays))]
         model.build(weights[0].shape[0])
         model.set_weights(weights)
         if optimizer is not None:
@@ -158,7 +159,7 @@ def check_fits(model: Sequential, path, dataset_name: str, x, classes: int) -> N
     """Refuse (UsageError) a model loaded from ``path`` whose input or output size is not the
     dataset's (``x``: its ``(N, ...)`` inputs), naming both, before it meets the data."""
     features = int(np.prod(x.shape[1:]))
-    takes, outputs = model.layers[0].kernel.shape[0], model.layers[-1].units
+    takes, outputs = model.input_dim, model.layers[-1].output_dim
     if (takes, outputs) != (features, classes):
         raise UsageError(f"{path} takes {takes} features and has {outputs} classes; "
                          f"{dataset_name} has {features} features and {classes} classes")

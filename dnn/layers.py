@@ -1,11 +1,24 @@
 """Layers.  Each writes its forward pass and its backward pass (the chain rule) once, over the
-backend's kernels and array namespace."""
+backend's kernels and array namespace.
+
+:class:`Layer` is what :class:`dnn.Sequential` trains; who owns which array:
+
+- a layer allocates its parameters in ``build`` (they live as long as the layer and are changed
+  in place by the optimizer), and its gradients (``grads``, same order as ``params``), its
+  output and its input gradient in its own :class:`dnn.buffers.Buffers`;
+- ``forward`` returns the layer's output buffer, valid until its next ``forward``;
+- ``backward`` writes ``grads`` and returns the input-gradient buffer, valid until its next
+  ``backward``; it may overwrite the ``grad`` it is given (the next layer's input gradient,
+  or the model's loss gradient, which no one reads afterwards).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from dnn import activations
+from dnn.backends.base import InputColumns
+from dnn.buffers import Buffers
 from dnn.errors import UsageError
 from dnn.utils import is_int_at_least
 
@@ -16,63 +29,104 @@ def glorot_uniform(rng: np.random.Generator, fan_in: int, fan_out: int, dtype) -
     return rng.uniform(-limit, limit, size=(fan_in, fan_out)).astype(dtype)
 
 
-class Dense:
-    """``a = activation(x @ kernel + bias)``: ``(n, i) -> (n, units)``.
+class Layer:
+    """The protocol of a layer in :class:`dnn.Sequential` (see the module docstring for who
+    owns which array).  A subclass sets ``output_dim`` (known from its arguments or from
+    ``build``) and implements the methods below; ``activation`` is the Activation a loss may
+    take the logits of, or None."""
 
-    ``kernel`` is ``(i, units)`` (Glorot-uniform), ``bias`` ``(units,)`` (zeros), as in Keras;
-    ``i`` is inferred from the first input.
-    """
+    activation = None
+    output_dim: int | None = None
 
-    def __init__(self, units: int, activation=None):
-        if not is_int_at_least(units, 1):
-            raise UsageError(f"Dense units must be a positive integer, not {units!r}")
-        self.units = int(units)
-        self.activation = activations.get(activation)
-        self.kernel = None
-        self.bias = None
+    def __init__(self):
+        self.params: list = []
         self.grads: list = []
         self.needs_input_grad = True  # the model turns it off for its first layer
         self.in_model = False  # set by the one Sequential that holds it
+
+    @property
+    def built(self) -> bool:
+        return bool(self.params)
+
+    def build(self, input_dim: int, backend, rng: np.random.Generator, dtype) -> int:
+        """Create the parameters for ``input_dim`` input features on ``backend`` (drawing any
+        random ones on the host from ``rng``); returns the number of output features."""
+        raise NotImplementedError
+
+    def forward(self, x, logits: bool = False):
+        """``(n, input_dim) -> (n, output_dim)``; with ``logits`` the activation is left out
+        (for a loss that takes the logits of ``activation``)."""
+        raise NotImplementedError
+
+    def backward(self, grad, logits: bool = False):
+        """Given ``dL/doutput`` (``dL/dlogits`` with ``logits``), ``(n, output_dim)``, write
+        ``grads`` and return ``dL/dx`` ``(n, input_dim)``, or None when
+        ``needs_input_grad`` is off."""
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        """``{"class": name, ...}``: the arguments that rebuild the layer (checkpoints)."""
+        raise NotImplementedError
+
+
+class Dense(Layer):
+    """``a = activation(x @ kernel + bias)``: ``(n, i) -> (n, units)``.
+
+    ``kernel`` is ``(i, units)`` (Glorot-uniform), ``bias`` ``(units,)`` (zeros), as in Keras;
+    ``i`` is inferred from the first input.  ``input_columns`` is the layer's record of which
+    input columns its backend kept in the last forward product (the cpu backend leaves out the
+    columns that are zero in the whole batch), read by the backward pass of the same batch.
+    """
+
+    def __init__(self, units: int, activation=None):
+        super().__init__()
+        if not is_int_at_least(units, 1):
+            raise UsageError(f"Dense units must be a positive integer, not {units!r}")
+        self.units = self.output_dim = int(units)
+        self.activation = activations.get(activation)
+        self.input_columns = InputColumns()
         self._backend = None
-        self._scratch: dict = {}
+        self._buffers = None
         self._input = None
         self._output = None
 
     @property
-    def built(self) -> bool:
-        return self.kernel is not None
+    def kernel(self):
+        """``(i, units)``, an array of the model's backend (None before ``build``)."""
+        return self.params[0] if self.params else None
 
     @property
-    def params(self) -> list:
-        """``[kernel (i, units), bias (units,)]``, arrays of the model's backend."""
-        return [self.kernel, self.bias]
+    def bias(self):
+        """``(units,)``, an array of the model's backend (None before ``build``)."""
+        return self.params[1] if self.params else None
 
-    def build(self, input_dim: int, backend, rng: np.random.Generator, dtype) -> None:
-        """Create the weights on the host with ``rng`` and move them to ``backend``."""
-        self._backend = backend
-        self.kernel = backend.asarray(glorot_uniform(rng, input_dim, self.units, dtype))
-        self.bias = backend.asarray(np.zeros(self.units, dtype))
+    def build(self, input_dim, backend, rng, dtype) -> int:
+        """Draw the kernel on the host with ``rng``, move it and the zero bias to
+        ``backend``, and allocate their gradients."""
+        self._backend, self._buffers = backend, Buffers(backend)
+        self.params = [backend.asarray(glorot_uniform(rng, input_dim, self.units, dtype)),
+                       backend.asarray(np.zeros(self.units, dtype))]
+        self.grads = [backend.empty(param.shape, dtype) for param in self.params]
+        return self.units
 
-    def forward(self, x, logits: bool = False):
-        """``(n, i) -> (n, units)``; with ``logits`` the activation is left out (for a loss
-        that fuses it, such as softmax with cross-entropy)."""
-        self._input = x
+    def forward(self, x, logits=False):
+        kernel, bias = self.params
+        out = self._buffers("output", (x.shape[0], self.units), kernel.dtype)
         if logits:
-            self._output = self._backend.dense_forward(x, self.kernel, self.bias, self._scratch)
+            self._backend.dense_forward(x, kernel, bias, out, self.input_columns)
         else:
-            self._output = self.activation.dense_forward(self._backend, x, self.kernel,
-                                                         self.bias, self._scratch)
-        return self._output
+            self.activation.dense_forward(self._backend, x, kernel, bias, out,
+                                          self.input_columns)
+        self._input, self._output = x, out
+        return out
 
-    def backward(self, grad, logits: bool = False):
-        """Given ``dL/da`` (or ``dL/dz`` with ``logits``), ``(n, units)``: store the weight
-        gradients in ``grads`` and return ``dL/dx`` ``(n, i)``, or None for the first layer."""
-        backend = self._backend
-        grad_z = grad if logits else self.activation.backward(backend, grad, self._output,
-                                                              self._scratch)
-        grad_x, grad_kernel, grad_bias = backend.dense_backward(
-            self._input, grad_z, self.kernel, self.needs_input_grad, self._scratch)
-        self.grads = [grad_kernel, grad_bias]
+    def backward(self, grad, logits=False):
+        backend, x = self._backend, self._input
+        grad_z = grad if logits else self.activation.backward(backend, grad, self._output)
+        grad_x = (self._buffers("grad_x", x.shape, x.dtype) if self.needs_input_grad
+                  else None)
+        backend.dense_backward(x, grad_z, self.params[0], *self.grads, grad_x,
+                               self.input_columns)
         return grad_x
 
     def get_config(self) -> dict:
@@ -86,7 +140,7 @@ LAYERS = {"Dense": Dense}
 
 
 def from_config(config: dict):
-    """A layer from its :meth:`get_config` dict (as stored in checkpoints)."""
+    """A layer from its :meth:`Layer.get_config` dict (as stored in checkpoints)."""
     config = dict(config)
     cls = LAYERS.get(config.pop("class", None))
     if cls is None:

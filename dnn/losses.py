@@ -1,9 +1,9 @@
 """Losses: a batch's summed loss and the gradient of the batch *mean* loss.
 
 ``output`` is the last layer's ``(n, k)`` output; ``targets`` are one-hot ``(n, k)`` (or
-integer ``(n,)`` labels for the sparse loss).  :meth:`Loss.compute` returns
-``(loss_sum, grad)``: a 0-d array on the backend (summed so that epochs can accumulate it on the
-device) and ``dL/doutput`` of the mean loss, ``(n, k)``.
+integer ``(n,)`` labels for the sparse loss).  :meth:`Loss.compute` returns ``loss_sum``, a 0-d
+array on the backend (summed so that epochs can accumulate it on the device), and writes
+``dL/doutput`` of the mean loss into ``grad`` ``(n, k)``, an array the caller owns.
 """
 
 from __future__ import annotations
@@ -18,31 +18,32 @@ class Loss:
     name = "loss"
     sparse = False  # integer labels instead of one-hot targets
 
-    def fuses_with(self, activation) -> bool:
-        """True when this loss takes the last layer's pre-activation (logits) instead."""
+    def takes_logits_of(self, activation) -> bool:
+        """True when, after ``activation`` (None for a layer without one), this loss takes the
+        last layer's pre-activation (the logits) instead of its output."""
         return False
 
-    def compute(self, backend, output, targets, scratch, logits: bool = False):
+    def compute(self, backend, output, targets, grad, logits: bool = False):
         raise NotImplementedError
 
 
 class CategoricalCrossentropy(Loss):
-    """``-sum(t * log p)`` per sample.  After a softmax it is fused: computed from the logits
-    (log-sum-exp) and its gradient is ``(p - t) / n``."""
+    """``-sum(t * log p)`` per sample.  After a softmax it takes the logits: computed with the
+    softmax (log-sum-exp), its gradient is ``(p - t) / n``."""
 
     name = "categorical_crossentropy"
 
-    def fuses_with(self, activation) -> bool:
+    def takes_logits_of(self, activation) -> bool:
         return isinstance(activation, Softmax)
 
-    def compute(self, backend, output, targets, scratch, logits=False):
+    def compute(self, backend, output, targets, grad, logits=False):
         if logits:
-            return backend.softmax_crossentropy(output, targets, scratch)
+            return backend.softmax_crossentropy(output, targets, grad)
         xp = backend.xp
         n = output.shape[0]
         clipped = xp.clip(output, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
-        loss_sum = -xp.sum(targets * xp.log(clipped))
-        return loss_sum, -(targets / clipped) / n
+        grad[...] = -(targets / clipped) / n
+        return -xp.sum(targets * xp.log(clipped))
 
 
 class SparseCategoricalCrossentropy(CategoricalCrossentropy):
@@ -51,11 +52,11 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
     name = "sparse_categorical_crossentropy"
     sparse = True
 
-    def compute(self, backend, output, targets, scratch, logits=False):
+    def compute(self, backend, output, targets, grad, logits=False):
         xp = backend.xp
         classes = xp.arange(output.shape[1], dtype=targets.dtype)
         one_hot = xp.astype(xp.reshape(targets, (-1, 1)) == classes, output.dtype)
-        return super().compute(backend, output, one_hot, scratch, logits)
+        return super().compute(backend, output, one_hot, grad, logits)
 
 
 class MeanSquaredError(Loss):
@@ -63,12 +64,12 @@ class MeanSquaredError(Loss):
 
     name = "mean_squared_error"
 
-    def compute(self, backend, output, targets, scratch, logits=False):
+    def compute(self, backend, output, targets, grad, logits=False):
         xp = backend.xp
         n, k = output.shape
         error = output - targets
-        loss_sum = xp.sum(error * error) / k
-        return loss_sum, error * (2 / (n * k))
+        grad[...] = error * (2 / (n * k))
+        return xp.sum(error * error) / k
 
 
 LOSSES = {cls.name: cls for cls in (CategoricalCrossentropy, SparseCategoricalCrossentropy,

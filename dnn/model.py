@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from dnn import backends, layers as layers_module, losses, metrics as metrics_module, optimizers
+from dnn.buffers import Buffers
 from dnn.callbacks import Callback, EpochLines, History, ProgressBar
 from dnn.errors import DivergenceError, UsageError
 from dnn.utils import check_label_range, is_int_at_least
@@ -65,7 +66,7 @@ class Sequential:
     """
 
     def __init__(self, layers=(), *, dtype="float32", seed=None, backend=None):
-        if isinstance(layers, layers_module.Dense):
+        if isinstance(layers, layers_module.Layer):
             raise UsageError("Sequential takes a list of layers: Sequential([Dense(...), ...])")
         self.layers = []
         for layer in layers:
@@ -78,17 +79,20 @@ class Sequential:
         self.optimizer = None
         self.loss = None
         self.metrics: tuple = ()
-        self._scratch = {"x": {}, "y": {}, "loss": {}}  # backend buffers by role
-        self._fused = False
+        self.input_dim = None  # known once built
+        self._buffers = None  # the batches and the loss gradient, once built
+        self._loss_takes_logits = False
 
     # -- construction -------------------------------------------------------------------------
     def add(self, layer) -> None:
-        """Append ``layer``, a Dense that is in no model yet (its weights are this model's)."""
-        if not isinstance(layer, layers_module.Dense):
-            raise UsageError(f"layers must be dnn.layers.Dense, not {type(layer).__name__}")
+        """Append ``layer``, a :class:`dnn.layers.Layer` that is in no model yet (its weights
+        are this model's)."""
+        if not isinstance(layer, layers_module.Layer):
+            raise UsageError(f"layers must be dnn.layers.Layer instances (Dense, ...), not "
+                             f"{type(layer).__name__}")
         if layer.in_model:
             raise UsageError(f"{layer!r} is already in a model; a layer holds the weights of one "
-                             "place in one model: make a new Dense for each place")
+                             "place in one model: make a new layer for each place")
         layer.in_model = True
         self.layers.append(layer)
 
@@ -99,7 +103,7 @@ class Sequential:
         if not self.layers:
             raise UsageError("the model has no layers")
         last = self.layers[-1]
-        if last.units == 1 and last.activation.name == "softmax":
+        if last.output_dim == 1 and getattr(last.activation, "name", None) == "softmax":
             raise UsageError("a softmax over one unit outputs 1 whatever its input: use "
                              "Dense(1, activation='sigmoid') for a yes/no output, or one unit "
                              "per class")
@@ -107,7 +111,7 @@ class Sequential:
         self.optimizer = None if optimizer is None else optimizers.get(optimizer)
         self.loss = losses.get(loss)
         self.metrics = metrics_module.check(metrics)
-        self._fused = self.loss.fuses_with(self.layers[-1].activation)
+        self._loss_takes_logits = self.loss.takes_logits_of(last.activation)
         if self.built and self.optimizer is not None and self.optimizer is not previous:
             self.optimizer.build(self.params, self.backend)
 
@@ -121,10 +125,11 @@ class Sequential:
             raise UsageError(f"input_dim must be a positive integer, not {input_dim!r}")
         if self.backend is None:
             self.backend = backends.current_backend()
+        self.input_dim = int(input_dim)
+        self._buffers = Buffers(self.backend)
         for index, layer in enumerate(self.layers):
-            layer.build(input_dim, self.backend, self.rng, self.dtype)
             layer.needs_input_grad = index > 0
-            input_dim = layer.units
+            input_dim = layer.build(input_dim, self.backend, self.rng, self.dtype)
         if self.optimizer is not None:
             self.optimizer.build(self.params, self.backend)
 
@@ -159,7 +164,7 @@ class Sequential:
         x = x.reshape(x.shape[0], -1)
         if not self.built:
             self.build(x.shape[1])
-        expected = self.layers[0].kernel.shape[0]
+        expected = self.input_dim
         if x.shape[1] != expected:
             raise UsageError(f"{prefix}inputs have {x.shape[1]} features; the model expects "
                              f"{expected}")
@@ -171,7 +176,7 @@ class Sequential:
             raise UsageError(f"{prefix}targets must be an array (N, ...), not one number")
         if y.shape[0] != count:
             raise UsageError(f"{count} {prefix}inputs but {y.shape[0]} {prefix}targets")
-        units = self.layers[-1].units
+        units = self.layers[-1].output_dim
         if self.loss.sparse:
             if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
                 raise UsageError(f"{self.loss.name} wants integer labels (N,), not {y.dtype} "
@@ -197,22 +202,24 @@ class Sequential:
 
     # -- passes --------------------------------------------------------------------------------
     def _forward(self, x):
-        """``(n, features) -> (n, k)``; logits when the loss fuses the last activation."""
+        """``(n, features) -> (n, k)``; logits when the loss takes those of the last layer."""
         last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
-            x = layer.forward(x, logits=self._fused and index == last)
+            x = layer.forward(x, logits=self._loss_takes_logits and index == last)
         return x
 
     def _backward(self, grad) -> None:
         last = len(self.layers) - 1
         for index in range(last, -1, -1):
-            grad = self.layers[index].backward(grad, logits=self._fused and index == last)
+            grad = self.layers[index].backward(grad,
+                                               logits=self._loss_takes_logits and index == last)
 
     def _train_step(self, x, y):
         """One step on a device batch; returns ``(loss_sum, output)`` left on the device."""
         output = self._forward(x)
-        loss_sum, grad = self.loss.compute(self.backend, output, y, self._scratch["loss"],
-                                           logits=self._fused)
+        grad = self._buffers("loss_grad", output.shape, output.dtype)
+        loss_sum = self.loss.compute(self.backend, output, y, grad,
+                                     logits=self._loss_takes_logits)
         self._backward(grad)
         self.optimizer.apply_gradients(self.params,
                                        [g for layer in self.layers for g in layer.grads])
@@ -228,8 +235,13 @@ class Sequential:
                 yield x[start:stop, ...], (None if y is None else y[start:stop, ...])
                 continue
             indices = order_device[start:stop]
-            yield (self.backend.take_rows(x, indices, self._scratch["x"]),
-                   None if y is None else self.backend.take_rows(y, indices, self._scratch["y"]))
+            yield self._gather("x_batch", x, indices), (None if y is None else
+                                                         self._gather("y_batch", y, indices))
+
+    def _gather(self, role: str, data, indices):
+        """``data[indices]`` into the model's ``role`` buffer, valid until the next batch."""
+        out = self._buffers(role, (indices.shape[0], *data.shape[1:]), data.dtype)
+        return self.backend.take_rows(data, indices, out)
 
     # -- Keras API ----------------------------------------------------------------------------
     def fit(self, x, y, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
@@ -336,8 +348,9 @@ class Sequential:
         correct = xp.zeros((), dtype=xp.int64)
         for x_batch, y_batch in self._batches(x_device, y_device, batch_size, None):
             output = self._forward(x_batch)
-            loss_sum, _ = self.loss.compute(self.backend, output, y_batch, self._scratch["loss"],
-                                            logits=self._fused)
+            grad = self._buffers("loss_grad", output.shape, output.dtype)
+            loss_sum = self.loss.compute(self.backend, output, y_batch, grad,
+                                         logits=self._loss_takes_logits)
             loss_total += loss_sum
             if self.metrics:
                 correct += self.backend.correct_count(output, y_batch)
@@ -362,9 +375,9 @@ class Sequential:
         last = self.layers[-1]
         for x_batch, _ in self._batches(x_device, None, batch_size, None):
             output = self._forward(x_batch)
-            if self._fused:
-                output = last.activation.forward(self.backend, output, {})
-            outputs.append(self.backend.to_numpy(output).copy())
+            if self._loss_takes_logits:
+                output = last.activation.forward(self.backend, output)
+            outputs.append(self.backend.to_numpy(output))
         return np.concatenate(outputs)
 
     def train_on_batch(self, x, y) -> float:
@@ -378,7 +391,7 @@ class Sequential:
         """Host copies of every parameter, Keras order: kernel ``(in, out)``, bias, per layer."""
         if not self.built:
             raise UsageError("the model has no weights yet: call it on data or build() it")
-        return [self.backend.to_numpy(param).copy() for param in self.params]
+        return [self.backend.to_numpy(param) for param in self.params]
 
     def set_weights(self, weights) -> None:
         """Load host arrays in :meth:`get_weights` order (the model must be built)."""
@@ -397,10 +410,8 @@ class Sequential:
             if value.shape != tuple(param.shape):
                 raise UsageError(f"weight {index} has shape {value.shape}; the model's is "
                                  f"{tuple(param.shape)}")
-        for layer in self.layers:
-            # np.array copies, so training never writes into the caller's arrays.
-            layer.kernel = self.backend.asarray(np.array(weights.pop(0), self.dtype))
-            layer.bias = self.backend.asarray(np.array(weights.pop(0), self.dtype))
+        for param, value in zip(params, weights):  # in place: the optimizer's state stays theirs
+            param[...] = self.backend.asarray(np.asarray(value, self.dtype))
         if self.optimizer is not None and not self.optimizer.states:
             self.optimizer.build(self.params, self.backend)
 
@@ -411,7 +422,7 @@ class Sequential:
         rows, total = [("Layer", "Output shape", "Params")], 0
         for layer in self.layers:
             count = sum(math.prod(param.shape) for param in layer.params) if self.built else None
-            rows.append((repr(layer), f"(None, {layer.units})",
+            rows.append((repr(layer), f"(None, {layer.output_dim})",
                          "?" if count is None else f"{count:,}"))
             total += count or 0
         widths = [max(len(row[column]) for row in rows) for column in range(3)]

@@ -331,25 +331,36 @@ def assert_kernels_match_cpu(backend: Backend, dtype: str) -> None:
     np.testing.assert_array_equal(backend.to_numpy(on(backend, "x")), host["x"],
                                   err_msg="asarray then to_numpy changed the data")
     assert backend.is_own_array(on(backend, "x")), "is_own_array(asarray(...)) is False"
-    z = {b.name: b.dense_forward(on(b, "x"), on(b, "kernel"), on(b, "bias"), {})
-         for b in (backend, cpu)}
-    same("dense_forward", z[backend.name], z["cpu"])
-    hidden = {b.name: b.dense_relu_forward(on(b, "x"), on(b, "kernel"), on(b, "bias"), {})
-              for b in (backend, cpu)}
-    same("dense_relu_forward", hidden[backend.name], hidden["cpu"])
-    grads = {b.name: b.dense_backward(on(b, "x"), on(b, "grad"), on(b, "kernel"), True, {})
-             for b in (backend, cpu)}
+
+    def into(what, b, shape, kernel):
+        """Run ``kernel(out)`` with a new ``out`` on ``b``; it must write there."""
+        out = b.empty(shape, dtype)
+        assert kernel(out) is out, (f"kernel {what} on {b.name} returned another array than "
+                                    "the out it was given")
+        return out
+
+    for what in ("dense_forward", "dense_relu_forward"):
+        z = {b.name: into(what, b, (6, 4), lambda out, b=b: getattr(b, what)(
+            on(b, "x"), on(b, "kernel"), on(b, "bias"), out)) for b in (backend, cpu)}
+        same(what, z[backend.name], z["cpu"])
+    grads = {}
+    for b in (backend, cpu):
+        grads[b.name] = [b.empty(shape, dtype) for shape in ((6, 5), (5, 4), (4,))]
+        grad_x, grad_kernel, grad_bias = grads[b.name]
+        b.dense_backward(on(b, "x"), on(b, "grad"), on(b, "kernel"), grad_kernel, grad_bias,
+                         grad_x)
     for index, what in enumerate(("grad_x", "grad_kernel", "grad_bias")):
         same(f"dense_backward {what}", grads[backend.name][index], grads["cpu"][index])
-    relu = {b.name: b.relu(on(b, "grad"), {}) for b in (backend, cpu)}
+    relu = {b.name: b.relu(on(b, "grad")) for b in (backend, cpu)}
     same("relu", relu[backend.name], relu["cpu"])
-    back = {b.name: b.relu_backward(on(b, "grad"), b.relu(on(b, "grad"), {}), {})
-            for b in (backend, cpu)}
+    back = {b.name: b.relu_backward(on(b, "grad"), b.relu(on(b, "grad"))) for b in (backend, cpu)}
     same("relu_backward", back[backend.name], back["cpu"])
-    loss = {b.name: b.softmax_crossentropy(on(b, "grad"), b.asarray(targets), {})
-            for b in (backend, cpu)}
-    same("softmax_crossentropy loss", loss[backend.name][0], loss["cpu"][0])
-    same("softmax_crossentropy grad", loss[backend.name][1], loss["cpu"][1])
+    loss, loss_grad = {}, {}
+    for b in (backend, cpu):
+        loss_grad[b.name] = b.empty((6, 4), dtype)
+        loss[b.name] = b.softmax_crossentropy(on(b, "grad"), b.asarray(targets), loss_grad[b.name])
+    same("softmax_crossentropy loss", loss[backend.name], loss["cpu"])
+    same("softmax_crossentropy grad", loss_grad[backend.name], loss_grad["cpu"])
     counts = {b.name: int(b.to_numpy(b.correct_count(on(b, "grad"), b.asarray(targets))))
               for b in (backend, cpu)}
     assert counts[backend.name] == counts["cpu"], f"kernel correct_count ({dtype}): {counts}"
@@ -390,15 +401,19 @@ def assert_layers_match_cpu(backend: Backend, dtype: str) -> None:
             assert_matches_cpu(backend, f"Dense {activation} {what}", ours,
                                cpu.to_numpy(reference), dtype)
     labels = rng.integers(0, 4, size=6)
-    probabilities = activations.get("softmax").forward(cpu, grad.copy(), {})
+    probabilities = activations.get("softmax").forward(cpu, grad.copy())
     for name in sorted(losses_module.LOSSES):
         loss = losses_module.get(name)
         targets = labels if loss.sparse else to_categorical(labels, 4, dtype)
-        for logits in (False, True) if loss.fuses_with(activations.get("softmax")) else (False,):
+        softmax = activations.get("softmax")
+        for logits in (False, True) if loss.takes_logits_of(softmax) else (False,):
             output = grad if logits else probabilities
-            results = {b.name: loss.compute(b, b.asarray(output.copy()), b.asarray(targets), {},
-                                            logits=logits)
-                       for b in (backend, cpu)}
+            results = {}
+            for b in (backend, cpu):
+                gradient = b.empty((6, 4), dtype)
+                total = loss.compute(b, b.asarray(output.copy()), b.asarray(targets), gradient,
+                                     logits=logits)
+                results[b.name] = (total, gradient)
             what = f"{name}{' from logits' if logits else ''}"
             for part, ours, reference in zip(("loss", "gradient"), results[backend.name],
                                              results["cpu"]):

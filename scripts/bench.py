@@ -36,7 +36,7 @@ import time
 import numpy as np
 
 import dnn
-from dnn.backends.cpu import FUSED_KERNELS, CpuBackend
+from dnn.backends.cpu import C_KERNELS, CpuBackend
 from dnn.datasets import get
 from dnn.layers import Dense
 from dnn.utils import to_categorical
@@ -226,7 +226,7 @@ def main():
     y = to_categorical(labels)
     model = seed_model()
     model.build(x.shape[1])
-    numpy_model = seed_model(backend=CpuBackend(fused=False)) if FUSED_KERNELS else None
+    numpy_model = seed_model(backend=CpuBackend(c_kernels=False)) if C_KERNELS else None
     floor, floor_update = make_floor(x), make_floor(x, update=True)
     floor_nonzero = make_floor(x, nonzero_columns=True)
     cross_core_penalty = make_cross_core_probe(x)

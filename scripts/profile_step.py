@@ -49,8 +49,8 @@ def profile_epoch(model, x, y) -> dict:
         lap("forward 1")
         logits = output_layer.forward(activations, logits=True)
         lap("forward 2")
-        _, grad = model.loss.compute(backend, logits, y_batch, model._scratch["loss"],
-                                     logits=True)
+        grad = model._buffers("loss_grad", logits.shape, logits.dtype)
+        model.loss.compute(backend, logits, y_batch, grad, logits=True)
         lap("loss")
         grad = output_layer.backward(grad, logits=True)
         lap("backward 2")

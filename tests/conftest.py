@@ -12,13 +12,13 @@ import pytest
 
 from dnn import backends, plugins
 from dnn.backends.base import Backend
-from dnn.backends.cpu import FUSED_KERNELS
+from dnn.backends.cpu import C_KERNELS
 
 MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 needs_extension = pytest.mark.skipif(
-    FUSED_KERNELS is None, reason="dnn.backends._cpu_kernels was not built (no C compiler?)")
+    C_KERNELS is None, reason="dnn.backends._cpu_kernels was not built (no C compiler?)")
 
 
 def awkward(rng, shape, positive=False, dtype=np.float32):

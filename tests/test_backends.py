@@ -60,15 +60,15 @@ def test_cpu_backend_says_which_kernels_it_runs(monkeypatch, built):
     from dnn.cli import main
     from click.testing import CliRunner
 
-    if built and cpu_module.FUSED_KERNELS is None:
+    if built and cpu_module.C_KERNELS is None:
         pytest.skip("dnn.backends._cpu_kernels was not built (no C compiler?)")
     if not built:
-        monkeypatch.setattr(cpu_module, "FUSED_KERNELS", None)
-    assert cpu_module.CpuBackend().fused_kernels is cpu_module.FUSED_KERNELS
+        monkeypatch.setattr(cpu_module, "C_KERNELS", None)
+    assert cpu_module.CpuBackend().c_kernels is cpu_module.C_KERNELS
     result = CliRunner().invoke(main, ["plugins"])
     cpu_line = next(line for line in result.output.splitlines() if line.split()[:2] ==
                     ["backend", "cpu"])
-    expected = ("fused float32 kernels" if built else
+    expected = ("float32 kernels in C" if built else
                 "NumPy kernels only: the C extension dnn.backends._cpu_kernels was not built")
     assert "available: " + expected in cpu_line
 
@@ -83,9 +83,9 @@ def test_every_backend_matches_the_cpu_kernels_and_training(other_backend):
 def test_relu_kernels_keep_nan_as_numpy_maximum_does(backend):
     """A NaN must survive relu (so that divergence is seen), on every backend."""
     host = np.array([[np.nan, -1.0, 2.0, 0.0]], np.float32)
-    relu = backend.to_numpy(backend.relu(backend.asarray(host.copy()), {}))
-    fused = backend.to_numpy(backend.dense_relu_forward(
+    relu = backend.to_numpy(backend.relu(backend.asarray(host.copy())))
+    dense_relu = backend.to_numpy(backend.dense_relu_forward(
         backend.asarray(np.ones((1, 1), np.float32)), backend.asarray(host.copy()),
-        backend.asarray(np.zeros(4, np.float32)), {}))
-    for result in (relu, fused):
+        backend.asarray(np.zeros(4, np.float32)), backend.empty((1, 4), "float32")))
+    for result in (relu, dense_relu):
         np.testing.assert_array_equal(result, [[np.nan, 0.0, 2.0, 0.0]])

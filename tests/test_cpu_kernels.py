@@ -5,7 +5,7 @@ refusal of arrays it cannot take."""
 import numpy as np
 import pytest
 
-from dnn.backends.cpu import FUSED_KERNELS, PARALLEL_MIN_SIZE, CpuBackend
+from dnn.backends.cpu import C_KERNELS, PARALLEL_MIN_SIZE, CpuBackend
 from dnn.optimizers import RMSprop
 from dnn.testing import OPTIMIZER_VARIANTS, optimizer_steps
 from tests.conftest import awkward, needs_extension
@@ -20,8 +20,8 @@ SHAPE = (PARALLEL_MIN_SIZE // 251 + 1, 251)
 
 def implementations(generic):
     """(name, backend) for the generic reference, the NumPy kernels and, if built, the C ones."""
-    found = [("generic", generic), ("numpy", CpuBackend(fused=False))]
-    if FUSED_KERNELS is not None:
+    found = [("generic", generic), ("numpy", CpuBackend(c_kernels=False))]
+    if C_KERNELS is not None:
         found.append(("fused", CpuBackend()))
     return found
 
@@ -62,7 +62,8 @@ def test_dense_relu_forward_matches_the_generic_kernel_bit_for_bit(generic):
     rng = np.random.default_rng(4)
     x, kernel = awkward(rng, (128, 97)), rng.normal(size=(97, 515)).astype(np.float32)
     bias = awkward(rng, (515,))
-    results = {label: [backend.dense_relu_forward(x, kernel, bias, {})]
+    results = {label: [backend.dense_relu_forward(x, kernel, bias,
+                                                  np.empty((128, 515), np.float32))]
                for label, backend in implementations(generic)}
     assert np.isnan(results["generic"][0]).any() and (results["generic"][0] == 0).any()
     assert_same_bits(results)
@@ -71,7 +72,7 @@ def test_dense_relu_forward_matches_the_generic_kernel_bit_for_bit(generic):
 def test_relu_backward_matches_the_generic_kernel_bit_for_bit(generic):
     rng = np.random.default_rng(5)
     grad, out = awkward(rng, SHAPE), awkward(rng, SHAPE)  # NaN outputs count as dead units
-    results = {label: [backend.relu_backward(grad.copy(), out, {})]
+    results = {label: [backend.relu_backward(grad.copy(), out)]
                for label, backend in implementations(generic)}
     assert_same_bits(results)
 
@@ -83,8 +84,11 @@ def test_bias_gradient_sums_in_numpys_order_bit_for_bit(generic, units):
     grad_z *= rng.choice([1e-6, 1.0, 1e6], size=grad_z.shape)  # big and small: order matters
     grad_z[rng.random(grad_z.shape) < 0.1] = -0.0
     kernel = rng.normal(size=(97, units)).astype(np.float32)
-    results = {label: list(backend.dense_backward(x, grad_z, kernel, True, {}))
-               for label, backend in implementations(generic)}
+    results = {}
+    for label, backend in implementations(generic):
+        grads = [np.empty_like(kernel), np.empty(units, np.float32), np.empty_like(x)]
+        backend.dense_backward(x, grad_z, kernel, *grads)
+        results[label] = grads
     assert_same_bits(results)
 
 
@@ -98,8 +102,10 @@ def test_softmax_crossentropy_matches_the_generic_kernel_bit_for_bit(generic, cl
     else:
         logits = awkward(rng, (96, classes))
     targets = np.eye(classes, dtype=np.float32)[rng.integers(0, classes, size=96)]
-    results = {label: list(backend.softmax_crossentropy(logits, targets, {}))
-               for label, backend in implementations(generic)}
+    results = {}
+    for label, backend in implementations(generic):
+        grad = np.empty_like(logits)
+        results[label] = [np.asarray(backend.softmax_crossentropy(logits, targets, grad)), grad]
     if values == "finite" and classes > 1:
         assert np.isfinite(results["generic"][0]) and results["generic"][0] > 0
     assert_same_bits(results)
@@ -124,7 +130,7 @@ def test_nonzero_columns_counts_nan_inf_and_subnormals_but_not_signed_zeros():
     x[::2, ::6] = -0.0
     x[5, 3], x[7, 6], x[9, 9] = np.nan, -np.inf, -1e-40  # in otherwise zero columns
     columns = np.empty(251, np.int64)
-    count = FUSED_KERNELS.nonzero_columns(x, columns)
+    count = C_KERNELS.nonzero_columns(x, columns)
     expected = np.flatnonzero(x.any(axis=0))
     assert 0 < len(expected) < 251 and {3, 6, 9} <= set(expected)
     np.testing.assert_array_equal(columns[:count], expected)
@@ -136,10 +142,10 @@ def test_take_columns_and_scatter_rows_match_numpy_indexing():
     x = awkward(rng, (40, 251))
     columns = np.flatnonzero(rng.random(251) < 0.6)
     packed = np.empty((40, len(columns)), np.float32)
-    FUSED_KERNELS.take_columns(x, columns, packed)
+    C_KERNELS.take_columns(x, columns, packed)
     np.testing.assert_array_equal(packed.view(np.uint32), x[:, columns].view(np.uint32))
     out = np.full((251, 40), np.nan, np.float32)
-    FUSED_KERNELS.scatter_rows(packed.T.copy(), columns, out)
+    C_KERNELS.scatter_rows(packed.T.copy(), columns, out)
     expected = np.zeros_like(out)
     expected[columns] = packed.T
     np.testing.assert_array_equal(out.view(np.uint32), expected.view(np.uint32))
@@ -176,7 +182,7 @@ _shared = np.zeros(4, np.float32)  # memory seen both as float32 and as int64 in
         "out-width", "indices-overlap-out"])
 def test_column_kernels_refuse_indices_and_shapes_they_cannot_take(call, message):
     with pytest.raises((ValueError, TypeError), match=message):
-        call(FUSED_KERNELS)
+        call(C_KERNELS)
 
 
 @needs_extension
@@ -196,7 +202,7 @@ def test_column_kernels_refuse_indices_and_shapes_they_cannot_take(call, message
 ], ids=["1-D", "overlap", "total-length", "out-length", "float64"])
 def test_loss_and_metric_kernels_refuse_arrays_they_cannot_take(call, error, message):
     with pytest.raises(error, match=message):
-        call(FUSED_KERNELS)
+        call(C_KERNELS)
 
 
 @pytest.mark.parametrize("layout", ["float64", "strided"])
@@ -243,7 +249,7 @@ def test_sgd_kernel_refuses_arrays_it_cannot_take(args, error, message):
     param = args[0]
     before = param.copy()
     with pytest.raises(error, match=message):
-        FUSED_KERNELS.sgd(*args)
+        C_KERNELS.sgd(*args)
     np.testing.assert_array_equal(param, before)
 
 
@@ -253,16 +259,16 @@ def test_fused_kernels_refuse_read_only_and_overlapping_arrays():
     read_only = np.ones(8, np.float32)
     read_only.flags.writeable = False
     with pytest.raises(TypeError, match="param must be a C-contiguous, writable float32"):
-        FUSED_KERNELS.adam(read_only, param, np.zeros(8, np.float32), np.zeros(8, np.float32),
+        C_KERNELS.adam(read_only, param, np.zeros(8, np.float32), np.zeros(8, np.float32),
                            1e-3, 0.1, 0.001, 1e-7)
     with pytest.raises(ValueError, match="param and mean_square must not overlap"):
-        FUSED_KERNELS.rmsprop(param, np.ones(8, np.float32), param, None, None,
+        C_KERNELS.rmsprop(param, np.ones(8, np.float32), param, None, None,
                               1e-3, 0.9, 0.1, 0.0, 1e-7)
     buffer = np.zeros(12, np.float32)
     with pytest.raises(ValueError, match="grad and out must not overlap"):
-        FUSED_KERNELS.relu_backward(buffer[:8], buffer[4:])
+        C_KERNELS.relu_backward(buffer[:8], buffer[4:])
     with pytest.raises(ValueError, match="bias has 3 elements, which does not divide z's 8"):
-        FUSED_KERNELS.bias_relu(param, np.zeros(3, np.float32))
+        C_KERNELS.bias_relu(param, np.zeros(3, np.float32))
     np.testing.assert_array_equal(param, np.ones(8, np.float32))
 
 
@@ -274,7 +280,7 @@ def test_training_with_and_without_the_extension_gives_the_same_weights():
     x = rng.normal(size=(300, 20)).astype(np.float32)
     y = np.eye(4, dtype=np.float32)[rng.integers(0, 4, size=300)]
     weights = []
-    for backend in (CpuBackend(), CpuBackend(fused=False)):
+    for backend in (CpuBackend(), CpuBackend(c_kernels=False)):
         model = dnn.Sequential([Dense(16, activation="relu"), Dense(4, activation="softmax")],
                                seed=0, backend=backend)
         model.compile(optimizer="rmsprop", loss="categorical_crossentropy")

@@ -53,20 +53,26 @@ def logits_and_targets(rows, dtype, rng, classes=10):
     return logits, targets
 
 
+def softmax_crossentropy(backend, logits, targets) -> list:
+    """``[loss_sum, grad]`` of ``backend``'s softmax cross-entropy kernel."""
+    grad = np.empty_like(logits)
+    return [backend.softmax_crossentropy(logits, targets, grad), grad]
+
+
 # kernel name: case(backend, rows, dtype, rng) -> host arrays; each case calls that kernel
 CASES = {
     "dnn_bias_add": lambda b, rows, dtype, rng: [
-        b.dense_forward(*hidden_layer(rows, dtype, rng), {})],
+        b.dense_forward(*hidden_layer(rows, dtype, rng), np.empty((rows, 23), dtype))],
     "dnn_bias_relu": lambda b, rows, dtype, rng: [
-        b.dense_relu_forward(*hidden_layer(rows, dtype, rng), {})],
-    "dnn_relu": lambda b, rows, dtype, rng: [b.relu(awkward(rng, (rows, 13), dtype=dtype), {})],
+        b.dense_relu_forward(*hidden_layer(rows, dtype, rng), np.empty((rows, 23), dtype))],
+    "dnn_relu": lambda b, rows, dtype, rng: [b.relu(awkward(rng, (rows, 13), dtype=dtype))],
     "dnn_relu_backward": lambda b, rows, dtype, rng: [b.relu_backward(
-        awkward(rng, (rows, 13), dtype=dtype), awkward(rng, (rows, 13), dtype=dtype), {})],
+        awkward(rng, (rows, 13), dtype=dtype), awkward(rng, (rows, 13), dtype=dtype))],
     "dnn_sgd": run_optimizer(lambda: SGD(learning_rate=0.01)),
     "dnn_rmsprop": run_optimizer(RMSprop),
     "dnn_adam": run_optimizer(lambda: Adam(learning_rate=2e-3)),
-    "dnn_softmax_xent_rows": lambda b, rows, dtype, rng: list(b.softmax_crossentropy(
-        *logits_and_targets(rows, dtype, rng), {})),
+    "dnn_softmax_xent_rows": lambda b, rows, dtype, rng: softmax_crossentropy(
+        b, *logits_and_targets(rows, dtype, rng)),
     "dnn_correct_rows": lambda b, rows, dtype, rng: [np.asarray(b.correct_count(
         *logits_and_targets(rows, dtype, rng)))],
 }
@@ -105,8 +111,8 @@ def test_kernel_matches_the_generic_kernel(name, dtype, rows):
 def test_softmax_rows_kernel_handles_any_class_count(classes):
     rng = np.random.default_rng(8)
     logits, targets = logits_and_targets(20, np.float32, rng, classes)
-    ours = HostCudaBackend().softmax_crossentropy(logits.copy(), targets, {})
-    expected = GenericNumpy().softmax_crossentropy(logits.copy(), targets, {})
+    ours = softmax_crossentropy(HostCudaBackend(), logits.copy(), targets)
+    expected = softmax_crossentropy(GenericNumpy(), logits.copy(), targets)
     for mine, reference in zip(ours, expected):
         np.testing.assert_allclose(mine, reference, rtol=1e-6, atol=1e-7)
 

@@ -43,9 +43,10 @@ def test_softmax_crossentropy_of_awkward_logits_matches_cpu(other_backend, dtype
     logits[3] += 1e4
     targets = to_categorical(rng.integers(0, 5, size=8), 5, dtype)
     cpu = backends.get_backend("cpu")
-    cpu_sum, cpu_grad = cpu.softmax_crossentropy(logits.copy(), targets, {})
-    our_sum, our_grad = other_backend.softmax_crossentropy(other_backend.asarray(logits),
-                                                           other_backend.asarray(targets), {})
+    cpu_grad, our_grad = np.empty_like(logits), other_backend.empty(logits.shape, dtype)
+    cpu_sum = cpu.softmax_crossentropy(logits.copy(), targets, cpu_grad)
+    our_sum = other_backend.softmax_crossentropy(other_backend.asarray(logits),
+                                                 other_backend.asarray(targets), our_grad)
     assert np.isnan(cpu_grad[1]).all() and np.isfinite(cpu_grad[3]).all()
     assert_matches_cpu(other_backend, "softmax_crossentropy loss", our_sum, cpu_sum, dtype)
     assert_matches_cpu(other_backend, "softmax_crossentropy grad", our_grad, cpu_grad, dtype)
@@ -101,13 +102,13 @@ class KinkFlipping(GenericNumpy):
         self.flips = 0
         self._rng = np.random.default_rng(0)
 
-    def dense_relu_forward(self, x, kernel, bias, scratch):
-        z = self.dense_forward(x, kernel, bias, scratch)
+    def dense_relu_forward(self, x, kernel, bias, out, columns=None):
+        z = self.dense_forward(x, kernel, bias, out, columns)
         near = np.abs(z) < self.margin
         self.flips += int(near.sum())
         signs = self._rng.choice(np.array([-1, 1], z.dtype), size=int(near.sum()))
         z[near] = signs * np.maximum(np.abs(z[near]), np.finfo(z.dtype).tiny)
-        return self.relu(z, scratch)
+        return self.relu(z)
 
 
 class WrongSign(GenericNumpy):
@@ -115,10 +116,10 @@ class WrongSign(GenericNumpy):
 
     name = "wrong-sign"
 
-    def dense_backward(self, x, grad_z, kernel, need_input_grad, scratch):
-        grad_x, grad_kernel, grad_bias = super().dense_backward(x, grad_z, kernel,
-                                                                need_input_grad, scratch)
-        return grad_x, grad_kernel, -grad_bias
+    def dense_backward(self, x, grad_z, kernel, grad_kernel, grad_bias, grad_x=None,
+                       columns=None):
+        super().dense_backward(x, grad_z, kernel, grad_kernel, grad_bias, grad_x, columns)
+        grad_bias *= -1
 
 
 class MissingOneOverN(GenericNumpy):
@@ -126,9 +127,10 @@ class MissingOneOverN(GenericNumpy):
 
     name = "missing-1/n"
 
-    def softmax_crossentropy(self, logits, targets, scratch):
-        loss_sum, grad = super().softmax_crossentropy(logits, targets, scratch)
-        return loss_sum, grad * logits.shape[0]
+    def softmax_crossentropy(self, logits, targets, grad):
+        loss_sum = super().softmax_crossentropy(logits, targets, grad)
+        grad *= logits.shape[0]
+        return loss_sum
 
 
 class EpsilonOutsideTheRoot(GenericNumpy):
@@ -149,6 +151,16 @@ class EpsilonOutsideTheRoot(GenericNumpy):
         return True
 
 
+class FreshOutput(GenericNumpy):
+    """A dense forward kernel that returns a new array of the right values instead of writing
+    into the layer's: a step built on it cannot be replayed from fixed buffers."""
+
+    name = "fresh-output"
+
+    def dense_forward(self, x, kernel, bias, out, columns=None):
+        return np.matmul(x, kernel) + bias
+
+
 PLANTED = [WrongSign, MissingOneOverN, EpsilonOutsideTheRoot]
 
 
@@ -161,7 +173,8 @@ TRAINING_FAILURE = r"step losses differ|weight \d ended"
 CHECKS = {  # the rewritten checks, and what each says about the planted errors it must catch
     "kernels": (lambda b: testing.assert_kernels_match_cpu(b, "float32"), {
         WrongSign: "kernel dense_backward grad_bias", MissingOneOverN:
-        "kernel softmax_crossentropy grad", EpsilonOutsideTheRoot: "RMSprop update: param"}),
+        "kernel softmax_crossentropy grad", EpsilonOutsideTheRoot: "RMSprop update: param",
+        FreshOutput: "kernel dense_forward on fresh-output returned another array than the out"}),
     "layers": (lambda b: testing.assert_layers_match_cpu(b, "float32"), {  # no optimizer here
         WrongSign: "Dense linear grad_bias", MissingOneOverN: "from logits gradient"}),
     # The toy network's gradients are too large for epsilon's place to show; the seed

@@ -20,10 +20,10 @@ def test_activation_backward_matches_finite_differences(cpu, name):
     upstream = RNG.normal(size=(4, 5))
 
     def objective():
-        return float(np.sum(upstream * activation.forward(cpu, z.copy(), {})))
+        return float(np.sum(upstream * activation.forward(cpu, z.copy())))
 
-    out = activation.forward(cpu, z.copy(), {})
-    analytic = activation.backward(cpu, upstream.copy(), out, {})
+    out = activation.forward(cpu, z.copy())
+    analytic = activation.backward(cpu, upstream.copy(), out)
     np.testing.assert_allclose(analytic, numerical_gradient(objective, z), **TOLERANCE)
 
 
@@ -33,8 +33,14 @@ def test_activation_forward_values_match_reference(cpu):
     references = {"linear": z, "relu": np.where(z > 0, z, 0), "sigmoid": 1 / (1 + np.exp(-z)),
                   "tanh": np.tanh(z), "softmax": exp / exp.sum(axis=1, keepdims=True)}
     for name, expected in references.items():
-        actual = activations.get(name).forward(cpu, z.copy(), {})
+        actual = activations.get(name).forward(cpu, z.copy())
         np.testing.assert_allclose(actual, expected, rtol=1e-12, atol=1e-15, err_msg=name)
+
+
+def loss_and_gradient(loss, backend, output, targets, logits):
+    """``(loss_sum, dL/doutput)`` of ``loss``, its gradient in a new array."""
+    grad = np.empty_like(output)
+    return float(loss.compute(backend, output, targets, grad, logits=logits)), grad
 
 
 def _targets(n, k, sparse):
@@ -56,13 +62,13 @@ def test_loss_gradient_matches_finite_differences(cpu, name, sparse, fused, tran
     loss = losses.get(name)
     n, k = 6, 4
     raw = RNG.normal(size=(n, k))
-    output = activations.Softmax().forward(cpu, raw, {}) if transform else raw
+    output = activations.Softmax().forward(cpu, raw) if transform else raw
     targets = _targets(n, k, sparse)
 
     def objective():
-        return float(loss.compute(cpu, output, targets, {}, logits=fused)[0]) / n
+        return loss_and_gradient(loss, cpu, output, targets, fused)[0] / n
 
-    _, grad = loss.compute(cpu, output, targets, {}, logits=fused)
+    _, grad = loss_and_gradient(loss, cpu, output, targets, fused)
     np.testing.assert_allclose(grad, numerical_gradient(objective, output), **TOLERANCE)
 
 
@@ -71,12 +77,12 @@ def test_fused_crossentropy_equals_reference_and_is_stable(cpu):
     targets = _targets(5, 3, sparse=False)
     log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     expected = -(targets * log_probs).sum()
-    loss_sum, _ = losses.get("categorical_crossentropy").compute(cpu, logits, targets, {},
-                                                                 logits=True)
+    loss_sum, _ = loss_and_gradient(losses.get("categorical_crossentropy"), cpu, logits,
+                                    targets, logits=True)
     np.testing.assert_allclose(float(loss_sum), expected, rtol=1e-12)
     huge = np.array([[1000.0, 0.0, -1000.0]])
-    loss_sum, grad = losses.get("categorical_crossentropy").compute(
-        cpu, huge, np.array([[0.0, 0.0, 1.0]]), {}, logits=True)
+    loss_sum, grad = loss_and_gradient(losses.get("categorical_crossentropy"), cpu, huge,
+                                       np.array([[0.0, 0.0, 1.0]]), logits=True)
     assert np.isfinite(float(loss_sum)) and float(loss_sum) == pytest.approx(2000.0)
     assert np.all(np.isfinite(grad))
 
@@ -118,14 +124,15 @@ def test_two_layer_network_parameter_gradients(cpu, hidden_activation):
     y = _targets(7, 4, sparse=False)
     model.build(5)
     # Nudge relu pre-activations away from the kink so finite differences are valid there.
-    model.layers[0].bias += 0.05
+    bias = model.layers[0].bias
+    bias += 0.05
 
     def objective():
         output = model._forward(x)
-        return float(model.loss.compute(cpu, output, y, {}, logits=model._fused)[0]) / len(x)
+        return loss_and_gradient(model.loss, cpu, output, y, model._loss_takes_logits)[0] / len(x)
 
     output = model._forward(x)
-    _, grad = model.loss.compute(cpu, output, y, {}, logits=model._fused)
+    _, grad = loss_and_gradient(model.loss, cpu, output, y, model._loss_takes_logits)
     model._backward(grad)
     analytic = [g.copy() for layer in model.layers for g in layer.grads]
     for param, grad in zip(model.params, analytic):

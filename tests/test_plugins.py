@@ -183,8 +183,9 @@ def test_a_broken_backend_plugin_is_named_and_takes_nothing_down(install_fake_pl
 
 
 WRONG_KERNEL_BACKEND = backend_source("Sloppy", "return Availability(True)", """
-    def relu(self, z, scratch):
-        return np.abs(z)  # wrong for negative inputs
+    def relu(self, z):
+        z[...] = np.abs(z)  # wrong for negative inputs
+        return z
 """)
 
 

@@ -7,7 +7,8 @@ import pytest
 
 import dnn
 from dnn.backends import cpu as cpu_module
-from dnn.backends.cpu import FUSED_KERNELS, SKIP_MIN_KERNEL_SIZE, CpuBackend
+from dnn.backends.base import InputColumns
+from dnn.backends.cpu import C_KERNELS, SKIP_MIN_KERNEL_SIZE, CpuBackend
 from dnn.layers import Dense
 from dnn.utils import to_categorical
 from tests.conftest import needs_extension, numerical_gradient
@@ -17,9 +18,9 @@ WIDTH, UNITS = 300, SKIP_MIN_KERNEL_SIZE // 300 + 1  # a kernel just big enough 
 
 def implementations():
     """``(name, backend)`` pytest params: the NumPy kernels and, if built, the C ones."""
-    found = [pytest.param("numpy", CpuBackend(fused=False), id="numpy")]
-    if FUSED_KERNELS is not None:
-        found.append(pytest.param("fused", CpuBackend(), id="fused"))
+    found = [pytest.param("numpy", CpuBackend(c_kernels=False), id="numpy")]
+    if C_KERNELS is not None:
+        found.append(pytest.param("c", CpuBackend(), id="c"))
     return found
 
 
@@ -34,15 +35,27 @@ def batch(rng, zero_share, rows=64):
     return x, np.setdiff1d(np.arange(WIDTH), zero)
 
 
-def used_scratch(backend, rng, kernel, grad_z):
-    """A layer's scratch whose buffers hold the results of a batch with no zero column, so
-    that a kernel leaving rows unwritten shows."""
-    scratch = {}
+def forward_backward(backend, x, kernel, bias, grad_z, columns, outs=None, relu=False):
+    """A dense layer's forward then backward kernels on ``x``, with its ``columns`` record;
+    into ``outs`` ``(z, grad_kernel, grad_bias)`` (new arrays by default), returned."""
+    z, grad_kernel, grad_bias = outs or (np.empty((x.shape[0], kernel.shape[1]), kernel.dtype),
+                                         np.empty_like(kernel), np.empty_like(bias))
+    forward = backend.dense_relu_forward if relu else backend.dense_forward
+    forward(x, kernel, bias, z, columns)
+    backend.dense_backward(x, grad_z, kernel, grad_kernel, grad_bias, None, columns)
+    return z, grad_kernel, grad_bias
+
+
+def used_buffers(backend, rng, kernel, grad_z):
+    """A layer's columns record and output buffers, holding the results of a batch with no
+    zero column, so that a kernel leaving rows unwritten shows."""
+    columns = InputColumns()
     x = rng.random((grad_z.shape[0], WIDTH)).astype(kernel.dtype) + 1.0
-    backend.dense_forward(x, kernel, np.zeros(kernel.shape[1], kernel.dtype), scratch)
-    assert scratch["nonzero_input"] is None
-    assert np.all(backend.dense_backward(x, grad_z, kernel, False, scratch)[1] != 0)
-    return scratch
+    outs = forward_backward(backend, x, kernel, np.zeros(kernel.shape[1], kernel.dtype), grad_z,
+                            columns)
+    assert columns.kept is None
+    assert np.all(outs[1] != 0)
+    return columns, outs
 
 
 def layer_inputs(rng):
@@ -57,12 +70,12 @@ def test_products_leave_out_zero_columns_and_match_the_full_products(name, backe
     rng = np.random.default_rng(0)
     x, nonzero = batch(rng, zero_share=0.4)
     kernel, bias, grad_z = layer_inputs(rng)
-    scratch = used_scratch(backend, rng, kernel, grad_z)
-    z = backend.dense_relu_forward(x, kernel, bias, scratch).copy()
-    _, grad_kernel, grad_bias = backend.dense_backward(x, grad_z, kernel, False, scratch)
+    columns, outs = used_buffers(backend, rng, kernel, grad_z)
+    z, grad_kernel, grad_bias = forward_backward(backend, x, kernel, bias, grad_z, columns, outs,
+                                                 relu=True)
 
-    assert scratch["nonzero_input"] is not None, "the zero columns were not left out"
-    np.testing.assert_array_equal(scratch["nonzero_input"][1], nonzero)
+    assert columns.kept is not None, "the zero columns were not left out"
+    np.testing.assert_array_equal(columns.kept, nonzero)
     np.testing.assert_allclose(z, np.maximum(x @ kernel + bias, 0), rtol=1e-5, atol=1e-4)
     full = x.T.astype(np.float64) @ grad_z
     np.testing.assert_allclose(grad_kernel, full, rtol=1e-4, atol=1e-4)
@@ -77,11 +90,9 @@ def test_both_implementations_leave_out_columns_alike_bit_for_bit():
     x, _ = batch(rng, zero_share=0.4)
     kernel, bias, grad_z = layer_inputs(rng)
     results = []
-    for backend in (CpuBackend(fused=False), CpuBackend()):
-        scratch = {}
-        z = backend.dense_forward(x, kernel, bias, scratch).copy()
-        grad_kernel = backend.dense_backward(x, grad_z, kernel, False, scratch)[1]
-        results.append((z, grad_kernel.copy()))
+    for backend in (CpuBackend(c_kernels=False), CpuBackend()):
+        z, grad_kernel, _ = forward_backward(backend, x, kernel, bias, grad_z, InputColumns())
+        results.append((z, grad_kernel))
     for ours, theirs in zip(*results):
         np.testing.assert_array_equal(ours.view(np.uint32), theirs.view(np.uint32))
 
@@ -91,9 +102,9 @@ def test_batches_with_few_zero_columns_use_the_full_product(name, backend):
     rng = np.random.default_rng(2)
     x, _ = batch(rng, zero_share=0.1)
     kernel, bias, _ = layer_inputs(rng)
-    scratch = {}
-    z = backend.dense_forward(x, kernel, bias, scratch)
-    assert scratch["nonzero_input"] is None
+    columns = InputColumns()
+    z = backend.dense_forward(x, kernel, bias, np.empty((64, UNITS), np.float32), columns)
+    assert columns.kept is None
     np.testing.assert_array_equal(z, np.matmul(x, kernel) + bias)
 
 
@@ -102,26 +113,33 @@ def test_an_all_zero_batch_gives_the_bias_and_a_zero_gradient(name, backend):
     rng = np.random.default_rng(3)
     kernel, bias, grad_z = layer_inputs(rng)
     x = np.zeros((64, WIDTH), np.float32)
-    scratch = used_scratch(backend, rng, kernel, grad_z)
-    z = backend.dense_forward(x, kernel, bias, scratch).copy()
-    grad_kernel = backend.dense_backward(x, grad_z, kernel, False, scratch)[1]
-    assert len(scratch["nonzero_input"][1]) == 0
+    columns, outs = used_buffers(backend, rng, kernel, grad_z)
+    z, grad_kernel, _ = forward_backward(backend, x, kernel, bias, grad_z, columns, outs)
+    assert len(columns.kept) == 0
     np.testing.assert_array_equal(z, np.broadcast_to(bias, z.shape))
     assert np.all(grad_kernel == 0)
 
 
 @pytest.mark.parametrize("name, backend", implementations())
-def test_a_backward_pass_on_another_input_uses_that_input(name, backend):
-    """The columns kept by a forward pass belong to its input, not to the next one's."""
+def test_each_layer_keeps_its_own_record_of_the_columns(name, backend):
+    """Two layers on one backend, their forward passes before their backward passes: each
+    backward pass reads the columns its own forward pass kept."""
     rng = np.random.default_rng(4)
     x, _ = batch(rng, zero_share=0.4)
     other, _ = batch(rng, zero_share=0.4)
     kernel, bias, grad_z = layer_inputs(rng)
-    scratch = {}
-    backend.dense_forward(x, kernel, bias, scratch)
-    grad_kernel = backend.dense_backward(other, grad_z, kernel, False, scratch)[1]
-    np.testing.assert_allclose(grad_kernel, other.T.astype(np.float64) @ grad_z, rtol=1e-4,
-                               atol=1e-4)
+    first, second = (Dense(UNITS, activation="relu") for _ in range(2))
+    for layer in (first, second):
+        layer.build(WIDTH, backend, np.random.default_rng(7), np.float32)
+        layer.needs_input_grad = False
+    first.forward(x)
+    second.forward(other)
+    for layer, inputs in ((first, x), (second, other)):
+        assert layer.input_columns.kept is not None
+        alive = np.maximum(inputs @ layer.kernel + layer.bias, 0) > 0
+        layer.backward(grad_z.copy())
+        np.testing.assert_allclose(layer.grads[0], inputs.T.astype(np.float64) @ (grad_z * alive),
+                                   rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("name, backend", implementations())
@@ -139,7 +157,7 @@ def test_gradients_with_zero_columns_left_out_match_finite_differences(name, bac
         return float(np.sum(upstream * layer.forward(x)))
 
     layer.forward(x)
-    assert layer._scratch["nonzero_input"] is not None
+    assert layer.input_columns.kept is not None
     layer.backward(upstream.copy())
     grad_kernel = layer.grads[0].copy()
     np.testing.assert_allclose(grad_kernel, numerical_gradient(objective, layer.kernel),
@@ -152,12 +170,12 @@ def test_training_with_zero_columns_gives_the_same_weights_with_and_without_the_
     x, _ = batch(rng, zero_share=0.35, rows=320)
     y = to_categorical(rng.integers(0, 4, size=320), 4)
     weights = []
-    for backend in (CpuBackend(fused=False), CpuBackend()):
+    for backend in (CpuBackend(c_kernels=False), CpuBackend()):
         model = dnn.Sequential([Dense(UNITS, activation="relu"), Dense(4, activation="softmax")],
                                seed=0, backend=backend)
         model.compile(optimizer="rmsprop", loss="categorical_crossentropy")
         model.fit(x, y, epochs=2, batch_size=64)
-        assert model.layers[0]._scratch["nonzero_input"] is not None
+        assert model.layers[0].input_columns.kept is not None
         weights.append(model.get_weights())
     for ours, theirs in zip(*weights):
         np.testing.assert_array_equal(ours, theirs)

@@ -2,11 +2,15 @@
 
 Shapes used in the docstrings: ``n`` samples in a batch, ``i`` inputs of a layer, ``o`` its
 outputs, ``k`` classes.  A backend subclass overrides a kernel only where it is measurably faster
-(in-place NumPy ufuncs for ``cpu``, fused CuPy kernels for ``gpu``) and must return the same
+(in-place NumPy ufuncs and C for ``cpu``, CUDA kernels for ``gpu``) and must give the same
 numbers as the generic version here; the cross-backend tests pin them together.
 
-``scratch`` arguments are dicts owned by the caller (one per layer) in which a backend may keep
-reusable buffers between calls.  The generic kernels ignore them.
+Who owns what: a kernel writes its results into arrays the caller allocated and owns (``out``,
+``grad_kernel``, ...; a layer keeps them from batch to batch, see :mod:`dnn.layers`) or, where
+it says so, in place into one of its arguments.  It returns nothing else that it will write
+again: its own temporaries never leave it.  The one piece of state a kernel keeps between two
+calls is a layer's :class:`InputColumns`, which the layer owns and hands to its forward and
+backward kernels.
 """
 
 from __future__ import annotations
@@ -32,6 +36,24 @@ class Availability:
         return self.available
 
 
+class InputColumns:
+    """A layer's record of which columns of its input batch its backend kept in the last
+    forward product: a backend may leave out the columns that are zero in the whole batch
+    (they add nothing to ``x @ kernel`` and make their rows of the kernel's gradient zero).
+
+    The layer owns one and hands it to the forward and the backward kernel of the same batch;
+    the forward kernel sets ``kept`` (the ``(k,)`` increasing indices of the kept columns, or
+    None when it multiplied them all) and ``packed`` (``x[:, kept]``, ``(n, k)``), and may keep
+    the arrays behind them in ``buffers`` from batch to batch.  Backends that never leave
+    columns out ignore it.
+    """
+
+    def __init__(self):
+        self.kept = None
+        self.packed = None
+        self.buffers: dict = {}
+
+
 class Backend:
     """A place to compute: an array namespace plus the few hot kernels of training."""
 
@@ -48,8 +70,13 @@ class Backend:
         return self.xp.asarray(host_array, dtype=self.dtype(dtype) if dtype else None)
 
     def to_numpy(self, array) -> np.ndarray:
-        """Copy a backend array to a host NumPy array."""
-        return np.asarray(array)
+        """A host NumPy copy of a backend array (it shares no memory with ``array``)."""
+        return np.array(array, copy=True)
+
+    def empty(self, shape, dtype) -> Array:
+        """A new uninitialised array of ``shape`` and ``dtype`` (a name such as
+        ``"float32"``) on this backend."""
+        return self.xp.empty(tuple(shape), dtype=self.dtype(dtype))
 
     def synchronize(self) -> None:
         """Wait until queued work has finished (a no-op on synchronous backends)."""
@@ -69,48 +96,60 @@ class Backend:
         return type(array) is type(self.xp.asarray(0))
 
     # -- data ----------------------------------------------------------------------------
-    def take_rows(self, data: Array, indices: Array, scratch: dict) -> Array:
-        """Rows ``data[indices]``: ``(N, ...)`` gathered by ``(n,)`` integer indices."""
-        return self.xp.take(data, indices, axis=0)
+    def take_rows(self, data: Array, indices: Array, out: Array) -> Array:
+        """``out = data[indices]``: rows of ``(N, ...)`` ``data`` gathered by ``(n,)`` integer
+        indices into ``out`` ``(n, ...)``; returns ``out``."""
+        out[...] = self.xp.take(data, indices, axis=0)
+        return out
 
     # -- dense layers ----------------------------------------------------------------------
-    def dense_forward(self, x: Array, kernel: Array, bias: Array, scratch: dict) -> Array:
-        """``x @ kernel + bias``: ``(n, i) @ (i, o) + (o,) -> (n, o)``."""
-        return self.xp.matmul(x, kernel) + bias
+    def dense_forward(self, x: Array, kernel: Array, bias: Array, out: Array,
+                      columns: InputColumns | None = None) -> Array:
+        """``out = x @ kernel + bias``: ``(n, i) @ (i, o) + (o,)`` into ``out`` ``(n, o)``;
+        returns ``out``.  ``columns``, the layer's, records the columns of ``x`` a backend left
+        out of the product (all zero in the batch), for :meth:`dense_backward`."""
+        out[...] = self.xp.matmul(x, kernel) + bias
+        return out
 
-    def dense_backward(self, x: Array, grad_z: Array, kernel: Array, need_input_grad: bool,
-                       scratch: dict):
-        """Gradients of ``z = x @ kernel + bias`` given ``dL/dz`` of shape ``(n, o)``.
-
-        Returns ``(grad_x (n, i) or None, grad_kernel (i, o), grad_bias (o,))``.
-        """
+    def dense_backward(self, x: Array, grad_z: Array, kernel: Array, grad_kernel: Array,
+                       grad_bias: Array, grad_x: Array | None = None,
+                       columns: InputColumns | None = None) -> None:
+        """The gradients of ``z = x @ kernel + bias`` given ``dL/dz`` ``(n, o)``, written into
+        ``grad_kernel`` ``(i, o)``, ``grad_bias`` ``(o,)`` and, unless it is None (the first
+        layer), ``grad_x`` ``(n, i)``.  ``columns`` is what :meth:`dense_forward` recorded for
+        this ``x``."""
         xp = self.xp
-        grad_kernel = xp.matmul(xp.matrix_transpose(x), grad_z)
-        grad_bias = xp.sum(grad_z, axis=0)
-        grad_x = xp.matmul(grad_z, xp.matrix_transpose(kernel)) if need_input_grad else None
-        return grad_x, grad_kernel, grad_bias
+        grad_kernel[...] = xp.matmul(xp.matrix_transpose(x), grad_z)
+        grad_bias[...] = xp.sum(grad_z, axis=0)
+        if grad_x is not None:
+            grad_x[...] = xp.matmul(grad_z, xp.matrix_transpose(kernel))
 
-    def dense_relu_forward(self, x: Array, kernel: Array, bias: Array, scratch: dict) -> Array:
-        """``relu(x @ kernel + bias)``: ``(n, i) -> (n, o)``, the hidden layer of the classic
-        network; a backend may fuse the bias and the relu into one pass."""
-        return self.relu(self.dense_forward(x, kernel, bias, scratch), scratch)
+    def dense_relu_forward(self, x: Array, kernel: Array, bias: Array, out: Array,
+                           columns: InputColumns | None = None) -> Array:
+        """``out = relu(x @ kernel + bias)``, ``(n, i) -> (n, o)``: the hidden layer of the
+        classic network; a backend may add the bias and take the relu in one pass."""
+        return self.relu(self.dense_forward(x, kernel, bias, out, columns))
 
     # -- activations ---------------------------------------------------------------------------
-    def relu(self, z: Array, scratch: dict) -> Array:
-        """``max(z, 0)`` elementwise; ``z`` may be overwritten by an override."""
-        return self.xp.maximum(z, self.xp.zeros_like(z))
-
-    def relu_backward(self, grad_out: Array, out: Array, scratch: dict) -> Array:
-        """``grad_out * (out > 0)``: the gradient through relu given its output."""
+    def relu(self, z: Array) -> Array:
+        """``z = max(z, 0)`` in place, NaN kept; returns ``z``."""
         xp = self.xp
-        return xp.where(out > 0, grad_out, xp.zeros_like(grad_out))
+        z[...] = xp.maximum(z, xp.zeros_like(z))
+        return z
 
-    def softmax_crossentropy(self, logits: Array, targets: Array, scratch: dict):
-        """Softmax cross-entropy from logits, computed stably.
+    def relu_backward(self, grad: Array, out: Array) -> Array:
+        """``grad = grad * (out > 0)`` in place: the gradient through relu given its output
+        ``out`` (a NaN output counts as a dead unit); returns ``grad``."""
+        xp = self.xp
+        grad[...] = xp.where(out > 0, grad, xp.zeros_like(grad))
+        return grad
 
-        ``logits`` and one-hot ``targets`` are ``(n, k)``.  Returns ``(loss_sum, grad)``: the
-        0-d sum over the batch of ``-sum(targets * log_softmax(logits))`` and the gradient of the
-        batch *mean* with respect to the logits, ``(softmax(logits) - targets) / n``.
+    def softmax_crossentropy(self, logits: Array, targets: Array, grad: Array) -> Array:
+        """Softmax cross-entropy from ``(n, k)`` logits and one-hot targets, computed stably.
+
+        Returns the 0-d sum over the batch of ``-sum(targets * log_softmax(logits))`` and
+        writes into ``grad`` ``(n, k)`` the gradient of the batch *mean* with respect to the
+        logits, ``(softmax(logits) - targets) / n``.
         """
         xp = self.xp
         n = logits.shape[0]
@@ -118,8 +157,8 @@ class Backend:
         exp = xp.exp(shifted)
         total = xp.sum(exp, axis=1, keepdims=True)
         loss_sum = xp.sum(xp.log(total)) - xp.sum(targets * shifted)
-        grad = (exp / total - targets) / n
-        return loss_sum, grad
+        grad[...] = (exp / total - targets) / n
+        return loss_sum
 
     # -- metrics -------------------------------------------------------------------------------
     def correct_count(self, output: Array, targets: Array):

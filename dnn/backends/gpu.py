@@ -1,13 +1,13 @@
-"""The ``gpu`` backend: CuPy on a CUDA device, with fused elementwise kernels.
+"""The ``gpu`` backend: CuPy on a CUDA device, with CUDA elementwise kernels.
 
 CuPy is optional: without it (or without a CUDA device) this module still imports and
-:meth:`GpuBackend.is_available` says why and how to fix it.  Each fused kernel computes the same
-expression, in the same order, as the generic kernel in :mod:`dnn.backends.base` (the softmax
-cross-entropy and accuracy kernels work a row per thread, so the loss is summed row by row
-first); their CUDA source is in :mod:`dnn.backends.cuda_sources`, which the test suite also
-compiles with the host C compiler, and the cross-backend tests pin them to the cpu backend.  On a GPU
-this network is small enough that kernel launches, not arithmetic, set the pace: the fused
-kernels exist to launch fewer.
+:meth:`GpuBackend.is_available` says why and how to fix it.  Each kernel computes the same
+expression, in the same order, as the generic kernel in :mod:`dnn.backends.base` or the
+optimizer's formula (the softmax cross-entropy and accuracy kernels work a row per thread, so
+the loss is summed row by row first); their CUDA source is in :mod:`dnn.backends.cuda_sources`,
+which the test suite also compiles with the host C compiler, and the cross-backend tests pin
+them to the cpu backend.  On a GPU this network is small enough that kernel launches, not
+arithmetic, set the pace: the kernels exist to launch fewer.
 """
 
 from __future__ import annotations
@@ -99,33 +99,37 @@ class GpuBackend(Backend):
         """A Python number as a scalar of ``like``'s dtype, for the typed kernel arguments."""
         return like.dtype.type(value)
 
-    def dense_forward(self, x, kernel, bias, scratch):
-        z = self._cupy.matmul(x, kernel)
-        self._kernels["dnn_bias_add"](bias, z)
-        return z
+    def take_rows(self, data, indices, out):
+        return self._cupy.take(data, indices, axis=0, out=out)
 
-    def dense_relu_forward(self, x, kernel, bias, scratch):
-        z = self._cupy.matmul(x, kernel)
-        self._kernels["dnn_bias_relu"](bias, z)
-        return z
+    def dense_forward(self, x, kernel, bias, out, columns=None):
+        self._cupy.matmul(x, kernel, out=out)
+        self._kernels["dnn_bias_add"](bias, out)
+        return out
 
-    def relu(self, z, scratch):
+    def dense_relu_forward(self, x, kernel, bias, out, columns=None):
+        self._cupy.matmul(x, kernel, out=out)
+        self._kernels["dnn_bias_relu"](bias, out)
+        return out
+
+    def relu(self, z):
         self._kernels["dnn_relu"](z, z)
         return z
 
-    def relu_backward(self, grad_out, out, scratch):
-        self._kernels["dnn_relu_backward"](out, grad_out)
-        return grad_out
+    def relu_backward(self, grad, out):
+        self._kernels["dnn_relu_backward"](out, grad)
+        return grad
 
-    def softmax_crossentropy(self, logits, targets, scratch):
+    def softmax_crossentropy(self, logits, targets, grad):
+        if not grad.flags.c_contiguous:  # the kernel writes it row by row
+            return super().softmax_crossentropy(logits, targets, grad)
         cupy = self._cupy
         logits, targets = cupy.ascontiguousarray(logits), cupy.ascontiguousarray(targets)
         rows, classes = logits.shape
-        grad = cupy.empty_like(logits)
         row_loss = cupy.empty(rows, dtype=logits.dtype)
         self._kernels["dnn_softmax_xent_rows"](logits, targets, classes,
                                                self._scalar(rows, logits), row_loss, grad)
-        return cupy.sum(row_loss), grad
+        return cupy.sum(row_loss)
 
     def correct_count(self, output, targets):
         if targets.ndim != 2 or targets.shape != output.shape or output.shape[1] == 1:
