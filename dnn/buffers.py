@@ -17,9 +17,9 @@ class Buffers:
         self._arrays: dict = {}
 
     def __call__(self, role: str, shape: tuple, dtype):
-        """The ``role`` array of ``shape`` and ``dtype`` (the backend's dtype object, as an
-        array's ``.dtype`` gives it)."""
-        key = (role, tuple(shape), str(dtype))
+        """The ``role`` array of ``shape`` (a tuple) and ``dtype`` (the backend's dtype object,
+        as an array's ``.dtype`` gives it)."""
+        key = (role, shape, dtype)
         array = self._arrays.get(key)
         if array is None:
             array = self._arrays[key] = self.backend.xp.empty(tuple(shape), dtype=dtype)

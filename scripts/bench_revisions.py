@@ -55,9 +55,11 @@ def worktree(revision: str, folder: Path) -> Path:
 
 
 def epochs_at(path: Path, data_dir: str, epochs: int) -> list[float]:
+    # Run from the worktree too: "python -c" puts the working folder first on sys.path.
     environment = {**os.environ, "PYTHONPATH": str(path)}
-    result = subprocess.run([sys.executable, "-c", CHILD, data_dir, str(epochs)],
-                            env=environment, check=True, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", CHILD, os.path.abspath(data_dir),
+                             str(epochs)], cwd=path, env=environment, check=True,
+                            capture_output=True, text=True)
     record = json.loads(result.stdout.strip().splitlines()[-1])
     if not record["dnn"].startswith(str(path)):
         raise SystemExit(f"the child imported dnn from {record['dnn']}, not {path}")
