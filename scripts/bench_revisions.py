@@ -4,7 +4,8 @@ training slower?
 
 Each revision is checked out into a temporary git worktree with its C extension built in place;
 then rounds alternate between them (one child process per revision and round, its ``dnn``
-imported from that worktree), so that the machine's drift hits both alike.  Reports each
+imported from that worktree, the first to run alternating), so that the machine's drift hits
+both alike.  Reports each
 revision's median epoch seconds and the median per-round ratio of the second to the first.
 
     python scripts/bench_revisions.py BEFORE AFTER --data-dir ../shared/data/mnist [--rounds 5]
@@ -83,9 +84,10 @@ def main() -> None:
                 paths[revision] = worktree(revision, Path(folder))
             times = {revision: [] for revision in paths}
             ratios = []
-            for _ in range(args.rounds):
+            for round_number in range(args.rounds):
                 medians = {}
-                for revision, path in paths.items():
+                order = list(paths.items())  # who goes first alternates: no order bias
+                for revision, path in order[::-1] if round_number % 2 else order:
                     seconds = epochs_at(path, args.data_dir, args.epochs)
                     times[revision] += seconds
                     medians[revision] = statistics.median(seconds)
