@@ -6,8 +6,10 @@ backend's kernels and array namespace.
 - a layer allocates its parameters in ``build`` (they live as long as the layer and are changed
   in place by the optimizer), and its gradients (``grads``, same order as ``params``), its
   output and its input gradient in its own :class:`dnn.buffers.Buffers`;
-- ``forward`` returns the layer's output buffer, valid until its next ``forward``;
-- ``backward`` writes ``grads`` and returns the input-gradient buffer, valid until its next
+- ``forward`` returns the layer's output, which the model reads only until the layer's next
+  ``forward`` (a built-in layer writes it into its own buffer: fixed arrays in, fixed arrays
+  out, what a GPU can capture and replay);
+- ``backward`` writes ``grads`` and returns the input gradient, read only until its next
   ``backward``; it may overwrite the ``grad`` it is given (the next layer's input gradient,
   or the model's loss gradient, which no one reads afterwards).
 """

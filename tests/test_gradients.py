@@ -6,7 +6,7 @@ import pytest
 
 import dnn
 from dnn import activations, losses
-from dnn.layers import Dense
+from dnn.layers import Dense, Layer
 from tests.conftest import numerical_gradient
 
 RNG = np.random.default_rng(1234)
@@ -138,3 +138,51 @@ def test_two_layer_network_parameter_gradients(cpu, hidden_activation):
     for param, grad in zip(model.params, analytic):
         np.testing.assert_allclose(grad, numerical_gradient(objective, param), rtol=1e-5,
                                    atol=1e-8)
+
+
+class Scale(Layer):
+    """A layer written against the Layer protocol alone: ``y = x * s``, one weight per
+    feature.  Sequential must train it without knowing it."""
+
+    def build(self, input_dim, backend, rng, dtype):
+        self.output_dim = input_dim
+        self.params = [backend.asarray(rng.uniform(0.5, 1.5, size=input_dim).astype(dtype))]
+        self.grads = [backend.empty((input_dim,), dtype)]
+        self._backend = backend
+        return input_dim
+
+    def forward(self, x, logits=False):
+        self._input = x
+        return x * self.params[0]
+
+    def backward(self, grad, logits=False):
+        self.grads[0][...] = self._backend.xp.sum(grad * self._input, axis=0)
+        return grad * self.params[0] if self.needs_input_grad else None
+
+    def get_config(self):
+        return {"class": "Scale"}
+
+
+def test_a_new_layer_type_trains_in_sequential_unchanged(cpu):
+    model = dnn.Sequential([Scale(), Dense(6, activation="tanh"), Scale(),
+                            Dense(3, activation="softmax")], dtype="float64", seed=1,
+                           backend=cpu)
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    x, y = RNG.normal(size=(9, 4)), _targets(9, 3, sparse=False)
+    model.build(4)
+    assert [layer.needs_input_grad for layer in model.layers] == [False, True, True, True]
+
+    def objective():
+        return loss_and_gradient(model.loss, cpu, model._forward(x), y,
+                                 model._loss_takes_logits)[0] / len(x)
+
+    _, grad = loss_and_gradient(model.loss, cpu, model._forward(x), y, model._loss_takes_logits)
+    model._backward(grad)
+    analytic = [g.copy() for layer in model.layers for g in layer.grads]
+    assert len(analytic) == len(model.params) == 6
+    for param, gradient in zip(model.params, analytic):
+        np.testing.assert_allclose(gradient, numerical_gradient(objective, param), rtol=1e-5,
+                                   atol=1e-8)
+    before = model.evaluate(x, y)
+    model.fit(x, y, epochs=30, batch_size=9)
+    assert model.evaluate(x, y) < before
