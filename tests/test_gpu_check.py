@@ -47,3 +47,13 @@ def test_without_a_device_it_stops_with_the_reason(tmp_path, cupy_source, reason
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [reason]
     assert "==" not in result.stdout
+
+
+def test_with_a_setuptools_too_old_to_build_dnn_it_stops_before_installing(tmp_path):
+    one_device = "class cuda:\n class runtime:\n  def getDeviceCount():\n   return 1\n"
+    result = run_check(tmp_path, {"cupy": one_device, "setuptools": "__version__ = '65.5.0'\n"})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "gpu-check: setuptools 77 or later is needed to install dnn here without fetching "
+        "anything (pip install 'setuptools>=77')"]
+    assert "==" not in result.stdout
