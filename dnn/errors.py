@@ -35,3 +35,8 @@ class CheckpointError(DnnError):
 
 class DivergenceError(DnnError):
     """Training produced a NaN or infinite loss."""
+
+
+class CaptureError(DnnError):
+    """A training step that a backend could not capture for replay; the step then runs
+    eagerly (never raised out of ``fit``)."""

@@ -26,6 +26,16 @@ class Loss:
     def compute(self, backend, output, targets, grad, logits: bool = False):
         raise NotImplementedError
 
+    def dense_targets(self, backend, targets, classes: int, dtype):
+        """``targets`` (device) in the form :meth:`with_dense_targets`' loss takes, floats of
+        ``dtype`` (the backend's dtype object) where it converts them; as they are by
+        default."""
+        return targets
+
+    def with_dense_targets(self) -> Loss:
+        """The same loss over the targets :meth:`dense_targets` gives: itself by default."""
+        return self
+
 
 class CategoricalCrossentropy(Loss):
     """``-sum(t * log p)`` per sample.  After a softmax it takes the logits: computed with the
@@ -53,10 +63,19 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
     sparse = True
 
     def compute(self, backend, output, targets, grad, logits=False):
-        xp = backend.xp
-        classes = xp.arange(output.shape[1], dtype=targets.dtype)
-        one_hot = xp.astype(xp.reshape(targets, (-1, 1)) == classes, output.dtype)
+        one_hot = self.dense_targets(backend, targets, output.shape[1], output.dtype)
         return super().compute(backend, output, one_hot, grad, logits)
+
+    def dense_targets(self, backend, targets, classes, dtype):
+        """One-hot ``(n, classes)`` rows of ``dtype`` (the backend's dtype object) from
+        ``(n,)`` labels: ``fit`` converts its labels once, so that its steps run as fast as on
+        one-hot targets."""
+        xp = backend.xp
+        columns = xp.arange(classes, dtype=targets.dtype)
+        return xp.astype(xp.reshape(targets, (-1, 1)) == columns, dtype)
+
+    def with_dense_targets(self) -> Loss:
+        return CategoricalCrossentropy()
 
 
 class MeanSquaredError(Loss):

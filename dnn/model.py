@@ -18,6 +18,7 @@ from dnn import backends, layers as layers_module, losses, metrics as metrics_mo
 from dnn.buffers import Buffers
 from dnn.callbacks import Callback, EpochLines, History, ProgressBar
 from dnn.errors import DivergenceError, UsageError
+from dnn.step import EpochTotals, ReplayedStep, TrainingStep
 from dnn.utils import check_label_range, is_int_at_least
 
 
@@ -214,29 +215,24 @@ class Sequential:
             grad = self.layers[index].backward(grad,
                                                logits=self._loss_takes_logits and index == last)
 
-    def _train_step(self, x, y):
-        """One step on a device batch; returns ``(loss_sum, output)`` left on the device."""
+    def _train_step(self, x, y, loss=None):
+        """One step on a device batch (``loss`` instead of the compiled one, which takes the
+        same targets in another form); returns ``(loss_sum, output)`` left on the device."""
         output = self._forward(x)
         grad = self._buffers("loss_grad", output.shape, output.dtype)
-        loss_sum = self.loss.compute(self.backend, output, y, grad,
-                                     logits=self._loss_takes_logits)
+        loss_sum = (loss or self.loss).compute(self.backend, output, y, grad,
+                                               logits=self._loss_takes_logits)
         self._backward(grad)
         self.optimizer.apply_gradients(self.params,
                                        [g for layer in self.layers for g in layer.grads])
         return loss_sum, output
 
-    def _batches(self, x, y, batch_size: int, order: np.ndarray | None):
-        """Yield device batches of ``x`` and ``y`` in ``order`` (host indices) or as stored."""
+    def _batches(self, x, y, batch_size: int):
+        """Yield ``(x, y)`` batches of device data in their stored order (views: no copy)."""
         count = x.shape[0]
-        order_device = None if order is None else self.backend.asarray(order)
         for start in range(0, count, batch_size):
-            stop = min(start + batch_size, count)
-            if order_device is None:
-                yield x[start:stop, ...], (None if y is None else y[start:stop, ...])
-                continue
-            indices = order_device[start:stop]
-            yield self._gather("x_batch", x, indices), (None if y is None else
-                                                         self._gather("y_batch", y, indices))
+            stop = min(start + batch_size, count)  # the array API allows no stop past the end
+            yield x[start:stop, ...], (None if y is None else y[start:stop, ...])
 
     def _gather(self, role: str, data, indices):
         """``data[indices]`` into the model's ``role`` buffer, valid until the next batch."""
@@ -273,14 +269,14 @@ class Sequential:
         validation = (None if validation_data is None
                       else self._device_data(*validation_data, prefix="validation "))
         steps = math.ceil(x_device.shape[0] / batch_size)
+        training = _Training(self, x_device, y_device, batch_size)
         history = History()
         for callback in callbacks:
             callback.on_train_begin(self, epochs, steps)
         try:
             for epoch in range(1, epochs + 1):
                 with self.backend.overflow_silenced():  # a diverged epoch raises instead
-                    logs = self._fit_epoch(epoch, x_device, y_device, batch_size, shuffle,
-                                           validation, callbacks)
+                    logs = self._fit_epoch(epoch, training, shuffle, validation, callbacks)
                 history.append(logs)
                 for callback in callbacks:
                     callback.on_epoch_end(epoch, logs)
@@ -289,32 +285,31 @@ class Sequential:
                 callback.on_train_end()
         return history
 
-    def _fit_epoch(self, epoch: int, x_device, y_device, batch_size: int, shuffle: bool,
-                   validation, callbacks) -> dict:
+    def _fit_epoch(self, epoch: int, training: _Training, shuffle: bool, validation,
+                   callbacks) -> dict:
         """One pass over the device data (in a new random order when ``shuffle``); returns
         the epoch's logs: ``loss``, ``accuracy``, ``val_*`` and ``seconds``."""
-        xp = self.backend.xp
-        count = x_device.shape[0]
+        count, batch_size = training.x_data.shape[0], training.batch_size
         started = time.perf_counter()
-        order = self.rng.permutation(count) if shuffle else None
-        loss_total = xp.zeros((), dtype=self.backend.dtype(self.dtype))
-        correct = xp.zeros((), dtype=xp.int64)
-        seen = 0
-        for step, (x_batch, y_batch) in enumerate(
-                self._batches(x_device, y_device, batch_size, order), start=1):
-            loss_sum, output = self._train_step(x_batch, y_batch)
-            loss_total += loss_sum
-            if self.metrics:
-                correct += self.backend.correct_count(output, y_batch)
-            seen += x_batch.shape[0]
+        order = self.rng.permutation(count) if shuffle else np.arange(count)
+        order_device = self.backend.asarray(order)
+        totals = training.totals
+        totals.reset()
+        for step_number, start in enumerate(range(0, count, batch_size), start=1):
+            stop = min(start + batch_size, count)
+            step = training.step_for(stop - start)
+            step.indices[...] = order_device[start:stop]
+            self.optimizer.load_step_scalars()
+            step()
             for callback in callbacks:
-                callback.on_batch_end(step, seen, lambda s=seen, t=loss_total: float(t) / s)
-        logs = {"loss": float(loss_total) / count}
+                callback.on_batch_end(step_number, stop,
+                                      lambda seen=stop: float(totals.loss) / seen)
+        logs = {"loss": float(totals.loss) / count}
         if self.metrics:
-            logs["accuracy"] = int(correct) / count
+            logs["accuracy"] = int(totals.correct) / count
         if not math.isfinite(logs["loss"]):
             raise DivergenceError(self._divergence_message(epoch, logs["loss"],
-                                                           x_device, y_device))
+                                                           training.x_data, training.y_data))
         seconds = time.perf_counter() - started  # training only, not validation
         if validation is not None:
             results = self._evaluate_device(*validation, batch_size=max(batch_size, 1024))
@@ -346,7 +341,7 @@ class Sequential:
         xp = self.backend.xp
         loss_total = xp.zeros((), dtype=self.backend.dtype(self.dtype))
         correct = xp.zeros((), dtype=xp.int64)
-        for x_batch, y_batch in self._batches(x_device, y_device, batch_size, None):
+        for x_batch, y_batch in self._batches(x_device, y_device, batch_size):
             output = self._forward(x_batch)
             grad = self._buffers("loss_grad", output.shape, output.dtype)
             loss_sum = self.loss.compute(self.backend, output, y_batch, grad,
@@ -373,7 +368,7 @@ class Sequential:
         x_device = self._inputs(x)
         outputs = []
         last = self.layers[-1]
-        for x_batch, _ in self._batches(x_device, None, batch_size, None):
+        for x_batch, _ in self._batches(x_device, None, batch_size):
             output = self._forward(x_batch)
             if self._loss_takes_logits:
                 output = last.activation.forward(self.backend, output)
@@ -449,3 +444,31 @@ def dense_classifier(hidden, classes: int, **kwargs) -> Sequential:
     network the command line trains; ``kwargs`` go to :class:`Sequential`."""
     layers = [layers_module.Dense(units, activation="relu") for units in hidden]
     return Sequential(layers + [layers_module.Dense(classes, activation="softmax")], **kwargs)
+
+
+class _Training:
+    """What one ``fit`` trains with: the device data (targets in the form the training step's
+    loss takes, one-hot for a sparse loss, converted once), the epoch totals and a training
+    step per batch size: the full one captured and replayed where the backend can."""
+
+    def __init__(self, model: Sequential, x_data, y_data, batch_size: int):
+        self.model, self.batch_size, self.x_data = model, batch_size, x_data
+        self.loss = model.loss.with_dense_targets()
+        self.y_data = model.loss.dense_targets(model.backend, y_data,
+                                               model.layers[-1].output_dim,
+                                               model.backend.dtype(model.dtype))
+        self.totals = EpochTotals(model.backend, model.dtype)
+        self._steps: dict = {}
+        model.optimizer.use_device_scalars(model.backend.captures_steps())
+
+    def step_for(self, rows: int):
+        """The step for batches of ``rows`` rows: replayed for full batches, eager for the
+        last, smaller one of an epoch (it runs once an epoch: capturing it would not pay)."""
+        step = self._steps.get(rows)
+        if step is None:
+            step = TrainingStep(self.model, self.x_data, self.y_data, rows, self.totals,
+                                self.loss)
+            if rows == self.batch_size:
+                step = ReplayedStep(step)
+            self._steps[rows] = step
+        return step

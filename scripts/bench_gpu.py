@@ -1,7 +1,11 @@
 #!/usr/bin/env python
-"""GPU benchmark: the seed network's steady-state epoch on ``--backend gpu`` next to PyTorch
-CUDA running the same loop with the data on the device, in one run, after a warm-up, timed with
-device synchronisation; plus both test accuracies.
+"""GPU benchmark, in one run: dnn ``--backend gpu`` (its training step replayed from a CUDA
+graph, and with ``DNN_GPU_GRAPHS=0``) next to PyTorch CUDA eager and PyTorch with its whole step
+captured in a CUDA graph, on the seed network (784-512-10, batch 128) and a wide one
+(784-4096-4096-10, batch 1024), with one-hot and integer labels.
+
+For each: the median epoch after the first (device-synchronised), the first epoch's extra time
+over that median (the capture's cost, for the graphs), and the test accuracy after the epochs.
 
     python scripts/bench_gpu.py --data-dir ../shared/data/mnist [--epochs 5] [--json out.json]
 """
@@ -14,48 +18,98 @@ import os
 import statistics
 import time
 
-from bench import time_dnn_epoch, torch_train_epoch  # scripts/ is on sys.path when run
+import numpy as np
 
 import dnn
 from dnn.datasets import get
 from dnn.layers import Dense
 from dnn.utils import to_categorical
 
-
-def dnn_run(x, y, x_test, y_test, epochs):
-    backend = dnn.get_backend("gpu")
-    model = dnn.Sequential([Dense(512, activation="relu"), Dense(10, activation="softmax")],
-                           seed=0, backend=backend)
-    model.compile(optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"])
-    # An epoch's "seconds" starts after fit has uploaded the data (as PyTorch's loop below finds
-    # it on the device) and stops after the epoch's loss is read back: a sync.  The first epoch
-    # compiles the kernels: a warm-up.
-    times = [time_dnn_epoch(model, x, y) for _ in range(epochs + 1)]
-    return times[1:], model.evaluate(x_test, y_test)[1]
+NETWORKS = {"seed": ((512,), 128), "wide": ((4096, 4096), 1024)}  # hidden units, batch size
 
 
-def torch_run(x, labels, x_test, labels_test, epochs):
+def summary(seconds: list, accuracy: float) -> dict:
+    """Median epoch after the first, the first epoch's overhead over it, and the accuracy."""
+    median = statistics.median(seconds[1:])
+    return {"median_epoch_s": median, "first_epoch_overhead_s": seconds[0] - median,
+            "epochs_s": seconds, "test_accuracy": accuracy}
+
+
+def dnn_run(data, hidden, batch, labels: str, epochs: int, graphs: bool) -> dict:
+    """dnn on the gpu backend: ``fit`` of ``epochs`` epochs, whose ``seconds`` run from the
+    data on the device to the epoch's loss read back (a synchronisation)."""
+    (x, y), (x_test, y_test) = data
+    os.environ["DNN_GPU_GRAPHS"] = "1" if graphs else "0"
+    model = dnn.Sequential([Dense(units, activation="relu") for units in hidden]
+                           + [Dense(10, activation="softmax")], seed=0, backend="gpu")
+    sparse = labels == "integer"
+    model.compile(optimizer="rmsprop", metrics=["accuracy"], loss="sparse_categorical_crossentropy"
+                  if sparse else "categorical_crossentropy")
+    targets = (lambda t: t) if sparse else to_categorical
+    seconds = model.fit(x, targets(y), epochs=epochs, batch_size=batch).history["seconds"]
+    return summary(seconds, model.evaluate(x_test, targets(y_test))[1])
+
+
+def torch_run(data, hidden, batch, epochs: int, graph: bool) -> dict:
+    """PyTorch CUDA, the data on the device, the loss read once an epoch; with ``graph`` the
+    whole step (forward, backward, a capturable RMSprop step) in one CUDA graph, replayed per
+    full batch after copying its rows into static inputs."""
     import torch
 
+    (x, y), (x_test, y_test) = data
     device = torch.device("cuda")
-    net = torch.nn.Sequential(torch.nn.Linear(784, 512), torch.nn.ReLU(),
-                              torch.nn.Linear(512, 10)).to(device)
-    optimizer = torch.optim.RMSprop(net.parameters(), lr=1e-3, alpha=0.9, eps=1e-7)
+    torch.manual_seed(0)
+    sizes = [784, *hidden, 10]
+    layers = []
+    for inputs, outputs in zip(sizes[:-1], sizes[1:]):
+        layers += [torch.nn.Linear(inputs, outputs), torch.nn.ReLU()]
+    net = torch.nn.Sequential(*layers[:-1]).to(device)
+    optimizer = torch.optim.RMSprop(net.parameters(), lr=1e-3, alpha=0.9, eps=1e-7,
+                                    capturable=graph)
     loss_fn = torch.nn.CrossEntropyLoss()
-    x_d = torch.from_numpy(x).to(device)
-    y_d = torch.from_numpy(labels).to(device)
+    x_d, y_d = torch.from_numpy(x).to(device), torch.from_numpy(y.astype(np.int64)).to(device)
+    static_x, static_y = x_d[:batch].clone(), y_d[:batch].clone()
+    total = torch.zeros((), device=device)
+
+    def step(inputs, targets):
+        optimizer.zero_grad(set_to_none=False)
+        loss = loss_fn(net(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        total.add_(loss.detach() * len(targets))
+
+    replay = None
+    if graph:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):  # warm-up, as torch.cuda.graph asks
+                step(static_x, static_y)
+        torch.cuda.current_stream().wait_stream(side)
+        cuda_graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(cuda_graph):
+            step(static_x, static_y)
+        replay = cuda_graph.replay
     generator = torch.Generator(device=device).manual_seed(0)
-    times = []
-    for _ in range(epochs + 1):
+    seconds = []
+    for _ in range(epochs):
         torch.cuda.synchronize()
         started = time.perf_counter()
+        total.zero_()
         order = torch.randperm(len(x_d), device=device, generator=generator)
-        torch_train_epoch(net, optimizer, loss_fn, x_d, y_d, order)
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - started)
+        for start in range(0, len(x_d), batch):
+            index = order[start:start + batch]
+            if replay is not None and len(index) == batch:
+                static_x.copy_(x_d[index])
+                static_y.copy_(y_d[index])
+                replay()
+            else:
+                step(x_d[index], y_d[index])
+        float(total)
+        seconds.append(time.perf_counter() - started)
     with torch.no_grad():
         predicted = net(torch.from_numpy(x_test).to(device)).argmax(1).cpu().numpy()
-    return times[1:], float((predicted == labels_test).mean()), torch.__version__
+    return summary(seconds, float((predicted == y_test).mean()))
 
 
 def main():
@@ -64,24 +118,31 @@ def main():
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--json", dest="json_path")
     args = parser.parse_args()
-    (x, labels), (x_test, labels_test) = get("mnist").load(args.data_dir)
-    x, x_test = x.reshape(len(x), -1), x_test.reshape(len(x_test), -1)
+    (x, y), (x_test, y_test) = get("mnist").load(args.data_dir)
+    data = (x.reshape(len(x), -1), y), (x_test.reshape(len(x_test), -1), y_test)
     import cupy
 
     result = {"device": cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(),
-              "cupy": cupy.__version__, "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion()}
-    dnn_times, dnn_accuracy = dnn_run(x, to_categorical(labels), x_test,
-                                      to_categorical(labels_test), args.epochs)
-    result["dnn"] = {"median_epoch_s": statistics.median(dnn_times), "epochs_s": dnn_times,
-                     "test_accuracy": dnn_accuracy}
+              "cupy": cupy.__version__, "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
+              "epochs": args.epochs, "runs": {}}
     try:
-        torch_times, torch_accuracy, version = torch_run(x, labels, x_test, labels_test,
-                                                         args.epochs)
-        result["torch"] = {"version": version, "median_epoch_s": statistics.median(torch_times),
-                           "epochs_s": torch_times, "test_accuracy": torch_accuracy}
-        result["dnn/torch"] = result["dnn"]["median_epoch_s"] / result["torch"]["median_epoch_s"]
+        import torch
+
+        result["torch"] = torch.__version__
     except ImportError:
-        result["torch"] = None
+        torch = None
+    for network, (hidden, batch) in NETWORKS.items():
+        runs = result["runs"][network] = {}
+        for labels in ("one-hot", "integer"):
+            runs[f"dnn graph {labels}"] = dnn_run(data, hidden, batch, labels, args.epochs, True)
+        runs["dnn eager one-hot"] = dnn_run(data, hidden, batch, "one-hot", args.epochs, False)
+        if torch is not None:
+            runs["torch eager"] = torch_run(data, hidden, batch, args.epochs, graph=False)
+            runs["torch graph"] = torch_run(data, hidden, batch, args.epochs, graph=True)
+        for name, run in runs.items():
+            print(f"{network:5s} {name:20s} {run['median_epoch_s']:.4f} s/epoch, first epoch "
+                  f"+{run['first_epoch_overhead_s']:.3f} s, test accuracy "
+                  f"{run['test_accuracy']:.4f}")
     print(json.dumps(result, indent=2))
     if args.json_path:
         with open(args.json_path, "w") as file:

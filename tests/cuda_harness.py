@@ -219,6 +219,9 @@ class HostCudaBackend(GpuBackend):
     def __init__(self):
         self._use(HostCupy(), np, compile_kernels())
 
+    def captures_steps(self) -> bool:
+        return False  # CUDA graphs need a GPU; tests/replay_backend.py replays on the CPU
+
     def is_own_array(self, array) -> bool:
         # NumPy reduces to scalars where CuPy gives 0-d arrays: both are this backend's.
         return isinstance(array, (np.ndarray, np.generic))

@@ -75,8 +75,10 @@ class Backend:
 
     def empty(self, shape, dtype) -> Array:
         """A new uninitialised array of ``shape`` and ``dtype`` (a name such as
-        ``"float32"``) on this backend."""
-        return self.xp.empty(tuple(shape), dtype=self.dtype(dtype))
+        ``"float32"``, a NumPy dtype, or the backend's own dtype object) on this backend."""
+        if isinstance(dtype, (str, np.dtype, type)):
+            dtype = self.dtype(dtype)
+        return self.xp.empty(tuple(shape), dtype=dtype)
 
     def synchronize(self) -> None:
         """Wait until queued work has finished (a no-op on synchronous backends)."""
@@ -85,6 +87,23 @@ class Backend:
         """A context in which overflow and invalid operations give inf and NaN without a
         warning: ``fit`` trains in it and reports a loss that is not finite as one
         :class:`dnn.errors.DivergenceError` instead.  No-op by default."""
+        return contextlib.nullcontext()
+
+    def captures_steps(self) -> bool:
+        """True when :meth:`capture` may capture training steps here (then values that change
+        from step to step, such as Adam's step size, are kept in device arrays)."""
+        return False
+
+    def capture(self, step):
+        """A captured ``step`` (a function of no arguments that reads and writes only arrays
+        that outlive it, see :mod:`dnn.step`) with a ``replay()`` method, or None where this
+        backend runs steps eagerly (the default).  Raises :class:`dnn.errors.CaptureError`
+        when the step cannot be captured; the caller then runs it eagerly."""
+        return None
+
+    def graph_kernels(self):
+        """A context in which kernels run as they do inside a captured step, so that eager
+        steps compare bit for bit with replays.  No-op by default."""
         return contextlib.nullcontext()
 
     def dtype(self, name):

@@ -12,12 +12,15 @@ arithmetic, set the pace: the kernels exist to launch fewer.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 
 import numpy as np
 
 from dnn.backends.base import Availability, Backend
 from dnn.backends.cuda_sources import ELEMENTWISE
+from dnn.errors import CaptureError
 
 INSTALL_HINT = "install CuPy with: pip install 'dnn-framework[gpu-cuda13]' (or [gpu-cuda12])"
 
@@ -69,6 +72,37 @@ class GpuBackend(Backend):
         self._cupy = cupy
         self.xp = xp
         self._kernels = kernels
+        self._gemm = self._cupy_gemm  # products; cuBLAS through ctypes in captured steps
+        self._graphs = None  # the CUDA graph machinery, made on first use
+
+    def _cupy_gemm(self, a, b, out):
+        return self._cupy.matmul(a, b, out=out)
+
+    # -- captured steps (dnn.step) -------------------------------------------------------------
+    def captures_steps(self) -> bool:
+        """True unless ``DNN_GPU_GRAPHS=0``: full training batches then replay a captured
+        CUDA graph of the step."""
+        return os.environ.get("DNN_GPU_GRAPHS", "1") != "0"
+
+    def capture(self, step):
+        if not self.captures_steps():
+            return None
+        return self._graph_machinery().capture(step)
+
+    def graph_kernels(self):
+        if not self.captures_steps():
+            return contextlib.nullcontext()
+        try:
+            return self._graph_machinery().kernels()
+        except CaptureError:  # no cuBLAS of our own: capture() will say so and fall back
+            return contextlib.nullcontext()
+
+    def _graph_machinery(self):
+        if self._graphs is None:
+            from dnn.backends.cuda_graphs import CudaGraphs
+
+            self._graphs = CudaGraphs(self, self._cupy)
+        return self._graphs
 
     @classmethod
     def is_available(cls) -> Availability:
@@ -103,14 +137,21 @@ class GpuBackend(Backend):
         return self._cupy.take(data, indices, axis=0, out=out)
 
     def dense_forward(self, x, kernel, bias, out, columns=None):
-        self._cupy.matmul(x, kernel, out=out)
+        self._gemm(x, kernel, out)
         self._kernels["dnn_bias_add"](bias, out)
         return out
 
     def dense_relu_forward(self, x, kernel, bias, out, columns=None):
-        self._cupy.matmul(x, kernel, out=out)
+        self._gemm(x, kernel, out)
         self._kernels["dnn_bias_relu"](bias, out)
         return out
+
+    def dense_backward(self, x, grad_z, kernel, grad_kernel, grad_bias, grad_x=None,
+                       columns=None):
+        self._gemm(x.T, grad_z, grad_kernel)
+        self._cupy.sum(grad_z, axis=0, out=grad_bias)
+        if grad_x is not None:
+            self._gemm(grad_z, kernel.T, grad_x)
 
     def relu(self, z):
         self._kernels["dnn_relu"](z, z)
@@ -163,6 +204,7 @@ class GpuBackend(Backend):
 
     def _adam(self, param, grad, m, v, alpha, beta_1, beta_2, epsilon) -> bool:
         s = functools.partial(self._scalar, like=param)
-        self._kernels["dnn_adam"](grad, s(alpha), s(1 - beta_1), s(1 - beta_2), s(epsilon),
+        alpha = alpha if self.is_own_array(alpha) else s(alpha)  # a device step size stays
+        self._kernels["dnn_adam"](grad, alpha, s(1 - beta_1), s(1 - beta_2), s(epsilon),
                                   param, m, v)
         return True

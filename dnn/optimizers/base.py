@@ -45,6 +45,9 @@ class Optimizer:
         self.iterations = 0
         self.backend = None
         self.states: list[dict] = []
+        self.scalars: dict = {}  # this step's step_scalars, host numbers or device arrays
+        self._scalar_arrays = None
+        self._param_dtype = None
         self.check_hyperparameters()
 
     # -- the plugin contract -----------------------------------------------------------------
@@ -67,6 +70,7 @@ class Optimizer:
         ``init_state`` raises, or returns anything but a dict of ``backend``'s arrays, is an
         :class:`OptimizerError` naming it."""
         self.backend = backend
+        self._param_dtype = params[0].dtype if params else None
         kernel = backend.fused_update(self.fused_update) if self.fused_update else None
         self.fused = kernel or _no_fused_kernel
         try:
@@ -84,11 +88,35 @@ class Optimizer:
                 raise OptimizerError(f"{self._origin()}: init_state() must return a dict of "
                                      f"arrays made with self.xp, not {wrong[0]}")
 
+    def step_scalars(self, iteration: int) -> dict:
+        """The hyper-parameters of step ``iteration`` that change from step to step (Adam's
+        step size, say), as host numbers by name; ``update`` reads them from
+        ``self.scalars``.  None by default."""
+        return {}
+
+    def use_device_scalars(self, on_device: bool) -> None:
+        """Keep :meth:`step_scalars` in 0-d arrays of the backend, written before each step
+        by :meth:`load_step_scalars`, instead of handing ``update`` host numbers: a training
+        step captured for replay reads the arrays, so it never holds a stale number."""
+        if not on_device:
+            self._scalar_arrays = None
+            return
+        self._scalar_arrays = {name: self.xp.zeros((), dtype=self._param_dtype)
+                               for name in self.step_scalars(1)}
+
+    def load_step_scalars(self) -> None:
+        """Write the coming step's :meth:`step_scalars` into their device arrays (when
+        :meth:`use_device_scalars` keeps them there); called before every training step."""
+        if self._scalar_arrays:
+            for name, value in self.step_scalars(self.iterations + 1).items():
+                self._scalar_arrays[name][...] = value
+
     def apply_gradients(self, params: list, grads: list) -> None:
         """Advance ``iterations`` and update every parameter with its gradient.  A subclass
         whose ``update`` raises, or returns a new array (a sign that it did not work in place;
         ``param`` itself may be returned), is an :class:`OptimizerError` naming it."""
         self.iterations += 1
+        self.scalars = self._scalar_arrays or self.step_scalars(self.iterations)
         try:
             for param, grad, state in zip(params, grads, self.states):
                 returned = self.update(param, grad, state)
@@ -101,6 +129,11 @@ class Optimizer:
         except Exception as error:
             raise OptimizerError(plugins.failure(self._origin(), "in update()",
                                                  error)) from error
+
+    def device_arrays(self) -> list:
+        """Arrays of the backend that the optimizer keeps beside its per-parameter state: the
+        device copies of :meth:`step_scalars`, if any."""
+        return list((self._scalar_arrays or {}).values())
 
     def _origin(self) -> str:
         """The plugin (name, distribution, version) or class, for error messages."""

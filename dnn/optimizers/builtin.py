@@ -125,13 +125,17 @@ class Adam(Optimizer):
 
     fused_update = "adam"  # (param, grad, m, v, alpha, beta_1, beta_2, epsilon)
 
+    def step_scalars(self, iteration):
+        """The bias correction folded into the step size at step ``t``:
+        ``alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)``."""
+        t = iteration
+        return {"alpha": self.learning_rate * (1 - self.beta_2 ** t) ** 0.5
+                / (1 - self.beta_1 ** t)}
+
     def update(self, param, grad, state):
-        """With the bias correction folded into the step size,
-        ``alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)`` at step ``t``:
-        ``m += (g - m) * (1 - beta_1)``; ``v += (g**2 - v) * (1 - beta_2)``;
-        ``param -= alpha * m / (sqrt(v) + eps)``."""
-        t, m, v = self.iterations, state["m"], state["v"]
-        alpha = self.learning_rate * (1 - self.beta_2 ** t) ** 0.5 / (1 - self.beta_1 ** t)
+        """``m += (g - m) * (1 - beta_1)``; ``v += (g**2 - v) * (1 - beta_2)``;
+        ``param -= alpha * m / (sqrt(v) + eps)``, with ``alpha`` from :meth:`step_scalars`."""
+        m, v, alpha = state["m"], state["v"], self.scalars["alpha"]
         if self.fused(param, grad, m, v, alpha, self.beta_1, self.beta_2, self.epsilon):
             return
         m += (grad - m) * (1 - self.beta_1)
