@@ -281,6 +281,7 @@ class Sequential:
                 for callback in callbacks:
                     callback.on_epoch_end(epoch, logs)
         finally:
+            self.optimizer.use_device_scalars(False)  # train_on_batch hands it host numbers
             for callback in callbacks:
                 callback.on_train_end()
         return history

@@ -178,3 +178,19 @@ def test_on_the_gpu_the_graph_trains_as_the_eager_step(monkeypatch, optimizer, s
     monkeypatch.setenv("DNN_GPU_GRAPHS", "0")
     eager = train(gpu, optimizer, sparse)
     np.testing.assert_allclose(replayed[0]["loss"], eager[0]["loss"], rtol=1e-5)
+
+
+def test_after_a_replayed_fit_train_on_batch_takes_adams_current_step_size():
+    """fit keeps Adam's step size in a device array while it replays; afterwards a step
+    outside fit must not read the last one fit wrote there."""
+    x = np.random.default_rng(1).normal(size=(64, 12)).astype(np.float32)
+    y = to_categorical(np.arange(64) % 3, 3)
+    runs = []
+    for backend in (ReplayBackend(), EagerReplayBackend()):
+        model = dnn.Sequential([Dense(8, activation="relu"), Dense(3, activation="softmax")],
+                               seed=0, backend=backend)
+        model.compile(optimizer="adam", loss="categorical_crossentropy")
+        model.fit(x, y, epochs=2, batch_size=16)
+        runs.append([model.train_on_batch(x, y) for _ in range(3)] + model.get_weights())
+    for ours, theirs in zip(*runs):
+        np.testing.assert_array_equal(ours, theirs)
