@@ -5,6 +5,7 @@ import hashlib
 import http.server
 import os
 import threading
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -267,3 +268,72 @@ def test_a_cache_folder_that_cannot_be_written_is_named_once_before_any_download
         "(gzip or raw IDX) in the folder given as --data-dir ($DNN_DATA_DIR), or set "
         "$DNN_CACHE_DIR to a folder you can write")
     assert server.requests == [] and in_the_way.read_text() == "a user's file"
+
+
+@pytest.mark.parametrize("announce", [True, False], ids=["content-length", "streamed"])
+def test_a_mirror_sending_more_than_the_file_can_hold_is_cut_off(server, cache, announce):
+    """A 300 MB answer for a file of a few hundred bytes: refused from its Content-Length, or
+    stopped once the file's largest size has arrived, and nothing is left on disk."""
+    files = _gz_files()
+    sent = []
+
+    def flood(handler):
+        handler.send_response(200)
+        if announce:
+            handler.send_header("Content-Length", str(300 << 20))
+        handler.end_headers()
+        try:
+            for _ in range(300):
+                handler.wfile.write(bytes(1 << 20))
+                sent.append(1)
+        except OSError:  # the client hung up, as it should
+            pass
+        handler.close_connection = True
+
+    server.routes["/flood/train-images.gz"] = flood
+    dataset = make_dataset([f"{server.url}/flood/"], files)
+    with pytest.raises(DataError, match="announces 314,572,800 bytes" if announce
+                       else "sent more than the file's"):
+        dataset.locate("train_images")
+    assert list(cache.iterdir()) == []
+    assert len(sent) < 300  # it stopped reading long before the end
+
+
+def test_a_gzip_bomb_behind_a_valid_header_is_refused_without_being_inflated(tmp_path):
+    """100 MB of zeros after the header of a 96-byte file, compressed to ~100 KB: the reader
+    stops one byte after the data the header promised."""
+    path = tmp_path / "train-images.gz"
+    header = bytes([0, 0, 8, 3]) + np.asarray((6, 4, 4), ">u4").tobytes()
+    with gzip.open(path, "wb") as file:
+        file.write(header + IMAGES.tobytes())
+        for _ in range(100):
+            file.write(bytes(1 << 20))
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="trailing data"):
+            read_idx(path, (6, 4, 4))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20
+
+
+def test_a_huge_raw_file_or_header_is_refused_before_reading(tmp_path):
+    sparse = tmp_path / "train-images-idx3-ubyte"
+    header = bytes([0, 0, 8, 3]) + np.asarray((6, 4, 4), ">u4").tobytes()
+    with open(sparse, "wb") as file:
+        file.write(header)
+        file.truncate(4 << 30)  # 4 GiB, sparse on disk
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="holds 4294967296 bytes; its header"):
+            read_idx(sparse, (6, 4, 4))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    claims = tmp_path / "claims"
+    claims.write_bytes(bytes([0, 0, 8, 3]) + np.asarray((1 << 20, 1 << 10, 1 << 10),
+                                                         ">u4").tobytes())
+    with pytest.raises(DataError, match="more than the 1,073,741,824 an IDX file may hold"):
+        read_idx(claims, (None, None, None))

@@ -110,6 +110,15 @@ class IdxDataset(Dataset):
         x /= 255
         return x, labels.astype(np.int64)
 
+    def max_file_bytes(self, role: str) -> int:
+        """The most a file of ``role`` can hold: its IDX header and data (from ``sizes`` and
+        ``image_shape``), plus what gzip adds to data it cannot compress."""
+        split, kind = role.split("_")
+        shape = (self.sizes[split], *self.image_shape) if kind == "images" else (
+            self.sizes[split],)
+        raw = 4 + 4 * len(shape) + int(np.prod(shape, dtype=object))
+        return raw + raw // 100 + 1024
+
     def locate(self, role: str, data_dir=None) -> Path:
         """The path of a role's file: found locally (gzip or raw), else downloaded."""
         filename, md5 = self.files[role]
@@ -127,7 +136,8 @@ class IdxDataset(Dataset):
                             "as --data-dir ($DNN_DATA_DIR), or set $DNN_CACHE_DIR to a folder "
                             "you can write") from None
         try:
-            download([mirror + filename for mirror in self.mirrors], destination, md5)
+            download([mirror + filename for mirror in self.mirrors], destination, md5,
+                     self.max_file_bytes(role))
         except DataError as error:
             where = " or ".join(str(folder) for folder in folders)
             raise DataError(f"{error}. Put {filename} (gzip or raw IDX) in {where}") from None
