@@ -9,20 +9,24 @@ Written to a temporary file and renamed; read with ``allow_pickle=False`` onto a
 from __future__ import annotations
 
 import json
-import zipfile
+import os
+import re
 from pathlib import Path
 
 import numpy as np
 
-from dnn import optimizers, plugins
+from dnn import backends, optimizers, plugins
 from dnn.callbacks import Callback
 from dnn.errors import CheckpointError, UsageError
 from dnn.fileio import atomic_write
-from dnn.model import Sequential, dense_classifier
+from dnn.model import Sequential, check_seed, dense_classifier
+from dnn.npz_reader import NpzReader
 from dnn.utils import is_int_at_least
 
 FORMAT = "dnn-checkpoint"
 VERSION = 1
+MEMBER = re.compile(r"meta|weight_\d+|state_\d+_\w+")  # the members a checkpoint holds
+MAX_META_CHARS = 1 << 18
 
 
 def save(model: Sequential, path) -> None:
@@ -59,52 +63,103 @@ def _json_scalar(value):
     raise TypeError(f"{type(value).__name__} {value!r} is not a JSON value")
 
 
-def _read(path: Path) -> tuple[dict, dict]:
-    """The checkpoint's metadata and arrays; CheckpointError for anything else."""
+def _open(path) -> NpzReader:
+    """The checkpoint at ``path`` opened, its directory checked; CheckpointError for anything
+    that is not a file of the checkpoint's members."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise UsageError(f"a checkpoint path must be a file name, not {type(path).__name__}")
+    path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist" if not path.exists() else
                               f"checkpoint {path} is not a file")
-    if not zipfile.is_zipfile(path):  # else np.load tries it as a pickle and says so
-        raise CheckpointError(f"{path} is not a dnn checkpoint (not an .npz archive)")
+    return NpzReader(path, MEMBER.fullmatch)
+
+
+def _meta(archive: NpzReader) -> dict:
+    """The checkpoint's metadata: a JSON string of at most MAX_META_CHARS characters."""
+    path = archive.path
+    if "meta" not in archive.names:
+        raise CheckpointError(f"{path} is not a dnn checkpoint (it has no meta member)")
+    shape, dtype = archive.header("meta")
+    if shape != () or dtype.kind != "U" or dtype.itemsize > 4 * MAX_META_CHARS:
+        raise CheckpointError(f"{path} is not a dnn checkpoint (its meta member is {dtype} "
+                              f"{shape}, not a JSON string of at most {MAX_META_CHARS:,} "
+                              "characters)")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile) or "meta" not in archive.files:
-                raise CheckpointError(f"{path} is not a dnn checkpoint")
-            arrays = {name: archive[name] for name in archive.files}
-        meta = json.loads(str(arrays.pop("meta")))
-    except CheckpointError:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path} is not a dnn checkpoint ({error})") from None
+        meta = json.loads(str(archive.array("meta")))
+    except (ValueError, RecursionError) as error:
+        raise CheckpointError(f"{path} is not a dnn checkpoint (its meta member is not JSON "
+                              f"dnn can read: {type(error).__name__})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a dnn checkpoint")
     if meta.get("version") != VERSION:
         raise CheckpointError(f"{path} is a version {meta.get('version')} checkpoint; this dnn "
                               f"reads version {VERSION}")
-    return meta, arrays
+    return meta
 
 
 def load(path, backend=None, seed=None, *, with_optimizer=True) -> Sequential:
     """The model saved at ``path``, built and compiled on ``backend`` (default: current),
     with its optimizer state, ready to evaluate or to go on training (``seed`` seeds the
     shuffle order from here on).  ``with_optimizer=False`` leaves the optimizer out: the model
-    can evaluate and predict, and loads where the optimizer's plugin is not installed."""
-    path = Path(path)
-    meta, arrays = _read(path)
-    try:
-        model = Sequential.from_config(meta["model"], backend=backend, seed=seed)
-        optimizer = _optimizer(path, meta["optimizer"]) if with_optimizer else None
-        model.compile(optimizer=optimizer, loss=meta["loss"], metrics=meta["metrics"])
-        weights = [arrays[f"weight_{i}"]
-                   for i in range(sum(name.startswith("weight_") for name in arrays))]
-        model.build(weights[0].shape[0])
-        model.set_weights(weights)
-        if optimizer is not None:
-            _restore_state(path, model, arrays, meta["optimizer"]["iterations"])
-    except (KeyError, TypeError, IndexError, ValueError) as error:  # UsageError included
-        raise CheckpointError(f"{path} is damaged or does not match its architecture "
-                              f"({type(error).__name__}: {error})") from None
+    can evaluate and predict, and loads where the optimizer's plugin is not installed.
+
+    Nothing is allocated before it is checked: the zip directory, then the metadata, then
+    every weight's header against the architecture, and only then the weights themselves."""
+    backend = backends.resolve(backend)  # an unknown backend or a bad seed is not the file's
+    check_seed(seed)
+    with _open(path) as archive:
+        meta = _meta(archive)
+        path = archive.path
+        try:
+            model = Sequential.from_config(meta["model"], backend=backend, seed=seed)
+            optimizer = _optimizer(path, meta["optimizer"]) if with_optimizer else None
+            model.compile(optimizer=optimizer, loss=meta["loss"], metrics=meta["metrics"])
+            shapes = _weight_shapes(archive, model)
+            model.build(shapes[0][0])
+            weights = [_weight(archive, index, shape) for index, shape in enumerate(shapes)]
+            model.set_weights(weights)
+            if optimizer is not None:
+                _restore_state(archive, model, meta["optimizer"]["iterations"])
+        except (KeyError, TypeError, IndexError, ValueError) as error:  # UsageError included
+            raise CheckpointError(f"{path} is damaged or does not match its architecture "
+                                  f"({type(error).__name__}: {error})") from None
+        except MemoryError:
+            raise CheckpointError(f"{path} describes a model too large for this machine's "
+                                  "memory") from None
     return model
+
+
+def _weight_shapes(archive: NpzReader, model: Sequential) -> list:
+    """The shape of every weight, from the architecture and the first weight's input size;
+    each weight's header must agree before anything is allocated."""
+    path = archive.path
+    count = sum(name.startswith("weight_") for name in archive.names)
+    first = archive.header("weight_0")[0] if "weight_0" in archive.names else ()
+    if len(first) != 2:
+        raise CheckpointError(f"{path} is damaged: its first weight has shape {first}, not "
+                              "(inputs, units)")
+    shapes = model.param_shapes(first[0])
+    if count != len(shapes) or any(f"weight_{i}" not in archive.names for i in range(count)):
+        raise CheckpointError(f"{path} is damaged: it holds {count} weights; its "
+                              f"architecture has {len(shapes)}")
+    for index, shape in enumerate(shapes):
+        found, dtype = archive.header(f"weight_{index}")
+        if found != shape:
+            raise CheckpointError(f"{path} is damaged: weight {index} has shape {found}; its "
+                                  f"architecture {describe(model.get_config())} needs {shape}")
+        if dtype.kind not in "biuf":
+            raise CheckpointError(f"{path} is damaged: weight {index} must be real numbers, "
+                                  f"not {dtype}")
+    return shapes
+
+
+def _weight(archive: NpzReader, index: int, shape: tuple) -> np.ndarray:
+    weight = archive.array(f"weight_{index}", shape)
+    if not np.isfinite(weight).all():
+        raise CheckpointError(f"{archive.path} holds NaN or infinite values in weight {index}: "
+                              "the model it saved had diverged")
+    return weight
 
 
 def _optimizer(path: Path, spec: dict):
@@ -117,21 +172,30 @@ def _optimizer(path: Path, spec: dict):
     return optimizers.get(spec["name"], **spec["config"])
 
 
-def _restore_state(path: Path, model: Sequential, arrays: dict, iterations) -> None:
+def _restore_state(archive: NpzReader, model: Sequential, iterations) -> None:
     """Put the saved optimizer state and step count into ``model.optimizer``, whose fresh
     state (from ``init_state``) gives each array's shape and dtype: a plugin's state need not
-    have its parameter's."""
+    have its parameter's.  A state array the optimizer does not have is refused."""
+    path = archive.path
     if not is_int_at_least(iterations, 0):
         raise CheckpointError(f"{path} is damaged: the optimizer's step count is "
                               f"{iterations!r}")
     optimizer, xp = model.optimizer, model.backend.xp
+    wanted = {f"state_{i}_{key}" for i, state in enumerate(optimizer.states) for key in state}
+    extra = sorted(name for name in archive.names
+                   if name.startswith("state_") and name not in wanted)
+    if extra:
+        raise CheckpointError(f"{path} is damaged: it holds optimizer state {extra[0]} that "
+                              f"{type(optimizer).__name__} does not have")
     for i, state in enumerate(optimizer.states):
         for key, fresh in state.items():
-            saved = arrays[f"state_{i}_{key}"]
-            if saved.shape != tuple(fresh.shape):
+            name = f"state_{i}_{key}"
+            shape = archive.header(name)[0]
+            if shape != tuple(fresh.shape):
                 raise CheckpointError(f"{path} is damaged: the optimizer's {key} for weight "
-                                      f"{i} has shape {saved.shape}, not {tuple(fresh.shape)}")
-            state[key] = xp.astype(model.backend.asarray(saved), fresh.dtype)
+                                      f"{i} has shape {shape}, not {tuple(fresh.shape)}")
+            state[key] = xp.astype(model.backend.asarray(archive.array(name, shape)),
+                                   fresh.dtype)
     optimizer.iterations = iterations
 
 

@@ -55,6 +55,11 @@ class Layer:
         random ones on the host from ``rng``); returns the number of output features."""
         raise NotImplementedError
 
+    def param_shapes(self, input_dim: int) -> tuple[list, int]:
+        """``(shapes of params, output_dim)`` for ``input_dim`` input features, without
+        making anything (checkpoints check a file against them before reading it)."""
+        raise NotImplementedError
+
     def forward(self, x, logits: bool = False):
         """``(n, input_dim) -> (n, output_dim)``; with ``logits`` the activation is left out
         (for a loss that takes the logits of ``activation``)."""
@@ -110,6 +115,9 @@ class Dense(Layer):
                        backend.asarray(np.zeros(self.units, dtype))]
         self.grads = [backend.empty(param.shape, dtype) for param in self.params]
         return self.units
+
+    def param_shapes(self, input_dim):
+        return [(input_dim, self.units), (self.units,)], self.units
 
     def forward(self, x, logits=False):
         kernel, bias = self.params

@@ -28,6 +28,12 @@ def _validate_positive_int(name: str, value) -> int:
     return int(value)
 
 
+def check_seed(seed) -> None:
+    """Refuse a seed that is neither None nor a non-negative integer."""
+    if seed is not None and not is_int_at_least(seed, 0):
+        raise UsageError(f"seed must be a non-negative integer or None, not {seed!r}")
+
+
 def _float_dtype(dtype) -> np.dtype:
     """float32 or float64 from a name or a NumPy type; UsageError for anything else (None,
     which NumPy reads as float64, included)."""
@@ -73,8 +79,7 @@ class Sequential:
         for layer in layers:
             self.add(layer)
         self.dtype = _float_dtype(dtype)
-        if seed is not None and not is_int_at_least(seed, 0):
-            raise UsageError(f"seed must be a non-negative integer or None, not {seed!r}")
+        check_seed(seed)
         self.rng = np.random.default_rng(seed)
         self.backend = backends.resolve(backend) if backend is not None else None
         self.optimizer = None
@@ -137,6 +142,15 @@ class Sequential:
     @property
     def params(self) -> list:
         return [param for layer in self.layers for param in layer.params]
+
+    def param_shapes(self, input_dim: int) -> list:
+        """The shape of every parameter, in :meth:`get_weights` order, for inputs of
+        ``input_dim`` features, without making them."""
+        shapes = []
+        for layer in self.layers:
+            layer_shapes, input_dim = layer.param_shapes(input_dim)
+            shapes += layer_shapes
+        return shapes
 
     # -- host <-> device --------------------------------------------------------------------
     def _host(self, array, what: str) -> np.ndarray:

@@ -1,9 +1,12 @@
 """Checkpoints: round trips across backends, resume, and every bad file refused cleanly."""
 
+import io
 import json
 import os
-import re
 import pickle
+import re
+import tracemalloc
+import zipfile
 
 import numpy as np
 import pytest
@@ -219,8 +222,17 @@ def tiny_checkpoint(tmp_path, tiny):  # noqa: F811
     ("negative step count", lambda meta, arrays: meta["optimizer"].update(iterations=-5),
      "the optimizer's step count is -5"),
     ("text weights", lambda meta, arrays: arrays.update(weight_1=np.array(["a"] * 16)),
-     "is damaged or does not match its architecture (UsageError: weight 1 must be real "
-     "numbers, not <U1)"),
+     "is damaged: weight 1 must be real numbers, not <U1"),
+    ("NaN weights", lambda meta, arrays: arrays["weight_2"].__setitem__((0, 0), np.nan),
+     "holds NaN or infinite values in weight 2: the model it saved had diverged"),
+    ("extra state", lambda meta, arrays: arrays.update(state_0_momentum=np.zeros((12, 16))),
+     "it holds optimizer state state_0_momentum that RMSprop does not have"),
+    ("claims huge units", lambda meta, arrays: meta["model"]["layers"][0].update(units=300000),
+     "weight 0 has shape (12, 16); its architecture 300000 relu -> 3 softmax (float32) needs "
+     "(12, 300000)"),
+    ("a (2e7, 0) weight", lambda meta, arrays: arrays.update(weight_0=np.zeros((20000000, 0))),
+     "weight 0 has shape (20000000, 0); its architecture 16 relu -> 3 softmax (float32) needs "
+     "(20000000, 16)"),
 ])
 def test_damaged_checkpoints_are_one_error_line(tmp_path, tiny_checkpoint, case, mutate,
                                                 message):
@@ -383,3 +395,137 @@ def test_a_checkpoint_path_that_is_not_a_file_is_named_as_such(tmp_path, tiny): 
     assert result.exit_code == 1 and result.output == f"Error: checkpoint {pipe} is not a file\n"
     missing = run("evaluate", str(tmp_path / "gone.npz"), "--dataset", "tiny")
     assert missing.output == f"Error: checkpoint {tmp_path / 'gone.npz'} does not exist\n"
+
+
+# -- hostile files: bounded reads, one error line ----------------------------------------------
+def npy(array) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.asanyarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def zipped(path, members: dict, compression=zipfile.ZIP_STORED, patch=None):
+    """A zip at ``path`` of ``members`` ({name: bytes or a (size, chunk) pair streamed as
+    ``size`` bytes of ``chunk``}), then ``patch(bytes) -> bytes`` applied to the file."""
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        for name, data in members.items():
+            if isinstance(data, tuple):
+                size, chunk = data
+                with archive.open(name, "w", force_zip64=True) as member:
+                    for _ in range(size // len(chunk)):
+                        member.write(chunk)
+            else:
+                archive.writestr(name, data)
+    if patch is not None:
+        path.write_bytes(patch(path.read_bytes()))
+    return path
+
+
+def set_method(data: bytes, method: int) -> bytes:
+    """The zip ``data`` with every entry's compression method set to ``method``."""
+    data = bytearray(data)
+    for signature, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        start = 0
+        while (start := data.find(signature, start)) != -1:
+            data[start + offset:start + offset + 2] = method.to_bytes(2, "little")
+            start += 4
+    return bytes(data)
+
+
+def set_encrypted(data: bytes) -> bytes:
+    data = bytearray(data)
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        start = 0
+        while (start := data.find(signature, start)) != -1:
+            data[start + offset] |= 1
+            start += 4
+    return bytes(data)
+
+
+META = json.dumps({"format": "dnn-checkpoint", "version": 1})
+
+
+def object_header() -> bytes:
+    """The .npy header of a one-element array of Python objects (a pickle would follow)."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "|O", "fortran_order": False,
+                                                  "shape": (1,)})
+    return buffer.getvalue()
+
+
+def hostile(tmp_path, case):
+    path = tmp_path / "hostile.npz"
+    meta = npy(np.asarray(META))
+    cases = {
+        "an unused 3 GiB member": lambda: zipped(
+            path, {"meta.npy": meta, "extra.npy": (3 << 30, bytes(1 << 20))},
+            zipfile.ZIP_DEFLATED),
+        "a 3 GiB weight of zeros": lambda: zipped(
+            path, {"meta.npy": meta, "weight_0.npy": (3 << 30, bytes(1 << 20))},
+            zipfile.ZIP_DEFLATED),
+        "deeply nested meta": lambda: zipped(
+            path, {"meta.npy": npy(np.asarray("[" * 100000 + "]" * 100000))}),
+        "a malformed npy header": lambda: zipped(
+            path, {"meta.npy": b"\x93NUMPY\x01\x00\x10\x00{'descr': '<U3',   \n"}),
+        "an npy with a zip appended": lambda: zipped(
+            path, {"meta.npy": meta + zipped(tmp_path / "inner.zip", {"x.npy": meta})
+                   .read_bytes()}),
+        "a member without .npy": lambda: zipped(path, {"meta.npy": meta, "meta": b"x"}),
+        "the encrypted flag": lambda: zipped(path, {"meta.npy": meta}, patch=set_encrypted),
+        "compression method 1": lambda: zipped(path, {"meta.npy": meta},
+                                               patch=lambda d: set_method(d, 1)),
+        "compression method 99": lambda: zipped(path, {"meta.npy": meta},
+                                                patch=lambda d: set_method(d, 99)),
+        "an object array": lambda: zipped(path, {"meta.npy": object_header() + b"x" * 8}),
+    }
+    return cases[case]()
+
+
+HOSTILE = {
+    "an unused 3 GiB member": "holds a member 'extra.npy', which a dnn checkpoint does not",
+    "a 3 GiB weight of zeros": "member 'weight_0.npy' inflates from",
+    "deeply nested meta": "its meta member is not JSON dnn can read: RecursionError",
+    "a malformed npy header": "the header of meta cannot be read",
+    "an npy with a zip appended": "meta declares () <U",
+    "a member without .npy": "holds a member 'meta', which a dnn checkpoint does not",
+    "the encrypted flag": "member 'meta.npy' is encrypted",
+    "compression method 1": "uses compression method 1, not stored or deflate",
+    "compression method 99": "uses compression method 99, not stored or deflate",
+    "an object array": "meta holds Python objects, which dnn never loads",
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_checkpoints_are_refused_in_one_line_within_bounded_memory(tmp_path, case,
+                                                                          tiny):  # noqa: F811
+    path = hostile(tmp_path, case)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match=re.escape(HOSTILE[case])):
+            checkpoint.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20, f"reading it took {peak:,} bytes"
+    result = run("evaluate", str(path), "--dataset", "tiny")
+    assert result.exit_code == 1 and result.output.startswith("Error: ")
+    assert HOSTILE[case] in result.output and len(result.output.splitlines()) == 1
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda cpu: checkpoint.load(123), UsageError, "a checkpoint path must be a file name, "
+     "not int"),
+    (lambda cpu: checkpoint.load(None), UsageError, "a checkpoint path must be a file name, "
+     "not NoneType"),
+    (lambda cpu: checkpoint.load("m.npz", backend="nope"), UsageError, "unknown backend 'nope'"),
+    (lambda cpu: checkpoint.load("m.npz", seed=-1), UsageError, "seed must be a non-negative"),
+])
+def test_load_blames_its_arguments_not_the_file(tmp_path, monkeypatch, cpu, call, error,
+                                                message):
+    monkeypatch.chdir(tmp_path)
+    model = seed_network(cpu)
+    model.build(12)
+    checkpoint.save(model, tmp_path / "m.npz")
+    with pytest.raises(error, match=re.escape(message)) as raised:
+        call(cpu)
+    assert "damaged" not in str(raised.value)
