@@ -6,9 +6,12 @@ each reported as one ``Error: ...`` line, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+import signal
+import threading
 
 import click
 
@@ -20,25 +23,58 @@ from dnn.model import Sequential, dense_classifier
 from dnn.utils import to_categorical
 
 
+class Terminated(DnnError):
+    """The process was asked to stop (SIGTERM)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated("stopped by SIGTERM; files being written were left as they were")
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """SIGTERM raises :class:`Terminated` in the main thread, so that writes in progress
+    clean up their temporary files (SIGKILL cannot be caught: the next write does it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def reports_errors(command):
-    """Turn our errors into click's: usage errors exit 2, the others 1, one line each."""
+    """Turn our errors into click's: usage errors exit 2, SIGTERM 143, the others 1, one line
+    each."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            with _sigterm_raises():
+                return command(*args, **kwargs)
         except UsageError as error:
             raise click.UsageError(str(error)) from None
+        except Terminated as error:
+            raise _exit_with(str(error), 128 + signal.SIGTERM) from None
         except DnnError as error:
             raise click.ClickException(str(error)) from None
         except MemoryError:
-            raise click.ClickException("out of memory; try a smaller --batch-size or "
-                                       "--hidden") from None
+            raise click.ClickException("out of memory; if training, try a smaller "
+                                       "--batch-size or --hidden") from None
         except OSError as error:  # a file that went away or a full disk, mid-run
             where = f"{error.filename}: " if error.filename else ""
             raise click.ClickException(f"{where}{error.strerror or error}") from None
 
     return wrapper
+
+
+def _exit_with(message: str, status: int) -> click.ClickException:
+    """A one-line ``Error:`` exit with ``status``."""
+    error = click.ClickException(message)
+    error.exit_code = status
+    return error
 
 
 backend_option = click.option("--backend", default="cpu", show_default=True,

@@ -1,36 +1,64 @@
-"""Atomic file writes: a temporary file beside the target, renamed over it only on success.
+"""Atomic writes: a temporary file beside the target, renamed over it only on success.
 
-A symbolic link stays a link: the file it points at is the one replaced.  A path that is not a
-regular file (``/dev/null``, ``/dev/stdout``, a named pipe) is written in place, since renaming
-a file over it would replace the device or the pipe itself.
+The content is flushed to disk before the rename and the folder after it, so a crash leaves
+either the old file or the whole new one.  A target whose write permission is off (``chmod
+444``) is refused, never replaced.  A temporary file left behind by a process that was killed
+(``.NAME.<hex>.part``) is removed by the next write to the same target, once it has not been
+touched for STALE_SECONDS.  A symbolic link stays a link: the file it points at is the one
+replaced.  A path that is not a regular file (``/dev/null``, ``/dev/stdout``, a named pipe) is
+written in place, since renaming a file over it would replace the device or the pipe itself.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import stat
+import time
 from pathlib import Path
 
 from dnn.errors import UsageError
 
+NAME_MAX = 255  # bytes in a file name on the common file systems
+STALE_SECONDS = 60
+WRITE_BITS = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+
+
+def _temporary_prefix(path: Path) -> str:
+    """``.NAME.``, with NAME cut so that ``.NAME.<8 hex>.part`` fits in NAME_MAX bytes."""
+    name = os.fsencode(path.name)[:NAME_MAX - len(".._12345678.part")]
+    return "." + os.fsdecode(name).encode("utf-8", "ignore").decode("utf-8", "ignore") + "."
+
 
 def _create_beside(path: Path) -> tuple[int, Path]:
-    """Make ``path``'s folder if it is missing and open a new hidden file next to ``path``;
-    returns its descriptor (open for writing) and its path.
+    """Open a new hidden file next to ``path`` (whose folder exists); returns its descriptor
+    (open for writing) and its path.
 
     The file is created with mode 0o666 less the umask, as ``open()`` would create ``path``
     itself (:func:`tempfile.mkstemp` would make it 0o600, unreadable to the user's group).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = _temporary_prefix(path)
     while True:
-        temporary = path.parent / f".{path.name}.{secrets.token_hex(4)}.part"
+        temporary = path.parent / f"{prefix}{secrets.token_hex(4)}.part"
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
             return os.open(temporary, flags, 0o666), temporary
         except FileExistsError:
             continue
+
+
+def _remove_stale_temporaries(path: Path, keep: Path) -> None:
+    """Delete the temporary files of earlier writes to ``path`` that were left behind (their
+    process was killed) and untouched for STALE_SECONDS, but not ``keep``."""
+    pattern = re.compile(re.escape(_temporary_prefix(path)) + r"[0-9a-f]{8}\.part")
+    cutoff = time.time() - STALE_SECONDS
+    for candidate in path.parent.iterdir():
+        if candidate != keep and pattern.fullmatch(candidate.name):
+            with contextlib.suppress(OSError):
+                if candidate.stat().st_mtime < cutoff:
+                    candidate.unlink()
 
 
 def _is_special(path) -> bool:
@@ -43,25 +71,59 @@ def _is_special(path) -> bool:
     return not (stat.S_ISREG(kind) or stat.S_ISDIR(kind))
 
 
+def _protection(path: Path) -> str | None:
+    """Why ``path``, an existing file, must not be replaced: its write permission is off (for
+    everyone, or for this user), or it is a folder; None when it may be."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if stat.S_ISDIR(mode):
+        return "it is a folder"
+    if not mode & WRITE_BITS or not os.access(path, os.W_OK):
+        return f"it is write-protected (mode {stat.S_IMODE(mode):04o})"
+    return None
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush the folder's entry of a renamed file to disk (POSIX; elsewhere a no-op)."""
+    if os.name != "posix":
+        return
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "wb"):
     """Yield a file object whose content replaces ``path`` when the block succeeds.
 
     On any exception the temporary file is removed and ``path`` is left as it was.  A new
-    file gets the permissions ``open()`` would give it; a replaced file keeps its own.
+    file gets the permissions ``open()`` would give it; a replaced file keeps its own; a
+    write-protected one is refused with a :class:`UsageError`.  The folder is made if missing.
     """
     if _is_special(path):
         with open(path, mode) as file:
             yield file
         return
     path = Path(os.path.realpath(path))
+    protection = _protection(path)
+    if protection:
+        raise UsageError(f"{path}: not replacing it, {protection}")
+    path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = _create_beside(path)
     try:
         with os.fdopen(handle, mode) as file:
             yield file
+            file.flush()
+            os.fsync(file.fileno())
         with contextlib.suppress(FileNotFoundError):
             os.chmod(temporary, stat.S_IMODE(os.stat(path).st_mode))
         os.replace(temporary, path)
+        _sync_folder(path.parent)
+        _remove_stale_temporaries(path, keep=temporary)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
@@ -69,19 +131,32 @@ def atomic_write(path, mode: str = "wb"):
 
 def check_writable(path, option: str) -> None:
     """Raise a one-line :class:`UsageError` naming ``option`` unless :func:`atomic_write` can
-    write ``path``: its folder is made if missing and must take a new file.  Called before a
-    long job, so a mistyped destination fails in a second, not after hours of training."""
+    write ``path``: not write-protected, and its folder (or the nearest one that exists, which
+    must take a new folder) writable.  Called before a long job, so a mistyped destination
+    fails in a second, not after hours of training; it creates nothing."""
     if _is_special(path):
         if not os.access(path, os.W_OK):
             raise UsageError(f"{option} {path}: cannot write there (permission denied)")
         return
+    target = Path(os.path.realpath(path))
+    protection = _protection(target)
+    if protection:
+        raise UsageError(f"{option} {path}: cannot write there ({protection})")
+    folder = target.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"{option} {path}: cannot write a file there (a file stands where its "
+                         "folder should be)")
+    if folder != target.parent:  # the folders to make are checked by making none of them
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UsageError(f"{option} {path}: cannot write a file there (cannot make a "
+                             f"folder in {folder})")
+        return
     try:
-        handle, temporary = _create_beside(Path(os.path.realpath(path)))
+        handle, temporary = _create_beside(target)
     except OSError as error:
-        # mkdir reports a file standing where a folder should be as "File exists"
-        reason = ("a file stands where its folder should be"
-                  if isinstance(error, (FileExistsError, NotADirectoryError))
-                  else error.strerror or str(error))
-        raise UsageError(f"{option} {path}: cannot write a file there ({reason})") from None
+        raise UsageError(f"{option} {path}: cannot write a file there "
+                         f"({error.strerror or error})") from None
     os.close(handle)
     os.unlink(temporary)

@@ -1,6 +1,10 @@
 """The command line, in process, on a tiny dataset plugin: outputs, files, exit codes."""
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -427,3 +431,48 @@ def test_the_package_and_the_command_report_the_installed_version():
 
     assert dnn.__version__ == metadata.version("dnn-framework")
     assert run("--version").output.strip() == f"main, version {dnn.__version__}"
+
+
+def test_sigterm_during_a_write_leaves_no_temporary_file_and_exits_143(tmp_path):
+    code = textwrap.dedent("""
+        import os, signal, sys, time
+        from pathlib import Path
+        import click
+        from dnn.cli import reports_errors
+        from dnn.fileio import atomic_write
+
+        @click.command()
+        @click.argument("path")
+        @reports_errors
+        def slow_save(path):
+            with atomic_write(Path(path)) as file:
+                file.write(b"half a model")
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(30)
+
+        slow_save()
+    """)
+    target = tmp_path / "model.npz"
+    result = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 143
+    assert result.stderr.strip().splitlines() == [
+        "Error: stopped by SIGTERM; files being written were left as they were"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_write_protected_save_target_is_refused_before_training(tiny, tmp_path):
+    target = tmp_path / "best.npz"
+    target.write_bytes(b"the user's best model")
+    os.chmod(target, 0o444)
+    result = run("train", "--dataset", "tiny", "--save", str(target))
+    assert result.exit_code == 2
+    assert "--save" in result.output and "write-protected (mode 0444)" in result.output
+    assert target.read_bytes() == b"the user's best model"
+
+
+def test_a_bad_option_creates_no_folder_for_the_outputs(tiny, tmp_path):
+    result = run("train", "--dataset", "tiny", "--save", str(tmp_path / "a" / "b" / "m.npz"),
+                 "--optimizer", "nope")
+    assert result.exit_code == 2 and "unknown optimizer 'nope'" in result.output
+    assert not (tmp_path / "a").exists()

@@ -2,6 +2,7 @@
 
 import os
 import stat
+import time
 
 import pytest
 
@@ -51,10 +52,64 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
 
 
-def test_check_writable_makes_the_folder_and_leaves_no_file(tmp_path):
+def test_check_writable_creates_nothing_not_even_the_folder(tmp_path):
     check_writable(tmp_path / "runs" / "model.npz", "--save")
-    assert (tmp_path / "runs").is_dir()
-    assert list((tmp_path / "runs").iterdir()) == []
+    check_writable(tmp_path / "model.npz", "--save")
+    assert list(tmp_path.iterdir()) == []
+
+
+@posix_modes
+def test_a_write_protected_file_is_refused_never_replaced(tmp_path):
+    """Even for root, to whom open() would not say no: the user protected it."""
+    target = tmp_path / "best.npz"
+    target.write_bytes(b"the user's best model")
+    os.chmod(target, 0o444)
+    with pytest.raises(UsageError, match=r"^--save .*best.npz: cannot write there \(it is "
+                       r"write-protected \(mode 0444\)\)"):
+        check_writable(target, "--save")
+    with pytest.raises(UsageError, match="not replacing it, it is write-protected"):
+        with atomic_write(target) as file:
+            file.write(b"new")
+    assert target.read_bytes() == b"the user's best model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.npz"]
+
+
+def test_the_longest_file_names_can_be_written(tmp_path):
+    for length in (241, 250, 255):
+        target = tmp_path / ("m" * (length - 4) + ".npz")
+        check_writable(target, "--save")
+        with atomic_write(target) as file:
+            file.write(b"weights")
+        assert target.read_bytes() == b"weights"
+
+
+def test_temporaries_left_by_a_killed_writer_go_with_the_next_write(tmp_path):
+    target = tmp_path / "model.npz"
+    stale, fresh = tmp_path / ".model.npz.0123abcd.part", tmp_path / ".model.npz.89abcdef.part"
+    other = tmp_path / ".other.npz.0123abcd.part"
+    for leftover in (stale, fresh, other):
+        leftover.write_bytes(b"half a model")
+    old = time.time() - 3600
+    for leftover in (stale, other):
+        os.utime(leftover, (old, old))
+    with atomic_write(target) as file:
+        file.write(b"weights")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    # a recent one may be another process's write in progress; another target's is not ours
+    assert names == [fresh.name, other.name, "model.npz"]
+
+
+def test_the_content_and_the_folder_are_flushed_to_disk_before_and_after_the_rename(
+        tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append("fsync") or real_fsync(fd))
+    monkeypatch.setattr(os, "replace",
+                        lambda *args: events.append("replace") or real_replace(*args))
+    with atomic_write(tmp_path / "model.npz") as file:
+        file.write(b"weights")
+    expected = ["fsync", "replace", "fsync"] if os.name == "posix" else ["fsync", "replace"]
+    assert events == expected
 
 
 def test_check_writable_names_the_option_when_a_file_is_in_the_way(tmp_path):
