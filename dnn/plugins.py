@@ -13,15 +13,20 @@ status ``refused`` and a :class:`UserWarning` names it, but it is never loaded.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import inspect
+import sys
 import warnings
 from dataclasses import dataclass
 
 from dnn.errors import PluginLoadError, UnknownPluginError, UsageError
 
 DISTRIBUTION = "dnn-framework"
+# What a plugin's own code may raise and dnn reports as that plugin's failure: sys.exit() in a
+# plugin is a failure like any other, not the end of dnn (Ctrl-C still is).
+PLUGIN_FAILURES = (Exception, SystemExit)
 GROUPS = {"backend": "dnn.backends", "optimizer": "dnn.optimizers", "dataset": "dnn.datasets"}
 
 
@@ -118,8 +123,9 @@ def load(kind: str, name: str):
     """Import and return the object (usually a class) registered as ``name`` for ``kind``."""
     plugin = find(kind, name)
     try:
-        return plugin.entry_point.load()
-    except Exception as error:
+        with contextlib.redirect_stdout(sys.stderr):  # what a plugin prints is not our output
+            return plugin.entry_point.load()
+    except PLUGIN_FAILURES as error:
         raise PluginLoadError(failure(plugin.origin, "to load", error)) from error
 
 

@@ -165,7 +165,7 @@ def _available_backends(names=None):
             found.append((name, backends.get_backend(name), None))
         except BackendUnavailableError as error:
             found.append((name, None, ("unavailable", str(error))))
-        except Exception as error:
+        except plugins.PLUGIN_FAILURES as error:
             found.append((name, None, ("fail", str(error))))
     return found
 
@@ -191,7 +191,7 @@ def _run(check, backend_entries) -> list[CheckResult]:
             check(backend)
         except AssertionError as error:
             results.append(CheckResult(name, "fail", one_line(error)))
-        except Exception as error:
+        except plugins.PLUGIN_FAILURES as error:
             results.append(CheckResult(name, "fail", f"{type(error).__name__}: {error}"))
         else:
             results.append(CheckResult(name, "pass"))
@@ -232,7 +232,7 @@ def optimizer_results(cls, backend_names=None) -> list[CheckResult]:
         raise
     except OptimizerError as error:  # it names the plugin and what failed
         raise AssertionError(f"{error} (on cpu)") from error
-    except Exception as error:  # the plugin's own code raised: say so, as a failed check
+    except plugins.PLUGIN_FAILURES as error:  # the plugin's own code raised: say so, as a failed check
         raise AssertionError(f"{cls.__name__} raised {type(error).__name__} on cpu: "
                              f"{error}") from error
     for dtype, reference in references.items():
@@ -451,7 +451,7 @@ def backend_results(cls) -> list[CheckResult]:
 
     try:
         backend = cls()
-    except Exception as error:  # the plugin's own constructor, worded as get_backend words it
+    except plugins.PLUGIN_FAILURES as error:  # the plugin's own constructor, worded as get_backend words it
         return [CheckResult(cls.name, "fail",
                             plugins.failure(plugins.origin_of("backend", cls), "to start",
                                             error))]

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from dnn import plugins
 from dnn.cli import main
 from dnn.errors import PluginLoadError, UnknownPluginError
+from tests.test_cli import tiny  # noqa: F401  (the tiny dataset plugin fixture)
 
 GOOD_OPTIMIZER = """
 from dnn.optimizers import Optimizer
@@ -234,3 +235,33 @@ def test_check_loads_the_data_of_the_datasets_it_is_given(install_fake_plugin, t
             ) in bad.output.splitlines()
     unknown = CliRunner().invoke(main, [*quick, "--dataset", "cifar"])
     assert unknown.exit_code == 2 and "unknown dataset 'cifar'" in unknown.output
+
+
+EXITING_UPDATE = GOOD_OPTIMIZER.replace("param -= self.learning_rate * grad",
+                                        "raise SystemExit(3)")
+
+
+def test_a_plugin_calling_sys_exit_is_a_failure_like_any_other(install_fake_plugin,
+                                                                tiny):  # noqa: F811
+    install_fake_plugin("fake-quits", "0.1", {"dnn.optimizers": {"quits": "fake_quits:Nope"}},
+                        {"fake_quits": "import sys\nsys.exit(3)\n"})
+    install_fake_plugin("fake-stops", "0.2", {"dnn.optimizers": {"stops": "fake_stops:Halver"}},
+                        {"fake_stops": EXITING_UPDATE})
+    listed = CliRunner().invoke(main, ["plugins"])
+    assert listed.exit_code == 0, listed.output
+    assert ("optimizer quits           fake-quits 0.1  broken: optimizer 'quits' from fake-quits "
+            "0.1 failed to load: SystemExit: 3") in listed.output
+    trained = CliRunner().invoke(main, ["train", "--dataset", "tiny", "--optimizer", "stops"])
+    assert trained.exit_code == 1
+    assert trained.output == ("Error: optimizer 'stops' from fake-stops 0.2 failed in update(): "
+                              "SystemExit: 3\n")
+
+
+def test_what_a_plugin_prints_at_import_stays_out_of_the_json(install_fake_plugin):
+    install_fake_plugin("fake-chatty", "1.0", {"dnn.optimizers": {"chatty": "fake_chatty:Halver"}},
+                        {"fake_chatty": "print('hello from chatty')\n" + GOOD_OPTIMIZER})
+    result = CliRunner().invoke(main, ["plugins", "--json"])
+    assert result.exit_code == 0
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["chatty"]["status"] == "available"
+    assert "hello from chatty" in result.stderr

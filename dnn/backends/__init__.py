@@ -29,7 +29,7 @@ def availability(name: str) -> Availability:
     origin = plugins.find("backend", name).origin
     try:
         found = cls.is_available()
-    except Exception as error:
+    except plugins.PLUGIN_FAILURES as error:
         raise PluginLoadError(plugins.failure(origin, "in is_available()", error)) from error
     if not isinstance(found, Availability):
         raise PluginLoadError(f"{origin}: is_available() must return a "
@@ -49,7 +49,7 @@ def get_backend(name: str) -> Backend:
         raise BackendUnavailableError(f"backend {name!r} is unavailable: {found.reason}")
     try:
         return plugins.load("backend", name)()
-    except Exception as error:
+    except plugins.PLUGIN_FAILURES as error:
         raise PluginLoadError(plugins.failure(plugins.find("backend", name).origin, "to start",
                                               error)) from error
 

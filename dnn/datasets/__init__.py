@@ -14,7 +14,7 @@ def get(name: str) -> Dataset:
     cls = plugin_class(name)
     try:
         return cls()
-    except Exception as error:
+    except plugins.PLUGIN_FAILURES as error:
         raise PluginLoadError(plugins.failure(plugins.find("dataset", name).origin, "to start",
                                               error)) from error
 
@@ -36,7 +36,7 @@ def load_checked(name: str, data_dir=None):
         splits = dataset.load(data_dir)
     except (DnnError, OSError):
         raise
-    except Exception as error:
+    except plugins.PLUGIN_FAILURES as error:
         raise DataError(plugins.failure(origin, "", error)) from error
     problem = contract_problem(splits)
     if problem:

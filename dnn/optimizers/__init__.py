@@ -25,7 +25,7 @@ def get(optimizer, **hyperparameters) -> Optimizer:
         raise UsageError(f"optimizer {optimizer!r}: {error}") from error
     except (DnnError, MemoryError):
         raise
-    except Exception as error:  # the plugin's own __init__ failed
+    except plugins.PLUGIN_FAILURES as error:  # the plugin's own __init__ failed
         raise PluginLoadError(plugins.failure(plugins.find("optimizer", optimizer).origin,
                                               "to start", error)) from error
     return instance

@@ -77,7 +77,7 @@ class Optimizer:
             self.states = [self.init_state(param) for param in params]
         except (DnnError, MemoryError):
             raise
-        except Exception as error:
+        except plugins.PLUGIN_FAILURES as error:
             raise OptimizerError(plugins.failure(self._origin(), "in init_state()",
                                                  error)) from error
         for state in self.states:
@@ -126,7 +126,7 @@ class Optimizer:
                         "param and its state in place (param -= ...)")
         except (DnnError, MemoryError):
             raise
-        except Exception as error:
+        except plugins.PLUGIN_FAILURES as error:
             raise OptimizerError(plugins.failure(self._origin(), "in update()",
                                                  error)) from error
 
