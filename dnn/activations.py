@@ -7,7 +7,7 @@ activation here has a derivative expressible through its output).
 
 from __future__ import annotations
 
-from dnn.errors import UsageError
+from dnn.errors import ArgumentTypeError, UsageError
 
 
 class Activation:
@@ -101,6 +101,9 @@ def get(activation) -> Activation:
     """An Activation from a name (None means linear) or an instance."""
     if isinstance(activation, Activation):
         return activation
+    if activation is not None and not isinstance(activation, str):
+        raise ArgumentTypeError(f"activation must be a name or an Activation, not "
+                                f"{type(activation).__name__}")
     name = "linear" if activation is None else activation
     if name not in ACTIVATIONS:
         raise UsageError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}")

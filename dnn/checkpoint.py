@@ -17,7 +17,7 @@ import numpy as np
 
 from dnn import backends, optimizers, plugins
 from dnn.callbacks import Callback
-from dnn.errors import CheckpointError, UsageError
+from dnn.errors import ArgumentTypeError, CheckpointError, UsageError
 from dnn.fileio import atomic_write
 from dnn.model import Sequential, check_seed, dense_classifier
 from dnn.npz_reader import NpzReader
@@ -32,6 +32,8 @@ MAX_META_CHARS = 1 << 18
 def save(model: Sequential, path) -> None:
     """Write ``model`` (built, compiled with an optimizer) and its optimizer state to ``path``
     atomically."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ArgumentTypeError(f"save needs a file name, not {type(path).__name__}")
     optimizer = model.optimizer
     if optimizer is None:
         raise UsageError("a checkpoint holds the optimizer too: compile() the model with one "
@@ -67,7 +69,8 @@ def _open(path) -> NpzReader:
     """The checkpoint at ``path`` opened, its directory checked; CheckpointError for anything
     that is not a file of the checkpoint's members."""
     if not isinstance(path, (str, os.PathLike)):
-        raise UsageError(f"a checkpoint path must be a file name, not {type(path).__name__}")
+        raise ArgumentTypeError(f"a checkpoint path must be a file name, not "
+                                f"{type(path).__name__}")
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist" if not path.exists() else

@@ -9,6 +9,14 @@ class UsageError(DnnError, ValueError):
     """A wrong name or value in what the user asked for (exit status 2 on the command line)."""
 
 
+class ArgumentTypeError(UsageError, TypeError):
+    """An argument of the wrong kind (a list where a name goes, say)."""
+
+
+class OutOfMemoryError(DnnError, MemoryError):
+    """What was asked for needs more memory than the machine gives (exit status 1)."""
+
+
 class UnknownPluginError(UsageError, LookupError):
     """A backend, optimizer or dataset name that no installed plugin provides."""
 

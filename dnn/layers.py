@@ -31,6 +31,9 @@ def glorot_uniform(rng: np.random.Generator, fan_in: int, fan_out: int, dtype) -
     return rng.uniform(-limit, limit, size=(fan_in, fan_out)).astype(dtype)
 
 
+MAX_UNITS = 2**31 - 1  # past this no array library indexes a layer's outputs
+
+
 class Layer:
     """The protocol of a layer in :class:`dnn.Sequential` (see the module docstring for who
     owns which array).  A subclass sets ``output_dim`` (known from its arguments or from
@@ -87,8 +90,9 @@ class Dense(Layer):
 
     def __init__(self, units: int, activation=None):
         super().__init__()
-        if not is_int_at_least(units, 1):
-            raise UsageError(f"Dense units must be a positive integer, not {units!r}")
+        if not is_int_at_least(units, 1) or units > MAX_UNITS:
+            raise UsageError(f"Dense units must be an integer from 1 to {MAX_UNITS:,}, not "
+                             f"{units!r}")
         self.units = self.output_dim = int(units)
         self.activation = activations.get(activation)
         self.input_columns = InputColumns()

@@ -9,7 +9,7 @@ array on the backend (summed so that epochs can accumulate it on the device), an
 from __future__ import annotations
 
 from dnn.activations import Softmax
-from dnn.errors import UsageError
+from dnn.errors import ArgumentTypeError, UsageError
 
 PROBABILITY_FLOOR = 1e-7  # Keras' epsilon: probabilities are clipped to [eps, 1 - eps]
 
@@ -100,6 +100,8 @@ def get(loss) -> Loss:
     """A Loss from a name or an instance."""
     if isinstance(loss, Loss):
         return loss
+    if not isinstance(loss, str):
+        raise ArgumentTypeError(f"loss must be a name or a Loss, not {type(loss).__name__}")
     if loss not in LOSSES:
         raise UsageError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}")
     return LOSSES[loss]()

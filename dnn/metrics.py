@@ -3,15 +3,23 @@ accuracy), on the device, so that an epoch reads it once."""
 
 from __future__ import annotations
 
-from dnn.errors import UsageError
+from dnn.errors import ArgumentTypeError, UsageError
 
 METRICS = ("accuracy",)
 
 
 def check(metrics) -> tuple:
     """The metric names, validated (one name alone, ``"accuracy"``, counts as a list of one)."""
-    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics or ())
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    try:
+        metrics = tuple(metrics or ())
+    except TypeError:
+        raise ArgumentTypeError(f"metrics must be a list of names, not "
+                                f"{type(metrics).__name__}") from None
     for name in metrics:
+        if not isinstance(name, str):
+            raise ArgumentTypeError(f"metrics must be names, not {type(name).__name__}")
         if name not in METRICS:
             raise UsageError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
     return metrics

@@ -17,7 +17,7 @@ import numpy as np
 from dnn import backends, layers as layers_module, losses, metrics as metrics_module, optimizers
 from dnn.buffers import Buffers
 from dnn.callbacks import Callback, EpochLines, History, ProgressBar
-from dnn.errors import DivergenceError, UsageError
+from dnn.errors import ArgumentTypeError, DivergenceError, OutOfMemoryError, UsageError
 from dnn.step import EpochTotals, ReplayedStep, TrainingStep
 from dnn.utils import check_label_range, is_int_at_least
 
@@ -76,6 +76,11 @@ class Sequential:
         if isinstance(layers, layers_module.Layer):
             raise UsageError("Sequential takes a list of layers: Sequential([Dense(...), ...])")
         self.layers = []
+        try:
+            layers = list(layers or ())  # None: no layers yet, as in Keras
+        except TypeError:
+            raise ArgumentTypeError(f"Sequential takes a list of layers, not "
+                                    f"{type(layers).__name__}") from None
         for layer in layers:
             self.add(layer)
         self.dtype = _float_dtype(dtype)
@@ -133,9 +138,17 @@ class Sequential:
             self.backend = backends.current_backend()
         self.input_dim = int(input_dim)
         self._buffers = Buffers(self.backend)
-        for index, layer in enumerate(self.layers):
-            layer.needs_input_grad = index > 0
-            input_dim = layer.build(input_dim, self.backend, self.rng, self.dtype)
+        try:
+            for index, layer in enumerate(self.layers):
+                layer.needs_input_grad = index > 0
+                input_dim = layer.build(input_dim, self.backend, self.rng, self.dtype)
+        except MemoryError:
+            shapes = self.param_shapes(self.input_dim)
+            size = sum(math.prod(shape) for shape in shapes) * self.dtype.itemsize
+            sizes = " -> ".join(f"{count:,}" for count in
+                                [self.input_dim, *(layer.output_dim for layer in self.layers)])
+            raise OutOfMemoryError(f"the weights of a {sizes} model need {size:,} bytes: more "
+                                   "memory than this machine gives") from None
         if self.optimizer is not None:
             self.optimizer.build(self.params, self.backend)
 
@@ -408,13 +421,21 @@ class Sequential:
         if not self.built:
             raise UsageError("build the model (call it on data, or build(input_dim)) before "
                              "set_weights")
-        weights = list(weights)
+        try:
+            weights = list(weights)
+        except TypeError:
+            raise ArgumentTypeError(f"set_weights takes a list of arrays, not "
+                                    f"{type(weights).__name__}") from None
         params = self.params
         if len(weights) != len(params):
             raise UsageError(f"set_weights got {len(weights)} arrays; the model has "
                              f"{len(params)}")
         for index, (param, value) in enumerate(zip(params, weights)):
-            value = np.asarray(value)
+            try:
+                value = np.asarray(value)
+            except ValueError:  # NumPy 2 refuses ragged nested lists
+                raise UsageError(f"weight {index} is not a rectangular array (rows of "
+                                 "different lengths?)") from None
             if value.dtype.kind not in "biuf":
                 raise UsageError(f"weight {index} must be real numbers, not {value.dtype}")
             if value.shape != tuple(param.shape):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dnn.errors import UsageError
+from dnn.errors import OutOfMemoryError, UsageError
 
 
 def to_categorical(labels, num_classes: int | None = None, dtype="float32") -> np.ndarray:
@@ -18,7 +18,12 @@ def to_categorical(labels, num_classes: int | None = None, dtype="float32") -> n
     elif not is_int_at_least(num_classes, 1):
         raise UsageError(f"num_classes must be a positive integer, not {num_classes!r}")
     check_label_range(labels, num_classes)
-    one_hot = np.zeros((labels.shape[0], num_classes), dtype)
+    try:
+        one_hot = np.zeros((labels.shape[0], num_classes), dtype)
+    except MemoryError:
+        raise OutOfMemoryError(f"to_categorical: {labels.shape[0]:,} labels of "
+                               f"{num_classes:,} classes need more memory than this machine "
+                               "gives (num_classes is the largest label + 1)") from None
     one_hot[np.arange(labels.shape[0]), labels] = 1
     return one_hot
 

@@ -8,7 +8,7 @@ import pytest
 
 import dnn
 import dnn.optimizers
-from dnn.errors import DivergenceError, UsageError
+from dnn.errors import DivergenceError, DnnError, UsageError
 from dnn.layers import Dense
 from dnn.utils import to_categorical
 
@@ -373,3 +373,47 @@ def test_a_softmax_over_one_unit_is_refused():
     with pytest.raises(UsageError, match="a softmax over one unit outputs 1 whatever its input"):
         model.compile()
     dnn.Sequential([Dense(1, activation="sigmoid")]).compile(loss="mse")  # a yes/no output
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda m, tmp: Dense(16, activation=["relu"]), TypeError,
+     "activation must be a name or an Activation, not list"),
+    (lambda m, tmp: m.compile(loss=["x"]), TypeError, "loss must be a name or a Loss, not list"),
+    (lambda m, tmp: m.compile(optimizer=["sgd"]), TypeError,
+     "optimizer must be a name or an Optimizer, not list"),
+    (lambda m, tmp: m.compile(metrics=5), TypeError, "metrics must be a list of names, not int"),
+    (lambda m, tmp: m.set_weights(None), TypeError,
+     "set_weights takes a list of arrays, not NoneType"),
+    (lambda m, tmp: m.set_weights([[[1, 2], [3]]] + m.get_weights()[1:]), ValueError,
+     "weight 0 is not a rectangular array"),
+    (lambda m, tmp: dnn.checkpoint.save(m, tmp), ValueError, "not replacing it, it is a folder"),
+    (lambda m, tmp: dnn.checkpoint.save(m, None), TypeError,
+     "save needs a file name, not NoneType"),
+    (lambda m, tmp: dnn.checkpoint.load(123), TypeError,
+     "a checkpoint path must be a file name, not int"),
+    (lambda m, tmp: dnn.Sequential([Dense(16)]).build(2**40), MemoryError,
+     "the weights of a 1,099,511,627,776 -> 16 model need"),
+    (lambda m, tmp: to_categorical([2**40]), MemoryError,
+     "to_categorical: 1 labels of 1,099,511,627,777 classes need more memory"),
+    (lambda m, tmp: Dense(2**63), ValueError,
+     "Dense units must be an integer from 1 to 2,147,483,647, not 9223372036854775808"),
+], ids=["activation-list", "loss-list", "optimizer-list", "metrics-int", "set-weights-none",
+        "ragged-weights", "save-folder", "save-none", "load-int", "build-huge",
+        "to-categorical-huge", "units-huge"])
+def test_what_a_user_can_pass_wrong_is_dnns_own_error_naming_it(cpu, tmp_path, call, error,
+                                                                 message):
+    """dnn's errors, also the built-in exception a Python user would catch."""
+    import dnn.checkpoint
+
+    model = seed_network(cpu)
+    model.build(8)
+    with pytest.raises(DnnError) as raised:
+        call(model, tmp_path)
+    assert isinstance(raised.value, error)
+    assert message in str(raised.value)
+
+
+def test_a_sequential_of_none_is_an_empty_model_as_in_keras():
+    model = dnn.Sequential(None)
+    model.add(Dense(2))
+    assert len(model.layers) == 1

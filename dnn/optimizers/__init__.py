@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dnn import plugins
-from dnn.errors import DnnError, PluginLoadError, UsageError
+from dnn.errors import ArgumentTypeError, DnnError, PluginLoadError, UsageError
 from dnn.optimizers.base import Optimizer
 from dnn.optimizers.builtin import SGD, Adam, RMSprop
 
@@ -18,6 +18,9 @@ def get(optimizer, **hyperparameters) -> Optimizer:
     if isinstance(optimizer, type) and issubclass(optimizer, Optimizer):
         raise UsageError(f"optimizer must be a name or an instance, not the class "
                          f"{optimizer.__name__}: call it, {optimizer.__name__}()")
+    if not isinstance(optimizer, str):
+        raise ArgumentTypeError(f"optimizer must be a name or an Optimizer, not "
+                                f"{type(optimizer).__name__}")
     cls = plugin_class(optimizer)
     try:
         instance = cls(**hyperparameters)
