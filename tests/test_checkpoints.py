@@ -16,6 +16,7 @@ import dnn
 from dnn import backends, checkpoint, plugins
 from dnn.cli import main
 from dnn.errors import CheckpointError, UsageError
+from scripts.hostile import npy, patched, rewritten, zipped
 from tests.test_cli import tiny  # noqa: F401  (the tiny dataset plugin fixture)
 from tests.test_model import blobs, seed_network
 from dnn.utils import to_categorical
@@ -195,16 +196,6 @@ def test_plot_without_matplotlib_is_a_clear_error(tiny, monkeypatch, tmp_path): 
     assert not (tmp_path / "p.png").exists()
 
 
-def _rewritten(source, target, mutate):
-    """A copy of checkpoint ``source`` at ``target`` after ``mutate(meta, arrays)``."""
-    with np.load(source, allow_pickle=False) as archive:
-        arrays = {name: archive[name] for name in archive.files}
-    meta = json.loads(str(arrays.pop("meta")))
-    mutate(meta, arrays)
-    np.savez(target, meta=np.asarray(json.dumps(meta)), **arrays)
-    return target
-
-
 @pytest.fixture
 def tiny_checkpoint(tmp_path, tiny):  # noqa: F811
     path = tmp_path / "model.npz"
@@ -237,7 +228,7 @@ def tiny_checkpoint(tmp_path, tiny):  # noqa: F811
 def test_damaged_checkpoints_are_one_error_line(tmp_path, tiny_checkpoint, case, mutate,
                                                 message):
     source, _ = tiny_checkpoint
-    path = _rewritten(source, tmp_path / "damaged.npz", mutate)
+    path = rewritten(source, tmp_path / "damaged.npz", mutate)
     with pytest.raises(CheckpointError, match=re.escape(message)):
         checkpoint.load(path)
     result = run("train", "--dataset", "tiny", "--epochs", "1", "--hidden", "16",
@@ -250,7 +241,7 @@ def test_damaged_checkpoints_are_one_error_line(tmp_path, tiny_checkpoint, case,
 def test_a_model_whose_optimizer_is_not_installed_evaluates_but_does_not_resume(
         tmp_path, tiny_checkpoint):
     source, trained_line = tiny_checkpoint
-    path = _rewritten(source, tmp_path / "gone.npz",
+    path = rewritten(source, tmp_path / "gone.npz",
                       lambda meta, arrays: meta["optimizer"].update(name="gone"))
     evaluated = run("evaluate", str(path), "--dataset", "tiny")
     assert evaluated.exit_code == 0 and evaluated.output.strip() == trained_line
@@ -398,48 +389,14 @@ def test_a_checkpoint_path_that_is_not_a_file_is_named_as_such(tmp_path, tiny): 
 
 
 # -- hostile files: bounded reads, one error line ----------------------------------------------
-def npy(array) -> bytes:
-    buffer = io.BytesIO()
-    np.lib.format.write_array(buffer, np.asanyarray(array), allow_pickle=False)
-    return buffer.getvalue()
+def method(number: int) -> dict:
+    """A patch of every zip header's compression method to ``number``."""
+    return {(b"PK\x03\x04", 8): lambda old: number.to_bytes(2, "little"),
+            (b"PK\x01\x02", 10): lambda old: number.to_bytes(2, "little")}
 
 
-def zipped(path, members: dict, compression=zipfile.ZIP_STORED, patch=None):
-    """A zip at ``path`` of ``members`` ({name: bytes or a (size, chunk) pair streamed as
-    ``size`` bytes of ``chunk``}), then ``patch(bytes) -> bytes`` applied to the file."""
-    with zipfile.ZipFile(path, "w", compression) as archive:
-        for name, data in members.items():
-            if isinstance(data, tuple):
-                size, chunk = data
-                with archive.open(name, "w", force_zip64=True) as member:
-                    for _ in range(size // len(chunk)):
-                        member.write(chunk)
-            else:
-                archive.writestr(name, data)
-    if patch is not None:
-        path.write_bytes(patch(path.read_bytes()))
-    return path
-
-
-def set_method(data: bytes, method: int) -> bytes:
-    """The zip ``data`` with every entry's compression method set to ``method``."""
-    data = bytearray(data)
-    for signature, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
-        start = 0
-        while (start := data.find(signature, start)) != -1:
-            data[start + offset:start + offset + 2] = method.to_bytes(2, "little")
-            start += 4
-    return bytes(data)
-
-
-def set_encrypted(data: bytes) -> bytes:
-    data = bytearray(data)
-    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
-        start = 0
-        while (start := data.find(signature, start)) != -1:
-            data[start + offset] |= 1
-            start += 4
-    return bytes(data)
+ENCRYPTED = {(b"PK\x03\x04", 6): lambda old: bytes([old[0] | 1, old[1]]),
+             (b"PK\x01\x02", 8): lambda old: bytes([old[0] | 1, old[1]])}
 
 
 META = json.dumps({"format": "dnn-checkpoint", "version": 1})
@@ -471,11 +428,9 @@ def hostile(tmp_path, case):
             path, {"meta.npy": meta + zipped(tmp_path / "inner.zip", {"x.npy": meta})
                    .read_bytes()}),
         "a member without .npy": lambda: zipped(path, {"meta.npy": meta, "meta": b"x"}),
-        "the encrypted flag": lambda: zipped(path, {"meta.npy": meta}, patch=set_encrypted),
-        "compression method 1": lambda: zipped(path, {"meta.npy": meta},
-                                               patch=lambda d: set_method(d, 1)),
-        "compression method 99": lambda: zipped(path, {"meta.npy": meta},
-                                                patch=lambda d: set_method(d, 99)),
+        "the encrypted flag": lambda: patched(zipped(path, {"meta.npy": meta}), ENCRYPTED),
+        "compression method 1": lambda: patched(zipped(path, {"meta.npy": meta}), method(1)),
+        "compression method 99": lambda: patched(zipped(path, {"meta.npy": meta}), method(99)),
         "an object array": lambda: zipped(path, {"meta.npy": object_header() + b"x" * 8}),
     }
     return cases[case]()
