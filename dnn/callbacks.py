@@ -1,56 +1,207 @@
-"""Callbacks: hooks into :meth:`dnn.Sequential.fit`, the :class:`History` it returns, and the two
-printers behind ``fit(verbose=...)``: a live bar on a terminal, one line per epoch otherwise."""
+"""Callbacks, as in Keras: hooks into :meth:`dnn.Sequential.fit` with Keras' names and arguments
+(epochs and batches counted from 0), the :class:`History` that ``fit`` returns,
+:class:`EarlyStopping`, :class:`ModelCheckpoint`, and the two printers behind
+``fit(verbose=...)``: a live bar on a terminal, two lines per epoch otherwise.
+
+A batch's ``logs`` hold the epoch's running mean loss (and accuracy); they are read from the
+device only when looked at, so a callback that ignores them costs no synchronisation.
+"""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+
+from dnn.errors import UsageError
 
 REFRESH_SECONDS = 0.25  # each refresh reads the running loss from the device: keep them rare
 BAR_WIDTH = 30
 
 
-@dataclass
-class History:
-    """What :meth:`Sequential.fit` returns: ``history["loss"]`` and friends, one per epoch."""
+class Callback:
+    """Override the hooks you need.  ``self.model`` is the model being trained and
+    ``self.params`` ``{"epochs", "steps", "verbose"}``, both set before ``on_train_begin``.
+    ``on_train_end`` is called however ``fit`` ends (an error or Ctrl-C included)."""
 
-    history: dict = field(default_factory=dict)
-    epochs: list = field(default_factory=list)  # one dict of logs per epoch
+    def __init__(self):
+        self.model = None
+        self.params: dict = {}
 
-    def append(self, logs: dict) -> None:
-        self.epochs.append(logs)
-        for key, value in logs.items():
+    def set_model(self, model) -> None:
+        self.model = model
+
+    def set_params(self, params: dict) -> None:
+        self.params = params
+
+    def on_train_begin(self, logs=None):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass
+
+    def on_epoch_begin(self, epoch, logs=None):
+        pass
+
+    def on_epoch_end(self, epoch, logs=None):
+        pass
+
+    def on_train_batch_begin(self, batch, logs=None):
+        pass
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+
+class BatchLogs(Mapping):
+    """A batch's logs: ``read()`` (the device's running means) called on first look only."""
+
+    def __init__(self, read):
+        self._read, self._values = read, None
+
+    def _loaded(self) -> dict:
+        if self._values is None:
+            self._values = self._read()
+        return self._values
+
+    def __getitem__(self, key):
+        return self._loaded()[key]
+
+    def __iter__(self):
+        return iter(self._loaded())
+
+    def __len__(self):
+        return len(self._loaded())
+
+
+class History(Callback):
+    """What ``fit`` returns: ``history["loss"]`` and friends, one value per epoch, and
+    ``epoch``, the epochs' indices; ``seconds`` holds each epoch's training time (without
+    its validation)."""
+
+    def __init__(self):
+        super().__init__()
+        self.history: dict = {}
+        self.epoch: list = []
+        self.seconds: list = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.append(epoch)
+        for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(value)
 
 
-class Callback:
-    """Hooks into :meth:`Sequential.fit`; override what you need."""
+class _Monitor(Callback):
+    """A callback that watches one figure of the epoch logs for its best value."""
 
-    def on_train_begin(self, model, epochs: int, steps_per_epoch: int) -> None:
-        pass
+    def __init__(self, monitor: str, mode: str, min_delta: float = 0.0):
+        super().__init__()
+        if mode not in ("auto", "min", "max"):
+            raise UsageError(f"mode must be 'auto', 'min' or 'max', not {mode!r}")
+        self.monitor, self.min_delta = monitor, abs(min_delta)
+        self.lower_is_better = mode == "min" or (mode == "auto" and "acc" not in monitor)
+        self.best = math.inf if self.lower_is_better else -math.inf
 
-    def on_batch_end(self, step: int, samples_seen: int, running_loss) -> None:
-        """``running_loss()`` reads the epoch's mean loss so far (a device sync: call sparingly)."""
-
-    def on_epoch_end(self, epoch: int, logs: dict) -> None:
-        pass
-
-    def on_train_end(self) -> None:
-        """Called once when ``fit`` ends, whether it finished or raised (Ctrl-C included)."""
-
-
-def format_epoch(epoch: int, epochs: int, logs: dict) -> str:
-    """``epoch 1/5: loss 0.2587 accuracy 0.9250 test_loss ... (1.23 s)``."""
-    metrics = " ".join(f"{key.replace('val_', 'test_')} {value:.4f}"
-                       for key, value in logs.items() if key != "seconds")
-    return f"epoch {epoch}/{epochs}: {metrics} ({logs['seconds']:.2f} s)"
+    def _improved(self, logs) -> bool:
+        if self.monitor not in (logs or {}):
+            raise UsageError(f"{type(self).__name__} watches {self.monitor!r}, which the logs "
+                             f"do not have (they have {', '.join(logs or {}) or 'nothing'})")
+        value = logs[self.monitor]
+        better = (value < self.best - self.min_delta if self.lower_is_better
+                  else value > self.best + self.min_delta)
+        if better:
+            self.best = value
+        return better
 
 
-class EpochLines(Callback):
-    """Prints one line per epoch to ``stream`` (standard output by default)."""
+class EarlyStopping(_Monitor):
+    """Stop training once ``monitor`` has not improved by ``min_delta`` for ``patience``
+    epochs; with ``restore_best_weights``, go back to the weights of its best epoch."""
+
+    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto",
+                 restore_best_weights=False, verbose=0):
+        super().__init__(monitor, mode, min_delta)
+        self.patience, self.restore_best_weights = patience, restore_best_weights
+        self.verbose = verbose
+        self.stopped_epoch, self.best_epoch, self._waited, self._best_weights = 0, 0, 0, None
+
+    def on_train_begin(self, logs=None):
+        self.best = math.inf if self.lower_is_better else -math.inf
+        self._waited, self._best_weights, self.stopped_epoch = 0, None, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._improved(logs):
+            self.best_epoch, self._waited = epoch, 0
+            if self.restore_best_weights:
+                self._best_weights = self.model.get_weights()
+            return
+        self._waited += 1
+        if self._waited >= self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+            if self._best_weights is not None:
+                self.model.set_weights(self._best_weights)
+            if self.verbose:
+                print(f"Epoch {epoch + 1}: early stopping (best {self.monitor} "
+                      f"{self.best:.4f} at epoch {self.best_epoch + 1})")
+
+
+class ModelCheckpoint(_Monitor):
+    """Save the model to ``filepath`` (which may name ``{epoch}`` and the logs' figures, as
+    ``"model-{epoch:02d}-{val_loss:.2f}.npz"``) after every epoch, or with ``save_best_only``
+    only when ``monitor`` improved.  Writes are atomic: a file is complete or absent."""
+
+    def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto",
+                 verbose=0):
+        super().__init__(monitor, mode)
+        self.filepath, self.save_best_only, self.verbose = str(filepath), save_best_only, verbose
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.save_best_only and not self._improved(logs):
+            return
+        path = self.filepath.format(epoch=epoch + 1, **(logs or {}))
+        self.model.save(path)
+        if self.verbose:
+            print(f"Epoch {epoch + 1}: saved the model to {path}")
+
+
+class EvaluateEachEpoch(Callback):
+    """After every epoch, the model's loss and metrics on ``(x, y)`` (host arrays, moved to
+    the device once), added to the epoch's logs as ``prefix`` + name (the command line's
+    ``test_loss``, say), for the callbacks after it to see."""
+
+    def __init__(self, x, y, prefix: str = "test_", batch_size: int = 1024):
+        super().__init__()
+        self.x, self.y, self.prefix, self.batch_size = x, y, prefix, batch_size
+
+    def on_train_begin(self, logs=None):
+        self._data = self.model._device_data(self.x, self.y,
+                                             prefix=self.prefix.replace("_", " "))
+
+    def on_epoch_end(self, epoch, logs=None):
+        results = self.model._evaluate_device(*self._data, batch_size=self.batch_size)
+        logs.update({f"{self.prefix}{key}": value for key, value in results.items()})
+
+
+def _figures(logs) -> str:
+    """``"loss: 0.2587 - accuracy: 0.9250"``."""
+    return " - ".join(f"{key}: {value:.4f}" for key, value in logs.items())
+
+
+def _duration(seconds: float) -> str:
+    """Keras' ``"3s"`` or ``"1:02"``, tenths below ten seconds."""
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    seconds = round(seconds)
+    return f"{seconds}s" if seconds < 60 else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class _Printer(Callback):
+    """What both printers share: the stream, the epoch's clock and its closing line."""
 
     def __init__(self, stream=None):
+        super().__init__()
         self.stream = stream
 
     def _write(self, text: str) -> None:
@@ -58,57 +209,79 @@ class EpochLines(Callback):
         stream.write(text)
         stream.flush()
 
-    def on_train_begin(self, model, epochs, steps_per_epoch):
-        self.epochs = epochs
+    def on_epoch_begin(self, epoch, logs=None):
+        self._write(f"Epoch {epoch + 1}/{self.params['epochs']}\n")
+        self.started = time.perf_counter()
 
-    def on_epoch_end(self, epoch, logs):
-        self._write(format_epoch(epoch, self.epochs, logs) + "\n")
+    def _summary(self, logs) -> str:
+        steps, spent = self.params["steps"], time.perf_counter() - self.started
+        return (f"{steps}/{steps} - {_duration(spent)} {1000 * spent / max(steps, 1):.0f}ms/step"
+                f"{' - ' if logs else ''}{_figures(logs or {})}")
 
 
-class ProgressBar(EpochLines):
-    """A bar per epoch, redrawn in place, with the running loss, throughput and time left;
-    then the epoch's line."""
+class EpochLines(_Printer):
+    """Two lines per epoch, as Keras' ``verbose=2``: ``Epoch 2/5`` and its summary."""
 
-    def on_train_begin(self, model, epochs, steps_per_epoch):
-        super().on_train_begin(model, epochs, steps_per_epoch)
-        self.steps = steps_per_epoch
-        self.drawn = None  # the line on screen, while a bar is open
+    def on_epoch_end(self, epoch, logs=None):
+        self._write(self._summary(logs) + "\n")
 
-    def on_batch_end(self, step, samples_seen, running_loss):
-        now = time.perf_counter()
-        if self.drawn is None:
-            # The clock starts when the first batch ends, so the rate leaves that batch out.
-            self.started, self.started_step, self.started_seen = now, step, samples_seen
-            self.last_refresh = None
-        elif now - self.last_refresh < REFRESH_SECONDS and step < self.steps:
-            return
+
+class ProgressBar(_Printer):
+    """Keras' bar: ``Epoch 2/5``, then ``312/469 [=====>....] - ETA: 3.2s - loss: ...``
+    redrawn in place, ending as the epoch's summary on the same line."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        self.drawn, self.last_refresh = None, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        step, steps, now = batch + 1, self.params["steps"], time.perf_counter()
+        if step == steps or (self.last_refresh is not None
+                             and now - self.last_refresh < REFRESH_SECONDS):
+            return  # the last step's line is the epoch's summary, after its validation
         self.last_refresh = now
-        done = step / self.steps
-        text = f"training [{'#' * round(BAR_WIDTH * done):-<{BAR_WIDTH}}] {done:4.0%}"
-        if step > self.started_step and now > self.started:
-            seconds_per_step = (now - self.started) / (step - self.started_step)
-            text += f" {_clock(seconds_per_step * (self.steps - step))}"
-        text += f" loss {running_loss():.4f}"
-        if now > self.started:
-            text += f" {(samples_seen - self.started_seen) / (now - self.started):,.0f} samples/s"
+        done = int(BAR_WIDTH * step / steps)
+        bar = "=" * max(done - 1, 0) + (">" if done else "") + "." * (BAR_WIDTH - done)
+        eta = (now - self.started) / step * (steps - step)
+        self._draw(f"{step}/{steps} [{bar}] - ETA: {_duration(eta)}"
+                   f"{' - ' if logs else ''}{_figures(logs or {})}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        summary = self._summary(logs)
+        steps = self.params["steps"]
+        self._draw(summary.replace(f"{steps}/{steps}", f"{steps}/{steps} [{'=' * BAR_WIDTH}]",
+                                   1))
+        self._end_line()
+
+    def on_train_end(self, logs=None):
+        self._end_line()  # when fit raised mid-epoch: the error gets a line of its own
+
+    def _draw(self, text: str) -> None:
         self._write("\r" + text.ljust(len(self.drawn or "")))
         self.drawn = text
 
-    def on_epoch_end(self, epoch, logs):
-        self._close_bar()
-        super().on_epoch_end(epoch, logs)
-
-    def on_train_end(self):
-        self._close_bar()  # when fit raised mid-epoch: the error gets a line of its own
-
-    def _close_bar(self):
-        """End the bar's line, so that what follows starts a line of its own."""
-        if self.drawn is not None:
+    def _end_line(self) -> None:
+        if getattr(self, "drawn", None) is not None:
             self._write("\n")
             self.drawn = None
 
 
-def _clock(seconds: float) -> str:
-    """``"00:01:05"``."""
-    seconds = round(seconds)
-    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+def callback_list(callbacks) -> list:
+    """``callbacks`` (None, one Callback, or an iterable of them) as a list; UsageError for
+    anything else."""
+    if callbacks is None or isinstance(callbacks, Callback):
+        return [] if callbacks is None else [callbacks]
+    try:
+        callbacks = list(callbacks)
+    except TypeError:
+        raise UsageError(f"callbacks must be a list of dnn.callbacks.Callback instances, not "
+                         f"{type(callbacks).__name__}") from None
+    for callback in callbacks:
+        if not isinstance(callback, Callback):
+            raise UsageError(f"callbacks must be dnn.callbacks.Callback instances, not "
+                             f"{type(callback).__name__}")
+    return callbacks
+
+
+__all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "EvaluateEachEpoch",
+           "EpochLines", "ProgressBar", "BatchLogs"]

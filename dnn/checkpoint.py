@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnn import backends, optimizers, plugins
+from dnn import backends, losses, optimizers, plugins
 from dnn.callbacks import Callback
 from dnn.errors import ArgumentTypeError, CheckpointError, UsageError
 from dnn.fileio import atomic_write
@@ -44,7 +44,8 @@ def save(model: Sequential, path) -> None:
             arrays[f"state_{i}_{key}"] = model.backend.to_numpy(value)
     meta = {
         "format": FORMAT, "version": VERSION, "model": model.get_config(),
-        "loss": model.loss.name, "metrics": list(model.metrics),
+        "loss": model.loss.name, "loss_options": model.loss.get_config(),
+        "metrics": list(model.metrics),
         "optimizer": {"name": plugins.name_of("optimizer", type(optimizer)),
                       "config": optimizer.get_config(), "iterations": optimizer.iterations},
     }
@@ -117,7 +118,8 @@ def load(path, backend=None, seed=None, *, with_optimizer=True) -> Sequential:
         try:
             model = Sequential.from_config(meta["model"], backend=backend, seed=seed)
             optimizer = _optimizer(path, meta["optimizer"]) if with_optimizer else None
-            model.compile(optimizer=optimizer, loss=meta["loss"], metrics=meta["metrics"])
+            loss = losses.get(meta["loss"], **meta.get("loss_options", {}))
+            model.compile(optimizer=optimizer, loss=loss, metrics=meta["metrics"])
             shapes = _weight_shapes(archive, model)
             model.build(shapes[0][0])
             weights = [_weight(archive, index, shape) for index, shape in enumerate(shapes)]
@@ -237,10 +239,8 @@ class SaveEachEpoch(Callback):
     good checkpoint."""
 
     def __init__(self, path):
+        super().__init__()
         self.path = path
 
-    def on_train_begin(self, model, epochs, steps_per_epoch):
-        self.model = model
-
-    def on_epoch_end(self, epoch, logs):
+    def on_epoch_end(self, epoch, logs=None):
         save(self.model, self.path)

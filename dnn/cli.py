@@ -18,6 +18,7 @@ import click
 from dnn import backends, checkpoint, datasets, optimizers, plugins
 from dnn.errors import CheckpointError, DataError, DnnError, UsageError
 from dnn.fileio import check_writable
+from dnn.callbacks import EvaluateEachEpoch
 from dnn.history_file import HistoryFile
 from dnn.model import Sequential, dense_classifier
 from dnn.utils import to_categorical
@@ -184,10 +185,13 @@ def _check_distinct_files(paths: dict) -> None:
                    "--hidden or --dtype, if given, must match it).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Plot loss and accuracy per epoch to this PNG (needs matplotlib).")
+@click.option("--validation-split", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              help="Keep this share of the training data (its last samples) for validation; "
+                   "its figures are val_loss and val_accuracy.")
 @click.option("--quiet", is_flag=True, help="Print only the final test result.")
 @reports_errors
 def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden, seed, dtype,
-          data_dir, history_path, save_path, resume_path, plot_path, quiet):
+          data_dir, history_path, save_path, resume_path, plot_path, validation_split, quiet):
     """Train a dense network (hidden relu layers, softmax output) on a dataset."""
     outputs = {"--save": save_path, "--history": history_path, "--plot": plot_path}
     _check_distinct_files({"--resume": resume_path, **outputs})
@@ -226,15 +230,17 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
         model.compile(optimizer=new_optimizer, loss="categorical_crossentropy",
                       metrics=["accuracy"])
     y_train, y_test = _targets(model, y_train, classes), _targets(model, y_test, classes)
-    callbacks = [checkpoint.SaveEachEpoch(save_path)] if save_path else []
+    callbacks = [EvaluateEachEpoch(x_test, y_test, prefix="test_")]
+    if save_path:
+        callbacks.append(checkpoint.SaveEachEpoch(save_path))
     history_writer = None
     if history_path:
         history_writer = HistoryFile(history_path, backend,
                                      plugins.name_of("optimizer", type(model.optimizer)), dataset)
         callbacks.append(history_writer)
     history = model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size,
-                        validation_data=(x_test, y_test), callbacks=callbacks,
-                        verbose=0 if quiet else 1)
+                        validation_split=validation_split, callbacks=callbacks,
+                        verbose=0 if quiet else "auto")
     test_results = model.evaluate(x_test, y_test)
     if save_path and epochs == 0:
         checkpoint.save(model, save_path)
@@ -242,7 +248,9 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
     if history_writer is not None:
         history_writer.write(test_results)  # also for --epochs 0
     if plot_path:
-        plotting.plot_history(history, plot_path)
+        plotting.plot_history(history.history, plot_path,
+                              f"{dataset}: {checkpoint.describe(model.get_config())}, "
+                              f"{plugins.name_of('optimizer', type(model.optimizer))}")
 
 
 @main.command()

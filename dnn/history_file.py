@@ -5,37 +5,34 @@ from __future__ import annotations
 
 import json
 
-from dnn.callbacks import Callback, History
+from dnn.callbacks import Callback
 from dnn.fileio import atomic_write
 
 
-def history_record(backend: str, optimizer: str, dataset: str, history: History,
-                   test_results) -> dict:
-    """``{"backend", "optimizer", "dataset", "epochs": [{"epoch": 1, "loss", "accuracy",
-    "test_loss", "test_accuracy", "seconds"}, ...], "test": {"loss", "accuracy"}}`` from the
-    logs of epochs validated on the test set and ``test_results`` ``(loss, accuracy)``."""
-    epochs = [{"epoch": number, "loss": logs["loss"], "accuracy": logs["accuracy"],
-               "test_loss": logs["val_loss"], "test_accuracy": logs["val_accuracy"],
-               "seconds": logs["seconds"]}
-              for number, logs in enumerate(history.epochs, start=1)]
-    return {"backend": backend, "optimizer": optimizer, "dataset": dataset, "epochs": epochs,
-            "test": {"loss": test_results[0], "accuracy": test_results[1]}}
-
-
 class HistoryFile(Callback):
-    """Rewrites the history JSON at ``path`` after every completed epoch, its ``test`` being
-    that epoch's test metrics, so that a run that is interrupted or diverges keeps the epochs
-    it finished; :meth:`write` records the final test figures."""
+    """Rewrites the history JSON at ``path`` after every completed epoch: ``{"backend",
+    "optimizer", "dataset", "epochs": [{"epoch": 1, "loss", "accuracy", "test_loss",
+    "test_accuracy", "seconds"}, ...], "test": {"loss", "accuracy"}}``, its ``test`` being the
+    last epoch's test figures until :meth:`write` records the final ones.  A run that is
+    interrupted or diverges keeps the epochs it finished; ``epochs`` continues the records of
+    an earlier run (a resumed one)."""
 
-    def __init__(self, path, backend: str, optimizer: str, dataset: str):
+    def __init__(self, path, backend: str, optimizer: str, dataset: str, epochs=()):
+        super().__init__()
         self.path, self.names = path, (backend, optimizer, dataset)
-        self.history = History()
+        self.epochs = list(epochs)
 
-    def on_epoch_end(self, epoch, logs):
-        self.history.append(logs)
-        self.write((logs["val_loss"], logs["val_accuracy"]))
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append({"epoch": epoch + 1, "loss": logs["loss"],
+                            "accuracy": logs["accuracy"], "test_loss": logs["test_loss"],
+                            "test_accuracy": logs["test_accuracy"],
+                            "seconds": self.model.history.seconds[-1]})
+        self.write((logs["test_loss"], logs["test_accuracy"]))
 
     def write(self, test_results) -> None:
-        record = history_record(*self.names, self.history, test_results)
+        backend, optimizer, dataset = self.names
+        record = {"backend": backend, "optimizer": optimizer, "dataset": dataset,
+                  "epochs": self.epochs,
+                  "test": {"loss": test_results[0], "accuracy": test_results[1]}}
         with atomic_write(self.path, "w") as file:
             json.dump(record, file, indent=2)

@@ -16,42 +16,60 @@ backend's kernels and array namespace.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from dnn import activations
+from dnn import activations, initializers
 from dnn.backends.base import InputColumns
 from dnn.buffers import Buffers
 from dnn.errors import UsageError
 from dnn.utils import is_int_at_least
 
-
-def glorot_uniform(rng: np.random.Generator, fan_in: int, fan_out: int, dtype) -> np.ndarray:
-    """Host ``(fan_in, fan_out)`` kernel drawn from U(-l, l), ``l = sqrt(6 / (fan_in + fan_out))``."""
-    limit = np.sqrt(6.0 / (fan_in + fan_out))
-    return rng.uniform(-limit, limit, size=(fan_in, fan_out)).astype(dtype)
-
-
 MAX_UNITS = 2**31 - 1  # past this no array library indexes a layer's outputs
+
+
+def _declared_features(input_shape, input_dim, layer: str) -> int | None:
+    """The number of input features a first layer declares (Keras' ``input_shape`` without
+    the batch size, flattened, or ``input_dim``), or None."""
+    if input_shape is not None and input_dim is not None:
+        raise UsageError(f"{layer}: give input_shape or input_dim, not both")
+    if input_dim is not None:
+        input_shape = (input_dim,)
+    if input_shape is None:
+        return None
+    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else (input_shape,)
+    if not shape or not all(is_int_at_least(size, 1) for size in shape):
+        raise UsageError(f"{layer}: input_shape must be positive sizes such as (784,), not "
+                         f"{input_shape!r}")
+    return math.prod(shape)
 
 
 class Layer:
     """The protocol of a layer in :class:`dnn.Sequential` (see the module docstring for who
     owns which array).  A subclass sets ``output_dim`` (known from its arguments or from
     ``build``) and implements the methods below; ``activation`` is the Activation a loss may
-    take the logits of, or None."""
+    take the logits of, or None; ``input_dim``, the number of input features a first layer
+    declares (Keras' ``input_shape``), or None."""
 
     activation = None
     output_dim: int | None = None
+    _made: dict = {}  # layers made so far, by kind: Keras' default names dense, dense_1, ...
 
-    def __init__(self):
+    def __init__(self, name=None, input_dim=None):
+        kind = type(self).__name__.lower()
+        self._given_name = name
+        if name is None:
+            count = Layer._made.get(kind, 0)
+            name = kind if count == 0 else f"{kind}_{count}"
+        Layer._made[kind] = Layer._made.get(kind, 0) + 1
+        self.name = str(name)
+        self.input_dim = input_dim
         self.params: list = []
         self.grads: list = []
         self.needs_input_grad = True  # the model turns it off for its first layer
         self.in_model = False  # set by the one Sequential that holds it
-
-    @property
-    def built(self) -> bool:
-        return bool(self.params)
+        self.built = False
 
     def build(self, input_dim: int, backend, rng: np.random.Generator, dtype) -> int:
         """Create the parameters for ``input_dim`` input features on ``backend`` (drawing any
@@ -63,9 +81,10 @@ class Layer:
         making anything (checkpoints check a file against them before reading it)."""
         raise NotImplementedError
 
-    def forward(self, x, logits: bool = False):
+    def forward(self, x, logits: bool = False, training: bool = False):
         """``(n, input_dim) -> (n, output_dim)``; with ``logits`` the activation is left out
-        (for a loss that takes the logits of ``activation``)."""
+        (for a loss that takes the logits of ``activation``); ``training`` is on in ``fit``
+        (a Dropout layer drops units only then)."""
         raise NotImplementedError
 
     def backward(self, grad, logits: bool = False):
@@ -78,23 +97,53 @@ class Layer:
         """``{"class": name, ...}``: the arguments that rebuild the layer (checkpoints)."""
         raise NotImplementedError
 
+    def get_weights(self) -> list:
+        """Host copies of the layer's parameters."""
+        return [self._backend.to_numpy(param) for param in self.params]
+
+    def set_weights(self, weights) -> None:
+        """Load host arrays of the parameters' shapes, in place."""
+        weights = list(weights)
+        if len(weights) != len(self.params):
+            raise UsageError(f"{self.name} has {len(self.params)} weights, not {len(weights)}")
+        for index, (param, value) in enumerate(zip(self.params, weights)):
+            value = np.asarray(value)
+            if value.shape != tuple(param.shape):
+                raise UsageError(f"{self.name} weight {index} has shape {tuple(param.shape)}, "
+                                 f"not {value.shape}")
+            param[...] = self._backend.asarray(value.astype(param.dtype))
+
+    def _config(self, cls: str, **values) -> dict:
+        """``values`` with the class and, if the user gave one, the name."""
+        config = {"class": cls, **values}
+        if self._given_name is not None:
+            config["name"] = self._given_name
+        return config
+
 
 class Dense(Layer):
     """``a = activation(x @ kernel + bias)``: ``(n, i) -> (n, units)``.
 
-    ``kernel`` is ``(i, units)`` (Glorot-uniform), ``bias`` ``(units,)`` (zeros), as in Keras;
-    ``i`` is inferred from the first input.  ``input_columns`` is the layer's record of which
-    input columns its backend kept in the last forward product (the cpu backend leaves out the
-    columns that are zero in the whole batch), read by the backward pass of the same batch.
+    ``kernel`` is ``(i, units)``, ``bias`` ``(units,)`` (none with ``use_bias=False``), drawn
+    by Keras' initializers (``"glorot_uniform"`` and ``"zeros"`` by default); ``i`` is inferred
+    from the first input, or declared by a first layer as Keras' ``input_shape=(784,)`` or
+    ``input_dim=784``.  ``input_columns`` is the layer's record of which input columns its
+    backend kept in the last forward product (the cpu backend leaves out the columns that are
+    zero in the whole batch), read by the backward pass of the same batch.
     """
 
-    def __init__(self, units: int, activation=None):
-        super().__init__()
+    def __init__(self, units: int, activation=None, use_bias: bool = True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 input_shape=None, input_dim=None, name=None):
         if not is_int_at_least(units, 1) or units > MAX_UNITS:
             raise UsageError(f"Dense units must be an integer from 1 to {MAX_UNITS:,}, not "
                              f"{units!r}")
+        super().__init__(name, _declared_features(input_shape, input_dim, "Dense"))
         self.units = self.output_dim = int(units)
         self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.check(kernel_initializer)
+        self.bias_initializer = initializers.check(bias_initializer)
         self.input_columns = InputColumns()
         self._backend = None
         self._buffers = None
@@ -108,23 +157,33 @@ class Dense(Layer):
 
     @property
     def bias(self):
-        """``(units,)``, an array of the model's backend (None before ``build``)."""
-        return self.params[1] if self.params else None
+        """``(units,)``, an array of the model's backend (None before ``build``, or without
+        a bias)."""
+        return self.params[1] if len(self.params) > 1 else None
 
     def build(self, input_dim, backend, rng, dtype) -> int:
-        """Draw the kernel on the host with ``rng``, move it and the zero bias to
-        ``backend``, and allocate their gradients."""
+        """Draw the weights on the host with ``rng``, move them to ``backend``, and allocate
+        their gradients."""
         self._backend, self._buffers = backend, Buffers(backend)
-        self.params = [backend.asarray(glorot_uniform(rng, input_dim, self.units, dtype)),
-                       backend.asarray(np.zeros(self.units, dtype))]
+        shapes, _ = self.param_shapes(input_dim)
+        names = (self.kernel_initializer, self.bias_initializer)
+        self.params = [backend.asarray(initializers.draw(name, rng, shape, dtype))
+                       for name, shape in zip(names, shapes)]
         self.grads = [backend.empty(param.shape, dtype) for param in self.params]
+        # Without a bias the kernels still add one: zeros, with a gradient no one reads.
+        self._zero_bias = None if self.use_bias else backend.asarray(np.zeros(self.units, dtype))
+        self.built = True
         return self.units
 
     def param_shapes(self, input_dim):
-        return [(input_dim, self.units), (self.units,)], self.units
+        shapes = [(input_dim, self.units)] + ([(self.units,)] if self.use_bias else [])
+        return shapes, self.units
 
-    def forward(self, x, logits=False):
-        kernel, bias = self.params
+    def _kernel_and_bias(self):
+        return self.params[0], self.params[1] if self.use_bias else self._zero_bias
+
+    def forward(self, x, logits=False, training=False):
+        kernel, bias = self._kernel_and_bias()
         out = self._buffers("output", (x.shape[0], self.units), kernel.dtype)
         if logits:
             self._backend.dense_forward(x, kernel, bias, out, self.input_columns)
@@ -139,18 +198,144 @@ class Dense(Layer):
         grad_z = grad if logits else self.activation.backward(backend, grad, self._output)
         grad_x = (self._buffers("grad_x", x.shape, x.dtype) if self.needs_input_grad
                   else None)
-        backend.dense_backward(x, grad_z, self.params[0], *self.grads, grad_x,
+        grad_bias = (self.grads[1] if self.use_bias else
+                     self._buffers("unused_grad_bias", (self.units,), x.dtype))
+        backend.dense_backward(x, grad_z, self.params[0], self.grads[0], grad_bias, grad_x,
                                self.input_columns)
         return grad_x
 
     def get_config(self) -> dict:
-        return {"class": "Dense", "units": self.units, "activation": self.activation.name}
+        options = {key: value for key, value, default in (
+            ("use_bias", self.use_bias, True),
+            ("kernel_initializer", self.kernel_initializer, "glorot_uniform"),
+            ("bias_initializer", self.bias_initializer, "zeros")) if value != default}
+        return self._config("Dense", units=self.units, activation=self.activation.name,
+                            **options)
 
     def __repr__(self) -> str:
         return f"Dense({self.units}, activation={self.activation.name!r})"
 
 
-LAYERS = {"Dense": Dense}
+class _Passthrough(Layer):
+    """A layer without parameters whose output has its input's features."""
+
+    def build(self, input_dim, backend, rng, dtype) -> int:
+        self._backend, self._buffers = backend, Buffers(backend)
+        self.output_dim = input_dim
+        self.built = True
+        return input_dim
+
+    def param_shapes(self, input_dim):
+        return [], input_dim
+
+    def forward(self, x, logits=False, training=False):
+        return x
+
+    def backward(self, grad, logits=False):
+        return grad if self.needs_input_grad else None
+
+
+class Input(_Passthrough):
+    """Keras' ``Input(shape=(784,))``: declares the model's input features; passes the
+    inputs on unchanged."""
+
+    def __init__(self, shape, name=None):
+        super().__init__(name, _declared_features(shape, None, "Input"))
+        self.shape = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
+
+    def get_config(self) -> dict:
+        return self._config("Input", shape=list(self.shape))
+
+    def __repr__(self) -> str:
+        return f"Input(shape={self.shape})"
+
+
+class Flatten(_Passthrough):
+    """Keras' ``Flatten()``: inputs ``(n, ...)`` as ``(n, features)``.  The model flattens
+    its inputs already, so this layer only passes them on (and may declare their shape)."""
+
+    def __init__(self, input_shape=None, name=None):
+        super().__init__(name, _declared_features(input_shape, None, "Flatten"))
+
+    def get_config(self) -> dict:
+        return self._config("Flatten")
+
+    def __repr__(self) -> str:
+        return "Flatten()"
+
+
+# Dropout's counter-based generator: a 32-bit hash (Wellons' lowbias32) of each element's
+# index, the layer's seed and a step counter, computed with the backend's uint32 arithmetic,
+# so that every backend drops the same units without a host-to-device copy, and a captured
+# step (whose counter lives on the device) draws anew at each replay.
+GOLDEN, STEP_MIX = 0x9E3779B1, 0x85EBCA77
+
+
+def _lowbias32(h):
+    h = h ^ (h >> 16)
+    h = h * 0x7FEB352D
+    h = h ^ (h >> 15)
+    h = h * 0x846CA68B
+    return h ^ (h >> 16)
+
+
+class Dropout(_Passthrough):
+    """Keras' inverted dropout: in ``fit``, each unit of the input is zeroed with probability
+    ``rate`` and the others scaled by ``1 / (1 - rate)``; outside ``fit`` it passes the inputs
+    on.  For one seed (the model's, or ``seed``) every backend drops the same units."""
+
+    def __init__(self, rate: float, seed=None, name=None):
+        super().__init__(name)
+        if not (isinstance(rate, (int, float)) and 0 <= rate < 1):
+            raise UsageError(f"Dropout rate must be a number in [0, 1), not {rate!r}")
+        if seed is not None and not is_int_at_least(seed, 0):
+            raise UsageError(f"Dropout seed must be a non-negative integer, not {seed!r}")
+        self.rate, self.seed = float(rate), seed
+        self._mask = None
+
+    def build(self, input_dim, backend, rng, dtype) -> int:
+        xp = backend.xp
+        seed = int(rng.integers(1 << 32)) if self.seed is None else self.seed % (1 << 32)
+        self._seed = xp.asarray(seed, dtype=xp.uint32)
+        self._step = xp.zeros((), dtype=xp.uint32)  # counts the training passes, on the device
+        self._threshold = round(self.rate * (1 << 24))
+        self._index_shapes = set()  # the shapes whose element indices are in their buffer
+        return super().build(input_dim, backend, rng, dtype)
+
+    def forward(self, x, logits=False, training=False):
+        if not training or self.rate == 0:
+            self._mask = None
+            return x
+        xp = self._backend.xp
+        index = self._buffers("index", x.shape, xp.uint32)
+        if x.shape not in self._index_shapes:
+            index[...] = xp.reshape(xp.arange(math.prod(x.shape), dtype=xp.uint32), x.shape)
+            self._index_shapes.add(x.shape)
+        self._step += 1
+        hashed = _lowbias32(index * GOLDEN + self._step * STEP_MIX + self._seed)
+        mask = self._buffers("mask", x.shape, x.dtype)
+        mask[...] = xp.astype((hashed >> 8) >= self._threshold, x.dtype) / (1 - self.rate)
+        out = self._buffers("output", x.shape, x.dtype)
+        out[...] = x * mask
+        self._mask = mask
+        return out
+
+    def backward(self, grad, logits=False):
+        if not self.needs_input_grad:
+            return None
+        if self._mask is not None:
+            grad[...] = grad * self._mask
+        return grad
+
+    def get_config(self) -> dict:
+        return self._config("Dropout", rate=self.rate,
+                            **({} if self.seed is None else {"seed": self.seed}))
+
+    def __repr__(self) -> str:
+        return f"Dropout({self.rate})"
+
+
+LAYERS = {cls.__name__: cls for cls in (Dense, Dropout, Flatten, Input)}
 
 
 def from_config(config: dict):

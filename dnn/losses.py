@@ -8,20 +8,33 @@ array on the backend (summed so that epochs can accumulate it on the device), an
 
 from __future__ import annotations
 
-from dnn.activations import Softmax
+from dnn.activations import Linear, Sigmoid, Softmax
 from dnn.errors import ArgumentTypeError, UsageError
 
 PROBABILITY_FLOOR = 1e-7  # Keras' epsilon: probabilities are clipped to [eps, 1 - eps]
 
 
 class Loss:
+    """A loss; ``from_logits=True`` (Keras' argument) says the model outputs logits, its last
+    layer having no activation."""
+
     name = "loss"
     sparse = False  # integer labels instead of one-hot targets
+    logits_of = ()  # the activations whose logits this loss takes instead of their output
+
+    def __init__(self, from_logits: bool = False):
+        self.from_logits = bool(from_logits)
 
     def takes_logits_of(self, activation) -> bool:
         """True when, after ``activation`` (None for a layer without one), this loss takes the
         last layer's pre-activation (the logits) instead of its output."""
-        return False
+        if self.from_logits:
+            return activation is None or isinstance(activation, Linear)
+        return isinstance(activation, self.logits_of)
+
+    def get_config(self) -> dict:
+        """The arguments that rebuild the loss (checkpoints)."""
+        return {"from_logits": True} if self.from_logits else {}
 
     def compute(self, backend, output, targets, grad, logits: bool = False):
         raise NotImplementedError
@@ -42,9 +55,7 @@ class CategoricalCrossentropy(Loss):
     softmax (log-sum-exp), its gradient is ``(p - t) / n``."""
 
     name = "categorical_crossentropy"
-
-    def takes_logits_of(self, activation) -> bool:
-        return isinstance(activation, Softmax)
+    logits_of = (Softmax,)
 
     def compute(self, backend, output, targets, grad, logits=False):
         if logits:
@@ -75,7 +86,7 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
         return xp.astype(xp.reshape(targets, (-1, 1)) == columns, dtype)
 
     def with_dense_targets(self) -> Loss:
-        return CategoricalCrossentropy()
+        return CategoricalCrossentropy(self.from_logits)
 
 
 class MeanSquaredError(Loss):
@@ -91,17 +102,40 @@ class MeanSquaredError(Loss):
         return xp.sum(error * error) / k
 
 
+class BinaryCrossentropy(Loss):
+    """``-(t log p + (1 - t) log(1 - p))``, averaged over the ``k`` outputs of each sample
+    (yes/no outputs, one or several).  After a sigmoid it takes the logits ``z``:
+    ``max(z, 0) - z t + log(1 + exp(-|z|))``, stable for any ``z``, with the gradient
+    ``(sigmoid(z) - t) / (n k)``."""
+
+    name = "binary_crossentropy"
+    logits_of = (Sigmoid,)
+
+    def compute(self, backend, output, targets, grad, logits=False):
+        xp = backend.xp
+        n, k = output.shape
+        if logits:
+            grad[...] = ((xp.tanh(output * 0.5) + 1) * 0.5 - targets) / (n * k)
+            terms = (xp.maximum(output, xp.zeros_like(output)) - output * targets
+                     + xp.log1p(xp.exp(-xp.abs(output))))
+            return xp.sum(terms) / k
+        clipped = xp.clip(output, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+        grad[...] = ((clipped - targets) / (clipped * (1 - clipped))) / (n * k)
+        terms = targets * xp.log(clipped) + (1 - targets) * xp.log(1 - clipped)
+        return -xp.sum(terms) / k
+
+
 LOSSES = {cls.name: cls for cls in (CategoricalCrossentropy, SparseCategoricalCrossentropy,
-                                    MeanSquaredError)}
+                                    BinaryCrossentropy, MeanSquaredError)}
 LOSSES["mse"] = MeanSquaredError
 
 
-def get(loss) -> Loss:
-    """A Loss from a name or an instance."""
+def get(loss, **options) -> Loss:
+    """A Loss from a name (and its ``options``, such as ``from_logits``) or an instance."""
     if isinstance(loss, Loss):
         return loss
     if not isinstance(loss, str):
         raise ArgumentTypeError(f"loss must be a name or a Loss, not {type(loss).__name__}")
     if loss not in LOSSES:
         raise UsageError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}")
-    return LOSSES[loss]()
+    return LOSSES[loss](**options)

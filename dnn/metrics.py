@@ -6,6 +6,7 @@ from __future__ import annotations
 from dnn.errors import ArgumentTypeError, UsageError
 
 METRICS = ("accuracy",)
+ALIASES = {"acc": "accuracy"}  # Keras' short name
 
 
 def check(metrics) -> tuple:
@@ -17,9 +18,11 @@ def check(metrics) -> tuple:
     except TypeError:
         raise ArgumentTypeError(f"metrics must be a list of names, not "
                                 f"{type(metrics).__name__}") from None
+    if not all(isinstance(name, str) for name in metrics):
+        wrong = next(name for name in metrics if not isinstance(name, str))
+        raise ArgumentTypeError(f"metrics must be names, not {type(wrong).__name__}")
+    metrics = tuple(ALIASES.get(name, name) for name in metrics)
     for name in metrics:
-        if not isinstance(name, str):
-            raise ArgumentTypeError(f"metrics must be names, not {type(name).__name__}")
         if name not in METRICS:
             raise UsageError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
     return metrics

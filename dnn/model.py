@@ -16,7 +16,7 @@ import numpy as np
 
 from dnn import backends, layers as layers_module, losses, metrics as metrics_module, optimizers
 from dnn.buffers import Buffers
-from dnn.callbacks import Callback, EpochLines, History, ProgressBar
+from dnn.callbacks import BatchLogs, EpochLines, History, ProgressBar, callback_list
 from dnn.errors import ArgumentTypeError, DivergenceError, OutOfMemoryError, UsageError
 from dnn.step import EpochTotals, ReplayedStep, TrainingStep
 from dnn.utils import check_label_range, is_int_at_least
@@ -26,6 +26,22 @@ def _validate_positive_int(name: str, value) -> int:
     if not is_int_at_least(value, 1):
         raise UsageError(f"{name} must be a positive integer, not {value!r}")
     return int(value)
+
+
+def _features(input_shape) -> int:
+    """The number of features of inputs of ``input_shape`` (an int, or a shape whose leading
+    None is the batch size; the rest is flattened)."""
+    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else (input_shape,)
+    shape = shape[1:] if shape and shape[0] is None else shape
+    if not shape or not all(is_int_at_least(size, 1) for size in shape):
+        raise UsageError(f"input shape must be a positive number of features or (None, "
+                         f"features), not {input_shape!r}")
+    return math.prod(shape)
+
+
+def _check_verbose(verbose) -> None:
+    if verbose not in (0, 1, 2, "auto"):
+        raise UsageError(f"verbose must be 0, 1, 2 or 'auto', not {verbose!r}")
 
 
 def check_seed(seed) -> None:
@@ -46,21 +62,16 @@ def _float_dtype(dtype) -> np.dtype:
     return found
 
 
-def _callback_list(callbacks) -> list:
-    """``callbacks`` (None, one Callback, or an iterable of them) as a list; UsageError for
-    anything else."""
-    if callbacks is None or isinstance(callbacks, Callback):
-        return [] if callbacks is None else [callbacks]
-    try:
-        callbacks = list(callbacks)
-    except TypeError:
-        raise UsageError(f"callbacks must be a list of dnn.callbacks.Callback instances, not "
-                         f"{type(callbacks).__name__}") from None
-    for callback in callbacks:
-        if not isinstance(callback, Callback):
-            raise UsageError(f"callbacks must be dnn.callbacks.Callback instances, not "
-                             f"{type(callback).__name__}")
-    return callbacks
+def _split_off(x, y, share):
+    """``((x, y) kept, (x, y) for validation)``: the last ``share`` of the samples split off
+    (Keras' ``validation_split``)."""
+    if not (isinstance(share, (int, float)) and 0 <= share < 1):
+        raise UsageError(f"validation_split must be a number in [0, 1), not {share!r}")
+    kept = x.shape[0] - int(x.shape[0] * share)
+    if kept == x.shape[0] or kept == 0:
+        raise UsageError(f"validation_split {share} of {x.shape[0]} samples leaves "
+                         f"{'no validation' if kept == x.shape[0] else 'no training'} sample")
+    return (x[:kept], y[:kept]), (x[kept:], y[kept:])
 
 
 class Sequential:
@@ -82,7 +93,7 @@ class Sequential:
             raise ArgumentTypeError(f"Sequential takes a list of layers, not "
                                     f"{type(layers).__name__}") from None
         for layer in layers:
-            self.add(layer)
+            self._append(layer)
         self.dtype = _float_dtype(dtype)
         check_seed(seed)
         self.rng = np.random.default_rng(seed)
@@ -93,11 +104,11 @@ class Sequential:
         self.input_dim = None  # known once built
         self._buffers = None  # the batches and the loss gradient, once built
         self._loss_takes_logits = False
+        self._output_threshold = 0.5
+        self._build_if_declared()
 
     # -- construction -------------------------------------------------------------------------
-    def add(self, layer) -> None:
-        """Append ``layer``, a :class:`dnn.layers.Layer` that is in no model yet (its weights
-        are this model's)."""
+    def _append(self, layer) -> None:
         if not isinstance(layer, layers_module.Layer):
             raise UsageError(f"layers must be dnn.layers.Layer instances (Dense, ...), not "
                              f"{type(layer).__name__}")
@@ -106,6 +117,17 @@ class Sequential:
                              "place in one model: make a new layer for each place")
         layer.in_model = True
         self.layers.append(layer)
+
+    def add(self, layer) -> None:
+        """Append ``layer``, a :class:`dnn.layers.Layer` that is in no model yet (its weights
+        are this model's); a first layer that declares its inputs (``input_shape=``) builds
+        the model at once, as in Keras."""
+        self._append(layer)
+        self._build_if_declared()
+
+    def _build_if_declared(self) -> None:
+        if not self.built and self.layers and self.layers[0].input_dim is not None:
+            self.build(self.layers[0].input_dim)
 
     def compile(self, optimizer="rmsprop", loss="categorical_crossentropy", metrics=()):
         """Choose the optimizer (a name or an instance; ``None`` for a model that is only
@@ -123,21 +145,23 @@ class Sequential:
         self.loss = losses.get(loss)
         self.metrics = metrics_module.check(metrics)
         self._loss_takes_logits = self.loss.takes_logits_of(last.activation)
+        # A yes/no output is a logit where the loss takes logits: its threshold is 0.
+        self._output_threshold = 0.0 if self._loss_takes_logits else 0.5
         if self.built and self.optimizer is not None and self.optimizer is not previous:
             self.optimizer.build(self.params, self.backend)
 
     @property
     def built(self) -> bool:
-        return bool(self.layers) and self.layers[0].built
+        """True once :meth:`build` made the weights (by the first data, or declared)."""
+        return self._buffers is not None
 
-    def build(self, input_dim: int) -> None:
-        """Create the weights for inputs of ``input_dim`` features on the model's backend."""
-        if not is_int_at_least(input_dim, 1):
-            raise UsageError(f"input_dim must be a positive integer, not {input_dim!r}")
+    def build(self, input_shape) -> None:
+        """Create the weights on the model's backend for inputs of ``input_shape``: a number
+        of features, or Keras' shape ``(None, 784)`` (the batch size first, as None)."""
+        input_dim = _features(input_shape)
         if self.backend is None:
             self.backend = backends.current_backend()
         self.input_dim = int(input_dim)
-        self._buffers = Buffers(self.backend)
         try:
             for index, layer in enumerate(self.layers):
                 layer.needs_input_grad = index > 0
@@ -149,6 +173,7 @@ class Sequential:
                                 [self.input_dim, *(layer.output_dim for layer in self.layers)])
             raise OutOfMemoryError(f"the weights of a {sizes} model need {size:,} bytes: more "
                                    "memory than this machine gives") from None
+        self._buffers = Buffers(self.backend)  # and the model is built
         if self.optimizer is not None:
             self.optimizer.build(self.params, self.backend)
 
@@ -229,11 +254,12 @@ class Sequential:
                              "one to train it")
 
     # -- passes --------------------------------------------------------------------------------
-    def _forward(self, x):
+    def _forward(self, x, training: bool = False):
         """``(n, features) -> (n, k)``; logits when the loss takes those of the last layer."""
         last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
-            x = layer.forward(x, logits=self._loss_takes_logits and index == last)
+            x = layer.forward(x, logits=self._loss_takes_logits and index == last,
+                              training=training)
         return x
 
     def _backward(self, grad) -> None:
@@ -245,7 +271,7 @@ class Sequential:
     def _train_step(self, x, y, loss=None):
         """One step on a device batch (``loss`` instead of the compiled one, which takes the
         same targets in another form); returns ``(loss_sum, output)`` left on the device."""
-        output = self._forward(x)
+        output = self._forward(x, training=True)
         grad = self._buffers("loss_grad", output.shape, output.dtype)
         loss_sum = (loss or self.loss).compute(self.backend, output, y, grad,
                                                logits=self._loss_takes_logits)
@@ -267,14 +293,19 @@ class Sequential:
         return self.backend.take_rows(data, indices, out)
 
     # -- Keras API ----------------------------------------------------------------------------
-    def fit(self, x, y, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
-            validation_data=None, callbacks=(), verbose: int = 0) -> History:
-        """Train for ``epochs`` passes over ``(x, y)``; returns a :class:`History` whose
-        ``history["loss"]`` lists the per-epoch mean training losses (plus ``accuracy`` and
-        ``val_loss``/``val_accuracy`` when asked for).  ``callbacks`` is a list of Callbacks
-        (or one, or None).  A NaN or infinite epoch loss raises
-        :class:`DivergenceError`.  ``verbose`` prints the progress as Keras does: 0 nothing,
-        1 a progress bar on a terminal (a line per epoch elsewhere), 2 a line per epoch.
+    def fit(self, x, y, batch_size: int | None = None, epochs: int = 1, verbose="auto",
+            callbacks=None, validation_split: float = 0.0, validation_data=None,
+            shuffle: bool = True, initial_epoch: int = 0) -> History:
+        """Train from epoch ``initial_epoch`` to ``epochs`` (Keras' arguments and meanings);
+        returns the :class:`History` whose ``history["loss"]`` lists the per-epoch mean
+        training losses (plus ``accuracy`` and ``val_loss``/``val_accuracy`` when asked for).
+
+        ``validation_split`` keeps that share of the samples, the last ones before shuffling,
+        for validation; ``validation_data`` is ``(x_val, y_val)``.  ``callbacks`` are
+        :mod:`dnn.callbacks` Callbacks; one may end training with ``model.stop_training =
+        True``.  ``verbose`` prints the progress as Keras does: 0 nothing, 1 a progress bar,
+        2 two lines per epoch; ``"auto"`` is 1 on a terminal and 2 elsewhere.  A NaN or
+        infinite epoch loss raises :class:`DivergenceError`.
 
         ``x`` and ``y`` are NumPy arrays or the backend's own (CuPy ones, say); either kind is
         checked on the host and moved to the backend once per call, so device arrays make one
@@ -282,31 +313,45 @@ class Sequential:
         self._require_compiled(training=True)
         if not is_int_at_least(epochs, 0):
             raise UsageError(f"epochs must be a non-negative integer, not {epochs!r}")
-        batch_size = _validate_positive_int("batch_size", batch_size)
+        if not is_int_at_least(initial_epoch, 0):
+            raise UsageError(f"initial_epoch must be a non-negative integer, not "
+                             f"{initial_epoch!r}")
+        batch_size = _validate_positive_int("batch_size", 32 if batch_size is None
+                                            else batch_size)
         if validation_data is not None and (not isinstance(validation_data, (tuple, list))
                                             or len(validation_data) != 2):
             raise UsageError("validation_data must be a pair (x_val, y_val)")
-        callbacks = _callback_list(callbacks)
-        if verbose not in (0, 1, 2):
-            raise UsageError(f"verbose must be 0, 1 or 2, not {verbose!r}")
-        if verbose:
-            on_terminal = verbose == 1 and sys.stdout.isatty()
-            callbacks = [*callbacks, ProgressBar() if on_terminal else EpochLines()]
+        callbacks = callback_list(callbacks)
+        _check_verbose(verbose)
         x_device, y_device = self._device_data(x, y)
-        validation = (None if validation_data is None
-                      else self._device_data(*validation_data, prefix="validation "))
+        validation = None
+        if validation_data is not None:  # as in Keras, it overrides validation_split
+            validation = self._device_data(*validation_data, prefix="validation ")
+        elif validation_split:
+            (x_device, y_device), validation = _split_off(x_device, y_device, validation_split)
+        if verbose == "auto":
+            verbose = 1 if sys.stdout.isatty() else 2
+        self.history = history = History()
+        callbacks = [*callbacks, history] + ([] if not verbose else
+                                             [ProgressBar() if verbose == 1 else EpochLines()])
         steps = math.ceil(x_device.shape[0] / batch_size)
-        training = _Training(self, x_device, y_device, batch_size)
-        history = History()
         for callback in callbacks:
-            callback.on_train_begin(self, epochs, steps)
+            callback.set_model(self)
+            callback.set_params({"epochs": epochs, "steps": steps, "verbose": verbose})
+        training = _Training(self, x_device, y_device, batch_size)
+        self.stop_training = False
         try:
-            for epoch in range(1, epochs + 1):
+            for callback in callbacks:
+                callback.on_train_begin()
+            for epoch in range(initial_epoch, epochs):
+                for callback in callbacks:
+                    callback.on_epoch_begin(epoch)
                 with self.backend.overflow_silenced():  # a diverged epoch raises instead
                     logs = self._fit_epoch(epoch, training, shuffle, validation, callbacks)
-                history.append(logs)
                 for callback in callbacks:
                     callback.on_epoch_end(epoch, logs)
+                if self.stop_training:
+                    break
         finally:
             self.optimizer.use_device_scalars(False)  # train_on_batch hands it host numbers
             for callback in callbacks:
@@ -316,34 +361,43 @@ class Sequential:
     def _fit_epoch(self, epoch: int, training: _Training, shuffle: bool, validation,
                    callbacks) -> dict:
         """One pass over the device data (in a new random order when ``shuffle``); returns
-        the epoch's logs: ``loss``, ``accuracy``, ``val_*`` and ``seconds``."""
+        the epoch's logs: ``loss``, ``accuracy`` and ``val_*``; its training seconds go to
+        ``self.history.seconds``."""
         count, batch_size = training.x_data.shape[0], training.batch_size
         started = time.perf_counter()
         order = self.rng.permutation(count) if shuffle else np.arange(count)
         order_device = self.backend.asarray(order)
         totals = training.totals
         totals.reset()
-        for step_number, start in enumerate(range(0, count, batch_size), start=1):
+        for batch, start in enumerate(range(0, count, batch_size)):
             stop = min(start + batch_size, count)
             step = training.step_for(stop - start)
             step.indices[...] = order_device[start:stop]
             self.optimizer.load_step_scalars()
             step()
+            logs = BatchLogs(lambda seen=stop: self._running_means(totals, seen))
             for callback in callbacks:
-                callback.on_batch_end(step_number, stop,
-                                      lambda seen=stop: float(totals.loss) / seen)
-        logs = {"loss": float(totals.loss) / count}
-        if self.metrics:
-            logs["accuracy"] = int(totals.correct) / count
+                callback.on_train_batch_end(batch, logs)
+            if self.stop_training:
+                count = stop  # the epoch's figures are those of the samples seen
+                break
+        logs = self._running_means(totals, count)
         if not math.isfinite(logs["loss"]):
-            raise DivergenceError(self._divergence_message(epoch, logs["loss"],
+            raise DivergenceError(self._divergence_message(epoch + 1, logs["loss"],
                                                            training.x_data, training.y_data))
-        seconds = time.perf_counter() - started  # training only, not validation
+        self.history.seconds.append(time.perf_counter() - started)  # without validation
         if validation is not None:
             results = self._evaluate_device(*validation, batch_size=max(batch_size, 1024))
             logs.update({f"val_{key}": value for key, value in results.items()})
-        logs["seconds"] = seconds
         return logs
+
+    def _running_means(self, totals, seen: int) -> dict:
+        """The mean loss (and accuracy) of the ``seen`` samples added up in ``totals``, read
+        from the device."""
+        means = {"loss": float(totals.loss) / seen}
+        if self.metrics:
+            means["accuracy"] = int(totals.correct) / seen
+        return means
 
     def _divergence_message(self, epoch: int, loss: float, x_device, y_device) -> str:
         """Why the loss of ``epoch`` is not finite: NaN or infinite values in the data when
@@ -376,23 +430,33 @@ class Sequential:
                                          logits=self._loss_takes_logits)
             loss_total += loss_sum
             if self.metrics:
-                correct += self.backend.correct_count(output, y_batch)
+                correct += self.backend.correct_count(output, y_batch, self._output_threshold)
         count = x_device.shape[0]
         results = {"loss": float(loss_total) / count}
         if self.metrics:
             results["accuracy"] = int(correct) / count
         return results
 
-    def evaluate(self, x, y, batch_size: int = 1024):
-        """The mean loss over ``(x, y)``, or ``[loss, *metrics]`` when metrics were compiled."""
+    def evaluate(self, x, y, batch_size: int | None = None, verbose=0,
+                 return_dict: bool = False):
+        """The mean loss over ``(x, y)``, or ``[loss, *metrics]`` when metrics were compiled
+        (``{"loss": ..., "accuracy": ...}`` with ``return_dict``); ``verbose`` 1, 2 or
+        ``"auto"`` print them in one line."""
         self._require_compiled()
-        batch_size = _validate_positive_int("batch_size", batch_size)
+        batch_size = _validate_positive_int("batch_size", batch_size or 1024)
+        _check_verbose(verbose)
         results = self._evaluate_device(*self._device_data(x, y), batch_size)
+        if verbose:
+            print(" - ".join(f"{key}: {value:.4f}" for key, value in results.items()))
+        if return_dict:
+            return results
         return results["loss"] if len(results) == 1 else list(results.values())
 
-    def predict(self, x, batch_size: int = 1024) -> np.ndarray:
-        """Host ``(N, k)`` outputs of the last layer (probabilities after a softmax)."""
-        batch_size = _validate_positive_int("batch_size", batch_size)
+    def predict(self, x, batch_size: int | None = None, verbose=0) -> np.ndarray:
+        """Host ``(N, k)`` outputs of the last layer (probabilities after a softmax);
+        ``verbose`` is accepted as Keras' is, and prints nothing."""
+        batch_size = _validate_positive_int("batch_size", batch_size or 1024)
+        _check_verbose(verbose)
         x_device = self._inputs(x)
         outputs = []
         last = self.layers[-1]
@@ -402,6 +466,27 @@ class Sequential:
                 output = last.activation.forward(self.backend, output)
             outputs.append(self.backend.to_numpy(output))
         return np.concatenate(outputs)
+
+    def predict_on_batch(self, x) -> np.ndarray:
+        """:meth:`predict` of ``x`` as one batch."""
+        return self.predict(x, batch_size=max(len(x), 1))
+
+    def __call__(self, x) -> np.ndarray:
+        """``model(x)``: the outputs of :meth:`predict`, as host arrays."""
+        return self.predict(x)
+
+    def count_params(self) -> int:
+        """The number of weights (the model must be built)."""
+        if not self.built:
+            raise UsageError("the model has no weights yet: call it on data or build() it")
+        return sum(math.prod(param.shape) for param in self.params)
+
+    def save(self, path) -> None:
+        """Save the model, its architecture and optimizer state to ``path`` (``.npz``,
+        written atomically; :func:`dnn.load_model` reads it back)."""
+        from dnn import checkpoint
+
+        checkpoint.save(self, path)
 
     def train_on_batch(self, x, y) -> float:
         """One optimizer step on ``(x, y)``; returns that batch's mean loss."""

@@ -20,20 +20,23 @@ def require_matplotlib():
     return pyplot
 
 
-def plot_history(history, path) -> None:
-    """Two panels (loss, accuracy) of ``history`` written as a PNG to ``path``."""
+def plot_history(history: dict, path, title: str = "Training") -> None:
+    """Two panels (loss, accuracy) of ``history`` (``{"loss": [...], "test_loss": [...],
+    ...}``, one value per epoch) written as a PNG to ``path``, under ``title``."""
     pyplot = require_matplotlib()
     from matplotlib.ticker import MaxNLocator
 
-    epochs = range(1, len(history.epochs) + 1)
+    epochs = range(1, len(history["loss"]) + 1)
     figure, axes = pyplot.subplots(1, 2, figsize=(10, 4))
+    figure.suptitle(title)
     for axis, metric in zip(axes, ("loss", "accuracy")):
-        for key, label in ((metric, "train"), (f"val_{metric}", "test")):
-            if key in history.history:
-                axis.plot(epochs, history.history[key], marker="o", label=label)
+        for prefix, label in (("", "train"), ("val_", "validation"), ("test_", "test")):
+            if f"{prefix}{metric}" in history:
+                axis.plot(epochs, history[f"{prefix}{metric}"], marker="o", label=label)
         axis.set_xlabel("epoch")
+        axis.set_ylabel(metric)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
-        axis.set_title(metric)
+        axis.set_title(f"{metric} per epoch")
         axis.legend()
     figure.tight_layout()
     with atomic_write(path) as file:

@@ -48,7 +48,8 @@ class TrainingStep:
         loss_sum, output = model._train_step(x, y, self.loss)
         self.totals.loss += loss_sum
         if model.metrics:
-            self.totals.correct += model.backend.correct_count(output, y)
+            self.totals.correct += model.backend.correct_count(output, y,
+                                                               model._output_threshold)
 
     def state(self) -> list:
         """Every array a run changes that outlives it: the weights, the optimizer's state and

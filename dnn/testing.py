@@ -88,16 +88,16 @@ class TrainingRun:
 class _StepLosses(Callback):
     """Each step's summed loss, from the epoch's running mean that ``fit`` reports."""
 
-    def __init__(self):
+    def __init__(self, samples: int, batch_size: int):
+        super().__init__()
+        self.samples, self.batch_size = samples, batch_size
         self.epoch_totals: list[list] = []
 
-    def on_train_begin(self, model, epochs, steps_per_epoch):
-        self.epoch_totals = []
-
-    def on_batch_end(self, step, samples_seen, running_loss):
-        if step == 1:
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 0:
             self.epoch_totals.append([0.0])
-        self.epoch_totals[-1].append(running_loss() * samples_seen)
+        seen = min((batch + 1) * self.batch_size, self.samples)
+        self.epoch_totals[-1].append(logs["loss"] * seen)
 
     def losses(self) -> np.ndarray:
         return np.concatenate([np.diff(totals) for totals in self.epoch_totals])
@@ -109,8 +109,8 @@ def record_training(model: Sequential, x, y, epochs: int, batch_size: int) -> Tr
     if not model.built:
         model.build(x.shape[1])
     start = model.get_weights()
-    steps = _StepLosses()
-    model.fit(x, y, epochs=epochs, batch_size=batch_size, callbacks=[steps])
+    steps = _StepLosses(x.shape[0], batch_size)
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, callbacks=[steps], verbose=0)
     return TrainingRun(steps.losses(), start, model.get_weights())
 
 

@@ -1,13 +1,18 @@
-"""The printers behind ``fit(verbose=...)``, driven batch by batch with a fake clock, and the
+"""Keras' callbacks: hook names and arguments, EarlyStopping, ModelCheckpoint, History, the
+printers behind ``fit(verbose=...)`` (driven batch by batch with a fake clock), and the
 library's independence from the command line's toolkit."""
 
 import io
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+import dnn
 from dnn import callbacks
+from dnn.utils import to_categorical
+from tests.test_model import blobs, seed_network
 
 
 @pytest.fixture
@@ -19,51 +24,176 @@ def clock(monkeypatch):
 
 def frames(stream: io.StringIO) -> list[str]:
     """Each redraw of the bar, without its padding."""
-    return [frame.rstrip() for frame in stream.getvalue().split("\r") if frame.strip()]
+    return [frame.rstrip() for frame in stream.getvalue().replace("\n", "\r").split("\r")
+            if frame.strip()]
 
 
-def test_the_bar_shows_progress_time_left_loss_and_rate_from_the_first_batch_end(clock):
+def printer(kind, stream, epochs=2, steps=10):
+    display = kind(stream)
+    display.set_params({"epochs": epochs, "steps": steps, "verbose": 1})
+    display.on_train_begin()
+    return display
+
+
+def test_the_bar_shows_steps_time_left_and_figures_then_the_summary_on_its_line(clock):
     stream = io.StringIO()
-    display = callbacks.ProgressBar(stream)
-    display.on_train_begin(None, epochs=1, steps_per_epoch=10)
-    for step in range(1, 11):  # 128 samples a batch, 0.1 s each after the first
-        display.on_batch_end(step, 128 * step, lambda: 0.5)
+    display = printer(callbacks.ProgressBar, stream)
+    display.on_epoch_begin(1)
+    for batch in range(10):  # 0.1 s a batch; a redraw at most every 0.25 s
         clock[0] += 0.1
+        display.on_train_batch_end(batch, {"loss": 0.5, "accuracy": 0.75})
+    clock[0] += 0.2  # the validation
+    display.on_epoch_end(1, {"loss": 0.5, "accuracy": 0.75, "val_loss": 0.4})
     drawn = frames(stream)
-    assert drawn[0] == f"training [###{'-' * 27}]  10% loss 0.5000"
-    # 0.3 s after the first batch: 3 more steps, 384 samples; 6 steps of 0.1 s left.
-    assert drawn[1] == f"training [############{'-' * 18}]  40% 00:00:01 loss 0.5000 1,280 samples/s"
-    assert drawn[-1] == f"training [{'#' * 30}] 100% 00:00:00 loss 0.5000 1,280 samples/s"
+    assert drawn[0] == "Epoch 2/2"
+    assert drawn[1] == f"1/10 [==>{'.' * 27}] - ETA: 0.9s - loss: 0.5000 - accuracy: 0.7500"
+    assert drawn[2] == f"4/10 [{'=' * 11}>{'.' * 18}] - ETA: 0.6s - loss: 0.5000 - accuracy: 0.7500"
+    assert not any(frame.startswith("10/10 [=") and "ETA" in frame for frame in drawn)
+    assert drawn[-1] == (f"10/10 [{'=' * 30}] - 1.2s 120ms/step - loss: 0.5000 - accuracy: "
+                         "0.7500 - val_loss: 0.4000")
+    assert stream.getvalue().endswith("val_loss: 0.4000\n")
 
 
-def test_the_epoch_line_follows_the_bar_on_a_line_of_its_own(clock):
+def test_epoch_lines_are_keras_verbose_2(clock):
     stream = io.StringIO()
-    display = callbacks.ProgressBar(stream)
-    display.on_train_begin(None, epochs=2, steps_per_epoch=1)
-    display.on_batch_end(1, 60, lambda: 0.25)
-    display.on_epoch_end(1, {"loss": 0.25, "accuracy": 0.5, "seconds": 1.5})
-    assert stream.getvalue().endswith(
-        "loss 0.2500\nepoch 1/2: loss 0.2500 accuracy 0.5000 (1.50 s)\n")
+    display = printer(callbacks.EpochLines, stream, epochs=5, steps=3)
+    display.on_epoch_begin(0)
+    clock[0] += 0.6
+    display.on_train_batch_end(0, {"loss": 1.0})
+    display.on_epoch_end(0, {"loss": 0.1, "test_loss": 0.2})
+    assert stream.getvalue() == ("Epoch 1/5\n3/3 - 0.6s 200ms/step - loss: 0.1000 - "
+                                 "test_loss: 0.2000\n")
 
 
 def test_a_bar_left_open_by_an_error_is_ended_when_training_ends(clock):
     """The error that stopped training then prints on a line of its own."""
     stream = io.StringIO()
-    display = callbacks.ProgressBar(stream)
-    display.on_train_begin(None, epochs=2, steps_per_epoch=10)
-    display.on_batch_end(1, 128, lambda: 0.5)
+    display = printer(callbacks.ProgressBar, stream)
+    display.on_epoch_begin(0)
+    display.on_train_batch_end(0, {"loss": 0.5})
     display.on_train_end()  # fit raised before the epoch ended
     assert stream.getvalue().endswith("\n")
     display.on_train_end()  # and a second call is harmless
     assert not stream.getvalue().endswith("\n\n")
 
 
-def test_epoch_lines_call_validation_figures_test_figures():
-    stream = io.StringIO()
-    display = callbacks.EpochLines(stream)
-    display.on_train_begin(None, epochs=5, steps_per_epoch=3)
-    display.on_epoch_end(2, {"loss": 0.1, "val_loss": 0.2, "seconds": 0.5})
-    assert stream.getvalue() == "epoch 2/5: loss 0.1000 test_loss 0.2000 (0.50 s)\n"
+class Recorder(callbacks.Callback):
+    """Every hook call, with its epoch or batch index."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def on_train_begin(self, logs=None):
+        self.calls.append(("train_begin", self.params["epochs"], self.params["steps"]))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.calls.append(("epoch_begin", epoch))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.calls.append(("batch_end", batch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.calls.append(("epoch_end", epoch, sorted(logs)))
+
+    def on_train_end(self, logs=None):
+        self.calls.append(("train_end",))
+
+
+def test_hooks_are_keras_from_epoch_0_and_initial_epoch_starts_later(cpu):
+    x, labels = blobs(n=40)
+    model = seed_network(cpu)
+    recorder = Recorder()
+    history = model.fit(x, to_categorical(labels), batch_size=20, epochs=3, initial_epoch=1,
+                        callbacks=[recorder], verbose=0)
+    assert recorder.model is model and model.history is history
+    assert recorder.calls == [
+        ("train_begin", 3, 2),
+        ("epoch_begin", 1), ("batch_end", 0), ("batch_end", 1),
+        ("epoch_end", 1, ["accuracy", "loss"]),
+        ("epoch_begin", 2), ("batch_end", 0), ("batch_end", 1),
+        ("epoch_end", 2, ["accuracy", "loss"]),
+        ("train_end",)]
+    assert history.epoch == [1, 2] and len(history.history["loss"]) == 2
+
+
+def test_batch_logs_are_read_from_the_device_only_when_looked_at(cpu, monkeypatch):
+    reads = []
+    real = dnn.Sequential._running_means
+    monkeypatch.setattr(dnn.Sequential, "_running_means",
+                        lambda self, totals, seen: reads.append(seen) or real(self, totals, seen))
+
+    class Looks(callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:
+                self.loss = logs["loss"]
+
+    x, labels = blobs(n=60)
+    looks = Looks()
+    seed_network(cpu).fit(x, to_categorical(labels), batch_size=20, epochs=1,
+                          callbacks=[looks], verbose=0)
+    assert reads == [40, 60]  # batch 1's look, then the epoch's figures
+    assert looks.loss > 0
+
+
+def test_stop_training_ends_fit_after_the_epoch_or_batch_that_set_it(cpu):
+    class StopAt(callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:
+                self.model.stop_training = True
+
+    x, labels = blobs(n=80)
+    history = seed_network(cpu).fit(x, to_categorical(labels), batch_size=20, epochs=5,
+                                    callbacks=[StopAt()], verbose=0)
+    assert history.epoch == [0]
+
+
+def test_early_stopping_waits_its_patience_and_restores_the_best_weights(cpu):
+    """A validation set the model cannot learn: val_loss rises from the first epoch on."""
+    x, labels = blobs(n=120)
+    model = seed_network(cpu)
+    best = {}
+
+    class KeepEachEpoch(callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            best[epoch] = (logs["val_loss"], self.model.get_weights())
+
+    stopper = callbacks.EarlyStopping(monitor="val_loss", patience=2, min_delta=0.0,
+                                      restore_best_weights=True)
+    noise = np.random.default_rng(5).normal(size=x.shape).astype(np.float32)
+    history = model.fit(x, to_categorical(labels), batch_size=20, epochs=50,
+                        validation_data=(noise, to_categorical(labels)),
+                        callbacks=[KeepEachEpoch(), stopper], verbose=0)
+    losses = history.history["val_loss"]
+    best_epoch = int(np.argmin(losses))
+    assert len(losses) == best_epoch + 3 < 50  # the best, then patience 2, then the stop
+    assert stopper.best_epoch == best_epoch and stopper.stopped_epoch == len(losses) - 1
+    for ours, saved in zip(model.get_weights(), best[best_epoch][1]):
+        np.testing.assert_array_equal(ours, saved)
+
+
+def test_model_checkpoint_saves_the_best_epochs_atomically_by_name(cpu, tmp_path):
+    x, labels = blobs(n=80)
+    y = to_categorical(labels)
+    model = seed_network(cpu)
+    saver = callbacks.ModelCheckpoint(tmp_path / "m-{epoch:02d}-{val_loss:.3f}.npz",
+                                      save_best_only=True)
+    history = model.fit(x, y, batch_size=20, epochs=4, validation_data=(x, y),
+                        callbacks=[saver], verbose=0)
+    losses = history.history["val_loss"]
+    expected = {f"m-{epoch + 1:02d}-{loss:.3f}.npz" for epoch, loss in enumerate(losses)
+                if loss <= min(losses[:epoch + 1])}
+    assert {path.name for path in tmp_path.iterdir()} == expected
+    last = sorted(tmp_path.iterdir())[-1]
+    np.testing.assert_allclose(dnn.load_model(last).evaluate(x, y)[0], min(losses), rtol=1e-5)
+
+
+def test_a_monitor_the_logs_lack_is_named(cpu):
+    x, labels = blobs(n=20)
+    with pytest.raises(dnn.errors.UsageError, match="EarlyStopping watches 'val_loss', which "
+                                                    "the logs do not have"):
+        seed_network(cpu).fit(x, to_categorical(labels), callbacks=[callbacks.EarlyStopping()],
+                              verbose=0)
 
 
 def test_the_library_does_not_import_the_command_line_toolkit():
@@ -75,3 +205,4 @@ def test_the_library_does_not_import_the_command_line_toolkit():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip().splitlines()[-1] == "False"
+

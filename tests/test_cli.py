@@ -46,7 +46,7 @@ def test_train_writes_history_in_the_documented_schema(tiny, tmp_path):
     result = run("train", "--dataset", "tiny", "--epochs", "3", "--batch-size", "32",
                  "--hidden", "16", "--lr", "0.01", "--history", str(history))
     assert result.exit_code == 0, result.output
-    assert result.output.count("epoch ") == 3 and "test: loss" in result.output
+    assert result.output.count("Epoch ") == 3 and "test: loss" in result.output
     record = json.loads(history.read_text())
     assert {k: record[k] for k in ("backend", "optimizer", "dataset")} == {
         "backend": "cpu", "optimizer": "rmsprop", "dataset": "tiny"}
@@ -189,10 +189,11 @@ def test_a_broken_optimizer_plugin_is_one_error_line_naming_it(tiny, install_fak
                         {"fake_bo": _optimizer_source(**{part: code})})
     result = run("train", "--dataset", "tiny", "--epochs", "1", "--optimizer", "broken")
     assert result.exit_code == 1, result.output
-    assert result.output.startswith(f"Error: optimizer 'broken' from fake-broken-opt 0.3"
-                                    f"{'' if problem.startswith(':') else ' '}{problem}"), \
-        result.output
-    assert "Traceback" not in result.output and len(result.output.splitlines()) == 1
+    *progress, last = result.output.splitlines()
+    assert last.startswith(f"Error: optimizer 'broken' from fake-broken-opt 0.3"
+                           f"{'' if problem.startswith(':') else ' '}{problem}"), result.output
+    assert "Traceback" not in result.output
+    assert progress in ([], ["Epoch 1/1"])  # the epoch it failed in, for an update
 
 
 @pytest.mark.parametrize("source, problem, listed_broken", [
@@ -400,17 +401,19 @@ def test_the_plot_marks_whole_epochs_only(tmp_path, monkeypatch):
     import matplotlib.pyplot as pyplot
 
     from dnn import plotting
-    from dnn.callbacks import History
 
     figures = []
     monkeypatch.setattr(pyplot, "close", figures.append)
-    history = History()
-    for loss, accuracy in ((0.5, 0.8), (0.3, 0.9), (0.2, 0.95)):
-        history.append({"loss": loss, "accuracy": accuracy})
-    plotting.plot_history(history, tmp_path / "curves.png")
-    for axis in figures[0].axes:
+    history = {"loss": [0.5, 0.3, 0.2], "accuracy": [0.8, 0.9, 0.95],
+               "test_loss": [0.6, 0.4, 0.3], "test_accuracy": [0.7, 0.85, 0.9]}
+    plotting.plot_history(history, tmp_path / "curves.png", "tiny: 16 relu -> 3 softmax")
+    figure = figures[0]
+    assert figure._suptitle.get_text() == "tiny: 16 relu -> 3 softmax"
+    for axis, metric in zip(figure.axes, ("loss", "accuracy")):
         ticks = [tick for tick in axis.get_xticks() if 1 <= tick <= 3]
         assert ticks and all(float(tick).is_integer() for tick in ticks), ticks
+        assert (axis.get_xlabel(), axis.get_ylabel()) == ("epoch", metric)
+        assert [line.get_label() for line in axis.get_lines()] == ["train", "test"]
 
 
 def test_python_dash_m_dnn_and_help():

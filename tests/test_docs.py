@@ -19,15 +19,19 @@ def blocks(language: str, page: Path = GUIDE) -> list[str]:
     return re.findall(rf"^```{language}\n(.*?)^```", page.read_text(), re.S | re.M)
 
 
-def test_the_readme_example_trains_mnist_to_keras_accuracy(mnist_dir, monkeypatch, capsys):
-    monkeypatch.setenv("DNN_DATA_DIR", str(mnist_dir))
+def test_the_readme_example_trains_mnist_to_keras_accuracy(mnist_dir, monkeypatch, capsys,
+                                                           tmp_path):
+    monkeypatch.setenv("DNN_DATA_DIR", str(mnist_dir.resolve()))
+    monkeypatch.chdir(tmp_path)  # it saves mnist.npz
     example = blocks("python", ROOT / "README.md")[0]
-    on_the_gpu = example.index("with dnn.use_backend(\"gpu\")")  # needs a GPU: left out here
+    on_the_gpu = example.index("with keras.use_backend(\"gpu\")")  # needs a GPU: left out
     exec(compile(example[:on_the_gpu], "README.md", "exec"), {})
     *epochs, result = capsys.readouterr().out.strip().splitlines()
-    assert [line.split(":")[0] for line in epochs] == [f"epoch {n}/5" for n in range(1, 6)]
+    assert epochs[0::2] == [f"Epoch {n}/5" for n in range(1, 6)]
+    assert all(line.startswith("469/469 - ") for line in epochs[1::2])
     loss, accuracy = ast.literal_eval(result)
     assert accuracy >= 0.978 and loss < 0.1
+    assert (tmp_path / "mnist.npz").is_file()
 
 
 def test_the_optimizer_example_passes_the_conformance_kit():

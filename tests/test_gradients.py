@@ -151,7 +151,7 @@ class Scale(Layer):
         self._backend = backend
         return input_dim
 
-    def forward(self, x, logits=False):
+    def forward(self, x, logits=False, training=False):
         self._input = x
         return x * self.params[0]
 

@@ -38,7 +38,8 @@ def test_fit_learns_and_reports_history(backend):
     losses = history.history["loss"]
     assert len(losses) == 5 and losses[-1] < losses[0] / 2
     assert history.history["accuracy"][-1] > 0.9
-    assert set(history.history) >= {"val_loss", "val_accuracy", "seconds"}
+    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert history.epoch == [0, 1, 2, 3, 4] and len(history.seconds) == 5
     loss, accuracy = model.evaluate(x, to_categorical(labels))
     assert accuracy > 0.9 and loss == pytest.approx(history.history["loss"][-1], rel=0.5)
 
@@ -175,7 +176,7 @@ def sparse(model):
     (lambda m, x, y: m.fit(x, y, validation_data=(x, 1)),
      r"validation targets must be an array \(N, ...\), not one number"),
     (lambda m, x, y: dnn.Sequential([Dense(2)]).build(0),
-     "input_dim must be a positive integer, not 0"),
+     r"input shape must be a positive number of features or \(None, features\), not 0"),
 ])
 def test_bad_calls_say_what_is_wrong(cpu, call, message):
     x, labels = blobs(n=16)
@@ -268,7 +269,7 @@ def test_callbacks_hear_the_end_of_training_also_when_it_raises(cpu):
     class Ends(dnn.callbacks.Callback):
         ended = 0
 
-        def on_train_end(self):
+        def on_train_end(self, logs=None):
             self.ended += 1
 
     x, labels = blobs(n=64)
@@ -324,16 +325,17 @@ def test_set_weights_refuses_text():
 def test_verbose_prints_the_epochs_as_keras_does(cpu, capsys):
     x, labels = blobs(n=64)
     model = seed_network(cpu)
-    model.fit(x, to_categorical(labels), epochs=2, batch_size=32)
-    assert capsys.readouterr().out == ""  # silent by default
-    for verbose in (1, 2):  # 1 is a bar only on a terminal; pytest's stdout is not one
+    model.fit(x, to_categorical(labels), epochs=2, batch_size=32, verbose=0)
+    assert capsys.readouterr().out == ""
+    for verbose in ("auto", 2):  # "auto" is the bar only on a terminal; pytest's is not one
         history = model.fit(x, to_categorical(labels), epochs=2, batch_size=32, verbose=verbose,
                             validation_data=(x, to_categorical(labels)))
         lines = capsys.readouterr().out.splitlines()
-        assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
-        assert f"loss {history.history['loss'][1]:.4f} " in lines[1]
-        assert f"test_accuracy {history.history['val_accuracy'][1]:.4f}" in lines[1]
-    with pytest.raises(UsageError, match="verbose must be 0, 1 or 2, not 3"):
+        assert lines[0::2] == ["Epoch 1/2", "Epoch 2/2"]
+        assert lines[3].startswith("2/2 - ") and "ms/step - loss: " in lines[3]
+        assert f"loss: {history.history['loss'][1]:.4f} - " in lines[3]
+        assert lines[3].endswith(f"val_accuracy: {history.history['val_accuracy'][1]:.4f}")
+    with pytest.raises(UsageError, match="verbose must be 0, 1, 2 or 'auto', not 3"):
         model.fit(x, to_categorical(labels), verbose=3)
 
 

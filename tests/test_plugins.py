@@ -253,8 +253,8 @@ def test_a_plugin_calling_sys_exit_is_a_failure_like_any_other(install_fake_plug
             "0.1 failed to load: SystemExit: 3") in listed.output
     trained = CliRunner().invoke(main, ["train", "--dataset", "tiny", "--optimizer", "stops"])
     assert trained.exit_code == 1
-    assert trained.output == ("Error: optimizer 'stops' from fake-stops 0.2 failed in update(): "
-                              "SystemExit: 3\n")
+    assert trained.output == ("Epoch 1/5\nError: optimizer 'stops' from fake-stops 0.2 failed "
+                              "in update(): SystemExit: 3\n")
 
 
 def test_what_a_plugin_prints_at_import_stays_out_of_the_json(install_fake_plugin):

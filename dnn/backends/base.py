@@ -180,17 +180,17 @@ class Backend:
         return loss_sum
 
     # -- metrics -------------------------------------------------------------------------------
-    def correct_count(self, output: Array, targets: Array):
+    def correct_count(self, output: Array, targets: Array, threshold: float = 0.5):
         """The number of samples whose predicted class matches the target, as a 0-d integer
         array (or a Python int, where a backend counts on the host).
 
         ``output`` is ``(n, k)`` (probabilities or logits: the argmax is the same); ``targets``
         are one-hot ``(n, k)`` or labels ``(n,)``.  With ``k == 1`` the prediction is
-        ``output > 0.5``.
+        ``output > threshold`` (0.5 for a probability, 0 for a logit).
         """
         xp = self.xp
         if output.shape[1] == 1:
-            predicted = xp.astype(output[:, 0] > 0.5, targets.dtype)
+            predicted = xp.astype(output[:, 0] > threshold, targets.dtype)
             labels = xp.reshape(targets, (-1,))
         else:
             predicted = xp.argmax(output, axis=1)

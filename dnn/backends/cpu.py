@@ -236,10 +236,10 @@ class CpuBackend(Backend):
         target_logit_sum = kernels.softmax_crossentropy_grad(grad, exp, targets, shifted, total)
         return np.sum(np.log(total, out=total)) - np.float32(target_logit_sum)
 
-    def correct_count(self, output, targets):
+    def correct_count(self, output, targets, threshold=0.5):
         if output.ndim == 2 and output.shape[1] > 1 and self._c_kernels_take(output, targets):
             return self.c_kernels.count_correct(output, targets)
-        return super().correct_count(output, targets)
+        return super().correct_count(output, targets, threshold)
 
     def fused_update(self, name):
         """Every built-in update, in place: in one C pass for float32, else as NumPy in-place

@@ -172,9 +172,9 @@ class GpuBackend(Backend):
                                                self._scalar(rows, logits), row_loss, grad)
         return cupy.sum(row_loss)
 
-    def correct_count(self, output, targets):
+    def correct_count(self, output, targets, threshold=0.5):
         if targets.ndim != 2 or targets.shape != output.shape or output.shape[1] == 1:
-            return super().correct_count(output, targets)  # labels, or one output unit
+            return super().correct_count(output, targets, threshold)  # labels, or one unit
         cupy = self._cupy
         correct = cupy.empty(output.shape[0], dtype=cupy.int64)
         self._kernels["dnn_correct_rows"](cupy.ascontiguousarray(output),

@@ -23,3 +23,13 @@ class MNIST(IdxDataset):
     sizes = {"train": 60000, "test": 10000}
     class_counts = {"train": (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
                     "test": (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)}
+
+
+def load_data(path=None):
+    """Keras' ``mnist.load_data()``: ``(x_train, y_train), (x_test, y_test)``, images as
+    uint8 ``(N, 28, 28)``, labels uint8 ``(N,)``; the files are found as :class:`MNIST`
+    finds them (``path``, ``$DNN_DATA_DIR``, the cache, else downloaded)."""
+    import numpy as np
+
+    splits = MNIST().load(path)
+    return tuple((np.rint(x * 255).astype(np.uint8), y.astype(np.uint8)) for x, y in splits)

@@ -21,6 +21,9 @@ def get(optimizer, **hyperparameters) -> Optimizer:
     if not isinstance(optimizer, str):
         raise ArgumentTypeError(f"optimizer must be a name or an Optimizer, not "
                                 f"{type(optimizer).__name__}")
+    if optimizer not in plugins.names("optimizer") and optimizer.lower() in plugins.names(
+            "optimizer"):
+        optimizer = optimizer.lower()  # Keras' class names: "Adam", "RMSprop", "SGD"
     cls = plugin_class(optimizer)
     try:
         instance = cls(**hyperparameters)

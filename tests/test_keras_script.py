@@ -1,0 +1,50 @@
+"""A Keras user's script of the seed network, as Keras' own examples write it, runs with only
+its import changed (``import dnn as keras``), on the real MNIST."""
+
+import textwrap
+
+import numpy as np
+
+KERAS_SCRIPT = """
+import dnn as keras
+from dnn import layers
+
+(x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+x_train = x_train.reshape(60000, 784).astype("float32") / 255
+x_test = x_test.reshape(10000, 784).astype("float32") / 255
+y_train = keras.utils.to_categorical(y_train, 10)
+y_test = keras.utils.to_categorical(y_test, 10)
+
+model = keras.Sequential([
+    layers.Dense(512, activation="relu", input_shape=(784,)),
+    layers.Dropout(0.2),
+    layers.Dense(10, activation="softmax"),
+])
+model.summary()
+model.compile(optimizer="RMSprop", loss="categorical_crossentropy", metrics=["acc"])
+history = model.fit(x_train, y_train, batch_size=128, epochs=5, verbose=2,
+                    validation_split=0.1,
+                    callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=2,
+                                                             restore_best_weights=True)])
+score = model.evaluate(x_test, y_test, verbose=0)
+print("Test loss:", score[0])
+print("Test accuracy:", score[1])
+model.save("mnist.npz")
+restored = keras.models.load_model("mnist.npz")
+predictions = restored.predict(x_test[:10], verbose=0)
+"""
+
+
+def test_a_keras_script_runs_with_only_its_import_changed(mnist_dir, monkeypatch, tmp_path,
+                                                          capsys):
+    monkeypatch.setenv("DNN_DATA_DIR", str(mnist_dir.resolve()))
+    monkeypatch.chdir(tmp_path)
+    names = {}
+    exec(compile(textwrap.dedent(KERAS_SCRIPT), "keras_script.py", "exec"), names)
+    output = capsys.readouterr().out
+    assert "Total params: 407,050" in output and "Epoch 5/5" in output
+    assert names["score"][1] >= 0.975
+    assert set(names["history"].history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    np.testing.assert_allclose(names["predictions"],
+                               names["model"].predict(names["x_test"][:10]), rtol=1e-6)
+    assert (tmp_path / "mnist.npz").is_file()
