@@ -1,12 +1,13 @@
-"""dnn: one set of layer, loss, gradient and optimizer code for NumPy (CPU) and CuPy (GPU)."""
+"""dnn: one set of layer, loss, gradient and optimizer code for NumPy (CPU) and CuPy (GPU).
 
+Keras' top-level names are here (``dnn.Sequential``, ``dnn.layers``, ``dnn.callbacks``,
+``dnn.load_model``, ``dnn.datasets.mnist.load_data``, ...), imported on first use, so that the
+command line starts fast and a Ctrl-C while it starts is still one line.
+"""
+
+import importlib
 from importlib import metadata as _metadata
 
-from dnn import callbacks, datasets, layers, losses, models, optimizers, utils
-from dnn.backends import current_backend, get_backend, use_backend
-from dnn.datasets import mnist as _mnist  # noqa: F401  (keras.datasets.mnist.load_data)
-from dnn.model import Sequential
-from dnn.models import load_model
 from dnn.plugins import DISTRIBUTION as _DISTRIBUTION
 
 try:
@@ -14,5 +15,18 @@ try:
 except _metadata.PackageNotFoundError:  # a source tree that was never installed
     __version__ = "unknown"
 
+_SUBMODULES = ("backends", "callbacks", "checkpoint", "datasets", "errors", "layers", "losses",
+               "models", "optimizers", "testing", "utils")
+_NAMES = {"Sequential": "dnn.model", "load_model": "dnn.models", "use_backend": "dnn.backends",
+          "get_backend": "dnn.backends", "current_backend": "dnn.backends"}
+
 __all__ = ["Sequential", "load_model", "callbacks", "datasets", "layers", "losses", "models",
            "optimizers", "utils", "use_backend", "get_backend", "current_backend"]
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"dnn.{name}")
+    if name in _NAMES:
+        return getattr(importlib.import_module(_NAMES[name]), name)
+    raise AttributeError(f"module 'dnn' has no attribute {name!r}")

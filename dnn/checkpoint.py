@@ -48,6 +48,8 @@ def save(model: Sequential, path) -> None:
         "metrics": list(model.metrics),
         "optimizer": {"name": plugins.name_of("optimizer", type(optimizer)),
                       "config": optimizer.get_config(), "iterations": optimizer.iterations},
+        # where training stands: resuming goes on with the next epoch and the next shuffle
+        "epochs_done": model.epochs_done, "shuffle_state": model.rng.bit_generator.state,
     }
     try:
         meta_json = json.dumps(meta, default=_json_scalar)
@@ -104,8 +106,9 @@ def _meta(archive: NpzReader) -> dict:
 
 def load(path, backend=None, seed=None, *, with_optimizer=True) -> Sequential:
     """The model saved at ``path``, built and compiled on ``backend`` (default: current),
-    with its optimizer state, ready to evaluate or to go on training (``seed`` seeds the
-    shuffle order from here on).  ``with_optimizer=False`` leaves the optimizer out: the model
+    with its optimizer state and the epochs it trained, ready to evaluate or to go on training
+    where it stopped (the shuffle order goes on as it would have, unless ``seed`` seeds it
+    anew).  ``with_optimizer=False`` leaves the optimizer out: the model
     can evaluate and predict, and loads where the optimizer's plugin is not installed.
 
     Nothing is allocated before it is checked: the zip directory, then the metadata, then
@@ -126,6 +129,7 @@ def load(path, backend=None, seed=None, *, with_optimizer=True) -> Sequential:
             model.set_weights(weights)
             if optimizer is not None:
                 _restore_state(archive, model, meta["optimizer"]["iterations"])
+            _restore_progress(archive.path, model, meta, seed)
         except (KeyError, TypeError, IndexError, ValueError) as error:  # UsageError included
             raise CheckpointError(f"{path} is damaged or does not match its architecture "
                                   f"({type(error).__name__}: {error})") from None
@@ -175,6 +179,17 @@ def _optimizer(path: Path, spec: dict):
                               f"is not installed here (installed: {installed}); install its "
                               "plugin to go on training it")
     return optimizers.get(spec["name"], **spec["config"])
+
+
+def _restore_progress(path, model: Sequential, meta: dict, seed) -> None:
+    """The epochs done and, unless ``seed`` asks for a new one, the shuffle order's state
+    (both absent from checkpoints of older dnn versions: then 0 and ``seed``'s)."""
+    epochs_done = meta.get("epochs_done", 0)
+    if not is_int_at_least(epochs_done, 0):
+        raise CheckpointError(f"{path} is damaged: its epoch count is {epochs_done!r}")
+    model.epochs_done = epochs_done
+    if seed is None and "shuffle_state" in meta:
+        model.rng.bit_generator.state = meta["shuffle_state"]
 
 
 def _restore_state(archive: NpzReader, model: Sequential, iterations) -> None:

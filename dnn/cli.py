@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import threading
+import warnings
 
 import click
 
@@ -19,6 +20,7 @@ from dnn import backends, checkpoint, datasets, optimizers, plugins
 from dnn.errors import CheckpointError, DataError, DnnError, UsageError
 from dnn.fileio import check_writable
 from dnn.callbacks import EvaluateEachEpoch
+from dnn import history_file
 from dnn.history_file import HistoryFile
 from dnn.model import Sequential, dense_classifier
 from dnn.utils import to_categorical
@@ -53,8 +55,12 @@ def reports_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            with _sigterm_raises():
+            with _sigterm_raises(), warnings.catch_warnings():
+                warnings.showwarning = _warning_line
                 return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise _exit_with(f"interrupted (Ctrl-C); {_kept(kwargs.get('save_path'))}",
+                             130) from None
         except UsageError as error:
             raise click.UsageError(str(error)) from None
         except Terminated as error:
@@ -71,6 +77,18 @@ def reports_errors(command):
     return wrapper
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning (a refused plugin, a step run without its graph) as one ``Warning:`` line."""
+    click.echo(f"Warning: {message}", err=True)
+
+
+def _kept(save_path) -> str:
+    """What an interrupted run leaves: the last checkpoint written to ``--save``, if any."""
+    if save_path and os.path.isfile(save_path):
+        return f"the last checkpoint saved is in {save_path}"
+    return "no checkpoint was saved" + ("" if save_path else " (no --save)")
+
+
 def _exit_with(message: str, status: int) -> click.ClickException:
     """A one-line ``Error:`` exit with ``status``."""
     error = click.ClickException(message)
@@ -83,7 +101,7 @@ backend_option = click.option("--backend", default="cpu", show_default=True,
 dataset_option = click.option("--dataset", default="mnist", show_default=True,
                               help="An installed dataset plugin.")
 data_dir_option = click.option(
-    "--data-dir", envvar="DNN_DATA_DIR", type=click.Path(file_okay=False),
+    "--data-dir", envvar="DNN_DATA_DIR", type=click.Path(file_okay=False, exists=True),
     help="Folder holding the dataset files (else the user cache; else they are downloaded). "
          "Also $DNN_DATA_DIR.")
 
@@ -207,8 +225,9 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
     device = backends.get_backend(backend)
     new_optimizer = None if resume_path else _optimizer_from_options(optimizer, lr, opt_pairs)
     (x_train, y_train), (x_test, y_test), classes = _load_data(dataset, data_dir)
-    if resume_path:
-        model = checkpoint.load(resume_path, backend=device, seed=seed)
+    if resume_path:  # the shuffle goes on where it stopped, unless --seed asks otherwise
+        model = checkpoint.load(resume_path, backend=device,
+                                seed=seed if _given("seed") else None)
         try:
             checkpoint.check_architecture(model, resume_path, classes,
                                           hidden=hidden if _given("hidden") else None,
@@ -235,10 +254,14 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
         callbacks.append(checkpoint.SaveEachEpoch(save_path))
     history_writer = None
     if history_path:
+        earlier = history_file.earlier_epochs(history_path, model.epochs_done) if resume_path \
+            else []
         history_writer = HistoryFile(history_path, backend,
-                                     plugins.name_of("optimizer", type(model.optimizer)), dataset)
+                                     plugins.name_of("optimizer", type(model.optimizer)), dataset,
+                                     earlier)
         callbacks.append(history_writer)
-    history = model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size,
+    history = model.fit(x_train, y_train, epochs=model.epochs_done + epochs,
+                        initial_epoch=model.epochs_done, batch_size=batch_size,
                         validation_split=validation_split, callbacks=callbacks,
                         verbose=0 if quiet else "auto")
     test_results = model.evaluate(x_test, y_test)

@@ -9,6 +9,20 @@ from dnn.callbacks import Callback
 from dnn.fileio import atomic_write
 
 
+def earlier_epochs(path, epochs_done: int) -> list:
+    """The records of the first ``epochs_done`` epochs in the history file at ``path``, for a
+    resumed run to go on from; none when the file is missing or holds other epochs."""
+    try:
+        with open(path) as file:
+            epochs = json.load(file).get("epochs", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    if ([record.get("epoch") for record in epochs[:epochs_done]]
+            != list(range(1, epochs_done + 1))):
+        return []
+    return epochs[:epochs_done]
+
+
 class HistoryFile(Callback):
     """Rewrites the history JSON at ``path`` after every completed epoch: ``{"backend",
     "optimizer", "dataset", "epochs": [{"epoch": 1, "loss", "accuracy", "test_loss",

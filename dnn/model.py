@@ -102,6 +102,7 @@ class Sequential:
         self.loss = None
         self.metrics: tuple = ()
         self.input_dim = None  # known once built
+        self.epochs_done = 0  # epochs trained, over every fit (checkpoints keep it)
         self._buffers = None  # the batches and the loss gradient, once built
         self._loss_takes_logits = False
         self._output_threshold = 0.5
@@ -348,6 +349,7 @@ class Sequential:
                     callback.on_epoch_begin(epoch)
                 with self.backend.overflow_silenced():  # a diverged epoch raises instead
                     logs = self._fit_epoch(epoch, training, shuffle, validation, callbacks)
+                self.epochs_done = epoch + 1
                 for callback in callbacks:
                     callback.on_epoch_end(epoch, logs)
                 if self.stop_training:

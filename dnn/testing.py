@@ -240,7 +240,6 @@ def optimizer_results(cls, backend_names=None) -> list[CheckResult]:
         assert np.all(np.isfinite(losses)), f"{dtype} losses are not finite on cpu: {losses}"
         first_epoch, second_epoch = np.array_split(losses, 2)
         if not second_epoch.mean() < first_epoch.mean():
-            _assert_updates_in_place(cls, cpu)
             raise AssertionError(f"{cls.__name__} with its defaults did not lower the loss on "
                                  f"cpu ({losses})")
 
@@ -250,21 +249,6 @@ def optimizer_results(cls, backend_names=None) -> list[CheckResult]:
                                     dtype)
 
     return _run(check, _available_backends(backend_names))
-
-
-def _assert_updates_in_place(cls, backend) -> None:
-    """Fail with a hint when one step of ``cls`` leaves every parameter as it was: the usual
-    cause is ``param = param - step``, which rebinds the name instead of writing the array."""
-    model = Sequential([Dense(8, activation="relu"), Dense(3, activation="softmax")], seed=0,
-                       backend=backend)
-    model.compile(optimizer=cls(), loss="categorical_crossentropy")
-    x, y = _toy_problem("float32")
-    model.build(x.shape[1])
-    before = model.get_weights()
-    model.train_on_batch(x, y)
-    assert any(not np.array_equal(b, a) for b, a in zip(before, model.get_weights())), (
-        f"{cls.__name__}.update() left every parameter as it was: change param in place "
-        "(param -= step), not by assigning a new array to the name")
 
 
 def check_optimizer(cls) -> None:

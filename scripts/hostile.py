@@ -173,12 +173,13 @@ def rewritten(source: Path, target: Path, change) -> Path:
 
 def run(command, site: Path, check=False, signal_after=None, cwd=None):
     """``(status, output, peak bytes)`` of ``command`` in a fresh process."""
-    environment = {**os.environ, "PYTHONPATH": str(site), "DNN_CACHE_DIR": str(site / "cache")}
+    environment = {name: value for name, value in os.environ.items() if name != "DNN_DATA_DIR"}
+    environment.update(PYTHONPATH=str(site), DNN_CACHE_DIR=str(site / "cache"))
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                env=environment, cwd=cwd)
     if signal_after is not None:
         time.sleep(signal_after)
-        process.send_signal(signal.SIGTERM)
+        os.kill(process.pid, signal.SIGTERM)  # not send_signal: it may reap the process
     output = process.stdout.read().decode(errors="replace")
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)

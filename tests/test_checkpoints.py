@@ -484,3 +484,32 @@ def test_load_blames_its_arguments_not_the_file(tmp_path, monkeypatch, cpu, call
     with pytest.raises(error, match=re.escape(message)) as raised:
         call(cpu)
     assert "damaged" not in str(raised.value)
+
+
+def test_resume_continues_the_epochs_the_history_and_the_shuffle_bit_for_bit(tmp_path,
+                                                                            tiny):  # noqa: F811
+    """3 epochs, then --resume for 2 more, is the run of 5 epochs: same weights, same
+    history (its epochs numbered on), same printed epoch numbers."""
+    common = ["--dataset", "tiny", "--hidden", "16", "--batch-size", "32"]
+    straight = run("train", *common, "--epochs", "5", "--save", str(tmp_path / "s.npz"),
+                   "--history", str(tmp_path / "s.json"))
+    first = run("train", *common, "--epochs", "3", "--save", str(tmp_path / "r.npz"),
+                "--history", str(tmp_path / "r.json"))
+    resumed = run("train", "--dataset", "tiny", "--epochs", "2", "--batch-size", "32",
+                  "--resume", str(tmp_path / "r.npz"), "--save", str(tmp_path / "r.npz"),
+                  "--history", str(tmp_path / "r.json"))
+    for result in (straight, first, resumed):
+        assert result.exit_code == 0, result.output
+    assert [line for line in resumed.output.splitlines() if line.startswith("Epoch")] == [
+        "Epoch 4/5", "Epoch 5/5"]
+    with np.load(tmp_path / "s.npz") as one, np.load(tmp_path / "r.npz") as two:
+        for name in one.files:
+            if name != "meta":
+                np.testing.assert_array_equal(one[name], two[name], err_msg=name)
+    records = [json.loads((tmp_path / name).read_text()) for name in ("s.json", "r.json")]
+    for record in records:
+        for epoch in record["epochs"]:
+            del epoch["seconds"]
+    assert records[1]["epochs"] == records[0]["epochs"]
+    assert [epoch["epoch"] for epoch in records[1]["epochs"]] == [1, 2, 3, 4, 5]
+    assert records[1]["test"] == records[0]["test"]

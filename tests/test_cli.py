@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from dnn import checkpoint
 from dnn.cli import main
 
 TINY_DATASET = """
@@ -77,14 +78,21 @@ def test_an_interrupted_run_keeps_the_history_of_its_finished_epochs(tiny, tmp_p
 
     def interrupted_in_epoch_2(self, *args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:  # the test-set pass at the end of epoch 2
+        if len(calls) in (2, 3):  # the test-set pass of epoch 2, then of the next run's 1
             raise KeyboardInterrupt
         return evaluate_device(self, *args, **kwargs)
 
     monkeypatch.setattr(Sequential, "_evaluate_device", interrupted_in_epoch_2)
-    history = tmp_path / "history.json"
-    result = run("train", "--dataset", "tiny", "--epochs", "3", "--history", str(history))
-    assert result.exit_code == 1 and "Aborted!" in result.output
+    history, model = tmp_path / "history.json", tmp_path / "model.npz"
+    result = run("train", "--dataset", "tiny", "--epochs", "3", "--history", str(history),
+                 "--save", str(model))
+    assert result.exit_code == 130
+    assert result.output.splitlines()[-1] == (f"Error: interrupted (Ctrl-C); the last checkpoint "
+                                              f"saved is in {model}")
+    assert checkpoint.load(model).epochs_done == 1
+    unsaved = run("train", "--dataset", "tiny", "--epochs", "3")
+    assert unsaved.output.splitlines()[-1] == ("Error: interrupted (Ctrl-C); no checkpoint was "
+                                               "saved (no --save)")
     record = json.loads(history.read_text())
     assert [epoch["epoch"] for epoch in record["epochs"]] == [1]
     assert record["test"] == {"loss": record["epochs"][0]["test_loss"],
@@ -479,3 +487,64 @@ def test_a_bad_option_creates_no_folder_for_the_outputs(tiny, tmp_path):
                  "--optimizer", "nope")
     assert result.exit_code == 2 and "unknown optimizer 'nope'" in result.output
     assert not (tmp_path / "a").exists()
+
+
+def test_a_missing_data_folder_is_named_not_downloaded_into(tmp_path):
+    result = run("train", "--data-dir", str(tmp_path / "nowhere"))
+    assert result.exit_code == 2
+    assert "Error: Invalid value for '--data-dir'" in result.output
+    assert "does not exist" in result.output and not (tmp_path / "nowhere").exists()
+
+
+def test_a_ctrl_c_while_the_command_line_starts_is_one_line():
+    code = ("import builtins, sys\n"
+            "real = builtins.__import__\n"
+            "def interrupted(name, *args, **kwargs):\n"
+            "    if name == 'dnn.cli':\n"
+            "        raise KeyboardInterrupt\n"
+            "    return real(name, *args, **kwargs)\n"
+            "builtins.__import__ = interrupted\n"
+            "from dnn.entry import main\n"
+            "main()\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 130
+    assert result.stderr == "Error: interrupted (Ctrl-C) while starting; nothing was done\n"
+
+
+def test_a_refused_plugin_is_one_warning_line(install_fake_plugin):
+    install_fake_plugin("fake-evil", "1.0", {"dnn.optimizers": {"adam": "fake_evil:Evil"}},
+                        {"fake_evil": "class Evil:\n    pass\n"})
+    result = CliRunner().invoke(main, ["plugins"])
+    warning = [line for line in result.stderr.splitlines() if "fake-evil" in line]
+    assert warning == ["Warning: plugin 'adam' from fake-evil: optimizer name 'adam' is already "
+                       "provided by dnn-framework; this one is ignored"]
+    assert "warnings.warn" not in result.stderr and "UserWarning" not in result.stderr
+
+
+def test_an_optimizer_that_rebinds_param_stops_training_at_its_first_step(
+        tiny, install_fake_plugin):
+    install_fake_plugin("fake-rebinds", "1.0", {"dnn.optimizers": {"rebinds": "fake_r:Broken"}},
+                        {"fake_r": _optimizer_source(UPDATE="param = param - 0.1 * grad")})
+    result = run("train", "--dataset", "tiny", "--epochs", "3", "--optimizer", "rebinds")
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        "Error: optimizer 'rebinds' from fake-rebinds 1.0: update() left every parameter as it "
+        "was: change param in place (param -= step), not by assigning a new array to the name")
+    assert "Epoch 2/3" not in result.output
+
+
+def test_validation_split_adds_val_figures_beside_the_test_ones(tiny, tmp_path):
+    history = tmp_path / "history.json"
+    result = run("train", "--dataset", "tiny", "--epochs", "2", "--validation-split", "0.2",
+                 "--history", str(history))
+    assert result.exit_code == 0, result.output
+    # 240 of the 300 samples train, in batches of 128: 2 steps
+    summaries = [line for line in result.output.splitlines() if line.startswith("2/2 - ")]
+    assert len(summaries) == 2
+    for line in summaries:
+        assert "- val_loss: " in line and "- test_loss: " in line
+    assert set(json.loads(history.read_text())["epochs"][0]) == {
+        "epoch", "loss", "accuracy", "test_loss", "test_accuracy", "seconds"}
+    refused = run("train", "--dataset", "tiny", "--validation-split", "1")
+    assert refused.exit_code == 2 and "--validation-split" in refused.output

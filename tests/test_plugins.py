@@ -114,7 +114,8 @@ def test_check_command_fails_for_a_wrong_optimizer(install_fake_plugin):
 
 @pytest.mark.parametrize("broken_update, message", [
     ("param = param - self.learning_rate * grad",
-     "Broken.update() left every parameter as it was: change param in place"),
+     "optimizer 'broken' from fake-broken 1.0: update() left every parameter as it was: change "
+     "param in place (param -= step), not by assigning a new array to the name (on cpu)"),
     ("raise RuntimeError('boom')",
      "optimizer 'broken' from fake-broken 1.0 failed in update(): RuntimeError: boom (on cpu)"),
     ("return param - self.learning_rate * grad",

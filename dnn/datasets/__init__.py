@@ -5,7 +5,7 @@ from dnn.datasets.base import Dataset, IdxDataset, cache_dir, contract_problem
 from dnn.errors import DataError, DnnError, PluginLoadError
 
 __all__ = ["Dataset", "IdxDataset", "cache_dir", "contract_problem", "get", "load_checked",
-           "plugin_class"]
+           "mnist", "plugin_class"]
 
 
 def get(name: str) -> Dataset:
@@ -42,3 +42,6 @@ def load_checked(name: str, data_dir=None):
     if problem:
         raise DataError(f"{origin} broke the dataset contract: {problem}")
     return splits
+
+
+from dnn.datasets import mnist  # noqa: E402  (Keras' datasets.mnist.load_data)

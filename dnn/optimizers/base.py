@@ -114,9 +114,15 @@ class Optimizer:
     def apply_gradients(self, params: list, grads: list) -> None:
         """Advance ``iterations`` and update every parameter with its gradient.  A subclass
         whose ``update`` raises, or returns a new array (a sign that it did not work in place;
-        ``param`` itself may be returned), is an :class:`OptimizerError` naming it."""
+        ``param`` itself may be returned), is an :class:`OptimizerError` naming it; so is one
+        whose first step leaves every parameter as it was while a gradient is not zero (the
+        sign of ``param = param - step``, which rebinds the name instead of writing the
+        array)."""
         self.iterations += 1
         self.scalars = self._scalar_arrays or self.step_scalars(self.iterations)
+        xp = self.xp
+        before = [xp.asarray(param, copy=True) for param in params] \
+            if self.iterations == 1 else None
         try:
             for param, grad, state in zip(params, grads, self.states):
                 returned = self.update(param, grad, state)
@@ -129,6 +135,10 @@ class Optimizer:
         except plugins.PLUGIN_FAILURES as error:
             raise OptimizerError(plugins.failure(self._origin(), "in update()",
                                                  error)) from error
+        if before is not None and _left_alone(xp, params, grads, before):
+            raise OptimizerError(f"{self._origin()}: update() left every parameter as it was: "
+                                 "change param in place (param -= step), not by assigning a "
+                                 "new array to the name")
 
     def device_arrays(self) -> list:
         """Arrays of the backend that the optimizer keeps beside its per-parameter state: the
@@ -161,6 +171,13 @@ class Optimizer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+def _left_alone(xp, params, grads, before) -> bool:
+    """True when no parameter changed although some gradient is not zero (read on the host:
+    done on the first step only)."""
+    unchanged = all(bool(xp.all(param == old)) for param, old in zip(params, before))
+    return unchanged and any(bool(xp.any(grad != 0)) for grad in grads)
 
 
 def _is_number(value) -> bool:
