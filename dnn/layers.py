@@ -97,6 +97,11 @@ class Layer:
         """``{"class": name, ...}``: the arguments that rebuild the layer (checkpoints)."""
         raise NotImplementedError
 
+    def step_state(self) -> list:
+        """Arrays of the backend, besides ``params``, that a training step changes and the
+        next one reads (a counter, say): none by default."""
+        return []
+
     def get_weights(self) -> list:
         """Host copies of the layer's parameters."""
         return [self._backend.to_numpy(param) for param in self.params]
@@ -319,6 +324,9 @@ class Dropout(_Passthrough):
         out[...] = x * mask
         self._mask = mask
         return out
+
+    def step_state(self) -> list:
+        return [self._step]
 
     def backward(self, grad, logits=False):
         if not self.needs_input_grad:

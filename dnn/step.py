@@ -52,10 +52,12 @@ class TrainingStep:
                                                                model._output_threshold)
 
     def state(self) -> list:
-        """Every array a run changes that outlives it: the weights, the optimizer's state and
-        the epoch totals (the buffers in between are rewritten by every run)."""
-        optimizer = self.model.optimizer
-        return [*self.model.params, *(a for s in optimizer.states for a in s.values()),
+        """Every array a run changes that outlives it: the weights, the layers' step state,
+        the optimizer's state and the epoch totals (the buffers in between are rewritten by
+        every run)."""
+        model, optimizer = self.model, self.model.optimizer
+        return [*model.params, *(a for layer in model.layers for a in layer.step_state()),
+                *(a for s in optimizer.states for a in s.values()),
                 *optimizer.device_arrays(), self.totals.loss, self.totals.correct]
 
 
