@@ -39,8 +39,11 @@ from dnn.utils import to_categorical
 model = dnn.Sequential([Dense(512, activation="relu"), Dense(10, activation="softmax")],
                        seed=0, backend=CpuBackend())
 model.compile(optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"])
-seconds = model.fit(x, to_categorical(y), epochs=int(sys.argv[2]) + 1,
-                    batch_size=128).history["seconds"][1:]
+history = model.fit(x, to_categorical(y), epochs=int(sys.argv[2]) + 1, batch_size=128,
+                    verbose=0)
+# Training seconds per epoch: History.seconds now, the logs' "seconds" in older revisions.
+seconds = getattr(history, "seconds", None) or history.history["seconds"]
+seconds = seconds[1:]
 print(json.dumps({"dnn": dnn.__file__, "seconds": seconds}))
 """
 
