@@ -405,8 +405,6 @@ def test_a_softmax_over_one_unit_is_refused():
 def test_what_a_user_can_pass_wrong_is_dnns_own_error_naming_it(cpu, tmp_path, call, error,
                                                                  message):
     """dnn's errors, also the built-in exception a Python user would catch."""
-    import dnn.checkpoint
-
     model = seed_network(cpu)
     model.build(8)
     with pytest.raises(DnnError) as raised:
