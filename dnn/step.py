@@ -81,11 +81,10 @@ class ReplayedStep:
 
     CHECKED_REPLAYS = 2
 
-    def __init__(self, step: TrainingStep, check: bool = True):
+    def __init__(self, step: TrainingStep):
         self.step = step
         self.indices = step.indices  # written by the caller before each run
         self.backend = step.model.backend
-        self.check = check
         self.graph = None
         self.runs = 0  # eager runs and replays
         self.replays = 0
@@ -104,7 +103,7 @@ class ReplayedStep:
             self._capture()
             if self.graph is None:
                 return  # it ran eagerly
-        if self.check and self.replays < self.CHECKED_REPLAYS:
+        if self.replays < self.CHECKED_REPLAYS:
             self._checked_replay()
         else:
             self._replay()
@@ -125,6 +124,10 @@ class ReplayedStep:
     def _capture(self) -> None:
         """Capture the step; without a capture (the backend has none, or it failed), run it
         eagerly now and from here on."""
+        if not self.backend.captures_steps():  # no graphs here: nothing to check either
+            self.eager = True
+            self.step()
+            return
         optimizer = self.step.model.optimizer
         before, iterations = self._snapshot(), optimizer.iterations
         try:
@@ -138,9 +141,9 @@ class ReplayedStep:
         # also computes, its device effects) are undone before the first replay.
         self._restore(before)
         optimizer.iterations = iterations
-        if self.graph is None:  # the backend does not capture: eager, without a warning
+        if self.graph is None:  # the backend declined this step: eager, without a warning
             self.eager = True
-            self.__call__()
+            self.step()
 
     def _checked_replay(self) -> None:
         optimizer = self.step.model.optimizer
