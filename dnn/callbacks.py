@@ -230,6 +230,9 @@ class ProgressBar(_Printer):
     """Keras' bar: ``Epoch 2/5``, then ``312/469 [=====>....] - ETA: 3.2s - loss: ...``
     redrawn in place, ending as the epoch's summary on the same line."""
 
+    def on_train_begin(self, logs=None):
+        self.drawn = None  # the line on screen, while a bar is open
+
     def on_epoch_begin(self, epoch, logs=None):
         super().on_epoch_begin(epoch, logs)
         self.drawn, self.last_refresh = None, None
@@ -261,7 +264,7 @@ class ProgressBar(_Printer):
         self.drawn = text
 
     def _end_line(self) -> None:
-        if getattr(self, "drawn", None) is not None:
+        if self.drawn is not None:
             self._write("\n")
             self.drawn = None
 
