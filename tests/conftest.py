@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,18 @@ def reset_discovery():
     backends.get_backend.cache_clear()
     for name in [m for m in sys.modules if m.startswith("fake_")]:
         del sys.modules[name]
+
+
+def peak_bytes(call, error, message) -> int:
+    """The most memory Python allocated while ``call()`` raised ``error`` matching
+    ``message`` (a bound on what a refused file made dnn read)."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(error, match=message):
+            call()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def numerical_gradient(f, x: np.ndarray, step: float = 1e-6) -> np.ndarray:

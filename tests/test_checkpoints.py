@@ -5,7 +5,6 @@ import json
 import os
 import pickle
 import re
-import tracemalloc
 import zipfile
 
 import numpy as np
@@ -17,6 +16,7 @@ from dnn import backends, checkpoint, plugins
 from dnn.cli import main
 from dnn.errors import CheckpointError, UsageError
 from scripts.hostile import npy, patched, rewritten, zipped
+from tests.conftest import peak_bytes
 from tests.test_cli import tiny  # noqa: F401  (the tiny dataset plugin fixture)
 from tests.test_model import blobs, seed_network
 from dnn.utils import to_categorical
@@ -454,13 +454,7 @@ HOSTILE = {
 def test_hostile_checkpoints_are_refused_in_one_line_within_bounded_memory(tmp_path, case,
                                                                           tiny):  # noqa: F811
     path = hostile(tmp_path, case)
-    tracemalloc.start()
-    try:
-        with pytest.raises(CheckpointError, match=re.escape(HOSTILE[case])):
-            checkpoint.load(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = peak_bytes(lambda: checkpoint.load(path), CheckpointError, re.escape(HOSTILE[case]))
     assert peak < 32 << 20, f"reading it took {peak:,} bytes"
     result = run("evaluate", str(path), "--dataset", "tiny")
     assert result.exit_code == 1 and result.output.startswith("Error: ")

@@ -5,7 +5,6 @@ import hashlib
 import http.server
 import os
 import threading
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 
 from dnn.datasets import IdxDataset
 from dnn.datasets.idx import read_idx, write_idx
+from tests.conftest import peak_bytes
 from dnn.errors import DataError
 
 IMAGES = np.arange(6 * 4 * 4, dtype=np.uint8).reshape(6, 4, 4)
@@ -308,14 +308,7 @@ def test_a_gzip_bomb_behind_a_valid_header_is_refused_without_being_inflated(tmp
         file.write(header + IMAGES.tobytes())
         for _ in range(100):
             file.write(bytes(1 << 20))
-    tracemalloc.start()
-    try:
-        with pytest.raises(DataError, match="trailing data"):
-            read_idx(path, (6, 4, 4))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 4 << 20
+    assert peak_bytes(lambda: read_idx(path, (6, 4, 4)), DataError, "trailing data") < 4 << 20
 
 
 def test_a_huge_raw_file_or_header_is_refused_before_reading(tmp_path):
@@ -324,14 +317,8 @@ def test_a_huge_raw_file_or_header_is_refused_before_reading(tmp_path):
     with open(sparse, "wb") as file:
         file.write(header)
         file.truncate(4 << 30)  # 4 GiB, sparse on disk
-    tracemalloc.start()
-    try:
-        with pytest.raises(DataError, match="holds 4294967296 bytes; its header"):
-            read_idx(sparse, (6, 4, 4))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 1 << 20
+    assert peak_bytes(lambda: read_idx(sparse, (6, 4, 4)), DataError,
+                      "holds 4294967296 bytes; its header") < 1 << 20
     claims = tmp_path / "claims"
     claims.write_bytes(bytes([0, 0, 8, 3]) + np.asarray((1 << 20, 1 << 10, 1 << 10),
                                                          ">u4").tobytes())
