@@ -12,8 +12,8 @@ import pytest
 
 from dnn.datasets import IdxDataset
 from dnn.datasets.idx import read_idx, write_idx
-from tests.conftest import peak_bytes
 from dnn.errors import DataError
+from tests.conftest import peak_bytes
 
 IMAGES = np.arange(6 * 4 * 4, dtype=np.uint8).reshape(6, 4, 4)
 LABELS = np.array([0, 1, 2, 0, 1, 2], np.uint8)
