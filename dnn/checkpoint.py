@@ -220,8 +220,9 @@ def _restore_state(archive: NpzReader, model: Sequential, iterations) -> None:
 
 
 def describe(config: dict) -> str:
-    """``"512 relu -> 10 softmax (float32)"`` for a model config."""
-    layers = " -> ".join(f"{layer['units']} {layer['activation']}" for layer in config["layers"])
+    """``"512 relu -> dropout -> 10 softmax (float32)"`` for a model config."""
+    layers = " -> ".join(f"{layer['units']} {layer['activation']}" if "units" in layer
+                         else str(layer.get("class", "?")).lower() for layer in config["layers"])
     return f"{layers} ({config['dtype']})"
 
 

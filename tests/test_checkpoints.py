@@ -507,3 +507,24 @@ def test_resume_continues_the_epochs_the_history_and_the_shuffle_bit_for_bit(tmp
     assert records[1]["epochs"] == records[0]["epochs"]
     assert [epoch["epoch"] for epoch in records[1]["epochs"]] == [1, 2, 3, 4, 5]
     assert records[1]["test"] == records[0]["test"]
+
+
+def test_a_checkpoint_with_dropout_resumes_on_the_command_line(tmp_path, tiny,  # noqa: F811
+                                                             cpu):
+    """Saved from the Python API, layers the command line never builds are named in its
+    messages, and the model trains on."""
+    x, labels = blobs(n=60, features=12)
+    model = dnn.Sequential([dnn.layers.Dense(16, activation="relu"), dnn.layers.Dropout(0.2),
+                            dnn.layers.Dense(3, activation="softmax")], seed=0, backend=cpu)
+    model.compile(metrics=["accuracy"])
+    model.fit(x, to_categorical(labels), epochs=1, verbose=0)
+    model.save(tmp_path / "dropout.npz")
+    refused = run("train", "--dataset", "tiny", "--resume", str(tmp_path / "dropout.npz"),
+                  "--hidden", "16")
+    assert refused.exit_code == 1
+    assert "holds a model 16 relu -> dropout -> 3 softmax (float32), not 16 relu -> 3 " \
+           "softmax (float32)" in refused.output
+    resumed = run("train", "--dataset", "tiny", "--epochs", "1", "--resume",
+                  str(tmp_path / "dropout.npz"))
+    assert resumed.exit_code == 0, resumed.output
+    assert "Epoch 2/2" in resumed.output
