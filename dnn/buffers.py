@@ -1,5 +1,5 @@
-"""Buffers: the arrays an owner (a layer, the model) writes its results into, kept from call to
-call so that a training step allocates nothing once the first full batch has passed."""
+"""Buffers: the arrays an owner (a layer, the model, a backend's kernels) writes into, kept from
+call to call so that a training step allocates nothing once the first full batch has passed."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ class Buffers:
         self._arrays: dict = {}
 
     def __call__(self, role: str, shape: tuple, dtype):
-        """The ``role`` array of ``shape`` (a tuple) and ``dtype`` (the backend's dtype object,
-        as an array's ``.dtype`` gives it)."""
+        """The ``role`` array of ``shape`` (a tuple) and ``dtype`` (what ``backend.empty`` takes;
+        the key compares it as given, so ask for one role with one spelling of its dtype)."""
         key = (role, shape, dtype)
         array = self._arrays.get(key)
         if array is None:

@@ -44,14 +44,14 @@ class InputColumns:
     The layer owns one and hands it to the forward and the backward kernel of the same batch;
     the forward kernel sets ``kept`` (the ``(k,)`` increasing indices of the kept columns, or
     None when it multiplied them all) and ``packed`` (``x[:, kept]``, ``(n, k)``), and may keep
-    the arrays behind them in ``buffers`` from batch to batch.  Backends that never leave
-    columns out ignore it.
+    the arrays behind them from batch to batch in ``buffers`` (a :class:`dnn.buffers.Buffers`
+    it makes on first use).  Backends that never leave columns out ignore it.
     """
 
     def __init__(self):
         self.kept = None
         self.packed = None
-        self.buffers: dict = {}
+        self.buffers = None
 
 
 class Backend:

@@ -27,21 +27,12 @@ import threading
 import numpy as np
 
 from dnn.backends.base import Availability, Backend
+from dnn.buffers import Buffers
 
 try:
     from dnn.backends import _cpu_kernels as C_KERNELS
 except ImportError:  # installed without a C compiler
     C_KERNELS = None
-
-
-def _reused(buffers: dict, key: str, shape, dtype) -> np.ndarray:
-    """The array in ``buffers`` for ``key``, one per shape and dtype (a training run needs two
-    batch sizes: the full one and the last, smaller one), made on first use."""
-    slot = (key, tuple(shape), np.dtype(dtype))
-    array = buffers.get(slot)
-    if array is None:
-        array = buffers[slot] = np.empty(shape, dtype)
-    return array
 
 
 FLOAT32 = np.dtype(np.float32)
@@ -133,8 +124,10 @@ class CpuBackend(Backend):
     def _temporary(self, role: str, shape, dtype) -> np.ndarray:
         """The calling thread's scratch array for ``role``: valid until that thread's next
         call of a kernel that uses ``role``, and never returned by one."""
-        temporaries = self._thread_local.__dict__.setdefault("buffers", {})
-        return _reused(temporaries, role, shape, dtype)
+        temporaries = getattr(self._thread_local, "buffers", None)
+        if temporaries is None:
+            temporaries = self._thread_local.buffers = Buffers(self)
+        return temporaries(role, shape, dtype)
 
     def _temporary_like(self, role: str, like: np.ndarray) -> np.ndarray:
         return self._temporary(role, like.shape, like.dtype)
@@ -148,7 +141,9 @@ class CpuBackend(Backend):
                 or not x.flags.c_contiguous):
             return
         rows, width = x.shape
-        kept = _reused(columns.buffers, "kept", (width,), np.int64)
+        if columns.buffers is None:
+            columns.buffers = Buffers(self)
+        kept = columns.buffers("kept", (width,), np.int64)
         c_kernels = self._c_kernels_take(x)
         if c_kernels:
             count = self.c_kernels.nonzero_columns(x, kept)
@@ -159,7 +154,7 @@ class CpuBackend(Backend):
         if count > (1 - SKIP_MIN_ZERO_SHARE) * width:
             return
         # A view of the first n*k elements: contiguous, whatever k the batch has.
-        packed = _reused(columns.buffers, "packed", x.shape, x.dtype).reshape(-1)[:rows * count]
+        packed = columns.buffers("packed", x.shape, x.dtype).reshape(-1)[:rows * count]
         columns.kept, columns.packed = kept[:count], packed.reshape(rows, count)
         if c_kernels:
             self.c_kernels.take_columns(x, columns.kept, columns.packed)
