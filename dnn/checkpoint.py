@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from dnn import backends, losses, optimizers, plugins
-from dnn.callbacks import Callback
 from dnn.errors import ArgumentTypeError, CheckpointError, UsageError
 from dnn.fileio import atomic_write
 from dnn.model import Sequential, check_seed, dense_classifier
@@ -108,8 +107,8 @@ def load(path, backend=None, seed=None, *, with_optimizer=True) -> Sequential:
     """The model saved at ``path``, built and compiled on ``backend`` (default: current),
     with its optimizer state and the epochs it trained, ready to evaluate or to go on training
     where it stopped (the shuffle order goes on as it would have, unless ``seed`` seeds it
-    anew).  ``with_optimizer=False`` leaves the optimizer out: the model
-    can evaluate and predict, and loads where the optimizer's plugin is not installed.
+    anew).  ``with_optimizer=False`` leaves the optimizer out: the model can evaluate and
+    predict, and loads where the optimizer's plugin is not installed.
 
     Nothing is allocated before it is checked: the zip directory, then the metadata, then
     every weight's header against the architecture, and only then the weights themselves."""
@@ -129,7 +128,7 @@ def load(path, backend=None, seed=None, *, with_optimizer=True) -> Sequential:
             model.set_weights(weights)
             if optimizer is not None:
                 _restore_state(archive, model, meta["optimizer"]["iterations"])
-            _restore_progress(archive.path, model, meta, seed)
+            _restore_progress(path, model, meta, seed)
         except (KeyError, TypeError, IndexError, ValueError) as error:  # UsageError included
             raise CheckpointError(f"{path} is damaged or does not match its architecture "
                                   f"({type(error).__name__}: {error})") from None
@@ -249,14 +248,3 @@ def check_fits(model: Sequential, path, dataset_name: str, x, classes: int) -> N
         raise UsageError(f"{path} takes {takes} features and has {outputs} classes; "
                          f"{dataset_name} has {features} features and {classes} classes")
 
-
-class SaveEachEpoch(Callback):
-    """Saves the model after every completed epoch, so that a later divergence keeps the last
-    good checkpoint."""
-
-    def __init__(self, path):
-        super().__init__()
-        self.path = path
-
-    def on_epoch_end(self, epoch, logs=None):
-        save(self.model, self.path)

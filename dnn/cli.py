@@ -16,11 +16,10 @@ import warnings
 
 import click
 
-from dnn import backends, checkpoint, datasets, optimizers, plugins
+from dnn import backends, checkpoint, datasets, history_file, optimizers, plugins
+from dnn.callbacks import EvaluateEachEpoch, ModelCheckpoint
 from dnn.errors import CheckpointError, DataError, DnnError, UsageError
 from dnn.fileio import check_writable
-from dnn.callbacks import EvaluateEachEpoch
-from dnn import history_file
 from dnn.history_file import HistoryFile
 from dnn.model import Sequential, dense_classifier
 from dnn.utils import to_categorical
@@ -251,7 +250,9 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
     y_train, y_test = _targets(model, y_train, classes), _targets(model, y_test, classes)
     callbacks = [EvaluateEachEpoch(x_test, y_test, prefix="test_")]
     if save_path:
-        callbacks.append(checkpoint.SaveEachEpoch(save_path))
+        # after every epoch, so that a later divergence keeps the last good checkpoint; the
+        # braces are doubled because ModelCheckpoint fills {epoch} and friends into its path
+        callbacks.append(ModelCheckpoint(str(save_path).replace("{", "{{").replace("}", "}}")))
     history_writer = None
     if history_path:
         earlier = history_file.earlier_epochs(history_path, model.epochs_done) if resume_path \

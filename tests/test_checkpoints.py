@@ -179,6 +179,16 @@ def test_divergence_exits_1_and_keeps_the_last_good_checkpoint(tmp_path, tiny): 
     assert all(np.all(np.isfinite(w)) for w in loaded.get_weights())
 
 
+def test_save_writes_the_name_given_even_with_braces(tmp_path, tiny):  # noqa: F811
+    folder = tmp_path / "models"
+    folder.mkdir()
+    model = folder / "model-{epoch}.npz"  # a file name, not a Keras ModelCheckpoint pattern
+    result = run("train", "--dataset", "tiny", "--epochs", "2", "--save", str(model))
+    assert result.exit_code == 0, result.output
+    assert [path.name for path in folder.iterdir()] == ["model-{epoch}.npz"]
+    assert checkpoint.load(model).epochs_done == 2
+
+
 def test_plot_without_matplotlib_is_a_clear_error(tiny, monkeypatch, tmp_path):  # noqa: F811
     import builtins
 
