@@ -184,9 +184,14 @@ class EvaluateEachEpoch(Callback):
         logs.update({f"{self.prefix}{key}": value for key, value in results.items()})
 
 
-def _figures(logs) -> str:
-    """``"loss: 0.2587 - accuracy: 0.9250"``."""
+def figures(logs) -> str:
+    """``"loss: 0.2587 - accuracy: 0.9250"`` for ``{"loss": ..., "accuracy": ...}``."""
     return " - ".join(f"{key}: {value:.4f}" for key, value in logs.items())
+
+
+def _then_figures(logs) -> str:
+    """``" - "`` and the figures of ``logs``, to follow a progress line; empty for none."""
+    return f" - {figures(logs)}" if logs else ""
 
 
 def _duration(seconds: float) -> str:
@@ -216,7 +221,7 @@ class _Printer(Callback):
     def _summary(self, logs) -> str:
         steps, spent = self.params["steps"], time.perf_counter() - self.started
         return (f"{steps}/{steps} - {_duration(spent)} {1000 * spent / max(steps, 1):.0f}ms/step"
-                f"{' - ' if logs else ''}{_figures(logs or {})}")
+                + _then_figures(logs))
 
 
 class EpochLines(_Printer):
@@ -246,8 +251,7 @@ class ProgressBar(_Printer):
         done = int(BAR_WIDTH * step / steps)
         bar = "=" * max(done - 1, 0) + (">" if done else "") + "." * (BAR_WIDTH - done)
         eta = (now - self.started) / step * (steps - step)
-        self._draw(f"{step}/{steps} [{bar}] - ETA: {_duration(eta)}"
-                   f"{' - ' if logs else ''}{_figures(logs or {})}")
+        self._draw(f"{step}/{steps} [{bar}] - ETA: {_duration(eta)}{_then_figures(logs)}")
 
     def on_epoch_end(self, epoch, logs=None):
         summary = self._summary(logs)

@@ -16,7 +16,7 @@ import numpy as np
 
 from dnn import backends, layers as layers_module, losses, metrics as metrics_module, optimizers
 from dnn.buffers import Buffers
-from dnn.callbacks import BatchLogs, EpochLines, History, ProgressBar, callback_list
+from dnn.callbacks import BatchLogs, EpochLines, History, ProgressBar, callback_list, figures
 from dnn.errors import ArgumentTypeError, DivergenceError, OutOfMemoryError, UsageError
 from dnn.step import EpochTotals, ReplayedStep, TrainingStep
 from dnn.utils import check_label_range, is_int_at_least
@@ -449,7 +449,7 @@ class Sequential:
         _check_verbose(verbose)
         results = self._evaluate_device(*self._device_data(x, y), batch_size)
         if verbose:
-            print(" - ".join(f"{key}: {value:.4f}" for key, value in results.items()))
+            print(figures(results))
         if return_dict:
             return results
         return results["loss"] if len(results) == 1 else list(results.values())
