@@ -248,6 +248,7 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
         model.compile(optimizer=new_optimizer, loss="categorical_crossentropy",
                       metrics=["accuracy"])
     y_train, y_test = _targets(model, y_train, classes), _targets(model, y_test, classes)
+    optimizer_name = plugins.name_of("optimizer", type(model.optimizer))
     callbacks = [EvaluateEachEpoch(x_test, y_test, prefix="test_")]
     if save_path:
         # after every epoch, so that a later divergence keeps the last good checkpoint; the
@@ -257,24 +258,25 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
     if history_path:
         earlier = history_file.earlier_epochs(history_path, model.epochs_done) if resume_path \
             else []
-        history_writer = HistoryFile(history_path, backend,
-                                     plugins.name_of("optimizer", type(model.optimizer)), dataset,
-                                     earlier)
+        history_writer = HistoryFile(history_path, backend, optimizer_name, dataset, earlier)
         callbacks.append(history_writer)
     history = model.fit(x_train, y_train, epochs=model.epochs_done + epochs,
                         initial_epoch=model.epochs_done, batch_size=batch_size,
                         validation_split=validation_split, callbacks=callbacks,
                         verbose=0 if quiet else "auto")
-    test_results = model.evaluate(x_test, y_test)
-    if save_path and epochs == 0:
-        checkpoint.save(model, save_path)
+    if epochs == 0:  # nothing trained: evaluate (and save) the model as it is
+        test_results = model.evaluate(x_test, y_test)
+        if save_path:
+            checkpoint.save(model, save_path)
+    else:  # the last epoch's test figures: the weights have not changed since
+        test_results = [history.history["test_loss"][-1], history.history["test_accuracy"][-1]]
     click.echo(f"test: loss {test_results[0]:.4f} accuracy {test_results[1]:.4f}")
     if history_writer is not None:
         history_writer.write(test_results)  # also for --epochs 0
     if plot_path:
         plotting.plot_history(history.history, plot_path,
                               f"{dataset}: {checkpoint.describe(model.get_config())}, "
-                              f"{plugins.name_of('optimizer', type(model.optimizer))}")
+                              f"{optimizer_name}")
 
 
 @main.command()

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from dnn import checkpoint
 from dnn.cli import main
+from dnn.utils import to_categorical
 
 TINY_DATASET = """
 import numpy as np
@@ -58,6 +59,19 @@ def test_train_writes_history_in_the_documented_schema(tiny, tmp_path):
     assert set(record["test"]) == {"loss", "accuracy"}
     assert record["test"]["accuracy"] == record["epochs"][-1]["test_accuracy"]
     assert record["epochs"][-1]["loss"] < record["epochs"][0]["loss"]
+
+
+def test_the_final_test_figures_are_those_of_the_trained_weights(tiny, tmp_path):
+    from fake_tiny import Tiny
+
+    history, saved = tmp_path / "history.json", tmp_path / "model.npz"
+    result = run("train", "--dataset", "tiny", "--epochs", "2", "--history", str(history),
+                 "--save", str(saved))
+    assert result.exit_code == 0, result.output
+    _, (x_test, labels) = Tiny().load()
+    loss, accuracy = checkpoint.load(saved).evaluate(x_test, to_categorical(labels, 3))
+    assert json.loads(history.read_text())["test"] == {"loss": loss, "accuracy": accuracy}
+    assert result.output.endswith(f"test: loss {loss:.4f} accuracy {accuracy:.4f}\n")
 
 
 def test_zero_epochs_write_a_history_with_the_untrained_test_result(tiny, tmp_path):
