@@ -232,7 +232,7 @@ def optimizer_results(cls, backend_names=None) -> list[CheckResult]:
         raise
     except OptimizerError as error:  # it names the plugin and what failed
         raise AssertionError(f"{error} (on cpu)") from error
-    except plugins.PLUGIN_FAILURES as error:  # the plugin's own code raised: say so, as a failed check
+    except plugins.PLUGIN_FAILURES as error:  # the plugin's own code raised: a failed check
         raise AssertionError(f"{cls.__name__} raised {type(error).__name__} on cpu: "
                              f"{error}") from error
     for dtype, reference in references.items():
@@ -435,7 +435,7 @@ def backend_results(cls) -> list[CheckResult]:
 
     try:
         backend = cls()
-    except plugins.PLUGIN_FAILURES as error:  # the plugin's own constructor, worded as get_backend words it
+    except plugins.PLUGIN_FAILURES as error:  # its constructor: worded as get_backend words it
         return [CheckResult(cls.name, "fail",
                             plugins.failure(plugins.origin_of("backend", cls), "to start",
                                             error))]
