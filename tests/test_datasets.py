@@ -210,6 +210,21 @@ def test_real_mnist_loads_with_documented_counts(mnist_dir):
     assert x.dtype == np.float32 and 0 <= x.min() and x.max() == 1
 
 
+def test_keras_load_data_gives_the_files_bytes_and_load_scales_them(mnist_dir):
+    from dnn.datasets import get, mnist
+
+    (images, labels), (test_images, test_labels) = mnist.load_data(mnist_dir)
+    assert images.shape == (60000, 28, 28) and test_labels.shape == (10000,)
+    assert all(array.dtype == np.uint8 and array.flags.writeable
+               for array in (images, labels, test_images, test_labels))
+    files = {role: mnist_dir / name for role, (name, _) in mnist.MNIST.files.items()}
+    assert np.array_equal(images, read_idx(files["train_images"], (60000, 28, 28)))
+    assert np.array_equal(test_labels, read_idx(files["test_labels"], (10000,)))
+    (x, y), _ = get("mnist").load(mnist_dir)
+    assert np.array_equal(x, images.astype(np.float32) / np.float32(255))
+    assert np.array_equal(y, labels)
+
+
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_class_counts_are_checked_when_the_dataset_declares_them(server, cache, tmp_path, split):
     files = _gz_files()

@@ -88,6 +88,17 @@ class IdxDataset(Dataset):
     class_counts: dict = {}
 
     def load(self, data_dir=None):
+        splits = []
+        for images, labels in self.load_raw(data_dir):
+            x = images.astype(np.float32)
+            x /= 255  # in place: no second float copy of the images
+            splits.append((x, labels.astype(np.int64)))
+        return tuple(splits)
+
+    def load_raw(self, data_dir=None):
+        """The train and test splits as their files hold them: ``(images, labels)``, images
+        ``(N, *image_shape)`` and labels ``(N,)`` in the files' type (uint8 for MNIST),
+        read-only, checked as :meth:`load` checks them."""
         data_dir = data_dir or os.environ.get("DNN_DATA_DIR")
         paths = {role: self.locate(role, data_dir) for role in ROLES}
         return self._split("train", paths), self._split("test", paths)
@@ -106,9 +117,7 @@ class IdxDataset(Dataset):
                 raise DataError(f"{paths[f'{split}_labels']} counts {counts} images per class, "
                                 f"not {self.name}'s {list(expected)}: another dataset's files? "
                                 "Keep each dataset in its own folder")
-        x = images.astype(np.float32)
-        x /= 255
-        return x, labels.astype(np.int64)
+        return images, labels
 
     def max_file_bytes(self, role: str) -> int:
         """The most a file of ``role`` can hold: its IDX header and data (from ``sizes`` and

@@ -1,5 +1,7 @@
 """MNIST: 60,000 training and 10,000 test images of handwritten digits, 28x28."""
 
+import numpy as np
+
 from dnn.datasets.base import IdxDataset
 
 
@@ -29,7 +31,5 @@ def load_data(path=None):
     """Keras' ``mnist.load_data()``: ``(x_train, y_train), (x_test, y_test)``, images as
     uint8 ``(N, 28, 28)``, labels uint8 ``(N,)``; the files are found as :class:`MNIST`
     finds them (``path``, ``$DNN_DATA_DIR``, the cache, else downloaded)."""
-    import numpy as np
-
-    splits = MNIST().load(path)
-    return tuple((np.rint(x * 255).astype(np.uint8), y.astype(np.uint8)) for x, y in splits)
+    return tuple((images.astype(np.uint8), labels.astype(np.uint8))  # writable copies
+                 for images, labels in MNIST().load_raw(path))
