@@ -264,15 +264,15 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
                         initial_epoch=model.epochs_done, batch_size=batch_size,
                         validation_split=validation_split, callbacks=callbacks,
                         verbose=0 if quiet else "auto")
-    if epochs == 0:  # nothing trained: evaluate (and save) the model as it is
+    if epochs == 0:  # nothing trained: evaluate (and record) the model as it is
         test_results = model.evaluate(x_test, y_test)
         if save_path:
             checkpoint.save(model, save_path)
-    else:  # the last epoch's test figures: the weights have not changed since
+        if history_writer is not None:
+            history_writer.write(test_results)
+    else:  # the last epoch's test figures, already recorded: the weights have not changed
         test_results = [history.history["test_loss"][-1], history.history["test_accuracy"][-1]]
     click.echo(f"test: loss {test_results[0]:.4f} accuracy {test_results[1]:.4f}")
-    if history_writer is not None:
-        history_writer.write(test_results)  # also for --epochs 0
     if plot_path:
         plotting.plot_history(history.history, plot_path,
                               f"{dataset}: {checkpoint.describe(model.get_config())}, "

@@ -27,7 +27,7 @@ class HistoryFile(Callback):
     """Rewrites the history JSON at ``path`` after every completed epoch: ``{"backend",
     "optimizer", "dataset", "epochs": [{"epoch": 1, "loss", "accuracy", "test_loss",
     "test_accuracy", "seconds"}, ...], "test": {"loss", "accuracy"}}``, its ``test`` being the
-    last epoch's test figures until :meth:`write` records the final ones.  A run that is
+    last epoch's test figures (:meth:`write` records those of a run of no epochs).  A run that is
     interrupted or diverges keeps the epochs it finished; ``epochs`` continues the records of
     an earlier run (a resumed one)."""
 
