@@ -115,7 +115,9 @@ class BinaryCrossentropy(Loss):
         xp = backend.xp
         n, k = output.shape
         if logits:
-            grad[...] = ((xp.tanh(output * 0.5) + 1) * 0.5 - targets) / (n * k)
+            grad[...] = output
+            Sigmoid().forward(backend, grad)  # the probabilities, as the activation makes them
+            grad[...] = (grad - targets) / (n * k)
             terms = (xp.maximum(output, xp.zeros_like(output)) - output * targets
                      + xp.log1p(xp.exp(-xp.abs(output))))
             return xp.sum(terms) / k
