@@ -422,22 +422,16 @@ class Sequential:
 
     def _evaluate_device(self, x_device, y_device, batch_size: int) -> dict:
         """Mean loss (and metrics) of device data, read back once."""
-        xp = self.backend.xp
-        loss_total = xp.zeros((), dtype=self.backend.dtype(self.dtype))
-        correct = xp.zeros((), dtype=xp.int64)
+        totals = EpochTotals(self.backend, self.dtype)
         for x_batch, y_batch in self._batches(x_device, y_device, batch_size):
             output = self._forward(x_batch)
             grad = self._buffers("loss_grad", output.shape, output.dtype)
-            loss_sum = self.loss.compute(self.backend, output, y_batch, grad,
-                                         logits=self._loss_takes_logits)
-            loss_total += loss_sum
+            totals.loss += self.loss.compute(self.backend, output, y_batch, grad,
+                                             logits=self._loss_takes_logits)
             if self.metrics:
-                correct += self.backend.correct_count(output, y_batch, self._output_threshold)
-        count = x_device.shape[0]
-        results = {"loss": float(loss_total) / count}
-        if self.metrics:
-            results["accuracy"] = int(correct) / count
-        return results
+                totals.correct += self.backend.correct_count(output, y_batch,
+                                                             self._output_threshold)
+        return self._running_means(totals, x_device.shape[0])
 
     def evaluate(self, x, y, batch_size: int | None = None, verbose=0,
                  return_dict: bool = False):
