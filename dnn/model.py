@@ -105,7 +105,6 @@ class Sequential:
         self.epochs_done = 0  # epochs trained, over every fit (checkpoints keep it)
         self._buffers = None  # the batches and the loss gradient, once built
         self._loss_takes_logits = False
-        self._output_threshold = 0.5
         self._build_if_declared()
 
     # -- construction -------------------------------------------------------------------------
@@ -146,10 +145,14 @@ class Sequential:
         self.loss = losses.get(loss)
         self.metrics = metrics_module.check(metrics)
         self._loss_takes_logits = self.loss.takes_logits_of(last.activation)
-        # A yes/no output is a logit where the loss takes logits: its threshold is 0.
-        self._output_threshold = 0.0 if self._loss_takes_logits else 0.5
         if self.built and self.optimizer is not None and self.optimizer is not previous:
             self.optimizer.build(self.params, self.backend)
+
+    @property
+    def _output_threshold(self) -> float:
+        """Where a yes/no output counts as yes: 0.5 for a probability, 0 for a logit (where
+        the loss takes the logits)."""
+        return 0.0 if self._loss_takes_logits else 0.5
 
     @property
     def built(self) -> bool:
