@@ -24,7 +24,7 @@ from dnn import activations, initializers
 from dnn.backends.base import InputColumns
 from dnn.buffers import Buffers
 from dnn.errors import UsageError
-from dnn.utils import is_int_at_least
+from dnn.utils import as_shape, element_count, is_int_at_least
 
 MAX_UNITS = 2**31 - 1  # past this no array library indexes a layer's outputs
 
@@ -38,11 +38,11 @@ def _declared_features(input_shape, input_dim, layer: str) -> int | None:
         input_shape = (input_dim,)
     if input_shape is None:
         return None
-    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else (input_shape,)
-    if not shape or not all(is_int_at_least(size, 1) for size in shape):
+    features = element_count(as_shape(input_shape))
+    if features is None:
         raise UsageError(f"{layer}: input_shape must be positive sizes such as (784,), not "
                          f"{input_shape!r}")
-    return math.prod(shape)
+    return features
 
 
 class Layer:
@@ -246,7 +246,7 @@ class Input(_Passthrough):
 
     def __init__(self, shape, name=None):
         super().__init__(name, _declared_features(shape, None, "Input"))
-        self.shape = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
+        self.shape = as_shape(shape)
 
     def get_config(self) -> dict:
         return self._config("Input", shape=list(self.shape))

@@ -19,7 +19,7 @@ from dnn.buffers import Buffers
 from dnn.callbacks import BatchLogs, EpochLines, History, ProgressBar, callback_list, figures
 from dnn.errors import ArgumentTypeError, DivergenceError, OutOfMemoryError, UsageError
 from dnn.step import EpochTotals, ReplayedStep, TrainingStep
-from dnn.utils import check_label_range, is_int_at_least
+from dnn.utils import as_shape, check_label_range, element_count, is_int_at_least
 
 
 def _validate_positive_int(name: str, value) -> int:
@@ -31,12 +31,12 @@ def _validate_positive_int(name: str, value) -> int:
 def _features(input_shape) -> int:
     """The number of features of inputs of ``input_shape`` (an int, or a shape whose leading
     None is the batch size; the rest is flattened)."""
-    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else (input_shape,)
-    shape = shape[1:] if shape and shape[0] is None else shape
-    if not shape or not all(is_int_at_least(size, 1) for size in shape):
+    shape = as_shape(input_shape)
+    features = element_count(shape[1:] if shape and shape[0] is None else shape)
+    if features is None:
         raise UsageError(f"input shape must be a positive number of features or (None, "
                          f"features), not {input_shape!r}")
-    return math.prod(shape)
+    return features
 
 
 def _check_verbose(verbose) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from dnn.errors import OutOfMemoryError, UsageError
@@ -40,3 +42,16 @@ def is_int_at_least(value, minimum: int) -> bool:
     """``value`` is an integer (Python's or NumPy's, not a bool) no smaller than ``minimum``."""
     return (isinstance(value, (int, np.integer)) and not isinstance(value, bool)
             and value >= minimum)
+
+
+def as_shape(value) -> tuple:
+    """``value`` as a shape: a tuple or list as a tuple, anything else as one axis."""
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
+def element_count(shape: tuple) -> int | None:
+    """The number of elements of ``shape``; None unless it has an axis and every size is a
+    positive integer."""
+    if not shape or not all(is_int_at_least(size, 1) for size in shape):
+        return None
+    return math.prod(shape)
