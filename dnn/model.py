@@ -19,7 +19,8 @@ from dnn.buffers import Buffers
 from dnn.callbacks import BatchLogs, EpochLines, History, ProgressBar, callback_list, figures
 from dnn.errors import ArgumentTypeError, DivergenceError, OutOfMemoryError, UsageError
 from dnn.step import EpochTotals, ReplayedStep, TrainingStep
-from dnn.utils import as_shape, check_label_range, element_count, is_int_at_least
+from dnn.utils import (as_shape, check_label_range, element_count, is_int_at_least,
+                       model_rng)
 
 
 def _validate_positive_int(name: str, value) -> int:
@@ -96,7 +97,7 @@ class Sequential:
             self._append(layer)
         self.dtype = _float_dtype(dtype)
         check_seed(seed)
-        self.rng = np.random.default_rng(seed)
+        self.rng = model_rng(seed)
         self.backend = backends.resolve(backend) if backend is not None else None
         self.optimizer = None
         self.loss = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 
@@ -55,3 +56,26 @@ def element_count(shape: tuple) -> int | None:
     if not shape or not all(is_int_at_least(size, 1) for size in shape):
         return None
     return math.prod(shape)
+
+
+_model_seeds = None  # set by set_random_seed: where models made without a seed take theirs
+
+
+def set_random_seed(seed) -> None:
+    """Keras' ``utils.set_random_seed``: seed Python's ``random``, NumPy's global generator
+    and the models made afterwards without a ``seed`` of their own (each takes the next seed
+    of one stream), so that a script gives the same result at every run."""
+    global _model_seeds
+    if not is_int_at_least(seed, 0) or seed >= 2**32:
+        raise UsageError(f"seed must be an integer from 0 to 2**32 - 1, not {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed)
+    _model_seeds = np.random.SeedSequence(seed)
+
+
+def model_rng(seed) -> np.random.Generator:
+    """The random generator of a model made with ``seed``; for None, the next seed of
+    :func:`set_random_seed`'s stream, or fresh entropy before any call of it."""
+    if seed is None and _model_seeds is not None:
+        seed = _model_seeds.spawn(1)[0]
+    return np.random.default_rng(seed)

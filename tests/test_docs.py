@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dnn import testing
+from dnn import testing, utils
 
 ROOT = Path(__file__).resolve().parent.parent
 GUIDE = ROOT / "docs" / "plugins.md"
@@ -23,6 +23,7 @@ def test_the_readme_example_trains_mnist_to_keras_accuracy(mnist_dir, monkeypatc
                                                            tmp_path):
     monkeypatch.setenv("DNN_DATA_DIR", str(mnist_dir.resolve()))
     monkeypatch.chdir(tmp_path)  # it saves mnist.npz
+    monkeypatch.setattr(utils, "_model_seeds", None)  # it calls set_random_seed: undone after
     example = blocks("python", ROOT / "README.md")[0]
     on_the_gpu = example.index("with keras.use_backend(\"gpu\")")  # needs a GPU: left out
     exec(compile(example[:on_the_gpu], "README.md", "exec"), {})

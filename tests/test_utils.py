@@ -1,9 +1,12 @@
-"""dnn.utils: one-hot targets from labels, and what it refuses."""
+"""dnn.utils: one-hot targets from labels, the global random seed, and what they refuse."""
 
 import numpy as np
 import pytest
 
+import dnn
+from dnn import utils
 from dnn.errors import UsageError
+from dnn.layers import Dense
 from dnn.utils import to_categorical
 
 
@@ -25,3 +28,46 @@ def test_to_categorical_sets_one_column_per_label():
 def test_to_categorical_refuses_what_is_not_labels(labels, num_classes, message):
     with pytest.raises(UsageError, match=message):
         to_categorical(np.asarray(labels), num_classes)
+
+
+@pytest.fixture
+def seed_stream(monkeypatch):
+    """set_random_seed's stream as it was before the test, afterwards."""
+    monkeypatch.setattr(utils, "_model_seeds", None)
+
+
+def _two_unseeded_models() -> list:
+    models = [dnn.Sequential([Dense(3)]) for _ in range(2)]
+    for model in models:
+        model.build(4)
+    return [model.get_weights()[0] for model in models]
+
+
+def test_set_random_seed_makes_unseeded_models_repeat_and_differ(seed_stream):
+    utils.set_random_seed(7)
+    first = _two_unseeded_models()
+    drawn = np.random.rand(3)
+    utils.set_random_seed(7)
+    second = _two_unseeded_models()
+    np.testing.assert_array_equal(np.random.rand(3), drawn)  # NumPy's global generator too
+    for before, again in zip(first, second):
+        np.testing.assert_array_equal(before, again)
+    assert not np.array_equal(first[0], first[1])  # each model takes its own seed
+
+
+def test_a_model_given_a_seed_ignores_set_random_seed(seed_stream):
+    def kernel():
+        model = dnn.Sequential([Dense(3)], seed=3)
+        model.build(4)
+        return model.get_weights()[0]
+
+    before = kernel()
+    utils.set_random_seed(7)
+    np.testing.assert_array_equal(kernel(), before)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5, "0", True, None])
+def test_set_random_seed_refuses_what_is_not_a_32_bit_seed(seed, seed_stream):
+    with pytest.raises(UsageError, match=r"seed must be an integer from 0 to 2\*\*32 - 1"):
+        utils.set_random_seed(seed)
+    assert utils._model_seeds is None
