@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dnn import checkpoint
 from dnn.model import Sequential
 
 __all__ = ["Sequential", "load_model"]
@@ -10,6 +11,4 @@ __all__ = ["Sequential", "load_model"]
 def load_model(path, backend=None) -> Sequential:
     """The model saved by ``model.save(path)``, with its optimizer, on ``backend`` (default:
     the current one)."""
-    from dnn import checkpoint
-
     return checkpoint.load(path, backend=backend)
