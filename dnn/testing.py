@@ -36,10 +36,10 @@ import numpy as np
 
 from dnn import activations, backends, losses as losses_module, plugins
 from dnn.backends.base import Availability, Backend
+from dnn.callbacks import Callback
 from dnn.datasets import contract_problem
 from dnn.errors import BackendUnavailableError, OptimizerError
 from dnn.layers import Dense
-from dnn.callbacks import Callback
 from dnn.model import Sequential
 from dnn.optimizers import SGD, Adam, Optimizer, RMSprop
 from dnn.utils import to_categorical
@@ -385,11 +385,11 @@ def assert_layers_match_cpu(backend: Backend, dtype: str) -> None:
             assert_matches_cpu(backend, f"Dense {activation} {what}", ours,
                                cpu.to_numpy(reference), dtype)
     labels = rng.integers(0, 4, size=6)
-    probabilities = activations.get("softmax").forward(cpu, grad.copy())
+    softmax = activations.get("softmax")
+    probabilities = softmax.forward(cpu, grad.copy())
     for name in sorted(losses_module.LOSSES):
         loss = losses_module.get(name)
         targets = labels if loss.sparse else to_categorical(labels, 4, dtype)
-        softmax = activations.get("softmax")
         for logits in (False, True) if loss.takes_logits_of(softmax) else (False,):
             output = grad if logits else probabilities
             results = {}
