@@ -220,7 +220,7 @@ class HostCudaBackend(GpuBackend):
         self._use(HostCupy(), np, compile_kernels())
 
     def captures_steps(self) -> bool:
-        return False  # CUDA graphs need a GPU; tests/replay_backend.py replays on the CPU
+        return False  # CUDA graphs need a GPU; dnn/replay.py replays on the CPU
 
     def is_own_array(self, array) -> bool:
         # NumPy reduces to scalars where CuPy gives 0-d arrays: both are this backend's.

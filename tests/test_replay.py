@@ -1,5 +1,5 @@
 """The training step captured once and replayed (dnn.step), on a CPU backend that replays as a
-CUDA graph does (tests/replay_backend.py): the same bits as eager training, and the bugs a graph
+CUDA graph does (dnn/replay.py): the same bits as eager training, and the bugs a graph
 turns into silent wrong answers caught by the replays' self-check, which then falls back to the
 eager step."""
 
@@ -15,7 +15,7 @@ from dnn.layers import Dense
 from dnn.optimizers import SGD
 from dnn.step import GraphFallbackWarning, ReplayedStep, TrainingStep
 from dnn.utils import to_categorical
-from tests.replay_backend import ReplayBackend
+from dnn.replay import ReplayBackend
 
 
 class EagerReplayBackend(ReplayBackend):
