@@ -46,7 +46,8 @@ def save(model: Sequential, path) -> None:
         "loss": model.loss.name, "loss_options": model.loss.get_config(),
         "metrics": list(model.metrics),
         "optimizer": {"name": plugins.name_of("optimizer", type(optimizer)),
-                      "config": optimizer.get_config(), "iterations": optimizer.iterations},
+                      "config": optimizer.get_config(),
+                      "iterations": int(optimizer.iterations)},
         # where training stands: resuming goes on with the next epoch and the next shuffle
         "epochs_done": model.epochs_done, "shuffle_state": model.rng.bit_generator.state,
     }

@@ -359,7 +359,6 @@ class Sequential:
                 if self.stop_training:
                     break
         finally:
-            self.optimizer.use_device_scalars(False)  # train_on_batch hands it host numbers
             for callback in callbacks:
                 callback.on_train_end()
         return history
@@ -379,7 +378,6 @@ class Sequential:
             stop = min(start + batch_size, count)
             step = training.step_for(stop - start)
             step.indices[...] = order_device[start:stop]
-            self.optimizer.load_step_scalars()
             step()
             logs = BatchLogs(lambda seen=stop: self._running_means(totals, seen))
             for callback in callbacks:
@@ -580,7 +578,6 @@ class _Training:
                                                model.backend.dtype(model.dtype))
         self.totals = EpochTotals(model.backend, model.dtype)
         self._steps: dict = {}
-        model.optimizer.use_device_scalars(model.backend.captures_steps())
 
     def step_for(self, rows: int):
         """The step for batches of ``rows`` rows: replayed for full batches, eager for the

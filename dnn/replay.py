@@ -187,3 +187,15 @@ class ReplayBackend(Backend):
         finally:
             operations, _Recording.operations = _Recording.operations, None
         return CapturedSteps(self, operations)
+
+
+class EagerReplayBackend(ReplayBackend):
+    """The same arrays and kernels, never captured: what a replayed run must equal."""
+
+    name = "replay-eager"
+
+    def captures_steps(self) -> bool:
+        return False
+
+    def capture(self, step):
+        return None

@@ -4,16 +4,18 @@ A :class:`TrainingStep` reads only arrays that live as long as the ``fit`` that 
 device data, its index buffer, the weights, the optimizer state, the layers' and the model's
 buffers) and writes only those, so a backend can capture it once and replay it for every batch
 of that shape, as a CUDA graph does.  What changes from batch to batch is written into its
-index buffer before each run; what it adds up (the epoch's loss and correct count) stays on the
-device until the epoch ends.
+index buffer before each run, and what may change between runs (the optimizer's step count,
+learning rate and other hyper-parameters) lives in device arrays the step reads; what it adds
+up (the epoch's loss and correct count) stays on the device until the epoch ends.
 
 :class:`ReplayedStep` runs a step eagerly once (compiling kernels, allocating buffers), then has
 the backend capture it (:meth:`dnn.backends.Backend.capture`) and checks its own work: the first
 two replays are each compared, array by array and bit for bit, with the eager step from the
 same state on the same batch.  The second comparison catches a value read on the host at
-capture time that changes from step to step (the captured step keeps the old one).  A capture
-that fails or a replay that differs falls back to the eager step for the rest of the run, with
-one :class:`GraphFallbackWarning` naming the reason: never a wrong result for speed.
+capture time that changes from step to step (the captured step keeps the old one).  A warm-up,
+capture, check or replay that fails, or a replay that differs, falls back to the eager step for
+the rest of the run, with one :class:`GraphFallbackWarning` naming the reason: never a wrong
+result for speed, and never an error of the capture machinery out of ``fit``.
 """
 
 from __future__ import annotations
@@ -53,12 +55,12 @@ class TrainingStep:
 
     def state(self) -> list:
         """Every array a run changes that outlives it: the weights, the layers' step state,
-        the optimizer's state and the epoch totals (the buffers in between are rewritten by
-        every run)."""
+        the optimizer's state (its iterations and hyper-parameters too) and the epoch totals
+        (the buffers in between are rewritten by every run)."""
         model, optimizer = self.model, self.model.optimizer
         return [*model.params, *(a for layer in model.layers for a in layer.step_state()),
                 *(a for s in optimizer.states for a in s.values()),
-                *optimizer.device_arrays(), self.totals.loss, self.totals.correct]
+                *optimizer.step_state(), self.totals.loss, self.totals.correct]
 
 
 class EpochTotals:
@@ -77,7 +79,10 @@ class EpochTotals:
 
 class ReplayedStep:
     """Runs ``step`` (a :class:`TrainingStep`) eagerly, or captured and replayed where its
-    backend can capture, checking the first two replays (module docstring)."""
+    backend can capture, checking the first two replays (module docstring).  Whatever fails
+    on the way (the warm-up, the capture, the eager step a replay is checked against, a
+    replay) sends it back to the eager step from the state before, with one warning: never
+    an error out of ``fit``."""
 
     CHECKED_REPLAYS = 2
 
@@ -92,83 +97,88 @@ class ReplayedStep:
 
     def __call__(self) -> None:
         self.runs += 1
+        if not self.eager and not self.backend.captures_steps():  # no graphs, nothing to check
+            self.eager = True
         if self.eager:
             self.step()
-            return
-        if self.runs == 1:  # a warm-up: kernels compiled, buffers and graph memory allocated
-            with self.backend.graph_kernels():
-                self.step()
-            return
-        if self.graph is None:
-            self._capture()
-            if self.graph is None:
-                return  # it ran eagerly
-        if self.replays < self.CHECKED_REPLAYS:
-            self._checked_replay()
-        else:
-            self._replay()
+        elif self.runs == 1:  # kernels compiled, buffers and the capture's memory allocated
+            self._in_graph_kernels(self.step, "its warm-up")
+        elif self.graph is not None or self._capture():  # else it ran eagerly
+            if self.replays < self.CHECKED_REPLAYS:
+                self._checked_replay()
+            else:
+                self._replay()
 
-    def _replay(self) -> None:
-        try:
-            self.graph.replay()
-        except Exception as error:  # a launch that failed ran nothing: go on eagerly
-            self.graph, self.eager = None, True
-            warnings.warn(f"the training step runs without a captured graph: replaying it "
-                          f"failed: {type(error).__name__}: {error}", GraphFallbackWarning,
-                          stacklevel=4)
-            self.step()
-            return
-        self.replays += 1
-        self.step.model.optimizer.iterations += 1  # the host's count, which replays skip
-
-    def _capture(self) -> None:
-        """Capture the step; without a capture (the backend has none, or it failed), run it
-        eagerly now and from here on."""
-        if not self.backend.captures_steps():  # no graphs here: nothing to check either
-            self.eager = True
-            self.step()
-            return
-        optimizer = self.step.model.optimizer
-        before, iterations = self._snapshot(), optimizer.iterations
+    def _in_graph_kernels(self, action, what: str):
+        """``action()``'s result, run with the kernels of a captured step; if that fails,
+        None after falling back: the state restored and the step run eagerly instead."""
+        before = self._snapshot()
         try:
             with self.backend.graph_kernels():
-                self.graph = self.backend.capture(self.step)
-        except CaptureError as error:
-            self._fall_back(f"capturing it failed: {error}", before, iterations)
+                return action()
+        except Exception as error:  # whatever the GPU stack raises: the eager step decides
+            self._fall_back(f"{what} failed: {_describe(error)}", before)
             self.step()
-            return
+            return None
+
+    def _capture(self) -> bool:
+        """Capture the step: True when its graph is ready to replay; else the step ran
+        eagerly (the capture failed, or the backend declined it)."""
+        before = self._snapshot()
+        self.graph = self._in_graph_kernels(lambda: self.backend.capture(self.step),
+                                            "capturing it")
+        if self.eager:
+            return False
         # A capture runs the step's Python: its host effects (and, on a backend whose capture
         # also computes, its device effects) are undone before the first replay.
         self._restore(before)
-        optimizer.iterations = iterations
         if self.graph is None:  # the backend declined this step: eager, without a warning
             self.eager = True
             self.step()
+            return False
+        return True
 
     def _checked_replay(self) -> None:
-        optimizer = self.step.model.optimizer
-        before, iterations = self._snapshot(), optimizer.iterations
-        with self.backend.graph_kernels():
-            self.step()
-        expected, expected_iterations = self._snapshot(), optimizer.iterations
+        before = self._snapshot()
+        if self._in_graph_kernels(self._reference_step, "the eager step it is checked "
+                                                        "against") is None:
+            return
+        expected = self._snapshot()
         self._restore(before)
-        optimizer.iterations = iterations
-        self._replay()
+        if not self._replay(expected):
+            return
         differing = [index for index, (ours, reference) in enumerate(zip(self._snapshot(),
                                                                          expected))
                      if not _same_bits(ours, reference)]
         if differing:
             self._fall_back(f"replay {self.replays} differs from the eager step in "
-                            f"{len(differing)} of its {len(expected)} arrays",
-                            expected, expected_iterations)
+                            f"{len(differing)} of its {len(expected)} arrays", expected)
 
-    def _fall_back(self, reason: str, state: list, iterations: int) -> None:
-        """Run eagerly from here on, from ``state`` (the eager step's result)."""
+    def _reference_step(self) -> bool:
+        self.step()
+        return True
+
+    def _replay(self, eager_result: list | None = None) -> bool:
+        """Replay the graph; True when it ran.  A launch that failed ran nothing: the step
+        then runs eagerly from here on (or ``eager_result`` is taken, where a checked replay
+        already computed it)."""
+        try:
+            self.graph.replay()
+        except Exception as error:
+            self._fall_back(f"replaying it failed: {_describe(error)}", eager_result)
+            if eager_result is None:
+                self.step()
+            return False
+        self.replays += 1
+        return True
+
+    def _fall_back(self, reason: str, state: list | None) -> None:
+        """Run eagerly from here on, from ``state`` (None: from the arrays as they are)."""
         self.graph, self.eager = None, True
-        self._restore(state)
-        self.step.model.optimizer.iterations = iterations
+        if state is not None:
+            self._restore(state)
         warnings.warn(f"the training step runs without a captured graph: {reason}",
-                      GraphFallbackWarning, stacklevel=4)
+                      GraphFallbackWarning, stacklevel=5)
 
     def _snapshot(self) -> list:
         return [self.backend.to_numpy(array) for array in self.step.state()]
@@ -176,6 +186,13 @@ class ReplayedStep:
     def _restore(self, snapshot: list) -> None:
         for array, saved in zip(self.step.state(), snapshot):
             array[...] = self.backend.asarray(saved)
+
+
+def _describe(error: Exception) -> str:
+    """A capture failure in one line: a CaptureError's own message, else the type too."""
+    if isinstance(error, CaptureError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
 
 
 def _same_bits(ours: np.ndarray, reference: np.ndarray) -> bool:

@@ -30,6 +30,7 @@ margin (tests/test_equivalence.py runs both).
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,8 @@ from dnn.errors import BackendUnavailableError, OptimizerError
 from dnn.layers import Dense
 from dnn.model import Sequential
 from dnn.optimizers import SGD, Adam, Optimizer, RMSprop
+from dnn.replay import EagerReplayBackend, ReplayBackend
+from dnn.step import GraphFallbackWarning
 from dnn.utils import to_categorical
 
 # One kernel or layer from identical inputs: the backends agree to rounding.
@@ -103,14 +106,16 @@ class _StepLosses(Callback):
         return np.concatenate([np.diff(totals) for totals in self.epoch_totals])
 
 
-def record_training(model: Sequential, x, y, epochs: int, batch_size: int) -> TrainingRun:
+def record_training(model: Sequential, x, y, epochs: int, batch_size: int,
+                    callbacks=()) -> TrainingRun:
     """Train the compiled ``model`` on host ``x`` ``(N, features)`` and ``y`` with ``fit``
-    and record the run."""
+    (and ``callbacks``) and record the run."""
     if not model.built:
         model.build(x.shape[1])
     start = model.get_weights()
     steps = _StepLosses(x.shape[0], batch_size)
-    model.fit(x, y, epochs=epochs, batch_size=batch_size, callbacks=[steps], verbose=0)
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, callbacks=[steps, *callbacks],
+              verbose=0)
     return TrainingRun(steps.losses(), start, model.get_weights())
 
 
@@ -138,14 +143,15 @@ def assert_training_matches(name: str, reference: TrainingRun, actual: TrainingR
             f"it (at most {tolerance.weight_share:.0%})")
 
 
-def train_toy(backend, optimizer: Optimizer, dtype="float32", epochs=2) -> TrainingRun:
-    """A small relu/softmax network trained from seed 0 (6 steps), its arrays held to
-    ``backend``'s type and ``dtype``."""
+def train_toy(backend, optimizer: Optimizer, dtype="float32", epochs=2,
+              callbacks=()) -> TrainingRun:
+    """A small relu/softmax network trained from seed 0 (6 steps, with ``callbacks``), its
+    arrays held to ``backend``'s type and ``dtype``."""
     model = Sequential([Dense(8, activation="relu"), Dense(3, activation="softmax")],
                        dtype=dtype, seed=0, backend=backend)
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
     x, y = _toy_problem(dtype)
-    run = record_training(model, x, y, epochs=epochs, batch_size=16)
+    run = record_training(model, x, y, epochs=epochs, batch_size=16, callbacks=callbacks)
     for param in model.params + [a for s in model.optimizer.states for a in s.values()]:
         assert model.backend.is_own_array(param), (
             f"a parameter or state array became {type(param).__name__}, not the "
@@ -221,6 +227,38 @@ def _check_optimizer_contract(cls) -> None:
     cls(**config)  # hyper-parameters round-trip (checkpoints rely on it)
 
 
+class _LowerTheRate(Callback):
+    """Lowers the learning rate by 30% after every batch, as a schedule or a callback may."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        optimizer = self.model.optimizer
+        optimizer.learning_rate = optimizer.get_config()["learning_rate"] * 0.7
+
+
+def assert_update_replays(cls) -> None:
+    """Assert that ``cls()``'s update is right in a step captured once and replayed, as the gpu
+    backend runs it (:mod:`dnn.replay` replays on the CPU as a CUDA graph does): with the
+    learning rate lowered after every batch, the replayed run falls back to no eager step and
+    equals the eager run bit for bit, which differs from a run at a constant rate."""
+    name = cls.__name__
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        replayed = train_toy(ReplayBackend(), cls(), callbacks=[_LowerTheRate()])
+    fallbacks = [str(w.message) for w in caught if issubclass(w.category, GraphFallbackWarning)]
+    assert not fallbacks, (
+        f"{name}'s step is wrong when captured and replayed, as the gpu backend runs it "
+        f"({fallbacks[0]}): read the hyper-parameters and iterations as the device arrays "
+        "they are, never on the host, and keep no number of your own from step to step")
+    eager = train_toy(EagerReplayBackend(), cls(), callbacks=[_LowerTheRate()])
+    for ours, theirs in zip([replayed.losses, *replayed.end], [eager.losses, *eager.end]):
+        np.testing.assert_array_equal(ours, theirs, err_msg=f"{name}: the replayed step "
+                                      "differs from the eager one")
+    constant = train_toy(EagerReplayBackend(), cls())
+    assert not np.array_equal(constant.losses, eager.losses), (
+        f"{name} ignores a learning rate changed during training: read self.learning_rate "
+        "in update(), not a copy of it made earlier")
+
+
 def optimizer_results(cls, backend_names=None) -> list[CheckResult]:
     """Check ``cls`` against the cpu backend on ``backend_names`` (default: every installed
     backend)."""
@@ -228,6 +266,7 @@ def optimizer_results(cls, backend_names=None) -> list[CheckResult]:
         _check_optimizer_contract(cls)
         cpu = backends.get_backend("cpu")
         references = {dtype: train_toy(cpu, cls(), dtype) for dtype in TOLERANCE}
+        assert_update_replays(cls)
     except AssertionError:
         raise
     except OptimizerError as error:  # it names the plugin and what failed

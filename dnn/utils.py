@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import random
 
 import numpy as np
@@ -37,6 +38,11 @@ def check_label_range(labels: np.ndarray, num_classes: int, context: str = "") -
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise UsageError(f"labels must lie in [0, {num_classes}){context}, not "
                          f"[{labels.min()}, {labels.max()}]")
+
+
+def is_number(value) -> bool:
+    """A real number (NumPy's included), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def is_int_at_least(value, minimum: int) -> bool:

@@ -3,6 +3,7 @@ CUDA graph does (dnn/replay.py): the same bits as eager training, and the bugs a
 turns into silent wrong answers caught by the replays' self-check, which then falls back to the
 eager step."""
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -15,22 +16,10 @@ from dnn.layers import Dense
 from dnn.optimizers import SGD
 from dnn.step import GraphFallbackWarning, ReplayedStep, TrainingStep
 from dnn.utils import to_categorical
-from dnn.replay import ReplayBackend
+from dnn.replay import EagerReplayBackend, ReplayBackend
 
 
-class EagerReplayBackend(ReplayBackend):
-    """The same arrays and kernels, never captured: the reference."""
-
-    name = "replay-eager"
-
-    def captures_steps(self):
-        return False
-
-    def capture(self, step):
-        return None
-
-
-def train(backend, optimizer="rmsprop", sparse=False, epochs=3):
+def train(backend, optimizer="rmsprop", sparse=False, epochs=3, callbacks=()):
     """``(history, weights)`` of a small network trained on ``backend`` from seed 0, 200
     samples in batches of 32 (six full batches and a partial one an epoch)."""
     rng = np.random.default_rng(0)
@@ -41,7 +30,7 @@ def train(backend, optimizer="rmsprop", sparse=False, epochs=3):
     loss = "sparse_categorical_crossentropy" if sparse else "categorical_crossentropy"
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     history = model.fit(x, labels if sparse else to_categorical(labels, 3), epochs=epochs,
-                        batch_size=32)
+                        batch_size=32, callbacks=list(callbacks))
     return history.history, model.get_weights()
 
 
@@ -109,12 +98,18 @@ class ReadsIndicesOnTheHost(TrainingStep):
             self.indices = indices
 
 
-class DecaysWithTheStepCount(SGD):
-    """An optimizer plugin that reads ``self.iterations``, a host number, in its update:
-    replays keep the count of the capture."""
+class TakesTheRateOnTheHost(SGD):
+    """An optimizer plugin that takes its learning rate as a host number (from its config):
+    replays keep the rate of the capture while a callback lowers it after every batch
+    (``self.learning_rate``, on the device, follows)."""
 
     def update(self, param, grad, state):
-        param -= (self.learning_rate / self.iterations) * grad
+        param -= self.get_config()["learning_rate"] * grad
+
+
+class LowersTheRateEveryBatch(dnn.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        self.model.optimizer.learning_rate = 0.1 / (batch + 2)
 
 
 class ReadsTheGradientOnTheHost(SGD):
@@ -128,7 +123,7 @@ class ReadsTheGradientOnTheHost(SGD):
 PLANTED = {  # name: (TrainingStep class, optimizer, what the fallback warning says)
     "allocates its output anew": (RebindsTotals, "rmsprop", "differs from the eager step"),
     "reads a stale batch": (ReadsIndicesOnTheHost, "rmsprop", "differs from the eager step"),
-    "bakes in a host number": (TrainingStep, lambda: DecaysWithTheStepCount(0.1),
+    "bakes in a host number": (TrainingStep, lambda: TakesTheRateOnTheHost(0.1),
                                "replay 2 differs from the eager step"),
     "reads on the host": (TrainingStep, lambda: ReadsTheGradientOnTheHost(0.1),
                           "capturing it failed: a value was read on the host"),
@@ -136,11 +131,13 @@ PLANTED = {  # name: (TrainingStep class, optimizer, what the fallback warning s
 
 
 def planted_runs(monkeypatch, name):
-    """``(replayed run, eager run)`` with the planted bug ``name``."""
+    """``(replayed run, eager run)`` with the planted bug ``name``, the learning rate lowered
+    after every batch."""
     step_class, optimizer = PLANTED[name][:2]
     make = optimizer if callable(optimizer) else (lambda: optimizer)
     monkeypatch.setattr(dnn.model, "TrainingStep", step_class)
-    return train(ReplayBackend(), make()), train(EagerReplayBackend(), make())
+    return tuple(train(backend, make(), callbacks=[LowersTheRateEveryBatch()])
+                 for backend in (ReplayBackend(), EagerReplayBackend()))
 
 
 @pytest.mark.parametrize("name", sorted(PLANTED))
@@ -209,3 +206,81 @@ def test_after_a_replayed_fit_train_on_batch_takes_adams_current_step_size():
         runs.append([model.train_on_batch(x, y) for _ in range(3)] + model.get_weights())
     for ours, theirs in zip(*runs):
         np.testing.assert_array_equal(ours, theirs)
+
+
+# -- the capture machinery's own failures: the eager step, one warning, never an error ----------
+class FailsAt(ReplayBackend):
+    """A replaying backend whose capture machinery raises, as a GPU stack may, at one
+    ``stage``: entering the kernels of a captured step for the warm-up (cuBLAS not found), or
+    for the eager step a replay is checked against (a cuBLAS status error), the capture, or a
+    replay."""
+
+    def __init__(self, stage: str):
+        super().__init__()
+        self.stage, self.kernel_entries = stage, 0
+
+    @contextlib.contextmanager
+    def graph_kernels(self):
+        self.kernel_entries += 1
+        if self.stage == "warm-up" or (self.stage == "check" and self.kernel_entries == 3):
+            raise ValueError("cuBLAS status 13 (planted)")
+        yield
+
+    def capture(self, step):
+        if self.stage == "capture":
+            raise RuntimeError("cudaErrorStreamCaptureUnsupported (planted)")
+        graph = super().capture(step)
+        if self.stage == "replay":
+            graph.replay = lambda: (_ for _ in ()).throw(OSError("launch failed (planted)"))
+        return graph
+
+
+@pytest.mark.parametrize("stage, reason", [
+    ("warm-up", "its warm-up failed: ValueError: cuBLAS status 13"),
+    ("capture", "capturing it failed: RuntimeError: cudaErrorStreamCaptureUnsupported"),
+    ("check", "the eager step it is checked against failed: ValueError"),
+    ("replay", "replaying it failed: OSError: launch failed")])
+def test_a_failure_of_the_capture_machinery_falls_back_to_the_same_bits(stage, reason):
+    """Nothing in the capture path ends a fit: one warning says why, and the run is the eager
+    run bit for bit (the state before the failed stage is restored)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        replayed = train(FailsAt(stage), "adam")
+    fallbacks = [str(w.message) for w in caught if w.category is GraphFallbackWarning]
+    assert len(fallbacks) == 1 and reason in fallbacks[0], fallbacks
+    assert_same_run(replayed, train(EagerReplayBackend(), "adam"))
+
+
+# -- hyper-parameters that change during fit reach the replays ---------------------------------
+@pytest.mark.parametrize("optimizer", ["rmsprop", "adam", lambda: SGD(0.1, momentum=0.9)],
+                         ids=["rmsprop", "adam", "sgd-momentum"])
+def test_a_learning_rate_changed_during_fit_reaches_the_replayed_step(optimizer):
+    """A callback lowers the rate after every batch: the replayed run follows it bit for bit
+    as the eager run does, without a fallback, and differs from a run at a constant rate."""
+    make = optimizer if callable(optimizer) else (lambda: optimizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GraphFallbackWarning)
+        replayed = train(ReplayBackend(), make(), callbacks=[LowersTheRateEveryBatch()])
+    eager = train(EagerReplayBackend(), make(), callbacks=[LowersTheRateEveryBatch()])
+    assert_same_run(replayed, eager)
+    assert replayed[0]["loss"] != train(ReplayBackend(), make())[0]["loss"]
+
+
+def test_the_optimizer_keeps_its_step_count_and_hyperparameters_on_the_device():
+    """Always (not only while fit replays): a 0-d int64 step count and 0-d arrays of the
+    weights' dtype, written in place, so a captured step reads what a callback set."""
+    backend = ReplayBackend()
+    model = dnn.Sequential([Dense(3, activation="softmax")], seed=0, backend=backend)
+    model.compile(optimizer=dnn.optimizers.RMSprop(learning_rate=0.01, rho=0.8), loss="mse")
+    model.build(4)
+    optimizer = model.optimizer
+    rate, count = optimizer.learning_rate, optimizer.iterations
+    assert backend.is_own_array(rate) and rate.shape == () and rate.dtype == np.float32
+    assert backend.is_own_array(count) and count.dtype == np.int64 and int(count) == 0
+    optimizer.learning_rate = 0.5
+    assert optimizer.learning_rate is rate and float(rate) == 0.5
+    assert optimizer.get_config()["learning_rate"] == 0.5 and optimizer.get_config()["rho"] == 0.8
+    model.train_on_batch(np.ones((2, 4), np.float32), np.eye(3, dtype=np.float32)[:2])
+    assert optimizer.iterations is count and int(count) == 1
+    with pytest.raises(dnn.errors.UsageError, match="learning_rate must be a finite number"):
+        optimizer.learning_rate = float("nan")

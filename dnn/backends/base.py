@@ -202,12 +202,13 @@ class Backend:
         """A fused kernel of the optimizer update called ``name``, or None (the default): the
         optimizer then runs its own formula over ``xp``, the reference a kernel is tested
         against.  The built-in names and their arguments (state arrays in place, None for an
-        absent one; hyper-parameters as Python numbers):
+        absent one; hyper-parameters as 0-d arrays of the backend in the parameter's dtype, the
+        optimizer's own, which a captured step must read on the device, or Python numbers):
 
         - ``"sgd"``: ``(param, grad, velocity, learning_rate, momentum, nesterov)``
         - ``"rmsprop"``: ``(param, grad, mean_square, mean_grad, momentum_buffer,
           learning_rate, rho, momentum, epsilon)``
-        - ``"adam"``: ``(param, grad, m, v, alpha, beta_1, beta_2, epsilon)``
+        - ``"adam"``: ``(param, grad, m, v, step_size, beta_1, beta_2, epsilon)``
 
         The kernel returns True when it took the step, False when it cannot take these arrays
         (their dtype, say, or a variant it leaves to the formula).

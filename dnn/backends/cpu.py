@@ -301,14 +301,15 @@ class CpuBackend(Backend):
             step = momentum_buffer
         param -= step
 
-    def _adam(self, param, grad, m, v, alpha, beta_1, beta_2, epsilon) -> bool:
+    def _adam(self, param, grad, m, v, step_size, beta_1, beta_2, epsilon) -> bool:
         if self._c_kernels_take(param, grad, m, v):
-            self.c_kernels.adam(param, grad, m, v, alpha, 1 - beta_1, 1 - beta_2, epsilon)
+            self.c_kernels.adam(param, grad, m, v, step_size, 1 - beta_1, 1 - beta_2, epsilon)
         else:
-            self._in_parts(self._adam_block, (param, grad, m, v), alpha, beta_1, beta_2, epsilon)
+            self._in_parts(self._adam_block, (param, grad, m, v), step_size, beta_1, beta_2,
+                           epsilon)
         return True
 
-    def _adam_block(self, param, grad, m, v, alpha, beta_1, beta_2, epsilon):
+    def _adam_block(self, param, grad, m, v, step_size, beta_1, beta_2, epsilon):
         delta = np.subtract(grad, m, out=self._temporary_like("update_0", grad))
         delta *= 1 - beta_1
         m += delta
@@ -318,6 +319,6 @@ class CpuBackend(Backend):
         v += delta
         denominator = np.sqrt(v, out=delta)
         denominator += epsilon
-        step = np.multiply(m, alpha, out=self._temporary_like("update_1", grad))
+        step = np.multiply(m, step_size, out=self._temporary_like("update_1", grad))
         step /= denominator
         param -= step

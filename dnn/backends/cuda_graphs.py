@@ -2,16 +2,23 @@
 
 On a small network the GPU is launch-bound: the seed network's step is ~0.3 GFLOP but ~15
 kernel launches and the Python around each.  Replaying the step as one graph launch removes
-both.  What a capture needs, as measured on an H200 with CuPy 14.2:
+both.  What a capture needs, as read in CuPy 14's source and measured on an H200:
 
 - the products through cuBLAS of our own (:mod:`dnn.backends.cublas`), since CuPy refuses
   cuBLAS while a stream captures;
-- the step's temporaries from a memory pool of their own, warmed by an eager step before the
-  capture and used by nothing else, so the addresses a graph holds stay its own;
-- a stream of its own to capture on (the default stream cannot be captured); replays are
-  launched on the current stream, in order with everything else.
+- a stream of its own to capture on (the default stream cannot be captured);
+- the step's temporaries from a memory pool of their own, warmed on that stream: CuPy's
+  ``MemoryPool`` keeps free blocks per stream, so the eager warm-up runs on the capture stream
+  and the capture then finds every block it asks for already there (it allocates nothing).
+  The addresses a graph holds stay its own: after a capture the pool goes with the graph,
+  which nothing else allocates from or trims (``free_all_blocks`` would free memory the
+  graph writes), and the next warm-up starts a new one.
 
-:mod:`dnn.step` decides when to capture and checks each new graph against the eager step.
+Replays are launched on the current stream, in order with the host's writes of each batch's
+indices (made there) and the reads of the epoch's totals.  The steps run with these kernels
+(the warm-up, the eager steps a replay is checked against) wait for the current stream before
+they start, and it for them.  :mod:`dnn.step` decides when to capture and checks each new graph
+against the eager step.
 """
 
 from __future__ import annotations
@@ -23,60 +30,55 @@ from dnn.errors import CaptureError
 
 
 class CapturedGraph:
-    """A captured step: ``replay()`` launches it on the current stream."""
+    """A captured step, with the memory pool its temporaries live in: ``replay()`` launches
+    it on the current stream."""
 
-    def __init__(self, cupy, graph):
-        self._cupy, self._graph = cupy, graph
+    def __init__(self, cupy, graph, pool):
+        self._cupy, self._graph, self._pool = cupy, graph, pool
 
     def replay(self) -> None:
         self._graph.launch(stream=self._cupy.cuda.get_current_stream())
 
 
 class CudaGraphs:
-    """The gpu backend's capture machinery: cuBLAS handle, memory pool, capture stream."""
+    """The gpu backend's capture machinery: cuBLAS handle, capture stream, the pool of the
+    next capture.  Raises :class:`CaptureError` when cuBLAS cannot be loaded."""
 
     def __init__(self, backend, cupy):
         self._backend, self._cupy = backend, cupy
-        self._cublas = None
-        self._pool = cupy.cuda.MemoryPool()
+        self._cublas = Cublas(cupy)
         self._stream = cupy.cuda.Stream(non_blocking=True)
-
-    def _cublas_handle(self) -> Cublas:
-        if self._cublas is None:
-            self._cublas = Cublas(self._cupy)  # CaptureError when cuBLAS cannot be loaded
-        return self._cublas
+        self._pool = cupy.cuda.MemoryPool()
 
     @contextlib.contextmanager
     def kernels(self):
-        """Products through our cuBLAS on the current stream, temporaries from our pool: the
-        kernels of a captured step, for the steps it is compared with."""
-        cublas, backend = self._cublas_handle(), self._backend
-        cublas.set_stream(self._cupy.cuda.get_current_stream().ptr)
-        backend._gemm = cublas.gemm
+        """Run a step as a capture runs it: on our stream, after the work queued on the
+        current one, with products through our cuBLAS and temporaries from the pool the next
+        capture takes."""
+        cupy, stream, backend = self._cupy, self._stream, self._backend
+        cupy.cuda.get_current_stream().synchronize()  # the batch's indices are written there
         try:
-            with self._cupy.cuda.using_allocator(self._pool.malloc):
+            with stream, cupy.cuda.using_allocator(self._pool.malloc):
+                self._cublas.set_stream(stream.ptr)
+                backend._gemm = self._cublas.gemm
                 yield
         finally:
             backend._gemm = backend._cupy_gemm
+            stream.synchronize()  # the current stream reads what it wrote
 
     def capture(self, step) -> CapturedGraph:
-        """``step`` captured on our stream (called inside :meth:`kernels`)."""
-        cupy, stream = self._cupy, self._stream
+        """``step`` captured on our stream (called inside :meth:`kernels`, after a warm-up in
+        it); the pool it allocated from goes with the graph."""
+        stream = self._stream
         try:
-            cublas = self._cublas_handle()
-            cupy.cuda.get_current_stream().synchronize()
-            with stream:
-                cublas.set_stream(stream.ptr)
-                stream.begin_capture()
-                try:
-                    step()
-                finally:
-                    graph = stream.end_capture()
+            stream.begin_capture()
+            try:
+                step()
+            finally:
+                graph = stream.end_capture()
         except CaptureError:
             raise
         except Exception as error:  # the driver's or CuPy's refusal, whatever its type
-            raise CaptureError(f"{type(error).__name__}: {error}") from None
-        finally:
-            if self._cublas is not None:
-                self._cublas.set_stream(cupy.cuda.get_current_stream().ptr)
-        return CapturedGraph(cupy, graph)
+            raise CaptureError(f"{type(error).__name__}: {error}") from error
+        pool, self._pool = self._pool, self._cupy.cuda.MemoryPool()
+        return CapturedGraph(self._cupy, graph, pool)

@@ -46,16 +46,17 @@ ELEMENTWISE = {source.name: source for source in (
     ElementwiseSource("dnn_bias_relu", "T bias", "T z",
                       "T v = z + bias; z = (v > (T)0 || v != v) ? v : (T)0"),
     ElementwiseSource("dnn_relu_backward", "T out", "T grad", "grad = out > (T)0 ? grad : (T)0"),
+    # Hyper-parameters arrive as 0-d arrays of T (the optimizer's, on the device); 1 - rho is
+    # computed in T, as the optimizer's formula computes it.
     ElementwiseSource(
-        "dnn_rmsprop", "T grad, T lr, T rho, T one_minus_rho, T eps", "T param, T ms",
-        "ms = ms * rho + one_minus_rho * (grad * grad);"
+        "dnn_rmsprop", "T grad, T lr, T rho, T eps", "T param, T ms",
+        "ms = ms * rho + ((T)1 - rho) * (grad * grad);"
         "param = param - (lr * grad) / sqrt(ms + eps)"),
     ElementwiseSource(
-        "dnn_adam", "T grad, T alpha, T one_minus_beta_1, T one_minus_beta_2, T eps",
-        "T param, T m, T v",
-        "m = m + (grad - m) * one_minus_beta_1;"
-        "v = v + (grad * grad - v) * one_minus_beta_2;"
-        "param = param - (alpha * m) / (sqrt(v) + eps)"),
+        "dnn_adam", "T grad, T step_size, T beta_1, T beta_2, T eps", "T param, T m, T v",
+        "m = m + (grad - m) * ((T)1 - beta_1);"
+        "v = v + (grad * grad - v) * ((T)1 - beta_2);"
+        "param = param - (step_size * m) / (sqrt(v) + eps)"),
     ElementwiseSource("dnn_sgd", "T grad, T lr", "T param", "param = param - lr * grad"),
     # One thread per row i of (n, k) logits: the generic softmax cross-entropy's dozen launches
     # in one.  grad = (exp / total - targets) / n; row_loss = log(total) - sum(targets *

@@ -20,7 +20,6 @@ import numpy as np
 
 from dnn.backends.base import Availability, Backend
 from dnn.backends.cuda_sources import ELEMENTWISE
-from dnn.errors import CaptureError
 
 INSTALL_HINT = "install CuPy with: pip install 'dnn-framework[gpu-cuda13]' (or [gpu-cuda12])"
 
@@ -90,12 +89,12 @@ class GpuBackend(Backend):
         return self._graph_machinery().capture(step)
 
     def graph_kernels(self):
+        """The kernels of a captured step (:meth:`CudaGraphs.kernels`); raises
+        :class:`dnn.errors.CaptureError` when the machinery cannot be made (no cuBLAS), which
+        :mod:`dnn.step` answers by running eagerly."""
         if not self.captures_steps():
             return contextlib.nullcontext()
-        try:
-            return self._graph_machinery().kernels()
-        except CaptureError:  # no cuBLAS of our own: capture() will say so and fall back
-            return contextlib.nullcontext()
+        return self._graph_machinery().kernels()
 
     def _graph_machinery(self):
         if self._graphs is None:
@@ -130,8 +129,10 @@ class GpuBackend(Backend):
         return isinstance(array, self._cupy.ndarray)
 
     def _scalar(self, value, like):
-        """A Python number as a scalar of ``like``'s dtype, for the typed kernel arguments."""
-        return like.dtype.type(value)
+        """A hyper-parameter as a kernel argument of ``like``'s dtype: the optimizer's 0-d
+        device array as it is (a captured step reads its current value), a Python number as
+        a scalar of that dtype."""
+        return value if self.is_own_array(value) else like.dtype.type(value)
 
     def take_rows(self, data, indices, out):
         return self._cupy.take(data, indices, axis=0, out=out)
@@ -198,13 +199,12 @@ class GpuBackend(Backend):
         if mean_grad is not None or momentum_buffer is not None:
             return False
         s = functools.partial(self._scalar, like=param)
-        self._kernels["dnn_rmsprop"](grad, s(learning_rate), s(rho), s(1 - rho), s(epsilon),
-                                     param, mean_square)
+        self._kernels["dnn_rmsprop"](grad, s(learning_rate), s(rho), s(epsilon), param,
+                                     mean_square)
         return True
 
-    def _adam(self, param, grad, m, v, alpha, beta_1, beta_2, epsilon) -> bool:
+    def _adam(self, param, grad, m, v, step_size, beta_1, beta_2, epsilon) -> bool:
         s = functools.partial(self._scalar, like=param)
-        alpha = alpha if self.is_own_array(alpha) else s(alpha)  # a device step size stays
-        self._kernels["dnn_adam"](grad, alpha, s(1 - beta_1), s(1 - beta_2), s(epsilon),
-                                  param, m, v)
+        self._kernels["dnn_adam"](grad, s(step_size), s(beta_1), s(beta_2), s(epsilon), param,
+                                  m, v)
         return True

@@ -4,18 +4,28 @@ A subclass takes its hyper-parameters as keyword arguments of ``__init__`` (stor
 attributes of the same names) and implements two methods:
 
 ``init_state(param) -> dict``
-    Called once per parameter when the model is compiled and built; returns the state arrays
-    for that parameter, made with ``self.xp`` (e.g. ``{"m": self.xp.zeros_like(param)}``).
+    Called once per parameter when the optimizer is built; returns the state arrays for that
+    parameter, made with ``self.xp`` (e.g. ``{"m": self.xp.zeros_like(param)}``).
 ``update(param, grad, state) -> None``
     Applies one step *in place* on ``param`` and on the arrays of ``state``.  ``self.xp`` is the
-    backend's array namespace, ``self.learning_rate`` a Python float and ``self.iterations`` the
-    number of the current step (1 on the first).  Keep the parameter's dtype: use Python scalars
-    for hyper-parameters.
+    backend's array namespace.
 
-Optionally, ``fused_update = "name"`` asks the backend for a fused kernel of the update (see
-:meth:`dnn.backends.Backend.fused_update`); ``update`` then calls ``self.fused(...)`` with the
-arrays and hyper-parameters that backends document for that name, and runs its own formula when
-that returns False (no such kernel, or one that cannot take these arrays).
+Where the numbers live: once built, every numeric hyper-parameter (``self.learning_rate``,
+``self.beta_1``, ...) is a 0-d array of the backend in the parameters' dtype, and
+``self.iterations`` a 0-d int64 array (1 during the first step), always.  ``update`` computes
+with them as arrays (``1 - self.beta_1``, ``xp.astype(self.iterations, param.dtype)``) and
+never reads them on the host (``float(...)``, an ``if`` on one) nor keeps a number of its own
+from step to step: the gpu backend captures the training step once as a CUDA graph and replays
+it, and a replay reads only device memory, which is where a callback's new learning rate
+(``optimizer.learning_rate = 0.01`` writes into the array) or a schedule's next one arrives.
+``dnn check`` trains each optimizer through a captured step and catches one that does not.
+
+Optionally, ``begin_step()`` computes once per step, on the device, what every parameter's
+update shares (Adam's bias-corrected step size), and ``fused_update = "name"`` asks the backend
+for a fused kernel of the update (see :meth:`dnn.backends.Backend.fused_update`); ``update``
+then calls ``self.fused(...)`` with the arrays and hyper-parameters that backends document for
+that name, and runs its own formula when that returns False (no such kernel, or one that
+cannot take these arrays).
 """
 
 from __future__ import annotations
@@ -24,10 +34,10 @@ import inspect
 import math
 import numbers
 
-import numpy as np
-
 from dnn import plugins
-from dnn.errors import DnnError, OptimizerError, UsageError
+from dnn.errors import ArgumentTypeError, DnnError, OptimizerError, UsageError
+from dnn.optimizers.schedules import LearningRateSchedule, deserialize, serialize
+from dnn.utils import is_number
 
 
 def _no_fused_kernel(*args) -> bool:
@@ -35,19 +45,23 @@ def _no_fused_kernel(*args) -> bool:
 
 
 class Optimizer:
-    """Base class of every optimizer: bookkeeping, hyper-parameters, state for checkpoints."""
+    """Base class of every optimizer: bookkeeping, hyper-parameters on the device, state for
+    checkpoints."""
 
     fused_update: str | None = None  # the update a backend may have a fused kernel of
     fused = staticmethod(_no_fused_kernel)  # that kernel once built: True when it took the step
 
-    def __init__(self, learning_rate: float = 0.001):
+    def __init__(self, learning_rate: float | LearningRateSchedule = 0.001):
+        self._device = None  # {name: 0-d array} once built: iterations and hyper-parameters
+        self._exact = {}  # {name: the number last given} of the hyper-parameters on the device
+        self._schedule = None
+        if isinstance(learning_rate, dict):  # a schedule as get_config() writes it
+            learning_rate = deserialize(learning_rate)
         self.learning_rate = learning_rate
         self.iterations = 0
         self.backend = None
         self.states: list[dict] = []
-        self.scalars: dict = {}  # this step's step_scalars, host numbers or device arrays
-        self._scalar_arrays = None
-        self._param_dtype = None
+        self._update_checked = False
         self.check_hyperparameters()
 
     # -- the plugin contract -----------------------------------------------------------------
@@ -59,6 +73,57 @@ class Optimizer:
         """One in-place step on ``param`` and ``state``."""
         raise NotImplementedError(f"{type(self).__name__} must implement update()")
 
+    def begin_step(self) -> None:
+        """Compute on the device, once per step before the updates, the numbers every
+        parameter's update shares (none by default)."""
+
+    # -- hyper-parameters on the device -------------------------------------------------------
+    def __setattr__(self, name, value):
+        if name == "learning_rate" and isinstance(value, LearningRateSchedule):
+            object.__setattr__(self, "_schedule", value)
+            value = float(value(self._host_value("iterations")))  # its rate at the next step
+        elif name == "learning_rate" and self.__dict__.get("_schedule") is not None:
+            raise ArgumentTypeError(
+                "This optimizer was created with a LearningRateSchedule object as its "
+                "learning_rate constructor argument, hence its learning rate is not settable. "
+                "To change the learning rate, use a schedule that changes it.")
+        device = self.__dict__.get("_device")
+        if device is None or name not in device:
+            object.__setattr__(self, name, value)
+            return
+        if self.backend.is_own_array(value):
+            value = self.backend.to_numpy(value).item()
+        if name == "iterations":
+            if not (isinstance(value, numbers.Integral) and value >= 0):
+                raise UsageError(f"an optimizer's iterations must be an integer >= 0, not "
+                                 f"{value!r}")
+        else:
+            self._check_hyperparameter(name, value, number_expected=True)
+            self._exact[name] = value
+        device[name][...] = value  # in place: a captured step reads it at its next replay
+
+    def _host_value(self, name: str):
+        """Hyper-parameter or ``iterations`` ``name`` as a Python number, wherever it lives: a
+        hyper-parameter as it was given, not rounded to the parameters' dtype."""
+        if name in self.__dict__.get("_exact", {}):
+            return self._exact[name]
+        value = self.__dict__.get(name, 0)
+        if self.__dict__.get("_device") and name in self._device:
+            return self.backend.to_numpy(value).item()
+        return value
+
+    def _device_names(self) -> list[str]:
+        """``iterations`` and the numeric keyword arguments of ``__init__``, learning_rate
+        always (a schedule writes each step's rate into it)."""
+        return ["iterations", *(name for name in inspect.signature(type(self)).parameters
+                                if name == "learning_rate"
+                                or is_number(self.__dict__.get(name)))]
+
+    def step_state(self) -> list:
+        """The optimizer's device arrays beside the per-parameter state (``iterations``, the
+        hyper-parameters): what a captured step reads or changes besides the weights."""
+        return list((self._device or {}).values())
+
     # -- used by the model ------------------------------------------------------------------
     @property
     def xp(self):
@@ -66,11 +131,15 @@ class Optimizer:
         return self.backend.xp
 
     def build(self, params: list, backend) -> None:
-        """Attach to ``backend`` and create one state dict per parameter.  A subclass whose
+        """Attach to ``backend``, create one state dict per parameter and move ``iterations``
+        and the hyper-parameters to the device (in the parameters' dtype).  A subclass whose
         ``init_state`` raises, or returns anything but a dict of ``backend``'s arrays, is an
         :class:`OptimizerError` naming it."""
+        values = {name: self._host_value(name) for name in self._device_names()}
+        self._device = None
+        for name, value in values.items():  # init_state sees host numbers
+            object.__setattr__(self, name, value)
         self.backend = backend
-        self._param_dtype = params[0].dtype if params else None
         kernel = backend.fused_update(self.fused_update) if self.fused_update else None
         self.fused = kernel or _no_fused_kernel
         try:
@@ -87,43 +156,34 @@ class Optimizer:
             if wrong:
                 raise OptimizerError(f"{self._origin()}: init_state() must return a dict of "
                                      f"arrays made with self.xp, not {wrong[0]}")
-
-    def step_scalars(self, iteration: int) -> dict:
-        """The hyper-parameters of step ``iteration`` that change from step to step (Adam's
-        step size, say), as host numbers by name; ``update`` reads them from
-        ``self.scalars``.  None by default."""
-        return {}
-
-    def use_device_scalars(self, on_device: bool) -> None:
-        """Keep :meth:`step_scalars` in 0-d arrays of the backend, written before each step
-        by :meth:`load_step_scalars`, instead of handing ``update`` host numbers: a training
-        step captured for replay reads the arrays, so it never holds a stale number."""
-        if not on_device:
-            self._scalar_arrays = None
-            return
-        self._scalar_arrays = {name: self.xp.zeros((), dtype=self._param_dtype)
-                               for name in self.step_scalars(1)}
-
-    def load_step_scalars(self) -> None:
-        """Write the coming step's :meth:`step_scalars` into their device arrays (when
-        :meth:`use_device_scalars` keeps them there); called before every training step."""
-        if self._scalar_arrays:
-            for name, value in self.step_scalars(self.iterations + 1).items():
-                self._scalar_arrays[name][...] = value
+        dtypes = {"iterations": backend.dtype("int64")}
+        dtype = params[0].dtype if params else backend.dtype("float32")
+        device = {name: backend.xp.asarray(value, dtype=dtypes.get(name, dtype))
+                  for name, value in values.items()}
+        for name, array in device.items():
+            object.__setattr__(self, name, array)
+        self._device = device
+        self._exact = {name: value for name, value in values.items() if name != "iterations"}
+        self._update_checked = False
 
     def apply_gradients(self, params: list, grads: list) -> None:
-        """Advance ``iterations`` and update every parameter with its gradient.  A subclass
-        whose ``update`` raises, or returns a new array (a sign that it did not work in place;
-        ``param`` itself may be returned), is an :class:`OptimizerError` naming it; so is one
-        whose first step leaves every parameter as it was while a gradient is not zero (the
-        sign of ``param = param - step``, which rebinds the name instead of writing the
-        array)."""
-        self.iterations += 1
-        self.scalars = self._scalar_arrays or self.step_scalars(self.iterations)
+        """Advance ``iterations`` and update every parameter with its gradient, on the device
+        alone (a captured step replays all of it).  A subclass whose ``update`` raises, or
+        returns a new array (a sign that it did not work in place; ``param`` itself may be
+        returned), is an :class:`OptimizerError` naming it; so is one whose first step after
+        :meth:`build` leaves every parameter as it was while a gradient is not zero (the sign
+        of ``param = param - step``, which rebinds the name instead of writing the array)."""
+        iterations = self.iterations
+        iterations += 1  # in place, on the device
         xp = self.xp
-        before = [xp.asarray(param, copy=True) for param in params] \
-            if self.iterations == 1 else None
+        if self._schedule is not None:  # Keras' step: the count of steps before this one
+            rate = self.learning_rate
+            rate[...] = self._schedule(xp.astype(iterations - 1, rate.dtype))
+        before = None
+        if not self._update_checked:  # once, outside any capture (its reads are on the host)
+            before = [xp.asarray(param, copy=True) for param in params]
         try:
+            self.begin_step()
             for param, grad, state in zip(params, grads, self.states):
                 returned = self.update(param, grad, state)
                 if returned is not None and returned is not param:
@@ -135,24 +195,25 @@ class Optimizer:
         except plugins.PLUGIN_FAILURES as error:
             raise OptimizerError(plugins.failure(self._origin(), "in update()",
                                                  error)) from error
-        if before is not None and _left_alone(xp, params, grads, before):
-            raise OptimizerError(f"{self._origin()}: update() left every parameter as it was: "
-                                 "change param in place (param -= step), not by assigning a "
-                                 "new array to the name")
-
-    def device_arrays(self) -> list:
-        """Arrays of the backend that the optimizer keeps beside its per-parameter state: the
-        device copies of :meth:`step_scalars`, if any."""
-        return list((self._scalar_arrays or {}).values())
+        if before is not None:
+            self._update_checked = True
+            if _left_alone(xp, params, grads, before):
+                raise OptimizerError(f"{self._origin()}: update() left every parameter as it "
+                                     "was: change param in place (param -= step), not by "
+                                     "assigning a new array to the name")
 
     def _origin(self) -> str:
         """The plugin (name, distribution, version) or class, for error messages."""
         return plugins.origin_of("optimizer", type(self))
 
     def get_config(self) -> dict:
-        """The hyper-parameters: ``__init__``'s keyword arguments, read from the attributes."""
-        return {name: getattr(self, name) for name in inspect.signature(type(self)).parameters
-                if hasattr(self, name)}
+        """The hyper-parameters as ``__init__`` takes them, host numbers (a schedule as
+        :func:`dnn.optimizers.schedules.serialize` writes it)."""
+        config = {name: self._host_value(name)
+                  for name in inspect.signature(type(self)).parameters if hasattr(self, name)}
+        if self._schedule is not None and "learning_rate" in config:
+            config["learning_rate"] = serialize(self._schedule)
+        return config
 
     def check_hyperparameters(self) -> None:
         """Refuse numeric hyper-parameters that are negative, not finite, or not numbers where
@@ -160,13 +221,16 @@ class Optimizer:
         defaults = {name: parameter.default
                     for name, parameter in inspect.signature(type(self)).parameters.items()}
         for name, value in self.get_config().items():
-            if _is_number(defaults.get(name)) and not _is_number(value):
-                raise UsageError(f"{type(self).__name__} {name} must be a number, not {value!r}")
-            if not _is_number(value):
+            if name == "learning_rate" and self._schedule is not None:
                 continue
-            if not math.isfinite(value) or value < 0:
-                raise UsageError(f"{type(self).__name__} {name} must be a finite number >= 0, "
-                                 f"not {value!r}")
+            self._check_hyperparameter(name, value, is_number(defaults.get(name)))
+
+    def _check_hyperparameter(self, name: str, value, number_expected: bool) -> None:
+        if number_expected and not is_number(value):
+            raise UsageError(f"{type(self).__name__} {name} must be a number, not {value!r}")
+        if is_number(value) and not (math.isfinite(value) and value >= 0):
+            raise UsageError(f"{type(self).__name__} {name} must be a finite number >= 0, "
+                             f"not {value!r}")
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
@@ -179,7 +243,3 @@ def _left_alone(xp, params, grads, before) -> bool:
     unchanged = all(bool(xp.all(param == old)) for param, old in zip(params, before))
     return unchanged and any(bool(xp.any(grad != 0)) for grad in grads)
 
-
-def _is_number(value) -> bool:
-    """A real number (NumPy's included), not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))

@@ -123,21 +123,23 @@ class Adam(Optimizer):
         _check_epsilon_fits(self, param)
         return {"m": self.xp.zeros_like(param), "v": self.xp.zeros_like(param)}
 
-    fused_update = "adam"  # (param, grad, m, v, alpha, beta_1, beta_2, epsilon)
+    fused_update = "adam"  # (param, grad, m, v, step_size, beta_1, beta_2, epsilon)
 
-    def step_scalars(self, iteration):
-        """The bias correction folded into the step size at step ``t``:
-        ``alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)``."""
-        t = iteration
-        return {"alpha": self.learning_rate * (1 - self.beta_2 ** t) ** 0.5
-                / (1 - self.beta_1 ** t)}
+    def begin_step(self):
+        """The bias correction folded into the step size of step ``t``, on the device, as
+        Keras computes it: ``step_size = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)``."""
+        xp = self.xp
+        t = xp.astype(self.iterations, self.learning_rate.dtype)
+        self.step_size = (self.learning_rate * xp.sqrt(1 - self.beta_2 ** t)
+                          / (1 - self.beta_1 ** t))
 
     def update(self, param, grad, state):
         """``m += (g - m) * (1 - beta_1)``; ``v += (g**2 - v) * (1 - beta_2)``;
-        ``param -= alpha * m / (sqrt(v) + eps)``, with ``alpha`` from :meth:`step_scalars`."""
-        m, v, alpha = state["m"], state["v"], self.scalars["alpha"]
-        if self.fused(param, grad, m, v, alpha, self.beta_1, self.beta_2, self.epsilon):
+        ``param -= step_size * m / (sqrt(v) + eps)``, with ``step_size`` from
+        :meth:`begin_step`."""
+        m, v, step_size = state["m"], state["v"], self.step_size
+        if self.fused(param, grad, m, v, step_size, self.beta_1, self.beta_2, self.epsilon):
             return
         m += (grad - m) * (1 - self.beta_1)
         v += (grad * grad - v) * (1 - self.beta_2)
-        param -= (alpha * m) / (self.xp.sqrt(v) + self.epsilon)
+        param -= (step_size * m) / (self.xp.sqrt(v) + self.epsilon)
