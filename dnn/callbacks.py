@@ -1,6 +1,7 @@
 """Callbacks, as in Keras: hooks into :meth:`dnn.Sequential.fit` with Keras' names and arguments
 (epochs and batches counted from 0), the :class:`History` that ``fit`` returns,
-:class:`EarlyStopping`, :class:`ModelCheckpoint`, and the two printers behind
+:class:`EarlyStopping`, :class:`ModelCheckpoint`, the learning-rate callbacks
+:class:`LearningRateScheduler` and :class:`ReduceLROnPlateau`, and the two printers behind
 ``fit(verbose=...)``: a live bar on a terminal, two lines per epoch otherwise.
 
 A batch's ``logs`` hold the epoch's running mean loss (and accuracy); they are read from the
@@ -9,12 +10,16 @@ device only when looked at, so a callback that ignores them costs no synchronisa
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 import time
 from collections.abc import Mapping
 
-from dnn.errors import UsageError
+import numpy as np
+
+from dnn.errors import ArgumentTypeError, UsageError
+from dnn.utils import is_number
 
 REFRESH_SECONDS = 0.25  # each refresh reads the running loss from the device: keep them rare
 BAR_WIDTH = 30
@@ -101,6 +106,10 @@ class _Monitor(Callback):
             raise UsageError(f"mode must be 'auto', 'min' or 'max', not {mode!r}")
         self.monitor, self.min_delta = monitor, abs(min_delta)
         self.lower_is_better = mode == "min" or (mode == "auto" and "acc" not in monitor)
+        self._forget_best()
+
+    def _forget_best(self) -> None:
+        """Start over: the next value seen is an improvement."""
         self.best = math.inf if self.lower_is_better else -math.inf
 
     def _improved(self, logs) -> bool:
@@ -127,7 +136,7 @@ class EarlyStopping(_Monitor):
         self.stopped_epoch, self.best_epoch, self._waited, self._best_weights = 0, 0, 0, None
 
     def on_train_begin(self, logs=None):
-        self.best = math.inf if self.lower_is_better else -math.inf
+        self._forget_best()
         self._waited, self._best_weights, self.stopped_epoch = 0, None, 0
 
     def on_epoch_end(self, epoch, logs=None):
@@ -164,6 +173,134 @@ class ModelCheckpoint(_Monitor):
         self.model.save(path)
         if self.verbose:
             print(f"Epoch {epoch + 1}: saved the model to {path}")
+
+
+def _log_learning_rate(model, logs) -> None:
+    """Put the optimizer's learning rate in the epoch's ``logs``, as Keras does."""
+    if logs is not None:
+        logs["learning_rate"] = float(model.optimizer.learning_rate)
+
+
+class LearningRateScheduler(Callback):
+    """Set the optimizer's learning rate at the start of every epoch to what ``schedule``
+    returns for it, as Keras does; the rate is added to the epoch's logs as
+    ``"learning_rate"``.
+
+    Args:
+        schedule: a function of the epoch's index (an int, from 0) and the current learning
+            rate (a float) that returns the epoch's learning rate (a float), or a function of
+            the epoch's index alone.
+        verbose: int, 0 quiet, 1 a line each epoch with the rate it sets.
+
+    Example: keep the rate for ten epochs, then decay it exponentially::
+
+        def scheduler(epoch, lr):
+            return lr if epoch < 10 else lr * math.exp(-0.1)
+
+        model.fit(x, y, epochs=15, callbacks=[LearningRateScheduler(scheduler)])
+    """
+
+    def __init__(self, schedule, verbose=0):
+        super().__init__()
+        if not callable(schedule):
+            raise ArgumentTypeError(f"LearningRateScheduler schedule must be a function of the "
+                                    f"epoch (and the learning rate), not {schedule!r}")
+        self.schedule, self.verbose = schedule, verbose
+        self._takes_rate = _takes_two_arguments(schedule)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        optimizer = self.model.optimizer
+        if self._takes_rate:
+            learning_rate = self.schedule(epoch, float(optimizer.learning_rate))
+        else:
+            learning_rate = self.schedule(epoch)
+        if not is_number(learning_rate):
+            raise ArgumentTypeError(f"The output of the `schedule` function should be a float. "
+                                    f"Got: {learning_rate!r}")
+        optimizer.learning_rate = float(learning_rate)
+        if self.verbose > 0:
+            print(f"\nEpoch {epoch + 1}: LearningRateScheduler setting learning rate to "
+                  f"{learning_rate}.")
+
+    def on_epoch_end(self, epoch, logs=None):
+        _log_learning_rate(self.model, logs)
+
+
+def _takes_two_arguments(function) -> bool:
+    """Whether ``function`` can be called with the epoch and the learning rate (Keras' newer
+    form of a schedule) rather than with the epoch alone."""
+    try:
+        inspect.signature(function).bind(0, 0.0)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read (some built-in functions): try the newer form
+        return True
+    return True
+
+
+class ReduceLROnPlateau(_Monitor):
+    """Multiply the learning rate by ``factor`` once ``monitor`` has not improved for
+    ``patience`` epochs, as Keras does; the rate of each epoch is added to its logs as
+    ``"learning_rate"``.
+
+    Args:
+        monitor: str, the figure of the epoch logs to watch (one they lack is a
+            :class:`UsageError`, as for :class:`EarlyStopping`).
+        factor: float in [0, 1), ``new_lr = lr * factor``.
+        patience: int, the epochs without improvement after which the rate is reduced.
+        verbose: int, 0 quiet, 1 a line for each reduction.
+        mode: ``"auto"``, ``"min"`` or ``"max"``: whether ``monitor`` improves by falling or
+            rising (``"auto"``: rising for an accuracy, falling otherwise).
+        min_delta: float, the least change that counts as an improvement.
+        cooldown: int, the epochs after a reduction before epochs without improvement count
+            again.
+        min_lr: float, the rate is never reduced below it.
+    """
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto",
+                 min_delta=1e-4, cooldown=0, min_lr=0.0):
+        super().__init__(monitor, mode, min_delta)
+        if not is_number(factor):
+            raise ArgumentTypeError(f"ReduceLROnPlateau factor must be a number, not {factor!r}")
+        if not 0 <= factor < 1:
+            raise UsageError(f"ReduceLROnPlateau does not support a factor >= 1.0 or below 0. "
+                             f"Received factor={factor}")
+        self.factor, self.min_lr, self.patience = factor, min_lr, patience
+        self.verbose, self.cooldown = verbose, cooldown
+        self.cooldown_counter, self.wait = 0, 0
+
+    def on_train_begin(self, logs=None):
+        self._forget_best()
+        self.cooldown_counter, self.wait = 0, 0
+
+    def in_cooldown(self) -> bool:
+        return self.cooldown_counter > 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        _log_learning_rate(self.model, logs)
+        if self.in_cooldown():
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._improved(logs):
+            self.wait = 0
+        elif not self.in_cooldown():
+            self.wait += 1
+            if self.wait >= self.patience and self._reduce(epoch):
+                self.cooldown_counter, self.wait = self.cooldown, 0
+
+    def _reduce(self, epoch) -> bool:
+        """Reduce the optimizer's rate unless it is at ``min_lr`` (compared in float32, as
+        Keras does); True when it did."""
+        optimizer = self.model.optimizer
+        old_lr = float(optimizer.learning_rate)
+        if not old_lr > float(np.float32(self.min_lr)):
+            return False
+        new_lr = max(old_lr * self.factor, self.min_lr)
+        optimizer.learning_rate = new_lr
+        if self.verbose > 0:
+            print(f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to "
+                  f"{new_lr}.")
+        return True
 
 
 class EvaluateEachEpoch(Callback):
@@ -290,5 +427,5 @@ def callback_list(callbacks) -> list:
     return callbacks
 
 
-__all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "EvaluateEachEpoch",
-           "EpochLines", "ProgressBar", "BatchLogs"]
+__all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler",
+           "ReduceLROnPlateau", "EvaluateEachEpoch", "EpochLines", "ProgressBar", "BatchLogs"]

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dnn import plugins
 from dnn.errors import ArgumentTypeError, DnnError, PluginLoadError, UsageError
+from dnn.optimizers import schedules
 from dnn.optimizers.base import Optimizer
 from dnn.optimizers.builtin import SGD, Adam, RMSprop
 
-__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "get", "plugin_class"]
+__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "schedules", "get", "plugin_class"]
 
 
 def get(optimizer, **hyperparameters) -> Optimizer:
