@@ -128,7 +128,11 @@ def build_library(sources, float_dtype, folder: Path) -> ctypes.CDLL:
 
 
 class HostKernel:
-    """One kernel, called as its ``cupy.ElementwiseKernel`` would be."""
+    """One kernel, called as its ``cupy.ElementwiseKernel`` would be.
+
+    ``calls`` counts the calls; ``outputs`` holds the output arrays of the latest one by
+    parameter name (the caller's own arrays), so that a test can check an output the caller
+    reduces or drops, such as a row kernel's per-row values."""
 
     def __init__(self, source: ElementwiseSource, libraries: dict):
         self.source = source
@@ -136,6 +140,7 @@ class HostKernel:
         self.functions = {dtype: getattr(library, source.name)
                           for dtype, library in libraries.items()}
         self.calls = 0
+        self.outputs = {}
 
     def _float_dtype(self, args) -> np.dtype:
         """``T``: the dtype of the first array passed for a ``T`` parameter."""
@@ -158,6 +163,8 @@ class HostKernel:
         pointers = (ctypes.c_void_p * len(arrays))(*(array.ctypes.data for array in arrays))
         self.functions[float_dtype](ctypes.c_ssize_t(math.prod(shape)), pointers)
         self.calls += 1
+        self.outputs = {param.name: array for param, array in zip(self.params, arrays)
+                        if param.output}
 
     def _argument(self, arg, param: Param, dtype: np.dtype, shape: tuple) -> np.ndarray:
         """``arg`` as the C function reads it: the caller's own array where CUDA would write
@@ -178,14 +185,19 @@ class HostKernel:
         return np.ascontiguousarray(np.broadcast_to(np.asarray(arg, dtype), shape))
 
 
-@functools.cache
-def compile_kernels(sources: tuple = tuple(ELEMENTWISE.values())) -> dict:
-    """``{name: HostKernel}`` for ``sources`` (every gpu kernel by default), compiled once for
-    float32 and once for float64 in a temporary folder that lives as long as the process."""
-    folder = Path(tempfile.mkdtemp(prefix="dnn-cuda-harness-"))
+def host_kernels(sources, folder: Path) -> dict:
+    """``{name: HostKernel}`` for ``sources``, compiled for float32 and for float64 into
+    ``folder``."""
     libraries = {np.dtype(dtype): build_library(sources, dtype, folder)
                  for dtype in FLOAT_TYPES}
     return {source.name: HostKernel(source, libraries) for source in sources}
+
+
+@functools.cache
+def compile_kernels(sources: tuple = tuple(ELEMENTWISE.values())) -> dict:
+    """:func:`host_kernels` of ``sources`` (every gpu kernel by default), compiled once per
+    process in a temporary folder that lives as long as the process."""
+    return host_kernels(sources, Path(tempfile.mkdtemp(prefix="dnn-cuda-harness-")))
 
 
 class _HostStream:
@@ -212,12 +224,13 @@ class HostCupy:
 
 
 class HostCudaBackend(GpuBackend):
-    """The gpu backend with NumPy for CuPy and its CUDA kernels compiled for the host."""
+    """The gpu backend with NumPy for CuPy and its CUDA kernels compiled for the host:
+    ``kernels`` ({name: HostKernel}), every gpu kernel by default."""
 
     name = "host-cuda"
 
-    def __init__(self):
-        self._use(HostCupy(), np, compile_kernels())
+    def __init__(self, kernels: dict | None = None):
+        self._use(HostCupy(), np, compile_kernels() if kernels is None else kernels)
 
     def captures_steps(self) -> bool:
         return False  # CUDA graphs need a GPU; dnn/replay.py replays on the CPU

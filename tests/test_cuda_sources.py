@@ -1,7 +1,11 @@
 """The gpu backend's CUDA kernels, compiled by the host C compiler (tests/cuda_harness.py) and run
 through the gpu backend's own code against the generic kernels, in float32 and float64, on
 NaN, inf, -0.0, subnormals, ties and empty batches: CI has no GPU, and this is how a typo or a
-wrong formula in a kernel string is found there."""
+wrong formula in a kernel string is found there.  Every output of every kernel is checked, the
+per-row values a row kernel writes and the backend sums included, and an error planted in each
+output in turn proves it."""
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -12,7 +16,7 @@ from dnn.optimizers import SGD, Adam, RMSprop
 from dnn.testing import optimizer_steps
 from tests.conftest import GenericNumpy, awkward
 from tests.cuda_harness import (CompileError, HostCudaBackend, build_library, c_file,
-                                compile_kernels)
+                                compile_kernels, host_kernels, parse_params)
 
 pytestmark = [
     pytest.mark.skipif(not HostCudaBackend.is_available(),
@@ -22,6 +26,7 @@ pytestmark = [
 
 DTYPES = [np.float32, np.float64]
 ROWS = [0, 1, 37]  # an empty batch, one row, and more than a vector's width
+SEED = 7  # of the inputs of every case
 
 
 def hidden_layer(rows, dtype, rng):
@@ -59,6 +64,27 @@ def softmax_crossentropy(backend, logits, targets) -> list:
     return [backend.softmax_crossentropy(logits, targets, grad), grad]
 
 
+def correct_count(backend, output, targets) -> list:
+    """``[count]`` of ``backend``'s accuracy kernel, as an array."""
+    return [np.asarray(backend.correct_count(output, targets))]
+
+
+# The kernels that work a row per thread and write a value per row that the gpu backend sums
+# (so that a wrong row can hide in the sum, or behind a NaN row): kernel name ->
+# (inputs(rows, dtype, rng): the batch's arrays, call(backend, *inputs): the backend's results,
+# {output parameter: the index of the result that sums it over the rows}).
+ROW_KERNELS = {
+    "dnn_softmax_xent_rows": (logits_and_targets, softmax_crossentropy, {"row_loss": 0}),
+    "dnn_correct_rows": (logits_and_targets, correct_count, {"correct": 0}),
+}
+
+
+def row_case(name):
+    """The case of row kernel ``name``: its call on a batch of its inputs."""
+    inputs, call, _ = ROW_KERNELS[name]
+    return lambda b, rows, dtype, rng: call(b, *inputs(rows, dtype, rng))
+
+
 # kernel name: case(backend, rows, dtype, rng) -> host arrays; each case calls that kernel
 CASES = {
     "dnn_bias_add": lambda b, rows, dtype, rng: [
@@ -71,14 +97,69 @@ CASES = {
     "dnn_sgd": run_optimizer(lambda: SGD(learning_rate=0.01)),
     "dnn_rmsprop": run_optimizer(RMSprop),
     "dnn_adam": run_optimizer(lambda: Adam(learning_rate=2e-3)),
-    "dnn_softmax_xent_rows": lambda b, rows, dtype, rng: softmax_crossentropy(
-        b, *logits_and_targets(rows, dtype, rng)),
-    "dnn_correct_rows": lambda b, rows, dtype, rng: [np.asarray(b.correct_count(
-        *logits_and_targets(rows, dtype, rng)))],
+    **{name: row_case(name) for name in ROW_KERNELS},
 }
 # Kernels that reduce a row in order where NumPy sums pairwise, and call exp and log: the C
 # library's, not NumPy's.  The rest compute exactly NumPy's expression, to the bit.
 ROUNDED = {"dnn_softmax_xent_rows"}
+
+
+def run_case(kernels, name, dtype, rows) -> tuple:
+    """``(results, outputs)``: the results of the case of kernel ``name`` through the gpu
+    backend's code on ``kernels``, and the output arrays of that kernel's latest call there,
+    by parameter name."""
+    kernel = kernels[name]
+    calls = kernel.calls
+    results = CASES[name](HostCudaBackend(kernels), rows, dtype, np.random.default_rng(SEED))
+    assert kernel.calls > calls, f"the case for {name} never called it"
+    return results, dict(kernel.outputs)
+
+
+def generic_rows(name, output, dtype, rows) -> list:
+    """What ``output`` of row kernel ``name`` holds for each row of its case: the generic
+    kernels' result for that row alone."""
+    inputs, call, sums = ROW_KERNELS[name]
+    batch = inputs(rows, dtype, np.random.default_rng(SEED))
+    return [np.asarray(call(GenericNumpy(), *(array[row:row + 1] for array in batch))[sums[output]])
+            for row in range(rows)]
+
+
+def assert_same(name, what, mine, reference) -> None:
+    """``mine`` is ``reference``: the same dtype and shape, and the same values, to rounding
+    for a :data:`ROUNDED` kernel, to the bit (NaN where NaN) for the rest."""
+    mine, reference = np.asarray(mine), np.asarray(reference)
+    assert (mine.dtype, mine.shape) == (reference.dtype, reference.shape), (
+        f"{name} {what}: {mine.dtype} {mine.shape}, not {reference.dtype} {reference.shape}")
+    if name in ROUNDED:
+        eps = np.finfo(mine.dtype).eps
+        np.testing.assert_allclose(mine, reference, rtol=16 * eps, atol=4 * eps,
+                                   err_msg=f"{name} {what}")
+    else:
+        np.testing.assert_array_equal(mine, reference, err_msg=f"{name} {what}")
+
+
+def assert_kernel_matches_generic(kernels, name, dtype, rows) -> list:
+    """Every output kernel ``name`` of ``kernels`` writes in its case matches the generic
+    kernels: the gpu backend's results, which hold the kernel's outputs, and, row by row, each
+    output the backend sums (a wrong row would hide in the sum, and a NaN row hides them all).
+    An output that is neither, one no comparison would see, fails the check.  Returns the
+    backend's results."""
+    ours, outputs = run_case(kernels, name, dtype, rows)
+    expected = CASES[name](GenericNumpy(), rows, dtype, np.random.default_rng(SEED))
+    for index, (mine, reference) in enumerate(zip(ours, expected, strict=True)):
+        assert_same(name, f"result {index}", mine, reference)
+    summed = ROW_KERNELS[name][2] if name in ROW_KERNELS else {}
+    for output, array in outputs.items():
+        if output in summed:
+            rows_alone = generic_rows(name, output, dtype, rows)
+            assert_same(name, output, array,
+                        np.stack(rows_alone) if rows_alone else np.empty(0, array.dtype))
+        else:
+            assert array.size == 0 or any(
+                isinstance(result, np.ndarray) and np.shares_memory(array, result)
+                for result in ours), (f"{name} output {output} is not among the case's results "
+                                      "and not in ROW_KERNELS: nothing compares it")
+    return ours
 
 
 def test_every_kernel_source_has_a_case():
@@ -89,22 +170,40 @@ def test_every_kernel_source_has_a_case():
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_kernel_matches_the_generic_kernel(name, dtype, rows):
-    kernel = compile_kernels()[name]
-    calls = kernel.calls
-    ours = CASES[name](HostCudaBackend(), rows, dtype, np.random.default_rng(7))
-    assert kernel.calls > calls, f"the case for {name} never called it"
-    expected = CASES[name](GenericNumpy(), rows, dtype, np.random.default_rng(7))
-    for index, (mine, reference) in enumerate(zip(ours, expected)):
-        mine, reference = np.asarray(mine), np.asarray(reference)
-        assert mine.dtype == reference.dtype and mine.shape == reference.shape
-        if name in ROUNDED:
-            eps = np.finfo(dtype).eps
-            np.testing.assert_allclose(mine, reference, rtol=16 * eps, atol=4 * eps,
-                                       err_msg=f"{name} array {index}")
-        else:
-            np.testing.assert_array_equal(mine, reference, err_msg=f"{name} array {index}")
+    ours = assert_kernel_matches_generic(compile_kernels(), name, dtype, rows)
     if rows == 37 and name in ("dnn_softmax_xent_rows", "dnn_relu"):
         assert np.isnan(ours[-1]).any(), "the awkward inputs lost their NaN"
+
+
+def planted(source: ElementwiseSource, output) -> ElementwiseSource:
+    """``source`` with a statement after its body that adds 1 to its output ``output`` (a
+    parsed parameter): to the thread's element of a plain output, to element ``i`` of a raw
+    one (a row kernel's raw output has at least an element per row)."""
+    target = f"{output.name}[i]" if output.raw else output.name
+    return dataclasses.replace(source, body=f"{source.body};\n{target} = {target} + 1")
+
+
+# (kernel, output parameter): every output of every kernel, as its source declares it today.
+OUTPUTS = [(name, param.name) for name, source in sorted(ELEMENTWISE.items())
+           for param in parse_params(source) if param.output]
+
+
+@pytest.mark.parametrize("name, output", OUTPUTS)
+def test_an_error_planted_in_any_output_fails_the_check(tmp_path, name, output):
+    """An error in any one output of a kernel is caught: with 1 added to that output, the
+    output differs from the true kernel's, and the check fails, in float32 and float64, for a
+    batch of one row and of many.  (The true kernels pass: the test above.)"""
+    source = ELEMENTWISE[name]
+    [param] = [param for param in parse_params(source) if param.output and param.name == output]
+    kernels = {**compile_kernels(), **host_kernels([planted(source, param)], tmp_path)}
+    for dtype in DTYPES:
+        for rows in filter(None, ROWS):
+            _, true_outputs = run_case(compile_kernels(), name, dtype, rows)
+            _, planted_outputs = run_case(kernels, name, dtype, rows)
+            assert not np.array_equal(planted_outputs[output], true_outputs[output],
+                                      equal_nan=True), f"the planted error left {output} as it was"
+            with pytest.raises(AssertionError):
+                assert_kernel_matches_generic(kernels, name, dtype, rows)
 
 
 @pytest.mark.parametrize("classes", [1, 2, 3, 10])
