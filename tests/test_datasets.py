@@ -4,6 +4,8 @@ import gzip
 import hashlib
 import http.server
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -198,6 +200,28 @@ def test_valid_files_in_a_read_only_folder_never_touch_the_network(server, cache
         assert len(x) == 6 and server.requests == []
     finally:
         folder.chmod(0o755)
+
+
+def test_files_in_the_data_dir_load_where_platformdirs_is_missing(tmp_path):
+    """platformdirs names the user cache folder: it is imported only when the files are not in
+    the data dir, so a machine without it loads them from --data-dir ($DNN_DATA_DIR)."""
+    for name, data in _gz_files().items():
+        (tmp_path / name).write_bytes(data)
+    script = """import sys
+sys.modules["platformdirs"] = None  # import platformdirs raises ImportError
+try:
+    import platformdirs
+except ImportError:
+    print("platformdirs: missing")
+from tests.test_datasets import _gz_files, make_dataset
+(x, _), (x_test, _) = make_dataset(["http://127.0.0.1:9/"], _gz_files()).load()
+print(len(x), len(x_test))
+"""
+    environment = {name: value for name, value in os.environ.items() if name != "DNN_CACHE_DIR"}
+    environment["DNN_DATA_DIR"] = str(tmp_path)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, env=environment, cwd=Path(__file__).parent.parent)
+    assert result.stdout.splitlines() == ["platformdirs: missing", "6 3"], result.stderr
 
 
 def test_real_mnist_loads_with_documented_counts(mnist_dir):

@@ -128,12 +128,19 @@ class IdxDataset(Dataset):
         raw = 4 + 4 * len(shape) + int(np.prod(shape, dtype=object))
         return raw + raw // 100 + 1024
 
+    def _folders(self, data_dir):
+        """The folders searched, in order: ``data_dir`` if given, then the cache folder (where
+        downloads go), asked for only when the files are not in ``data_dir``."""
+        if data_dir:
+            yield Path(data_dir)
+        yield cache_dir() / self.name
+
     def locate(self, role: str, data_dir=None) -> Path:
         """The path of a role's file: found locally (gzip or raw), else downloaded."""
         filename, md5 = self.files[role]
-        folders = [Path(data_dir)] if data_dir else []
-        folders.append(cache_dir() / self.name)
-        for folder in folders:
+        folders = []
+        for folder in self._folders(data_dir):
+            folders.append(folder)
             for candidate in (folder / filename, folder / filename.removesuffix(".gz")):
                 if candidate.is_file():
                     return candidate
