@@ -1,8 +1,12 @@
-"""The gpu backend's CUDA-graph plumbing that can be checked without a GPU: the column-major
-cuBLAS call for each row-major product a training step makes (run here by a NumPy stand-in for
-cublas<S|D>gemm reading the same pointers), and the errors that send a step back to eager."""
+"""The gpu backend's cuBLAS plumbing that can be checked without a GPU or a compiler: the
+column-major cuBLAS call for each row-major product a training step makes (run here by a NumPy
+stand-in for cublas<S|D>gemm reading the same pointers), where cuBLAS is looked for, and the
+switch that turns captured steps off.  tests/test_gpu_standin.py runs the rest (loading,
+streams, captures) against a stub cuBLAS."""
 
 import ctypes
+import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -57,12 +61,59 @@ def test_a_product_it_cannot_express_is_refused():
         gemm_call(np.ones((4, 3)), np.ones((3, 2)), np.empty((4, 3)), pointer=lambda array: 0)
 
 
-def test_without_cublas_the_capture_error_says_where_it_looked(monkeypatch):
-    monkeypatch.setattr(cublas, "LIBRARY_NAMES", ("libdnn-no-such-cublas.so",))
-    monkeypatch.delenv("CUDA_PATH", raising=False)
+class CupyOfMajor:
+    """As much of CuPy as finding cuBLAS reads: CUDA runtime ``major``.0."""
+
+    def __init__(self, major: int):
+        runtime = SimpleNamespace(runtimeGetVersion=lambda: major * 1000)
+        self.cuda = SimpleNamespace(runtime=runtime, cublas=None)
+
+
+def test_without_cublas_of_its_major_the_capture_error_names_every_place_it_looked(
+        monkeypatch, tmp_path):
+    """cuBLAS 99 is nowhere: every place is named, a cuBLAS of another major (one mapped in
+    this process by an earlier test, say) refused by its name."""
+    site, toolkit = tmp_path / "site", tmp_path / "toolkit"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("CUDA_PATH", str(toolkit))
     monkeypatch.delenv("CUDA_HOME", raising=False)
-    with pytest.raises(CaptureError, match="cuBLAS could not be loaded .*libdnn-no-such"):
-        cublas._library()
+    with pytest.raises(CaptureError) as refused:
+        cublas._library(CupyOfMajor(99))
+    message = str(refused.value)
+    assert message.startswith("cuBLAS 99 (for CuPy's CUDA runtime 99000) could not be loaded; "
+                              "looked at: ")
+    for place in ("mapped in this process",
+                  f"wheel: {site / 'nvidia' / 'cu99' / 'lib' / 'libcublas.so.99'}: no such file",
+                  f"$CUDA_PATH: {toolkit / 'lib64' / 'libcublas.so.99'}: no such file",
+                  f"$CUDA_PATH: {toolkit / 'lib' / 'libcublas.so.99'}: no such file",
+                  "$CUDA_HOME: not set", "system loader: libcublas.so.99: "):
+        assert place in message
+    assert "refused, cuBLAS 13, not 99" in message or \
+        "mapped in this process: no libcublas.so.*" in message
+
+
+def test_a_file_named_for_another_major_is_refused_unopened():
+    assert cublas._load("/nowhere/libcublas.so.12", 13, windows=False) == (
+        None, "/nowhere/libcublas.so.12: refused, cuBLAS 12, not 13")
+    assert cublas._load("/nowhere/libcublasLt.so.13", 13, windows=False) == (
+        None, "/nowhere/libcublasLt.so.13: refused, not a cuBLAS file")
+
+
+@pytest.mark.parametrize("major, windows, folder, name", [
+    (13, False, "nvidia/cu13/lib", "libcublas.so.13"),
+    (12, False, "nvidia/cublas/lib", "libcublas.so.12"),
+    (13, True, "nvidia/cu13/bin/x86_64", "cublas64_13.dll"),
+    (12, True, "nvidia/cublas/bin", "cublas64_12.dll")])
+def test_the_nvidia_cublas_wheel_layouts(major, windows, folder, name):
+    assert cublas.wheel_folder(major, windows) == os.path.join(*folder.split("/"))
+    assert cublas.file_name(major, windows) == name
+    assert cublas._major_of(f"/x/{name.upper() if windows else name}", windows) == major
+
+
+def test_a_cublas_file_is_known_by_its_major_whatever_its_full_version():
+    assert cublas._major_of("toolkit/lib64/libcublas.so.13.1.0.3", False) == 13
+    assert cublas._major_of("toolkit/lib64/libcublasLt.so.13", False) is None
 
 
 @pytest.mark.parametrize("setting, captures", [("0", False), ("1", True), (None, True)])
@@ -75,57 +126,3 @@ def test_dnn_gpu_graphs_turns_captured_steps_off(monkeypatch, setting, captures)
     assert backend.captures_steps() is captures
     if not captures:
         assert backend.capture(lambda: None) is None
-
-
-class FakeStream:
-    """A stream whose capture CUDA refuses, as it does for an operation it cannot capture."""
-
-    ptr = 0
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def synchronize(self):
-        pass
-
-    def begin_capture(self):
-        pass
-
-    def end_capture(self):
-        raise RuntimeError("cudaErrorStreamCaptureInvalidated: operation failed due to a "
-                           "previous error during capture")
-
-
-class FakeCupy:
-    class cuda:  # noqa: N801 (CuPy's name)
-        MemoryPool = object
-
-        @staticmethod
-        def Stream(non_blocking):  # noqa: N802 (CuPy's name)
-            return FakeStream()
-
-        @staticmethod
-        def get_current_stream():
-            return FakeStream()
-
-
-def test_a_refused_capture_becomes_a_capture_error_naming_the_refusal(monkeypatch):
-    from dnn.backends import cuda_graphs
-
-    class FakeCublas:
-        def __init__(self, cupy):
-            self.streams = []
-
-        def set_stream(self, pointer):
-            self.streams.append(pointer)
-
-    monkeypatch.setattr(cuda_graphs, "Cublas", FakeCublas)
-    graphs = cuda_graphs.CudaGraphs(backend=None, cupy=FakeCupy)
-    ran = []
-    with pytest.raises(CaptureError, match="RuntimeError: cudaErrorStreamCaptureInvalidated"):
-        graphs.capture(lambda: ran.append(True))
-    assert ran == [True]  # the step's Python ran once, under capture
-    assert len(graphs._cublas.streams) == 2  # to the capture stream and back

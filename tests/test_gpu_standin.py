@@ -1,0 +1,372 @@
+"""The whole gpu path on the CPU: the real GpuBackend, CudaGraphs and Cublas code run on the
+stand-in of CuPy 14 (tests/standin/cupy) and a stub cuBLAS (tests/standin/stub_cublas.c),
+laid out as the nvidia-cublas wheel lays cuBLAS out.  Where cuBLAS is found, its stream and
+workspace, the capture rules, the per-stream memory pool, and training (in process and through
+``dnn train --backend gpu``), captured and replayed, against the cpu backend and the eager
+step."""
+
+import gc
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dnn.backends.cublas import Cublas
+from dnn.backends.gpu import GpuBackend
+from dnn.replay import _Recording
+from dnn.step import GraphFallbackWarning
+from tests.test_cli import TINY_DATASET
+from tests.test_replay import LowersTheRateEveryBatch, ReadsTheGradientOnTheHost, train
+from tests.cuda_harness import HostCudaBackend
+from tests.standin import stub_cublas
+
+STANDIN = Path(__file__).resolve().parent / "standin"
+ROOT = STANDIN.parent.parent
+WHEEL_13 = Path("nvidia", "cu13", "lib", "libcublas.so.13")
+WHEEL_12 = Path("nvidia", "cublas", "lib", "libcublas.so.12")
+
+pytestmark = [
+    pytest.mark.skipif(not HostCudaBackend.is_available(),
+                       reason=f"stand-in: {HostCudaBackend.is_available().reason}"),
+    pytest.mark.skipif(sys.platform != "linux", reason="stand-in: the stub cuBLAS is built, "
+                                                       "and looked for, as on Linux")]
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory) -> Path:
+    """A site-packages folder holding the stub as cuBLAS 13, where its wheel puts it."""
+    folder = tmp_path_factory.mktemp("site-cublas-13")
+    stub_cublas.build(folder, 13)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def site_12(tmp_path_factory) -> Path:
+    """A site-packages folder holding the stub as cuBLAS 12, where its wheel puts it."""
+    folder = tmp_path_factory.mktemp("site-cublas-12")
+    stub_cublas.build(folder, 12)
+    return folder
+
+
+def fake_pathfinder(folder: Path, names: Path | None) -> Path:
+    """A ``cuda.pathfinder`` in ``folder`` (to put on the path before any real one, which a
+    regular ``cuda`` package there hides) whose ``load_nvidia_dynamic_lib`` names the file
+    ``names`` (without loading it, which the real one does); with ``names`` None, one that is
+    not installed."""
+    package = folder / "cuda" / "pathfinder"
+    package.mkdir(parents=True)
+    (folder / "cuda" / "__init__.py").write_text("")
+    (package / "__init__.py").write_text(
+        "raise ImportError(\"No module named 'cuda.pathfinder'\")\n" if names is None else
+        "from types import SimpleNamespace\n\n\n"
+        "class DynamicLibNotFoundError(RuntimeError):\n    pass\n\n\n"
+        "def load_nvidia_dynamic_lib(name):\n"
+        f"    return SimpleNamespace(abs_path={str(names)!r})\n")
+    return folder
+
+
+def _cupy_modules() -> list[str]:
+    return [name for name in sys.modules if name == "cupy" or name.startswith("cupy.")]
+
+
+@pytest.fixture
+def cupy(site, monkeypatch, tmp_path):
+    """The stand-in, imported afresh, whose ``cuda.pathfinder`` names the stub cuBLAS 13 (so
+    that no cuBLAS of this machine's is taken for it); a CuPy imported before comes back
+    after."""
+    source = fake_pathfinder(tmp_path / "pathfinder", names=site / WHEEL_13)
+    spec = importlib.util.spec_from_file_location(
+        "cuda.pathfinder", source / "cuda" / "pathfinder" / "__init__.py")
+    pathfinder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pathfinder)
+    monkeypatch.setitem(sys.modules, "cuda.pathfinder", pathfinder)
+    monkeypatch.syspath_prepend(str(STANDIN))
+    for name in _cupy_modules():
+        monkeypatch.delitem(sys.modules, name)
+    import cupy
+
+    yield cupy
+    for name in _cupy_modules():
+        del sys.modules[name]
+    _Recording.operations = None  # a capture a failed test left open records nothing more
+
+
+# -- where cuBLAS is found, each in a process of its own (nothing loaded before) --------------
+FIND_CUBLAS = """
+import cupy
+from dnn.backends.cublas import _library
+from dnn.errors import CaptureError
+
+cupy.cuda.runtime.runtimeGetVersion = lambda: {version}
+try:
+    print("loaded", _library(cupy)._name)
+except CaptureError as error:
+    print("error", error)
+print("mapped", *sorted({{line.split()[-1] for line in open("/proc/self/maps")
+                         if "libcublas" in line}}))
+"""
+
+
+def find_cublas(version: int, *folders: Path, cuda_path: Path | None = None):
+    """``(outcome, mapped)`` of looking for cuBLAS in a new process on the stand-in of CUDA
+    runtime ``version``, with ``folders`` on its path: ``"loaded PATH"`` or ``"error
+    MESSAGE"``, and the cuBLAS files then mapped in it."""
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("CUDA_PATH", "CUDA_HOME")}
+    environment["PYTHONPATH"] = os.pathsep.join(map(str, [STANDIN, *folders, ROOT]))
+    if cuda_path is not None:
+        environment["CUDA_PATH"] = str(cuda_path)
+    result = subprocess.run([sys.executable, "-c", FIND_CUBLAS.format(version=version)],
+                            capture_output=True, text=True, env=environment, timeout=60)
+    assert result.returncode == 0, result.stderr
+    outcome, mapped = result.stdout.splitlines()
+    return outcome, mapped.split()[1:]
+
+
+def test_cublas_13_is_found_where_the_nvidia_cublas_wheel_puts_it(site, tmp_path):
+    """CuPy without cuda.pathfinder (CuPy 13): the wheel is found on ``sys.path``."""
+    outcome, mapped = find_cublas(13000, fake_pathfinder(tmp_path, names=None), site)
+    assert outcome == f"loaded {site / WHEEL_13}"
+    assert mapped == [str(site / WHEEL_13)]
+
+
+def test_the_cublas_cupy_loaded_comes_before_any_wheel(site, tmp_path):
+    elsewhere = stub_cublas.build(tmp_path / "conda", 13)
+    pathfinder = fake_pathfinder(tmp_path / "pathfinder", names=elsewhere)
+    outcome, mapped = find_cublas(13000, pathfinder, site)
+    assert outcome == f"loaded {elsewhere}"
+    assert mapped == [str(elsewhere)]
+
+
+def test_a_cublas_of_another_major_than_cupys_runtime_is_never_loaded(site, site_12, tmp_path):
+    """CuPy for CUDA 12 beside the CUDA 13 wheel (PyTorch's, say), which cuda.pathfinder
+    names: the cuBLAS 12 wheel's library is taken, the 13 never even opened."""
+    pathfinder = fake_pathfinder(tmp_path / "pathfinder", names=site / WHEEL_13)
+    outcome, mapped = find_cublas(12000, pathfinder, site, site_12)
+    assert outcome == f"loaded {site_12 / WHEEL_12}"
+    assert mapped == [str(site_12 / WHEEL_12)]
+
+
+def test_without_cublas_of_its_major_the_error_names_every_place_it_looked(site_12, tmp_path):
+    pathfinder = fake_pathfinder(tmp_path / "pathfinder", names=site_12 / WHEEL_12)
+    toolkit = tmp_path / "toolkit"
+    outcome, mapped = find_cublas(13000, pathfinder, site_12, cuda_path=toolkit)
+    if outcome.startswith("loaded "):
+        pytest.skip(f"this machine has a cuBLAS 13 of its own: {outcome[len('loaded '):]}")
+    assert outcome.startswith("error cuBLAS 13 (for CuPy's CUDA runtime 13000) could not be "
+                              "loaded; looked at: ")
+    places = [f"cuda.pathfinder: {site_12 / WHEEL_12}: refused, cuBLAS 12, not 13",
+              "mapped in this process: no libcublas.so.*",
+              *(f"wheel: {folder / WHEEL_13}: no such file"
+                for folder in (STANDIN, pathfinder, site_12, ROOT)),
+              f"$CUDA_PATH: {toolkit / 'lib64' / 'libcublas.so.13'}: no such file",
+              f"$CUDA_PATH: {toolkit / 'lib' / 'libcublas.so.13'}: no such file",
+              "$CUDA_HOME: not set", "system loader: libcublas.so.13: "]
+    for place in places:
+        assert place in outcome
+    assert mapped == []
+
+
+# -- the handle: stream, workspace, products -------------------------------------------------
+def test_setting_the_stream_sets_our_workspace_again(cupy):
+    """cublasSetStream puts the handle back on cuBLAS's default pool; every product must
+    still run in the handle's own workspace."""
+    cublas = Cublas(cupy)
+    a, b = cupy.ones((4, 3), dtype=np.float32), cupy.ones((3, 2), dtype=np.float32)
+    out = cupy.empty((4, 2), dtype=np.float32)
+    before = len(stub_cublas.workspaces(cublas._library))
+    for stream in (cupy.cuda.Stream(non_blocking=True), cupy.cuda.Stream(non_blocking=True)):
+        cublas.set_stream(stream.ptr)
+        with stream:
+            cublas.gemm(a, b, out)
+    assert stub_cublas.workspaces(cublas._library)[before:] == [cublas._workspace.data.ptr] * 2
+    np.testing.assert_array_equal(cupy.asnumpy(out), np.full((4, 2), 3, np.float32))
+
+
+def test_operands_cublas_cannot_read_are_multiplied_as_matmul_does(cupy):
+    """A custom layer's strided operand, one of another dtype, an output that is not
+    C-contiguous: copies where cuBLAS needs them, the product cupy.matmul gives."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(5, 8)).astype(np.float32)
+    b = rng.normal(size=(4, 6))
+    cublas = Cublas(cupy)
+    out = cupy.zeros((6, 5), dtype=np.float32).T  # F-contiguous (5, 6)
+    cublas.gemm(cupy.asarray(a)[:, ::2], cupy.asarray(b), out)
+    np.testing.assert_allclose(cupy.asnumpy(out), a[:, ::2] @ b.astype(np.float32), rtol=1e-5)
+
+
+# -- what the stand-in holds to, as CuPy and CUDA do ------------------------------------------
+def test_a_graph_replays_what_was_launched_on_its_stream(cupy):
+    """Array operations, an elementwise kernel and a cuBLAS product, captured and replayed on
+    new values; what ran on another stream meanwhile is not in the graph."""
+    cublas, kernel = Cublas(cupy), cupy.ElementwiseKernel("T x", "T y", "y = y + x", "add")
+    x, w = cupy.ones((2, 3), dtype=np.float64), cupy.ones((3, 2), dtype=np.float64)
+    product, total, other = (cupy.zeros((2, 2)), cupy.zeros((2, 2)), cupy.zeros(()))
+    stream = cupy.cuda.Stream(non_blocking=True)
+    cublas.set_stream(stream.ptr)
+    with stream:
+        stream.begin_capture()
+        cublas.gemm(x, w, product)
+        kernel(product, total)
+        total *= 2
+        with cupy.cuda.Stream(non_blocking=True):
+            other += 1
+        graph = stream.end_capture()
+    x[...] = 2
+    total[...] = 1
+    graph.launch()
+    np.testing.assert_array_equal(cupy.asnumpy(total), np.full((2, 2), (1 + 3 * 2) * 2))
+    assert float(other) == 1
+
+
+def test_while_capturing_the_host_and_cupys_cublas_are_refused_as_cupy_refuses_them(cupy):
+    runtime = cupy.cuda.runtime
+    x = cupy.ones((2, 2))
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        stream.begin_capture()
+        with pytest.raises(RuntimeError, match="^the current stream is capturing, so D2H "
+                                               "transfers are disallowed$"):
+            float(x[0, 0])
+        with pytest.raises(RuntimeError, match="so H2D transfers are disallowed"):
+            cupy.asarray(np.ones(2))
+        with pytest.raises(NotImplementedError, match="^calling cuBLAS API during stream "
+                                                      "capture is currently unsupported$"):
+            cupy.matmul(x, x)
+        with pytest.raises(TypeError, match="Unsupported type <class 'numpy.ndarray'>"):
+            x + np.ones((2, 2))
+        with pytest.raises(runtime.CUDARuntimeError, match="^cudaErrorStreamCaptureUnsupported"):
+            stream.synchronize()
+        with pytest.raises(runtime.CUDARuntimeError,
+                           match="^cudaErrorStreamCaptureInvalidated: operation failed due to "
+                                 "a previous error during capture$"):
+            stream.end_capture()
+    with pytest.raises(RuntimeError, match="cannot capture on the default"):
+        cupy.cuda.Stream.null.begin_capture()
+
+
+def test_the_memory_pool_keeps_free_blocks_per_stream(cupy):
+    """A block freed on one stream serves that stream again, never another: a capture finds
+    its temporaries only where the warm-up ran on its own stream."""
+    mallocs, pool = cupy.cuda.memory.mallocs, cupy.cuda.MemoryPool()
+    first, second = cupy.cuda.Stream(non_blocking=True), cupy.cuda.Stream(non_blocking=True)
+    with cupy.cuda.using_allocator(pool.malloc):
+        with first:
+            cupy.zeros(1000)  # freed at once: a block of 8192 bytes kept for this stream
+            count = len(mallocs)
+            cupy.zeros(10)  # split from that block, merged back into it when freed
+            cupy.zeros(1000)
+            assert len(mallocs) == count
+        with second:
+            second.begin_capture()
+            cupy.zeros(1000)
+            second.end_capture()
+    assert [(m.size, m.stream_ptr, m.capturing) for m in mallocs[count:]] == [
+        (8192, second.ptr, True)]
+    assert pool.n_free_blocks() == 2
+
+
+# -- training ------------------------------------------------------------------------------------
+def assert_close_runs(ours, reference) -> None:
+    """The same histories and weights to float32 rounding (the products are summed in
+    another order)."""
+    for key in reference[0]:
+        np.testing.assert_allclose(ours[0][key], reference[0][key], rtol=1e-5)
+    for mine, theirs in zip(ours[1], reference[1], strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
+def test_fit_replayed_trains_as_the_cpu_backend_and_the_eager_step(cupy, monkeypatch,
+                                                                   optimizer):
+    captured = train(GpuBackend(), optimizer)
+    assert cupy.cuda.graph.launches == 3 * 6 - 1  # every full batch but the warm-up
+    monkeypatch.setenv("DNN_GPU_GRAPHS", "0")
+    eager = train(GpuBackend(), optimizer)
+    assert cupy.cuda.graph.launches == 3 * 6 - 1
+    assert_close_runs(captured, eager)
+    assert_close_runs(captured, train("cpu", optimizer))
+
+
+def test_the_checked_replays_pass_and_the_capture_allocates_nothing(cupy):
+    """After its warm-up, the capture finds every block it asks for in its pool."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GraphFallbackWarning)
+        train(GpuBackend())
+    assert cupy.cuda.graph.launches > 0
+    assert [malloc for malloc in cupy.cuda.memory.mallocs if malloc.capturing] == []
+
+
+def test_a_step_cuda_refuses_to_capture_runs_eagerly_naming_the_refusal(cupy, monkeypatch):
+    """An optimizer reading a gradient on the host: CuPy's refusal ends the capture, and fit
+    goes on eagerly with the same numbers."""
+    with pytest.warns(GraphFallbackWarning, match="capturing it failed: .*RuntimeError: the "
+                                                  "current stream is capturing, so D2H "
+                                                  "transfers are disallowed$"):
+        refused = train(GpuBackend(), ReadsTheGradientOnTheHost(0.1))
+    assert cupy.cuda.graph.launches == 0
+    monkeypatch.setenv("DNN_GPU_GRAPHS", "0")
+    assert_close_runs(refused, train(GpuBackend(), ReadsTheGradientOnTheHost(0.1)))
+
+
+def test_without_a_cublas_of_cupys_major_fit_runs_eagerly_naming_why(cupy, monkeypatch):
+    """CuPy on CUDA 12 and only cuBLAS 13 here: the graph machinery cannot be made, and fit
+    goes on eagerly with one warning instead of an error."""
+    monkeypatch.setattr(cupy.cuda.runtime, "runtimeGetVersion", lambda: 12000)
+    with pytest.warns(GraphFallbackWarning, match="its warm-up failed: cuBLAS 12 .*could not"):
+        fallen_back = train(GpuBackend())
+    assert cupy.cuda.graph.launches == 0
+    monkeypatch.setenv("DNN_GPU_GRAPHS", "0")
+    assert_close_runs(fallen_back, train(GpuBackend()))
+
+
+@pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
+def test_a_learning_rate_changed_during_fit_reaches_the_graph(cupy, monkeypatch, optimizer):
+    """Through the fused CUDA kernels, which take the rate as a device array: the replays
+    follow a rate lowered after every batch as the eager steps do."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GraphFallbackWarning)
+        replayed = train(GpuBackend(), optimizer, callbacks=[LowersTheRateEveryBatch()])
+    assert cupy.cuda.graph.launches == 3 * 6 - 1
+    monkeypatch.setenv("DNN_GPU_GRAPHS", "0")
+    assert_close_runs(replayed, train(GpuBackend(), optimizer,
+                                      callbacks=[LowersTheRateEveryBatch()]))
+    assert not np.allclose(replayed[0]["loss"], train(GpuBackend(), optimizer)[0]["loss"],
+                           rtol=1e-4)
+
+
+def test_a_graph_gone_hands_its_pools_blocks_back(cupy, monkeypatch):
+    """CuPy 14.1 and later free no pool's blocks when the pool is dropped: the graph's
+    pool, and only it, is emptied once the graph is gone."""
+    emptied = []
+    original = cupy.cuda.MemoryPool.free_all_blocks
+    monkeypatch.setattr(cupy.cuda.MemoryPool, "free_all_blocks",
+                        lambda pool, stream=None: (emptied.append(pool), original(pool)))
+    train(GpuBackend())
+    gc.collect()
+    assert len(emptied) == 1
+
+
+def test_dnn_train_with_the_gpu_backend_runs_on_the_standin(site, install_fake_plugin,
+                                                            tmp_path):
+    plugin = install_fake_plugin("fake-tiny", "1.0", {"dnn.datasets": {"tiny": "fake_tiny:Tiny"}},
+                                 {"fake_tiny": TINY_DATASET})
+    pathfinder = fake_pathfinder(tmp_path / "pathfinder", names=site / WHEEL_13)
+    history = tmp_path / "history.json"
+    folders = [STANDIN, pathfinder, site, plugin, ROOT]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, folders))}
+    result = subprocess.run([sys.executable, "-m", "dnn", "train", "--backend", "gpu",
+                             "--dataset", "tiny", "--epochs", "3", "--batch-size", "32",
+                             "--hidden", "16", "--history", str(history)],
+                            capture_output=True, text=True, env=environment, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "GraphFallbackWarning" not in result.stderr
+    record = json.loads(history.read_text())
+    assert record["backend"] == "gpu"
+    assert record["epochs"][-1]["loss"] < record["epochs"][0]["loss"]
