@@ -15,7 +15,8 @@ same state on the same batch.  The second comparison catches a value read on the
 capture time that changes from step to step (the captured step keeps the old one).  A warm-up,
 capture, check or replay that fails, or a replay that differs, falls back to the eager step for
 the rest of the run, with one :class:`GraphFallbackWarning` naming the reason: never a wrong
-result for speed, and never an error of the capture machinery out of ``fit``.
+result for speed, and no error of the capture machinery out of ``fit`` (but for a fault the
+GPU reports later, at the next read of a result, which no step can recover from).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import warnings
 
 import numpy as np
 
-from dnn.errors import CaptureError
+from dnn.errors import CaptureError, DnnError
 
 
 class GraphFallbackWarning(UserWarning):
@@ -102,31 +103,38 @@ class ReplayedStep:
         if self.eager:
             self.step()
         elif self.runs == 1:  # kernels compiled, buffers and the capture's memory allocated
-            self._in_graph_kernels(self.step, "its warm-up")
+            self._in_graph_kernels(self.step, "its warm-up", self._snapshot())
         elif self.graph is not None or self._capture():  # else it ran eagerly
             if self.replays < self.CHECKED_REPLAYS:
                 self._checked_replay()
             else:
                 self._replay()
 
-    def _in_graph_kernels(self, action, what: str):
-        """``action()``'s result, run with the kernels of a captured step; if that fails,
-        None after falling back: the state restored and the step run eagerly instead."""
-        before = self._snapshot()
+    def _in_graph_kernels(self, action, what: str, before: list):
+        """``action()``'s result, run with the kernels of a captured step from the state
+        ``before``; if that fails, None after falling back: the state restored and the step
+        run eagerly instead.  A dnn error that is not the capture's (a plugin breaking its
+        contract) is the user's to see: raised, from the state restored."""
         try:
             with self.backend.graph_kernels():
                 return action()
+        except DnnError as error:
+            if not isinstance(error, CaptureError):
+                self._restore(before)
+                raise
+            reason = str(error)
         except Exception as error:  # whatever the GPU stack raises: the eager step decides
-            self._fall_back(f"{what} failed: {_describe(error)}", before)
-            self.step()
-            return None
+            reason = f"{type(error).__name__}: {error}"
+        self._fall_back(f"{what} failed: {reason}", before)
+        self.step()
+        return None
 
     def _capture(self) -> bool:
         """Capture the step: True when its graph is ready to replay; else the step ran
         eagerly (the capture failed, or the backend declined it)."""
         before = self._snapshot()
         self.graph = self._in_graph_kernels(lambda: self.backend.capture(self.step),
-                                            "capturing it")
+                                            "capturing it", before)
         if self.eager:
             return False
         # A capture runs the step's Python: its host effects (and, on a backend whose capture
@@ -140,8 +148,8 @@ class ReplayedStep:
 
     def _checked_replay(self) -> None:
         before = self._snapshot()
-        if self._in_graph_kernels(self._reference_step, "the eager step it is checked "
-                                                        "against") is None:
+        if self._in_graph_kernels(self._reference_step,
+                                  "the eager step it is checked against", before) is None:
             return
         expected = self._snapshot()
         self._restore(before)
@@ -165,7 +173,8 @@ class ReplayedStep:
         try:
             self.graph.replay()
         except Exception as error:
-            self._fall_back(f"replaying it failed: {_describe(error)}", eager_result)
+            self._fall_back(f"replaying it failed: {type(error).__name__}: {error}",
+                            eager_result)
             if eager_result is None:
                 self.step()
             return False
@@ -186,13 +195,6 @@ class ReplayedStep:
     def _restore(self, snapshot: list) -> None:
         for array, saved in zip(self.step.state(), snapshot):
             array[...] = self.backend.asarray(saved)
-
-
-def _describe(error: Exception) -> str:
-    """A capture failure in one line: a CaptureError's own message, else the type too."""
-    if isinstance(error, CaptureError):
-        return str(error)
-    return f"{type(error).__name__}: {error}"
 
 
 def _same_bits(ours: np.ndarray, reference: np.ndarray) -> bool:

@@ -284,3 +284,38 @@ def test_the_optimizer_keeps_its_step_count_and_hyperparameters_on_the_device():
     assert optimizer.iterations is count and int(count) == 1
     with pytest.raises(dnn.errors.UsageError, match="learning_rate must be a finite number"):
         optimizer.learning_rate = float("nan")
+
+
+def test_an_optimizer_built_again_keeps_its_hyperparameters_on_the_device():
+    """One optimizer compiled into a second model (built twice): each float hyper-parameter
+    is still a device array written in place, and its config still the numbers given."""
+    backend = ReplayBackend()
+    optimizer = dnn.optimizers.Adam(beta_1=0.8)
+    for units in (3, 5):
+        model = dnn.Sequential([Dense(units, activation="softmax")], seed=0, backend=backend)
+        model.compile(optimizer=optimizer, loss="mse")
+        model.build(4)
+    beta_1 = optimizer.beta_1
+    assert backend.is_own_array(beta_1) and optimizer.get_config()["beta_1"] == 0.8
+    optimizer.beta_1 = 0.7
+    assert optimizer.beta_1 is beta_1 and float(beta_1) == np.float32(0.7)
+
+
+def test_a_schedule_is_given_when_the_optimizer_is_made_not_once_it_is_built():
+    model = dnn.Sequential([Dense(3, activation="softmax")], seed=0, backend=ReplayBackend())
+    model.compile(optimizer="sgd", loss="mse")
+    model.build(4)
+    schedule = dnn.optimizers.schedules.ExponentialDecay(0.1, decay_steps=10, decay_rate=0.5)
+    with pytest.raises(dnn.errors.UsageError, match="give a learning-rate schedule when"):
+        model.optimizer.learning_rate = schedule
+
+
+class RebindsTheParameter(SGD):
+    def update(self, param, grad, state):
+        param = param - self.learning_rate * grad  # noqa: F841 (the planted bug)
+
+
+def test_a_plugin_breaking_its_contract_is_an_error_on_a_capturing_backend_too():
+    """The warm-up's contract check is the user's to see, not a capture failure."""
+    with pytest.raises(dnn.errors.OptimizerError, match="left every parameter as it was"):
+        train(ReplayBackend(), RebindsTheParameter(0.1))

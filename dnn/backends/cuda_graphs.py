@@ -9,7 +9,8 @@ both.  What a capture needs, as read in CuPy 14's source and measured on an H200
 - a stream of its own to capture on (the default stream cannot be captured);
 - the step's temporaries from a memory pool of their own, warmed on that stream: CuPy's
   ``MemoryPool`` keeps free blocks per stream, so the eager warm-up runs on the capture stream
-  and the capture then finds every block it asks for already there (it allocates nothing).
+  and the capture then finds the blocks it asks for already there (CuPy captures in relaxed
+  mode, so a new allocation would be legal, but it is one more ``cudaMalloc`` per capture).
   The addresses a graph holds stay its own: after a capture the pool goes with the graph,
   which nothing else allocates from or trims (``free_all_blocks`` would free memory the
   graph writes), and the next warm-up starts a new one.
@@ -24,17 +25,21 @@ against the eager step.
 from __future__ import annotations
 
 import contextlib
+import weakref
 
 from dnn.backends.cublas import Cublas
 from dnn.errors import CaptureError
 
 
 class CapturedGraph:
-    """A captured step, with the memory pool its temporaries live in: ``replay()`` launches
-    it on the current stream."""
+    """A captured step: ``replay()`` launches it on the current stream.  It holds the memory
+    pool its temporaries live in, so that the pool outlives it, and hands that pool's blocks
+    back to the device once it is gone (CuPy 14.1 and later free no pool's blocks when the
+    pool is dropped)."""
 
     def __init__(self, cupy, graph, pool):
         self._cupy, self._graph, self._pool = cupy, graph, pool
+        weakref.finalize(self, pool.free_all_blocks)
 
     def replay(self) -> None:
         self._graph.launch(stream=self._cupy.cuda.get_current_stream())

@@ -80,6 +80,9 @@ class Optimizer:
     # -- hyper-parameters on the device -------------------------------------------------------
     def __setattr__(self, name, value):
         if name == "learning_rate" and isinstance(value, LearningRateSchedule):
+            if self.__dict__.get("_device") is not None:  # a captured step may hold the rate
+                raise UsageError("give a learning-rate schedule when the optimizer is made "
+                                 "(learning_rate=...), not once it is built")
             object.__setattr__(self, "_schedule", value)
             value = float(value(self._host_value("iterations")))  # its rate at the next step
         elif name == "learning_rate" and self.__dict__.get("_schedule") is not None:
@@ -113,11 +116,14 @@ class Optimizer:
         return value
 
     def _device_names(self) -> list[str]:
-        """``iterations`` and the numeric keyword arguments of ``__init__``, learning_rate
-        always (a schedule writes each step's rate into it)."""
-        return ["iterations", *(name for name in inspect.signature(type(self)).parameters
+        """``iterations``, learning_rate (a schedule writes each step's rate into it) and the
+        keyword arguments of ``__init__`` whose default is a float; an integer one (a count,
+        say) stays a host number."""
+        parameters = inspect.signature(type(self)).parameters
+        return ["iterations", *(name for name, parameter in parameters.items()
                                 if name == "learning_rate"
-                                or is_number(self.__dict__.get(name)))]
+                                or (isinstance(parameter.default, float)
+                                    and is_number(self._host_value(name))))]
 
     def step_state(self) -> list:
         """The optimizer's device arrays beside the per-parameter state (``iterations``, the
@@ -196,11 +202,11 @@ class Optimizer:
             raise OptimizerError(plugins.failure(self._origin(), "in update()",
                                                  error)) from error
         if before is not None:
-            self._update_checked = True
             if _left_alone(xp, params, grads, before):
                 raise OptimizerError(f"{self._origin()}: update() left every parameter as it "
                                      "was: change param in place (param -= step), not by "
                                      "assigning a new array to the name")
+            self._update_checked = True
 
     def _origin(self) -> str:
         """The plugin (name, distribution, version) or class, for error messages."""

@@ -128,7 +128,6 @@ class _Formula(LearningRateSchedule):
         return f"{type(self).__name__}({arguments})"
 
 
-
 def _number(owner: str, name: str, value):
     """``value`` as a Python int or float (JSON-able); an :class:`ArgumentTypeError` naming
     ``owner``'s argument ``name`` when it is not a real number, a :class:`UsageError` when it
