@@ -149,7 +149,25 @@ def _decay_steps(owner: str, value):
     return value
 
 
-class ExponentialDecay(_Formula):
+class _DecayOverSteps(_Formula):
+    """What ExponentialDecay and InverseTimeDecay share: their arguments, and the progress
+    ``step / decay_steps``, rounded down when ``staircase`` is True."""
+
+    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False,
+                 name=None):
+        owner = type(self).__name__
+        self.initial_learning_rate = _number(owner, "initial_learning_rate",
+                                             initial_learning_rate)
+        self.decay_steps = _decay_steps(owner, decay_steps)
+        self.decay_rate = _number(owner, "decay_rate", decay_rate)
+        self.staircase, self.name = bool(staircase), owner if name is None else name
+
+    def _progress(self, step, xp):
+        progress = step / self.decay_steps
+        return xp.floor(progress) if self.staircase else progress
+
+
+class ExponentialDecay(_DecayOverSteps):
     """An exponential decay of the learning rate::
 
         initial_learning_rate * decay_rate ** (step / decay_steps)
@@ -169,20 +187,8 @@ class ExponentialDecay(_Formula):
     float or a 0-d array of ``step``'s kind and dtype.
     """
 
-    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False,
-                 name="ExponentialDecay"):
-        owner = type(self).__name__
-        self.initial_learning_rate = _number(owner, "initial_learning_rate",
-                                             initial_learning_rate)
-        self.decay_steps = _decay_steps(owner, decay_steps)
-        self.decay_rate = _number(owner, "decay_rate", decay_rate)
-        self.staircase, self.name = bool(staircase), name
-
     def _rate(self, step, xp):
-        progress = step / self.decay_steps
-        if self.staircase:
-            progress = xp.floor(progress)
-        return self.initial_learning_rate * self.decay_rate ** progress
+        return self.initial_learning_rate * self.decay_rate ** self._progress(step, xp)
 
 
 class PiecewiseConstantDecay(_Formula):
@@ -288,7 +294,7 @@ class CosineDecay(_Formula):
         return start * ((1 - self.alpha) * cosine + self.alpha)
 
 
-class InverseTimeDecay(_Formula):
+class InverseTimeDecay(_DecayOverSteps):
     """An inverse-time decay of the learning rate::
 
         initial_learning_rate / (1 + decay_rate * step / decay_steps)
@@ -306,20 +312,8 @@ class InverseTimeDecay(_Formula):
     float or a 0-d array of ``step``'s kind and dtype.
     """
 
-    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False,
-                 name="InverseTimeDecay"):
-        owner = type(self).__name__
-        self.initial_learning_rate = _number(owner, "initial_learning_rate",
-                                             initial_learning_rate)
-        self.decay_steps = _decay_steps(owner, decay_steps)
-        self.decay_rate = _number(owner, "decay_rate", decay_rate)
-        self.staircase, self.name = bool(staircase), name
-
     def _rate(self, step, xp):
-        progress = step / self.decay_steps
-        if self.staircase:
-            progress = xp.floor(progress)
-        return self.initial_learning_rate / (1 + self.decay_rate * progress)
+        return self.initial_learning_rate / (1 + self.decay_rate * self._progress(step, xp))
 
 
 _BUILT_IN = {cls.__name__: cls for cls in (ExponentialDecay, PiecewiseConstantDecay,
