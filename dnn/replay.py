@@ -24,6 +24,12 @@ class _Recording:
     operations: list | None = None
 
 
+def record_into(operations: list | None) -> None:
+    """From now on, record the operations on Traced arrays into ``operations`` (None: record
+    nothing): a capture's list while a step is captured."""
+    _Recording.operations = operations
+
+
 def _plain(value):
     """``value`` with every Traced array in it (in lists and tuples too) as a plain view."""
     if isinstance(value, Traced):
@@ -181,11 +187,12 @@ class ReplayBackend(Backend):
         return True
 
     def capture(self, step):
-        _Recording.operations = []
+        operations = []
+        record_into(operations)
         try:
             step()
         finally:
-            operations, _Recording.operations = _Recording.operations, None
+            record_into(None)
         return CapturedSteps(self, operations)
 
 

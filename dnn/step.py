@@ -82,8 +82,9 @@ class ReplayedStep:
     """Runs ``step`` (a :class:`TrainingStep`) eagerly, or captured and replayed where its
     backend can capture, checking the first two replays (module docstring).  Whatever fails
     on the way (the warm-up, the capture, the eager step a replay is checked against, a
-    replay) sends it back to the eager step from the state before, with one warning: never
-    an error out of ``fit``."""
+    replay) sends it back to the eager step from the state before, with one warning; only a
+    dnn error of the step itself (a plugin breaking its contract) is raised, as it would be
+    without a capture."""
 
     CHECKED_REPLAYS = 2
 
@@ -112,9 +113,10 @@ class ReplayedStep:
 
     def _in_graph_kernels(self, action, what: str, before: list):
         """``action()``'s result, run with the kernels of a captured step from the state
-        ``before``; if that fails, None after falling back: the state restored and the step
-        run eagerly instead.  A dnn error that is not the capture's (a plugin breaking its
-        contract) is the user's to see: raised, from the state restored."""
+        ``before``; if that fails, None after falling back (``self.eager`` set): the state
+        restored and the step run eagerly instead.  A dnn error that is not the capture's (a
+        plugin breaking its contract) is the user's to see: raised, from the state
+        restored."""
         try:
             with self.backend.graph_kernels():
                 return action()
@@ -148,8 +150,8 @@ class ReplayedStep:
 
     def _checked_replay(self) -> None:
         before = self._snapshot()
-        if self._in_graph_kernels(self._reference_step,
-                                  "the eager step it is checked against", before) is None:
+        self._in_graph_kernels(self.step, "the eager step it is checked against", before)
+        if self.eager:
             return
         expected = self._snapshot()
         self._restore(before)
@@ -161,10 +163,6 @@ class ReplayedStep:
         if differing:
             self._fall_back(f"replay {self.replays} differs from the eager step in "
                             f"{len(differing)} of its {len(expected)} arrays", expected)
-
-    def _reference_step(self) -> bool:
-        self.step()
-        return True
 
     def _replay(self, eager_result: list | None = None) -> bool:
         """Replay the graph; True when it ran.  A launch that failed ran nothing: the step

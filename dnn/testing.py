@@ -227,8 +227,9 @@ def _check_optimizer_contract(cls) -> None:
     cls(**config)  # hyper-parameters round-trip (checkpoints rely on it)
 
 
-class _LowerTheRate(Callback):
-    """Lowers the learning rate by 30% after every batch, as a schedule or a callback may."""
+class LowerTheRateEachBatch(Callback):
+    """Lowers the learning rate by 30% after every batch, as a schedule or a callback may: a
+    plugin's tests can train with it to see that its update follows the rate."""
 
     def on_train_batch_end(self, batch, logs=None):
         optimizer = self.model.optimizer
@@ -243,13 +244,13 @@ def assert_update_replays(cls) -> None:
     name = cls.__name__
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        replayed = train_toy(ReplayBackend(), cls(), callbacks=[_LowerTheRate()])
+        replayed = train_toy(ReplayBackend(), cls(), callbacks=[LowerTheRateEachBatch()])
     fallbacks = [str(w.message) for w in caught if issubclass(w.category, GraphFallbackWarning)]
     assert not fallbacks, (
         f"{name}'s step is wrong when captured and replayed, as the gpu backend runs it "
         f"({fallbacks[0]}): read the hyper-parameters and iterations as the device arrays "
         "they are, never on the host, and keep no number of your own from step to step")
-    eager = train_toy(EagerReplayBackend(), cls(), callbacks=[_LowerTheRate()])
+    eager = train_toy(EagerReplayBackend(), cls(), callbacks=[LowerTheRateEachBatch()])
     for ours, theirs in zip([replayed.losses, *replayed.end], [eager.losses, *eager.end]):
         np.testing.assert_array_equal(ours, theirs, err_msg=f"{name}: the replayed step "
                                       "differs from the eager one")

@@ -19,10 +19,11 @@ import pytest
 
 from dnn.backends.cublas import Cublas
 from dnn.backends.gpu import GpuBackend
-from dnn.replay import _Recording
+from dnn.replay import record_into
 from dnn.step import GraphFallbackWarning
+from dnn.testing import LowerTheRateEachBatch
 from tests.test_cli import TINY_DATASET
-from tests.test_replay import LowersTheRateEveryBatch, ReadsTheGradientOnTheHost, train
+from tests.test_replay import ReadsTheGradientOnTheHost, train
 from tests.cuda_harness import HostCudaBackend
 from tests.standin import stub_cublas
 
@@ -94,7 +95,7 @@ def cupy(site, monkeypatch, tmp_path):
     yield cupy
     for name in _cupy_modules():
         del sys.modules[name]
-    _Recording.operations = None  # a capture a failed test left open records nothing more
+    record_into(None)  # a capture a failed test left open records nothing more
 
 
 # -- where cuBLAS is found, each in a process of its own (nothing loaded before) --------------
@@ -332,11 +333,11 @@ def test_a_learning_rate_changed_during_fit_reaches_the_graph(cupy, monkeypatch,
     follow a rate lowered after every batch as the eager steps do."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", GraphFallbackWarning)
-        replayed = train(GpuBackend(), optimizer, callbacks=[LowersTheRateEveryBatch()])
+        replayed = train(GpuBackend(), optimizer, callbacks=[LowerTheRateEachBatch()])
     assert cupy.cuda.graph.launches == 3 * 6 - 1
     monkeypatch.setenv("DNN_GPU_GRAPHS", "0")
     assert_close_runs(replayed, train(GpuBackend(), optimizer,
-                                      callbacks=[LowersTheRateEveryBatch()]))
+                                      callbacks=[LowerTheRateEachBatch()]))
     assert not np.allclose(replayed[0]["loss"], train(GpuBackend(), optimizer)[0]["loss"],
                            rtol=1e-4)
 

@@ -14,9 +14,10 @@ from dnn import step as step_module
 from dnn.backends.gpu import GpuBackend
 from dnn.layers import Dense
 from dnn.optimizers import SGD
-from dnn.step import GraphFallbackWarning, ReplayedStep, TrainingStep
-from dnn.utils import to_categorical
 from dnn.replay import EagerReplayBackend, ReplayBackend
+from dnn.step import GraphFallbackWarning, ReplayedStep, TrainingStep
+from dnn.testing import LowerTheRateEachBatch
+from dnn.utils import to_categorical
 
 
 def train(backend, optimizer="rmsprop", sparse=False, epochs=3, callbacks=()):
@@ -107,10 +108,6 @@ class TakesTheRateOnTheHost(SGD):
         param -= self.get_config()["learning_rate"] * grad
 
 
-class LowersTheRateEveryBatch(dnn.callbacks.Callback):
-    def on_train_batch_end(self, batch, logs=None):
-        self.model.optimizer.learning_rate = 0.1 / (batch + 2)
-
 
 class ReadsTheGradientOnTheHost(SGD):
     """An optimizer plugin that reads a value on the host: it cannot be captured."""
@@ -136,7 +133,7 @@ def planted_runs(monkeypatch, name):
     step_class, optimizer = PLANTED[name][:2]
     make = optimizer if callable(optimizer) else (lambda: optimizer)
     monkeypatch.setattr(dnn.model, "TrainingStep", step_class)
-    return tuple(train(backend, make(), callbacks=[LowersTheRateEveryBatch()])
+    return tuple(train(backend, make(), callbacks=[LowerTheRateEachBatch()])
                  for backend in (ReplayBackend(), EagerReplayBackend()))
 
 
@@ -260,8 +257,8 @@ def test_a_learning_rate_changed_during_fit_reaches_the_replayed_step(optimizer)
     make = optimizer if callable(optimizer) else (lambda: optimizer)
     with warnings.catch_warnings():
         warnings.simplefilter("error", GraphFallbackWarning)
-        replayed = train(ReplayBackend(), make(), callbacks=[LowersTheRateEveryBatch()])
-    eager = train(EagerReplayBackend(), make(), callbacks=[LowersTheRateEveryBatch()])
+        replayed = train(ReplayBackend(), make(), callbacks=[LowerTheRateEachBatch()])
+    eager = train(EagerReplayBackend(), make(), callbacks=[LowerTheRateEachBatch()])
     assert_same_run(replayed, eager)
     assert replayed[0]["loss"] != train(ReplayBackend(), make())[0]["loss"]
 

@@ -55,10 +55,10 @@ class Optimizer:
         self._device = None  # {name: 0-d array} once built: iterations and hyper-parameters
         self._exact = {}  # {name: the number last given} of the hyper-parameters on the device
         self._schedule = None
+        self.iterations = 0
         if isinstance(learning_rate, dict):  # a schedule as get_config() writes it
             learning_rate = deserialize(learning_rate)
         self.learning_rate = learning_rate
-        self.iterations = 0
         self.backend = None
         self.states: list[dict] = []
         self._update_checked = False
@@ -110,7 +110,7 @@ class Optimizer:
         hyper-parameter as it was given, not rounded to the parameters' dtype."""
         if name in self.__dict__.get("_exact", {}):
             return self._exact[name]
-        value = self.__dict__.get(name, 0)
+        value = self.__dict__.get(name)
         if self.__dict__.get("_device") and name in self._device:
             return self.backend.to_numpy(value).item()
         return value

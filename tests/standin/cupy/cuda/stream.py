@@ -28,7 +28,7 @@ import traceback
 from cupy.cuda import graph as graph_module
 from cupy.cuda.runtime import (CUDARuntimeError, errorIllegalState,
                                errorStreamCaptureInvalidated, errorStreamCaptureUnsupported)
-from dnn.replay import _Recording
+from dnn.replay import record_into
 
 KERNEL = ctypes.CFUNCTYPE(None, ctypes.c_void_p)  # void kernel(const void *args)
 LAUNCH = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
@@ -148,7 +148,7 @@ def _stack() -> list:
 def _switch_recording() -> None:
     """Traced arrays record exactly while the current stream is being captured."""
     capture = get_current_stream()._capture
-    _Recording.operations = None if capture is None else capture.operations
+    record_into(None if capture is None else capture.operations)
 
 
 def get_current_stream(device_id: int = -1) -> Stream:
