@@ -15,13 +15,15 @@ try:
 except _metadata.PackageNotFoundError:  # a source tree that was never installed
     __version__ = "unknown"
 
-_SUBMODULES = ("backends", "callbacks", "checkpoint", "datasets", "errors", "layers", "losses",
-               "models", "optimizers", "testing", "utils")
-_NAMES = {"Sequential": "dnn.model", "load_model": "dnn.models", "use_backend": "dnn.backends",
-          "get_backend": "dnn.backends", "current_backend": "dnn.backends"}
+_SUBMODULES = ("backends", "callbacks", "datasets", "errors", "layers", "losses", "metrics",
+               "models", "optimizers", "regularizers", "saving", "testing", "trainers", "utils")
+_NAMES = {"Sequential": "dnn.models", "load_model": "dnn.models", "Input": "dnn.layers",
+          "use_backend": "dnn.backends", "get_backend": "dnn.backends",
+          "current_backend": "dnn.backends"}
 
-__all__ = ["Sequential", "load_model", "callbacks", "datasets", "layers", "losses", "models",
-           "optimizers", "utils", "use_backend", "get_backend", "current_backend"]
+__all__ = ["Sequential", "Input", "load_model", "callbacks", "datasets", "layers", "losses",
+           "metrics", "models", "optimizers", "regularizers", "utils", "use_backend",
+           "get_backend", "current_backend"]
 
 
 def __getattr__(name: str):

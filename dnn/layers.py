@@ -12,6 +12,26 @@ backend's kernels and array namespace.
 - ``backward`` writes ``grads`` and returns the input gradient, read only until its next
   ``backward``; it may overwrite the ``grad`` it is given (the next layer's input gradient,
   or the model's loss gradient, which no one reads afterwards).
+
+Training (Keras' ``trainable``, and weight regularizers, :mod:`dnn.regularizers`):
+
+- ``layer.trainable`` (True by default, settable at any time) says whether the model hands the
+  layer's ``params`` to the optimizer; a frozen layer's ``backward`` still runs (the layers
+  before it need its input gradient).  ``trainable_weights``, ``non_trainable_weights`` and
+  ``weights`` list its ``params`` as Keras does.
+- ``layer.regularization_loss()`` is the summed penalty of the layer's regularized trainable
+  weights, a 0-d array of the backend, or None when there is none (a frozen layer has none,
+  as in Keras); the model adds it to the batch's mean loss.
+- ``layer.add_regularization_gradients()`` adds each penalty's gradient into the weight's
+  gradient in ``grads``, in place; the model calls it after ``backward``, before the
+  optimizer's update.
+- Both compute with the backend's array namespace on the layer's own arrays and read nothing
+  on the host, so that a captured training step replays them.  ``trainable`` and the
+  regularizers' factors are read in Python: a step captured before ``trainable`` changes
+  keeps the old value, so the model captures its steps anew after a change.
+- A layer says which regularizer each of its ``params`` has with
+  :meth:`Layer.param_regularizers` (none by default); the two methods above need nothing
+  else.
 """
 
 from __future__ import annotations
@@ -20,10 +40,11 @@ import math
 
 import numpy as np
 
-from dnn import activations, initializers
+from dnn import activations, initializers, regularizers
 from dnn.backends.base import InputColumns
 from dnn.buffers import Buffers
 from dnn.errors import UsageError
+from dnn.optimizers.schedules import array_namespace
 from dnn.utils import as_shape, element_count, is_int_at_least
 
 MAX_UNITS = 2**31 - 1  # past this no array library indexes a layer's outputs
@@ -54,9 +75,10 @@ class Layer:
 
     activation = None
     output_dim: int | None = None
+    _trainable = True  # also for a subclass that does not call Layer.__init__
     _made: dict = {}  # layers made so far, by kind: Keras' default names dense, dense_1, ...
 
-    def __init__(self, name=None, input_dim=None):
+    def __init__(self, name=None, input_dim=None, trainable=True):
         kind = type(self).__name__.lower()
         self._given_name = name
         if name is None:
@@ -70,6 +92,32 @@ class Layer:
         self.needs_input_grad = True  # the model turns it off for its first layer
         self.in_model = False  # set by the one Sequential that holds it
         self.built = False
+        self.trainable = trainable
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the model trains the layer's ``params`` (Keras' flag; see the module
+        docstring)."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value) -> None:
+        self._trainable = bool(value)
+
+    @property
+    def trainable_weights(self) -> list:
+        """``params`` when ``trainable``, else none (arrays of the backend)."""
+        return list(self.params) if self.trainable else []
+
+    @property
+    def non_trainable_weights(self) -> list:
+        """``params`` when frozen, else none (arrays of the backend)."""
+        return [] if self.trainable else list(self.params)
+
+    @property
+    def weights(self) -> list:
+        """Every parameter, trainable or not: ``params`` (arrays of the backend)."""
+        return list(self.params)
 
     def build(self, input_dim: int, backend, rng: np.random.Generator, dtype) -> int:
         """Create the parameters for ``input_dim`` input features on ``backend`` (drawing any
@@ -102,6 +150,36 @@ class Layer:
         next one reads (a counter, say): none by default."""
         return []
 
+    def param_regularizers(self) -> list:
+        """A :class:`dnn.regularizers.Regularizer` or None for each of ``params``, in order
+        (a shorter list leaves the rest unregularized): none by default."""
+        return []
+
+    def _regularized(self) -> list:
+        """``(param, grad, regularizer)`` of each regularized weight; none when frozen."""
+        if not self.trainable:
+            return []
+        return [(param, grad, regularizer) for param, grad, regularizer
+                in zip(self.params, self.grads, self.param_regularizers())
+                if regularizer is not None]
+
+    def regularization_loss(self):
+        """The summed penalty of the regularized trainable weights, a 0-d array of the
+        backend, or None when there is none."""
+        penalties = [regularizer(param) for param, _, regularizer in self._regularized()]
+        if not penalties:
+            return None
+        total = penalties[0]
+        for penalty in penalties[1:]:
+            total = total + penalty
+        return array_namespace(penalties[0]).asarray(total)  # NumPy makes 0-d sums scalars
+
+    def add_regularization_gradients(self) -> None:
+        """Add each regularized trainable weight's penalty gradient into its ``grads`` array,
+        in place (after ``backward``)."""
+        for param, grad, regularizer in self._regularized():
+            grad += regularizer.gradient(param)
+
     def get_weights(self) -> list:
         """Host copies of the layer's parameters."""
         return [self._backend.to_numpy(param) for param in self.params]
@@ -119,10 +197,13 @@ class Layer:
             param[...] = self._backend.asarray(value.astype(param.dtype))
 
     def _config(self, cls: str, **values) -> dict:
-        """``values`` with the class and, if the user gave one, the name."""
+        """``values`` with the class and, if the user gave one, the name, and
+        ``trainable: False`` for a frozen layer."""
         config = {"class": cls, **values}
         if self._given_name is not None:
             config["name"] = self._given_name
+        if not self.trainable:
+            config["trainable"] = False
         return config
 
 
@@ -132,23 +213,32 @@ class Dense(Layer):
     ``kernel`` is ``(i, units)``, ``bias`` ``(units,)`` (none with ``use_bias=False``), drawn
     by Keras' initializers (``"glorot_uniform"`` and ``"zeros"`` by default); ``i`` is inferred
     from the first input, or declared by a first layer as Keras' ``input_shape=(784,)`` or
-    ``input_dim=784``.  ``input_columns`` is the layer's record of which input columns its
-    backend kept in the last forward product (the cpu backend leaves out the columns that are
-    zero in the whole batch), read by the backward pass of the same batch.
+    ``input_dim=784``.  ``kernel_regularizer`` and ``bias_regularizer`` (anything
+    :func:`dnn.regularizers.get` takes) add their penalties to the loss; Keras'
+    ``activity_regularizer`` is not supported yet.  ``input_columns`` is the layer's record of
+    which input columns its backend kept in the last forward product (the cpu backend leaves
+    out the columns that are zero in the whole batch), read by the backward pass of the same
+    batch.
     """
 
     def __init__(self, units: int, activation=None, use_bias: bool = True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 input_shape=None, input_dim=None, name=None):
+                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 input_shape=None, input_dim=None, name=None, trainable=True):
         if not is_int_at_least(units, 1) or units > MAX_UNITS:
             raise UsageError(f"Dense units must be an integer from 1 to {MAX_UNITS:,}, not "
                              f"{units!r}")
-        super().__init__(name, _declared_features(input_shape, input_dim, "Dense"))
+        if activity_regularizer is not None:
+            raise UsageError("Dense: activity_regularizer is not supported yet; regularize "
+                             "the weights with kernel_regularizer or bias_regularizer")
+        super().__init__(name, _declared_features(input_shape, input_dim, "Dense"), trainable)
         self.units = self.output_dim = int(units)
         self.activation = activations.get(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.check(kernel_initializer)
         self.bias_initializer = initializers.check(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
         self.input_columns = InputColumns()
         self._backend = None
         self._buffers = None
@@ -184,6 +274,9 @@ class Dense(Layer):
         shapes = [(input_dim, self.units)] + ([(self.units,)] if self.use_bias else [])
         return shapes, self.units
 
+    def param_regularizers(self) -> list:
+        return [self.kernel_regularizer] + ([self.bias_regularizer] if self.use_bias else [])
+
     def _kernel_and_bias(self):
         return self.params[0], self.params[1] if self.use_bias else self._zero_bias
 
@@ -213,7 +306,10 @@ class Dense(Layer):
         options = {key: value for key, value, default in (
             ("use_bias", self.use_bias, True),
             ("kernel_initializer", self.kernel_initializer, "glorot_uniform"),
-            ("bias_initializer", self.bias_initializer, "zeros")) if value != default}
+            ("bias_initializer", self.bias_initializer, "zeros"),
+            ("kernel_regularizer", regularizers.serialize(self.kernel_regularizer), None),
+            ("bias_regularizer", regularizers.serialize(self.bias_regularizer), None))
+            if value != default}
         return self._config("Dense", units=self.units, activation=self.activation.name,
                             **options)
 
@@ -259,8 +355,8 @@ class Flatten(_Passthrough):
     """Keras' ``Flatten()``: inputs ``(n, ...)`` as ``(n, features)``.  The model flattens
     its inputs already, so this layer only passes them on (and may declare their shape)."""
 
-    def __init__(self, input_shape=None, name=None):
-        super().__init__(name, _declared_features(input_shape, None, "Flatten"))
+    def __init__(self, input_shape=None, name=None, trainable=True):
+        super().__init__(name, _declared_features(input_shape, None, "Flatten"), trainable)
 
     def get_config(self) -> dict:
         return self._config("Flatten")
@@ -289,8 +385,8 @@ class Dropout(_Passthrough):
     ``rate`` and the others scaled by ``1 / (1 - rate)``; outside ``fit`` it passes the inputs
     on.  For one seed (the model's, or ``seed``) every backend drops the same units."""
 
-    def __init__(self, rate: float, seed=None, name=None):
-        super().__init__(name)
+    def __init__(self, rate: float, seed=None, name=None, trainable=True):
+        super().__init__(name, trainable=trainable)
         if not (isinstance(rate, (int, float)) and 0 <= rate < 1):
             raise UsageError(f"Dropout rate must be a number in [0, 1), not {rate!r}")
         if seed is not None and not is_int_at_least(seed, 0):
@@ -343,7 +439,69 @@ class Dropout(_Passthrough):
         return f"Dropout({self.rate})"
 
 
-LAYERS = {cls.__name__: cls for cls in (Dense, Dropout, Flatten, Input)}
+class Activation(_Passthrough):
+    """Keras' ``Activation(activation)``: ``a = activation(x)``, ``(n, f) -> (n, f)``, for any
+    name :func:`dnn.activations.get` knows.  As the last layer its activation is one a loss
+    may take the logits of, as a Dense layer's: ``forward`` with ``logits`` then leaves it out
+    (its output is ``x``), and ``backward`` with ``logits`` is given ``dL/dx`` itself.  Either
+    way the output is written into the layer's own buffer, never into its input."""
+
+    def __init__(self, activation, name=None, trainable=True):
+        super().__init__(name, trainable=trainable)
+        self.activation = activations.get(activation)
+        self._output = None
+
+    def forward(self, x, logits=False, training=False):
+        out = self._output = self._buffers("output", x.shape, x.dtype)
+        out[...] = x
+        return out if logits else self.activation.forward(self._backend, out)
+
+    def backward(self, grad, logits=False):
+        if not self.needs_input_grad:
+            return None
+        return grad if logits else self.activation.backward(self._backend, grad, self._output)
+
+    def get_config(self) -> dict:
+        return self._config("Activation", activation=self.activation.name)
+
+    def __repr__(self) -> str:
+        return f"Activation({self.activation.name!r})"
+
+
+class Reshape(_Passthrough):
+    """Keras' ``Reshape(target_shape)``: inputs ``(n, ...)`` as ``(n, *target_shape)``, where
+    one size of ``target_shape`` may be -1 (inferred from the others).  The model holds every
+    batch flattened, as ``(n, features)``, so this layer only checks, when it is built, that
+    ``target_shape`` holds its input's features (a UsageError naming both shapes if not), and
+    passes the inputs on unchanged."""
+
+    def __init__(self, target_shape, name=None, trainable=True):
+        super().__init__(name, trainable=trainable)
+        shape = as_shape(target_shape)
+        if (not shape or not all(is_int_at_least(size, -1) and size != 0 for size in shape)
+                or shape.count(-1) > 1):
+            raise UsageError(f"Reshape target_shape must be positive sizes with at most one "
+                             f"-1, such as (28, 28) or (-1, 4), not {target_shape!r}")
+        self.target_shape = tuple(int(size) for size in shape)
+
+    def build(self, input_dim, backend, rng, dtype) -> int:
+        known = math.prod(size for size in self.target_shape if size != -1)
+        inferred = -1 in self.target_shape
+        if input_dim % known if inferred else input_dim != known:
+            why = (f"{input_dim} features are not a multiple of {known}" if inferred else
+                   f"it holds {known} features, not {input_dim}")
+            raise UsageError(f"Reshape cannot give inputs of shape ({input_dim},) the shape "
+                             f"{self.target_shape}: {why}")
+        return super().build(input_dim, backend, rng, dtype)
+
+    def get_config(self) -> dict:
+        return self._config("Reshape", target_shape=list(self.target_shape))
+
+    def __repr__(self) -> str:
+        return f"Reshape({self.target_shape})"
+
+
+LAYERS = {cls.__name__: cls for cls in (Activation, Dense, Dropout, Flatten, Input, Reshape)}
 
 
 def from_config(config: dict):
@@ -352,4 +510,7 @@ def from_config(config: dict):
     cls = LAYERS.get(config.pop("class", None))
     if cls is None:
         raise UsageError(f"unknown layer class in {config!r}")
-    return cls(**config)
+    trainable = config.pop("trainable", True)  # every layer has the flag, Input included
+    layer = cls(**config)
+    layer.trainable = trainable
+    return layer

@@ -3,7 +3,12 @@
 ``output`` is the last layer's ``(n, k)`` output; ``targets`` are one-hot ``(n, k)`` (or
 integer ``(n,)`` labels for the sparse loss).  :meth:`Loss.compute` returns ``loss_sum``, a 0-d
 array on the backend (summed so that epochs can accumulate it on the device), and writes
-``dL/doutput`` of the mean loss into ``grad`` ``(n, k)``, an array the caller owns.
+``dL/doutput`` of the mean loss into ``grad`` ``(n, k)``, an array the caller owns.  With
+Keras' ``sample_weight`` ``(n,)`` the loss is ``sum(w_i * loss_i)`` and the gradient that of
+``sum(w_i * loss_i) / n`` (Keras' "sum over batch size" reduction).
+
+A loss implements :meth:`Loss.per_sample` (the ``(n,)`` losses, over ``xp``) and
+:meth:`Loss.sum_and_gradient` (the sum and the gradient, where a backend may fuse them).
 """
 
 from __future__ import annotations
@@ -36,18 +41,30 @@ class Loss:
         """The arguments that rebuild the loss (checkpoints)."""
         return {"from_logits": True} if self.from_logits else {}
 
-    def compute(self, backend, output, targets, grad, logits: bool = False):
+    def compute(self, backend, output, targets, grad, logits: bool = False,
+                sample_weight=None):
+        """The batch's (weighted) summed loss, 0-d; its gradient into ``grad``."""
+        loss_sum = self.sum_and_gradient(backend, output, targets, grad, logits)
+        if sample_weight is None:
+            return loss_sum
+        xp = backend.xp
+        grad[...] = grad * xp.reshape(sample_weight, (-1, 1))
+        return xp.sum(self.per_sample(backend, output, targets, logits) * sample_weight)
+
+    def per_sample(self, backend, output, targets, logits: bool = False):
+        """Each sample's loss, ``(n,)``."""
+        raise NotImplementedError
+
+    def sum_and_gradient(self, backend, output, targets, grad, logits: bool = False):
+        """The 0-d sum of :meth:`per_sample`, and the gradient of the batch mean into
+        ``grad``."""
         raise NotImplementedError
 
     def dense_targets(self, backend, targets, classes: int, dtype):
-        """``targets`` (device) in the form :meth:`with_dense_targets`' loss takes, floats of
-        ``dtype`` (the backend's dtype object) where it converts them; as they are by
-        default."""
+        """``targets`` (device) as floats of ``dtype`` (the backend's dtype object) in the
+        form the loss computes with fastest, which it also takes: one-hot rows for a sparse
+        loss (``fit`` converts its labels once); as they are by default."""
         return targets
-
-    def with_dense_targets(self) -> Loss:
-        """The same loss over the targets :meth:`dense_targets` gives: itself by default."""
-        return self
 
 
 class CategoricalCrossentropy(Loss):
@@ -57,14 +74,22 @@ class CategoricalCrossentropy(Loss):
     name = "categorical_crossentropy"
     logits_of = (Softmax,)
 
-    def compute(self, backend, output, targets, grad, logits=False):
+    def per_sample(self, backend, output, targets, logits=False):
+        xp = backend.xp
         if logits:
+            shifted = output - xp.max(output, axis=1, keepdims=True)
+            return (xp.log(xp.sum(xp.exp(shifted), axis=1))
+                    - xp.sum(targets * shifted, axis=1))
+        clipped = xp.clip(output, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+        return -xp.sum(targets * xp.log(clipped), axis=1)
+
+    def sum_and_gradient(self, backend, output, targets, grad, logits=False):
+        if logits:  # the backend's fused kernel
             return backend.softmax_crossentropy(output, targets, grad)
         xp = backend.xp
-        n = output.shape[0]
         clipped = xp.clip(output, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
-        grad[...] = -(targets / clipped) / n
-        return -xp.sum(targets * xp.log(clipped))
+        grad[...] = -(targets / clipped) / output.shape[0]
+        return xp.sum(self.per_sample(backend, output, targets))
 
 
 class SparseCategoricalCrossentropy(CategoricalCrossentropy):
@@ -73,20 +98,22 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
     name = "sparse_categorical_crossentropy"
     sparse = True
 
-    def compute(self, backend, output, targets, grad, logits=False):
+    def per_sample(self, backend, output, targets, logits=False):
         one_hot = self.dense_targets(backend, targets, output.shape[1], output.dtype)
-        return super().compute(backend, output, one_hot, grad, logits)
+        return super().per_sample(backend, output, one_hot, logits)
+
+    def sum_and_gradient(self, backend, output, targets, grad, logits=False):
+        one_hot = self.dense_targets(backend, targets, output.shape[1], output.dtype)
+        return super().sum_and_gradient(backend, output, one_hot, grad, logits)
 
     def dense_targets(self, backend, targets, classes, dtype):
         """One-hot ``(n, classes)`` rows of ``dtype`` (the backend's dtype object) from
-        ``(n,)`` labels: ``fit`` converts its labels once, so that its steps run as fast as on
-        one-hot targets."""
+        ``(n,)`` labels (one-hot rows stay as they are)."""
+        if targets.ndim == 2:
+            return targets
         xp = backend.xp
         columns = xp.arange(classes, dtype=targets.dtype)
         return xp.astype(xp.reshape(targets, (-1, 1)) == columns, dtype)
-
-    def with_dense_targets(self) -> Loss:
-        return CategoricalCrossentropy(self.from_logits)
 
 
 class MeanSquaredError(Loss):
@@ -94,12 +121,14 @@ class MeanSquaredError(Loss):
 
     name = "mean_squared_error"
 
-    def compute(self, backend, output, targets, grad, logits=False):
-        xp = backend.xp
-        n, k = output.shape
+    def per_sample(self, backend, output, targets, logits=False):
         error = output - targets
-        grad[...] = error * (2 / (n * k))
-        return xp.sum(error * error) / k
+        return backend.xp.sum(error * error, axis=1) / output.shape[1]
+
+    def sum_and_gradient(self, backend, output, targets, grad, logits=False):
+        n, k = output.shape
+        grad[...] = (output - targets) * (2 / (n * k))
+        return backend.xp.sum(self.per_sample(backend, output, targets))
 
 
 class BinaryCrossentropy(Loss):
@@ -111,20 +140,27 @@ class BinaryCrossentropy(Loss):
     name = "binary_crossentropy"
     logits_of = (Sigmoid,)
 
-    def compute(self, backend, output, targets, grad, logits=False):
+    def per_sample(self, backend, output, targets, logits=False):
+        xp = backend.xp
+        if logits:
+            terms = (xp.maximum(output, xp.zeros_like(output)) - output * targets
+                     + xp.log1p(xp.exp(-xp.abs(output))))
+            return xp.sum(terms, axis=1) / output.shape[1]
+        clipped = xp.clip(output, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+        terms = targets * xp.log(clipped) + (1 - targets) * xp.log(1 - clipped)
+        return -xp.sum(terms, axis=1) / output.shape[1]
+
+    def sum_and_gradient(self, backend, output, targets, grad, logits=False):
         xp = backend.xp
         n, k = output.shape
         if logits:
             grad[...] = output
             Sigmoid().forward(backend, grad)  # the probabilities, as the activation makes them
             grad[...] = (grad - targets) / (n * k)
-            terms = (xp.maximum(output, xp.zeros_like(output)) - output * targets
-                     + xp.log1p(xp.exp(-xp.abs(output))))
-            return xp.sum(terms) / k
-        clipped = xp.clip(output, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
-        grad[...] = ((clipped - targets) / (clipped * (1 - clipped))) / (n * k)
-        terms = targets * xp.log(clipped) + (1 - targets) * xp.log(1 - clipped)
-        return -xp.sum(terms) / k
+        else:
+            clipped = xp.clip(output, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+            grad[...] = ((clipped - targets) / (clipped * (1 - clipped))) / (n * k)
+        return xp.sum(self.per_sample(backend, output, targets, logits))
 
 
 LOSSES = {cls.name: cls for cls in (CategoricalCrossentropy, SparseCategoricalCrossentropy,

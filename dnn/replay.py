@@ -7,7 +7,7 @@ written.  The Python around them does not run again: a number read on the host, 
 rebound to a name, a batch chosen in Python all keep what they were at capture time, as on a
 GPU.  A value read on the host during the capture (``float(array)``, ``to_numpy``) is refused,
 as CUDA refuses a device-to-host copy in a capturing stream.  This lets the CPU suite check the
-captured-step machinery of :mod:`dnn.step` and the bugs it must catch.
+captured-step machinery of :mod:`dnn.trainers.step` and the bugs it must catch.
 """
 
 from __future__ import annotations

@@ -41,10 +41,10 @@ from dnn.callbacks import Callback
 from dnn.datasets import contract_problem
 from dnn.errors import BackendUnavailableError, OptimizerError
 from dnn.layers import Dense
-from dnn.model import Sequential
+from dnn.models import Sequential
 from dnn.optimizers import SGD, Adam, Optimizer, RMSprop
 from dnn.replay import EagerReplayBackend, ReplayBackend
-from dnn.step import GraphFallbackWarning
+from dnn.trainers.step import GraphFallbackWarning
 from dnn.utils import to_categorical
 
 # One kernel or layer from identical inputs: the backends agree to rounding.

@@ -12,13 +12,16 @@ from dnn.errors import OutOfMemoryError, UsageError
 
 
 def to_categorical(labels, num_classes: int | None = None, dtype="float32") -> np.ndarray:
-    """One-hot ``(N, num_classes)`` host array from integer labels ``(N,)``."""
-    labels = np.asarray(labels)
+    """One-hot ``(N, num_classes)`` host array from integer labels ``(N,)`` or ``(N, 1)`` of
+    any integer type (the uint8 labels of ``mnist.load_data()`` included)."""
+    labels = real_array(labels, "to_categorical labels")
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise UsageError(f"to_categorical wants integer labels (N,), not {labels.dtype} "
                          f"{labels.shape}")
     if num_classes is None:
-        num_classes = int(labels.max(initial=-1)) + 1
+        num_classes = int(labels.max()) + 1 if labels.size else 0
     elif not is_int_at_least(num_classes, 1):
         raise UsageError(f"num_classes must be a positive integer, not {num_classes!r}")
     check_label_range(labels, num_classes)
@@ -30,6 +33,19 @@ def to_categorical(labels, num_classes: int | None = None, dtype="float32") -> n
                                "gives (num_classes is the largest label + 1)") from None
     one_hot[np.arange(labels.shape[0]), labels] = 1
     return one_hot
+
+
+def real_array(value, what: str) -> np.ndarray:
+    """``value`` as a NumPy array of real numbers (booleans, integers or floats), else a
+    UsageError naming it as ``what``."""
+    try:
+        array = np.asarray(value)
+    except ValueError:  # NumPy 2 refuses ragged nested lists
+        raise UsageError(f"{what}: not a rectangular array (rows of different "
+                         "lengths?)") from None
+    if array.dtype.kind not in "biuf":  # not complex, strings or Python objects
+        raise UsageError(f"{what} must be real numbers, not {array.dtype}")
+    return array
 
 
 def check_label_range(labels: np.ndarray, num_classes: int, context: str = "") -> None:

@@ -11,6 +11,7 @@ import pytest
 
 import dnn
 from dnn import callbacks
+from dnn.callbacks import progbar_logger
 from dnn.utils import to_categorical
 from tests.test_model import blobs, seed_network
 
@@ -18,7 +19,7 @@ from tests.test_model import blobs, seed_network
 @pytest.fixture
 def clock(monkeypatch):
     now = [10.0]
-    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(progbar_logger.time, "perf_counter", lambda: now[0])
     return now
 
 
@@ -47,7 +48,8 @@ def test_the_bar_shows_steps_time_left_and_figures_then_the_summary_on_its_line(
     drawn = frames(stream)
     assert drawn[0] == "Epoch 2/2"
     assert drawn[1] == f"1/10 [==>{'.' * 27}] - ETA: 0.9s - loss: 0.5000 - accuracy: 0.7500"
-    assert drawn[2] == f"4/10 [{'=' * 11}>{'.' * 18}] - ETA: 0.6s - loss: 0.5000 - accuracy: 0.7500"
+    assert drawn[2] == (f"4/10 [{'=' * 11}>{'.' * 18}] - ETA: 0.6s - loss: 0.5000 - accuracy: "
+                        "0.7500")
     assert not any(frame.startswith("10/10 [=") and "ETA" in frame for frame in drawn)
     assert drawn[-1] == (f"10/10 [{'=' * 30}] - 1.2s 120ms/step - loss: 0.5000 - accuracy: "
                          "0.7500 - val_loss: 0.4000")
@@ -119,9 +121,9 @@ def test_hooks_are_keras_from_epoch_0_and_initial_epoch_starts_later(cpu):
 
 def test_batch_logs_are_read_from_the_device_only_when_looked_at(cpu, monkeypatch):
     reads = []
-    real = dnn.Sequential._running_means
-    monkeypatch.setattr(dnn.Sequential, "_running_means",
-                        lambda self, totals, seen: reads.append(seen) or real(self, totals, seen))
+    real = dnn.Sequential._results
+    monkeypatch.setattr(dnn.Sequential, "_results",
+                        lambda self, seen: reads.append(seen) or real(self, seen))
 
     class Looks(callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
@@ -197,7 +199,7 @@ def test_a_monitor_the_logs_lack_is_named(cpu):
 
 
 def test_the_library_does_not_import_the_command_line_toolkit():
-    code = ("import sys, dnn, dnn.callbacks, dnn.checkpoint, dnn.testing; "
+    code = ("import sys, dnn, dnn.callbacks, dnn.saving.checkpoint, dnn.testing; "
             "import numpy as np; from dnn.layers import Dense; "
             "m = dnn.Sequential([Dense(2)], seed=0); m.compile(optimizer='sgd', loss='mse'); "
             "m.fit(np.ones((4, 3)), np.ones((4, 2)), verbose=2); "

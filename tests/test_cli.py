@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from dnn import checkpoint
+from dnn.saving import checkpoint
 from dnn.cli import main
 from dnn.utils import to_categorical
 
@@ -85,18 +85,18 @@ def test_zero_epochs_write_a_history_with_the_untrained_test_result(tiny, tmp_pa
 
 def test_an_interrupted_run_keeps_the_history_of_its_finished_epochs(tiny, tmp_path,
                                                                      monkeypatch):
-    from dnn.model import Sequential
+    from dnn.trainers import Trainer
 
-    evaluate_device = Sequential._evaluate_device
+    evaluate_batches = Trainer.evaluate_batches
     calls = []
 
     def interrupted_in_epoch_2(self, *args, **kwargs):
         calls.append(1)
         if len(calls) in (2, 3):  # the test-set pass of epoch 2, then of the next run's 1
             raise KeyboardInterrupt
-        return evaluate_device(self, *args, **kwargs)
+        return evaluate_batches(self, *args, **kwargs)
 
-    monkeypatch.setattr(Sequential, "_evaluate_device", interrupted_in_epoch_2)
+    monkeypatch.setattr(Trainer, "evaluate_batches", interrupted_in_epoch_2)
     history, model = tmp_path / "history.json", tmp_path / "model.npz"
     result = run("train", "--dataset", "tiny", "--epochs", "3", "--history", str(history),
                  "--save", str(model))
@@ -271,7 +271,7 @@ def test_a_dataset_of_one_class_is_refused(install_fake_plugin):
 
 def _save_a_six_feature_model(path):
     import dnn
-    from dnn import checkpoint
+    from dnn.saving import checkpoint
     from dnn.layers import Dense
 
     model = dnn.Sequential([Dense(4, activation="relu"), Dense(3, activation="softmax")], seed=0)
@@ -353,7 +353,7 @@ def test_resume_may_save_over_its_own_checkpoint(tiny, tmp_path):
 def test_a_write_that_fails_mid_run_is_one_error_line(tiny, tmp_path, monkeypatch):
     import errno
 
-    from dnn import checkpoint
+    from dnn.saving import checkpoint
 
     def disk_full(model, path):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
@@ -463,7 +463,7 @@ def test_sigterm_during_a_write_leaves_no_temporary_file_and_exits_143(tmp_path)
         import os, signal, sys, time
         from pathlib import Path
         import click
-        from dnn.cli import reports_errors
+        from dnn.cli.commands import reports_errors
         from dnn.fileio import atomic_write
 
         @click.command()

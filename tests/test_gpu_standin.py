@@ -20,7 +20,7 @@ import pytest
 from dnn.backends.cublas import Cublas
 from dnn.backends.gpu import GpuBackend
 from dnn.replay import record_into
-from dnn.step import GraphFallbackWarning
+from dnn.trainers.step import GraphFallbackWarning
 from dnn.testing import LowerTheRateEachBatch
 from tests.test_cli import TINY_DATASET
 from tests.test_replay import ReadsTheGradientOnTheHost, train

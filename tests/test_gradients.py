@@ -128,12 +128,9 @@ def test_two_layer_network_parameter_gradients(cpu, hidden_activation):
     bias += 0.05
 
     def objective():
-        output = model._forward(x)
-        return loss_and_gradient(model.loss, cpu, output, y, model._loss_takes_logits)[0] / len(x)
+        return model.test_on_batch(x, y)
 
-    output = model._forward(x)
-    _, grad = loss_and_gradient(model.loss, cpu, output, y, model._loss_takes_logits)
-    model._backward(grad)
+    model.compute_gradients(x, y)
     analytic = [g.copy() for layer in model.layers for g in layer.grads]
     for param, grad in zip(model.params, analytic):
         np.testing.assert_allclose(grad, numerical_gradient(objective, param), rtol=1e-5,
@@ -173,16 +170,14 @@ def test_a_new_layer_type_trains_in_sequential_unchanged(cpu):
     assert [layer.needs_input_grad for layer in model.layers] == [False, True, True, True]
 
     def objective():
-        return loss_and_gradient(model.loss, cpu, model._forward(x), y,
-                                 model._loss_takes_logits)[0] / len(x)
+        return model.test_on_batch(x, y)
 
-    _, grad = loss_and_gradient(model.loss, cpu, model._forward(x), y, model._loss_takes_logits)
-    model._backward(grad)
+    model.compute_gradients(x, y)
     analytic = [g.copy() for layer in model.layers for g in layer.grads]
     assert len(analytic) == len(model.params) == 6
     for param, gradient in zip(model.params, analytic):
         np.testing.assert_allclose(gradient, numerical_gradient(objective, param), rtol=1e-5,
                                    atol=1e-8)
-    before = model.evaluate(x, y)
-    model.fit(x, y, epochs=30, batch_size=9)
-    assert model.evaluate(x, y) < before
+    before = model.evaluate(x, y, verbose=0)
+    model.fit(x, y, epochs=30, batch_size=9, verbose=0)
+    assert model.evaluate(x, y, verbose=0) < before

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import dnn
+import dnn.saving.checkpoint
 import dnn.optimizers
 from dnn.errors import DivergenceError, DnnError, UsageError
 from dnn.layers import Dense
@@ -52,7 +53,7 @@ def test_dtype_is_kept_end_to_end(backend, dtype):
     expected = backend.dtype(dtype)
     assert all(p.dtype == expected for p in model.params)
     assert all(backend.is_own_array(p) for p in model.params)
-    output = model._forward(backend.asarray(x[:16].astype(dtype)))
+    output = model.forward(backend.asarray(x[:16].astype(dtype)))
     assert output.dtype == expected
     grads = [g for layer in model.layers for g in layer.grads]
     assert all(g.dtype == expected for g in grads)
@@ -117,10 +118,12 @@ def test_predict_gives_probabilities_and_train_on_batch_a_loss(backend):
     probabilities = model.predict(x)
     assert isinstance(probabilities, np.ndarray) and probabilities.shape == (32, 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
-    first = model.train_on_batch(x, to_categorical(labels))
+    first, accuracy = model.train_on_batch(x, to_categorical(labels))  # Keras 3: and metrics
+    assert isinstance(first, float) and 0 <= accuracy <= 1
+    model.compile(optimizer=model.optimizer, loss=model.loss)
     for _ in range(20):
         last = model.train_on_batch(x, to_categorical(labels))
-    assert isinstance(first, float) and last < first
+    assert isinstance(last, float) and last < first  # a loss alone without metrics
 
 
 def test_sparse_and_mse_losses_train(cpu):
@@ -156,7 +159,7 @@ def sparse(model):
     (lambda m, x, y: m.fit(x.astype(complex), y), "inputs must be real numbers, not complex128"),
     (lambda m, x, y: m.fit(x.astype(str), y), "inputs must be real numbers, not <U"),
     (lambda m, x, y: m.evaluate(x, y.astype(object)), "targets must be real numbers, not object"),
-    (lambda m, x, y: m.fit(x, y, validation_data=x), r"validation_data must be a pair"),
+    (lambda m, x, y: m.fit(x, y, validation_data=x), r"validation_data must be \(x_val, y_val\)"),
     (lambda m, x, y: sparse(m).fit(x, np.argmax(y, axis=1) + 1),
      r"labels must lie in \[0, 3\) for a model with 3 outputs, not \[1, 3\]"),
     (lambda m, x, y: sparse(m).evaluate(x, np.argmax(y, axis=1) - 1),
@@ -166,9 +169,9 @@ def sparse(model):
     (lambda m, x, y: m.fit(x, y, callbacks=3),
      "callbacks must be a list of dnn.callbacks.Callback instances, not int"),
     (lambda m, x, y: m.fit([[0.5] * 8, [0.5] * 7], y[:2]),
-     r"inputs are not a rectangular array \(rows of different lengths\?\)"),
+     r"inputs: not a rectangular array \(rows of different lengths\?\)"),
     (lambda m, x, y: m.fit(x[:2], [[1, 0, 0], [0, 1]]),
-     r"targets are not a rectangular array \(rows of different lengths\?\)"),
+     r"targets: not a rectangular array \(rows of different lengths\?\)"),
     (lambda m, x, y: m.fit(x, y, validation_data=(x[:, :5], y)),
      "validation inputs have 5 features; the model expects 8"),
     (lambda m, x, y: m.fit(x, y, validation_data=(x, y[:3])),
@@ -250,7 +253,7 @@ def test_float_dtypes_are_taken_in_any_numpy_spelling(dtype, expected):
 def test_one_metric_name_alone_is_a_list_of_one():
     model = dnn.Sequential([Dense(2)])
     model.compile(metrics="accuracy")
-    assert model.metrics == ("accuracy",)
+    assert [metric.name for metric in model.metrics] == ["accuracy"]
 
 
 def test_divergence_raises(cpu):
@@ -300,17 +303,19 @@ def test_summary_counts_the_parameters_as_keras_does():
     model = dnn.Sequential([Dense(512, activation="relu"), Dense(10, activation="softmax")])
     lines = []
     model.summary(print_fn=lines.append)
-    assert [line.split()[-1] for line in lines[1:3]] == ["?", "?"]
+    assert lines[0] == 'Model: "sequential"'
+    assert [line.split()[-1] for line in lines[2:4]] == ["?", "?"]
     assert lines[-1].startswith("Total params: unknown until the model is built")
     model.build(784)
     lines.clear()
     model.summary(print_fn=lines.append)
     weights = model.get_weights()
     per_layer = [kernel.size + bias.size for kernel, bias in zip(weights[::2], weights[1::2])]
-    assert [int(line.split()[-1].replace(",", "")) for line in lines[1:3]] == per_layer
-    assert lines[1].split()[:3] == ["Dense(512,", "activation='relu')", "(None,"]
+    assert [int(line.split()[-1].replace(",", "")) for line in lines[2:4]] == per_layer
+    assert lines[2].split()[1:3] == ["(Dense)", "(None,"]
     # Keras' summary of this network reports 407,050 parameters.
-    assert lines[-1] == "Total params: 407,050 (float32, 1.55 MiB)"
+    assert lines[-3:] == ["Total params: 407,050 (float32, 1.55 MiB)",
+                          "Trainable params: 407,050", "Non-trainable params: 0"]
 
 
 def test_set_weights_refuses_text():
@@ -387,11 +392,11 @@ def test_a_softmax_over_one_unit_is_refused():
     (lambda m, tmp: m.set_weights(None), TypeError,
      "set_weights takes a list of arrays, not NoneType"),
     (lambda m, tmp: m.set_weights([[[1, 2], [3]]] + m.get_weights()[1:]), ValueError,
-     "weight 0 is not a rectangular array"),
-    (lambda m, tmp: dnn.checkpoint.save(m, tmp), ValueError, "not replacing it, it is a folder"),
-    (lambda m, tmp: dnn.checkpoint.save(m, None), TypeError,
+     "weight 0: not a rectangular array"),
+    (lambda m, tmp: dnn.saving.checkpoint.save(m, tmp), ValueError, "not replacing it, it is a folder"),
+    (lambda m, tmp: dnn.saving.checkpoint.save(m, None), TypeError,
      "save needs a file name, not NoneType"),
-    (lambda m, tmp: dnn.checkpoint.load(123), TypeError,
+    (lambda m, tmp: dnn.saving.checkpoint.load(123), TypeError,
      "a checkpoint path must be a file name, not int"),
     (lambda m, tmp: dnn.Sequential([Dense(16)]).build(2**40), MemoryError,
      "the weights of a 1,099,511,627,776 -> 16 model need"),

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 import dnn
-from dnn import step as step_module
+import dnn.trainers.trainer
+from dnn.trainers import step as step_module
 from dnn.backends.gpu import GpuBackend
 from dnn.layers import Dense
 from dnn.optimizers import SGD
 from dnn.replay import EagerReplayBackend, ReplayBackend
-from dnn.step import GraphFallbackWarning, ReplayedStep, TrainingStep
+from dnn.trainers.step import GraphFallbackWarning, ReplayedStep, TrainingStep
 from dnn.testing import LowerTheRateEachBatch
 from dnn.utils import to_categorical
 
@@ -78,12 +79,12 @@ class RebindsTotals(TrainingStep):
     replays keep adding into the array made at capture time from the one before it."""
 
     def __call__(self):
-        model = self.model
-        x = model._gather("x_batch", self.x_data, self.indices)
-        y = model._gather("y_batch", self.y_data, self.indices)
-        loss_sum, output = model._train_step(x, y, self.loss)
-        self.totals.loss = self.totals.loss + loss_sum
-        self.totals.correct += model.backend.correct_count(output, y)
+        trainer = self.trainer
+        x = trainer.gather("x_batch", self.data.x, self.indices)
+        y = trainer.gather("y_batch", self.data.y, self.indices)
+        loss_sum, _ = trainer.compute_gradients(x, y)
+        trainer.apply_gradients()
+        trainer._loss_total = trainer._loss_total + loss_sum
 
 
 class ReadsIndicesOnTheHost(TrainingStep):
@@ -92,7 +93,7 @@ class ReadsIndicesOnTheHost(TrainingStep):
 
     def __call__(self):
         indices = self.indices
-        self.indices = self.model.backend.asarray(np.array(indices.view(np.ndarray)))
+        self.indices = self.trainer.backend.asarray(np.array(indices.view(np.ndarray)))
         try:
             super().__call__()
         finally:
@@ -132,7 +133,7 @@ def planted_runs(monkeypatch, name):
     after every batch."""
     step_class, optimizer = PLANTED[name][:2]
     make = optimizer if callable(optimizer) else (lambda: optimizer)
-    monkeypatch.setattr(dnn.model, "TrainingStep", step_class)
+    monkeypatch.setattr(dnn.trainers.trainer, "TrainingStep", step_class)
     return tuple(train(backend, make(), callbacks=[LowerTheRateEachBatch()])
                  for backend in (ReplayBackend(), EagerReplayBackend()))
 

@@ -20,7 +20,7 @@ from dnn.optimizers import SGD, Adam, schedules
 from dnn.optimizers.schedules import (CosineDecay, ExponentialDecay, InverseTimeDecay,
                                       LearningRateSchedule, PiecewiseConstantDecay)
 from dnn.replay import ReplayBackend
-from dnn.step import GraphFallbackWarning
+from dnn.trainers.step import GraphFallbackWarning
 from tests.test_replay import EagerReplayBackend, assert_same_run, train
 
 

@@ -96,7 +96,7 @@ class Backend:
 
     def capture(self, step):
         """A captured ``step`` (a function of no arguments that reads and writes only arrays
-        that outlive it, see :mod:`dnn.step`) with a ``replay()`` method, or None where this
+        that outlive it, see :mod:`dnn.trainers.step`) with a ``replay()`` method, or None where this
         backend runs steps eagerly (the default).  Raises :class:`dnn.errors.CaptureError`
         when the step cannot be captured; the caller then runs it eagerly."""
         return None

@@ -18,7 +18,7 @@ both.  What a capture needs, as read in CuPy 14's source and measured on an H200
 Replays are launched on the current stream, in order with the host's writes of each batch's
 indices (made there) and the reads of the epoch's totals.  The steps run with these kernels
 (the warm-up, the eager steps a replay is checked against) wait for the current stream before
-they start, and it for them.  :mod:`dnn.step` decides when to capture and checks each new graph
+they start, and it for them.  :mod:`dnn.trainers.step` decides when to capture and checks each new graph
 against the eager step.
 """
 

@@ -77,7 +77,7 @@ class GpuBackend(Backend):
     def _cupy_gemm(self, a, b, out):
         return self._cupy.matmul(a, b, out=out)
 
-    # -- captured steps (dnn.step) -------------------------------------------------------------
+    # -- captured steps (dnn.trainers.step) -------------------------------------------------------------
     def captures_steps(self) -> bool:
         """True unless ``DNN_GPU_GRAPHS=0``: full training batches then replay a captured
         CUDA graph of the step."""
@@ -91,7 +91,7 @@ class GpuBackend(Backend):
     def graph_kernels(self):
         """The kernels of a captured step (:meth:`CudaGraphs.kernels`); raises
         :class:`dnn.errors.CaptureError` when the machinery cannot be made (no cuBLAS), which
-        :mod:`dnn.step` answers by running eagerly."""
+        :mod:`dnn.trainers.step` answers by running eagerly."""
         if not self.captures_steps():
             return contextlib.nullcontext()
         return self._graph_machinery().kernels()

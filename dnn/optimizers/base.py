@@ -170,7 +170,17 @@ class Optimizer:
             object.__setattr__(self, name, array)
         self._device = device
         self._exact = {name: value for name, value in values.items() if name != "iterations"}
+        self._state_index = {id(param): index for index, param in enumerate(params)}
         self._update_checked = False
+
+    def _states_of(self, params: list) -> list:
+        """The state of each of ``params`` (some or all of those the optimizer was built
+        for: a frozen layer's weights are left out of a step, their state kept)."""
+        try:
+            return [self.states[self._state_index[id(param)]] for param in params]
+        except KeyError:
+            raise UsageError("apply_gradients got a weight the optimizer was not built for: "
+                             "build() it with the model's weights") from None
 
     def apply_gradients(self, params: list, grads: list) -> None:
         """Advance ``iterations`` and update every parameter with its gradient, on the device
@@ -190,7 +200,7 @@ class Optimizer:
             before = [xp.asarray(param, copy=True) for param in params]
         try:
             self.begin_step()
-            for param, grad, state in zip(params, grads, self.states):
+            for param, grad, state in zip(params, grads, self._states_of(params)):
                 returned = self.update(param, grad, state)
                 if returned is not None and returned is not param:
                     raise OptimizerError(

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dnn import backends, losses, optimizers, plugins
+from dnn import backends, losses, metrics, optimizers, plugins
 from dnn.errors import ArgumentTypeError, CheckpointError, UsageError
 from dnn.fileio import atomic_write
-from dnn.model import Sequential, check_seed, dense_classifier
-from dnn.npz_reader import NpzReader
+from dnn.models.sequential import Sequential, check_seed, describe
+from dnn.saving.npz_reader import NpzReader
 from dnn.utils import is_int_at_least
 
 FORMAT = "dnn-checkpoint"
@@ -29,28 +29,32 @@ MAX_META_CHARS = 1 << 18
 
 
 def save(model: Sequential, path) -> None:
-    """Write ``model`` (built, compiled with an optimizer) and its optimizer state to ``path``
-    atomically."""
+    """Write ``model`` (built), its compiled loss, metrics and optimizer with its state to
+    ``path`` atomically (a model compiled without an optimizer, or not compiled, is saved
+    without them: :meth:`Sequential.save_weights`)."""
     if not isinstance(path, (str, os.PathLike)):
         raise ArgumentTypeError(f"save needs a file name, not {type(path).__name__}")
-    optimizer = model.optimizer
-    if optimizer is None:
-        raise UsageError("a checkpoint holds the optimizer too: compile() the model with one "
-                         "before saving it")
+    if not model.built:
+        raise UsageError("the model has no weights yet to save: call it on data or build() it")
     arrays = {f"weight_{i}": weight for i, weight in enumerate(model.get_weights())}
-    for i, state in enumerate(optimizer.states):
-        for key, value in state.items():
-            arrays[f"state_{i}_{key}"] = model.backend.to_numpy(value)
+    optimizer = model.optimizer
     meta = {
         "format": FORMAT, "version": VERSION, "model": model.get_config(),
-        "loss": model.loss.name, "loss_options": model.loss.get_config(),
-        "metrics": list(model.metrics),
-        "optimizer": {"name": plugins.name_of("optimizer", type(optimizer)),
-                      "config": optimizer.get_config(),
-                      "iterations": int(optimizer.iterations)},
+        "loss": None if model.loss is None else model.loss.name,
+        "loss_options": {} if model.loss is None else model.loss.get_config(),
+        "metrics": [metrics.serialize(m) for m in model.metrics],
+        "weighted_metrics": [metrics.serialize(m) for m in model.weighted_metrics],
+        "optimizer": None,
         # where training stands: resuming goes on with the next epoch and the next shuffle
         "epochs_done": model.epochs_done, "shuffle_state": model.rng.bit_generator.state,
     }
+    if optimizer is not None:
+        for i, state in enumerate(optimizer.states):
+            for key, value in state.items():
+                arrays[f"state_{i}_{key}"] = model.backend.to_numpy(value)
+        meta["optimizer"] = {"name": plugins.name_of("optimizer", type(optimizer)),
+                             "config": optimizer.get_config(),
+                             "iterations": int(optimizer.iterations)}
     try:
         meta_json = json.dumps(meta, default=_json_scalar)
     except (TypeError, ValueError) as error:  # a plugin's hyper-parameter JSON cannot hold
@@ -118,25 +122,72 @@ def load(path, backend=None, seed=None, *, with_optimizer=True) -> Sequential:
     with _open(path) as archive:
         meta = _meta(archive)
         path = archive.path
-        try:
+        with _damage_reported(path):
             model = Sequential.from_config(meta["model"], backend=backend, seed=seed)
-            optimizer = _optimizer(path, meta["optimizer"]) if with_optimizer else None
-            loss = losses.get(meta["loss"], **meta.get("loss_options", {}))
-            model.compile(optimizer=optimizer, loss=loss, metrics=meta["metrics"])
-            shapes = _weight_shapes(archive, model)
-            model.build(shapes[0][0])
-            weights = [_weight(archive, index, shape) for index, shape in enumerate(shapes)]
-            model.set_weights(weights)
-            if optimizer is not None:
-                _restore_state(archive, model, meta["optimizer"]["iterations"])
+            spec = meta["optimizer"] if with_optimizer else None
+            if meta["loss"] is not None:
+                model.compile(optimizer=None if spec is None else _optimizer(path, spec),
+                              loss=losses.get(meta["loss"], **meta.get("loss_options", {})),
+                              metrics=_metrics(meta.get("metrics", [])),
+                              weighted_metrics=_metrics(meta.get("weighted_metrics", [])))
+            _restore(archive, model, meta, spec is not None)
             _restore_progress(path, model, meta, seed)
-        except (KeyError, TypeError, IndexError, ValueError) as error:  # UsageError included
-            raise CheckpointError(f"{path} is damaged or does not match its architecture "
-                                  f"({type(error).__name__}: {error})") from None
-        except MemoryError:
-            raise CheckpointError(f"{path} describes a model too large for this machine's "
-                                  "memory") from None
     return model
+
+
+def load_into(model: Sequential, path) -> None:
+    """Load the weights saved at ``path`` into ``model`` (built here if it is not yet), which
+    must have the file's architecture; the optimizer's state and the epochs trained too where
+    the model has the optimizer the file was saved with."""
+    with _open(path) as archive:
+        meta = _meta(archive)
+        path = archive.path
+        with _damage_reported(path):
+            saved = Sequential.from_config(meta["model"]).get_config()
+            if saved["layers"] != model.get_config()["layers"]:
+                raise CheckpointError(f"{path} holds a model {describe(saved)}; this model is "
+                                      f"{describe(model.get_config())}")
+            spec = meta["optimizer"]
+            same_optimizer = (spec is not None and model.optimizer is not None
+                              and spec["name"] == plugins.name_of("optimizer",
+                                                                  type(model.optimizer)))
+            _restore(archive, model, meta, same_optimizer)
+            if same_optimizer:
+                _restore_progress(path, model, meta, seed=None)
+
+
+class _damage_reported:
+    """Turns what a damaged file makes the model code raise into one CheckpointError."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if kind is not None and issubclass(kind, (KeyError, TypeError, IndexError, ValueError)):
+            raise CheckpointError(f"{self.path} is damaged or does not match its architecture "
+                                  f"({kind.__name__}: {error})") from None
+        if kind is not None and issubclass(kind, MemoryError):
+            raise CheckpointError(f"{self.path} describes a model too large for this "
+                                  "machine's memory") from None
+        return False
+
+
+def _restore(archive: NpzReader, model: Sequential, meta: dict, with_optimizer: bool) -> None:
+    """The weights into ``model`` (built first if need be), and the optimizer's state when
+    ``with_optimizer``."""
+    shapes = _weight_shapes(archive, model)
+    if not model.built:
+        model.build(shapes[0][0])
+    model.set_weights([_weight(archive, index, shape) for index, shape in enumerate(shapes)])
+    if with_optimizer:
+        _restore_state(archive, model, meta["optimizer"]["iterations"])
+
+
+def _metrics(serialized: list) -> list:
+    return [metrics.deserialize(item) for item in serialized]
 
 
 def _weight_shapes(archive: NpzReader, model: Sequential) -> list:
@@ -217,35 +268,3 @@ def _restore_state(archive: NpzReader, model: Sequential, iterations) -> None:
             state[key] = xp.astype(model.backend.asarray(archive.array(name, shape)),
                                    fresh.dtype)
     optimizer.iterations = iterations
-
-
-def describe(config: dict) -> str:
-    """``"512 relu -> dropout -> 10 softmax (float32)"`` for a model config."""
-    layers = " -> ".join(f"{layer['units']} {layer['activation']}" if "units" in layer
-                         else str(layer.get("class", "?")).lower() for layer in config["layers"])
-    return f"{layers} ({config['dtype']})"
-
-
-def check_architecture(model: Sequential, path, classes: int, *, hidden=None,
-                       dtype=None) -> None:
-    """Refuse (CheckpointError) a model loaded from ``path`` that is not the
-    :func:`dense_classifier` of ``hidden`` units and ``dtype`` over ``classes``; either left
-    out (None) is the saved model's own."""
-    if hidden is None and dtype is None:
-        return
-    wanted = dense_classifier(hidden or [layer.units for layer in model.layers[:-1]], classes,
-                              dtype=dtype or model.dtype).get_config()
-    if wanted != model.get_config():
-        raise CheckpointError(f"{path} holds a model {describe(model.get_config())}, not "
-                              f"{describe(wanted)}")
-
-
-def check_fits(model: Sequential, path, dataset_name: str, x, classes: int) -> None:
-    """Refuse (UsageError) a model loaded from ``path`` whose input or output size is not the
-    dataset's (``x``: its ``(N, ...)`` inputs), naming both, before it meets the data."""
-    features = int(np.prod(x.shape[1:]))
-    takes, outputs = model.input_dim, model.layers[-1].output_dim
-    if (takes, outputs) != (features, classes):
-        raise UsageError(f"{path} takes {takes} features and has {outputs} classes; "
-                         f"{dataset_name} has {features} features and {classes} classes")
-

@@ -4,9 +4,10 @@ A :class:`TrainingStep` reads only arrays that live as long as the ``fit`` that 
 device data, its index buffer, the weights, the optimizer state, the layers' and the model's
 buffers) and writes only those, so a backend can capture it once and replay it for every batch
 of that shape, as a CUDA graph does.  What changes from batch to batch is written into its
-index buffer before each run, and what may change between runs (the optimizer's step count,
-learning rate and other hyper-parameters) lives in device arrays the step reads; what it adds
-up (the epoch's loss and correct count) stays on the device until the epoch ends.
+index buffer (or into the arrays it reads, for batches that come from a generator) before each
+run, and what may change between runs (the optimizer's step count, learning rate and other
+hyper-parameters) lives in device arrays the step reads; what it adds up (the epoch's loss and
+metrics) stays on the device until the epoch ends.
 
 :class:`ReplayedStep` runs a step eagerly once (compiling kernels, allocating buffers), then has
 the backend capture it (:meth:`dnn.backends.Backend.capture`) and checks its own work: the first
@@ -33,49 +34,25 @@ class GraphFallbackWarning(UserWarning):
 
 
 class TrainingStep:
-    """One optimizer step of ``model`` on the rows of ``x_data`` ``(N, features)`` and
-    ``y_data`` ``(N, k)`` named by ``indices`` ``(n,)`` (int64, written by the caller before
-    each run), with ``loss`` (the model's, or one taking its targets in another form), adding
-    the batch's summed loss to ``totals.loss`` and, with metrics, its correct count to
-    ``totals.correct``."""
+    """One :meth:`dnn.trainers.Trainer.train_step` on the rows of ``data`` (a
+    :class:`dnn.trainers.data.DeviceData`: inputs ``(N, features)``, targets, sample weights
+    ``(N,)`` or None) named by ``indices`` ``(rows,)`` (int64, written by the caller before
+    each run), gathered into the trainer's batch buffers."""
 
-    def __init__(self, model, x_data, y_data, rows: int, totals: EpochTotals, loss):
-        self.model, self.x_data, self.y_data, self.totals = model, x_data, y_data, totals
-        self.loss = loss
-        self.indices = model.backend.empty((rows,), "int64")
+    def __init__(self, trainer, data, rows: int):
+        self.trainer, self.data = trainer, data
+        self.indices = trainer.backend.empty((rows,), "int64")
 
     def __call__(self) -> None:
-        model = self.model
-        x = model._gather("x_batch", self.x_data, self.indices)
-        y = model._gather("y_batch", self.y_data, self.indices)
-        loss_sum, output = model._train_step(x, y, self.loss)
-        self.totals.loss += loss_sum
-        if model.metrics:
-            self.totals.correct += model.backend.correct_count(output, y,
-                                                               model._output_threshold)
+        trainer, data = self.trainer, self.data
+        weights = (None if data.sample_weight is None
+                   else trainer.gather("w_batch", data.sample_weight, self.indices))
+        trainer.train_step(trainer.gather("x_batch", data.x, self.indices),
+                           trainer.gather("y_batch", data.y, self.indices), weights)
 
     def state(self) -> list:
-        """Every array a run changes that outlives it: the weights, the layers' step state,
-        the optimizer's state (its iterations and hyper-parameters too) and the epoch totals
-        (the buffers in between are rewritten by every run)."""
-        model, optimizer = self.model, self.model.optimizer
-        return [*model.params, *(a for layer in model.layers for a in layer.step_state()),
-                *(a for s in optimizer.states for a in s.values()),
-                *optimizer.step_state(), self.totals.loss, self.totals.correct]
-
-
-class EpochTotals:
-    """The epoch's summed loss (0-d, the model's dtype) and correct count (0-d int64), on the
-    device, read once an epoch (or when a progress display asks)."""
-
-    def __init__(self, backend, dtype):
-        xp = backend.xp
-        self.loss = xp.zeros((), dtype=backend.dtype(dtype))
-        self.correct = xp.zeros((), dtype=xp.int64)
-
-    def reset(self) -> None:
-        self.loss[...] = 0
-        self.correct[...] = 0
+        """Every array a run changes that outlives it (:meth:`Trainer.step_state`)."""
+        return self.trainer.step_state()
 
 
 class ReplayedStep:
@@ -91,7 +68,7 @@ class ReplayedStep:
     def __init__(self, step: TrainingStep):
         self.step = step
         self.indices = step.indices  # written by the caller before each run
-        self.backend = step.model.backend
+        self.backend = step.trainer.backend
         self.graph = None
         self.runs = 0  # eager runs and replays
         self.replays = 0

@@ -16,12 +16,14 @@ import warnings
 
 import click
 
-from dnn import backends, checkpoint, datasets, history_file, optimizers, plugins
+from dnn import backends, datasets, history_file, optimizers, plugins
 from dnn.callbacks import EvaluateEachEpoch, ModelCheckpoint
+from dnn.cli.architecture import check_architecture, check_fits, dense_classifier
 from dnn.errors import CheckpointError, DataError, DnnError, UsageError
 from dnn.fileio import check_writable
 from dnn.history_file import HistoryFile
-from dnn.model import Sequential, dense_classifier
+from dnn.models.sequential import Sequential, describe
+from dnn.saving import checkpoint
 from dnn.utils import to_categorical
 
 
@@ -129,7 +131,7 @@ def _targets(model: Sequential, labels, classes: int):
 def _with_accuracy(model: Sequential) -> None:
     """Add the accuracy metric, which the command line prints and records, to a saved model
     compiled without it; its loss and optimizer state stay."""
-    if "accuracy" not in model.metrics:
+    if "accuracy" not in [metric.name for metric in model.metrics]:
         model.compile(optimizer=model.optimizer, loss=model.loss,
                       metrics=[*model.metrics, "accuracy"])
 
@@ -228,13 +230,13 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
         model = checkpoint.load(resume_path, backend=device,
                                 seed=seed if _given("seed") else None)
         try:
-            checkpoint.check_architecture(model, resume_path, classes,
-                                          hidden=hidden if _given("hidden") else None,
-                                          dtype=dtype if _given("dtype") else None)
+            check_architecture(model, resume_path, classes,
+                               hidden=hidden if _given("hidden") else None,
+                               dtype=dtype if _given("dtype") else None)
         except CheckpointError as error:
             raise CheckpointError(f"{error}; leave out --hidden and --dtype to go on with the "
                                   "saved one") from None
-        checkpoint.check_fits(model, resume_path, dataset, x_train, classes)
+        check_fits(model, resume_path, dataset, x_train, classes)
         _with_accuracy(model)
         saved = plugins.name_of("optimizer", type(model.optimizer))
         if _given("optimizer") and optimizer != saved:
@@ -265,7 +267,7 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
                         validation_split=validation_split, callbacks=callbacks,
                         verbose=0 if quiet else "auto")
     if epochs == 0:  # nothing trained: evaluate (and record) the model as it is
-        test_results = model.evaluate(x_test, y_test)
+        test_results = model.evaluate(x_test, y_test, verbose=0)
         if save_path:
             checkpoint.save(model, save_path)
         if history_writer is not None:
@@ -275,7 +277,7 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
     click.echo(f"test: loss {test_results[0]:.4f} accuracy {test_results[1]:.4f}")
     if plot_path:
         plotting.plot_history(history.history, plot_path,
-                              f"{dataset}: {checkpoint.describe(model.get_config())}, "
+                              f"{dataset}: {describe(model.get_config())}, "
                               f"{optimizer_name}")
 
 
@@ -290,9 +292,9 @@ def evaluate(model_path, backend, dataset, data_dir):
     model = checkpoint.load(model_path, backend=backends.get_backend(backend),
                             with_optimizer=False)
     _, (x_test, labels), classes = _load_data(dataset, data_dir)
-    checkpoint.check_fits(model, model_path, dataset, x_test, classes)
+    check_fits(model, model_path, dataset, x_test, classes)
     _with_accuracy(model)
-    loss, accuracy = model.evaluate(x_test, _targets(model, labels, classes))
+    loss, accuracy = model.evaluate(x_test, _targets(model, labels, classes), verbose=0)
     click.echo(f"test: loss {loss:.4f} accuracy {accuracy:.4f}")
 
 

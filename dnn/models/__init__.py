@@ -1,0 +1,46 @@
+"""Keras' ``keras.models``: :class:`Sequential`, :func:`load_model`, :func:`model_from_json`,
+:func:`clone_model`."""
+
+from __future__ import annotations
+
+import json
+
+from dnn.errors import ArgumentTypeError, UsageError
+from dnn.models.sequential import Sequential
+
+__all__ = ["Sequential", "load_model", "model_from_json", "clone_model"]
+
+
+def load_model(path, backend=None) -> Sequential:
+    """The model saved by ``model.save(path)``, with its optimizer, on ``backend`` (default:
+    the current one)."""
+    from dnn.saving import checkpoint
+
+    return checkpoint.load(path, backend=backend)
+
+
+def model_from_json(json_string, backend=None) -> Sequential:
+    """A new model (fresh weights, not compiled) of the architecture ``Sequential.to_json``
+    wrote."""
+    if not isinstance(json_string, (str, bytes)):
+        raise ArgumentTypeError(f"model_from_json takes a JSON string, not "
+                                f"{type(json_string).__name__}")
+    try:
+        description = json.loads(json_string)
+    except ValueError as error:
+        raise UsageError(f"model_from_json: not JSON ({error})") from None
+    if not isinstance(description, dict) or description.get("class_name") != "Sequential":
+        raise UsageError("model_from_json reads what Sequential.to_json() writes: "
+                         '{"class_name": "Sequential", "config": ...}')
+    return Sequential.from_config(description.get("config"), backend=backend)
+
+
+def clone_model(model: Sequential) -> Sequential:
+    """A new model of ``model``'s architecture with freshly drawn weights (Keras'
+    ``clone_model``: not compiled, weights not copied), built where ``model`` is built."""
+    if not isinstance(model, Sequential):
+        raise ArgumentTypeError(f"clone_model takes a Sequential, not {type(model).__name__}")
+    clone = Sequential.from_config(model.get_config(), backend=model.backend)
+    if model.built:
+        clone.build(model.input_dim)
+    return clone

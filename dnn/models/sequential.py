@@ -1,0 +1,327 @@
+"""The Sequential model: a stack of layers, its weights and its configuration.
+
+Training (``compile``, ``fit``, ``evaluate``, ``predict``) comes from
+:class:`dnn.trainers.Trainer`, as Keras 3's ``Model`` inherits its ``Trainer``; saving from
+:mod:`dnn.saving`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from dnn import backends, layers as layers_module
+from dnn.buffers import Buffers
+from dnn.errors import ArgumentTypeError, OutOfMemoryError, UsageError
+from dnn.trainers.trainer import Trainer
+from dnn.utils import as_shape, element_count, is_int_at_least, model_rng, real_array
+
+
+def _features(input_shape) -> int:
+    """The number of features of inputs of ``input_shape`` (an int, or a shape whose leading
+    None is the batch size; the rest is flattened)."""
+    shape = as_shape(input_shape)
+    features = element_count(shape[1:] if shape and shape[0] is None else shape)
+    if features is None:
+        raise UsageError(f"input shape must be a positive number of features or (None, "
+                         f"features), not {input_shape!r}")
+    return features
+
+
+def check_seed(seed) -> None:
+    """Refuse a seed that is neither None nor a non-negative integer."""
+    if seed is not None and not is_int_at_least(seed, 0):
+        raise UsageError(f"seed must be a non-negative integer or None, not {seed!r}")
+
+
+def _float_dtype(dtype) -> np.dtype:
+    """float32 or float64 from a name or a NumPy type; UsageError for anything else (None,
+    which NumPy reads as float64, included)."""
+    try:
+        found = None if dtype is None else np.dtype(dtype)
+    except (TypeError, ValueError):  # not a dtype at all
+        found = None
+    if found not in (np.float32, np.float64):
+        raise UsageError(f"dtype must be float32 or float64, not {dtype!r}")
+    return found
+
+
+def describe(config: dict) -> str:
+    """``"512 relu -> dropout -> 10 softmax (float32)"`` for a model config."""
+    layers = " -> ".join(f"{layer['units']} {layer['activation']}" if "units" in layer
+                         else str(layer.get("class", "?")).lower() for layer in config["layers"])
+    return f"{layers} ({config['dtype']})"
+
+
+def checked_weights(weights, shapes: list, what: str = "weight") -> list[np.ndarray]:
+    """``weights`` (a list of arrays) checked against ``shapes``: as many, each rectangular,
+    real and of its shape; host arrays."""
+    try:
+        weights = list(weights)
+    except TypeError:
+        raise ArgumentTypeError(f"set_weights takes a list of arrays, not "
+                                f"{type(weights).__name__}") from None
+    if len(weights) != len(shapes):
+        raise UsageError(f"set_weights got {len(weights)} arrays; there are {len(shapes)} "
+                         f"{what}s")
+    checked = []
+    for index, (shape, value) in enumerate(zip(shapes, weights)):
+        value = real_array(value, f"{what} {index}")
+        if value.shape != tuple(shape):
+            raise UsageError(f"{what} {index} has shape {value.shape}; the model's is "
+                             f"{tuple(shape)}")
+        checked.append(value)
+    return checked
+
+
+class Sequential(Trainer):
+    """A stack of layers trained with backpropagation.
+
+    ``dtype`` is the dtype of weights and activations (float32 by default; float64 for gradient
+    checks).  ``seed`` seeds the host NumPy Generator that draws the initial weights and the
+    shuffle order, so one seed gives the same run on every backend.  ``backend`` (a name or an
+    instance) defaults to the current backend when the weights are built.  Layers come as a
+    list, or one at a time with :meth:`add` (Keras' two styles build the same model).
+    """
+
+    def __init__(self, layers=(), *, dtype="float32", seed=None, backend=None, name=None):
+        super().__init__()
+        if isinstance(layers, layers_module.Layer):
+            raise UsageError("Sequential takes a list of layers: Sequential([Dense(...), ...])")
+        self.layers = []
+        try:
+            layers = list(layers or ())  # None: no layers yet, as in Keras
+        except TypeError:
+            raise ArgumentTypeError(f"Sequential takes a list of layers, not "
+                                    f"{type(layers).__name__}") from None
+        self.dtype = _float_dtype(dtype)
+        check_seed(seed)
+        self.seed = seed
+        self.rng = model_rng(seed)
+        self.name = "sequential" if name is None else str(name)
+        self.backend = backends.resolve(backend) if backend is not None else None
+        self.input_dim = None  # known once built
+        self._buffers = None  # the batches and the loss gradient, once built
+        for layer in layers:
+            self.add(layer)
+
+    # -- layers ------------------------------------------------------------------------------
+    def add(self, layer) -> None:
+        """Append ``layer``, a :class:`dnn.layers.Layer` that is in no model yet (its weights
+        are this model's).  A first layer that declares its inputs (``input_shape=``, or an
+        ``Input``) builds the model at once, as in Keras; a layer added to a built model is
+        built at once on the output of the one before."""
+        if not isinstance(layer, layers_module.Layer):
+            raise UsageError(f"layers must be dnn.layers.Layer instances (Dense, ...), not "
+                             f"{type(layer).__name__}")
+        if layer.in_model:
+            raise UsageError(f"{layer!r} is already in a model; a layer holds the weights of one "
+                             "place in one model: make a new layer for each place")
+        if any(other.name == layer.name for other in self.layers):
+            raise UsageError(f"the model already has a layer named {layer.name!r}: layer names "
+                             "must be unique")
+        layer.in_model = True
+        self.layers.append(layer)
+        if self.built:
+            self._build_layers(len(self.layers) - 1, self.layers[-2].output_dim)
+            self._layers_changed()
+        elif len(self.layers) == 1 and layer.input_dim is not None:
+            self.build(layer.input_dim)
+
+    def pop(self):
+        """Remove and return the last layer (its weights go with it), as Keras' ``pop``."""
+        if not self.layers:
+            raise UsageError("pop() on a model without layers")
+        layer = self.layers.pop()
+        layer.in_model = False
+        if self.built and self.layers:
+            self._layers_changed()
+        elif not self.layers:
+            self._buffers, self.input_dim = None, None
+        return layer
+
+    def _layers_changed(self) -> None:
+        """After :meth:`add` or :meth:`pop` on a built model: the optimizer (and totals) are
+        made again for the new weights, as a Keras model is compiled again."""
+        if self.compiled:
+            self._build_training_state()
+
+    def get_layer(self, name=None, index=None):
+        """The layer called ``name``, or at position ``index`` (Keras' ``get_layer``)."""
+        if (name is None) == (index is None):
+            raise UsageError("get_layer takes a name or an index, one of them")
+        if index is not None:
+            if not isinstance(index, int) or not -len(self.layers) <= index < len(self.layers):
+                raise UsageError(f"no layer at index {index!r}: the model has "
+                                 f"{len(self.layers)}")
+            return self.layers[index]
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        known = ", ".join(repr(layer.name) for layer in self.layers) or "none"
+        raise UsageError(f"no layer named {name!r}; the model's layers: {known}")
+
+    # -- building ------------------------------------------------------------------------
+    @property
+    def built(self) -> bool:
+        """True once :meth:`build` made the weights (by the first data, or declared)."""
+        return self._buffers is not None
+
+    def build(self, input_shape) -> None:
+        """Create the weights on the model's backend for inputs of ``input_shape``: a number
+        of features, or Keras' shape ``(None, 784)`` (the batch size first, as None)."""
+        if not self.layers:
+            raise UsageError("the model has no layers to build")
+        input_dim = _features(input_shape)
+        if self.backend is None:
+            self.backend = backends.current_backend()
+        self.input_dim = int(input_dim)
+        self._build_layers(0, self.input_dim)
+        self._buffers = Buffers(self.backend)  # and the model is built
+        if self.compiled:
+            self._build_training_state()
+
+    def _build_layers(self, first: int, input_dim: int) -> None:
+        """Build the layers from index ``first`` on, the first of them on ``input_dim``
+        features."""
+        try:
+            for index in range(first, len(self.layers)):
+                layer = self.layers[index]
+                layer.needs_input_grad = index > 0
+                input_dim = layer.build(input_dim, self.backend, self.rng, self.dtype)
+        except MemoryError:
+            shapes = self.param_shapes(self.input_dim)
+            size = sum(math.prod(shape) for shape in shapes) * self.dtype.itemsize
+            sizes = " -> ".join(f"{count:,}" for count in
+                                [self.input_dim, *(layer.output_dim for layer in self.layers)])
+            raise OutOfMemoryError(f"the weights of a {sizes} model need {size:,} bytes: more "
+                                   "memory than this machine gives") from None
+
+    @property
+    def params(self) -> list:
+        """Every weight, in :meth:`get_weights` order (device arrays)."""
+        return [param for layer in self.layers for param in layer.params]
+
+    @property
+    def trainable_weights(self) -> list:
+        return [param for layer in self.layers if layer.trainable for param in layer.params]
+
+    @property
+    def non_trainable_weights(self) -> list:
+        return [param for layer in self.layers if not layer.trainable
+                for param in layer.params]
+
+    @property
+    def weights(self) -> list:
+        return self.params
+
+    def param_shapes(self, input_dim: int) -> list:
+        """The shape of every parameter, in :meth:`get_weights` order, for inputs of
+        ``input_dim`` features, without making them."""
+        shapes = []
+        for layer in self.layers:
+            layer_shapes, input_dim = layer.param_shapes(input_dim)
+            shapes += layer_shapes
+        return shapes
+
+    def _require_built(self) -> None:
+        if not self.built:
+            raise UsageError("the model has no weights yet: call it on data or build() it")
+
+    # -- weights ---------------------------------------------------------------------------
+    def count_params(self) -> int:
+        """The number of weights, trainable or not (the model must be built)."""
+        self._require_built()
+        return sum(math.prod(param.shape) for param in self.params)
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Host copies of every parameter, Keras order: kernel ``(in, out)``, bias, per layer."""
+        self._require_built()
+        return [self.backend.to_numpy(param) for param in self.params]
+
+    def set_weights(self, weights) -> None:
+        """Load host arrays in :meth:`get_weights` order (the model must be built)."""
+        if not self.built:
+            raise UsageError("build the model (call it on data, or build(input_dim)) before "
+                             "set_weights")
+        params = self.params
+        values = checked_weights(weights, [param.shape for param in params])
+        for param, value in zip(params, values):  # in place: the optimizer's state stays theirs
+            param[...] = self.backend.asarray(np.asarray(value, self.dtype))
+
+    def __call__(self, x) -> np.ndarray:
+        """``model(x)``: the outputs of :meth:`predict`, as host arrays."""
+        return self.predict(x, verbose=0)
+
+    # -- saving --------------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Save the model, its architecture and optimizer state to ``path`` (``.npz``,
+        written atomically; :func:`dnn.load_model` reads it back)."""
+        from dnn.saving import checkpoint
+
+        checkpoint.save(self, path)
+
+    def save_weights(self, path) -> None:
+        """Save the weights and the optimizer's state to ``path`` (a checkpoint, written
+        atomically), for :meth:`load_weights` of a model of the same architecture."""
+        from dnn.saving import checkpoint
+
+        checkpoint.save(self, path)
+
+    def load_weights(self, path) -> None:
+        """Load the weights (and, where this model has the same optimizer, its state and the
+        epochs trained) that :meth:`save_weights` or :meth:`save` wrote, in place; the file's
+        architecture must be this model's."""
+        from dnn.saving import checkpoint
+
+        checkpoint.load_into(self, path)
+
+    # -- description -------------------------------------------------------------------
+    def summary(self, print_fn=print) -> None:
+        """Print each layer with its output shape and number of parameters, and the totals,
+        trainable and not (as Keras' ``summary``); the counts need the input size, known once
+        the model is built."""
+        rows = [("Layer", "Output shape", "Params")]
+        for layer in self.layers:
+            count = (sum(math.prod(param.shape) for param in layer.params) if self.built
+                     else None)
+            rows.append((f"{layer.name} ({type(layer).__name__})", f"(None, {layer.output_dim})",
+                         "?" if count is None else f"{count:,}"))
+        widths = [max(len(row[column]) for row in rows) for column in range(3)]
+        print_fn(f'Model: "{self.name}"')
+        for name, shape, count in rows:
+            print_fn(f"{name:<{widths[0]}}  {shape:<{widths[1]}}  {count:>{widths[2]}}")
+        if not self.built:
+            print_fn("Total params: unknown until the model is built (by its first data, or "
+                     "build(input_dim))")
+            return
+        trainable = sum(math.prod(param.shape) for param in self.trainable_weights)
+        total = self.count_params()
+        size = total * self.dtype.itemsize / 2**20
+        print_fn(f"Total params: {total:,} ({self.dtype}, {size:.2f} MiB)")
+        print_fn(f"Trainable params: {trainable:,}")
+        print_fn(f"Non-trainable params: {total - trainable:,}")
+
+    def get_config(self) -> dict:
+        config = {"dtype": str(self.dtype), "layers": [layer.get_config()
+                                                      for layer in self.layers]}
+        if self.name != "sequential":
+            config["name"] = self.name
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict, **kwargs) -> "Sequential":
+        """A new model (not built) from :meth:`get_config`'s dict; ``kwargs`` go to
+        :class:`Sequential` (``backend``, ``seed``)."""
+        if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+            raise UsageError("a model config is a dict with a list of layers")
+        extra = {"name": config["name"]} if "name" in config else {}
+        return cls([layers_module.from_config(layer) for layer in config["layers"]],
+                   dtype=config.get("dtype", "float32"), **extra, **kwargs)
+
+    def to_json(self, **kwargs) -> str:
+        """The architecture as JSON (Keras' ``to_json``; ``kwargs`` go to ``json.dumps``),
+        for :func:`dnn.models.model_from_json`."""
+        return json.dumps({"class_name": "Sequential", "config": self.get_config()}, **kwargs)

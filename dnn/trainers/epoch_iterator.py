@@ -1,0 +1,209 @@
+"""The batches of an epoch, from arrays or from a source of batches, as Keras' EpochIterator.
+
+Two kinds of data, one interface (:meth:`epoch` yields :class:`Batch` es):
+
+- :class:`ArrayBatches`: a :class:`DeviceData` moved to the device once; a batch is the device
+  indices of its rows (a new random order each pass when shuffling), which the training step
+  gathers itself, so that its arrays stay the same from batch to batch;
+- :class:`StreamBatches`: a Python iterable or generator of ``(x, y)`` or ``(x, y,
+  sample_weight)`` host batches, or a ``keras.utils.PyDataset``-style object (``len()`` and
+  ``[i]``, and ``on_epoch_end()`` if it has one); each batch is checked and moved to the device
+  as it comes.
+
+With ``steps_per_epoch`` an epoch is that many batches, and the next epoch goes on where it
+stopped (a new pass starts when one is used up), as in Keras; a source that runs out first ends
+the epoch early with a warning, and one that yields nothing ends training.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable
+from typing import NamedTuple
+
+import numpy as np
+
+from dnn.errors import UsageError
+from dnn.trainers.data import DeviceData
+
+
+class Batch(NamedTuple):
+    """The rows of one batch: ``indices`` ``(rows,)`` (device int64) into ``data``, or None
+    when ``data`` is the batch itself."""
+
+    data: DeviceData
+    indices: object
+    rows: int
+
+
+class RanOutOfData(UserWarning):
+    """A source of batches ran out before the epoch's ``steps_per_epoch``."""
+
+
+def _ran_out_warning() -> None:
+    warnings.warn("your input ran out of data; interrupting training: make sure that your "
+                  "generator or dataset can yield at least steps_per_epoch * epochs batches",
+                  RanOutOfData, stacklevel=5)  # at the user's fit
+
+
+def is_batch_source(x) -> bool:
+    """True for data given as batches (a PyDataset-style object, an iterator, a generator or
+    another iterable that is not an array or a list of numbers)."""
+    if isinstance(x, (np.ndarray, list, tuple, str, bytes)) or hasattr(x, "__array__"):
+        return False
+    if hasattr(x, "shape") and hasattr(x, "dtype"):  # a device array
+        return False
+    return _is_pydataset(x) or isinstance(x, Iterable)
+
+
+def _is_pydataset(x) -> bool:
+    return hasattr(x, "__getitem__") and hasattr(x, "__len__")
+
+
+def check_steps(steps, name: str) -> int | None:
+    """``steps`` (``steps_per_epoch``, ``validation_steps``, ...: the ``name``) checked: a
+    positive integer, or None."""
+    if steps is None:
+        return None
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise UsageError(f"{name} must be a positive integer or None, not {steps!r}")
+    return int(steps)
+
+
+class ArrayBatches:
+    """Batches of ``batch_size`` rows of ``data`` (a :class:`DeviceData`), shuffled anew each
+    pass with ``rng`` when ``shuffle``."""
+
+    def __init__(self, data: DeviceData, batch_size: int, backend, rng=None,
+                 shuffle: bool = False, steps_per_epoch: int | None = None):
+        self.data, self.batch_size, self.backend = data, batch_size, backend
+        self.rng, self.shuffle, self.steps_per_epoch = rng, shuffle, steps_per_epoch
+        self.num_batches = math.ceil(data.count / batch_size)
+        self.ran_out = False  # arrays never run out
+        self._order = None  # the pass under way (device indices), and where it stands
+        self._next = 0
+
+    @property
+    def steps(self) -> int:
+        """Batches per epoch."""
+        return self.steps_per_epoch or self.num_batches
+
+    def epoch(self):
+        """Yield the epoch's :class:`Batch` es: the next ``steps`` batches of an endless run
+        of passes over the data."""
+        for _ in range(self.steps):
+            if self._order is None or self._next >= self.data.count:
+                self._new_pass()
+            start = self._next
+            stop = self._next = min(start + self.batch_size, self.data.count)
+            yield Batch(self.data, self._order[start:stop], stop - start)
+        if not self.steps_per_epoch:  # each epoch is one pass
+            self._order = None
+
+    def split(self, share, batch_size: int, steps=None) -> tuple[ArrayBatches, ArrayBatches]:
+        """``(training, validation)``: the last ``share`` of the rows held out (Keras'
+        ``validation_split``) in batches of ``batch_size``."""
+        kept, held_out = self.data.split(share)
+        return (ArrayBatches(kept, self.batch_size, self.backend, self.rng, self.shuffle,
+                             self.steps_per_epoch),
+                ArrayBatches(held_out, batch_size, self.backend, steps_per_epoch=steps))
+
+    def _new_pass(self) -> None:
+        count = self.data.count
+        order = self.rng.permutation(count) if self.shuffle else np.arange(count)
+        self._order, self._next = self.backend.asarray(order), 0
+
+
+class StreamBatches:
+    """Batches from ``source`` (see the module docstring), each checked with ``model`` and
+    moved to its backend (``class_weight`` weighs each batch's samples); ``prefix`` names them in errors (``"validation "``); without
+    ``with_targets`` (``predict``) a batch may be ``x`` alone."""
+
+    def __init__(self, model, source, steps_per_epoch: int | None = None, rng=None,
+                 shuffle: bool = False, prefix: str = "", with_targets: bool = True,
+                 class_weight=None):
+        self.model, self.source, self.steps_per_epoch = model, source, steps_per_epoch
+        self.class_weight = class_weight
+        self.rng, self.shuffle, self.prefix = rng, shuffle, prefix
+        self.with_targets = with_targets
+        self._indexed = _is_pydataset(source)
+        self.num_batches = len(source) if self._indexed else None
+        self.ran_out = False  # a new pass yielded nothing: training ends
+        self._iterator = None
+
+    @property
+    def steps(self) -> int | None:
+        """Batches per epoch, None when the source does not say."""
+        return self.steps_per_epoch or self.num_batches
+
+    def epoch(self):
+        """Yield the epoch's :class:`Batch` es, each with the host batch moved to the device;
+        :attr:`ran_out` is set when a new pass over the source yields nothing."""
+        seen, fresh = 0, False
+        while self.steps_per_epoch is None or seen < self.steps_per_epoch:
+            if self._iterator is None:
+                self._iterator, fresh = self._new_pass(), True
+            try:
+                host_batch = next(self._iterator)
+            except StopIteration:
+                self._iterator = None
+                if fresh:  # a generator used up, or an empty dataset
+                    self.ran_out = True
+                    _ran_out_warning()
+                    return
+                if self.steps_per_epoch is None:  # one pass is one epoch
+                    break
+                continue
+            fresh = False
+            data = self._checked(host_batch, seen)
+            yield Batch(data, None, data.count)
+            seen += 1
+        if self._indexed and self._iterator is None and hasattr(self.source, "on_epoch_end"):
+            self.source.on_epoch_end()
+
+    def _new_pass(self):
+        if self._indexed:
+            order = (self.rng.permutation(len(self.source)) if self.shuffle
+                     else range(len(self.source)))
+            return (self.source[int(index)] for index in order)
+        return iter(self.source)
+
+    def _checked(self, host_batch, index: int) -> DeviceData:
+        """One host batch checked and moved to the device."""
+        what = f"{self.prefix}batch {index} "
+        if not self.with_targets and not isinstance(host_batch, (tuple, list)):
+            return DeviceData.from_host_inputs(self.model, host_batch, what)
+        sizes = (2, 3) if self.with_targets else (1, 2, 3)
+        if not isinstance(host_batch, (tuple, list)) or len(host_batch) not in sizes:
+            wanted = ("(x, y) or (x, y, sample_weight)" if self.with_targets
+                      else "x, (x,) or (x, y)")
+            raise UsageError(f"{what}must be {wanted}, not {type(host_batch).__name__}"
+                             + (f" of {len(host_batch)}" if isinstance(host_batch, (tuple, list))
+                                else ""))
+        if not self.with_targets:
+            return DeviceData.from_host_inputs(self.model, host_batch[0], what)
+        if self.class_weight is not None and len(host_batch) == 3:
+            raise UsageError(f"{what}holds sample weights; class_weight cannot be given too")
+        return DeviceData.from_host(self.model, *host_batch, class_weight=self.class_weight,
+                                    prefix=what)
+
+
+def batches_of(model, x, y, *, batch_size: int, sample_weight=None, class_weight=None,
+               steps: int | None = None, shuffle: bool = False, rng=None, prefix: str = "",
+               with_targets: bool = True):
+    """:class:`ArrayBatches` or :class:`StreamBatches` for ``x`` (and ``y``), as given to
+    ``fit``, ``evaluate`` or ``predict``."""
+    if is_batch_source(x):
+        given = [name for name, value in (("y", y), ("sample_weight", sample_weight))
+                 if value is not None]
+        if given:
+            raise UsageError(f"{prefix}data given as batches hold their own targets and "
+                             f"weights: do not give {given[0]} as well")
+        return StreamBatches(model, x, steps, rng, shuffle, prefix, with_targets, class_weight)
+    if with_targets and y is None:
+        raise UsageError(f"{prefix}targets are missing: give (x, y) arrays, or batches of "
+                         "(x, y)")
+    data = (DeviceData.from_host(model, x, y, sample_weight, class_weight, prefix)
+            if with_targets else DeviceData.from_host_inputs(model, x, prefix))
+    return ArrayBatches(data, batch_size, model.backend, rng, shuffle, steps)

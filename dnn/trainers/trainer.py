@@ -1,0 +1,521 @@
+"""The trainer: Keras' ``compile``/``fit``/``evaluate``/``predict`` over a model's layers.
+
+:class:`Trainer` is what :class:`dnn.Sequential` inherits for training, as Keras 3's ``Model``
+inherits its ``Trainer``: the model holds the layers and their weights, the trainer the loss,
+optimizer and metrics and the loops.  A step is :meth:`Trainer.train_step`: compute the
+gradients (:meth:`compute_gradients`), then apply them (:meth:`apply_gradients`), then add the
+batch to the epoch's loss and metrics, all on the device; a data-parallel trainer sums the
+gradients between the two.
+
+Data are arrays (host NumPy or the backend's own), moved to the backend once per call, or
+batches from a generator, iterable or ``PyDataset`` (:mod:`dnn.trainers.epoch_iterator`).  The
+epoch's loss and metrics are added up on the device and read back once per epoch (or when a
+callback looks at a batch's logs).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import numpy as np
+
+from dnn import losses, metrics as metrics_module, optimizers
+from dnn.callbacks import BatchLogs, CallbackList, figures
+from dnn.callbacks.progbar_logger import check_verbose
+from dnn.errors import DivergenceError, UsageError
+from dnn.trainers.data import DeviceData
+from dnn.trainers.epoch_iterator import (ArrayBatches, batches_of, check_steps,
+                                         is_batch_source)
+from dnn.trainers.step import ReplayedStep, TrainingStep
+from dnn.utils import is_int_at_least
+
+EVALUATION_BATCH = 1024  # Keras' 32 is slow for a forward pass alone; a batch's rows do not
+                         # change a mean loss
+
+
+def positive_int(name: str, value) -> int:
+    if not is_int_at_least(value, 1):
+        raise UsageError(f"{name} must be a positive integer, not {value!r}")
+    return int(value)
+
+
+class Trainer:
+    """Training, evaluation and prediction for a model with ``layers``, ``params``,
+    ``backend``, ``dtype``, ``rng`` and ``build`` (see :class:`dnn.Sequential`)."""
+
+    def __init__(self):
+        self.optimizer = None
+        self.loss = None
+        self.metrics: tuple = ()  # compiled metric objects, then the weighted ones
+        self.weighted_metrics: tuple = ()
+        self.history = None
+        self.stop_training = False
+        self.epochs_done = 0  # epochs trained, over every fit (checkpoints keep it)
+        self._initial_epoch = None  # set by a callback (BackupAndRestore) at on_train_begin
+        self._loss_takes_logits = False
+        self._loss_total = None  # 0-d, the model's dtype: the loss summed over the batches
+
+    # -- compile -------------------------------------------------------------------------------
+    def compile(self, optimizer="rmsprop", loss="categorical_crossentropy", metrics=None,
+                weighted_metrics=None):
+        """Choose the optimizer (a name or an instance; ``None`` for a model that is only
+        evaluated or asked to predict), the loss, the ``metrics`` and the
+        ``weighted_metrics`` (names or :mod:`dnn.metrics` objects; only the weighted ones
+        see sample weights, as in Keras).  Compiled again with the optimizer it already has,
+        the model keeps that optimizer's state, as in Keras."""
+        if not self.layers:
+            raise UsageError("the model has no layers")
+        last = self.layers[-1]
+        if last.output_dim == 1 and getattr(last.activation, "name", None) == "softmax":
+            raise UsageError("a softmax over one unit outputs 1 whatever its input: use "
+                             "Dense(1, activation='sigmoid') for a yes/no output, or one unit "
+                             "per class")
+        previous = self.optimizer
+        optimizer = None if optimizer is None else optimizers.get(optimizer)
+        loss = losses.get(loss)
+        units = last.output_dim
+        self.metrics = metrics_module.check(metrics, loss, units)
+        self.weighted_metrics = metrics_module.check(weighted_metrics, loss, units)
+        self.optimizer, self.loss = optimizer, loss
+        self._loss_takes_logits = loss.takes_logits_of(last.activation)
+        if self.built:
+            self._build_training_state(rebuild_optimizer=optimizer is not previous)
+
+    def _build_training_state(self, rebuild_optimizer: bool = True) -> None:
+        """The device arrays of compiled training: the optimizer's state (for every weight, a
+        frozen one's too: ``trainable`` may change between fits), the loss total and the
+        metrics' totals."""
+        if self.optimizer is not None and rebuild_optimizer:
+            self.optimizer.build(self.params, self.backend)
+        xp = self.backend.xp
+        self._loss_total = xp.zeros((), dtype=self.backend.dtype(self.dtype))
+        logits_of = self.layers[-1].activation if self._loss_takes_logits else None
+        for metric in (*self.metrics, *self.weighted_metrics):
+            metric.build(self.backend, self.dtype, activation=logits_of)
+
+    @property
+    def compiled(self) -> bool:
+        return self.loss is not None
+
+    def _require_compiled(self, training: bool = False) -> None:
+        if self.loss is None:
+            raise UsageError("compile() the model before training or evaluating it")
+        if training and self.optimizer is None:
+            raise UsageError("the model was compiled without an optimizer: compile() it with "
+                             "one to train it")
+
+    # -- one step --------------------------------------------------------------------------
+    def gather(self, role: str, data, indices):
+        """``data[indices]`` (rows) into the model's ``role`` buffer, valid until the next
+        batch."""
+        out = self._buffers(role, (indices.shape[0], *data.shape[1:]), data.dtype)
+        return self.backend.take_rows(data, indices, out)
+
+    def forward(self, x, training: bool = False):
+        """``(n, features) -> (n, k)``: the last layer's output; its logits when the loss
+        takes those (see :meth:`predictions`)."""
+        last = len(self.layers) - 1
+        for index, layer in enumerate(self.layers):
+            x = layer.forward(x, logits=self._loss_takes_logits and index == last,
+                              training=training)
+        return x
+
+    def predictions(self, output):
+        """The model's outputs (probabilities after a softmax) from :meth:`forward`'s
+        ``output``, in the model's buffer when the loss took the logits."""
+        if not self._loss_takes_logits:
+            return output
+        probabilities = self._buffers("predictions", output.shape, output.dtype)
+        probabilities[...] = output
+        return self.layers[-1].activation.forward(self.backend, probabilities)
+
+    def _loss_of(self, output, y, sample_weight, grad):
+        """The batch's summed loss (0-d: weighted per sample, plus the batch's rows times the
+        layers' regularization penalty, as Keras adds them) and its gradient into ``grad``;
+        ``y`` in either form a sparse loss takes (labels, or the one-hot rows ``fit``
+        converts them to)."""
+        loss_sum = self.loss.compute(self.backend, output, y, grad, logits=self._loss_takes_logits,
+                                sample_weight=sample_weight)
+        for layer in self.layers:
+            penalty = layer.regularization_loss()
+            if penalty is not None:
+                loss_sum = loss_sum + penalty * output.shape[0]
+        return loss_sum
+
+    def compute_gradients(self, x, y, sample_weight=None):
+        """Forward, loss and backward on a device batch: every layer's ``grads`` written
+        (the regularizers' gradients added); returns ``(loss_sum, output)`` on the device."""
+        output = self.forward(x, training=True)
+        grad = self._buffers("loss_grad", output.shape, output.dtype)
+        loss_sum = self._loss_of(output, y, sample_weight, grad)
+        last = len(self.layers) - 1
+        for index in range(last, -1, -1):
+            grad = self.layers[index].backward(grad,
+                                               logits=self._loss_takes_logits and index == last)
+        for layer in self.layers:
+            layer.add_regularization_gradients()
+        return loss_sum, output
+
+    def apply_gradients(self) -> None:
+        """One optimizer step on the trainable layers' weights with their gradients."""
+        trainable = [layer for layer in self.layers if layer.trainable]
+        self.optimizer.apply_gradients([p for layer in trainable for p in layer.params],
+                                       [g for layer in trainable for g in layer.grads])
+
+    def train_step(self, x, y, sample_weight=None) -> None:
+        """One training step on a device batch (``x`` ``(n, features)``, ``y`` the targets,
+        ``sample_weight`` ``(n,)`` or None), its loss and metrics added to the epoch's."""
+        loss_sum, output = self.compute_gradients(x, y, sample_weight)
+        self.apply_gradients()
+        self._track(loss_sum, output, y, sample_weight)
+
+    def test_step(self, x, y, sample_weight=None) -> None:
+        """The loss and metrics of a device batch, added to the totals (no gradient kept)."""
+        output = self.forward(x)
+        grad = self._buffers("loss_grad", output.shape, output.dtype)
+        self._track(self._loss_of(output, y, sample_weight, grad), output, y, sample_weight)
+
+    def _track(self, loss_sum, output, y, sample_weight) -> None:
+        """Add a batch to the loss total and the metrics (given the logits where the loss
+        takes them: they were built knowing it)."""
+        self._loss_total += loss_sum
+        for metric in self.metrics:
+            metric.update_state(y, output)
+        for metric in self.weighted_metrics:
+            metric.update_state(y, output, sample_weight)
+
+    def step_state(self) -> list:
+        """Every device array a training step changes that outlives it: the weights, the
+        layers' step state, the optimizer's state (its iterations and hyper-parameters too),
+        the loss total and the metrics' totals (the buffers in between are rewritten by every
+        step)."""
+        optimizer = self.optimizer
+        return [*self.params, *(a for layer in self.layers for a in layer.step_state()),
+                *(a for state in optimizer.states for a in state.values()),
+                *optimizer.step_state(), self._loss_total,
+                *(v for metric in (*self.metrics, *self.weighted_metrics)
+                  for v in metric.variables)]
+
+    def _reset_totals(self) -> None:
+        self._loss_total[...] = 0
+        for metric in (*self.metrics, *self.weighted_metrics):
+            metric.reset_state()
+
+    def _results(self, rows: int) -> dict:
+        """The mean loss of the ``rows`` samples added up so far and every metric, read from
+        the device, named as Keras names them (a repeated name numbered, a weighted metric
+        named like an unweighted one prefixed with ``weighted_``)."""
+        results = {"loss": float(self._loss_total) / max(rows, 1)}
+        for metric in self.metrics:
+            name, number = metric.name, 1
+            while name in results:
+                name, number = f"{metric.name}_{number}", number + 1
+            results[name] = metric.result()
+        for metric in self.weighted_metrics:
+            name = metric.name if metric.name not in results else f"weighted_{metric.name}"
+            base, number = name, 1
+            while name in results:
+                name, number = f"{base}_{number}", number + 1
+            results[name] = metric.result()
+        return results
+
+    # -- fit ---------------------------------------------------------------------------------
+    def fit(self, x=None, y=None, batch_size: int | None = None, epochs: int = 1,
+            verbose="auto", callbacks=None, validation_split: float = 0.0,
+            validation_data=None, shuffle: bool = True, class_weight=None,
+            sample_weight=None, initial_epoch: int = 0, steps_per_epoch: int | None = None,
+            validation_steps: int | None = None, validation_batch_size: int | None = None,
+            validation_freq: int = 1):
+        """Train from epoch ``initial_epoch`` to ``epochs`` (Keras' arguments and meanings);
+        returns the :class:`dnn.callbacks.History` whose ``history["loss"]`` lists the
+        per-epoch mean training losses (and every metric, ``val_`` ones too).
+
+        ``x``, ``y``: arrays (NumPy or the backend's own), or ``x`` alone as a generator,
+        iterable or ``PyDataset`` of ``(x, y)`` or ``(x, y, sample_weight)`` batches (then
+        ``batch_size`` is theirs).  ``sample_weight`` ``(N,)`` or ``class_weight`` ``{class:
+        weight}`` weigh each sample's loss.  ``steps_per_epoch`` batches make an epoch, the
+        next one going on where it stopped.  ``validation_split`` keeps that share of the
+        samples, the last ones before shuffling, for validation; ``validation_data`` is
+        ``(x_val, y_val)``, ``(x_val, y_val, weights)`` or batches.  ``callbacks`` are
+        :mod:`dnn.callbacks` Callbacks; one may end training with ``model.stop_training =
+        True``.  ``verbose``: 0 silent, 1 a progress bar, 2 two lines per epoch, ``"auto"``
+        1 on a terminal and 2 elsewhere.  A NaN or infinite epoch loss raises
+        :class:`DivergenceError`."""
+        self._require_compiled(training=True)
+        if not is_int_at_least(epochs, 0):
+            raise UsageError(f"epochs must be a non-negative integer, not {epochs!r}")
+        if not is_int_at_least(initial_epoch, 0):
+            raise UsageError(f"initial_epoch must be a non-negative integer, not "
+                             f"{initial_epoch!r}")
+        validation_freq = positive_int("validation_freq", validation_freq)
+        batch_size = positive_int("batch_size", 32 if batch_size is None else batch_size)
+        check_verbose(verbose)
+        steps_per_epoch = check_steps(steps_per_epoch, "steps_per_epoch")
+        validation_steps = check_steps(validation_steps, "validation_steps")
+        training = batches_of(self, x, y, batch_size=batch_size, sample_weight=sample_weight,
+                              class_weight=class_weight, steps=steps_per_epoch,
+                              shuffle=shuffle, rng=self.rng)
+        training, validation = self._validation(
+            training, validation_data, validation_split,
+            validation_batch_size or max(batch_size, EVALUATION_BATCH), validation_steps)
+        if verbose == "auto":
+            verbose = 1 if sys.stdout.isatty() else 2
+        callbacks = CallbackList(callbacks, add_history=True, add_progbar=verbose != 0,
+                                 model=self, epochs=epochs, steps=training.steps,
+                                 verbose=verbose)
+        loop = _TrainingLoop(self, training)
+        self.stop_training = False
+        logs = None
+        try:
+            callbacks.on_train_begin()
+            first = self._initial_epoch or initial_epoch
+            for epoch in range(first, epochs):
+                callbacks.on_epoch_begin(epoch)
+                with self.backend.overflow_silenced():  # a diverged epoch raises instead
+                    logs = loop.epoch(epoch, callbacks)
+                if logs is None:  # the data ran out before the epoch began
+                    break
+                if validation is not None and (epoch + 1) % validation_freq == 0:
+                    results = self.evaluate_batches(validation, callbacks)
+                    logs.update({f"val_{key}": value for key, value in results.items()})
+                self.epochs_done = epoch + 1
+                callbacks.on_epoch_end(epoch, logs)
+                if self.stop_training or training.ran_out:
+                    break
+        finally:
+            self._initial_epoch = None
+            callbacks.on_train_end(logs)
+        return self.history
+
+    def _validation(self, training, validation_data, validation_split, batch_size: int,
+                    steps):
+        """``(training, validation)`` batches of ``fit``: ``validation_data`` (overriding the
+        split, as in Keras) or the last ``validation_split`` of the training arrays."""
+        if validation_data is not None:
+            if is_batch_source(validation_data):
+                return training, batches_of(self, validation_data, None,
+                                            batch_size=batch_size, steps=steps,
+                                            prefix="validation ")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (
+                    2, 3):
+                raise UsageError("validation_data must be (x_val, y_val), (x_val, y_val, "
+                                 "sample_weight) or batches of them")
+            weights = validation_data[2] if len(validation_data) == 3 else None
+            return training, batches_of(self, *validation_data[:2], batch_size=batch_size,
+                                        sample_weight=weights, steps=steps,
+                                        prefix="validation ")
+        if not validation_split:
+            return training, None
+        if not isinstance(training, ArrayBatches):
+            raise UsageError("validation_split needs arrays; with batches give "
+                             "validation_data")
+        return training.split(validation_split, batch_size, steps)
+
+    # -- evaluate, predict ----------------------------------------------------------------
+    def evaluate(self, x=None, y=None, batch_size: int | None = None, verbose="auto",
+                 sample_weight=None, steps: int | None = None, callbacks=None,
+                 return_dict: bool = False):
+        """The mean loss over ``(x, y)`` (arrays, or batches as ``fit`` takes them), or
+        ``[loss, *metrics]`` when metrics were compiled (a dict with ``return_dict``);
+        ``verbose`` 1, 2 or ``"auto"`` print them in one line."""
+        self._require_compiled()
+        batch_size = positive_int("batch_size",
+                                  EVALUATION_BATCH if batch_size is None else batch_size)
+        check_verbose(verbose)
+        batches = batches_of(self, x, y, batch_size=batch_size, sample_weight=sample_weight,
+                             steps=check_steps(steps, "steps"))
+        callbacks = CallbackList(callbacks, model=self, steps=batches.steps, verbose=verbose)
+        results = self.evaluate_batches(batches, callbacks)
+        if verbose:
+            print(figures(results))
+        if return_dict:
+            return results
+        return results["loss"] if len(results) == 1 else list(results.values())
+
+    def evaluate_batches(self, batches, callbacks=None) -> dict:
+        """The mean loss and metrics over ``batches`` (what
+        :func:`dnn.trainers.epoch_iterator.batches_of` made, on the device already: a
+        callback evaluating each epoch moves its data once), each batch a :meth:`test_step`;
+        ``callbacks`` a :class:`dnn.callbacks.CallbackList` or None."""
+        self._reset_totals()
+        if callbacks is not None:
+            callbacks.on_test_begin()
+        rows = 0
+        for index, batch in enumerate(batches.epoch()):
+            if callbacks is not None:
+                callbacks.on_test_batch_begin(index)
+            x, y, weights = _gathered(self, batch, "eval")
+            self.test_step(x, y, weights)
+            rows += batch.rows
+            if callbacks is not None:
+                callbacks.on_test_batch_end(index, BatchLogs(lambda seen=rows:
+                                                             self._results(seen)))
+        results = self._results(rows)
+        if callbacks is not None:
+            callbacks.on_test_end(results)
+        return results
+
+    def predict(self, x, batch_size: int | None = None, verbose="auto", steps=None,
+                callbacks=None) -> np.ndarray:
+        """Host ``(N, k)`` outputs of the last layer (probabilities after a softmax) for
+        ``x`` (an array, or batches of ``x`` or ``(x, ...)``); ``verbose`` is accepted as
+        Keras' is, and prints nothing."""
+        batch_size = positive_int("batch_size",
+                                  EVALUATION_BATCH if batch_size is None else batch_size)
+        check_verbose(verbose)
+        batches = batches_of(self, x, None, batch_size=batch_size,
+                             steps=check_steps(steps, "steps"), with_targets=False)
+        callbacks = CallbackList(callbacks, model=self, steps=batches.steps, verbose=verbose)
+        callbacks.on_predict_begin()
+        outputs = []
+        for index, batch in enumerate(batches.epoch()):
+            callbacks.on_predict_batch_begin(index)
+            x_batch, _, _ = _gathered(self, batch, "predict")
+            output = self.backend.to_numpy(self.predictions(self.forward(x_batch)))
+            outputs.append(output)
+            callbacks.on_predict_batch_end(index, {"outputs": output})
+        callbacks.on_predict_end()
+        if not outputs:
+            raise UsageError("predict got no batch: the data are empty")
+        return np.concatenate(outputs)
+
+    # -- one batch -----------------------------------------------------------------------
+    def train_on_batch(self, x, y, sample_weight=None, class_weight=None,
+                       return_dict: bool = False):
+        """One optimizer step on ``(x, y)``; returns that batch's loss (and metrics, as
+        :meth:`evaluate` does)."""
+        self._require_compiled(training=True)
+        data = DeviceData.from_host(self, x, y, sample_weight, class_weight)
+        self._reset_totals()
+        self.train_step(data.x, data.y, data.sample_weight)
+        return self._batch_results(data.count, return_dict)
+
+    def test_on_batch(self, x, y, sample_weight=None, return_dict: bool = False):
+        """The loss (and metrics) of ``(x, y)`` as one batch."""
+        self._require_compiled()
+        data = DeviceData.from_host(self, x, y, sample_weight)
+        self._reset_totals()
+        self.test_step(data.x, data.y, data.sample_weight)
+        return self._batch_results(data.count, return_dict)
+
+    def _batch_results(self, rows: int, return_dict: bool):
+        results = self._results(rows)
+        if return_dict:
+            return results
+        return results["loss"] if len(results) == 1 else list(results.values())
+
+    def predict_on_batch(self, x) -> np.ndarray:
+        """:meth:`predict` of ``x`` as one batch."""
+        return self.predict(x, batch_size=max(len(x), 1), verbose=0)
+
+    def _divergence_message(self, epoch: int, loss: float, data) -> str:
+        """Why the loss of ``epoch`` is not finite: NaN or infinite values in the data when
+        there are some (looked for only now, so that a healthy run never pays for it), else
+        too large a step."""
+        for what, array in (("inputs", data.x), ("targets", data.y)):
+            host = self.backend.to_numpy(array).reshape(array.shape[0], -1)
+            bad_rows = np.flatnonzero(~np.isfinite(host).all(axis=1))
+            if bad_rows.size:
+                return (f"training diverged: the loss of epoch {epoch} is {loss} because the "
+                        f"{what} hold NaN or infinite values (the first in row {bad_rows[0]})")
+        return (f"training diverged: the loss of epoch {epoch} is {loss}; try a smaller "
+                "learning rate")
+
+
+def _gathered(trainer, batch, role: str):
+    """``(x, y, sample_weight)`` of ``batch`` on the device: its rows gathered into the
+    trainer's ``role`` buffers, or the batch's own arrays."""
+    data = batch.data
+    if batch.indices is None:
+        return data.x, data.y, data.sample_weight
+    gather = trainer.gather
+    return (gather(f"{role}_x", data.x, batch.indices),
+            None if data.y is None else gather(f"{role}_y", data.y, batch.indices),
+            None if data.sample_weight is None else gather(f"{role}_w", data.sample_weight,
+                                                           batch.indices))
+
+
+class _TrainingLoop:
+    """The epochs of one ``fit``: a training step per batch shape, captured and replayed
+    where the backend can for the full batches (the last, smaller one of an epoch runs
+    once an epoch: capturing it would not pay); targets of a sparse loss are made one-hot
+    once, so that the steps run as fast as on one-hot targets."""
+
+    def __init__(self, trainer: Trainer, batches):
+        self.trainer, self.batches = trainer, batches
+        self._steps: dict = {}
+        self._full_rows = getattr(batches, "batch_size", None)
+        data = getattr(batches, "data", None)
+        if data is not None and trainer.loss.sparse:
+            batches.data = DeviceData(data.x, self._dense(data.y), data.sample_weight)
+
+    def _dense(self, labels):
+        trainer = self.trainer
+        return trainer.loss.dense_targets(trainer.backend, labels,
+                                          trainer.layers[-1].output_dim,
+                                          trainer.backend.dtype(trainer.dtype))
+
+    def epoch(self, epoch: int, callbacks) -> dict | None:
+        """One epoch; returns its logs (loss and metrics; the training seconds go to the
+        History's ``seconds``), or None when the data ran out before its first batch."""
+        trainer = self.trainer
+        started = time.perf_counter()
+        trainer._reset_totals()
+        rows = batches_run = 0
+        for index, batch in enumerate(self.batches.epoch()):
+            callbacks.on_train_batch_begin(index)
+            self._step_for(batch)()
+            rows += batch.rows
+            batches_run += 1
+            callbacks.on_train_batch_end(index, BatchLogs(lambda seen=rows:
+                                                          trainer._results(seen)))
+            if trainer.stop_training:
+                break
+        if batches_run == 0:
+            return None
+        logs = trainer._results(rows)
+        # a non-finite loss ends the run, unless a callback (TerminateOnNaN) ended it already
+        if not math.isfinite(logs["loss"]) and not trainer.stop_training:
+            data = getattr(self.batches, "data", None)
+            raise DivergenceError(
+                trainer._divergence_message(epoch + 1, logs["loss"], data) if data is not None
+                else f"training diverged: the loss of epoch {epoch + 1} is {logs['loss']}")
+        trainer.history.seconds.append(time.perf_counter() - started)  # without validation
+        return logs
+
+    def _step_for(self, batch):
+        """The step for ``batch``, its rows written into the step's index buffer (array
+        data) or its arrays copied into the step's own (batches from a source)."""
+        key = (batch.rows, batch.data.sample_weight is not None, batch.indices is None)
+        if key not in self._steps:
+            if self._full_rows is None:  # batches from a source: its first batch's size
+                self._full_rows = batch.rows
+            data = batch.data if batch.indices is not None else self._staging(batch)
+            step = TrainingStep(self.trainer, data, batch.rows)
+            if batch.indices is None:
+                step.indices[...] = self.trainer.backend.asarray(np.arange(batch.rows))
+            if batch.rows == self._full_rows:
+                step = ReplayedStep(step)
+            self._steps[key] = step, data
+        step, data = self._steps[key]
+        if batch.indices is not None:
+            step.indices[...] = batch.indices
+        else:
+            data.x[...] = batch.data.x
+            data.y[...] = self._dense(batch.data.y) if self.trainer.loss.sparse else batch.data.y
+            if data.sample_weight is not None:
+                data.sample_weight[...] = batch.data.sample_weight
+        return step
+
+    def _staging(self, batch) -> DeviceData:
+        """Arrays of ``batch``'s shapes that every batch of them is copied into, so that a
+        captured step reads the same arrays each time."""
+        backend, data = self.trainer.backend, batch.data
+        y = self._dense(data.y) if self.trainer.loss.sparse else data.y
+        return DeviceData(backend.empty(data.x.shape, data.x.dtype),
+                          backend.empty(y.shape, y.dtype),
+                          None if data.sample_weight is None
+                          else backend.empty(data.sample_weight.shape,
+                                             data.sample_weight.dtype))
