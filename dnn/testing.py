@@ -260,6 +260,39 @@ def assert_update_replays(cls) -> None:
         "in update(), not a copy of it made earlier")
 
 
+class _StateAtStart(Callback):
+    """The optimizer's state arrays as ``fit`` starts (after the optimizer is built):
+    ``{(weight index, key): (the array, a host copy)}``."""
+
+    def on_train_begin(self, logs=None):
+        self.arrays = {(index, key): (array, self.model.backend.to_numpy(array).copy())
+                       for index, state in enumerate(self.model.optimizer.states)
+                       for key, array in state.items()}
+
+
+def assert_state_updated_in_place(cls) -> None:
+    """Assert that ``cls()``'s update writes each state array in place: after a short training
+    every array of its state is still the one ``init_state`` made (a new array bound to the
+    key is what a captured step never sees) and holds other values than at the start (else
+    ``update`` computed the new state into a local name, ``m = b1 * m + ...``, and lost it:
+    momentum silently gone)."""
+    name, watch = cls.__name__, _StateAtStart()
+    model = Sequential([Dense(8, activation="relu"), Dense(3, activation="softmax")], seed=0,
+                       backend=backends.get_backend("cpu"))
+    model.compile(optimizer=cls(), loss="categorical_crossentropy")
+    x, y = _toy_problem("float32")
+    model.fit(x, y, epochs=2, batch_size=16, callbacks=[watch], verbose=0)
+    for (index, key), (array, start) in watch.arrays.items():
+        now = model.optimizer.states[index][key]
+        assert now is array, (
+            f"{name}.update() bound a new array to state[{key!r}]: write into the state in "
+            f"place (state[{key!r}][...] = ...), as a captured step reads only the arrays "
+            "init_state made")
+        assert not np.array_equal(model.backend.to_numpy(now), start), (
+            f"{name}.update() never changed state[{key!r}] (weight {index}) in 6 steps: a new "
+            f"value assigned to a local name is lost; write it in place ({key}[...] = ...)")
+
+
 def optimizer_results(cls, backend_names=None) -> list[CheckResult]:
     """Check ``cls`` against the cpu backend on ``backend_names`` (default: every installed
     backend)."""
@@ -267,6 +300,7 @@ def optimizer_results(cls, backend_names=None) -> list[CheckResult]:
         _check_optimizer_contract(cls)
         cpu = backends.get_backend("cpu")
         references = {dtype: train_toy(cpu, cls(), dtype) for dtype in TOLERANCE}
+        assert_state_updated_in_place(cls)
         assert_update_replays(cls)
     except AssertionError:
         raise

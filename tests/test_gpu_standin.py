@@ -17,11 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import dnn
+
 from dnn.backends.cublas import Cublas
 from dnn.backends.gpu import GpuBackend
 from dnn.replay import record_into
 from dnn.trainers.step import GraphFallbackWarning
 from dnn.testing import LowerTheRateEachBatch
+from dnn.utils import to_categorical
 from tests.test_cli import TINY_DATASET
 from tests.test_replay import ReadsTheGradientOnTheHost, train
 from tests.cuda_harness import HostCudaBackend
@@ -371,3 +374,45 @@ def test_dnn_train_with_the_gpu_backend_runs_on_the_standin(site, install_fake_p
     record = json.loads(history.read_text())
     assert record["backend"] == "gpu"
     assert record["epochs"][-1]["loss"] < record["epochs"][0]["loss"]
+
+
+class TwoBatches:
+    """A PyDataset-style source of two batches."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        return self.x[index::2], self.y[index::2]
+
+
+def keras_run(backend) -> tuple:
+    """A model using what a Keras user reaches for next (a frozen layer, a regularizer,
+    weighted metrics, class weights, batches from a generator): its history and weights."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(96, 6)).astype("float32")
+    labels = rng.integers(0, 3, size=96)
+    y = to_categorical(labels, 3)
+    model = dnn.Sequential([dnn.layers.Dense(8, activation="relu", input_shape=(6,)),
+                            dnn.layers.Dense(8, activation="tanh",
+                                             kernel_regularizer=dnn.regularizers.l2(0.01)),
+                            dnn.layers.Dense(3, activation="softmax")], seed=2, backend=backend)
+    model.layers[0].trainable = False
+    model.compile(optimizer="adam", loss="categorical_crossentropy",
+                  metrics=["accuracy", "mae"], weighted_metrics=["accuracy"])
+    history = model.fit(x, y, batch_size=16, epochs=2, class_weight={0: 2.0}, verbose=0,
+                        validation_data=TwoBatches(x[:64], y[:64]))
+    return history.history, model.get_weights()
+
+
+def test_the_keras_features_train_on_the_gpu_backend_as_on_cpu(cupy):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GraphFallbackWarning)
+        captured = keras_run(GpuBackend())
+    assert cupy.cuda.graph.launches > 0
+    reference = keras_run("cpu")
+    assert_close_runs(captured, reference)
+    np.testing.assert_array_equal(captured[1][0], keras_run("cpu")[1][0])  # frozen: as drawn

@@ -134,6 +134,46 @@ def test_check_command_says_what_a_broken_optimizer_does(install_fake_plugin, br
     assert "optimizer rmsprop        cpu          pass" in result.output
 
 
+MOMENTUM_OPTIMIZER = """
+from dnn.optimizers import Optimizer
+
+class Heavy(Optimizer):
+    def __init__(self, learning_rate=0.1, beta=0.9):
+        super().__init__(learning_rate=learning_rate)
+        self.beta = beta
+
+    def init_state(self, param):
+        return {"m": self.xp.zeros_like(param)}
+
+    def update(self, param, grad, state):
+        m = state["m"]
+        MOMENTUM
+        param -= self.learning_rate * m
+"""
+
+
+@pytest.mark.parametrize("momentum, message", [
+    ("m[...] = self.beta * m + grad", None),
+    ("m = self.beta * m + grad",
+     "Heavy.update() never changed state['m'] (weight 0) in 6 steps: a new value assigned to a "
+     "local name is lost; write it in place (m[...] = ...)"),
+    ("m = state['m'] = self.beta * m + grad",
+     "Heavy.update() bound a new array to state['m']: write into the state in place "
+     "(state['m'][...] = ...)"),
+])
+def test_check_catches_an_optimizer_that_rebinds_its_state(install_fake_plugin, momentum,
+                                                           message):
+    install_fake_plugin("fake-heavy", "1.0", {"dnn.optimizers": {"heavy": "fake_heavy:Heavy"}},
+                        {"fake_heavy": MOMENTUM_OPTIMIZER.replace("MOMENTUM", momentum)})
+    result = CliRunner().invoke(main, ["check", "--backend", "cpu"])
+    if message is None:
+        assert result.exit_code == 0, result.output
+        assert "optimizer heavy          cpu          pass" in result.output
+    else:
+        assert result.exit_code == 1, result.output
+        assert f"optimizer heavy          all backends fail: {message}" in result.output
+
+
 def backend_source(class_name: str, available: str, methods: str = "") -> str:
     """A backend plugin module: class ``class_name`` (registered name: its lower case) whose
     ``is_available`` runs ``available``, with ``methods`` (class-level source) after it."""

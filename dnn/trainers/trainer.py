@@ -199,6 +199,10 @@ class Trainer:
                   for v in metric.variables)]
 
     def _reset_totals(self) -> None:
+        """Zero the loss total and the metrics (made zero when the model is built by the
+        first batch of a source)."""
+        if self._loss_total is None:
+            return
         self._loss_total[...] = 0
         for metric in (*self.metrics, *self.weighted_metrics):
             metric.reset_state()
@@ -352,6 +356,9 @@ class Trainer:
             if callbacks is not None:
                 callbacks.on_test_batch_end(index, BatchLogs(lambda seen=rows:
                                                              self._results(seen)))
+        if rows == 0:
+            raise UsageError("no batch to evaluate: the data are empty, or a generator was "
+                             "used up (give validation_steps, or data that can be read again)")
         results = self._results(rows)
         if callbacks is not None:
             callbacks.on_test_end(results)
