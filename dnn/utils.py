@@ -101,3 +101,28 @@ def model_rng(seed) -> np.random.Generator:
     if seed is None and _model_seeds is not None:
         seed = _model_seeds.spawn(1)[0]
     return np.random.default_rng(seed)
+
+
+class PyDataset:
+    """Keras' base class for a dataset of batches: a subclass defines ``__len__`` (the number of
+    batches) and ``__getitem__(index)`` (batch ``index`` as ``(x, y)`` or ``(x, y,
+    sample_weight)``), and may define ``on_epoch_end``; ``fit``, ``evaluate`` and ``predict``
+    take it as ``x``.  Keras' ``workers``, ``use_multiprocessing`` and ``max_queue_size`` are
+    accepted and ignored: batches are read in order, in this process."""
+
+    def __init__(self, workers: int = 1, use_multiprocessing: bool = False,
+                 max_queue_size: int = 10):
+        self.workers, self.use_multiprocessing = workers, use_multiprocessing
+        self.max_queue_size = max_queue_size
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, index):
+        raise NotImplementedError
+
+    def on_epoch_end(self) -> None:
+        """Called after each epoch (shuffle your data here, as in Keras)."""
+
+
+Sequence = PyDataset  # Keras' older name

@@ -52,3 +52,69 @@ def test_a_keras_script_runs_with_only_its_import_changed(mnist_dir, monkeypatch
     np.testing.assert_allclose(names["predictions"],
                                names["model"].predict(names["x_test"][:10]), rtol=1e-6)
     assert (tmp_path / "mnist.npz").is_file()
+
+
+TUTORIAL_SCRIPT = """
+import numpy as np
+import dnn as keras
+from dnn import layers
+
+keras.utils.set_random_seed(1)
+(x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+x_train = x_train[:12000].reshape(-1, 784).astype("float32") / 255
+y_train = keras.utils.to_categorical(y_train[:12000])     # uint8 labels, classes inferred
+x_test = x_test.reshape(-1, 784).astype("float32") / 255
+
+model = keras.Sequential()
+model.add(keras.Input(shape=(784,)))
+model.add(layers.Dense(256, activation="relu",
+                       kernel_regularizer=keras.regularizers.l2(1e-5)))
+model.add(layers.Dropout(0.1))
+model.add(layers.Dense(10))
+model.add(layers.Activation("softmax"))
+model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3),
+              loss="categorical_crossentropy",
+              metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(k=3)])
+
+
+class Batches(keras.utils.PyDataset):
+    def __init__(self, x, y, batch_size, **kwargs):
+        super().__init__(**kwargs)
+        self.x, self.y, self.batch_size = x, y, batch_size
+
+    def __len__(self):
+        return int(np.ceil(len(self.x) / self.batch_size))
+
+    def __getitem__(self, index):
+        rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        return self.x[rows], self.y[rows]
+
+
+seen = []
+history = model.fit(Batches(x_train, y_train, 128), epochs=3, verbose=0,
+                    validation_data=(x_train[-2000:], y_train[-2000:]),
+                    callbacks=[keras.callbacks.CSVLogger("training.csv"),
+                               keras.callbacks.TerminateOnNaN(),
+                               keras.callbacks.LambdaCallback(
+                                   on_epoch_end=lambda epoch, logs: seen.append(epoch))])
+model.layers[1].trainable = False
+model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+model.fit(x_train, np.argmax(y_train, axis=1), epochs=1, batch_size=256, verbose=0)
+loss, accuracy = model.evaluate(x_test, y_test, verbose=0)
+"""
+
+
+def test_a_keras_tutorial_past_the_first_script_runs_with_only_its_import_changed(
+        mnist_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("DNN_DATA_DIR", str(mnist_dir.resolve()))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(keras_utils, "_model_seeds", None)
+    names = {}
+    exec(compile(textwrap.dedent(TUTORIAL_SCRIPT), "tutorial.py", "exec"), names)
+    assert names["seen"] == [0, 1, 2]
+    assert list(names["history"].history) == [
+        "loss", "accuracy", "top_k_categorical_accuracy", "val_loss", "val_accuracy",
+        "val_top_k_categorical_accuracy"]
+    assert names["accuracy"] > 0.92  # 12,000 images, 4 epochs
+    rows = (tmp_path / "training.csv").read_text().splitlines()
+    assert rows[0].split(",")[0] == "epoch" and len(rows) == 4

@@ -188,10 +188,11 @@ class Batches:
         return iter(_batches())
 
 
-class Dataset:
-    """A keras.utils.PyDataset-style source: len(), [i], on_epoch_end()."""
+class Dataset(dnn.utils.PyDataset):
+    """A keras.utils.PyDataset: len(), [i], on_epoch_end()."""
 
     def __init__(self):
+        super().__init__(workers=4)  # accepted, as Keras takes it
         self.epochs_ended = 0
 
     def __len__(self):
