@@ -45,7 +45,7 @@ from dnn.backends.base import InputColumns
 from dnn.buffers import Buffers
 from dnn.errors import UsageError
 from dnn.optimizers.schedules import array_namespace
-from dnn.utils import as_shape, element_count, is_int_at_least
+from dnn.utils import as_shape, checked_weights, element_count, is_int_at_least
 
 MAX_UNITS = 2**31 - 1  # past this no array library indexes a layer's outputs
 
@@ -186,15 +186,11 @@ class Layer:
 
     def set_weights(self, weights) -> None:
         """Load host arrays of the parameters' shapes, in place."""
-        weights = list(weights)
-        if len(weights) != len(self.params):
-            raise UsageError(f"{self.name} has {len(self.params)} weights, not {len(weights)}")
-        for index, (param, value) in enumerate(zip(self.params, weights)):
-            value = np.asarray(value)
-            if value.shape != tuple(param.shape):
-                raise UsageError(f"{self.name} weight {index} has shape {tuple(param.shape)}, "
-                                 f"not {value.shape}")
-            param[...] = self._backend.asarray(value.astype(param.dtype))
+        dtype = self._backend.to_numpy(self.params[0]).dtype if self.params else np.float32
+        values = checked_weights(weights, [param.shape for param in self.params], dtype,
+                                 f"{self.name} weight")
+        for param, value in zip(self.params, values):
+            param[...] = self._backend.asarray(value)
 
     def _config(self, cls: str, **values) -> dict:
         """``values`` with the class and, if the user gave one, the name, and

@@ -8,7 +8,7 @@ import random
 
 import numpy as np
 
-from dnn.errors import OutOfMemoryError, UsageError
+from dnn.errors import ArgumentTypeError, OutOfMemoryError, UsageError
 
 
 def to_categorical(labels, num_classes: int | None = None, dtype="float32") -> np.ndarray:
@@ -46,6 +46,34 @@ def real_array(value, what: str) -> np.ndarray:
     if array.dtype.kind not in "biuf":  # not complex, strings or Python objects
         raise UsageError(f"{what} must be real numbers, not {array.dtype}")
     return array
+
+
+def checked_weights(weights, shapes: list, dtype, what: str = "weight") -> list[np.ndarray]:
+    """``weights`` (a list of arrays, for ``set_weights``) checked against ``shapes`` and
+    converted to ``dtype``: as many, each rectangular, real, of its shape, and within the
+    dtype's range (2.0**200 does not fit a float32: it would be stored as inf)."""
+    try:
+        weights = list(weights)
+    except TypeError:
+        raise ArgumentTypeError(f"set_weights takes a list of arrays, not "
+                                f"{type(weights).__name__}") from None
+    if len(weights) != len(shapes):
+        raise UsageError(f"set_weights got {len(weights)} arrays; there are {len(shapes)} "
+                         f"{what}s")
+    checked = []
+    for index, (shape, value) in enumerate(zip(shapes, weights)):
+        value = real_array(value, f"{what} {index}")
+        if value.shape != tuple(shape):
+            raise UsageError(f"{what} {index} has shape {value.shape}; the model's is "
+                             f"{tuple(shape)}")
+        with np.errstate(over="ignore", invalid="ignore"):
+            converted = value.astype(dtype)
+        overflowed = np.isinf(converted) & np.isfinite(value)
+        if overflowed.any():
+            raise UsageError(f"{what} {index} holds {value[overflowed].flat[0].item()!r}, beyond the "
+                             f"range of {np.dtype(dtype)}")
+        checked.append(converted)
+    return checked
 
 
 def check_label_range(labels: np.ndarray, num_classes: int, context: str = "") -> None:

@@ -45,7 +45,8 @@ def test_build_takes_keras_shapes_and_layer_weights_can_be_set(cpu):
     kernel = np.arange(28, dtype=np.float32).reshape(7, 4)
     model.layers[0].set_weights([kernel, np.zeros(4)])
     np.testing.assert_array_equal(model.get_weights()[0], kernel)
-    with pytest.raises(dnn.errors.UsageError, match=r"weight 0 has shape \(7, 4\), not \(4, 7\)"):
+    with pytest.raises(dnn.errors.UsageError,
+                       match=r"weight 0 has shape \(4, 7\); the model's is \(7, 4\)"):
         model.layers[0].set_weights([kernel.T, np.zeros(4)])
     with pytest.raises(dnn.errors.UsageError, match="the model has no weights yet"):
         dnn.Sequential([Dense(3)]).count_params()

@@ -422,3 +422,18 @@ def test_a_sequential_of_none_is_an_empty_model_as_in_keras():
     model = dnn.Sequential(None)
     model.add(Dense(2))
     assert len(model.layers) == 1
+
+
+@pytest.mark.parametrize("set_weights", [
+    lambda model, weights: model.set_weights(weights),
+    lambda model, weights: model.layers[0].set_weights(weights[:2]),
+])
+def test_set_weights_refuses_values_beyond_the_dtype(set_weights):
+    model = dnn.Sequential([Dense(2), Dense(2)])
+    model.build(3)
+    weights = model.get_weights()
+    weights[0] = np.full((3, 2), 2.0**200)  # finite in float64, inf in float32
+    with pytest.raises(UsageError, match=r"weight 0 holds 1\.6\d+e\+60, beyond the range of "
+                                         "float32"):
+        set_weights(model, weights)
+    assert np.isfinite(model.get_weights()[0]).all()

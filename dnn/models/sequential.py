@@ -16,7 +16,7 @@ from dnn import backends, layers as layers_module
 from dnn.buffers import Buffers
 from dnn.errors import ArgumentTypeError, OutOfMemoryError, UsageError
 from dnn.trainers.trainer import Trainer
-from dnn.utils import as_shape, element_count, is_int_at_least, model_rng, real_array
+from dnn.utils import as_shape, checked_weights, element_count, is_int_at_least, model_rng
 
 
 def _features(input_shape) -> int:
@@ -53,27 +53,6 @@ def describe(config: dict) -> str:
     layers = " -> ".join(f"{layer['units']} {layer['activation']}" if "units" in layer
                          else str(layer.get("class", "?")).lower() for layer in config["layers"])
     return f"{layers} ({config['dtype']})"
-
-
-def checked_weights(weights, shapes: list, what: str = "weight") -> list[np.ndarray]:
-    """``weights`` (a list of arrays) checked against ``shapes``: as many, each rectangular,
-    real and of its shape; host arrays."""
-    try:
-        weights = list(weights)
-    except TypeError:
-        raise ArgumentTypeError(f"set_weights takes a list of arrays, not "
-                                f"{type(weights).__name__}") from None
-    if len(weights) != len(shapes):
-        raise UsageError(f"set_weights got {len(weights)} arrays; there are {len(shapes)} "
-                         f"{what}s")
-    checked = []
-    for index, (shape, value) in enumerate(zip(shapes, weights)):
-        value = real_array(value, f"{what} {index}")
-        if value.shape != tuple(shape):
-            raise UsageError(f"{what} {index} has shape {value.shape}; the model's is "
-                             f"{tuple(shape)}")
-        checked.append(value)
-    return checked
 
 
 class Sequential(Trainer):
@@ -247,9 +226,9 @@ class Sequential(Trainer):
             raise UsageError("build the model (call it on data, or build(input_dim)) before "
                              "set_weights")
         params = self.params
-        values = checked_weights(weights, [param.shape for param in params])
+        values = checked_weights(weights, [param.shape for param in params], self.dtype)
         for param, value in zip(params, values):  # in place: the optimizer's state stays theirs
-            param[...] = self.backend.asarray(np.asarray(value, self.dtype))
+            param[...] = self.backend.asarray(value)
 
     def __call__(self, x) -> np.ndarray:
         """``model(x)``: the outputs of :meth:`predict`, as host arrays."""
