@@ -220,6 +220,13 @@ def test_batches_from_a_source_train_as_the_same_arrays(backend, source):
     assert history.history["loss"] == pytest.approx(arrays.history.history["loss"], rel=1e-6)
 
 
+def test_a_model_of_no_declared_backend_or_shape_builds_at_the_first_batch():
+    model = dnn.Sequential([layers.Dense(3, activation="softmax")], seed=0)
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    model.fit(iter(_batches()), epochs=1, verbose=0)
+    assert model.built and model.input_dim == 5 and model.backend.name == "cpu"
+
+
 def test_a_dataset_is_told_each_epoch_end_and_validates_as_batches():
     dataset, model = Dataset(), network()
     history = model.fit(dataset, epochs=3, validation_data=Dataset(), verbose=0)

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from dnn import losses, metrics as metrics_module, optimizers
+from dnn import backends, losses, metrics as metrics_module, optimizers
 from dnn.callbacks import BatchLogs, CallbackList, figures
 from dnn.callbacks.progbar_logger import check_verbose
 from dnn.errors import DivergenceError, UsageError
@@ -266,6 +266,8 @@ class Trainer:
             validation_batch_size or max(batch_size, EVALUATION_BATCH), validation_steps)
         if verbose == "auto":
             verbose = 1 if sys.stdout.isatty() else 2
+        if self.backend is None:  # batches from a source build the model at the first one
+            self.backend = backends.current_backend()
         callbacks = CallbackList(callbacks, add_history=True, add_progbar=verbose != 0,
                                  model=self, epochs=epochs, steps=training.steps,
                                  verbose=verbose)
