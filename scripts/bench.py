@@ -17,9 +17,13 @@ interleaved round by round so that machine noise hits them all alike, and report
 spreads and the per-round ratios of dnn to each of the others, over all rounds and over the quiet
 ones: those in which a probe found the cores handing cache lines to each other quickly (the
 2-core VM of docs/benchmarks.md drifts in and out of a state where they do not, which slows
-dnn more than the floor).  It also measures the peak RSS of a ``dnn train`` process on MNIST.
+dnn more than the floor).  It also measures the peak RSS of a one-epoch ``dnn train`` process
+on MNIST.
 
-    python scripts/bench.py --data-dir ../shared/data/mnist [--rounds 5] [--json out.json]
+    python scripts/bench.py --data-dir MNIST_DIR [--rounds 5] [--json out.json]
+
+``--quick`` checks that the script works, in seconds: one round on the first 512 training
+images, and the RSS of a ``dnn train`` of no epochs (its figures measure nothing worth quoting).
 """
 
 from __future__ import annotations
@@ -32,22 +36,62 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 import dnn
 from dnn.backends.cpu import C_KERNELS, CpuBackend
 from dnn.datasets import get
+from dnn.errors import DataError
 from dnn.layers import Dense
 from dnn.utils import to_categorical
 
 BATCH, HIDDEN, CLASSES = 128, 512, 10
+QUICK_ROWS = 512  # training images in --quick mode, here and in the other benchmark scripts
 # A round whose cross-core penalty (make_cross_core_probe) stays below this ran in the machine's
 # quiet state: 0.9-1.6 there, 4-9 in the slow state of the 2-core VM of docs/benchmarks.md.
 QUIET_PENALTY = 2.0
 
 
+def add_quick_option(parser) -> None:
+    """The ``--quick`` flag every script in scripts/ takes (see their docstrings)."""
+    parser.add_argument("--quick", action="store_true",
+                        help=f"one round on the first {QUICK_ROWS} images: checks the script "
+                             "works, in seconds")
+
+
+def load_mnist(data_dir, rows=None):
+    """``(x, labels), (x_test, test_labels)`` of MNIST, images flattened to ``(N, 784)``; only
+    the first ``rows`` of each split when given.  MNIST not found ends the script with the
+    reason."""
+    try:
+        splits = get("mnist").load(data_dir)
+    except DataError as error:
+        raise SystemExit(f"{Path(sys.argv[0]).name}: {error}") from None
+    return tuple((images[:rows].reshape(len(images[:rows]), -1), labels[:rows])
+                 for images, labels in splits)
+
+
+def cpu_model() -> str:
+    """The CPU's model name as ``lscpu`` gives it (Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line() -> str:
+    """One line naming the machine: CPU model, core count, Python."""
+    return (f"machine: {cpu_model()}, {os.cpu_count()} cores, Python "
+            f"{platform.python_version()}")
+
+
 def seed_model(seed=0, backend="cpu"):
+    """The seed network (784-512-10, RMSprop), compiled, on ``backend``."""
     model = dnn.Sequential([Dense(HIDDEN, activation="relu"),
                             Dense(CLASSES, activation="softmax")], seed=seed, backend=backend)
     model.compile(optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"])
@@ -55,7 +99,8 @@ def seed_model(seed=0, backend="cpu"):
 
 
 def time_dnn_epoch(model, x, y) -> float:
-    return model.fit(x, y, epochs=1, batch_size=BATCH).history["seconds"][0]
+    """Seconds of one training epoch of ``model`` (``History.seconds``: without evaluation)."""
+    return model.fit(x, y, epochs=1, batch_size=BATCH, verbose=0).seconds[0]
 
 
 def median_nonzero_batch(x):
@@ -182,35 +227,106 @@ def make_torch(model, x, labels, seed=0):
     return epoch, torch.__version__
 
 
-def peak_rss_of_dnn_train(data_dir) -> float:
-    """Peak resident memory (MiB) of a one-epoch ``dnn train`` on MNIST in a child process."""
+def peak_rss_of_dnn_train(data_dir, epochs=1) -> float:
+    """Peak resident memory (MiB) of a ``dnn train`` of ``epochs`` on MNIST in a child
+    process."""
     # VmHWM is the child's own high-water mark (ru_maxrss would count the forked parent too).
     child = ("import re, sys\n"
              "from dnn.cli import main\n"
              "main(sys.argv[1:], standalone_mode=False)\n"
              "status = open('/proc/self/status').read()\n"
              "print(re.search(r'VmHWM:\\s+(\\d+)', status).group(1), file=sys.stderr)\n")
+    data = [] if data_dir is None else ["--data-dir", str(data_dir)]
     finished = subprocess.run(
-        [sys.executable, "-c", child, "train", "--epochs", "1", "--quiet", "--data-dir",
-         str(data_dir)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True)
+        [sys.executable, "-c", child, "train", "--epochs", str(epochs), "--quiet", *data],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     return int(finished.stderr.split()[-1]) / 1024  # Linux reports KiB
 
 
 def summary(values) -> dict:
+    """Median, least and greatest of ``values``."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def print_ratios(ratios: dict) -> None:
+    """One line per ratio: its median and spread over the rounds."""
     for name, stats in ratios.items():
         print(f"{name:>17}: median {stats['median']:.3f} "
               f"(min {stats['min']:.3f}, max {stats['max']:.3f})")
 
 
 def blas_info() -> str:
+    """NumPy's BLAS: name and version."""
     config = np.show_config(mode="dicts")
     blas = config.get("Build Dependencies", {}).get("blas", {})
     return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+
+
+def make_timers(x, labels, with_torch: bool):
+    """``({name: function timing one epoch}, torch version or None)`` on the same data."""
+    y = to_categorical(labels, CLASSES)
+    model = seed_model()
+    model.build(x.shape[1])
+    timers = {"dnn": lambda: time_dnn_epoch(model, x, y)}
+    if C_KERNELS:
+        numpy_model = seed_model(backend=CpuBackend(c_kernels=False))
+        timers["dnn-numpy"] = lambda: time_dnn_epoch(numpy_model, x, y)
+    timers.update({"floor": make_floor(x), "floor+update": make_floor(x, update=True),
+                   "floor-nonzero": make_floor(x, nonzero_columns=True)})
+    torch_epoch, torch_version = make_torch(model, x, labels) if with_torch else (None, None)
+    if torch_epoch:
+        timers["torch"] = torch_epoch
+    return timers, torch_version
+
+
+def run_rounds(timers: dict, probe, rounds: int):
+    """``(times, penalties)``: each timer's seconds per round after a warm-up, interleaved, and
+    per round the highest cross-core penalty of the probes before, between and after its
+    epochs."""
+    for timer in timers.values():  # warm-up: buffers, BLAS threads, caches
+        timer()
+    times = {name: [] for name in timers}
+    penalties = []
+    for _ in range(rounds):
+        round_penalties = [probe()]
+        for name, timer in timers.items():
+            times[name].append(timer())
+            round_penalties.append(probe())
+        penalties.append(max(round_penalties))
+    return times, penalties
+
+
+def ratios_of(times: dict) -> dict:
+    """Per round, dnn's epoch over each floor's and over the others' (those that ran)."""
+    others = ["floor", "floor+update", "floor-nonzero",
+              *(name for name in ("dnn-numpy", "torch") if name in times)]
+    return {f"dnn/{other}": [d / o for d, o in zip(times["dnn"], times[other])]
+            for other in others}
+
+
+def machine(torch_version) -> dict:
+    """What the figures were measured on."""
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__, "blas": blas_info(), "torch": torch_version,
+            "threads": {name: os.environ.get(name, "default")
+                        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
+
+
+def print_result(result: dict) -> None:
+    """The machine, the epochs' medians and spreads, the ratios, over all rounds and over the
+    quiet ones, and the peak RSS."""
+    print(machine_line())
+    for name, stats in result["epoch_seconds"].items():
+        print(f"{name:>13} epoch: median {stats['median']:.3f} s "
+              f"(min {stats['min']:.3f}, max {stats['max']:.3f})")
+    print_ratios(result["ratios"])
+    penalties = result["by_round"]["cross_core_penalty"]
+    quiet = result["quiet_rounds"]
+    print(f"{quiet} of {result['rounds']} rounds quiet (cross-core penalty below "
+          f"{QUIET_PENALTY}: {', '.join(f'{p:.1f}' for p in penalties)})"
+          + ("; in those:" if quiet else ""))
+    print_ratios(result["ratios_in_quiet_rounds"])
+    print(f"peak RSS of dnn train: {result['peak_rss_mib_dnn_train']:.0f} MiB")
 
 
 def main():
@@ -219,47 +335,19 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", dest="json_path")
     parser.add_argument("--no-torch", action="store_true")
+    add_quick_option(parser)
     args = parser.parse_args()
+    rounds = 1 if args.quick else args.rounds
 
-    (x, labels), _ = get("mnist").load(args.data_dir)
-    x = x.reshape(len(x), -1)
-    y = to_categorical(labels)
-    model = seed_model()
-    model.build(x.shape[1])
-    numpy_model = seed_model(backend=CpuBackend(c_kernels=False)) if C_KERNELS else None
-    floor, floor_update = make_floor(x), make_floor(x, update=True)
-    floor_nonzero = make_floor(x, nonzero_columns=True)
-    cross_core_penalty = make_cross_core_probe(x)
-    torch_epoch, torch_version = (None, None) if args.no_torch else make_torch(model, x, labels)
-
-    timers = {"dnn": lambda: time_dnn_epoch(model, x, y)}
-    if numpy_model:
-        timers["dnn-numpy"] = lambda: time_dnn_epoch(numpy_model, x, y)
-    timers.update({"floor": floor, "floor+update": floor_update, "floor-nonzero": floor_nonzero})
-    if torch_epoch:
-        timers["torch"] = torch_epoch
-    for timer in timers.values():  # warm-up: buffers, BLAS threads, caches
-        timer()
-    times = {name: [] for name in timers}
-    penalties = []  # per round, the highest of the probes before, between and after its epochs
-    for _ in range(args.rounds):
-        round_penalties = [cross_core_penalty()]
-        for name, timer in timers.items():
-            times[name].append(timer())
-            round_penalties.append(cross_core_penalty())
-        penalties.append(max(round_penalties))
+    (x, labels), _ = load_mnist(args.data_dir, QUICK_ROWS if args.quick else None)
+    timers, torch_version = make_timers(x, labels, with_torch=not args.no_torch)
+    times, penalties = run_rounds(timers, make_cross_core_probe(x), rounds)
     quiet = [penalty < QUIET_PENALTY for penalty in penalties]
-    ratios = {f"dnn/{floor_name}": [d / f for d, f in zip(times["dnn"], times[floor_name])]
-              for floor_name in ("floor", "floor+update", "floor-nonzero")}
-    for other in ("dnn-numpy", "torch"):
-        if other in times:
-            ratios[f"dnn/{other}"] = [d / o for d, o in zip(times["dnn"], times[other])]
+    ratios = ratios_of(times)
     result = {
-        "machine": {"cpu": platform.processor() or platform.machine(),
-                    "cores": os.cpu_count(), "python": platform.python_version(),
-                    "numpy": np.__version__, "blas": blas_info(), "torch": torch_version,
-                    "threads": os.environ.get("OMP_NUM_THREADS", "default")},
-        "rounds": args.rounds,
+        "machine": machine(torch_version),
+        "rounds": rounds,
+        "quick": args.quick,
         "epoch_seconds": {k: summary(v) for k, v in times.items()},
         "ratios": {k: summary(v) for k, v in ratios.items()},
         "quiet_rounds": sum(quiet),
@@ -267,17 +355,10 @@ def main():
                                    for k, v in ratios.items() if any(quiet)},
         "by_round": {"epoch_seconds": times, "ratios": ratios,
                      "cross_core_penalty": penalties},
-        "peak_rss_mib_dnn_train": peak_rss_of_dnn_train(args.data_dir),
+        "peak_rss_mib_dnn_train": peak_rss_of_dnn_train(args.data_dir,
+                                                        epochs=0 if args.quick else 1),
     }
-    for name, stats in result["epoch_seconds"].items():
-        print(f"{name:>13} epoch: median {stats['median']:.3f} s "
-              f"(min {stats['min']:.3f}, max {stats['max']:.3f})")
-    print_ratios(result["ratios"])
-    print(f"{sum(quiet)} of {args.rounds} rounds quiet (cross-core penalty below "
-          f"{QUIET_PENALTY}: {', '.join(f'{p:.1f}' for p in penalties)})"
-          + ("; in those:" if any(quiet) else ""))
-    print_ratios(result["ratios_in_quiet_rounds"])
-    print(f"peak RSS of dnn train: {result['peak_rss_mib_dnn_train']:.0f} MiB")
+    print_result(result)
     if args.json_path:
         with open(args.json_path, "w") as file:
             json.dump(result, file, indent=2)
