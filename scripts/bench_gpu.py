@@ -133,12 +133,13 @@ def device_info() -> dict:
 
 
 def torch_version():
-    """PyTorch's version, or None when it is not installed (its runs are left out)."""
+    """PyTorch's version, or None when it is not installed or cannot reach a CUDA device (a
+    CPU-only build, say): its runs are then left out."""
     try:
         import torch
     except ImportError:
         return None
-    return torch.__version__
+    return torch.__version__ if torch.cuda.is_available() else None
 
 
 def network_runs(data, hidden, batch, epochs: int, with_torch: bool) -> dict:
