@@ -33,6 +33,21 @@ class BackendUnavailableError(DnnError):
     """A backend that cannot run on this machine (no CuPy, no CUDA device, ...)."""
 
 
+class FileWriteError(DnnError, OSError):
+    """A file dnn cannot write where it was asked to: a file stands where its folder should
+    be, the folder may not be written, the disk is full (exit status 1).  ``errno``,
+    ``strerror`` and ``filename`` are the operating system's; ``str()`` is dnn's one line."""
+
+    def __init__(self, message: str, cause: OSError | None = None):
+        super().__init__(message)
+        if cause is not None:
+            self.errno, self.strerror = cause.errno, cause.strerror
+            self.filename = cause.filename
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
 class DataError(DnnError):
     """A dataset file that is missing, truncated, corrupt or not what it claims to be."""
 

@@ -6,7 +6,10 @@ either the old file or the whole new one.  A target whose write permission is of
 (``.NAME.<hex>.part``) is removed by the next write to the same target, once it has not been
 touched for STALE_SECONDS.  A symbolic link stays a link: the file it points at is the one
 replaced.  A path that is not a regular file (``/dev/null``, ``/dev/stdout``, a named pipe) is
-written in place, since renaming a file over it would replace the device or the pipe itself.
+written in place, since renaming a file over it would replace the device or the pipe itself;
+:func:`check_writable`, which the command line asks before a long job, refuses such a path, since
+a named pipe nobody reads would block the job at its end.  What the file system refuses is a
+:class:`FileWriteError` naming the path, never the bare ``OSError``.
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ import stat
 import time
 from pathlib import Path
 
-from dnn.errors import UsageError
+from dnn.errors import FileWriteError, UsageError
 
 NAME_MAX = 255  # bytes in a file name on the common file systems
 STALE_SECONDS = 60
 WRITE_BITS = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+SPECIAL_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
+                 (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+IN_THE_WAY = "a file stands where its folder should be"
 
 
 def _temporary_prefix(path: Path) -> str:
@@ -61,14 +67,28 @@ def _remove_stale_temporaries(path: Path, keep: Path) -> None:
                     candidate.unlink()
 
 
-def _is_special(path) -> bool:
-    """True when ``path`` (symbolic links followed) exists and is neither a regular file nor
-    a folder: a device, a named pipe or a socket."""
+def _special_kind(path) -> str | None:
+    """What ``path`` (symbolic links followed) is when it exists and is neither a regular file
+    nor a folder ("a named pipe", "a character device", ...), else None."""
     try:
-        kind = os.stat(path).st_mode
+        mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):
-        return False
-    return not (stat.S_ISREG(kind) or stat.S_ISDIR(kind))
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return next((kind for test, kind in SPECIAL_KINDS if test(mode)), "a special file")
+
+
+@contextlib.contextmanager
+def write_errors_named(path):
+    """Turn an OSError of the file system while writing ``path`` into a one-line
+    :class:`FileWriteError` naming it."""
+    try:
+        yield
+    except OSError as error:
+        reason = (IN_THE_WAY if isinstance(error, (FileExistsError, NotADirectoryError))
+                  else error.strerror or str(error))
+        raise FileWriteError(f"cannot write {path}: {reason}", error) from None
 
 
 def _protection(path: Path) -> str | None:
@@ -102,27 +122,34 @@ def atomic_write(path, mode: str = "wb"):
 
     On any exception the temporary file is removed and ``path`` is left as it was.  A new
     file gets the permissions ``open()`` would give it; a replaced file keeps its own; a
-    write-protected one is refused with a :class:`UsageError`.  The folder is made if missing.
+    write-protected one is refused with a :class:`UsageError`.  The folder is made if missing;
+    what the file system refuses on the way (a file standing where that folder should be, a
+    full disk) is a :class:`FileWriteError`; errors of the block itself go through as they are.
     """
-    if _is_special(path):
-        with open(path, mode) as file:
+    if _special_kind(path):
+        with write_errors_named(path):
+            file = open(path, mode)
+        with file:
             yield file
         return
     path = Path(os.path.realpath(path))
     protection = _protection(path)
     if protection:
         raise UsageError(f"{path}: not replacing it, {protection}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = _create_beside(path)
+    with write_errors_named(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = _create_beside(path)
     try:
         with os.fdopen(handle, mode) as file:
             yield file
-            file.flush()
-            os.fsync(file.fileno())
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(temporary, stat.S_IMODE(os.stat(path).st_mode))
-        os.replace(temporary, path)
-        _sync_folder(path.parent)
+            with write_errors_named(path):
+                file.flush()
+                os.fsync(file.fileno())
+        with write_errors_named(path):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(temporary, stat.S_IMODE(os.stat(path).st_mode))
+            os.replace(temporary, path)
+            _sync_folder(path.parent)
         _remove_stale_temporaries(path, keep=temporary)
     finally:
         if os.path.exists(temporary):
@@ -131,13 +158,15 @@ def atomic_write(path, mode: str = "wb"):
 
 def check_writable(path, option: str) -> None:
     """Raise a one-line :class:`UsageError` naming ``option`` unless :func:`atomic_write` can
-    write ``path``: not write-protected, and its folder (or the nearest one that exists, which
-    must take a new folder) writable.  Called before a long job, so a mistyped destination
-    fails in a second, not after hours of training; it creates nothing."""
-    if _is_special(path):
-        if not os.access(path, os.W_OK):
-            raise UsageError(f"{option} {path}: cannot write there (permission denied)")
-        return
+    replace ``path`` by a regular file: not write-protected, not a named pipe, device or
+    socket (a pipe nobody reads would block the job at its end), and its folder (or the
+    nearest one that exists, which must take a new folder) writable.  Called before a long
+    job, so a mistyped destination fails in a second, not after hours of training; it creates
+    nothing and opens nothing."""
+    kind = _special_kind(path)
+    if kind:
+        raise UsageError(f"{option} {path}: cannot write there (it is {kind}, not a regular "
+                         "file)")
     target = Path(os.path.realpath(path))
     protection = _protection(target)
     if protection:
@@ -146,8 +175,7 @@ def check_writable(path, option: str) -> None:
     while not folder.exists():
         folder = folder.parent
     if not folder.is_dir():
-        raise UsageError(f"{option} {path}: cannot write a file there (a file stands where its "
-                         "folder should be)")
+        raise UsageError(f"{option} {path}: cannot write a file there ({IN_THE_WAY})")
     if folder != target.parent:  # the folders to make are checked by making none of them
         if not os.access(folder, os.W_OK | os.X_OK):
             raise UsageError(f"{option} {path}: cannot write a file there (cannot make a "

@@ -24,7 +24,8 @@ from dnn.utils import to_categorical
 
 
 def run(*args):
-    return CliRunner().invoke(main, list(args))
+    """``dnn ARGS`` in process, without $DNN_DATA_DIR: the fake datasets read no folder."""
+    return CliRunner(env={"DNN_DATA_DIR": None}).invoke(main, list(args))
 
 
 def test_save_on_one_backend_load_on_every_other(tmp_path, cpu):
@@ -539,5 +540,31 @@ def test_a_checkpoint_with_dropout_resumes_on_the_command_line(tmp_path, tiny,  
            "softmax (float32)" in refused.output
     resumed = run("train", "--dataset", "tiny", "--epochs", "1", "--resume",
                   str(tmp_path / "dropout.npz"))
+    assert resumed.exit_code == 0, resumed.output
+    assert "Epoch 2/2" in resumed.output
+
+
+@pytest.mark.parametrize("middle, shown", [(lambda: dnn.layers.Dropout(0.2), "dropout"),
+                                           (lambda: dnn.layers.Activation("tanh"), "activation"),
+                                           (lambda: dnn.layers.Flatten(), "flatten")])
+def test_resume_with_dtype_alone_takes_any_saved_layers(tmp_path, tiny, cpu,  # noqa: F811
+                                                        middle, shown):
+    """--dtype without --hidden compares the dtype alone: the saved layers, whatever their
+    kinds (not only Dense, which has units), stay as they are."""
+    x, labels = blobs(n=60, features=12)
+    model = dnn.Sequential([dnn.layers.Dense(16, activation="relu"), middle(),
+                            dnn.layers.Dense(3, activation="softmax")], seed=0, backend=cpu)
+    model.compile(metrics=["accuracy"])
+    model.fit(x, to_categorical(labels), epochs=1, verbose=0)
+    path = tmp_path / "saved.npz"
+    model.save(path)
+    refused = run("train", "--dataset", "tiny", "--resume", str(path), "--dtype", "float64")
+    assert refused.exit_code == 1, refused.output
+    assert refused.output == (
+        f"Error: {path} holds a model 16 relu -> {shown} -> 3 softmax (float32), not 16 relu -> "
+        f"{shown} -> 3 softmax (float64); leave out --hidden and --dtype to go on with the "
+        "saved one\n")
+    resumed = run("train", "--dataset", "tiny", "--epochs", "1", "--resume", str(path),
+                  "--dtype", "float32")
     assert resumed.exit_code == 0, resumed.output
     assert "Epoch 2/2" in resumed.output

@@ -1,10 +1,16 @@
 """The command line, in process, on a tiny dataset plugin: outputs, files, exit codes."""
 
+import contextlib
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -38,9 +44,10 @@ def tiny(install_fake_plugin):
                         {"fake_tiny": TINY_DATASET})
 
 
-def run(*args):
-    result = CliRunner().invoke(main, list(args))
-    return result
+def run(*args, **env):
+    """``dnn ARGS`` in process, with ``env`` set and without $DNN_DATA_DIR unless given: the
+    fake datasets read no folder, and a DNN_DATA_DIR naming a missing one would be refused."""
+    return CliRunner(env={"DNN_DATA_DIR": None, **env}).invoke(main, list(args))
 
 
 def test_train_writes_history_in_the_documented_schema(tiny, tmp_path):
@@ -288,7 +295,8 @@ def test_opt_passes_typed_hyperparameters(tiny, tmp_path):
     result = run("train", "--dataset", "tiny", "--epochs", "1", "--optimizer", "sgd",
                  "--opt", "beta=2")
     assert result.exit_code == 2
-    assert "SGD takes no option 'beta'; accepted: learning_rate, momentum, nesterov" in result.output
+    assert ("SGD takes no option 'beta'; accepted: learning_rate, momentum, nesterov"
+            in result.output)
 
 
 @pytest.mark.parametrize("args, status, message", [
@@ -486,6 +494,39 @@ def test_sigterm_during_a_write_leaves_no_temporary_file_and_exits_143(tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("name, status, line", [
+    ("SIGINT", 130, "Error: interrupted (Ctrl-C); no checkpoint was saved (no --save)"),
+    ("SIGTERM", 143, "Error: stopped by SIGTERM; files being written were left as they were")])
+def test_a_signal_python_swallows_is_delivered_again(name, status, line):
+    """A signal's exception raised inside a ``__del__`` (or a weakref callback of the import
+    system, where a Ctrl-C once went unheeded) is lost to Python: the command would have run
+    on; it is delivered again, and stops the command in one line."""
+    code = textwrap.dedent(f"""
+        import os, signal, time
+        import click
+        from dnn.cli.commands import reports_errors
+
+        class SignalledWhileCollected:
+            def __del__(self):
+                os.kill(os.getpid(), signal.{name})  # its handler runs here, in __del__
+
+        @click.command()
+        @reports_errors
+        def work():
+            SignalledWhileCollected()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                pass
+            print("ran on")
+
+        work()
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == status, result.stdout + result.stderr
+    assert result.stdout == "" and result.stderr == line + "\n"
+
+
 def test_a_write_protected_save_target_is_refused_before_training(tiny, tmp_path):
     target = tmp_path / "best.npz"
     target.write_bytes(b"the user's best model")
@@ -511,19 +552,123 @@ def test_a_missing_data_folder_is_named_not_downloaded_into(tmp_path):
 
 
 def test_a_ctrl_c_while_the_command_line_starts_is_one_line():
-    code = ("import builtins, sys\n"
+    """A real SIGINT, sent while the command line is being imported (in the middle of
+    importing click, as a user's Ctrl-C would come), ends in one line and exit 130."""
+    code = ("import builtins, os, signal\n"
             "real = builtins.__import__\n"
             "def interrupted(name, *args, **kwargs):\n"
-            "    if name == 'dnn.cli':\n"
-            "        raise KeyboardInterrupt\n"
+            "    if name == 'click':\n"
+            "        os.kill(os.getpid(), signal.SIGINT)\n"
             "    return real(name, *args, **kwargs)\n"
             "builtins.__import__ = interrupted\n"
             "from dnn.entry import main\n"
             "main()\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run([sys.executable, "-c", code, "plugins"], capture_output=True,
+                            text=True, timeout=60)
     assert result.returncode == 130
     assert result.stderr == "Error: interrupted (Ctrl-C) while starting; nothing was done\n"
+    assert result.stdout == ""
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """Fake plugins (the tiny dataset among them) for a subprocess's PYTHONPATH."""
+    from scripts.hostile import fake_site
+
+    return fake_site(tmp_path_factory.mktemp("cli") / "site")
+
+
+def _started(site, args, **options):
+    """``dnn ARGS`` through the console script (``python -m dnn`` where there is none), in a
+    new process whose PYTHONPATH holds ``site``'s plugins."""
+    from scripts.hostile import console_script
+
+    environment = {name: value for name, value in os.environ.items() if name != "DNN_DATA_DIR"}
+    environment["PYTHONPATH"] = str(site)
+    return subprocess.Popen([*console_script(), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=environment, **options)
+
+
+def _wait_for_numpy(process) -> bool:
+    """Wait until ``process`` has loaded NumPy's core (its command line is being imported,
+    after the console script's handler is in place); False if it ended first."""
+    maps = f"/proc/{process.pid}/maps"
+    deadline = time.monotonic() + 30
+    while process.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            with open(maps) as mapped:
+                if "_multiarray_umath" in mapped.read():
+                    return True
+        time.sleep(0.0005)
+    return False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux's /proc")
+@pytest.mark.parametrize("delay", [0.0, 0.01, 0.04, 0.15])
+def test_a_ctrl_c_at_any_moment_after_the_console_script_starts_is_one_line(site, delay):
+    """From the moment the console script runs (NumPy's core loads while the command line is
+    imported, after it) a SIGINT is one line and exit 130, whether it comes during the
+    imports, the parsing or the training.  What comes before dnn's first line, the
+    interpreter's own start, no code of dnn can handle (dnn/entry.py says so)."""
+    process = _started(site, ["train", "--dataset", "tiny", "--epochs", "100000"])
+    assert _wait_for_numpy(process), process.communicate()[0]
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 130, output
+    assert "Traceback" not in output and "Aborted" not in output
+    errors = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert errors in (["Error: interrupted (Ctrl-C) while starting; nothing was done"],
+                      ["Error: interrupted (Ctrl-C); no checkpoint was saved (no --save)"]), output
+
+
+def test_a_ctrl_c_while_training_through_the_console_script_says_what_was_kept(site,
+                                                                              tmp_path):
+    process = _started(site, ["train", "--dataset", "tiny", "--hidden", "512", "--epochs",
+                              "100000", "--save", str(tmp_path / "m.npz")])
+    _epoch_started(process)
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 130, output
+    assert output.splitlines()[-1] in (
+        "Error: interrupted (Ctrl-C); no checkpoint was saved",
+        f"Error: interrupted (Ctrl-C); the last checkpoint saved is in {tmp_path / 'm.npz'}")
+
+
+def _epoch_started(process) -> list:
+    """The lines ``process`` printed until its first epoch began."""
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("Epoch 1/"):
+            return lines
+    raise AssertionError("".join(lines))
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP here")
+def test_sighup_stops_training_as_sigterm_does_in_one_line_with_exit_129(site, tmp_path):
+    """The terminal went away: one line, what was kept, 128 + 1; never a bare death."""
+    process = _started(site, ["train", "--dataset", "tiny", "--hidden", "512", "--epochs",
+                              "100000", "--save", str(tmp_path / "m.npz")])
+    _epoch_started(process)
+    process.send_signal(signal.SIGHUP)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 129, output
+    assert output.splitlines()[-1] == ("Error: stopped by SIGHUP; files being written were "
+                                       "left as they were")
+    assert "Traceback" not in output
+    assert [path.name for path in tmp_path.iterdir()] in ([], ["m.npz"])
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP here")
+def test_under_nohup_a_sighup_is_ignored_and_training_goes_on(site):
+    process = _started(site, ["train", "--dataset", "tiny", "--hidden", "64", "--epochs", "40"],
+                       preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    _epoch_started(process)
+    process.send_signal(signal.SIGHUP)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 0, output
+    assert "Epoch 40/40" in output and "test: loss" in output
 
 
 def test_a_refused_plugin_is_one_warning_line(install_fake_plugin):
@@ -562,3 +707,104 @@ def test_validation_split_adds_val_figures_beside_the_test_ones(tiny, tmp_path):
         "epoch", "loss", "accuracy", "test_loss", "test_accuracy", "seconds"}
     refused = run("train", "--dataset", "tiny", "--validation-split", "1")
     assert refused.exit_code == 2 and "--validation-split" in refused.output
+
+
+@pytest.mark.parametrize("rate", ["0", "1e-45"])
+@pytest.mark.parametrize("optimizer", ["rmsprop", "sgd", "adam"])
+def test_a_learning_rate_that_moves_nothing_trains_without_blaming_the_optimizer(
+        tiny, tmp_path, rate, optimizer):
+    """Keras allows --lr 0 (a frozen run, to measure a loss): the weights stay as they
+    were, and no built-in optimizer is said to break its plugin contract."""
+    saved = tmp_path / "frozen.npz"
+    result = run("train", "--dataset", "tiny", "--hidden", "16", "--epochs", "2", "--lr", rate,
+                 "--optimizer", optimizer, "--save", str(saved))
+    assert result.exit_code == 0, result.output
+    if rate == "0":
+        first = run("train", "--dataset", "tiny", "--hidden", "16", "--epochs", "0",
+                    "--save", str(tmp_path / "untrained.npz"))
+        assert first.exit_code == 0, first.output
+        for frozen, untrained in zip(checkpoint.load(saved).get_weights(),
+                                     checkpoint.load(tmp_path / "untrained.npz").get_weights()):
+            np.testing.assert_array_equal(frozen, untrained)
+
+
+@contextlib.contextmanager
+def _read_if_blocked(pipe, seconds=20):
+    """Open ``pipe`` for reading after ``seconds`` unless the block ends first: a writer that
+    blocked on it (no one reads it) is released, and the test fails instead of hanging."""
+    timer = threading.Timer(seconds, lambda: pipe.read_bytes())
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+@contextlib.contextmanager
+def _special(kind, tmp_path):
+    """A path that is not a regular file: a named pipe, a socket, or the null device."""
+    if kind == "named pipe":
+        os.mkfifo(tmp_path / "out")
+        with _read_if_blocked(tmp_path / "out"):
+            yield tmp_path / "out"
+    elif kind == "socket":
+        folder = tempfile.mkdtemp(dir="/tmp")  # a socket's path must be short
+        with socket.socket(socket.AF_UNIX) as listening:
+            listening.bind(os.path.join(folder, "s"))
+            yield os.path.join(folder, "s")
+        os.unlink(os.path.join(folder, "s"))
+        os.rmdir(folder)
+    else:
+        yield os.devnull
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not hasattr(socket, "AF_UNIX"),
+                    reason="no named pipes or sockets in the file system here")
+@pytest.mark.parametrize("kind", ["named pipe", "socket", "character device"])
+@pytest.mark.parametrize("option", ["--save", "--history", "--plot"])
+def test_an_output_that_is_no_regular_file_is_refused_before_training(tiny, tmp_path, kind,
+                                                                      option):
+    """A named pipe as --save used to block after training, until killed: refused at once,
+    in one line naming the option and the path, as a device or a socket is."""
+    with _special(kind, tmp_path) as path:
+        started = time.monotonic()
+        result = run("train", "--dataset", "tiny", "--epochs", "1", option, str(path))
+        assert time.monotonic() - started < 10
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1] == (f"Error: {option} {path}: cannot write there (it "
+                                              f"is a {kind}, not a regular file)")
+    assert "Epoch" not in result.output
+
+
+@pytest.mark.parametrize("where, problem", [("/dev/zero", "is not a folder"),
+                                            ("a file", "is a file, not a folder"),
+                                            ("nowhere", "does not exist")])
+@pytest.mark.parametrize("given", ["environment", "option"])
+def test_a_data_folder_that_is_no_folder_is_one_line_naming_where_it_came_from(
+        tmp_path, where, problem, given):
+    """Refused before any file is looked for "in" it (or downloaded instead): --data-dir at
+    once, $DNN_DATA_DIR by the dataset that reads it."""
+    folder = "/dev/zero" if where == "/dev/zero" else str(tmp_path / where)
+    if where == "a file":
+        (tmp_path / where).write_text("notes")
+    env = {"DNN_DATA_DIR": folder, "DNN_CACHE_DIR": str(tmp_path / "cache")}
+    if given == "environment":
+        result = run("train", "--epochs", "0", **env)
+        expected = f"Error: $DNN_DATA_DIR {folder} {problem}"
+    else:
+        result = run("train", "--epochs", "0", "--data-dir", folder, **env)
+        expected = f"Error: Invalid value for '--data-dir': {folder!r} {problem}."
+    assert result.exit_code == 2, result.output
+    assert [line for line in result.output.splitlines() if line.startswith("Error:")] == [
+        expected]
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("command", [["check", "--backend", "cpu"],
+                                     ["train", "--dataset", "tiny", "--epochs", "1"]])
+def test_a_stale_dnn_data_dir_stops_no_command_that_reads_no_folder(tiny, tmp_path, command):
+    """$DNN_DATA_DIR naming a folder that is gone is the business of the datasets that read
+    it: the fake ones (and `dnn check` without --dataset) read none."""
+    result = run(*command, DNN_DATA_DIR=str(tmp_path / "gone"))
+    assert result.exit_code == 0, result.output

@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import http.server
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -14,7 +15,7 @@ import pytest
 
 from dnn.datasets import IdxDataset
 from dnn.datasets.idx import read_idx, write_idx
-from dnn.errors import DataError
+from dnn.errors import DataError, UsageError
 from tests.conftest import peak_bytes
 
 IMAGES = np.arange(6 * 4 * 4, dtype=np.uint8).reshape(6, 4, 4)
@@ -124,7 +125,8 @@ def make_dataset(mirrors, files):
     Tiny.mirrors = tuple(mirrors)
     Tiny.files = {
         role: (name, hashlib.md5(files[name]).hexdigest())
-        for role, name in (("train_images", "train-images.gz"), ("train_labels", "train-labels.gz"),
+        for role, name in (("train_images", "train-images.gz"),
+                           ("train_labels", "train-labels.gz"),
                            ("test_images", "test-images.gz"), ("test_labels", "test-labels.gz"))}
     return Tiny()
 
@@ -363,3 +365,85 @@ def test_a_huge_raw_file_or_header_is_refused_before_reading(tmp_path):
                                                          ">u4").tobytes())
     with pytest.raises(DataError, match="more than the 1,073,741,824 an IDX file may hold"):
         read_idx(claims, (None, None, None))
+
+
+def _float_idx(array) -> bytes:
+    """``array`` as a gzip of an IDX of big-endian float32 (type 0x0D)."""
+    header = bytes([0, 0, 0x0D, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+    return gzip.compress(header + np.asarray(array, ">f4").tobytes(), mtime=0)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_images_holding_nan_or_infinity_are_refused_naming_the_file(tmp_path, monkeypatch,
+                                                                     split, value):
+    """An IDX file of floats may hold NaN, which the [0, 1] check of the contract let
+    through (every comparison with NaN is false): a run of --epochs 0 then exited 0."""
+    monkeypatch.delenv("DNN_DATA_DIR", raising=False)
+    files = _gz_files()
+    images = IMAGES.astype(np.float32) if split == "train" else IMAGES[:3].astype(np.float32)
+    images[1, 2, 3] = value
+    files[f"{split}-images.gz"] = _float_idx(images)
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    with pytest.raises(DataError, match=f"^{tmp_path / f'{split}-images.gz'} holds NaN or "
+                       "infinite values, which no image has$"):
+        make_dataset(["http://127.0.0.1:9/"], files).load(tmp_path)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_the_contract_refuses_images_holding_nan_or_infinity(value):
+    from dnn.datasets import contract_problem
+
+    clean = np.full((5, 3), 0.5, np.float32)
+    x = clean.copy()
+    x[2, 1] = value
+    labels = np.arange(5) % 2
+    assert contract_problem(((x, labels), (clean, labels))) == (
+        "the train images hold NaN or infinite values")
+    assert contract_problem(((clean, labels), (x, labels))) == (
+        "the test images hold NaN or infinite values")
+
+
+def test_zero_epochs_on_a_dataset_holding_nan_is_one_error_line(install_fake_plugin):
+    from click.testing import CliRunner
+
+    from dnn.cli import main
+
+    install_fake_plugin("fake-nans", "1.0", {"dnn.datasets": {"nans": "fake_nans:Nans"}},
+                        {"fake_nans": """
+                            import numpy as np
+
+                            class Nans:
+                                def load(self, data_dir=None):
+                                    x = np.full((30, 6), 0.5, np.float32)
+                                    x[3, 4] = np.nan
+                                    y = np.arange(30) % 3
+                                    return (x, y), (x.copy(), y)
+                        """})
+    result = CliRunner(env={"DNN_DATA_DIR": None}).invoke(
+        main, ["train", "--dataset", "nans", "--epochs", "0"])
+    assert result.exit_code == 1, result.output
+    assert result.output == ("Error: dataset 'nans' from fake-nans 1.0 broke the dataset "
+                             "contract: the train images hold NaN or infinite values\n")
+
+
+@pytest.mark.parametrize("given", ["argument", "environment"])
+def test_a_data_folder_that_is_no_folder_is_refused_by_the_library(tmp_path, monkeypatch,
+                                                                    given):
+    """``mnist.load_data()`` with DNN_DATA_DIR=/dev/zero looked for files "in" it, then
+    downloaded them: refused in one line naming it, as a file or a missing folder is."""
+    from dnn.datasets import mnist
+
+    monkeypatch.setenv("DNN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("DNN_DATA_DIR", raising=False)
+    (tmp_path / "notes.txt").write_text("a user's notes")
+    for folder, problem in (("/dev/zero", "is not a folder"),
+                            (str(tmp_path / "notes.txt"), "is a file, not a folder"),
+                            (str(tmp_path / "gone"), "does not exist")):
+        if given == "environment":
+            monkeypatch.setenv("DNN_DATA_DIR", folder)
+        name = "data_dir" if given == "argument" else "$DNN_DATA_DIR"
+        with pytest.raises(UsageError, match=f"^{re.escape(f'{name} {folder} {problem}')}$"):
+            mnist.load_data(folder if given == "argument" else None)
+    assert not (tmp_path / "cache").exists()

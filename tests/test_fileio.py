@@ -1,12 +1,17 @@
 """Atomic writes: what a saved file looks like, and what a failed write leaves behind."""
 
+import errno
 import os
+import re
+import shutil
+import socket
 import stat
+import tempfile
 import time
 
 import pytest
 
-from dnn.errors import UsageError
+from dnn.errors import DnnError, FileWriteError, UsageError
 from dnn.fileio import atomic_write, check_writable
 
 posix_modes = pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
@@ -134,12 +139,16 @@ def test_a_symbolic_link_stays_a_link_and_its_target_gets_the_content(tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
-def test_a_named_pipe_is_written_through_not_replaced(tmp_path):
+def test_a_named_pipe_is_refused_before_a_job_yet_written_through_when_asked(tmp_path):
+    """check_writable (the command line, before training) refuses it: a pipe nobody reads
+    would block the job at its end; atomic_write (the library) writes through it."""
     import threading
 
     pipe = tmp_path / "history.json"
     os.mkfifo(pipe)
-    check_writable(pipe, "--history")  # asks, without opening: a pipe would block
+    with pytest.raises(UsageError, match=r"^--history .*history.json: cannot write there \(it "
+                       r"is a named pipe, not a regular file\)$"):
+        check_writable(pipe, "--history")  # asks, without opening: a pipe would block
     received = []
     reader = threading.Thread(target=lambda: received.append(pipe.read_bytes()), daemon=True)
     reader.start()
@@ -149,3 +158,59 @@ def test_a_named_pipe_is_written_through_not_replaced(tmp_path):
     assert received == [b'{"epochs": []}']
     assert stat.S_ISFIFO(os.stat(pipe).st_mode)  # /dev/null would have been replaced the same way
     assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json"]
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX") or not os.path.exists(os.devnull),
+                    reason="no sockets in the file system, or no null device, here")
+def test_devices_and_sockets_are_refused_before_a_job_naming_the_option(tmp_path):
+    folder = tempfile.mkdtemp(dir="/tmp")  # a socket's path must be short
+    try:
+        listening = socket.socket(socket.AF_UNIX)
+        listening.bind(os.path.join(folder, "s"))
+        link = tmp_path / "out.npz"
+        link.symlink_to(os.devnull)  # a link is followed to what it names
+        for path, kind in ((os.path.join(folder, "s"), "a socket"),
+                           (os.devnull, "a character device"), (link, "a character device")):
+            with pytest.raises(UsageError, match=f"^--save {re.escape(str(path))}: cannot "
+                               f"write there \\(it is {kind}, not a regular file\\)$"):
+                check_writable(path, "--save")
+        listening.close()
+    finally:
+        shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("below", ["x.npz", "sub/x.npz"])
+def test_a_file_where_the_folder_should_be_is_one_line_of_dnn_s_own_error(tmp_path, below):
+    """Sequential.save("afile/x.npz"), a file named afile: not FileExistsError or
+    NotADirectoryError from deep inside, but an OSError that is dnn's and says what is wrong."""
+    import dnn
+
+    afile = tmp_path / "afile"
+    afile.write_text("a user's notes")
+    model = dnn.Sequential([dnn.layers.Dense(3)])
+    model.build(4)
+    target = afile / below
+    with pytest.raises(FileWriteError) as raised:
+        model.save(target)
+    assert isinstance(raised.value, OSError) and isinstance(raised.value, DnnError)
+    assert str(raised.value) == f"cannot write {target}: a file stands where its folder " \
+                                "should be"
+    assert raised.value.errno in (errno.EEXIST, errno.ENOTDIR)
+    assert afile.read_text() == "a user's notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_a_full_disk_is_dnn_s_error_and_keeps_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "model.npz"
+    target.write_bytes(b"the user's model")
+
+    def full(handle):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(FileWriteError, match=f"^cannot write {re.escape(str(target))}: "
+                       f"{os.strerror(errno.ENOSPC)}$"):
+        with atomic_write(target) as file:
+            file.write(b"new weights")
+    assert target.read_bytes() == b"the user's model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]

@@ -170,3 +170,67 @@ def test_an_epsilon_the_weights_dtype_rounds_away_is_refused(cpu, name):
     in_float64 = dnn.Sequential([Dense(2, activation="softmax")], dtype="float64", backend=cpu)
     in_float64.compile(optimizer=getattr(optimizers, name)(epsilon=1e-50))
     assert np.isfinite(in_float64.fit(x, y, epochs=3).history["loss"]).all()
+
+
+class Rebinds(optimizers.SGD):
+    """The planted bug: ``param = param - step`` rebinds the name; the weights never move."""
+
+    def update(self, param, grad, state):
+        param = param - self.learning_rate * grad  # noqa: F841
+
+
+def first_step(optimizer, dtype=np.float32, backend=None):
+    """A model of zero biases and small kernels, fitted for one step of ``optimizer``; its
+    weights before and after."""
+    import dnn
+    from dnn.layers import Dense
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(32, 6)).astype(dtype)
+    y = np.eye(3, dtype=dtype)[rng.integers(0, 3, size=32)]
+    model = dnn.Sequential([Dense(8, activation="relu"), Dense(3, activation="softmax")],
+                           dtype=dtype, seed=0, backend=backend)
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy")
+    model.build(6)
+    before = model.get_weights()
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    return before, model.get_weights()
+
+
+@pytest.mark.parametrize("make", OPTIMIZER_CASES)
+@pytest.mark.parametrize("rate", [0.0, 1e-45, 1e-30])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_rate_that_moves_nothing_is_no_broken_contract(cpu, make, rate, dtype):
+    """Keras allows a learning rate of 0 (a frozen run, to measure a loss); one so small that
+    every step rounds away, or underflows to a subnormal, proves nothing either."""
+    optimizer = make()
+    optimizer.learning_rate = rate
+    before, after = first_step(optimizer, dtype, cpu)
+    if rate == 0:
+        for old, new in zip(before, after):
+            np.testing.assert_array_equal(old, new)
+
+
+@pytest.mark.parametrize("rate", [0.01, 1e-4])
+def test_an_update_that_rebinds_param_is_still_caught_at_a_normal_rate(cpu, rate):
+    with pytest.raises(OptimizerError, match=r"update\(\) left every parameter as it was: "
+                                             r"change param in place"):
+        first_step(Rebinds(learning_rate=rate), backend=cpu)
+
+
+def test_the_first_step_check_judges_each_element_by_its_own_dtype(cpu):
+    """A step of rate * min(1, |grad|): a float32 1.0 does not move by 1e-9, a 1e-3 does;
+    gradients of zero, and steps below the smallest normal number, move nothing."""
+    from dnn.optimizers.base import _left_alone
+
+    rate = np.asarray(1e-9, np.float32)
+    ones, small = np.ones(4, np.float32), np.full(4, 1e-3, np.float32)
+    grad = np.full(4, 0.5, np.float32)
+    assert not _left_alone(np, [ones], [grad], [ones.copy()], rate)
+    assert _left_alone(np, [small], [grad], [small.copy()], rate)
+    assert not _left_alone(np, [small], [np.zeros(4, np.float32)], [small.copy()], rate)
+    zeros = np.zeros(4, np.float32)
+    tiny = np.asarray(1e-39, np.float32)  # subnormal in float32
+    assert not _left_alone(np, [zeros], [grad], [zeros.copy()], tiny)
+    assert _left_alone(np, [zeros.astype(np.float64)], [grad.astype(np.float64)],
+                       [zeros.astype(np.float64)], np.asarray(1e-39))

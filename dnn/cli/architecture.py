@@ -18,15 +18,17 @@ def dense_classifier(hidden, classes: int, **kwargs) -> Sequential:
 
 def check_architecture(model: Sequential, path, classes: int, *, hidden=None,
                        dtype=None) -> None:
-    """Refuse (CheckpointError) a model loaded from ``path`` that is not the
-    :func:`dense_classifier` of ``hidden`` units and ``dtype`` over ``classes``; either left
-    out (None) is the saved model's own."""
-    if hidden is None and dtype is None:
-        return
-    wanted = dense_classifier(hidden or [layer.units for layer in model.layers[:-1]], classes,
-                              dtype=dtype or model.dtype).get_config()
-    if wanted["layers"] != model.get_config()["layers"] or wanted["dtype"] != str(model.dtype):
-        raise CheckpointError(f"{path} holds a model {describe(model.get_config())}, not "
+    """Refuse (CheckpointError) a model loaded from ``path`` whose layers are not the
+    :func:`dense_classifier` of ``hidden`` units over ``classes``, or whose dtype is not
+    ``dtype``; either left out (None) is the saved model's own, whatever its layers are."""
+    saved = model.get_config()
+    wanted = {"layers": saved["layers"], "dtype": saved["dtype"]}
+    if hidden is not None:
+        wanted["layers"] = dense_classifier(hidden, classes).get_config()["layers"]
+    if dtype is not None:
+        wanted["dtype"] = str(np.dtype(dtype))
+    if (wanted["layers"], wanted["dtype"]) != (saved["layers"], saved["dtype"]):
+        raise CheckpointError(f"{path} holds a model {describe(saved)}, not "
                               f"{describe(wanted)}")
 
 

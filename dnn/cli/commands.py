@@ -6,11 +6,13 @@ each reported as one ``Error: ...`` line, never a traceback.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import functools
 import json
 import os
 import signal
+import sys
 import threading
 import warnings
 
@@ -19,6 +21,7 @@ import click
 from dnn import backends, datasets, history_file, optimizers, plugins
 from dnn.callbacks import EvaluateEachEpoch, ModelCheckpoint
 from dnn.cli.architecture import check_architecture, check_fits, dense_classifier
+from dnn.datasets.base import folder_problem
 from dnn.errors import CheckpointError, DataError, DnnError, UsageError
 from dnn.fileio import check_writable
 from dnn.history_file import HistoryFile
@@ -28,35 +31,98 @@ from dnn.utils import to_categorical
 
 
 class Terminated(DnnError):
-    """The process was asked to stop (SIGTERM)."""
+    """The process was asked to stop (SIGTERM, or SIGHUP: its terminal went away)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}; files being written were "
+                         "left as they were")
+        self.signum = signum
 
 
-def _terminate(signum, frame):
-    raise Terminated("stopped by SIGTERM; files being written were left as they were")
+# Signals that end a command as SIGTERM does: one line, exit 128 + the signal's number.
+STOPPING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+REDELIVERY_SECONDS = 0.5
+
+
+class _SignalsWhileRunning:
+    """The handlers of Ctrl-C (SIGINT), SIGTERM and SIGHUP while a command runs, and what
+    makes sure that their exception stops it.
+
+    Python can lose an exception raised by a signal's handler: a C extension being imported may
+    clear it (NumPy's, registering its types with ``abc``), and one raised in a weakref
+    callback or a ``__del__`` is only printed.  The command would then run on as if no signal
+    had come.  So until it is over, a thread delivers the signal again every
+    REDELIVERY_SECONDS (time enough for the clean-up that the first exception starts), and the
+    exception of a signal that Python cannot raise is not printed."""
+
+    def __init__(self):
+        self.pending = None  # the signal whose exception is on its way out of the command
+        self.over = threading.Event()
+        self.previous_hook = sys.unraisablehook
+        self.thread = threading.Thread(target=self._redeliver, name="dnn-signals", daemon=True)
+
+    def raise_for(self, signum, frame):
+        """The signal handler: KeyboardInterrupt for SIGINT, :class:`Terminated` else."""
+        self.pending = signum
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Terminated(signum)
+
+    def _redeliver(self) -> None:
+        while not self.over.wait(REDELIVERY_SECONDS):
+            if self.pending is not None:
+                _thread.interrupt_main(self.pending)
+
+    def _unraisable(self, unraisable) -> None:
+        """``sys.unraisablehook``: a signal's exception lost where Python cannot raise it is
+        not printed (it comes again); any other goes to the hook in force before."""
+        if not isinstance(unraisable.exc_value, (KeyboardInterrupt, Terminated)):
+            self.previous_hook(unraisable)
+
+    def __enter__(self):
+        sys.unraisablehook = self._unraisable
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.pending = None  # first: no more deliveries
+        self.over.set()
+        sys.unraisablehook = self.previous_hook
+        self.thread.join()
+        return False
 
 
 @contextlib.contextmanager
-def _sigterm_raises():
-    """SIGTERM raises :class:`Terminated` in the main thread, so that writes in progress
-    clean up their temporary files (SIGKILL cannot be caught: the next write does it)."""
+def _signals_handled():
+    """While a command runs: SIGTERM and SIGHUP raise :class:`Terminated` and Ctrl-C (SIGINT)
+    raises KeyboardInterrupt in the main thread, so that writes in progress clean up their
+    temporary files (SIGKILL cannot be caught: the next write does it), until the exception
+    is out of the command (:class:`_SignalsWhileRunning`).  A signal the process was started
+    ignoring stays ignored (``nohup`` ignores SIGHUP, a background job SIGINT); the handlers in
+    force before (the console script's for a Ctrl-C while it starts) come back after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with _SignalsWhileRunning() as running:
+        previous = {signum: signal.getsignal(signum) for signum in (*STOPPING, signal.SIGINT)}
+        for signum, handler in previous.items():
+            if handler is not signal.SIG_IGN:
+                signal.signal(signum, running.raise_for)
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 def reports_errors(command):
-    """Turn our errors into click's: usage errors exit 2, SIGTERM 143, the others 1, one line
-    each."""
+    """Turn our errors into click's: usage errors exit 2, Ctrl-C 130, SIGTERM 143, SIGHUP 129,
+    the others 1, one line each."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            with _sigterm_raises(), warnings.catch_warnings():
+            with _signals_handled(), warnings.catch_warnings():
                 warnings.showwarning = _warning_line
                 return command(*args, **kwargs)
         except KeyboardInterrupt:
@@ -65,7 +131,7 @@ def reports_errors(command):
         except UsageError as error:
             raise click.UsageError(str(error)) from None
         except Terminated as error:
-            raise _exit_with(str(error), 128 + signal.SIGTERM) from None
+            raise _exit_with(str(error), 128 + error.signum) from None
         except DnnError as error:
             raise click.ClickException(str(error)) from None
         except MemoryError:
@@ -101,8 +167,22 @@ backend_option = click.option("--backend", default="cpu", show_default=True,
                               help="Where to compute: cpu, gpu, or an installed backend plugin.")
 dataset_option = click.option("--dataset", default="mnist", show_default=True,
                               help="An installed dataset plugin.")
+
+
+def _a_folder(context, parameter, value):
+    """``value``, refused unless a folder when given as ``--data-dir`` (click's own checks let
+    a device such as ``/dev/zero`` through).  ``$DNN_DATA_DIR`` is left to the dataset that
+    reads it, so that a stale setting does not stop a command that reads no folder."""
+    source = context.get_parameter_source(parameter.name)
+    problem = (folder_problem(value) if value is not None
+               and source is not click.core.ParameterSource.ENVIRONMENT else None)
+    if problem:
+        raise click.BadParameter(f"{value!r} {problem}.", context, param_hint="'--data-dir'")
+    return value
+
+
 data_dir_option = click.option(
-    "--data-dir", envvar="DNN_DATA_DIR", type=click.Path(file_okay=False, exists=True),
+    "--data-dir", envvar="DNN_DATA_DIR", type=click.Path(), callback=_a_folder,
     help="Folder holding the dataset files (else the user cache; else they are downloaded). "
          "Also $DNN_DATA_DIR.")
 

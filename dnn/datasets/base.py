@@ -9,6 +9,7 @@ Files are looked for in ``data_dir`` (or ``$DNN_DATA_DIR``), then in the user ca
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -34,7 +35,7 @@ class Dataset:
 def contract_problem(splits) -> str | None:
     """What breaks the dataset contract in ``splits``, a ``load()`` result, or None when it
     keeps it: ``(x_train, y_train), (x_test, y_test)`` of host NumPy arrays, float32 images in
-    [0, 1] of one shape, integer labels ``(N,)`` from 0."""
+    [0, 1] (so neither NaN nor infinite) of one shape, integer labels ``(N,)`` from 0."""
     if not (isinstance(splits, tuple) and len(splits) == 2):
         return "load() must return ((x_train, y_train), (x_test, y_test))"
     for split, pair in zip(("train", "test"), splits):
@@ -50,7 +51,10 @@ def contract_problem(splits) -> str | None:
         if x.ndim < 2 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
             return (f"the {split} split has images of shape {x.shape} and {y.shape[0]} labels; "
                     "it needs (N, ...) images and N > 0 labels")
-        if float(x.min()) < 0 or float(x.max()) > 1:
+        low, high = float(x.min()), float(x.max())  # NaN, where any, in both
+        if not (math.isfinite(low) and math.isfinite(high)):
+            return f"the {split} images hold NaN or infinite values"
+        if low < 0 or high > 1:
             return f"the {split} images are not in [0, 1]"
         if y.min() < 0:
             return f"the {split} labels must be >= 0"
@@ -58,6 +62,29 @@ def contract_problem(splits) -> str | None:
         return (f"the train images have shape {splits[0][0].shape[1:]} and the test images "
                 f"{splits[1][0].shape[1:]}")
     return None
+
+
+def folder_problem(path) -> str | None:
+    """Why ``path`` is not a folder ("does not exist", "is a file, not a folder", "is not a
+    folder": a device such as ``/dev/zero``), or None when it is one."""
+    if os.path.isdir(path):
+        return None
+    if not os.path.exists(path):
+        return "does not exist"
+    return "is a file, not a folder" if os.path.isfile(path) else "is not a folder"
+
+
+def _data_folder(data_dir):
+    """``data_dir``, else ``$DNN_DATA_DIR``, else None; a UsageError naming it (as
+    ``$DNN_DATA_DIR`` where it is that, as the command line passes it on) when it is not a
+    folder, rather than files looked for "in" ``/dev/zero`` or a typo, then downloaded."""
+    data_dir = data_dir or os.environ.get("DNN_DATA_DIR")
+    problem = folder_problem(data_dir) if data_dir else None
+    if problem:
+        source = ("$DNN_DATA_DIR" if str(data_dir) == os.environ.get("DNN_DATA_DIR")
+                  else "data_dir")
+        raise UsageError(f"{source} {data_dir} {problem}")
+    return data_dir
 
 
 def cache_dir() -> Path:
@@ -99,13 +126,16 @@ class IdxDataset(Dataset):
         """The train and test splits as their files hold them: ``(images, labels)``, images
         ``(N, *image_shape)`` and labels ``(N,)`` in the files' type (uint8 for MNIST),
         read-only, checked as :meth:`load` checks them."""
-        data_dir = data_dir or os.environ.get("DNN_DATA_DIR")
+        data_dir = _data_folder(data_dir)
         paths = {role: self.locate(role, data_dir) for role in ROLES}
         return self._split("train", paths), self._split("test", paths)
 
     def _split(self, split: str, paths: dict):
         count = self.sizes[split]
         images = read_idx(paths[f"{split}_images"], (count, *self.image_shape))
+        if images.dtype.kind == "f" and not np.isfinite(images).all():  # an IDX of floats
+            raise DataError(f"{paths[f'{split}_images']} holds NaN or infinite values, which "
+                            "no image has")
         labels = read_idx(paths[f"{split}_labels"], (count,))
         if labels.max(initial=0) >= self.num_classes:
             raise DataError(f"{paths[f'{split}_labels']} has labels outside 0.."

@@ -212,7 +212,7 @@ class Optimizer:
             raise OptimizerError(plugins.failure(self._origin(), "in update()",
                                                  error)) from error
         if before is not None:
-            if _left_alone(xp, params, grads, before):
+            if _left_alone(xp, params, grads, before, self.learning_rate):
                 raise OptimizerError(f"{self._origin()}: update() left every parameter as it "
                                      "was: change param in place (param -= step), not by "
                                      "assigning a new array to the name")
@@ -253,9 +253,26 @@ class Optimizer:
         return f"{type(self).__name__}({args})"
 
 
-def _left_alone(xp, params, grads, before) -> bool:
-    """True when no parameter changed although some gradient is not zero (read on the host:
-    done on the first step only)."""
-    unchanged = all(bool(xp.all(param == old)) for param, old in zip(params, before))
-    return unchanged and any(bool(xp.any(grad != 0)) for grad in grads)
+def _left_alone(xp, params, grads, before, rate) -> bool:
+    """True when no parameter changed although the step should have moved one (read on the
+    host: done on the first step only).
+
+    A step "should have moved" an element when a step of ``rate * min(1, |grad|)`` against its
+    gradient, a normal number of its dtype, changes it: SGD moves each element by
+    ``rate * |grad|``, and the optimizers that scale the gradient (RMSprop, Adam) by about
+    ``rate``, so no built-in step is smaller.  A step that by its own hyper-parameters moves
+    nothing (a rate of 0, or one so small that every such step rounds away, or a subnormal
+    that hardware may flush to zero) proves nothing, and is not taken for a rebinding."""
+    if any(not bool(xp.all(param == old)) for param, old in zip(params, before)):
+        return False
+    return any(_should_move(xp, old, grad, rate) for old, grad in zip(before, grads))
+
+
+def _should_move(xp, old, grad, rate) -> bool:
+    """Whether a step of ``rate * min(1, |grad|)`` against ``grad`` changes some element of
+    ``old`` in its dtype (steps below the dtype's smallest normal number count as none)."""
+    rate = xp.astype(xp.asarray(rate), old.dtype)
+    step = xp.minimum(xp.abs(grad) * rate, rate)
+    moved = (old - step * xp.sign(grad) != old) & (step >= xp.finfo(old.dtype).smallest_normal)
+    return bool(xp.any(moved))
 

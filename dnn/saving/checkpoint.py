@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dnn import backends, losses, metrics, optimizers, plugins
+from dnn import backends, layers, losses, metrics, optimizers, plugins
 from dnn.errors import ArgumentTypeError, CheckpointError, UsageError
-from dnn.fileio import atomic_write
+from dnn.fileio import atomic_write, write_errors_named
 from dnn.models.sequential import Sequential, check_seed, describe
 from dnn.saving.npz_reader import NpzReader
 from dnn.utils import is_int_at_least
@@ -61,7 +61,7 @@ def save(model: Sequential, path) -> None:
         raise UsageError(f"cannot save {path}: the optimizer's hyper-parameters "
                          f"{optimizer.get_config()} must be numbers, strings, booleans or None "
                          f"({error})") from None
-    with atomic_write(path) as file:
+    with atomic_write(path) as file, write_errors_named(path):  # a full disk, say
         np.savez(file, meta=np.asarray(meta_json), **arrays)
 
 
@@ -115,22 +115,29 @@ def load(path, backend=None, seed=None, *, with_optimizer=True) -> Sequential:
     anew).  ``with_optimizer=False`` leaves the optimizer out: the model can evaluate and
     predict, and loads where the optimizer's plugin is not installed.
 
-    Nothing is allocated before it is checked: the zip directory, then the metadata, then
-    every weight's header against the architecture, and only then the weights themselves."""
+    Nothing is allocated before it is checked: the zip directory against the bytes of the
+    file, then the metadata, then every weight's header against the architecture, then the
+    weights themselves, read; only then is the model made and built (at once, where its first
+    layer declares its inputs)."""
     backend = backends.resolve(backend)  # an unknown backend or a bad seed is not the file's
     check_seed(seed)
     with _open(path) as archive:
         meta = _meta(archive)
         path = archive.path
         with _damage_reported(path):
-            model = Sequential.from_config(meta["model"], backend=backend, seed=seed)
+            config = meta["model"]
+            made = _layers_of(config)
+            weights = _read_weights(archive, lambda inputs: _param_shapes(made, inputs),
+                                    made[0].input_dim if made else None,
+                                    describe(_architecture(config, made)))
+            model = _model(config, made, backend=backend, seed=seed)
             spec = meta["optimizer"] if with_optimizer else None
             if meta["loss"] is not None:
                 model.compile(optimizer=None if spec is None else _optimizer(path, spec),
                               loss=losses.get(meta["loss"], **meta.get("loss_options", {})),
                               metrics=_metrics(meta.get("metrics", [])),
                               weighted_metrics=_metrics(meta.get("weighted_metrics", [])))
-            _restore(archive, model, meta, spec is not None)
+            _restore(archive, model, meta, spec is not None, weights)
             _restore_progress(path, model, meta, seed)
     return model
 
@@ -143,15 +150,18 @@ def load_into(model: Sequential, path) -> None:
         meta = _meta(archive)
         path = archive.path
         with _damage_reported(path):
-            saved = Sequential.from_config(meta["model"]).get_config()
-            if saved["layers"] != model.get_config()["layers"]:
+            saved = _architecture(meta["model"], _layers_of(meta["model"]))
+            ours = model.get_config()
+            if saved["layers"] != ours["layers"]:
                 raise CheckpointError(f"{path} holds a model {describe(saved)}; this model is "
-                                      f"{describe(model.get_config())}")
+                                      f"{describe(ours)}")
+            weights = _read_weights(archive, model.param_shapes, model.input_dim,
+                                    describe(ours))
             spec = meta["optimizer"]
             same_optimizer = (spec is not None and model.optimizer is not None
                               and spec["name"] == plugins.name_of("optimizer",
                                                                   type(model.optimizer)))
-            _restore(archive, model, meta, same_optimizer)
+            _restore(archive, model, meta, same_optimizer, weights)
             if same_optimizer:
                 _restore_progress(path, model, meta, seed=None)
 
@@ -175,13 +185,53 @@ class _damage_reported:
         return False
 
 
-def _restore(archive: NpzReader, model: Sequential, meta: dict, with_optimizer: bool) -> None:
-    """The weights into ``model`` (built first if need be), and the optimizer's state when
-    ``with_optimizer``."""
-    shapes = _weight_shapes(archive, model)
+def _layers_of(config: dict) -> list:
+    """The layers of the architecture ``config`` (:meth:`Sequential.get_config`'s dict), made
+    but in no model yet, so that nothing is built before the file is checked against them."""
+    return [layers.from_config(layer) for layer in config["layers"]]
+
+
+def _architecture(config: dict, made: list) -> dict:
+    """``config`` as the model's ``get_config()`` would give it, from its layers ``made``
+    (for :func:`describe`)."""
+    return {"dtype": str(config.get("dtype", "float32")),
+            "layers": [layer.get_config() for layer in made]}
+
+
+def _param_shapes(made: list, inputs: int) -> list:
+    """The shape of every parameter of the layers ``made`` on ``inputs`` features, in
+    :meth:`Sequential.get_weights` order, as a model of them builds them."""
+    shapes = []
+    for layer in made:
+        found, inputs = layer.param_shapes(inputs)
+        shapes += found
+    return shapes
+
+
+def _model(config: dict, made: list, **kwargs) -> Sequential:
+    """The model of ``config`` holding the layers ``made``, as :meth:`Sequential.from_config`
+    would make it with layers of its own; built at once where its first layer declares its
+    inputs.  ``kwargs`` go to :class:`Sequential`."""
+    name = {"name": config["name"]} if "name" in config else {}
+    return Sequential(made, dtype=config.get("dtype", "float32"), **name, **kwargs)
+
+
+def _read_weights(archive: NpzReader, param_shapes, declared, architecture: str) -> list:
+    """Every weight in the file, read: their shapes are ``param_shapes(inputs)`` for the
+    ``declared`` inputs of the ``architecture`` (its description), or else for those of the
+    first weight; each header must agree before any data is read.  What a model then
+    allocates is bounded by the bytes the file really holds, not by what it claims."""
+    shapes = _weight_shapes(archive, param_shapes, declared, architecture)
+    return [_weight(archive, index, shape) for index, shape in enumerate(shapes)]
+
+
+def _restore(archive: NpzReader, model: Sequential, meta: dict, with_optimizer: bool,
+             weights: list) -> None:
+    """``weights`` (read by :func:`_read_weights`) into ``model``, built first if need be,
+    and the optimizer's state when ``with_optimizer``."""
     if not model.built:
-        model.build(shapes[0][0])
-    model.set_weights([_weight(archive, index, shape) for index, shape in enumerate(shapes)])
+        model.build(weights[0].shape[0])
+    model.set_weights(weights)
     if with_optimizer:
         _restore_state(archive, model, meta["optimizer"]["iterations"])
 
@@ -190,16 +240,16 @@ def _metrics(serialized: list) -> list:
     return [metrics.deserialize(item) for item in serialized]
 
 
-def _weight_shapes(archive: NpzReader, model: Sequential) -> list:
-    """The shape of every weight, from the architecture and the first weight's input size;
-    each weight's header must agree before anything is allocated."""
+def _weight_shapes(archive: NpzReader, param_shapes, declared, architecture: str) -> list:
+    """The shape of every weight, ``param_shapes(inputs)`` for the ``declared`` inputs or
+    else the first weight's; each weight's header must agree before anything is allocated."""
     path = archive.path
     count = sum(name.startswith("weight_") for name in archive.names)
     first = archive.header("weight_0")[0] if "weight_0" in archive.names else ()
     if len(first) != 2:
         raise CheckpointError(f"{path} is damaged: its first weight has shape {first}, not "
                               "(inputs, units)")
-    shapes = model.param_shapes(first[0])
+    shapes = param_shapes(first[0] if declared is None else declared)
     if count != len(shapes) or any(f"weight_{i}" not in archive.names for i in range(count)):
         raise CheckpointError(f"{path} is damaged: it holds {count} weights; its "
                               f"architecture has {len(shapes)}")
@@ -207,7 +257,7 @@ def _weight_shapes(archive: NpzReader, model: Sequential) -> list:
         found, dtype = archive.header(f"weight_{index}")
         if found != shape:
             raise CheckpointError(f"{path} is damaged: weight {index} has shape {found}; its "
-                                  f"architecture {describe(model.get_config())} needs {shape}")
+                                  f"architecture {architecture} needs {shape}")
         if dtype.kind not in "biuf":
             raise CheckpointError(f"{path} is damaged: weight {index} must be real numbers, "
                                   f"not {dtype}")
