@@ -9,7 +9,9 @@ arguments (epochs and batches counted from 0), one module per callback as Keras 
 - :class:`EarlyStopping`, :class:`ModelCheckpoint`, :class:`BackupAndRestore`,
   :class:`CSVLogger`, :class:`TerminateOnNaN`, :class:`LambdaCallback`;
 - the learning-rate callbacks :class:`LearningRateScheduler` and :class:`ReduceLROnPlateau`;
-- :class:`EvaluateEachEpoch`, the command line's test figures after every epoch.
+- :class:`EvaluateEachEpoch`, the command line's test figures after every epoch;
+- :class:`TensorBoard`, event files for ``tensorboard --logdir`` (needs the extra
+  ``dnn-framework[tensorboard]``).
 
 A batch's ``logs`` (:class:`BatchLogs`) hold the epoch's running mean loss (and accuracy);
 they are read from the device only when looked at, so a callback that ignores them costs no
@@ -29,9 +31,10 @@ from dnn.callbacks.learning_rate_scheduler import LearningRateScheduler
 from dnn.callbacks.model_checkpoint import ModelCheckpoint
 from dnn.callbacks.progbar_logger import EpochLines, ProgbarLogger, ProgressBar, figures
 from dnn.callbacks.reduce_lr_on_plateau import ReduceLROnPlateau
+from dnn.callbacks.tensorboard import TensorBoard
 from dnn.callbacks.terminate_on_nan import TerminateOnNaN
 
 __all__ = ["Callback", "CallbackList", "History", "ProgbarLogger", "EarlyStopping",
            "ModelCheckpoint", "BackupAndRestore", "CSVLogger", "TerminateOnNaN",
            "LambdaCallback", "LearningRateScheduler", "ReduceLROnPlateau", "EvaluateEachEpoch",
-           "EpochLines", "ProgressBar", "BatchLogs", "figures"]
+           "TensorBoard", "EpochLines", "ProgressBar", "BatchLogs", "figures"]

@@ -19,7 +19,7 @@ import warnings
 import click
 
 from dnn import backends, datasets, history_file, optimizers, plugins
-from dnn.callbacks import EvaluateEachEpoch, ModelCheckpoint
+from dnn.callbacks import EvaluateEachEpoch, ModelCheckpoint, TensorBoard
 from dnn.cli.architecture import check_architecture, check_fits, dense_classifier
 from dnn.datasets.base import folder_problem
 from dnn.errors import CheckpointError, DataError, DnnError, UsageError
@@ -284,13 +284,19 @@ def _check_distinct_files(paths: dict) -> None:
                    "--hidden or --dtype, if given, must match it).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Plot loss and accuracy per epoch to this PNG (needs matplotlib).")
+@click.option("--tensorboard", "tensorboard_dir", type=click.Path(file_okay=False),
+              help="Write TensorBoard event files to this folder after every epoch: loss, "
+                   "accuracy and learning rate, weight and gradient histograms, gradient "
+                   "norms and update/weight ratios; watch them with tensorboard --logdir DIR "
+                   "(needs the tensorboard package).")
 @click.option("--validation-split", type=click.FloatRange(0, 1, max_open=True), default=0.0,
               help="Keep this share of the training data (its last samples) for validation; "
                    "its figures are val_loss and val_accuracy.")
 @click.option("--quiet", is_flag=True, help="Print only the final test result.")
 @reports_errors
 def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden, seed, dtype,
-          data_dir, history_path, save_path, resume_path, plot_path, validation_split, quiet):
+          data_dir, history_path, save_path, resume_path, plot_path, tensorboard_dir,
+          validation_split, quiet):
     """Train a dense network (hidden relu layers, softmax output) on a dataset."""
     outputs = {"--save": save_path, "--history": history_path, "--plot": plot_path}
     _check_distinct_files({"--resume": resume_path, **outputs})
@@ -303,6 +309,8 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
         from dnn import plotting
 
         plotting.require_matplotlib()
+    board = (TensorBoard(tensorboard_dir, histogram_freq=1, gradient_freq=1)
+             if tensorboard_dir else None)  # no package, or no folder to write: refused now
     device = backends.get_backend(backend)
     new_optimizer = None if resume_path else _optimizer_from_options(optimizer, lr, opt_pairs)
     (x_train, y_train), (x_test, y_test), classes = _load_data(dataset, data_dir)
@@ -342,6 +350,8 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
             else []
         history_writer = HistoryFile(history_path, backend, optimizer_name, dataset, earlier)
         callbacks.append(history_writer)
+    if board is not None:  # after EvaluateEachEpoch: its test_ figures are the test run
+        callbacks.append(board)
     history = model.fit(x_train, y_train, epochs=model.epochs_done + epochs,
                         initial_epoch=model.epochs_done, batch_size=batch_size,
                         validation_split=validation_split, callbacks=callbacks,
