@@ -808,3 +808,10 @@ def test_a_stale_dnn_data_dir_stops_no_command_that_reads_no_folder(tiny, tmp_pa
     it: the fake ones (and `dnn check` without --dataset) read none."""
     result = run(*command, DNN_DATA_DIR=str(tmp_path / "gone"))
     assert result.exit_code == 0, result.output
+
+
+def test_train_help_says_what_epochs_counts_and_gives_examples():
+    text = run("train", "--help").output
+    assert "with --resume, this many more after those the checkpoint has trained" in \
+        " ".join(text.split())
+    assert "Examples:" in text and "dnn train --resume model.npz --epochs 2" in text

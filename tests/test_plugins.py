@@ -290,8 +290,10 @@ def test_a_plugin_calling_sys_exit_is_a_failure_like_any_other(install_fake_plug
                         {"fake_stops": EXITING_UPDATE})
     listed = CliRunner().invoke(main, ["plugins"])
     assert listed.exit_code == 0, listed.output
-    assert ("optimizer quits           fake-quits 0.1  broken: optimizer 'quits' from fake-quits "
-            "0.1 failed to load: SystemExit: 3") in listed.output
+    line = next(line for line in listed.output.splitlines() if " quits " in line)
+    assert line.split()[:4] == ["optimizer", "quits", "fake-quits", "0.1"]
+    assert line.endswith("broken: optimizer 'quits' from fake-quits 0.1 failed to load: "
+                         "SystemExit: 3")
     trained = CliRunner().invoke(main, ["train", "--dataset", "tiny", "--optimizer", "stops"])
     assert trained.exit_code == 1
     assert trained.output == ("Epoch 1/5\nError: optimizer 'stops' from fake-stops 0.2 failed "
@@ -306,3 +308,27 @@ def test_what_a_plugin_prints_at_import_stays_out_of_the_json(install_fake_plugi
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert rows["chatty"]["status"] == "available"
     assert "hello from chatty" in result.stderr
+
+
+def test_check_optimizer_checks_that_plugin_alone(install_fake_plugin):
+    install_fake_plugin("fake-halver", "2.1", {"dnn.optimizers": {"halver": "fake_halver:Halver"}},
+                        {"fake_halver": GOOD_OPTIMIZER})
+    result = CliRunner().invoke(main, ["check", "--backend", "cpu", "--optimizer", "halver"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["optimizer halver         cpu          pass"]
+    unknown = CliRunner().invoke(main, ["check", "--optimizer", "nope"])
+    assert unknown.exit_code == 2 and "unknown optimizer 'nope'" in unknown.output
+
+
+def test_plugin_columns_stay_aligned_with_long_names(install_fake_plugin):
+    long_name = "a_very_long_optimizer_plugin_name"
+    install_fake_plugin("fake-long-distribution-name", "10.2.3",
+                        {"dnn.optimizers": {long_name: "fake_long:Halver"}},
+                        {"fake_long": GOOD_OPTIMIZER})
+    lines = CliRunner().invoke(main, ["plugins"]).output.splitlines()
+    statuses = {line.index(" available") if " available" in line else
+                line.index(" unavailable") for line in lines}
+    assert len(statuses) == 1, lines  # every status starts in the same column
+    checked = CliRunner().invoke(main, ["check", "--backend", "cpu", "--optimizer", long_name])
+    assert checked.output.split()[:4] == ["optimizer", long_name, "cpu", "pass"]
+    assert checked.output.index("cpu") > len("optimizer ") + len(long_name)

@@ -264,7 +264,10 @@ def _check_distinct_files(paths: dict) -> None:
               help="Learning rate (passed as learning_rate; default: the optimizer's).")
 @click.option("--opt", "opt_pairs", multiple=True, metavar="KEY=VALUE",
               help="An optimizer hyper-parameter, e.g. --opt momentum=0.9 (repeatable).")
-@click.option("--epochs", type=click.IntRange(min=0), default=5, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Epochs to train in this run (passes over the training data); with "
+                   "--resume, this many more after those the checkpoint has trained. 0 "
+                   "evaluates the model as it is.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--hidden", type=click.IntRange(min=1), multiple=True, default=(512,),
               show_default=True, help="Units of a relu hidden layer (repeat for more layers).")
@@ -297,7 +300,16 @@ def _check_distinct_files(paths: dict) -> None:
 def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden, seed, dtype,
           data_dir, history_path, save_path, resume_path, plot_path, tensorboard_dir,
           validation_split, quiet):
-    """Train a dense network (hidden relu layers, softmax output) on a dataset."""
+    """Train a dense network (hidden relu layers, softmax output) on a dataset.
+
+    \b
+    Examples:
+      dnn train                                    # MNIST, 784-512-10, rmsprop, 5 epochs
+      dnn train --optimizer adam --lr 0.0005 --hidden 256 --hidden 128
+      dnn train --epochs 3 --save model.npz --history history.json --plot history.png
+      dnn train --resume model.npz --epochs 2      # two more epochs from where it stopped
+      dnn train --backend gpu --tensorboard logs   # then: tensorboard --logdir logs
+    """
     outputs = {"--save": save_path, "--history": history_path, "--plot": plot_path}
     _check_distinct_files({"--resume": resume_path, **outputs})
     for option, path in outputs.items():
@@ -424,18 +436,27 @@ def list_plugins(as_json):
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    name_width = max(15, *(len(row["name"]) + 1 for row in rows))
+    source_width = max(len(f"{row['distribution']} {row['version']}") for row in rows)
     for row in rows:
         detail = f": {row['detail']}" if row["detail"] else ""
-        click.echo(f"{row['kind']:<9} {row['name']:<15} {row['distribution']} {row['version']}"
-                   f"  {row['status']}{detail}")
+        source = f"{row['distribution']} {row['version']}"
+        click.echo(f"{row['kind']:<9} {row['name']:<{name_width}} {source:<{source_width}}  "
+                   f"{row['status']}{detail}")
 
 
-def _optimizer_checks(only_backends):
-    """``(name, where, status, detail)`` for every optimizer plugin on every backend (or on
-    ``only_backends``), trained against the cpu backend."""
+def _name_width(least: int) -> int:
+    """The width of the name column: ``least``, or the longest plugin name's."""
+    return max(least, *(len(name) for kind in ("backend", "optimizer", "dataset")
+                        for name in plugins.names(kind)))
+
+
+def _optimizer_checks(only_backends, names=()):
+    """``(name, where, status, detail)`` for every optimizer plugin (or those ``names``) on
+    every backend (or on ``only_backends``), trained against the cpu backend."""
     from dnn import testing
 
-    for name in plugins.names("optimizer"):
+    for name in names or plugins.names("optimizer"):
         try:
             results = testing.optimizer_results(plugins.load("optimizer", name),
                                                 only_backends or None)
@@ -464,10 +485,11 @@ def _backend_checks(only_backends):
             yield name, "against cpu", result.status, result.detail
 
 
-def _dataset_checks(dataset_names, data_dir):
-    """``(name, where, status, detail)`` for every dataset plugin: the data of those in
-    ``dataset_names`` loaded and held to the contract, the class of the others."""
-    for name in plugins.names("dataset"):
+def _dataset_checks(dataset_names, data_dir, only_named: bool = False):
+    """``(name, where, status, detail)`` for every dataset plugin (or, ``only_named``, those
+    in ``dataset_names``): the data of those in ``dataset_names`` loaded and held to the
+    contract, the class of the others."""
+    for name in dataset_names if only_named else plugins.names("dataset"):
         load = name in dataset_names
         where = "its data" if load else "its class"
         try:
@@ -489,9 +511,12 @@ def _dataset_checks(dataset_names, data_dir):
 @click.option("--dataset", "dataset_names", multiple=True,
               help="Also load this dataset plugin's data and hold it to the dataset contract "
                    "(repeatable; it may download the files).")
+@click.option("--optimizer", "optimizer_names", multiple=True,
+              help="Check this optimizer plugin only (repeatable); the backend and dataset "
+                   "checks are then left out, but for the data of --dataset.")
 @data_dir_option
 @reports_errors
-def check(only_backends, dataset_names, data_dir):
+def check(only_backends, dataset_names, optimizer_names, data_dir):
     """Run the conformance kit on the installed plugins: every optimizer on every backend
     against cpu, every backend's kernels and training against cpu, every dataset's class (and
     the data of those named with --dataset)."""
@@ -499,13 +524,19 @@ def check(only_backends, dataset_names, data_dir):
         backends.get_backend(name)
     for name in dataset_names:
         plugins.find("dataset", name)
+    for name in optimizer_names:
+        plugins.find("optimizer", name)
+    checks = [("optimizer", _optimizer_checks(only_backends, optimizer_names))]
+    if not optimizer_names:
+        checks.append(("backend", _backend_checks(only_backends)))
+    if not optimizer_names or dataset_names:
+        checks.append(("dataset", _dataset_checks(dataset_names, data_dir, optimizer_names)))
+    width = _name_width(14)
     failed = False
-    for kind, checks in (("optimizer", _optimizer_checks(only_backends)),
-                         ("backend", _backend_checks(only_backends)),
-                         ("dataset", _dataset_checks(dataset_names, data_dir))):
-        for name, where, status, detail in checks:
+    for kind, rows in checks:
+        for name, where, status, detail in rows:
             failed |= status == "fail"
             detail = f": {detail}" if detail else ""
-            click.echo(f"{kind:<9} {name:<14} {where:<12} {status}{detail}")
+            click.echo(f"{kind:<9} {name:<{width}} {where:<12} {status}{detail}")
     if failed:
         raise click.ClickException("some plugins failed their conformance checks")
