@@ -296,6 +296,12 @@ sys.exit(code)
 """
 
 
+def _as_in_a_terminal() -> None:
+    """SIGHUP at its default, as a terminal's processes have it, even when this script runs
+    under nohup (whose ignored SIGHUP every child would inherit)."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def run(command, site: Path, check=False, signal_after=None, cwd=None,
         signal_number=signal.SIGTERM, env=None):
     """``(status, output, peak RSS in bytes)`` of ``command`` in a fresh process, with
@@ -307,7 +313,7 @@ def run(command, site: Path, check=False, signal_after=None, cwd=None,
     process = subprocess.Popen([sys.executable, "-I", "-S", "-c", MEASURED, str(writing),
                                 *command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                env=environment, cwd=cwd, pass_fds=(writing,),
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=_as_in_a_terminal)
     os.close(writing)
     watchdog = threading.Timer(TIMEOUT_SECONDS, os.killpg, (process.pid, signal.SIGKILL))
     watchdog.start()
