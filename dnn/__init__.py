@@ -15,7 +15,8 @@ try:
 except _metadata.PackageNotFoundError:  # a source tree that was never installed
     __version__ = "unknown"
 
-_SUBMODULES = ("backends", "callbacks", "datasets", "errors", "layers", "losses", "metrics",
+_SUBMODULES = ("backends", "callbacks", "datasets", "distributed", "errors", "layers", "losses",
+               "metrics",
                "models", "optimizers", "regularizers", "saving", "testing", "trainers", "utils")
 _NAMES = {"Sequential": "dnn.models", "load_model": "dnn.models", "Input": "dnn.layers",
           "use_backend": "dnn.backends", "get_backend": "dnn.backends",

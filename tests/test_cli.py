@@ -649,7 +649,8 @@ def _epoch_started(process) -> list:
 def test_sighup_stops_training_as_sigterm_does_in_one_line_with_exit_129(site, tmp_path):
     """The terminal went away: one line, what was kept, 128 + 1; never a bare death."""
     process = _started(site, ["train", "--dataset", "tiny", "--hidden", "512", "--epochs",
-                              "100000", "--save", str(tmp_path / "m.npz")])
+                              "100000", "--save", str(tmp_path / "m.npz")],
+                       preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))  # nohup
     _epoch_started(process)
     process.send_signal(signal.SIGHUP)
     output = process.communicate(timeout=60)[0]

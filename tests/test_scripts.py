@@ -18,12 +18,13 @@ import pytest
 
 from dnn.backends.gpu import GpuBackend
 from tests.cuda_harness import HostCudaBackend
+from tests.test_distributed import needs_mpi
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
 TESTED_ELSEWHERE = {"hostile.py"}
-TESTED_HERE = {"bench.py", "bench_gpu.py", "bench_revisions.py", "profile_step.py", "gpu-check",
-               "gpu-wheels"}
+TESTED_HERE = {"bench.py", "bench_distributed.py", "bench_gpu.py", "bench_revisions.py",
+               "profile_step.py", "gpu-check", "gpu-wheels"}
 # A quick run checks that a script works, not how fast: one BLAS thread, since two on a
 # 2-core machine that is busy with something else can take thirty times as long.
 ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -144,6 +145,21 @@ def test_bench_gpu_runs_on_the_standin(data_dir, tmp_path):
     assert {"dnn graph one-hot", "dnn graph integer", "dnn eager one-hot"} <= set(runs)
     assert all(0 < run["test_accuracy"] <= 1 and len(run["epochs_s"]) == 2
                for run in runs.values())
+
+
+@needs_mpi
+def test_bench_distributed_times_one_and_two_ranks_and_models_more(data_dir, tmp_path):
+    result = run_script("bench_distributed.py", "--quick", "--data-dir", data_dir, "--json",
+                        tmp_path / "distributed.json", timeout=120)
+    assert_ran(result)
+    record = json.loads((tmp_path / "distributed.json").read_text())
+    assert [run["ranks"] for run in record["runs"]][:2] == [1, 2] and record["quick"] is True
+    assert all(run[network]["step_s"] > 0 for run in record["runs"]
+               for network in ("seed", "wide"))
+    assert record["runs"][1]["wide"]["parameters"] == 784 * 5120 + 5120 + 5120 * 10 + 10
+    assert set(record["model"]["ranks"]) == {"8", "64", "512"}
+    shares = figures(r"^\s+512 ranks: seed all-reduce \S+ ms = (\d+)% of a step", result.stdout)
+    assert 0 <= shares[0] <= 100
 
 
 @without_a_gpu

@@ -1,7 +1,9 @@
 """The ``dnn`` command line: train, evaluate, plugins, check.
 
 Exit status: 0 on success, 2 on a usage error (unknown name, bad number), 1 on a runtime error,
-each reported as one ``Error: ...`` line, never a traceback.
+each reported as one ``Error: ...`` line, never a traceback.  Under a launcher of several
+processes (``mpiexec -n N dnn train``, :mod:`dnn.distributed`) rank 0 alone prints and writes
+files, and an error on any rank ends the whole job with its exit status.
 """
 
 from __future__ import annotations
@@ -12,16 +14,18 @@ import functools
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import warnings
 
 import click
 
-from dnn import backends, datasets, history_file, optimizers, plugins
+from dnn import backends, datasets, distributed, history_file, optimizers, plugins
 from dnn.callbacks import EvaluateEachEpoch, ModelCheckpoint, TensorBoard
 from dnn.cli.architecture import check_architecture, check_fits, dense_classifier
 from dnn.datasets.base import folder_problem
+from dnn.distributed.launcher import workers_command
 from dnn.errors import CheckpointError, DataError, DnnError, UsageError
 from dnn.fileio import check_writable
 from dnn.history_file import HistoryFile
@@ -144,9 +148,39 @@ def reports_errors(command):
     return wrapper
 
 
+def ends_the_whole_job(command):
+    """Under a launcher of several processes: join them before the command runs, and end
+    every rank with the exit status of an error that ends one, reported once (rank 0's
+    plainly, another's naming its rank: :meth:`dnn.distributed.Communicator.end_job`); MPI
+    would otherwise wait for ever for the rank that left.  A plain run passes through."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        if distributed.launched_size() == 1:
+            return command(*args, **kwargs)
+        try:
+            ranks = distributed.communicator()
+        except DnnError as error:  # no mpi4py: on every rank alike, before any collective
+            raise click.ClickException(str(error)) from None
+        try:
+            return command(*args, **kwargs)
+        except click.ClickException as error:
+            ranks.end_job(functools.partial(_show, error), error.exit_code)
+
+    return wrapper
+
+
+def _show(error: click.ClickException, prefix: str) -> None:
+    """Print ``error`` as click does, its message after ``prefix``."""
+    error.message = f"{prefix}{error.message}"
+    error.show()
+
+
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
-    """A warning (a refused plugin, a step run without its graph) as one ``Warning:`` line."""
-    click.echo(f"Warning: {message}", err=True)
+    """A warning (a refused plugin, a step run without its graph) as one ``Warning:`` line,
+    printed by rank 0 alone under a launcher (every rank's step decides alike)."""
+    if distributed.communicator().rank == 0:
+        click.echo(f"Warning: {message}", err=True)
 
 
 def _kept(save_path) -> str:
@@ -243,6 +277,30 @@ def _optimizer_from_options(name: str, lr, opt_pairs):
     return optimizers.get(name, **hyperparameters)
 
 
+def _run_on_workers(workers: int):
+    """Run this command again, without ``--workers``, on ``workers`` processes of this
+    machine under mpiexec, and exit with the job's status."""
+    if distributed.launched_size() > 1:
+        raise UsageError("--workers starts mpiexec itself: leave it out under a launcher")
+    arguments, skip = [], False
+    for argument in sys.argv[1:]:
+        if not skip and argument != "--workers" and not argument.startswith("--workers="):
+            arguments.append(argument)
+        skip = argument == "--workers"
+    click.get_current_context().exit(subprocess.call(workers_command(workers, arguments)))
+
+
+def _same_on_every_rank(ranks, x_train, x_test, classes) -> None:
+    """Refuse ranks started with other arguments (``--data-dir`` aside: each machine may keep
+    its data elsewhere) or whose data differ in shape (``fit`` compares the rest: dnn's
+    version, the backend, the model)."""
+    context = click.get_current_context()
+    ranks.require_same({**{param.opts[0]: context.params[param.name]
+                           for param in context.command.params if param.name != "data_dir"},
+                        "the training data's shape": x_train.shape,
+                        "the test data's shape": x_test.shape, "the classes": classes})
+
+
 def _check_distinct_files(paths: dict) -> None:
     """Refuse two options (``paths``: option -> path or None) that name one file, since the
     later write would replace the earlier; ``--save`` may name the ``--resume`` file."""
@@ -296,10 +354,14 @@ def _check_distinct_files(paths: dict) -> None:
               help="Keep this share of the training data (its last samples) for validation; "
                    "its figures are val_loss and val_accuracy.")
 @click.option("--quiet", is_flag=True, help="Print only the final test result.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Train data-parallel on this many processes of this machine: runs the "
+                   "command under mpiexec (needs dnn-framework[mpi]; docs/distributed.md).")
+@ends_the_whole_job
 @reports_errors
 def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden, seed, dtype,
           data_dir, history_path, save_path, resume_path, plot_path, tensorboard_dir,
-          validation_split, quiet):
+          validation_split, quiet, workers):
     """Train a dense network (hidden relu layers, softmax output) on a dataset.
 
     \b
@@ -309,7 +371,13 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
       dnn train --epochs 3 --save model.npz --history history.json --plot history.png
       dnn train --resume model.npz --epochs 2      # two more epochs from where it stopped
       dnn train --backend gpu --tensorboard logs   # then: tensorboard --logdir logs
+      dnn train --workers 2                        # data-parallel on 2 processes
     """
+    if workers is not None:
+        _run_on_workers(workers)
+    ranks = distributed.communicator()
+    if ranks.rank > 0:  # rank 0 alone writes files
+        history_path = save_path = plot_path = tensorboard_dir = None
     outputs = {"--save": save_path, "--history": history_path, "--plot": plot_path}
     _check_distinct_files({"--resume": resume_path, **outputs})
     for option, path in outputs.items():
@@ -324,8 +392,11 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
     board = (TensorBoard(tensorboard_dir, histogram_freq=1, gradient_freq=1)
              if tensorboard_dir else None)  # no package, or no folder to write: refused now
     device = backends.get_backend(backend)
+    if backend == "gpu" and ranks.size > 1:
+        distributed.use_local_gpu()
     new_optimizer = None if resume_path else _optimizer_from_options(optimizer, lr, opt_pairs)
     (x_train, y_train), (x_test, y_test), classes = _load_data(dataset, data_dir)
+    _same_on_every_rank(ranks, x_train, x_test, classes)
     if resume_path:  # the shuffle goes on where it stopped, unless --seed asks otherwise
         model = checkpoint.load(resume_path, backend=device,
                                 seed=seed if _given("seed") else None)
@@ -376,7 +447,8 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
             history_writer.write(test_results)
     else:  # the last epoch's test figures, already recorded: the weights have not changed
         test_results = [history.history["test_loss"][-1], history.history["test_accuracy"][-1]]
-    click.echo(f"test: loss {test_results[0]:.4f} accuracy {test_results[1]:.4f}")
+    if ranks.rank == 0:
+        click.echo(f"test: loss {test_results[0]:.4f} accuracy {test_results[1]:.4f}")
     if plot_path:
         plotting.plot_history(history.history, plot_path,
                               f"{dataset}: {describe(model.get_config())}, "
@@ -388,6 +460,7 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
 @backend_option
 @dataset_option
 @data_dir_option
+@ends_the_whole_job
 @reports_errors
 def evaluate(model_path, backend, dataset, data_dir):
     """Print the test loss and accuracy of a saved model."""
@@ -397,7 +470,8 @@ def evaluate(model_path, backend, dataset, data_dir):
     check_fits(model, model_path, dataset, x_test, classes)
     _with_accuracy(model)
     loss, accuracy = model.evaluate(x_test, _targets(model, labels, classes), verbose=0)
-    click.echo(f"test: loss {loss:.4f} accuracy {accuracy:.4f}")
+    if distributed.communicator().rank == 0:
+        click.echo(f"test: loss {loss:.4f} accuracy {accuracy:.4f}")
 
 
 # For each kind but backends (whose availability is asked): the class its plugins must be.

@@ -13,6 +13,12 @@ Two kinds of data, one interface (:meth:`epoch` yields :class:`Batch` es):
 With ``steps_per_epoch`` an epoch is that many batches, and the next epoch goes on where it
 stopped (a new pass starts when one is used up), as in Keras; a source that runs out first ends
 the epoch early with a warning, and one that yields nothing ends training.
+
+Data-parallel (:mod:`dnn.distributed`): every rank holds the same data and makes the same
+global batches (the same permutation: the ranks' generators start alike), and a
+:class:`Batch` is the contiguous share of its rank (``shard``, ``(rank, size)``) of the global
+batch's ``total`` rows (:func:`dnn.distributed.share`).  A source of batches must give every
+rank the same batches.
 """
 
 from __future__ import annotations
@@ -24,17 +30,22 @@ from typing import NamedTuple
 
 import numpy as np
 
+from dnn import distributed
 from dnn.errors import UsageError
 from dnn.trainers.data import DeviceData
 
+SINGLE = (0, 1)  # the shard of a single process: all of every batch
+
 
 class Batch(NamedTuple):
-    """The rows of one batch: ``indices`` ``(rows,)`` (device int64) into ``data``, or None
-    when ``data`` is the batch itself."""
+    """This rank's rows of one batch: ``indices`` ``(rows,)`` (device int64) into ``data``, or
+    None when ``data`` is those rows themselves; ``total`` is the rows of the whole batch, over
+    every rank (``rows`` in a single process)."""
 
     data: DeviceData
     indices: object
     rows: int
+    total: int
 
 
 class RanOutOfData(UserWarning):
@@ -73,12 +84,15 @@ def check_steps(steps, name: str) -> int | None:
 
 class ArrayBatches:
     """Batches of ``batch_size`` rows of ``data`` (a :class:`DeviceData`), shuffled anew each
-    pass with ``rng`` when ``shuffle``."""
+    pass with ``rng`` when ``shuffle``; each :class:`Batch` holds the share of ``shard``
+    (``(rank, size)``)."""
 
     def __init__(self, data: DeviceData, batch_size: int, backend, rng=None,
-                 shuffle: bool = False, steps_per_epoch: int | None = None):
+                 shuffle: bool = False, steps_per_epoch: int | None = None,
+                 shard: tuple[int, int] = SINGLE):
         self.data, self.batch_size, self.backend = data, batch_size, backend
         self.rng, self.shuffle, self.steps_per_epoch = rng, shuffle, steps_per_epoch
+        self.shard = shard
         self.num_batches = math.ceil(data.count / batch_size)
         self.ran_out = False  # arrays never run out
         self._order = None  # the pass under way (device indices), and where it stands
@@ -97,7 +111,9 @@ class ArrayBatches:
                 self._new_pass()
             start = self._next
             stop = self._next = min(start + self.batch_size, self.data.count)
-            yield Batch(self.data, self._order[start:stop], stop - start)
+            first, last = distributed.share(stop - start, *self.shard)
+            yield Batch(self.data, self._order[start + first:start + last], last - first,
+                        stop - start)
         if not self.steps_per_epoch:  # each epoch is one pass
             self._order = None
 
@@ -106,8 +122,9 @@ class ArrayBatches:
         ``validation_split``) in batches of ``batch_size``."""
         kept, held_out = self.data.split(share)
         return (ArrayBatches(kept, self.batch_size, self.backend, self.rng, self.shuffle,
-                             self.steps_per_epoch),
-                ArrayBatches(held_out, batch_size, self.backend, steps_per_epoch=steps))
+                             self.steps_per_epoch, self.shard),
+                ArrayBatches(held_out, batch_size, self.backend, steps_per_epoch=steps,
+                             shard=self.shard))
 
     def _new_pass(self) -> None:
         count = self.data.count
@@ -117,16 +134,17 @@ class ArrayBatches:
 
 class StreamBatches:
     """Batches from ``source`` (see the module docstring), each checked with ``model`` and
-    moved to its backend (``class_weight`` weighs each batch's samples); ``prefix`` names them in errors (``"validation "``); without
-    ``with_targets`` (``predict``) a batch may be ``x`` alone."""
+    moved to its backend (``class_weight`` weighs each batch's samples); ``prefix`` names them
+    in errors (``"validation "``); without ``with_targets`` (``predict``) a batch may be ``x``
+    alone.  Each :class:`Batch` holds the rows of ``shard`` (``(rank, size)``)."""
 
     def __init__(self, model, source, steps_per_epoch: int | None = None, rng=None,
                  shuffle: bool = False, prefix: str = "", with_targets: bool = True,
-                 class_weight=None):
+                 class_weight=None, shard: tuple[int, int] = SINGLE):
         self.model, self.source, self.steps_per_epoch = model, source, steps_per_epoch
         self.class_weight = class_weight
         self.rng, self.shuffle, self.prefix = rng, shuffle, prefix
-        self.with_targets = with_targets
+        self.with_targets, self.shard = with_targets, shard
         self._indexed = _is_pydataset(source)
         self.num_batches = len(source) if self._indexed else None
         self.ran_out = False  # a new pass yielded nothing: training ends
@@ -157,7 +175,11 @@ class StreamBatches:
                 continue
             fresh = False
             data = self._checked(host_batch, seen)
-            yield Batch(data, None, data.count)
+            if self.shard == SINGLE:
+                yield Batch(data, None, data.count, data.count)
+            else:
+                first, last = distributed.share(data.count, *self.shard)
+                yield Batch(data.rows(first, last), None, last - first, data.count)
             seen += 1
         if self._indexed and self._iterator is None and hasattr(self.source, "on_epoch_end"):
             self.source.on_epoch_end()
@@ -193,17 +215,21 @@ def batches_of(model, x, y, *, batch_size: int, sample_weight=None, class_weight
                steps: int | None = None, shuffle: bool = False, rng=None, prefix: str = "",
                with_targets: bool = True):
     """:class:`ArrayBatches` or :class:`StreamBatches` for ``x`` (and ``y``), as given to
-    ``fit``, ``evaluate`` or ``predict``."""
+    ``fit``, ``evaluate`` or ``predict``: with targets, sharded over the ranks of a
+    data-parallel run; without (``predict``), every rank gets every row."""
+    ranks = distributed.communicator()
+    shard = (ranks.rank, ranks.size) if with_targets else SINGLE
     if is_batch_source(x):
         given = [name for name, value in (("y", y), ("sample_weight", sample_weight))
                  if value is not None]
         if given:
             raise UsageError(f"{prefix}data given as batches hold their own targets and "
                              f"weights: do not give {given[0]} as well")
-        return StreamBatches(model, x, steps, rng, shuffle, prefix, with_targets, class_weight)
+        return StreamBatches(model, x, steps, rng, shuffle, prefix, with_targets, class_weight,
+                             shard)
     if with_targets and y is None:
         raise UsageError(f"{prefix}targets are missing: give (x, y) arrays, or batches of "
                          "(x, y)")
     data = (DeviceData.from_host(model, x, y, sample_weight, class_weight, prefix)
             if with_targets else DeviceData.from_host_inputs(model, x, prefix))
-    return ArrayBatches(data, batch_size, model.backend, rng, shuffle, steps)
+    return ArrayBatches(data, batch_size, model.backend, rng, shuffle, steps, shard)

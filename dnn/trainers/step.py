@@ -18,6 +18,15 @@ capture, check or replay that fails, or a replay that differs, falls back to the
 the rest of the run, with one :class:`GraphFallbackWarning` naming the reason: never a wrong
 result for speed, and no error of the capture machinery out of ``fit`` (but for a fault the
 GPU reports later, at the next read of a result, which no step can recover from).
+
+Data-parallel (:mod:`dnn.distributed`), a step holds the ranks' gradient sum, a collective: every
+rank must make as many sums as the others, so every rank must take the same path.  Whether to
+capture at all, and each outcome (the warm-up, the capture, each checked replay), is decided by
+all ranks together: one failing sends every rank back to the eager step, with the same warning
+naming that rank.  A run that failed on one rank before its sum first joins the others' sum with
+zeros (which every rank then throws away), so that no rank waits for a sum that never comes.
+After the checked replays, a replay that fails on one rank ends training with an error: the
+other ranks' sums went on without it.
 """
 
 from __future__ import annotations
@@ -37,10 +46,11 @@ class TrainingStep:
     """One :meth:`dnn.trainers.Trainer.train_step` on the rows of ``data`` (a
     :class:`dnn.trainers.data.DeviceData`: inputs ``(N, features)``, targets, sample weights
     ``(N,)`` or None) named by ``indices`` ``(rows,)`` (int64, written by the caller before
-    each run), gathered into the trainer's batch buffers."""
+    each run), gathered into the trainer's batch buffers; data-parallel, ``total_rows`` are
+    the rows of the global batch those are this rank's share of (None in a single process)."""
 
-    def __init__(self, trainer, data, rows: int):
-        self.trainer, self.data = trainer, data
+    def __init__(self, trainer, data, rows: int, total_rows: int | None = None):
+        self.trainer, self.data, self.total_rows = trainer, data, total_rows
         self.indices = trainer.backend.empty((rows,), "int64")
 
     def __call__(self) -> None:
@@ -48,20 +58,32 @@ class TrainingStep:
         weights = (None if data.sample_weight is None
                    else trainer.gather("w_batch", data.sample_weight, self.indices))
         trainer.train_step(trainer.gather("x_batch", data.x, self.indices),
-                           trainer.gather("y_batch", data.y, self.indices), weights)
+                           trainer.gather("y_batch", data.y, self.indices), weights,
+                           total_rows=self.total_rows)
 
     def state(self) -> list:
         """Every array a run changes that outlives it (:meth:`Trainer.step_state`)."""
         return self.trainer.step_state()
 
+    def sums(self) -> int:
+        """The gradient sums this rank has joined (0 in a single process)."""
+        return 0 if self.total_rows is None else self.trainer.gradient_sum().count
+
+    def join_sum(self, sums: int) -> None:
+        """After a run of this step that failed on this rank, when this rank had joined
+        ``sums`` sums before it: join the ranks' gradient sum with zeros unless the run got
+        to its own (module docstring)."""
+        if self.total_rows is not None and self.sums() == sums:
+            self.trainer.gradient_sum().join_with_zeros()
+
 
 class ReplayedStep:
     """Runs ``step`` (a :class:`TrainingStep`) eagerly, or captured and replayed where its
-    backend can capture, checking the first two replays (module docstring).  Whatever fails
-    on the way (the warm-up, the capture, the eager step a replay is checked against, a
-    replay) sends it back to the eager step from the state before, with one warning; only a
-    dnn error of the step itself (a plugin breaking its contract) is raised, as it would be
-    without a capture."""
+    backend can capture (and its trainer's communicator can sum inside a graph), checking the
+    first two replays (module docstring).  Whatever fails on the way (the warm-up, the
+    capture, the eager step a replay is checked against, a replay) sends it back to the eager
+    step from the state before, with one warning; only a dnn error of the step itself (a
+    plugin breaking its contract) is raised, as it would be without a capture."""
 
     CHECKED_REPLAYS = 2
 
@@ -69,6 +91,7 @@ class ReplayedStep:
         self.step = step
         self.indices = step.indices  # written by the caller before each run
         self.backend = step.trainer.backend
+        self.ranks = step.trainer.communicator
         self.graph = None
         self.runs = 0  # eager runs and replays
         self.replays = 0
@@ -76,27 +99,31 @@ class ReplayedStep:
 
     def __call__(self) -> None:
         self.runs += 1
-        if not self.eager and not self.backend.captures_steps():  # no graphs, nothing to check
-            self.eager = True
+        if self.runs == 1:  # no graphs, or a sum that cannot be in one: nothing to check
+            self.eager = not self.ranks.all(self.backend.captures_steps()
+                                            and self.ranks.in_graph)
         if self.eager:
             self.step()
         elif self.runs == 1:  # kernels compiled, buffers and the capture's memory allocated
-            self._in_graph_kernels(self.step, "its warm-up", self._snapshot())
+            before = self._snapshot()
+            _, reason = self._attempt(self.step, "its warm-up", before)
+            self._eager_unless_agreed(reason, before)
         elif self.graph is not None or self._capture():  # else it ran eagerly
             if self.replays < self.CHECKED_REPLAYS:
                 self._checked_replay()
             else:
                 self._replay()
 
-    def _in_graph_kernels(self, action, what: str, before: list):
-        """``action()``'s result, run with the kernels of a captured step from the state
-        ``before``; if that fails, None after falling back (``self.eager`` set): the state
-        restored and the step run eagerly instead.  A dnn error that is not the capture's (a
-        plugin breaking its contract) is the user's to see: raised, from the state
-        restored."""
+    def _attempt(self, action, what: str, before: list, executes: bool = True):
+        """``(action(), None)``, run with the kernels of a captured step; ``(None, reason)``
+        when that failed, after this rank joined the gradient sum where ``action`` executes
+        the step (a capture does not) and failed before its own.  A dnn error that is not the
+        capture's (a plugin breaking its contract) is the user's to see: raised, from the
+        state ``before`` restored."""
+        sums = self.step.sums()
         try:
             with self.backend.graph_kernels():
-                return action()
+                return action(), None
         except DnnError as error:
             if not isinstance(error, CaptureError):
                 self._restore(before)
@@ -104,57 +131,95 @@ class ReplayedStep:
             reason = str(error)
         except Exception as error:  # whatever the GPU stack raises: the eager step decides
             reason = f"{type(error).__name__}: {error}"
-        self._fall_back(f"{what} failed: {reason}", before)
+        if executes:
+            self.step.join_sum(sums)
+        return None, f"{what} failed: {reason}"
+
+    def _agree(self, reason: str | None, declined: bool = False) -> tuple[str | None, bool]:
+        """Every rank's outcome of one attempt, decided together: ``(reason, declined)``, the
+        first failing rank's ``reason`` (naming the rank, where there are several) or None,
+        and whether some rank's backend declined the capture."""
+        if self.ranks.size == 1:
+            return reason, declined
+        outcomes = self.ranks.gather_objects((reason, declined))
+        for rank, (theirs, _) in enumerate(outcomes):
+            if theirs is not None:
+                return f"{theirs} (on rank {rank})", False
+        return None, any(theirs for _, theirs in outcomes)
+
+    def _eager_unless_agreed(self, reason: str | None, state: list) -> bool:
+        """Agree on ``reason`` (this rank's failure, or None); True when some rank failed:
+        then the eager step has run on every rank, from ``state``."""
+        reason, _ = self._agree(reason)
+        if reason is None:
+            return False
+        self._fall_back(reason, state)
         self.step()
-        return None
+        return True
 
     def _capture(self) -> bool:
         """Capture the step: True when its graph is ready to replay; else the step ran
-        eagerly (the capture failed, or the backend declined it)."""
+        eagerly (the capture failed or the backend declined it, on some rank)."""
         before = self._snapshot()
-        self.graph = self._in_graph_kernels(lambda: self.backend.capture(self.step),
-                                            "capturing it", before)
-        if self.eager:
-            return False
+        graph, reason = self._attempt(lambda: self.backend.capture(self.step), "capturing it",
+                                      before, executes=False)
         # A capture runs the step's Python: its host effects (and, on a backend whose capture
         # also computes, its device effects) are undone before the first replay.
         self._restore(before)
-        if self.graph is None:  # the backend declined this step: eager, without a warning
-            self.eager = True
-            self.step()
-            return False
-        return True
+        reason, declined = self._agree(reason, declined=reason is None and graph is None)
+        if reason is not None:
+            self._fall_back(reason, None)
+        elif declined:  # a backend declined this step: eager, without a warning
+            self.graph, self.eager = None, True
+        else:
+            self.graph = graph
+            return True
+        self.step()
+        return False
 
     def _checked_replay(self) -> None:
         before = self._snapshot()
-        self._in_graph_kernels(self.step, "the eager step it is checked against", before)
-        if self.eager:
+        _, reason = self._attempt(self.step, "the eager step it is checked against", before)
+        if self._eager_unless_agreed(reason, before):
             return
         expected = self._snapshot()
         self._restore(before)
-        if not self._replay(expected):
-            return
-        differing = [index for index, (ours, reference) in enumerate(zip(self._snapshot(),
-                                                                         expected))
-                     if not _same_bits(ours, reference)]
-        if differing:
-            self._fall_back(f"replay {self.replays} differs from the eager step in "
-                            f"{len(differing)} of its {len(expected)} arrays", expected)
+        reason = self._launch()
+        if reason is not None:
+            self.step.join_sum(self.step.sums())  # the graph's sum did not run
+        else:
+            self.replays += 1
+            differing = [index for index, (ours, reference)
+                         in enumerate(zip(self._snapshot(), expected))
+                         if not _same_bits(ours, reference)]
+            if differing:
+                reason = (f"replay {self.replays} differs from the eager step in "
+                          f"{len(differing)} of its {len(expected)} arrays")
+        reason, _ = self._agree(reason)
+        if reason is not None:
+            self._fall_back(reason, expected)
 
-    def _replay(self, eager_result: list | None = None) -> bool:
-        """Replay the graph; True when it ran.  A launch that failed ran nothing: the step
-        then runs eagerly from here on (or ``eager_result`` is taken, where a checked replay
-        already computed it)."""
+    def _replay(self) -> None:
+        """Replay the graph.  A launch that failed ran nothing: the step then runs eagerly
+        from here on, in a single process; on several ranks, whose sums went on without this
+        one's, it is an error."""
+        reason = self._launch()
+        if reason is None:
+            self.replays += 1
+            return
+        if self.ranks.size > 1:
+            raise DnnError(f"the captured training step failed on rank {self.ranks.rank}: "
+                           f"{reason}; the other ranks' gradient sum went on without it")
+        self._fall_back(reason, None)
+        self.step()
+
+    def _launch(self) -> str | None:
+        """Launch the graph: None, or why it failed (then it ran nothing)."""
         try:
             self.graph.replay()
         except Exception as error:
-            self._fall_back(f"replaying it failed: {type(error).__name__}: {error}",
-                            eager_result)
-            if eager_result is None:
-                self.step()
-            return False
-        self.replays += 1
-        return True
+            return f"replaying it failed: {type(error).__name__}: {error}"
+        return None
 
     def _fall_back(self, reason: str, state: list | None) -> None:
         """Run eagerly from here on, from ``state`` (None: from the arrays as they are)."""

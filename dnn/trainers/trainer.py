@@ -4,8 +4,9 @@
 inherits its ``Trainer``: the model holds the layers and their weights, the trainer the loss,
 optimizer and metrics and the loops.  A step is :meth:`Trainer.train_step`: compute the
 gradients (:meth:`compute_gradients`), then apply them (:meth:`apply_gradients`), then add the
-batch to the epoch's loss and metrics, all on the device; a data-parallel trainer sums the
-gradients between the two.
+batch to the epoch's loss and metrics, all on the device.  On several ranks
+(:mod:`dnn.distributed`), each computes the gradients of its share of the global batch and
+the ranks sum them between the two (:mod:`dnn.trainers.data_parallel`).
 
 Data are arrays (host NumPy or the backend's own), moved to the backend once per call, or
 batches from a generator, iterable or ``PyDataset`` (:mod:`dnn.trainers.epoch_iterator`).  The
@@ -21,10 +22,11 @@ import time
 
 import numpy as np
 
-from dnn import backends, losses, metrics as metrics_module, optimizers
+from dnn import backends, distributed, losses, metrics as metrics_module, optimizers
 from dnn.callbacks import BatchLogs, CallbackList, figures
 from dnn.callbacks.progbar_logger import check_verbose
 from dnn.errors import DivergenceError, UsageError
+from dnn.trainers import data_parallel
 from dnn.trainers.data import DeviceData
 from dnn.trainers.epoch_iterator import (ArrayBatches, batches_of, check_steps,
                                          is_batch_source)
@@ -56,6 +58,8 @@ class Trainer:
         self._initial_epoch = None  # set by a callback (BackupAndRestore) at on_train_begin
         self._loss_takes_logits = False
         self._loss_total = None  # 0-d, the model's dtype: the loss summed over the batches
+        self._communicator = None  # for the backend's arrays, once it is known
+        self._gradient_sum = None  # data-parallel, once a step needs it
 
     # -- compile -------------------------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss="categorical_crossentropy", metrics=None,
@@ -105,6 +109,34 @@ class Trainer:
         if training and self.optimizer is None:
             raise UsageError("the model was compiled without an optimizer: compile() it with "
                              "one to train it")
+
+    # -- the ranks (dnn.distributed) ---------------------------------------------------------
+    @property
+    def communicator(self) -> distributed.Communicator:
+        """The communicator of data-parallel training for the model's arrays
+        (:func:`dnn.distributed.for_backend`); a single process's in a plain run."""
+        if self.backend is None:
+            return distributed.communicator()
+        if self._communicator is None:
+            self._communicator = distributed.for_backend(self.backend)
+        return self._communicator
+
+    def gradient_sum(self) -> data_parallel.GradientSum:
+        """The sum over the ranks of the trainable layers' gradients (made again when the
+        trainable weights changed)."""
+        grads = [grad for layer in self.layers if layer.trainable for grad in layer.grads]
+        if self._gradient_sum is None or not self._gradient_sum.holds(grads):
+            self._gradient_sum = data_parallel.GradientSum(grads, self.backend,
+                                                           self.communicator)
+        return self._gradient_sum
+
+    def _shared(self, data: DeviceData) -> tuple[DeviceData, int | None]:
+        """``(this rank's share of data, its total rows)`` for a batch given whole to
+        ``train_on_batch`` or ``test_on_batch``; ``(data, None)`` in a single process."""
+        ranks = distributed.communicator()
+        if ranks.size == 1:
+            return data, None
+        return data.rows(*distributed.share(data.count, ranks.rank, ranks.size)), data.count
 
     # -- one step --------------------------------------------------------------------------
     def gather(self, role: str, data, indices):
@@ -164,10 +196,14 @@ class Trainer:
         self.optimizer.apply_gradients([p for layer in trainable for p in layer.params],
                                        [g for layer in trainable for g in layer.grads])
 
-    def train_step(self, x, y, sample_weight=None) -> None:
+    def train_step(self, x, y, sample_weight=None, total_rows: int | None = None) -> None:
         """One training step on a device batch (``x`` ``(n, features)``, ``y`` the targets,
-        ``sample_weight`` ``(n,)`` or None), its loss and metrics added to the epoch's."""
+        ``sample_weight`` ``(n,)`` or None), its loss and metrics added to the epoch's.
+        Data-parallel, ``x`` is this rank's share of a global batch of ``total_rows`` rows,
+        and the gradients are summed over the ranks before the update."""
         loss_sum, output = self.compute_gradients(x, y, sample_weight)
+        if total_rows is not None:
+            self.gradient_sum()(x.shape[0], total_rows)
         self.apply_gradients()
         self._track(loss_sum, output, y, sample_weight)
 
@@ -194,9 +230,13 @@ class Trainer:
         optimizer = self.optimizer
         return [*self.params, *(a for layer in self.layers for a in layer.step_state()),
                 *(a for state in optimizer.states for a in state.values()),
-                *optimizer.step_state(), self._loss_total,
-                *(v for metric in (*self.metrics, *self.weighted_metrics)
-                  for v in metric.variables)]
+                *optimizer.step_state(), *self.totals()]
+
+    def totals(self) -> list:
+        """The device arrays the loss and the metrics are added up in: the loss total, then
+        each metric's variables."""
+        return [self._loss_total, *(v for metric in (*self.metrics, *self.weighted_metrics)
+                                    for v in metric.variables)]
 
     def _reset_totals(self) -> None:
         """Zero the loss total and the metrics (made zero when the model is built by the
@@ -206,6 +246,13 @@ class Trainer:
         self._loss_total[...] = 0
         for metric in (*self.metrics, *self.weighted_metrics):
             metric.reset_state()
+
+    def _sum_totals_over_ranks(self) -> None:
+        """Replace the loss and metric totals with their sums over the ranks (every rank
+        calls it alike); nothing in a single process."""
+        ranks = distributed.communicator()
+        if ranks.size > 1:
+            data_parallel.sum_totals(self.totals(), self.backend, ranks)
 
     def _results(self, rows: int) -> dict:
         """The mean loss of the ``rows`` samples added up so far and every metric, read from
@@ -246,7 +293,14 @@ class Trainer:
         :mod:`dnn.callbacks` Callbacks; one may end training with ``model.stop_training =
         True``.  ``verbose``: 0 silent, 1 a progress bar, 2 two lines per epoch, ``"auto"``
         1 on a terminal and 2 elsewhere.  A NaN or infinite epoch loss raises
-        :class:`DivergenceError`."""
+        :class:`DivergenceError`.
+
+        On several ranks (``mpiexec``, :mod:`dnn.distributed`) every rank calls ``fit`` with
+        the same model, data and arguments (refused otherwise), ``batch_size`` is the global
+        batch, and training starts from rank 0's state.  Rank 0 alone prints and runs the
+        callbacks that write (:data:`dnn.trainers.data_parallel.WRITERS`); the others run
+        every other callback, with the same epoch figures; ``fit`` returns on every rank
+        once they are written.  A batch's logs are those of the rank's own share."""
         self._require_compiled(training=True)
         if not is_int_at_least(epochs, 0):
             raise UsageError(f"epochs must be a non-negative integer, not {epochs!r}")
@@ -264,19 +318,29 @@ class Trainer:
         training, validation = self._validation(
             training, validation_data, validation_split,
             validation_batch_size or max(batch_size, EVALUATION_BATCH), validation_steps)
+        ranks = distributed.communicator()
+        if ranks.size > 1:
+            ranks.require_same(data_parallel.fit_settings(
+                self, training, batch_size=batch_size, epochs=epochs,
+                initial_epoch=initial_epoch, shuffle=shuffle,
+                validation_split=validation_split, steps_per_epoch=steps_per_epoch,
+                validation_steps=validation_steps, validation_freq=validation_freq))
+            callbacks = data_parallel.on_this_rank(callbacks, ranks.rank)
         if verbose == "auto":
             verbose = 1 if sys.stdout.isatty() else 2
         if self.backend is None:  # batches from a source build the model at the first one
             self.backend = backends.current_backend()
-        callbacks = CallbackList(callbacks, add_history=True, add_progbar=verbose != 0,
-                                 model=self, epochs=epochs, steps=training.steps,
-                                 verbose=verbose)
+        callbacks = CallbackList(callbacks, add_history=True,
+                                 add_progbar=verbose != 0 and ranks.rank == 0, model=self,
+                                 epochs=epochs, steps=training.steps, verbose=verbose)
         loop = _TrainingLoop(self, training)
         self.stop_training = False
         logs = None
         try:
             callbacks.on_train_begin()
             first = self._initial_epoch or initial_epoch
+            if ranks.size > 1:
+                first = data_parallel.start_together(self, ranks, first)
             for epoch in range(first, epochs):
                 callbacks.on_epoch_begin(epoch)
                 with self.backend.overflow_silenced():  # a diverged epoch raises instead
@@ -293,6 +357,8 @@ class Trainer:
         finally:
             self._initial_epoch = None
             callbacks.on_train_end(logs)
+        if ranks.size > 1:  # together: rank 0's files are written when fit returns on any rank
+            ranks.all(True)
         return self.history
 
     def _validation(self, training, validation_data, validation_split, batch_size: int,
@@ -325,7 +391,8 @@ class Trainer:
                  return_dict: bool = False):
         """The mean loss over ``(x, y)`` (arrays, or batches as ``fit`` takes them), or
         ``[loss, *metrics]`` when metrics were compiled (a dict with ``return_dict``);
-        ``verbose`` 1, 2 or ``"auto"`` print them in one line."""
+        ``verbose`` 1, 2 or ``"auto"`` print them in one line.  On several ranks, each
+        evaluates its share of every batch, and every rank returns the figures of all."""
         self._require_compiled()
         batch_size = positive_int("batch_size",
                                   EVALUATION_BATCH if batch_size is None else batch_size)
@@ -334,7 +401,7 @@ class Trainer:
                              steps=check_steps(steps, "steps"))
         callbacks = CallbackList(callbacks, model=self, steps=batches.steps, verbose=verbose)
         results = self.evaluate_batches(batches, callbacks)
-        if verbose:
+        if verbose and distributed.communicator().rank == 0:
             print(figures(results))
         if return_dict:
             return results
@@ -348,20 +415,21 @@ class Trainer:
         self._reset_totals()
         if callbacks is not None:
             callbacks.on_test_begin()
-        rows = 0
+        rows = total = 0  # this rank's, and every rank's
         for index, batch in enumerate(batches.epoch()):
             if callbacks is not None:
                 callbacks.on_test_batch_begin(index)
             x, y, weights = _gathered(self, batch, "eval")
             self.test_step(x, y, weights)
-            rows += batch.rows
+            rows, total = rows + batch.rows, total + batch.total
             if callbacks is not None:
                 callbacks.on_test_batch_end(index, BatchLogs(lambda seen=rows:
                                                              self._results(seen)))
-        if rows == 0:
+        if total == 0:
             raise UsageError("no batch to evaluate: the data are empty, or a generator was "
                              "used up (give validation_steps, or data that can be read again)")
-        results = self._results(rows)
+        self._sum_totals_over_ranks()
+        results = self._results(total)
         if callbacks is not None:
             callbacks.on_test_end(results)
         return results
@@ -394,22 +462,26 @@ class Trainer:
     def train_on_batch(self, x, y, sample_weight=None, class_weight=None,
                        return_dict: bool = False):
         """One optimizer step on ``(x, y)``; returns that batch's loss (and metrics, as
-        :meth:`evaluate` does)."""
+        :meth:`evaluate` does).  On several ranks, ``(x, y)`` is the global batch, each rank
+        taking its share."""
         self._require_compiled(training=True)
-        data = DeviceData.from_host(self, x, y, sample_weight, class_weight)
+        data, total = self._shared(DeviceData.from_host(self, x, y, sample_weight,
+                                                         class_weight))
         self._reset_totals()
-        self.train_step(data.x, data.y, data.sample_weight)
-        return self._batch_results(data.count, return_dict)
+        self.train_step(data.x, data.y, data.sample_weight, total_rows=total)
+        return self._batch_results(total or data.count, return_dict)
 
     def test_on_batch(self, x, y, sample_weight=None, return_dict: bool = False):
-        """The loss (and metrics) of ``(x, y)`` as one batch."""
+        """The loss (and metrics) of ``(x, y)`` as one batch (shared as
+        :meth:`train_on_batch` shares it)."""
         self._require_compiled()
-        data = DeviceData.from_host(self, x, y, sample_weight)
+        data, total = self._shared(DeviceData.from_host(self, x, y, sample_weight))
         self._reset_totals()
         self.test_step(data.x, data.y, data.sample_weight)
-        return self._batch_results(data.count, return_dict)
+        return self._batch_results(total or data.count, return_dict)
 
     def _batch_results(self, rows: int, return_dict: bool):
+        self._sum_totals_over_ranks()
         results = self._results(rows)
         if return_dict:
             return results
@@ -450,12 +522,17 @@ class _TrainingLoop:
     """The epochs of one ``fit``: a training step per batch shape, captured and replayed
     where the backend can for the full batches (the last, smaller one of an epoch runs
     once an epoch: capturing it would not pay); targets of a sparse loss are made one-hot
-    once, so that the steps run as fast as on one-hot targets."""
+    once, so that the steps run as fast as on one-hot targets.  On several ranks, a
+    rank's steps are for its shares; whether a callback stopped training is agreed after
+    every batch, and the epoch's figures are every rank's."""
 
     def __init__(self, trainer: Trainer, batches):
         self.trainer, self.batches = trainer, batches
         self._steps: dict = {}
-        self._full_rows = getattr(batches, "batch_size", None)
+        self._full_batch = getattr(batches, "batch_size", None)  # rows of a whole batch
+        self._ranks = distributed.communicator()
+        # rank 0's state: shared by fit at the start, or else at the first step
+        self._state_shared = trainer.built or self._ranks.size == 1
         data = getattr(batches, "data", None)
         if data is not None and trainer.loss.sparse:
             batches.data = DeviceData(data.x, self._dense(data.y), data.sample_weight)
@@ -469,22 +546,25 @@ class _TrainingLoop:
     def epoch(self, epoch: int, callbacks) -> dict | None:
         """One epoch; returns its logs (loss and metrics; the training seconds go to the
         History's ``seconds``), or None when the data ran out before its first batch."""
-        trainer = self.trainer
+        trainer, ranks = self.trainer, self._ranks
         started = time.perf_counter()
         trainer._reset_totals()
-        rows = batches_run = 0
+        rows = total = batches_run = 0  # this rank's rows, and every rank's
         for index, batch in enumerate(self.batches.epoch()):
             callbacks.on_train_batch_begin(index)
             self._step_for(batch)()
-            rows += batch.rows
+            rows, total = rows + batch.rows, total + batch.total
             batches_run += 1
             callbacks.on_train_batch_end(index, BatchLogs(lambda seen=rows:
                                                           trainer._results(seen)))
+            if ranks.size > 1:
+                trainer.stop_training = ranks.any(trainer.stop_training)
             if trainer.stop_training:
                 break
         if batches_run == 0:
             return None
-        logs = trainer._results(rows)
+        trainer._sum_totals_over_ranks()
+        logs = trainer._results(total)
         # a non-finite loss ends the run, unless a callback (TerminateOnNaN) ended it already
         if not math.isfinite(logs["loss"]) and not trainer.stop_training:
             data = getattr(self.batches, "data", None)
@@ -497,15 +577,20 @@ class _TrainingLoop:
     def _step_for(self, batch):
         """The step for ``batch``, its rows written into the step's index buffer (array
         data) or its arrays copied into the step's own (batches from a source)."""
-        key = (batch.rows, batch.data.sample_weight is not None, batch.indices is None)
+        key = (batch.rows, batch.total, batch.data.sample_weight is not None,
+               batch.indices is None)
+        if not self._state_shared:  # a model built by its first batch (from a source)
+            data_parallel.share_state(self.trainer, self._ranks)
+            self._state_shared = True
         if key not in self._steps:
-            if self._full_rows is None:  # batches from a source: its first batch's size
-                self._full_rows = batch.rows
+            if self._full_batch is None:  # batches from a source: its first batch's size
+                self._full_batch = batch.total
             data = batch.data if batch.indices is not None else self._staging(batch)
-            step = TrainingStep(self.trainer, data, batch.rows)
+            step = TrainingStep(self.trainer, data, batch.rows,
+                                batch.total if self._ranks.size > 1 else None)
             if batch.indices is None:
                 step.indices[...] = self.trainer.backend.asarray(np.arange(batch.rows))
-            if batch.rows == self._full_rows:
+            if batch.total == self._full_batch:  # alike on every rank
                 step = ReplayedStep(step)
             self._steps[key] = step, data
         step, data = self._steps[key]

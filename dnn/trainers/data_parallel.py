@@ -1,0 +1,139 @@
+"""What a trainer does differently on several ranks (:mod:`dnn.distributed`): the gradient sum,
+the start from rank 0's state, the totals summed, the settings compared, the writers left to
+rank 0.
+
+Every rank runs the same ``fit``: the same batches of the same permutation, each rank the
+rows of its share (:mod:`dnn.trainers.epoch_iterator`).  A training step computes the gradient
+of its share's mean loss, and :class:`GradientSum` adds up every rank's, each weighted by its
+rows over the global batch's: the gradient of the global batch's mean loss, which the optimizer
+then applies on every rank alike.  Two ranks give, bit for bit, what one process gives that sums
+the two shares' weighted gradients in rank order; more ranks sum in the order MPI or NCCL
+chooses, the same on every rank and in every run of one size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dnn import backends
+from dnn.callbacks import (BackupAndRestore, CSVLogger, ModelCheckpoint, ProgbarLogger,
+                           TensorBoard)
+from dnn.history_file import HistoryFile
+
+# The callbacks that only write (files, the terminal): on rank 0 alone.  BackupAndRestore's
+# restore on rank 0 reaches the others with rank 0's state (:func:`start_together`).
+WRITERS = (BackupAndRestore, CSVLogger, HistoryFile, ModelCheckpoint, ProgbarLogger,
+           TensorBoard)
+
+
+class GradientSum:
+    """The trainable gradients ``grads`` (arrays of ``backend``, as the layers hold them),
+    summed over the ranks of ``communicator`` in one flat buffer ``(P,)`` of their dtype, ``P``
+    their elements; ``count`` is the sums this rank joined."""
+
+    def __init__(self, grads: list, backend, communicator):
+        self.grads, self.backend, self.communicator = grads, backend, communicator
+        self._slices, start = [], 0
+        for grad in grads:
+            self._slices.append(slice(start, start + grad.size))
+            start += grad.size
+        self.flat = backend.empty((start,), grads[0].dtype if grads else "float32")
+        self.count = 0
+
+    def holds(self, grads: list) -> bool:
+        """Whether this sum is made for ``grads`` (the same arrays, in order)."""
+        return len(grads) == len(self.grads) and all(
+            mine is theirs for mine, theirs in zip(self.grads, grads))
+
+    def __call__(self, rows: int, total_rows: int) -> None:
+        """Replace every gradient, that of the mean loss of this rank's ``rows``, with the
+        sum over the ranks of each one's times its ``rows / total_rows``."""
+        xp = self.backend.xp
+        for part, grad in zip(self._slices, self.grads):
+            self.flat[part] = xp.reshape(grad, (-1,))
+        self.flat *= rows / total_rows  # in place: no temporary the size of every gradient
+        self._sum()
+        for part, grad in zip(self._slices, self.grads):
+            grad[...] = xp.reshape(self.flat[part], grad.shape)
+
+    def join_with_zeros(self) -> None:
+        """Join the ranks' sum with zeros, as a rank whose step failed before its own sum
+        does (the others' sum then completes; every rank throws it away)."""
+        self.flat[...] = 0
+        self._sum()
+
+    def _sum(self) -> None:
+        self.communicator.all_reduce(self.flat, self.backend)
+        self.count += 1
+
+
+def sum_totals(arrays: list, backend, communicator) -> None:
+    """Sum ``arrays`` (the device arrays an epoch's loss and metrics are added up in) over the
+    ranks, in place: one collective, on the host, in float64."""
+    host = [backend.to_numpy(array) for array in arrays]
+    summed = np.concatenate([values.reshape(-1).astype(np.float64) for values in host])
+    communicator.all_reduce(summed, backend)
+    start = 0
+    for array, values in zip(arrays, host):
+        part = summed[start:start + values.size].reshape(values.shape).astype(values.dtype)
+        array[...] = backend.asarray(part)
+        start += values.size
+
+
+def start_together(trainer, communicator, first_epoch: int) -> int:
+    """Rank 0's start on every rank: its random generator (so every rank shuffles alike), its
+    epochs done and the epoch ``fit`` starts from (returned), its optimizer's hyper-parameters
+    and, for a built model, every array a step changes (:func:`share_state`)."""
+    optimizer = trainer.optimizer
+    hyperparameters = {name: value for name, value in optimizer.get_config().items()
+                       if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    start = communicator.broadcast_object({
+        "shuffle": trainer.rng.bit_generator.state, "epochs_done": trainer.epochs_done,
+        "first_epoch": first_epoch, "hyperparameters": hyperparameters})
+    trainer.rng.bit_generator.state = start["shuffle"]
+    trainer.epochs_done = start["epochs_done"]
+    for name, value in start["hyperparameters"].items():
+        if hyperparameters.get(name) != value:
+            setattr(optimizer, name, value)
+    if trainer.built:
+        share_state(trainer, communicator)
+    return start["first_epoch"]
+
+
+def share_state(trainer, communicator) -> None:
+    """Rank 0's values of every array a training step changes (weights, optimizer state and
+    iterations, the layers' step counters) on every rank."""
+    for array in trainer.step_state():
+        communicator.broadcast(array, trainer.backend)
+
+
+def on_this_rank(callbacks, rank: int):
+    """``callbacks`` (None, a Callback or a list of them) that run on ``rank``: all on rank 0,
+    all but the :data:`WRITERS` on the others."""
+    if rank == 0 or callbacks is None:
+        return callbacks
+    if isinstance(callbacks, WRITERS):
+        return None
+    try:
+        return [callback for callback in callbacks if not isinstance(callback, WRITERS)]
+    except TypeError:  # not a list: CallbackList says what is wrong
+        return callbacks
+
+
+def fit_settings(trainer, training, **arguments) -> dict:
+    """What must agree between the ranks of one ``fit``: dnn's version, the backend, the
+    model, its compilation, the size of the training data (``training``, its batches) and
+    ``fit``'s ``arguments``."""
+    import dnn
+
+    optimizer = trainer.optimizer
+    data = getattr(training, "data", None)
+    return {"dnn version": dnn.__version__,
+            "backend": (trainer.backend or backends.current_backend()).name,
+            "dtype": str(trainer.dtype), "model": trainer.get_config(),
+            "optimizer": (type(optimizer).__name__, optimizer.get_config()),
+            "loss": (type(trainer.loss).__name__, trainer.loss.get_config()),
+            "metrics": [metric.name for metric in (*trainer.metrics,
+                                                   *trainer.weighted_metrics)],
+            "training samples": None if data is None else (data.count, *data.x.shape[1:]),
+            **arguments}

@@ -1,0 +1,757 @@
+"""Data-parallel training (dnn.distributed): ``mpiexec -n 2`` runs equal to one process.
+
+The tests that need MPI start this file as a script under the venv's ``mpiexec -n 2`` (a
+worker below, named on the command line), with a timeout, and compare what the ranks wrote
+with runs made here; they are skipped, with the reason, where mpi4py or mpiexec is missing.
+NCCL cannot run without two GPUs: its communicator runs here on the CuPy stand-in
+(tests/standin) over a ``cupy.cuda.nccl`` of MPI (:class:`FakeNccl`), captured in the step's
+graph as NCCL is; on GPUs it is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+import types
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if __name__ == "__main__":  # a worker, started by mpiexec from the repository's root
+    sys.path.insert(0, str(ROOT))
+
+import dnn  # noqa: E402
+from dnn import distributed  # noqa: E402
+from dnn.distributed import launcher, threads  # noqa: E402
+from dnn.distributed.communicator import SingleProcess  # noqa: E402
+from dnn.errors import UsageError  # noqa: E402
+from dnn.layers import Dense  # noqa: E402
+from dnn.trainers import data_parallel  # noqa: E402
+from dnn.trainers.epoch_iterator import ArrayBatches, StreamBatches  # noqa: E402
+from dnn.trainers.data import DeviceData  # noqa: E402
+from dnn.utils import to_categorical  # noqa: E402
+
+BATCH = 128
+# name: (optimizer, samples, epochs): 50 steps with an uneven last batch (77 rows: 39 + 38),
+# and a last batch of one row, which leaves rank 1 none.
+CASES = {"sgd": ("sgd", 49 * BATCH + 77, 1), "rmsprop": ("rmsprop", 49 * BATCH + 77, 1),
+         "adam": ("adam", 49 * BATCH + 77, 1), "zero-row": ("adam", 2 * BATCH + 1, 3)}
+
+
+def _mpi_missing() -> str | None:
+    """Why MPI runs cannot be tested here, or None."""
+    if importlib.util.find_spec("mpi4py") is None:
+        return f"mpi4py is not installed ({launcher.MPI_EXTRA})"
+    try:
+        launcher.mpiexec()
+    except UsageError as error:
+        return str(error)
+    return None
+
+
+needs_mpi = pytest.mark.skipif(_mpi_missing() is not None, reason=f"{_mpi_missing()}")
+
+
+def mpiexec(*arguments, ranks: int = 2, timeout: float = 60,
+            environment: dict | None = None) -> subprocess.CompletedProcess:
+    """``arguments`` (a worker of this file and its arguments, or ``-m dnn ...``) run on
+    ``ranks`` processes, one BLAS thread each, from the repository's root."""
+    command = list(arguments) if arguments[0] == "-m" else [__file__, *arguments]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
+           **(environment or {})}
+    return subprocess.run([launcher.mpiexec(), "-n", str(ranks), sys.executable,
+                           *map(str, command)], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=ROOT)
+
+
+def assert_ran(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def report(folder: str, name: str, **values) -> None:
+    """Write a worker's ``values`` as JSON, a file per rank (mpiexec mixes the ranks' output
+    mid-line)."""
+    rank = distributed.communicator().rank
+    Path(folder, f"{name}-{rank}.json").write_text(json.dumps(values))
+
+
+def reports(folder: Path, name: str) -> list[dict]:
+    """What :func:`report` wrote for ``name``, rank 0's then rank 1's."""
+    return [json.loads((folder / f"{name}-{rank}.json").read_text()) for rank in (0, 1)]
+
+
+# -- the data and models of the equivalence runs ------------------------------------------------
+def data(samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(x (samples, 784), one-hot y (samples, 10))``: ten classes of images in [0, 1], each
+    around a centre of its own, about a third of the pixels 0."""
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 10, size=samples)
+    centres = rng.random((10, 784), dtype=np.float32)
+    x = 0.7 * centres[labels] + 0.3 * rng.random((samples, 784), dtype=np.float32)
+    x[x < 0.4] = 0
+    return x, to_categorical(labels, 10)
+
+
+def seed_network(optimizer: str, backend=None) -> dnn.Sequential:
+    """The seed network (784 -> 512 relu -> 10 softmax), built, compiled."""
+    model = dnn.Sequential([Dense(512, activation="relu"), Dense(10, activation="softmax")],
+                           seed=0, backend=backend)
+    model.build(784)
+    model.compile(optimizer={"sgd": dnn.optimizers.SGD(0.05)}.get(optimizer, optimizer),
+                  loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def trained(case: str) -> dnn.Sequential:
+    """``fit`` of the seed network on ``case``'s data, in this process (one rank of many, or
+    a plain run)."""
+    optimizer, samples, epochs = CASES[case]
+    model = seed_network(optimizer)
+    model.fit(*data(samples), batch_size=BATCH, epochs=epochs, verbose=0)
+    return model
+
+
+def summing_the_shards(case: str, ranks: int = 2) -> list[np.ndarray]:
+    """The weights after one process trains ``case`` as ``ranks`` ranks do: the same batches,
+    each rank's share's gradient weighted by its rows and summed in rank order."""
+    optimizer, samples, epochs = CASES[case]
+    model = seed_network(optimizer)
+    x, y = data(samples)
+    grads = [grad for layer in model.layers for grad in layer.grads]
+    for _ in range(epochs):
+        order = model.rng.permutation(samples)
+        for start in range(0, samples, BATCH):
+            batch = order[start:start + BATCH]
+            total = None
+            for rank in range(ranks):
+                first, last = distributed.share(len(batch), rank, ranks)
+                rows = batch[first:last]
+                model.compute_gradients(x[rows], y[rows])
+                weighted = np.concatenate([g.reshape(-1) * ((last - first) / len(batch))
+                                           for g in grads])
+                total = weighted if total is None else total + weighted
+            start_of = 0
+            for grad in grads:
+                grad[...] = total[start_of:start_of + grad.size].reshape(grad.shape)
+                start_of += grad.size
+            model.apply_gradients()
+    return model.get_weights()
+
+
+# -- in process: the pieces ---------------------------------------------------------------------
+def test_a_plain_run_is_one_process_and_never_imports_mpi():
+    result = subprocess.run([sys.executable, "-c", (
+        "import sys, numpy as np, dnn\n"
+        "from dnn import distributed\n"
+        "m = dnn.Sequential([dnn.layers.Dense(2, activation='softmax')], seed=0)\n"
+        "m.compile('sgd'); m.fit(np.ones((4, 3)), np.eye(2)[[0, 1, 0, 1]], verbose=0)\n"
+        "print(type(distributed.communicator()).__name__, 'mpi4py' in sys.modules)")],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env={key: value for key, value in os.environ.items()
+             if key not in launcher.SIZE_VARIABLES})
+    assert result.stdout.split() == ["SingleProcess", "False"], result.stderr
+
+
+@pytest.mark.parametrize("variable", launcher.SIZE_VARIABLES)
+def test_the_launchers_environment_says_how_many_processes(monkeypatch, variable):
+    for name in launcher.SIZE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert launcher.launched_size() == 1
+    monkeypatch.setenv(variable, "4")
+    assert launcher.launched_size() == 4
+
+
+def test_shares_are_contiguous_cover_the_batch_and_leave_a_rank_past_the_rows_none():
+    for rows in (0, 1, 5, 77, 128):
+        for size in (1, 2, 3, 8):
+            shares = [distributed.share(rows, rank, size) for rank in range(size)]
+            assert shares[0][0] == 0 and shares[-1][1] == rows
+            assert all(a[1] == b[0] for a, b in zip(shares, shares[1:]))
+            assert max(s[1] - s[0] for s in shares) - min(s[1] - s[0] for s in shares) <= 1
+    assert distributed.share(77, 0, 2) == (0, 39) and distributed.share(1, 1, 2) == (1, 1)
+
+
+def test_a_rank_gets_its_share_of_every_batch_of_the_same_permutation():
+    backend = dnn.get_backend("cpu")
+    data_ = DeviceData(np.arange(10.0).reshape(10, 1), np.zeros((10, 1)))
+    passes = {}
+    for rank in (0, 1):
+        batches = ArrayBatches(data_, 4, backend, np.random.default_rng(3), shuffle=True,
+                               shard=(rank, 2))
+        passes[rank] = [(list(batch.indices), batch.total) for batch in batches.epoch()]
+    whole = ArrayBatches(data_, 4, backend, np.random.default_rng(3), shuffle=True)
+    for (mine, total), (theirs, _), batch in zip(passes[0], passes[1], whole.epoch()):
+        assert mine + theirs == list(batch.indices) and total == batch.rows
+    assert [total for _, total in passes[0]] == [4, 4, 2]
+
+
+def test_a_rank_gets_its_share_of_every_batch_a_source_gives():
+    model = seed_network("sgd")
+    source = [(np.ones((5, 784)) * row, np.eye(10)[[0] * 5]) for row in range(3)]
+    for rank, rows in ((0, 3), (1, 2)):
+        batches = StreamBatches(model, source, shard=(rank, 2))
+        for number, batch in enumerate(batches.epoch()):
+            assert (batch.rows, batch.total, batch.data.count) == (rows, 5, rows)
+            assert (batch.data.x == number).all()
+
+
+class Ranks(SingleProcess):
+    """One rank's view of a job whose other ranks gathered ``others``."""
+
+    def __init__(self, *others):
+        self.others = others
+
+    def gather_objects(self, value) -> list:
+        return [value, *self.others]
+
+
+def test_settings_that_differ_between_ranks_are_refused_naming_the_first():
+    Ranks({"batch_size": 128}).require_same({"batch_size": 128})
+    with pytest.raises(UsageError, match="every rank must run with the same settings: rank 2 "
+                                         "has batch_size 64, rank 0 128"):
+        Ranks({"batch_size": 128}, {"batch_size": 64}).require_same({"batch_size": 128})
+
+
+def test_the_writers_run_on_rank_0_alone():
+    writer, other = dnn.callbacks.CSVLogger("log.csv"), dnn.callbacks.EarlyStopping()
+    assert data_parallel.on_this_rank([writer, other], 0) == [writer, other]
+    assert data_parallel.on_this_rank([writer, other], 1) == [other]
+    assert data_parallel.on_this_rank(writer, 1) is None
+
+
+def test_blas_threads_are_the_cores_shared_among_the_local_ranks(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert [threads.default_threads(n) for n in (1, 2, 3, 16, 32)] == [16, 8, 5, 1, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads.limit_blas_threads(2) is None  # the user's choice stands
+
+
+@pytest.mark.skipif(not threads._loaded_blas(), reason="no OpenBLAS mapped in this process "
+                                                       "(NumPy's wheels bring one, on Linux)")
+def test_the_loaded_openblas_is_given_the_threads(tmp_path):
+    """In a process of its own: NumPy's OpenBLAS starts with a thread per core."""
+    result = subprocess.run([sys.executable, "-c", (
+        "import ctypes, os, numpy\n"
+        "from dnn.distributed import threads\n"
+        "os.cpu_count = lambda: 4\n"
+        "library = ctypes.CDLL(threads._loaded_blas()[0])\n"
+        "count = next(getattr(library, name) for name in ("
+        "'scipy_openblas_get_num_threads64_', 'openblas_get_num_threads64_', "
+        "'openblas_get_num_threads') if hasattr(library, name))\n"
+        "print(threads.limit_blas_threads(4), count())")],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env={key: value for key, value in os.environ.items()
+             if key not in threads.THREAD_VARIABLES})
+    assert result.stdout.split() == ["1", "1"], result.stderr
+
+
+def test_workers_start_the_venvs_mpiexec_with_this_python():
+    pytest.importorskip("mpi4py")
+    command = launcher.workers_command(3, ["train", "--epochs", "1"])
+    assert command[1:] == ["-n", "3", sys.executable, "-m", "dnn", "train", "--epochs", "1"]
+    assert Path(command[0]).name == "mpiexec"
+
+
+# -- two ranks ----------------------------------------------------------------------------------
+def worker_equivalence(folder: str) -> None:
+    """Every case trained by ``fit`` on this rank; its weights and iterations saved."""
+    rank = distributed.communicator().rank
+    for case in CASES:
+        model = trained(case)
+        np.savez(Path(folder, f"{case}-{rank}.npz"), *model.get_weights(),
+                 iterations=int(model.optimizer.iterations))
+
+
+def worker_references(folder: str) -> None:
+    """Every case trained in one process, plainly and summing the shards."""
+    for case in CASES:
+        np.savez(Path(folder, f"{case}-plain.npz"), *trained(case).get_weights())
+        np.savez(Path(folder, f"{case}-shards.npz"), *summing_the_shards(case))
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> Path:
+    """The folder of :func:`worker_equivalence`'s files, run on 2 ranks, and of
+    :func:`worker_references`', run in one process; each with one BLAS thread, since
+    OpenBLAS's products round differently on more."""
+    if _mpi_missing():
+        pytest.skip(_mpi_missing())
+    folder = tmp_path_factory.mktemp("two-ranks")
+    assert_ran(mpiexec("equivalence", folder, timeout=120))
+    assert_ran(subprocess.run([sys.executable, __file__, "references", folder], timeout=120,
+                              capture_output=True, text=True, cwd=ROOT,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}))
+    return folder
+
+
+def weights_of(folder: Path, case: str, rank) -> list[np.ndarray]:
+    """The weights :func:`worker_equivalence` (``rank`` 0 or 1) or :func:`worker_references`
+    (``rank`` ``"plain"`` or ``"shards"``) saved for ``case``."""
+    with np.load(folder / f"{case}-{rank}.npz") as archive:
+        return [archive[f"arr_{index}"] for index in range(4)]
+
+
+@needs_mpi
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_two_ranks_equal_bit_for_bit_one_process_summing_the_shards_in_rank_order(
+        two_ranks, case):
+    ranks = [weights_of(two_ranks, case, rank) for rank in (0, 1)]
+    for mine, theirs in zip(*ranks):  # every rank ends with the same bytes
+        assert mine.tobytes() == theirs.tobytes()
+    for mine, reference in zip(ranks[0], weights_of(two_ranks, case, "shards")):
+        assert mine.tobytes() == reference.tobytes()
+
+
+@needs_mpi
+@pytest.mark.parametrize("case", ["sgd", "rmsprop", "adam"])
+def test_two_ranks_are_within_1e_6_of_a_plain_run_after_50_steps(two_ranks, case):
+    with np.load(two_ranks / f"{case}-0.npz") as archive:
+        assert int(archive["iterations"]) == 50
+    for mine, reference in zip(weights_of(two_ranks, case, 0),
+                               weights_of(two_ranks, case, "plain")):
+        assert np.max(np.abs(mine - reference)) < 1e-6
+
+
+def worker_callbacks(folder: str) -> None:
+    """Rank 0 alone writes; a stop asked on rank 1 alone stops both after the same batch;
+    the epoch figures, validation's and evaluate's included, are every rank's."""
+    rank = distributed.communicator().rank
+    model = seed_network("rmsprop")
+    stop = dnn.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: setattr(
+        model, "stop_training", rank == 1 and batch == 2))
+    history = model.fit(*data(1000), batch_size=BATCH, epochs=3, validation_split=0.2,
+                        verbose=2, callbacks=[dnn.callbacks.CSVLogger(f"{folder}/{rank}.csv"),
+                                              stop])
+    evaluated = model.evaluate(*data(300), verbose=1)
+    np.savez(Path(folder, f"weights-{rank}.npz"), *model.get_weights())
+    x, y = data(5)
+    report(folder, "callbacks", iterations=int(model.optimizer.iterations),
+           history=history.history, evaluate=evaluated,
+           on_batch=[model.train_on_batch(x, y), model.test_on_batch(x, y)])
+
+
+@needs_mpi
+def test_rank_0_alone_writes_and_every_rank_decides_alike(tmp_path):
+    result = mpiexec("callbacks", tmp_path)
+    assert_ran(result)
+    assert sorted(path.name for path in tmp_path.glob("*.csv")) == ["0.csv"]
+    ranks = reports(tmp_path, "callbacks")
+    assert ranks[0] == ranks[1] and ranks[0]["iterations"] == 3  # and each on_batch's figures
+    assert len(ranks[0]["history"]["val_loss"]) == 1
+    assert result.stdout.count("Epoch 1/3") == 1  # printed by rank 0 alone
+    assert result.stdout.count("accuracy: ") == 3  # the epoch's 2 and evaluate's, rank 0's
+    model = seed_network("rmsprop")
+    model.set_weights(weights_of(tmp_path, "weights", 0))
+    assert ranks[0]["evaluate"] == pytest.approx(model.evaluate(*data(300), verbose=0),
+                                                 rel=1e-6)
+
+
+def worker_resume(folder: str) -> None:
+    """Two epochs straight, and one saved by rank 0 then resumed: the same bytes."""
+    rank = distributed.communicator().rank
+    x, y = data(1000)
+    straight = seed_network("adam")
+    straight.fit(x, y, batch_size=BATCH, epochs=2, verbose=0)
+    path = Path(folder, "model.npz")
+    seed_network("adam").fit(x, y, batch_size=BATCH, epochs=1, verbose=0,
+                             callbacks=[dnn.callbacks.ModelCheckpoint(path)])
+    resumed = dnn.load_model(path)
+    resumed.fit(x, y, batch_size=BATCH, epochs=2, initial_epoch=resumed.epochs_done,
+                verbose=0)
+    for mine, theirs in zip(straight.get_weights(), resumed.get_weights()):
+        assert mine.tobytes() == theirs.tobytes(), f"rank {rank}: resumed differently"
+    np.savez(Path(folder, f"resumed-{rank}.npz"), *resumed.get_weights())
+
+
+@needs_mpi
+def test_a_checkpoint_of_two_ranks_resumes_on_two_and_on_one(tmp_path):
+    assert_ran(mpiexec("resume", tmp_path))
+    ranks = [weights_of(tmp_path, "resumed", rank) for rank in (0, 1)]
+    model = dnn.load_model(tmp_path / "model.npz")  # written once, by rank 0
+    model.fit(*data(1000), batch_size=BATCH, epochs=2, initial_epoch=1, verbose=0)
+    for mine, theirs, alone in zip(*ranks, model.get_weights()):
+        assert mine.tobytes() == theirs.tobytes()
+        assert np.max(np.abs(mine - alone)) < 1e-6
+
+
+class Batches:
+    """A ``PyDataset``-style source: the same batches of 100 rows on every rank."""
+
+    def __init__(self):
+        self.x, self.y = data(400)
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        return self.x[100 * index:100 * (index + 1)], self.y[100 * index:100 * (index + 1)]
+
+
+def worker_stream(folder: str) -> None:
+    """A model built by its first batch from a source, from weights drawn apart on each rank
+    (no seed): trained from rank 0's, each rank on its share of every batch."""
+    rank = distributed.communicator().rank
+    model = dnn.Sequential([Dense(32, activation="relu"), Dense(10, activation="softmax")])
+    model.compile("adam")
+    history = model.fit(Batches(), epochs=2, shuffle=True, verbose=0)
+    np.savez(Path(folder, f"stream-{rank}.npz"), *model.get_weights())
+    report(folder, "stream", history=history.history)
+
+
+@needs_mpi
+def test_batches_from_a_source_are_shared_and_training_starts_from_rank_0(tmp_path):
+    assert_ran(mpiexec("stream", tmp_path))
+    ranks = [weights_of(tmp_path, "stream", rank) for rank in (0, 1)]
+    for mine, theirs in zip(*ranks):
+        assert mine.tobytes() == theirs.tobytes()
+    histories = reports(tmp_path, "stream")
+    assert histories[0] == histories[1] and len(histories[0]["history"]["loss"]) == 2
+
+
+def worker_mismatch() -> None:
+    rank = distributed.communicator().rank
+    seed_network("sgd").fit(*data(256), batch_size=64 if rank == 1 else BATCH, verbose=0)
+
+
+@needs_mpi
+def test_settings_that_differ_between_ranks_end_the_job_with_a_usage_error():
+    result = mpiexec("mismatch")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert ("every rank must run with the same settings: rank 1 has batch_size 64, rank 0 "
+            "128") in result.stderr
+
+
+def worker_fails() -> None:
+    """Rank 1 fails in its third batch; rank 0 goes on into the next gradient sum."""
+    rank = distributed.communicator().rank
+
+    def fail(batch, logs):
+        if rank == 1 and batch == 2:
+            raise RuntimeError("injected on rank 1")
+    seed_network("sgd").fit(*data(2000), batch_size=BATCH, epochs=100, verbose=0,
+                            callbacks=[dnn.callbacks.LambdaCallback(on_train_batch_end=fail)])
+
+
+@needs_mpi
+def test_a_failure_on_one_rank_ends_the_job_within_30_seconds():
+    started = time.monotonic()
+    result = mpiexec("fails", timeout=30)
+    assert time.monotonic() - started < 30
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "rank 1: Traceback" in result.stderr
+    assert "RuntimeError: injected on rank 1" in result.stderr
+
+
+# -- dnn train under mpiexec ---------------------------------------------------------------------
+FAILING = {  # a plugin module: a dataset and an optimizer that fail on rank 1 alone
+    "ranked_plugins": """
+        import os
+
+        import numpy as np
+
+        from dnn.errors import DataError
+        from dnn.optimizers import SGD
+
+        RANK = os.environ.get("PMI_RANK")
+
+
+        class Tiny:
+            def load(self, data_dir=None):
+                if RANK == "1" and os.environ.get("FAIL") == "load":
+                    raise DataError("no data on rank 1")
+                rng = np.random.default_rng(0)
+                centres = rng.random((3, 12))
+                def split(n):
+                    labels = rng.integers(0, 3, size=n)
+                    x = 0.7 * centres[labels] + 0.3 * rng.random((n, 12))
+                    return x.astype(np.float32), labels
+                return split(1000), split(200)
+
+
+        class FailsOnRank1(SGD):
+            def update(self, param, grad, state):
+                if RANK == "1" and int(self.iterations) == 5:
+                    raise RuntimeError("step 5 failed on rank 1")
+                super().update(param, grad, state)
+    """}
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> str:
+    """PYTHONPATH for ``dnn`` with the plugins of :data:`FAILING` (dataset ``tiny``,
+    optimizer ``fails``) installed."""
+    import textwrap
+
+    folder = tmp_path_factory.mktemp("site")
+    info = folder / "dnn_ranked_plugins-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: dnn-ranked-plugins\n"
+                                   "Version: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[dnn.datasets]\ntiny = ranked_plugins:Tiny\n"
+        "[dnn.optimizers]\nfails = ranked_plugins:FailsOnRank1\n")
+    (folder / "ranked_plugins.py").write_text(textwrap.dedent(FAILING["ranked_plugins"]))
+    return os.pathsep.join([str(folder), str(ROOT)])
+
+
+RESUME = ["-m", "dnn", "train", "--dataset", "tiny", "--batch-size", "64"]
+TRAIN = [*RESUME, "--hidden", "16", "--optimizer", "sgd", "--lr", "0.05"]
+
+
+def plain_dnn(site: str, *arguments) -> subprocess.CompletedProcess:
+    """``python -m dnn ARGUMENTS`` in one process, one BLAS thread."""
+    return subprocess.run([sys.executable, *arguments], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": site})
+
+
+def history_of(path: Path) -> list[float]:
+    return [epoch["loss"] for epoch in json.loads(path.read_text())["epochs"]]
+
+
+@needs_mpi
+def test_mpiexec_dnn_train_prints_one_test_line_and_writes_each_file_once(site, tmp_path):
+    files = {name: tmp_path / name for name in ("two.json", "two.npz", "one.json", "board")}
+    result = mpiexec(*TRAIN, "--epochs", "2", "--history", files["two.json"], "--save",
+                     files["two.npz"], "--tensorboard", files["board"],
+                     environment={"PYTHONPATH": site})
+    assert_ran(result)
+    assert result.stdout.count("test: loss") == 1 and result.stdout.count("Epoch 2/2") == 1
+    writers = {path.name.split(".")[-2] for path in files["board"].rglob("events.out.*")}
+    assert len(writers) == 1  # the event files of one process (events.out.tfevents.*.PID.N)
+    assert_ran(plain_dnn(site, *TRAIN, "--epochs", "2", "--history", files["one.json"]))
+    assert history_of(files["two.json"]) == pytest.approx(history_of(files["one.json"]),
+                                                         rel=1e-5)
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(files)
+    # resumed on 2 ranks and on 1: the same third epoch
+    resumed = mpiexec(*RESUME, "--resume", files["two.npz"], "--epochs", "1", "--save",
+                      tmp_path / "on-two.npz", "--history", files["two.json"],
+                      environment={"PYTHONPATH": site})
+    assert_ran(resumed)
+    assert len(history_of(files["two.json"])) == 3
+    assert_ran(plain_dnn(site, *RESUME, "--resume", files["two.npz"], "--epochs", "1",
+                         "--save", tmp_path / "on-one.npz"))
+    for on_two, on_one in zip(dnn.load_model(tmp_path / "on-two.npz").get_weights(),
+                              dnn.load_model(tmp_path / "on-one.npz").get_weights()):
+        assert np.max(np.abs(on_two - on_one)) < 1e-6
+
+
+@needs_mpi
+def test_dnn_train_workers_runs_the_same_job(site, tmp_path):
+    result = plain_dnn(site, *TRAIN, "--epochs", "1", "--workers", "2", "--history",
+                       tmp_path / "history.json")
+    assert_ran(result)
+    assert result.stdout.count("test: loss") == 1
+    assert len(history_of(tmp_path / "history.json")) == 1
+
+
+@needs_mpi
+@pytest.mark.parametrize("arguments, fail, status, error", [
+    (["--optimizer", "nosuch"], "", 2, "Error: unknown optimizer 'nosuch'"),
+    (["--optimizer", "fails"], "", 1, "Error: rank 1: "),
+    ([], "load", 1, "Error: rank 1: no data on rank 1"),
+], ids=["a usage error", "a failure in training on rank 1", "a failure on rank 1 at the start"])
+def test_an_error_on_any_rank_ends_dnn_train_with_its_status_reported_once(
+        site, arguments, fail, status, error):
+    started = time.monotonic()
+    result = mpiexec(*TRAIN, "--epochs", "3", *arguments, timeout=30,
+                     environment={"PYTHONPATH": site, "FAIL": fail})
+    assert time.monotonic() - started < 30
+    assert result.returncode == status, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and errors[0].startswith(error), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@needs_mpi
+def test_ranks_started_with_other_arguments_are_refused(site):
+    command = [sys.executable, *TRAIN, "--epochs", "1"]
+    result = subprocess.run(
+        [launcher.mpiexec(), "-n", "1", *command, ":", "-n", "1", *command, "--seed", "3"],
+        capture_output=True, text=True, timeout=30, cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": site})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert ("every rank must run with the same settings: rank 1 has --seed 3, rank 0 0"
+            in result.stderr)
+
+
+# -- NCCL, on the stand-in, with MPI under it ---------------------------------------------------
+class FakeNccl(types.ModuleType):
+    """``cupy.cuda.nccl`` as CuPy documents it, on the stand-in: a ``NcclCommunicator`` whose
+    ``allReduce`` sums device memory (``data.ptr``) over MPI on the given stream; captured
+    (recorded for the graph's replays, not run now) while that stream is captured, as NCCL
+    2.9 and later are."""
+
+    available = True
+    NCCL_SUM, NCCL_INT32, NCCL_INT64 = 0, 2, 4
+    NCCL_FLOAT16, NCCL_FLOAT32, NCCL_FLOAT64 = 6, 7, 8
+    TYPES = {NCCL_FLOAT32: np.float32, NCCL_FLOAT64: np.float64}
+
+    def __init__(self):
+        super().__init__("cupy.cuda.nccl")
+        self.sums = 0  # sums run (not recorded)
+        fake = self
+
+        class NcclCommunicator:
+            def __init__(self, ndev: int, commId: bytes, rank: int):  # noqa: N803
+                from mpi4py import MPI
+
+                world = MPI.COMM_WORLD
+                assert (ndev, rank) == (world.size, world.rank) and len(commId) == 128
+                assert set(world.allgather(commId)) == {commId}  # rank 0's, sent to each
+
+            def allReduce(self, sendbuf, recvbuf, count, datatype, op, stream):  # noqa: N802
+                import cupy
+
+                assert sendbuf == recvbuf and op == fake.NCCL_SUM
+                current = cupy.cuda.get_current_stream()
+                assert current.ptr == stream
+                run = functools.partial(fake.sum_at, recvbuf, count, fake.TYPES[datatype])
+                if current._capture is not None:
+                    current._capture.operations.append(run)
+                else:
+                    current._launch(run)
+
+        self.NcclCommunicator = NcclCommunicator
+
+    @staticmethod
+    def get_unique_id() -> bytes:
+        return os.urandom(128)
+
+    @staticmethod
+    def get_version() -> int:
+        return 22304  # 2.23.4
+
+    def sum_at(self, address: int, count: int, dtype) -> None:
+        from mpi4py import MPI
+
+        size = count * np.dtype(dtype).itemsize
+        values = np.frombuffer((ctypes.c_char * size).from_address(address), dtype)
+        MPI.COMM_WORLD.Allreduce(MPI.IN_PLACE, values, op=MPI.SUM)
+        self.sums += 1
+
+
+def worker_nccl(folder: str, fail_warm_up_on: str) -> None:
+    """The seed network (smaller) on the stand-in's gpu backend, its gradients summed by
+    NCCL (:class:`FakeNccl`) in the captured step; rank ``fail_warm_up_on`` (or none) has a
+    warm-up that fails."""
+    import cupy
+
+    from dnn.backends.gpu import GpuBackend
+    from dnn.distributed.nccl import NcclCommunicator
+    from dnn.errors import CaptureError
+
+    nccl = sys.modules["cupy.cuda.nccl"] = FakeNccl()
+    backend = GpuBackend()
+    rank = distributed.communicator().rank
+    if str(rank) == fail_warm_up_on:
+        def failing():
+            raise CaptureError("injected")
+        backend.graph_kernels = failing
+    model = dnn.Sequential([Dense(32, activation="relu"), Dense(10, activation="softmax")],
+                           seed=0, backend=backend)
+    model.compile("adam", metrics=["accuracy"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(*data(5 * BATCH + 9), batch_size=BATCH, epochs=2, verbose=0)
+    assert isinstance(model.communicator, NcclCommunicator)
+    np.savez(Path(folder, f"nccl-{rank}.npz"), *model.get_weights())
+    report(folder, "nccl", launches=cupy.cuda.graph.launches, sums=nccl.sums,
+           warnings=[str(warning.message) for warning in caught])
+
+
+@pytest.fixture(scope="module")
+def standin_path(tmp_path_factory) -> str:
+    """PYTHONPATH for a worker on the CuPy stand-in with a stub cuBLAS 13."""
+    from tests.standin import stub_cublas
+    from tests.test_gpu_standin import STANDIN, WHEEL_13, fake_pathfinder
+
+    folder = tmp_path_factory.mktemp("standin")
+    site = folder / "site"
+    stub_cublas.build(site, 13)
+    pathfinder = fake_pathfinder(folder / "pathfinder", names=site / WHEEL_13)
+    return os.pathsep.join(map(str, [STANDIN, pathfinder, site, ROOT]))
+
+
+def nccl_run(folder: Path, path: str, fail_warm_up_on="none", graphs="1") -> tuple:
+    """``(weights, report)`` of :func:`worker_nccl`, the same on both ranks."""
+    result = mpiexec("nccl", folder, fail_warm_up_on, timeout=120,
+                     environment={"PYTHONPATH": path, "DNN_GPU_GRAPHS": graphs})
+    assert_ran(result)
+    weights = [weights_of(folder, "nccl", rank) for rank in (0, 1)]
+    for mine, theirs in zip(*weights):
+        assert mine.tobytes() == theirs.tobytes()
+    ranks = reports(folder, "nccl")
+    assert ranks[0] == ranks[1]
+    return weights[0], ranks[0]
+
+
+@needs_mpi
+@pytest.mark.skipif(sys.platform != "linux", reason="stand-in: the stub cuBLAS is built as on "
+                                                    "Linux")
+def test_nccl_sums_inside_the_captured_step_as_the_eager_step_does(tmp_path, standin_path):
+    from tests.cuda_harness import HostCudaBackend
+
+    if not HostCudaBackend.is_available():
+        pytest.skip(f"stand-in: {HostCudaBackend.is_available().reason}")
+    captured, run = nccl_run(tmp_path, standin_path)
+    # 2 epochs of 5 full batches and a last one (9 rows: 5 + 4): the full ones captured after
+    # a warm-up and replayed (the first two replays checked against an eager step), the sums
+    # run once in each replay
+    assert run == {"launches": 9, "sums": 14, "warnings": []}
+    eager, run = nccl_run(tmp_path, standin_path, graphs="0")
+    assert run == {"launches": 0, "sums": 12, "warnings": []}
+    for mine, reference in zip(captured, eager):  # products by cuBLAS, or by CuPy's matmul
+        np.testing.assert_allclose(mine, reference, rtol=1e-5, atol=1e-6)
+    fallen_back, run = nccl_run(tmp_path, standin_path, fail_warm_up_on="1")
+    # the warm-up's sum, with rank 1's zeros, thrown away: one sum more than the eager run
+    assert run == {"launches": 0, "sums": 13, "warnings": [
+        "the training step runs without a captured graph: its warm-up failed: injected (on "
+        "rank 1)"]}
+    for mine, reference in zip(fallen_back, eager):
+        assert mine.tobytes() == reference.tobytes()
+
+
+@needs_mpi
+@pytest.mark.gpu
+def test_nccl_on_gpus():
+    """The NCCL all-reduce on real GPUs, one per rank: it needs two."""
+    from dnn.backends.gpu import GpuBackend
+
+    if not GpuBackend.is_available():
+        pytest.skip(f"NCCL needs CUDA GPUs: {GpuBackend.is_available().reason}")
+    import cupy
+
+    count = cupy.cuda.runtime.getDeviceCount()
+    if count < 2:
+        pytest.skip(f"NCCL needs one GPU per rank, two at least; this machine has {count}")
+    assert_ran(mpiexec("nccl-gpus", timeout=300))
+
+
+def worker_nccl_gpus() -> None:
+    """Two ranks, one GPU each, NCCL in the captured step: the same weights on both."""
+    rank = distributed.communicator().rank
+    distributed.use_local_gpu()
+    model = seed_network("rmsprop", backend="gpu")
+    model.fit(*data(20 * BATCH), batch_size=BATCH, epochs=2, verbose=0)
+    digest = np.concatenate([w.reshape(-1) for w in model.get_weights()]).tobytes()
+    digests = distributed.communicator().gather_objects(digest)
+    assert digests[0] == digests[1], f"rank {rank}: the ranks' weights differ"
+
+
+WORKERS = {"equivalence": worker_equivalence, "references": worker_references,
+           "callbacks": worker_callbacks, "resume": worker_resume, "stream": worker_stream,
+           "mismatch": worker_mismatch, "fails": worker_fails, "nccl": worker_nccl,
+           "nccl-gpus": worker_nccl_gpus}
+
+if __name__ == "__main__":
+    WORKERS[sys.argv[1]](*sys.argv[2:])
