@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dnn.activations import Linear, Sigmoid, Softmax
 from dnn.errors import ArgumentTypeError, UsageError
+from dnn.utils import one_hot
 
 PROBABILITY_FLOOR = 1e-7  # Keras' epsilon: probabilities are clipped to [eps, 1 - eps]
 
@@ -111,9 +112,7 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
         ``(n,)`` labels (one-hot rows stay as they are)."""
         if targets.ndim == 2:
             return targets
-        xp = backend.xp
-        columns = xp.arange(classes, dtype=targets.dtype)
-        return xp.astype(xp.reshape(targets, (-1, 1)) == columns, dtype)
+        return one_hot(backend.xp, targets, classes, dtype)
 
 
 class MeanSquaredError(Loss):

@@ -35,6 +35,13 @@ def to_categorical(labels, num_classes: int | None = None, dtype="float32") -> n
     return one_hot
 
 
+def one_hot(xp, labels, classes: int, dtype):
+    """One-hot ``(n, classes)`` rows of ``dtype`` from integer ``labels`` ``(n,)``, with the
+    array namespace ``xp`` (on the device, for losses and metrics)."""
+    columns = xp.arange(classes, dtype=labels.dtype)
+    return xp.astype(xp.reshape(labels, (-1, 1)) == columns, dtype)
+
+
 def real_array(value, what: str) -> np.ndarray:
     """``value`` as a NumPy array of real numbers (booleans, integers or floats), else a
     UsageError naming it as ``what``."""

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from dnn.utils import one_hot
+
 
 def class_labels(xp, y_true, classes: int):
     """``(n,)`` labels from labels ``(n,)`` or ``(n, 1)``, or from one-hot ``(n, classes)``
@@ -32,8 +34,7 @@ def dense_targets(xp, y_true, y_pred):
     classes = y_pred.shape[1]
     if classes == 1:
         return xp.reshape(y_true, (-1, 1))
-    columns = xp.arange(classes, dtype=y_true.dtype)
-    return xp.astype(xp.reshape(y_true, (-1, 1)) == columns, y_pred.dtype)
+    return one_hot(xp, y_true, classes, y_pred.dtype)
 
 
 def categorical_matches(xp, y_true, y_pred):
