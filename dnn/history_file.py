@@ -31,6 +31,8 @@ class HistoryFile(Callback):
     interrupted or diverges keeps the epochs it finished; ``epochs`` continues the records of
     an earlier run (a resumed one)."""
 
+    writes_files = True  # data-parallel: rank 0 alone
+
     def __init__(self, path, backend: str, optimizer: str, dataset: str, epochs=()):
         super().__init__()
         self.path, self.names = path, (backend, optimizer, dataset)

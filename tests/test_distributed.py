@@ -36,7 +36,8 @@ from dnn.distributed.communicator import SingleProcess  # noqa: E402
 from dnn.errors import UsageError  # noqa: E402
 from dnn.layers import Dense  # noqa: E402
 from dnn.trainers import data_parallel  # noqa: E402
-from dnn.trainers.epoch_iterator import ArrayBatches, StreamBatches  # noqa: E402
+from dnn.trainers.epoch_iterator import (ArrayBatches, RanOutOfData,  # noqa: E402
+                                         StreamBatches)
 from dnn.trainers.data import DeviceData  # noqa: E402
 from dnn.utils import to_categorical  # noqa: E402
 
@@ -120,15 +121,16 @@ def trained(case: str) -> dnn.Sequential:
     return model
 
 
-def summing_the_shards(case: str, ranks: int = 2) -> list[np.ndarray]:
-    """The weights after one process trains ``case`` as ``ranks`` ranks do: the same batches,
-    each rank's share's gradient weighted by its rows and summed in rank order."""
+def summing_the_shards(case: str, ranks: int = 2, shuffle: bool = True) -> list[np.ndarray]:
+    """The weights after one process trains ``case`` as ``ranks`` ranks do: the same batches
+    (of a new permutation each epoch, or without ``shuffle`` in order), each rank's share's
+    gradient weighted by its rows and summed in rank order."""
     optimizer, samples, epochs = CASES[case]
     model = seed_network(optimizer)
     x, y = data(samples)
     grads = [grad for layer in model.layers for grad in layer.grads]
     for _ in range(epochs):
-        order = model.rng.permutation(samples)
+        order = model.rng.permutation(samples) if shuffle else np.arange(samples)
         for start in range(0, samples, BATCH):
             batch = order[start:start + BATCH]
             total = None
@@ -221,11 +223,35 @@ def test_settings_that_differ_between_ranks_are_refused_naming_the_first():
         Ranks({"batch_size": 128}, {"batch_size": 64}).require_same({"batch_size": 128})
 
 
-def test_the_writers_run_on_rank_0_alone():
-    writer, other = dnn.callbacks.CSVLogger("log.csv"), dnn.callbacks.EarlyStopping()
-    assert data_parallel.on_this_rank([writer, other], 0) == [writer, other]
-    assert data_parallel.on_this_rank([writer, other], 1) == [other]
-    assert data_parallel.on_this_rank(writer, 1) is None
+class OwnFile(dnn.callbacks.Callback):
+    """A user's callback that writes ``{folder}/{name}-{rank}.txt`` at the end of ``fit``."""
+
+    def __init__(self, folder, name: str):
+        super().__init__()
+        self.path = Path(folder, f"{name}-{distributed.communicator().rank}.txt")
+
+    def on_train_end(self, logs=None):
+        self.path.write_text("written")
+
+
+class OwnWriter(OwnFile):
+    """The same, declared a writer: on rank 0 alone."""
+
+    writes_files = True
+
+
+def test_the_writers_run_on_rank_0_alone(tmp_path):
+    callbacks = dnn.callbacks
+    writers = [callbacks.CSVLogger("log.csv"), callbacks.ModelCheckpoint("model.npz"),
+               callbacks.BackupAndRestore(tmp_path), callbacks.ProgbarLogger(),
+               callbacks.EpochLines(), OwnWriter(tmp_path, "own")]
+    others = [callbacks.EarlyStopping(), callbacks.LambdaCallback(), callbacks.History(),
+              OwnFile(tmp_path, "plain")]
+    assert not callbacks.Callback.writes_files
+    assert data_parallel.on_this_rank([*writers, *others], 0) == [*writers, *others]
+    assert data_parallel.on_this_rank([*writers, *others], 1) == others
+    assert data_parallel.on_this_rank(writers[0], 1) is None
+    assert data_parallel.on_this_rank(others[0], 1) is others[0]
 
 
 def test_blas_threads_are_the_cores_shared_among_the_local_ranks(monkeypatch):
@@ -233,6 +259,23 @@ def test_blas_threads_are_the_cores_shared_among_the_local_ranks(monkeypatch):
     assert [threads.default_threads(n) for n in (1, 2, 3, 16, 32)] == [16, 8, 5, 1, 1]
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert threads.limit_blas_threads(2) is None  # the user's choice stands
+
+
+@pytest.mark.parametrize("local_ranks, parts", [(1, 4), (2, 2), (4, 1)])
+def test_the_cpu_backends_update_threads_are_the_cores_shared_among_the_local_ranks(
+        monkeypatch, local_ranks, parts):
+    """A large NumPy optimizer update splits into a block per thread: on 4 cores, 4 blocks in
+    a plain run, 2 on each of 2 ranks of the machine, 1 on each of 4."""
+    from dnn.backends.cpu import PARALLEL_MIN_SIZE, CpuBackend
+
+    ranks = SingleProcess()
+    ranks.local_size = local_ranks  # a rank of a job with local_ranks on this machine
+    monkeypatch.setattr(distributed, "_process", ranks)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    blocks = []
+    CpuBackend(c_kernels=False)._in_parts(lambda param: blocks.append(param.shape[0]),
+                                          (np.zeros((64, PARALLEL_MIN_SIZE // 64)),))
+    assert sorted(blocks) == [64 // parts] * parts
 
 
 @pytest.mark.skipif(not threads._loaded_blas(), reason="no OpenBLAS mapped in this process "
@@ -330,7 +373,8 @@ def worker_callbacks(folder: str) -> None:
         model, "stop_training", rank == 1 and batch == 2))
     history = model.fit(*data(1000), batch_size=BATCH, epochs=3, validation_split=0.2,
                         verbose=2, callbacks=[dnn.callbacks.CSVLogger(f"{folder}/{rank}.csv"),
-                                              stop])
+                                              stop, OwnWriter(folder, "own"),
+                                              OwnFile(folder, "plain")])
     evaluated = model.evaluate(*data(300), verbose=1)
     np.savez(Path(folder, f"weights-{rank}.npz"), *model.get_weights())
     x, y = data(5)
@@ -344,6 +388,8 @@ def test_rank_0_alone_writes_and_every_rank_decides_alike(tmp_path):
     result = mpiexec("callbacks", tmp_path)
     assert_ran(result)
     assert sorted(path.name for path in tmp_path.glob("*.csv")) == ["0.csv"]
+    assert sorted(path.name for path in tmp_path.glob("*.txt")) == [  # a user's writer too
+        "own-0.txt", "plain-0.txt", "plain-1.txt"]
     ranks = reports(tmp_path, "callbacks")
     assert ranks[0] == ranks[1] and ranks[0]["iterations"] == 3  # and each on_batch's figures
     assert len(ranks[0]["history"]["val_loss"]) == 1
@@ -415,6 +461,141 @@ def test_batches_from_a_source_are_shared_and_training_starts_from_rank_0(tmp_pa
         assert mine.tobytes() == theirs.tobytes()
     histories = reports(tmp_path, "stream")
     assert histories[0] == histories[1] and len(histories[0]["history"]["loss"]) == 2
+
+
+class InOrder:
+    """An iterable source (not a ``PyDataset``): ``data(samples)`` in batches of BATCH rows,
+    in order, anew each pass."""
+
+    def __init__(self, samples: int):
+        self.x, self.y = data(samples)
+
+    def __iter__(self):
+        for start in range(0, len(self.x), BATCH):
+            yield self.x[start:start + BATCH], self.y[start:start + BATCH]
+
+
+def first_batches(count: int, targets: bool = True, rows: int = 100):
+    """A generator of the first ``count`` batches of ``rows`` rows of ``data(500)``: ``(x,
+    y)``, or ``x`` alone without ``targets``."""
+    x, y = data(500)
+    for start in range(0, count * rows, rows):
+        yield (x[start:start + rows], y[start:start + rows]) if targets else x[start:start + rows]
+
+
+def caught(call) -> tuple:
+    """``(call()'s result, [[warning class, message]...])``."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        result = call()
+    return result, [(type(warning.message).__name__, str(warning.message)) for warning in seen]
+
+
+def worker_sources(folder: str) -> None:
+    """Sources of batches on 2 ranks: the same batches ("zero-row", in order: rank 1 has no
+    row of each epoch's last batch), its sum of the shards in one process (rank 0 alone,
+    with the ranks' one BLAS thread), and sources of 5 batches on rank 0, 3 on rank 1."""
+    rank = distributed.communicator().rank
+    optimizer, samples, epochs = CASES["zero-row"]
+    model = seed_network(optimizer)
+    model.fit(InOrder(samples), epochs=epochs, verbose=0)
+    np.savez(Path(folder, f"in-order-{rank}.npz"), *model.get_weights())
+    if rank == 0:
+        np.savez(Path(folder, "in-order-shards.npz"),
+                 *summing_the_shards("zero-row", shuffle=False))
+    count = 5 if rank == 0 else 3
+    ended = seed_network("sgd")
+    history, fit_warnings = caught(lambda: ended.fit(first_batches(count), epochs=2,
+                                                     verbose=0))
+    np.savez(Path(folder, f"unequal-{rank}.npz"), *ended.get_weights())
+    stepped = seed_network("sgd")
+    stepped_history, stepped_warnings = caught(lambda: stepped.fit(
+        first_batches(count), epochs=3, steps_per_epoch=2, verbose=0))
+    evaluated, evaluate_warnings = caught(lambda: ended.evaluate(first_batches(count),
+                                                                 verbose=0))
+    predicted = ended.predict(first_batches(count, targets=False), verbose=0)
+    report(folder, "sources", history=history.history,
+           iterations=int(ended.optimizer.iterations), fit_warnings=fit_warnings,
+           stepped_history=stepped_history.history,
+           stepped_iterations=int(stepped.optimizer.iterations),
+           stepped_warnings=stepped_warnings, evaluate=evaluated,
+           evaluate_warnings=evaluate_warnings, predicted=len(predicted))
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> Path:
+    """The folder of :func:`worker_sources`' files, run on 2 ranks within 60 seconds."""
+    if _mpi_missing():
+        pytest.skip(_mpi_missing())
+    folder = tmp_path_factory.mktemp("sources")
+    assert_ran(mpiexec("sources", folder, timeout=60))
+    return folder
+
+
+@needs_mpi
+def test_the_same_batches_from_a_source_equal_one_process_summing_the_shards(sources):
+    ranks = [weights_of(sources, "in-order", rank) for rank in (0, 1)]
+    for mine, theirs, reference in zip(*ranks, weights_of(sources, "in-order", "shards")):
+        assert mine.tobytes() == theirs.tobytes() == reference.tobytes()
+
+
+def ended_on(rank: int, batch: int, why: str) -> list:
+    """The warning of a source that ended on ``rank`` 1 at ``batch``, and Keras' where it ran
+    out."""
+    warning = ["UnequalSources", f"the ranks' sources of batches differ: rank {rank} has no "
+               f"batch {batch} in this epoch ({why}), rank 0 has one; every rank stops there"]
+    if why != "it ran out":
+        return [warning]
+    return [warning, ["RanOutOfData", "your input ran out of data; interrupting training: make "
+                      "sure that your generator or dataset can yield at least steps_per_epoch "
+                      "* epochs batches"]]
+
+
+@needs_mpi
+def test_a_source_that_ends_early_on_one_rank_ends_every_rank_as_one_process_of_it(sources):
+    """Rank 1's generator gives 3 batches, rank 0's 5: every rank ends as one process given
+    the 3 does (Keras' semantics), with the same weights and figures, and a warning."""
+    ranks = reports(sources, "sources")
+    assert ranks[0]["history"] == ranks[1]["history"]
+    assert ranks[0]["evaluate"] == ranks[1]["evaluate"]
+    # without steps_per_epoch: epoch 1 is 3 batches, and in epoch 2 rank 1's source runs out
+    assert ranks[0]["iterations"] == 3 and len(ranks[0]["history"]["loss"]) == 1
+    assert ranks[0]["fit_warnings"] == [*ended_on(1, 3, "its pass ended"),
+                                        *ended_on(1, 0, "it ran out")]
+    # 2 steps an epoch: the second epoch stops after one batch, when rank 1's runs out
+    assert ranks[0]["stepped_iterations"] == 3
+    assert len(ranks[0]["stepped_history"]["loss"]) == 2
+    assert ranks[0]["stepped_warnings"] == ended_on(1, 1, "it ran out")
+    assert ranks[0]["evaluate_warnings"] == ended_on(1, 3, "its pass ended")
+    assert ranks[0] == {**ranks[1], "predicted": 500}  # predict: each rank its own source
+    assert ranks[1]["predicted"] == 300
+    alone = seed_network("sgd")
+    with pytest.warns(RanOutOfData):
+        history = alone.fit(first_batches(3), epochs=2, verbose=0)
+    assert list(ranks[0]["history"]) == list(history.history)
+    for name, values in history.history.items():
+        assert ranks[0]["history"][name] == pytest.approx(values, rel=1e-6)
+    for mine, theirs, reference in zip(*(weights_of(sources, "unequal", rank)
+                                         for rank in (0, 1)), alone.get_weights()):
+        assert mine.tobytes() == theirs.tobytes()
+        assert np.max(np.abs(mine - reference)) < 1e-6
+    assert ranks[0]["evaluate"] == pytest.approx(alone.evaluate(first_batches(3), verbose=0),
+                                                 rel=1e-6)
+
+
+def worker_unequal_rows() -> None:
+    """Batches of 100 rows on rank 0, 90 on rank 1."""
+    rank = distributed.communicator().rank
+    seed_network("sgd").fit(first_batches(3, rows=100 if rank == 0 else 90), verbose=0)
+
+
+@needs_mpi
+def test_batches_of_different_rows_on_the_ranks_end_the_job_with_one_error():
+    result = mpiexec("unequal-rows", timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert ("UsageError: every rank must give the same batches: batch 0 has 90 rows on rank "
+            "1, 100 on rank 0") in result.stderr
+    assert "rank 1: Traceback" not in result.stderr  # rank 0's report ends the job
 
 
 def worker_mismatch() -> None:
@@ -533,12 +714,12 @@ def test_mpiexec_dnn_train_prints_one_test_line_and_writes_each_file_once(site, 
                                                          rel=1e-5)
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(files)
     # resumed on 2 ranks and on 1: the same third epoch
-    resumed = mpiexec(*RESUME, "--resume", files["two.npz"], "--epochs", "1", "--save",
+    resumed = mpiexec(*RESUME, "--resume", files["two.npz"], "--epochs", "3", "--save",
                       tmp_path / "on-two.npz", "--history", files["two.json"],
                       environment={"PYTHONPATH": site})
     assert_ran(resumed)
     assert len(history_of(files["two.json"])) == 3
-    assert_ran(plain_dnn(site, *RESUME, "--resume", files["two.npz"], "--epochs", "1",
+    assert_ran(plain_dnn(site, *RESUME, "--resume", files["two.npz"], "--epochs", "3",
                          "--save", tmp_path / "on-one.npz"))
     for on_two, on_one in zip(dnn.load_model(tmp_path / "on-two.npz").get_weights(),
                               dnn.load_model(tmp_path / "on-one.npz").get_weights()):
@@ -750,6 +931,7 @@ def worker_nccl_gpus() -> None:
 
 WORKERS = {"equivalence": worker_equivalence, "references": worker_references,
            "callbacks": worker_callbacks, "resume": worker_resume, "stream": worker_stream,
+           "sources": worker_sources, "unequal-rows": worker_unequal_rows,
            "mismatch": worker_mismatch, "fails": worker_fails, "nccl": worker_nccl,
            "nccl-gpus": worker_nccl_gpus}
 

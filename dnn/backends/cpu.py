@@ -21,13 +21,13 @@ absent; a run that has such values has diverged already, and its loss says so.
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import threading
 
 import numpy as np
 
 from dnn.backends.base import Availability, Backend
 from dnn.buffers import Buffers
+from dnn.distributed.threads import process_threads
 
 try:
     from dnn.backends import _cpu_kernels as C_KERNELS
@@ -38,9 +38,12 @@ except ImportError:  # installed without a C compiler
 FLOAT32 = np.dtype(np.float32)
 
 # NumPy optimizer updates of parameters at least this large are split across the CPU cores
-# (ufuncs run on one core and release the GIL); smaller ones are not worth a thread hand-off.
+# (ufuncs run on one core and release the GIL), into at most MAX_PARTS blocks and no more than
+# this process's share of the cores (dnn.distributed.threads.process_threads: all of them in a
+# plain run, cores / local ranks under mpiexec); smaller ones are not worth a thread hand-off.
 # The C kernels run on one core: one pass is faster than the hand-off (docs/benchmarks.md).
 PARALLEL_MIN_SIZE = 1 << 16
+MAX_PARTS = 4
 
 # A column of a batch that is zero in every row adds nothing to ``x @ kernel`` and makes its row
 # of the kernel's gradient zero (the pixels at an MNIST digit's edge: a third of a batch's).
@@ -61,7 +64,7 @@ class CpuBackend(Backend):
         """``c_kernels=False`` runs NumPy ufuncs only, even where the C extension is built."""
         self.c_kernels = C_KERNELS if c_kernels else None
         self._thread_local = threading.local()  # per-thread temporaries for optimizer updates
-        self._parts = max(1, min(os.cpu_count() or 1, 4))
+        self._parts = None  # blocks per update, known at the first (the ranks are known then)
         self._pool = None
 
     @classmethod
@@ -91,9 +94,12 @@ class CpuBackend(Backend):
         return True
 
     def _in_parts(self, kernel, arrays: tuple, *scalars) -> None:
-        """Run ``kernel(*arrays, *scalars)`` on row blocks of ``arrays`` (the parameter first;
-        None entries pass through), one block per core, when the parameter is large."""
+        """Run ``kernel(*arrays, *scalars)`` on row blocks of ``arrays`` (the parameter first,
+        ``(rows, ...)``; None entries pass through), one block per core of this process's
+        share (at most :data:`MAX_PARTS`), when the parameter is large."""
         param = arrays[0]
+        if self._parts is None:
+            self._parts = min(process_threads(), MAX_PARTS)
         if self._parts == 1 or param.size < PARALLEL_MIN_SIZE or param.shape[0] < self._parts:
             kernel(*arrays, *scalars)
             return

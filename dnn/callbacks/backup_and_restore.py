@@ -40,7 +40,12 @@ class BackupAndRestore(Callback):
         backup = BackupAndRestore("/tmp/backup")
         model.fit(x, y, epochs=10, callbacks=[backup])  # interrupted in epoch 4 (from 0)
         model.fit(x, y, epochs=10, callbacks=[backup])  # runs epochs 4 to 9
+
+    Data-parallel, it runs on rank 0 alone (``writes_files``); its restore reaches the other
+    ranks with rank 0's state.
     """
+
+    writes_files = True
 
     def __init__(self, backup_dir, save_freq="epoch", double_checkpoint=False,
                  delete_checkpoint=True):

@@ -10,7 +10,25 @@ class Callback:
 
     Epochs and batches are counted from 0.  The ``logs`` of a batch hold the epoch's running
     mean loss (and accuracy), those of an epoch its means and ``val_*`` figures.
+
+    ``writes_files`` (a class attribute, False here) says that the callback's only effect is
+    output (files, or the terminal): in data-parallel training (``mpiexec``,
+    :mod:`dnn.distributed`) such a callback runs on rank 0 alone, and the others run every
+    other callback.  True on :class:`CSVLogger`, :class:`ModelCheckpoint`,
+    :class:`BackupAndRestore`, :class:`TensorBoard` and :class:`ProgbarLogger`; a callback of
+    one's own that writes a file sets it too, so that one rank writes it::
+
+        class SaveWeights(Callback):
+            writes_files = True
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.model.save_weights(f"epoch-{epoch}.weights.npz")
+
+    A callback that changes training (the model, its optimizer, ``stop_training``) must
+    leave it False: it runs on every rank, so that every rank changes alike.
     """
+
+    writes_files = False
 
     def __init__(self):
         self.model = None

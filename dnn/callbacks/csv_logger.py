@@ -35,6 +35,8 @@ class CSVLogger(Callback):
         model.fit(x, y, callbacks=[CSVLogger("training.log")])
     """
 
+    writes_files = True
+
     def __init__(self, filename, separator=",", append=False):
         super().__init__()
         self.filename = check_path("CSVLogger", "filename", filename)

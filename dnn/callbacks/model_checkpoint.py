@@ -10,6 +10,8 @@ class ModelCheckpoint(MonitorCallback):
     ``"model-{epoch:02d}-{val_loss:.2f}.npz"``) after every epoch, or with ``save_best_only``
     only when ``monitor`` improved.  Writes are atomic: a file is complete or absent."""
 
+    writes_files = True
+
     def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto",
                  verbose=0):
         super().__init__(monitor, mode)

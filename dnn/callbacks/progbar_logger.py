@@ -33,7 +33,10 @@ def _duration(seconds: float) -> str:
 
 
 class _Printer(Callback):
-    """What both printers share: the stream, the epoch's clock and its closing line."""
+    """What both printers share: the stream, the epoch's clock and its closing line.  Output
+    alone (``writes_files``): data-parallel, rank 0 prints."""
+
+    writes_files = True
 
     def __init__(self, stream=None):
         super().__init__()
@@ -127,7 +130,11 @@ class ProgbarLogger(Callback):
 
     It draws training only: validation within ``fit`` is silent, as in Keras (its figures
     join the epoch's summary), and the evaluation and prediction hooks show nothing.
+
+    Output alone (``writes_files``): data-parallel, rank 0 prints.
     """
+
+    writes_files = True
 
     def __init__(self):
         super().__init__()

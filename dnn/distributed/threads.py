@@ -3,13 +3,16 @@
 NumPy's OpenBLAS starts one thread per core in every process; N ranks on one machine would run
 N times as many threads as it has cores, each product waiting on the others.  The environment
 variables that set its threads are read once, when it is loaded (before dnn runs), so the
-count is set through the loaded library itself.
+count is set through the loaded library itself.  dnn's own threads (the cpu backend's
+optimizer updates) take the same share: :func:`process_threads`.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+
+from dnn import distributed
 
 # What the user set, which is kept: each is read by some BLAS at its start.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -21,6 +24,12 @@ SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads"
 def default_threads(local_ranks: int) -> int:
     """This machine's cores divided by ``local_ranks`` (the ranks it runs), at least 1."""
     return max(1, (os.cpu_count() or 1) // max(local_ranks, 1))
+
+
+def process_threads() -> int:
+    """The threads this process may keep busy: :func:`default_threads` of the ranks on this
+    machine (the communicator's ``local_size``: 1 in a plain run, which never imports MPI)."""
+    return default_threads(distributed.communicator().local_size)
 
 
 def limit_blas_threads(local_ranks: int) -> int | None:

@@ -1,6 +1,6 @@
 """What a trainer does differently on several ranks (:mod:`dnn.distributed`): the gradient sum,
-the start from rank 0's state, the totals summed, the settings compared, the writers left to
-rank 0.
+the start from rank 0's state, the totals summed, the settings compared, the callbacks that
+write (``writes_files``) left to rank 0.
 
 Every rank runs the same ``fit``: the same batches of the same permutation, each rank the
 rows of its share (:mod:`dnn.trainers.epoch_iterator`).  A training step computes the gradient
@@ -16,14 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from dnn import backends
-from dnn.callbacks import (BackupAndRestore, CSVLogger, ModelCheckpoint, ProgbarLogger,
-                           TensorBoard)
-from dnn.history_file import HistoryFile
-
-# The callbacks that only write (files, the terminal): on rank 0 alone.  BackupAndRestore's
-# restore on rank 0 reaches the others with rank 0's state (:func:`start_together`).
-WRITERS = (BackupAndRestore, CSVLogger, HistoryFile, ModelCheckpoint, ProgbarLogger,
-           TensorBoard)
+from dnn.callbacks import Callback
 
 
 class GradientSum:
@@ -109,13 +102,16 @@ def share_state(trainer, communicator) -> None:
 
 def on_this_rank(callbacks, rank: int):
     """``callbacks`` (None, a Callback or a list of them) that run on ``rank``: all on rank 0,
-    all but the :data:`WRITERS` on the others."""
+    on the others all but those whose only effect is output (:attr:`Callback.writes_files`:
+    files, the terminal).  BackupAndRestore's restore on rank 0 reaches the others with rank
+    0's state (:func:`start_together`)."""
     if rank == 0 or callbacks is None:
         return callbacks
-    if isinstance(callbacks, WRITERS):
-        return None
+    if isinstance(callbacks, Callback):
+        return None if callbacks.writes_files else callbacks
     try:
-        return [callback for callback in callbacks if not isinstance(callback, WRITERS)]
+        return [callback for callback in callbacks
+                if not getattr(callback, "writes_files", False)]
     except TypeError:  # not a list: CallbackList says what is wrong
         return callbacks
 

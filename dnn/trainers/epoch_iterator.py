@@ -17,8 +17,10 @@ the epoch early with a warning, and one that yields nothing ends training.
 Data-parallel (:mod:`dnn.distributed`): every rank holds the same data and makes the same
 global batches (the same permutation: the ranks' generators start alike), and a
 :class:`Batch` is the contiguous share of its rank (``shard``, ``(rank, size)``) of the global
-batch's ``total`` rows (:func:`dnn.distributed.share`).  A source of batches must give every
-rank the same batches.
+batch's ``total`` rows (:func:`dnn.distributed.share`).  A source of batches should give every
+rank the same batches; the ranks read theirs in step, agreeing before each batch
+(:meth:`StreamBatches.epoch`), so that a source that ends early on one rank ends the epoch on
+every rank instead of leaving the others waiting in a sum.
 """
 
 from __future__ import annotations
@@ -50,6 +52,13 @@ class Batch(NamedTuple):
 
 class RanOutOfData(UserWarning):
     """A source of batches ran out before the epoch's ``steps_per_epoch``."""
+
+
+class UnequalSources(UserWarning):
+    """Data-parallel, the ranks' sources of batches ended at different batches."""
+
+
+PASS_ENDED, RAN_OUT = "its pass ended", "it ran out"  # why a source gave no next batch
 
 
 def _ran_out_warning() -> None:
@@ -157,24 +166,26 @@ class StreamBatches:
 
     def epoch(self):
         """Yield the epoch's :class:`Batch` es, each with the host batch moved to the device;
-        :attr:`ran_out` is set when a new pass over the source yields nothing."""
-        seen, fresh = 0, False
+        :attr:`ran_out` is set when a new pass over the source yields nothing.
+
+        Data-parallel, the ranks agree before each batch (:meth:`_agreed`): a batch runs when
+        every rank has one, of the same rows; where the source of one rank ends first, the
+        epoch ends on every rank as it would in a single process reading that source (the
+        batch the others read there dropped, with an :class:`UnequalSources` warning): at
+        the end of a pass without ``steps_per_epoch``, and for training when a new pass
+        yields nothing (:class:`RanOutOfData`)."""
+        seen = 0
         while self.steps_per_epoch is None or seen < self.steps_per_epoch:
-            if self._iterator is None:
-                self._iterator, fresh = self._new_pass(), True
-            try:
-                host_batch = next(self._iterator)
-            except StopIteration:
-                self._iterator = None
-                if fresh:  # a generator used up, or an empty dataset
-                    self.ran_out = True
-                    _ran_out_warning()
-                    return
-                if self.steps_per_epoch is None:  # one pass is one epoch
-                    break
-                continue
-            fresh = False
-            data = self._checked(host_batch, seen)
+            host_batch, ended = self._next_batch()
+            data = None if ended else self._checked(host_batch, seen)
+            if self.shard != SINGLE:
+                ended = self._agreed(seen, data, ended)
+            if ended == RAN_OUT:  # a generator used up, or an empty dataset
+                self.ran_out = True
+                _ran_out_warning()
+                return
+            if ended == PASS_ENDED:
+                break
             if self.shard == SINGLE:
                 yield Batch(data, None, data.count, data.count)
             else:
@@ -183,6 +194,52 @@ class StreamBatches:
             seen += 1
         if self._indexed and self._iterator is None and hasattr(self.source, "on_epoch_end"):
             self.source.on_epoch_end()
+
+    def _next_batch(self) -> tuple[object, str | None]:
+        """``(host batch, None)``: the next batch of the pass under way, or of a new one
+        where none is (with ``steps_per_epoch``, a pass that ends is followed by the next);
+        ``(None, PASS_ENDED)`` where the pass ended (without ``steps_per_epoch``: the epoch
+        ends), ``(None, RAN_OUT)`` where a new pass yields nothing."""
+        while True:
+            fresh = self._iterator is None
+            if fresh:
+                self._iterator = self._new_pass()
+            try:
+                return next(self._iterator), None
+            except StopIteration:
+                self._iterator = None
+                if fresh:
+                    return None, RAN_OUT
+                if self.steps_per_epoch is None:
+                    return None, PASS_ENDED
+
+    def _agreed(self, index: int, data: DeviceData | None, ended: str | None) -> str | None:
+        """What every rank does at batch ``index`` of the epoch, from each rank's outcome
+        (this rank's: its ``data``, or why its source ``ended``; one collective): None, the
+        batch, where every rank has one of the same rows; else why the source that ended
+        ended (:data:`RAN_OUT` where one ran out), this rank's pass dropped (the next epoch
+        starts a new one, as on the rank whose pass ended).  Batches of different rows are a
+        UsageError on every rank."""
+        outcomes = distributed.communicator().gather_objects(
+            ended if ended else data.count)
+        rows = [outcome for outcome in outcomes if not isinstance(outcome, str)]
+        if len(rows) == len(outcomes):
+            for rank, theirs in enumerate(rows[1:], 1):
+                if theirs != rows[0]:
+                    raise UsageError(f"every rank must give the same batches: {self.prefix}"
+                                     f"batch {index} has {theirs} rows on rank {rank}, "
+                                     f"{rows[0]} on rank 0")
+            return None
+        self._iterator = None
+        first = next(rank for rank, outcome in enumerate(outcomes) if isinstance(outcome, str))
+        if rows:
+            going_on = next(rank for rank, outcome in enumerate(outcomes)
+                            if not isinstance(outcome, str))
+            warnings.warn(f"the ranks' sources of {self.prefix}batches differ: rank {first} "
+                          f"has no batch {index} in this epoch ({outcomes[first]}), rank "
+                          f"{going_on} has one; every rank stops there",
+                          UnequalSources, stacklevel=5)  # at the user's fit
+        return RAN_OUT if RAN_OUT in outcomes else PASS_ENDED
 
     def _new_pass(self):
         if self._indexed:

@@ -297,9 +297,11 @@ class Trainer:
 
         On several ranks (``mpiexec``, :mod:`dnn.distributed`) every rank calls ``fit`` with
         the same model, data and arguments (refused otherwise), ``batch_size`` is the global
-        batch, and training starts from rank 0's state.  Rank 0 alone prints and runs the
-        callbacks that write (:data:`dnn.trainers.data_parallel.WRITERS`); the others run
-        every other callback, with the same epoch figures; ``fit`` returns on every rank
+        batch, and training starts from rank 0's state.  Batches from a source are read in
+        step: where one rank's source ends, the epoch (or training) ends on every rank
+        (:class:`dnn.trainers.epoch_iterator.StreamBatches`).  Rank 0 alone prints and runs
+        the callbacks that write (``writes_files``, a callback of one's own too); the others
+        run every other callback, with the same epoch figures; ``fit`` returns on every rank
         once they are written.  A batch's logs are those of the rank's own share."""
         self._require_compiled(training=True)
         if not is_int_at_least(epochs, 0):
