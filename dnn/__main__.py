@@ -1,3 +1,7 @@
-from dnn.cli import main
+"""``python -m dnn``: the command line through the console script's own entry point
+(:func:`dnn.entry.main`), so that a Ctrl-C while it starts is the same one line."""
 
-main(prog_name="dnn")
+from dnn.entry import main
+
+if __name__ == "__main__":
+    main()

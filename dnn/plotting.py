@@ -20,13 +20,14 @@ def require_matplotlib():
     return pyplot
 
 
-def plot_history(history: dict, path, title: str = "Training") -> None:
+def plot_history(history: dict, path, title: str = "Training", epochs=None) -> None:
     """Two panels (loss, accuracy) of ``history`` (``{"loss": [...], "test_loss": [...],
-    ...}``, one value per epoch) written as a PNG to ``path``, under ``title``."""
+    ...}``, one value per epoch) written as a PNG to ``path``, under ``title``; ``epochs``
+    numbers the values (1, 2, ... by default; a resumed run's go on from where it started)."""
     pyplot = require_matplotlib()
     from matplotlib.ticker import MaxNLocator
 
-    epochs = range(1, len(history["loss"]) + 1)
+    epochs = list(range(1, len(history["loss"]) + 1) if epochs is None else epochs)
     figure, axes = pyplot.subplots(1, 2, figsize=(10, 4))
     figure.suptitle(title)
     for axis, metric in zip(axes, ("loss", "accuracy")):

@@ -101,9 +101,11 @@ def test_cli_save_evaluate_resume_and_architecture_mismatch(tmp_path, tiny):  # 
         on_strict = run("evaluate", str(model), "--dataset", "tiny", "--backend", "strict")
         assert on_strict.output.strip() == trained_line
     history = tmp_path / "resumed.json"
-    resumed = run("train", "--dataset", "tiny", "--epochs", "1", "--hidden", "16",
+    resumed = run("train", "--dataset", "tiny", "--epochs", "3", "--hidden", "16",
                   "--resume", str(model), "--history", str(history))
     assert resumed.exit_code == 0, resumed.output
+    assert [line for line in resumed.output.splitlines() if line.startswith("Epoch")] == [
+        "Epoch 3/3"]
     first_losses = json.loads(history.read_text())["epochs"][0]["loss"]
     assert first_losses < 0.5  # continues the curve instead of starting again near ln(3)
     before = model.read_bytes()
@@ -114,7 +116,7 @@ def test_cli_save_evaluate_resume_and_architecture_mismatch(tmp_path, tiny):  # 
         refused = run("train", "--dataset", "tiny", "--hidden", "16", "--resume", str(model),
                       "--save", str(model), *args)
         assert refused.exit_code == 2 and message in refused.output, refused.output
-    same_optimizer = run("train", "--dataset", "tiny", "--hidden", "16", "--epochs", "0",
+    same_optimizer = run("train", "--dataset", "tiny", "--hidden", "16", "--epochs", "2",
                          "--resume", str(model), "--optimizer", "rmsprop")
     assert same_optimizer.exit_code == 0, same_optimizer.output
     mismatch = run("train", "--dataset", "tiny", "--hidden", "32", "--resume", str(model))
@@ -149,13 +151,13 @@ def test_resume_takes_the_architecture_from_the_checkpoint_unless_told_otherwise
     trained = run("train", "--dataset", "tiny", "--epochs", "2", "--hidden", "16", "--hidden",
                   "8", "--lr", "0.01", "--save", str(model), "--history", str(first))
     assert trained.exit_code == 0, trained.output
-    resumed = run("train", "--dataset", "tiny", "--epochs", "1", "--resume", str(model),
+    resumed = run("train", "--dataset", "tiny", "--epochs", "3", "--resume", str(model),
                   "--history", str(second))
     assert resumed.exit_code == 0, resumed.output
     losses = [epoch["loss"] for epoch in json.loads(first.read_text())["epochs"]]
     # The curve goes on below the second epoch's loss instead of starting again from the first.
     assert json.loads(second.read_text())["epochs"][0]["loss"] < losses[1] < losses[0]
-    same = run("train", "--dataset", "tiny", "--epochs", "0", "--resume", str(model),
+    same = run("train", "--dataset", "tiny", "--epochs", "2", "--resume", str(model),
                "--hidden", "16", "--hidden", "8", "--dtype", "float32")
     assert same.exit_code == 0, same.output
     for option, wanted in ((["--hidden", "16"], "16 relu -> 3 softmax (float32)"),
@@ -312,7 +314,7 @@ def test_optimizer_state_of_other_shapes_and_dtypes_than_the_parameters_resumes(
     assert [int(state["steps"]) for state in saved.states] == [saved.iterations] * 4
     assert all(state["steps"].dtype == np.int64 and state["squares"].dtype == np.float32
                for state in saved.states)
-    resumed = run("train", "--dataset", "tiny", "--epochs", "1", "--resume", str(path),
+    resumed = run("train", "--dataset", "tiny", "--epochs", "2", "--resume", str(path),
                   "--save", str(path))
     assert resumed.exit_code == 0, resumed.output
     assert [int(state["steps"]) for state in checkpoint.load(path).optimizer.states] == \
@@ -385,9 +387,10 @@ def test_models_saved_with_another_loss_evaluate_and_resume_on_the_command_line(
     assert evaluated.exit_code == 0, evaluated.output
     assert evaluated.output == f"test: loss {expected_loss:.4f} accuracy {accuracy:.4f}\n"
     history = tmp_path / "resumed.json"
-    resumed = run("train", "--dataset", "tiny", "--epochs", "1", "--resume", str(path),
+    resumed = run("train", "--dataset", "tiny", "--epochs", "3", "--resume", str(path),
                   "--history", str(history))
     assert resumed.exit_code == 0, resumed.output
+    assert "Epoch 3/3" in resumed.output
     record = json.loads(history.read_text())
     assert 0 <= record["epochs"][0]["accuracy"] <= 1 and 0 <= record["test"]["accuracy"] <= 1
 
@@ -496,14 +499,15 @@ def test_load_blames_its_arguments_not_the_file(tmp_path, monkeypatch, cpu, call
 
 def test_resume_continues_the_epochs_the_history_and_the_shuffle_bit_for_bit(tmp_path,
                                                                             tiny):  # noqa: F811
-    """3 epochs, then --resume for 2 more, is the run of 5 epochs: same weights, same
-    history (its epochs numbered on), same printed epoch numbers."""
+    """3 epochs, then --resume with --epochs 5 (the total, as Keras counts it), is the run
+    of 5 epochs: same weights and optimizer state, same history (its epochs numbered on),
+    same printed epoch numbers."""
     common = ["--dataset", "tiny", "--hidden", "16", "--batch-size", "32"]
     straight = run("train", *common, "--epochs", "5", "--save", str(tmp_path / "s.npz"),
                    "--history", str(tmp_path / "s.json"))
     first = run("train", *common, "--epochs", "3", "--save", str(tmp_path / "r.npz"),
                 "--history", str(tmp_path / "r.json"))
-    resumed = run("train", "--dataset", "tiny", "--epochs", "2", "--batch-size", "32",
+    resumed = run("train", "--dataset", "tiny", "--epochs", "5", "--batch-size", "32",
                   "--resume", str(tmp_path / "r.npz"), "--save", str(tmp_path / "r.npz"),
                   "--history", str(tmp_path / "r.json"))
     for result in (straight, first, resumed):
@@ -538,7 +542,7 @@ def test_a_checkpoint_with_dropout_resumes_on_the_command_line(tmp_path, tiny,  
     assert refused.exit_code == 1
     assert "holds a model 16 relu -> dropout -> 3 softmax (float32), not 16 relu -> 3 " \
            "softmax (float32)" in refused.output
-    resumed = run("train", "--dataset", "tiny", "--epochs", "1", "--resume",
+    resumed = run("train", "--dataset", "tiny", "--epochs", "2", "--resume",
                   str(tmp_path / "dropout.npz"))
     assert resumed.exit_code == 0, resumed.output
     assert "Epoch 2/2" in resumed.output
@@ -564,7 +568,7 @@ def test_resume_with_dtype_alone_takes_any_saved_layers(tmp_path, tiny, cpu,  # 
         f"Error: {path} holds a model 16 relu -> {shown} -> 3 softmax (float32), not 16 relu -> "
         f"{shown} -> 3 softmax (float64); leave out --hidden and --dtype to go on with the "
         "saved one\n")
-    resumed = run("train", "--dataset", "tiny", "--epochs", "1", "--resume", str(path),
+    resumed = run("train", "--dataset", "tiny", "--epochs", "2", "--resume", str(path),
                   "--dtype", "float32")
     assert resumed.exit_code == 0, resumed.output
     assert "Epoch 2/2" in resumed.output

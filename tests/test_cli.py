@@ -352,10 +352,10 @@ def test_resume_may_save_over_its_own_checkpoint(tiny, tmp_path):
     model = tmp_path / "model.npz"
     assert run("train", "--dataset", "tiny", "--epochs", "1", "--save", str(model)).exit_code == 0
     before = model.read_bytes()
-    result = run("train", "--dataset", "tiny", "--epochs", "1", "--resume", str(model),
+    result = run("train", "--dataset", "tiny", "--epochs", "2", "--resume", str(model),
                  "--save", str(model))
     assert result.exit_code == 0, result.output
-    assert model.read_bytes() != before
+    assert model.read_bytes() != before and checkpoint.load(model).epochs_done == 2
 
 
 def test_a_write_that_fails_mid_run_is_one_error_line(tiny, tmp_path, monkeypatch):
@@ -444,17 +444,57 @@ def test_the_plot_marks_whole_epochs_only(tmp_path, monkeypatch):
         assert ticks and all(float(tick).is_integer() for tick in ticks), ticks
         assert (axis.get_xlabel(), axis.get_ylabel()) == ("epoch", metric)
         assert [line.get_label() for line in axis.get_lines()] == ["train", "test"]
+        assert list(axis.get_lines()[0].get_xdata()) == [1, 2, 3]
+    plotting.plot_history(history, tmp_path / "resumed.png", "resumed", epochs=[4, 5, 6])
+    assert [list(line.get_xdata()) for line in figures[1].axes[0].get_lines()] == [[4, 5, 6]] * 2
 
 
 def test_python_dash_m_dnn_and_help():
-    import subprocess
-    import sys
-
-    finished = subprocess.run([sys.executable, "-m", "dnn", "train", "--help"],
-                              capture_output=True, text=True)
-    assert finished.returncode == 0
+    for command, usage in ((["--help"], "Usage: dnn [OPTIONS] COMMAND"),
+                           (["train", "--help"], "Usage: dnn train [OPTIONS]")):
+        finished = subprocess.run([sys.executable, "-m", "dnn", *command], capture_output=True,
+                                  text=True, timeout=60)
+        assert finished.returncode == 0, finished.stderr
+        assert finished.stdout.startswith(usage), finished.stdout
     for flag in ("--backend", "--optimizer", "--opt", "--hidden", "--save", "--resume", "--plot"):
         assert flag in finished.stdout
+
+
+def test_python_dash_m_dnn_fails_as_the_console_script_does():
+    """The same exit status and output, usage lines and ``Error:`` line alike."""
+    from scripts.hostile import console_script
+
+    script = console_script()
+    if script[0] == sys.executable:
+        pytest.skip("no dnn console script beside this Python")
+    arguments = ["train", "--optimizer", "nosuch", "--epochs", "0"]
+    environment = {name: value for name, value in os.environ.items() if name != "DNN_DATA_DIR"}
+    by_script, by_module = (subprocess.run([*start, *arguments], capture_output=True, text=True,
+                                           timeout=60, env=environment)
+                            for start in (script, [sys.executable, "-m", "dnn"]))
+    assert by_module.returncode == by_script.returncode == 2
+    assert by_module.stderr.splitlines()[-1].startswith("Error: unknown optimizer 'nosuch'")
+    assert (by_module.stdout, by_module.stderr) == (by_script.stdout, by_script.stderr)
+
+
+def test_python_dash_m_dnn_goes_through_the_console_scripts_entry(tmp_path):
+    """A real SIGINT while ``python -m dnn`` imports its command line is the console script's
+    one line and exit 130 (dnn/entry.py), not a traceback."""
+    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent("""
+        import builtins, os, signal
+        real = builtins.__import__
+        def interrupted(name, *args, **kwargs):
+            if name == "click":
+                os.kill(os.getpid(), signal.SIGINT)
+            return real(name, *args, **kwargs)
+        builtins.__import__ = interrupted
+    """))
+    result = subprocess.run([sys.executable, "-m", "dnn", "plugins"], capture_output=True,
+                            text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 130, result.stderr
+    assert result.stderr == "Error: interrupted (Ctrl-C) while starting; nothing was done\n"
+    assert result.stdout == ""
 
 
 def test_the_package_and_the_command_report_the_installed_version():
@@ -464,6 +504,20 @@ def test_the_package_and_the_command_report_the_installed_version():
 
     assert dnn.__version__ == metadata.version("dnn-framework")
     assert run("--version").output.strip() == f"main, version {dnn.__version__}"
+
+
+def test_import_dnn_reads_its_version_when_asked_for_it_only():
+    """``import dnn`` reads no distribution metadata (a search of sys.path); ``__version__``
+    does, once."""
+    code = ("import sys, dnn\n"
+            "print('dnn.plugins' in sys.modules, '__version__' in vars(dnn))\n"
+            "from importlib import metadata\n"
+            "print(dnn.__version__ == metadata.version('dnn-framework'),"
+            " '__version__' in vars(dnn))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False", "True", "True"]
 
 
 def test_sigterm_during_a_write_leaves_no_temporary_file_and_exits_143(tmp_path):
@@ -813,6 +867,8 @@ def test_a_stale_dnn_data_dir_stops_no_command_that_reads_no_folder(tiny, tmp_pa
 
 def test_train_help_says_what_epochs_counts_and_gives_examples():
     text = run("train", "--help").output
-    assert "with --resume, this many more after those the checkpoint has trained" in \
-        " ".join(text.split())
-    assert "Examples:" in text and "dnn train --resume model.npz --epochs 2" in text
+    assert ("Epochs (passes over the training data) in all, as Keras' fit(epochs=) counts "
+            "them: with --resume of a checkpoint that has trained 3, --epochs 5 trains the "
+            "4th and 5th.") in " ".join(text.split())
+    assert "Examples:" in text
+    assert "dnn train --resume model.npz --epochs 5      # on to 5 epochs in all" in text

@@ -313,6 +313,20 @@ def _check_distinct_files(paths: dict) -> None:
             raise UsageError(f"{other} and {option} both name {path}; give each its own file")
 
 
+def _check_total_epochs(epochs: int, done: int, resume_path, plot_path) -> None:
+    """Refuse ``--epochs`` fewer than the ``done`` epochs the ``--resume`` checkpoint has
+    trained (it counts the total, as Keras' ``fit(epochs=)`` does), and ``--plot`` when the
+    run would train no epoch to draw."""
+    if epochs < done:
+        default = "" if _given("epochs") else " (the default)"
+        raise UsageError(f"--epochs {epochs}{default} is fewer than the {done} epochs "
+                         f"{resume_path} has trained; --epochs counts the total, as Keras' "
+                         "epochs does")
+    if plot_path and epochs == done:
+        raise UsageError(f"--plot draws the epochs of this run: give --epochs {done + 1} or "
+                         f"more ({resume_path} has trained {done})")
+
+
 @main.command()
 @backend_option
 @dataset_option
@@ -323,9 +337,10 @@ def _check_distinct_files(paths: dict) -> None:
 @click.option("--opt", "opt_pairs", multiple=True, metavar="KEY=VALUE",
               help="An optimizer hyper-parameter, e.g. --opt momentum=0.9 (repeatable).")
 @click.option("--epochs", type=click.IntRange(min=0), default=5, show_default=True,
-              help="Epochs to train in this run (passes over the training data); with "
-                   "--resume, this many more after those the checkpoint has trained. 0 "
-                   "evaluates the model as it is.")
+              help="Epochs (passes over the training data) in all, as Keras' fit(epochs=) "
+                   "counts them: with --resume of a checkpoint that has trained 3, --epochs 5 "
+                   "trains the 4th and 5th. As many as the model has trained (0 for a new "
+                   "one) evaluates it as it is.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--hidden", type=click.IntRange(min=1), multiple=True, default=(512,),
               show_default=True, help="Units of a relu hidden layer (repeat for more layers).")
@@ -340,9 +355,9 @@ def _check_distinct_files(paths: dict) -> None:
 @click.option("--save", "save_path", type=click.Path(dir_okay=False),
               help="Save the model (and optimizer state) to this .npz after every epoch.")
 @click.option("--resume", "resume_path", type=click.Path(dir_okay=False),
-              help="Continue training the model and optimizer state saved in this .npz, "
-                   "with its own layers, dtype and optimizer settings (no --lr or --opt; "
-                   "--hidden or --dtype, if given, must match it).")
+              help="Continue training the model and optimizer state saved in this .npz "
+                   "up to --epochs in all, with its own layers, dtype and optimizer settings "
+                   "(no --lr or --opt; --hidden or --dtype, if given, must match it).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Plot loss and accuracy per epoch to this PNG (needs matplotlib).")
 @click.option("--tensorboard", "tensorboard_dir", type=click.Path(file_okay=False),
@@ -369,7 +384,7 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
       dnn train                                    # MNIST, 784-512-10, rmsprop, 5 epochs
       dnn train --optimizer adam --lr 0.0005 --hidden 256 --hidden 128
       dnn train --epochs 3 --save model.npz --history history.json --plot history.png
-      dnn train --resume model.npz --epochs 2      # two more epochs from where it stopped
+      dnn train --resume model.npz --epochs 5      # on to 5 epochs in all
       dnn train --backend gpu --tensorboard logs   # then: tensorboard --logdir logs
       dnn train --workers 2                        # data-parallel on 2 processes
     """
@@ -416,6 +431,7 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
         if lr is not None or opt_pairs:
             raise UsageError(f"--resume goes on with the {saved} settings saved in "
                              f"{resume_path}; leave out --lr and --opt")
+        _check_total_epochs(epochs, model.epochs_done, resume_path, plot_path)
     else:
         model = dense_classifier(hidden, classes, dtype=dtype, seed=seed, backend=device)
         model.compile(optimizer=new_optimizer, loss="categorical_crossentropy",
@@ -427,19 +443,19 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
         # after every epoch, so that a later divergence keeps the last good checkpoint; the
         # braces are doubled because ModelCheckpoint fills {epoch} and friends into its path
         callbacks.append(ModelCheckpoint(str(save_path).replace("{", "{{").replace("}", "}}")))
+    initial_epoch = model.epochs_done  # 0 for a new model
     history_writer = None
     if history_path:
-        earlier = history_file.earlier_epochs(history_path, model.epochs_done) if resume_path \
+        earlier = history_file.earlier_epochs(history_path, initial_epoch) if resume_path \
             else []
         history_writer = HistoryFile(history_path, backend, optimizer_name, dataset, earlier)
         callbacks.append(history_writer)
     if board is not None:  # after EvaluateEachEpoch: its test_ figures are the test run
         callbacks.append(board)
-    history = model.fit(x_train, y_train, epochs=model.epochs_done + epochs,
-                        initial_epoch=model.epochs_done, batch_size=batch_size,
-                        validation_split=validation_split, callbacks=callbacks,
-                        verbose=0 if quiet else "auto")
-    if epochs == 0:  # nothing trained: evaluate (and record) the model as it is
+    history = model.fit(x_train, y_train, epochs=epochs, initial_epoch=initial_epoch,
+                        batch_size=batch_size, validation_split=validation_split,
+                        callbacks=callbacks, verbose=0 if quiet else "auto")
+    if epochs == initial_epoch:  # nothing trained: evaluate (and record) the model as it is
         test_results = model.evaluate(x_test, y_test, verbose=0)
         if save_path:
             checkpoint.save(model, save_path)
@@ -452,7 +468,7 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
     if plot_path:
         plotting.plot_history(history.history, plot_path,
                               f"{dataset}: {describe(model.get_config())}, "
-                              f"{optimizer_name}")
+                              f"{optimizer_name}", epochs=[epoch + 1 for epoch in history.epoch])
 
 
 @main.command()
