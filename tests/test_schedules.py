@@ -484,6 +484,20 @@ def test_training_with_a_schedule_replays_as_it_runs_eagerly_and_on_cpu(cpu, sch
         SCHEDULES[schedule]()(0))))  # at the constant initial rate
 
 
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_learning_rate_at_gives_each_steps_rate_on_the_host(cpu, schedule):
+    """What the device computes for each step, known on the host from the step count."""
+    optimizer = Adam(SCHEDULES[schedule]())
+    train(cpu, optimizer)
+    assert optimizer.learning_rate_at(STEPS - 1) == pytest.approx(
+        float(optimizer.learning_rate), rel=1e-6)
+    assert [optimizer.learning_rate_at(step) for step in range(STEPS)] == pytest.approx(
+        [float(SCHEDULES[schedule]()(step)) for step in range(STEPS)], rel=1e-6)
+    constant = SGD(0.05)
+    constant.learning_rate = 0.01
+    assert constant.learning_rate_at(7) == 0.01
+
+
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 @pytest.mark.parametrize("callback", CALLBACKS)
 def test_training_with_a_learning_rate_callback_replays_as_it_runs_eagerly_and_on_cpu(

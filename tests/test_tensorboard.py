@@ -63,14 +63,14 @@ def data():
             to_categorical(rng.integers(0, 3, size=200), 3))
 
 
-def train(backend, callbacks=(), epochs=EPOCHS):
+def train(backend, callbacks=(), epochs=EPOCHS, optimizer="rmsprop"):
     """``(model, history)`` of a small network trained from seed 0 with a validation split:
     of the 200 samples of :func:`data`, 150 train in batches of 32."""
     x, y = data()
     model = dnn.Sequential([Dense(16, activation="relu", name=LAYERS[0]),
                             Dense(3, activation="softmax", name=LAYERS[1])],
                            seed=0, backend=backend)
-    model.compile(optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
     history = model.fit(x, y, epochs=epochs, batch_size=32, validation_split=0.25,
                         callbacks=list(callbacks), verbose=0)
     return model, history
@@ -140,6 +140,97 @@ def test_the_learning_rate_is_the_optimizers_of_each_epoch(tmp_path):
     train("cpu", [schedule, TensorBoard(tmp_path)])
     assert_scalars(events(tmp_path / "train"), "epoch_learning_rate", range(EPOCHS),
                    [0.01, 0.005, 0.01 / 3])
+
+
+class RatesAtBatchEnd(Callback):
+    """The optimizer's learning rate read from the device at the end of every batch of the fit
+    (after the TensorBoard callback's hook when listed after it): ``rates[g]`` for the fit's
+    batch ``g``, from 1."""
+
+    def on_train_begin(self, logs=None):
+        self.rates = {}
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.rates[len(self.rates) + 1] = float(self.model.optimizer.learning_rate)
+
+
+def test_batch_learning_rate_steps_where_a_schedule_changes_it(tmp_path):
+    """Besides the batches written (every 4th), at the first, and where the schedule changes
+    the rate (step 8, the tenth batch), with the old rate at the batch before: the values the
+    schedule gives the batches' steps, and the optimizer holds."""
+    schedule = dnn.optimizers.schedules.PiecewiseConstantDecay([8], [0.01, 0.002])
+    seen = RatesAtBatchEnd()
+    train("cpu", [TensorBoard(tmp_path, update_freq=4), seen],
+          optimizer=dnn.optimizers.RMSprop(learning_rate=schedule))
+    run = events(tmp_path / "train")
+    steps = [1, 4, 8, 9, 10, 12]
+    assert_scalars(run, "batch_learning_rate", steps, [0.01] * 4 + [0.002] * 2)
+    assert_scalars(run, "batch_learning_rate", steps, [schedule(step - 1) for step in steps])
+    assert_scalars(run, "batch_learning_rate", steps, [seen.rates[step] for step in steps])
+    assert_scalars(run, "epoch_learning_rate", range(EPOCHS), [0.01, 0.002, 0.002])
+
+
+def test_batch_learning_rate_steps_where_a_callback_changes_it(tmp_path):
+    """A rate a callback sets at each epoch's start: the change shows at the epoch's first
+    batch, the old rate at the batch before."""
+    schedule = LearningRateScheduler(lambda epoch: 0.01 / (epoch + 1))
+    train("cpu", [schedule, TensorBoard(tmp_path, update_freq=4)])
+    run = events(tmp_path / "train")
+    assert_scalars(run, "batch_learning_rate", [1, 4, 5, 6, 8, 10, 11, 12],
+                   [0.01] * 3 + [0.005] * 3 + [0.01 / 3] * 2)
+
+
+def test_a_constant_rate_is_written_with_the_batch_figures_and_every_epoch(tmp_path):
+    """Keras' epoch_learning_rate every epoch (a flat line), and batch_learning_rate at the
+    first batch and with every batch's figures written, no more."""
+    train("cpu", [TensorBoard(tmp_path, update_freq=3)])
+    run = events(tmp_path / "train")
+    steps = [1, *range(3, STEPS * EPOCHS + 1, 3)]
+    assert_scalars(run, "batch_learning_rate", steps, [0.001] * len(steps))
+    assert_scalars(run, "epoch_learning_rate", range(EPOCHS), [0.001] * EPOCHS)
+    assert [step for step, _ in series(run, "batch_loss")] == steps[1:]
+
+
+def test_batch_learning_rate_of_every_step_is_computed_on_the_host(tmp_path, backend,
+                                                                   monkeypatch):
+    """A schedule that changes the rate every step, no batch figures due (update_freq beyond
+    the run): a point every batch, the rate the optimizer used, with no read of the device in
+    the callback's batch hooks (counted on the gpu stand-in) and the steps still captured."""
+    schedule = dnn.optimizers.schedules.ExponentialDecay(0.01, decay_steps=5, decay_rate=0.5)
+    board, seen = TensorBoard(tmp_path, update_freq=1000), RatesAtBatchEnd()
+    reads, hooks = [], []
+    if isinstance(backend, GpuBackend):
+        ndarray = sys.modules["cupy"].ndarray
+        get = ndarray.get
+        monkeypatch.setattr(ndarray, "get", lambda self, *args, **kwargs:
+                            reads.append(bool(hooks)) or get(self, *args, **kwargs))
+    for name in ("on_train_batch_begin", "on_train_batch_end"):
+        def hook(batch, logs=None, method=getattr(board, name)):
+            hooks.append(True)
+            try:
+                method(batch, logs=logs)
+            finally:
+                hooks.pop()
+        monkeypatch.setattr(board, name, hook)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GraphFallbackWarning)
+        train(backend, [board, seen], optimizer=dnn.optimizers.RMSprop(learning_rate=schedule))
+    assert (graph_launches(backend) > 0) == isinstance(backend, GpuBackend)
+    assert (len(reads) > 0) == isinstance(backend, GpuBackend)  # the counter counts
+    assert True not in reads  # none in the TensorBoard callback's batch hooks
+    read = series(events(tmp_path / "train"), "batch_learning_rate")
+    steps = range(1, STEPS * EPOCHS + 1)
+    assert [step for step, _ in read] == list(steps)
+    np.testing.assert_allclose([float(value) for _, value in read],
+                               [seen.rates[step] for step in steps], rtol=1e-6)
+    np.testing.assert_allclose([float(value) for _, value in read],
+                               [schedule(step - 1) for step in steps], rtol=1e-6)
+    assert len(set(seen.rates.values())) == len(steps)  # a new rate every step
+
+
+def test_the_callback_says_it_writes_files():
+    """What tells the data-parallel fit to run it on rank 0 alone."""
+    assert TensorBoard.writes_files is True
 
 
 def test_weight_histograms_every_n_epochs_count_every_weight(tmp_path):

@@ -4,9 +4,11 @@ files, for ``tensorboard --logdir LOG_DIR`` to show while the run goes on.
 The files are written with TensorBoard's own record writer, event protos and summaries (the
 ``tensorboard`` package, dnn's optional extra ``dnn-framework[tensorboard]``), in Keras 3's
 layout and with its names.  Everything is read from the device once an epoch, outside any
-captured step; a batch costs nothing unless ``update_freq`` asks for batch figures (then its
-lazy logs are read).  Every event passes through :meth:`_EventFiles.add`: where several
-processes train one model, the check that only the first writes is one line there.
+captured step; a batch costs nothing unless ``update_freq`` asks for batch figures (then the
+lazy logs of the batches written are read, and each batch's learning rate is worked out on
+the host, without reading the device).  Every event passes through
+:meth:`_EventFiles.add`: where several processes train one model, the check that only the
+first writes is one line there.
 """
 
 from __future__ import annotations
@@ -188,12 +190,23 @@ class TensorBoard(Callback):
     Runs (subfolders of ``log_dir``) and tags, as Keras names them:
 
     - ``train``: ``epoch_loss``, ``epoch_<metric>`` (``epoch_accuracy``), ``epoch_learning_rate``
-      (the optimizer's), at step ``epoch`` (from 0);
+      (the optimizer's, read at the end of the epoch: with a schedule, the rate of the
+      epoch's last step, where Keras reads the next step's), at step ``epoch`` (from 0).  The
+      rate is written every epoch, changed or not, as Keras writes it: a constant rate is a
+      flat line, which is what one expects to see, and a change shows at the epoch it
+      happened;
     - ``validation``: the ``val_`` figures, named without it (``epoch_loss``), and
       ``evaluation_<figure>_vs_iterations`` at the optimizer's step count after each
       evaluation; ``test``: the ``test_`` figures that ``dnn train`` adds (its test set);
     - with ``update_freq`` ``"batch"`` or N: ``batch_loss``, ``batch_<metric>`` (the epoch's
-      running means) every N batches, at step ``batches trained in this fit`` (from 1);
+      running means) every N batches, at step ``batches trained in this fit`` (from 1); and
+      ``batch_learning_rate``, the rate of the batch's step as the optimizer holds it when the
+      batch ends: with the other batch figures, and besides at the first batch and at every
+      batch where the rate changed (a schedule's, or one a callback sets), with the old rate
+      at the batch before, so that the chart draws the change as a step, not a ramp (a
+      schedule that changes the rate every step writes a point every step).  It is worked out
+      on the host (the schedule's formula from the step count, or the number the rate was
+      last given), never read from the device;
     - with ``write_steps_per_second``: ``epoch_steps_per_second`` (and
       ``batch_steps_per_second`` with batch figures);
     - with ``histogram_freq`` N: every N epochs a histogram of every weight,
@@ -233,6 +246,8 @@ class TensorBoard(Callback):
         # then: tensorboard --logdir logs
     """
 
+    writes_files = True  # event files: where several processes train, only rank 0 runs it
+
     def __init__(self, log_dir="logs", histogram_freq=0, write_graph=True, write_images=False,
                  write_steps_per_second=False, update_freq="epoch", profile_batch=0,
                  embeddings_freq=0, embeddings_metadata=None, gradient_freq=0):
@@ -259,18 +274,21 @@ class TensorBoard(Callback):
         self._global_batch = 0  # batches trained in this fit, when batch figures are asked
         self._batch_started = self._epoch_started = 0.0
         self._epoch_iterations = 0  # the optimizer's step count when the epoch began
+        self._rate = None  # with batch figures: the last batch's learning rate, as float32
+        self._rate_step = 0  # the step of the last batch_learning_rate point
         self._copy_before = None  # the batch before whose step the weights are copied
         self._weights_before: dict = {}  # path -> a device copy of the weight, if copied
 
     # -- the hooks -----------------------------------------------------------------------
     def on_train_begin(self, logs=None):
-        self._global_batch = 0
+        self._global_batch, self._rate, self._rate_step = 0, None, 0
         self._files.add("train", 0)  # now: a folder that cannot be written fails at once
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self.write_steps_per_second or self.update_freq != "epoch":
+            self._epoch_iterations = int(self.model.optimizer.iterations)  # once an epoch
         if self.write_steps_per_second:
             self._epoch_started = time.perf_counter()
-            self._epoch_iterations = int(self.model.optimizer.iterations)
         steps = self.params.get("steps")
         self._copy_before = steps - 1 if steps and _every(self.gradient_freq, epoch) else None
         self._weights_before = {}
@@ -287,7 +305,11 @@ class TensorBoard(Callback):
             self._batch_started = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.update_freq == "epoch" or self._global_batch % self.update_freq:
+        if self.update_freq == "epoch":
+            return
+        logged = self._global_batch % self.update_freq == 0
+        self._log_batch_rate(self._epoch_iterations + batch, logged)
+        if not logged:
             return
         figures = dict(logs or {})  # reads the batch's figures from the device
         if self.write_steps_per_second:
@@ -331,6 +353,20 @@ class TensorBoard(Callback):
         summaries = [scalar_pb(tag, value) for tag, value in figures.items() if is_number(value)]
         if summaries:
             self._files.add(run, step, summaries)
+
+    def _log_batch_rate(self, step: int, logged: bool) -> None:
+        """``batch_learning_rate`` of the batch that ran the optimizer's step ``step``: at a
+        batch whose figures are ``logged``, at the first and where the rate changed (then the
+        old rate at the batch before too, unless written there)."""
+        rate = np.float32(self.model.optimizer.learning_rate_at(step))  # TensorBoard's float32
+        previous, self._rate = self._rate, rate
+        changed = previous is None or rate != previous
+        batch = self._global_batch
+        if changed and previous is not None and self._rate_step < batch - 1:
+            self._scalars("train", {"batch_learning_rate": float(previous)}, batch - 1)
+        if changed or logged:
+            self._scalars("train", {"batch_learning_rate": float(rate)}, batch)
+            self._rate_step = batch
 
     def _log_weights(self, epoch: int) -> None:
         """A histogram of every weight of the model, as Keras writes it."""

@@ -105,6 +105,14 @@ class Optimizer:
             self._exact[name] = value
         device[name][...] = value  # in place: a captured step reads it at its next replay
 
+    def learning_rate_at(self, step: int) -> float:
+        """The learning rate of training step ``step`` (the count of steps before it), worked
+        out on the host without reading the device: a schedule's value at ``step``, else the
+        number the rate was last given (for a step not taken yet: if nothing changes it)."""
+        if self._schedule is not None:
+            return float(self._schedule(step))
+        return float(self._host_value("learning_rate"))
+
     def _host_value(self, name: str):
         """Hyper-parameter or ``iterations`` ``name`` as a Python number, wherever it lives: a
         hyper-parameter as it was given, not rounded to the parameters' dtype."""
