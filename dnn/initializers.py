@@ -1,10 +1,14 @@
 """Weight initializers by Keras' names: each draws a host array of a shape from a seeded NumPy
 Generator, so that one seed gives the same start on every backend.
 
-For a kernel ``(fan_in, fan_out)``; a bias ``(units,)`` counts as ``fan_in = fan_out = units``.
+For a kernel ``(fan_in, fan_out)``; a bias ``(units,)`` counts as ``fan_in = fan_out = units``;
+a convolution kernel ``(kh, kw, in, out)`` has ``fan_in = kh * kw * in`` and ``fan_out = kh * kw *
+out``, as Keras counts them.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -12,7 +16,10 @@ from dnn.errors import ArgumentTypeError, UsageError
 
 
 def _fans(shape) -> tuple[int, int]:
-    return (shape[0], shape[1]) if len(shape) == 2 else (shape[0], shape[0])
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    receptive_field = math.prod(shape[:-2])
+    return shape[-2] * receptive_field, shape[-1] * receptive_field
 
 
 def _truncated_normal(rng, shape, stddev) -> np.ndarray:

@@ -108,10 +108,10 @@ class _StepLosses(Callback):
 
 def record_training(model: Sequential, x, y, epochs: int, batch_size: int,
                     callbacks=()) -> TrainingRun:
-    """Train the compiled ``model`` on host ``x`` ``(N, features)`` and ``y`` with ``fit``
-    (and ``callbacks``) and record the run."""
+    """Train the compiled ``model`` on host ``x`` ``(N, *input_shape)`` and ``y`` with
+    ``fit`` (and ``callbacks``) and record the run."""
     if not model.built:
-        model.build(x.shape[1])
+        model.build(x.shape[1:])
     start = model.get_weights()
     steps = _StepLosses(x.shape[0], batch_size)
     model.fit(x, y, epochs=epochs, batch_size=batch_size, callbacks=[steps, *callbacks],
@@ -450,7 +450,7 @@ def assert_layers_match_cpu(backend: Backend, dtype: str) -> None:
         results = {}
         for b in (backend, cpu):
             layer = Dense(4, activation=activation)
-            layer.build(5, b, np.random.default_rng(4), dtype)
+            layer.build_on((5,), b, np.random.default_rng(4), dtype)
             output = layer.forward(b.asarray(x.copy()))
             grad_x = layer.backward(b.asarray(grad.copy()))
             results[b.name] = [output, grad_x, *layer.grads]

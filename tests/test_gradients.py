@@ -89,7 +89,7 @@ def test_fused_crossentropy_equals_reference_and_is_stable(cpu):
 
 def test_dense_layer_gradients_match_finite_differences(cpu):
     layer = Dense(3, activation="tanh")
-    layer.build(4, cpu, RNG, np.float64)
+    layer.build_on((4,), cpu, RNG, np.float64)
     x = RNG.normal(size=(5, 4))
     upstream = RNG.normal(size=(5, 3))
 
@@ -141,12 +141,8 @@ class Scale(Layer):
     """A layer written against the Layer protocol alone: ``y = x * s``, one weight per
     feature.  Sequential must train it without knowing it."""
 
-    def build(self, input_dim, backend, rng, dtype):
-        self.output_dim = input_dim
-        self.params = [backend.asarray(rng.uniform(0.5, 1.5, size=input_dim).astype(dtype))]
-        self.grads = [backend.empty((input_dim,), dtype)]
-        self._backend = backend
-        return input_dim
+    def build(self, input_shape):
+        self.add_weight(input_shape, "ones")
 
     def forward(self, x, logits=False, training=False):
         self._input = x

@@ -77,7 +77,7 @@ def test_validation_split_keeps_the_last_samples_and_initial_epoch_counts_on(cpu
 
 def dropout_output(backend, x, rate=0.5, steps=2):
     layer = Dropout(rate)
-    layer.build(x.shape[1], backend, np.random.default_rng(3), "float32")
+    layer.build_on((x.shape[1],), backend, np.random.default_rng(3), "float32")
     for _ in range(steps):
         out = layer.forward(backend.asarray(x), training=True)
     return backend.to_numpy(out)
@@ -90,7 +90,7 @@ def test_dropout_drops_a_share_scales_the_rest_and_only_in_training(cpu):
     assert 0.27 < dropped < 0.33 and np.allclose(out[out != 0], 1 / 0.7)
     assert not np.array_equal(out, dropout_output(cpu, x, rate=0.3, steps=3))  # a new draw
     layer = Dropout(0.3)
-    layer.build(50, cpu, np.random.default_rng(3), "float32")
+    layer.build_on((50,), cpu, np.random.default_rng(3), "float32")
     np.testing.assert_array_equal(layer.forward(x), x)  # evaluate and predict: no dropout
 
 
@@ -102,7 +102,7 @@ def test_dropout_drops_the_same_units_on_every_backend(other_backend):
 
 def test_dropout_gradient_matches_finite_differences(cpu):
     layer = Dropout(0.4)
-    layer.build(6, cpu, np.random.default_rng(2), "float64")
+    layer.build_on((6,), cpu, np.random.default_rng(2), "float64")
     x = np.random.default_rng(3).normal(size=(5, 6))
     upstream = np.random.default_rng(4).normal(size=(5, 6))
     out = layer.forward(x, training=True)

@@ -237,7 +237,7 @@ def test_weights_properties_list_the_params_as_keras_does(cpu):
 @pytest.mark.parametrize("name", sorted(activations.ACTIVATIONS))
 def test_activation_layer_backward_matches_finite_differences(cpu, name):
     layer = Activation(name)
-    assert layer.build(5, cpu, RNG, np.float64) == 5
+    assert layer.build_on((5,), cpu, RNG, np.float64) == (5,)
     x, upstream = RNG.normal(size=(4, 5)) + 0.05, RNG.normal(size=(4, 5))
 
     def objective():

@@ -179,7 +179,8 @@ def sparse(model):
     (lambda m, x, y: m.fit(x, y, validation_data=(x, 1)),
      r"validation targets must be an array \(N, ...\), not one number"),
     (lambda m, x, y: dnn.Sequential([Dense(2)]).build(0),
-     r"input shape must be a positive number of features or \(None, features\), not 0"),
+     r"input shape must be a positive number of features, a shape such as \(28, 28, 1\) or "
+     r"\(None, features\), not 0"),
 ])
 def test_bad_calls_say_what_is_wrong(cpu, call, message):
     x, labels = blobs(n=16)

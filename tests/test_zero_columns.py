@@ -130,7 +130,7 @@ def test_each_layer_keeps_its_own_record_of_the_columns(name, backend):
     kernel, bias, grad_z = layer_inputs(rng)
     first, second = (Dense(UNITS, activation="relu") for _ in range(2))
     for layer in (first, second):
-        layer.build(WIDTH, backend, np.random.default_rng(7), np.float32)
+        layer.build_on((WIDTH,), backend, np.random.default_rng(7), np.float32)
         layer.needs_input_grad = False
     first.forward(x)
     second.forward(other)
@@ -148,7 +148,7 @@ def test_gradients_with_zero_columns_left_out_match_finite_differences(name, bac
     monkeypatch.setattr(cpu_module, "SKIP_MIN_KERNEL_SIZE", 1)  # a layer small enough to probe
     rng = np.random.default_rng(5)
     layer = Dense(3, activation="tanh")
-    layer.build(6, backend, rng, np.float64)
+    layer.build_on((6,), backend, rng, np.float64)
     x = rng.normal(size=(5, 6))
     x[:, [1, 4]] = 0.0
     upstream = rng.normal(size=(5, 3))

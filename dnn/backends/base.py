@@ -1,7 +1,8 @@
 """The Backend base class: every kernel written once over the array namespace ``self.xp``.
 
 Shapes used in the docstrings: ``n`` samples in a batch, ``i`` inputs of a layer, ``o`` its
-outputs, ``k`` classes.  A backend subclass overrides a kernel only where it is measurably faster
+outputs, ``k`` classes; for images (channels-last) ``h, w, c`` an input's height, width and
+channels, ``kh, kw`` a window's, ``oh, ow`` the output's (:mod:`dnn.backends.windows`).  A backend subclass overrides a kernel only where it is measurably faster
 (in-place NumPy ufuncs and C for ``cpu``, CUDA kernels for ``gpu``) and must give the same
 numbers as the generic version here; the cross-backend tests pin them together.
 
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from dnn.backends.windows import Span, Window
 
 Array = Any  # an array of the backend's own type
 
@@ -52,6 +55,22 @@ class InputColumns:
         self.kept = None
         self.packed = None
         self.buffers = None
+
+
+def _outputs(top: Span, left: Span) -> tuple:
+    """The index of :meth:`Backend.im2col`'s ``(n, oh, ow, kh, kw, c)`` entries that window
+    offset ``(top.offset, left.offset)`` fills from the image."""
+    return (slice(None), slice(top.out_start, top.out_stop),
+            slice(left.out_start, left.out_stop), top.offset, left.offset, slice(None))
+
+
+def _inputs(window: Window, top: Span, left: Span) -> tuple:
+    """The index of the ``(n, h, w, c)`` inputs that window offset ``(top.offset,
+    left.offset)`` reads, one per output of :func:`_outputs`."""
+    rows, columns = window.rows.stride, window.columns.stride
+    return (slice(None), slice(top.in_start, top.in_start + (top.count - 1) * rows + 1, rows),
+            slice(left.in_start, left.in_start + (left.count - 1) * columns + 1, columns),
+            slice(None))
 
 
 class Backend:
@@ -148,6 +167,58 @@ class Backend:
         """``out = relu(x @ kernel + bias)``, ``(n, i) -> (n, o)``: the hidden layer of the
         classic network; a backend may add the bias and take the relu in one pass."""
         return self.relu(self.dense_forward(x, kernel, bias, out, columns))
+
+    # -- windows: convolution and pooling, channels-last -----------------------------------
+    def im2col(self, x: Array, window: Window, cols: Array, fill=0.0) -> Array:
+        """The inputs each window covers: ``x`` ``(n, h, w, c)`` into ``cols``
+        ``(n, oh, ow, kh, kw, c)`` (what ``cols.reshape(n * oh * ow, kh * kw * c)`` multiplies
+        with a ``(kh * kw * c, filters)`` kernel), ``fill`` where a window reaches past the
+        image; returns ``cols``."""
+        if window.padded:
+            cols[...] = fill
+        for top in window.rows.spans():
+            for left in window.columns.spans():
+                if top.count and left.count:
+                    cols[_outputs(top, left)] = x[_inputs(window, top, left)]
+        return cols
+
+    def col2im(self, grad_cols: Array, window: Window, grad_x: Array) -> Array:
+        """The gradient of :meth:`im2col`: each ``(n, oh, ow, kh, kw, c)`` entry of
+        ``grad_cols`` added into the ``(n, h, w, c)`` input it was taken from, window offsets
+        in order (row offset, then column offset), onto zeros; returns ``grad_x``."""
+        grad_x[...] = 0
+        for top in window.rows.spans():
+            for left in window.columns.spans():
+                if top.count and left.count:
+                    inputs = _inputs(window, top, left)
+                    grad_x[inputs] = grad_x[inputs] + grad_cols[_outputs(top, left)]
+        return grad_x
+
+    def max_pool(self, x: Array, window: Window, out: Array, argmax: Array) -> Array:
+        """Max pooling: ``out`` ``(n, oh, ow, c)`` the largest input of each window of ``x``
+        ``(n, h, w, c)`` (cells past the image never win) and ``argmax`` (int32, same shape)
+        the first window cell ``i * kw + j`` holding it, row-major (a NaN wins, as the
+        first); returns ``out``."""
+        xp = self.xp
+        n, c = x.shape[0], x.shape[-1]
+        cols = self.im2col(x, window, self.empty((n, *window.output, *window.kernel, c),
+                                                 x.dtype), fill=-np.inf)
+        flat = xp.reshape(cols, (n, *window.output, window.cells, c))
+        argmax[...] = xp.astype(xp.argmax(flat, axis=3), argmax.dtype)
+        out[...] = xp.max(flat, axis=3)
+        return out
+
+    def max_pool_backward(self, grad: Array, argmax: Array, window: Window,
+                          grad_x: Array) -> Array:
+        """The gradient of :meth:`max_pool`: each of ``grad`` ``(n, oh, ow, c)`` added into
+        the input its window's ``argmax`` cell read, ``grad_x`` ``(n, h, w, c)`` zeros
+        elsewhere (window offsets in order, as :meth:`col2im` adds); returns ``grad_x``."""
+        xp = self.xp
+        n, oh, ow, c = grad.shape
+        cells = xp.reshape(xp.arange(window.cells, dtype=argmax.dtype), (1, 1, 1, -1, 1))
+        chosen = xp.expand_dims(argmax, axis=3) == cells
+        routed = xp.where(chosen, xp.expand_dims(grad, axis=3), xp.zeros((), dtype=grad.dtype))
+        return self.col2im(xp.reshape(routed, (n, oh, ow, *window.kernel, c)), window, grad_x)
 
     # -- activations ---------------------------------------------------------------------------
     def relu(self, z: Array) -> Array:

@@ -19,15 +19,17 @@ from dnn.trainers.trainer import Trainer
 from dnn.utils import as_shape, checked_weights, element_count, is_int_at_least, model_rng
 
 
-def _features(input_shape) -> int:
-    """The number of features of inputs of ``input_shape`` (an int, or a shape whose leading
-    None is the batch size; the rest is flattened)."""
+def _sample_shape(input_shape) -> tuple:
+    """The shape of one input sample from ``input_shape``: a number of features, a sample
+    shape such as ``(28, 28, 1)``, or Keras' shape with the batch size first, as None
+    (``(None, 784)``)."""
     shape = as_shape(input_shape)
-    features = element_count(shape[1:] if shape and shape[0] is None else shape)
-    if features is None:
-        raise UsageError(f"input shape must be a positive number of features or (None, "
-                         f"features), not {input_shape!r}")
-    return features
+    if shape and shape[0] is None:
+        shape = shape[1:]
+    if element_count(shape) is None:
+        raise UsageError(f"input shape must be a positive number of features, a shape such as "
+                         f"(28, 28, 1) or (None, features), not {input_shape!r}")
+    return tuple(int(size) for size in shape)
 
 
 def check_seed(seed) -> None:
@@ -81,7 +83,7 @@ class Sequential(Trainer):
         self.rng = model_rng(seed)
         self.name = "sequential" if name is None else str(name)
         self.backend = backends.resolve(backend) if backend is not None else None
-        self.input_dim = None  # known once built
+        self.input_shape = None  # the shape of one input sample, known once built
         self._buffers = None  # the batches and the loss gradient, once built
         for layer in layers:
             self.add(layer)
@@ -104,10 +106,10 @@ class Sequential(Trainer):
         layer.in_model = True
         self.layers.append(layer)
         if self.built:
-            self._build_layers(len(self.layers) - 1, self.layers[-2].output_dim)
+            self._build_layers(len(self.layers) - 1, self.layers[-2].output_shape)
             self._layers_changed()
-        elif len(self.layers) == 1 and layer.input_dim is not None:
-            self.build(layer.input_dim)
+        elif len(self.layers) == 1 and layer.declared_input_shape is not None:
+            self.build(layer.declared_input_shape)
 
     def pop(self):
         """Remove and return the last layer (its weights go with it), as Keras' ``pop``."""
@@ -118,7 +120,7 @@ class Sequential(Trainer):
         if self.built and self.layers:
             self._layers_changed()
         elif not self.layers:
-            self._buffers, self.input_dim = None, None
+            self._buffers, self.input_shape = None, None
         return layer
 
     def _layers_changed(self) -> None:
@@ -148,39 +150,49 @@ class Sequential(Trainer):
         """True once :meth:`build` made the weights (by the first data, or declared)."""
         return self._buffers is not None
 
+    @property
+    def input_dim(self) -> int | None:
+        """The number of features of one input sample (the product of ``input_shape``), known
+        once built."""
+        return None if self.input_shape is None else math.prod(self.input_shape)
+
     def build(self, input_shape) -> None:
         """Create the weights on the model's backend for inputs of ``input_shape``: a number
-        of features, or Keras' shape ``(None, 784)`` (the batch size first, as None)."""
+        of features, the shape of one sample such as ``(28, 28, 1)``, or Keras' shape with the
+        batch size first, as None (``(None, 784)``)."""
         if not self.layers:
             raise UsageError("the model has no layers to build")
-        input_dim = _features(input_shape)
+        input_shape = _sample_shape(input_shape)
         if self.backend is None:
             self.backend = backends.current_backend()
-        self.input_dim = int(input_dim)
-        self._build_layers(0, self.input_dim)
+        self.input_shape = input_shape
+        self._build_layers(0, input_shape)
         self._buffers = Buffers(self.backend)  # and the model is built
         if self.compiled:
             self._build_training_state()
 
-    def _build_layers(self, first: int, input_dim: int) -> None:
-        """Build the layers from index ``first`` on, the first of them on ``input_dim``
-        features."""
+    def _build_layers(self, first: int, input_shape: tuple) -> None:
+        """Build the layers from index ``first`` on, the first of them on inputs of sample
+        shape ``input_shape``."""
         try:
             for index in range(first, len(self.layers)):
                 layer = self.layers[index]
                 layer.needs_input_grad = index > 0
-                input_dim = layer.build(input_dim, self.backend, self.rng, self.dtype)
+                input_shape = layer.build_on(input_shape, self.backend, self.rng, self.dtype)
         except MemoryError:
-            shapes = self.param_shapes(self.input_dim)
-            size = sum(math.prod(shape) for shape in shapes) * self.dtype.itemsize
-            sizes = " -> ".join(f"{count:,}" for count in
-                                [self.input_dim, *(layer.output_dim for layer in self.layers)])
+            size = (sum(math.prod(shape) for shape in self.param_shapes(self.input_shape))
+                    * self.dtype.itemsize)
+            shapes = [self.input_shape]
+            for layer in self.layers:
+                shapes.append(layer.compute_output_shape(shapes[-1]))
+            sizes = " -> ".join(f"{math.prod(shape):,}" for shape in shapes)
             raise OutOfMemoryError(f"the weights of a {sizes} model need {size:,} bytes: more "
                                    "memory than this machine gives") from None
 
     @property
     def params(self) -> list:
-        """Every weight, in :meth:`get_weights` order (device arrays)."""
+        """Every weight the optimizer trains, layer by layer (device arrays; a frozen layer's
+        too: the model hands only the trainable ones to each update)."""
         return [param for layer in self.layers for param in layer.params]
 
     @property
@@ -189,21 +201,17 @@ class Sequential(Trainer):
 
     @property
     def non_trainable_weights(self) -> list:
-        return [param for layer in self.layers if not layer.trainable
-                for param in layer.params]
+        return [weight for layer in self.layers for weight in layer.non_trainable_weights]
 
     @property
     def weights(self) -> list:
-        return self.params
+        """Every weight, trained or not, in :meth:`get_weights` order (device arrays)."""
+        return [weight for layer in self.layers for weight in layer.weights]
 
-    def param_shapes(self, input_dim: int) -> list:
-        """The shape of every parameter, in :meth:`get_weights` order, for inputs of
-        ``input_dim`` features, without making them."""
-        shapes = []
-        for layer in self.layers:
-            layer_shapes, input_dim = layer.param_shapes(input_dim)
-            shapes += layer_shapes
-        return shapes
+    def param_shapes(self, input_shape) -> list:
+        """The shape of every weight, in :meth:`get_weights` order, for inputs of sample
+        shape ``input_shape``, without making them."""
+        return layers_module.weight_shapes(self.layers, _sample_shape(input_shape))
 
     def _require_built(self) -> None:
         if not self.built:
@@ -213,22 +221,23 @@ class Sequential(Trainer):
     def count_params(self) -> int:
         """The number of weights, trainable or not (the model must be built)."""
         self._require_built()
-        return sum(math.prod(param.shape) for param in self.params)
+        return sum(math.prod(weight.shape) for weight in self.weights)
 
     def get_weights(self) -> list[np.ndarray]:
-        """Host copies of every parameter, Keras order: kernel ``(in, out)``, bias, per layer."""
+        """Host copies of every weight, Keras order: per layer, its trained weights (a Dense
+        kernel ``(in, out)``, its bias), then its others (moving statistics)."""
         self._require_built()
-        return [self.backend.to_numpy(param) for param in self.params]
+        return [self.backend.to_numpy(weight) for weight in self.weights]
 
     def set_weights(self, weights) -> None:
         """Load host arrays in :meth:`get_weights` order (the model must be built)."""
         if not self.built:
-            raise UsageError("build the model (call it on data, or build(input_dim)) before "
+            raise UsageError("build the model (call it on data, or build(input_shape)) before "
                              "set_weights")
-        params = self.params
-        values = checked_weights(weights, [param.shape for param in params], self.dtype)
-        for param, value in zip(params, values):  # in place: the optimizer's state stays theirs
-            param[...] = self.backend.asarray(value)
+        own = self.weights
+        values = checked_weights(weights, [weight.shape for weight in own], self.dtype)
+        for weight, value in zip(own, values):  # in place: the optimizer's state stays theirs
+            weight[...] = self.backend.asarray(value)
 
     def __call__(self, x) -> np.ndarray:
         """``model(x)``: the outputs of :meth:`predict`, as host arrays."""
@@ -264,9 +273,10 @@ class Sequential(Trainer):
         the model is built."""
         rows = [("Layer", "Output shape", "Params")]
         for layer in self.layers:
-            count = (sum(math.prod(param.shape) for param in layer.params) if self.built
+            count = (sum(math.prod(weight.shape) for weight in layer.weights) if self.built
                      else None)
-            rows.append((f"{layer.name} ({type(layer).__name__})", f"(None, {layer.output_dim})",
+            shape = "?" if layer.output_shape is None else str((None, *layer.output_shape))
+            rows.append((f"{layer.name} ({type(layer).__name__})", shape,
                          "?" if count is None else f"{count:,}"))
         widths = [max(len(row[column]) for row in rows) for column in range(3)]
         print_fn(f'Model: "{self.name}"')
@@ -274,7 +284,7 @@ class Sequential(Trainer):
             print_fn(f"{name:<{widths[0]}}  {shape:<{widths[1]}}  {count:>{widths[2]}}")
         if not self.built:
             print_fn("Total params: unknown until the model is built (by its first data, or "
-                     "build(input_dim))")
+                     "build(input_shape))")
             return
         trainable = sum(math.prod(param.shape) for param in self.trainable_weights)
         total = self.count_params()

@@ -1,8 +1,10 @@
 """Checkpoints: an ``.npz`` of host arrays plus the architecture and optimizer as JSON.
 
-Layout: ``weight_<i>`` for every parameter in :meth:`Sequential.get_weights` order,
-``state_<i>_<key>`` for the optimizer state of parameter ``i``, and ``meta``, a 0-d string
-array holding ``{"format": "dnn-checkpoint", "version": 1, "model": ..., "optimizer": ...}``.
+Layout: ``weight_<i>`` for every weight in :meth:`Sequential.get_weights` order,
+``state_<i>_<key>`` for the optimizer state of trained weight ``i`` (the model's ``params``),
+and ``meta``, a 0-d string array holding ``{"format": "dnn-checkpoint", "version": 1, "model":
+..., "input_shape": [...], "optimizer": ...}``; ``input_shape``, one sample's, is there only
+when a sample has more than one axis (images): for flat inputs the first weight's rows say it.
 Written to a temporary file and renamed; read with ``allow_pickle=False`` onto any backend.
 """
 
@@ -20,12 +22,13 @@ from dnn.errors import ArgumentTypeError, CheckpointError, UsageError
 from dnn.fileio import atomic_write, write_errors_named
 from dnn.models.sequential import Sequential, check_seed, describe
 from dnn.saving.npz_reader import NpzReader
-from dnn.utils import is_int_at_least
+from dnn.utils import element_count, is_int_at_least
 
 FORMAT = "dnn-checkpoint"
 VERSION = 1
 MEMBER = re.compile(r"meta|weight_\d+|state_\d+_\w+")  # the members a checkpoint holds
 MAX_META_CHARS = 1 << 18
+MAX_INPUT_AXES = 8  # more than any array library's images have
 
 
 def save(model: Sequential, path) -> None:
@@ -48,6 +51,8 @@ def save(model: Sequential, path) -> None:
         # where training stands: resuming goes on with the next epoch and the next shuffle
         "epochs_done": model.epochs_done, "shuffle_state": model.rng.bit_generator.state,
     }
+    if len(model.input_shape) > 1:  # images: their weights do not say the inputs' shape
+        meta["input_shape"] = list(model.input_shape)
     if optimizer is not None:
         for i, state in enumerate(optimizer.states):
             for key, value in state.items():
@@ -127,8 +132,8 @@ def load(path, backend=None, seed=None, *, with_optimizer=True) -> Sequential:
         with _damage_reported(path):
             config = meta["model"]
             made = _layers_of(config)
-            weights = _read_weights(archive, lambda inputs: _param_shapes(made, inputs),
-                                    made[0].input_dim if made else None,
+            weights = _read_weights(archive, lambda shape: layers.weight_shapes(made, shape),
+                                    _input_shape(path, meta, made),
                                     describe(_architecture(config, made)))
             model = _model(config, made, backend=backend, seed=seed)
             spec = meta["optimizer"] if with_optimizer else None
@@ -155,8 +160,8 @@ def load_into(model: Sequential, path) -> None:
             if saved["layers"] != ours["layers"]:
                 raise CheckpointError(f"{path} holds a model {describe(saved)}; this model is "
                                       f"{describe(ours)}")
-            weights = _read_weights(archive, model.param_shapes, model.input_dim,
-                                    describe(ours))
+            declared = model.input_shape or _input_shape(path, meta, model.layers)
+            weights = _read_weights(archive, model.param_shapes, declared, describe(ours))
             spec = meta["optimizer"]
             same_optimizer = (spec is not None and model.optimizer is not None
                               and spec["name"] == plugins.name_of("optimizer",
@@ -198,14 +203,17 @@ def _architecture(config: dict, made: list) -> dict:
             "layers": [layer.get_config() for layer in made]}
 
 
-def _param_shapes(made: list, inputs: int) -> list:
-    """The shape of every parameter of the layers ``made`` on ``inputs`` features, in
-    :meth:`Sequential.get_weights` order, as a model of them builds them."""
-    shapes = []
-    for layer in made:
-        found, inputs = layer.param_shapes(inputs)
-        shapes += found
-    return shapes
+def _input_shape(path, meta: dict, made: list) -> tuple | None:
+    """The shape of one input sample of the saved model: the one its first layer declares,
+    else the file's ``input_shape``, else None (the first weight's rows then say it)."""
+    declared = made[0].declared_input_shape if made else None
+    shape = meta.get("input_shape")
+    if declared is not None or shape is None:
+        return declared
+    if (not isinstance(shape, list) or len(shape) > MAX_INPUT_AXES
+            or element_count(tuple(shape)) is None):
+        raise CheckpointError(f"{path} is damaged: its input shape is {shape!r}")
+    return tuple(shape)
 
 
 def _model(config: dict, made: list, **kwargs) -> Sequential:
@@ -216,12 +224,12 @@ def _model(config: dict, made: list, **kwargs) -> Sequential:
     return Sequential(made, dtype=config.get("dtype", "float32"), **name, **kwargs)
 
 
-def _read_weights(archive: NpzReader, param_shapes, declared, architecture: str) -> list:
-    """Every weight in the file, read: their shapes are ``param_shapes(inputs)`` for the
-    ``declared`` inputs of the ``architecture`` (its description), or else for those of the
-    first weight; each header must agree before any data is read.  What a model then
+def _read_weights(archive: NpzReader, param_shapes, input_shape, architecture: str) -> list:
+    """Every weight in the file, read: their shapes are ``param_shapes(shape)`` for the
+    ``input_shape`` of the ``architecture`` (its description), or where that is None for the
+    first weight's rows; each header must agree before any data is read.  What a model then
     allocates is bounded by the bytes the file really holds, not by what it claims."""
-    shapes = _weight_shapes(archive, param_shapes, declared, architecture)
+    shapes = _weight_shapes(archive, param_shapes, input_shape, architecture)
     return [_weight(archive, index, shape) for index, shape in enumerate(shapes)]
 
 
@@ -230,7 +238,7 @@ def _restore(archive: NpzReader, model: Sequential, meta: dict, with_optimizer: 
     """``weights`` (read by :func:`_read_weights`) into ``model``, built first if need be,
     and the optimizer's state when ``with_optimizer``."""
     if not model.built:
-        model.build(weights[0].shape[0])
+        model.build(_input_shape(archive.path, meta, model.layers) or weights[0].shape[0])
     model.set_weights(weights)
     if with_optimizer:
         _restore_state(archive, model, meta["optimizer"]["iterations"])
@@ -240,16 +248,18 @@ def _metrics(serialized: list) -> list:
     return [metrics.deserialize(item) for item in serialized]
 
 
-def _weight_shapes(archive: NpzReader, param_shapes, declared, architecture: str) -> list:
-    """The shape of every weight, ``param_shapes(inputs)`` for the ``declared`` inputs or
-    else the first weight's; each weight's header must agree before anything is allocated."""
+def _weight_shapes(archive: NpzReader, param_shapes, input_shape, architecture: str) -> list:
+    """The shape of every weight, ``param_shapes(shape)`` for ``input_shape`` or else the
+    first weight's rows; each weight's header must agree before anything is allocated."""
     path = archive.path
     count = sum(name.startswith("weight_") for name in archive.names)
-    first = archive.header("weight_0")[0] if "weight_0" in archive.names else ()
-    if len(first) != 2:
-        raise CheckpointError(f"{path} is damaged: its first weight has shape {first}, not "
-                              "(inputs, units)")
-    shapes = param_shapes(first[0] if declared is None else declared)
+    if input_shape is None:
+        first = archive.header("weight_0")[0] if "weight_0" in archive.names else ()
+        if len(first) != 2:
+            raise CheckpointError(f"{path} is damaged: its first weight has shape {first}, "
+                                  "not (inputs, units)")
+        input_shape = (first[0],)
+    shapes = param_shapes(input_shape)
     if count != len(shapes) or any(f"weight_{i}" not in archive.names for i in range(count)):
         raise CheckpointError(f"{path} is damaged: it holds {count} weights; its "
                               f"architecture has {len(shapes)}")

@@ -2,13 +2,14 @@
 
 Every check runs on the host, once per call of ``fit``/``evaluate``/``predict`` (or once per
 batch for data that comes in batches), and names what is wrong in one line; what passes moves
-to the backend in the form the step reads: inputs ``(N, features)`` in the model's dtype,
+to the backend in the form the step reads: inputs ``(N, *input_shape)`` in the model's dtype,
 targets one-hot or ``(N, k)`` in the model's dtype (integer labels ``(N,)`` for a sparse loss),
 sample weights ``(N,)`` in the model's dtype.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -29,19 +30,23 @@ def host_array(array, what: str, backend=None) -> np.ndarray:
 
 
 def device_inputs(model, x, prefix: str = ""):
-    """``x`` ``(N, ...)`` checked and moved to the model's backend as ``(N, features)``,
-    building the model on its first data; ``prefix`` (such as ``"validation "``) names them in
-    errors."""
+    """``x`` ``(N, ...)`` checked and moved to the model's backend as ``(N, *input_shape)``
+    (samples of another shape but as many features are reshaped: a flat ``(N, 784)`` for a
+    model of ``(28, 28, 1)`` images, or the other way round), building the model on its first
+    data; ``prefix`` (such as ``"validation "``) names them in errors."""
     x = host_array(x, f"{prefix}inputs", model.backend)
     if x.ndim < 2 or x.shape[0] == 0:
         raise UsageError(f"{prefix}inputs must be a non-empty batch (N, features...), not "
                          f"{x.shape}")
-    x = x.reshape(x.shape[0], -1)
     if not model.built:
-        model.build(x.shape[1])
-    if x.shape[1] != model.input_dim:
-        raise UsageError(f"{prefix}inputs have {x.shape[1]} features; the model expects "
-                         f"{model.input_dim}")
+        model.build(x.shape[1:])
+    if x.shape[1:] != model.input_shape:
+        features = math.prod(x.shape[1:])
+        if features != model.input_dim:
+            raise UsageError(f"{prefix}inputs have {features} features; the model expects "
+                             f"{model.input_dim}" + ("" if len(model.input_shape) == 1 else
+                                                     f" (samples of shape {model.input_shape})"))
+        x = x.reshape(x.shape[0], *model.input_shape)
     return model.backend.asarray(x.astype(model.dtype, copy=False))
 
 
@@ -120,8 +125,9 @@ def _class_sample_weight(model, class_weight, y: np.ndarray) -> np.ndarray:
 
 
 class DeviceData:
-    """One data set on the device, in the form a step reads: inputs ``x`` ``(N, features)``,
-    targets ``y`` (see the module docstring) and ``sample_weight`` ``(N,)`` or None."""
+    """One data set on the device, in the form a step reads: inputs ``x``
+    ``(N, *input_shape)``, targets ``y`` (see the module docstring) and ``sample_weight``
+    ``(N,)`` or None."""
 
     def __init__(self, x, y, sample_weight=None):
         self.x, self.y, self.sample_weight = x, y, sample_weight

@@ -1,0 +1,381 @@
+"""The layer protocol: what :class:`dnn.Sequential` needs of a layer, and the setup every layer
+shares (names, weights and their gradients, shapes, regularization, ``trainable``).
+
+Shapes are a sample's, without the batch axis, as Keras' ``input_shape``: ``(784,)`` for a
+flat image, ``(28, 28, 1)`` for one channels-last; a batch is ``(n, *shape)``.
+
+Who owns which array:
+
+- a layer makes its weights in ``build`` with :meth:`Layer.add_weight` (they live as long as
+  the layer and are changed in place: trained ones by the optimizer, moving statistics by the
+  layer itself); the gradient of each trained weight (``grads``, same order as ``params``),
+  its output and its input gradient live in its own :class:`dnn.buffers.Buffers`;
+- ``forward`` returns the layer's output, which the model reads only until the layer's next
+  ``forward`` (a built-in layer writes it into its own buffer: fixed arrays in, fixed arrays
+  out, what a GPU can capture and replay);
+- ``backward`` writes ``grads`` and returns the input gradient, read only until its next
+  ``backward``; it may overwrite the ``grad`` it is given (the next layer's input gradient,
+  or the model's loss gradient, which no one reads afterwards).
+
+Training (Keras' ``trainable``, and weight regularizers, :mod:`dnn.regularizers`):
+
+- ``params`` are the weights the optimizer trains (each with its gradient in ``grads``);
+  ``state_weights`` the ones a layer updates itself in training (BatchNormalization's moving
+  statistics).  ``weights`` lists both, Keras' order: what ``get_weights`` returns and
+  checkpoints hold.
+- ``layer.trainable`` (True by default, settable at any time) says whether the model hands the
+  layer's ``params`` to the optimizer; a frozen layer's ``backward`` still runs (the layers
+  before it need its input gradient).
+- ``layer.regularization_loss()`` is the summed penalty of the layer's regularized trainable
+  weights, a 0-d array of the backend, or None when there is none (a frozen layer has none,
+  as in Keras); the model adds it to the batch's mean loss.
+- ``layer.add_regularization_gradients()`` adds each penalty's gradient into the weight's
+  gradient in ``grads``, in place; the model calls it after ``backward``, before the
+  optimizer's update.
+- Both compute with the backend's array namespace on the layer's own arrays and read nothing
+  on the host, so that a captured training step replays them.  ``trainable`` and the
+  regularizers' factors are read in Python: a step captured before ``trainable`` changes
+  keeps the old value, so the model captures its steps anew after a change.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from dnn import activations, initializers, regularizers
+from dnn.buffers import Buffers
+from dnn.errors import UsageError
+from dnn.optimizers.schedules import array_namespace
+from dnn.utils import as_shape, checked_weights, element_count, is_int_at_least
+
+MAX_UNITS = 2**31 - 1  # past this no array library indexes a layer's outputs
+
+
+def declared_shape(input_shape, input_dim, layer: str) -> tuple | None:
+    """The sample shape a first layer declares (Keras' ``input_shape`` without the batch
+    size, or ``input_dim`` as ``(input_dim,)``), or None; UsageError naming ``layer`` for
+    anything but positive sizes."""
+    if input_shape is not None and input_dim is not None:
+        raise UsageError(f"{layer}: give input_shape or input_dim, not both")
+    if input_dim is not None:
+        input_shape = (input_dim,)
+    if input_shape is None:
+        return None
+    shape = as_shape(input_shape)
+    if element_count(shape) is None:
+        raise UsageError(f"{layer}: input_shape must be positive sizes such as (784,) or "
+                         f"(28, 28, 1), not {input_shape!r}")
+    return tuple(int(size) for size in shape)
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """One weight a layer makes in ``build``: its attribute ``name`` (``kernel``), ``shape``,
+    the :mod:`dnn.initializers` name that draws it, whether the optimizer trains it, and its
+    :class:`dnn.regularizers.Regularizer` (or None)."""
+
+    name: str
+    shape: tuple
+    initializer: str
+    trainable: bool = True
+    regularizer: object = None
+
+
+class Layer:
+    """The protocol of a layer in :class:`dnn.Sequential` (see the module docstring).
+
+    A subclass gives ``compute_output_shape`` (the default keeps the input's shape) and, if it
+    has weights, ``weight_specs`` (what the default ``build`` makes, in order, and what
+    checkpoints check a file against); ``forward``, ``backward`` and ``get_config``.  A layer
+    that makes its weights itself overrides ``build`` and calls :meth:`add_weight`.
+
+    ``activation`` is the Activation a loss may take the logits of, or None;
+    ``declared_input_shape``, the sample shape a first layer declares (Keras'
+    ``input_shape``), or None; ``input_shape`` and ``output_shape`` are known once built.
+    """
+
+    activation = None
+    _trainable = True  # also for a subclass that does not call Layer.__init__
+    _made: dict = {}  # layers made so far, by kind: Keras' default names dense, dense_1, ...
+
+    def __init__(self, name=None, input_shape=None, trainable=True):
+        kind = type(self).__name__.lower()
+        self._given_name = name
+        if name is None:
+            count = Layer._made.get(kind, 0)
+            name = kind if count == 0 else f"{kind}_{count}"
+        Layer._made[kind] = Layer._made.get(kind, 0) + 1
+        self.name = str(name)
+        self.declared_input_shape = input_shape
+        self.input_shape = self.output_shape = None
+        self.params: list = []
+        self.grads: list = []
+        self.state_weights: list = []
+        self._regularizers: list = []
+        self.needs_input_grad = True  # the model turns it off for its first layer
+        self.in_model = False  # set by the one Sequential that holds it
+        self.built = False
+        self.trainable = trainable
+        self._backend = self._buffers = self._rng = self._dtype = None
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the model trains the layer's ``params`` (Keras' flag; see the module
+        docstring)."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value) -> None:
+        self._trainable = bool(value)
+
+    @property
+    def trainable_weights(self) -> list:
+        """``params`` when ``trainable``, else none (arrays of the backend)."""
+        return list(self.params) if self.trainable else []
+
+    @property
+    def non_trainable_weights(self) -> list:
+        """``state_weights``, and ``params`` too when frozen (arrays of the backend)."""
+        return ([] if self.trainable else list(self.params)) + list(self.state_weights)
+
+    @property
+    def weights(self) -> list:
+        """Every weight, trained or not: ``params`` then ``state_weights`` (arrays of the
+        backend), the order of :meth:`get_weights`."""
+        return [*self.params, *self.state_weights]
+
+    @property
+    def output_dim(self) -> int | None:
+        """The number of features of one output sample (the product of ``output_shape``),
+        known once built."""
+        return None if self.output_shape is None else math.prod(self.output_shape)
+
+    # -- shapes and building -------------------------------------------------------------
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        """The sample shape of the output for inputs of sample shape ``input_shape`` (the
+        input's by default); UsageError naming the layer where it cannot take them."""
+        return tuple(input_shape)
+
+    def weight_specs(self, input_shape: tuple) -> list[WeightSpec]:
+        """The weights the layer makes for inputs of ``input_shape``, in :attr:`weights`
+        order: none by default."""
+        return []
+
+    def param_shapes(self, input_shape: tuple) -> tuple[list, tuple]:
+        """``(shapes of weights, output shape)`` for inputs of ``input_shape``, without making
+        anything (checkpoints check a file against them before reading it)."""
+        output_shape = self.compute_output_shape(tuple(input_shape))
+        return [spec.shape for spec in self.weight_specs(tuple(input_shape))], output_shape
+
+    def build_on(self, input_shape: tuple, backend, rng: np.random.Generator, dtype) -> tuple:
+        """Make the layer for inputs of ``input_shape`` on ``backend`` (drawing any random
+        weights on the host from ``rng``, in ``dtype``): what the model calls.  Returns the
+        output shape."""
+        input_shape = tuple(input_shape)
+        output_shape = self.compute_output_shape(input_shape)
+        self._backend, self._buffers, self._rng, self._dtype = (
+            backend, Buffers(backend), rng, np.dtype(dtype))
+        self.params, self.grads, self.state_weights, self._regularizers = [], [], [], []
+        self.build(input_shape)
+        self.input_shape, self.output_shape = input_shape, output_shape
+        self.built = True
+        return output_shape
+
+    def build(self, input_shape: tuple) -> None:
+        """Make the weights for inputs of ``input_shape`` (Keras' ``build``): by default
+        those of :meth:`weight_specs`, each with :meth:`add_weight`."""
+        for spec in self.weight_specs(input_shape):
+            self.add_weight(spec.shape, spec.initializer, spec.trainable, spec.regularizer)
+
+    def add_weight(self, shape, initializer="zeros", trainable: bool = True,
+                   regularizer=None):
+        """A new weight of ``shape`` drawn by ``initializer`` (a :mod:`dnn.initializers`
+        name) from the model's seeded generator, in the model's dtype, on its backend; a
+        trained one (in ``params``, its gradient buffer in ``grads``) or one the layer updates
+        itself (in ``state_weights``).  Called from ``build``; returns the weight."""
+        shape = tuple(int(size) for size in shape)
+        host = initializers.draw(initializers.check(initializer), self._rng, shape,
+                                 self._dtype)
+        weight = self._backend.asarray(host)
+        if trainable:
+            self.params.append(weight)
+            self.grads.append(self._backend.empty(shape, self._dtype))
+            self._regularizers.append(regularizer)
+        else:
+            self.state_weights.append(weight)
+        return weight
+
+    # -- passes ---------------------------------------------------------------------------
+    def forward(self, x, logits: bool = False, training: bool = False):
+        """``(n, *input_shape) -> (n, *output_shape)``; with ``logits`` the activation is
+        left out (for a loss that takes the logits of ``activation``); ``training`` is on in
+        ``fit`` (Dropout drops units, BatchNormalization uses the batch's statistics)."""
+        raise NotImplementedError
+
+    def backward(self, grad, logits: bool = False):
+        """Given ``dL/doutput`` (``dL/dlogits`` with ``logits``), ``(n, *output_shape)``,
+        write ``grads`` and return ``dL/dx`` ``(n, *input_shape)``, or None when
+        ``needs_input_grad`` is off."""
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        """``{"class": name, ...}``: the arguments that rebuild the layer (checkpoints)."""
+        raise NotImplementedError
+
+    def step_state(self) -> list:
+        """Arrays of the backend, besides ``params``, that a training step changes and the
+        next one reads: ``state_weights`` by default (a layer adds counters and the like)."""
+        return list(self.state_weights)
+
+    # -- regularization ------------------------------------------------------------------
+    def param_regularizers(self) -> list:
+        """A :class:`dnn.regularizers.Regularizer` or None for each of ``params``, in order:
+        those given to :meth:`add_weight`."""
+        return list(self._regularizers)
+
+    def _regularized(self) -> list:
+        """``(param, grad, regularizer)`` of each regularized weight; none when frozen."""
+        if not self.trainable:
+            return []
+        return [(param, grad, regularizer) for param, grad, regularizer
+                in zip(self.params, self.grads, self.param_regularizers())
+                if regularizer is not None]
+
+    def regularization_loss(self):
+        """The summed penalty of the regularized trainable weights, a 0-d array of the
+        backend, or None when there is none."""
+        penalties = [regularizer(param) for param, _, regularizer in self._regularized()]
+        if not penalties:
+            return None
+        total = penalties[0]
+        for penalty in penalties[1:]:
+            total = total + penalty
+        return array_namespace(penalties[0]).asarray(total)  # NumPy makes 0-d sums scalars
+
+    def add_regularization_gradients(self) -> None:
+        """Add each regularized trainable weight's penalty gradient into its ``grads`` array,
+        in place (after ``backward``)."""
+        for param, grad, regularizer in self._regularized():
+            grad += regularizer.gradient(param)
+
+    # -- weights on the host ---------------------------------------------------------------
+    def get_weights(self) -> list:
+        """Host copies of the layer's :attr:`weights`."""
+        return [self._backend.to_numpy(weight) for weight in self.weights]
+
+    def set_weights(self, weights) -> None:
+        """Load host arrays of the :attr:`weights`' shapes, in place."""
+        own = self.weights
+        dtype = self._backend.to_numpy(own[0]).dtype if own else np.float32
+        values = checked_weights(weights, [weight.shape for weight in own], dtype,
+                                 f"{self.name} weight")
+        for weight, value in zip(own, values):
+            weight[...] = self._backend.asarray(value)
+
+    def _config(self, cls: str, **values) -> dict:
+        """``values`` with the class and, if the user gave one, the name, and
+        ``trainable: False`` for a frozen layer."""
+        config = {"class": cls, **values}
+        if self._given_name is not None:
+            config["name"] = self._given_name
+        if not self.trainable:
+            config["trainable"] = False
+        return config
+
+
+class KernelLayer(Layer):
+    """A layer of ``activation(inputs . kernel + bias)`` over ``units`` outputs (Dense's
+    units, Conv2D's filters): the arguments, weights and config options they share.  A
+    subclass gives the kernel's shape for its inputs (:meth:`kernel_shape`); ``count_name``
+    names ``units`` in errors."""
+
+    def __init__(self, units, count_name: str, *, activation, use_bias, kernel_initializer,
+                 bias_initializer, kernel_regularizer, bias_regularizer, activity_regularizer,
+                 input_shape, name, trainable):
+        kind = type(self).__name__
+        if not is_int_at_least(units, 1) or units > MAX_UNITS:
+            raise UsageError(f"{kind} {count_name} must be an integer from 1 to "
+                             f"{MAX_UNITS:,}, not {units!r}")
+        if activity_regularizer is not None:
+            raise UsageError(f"{kind}: activity_regularizer is not supported yet; regularize "
+                             "the weights with kernel_regularizer or bias_regularizer")
+        super().__init__(name, input_shape, trainable)
+        self.units = int(units)
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.check(kernel_initializer)
+        self.bias_initializer = initializers.check(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self._zero_bias = None
+
+    @property
+    def kernel(self):
+        """The kernel, an array of the model's backend (None before ``build``)."""
+        return self.params[0] if self.params else None
+
+    @property
+    def bias(self):
+        """``(units,)``, an array of the model's backend (None before ``build``, or without
+        a bias)."""
+        return self.params[1] if len(self.params) > 1 else None
+
+    def kernel_shape(self, input_shape: tuple) -> tuple:
+        """The kernel's shape for inputs of sample shape ``input_shape``."""
+        raise NotImplementedError
+
+    def weight_specs(self, input_shape):
+        kernel = WeightSpec("kernel", self.kernel_shape(input_shape), self.kernel_initializer,
+                            regularizer=self.kernel_regularizer)
+        bias = WeightSpec("bias", (self.units,), self.bias_initializer,
+                          regularizer=self.bias_regularizer)
+        return [kernel, bias] if self.use_bias else [kernel]
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        # Without a bias the kernels still add one: zeros, with a gradient no one reads.
+        self._zero_bias = (None if self.use_bias else
+                           self._backend.asarray(np.zeros(self.units, self._dtype)))
+
+    def _kernel_and_bias(self):
+        return self.params[0], self.params[1] if self.use_bias else self._zero_bias
+
+    def _grad_bias(self):
+        """Where the bias' gradient goes: its ``grads`` array, or without a bias a buffer no
+        one reads."""
+        if self.use_bias:
+            return self.grads[1]
+        return self._buffers("unused_grad_bias", (self.units,), self._dtype)
+
+    def _kernel_options(self) -> dict:
+        """The config entries of the shared arguments that differ from Keras' defaults."""
+        return {key: value for key, value, default in (
+            ("use_bias", self.use_bias, True),
+            ("kernel_initializer", self.kernel_initializer, "glorot_uniform"),
+            ("bias_initializer", self.bias_initializer, "zeros"),
+            ("kernel_regularizer", regularizers.serialize(self.kernel_regularizer), None),
+            ("bias_regularizer", regularizers.serialize(self.bias_regularizer), None))
+            if value != default}
+
+
+class Passthrough(Layer):
+    """A layer without weights whose output is its input (subclasses change either)."""
+
+    def forward(self, x, logits=False, training=False):
+        return x
+
+    def backward(self, grad, logits=False):
+        return grad if self.needs_input_grad else None
+
+
+def weight_shapes(layers, input_shape: tuple) -> list:
+    """The shape of every weight of ``layers`` stacked in this order on inputs of sample
+    shape ``input_shape``, in :meth:`Sequential.get_weights` order, without making them."""
+    shapes = []
+    for layer in layers:
+        found, input_shape = layer.param_shapes(input_shape)
+        shapes += found
+    return shapes

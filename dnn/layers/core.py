@@ -1,0 +1,265 @@
+"""Core layers (Keras' ``keras.layers.core`` and friends): Dense, Input, Flatten, Dropout,
+Activation, Reshape.  Each writes its forward pass and its backward pass (the chain rule) once,
+over the backend's kernels and array namespace; :mod:`dnn.layers.base` says who owns which
+array."""
+
+from __future__ import annotations
+
+import math
+
+from dnn import activations
+from dnn.backends.base import InputColumns
+from dnn.errors import UsageError
+from dnn.layers.base import KernelLayer, Layer, Passthrough, declared_shape
+from dnn.utils import as_shape, is_int_at_least
+
+
+class Dense(KernelLayer):
+    """``a = activation(x @ kernel + bias)``: ``(n, i) -> (n, units)``.
+
+    ``kernel`` is ``(i, units)``, ``bias`` ``(units,)`` (none with ``use_bias=False``), drawn
+    by Keras' initializers (``"glorot_uniform"`` and ``"zeros"`` by default); ``i`` is inferred
+    from the first input, or declared by a first layer as Keras' ``input_shape=(784,)`` or
+    ``input_dim=784``.  Inputs of more axes, ``(n, *shape)``, are taken flattened, as
+    ``(n, i)`` with ``i`` their features (Keras would apply the layer to the last axis alone;
+    a ``Flatten()`` before says it explicitly).  ``kernel_regularizer`` and
+    ``bias_regularizer`` (anything :func:`dnn.regularizers.get` takes) add their penalties to
+    the loss; Keras' ``activity_regularizer`` is not supported yet.  ``input_columns`` is the
+    layer's record of which input columns its backend kept in the last forward product (the
+    cpu backend leaves out the columns that are zero in the whole batch), read by the
+    backward pass of the same batch.
+    """
+
+    def __init__(self, units: int, activation=None, use_bias: bool = True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 input_shape=None, input_dim=None, name=None, trainable=True):
+        super().__init__(units, "units", activation=activation, use_bias=use_bias,
+                         kernel_initializer=kernel_initializer,
+                         bias_initializer=bias_initializer,
+                         kernel_regularizer=kernel_regularizer,
+                         bias_regularizer=bias_regularizer,
+                         activity_regularizer=activity_regularizer,
+                         input_shape=declared_shape(input_shape, input_dim, "Dense"), name=name,
+                         trainable=trainable)
+        self.output_shape = (self.units,)  # known before the inputs are
+        self.input_columns = InputColumns()
+        self._input = self._output = self._batch_shape = None
+
+    def compute_output_shape(self, input_shape):
+        return (self.units,)
+
+    def kernel_shape(self, input_shape):
+        return (math.prod(input_shape), self.units)
+
+    def forward(self, x, logits=False, training=False):
+        self._batch_shape = x.shape
+        if x.ndim != 2:
+            x = self._backend.xp.reshape(x, (x.shape[0], -1))
+        kernel, bias = self._kernel_and_bias()
+        out = self._buffers("output", (x.shape[0], self.units), kernel.dtype)
+        if logits:
+            self._backend.dense_forward(x, kernel, bias, out, self.input_columns)
+        else:
+            self.activation.dense_forward(self._backend, x, kernel, bias, out,
+                                          self.input_columns)
+        self._input, self._output = x, out
+        return out
+
+    def backward(self, grad, logits=False):
+        backend, x = self._backend, self._input
+        grad_z = grad if logits else self.activation.backward(backend, grad, self._output)
+        grad_x = (self._buffers("grad_x", x.shape, x.dtype) if self.needs_input_grad
+                  else None)
+        backend.dense_backward(x, grad_z, self.params[0], self.grads[0], self._grad_bias(),
+                               grad_x, self.input_columns)
+        if grad_x is None or grad_x.shape == self._batch_shape:
+            return grad_x
+        return backend.xp.reshape(grad_x, self._batch_shape)
+
+    def get_config(self) -> dict:
+        return self._config("Dense", units=self.units, activation=self.activation.name,
+                            **self._kernel_options())
+
+    def __repr__(self) -> str:
+        return f"Dense({self.units}, activation={self.activation.name!r})"
+
+
+class Input(Passthrough):
+    """Keras' ``Input(shape=(784,))`` or ``Input(shape=(28, 28, 1))``: declares the shape of
+    the model's input samples; passes the inputs on unchanged."""
+
+    def __init__(self, shape, name=None):
+        super().__init__(name, declared_shape(shape, None, "Input"))
+        self.shape = self.declared_input_shape
+
+    def get_config(self) -> dict:
+        return self._config("Input", shape=list(self.shape))
+
+    def __repr__(self) -> str:
+        return f"Input(shape={self.shape})"
+
+
+class _Reshaping(Layer):
+    """A layer that gives a batch ``(n, *input_shape)`` the shape ``(n, *output_shape)``, as
+    a view, and its gradient the input's shape again."""
+
+    def forward(self, x, logits=False, training=False):
+        return self._backend.xp.reshape(x, (x.shape[0], *self.output_shape))
+
+    def backward(self, grad, logits=False):
+        if not self.needs_input_grad:
+            return None
+        return self._backend.xp.reshape(grad, (grad.shape[0], *self.input_shape))
+
+
+class Flatten(_Reshaping):
+    """Keras' ``Flatten()``: inputs ``(n, *shape)`` as ``(n, features)`` (a view of them; its
+    backward pass gives the gradient the inputs' shape again)."""
+
+    def __init__(self, input_shape=None, name=None, trainable=True):
+        super().__init__(name, declared_shape(input_shape, None, "Flatten"), trainable)
+
+    def compute_output_shape(self, input_shape):
+        return (math.prod(input_shape),)
+
+    def get_config(self) -> dict:
+        return self._config("Flatten")
+
+    def __repr__(self) -> str:
+        return "Flatten()"
+
+
+# Dropout's counter-based generator: a 32-bit hash (Wellons' lowbias32) of each element's
+# index, the layer's seed and a step counter, computed with the backend's uint32 arithmetic,
+# so that every backend drops the same units without a host-to-device copy, and a captured
+# step (whose counter lives on the device) draws anew at each replay.
+GOLDEN, STEP_MIX = 0x9E3779B1, 0x85EBCA77
+
+
+def _lowbias32(h):
+    h = h ^ (h >> 16)
+    h = h * 0x7FEB352D
+    h = h ^ (h >> 15)
+    h = h * 0x846CA68B
+    return h ^ (h >> 16)
+
+
+class Dropout(Passthrough):
+    """Keras' inverted dropout: in ``fit``, each unit of the input is zeroed with probability
+    ``rate`` and the others scaled by ``1 / (1 - rate)``; outside ``fit`` it passes the inputs
+    on.  For one seed (the model's, or ``seed``) every backend drops the same units."""
+
+    def __init__(self, rate: float, seed=None, name=None, trainable=True):
+        super().__init__(name, trainable=trainable)
+        if not (isinstance(rate, (int, float)) and 0 <= rate < 1):
+            raise UsageError(f"Dropout rate must be a number in [0, 1), not {rate!r}")
+        if seed is not None and not is_int_at_least(seed, 0):
+            raise UsageError(f"Dropout seed must be a non-negative integer, not {seed!r}")
+        self.rate, self.seed = float(rate), seed
+        self._mask = None
+
+    def build(self, input_shape):
+        xp = self._backend.xp
+        seed = (int(self._rng.integers(1 << 32)) if self.seed is None else
+                self.seed % (1 << 32))
+        self._seed = xp.asarray(seed, dtype=xp.uint32)
+        self._step = xp.zeros((), dtype=xp.uint32)  # counts the training passes, on the device
+        self._threshold = round(self.rate * (1 << 24))
+        self._index_shapes = set()  # the shapes whose element indices are in their buffer
+
+    def forward(self, x, logits=False, training=False):
+        if not training or self.rate == 0:
+            self._mask = None
+            return x
+        xp = self._backend.xp
+        index = self._buffers("index", x.shape, xp.uint32)
+        if x.shape not in self._index_shapes:
+            index[...] = xp.reshape(xp.arange(math.prod(x.shape), dtype=xp.uint32), x.shape)
+            self._index_shapes.add(x.shape)
+        self._step += 1
+        hashed = _lowbias32(index * GOLDEN + self._step * STEP_MIX + self._seed)
+        mask = self._buffers("mask", x.shape, x.dtype)
+        mask[...] = xp.astype((hashed >> 8) >= self._threshold, x.dtype) / (1 - self.rate)
+        out = self._buffers("output", x.shape, x.dtype)
+        out[...] = x * mask
+        self._mask = mask
+        return out
+
+    def step_state(self) -> list:
+        return [*super().step_state(), self._step]
+
+    def backward(self, grad, logits=False):
+        if not self.needs_input_grad:
+            return None
+        if self._mask is not None:
+            grad[...] = grad * self._mask
+        return grad
+
+    def get_config(self) -> dict:
+        return self._config("Dropout", rate=self.rate,
+                            **({} if self.seed is None else {"seed": self.seed}))
+
+    def __repr__(self) -> str:
+        return f"Dropout({self.rate})"
+
+
+class Activation(Passthrough):
+    """Keras' ``Activation(activation)``: ``a = activation(x)``, ``(n, f) -> (n, f)``, for any
+    name :func:`dnn.activations.get` knows.  As the last layer its activation is one a loss
+    may take the logits of, as a Dense layer's: ``forward`` with ``logits`` then leaves it out
+    (its output is ``x``), and ``backward`` with ``logits`` is given ``dL/dx`` itself.  Either
+    way the output is written into the layer's own buffer, never into its input."""
+
+    def __init__(self, activation, name=None, trainable=True):
+        super().__init__(name, trainable=trainable)
+        self.activation = activations.get(activation)
+        self._output = None
+
+    def forward(self, x, logits=False, training=False):
+        out = self._output = self._buffers("output", x.shape, x.dtype)
+        out[...] = x
+        return out if logits else self.activation.forward(self._backend, out)
+
+    def backward(self, grad, logits=False):
+        if not self.needs_input_grad:
+            return None
+        return grad if logits else self.activation.backward(self._backend, grad, self._output)
+
+    def get_config(self) -> dict:
+        return self._config("Activation", activation=self.activation.name)
+
+    def __repr__(self) -> str:
+        return f"Activation({self.activation.name!r})"
+
+
+class Reshape(_Reshaping):
+    """Keras' ``Reshape(target_shape)``: inputs ``(n, *shape)`` as ``(n, *target_shape)``,
+    where one size of ``target_shape`` may be -1 (inferred from the others); a UsageError
+    naming both shapes when ``target_shape`` cannot hold the inputs' features."""
+
+    def __init__(self, target_shape, name=None, trainable=True):
+        super().__init__(name, trainable=trainable)
+        shape = as_shape(target_shape)
+        if (not shape or not all(is_int_at_least(size, -1) and size != 0 for size in shape)
+                or shape.count(-1) > 1):
+            raise UsageError(f"Reshape target_shape must be positive sizes with at most one "
+                             f"-1, such as (28, 28) or (-1, 4), not {target_shape!r}")
+        self.target_shape = tuple(int(size) for size in shape)
+
+    def compute_output_shape(self, input_shape):
+        features = math.prod(input_shape)
+        known = math.prod(size for size in self.target_shape if size != -1)
+        inferred = -1 in self.target_shape
+        if features % known if inferred else features != known:
+            why = (f"{features} features are not a multiple of {known}" if inferred else
+                   f"it holds {known} features, not {features}")
+            raise UsageError(f"Reshape cannot give inputs of shape {tuple(input_shape)} the "
+                             f"shape {self.target_shape}: {why}")
+        return tuple(features // known if size == -1 else size for size in self.target_shape)
+
+    def get_config(self) -> dict:
+        return self._config("Reshape", target_shape=list(self.target_shape))
+
+    def __repr__(self) -> str:
+        return f"Reshape({self.target_shape})"

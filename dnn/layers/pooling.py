@@ -1,0 +1,145 @@
+"""Pooling layers (Keras' ``keras.layers.pooling``) over channels-last images: MaxPooling2D
+(:meth:`Backend.max_pool`), AveragePooling2D (the windows of :meth:`Backend.im2col`, summed
+and scaled), GlobalAveragePooling2D over each whole image."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dnn.layers.base import Layer, declared_shape
+from dnn.layers.images import channels_last, image_window, padding_name, pair
+
+
+class _Pooling2D(Layer):
+    """A ``pool_size`` window moved by ``strides`` (``pool_size`` by default, as Keras):
+    ``(n, h, w, c) -> (n, oh, ow, c)``; the arguments and the windows both kinds share."""
+
+    def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None,
+                 input_shape=None, name=None, trainable=True):
+        kind = type(self).__name__
+        channels_last(data_format, kind)
+        super().__init__(name, declared_shape(input_shape, None, kind), trainable)
+        self.pool_size = pair(pool_size, "pool_size", kind)
+        self.strides = self.pool_size if strides is None else pair(strides, "strides", kind)
+        self.padding = padding_name(padding, kind)
+        self._window = None
+
+    def compute_output_shape(self, input_shape):
+        window = image_window(input_shape, self.pool_size, self.strides, self.padding, self)
+        return (*window.output, input_shape[-1])
+
+    def build(self, input_shape):
+        self._window = image_window(input_shape, self.pool_size, self.strides, self.padding,
+                                    self)
+
+    def get_config(self) -> dict:
+        options = {key: value for key, value, default in (
+            ("strides", list(self.strides), list(self.pool_size)),
+            ("padding", self.padding, "valid")) if value != default}
+        return self._config(type(self).__name__, pool_size=list(self.pool_size), **options)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(pool_size={self.pool_size}, strides={self.strides}, "
+                f"padding={self.padding!r})")
+
+
+class MaxPooling2D(_Pooling2D):
+    """Keras' ``MaxPooling2D``: the largest input of each window
+    (:meth:`Backend.max_pool`).  Its gradient goes to the first input (in the window's
+    row-major order) holding the maximum, as PyTorch's and TensorFlow's do; ``"same"``
+    padding never wins a window."""
+
+    def forward(self, x, logits=False, training=False):
+        out = self._buffers("output", (x.shape[0], *self.output_shape), x.dtype)
+        argmax = self._buffers("argmax", out.shape, self._backend.xp.int32)
+        self._argmax = argmax
+        return self._backend.max_pool(x, self._window, out, argmax)
+
+    def backward(self, grad, logits=False):
+        if not self.needs_input_grad:
+            return None
+        grad_x = self._buffers("grad_x", (grad.shape[0], *self.input_shape), grad.dtype)
+        return self._backend.max_pool_backward(grad, self._argmax, self._window, grad_x)
+
+
+class AveragePooling2D(_Pooling2D):
+    """Keras' ``AveragePooling2D``: the mean of each window's inputs; with ``"same"`` padding
+    a window at the edge averages the inputs it covers only (padding is not counted), as
+    Keras and TensorFlow do."""
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        counts = np.zeros(self._window.output)
+        for top in self._window.rows.spans():
+            for left in self._window.columns.spans():
+                counts[top.out_start:top.out_stop, left.out_start:left.out_stop] += 1
+        # the reciprocal of each window's count of inputs, (oh, ow, 1)
+        self._scale = self._backend.asarray((1 / counts)[:, :, None].astype(self._dtype))
+
+    def _windows(self, x):
+        """The inputs of every window of ``x`` ``(n, h, w, c)``, ``(n, oh, ow, kh, kw, c)``,
+        in the layer's buffer."""
+        self._cols_shape = (x.shape[0], *self._window.output, *self._window.kernel, x.shape[-1])
+        cols = self._buffers("cols", self._cols_shape, x.dtype)
+        return self._backend.im2col(x, self._window, cols)
+
+    def _to_inputs(self, grad_cols):
+        """The gradient of the windows, ``(n, oh, ow, kh, kw, c)``, summed into the inputs'
+        ``(n, h, w, c)`` (the layer's buffer)."""
+        n, c = grad_cols.shape[0], grad_cols.shape[-1]
+        grad_x = self._buffers("grad_x", (n, *self.input_shape[:2], c), grad_cols.dtype)
+        return self._backend.col2im(grad_cols, self._window, grad_x)
+
+    def forward(self, x, logits=False, training=False):
+        xp = self._backend.xp
+        cols = self._windows(x)
+        out = self._buffers("output", (x.shape[0], *self.output_shape), x.dtype)
+        out[...] = xp.sum(xp.reshape(cols, (*out.shape[:3], -1, out.shape[3])), axis=3) \
+            * self._scale
+        return out
+
+    def backward(self, grad, logits=False):
+        if not self.needs_input_grad:
+            return None
+        xp = self._backend.xp
+        grad_cols = self._buffers("grad_cols", self._cols_shape, grad.dtype)
+        grad_cols[...] = xp.reshape(grad * self._scale, (*grad.shape[:3], 1, 1, grad.shape[3]))
+        return self._to_inputs(grad_cols)
+
+
+class GlobalAveragePooling2D(Layer):
+    """Keras' ``GlobalAveragePooling2D``: the mean of each channel over the whole image,
+    ``(n, h, w, c) -> (n, c)`` (``keepdims=True``: ``(n, 1, 1, c)``)."""
+
+    def __init__(self, data_format=None, keepdims: bool = False, input_shape=None, name=None,
+                 trainable=True):
+        channels_last(data_format, "GlobalAveragePooling2D")
+        super().__init__(name, declared_shape(input_shape, None, "GlobalAveragePooling2D"),
+                         trainable)
+        self.keepdims = bool(keepdims)
+
+    def compute_output_shape(self, input_shape):
+        image_window(input_shape, (1, 1), (1, 1), "valid", self)  # images, or a UsageError
+        return (1, 1, input_shape[-1]) if self.keepdims else (input_shape[-1],)
+
+    def forward(self, x, logits=False, training=False):
+        xp = self._backend.xp
+        out = self._buffers("output", (x.shape[0], *self.output_shape), x.dtype)
+        out[...] = xp.reshape(xp.mean(x, axis=(1, 2)), out.shape)
+        return out
+
+    def backward(self, grad, logits=False):
+        if not self.needs_input_grad:
+            return None
+        xp = self._backend.xp
+        height, width, channels = self.input_shape
+        grad_x = self._buffers("grad_x", (grad.shape[0], *self.input_shape), grad.dtype)
+        grad_x[...] = xp.reshape(grad, (grad.shape[0], 1, 1, channels)) / (height * width)
+        return grad_x
+
+    def get_config(self) -> dict:
+        return self._config("GlobalAveragePooling2D",
+                            **({"keepdims": True} if self.keepdims else {}))
+
+    def __repr__(self) -> str:
+        return "GlobalAveragePooling2D()"

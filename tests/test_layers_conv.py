@@ -1,0 +1,309 @@
+"""Conv2D, the pooling layers and BatchNormalization: their windows, their forward passes
+against loops written from the definitions, their gradients against finite differences, every
+backend against cpu, and what a model does with them (shapes, summary, checkpoints, moving
+statistics)."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+import dnn
+from dnn.backends.windows import Axis
+from dnn.errors import UsageError
+from dnn.layers import (AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
+                        GlobalAveragePooling2D, Input, MaxPooling2D, from_config)
+from dnn.utils import to_categorical
+from tests.conftest import numerical_gradient
+
+RNG = np.random.default_rng(11)
+
+
+# -- windows -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("length, size, stride", list(itertools.product(range(1, 8),
+                                                                        range(1, 4),
+                                                                        range(1, 4))))
+def test_each_window_offset_meets_the_inputs_the_definition_says(length, size, stride):
+    for padding in ("valid", "same"):
+        axis = Axis.of(length, size, stride, padding)
+        expected_out = (-(-length // stride) if padding == "same"
+                        else max((length - size) // stride + 1, 0))
+        assert axis.out == expected_out
+        for span in axis.spans():
+            inside = [0 <= r * stride + span.offset - axis.pad_before < length
+                      for r in range(axis.out)]
+            assert inside == [span.out_start <= r < span.out_stop for r in range(axis.out)]
+            if span.count:
+                assert span.in_start == span.out_start * stride + span.offset - axis.pad_before
+
+
+# -- references written from the definitions ---------------------------------------------------
+def padded(x, axis_rows, axis_columns, fill):
+    """``x`` ``(n, h, w, c)`` with Keras' padding of the two axes, filled with ``fill``."""
+    def pads(axis):
+        total = max((axis.out - 1) * axis.stride + axis.size - axis.length, 0)
+        return axis.pad_before, total - axis.pad_before
+    return np.pad(x, ((0, 0), pads(axis_rows), pads(axis_columns), (0, 0)),
+                  constant_values=fill)
+
+
+def windows_of(x, layer, fill):
+    """Every window of ``x`` as ``(n, oh, ow, kh, kw, c)``, by loops."""
+    rows, columns = layer._window.rows, layer._window.columns
+    image = padded(x, rows, columns, fill)
+    out = np.empty((x.shape[0], rows.out, columns.out, rows.size, columns.size, x.shape[3]))
+    for y, z in itertools.product(range(rows.out), range(columns.out)):
+        out[:, y, z] = image[:, y * rows.stride:y * rows.stride + rows.size,
+                             z * columns.stride:z * columns.stride + columns.size]
+    return out
+
+
+def conv_reference(x, layer):
+    kernel, bias = layer.get_weights()
+    return np.maximum(np.einsum("nyxijc,ijcf->nyxf", windows_of(x, layer, 0.0), kernel) + bias,
+                      0)
+
+
+def average_reference(x, layer):
+    ones = windows_of(np.ones_like(x), layer, 0.0)
+    return windows_of(x, layer, 0.0).sum(axis=(3, 4)) / ones.sum(axis=(3, 4))
+
+
+def batch_norm_reference(x, layer, training):
+    gamma, beta, moving_mean, moving_variance = layer.get_weights()
+    mean, variance = ((x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))) if training
+                      else (moving_mean, moving_variance))
+    return (x - mean) / np.sqrt(variance + layer.epsilon) * gamma + beta
+
+
+LAYERS = {
+    "conv valid": (lambda: Conv2D(3, (3, 2), activation="relu"), (7, 6, 2),
+                   conv_reference),
+    "conv same strided": (lambda: Conv2D(4, 3, strides=2, padding="same", activation="relu"),
+                          (7, 6, 2), conv_reference),
+    "conv same 1x2 strides": (lambda: Conv2D(2, (2, 3), strides=(1, 2), padding="same",
+                                             activation="relu"), (5, 8, 3), conv_reference),
+    "max pool": (lambda: MaxPooling2D(2), (6, 7, 3),
+                 lambda x, layer: windows_of(x, layer, -np.inf).max(axis=(3, 4))),
+    "max pool overlapping same": (lambda: MaxPooling2D(3, strides=2, padding="same"),
+                                  (7, 6, 2),
+                                  lambda x, layer: windows_of(x, layer, -np.inf).max(axis=(3, 4))),
+    "average pool": (lambda: AveragePooling2D(2), (6, 6, 3), average_reference),
+    "average pool same": (lambda: AveragePooling2D((3, 2), strides=2, padding="same"),
+                          (7, 5, 2), average_reference),
+    "global average": (lambda: GlobalAveragePooling2D(), (5, 4, 3),
+                       lambda x, layer: x.mean(axis=(1, 2))),
+    "batch norm": (lambda: BatchNormalization(), (4, 3, 5),
+                   lambda x, layer: batch_norm_reference(x, layer, training=False)),
+}
+
+
+def built(make, shape, backend, dtype=np.float64):
+    layer = make()
+    layer.build_on(shape, backend, np.random.default_rng(3), dtype)
+    if isinstance(layer, BatchNormalization):  # statistics and weights other than the start
+        layer.set_weights([RNG.uniform(0.5, 1.5, shape[-1]), RNG.normal(size=shape[-1]),
+                           RNG.normal(size=shape[-1]), RNG.uniform(0.5, 2, shape[-1])])
+    return layer
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_forward_passes_equal_the_definitions(cpu, name):
+    make, shape, reference = LAYERS[name]
+    layer = built(make, shape, cpu)
+    x = RNG.normal(size=(3, *shape))
+    out = layer.forward(x.copy())
+    assert out.shape == (3, *layer.output_shape)
+    np.testing.assert_allclose(out, reference(x, layer), rtol=1e-12, atol=1e-12)
+
+
+def test_batch_normalization_in_training_uses_the_batchs_statistics_and_moves_its_own(cpu):
+    layer = built(BatchNormalization, (4, 3, 5), cpu)
+    x = RNG.normal(size=(6, 4, 3, 5)) * 3 + 1
+    _, _, moving_mean, moving_variance = layer.get_weights()
+    out = layer.forward(x.copy(), training=True)
+    np.testing.assert_allclose(out, batch_norm_reference(x, layer, training=True), rtol=1e-10,
+                               atol=1e-12)
+    np.testing.assert_allclose(layer.get_weights()[2],
+                               0.99 * moving_mean + 0.01 * x.mean(axis=(0, 1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(layer.get_weights()[3],
+                               0.99 * moving_variance + 0.01 * x.var(axis=(0, 1, 2)),
+                               rtol=1e-12)
+    layer.trainable = False  # Keras 3: a frozen layer normalizes with its moving statistics
+    before = layer.get_weights()
+    np.testing.assert_allclose(layer.forward(x.copy(), training=True),
+                               batch_norm_reference(x, layer, training=False), rtol=1e-12)
+    for ours, theirs in zip(layer.get_weights(), before):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+# -- gradients ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("name", LAYERS)
+def test_gradients_match_finite_differences(cpu, name, training):
+    """Of the inputs and of every trained weight, through the layer alone (float64)."""
+    make, shape, _ = LAYERS[name]
+    if training and not isinstance(make(), BatchNormalization):
+        pytest.skip("training changes nothing but batch normalization")
+    layer = built(make, shape, cpu)
+    if isinstance(layer, Conv2D):
+        layer.params[1] += 0.3  # most pre-activations away from relu's kink
+    x = RNG.normal(size=(2, *shape))
+    upstream = RNG.normal(size=(2, *layer.output_shape))
+    moving = [weight.copy() for weight in layer.state_weights]
+
+    def objective():
+        for weight, start in zip(layer.state_weights, moving):
+            weight[...] = start  # a training pass moves them: each pass from the same start
+        return float(np.sum(upstream * layer.forward(x, training=training)))
+
+    objective()
+    grad_x = layer.backward(upstream.copy()).copy()
+    grads = [grad.copy() for grad in layer.grads]
+    np.testing.assert_allclose(grad_x, numerical_gradient(objective, x), rtol=1e-5, atol=1e-7)
+    for param, grad in zip(layer.params, grads):
+        np.testing.assert_allclose(grad, numerical_gradient(objective, param), rtol=1e-5,
+                                   atol=1e-7)
+
+
+def test_max_pooling_sends_a_tie_to_the_first_input_of_its_window(cpu):
+    layer = built(lambda: MaxPooling2D(2), (2, 4, 1), cpu)
+    x = np.zeros((1, 2, 4, 1))  # relu's zeros: every input ties
+    x[0, 1, 3, 0] = -1.0
+    layer.forward(x)
+    grad_x = layer.backward(np.array([[[[1.0], [2.0]]]]))
+    np.testing.assert_array_equal(grad_x[0, :, :, 0], [[1, 0, 2, 0], [0, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_every_backend_computes_what_cpu_does(backend, cpu, name):
+    """Forward and backward of each layer on each backend from the same weights and inputs,
+    to float32 rounding."""
+    make, shape, _ = LAYERS[name]
+    x = RNG.normal(size=(3, *shape)).astype(np.float32)
+    grad = weights = None
+    results = []
+    for on in (backend, cpu):
+        layer = built(make, shape, on, np.float32)
+        if weights is None:
+            weights = layer.get_weights()
+        layer.set_weights(weights)
+        out = on.to_numpy(layer.forward(on.asarray(x), training=True))
+        if grad is None:
+            grad = RNG.normal(size=out.shape).astype(np.float32)
+        grad_x = on.to_numpy(layer.backward(on.asarray(grad.copy())))
+        results.append([out, grad_x, *layer.get_weights(), *map(on.to_numpy, layer.grads)])
+    for ours, theirs in zip(*results):
+        np.testing.assert_allclose(ours, theirs, rtol=2e-5, atol=2e-6)
+
+
+# -- arguments and shapes ----------------------------------------------------------------------
+@pytest.mark.parametrize("make, message", [
+    (lambda: Conv2D(0, 3), "Conv2D filters must be an integer from 1"),
+    (lambda: Conv2D(8, 0), r"Conv2D kernel_size must be a positive integer or two of them"),
+    (lambda: Conv2D(8, (3, 3, 3)), "Conv2D kernel_size must be"),
+    (lambda: Conv2D(8, 3, padding="full"), "Conv2D padding must be 'valid' or 'same', not 'full'"),
+    (lambda: Conv2D(8, 3, data_format="channels_first"), "only data_format='channels_last'"),
+    (lambda: Conv2D(8, 3, dilation_rate=2), "dilation_rate and groups other than 1"),
+    (lambda: MaxPooling2D(2, strides=0), "MaxPooling2D strides must be a positive integer"),
+    (lambda: BatchNormalization(momentum=1), r"momentum must be a number in \[0, 1\)"),
+    (lambda: BatchNormalization(epsilon=0), "epsilon must be a positive number"),
+])
+def test_bad_arguments_are_one_clear_error(make, message):
+    with pytest.raises(UsageError, match=message):
+        make()
+
+
+@pytest.mark.parametrize("layers, message", [
+    ([Conv2D(4, 3)], r"conv2d\w* \(Conv2D\) takes images \(height, width, channels\), not "
+                     r"inputs of shape \(784,\)"),
+    ([Input(shape=(28, 28, 1)), Conv2D(4, 30)], "a 30x30 window does not fit in 28x28 images"),
+    ([Input(shape=(28, 28, 1)), BatchNormalization(axis=1)], "only the last axis"),
+])
+def test_layers_that_cannot_take_their_inputs_say_so_when_built(layers, message):
+    with pytest.raises(UsageError, match=message):
+        dnn.Sequential(layers).build(784)  # a model whose Input declares builds at once
+
+
+def test_every_layer_rebuilds_from_its_config():
+    for layer in (Conv2D(8, (3, 2), strides=2, padding="same", activation="relu",
+                         use_bias=False, kernel_initializer="he_normal", name="c"),
+                  MaxPooling2D((2, 3), strides=1, padding="same"), AveragePooling2D(),
+                  GlobalAveragePooling2D(keepdims=True),
+                  BatchNormalization(momentum=0.9, epsilon=1e-5, center=False)):
+        config = layer.get_config()
+        assert from_config(config).get_config() == config
+        assert repr(from_config(config)) == repr(layer)
+
+
+# -- in a model ---------------------------------------------------------------------------------
+def convnet(**kwargs):
+    return dnn.Sequential([Input(shape=(8, 8, 1)), Conv2D(4, 3, activation="relu"),
+                           BatchNormalization(), MaxPooling2D(2),
+                           Conv2D(6, 2, padding="same", activation="relu"),
+                           AveragePooling2D(), Flatten(), Dropout(0.25),
+                           Dense(3, activation="softmax")], seed=0, **kwargs)
+
+
+def images(count=48):
+    x = RNG.normal(size=(count, 8, 8, 1)).astype(np.float32)
+    labels = (x[:, :4].sum(axis=(1, 2, 3)) > 0).astype(int) + (x[:, :, :4].sum(axis=(1, 2, 3))
+                                                                 > 0)
+    return x, to_categorical(labels, 3)
+
+
+def test_a_convnet_summary_gives_keras_output_shapes_and_counts():
+    lines = []
+    convnet().summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    for shape, count in (("(None, 6, 6, 4)", "40"), ("(None, 6, 6, 4)", "16"),
+                         ("(None, 3, 3, 4)", "0"), ("(None, 3, 3, 6)", "102"),
+                         ("(None, 1, 1, 6)", "0"), ("(None, 6)", "0"), ("(None, 3)", "21")):
+        assert any(shape in line and line.rstrip().endswith(count) for line in lines), text
+    assert "Total params: 179" in text and "Trainable params: 171" in text
+    assert "Non-trainable params: 8" in text  # the moving statistics
+
+
+def test_a_convnet_trains_and_its_checkpoint_holds_moving_statistics(tmp_path):
+    x, y = images()
+    model = convnet()
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    before = model.evaluate(x, y, verbose=0)[0]
+    norm = model.layers[2]
+    moving = [weight.copy() for weight in norm.state_weights]
+    model.fit(x, y, epochs=8, batch_size=16, verbose=0)
+    assert model.evaluate(x, y, verbose=0)[0] < before
+    assert all(not np.array_equal(now, then) for now, then in zip(norm.state_weights, moving))
+    model.save(tmp_path / "convnet.npz")
+    loaded = dnn.load_model(tmp_path / "convnet.npz")
+    assert loaded.input_shape == (8, 8, 1)
+    for ours, theirs in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(ours, theirs)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    # evaluation uses the moving statistics: the same result whatever the batch
+    np.testing.assert_allclose(model.predict(x[:5], verbose=0),
+                               model.predict(x, verbose=0)[:5], rtol=1e-5)
+
+
+def test_a_convnet_built_from_its_data_saves_the_image_shape(tmp_path):
+    """Without an Input the weights do not say the image size: the checkpoint does."""
+    x, y = images(16)
+    model = dnn.Sequential([Conv2D(2, 3, activation="relu"), Flatten(),
+                            Dense(3, activation="softmax")], seed=0)
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    model.fit(x, y, epochs=1, verbose=0)
+    model.save(tmp_path / "built.npz")
+    loaded = dnn.load_model(tmp_path / "built.npz")
+    assert loaded.input_shape == (8, 8, 1)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_flat_samples_reach_an_image_model_in_its_shape():
+    x, y = images(16)
+    model = convnet()
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    np.testing.assert_array_equal(model.predict(x.reshape(16, 64), verbose=0),
+                                  model.predict(x, verbose=0))
+    with pytest.raises(UsageError, match=r"inputs have 63 features; the model expects 64 "
+                                         r"\(samples of shape \(8, 8, 1\)\)"):
+        model.predict(np.zeros((2, 63)), verbose=0)
