@@ -7,6 +7,7 @@ scripts/hostile.py has tests of its own (tests/test_hostile.py)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
 TESTED_ELSEWHERE = {"hostile.py"}
 TESTED_HERE = {"bench.py", "bench_distributed.py", "bench_gpu.py", "bench_revisions.py",
-               "profile_step.py", "gpu-check", "gpu-wheels"}
+               "convnet_vs_torch.py", "profile_step.py", "gpu-check", "gpu-wheels"}
 # A quick run checks that a script works, not how fast: one BLAS thread, since two on a
 # 2-core machine that is busy with something else can take thirty times as long.
 ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -191,3 +192,22 @@ def test_gpu_wheels_prints_what_it_would_download(tmp_path):
                              f"'download' '--only-binary=:all:' '--dest' '{folder}' 'click' "
                              "'pytest' 'platformdirs' 'setuptools>=77'\n")
     assert not folder.exists()
+
+
+def test_convnet_vs_torch_follows_pytorch_for_40_steps_where_it_is_installed(tmp_path):
+    """The full comparison where PyTorch is installed (a benchmark machine); else the quick
+    mode says there is nothing to compare with."""
+    if importlib.util.find_spec("torch") is None:
+        result = run_script("convnet_vs_torch.py", "--quick")
+        assert_ran(result)
+        assert result.stdout.startswith("PyTorch is not installed")
+        return
+    result = run_script("convnet_vs_torch.py", "--json", tmp_path / "torch.json", timeout=300)
+    assert_ran(result)
+    networks = json.loads((tmp_path / "torch.json").read_text())["networks"]
+    assert set(networks) == {"convnet", "convnet-bn"}
+    for figures_of in networks.values():
+        assert figures_of["steps"] == 40
+        assert figures_of["max_relative_loss_difference"] < 1e-5
+        assert figures_of["max_relative_weight_difference"] < 1e-5
+        assert figures_of["loss_last"] < figures_of["loss_first"]  # it learned something
