@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import types
 import warnings
@@ -929,7 +930,42 @@ def worker_nccl_gpus() -> None:
     assert digests[0] == digests[1], f"rank {rank}: the ranks' weights differ"
 
 
+def dropout_network() -> dnn.Sequential:
+    """784 -> 64 relu -> Dropout 0.5 -> 10 softmax, built, compiled."""
+    model = dnn.Sequential([Dense(64, activation="relu"), dnn.layers.Dropout(0.5),
+                            Dense(10, activation="softmax")], seed=0)
+    model.build(784)
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    return model
+
+
+def worker_dropout(folder: str) -> None:
+    """The Dropout network trained on 8 batches and an uneven last one, its weights saved
+    (per rank, or ``plain`` in one process)."""
+    ranks = distributed.communicator()
+    model = dropout_network()
+    model.fit(*data(8 * BATCH + 77), batch_size=BATCH, epochs=2, verbose=0)
+    np.savez(Path(folder, f"dropout-{ranks.rank if ranks.size > 1 else 'plain'}.npz"),
+             *model.get_weights())
+
+
+@needs_mpi
+def test_two_ranks_drop_the_units_one_process_drops():
+    """Dropout's masks follow each row's place in the global batch: 2 ranks train as one
+    process does (to the rounding of the gradient sum), not as two draws of their own."""
+    with tempfile.TemporaryDirectory() as folder:
+        assert_ran(mpiexec("dropout", folder))
+        assert_ran(subprocess.run([sys.executable, __file__, "dropout", folder], timeout=120,
+                                  capture_output=True, text=True, cwd=ROOT,
+                                  env={**os.environ, "OMP_NUM_THREADS": "1"}))
+        weights = {name: weights_of(Path(folder), "dropout", name) for name in (0, 1, "plain")}
+    for mine, theirs, alone in zip(weights[0], weights[1], weights["plain"]):
+        assert mine.tobytes() == theirs.tobytes()
+        assert np.max(np.abs(mine - alone)) < 1e-6
+
+
 WORKERS = {"equivalence": worker_equivalence, "references": worker_references,
+           "dropout": worker_dropout,
            "callbacks": worker_callbacks, "resume": worker_resume, "stream": worker_stream,
            "sources": worker_sources, "unequal-rows": worker_unequal_rows,
            "mismatch": worker_mismatch, "fails": worker_fails, "nccl": worker_nccl,

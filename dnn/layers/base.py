@@ -98,6 +98,10 @@ class Layer:
     """
 
     activation = None
+    # The index of the training batch's first row in the global batch (data-parallel: this
+    # rank's share), set by the model before each training pass, so that what a layer draws
+    # per row (Dropout's masks) follows the row and not the rank.
+    first_row = 0
     _trainable = True  # also for a subclass that does not call Layer.__init__
     _made: dict = {}  # layers made so far, by kind: Keras' default names dense, dense_1, ...
 

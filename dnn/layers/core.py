@@ -148,7 +148,9 @@ def _lowbias32(h):
 class Dropout(Passthrough):
     """Keras' inverted dropout: in ``fit``, each unit of the input is zeroed with probability
     ``rate`` and the others scaled by ``1 / (1 - rate)``; outside ``fit`` it passes the inputs
-    on.  For one seed (the model's, or ``seed``) every backend drops the same units."""
+    on.  For one seed (the model's, or ``seed``) every backend drops the same units, and the
+    units of a row depend on its place in the global batch (:attr:`Layer.first_row`), so that
+    N ranks drop what one process would."""
 
     def __init__(self, rate: float, seed=None, name=None, trainable=True):
         super().__init__(name, trainable=trainable)
@@ -166,17 +168,20 @@ class Dropout(Passthrough):
         self._seed = xp.asarray(seed, dtype=xp.uint32)
         self._step = xp.zeros((), dtype=xp.uint32)  # counts the training passes, on the device
         self._threshold = round(self.rate * (1 << 24))
-        self._index_shapes = set()  # the shapes whose element indices are in their buffer
+        self._indexed = set()  # (shape, first row) of the element indices in their buffer
 
     def forward(self, x, logits=False, training=False):
         if not training or self.rate == 0:
             self._mask = None
             return x
         xp = self._backend.xp
-        index = self._buffers("index", x.shape, xp.uint32)
-        if x.shape not in self._index_shapes:
+        # each element's index in the global batch, mod 2**32, computed once per shape and row
+        index = self._buffers(f"index from row {self.first_row}", x.shape, xp.uint32)
+        if (x.shape, self.first_row) not in self._indexed:
+            start = self.first_row * math.prod(x.shape[1:]) % (1 << 32)
             index[...] = xp.reshape(xp.arange(math.prod(x.shape), dtype=xp.uint32), x.shape)
-            self._index_shapes.add(x.shape)
+            index[...] = index + xp.asarray(start, dtype=xp.uint32)
+            self._indexed.add((x.shape, self.first_row))
         self._step += 1
         hashed = _lowbias32(index * GOLDEN + self._step * STEP_MIX + self._seed)
         mask = self._buffers("mask", x.shape, x.dtype)

@@ -146,7 +146,7 @@ class Trainer:
         return self.backend.take_rows(data, indices, out)
 
     def forward(self, x, training: bool = False):
-        """``(n, features) -> (n, k)``: the last layer's output; its logits when the loss
+        """``(n, *input_shape) -> (n, k)``: the last layer's output; its logits when the loss
         takes those (see :meth:`predictions`)."""
         last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
@@ -197,10 +197,15 @@ class Trainer:
                                        [g for layer in trainable for g in layer.grads])
 
     def train_step(self, x, y, sample_weight=None, total_rows: int | None = None) -> None:
-        """One training step on a device batch (``x`` ``(n, features)``, ``y`` the targets,
+        """One training step on a device batch (``x`` ``(n, *input_shape)``, ``y`` the targets,
         ``sample_weight`` ``(n,)`` or None), its loss and metrics added to the epoch's.
         Data-parallel, ``x`` is this rank's share of a global batch of ``total_rows`` rows,
         and the gradients are summed over the ranks before the update."""
+        first_row = (0 if total_rows is None else
+                     distributed.share(total_rows, self.communicator.rank,
+                                       self.communicator.size)[0])
+        for layer in self.layers:
+            layer.first_row = first_row
         loss_sum, output = self.compute_gradients(x, y, sample_weight)
         if total_rows is not None:
             self.gradient_sum()(x.shape[0], total_rows)
