@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from dnn.callbacks import Callback
-from dnn.fileio import atomic_write
+from dnn.saving.fileio import atomic_write
 
 
 def earlier_epochs(path, epochs_done: int) -> list:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dnn.errors import DnnError
-from dnn.fileio import atomic_write
+from dnn.saving.fileio import atomic_write
 
 INSTALL_HINT = "pip install 'dnn-framework[plot]'"
 

@@ -102,6 +102,12 @@ def is_int_at_least(value, minimum: int) -> bool:
             and value >= minimum)
 
 
+def check_seed(seed) -> None:
+    """Refuse a seed that is neither None nor a non-negative integer."""
+    if seed is not None and not is_int_at_least(seed, 0):
+        raise UsageError(f"seed must be a non-negative integer or None, not {seed!r}")
+
+
 def as_shape(value) -> tuple:
     """``value`` as a shape: a tuple or list as a tuple, anything else as one axis."""
     return tuple(value) if isinstance(value, (tuple, list)) else (value,)

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 import dnn
 from dnn import backends, plugins
+from dnn.models import load_model
 from dnn.saving import checkpoint
 from dnn.cli import main
 from dnn.errors import CheckpointError, UsageError
@@ -38,7 +39,7 @@ def test_save_on_one_backend_load_on_every_other(tmp_path, cpu):
     for name in plugins.names("backend"):
         if not backends.availability(name):
             continue
-        loaded = checkpoint.load(path, backend=name)
+        loaded = load_model(path, backend=name)
         assert loaded.backend.name == name
         np.testing.assert_allclose(loaded.evaluate(x, to_categorical(labels)), expected,
                                    rtol=1e-5)
@@ -57,7 +58,7 @@ def test_resume_continues_exactly_where_training_stopped(tmp_path, cpu):
     first = seed_network(cpu)
     first.fit(x, y, epochs=1, batch_size=96, shuffle=False)
     checkpoint.save(first, tmp_path / "m.npz")
-    resumed = checkpoint.load(tmp_path / "m.npz")
+    resumed = load_model(tmp_path / "m.npz")
     resumed.fit(x, y, epochs=1, batch_size=96, shuffle=False)
     for a, b in zip(resumed.get_weights(), straight.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -81,7 +82,7 @@ def test_bad_checkpoints_are_refused_and_left_alone(tmp_path, case, tiny):  # no
     path = _bad_checkpoints(tmp_path, None)[case]
     before = path.read_bytes() if path.exists() else None
     with pytest.raises(CheckpointError):
-        checkpoint.load(path)
+        load_model(path)
     result = run("evaluate", str(path), "--dataset", "tiny")
     assert result.exit_code == 1 and result.output.startswith("Error: ")
     assert "Traceback" not in result.output and len(result.output.splitlines()) == 1
@@ -179,7 +180,7 @@ def test_divergence_exits_1_and_keeps_the_last_good_checkpoint(tmp_path, tiny): 
     assert diverged.exit_code == 1, diverged.output
     assert "Error: training diverged" in diverged.output and "Traceback" not in diverged.output
     assert model.read_bytes() == before  # the run diverged in its first epoch
-    loaded = checkpoint.load(model)
+    loaded = load_model(model)
     assert all(np.all(np.isfinite(w)) for w in loaded.get_weights())
 
 
@@ -190,7 +191,7 @@ def test_save_writes_the_name_given_even_with_braces(tmp_path, tiny):  # noqa: F
     result = run("train", "--dataset", "tiny", "--epochs", "2", "--save", str(model))
     assert result.exit_code == 0, result.output
     assert [path.name for path in folder.iterdir()] == ["model-{epoch}.npz"]
-    assert checkpoint.load(model).epochs_done == 2
+    assert load_model(model).epochs_done == 2
 
 
 def test_plot_without_matplotlib_is_a_clear_error(tiny, monkeypatch, tmp_path):  # noqa: F811
@@ -244,7 +245,7 @@ def test_damaged_checkpoints_are_one_error_line(tmp_path, tiny_checkpoint, case,
     source, _ = tiny_checkpoint
     path = rewritten(source, tmp_path / "damaged.npz", mutate)
     with pytest.raises(CheckpointError, match=re.escape(message)):
-        checkpoint.load(path)
+        load_model(path)
     result = run("train", "--dataset", "tiny", "--epochs", "1", "--hidden", "16",
                  "--resume", str(path))
     assert result.exit_code == 1, result.output
@@ -270,7 +271,7 @@ def test_a_model_compiled_without_optimizer_evaluates_and_saves_but_does_not_tra
     trained = seed_network(cpu)
     trained.fit(x, to_categorical(labels), epochs=1, batch_size=8)
     checkpoint.save(trained, tmp_path / "m.npz")
-    model = checkpoint.load(tmp_path / "m.npz", with_optimizer=False)
+    model = load_model(tmp_path / "m.npz", with_optimizer=False)
     assert model.optimizer is None
     assert model.evaluate(x, to_categorical(labels)) == trained.evaluate(x, to_categorical(labels))
     with pytest.raises(UsageError, match="compiled without an optimizer"):
@@ -278,7 +279,7 @@ def test_a_model_compiled_without_optimizer_evaluates_and_saves_but_does_not_tra
     with pytest.raises(UsageError, match="compiled without an optimizer"):
         model.train_on_batch(x, to_categorical(labels))
     model.save(tmp_path / "again.npz")  # as Keras saves a model without an optimizer
-    again = checkpoint.load(tmp_path / "again.npz")
+    again = load_model(tmp_path / "again.npz")
     assert again.optimizer is None and again.get_config() == trained.get_config()
     assert again.evaluate(x, to_categorical(labels)) == model.evaluate(x, to_categorical(labels))
 
@@ -310,14 +311,14 @@ def test_optimizer_state_of_other_shapes_and_dtypes_than_the_parameters_resumes(
     trained = run("train", "--dataset", "tiny", "--epochs", "1", "--optimizer", "counted",
                   "--save", str(path))
     assert trained.exit_code == 0, trained.output
-    saved = checkpoint.load(path).optimizer
+    saved = load_model(path).optimizer
     assert [int(state["steps"]) for state in saved.states] == [saved.iterations] * 4
     assert all(state["steps"].dtype == np.int64 and state["squares"].dtype == np.float32
                for state in saved.states)
     resumed = run("train", "--dataset", "tiny", "--epochs", "2", "--resume", str(path),
                   "--save", str(path))
     assert resumed.exit_code == 0, resumed.output
-    assert [int(state["steps"]) for state in checkpoint.load(path).optimizer.states] == \
+    assert [int(state["steps"]) for state in load_model(path).optimizer.states] == \
         [2 * saved.iterations] * 4
 
 
@@ -329,7 +330,7 @@ def test_numpy_scalar_hyperparameters_are_saved_as_numbers(tmp_path, cpu):
     model.fit(x, to_categorical(labels), epochs=1)
     path = tmp_path / "model.npz"
     checkpoint.save(model, path)
-    config = checkpoint.load(path).optimizer.get_config()
+    config = load_model(path).optimizer.get_config()
     assert (config["learning_rate"], config["rho"], config["centered"]) == (0.5, 0.8, True)
     assert type(config["rho"]) is float and type(config["centered"]) is bool
 
@@ -471,7 +472,7 @@ HOSTILE = {
 def test_hostile_checkpoints_are_refused_in_one_line_within_bounded_memory(tmp_path, case,
                                                                           tiny):  # noqa: F811
     path = hostile(tmp_path, case)
-    peak = peak_bytes(lambda: checkpoint.load(path), CheckpointError, re.escape(HOSTILE[case]))
+    peak = peak_bytes(lambda: load_model(path), CheckpointError, re.escape(HOSTILE[case]))
     assert peak < 32 << 20, f"reading it took {peak:,} bytes"
     result = run("evaluate", str(path), "--dataset", "tiny")
     assert result.exit_code == 1 and result.output.startswith("Error: ")
@@ -479,12 +480,12 @@ def test_hostile_checkpoints_are_refused_in_one_line_within_bounded_memory(tmp_p
 
 
 @pytest.mark.parametrize("call, error, message", [
-    (lambda cpu: checkpoint.load(123), UsageError, "a checkpoint path must be a file name, "
+    (lambda cpu: load_model(123), UsageError, "a checkpoint path must be a file name, "
      "not int"),
-    (lambda cpu: checkpoint.load(None), UsageError, "a checkpoint path must be a file name, "
+    (lambda cpu: load_model(None), UsageError, "a checkpoint path must be a file name, "
      "not NoneType"),
-    (lambda cpu: checkpoint.load("m.npz", backend="nope"), UsageError, "unknown backend 'nope'"),
-    (lambda cpu: checkpoint.load("m.npz", seed=-1), UsageError, "seed must be a non-negative"),
+    (lambda cpu: load_model("m.npz", backend="nope"), UsageError, "unknown backend 'nope'"),
+    (lambda cpu: load_model("m.npz", seed=-1), UsageError, "seed must be a non-negative"),
 ])
 def test_load_blames_its_arguments_not_the_file(tmp_path, monkeypatch, cpu, call, error,
                                                 message):

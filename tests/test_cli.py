@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from dnn.saving import checkpoint
+from dnn.models import load_model
 from dnn.cli import main
 from dnn.utils import to_categorical
 
@@ -76,7 +76,7 @@ def test_the_final_test_figures_are_those_of_the_trained_weights(tiny, tmp_path)
                  "--save", str(saved))
     assert result.exit_code == 0, result.output
     _, (x_test, labels) = Tiny().load()
-    loss, accuracy = checkpoint.load(saved).evaluate(x_test, to_categorical(labels, 3))
+    loss, accuracy = load_model(saved).evaluate(x_test, to_categorical(labels, 3))
     assert json.loads(history.read_text())["test"] == {"loss": loss, "accuracy": accuracy}
     assert result.output.endswith(f"test: loss {loss:.4f} accuracy {accuracy:.4f}\n")
 
@@ -110,7 +110,7 @@ def test_an_interrupted_run_keeps_the_history_of_its_finished_epochs(tiny, tmp_p
     assert result.exit_code == 130
     assert result.output.splitlines()[-1] == (f"Error: interrupted (Ctrl-C); the last checkpoint "
                                               f"saved is in {model}")
-    assert checkpoint.load(model).epochs_done == 1
+    assert load_model(model).epochs_done == 1
     unsaved = run("train", "--dataset", "tiny", "--epochs", "3")
     assert unsaved.output.splitlines()[-1] == ("Error: interrupted (Ctrl-C); no checkpoint was "
                                                "saved (no --save)")
@@ -355,7 +355,7 @@ def test_resume_may_save_over_its_own_checkpoint(tiny, tmp_path):
     result = run("train", "--dataset", "tiny", "--epochs", "2", "--resume", str(model),
                  "--save", str(model))
     assert result.exit_code == 0, result.output
-    assert model.read_bytes() != before and checkpoint.load(model).epochs_done == 2
+    assert model.read_bytes() != before and load_model(model).epochs_done == 2
 
 
 def test_a_write_that_fails_mid_run_is_one_error_line(tiny, tmp_path, monkeypatch):
@@ -526,7 +526,7 @@ def test_sigterm_during_a_write_leaves_no_temporary_file_and_exits_143(tmp_path)
         from pathlib import Path
         import click
         from dnn.cli.commands import reports_errors
-        from dnn.fileio import atomic_write
+        from dnn.saving.fileio import atomic_write
 
         @click.command()
         @click.argument("path")
@@ -778,8 +778,8 @@ def test_a_learning_rate_that_moves_nothing_trains_without_blaming_the_optimizer
         first = run("train", "--dataset", "tiny", "--hidden", "16", "--epochs", "0",
                     "--save", str(tmp_path / "untrained.npz"))
         assert first.exit_code == 0, first.output
-        for frozen, untrained in zip(checkpoint.load(saved).get_weights(),
-                                     checkpoint.load(tmp_path / "untrained.npz").get_weights()):
+        for frozen, untrained in zip(load_model(saved).get_weights(),
+                                     load_model(tmp_path / "untrained.npz").get_weights()):
             np.testing.assert_array_equal(frozen, untrained)
 
 

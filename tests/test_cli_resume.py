@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from dnn.cli import main
-from dnn.saving import checkpoint
+from dnn.models import load_model
 from tests.test_cli import tiny  # noqa: F401  (the tiny dataset plugin fixture)
 
 TRAIN = ["train", "--dataset", "tiny", "--hidden", "16", "--batch-size", "32"]
@@ -31,7 +31,7 @@ def three_epochs(tmp_path, tiny):  # noqa: F811
     model, history = tmp_path / "model.npz", tmp_path / "history.json"
     result = run(*TRAIN, "--epochs", "3", "--save", str(model), "--history", str(history))
     assert result.exit_code == 0, result.output
-    assert checkpoint.load(model).epochs_done == 3
+    assert load_model(model).epochs_done == 3
     return model, history, result.output.splitlines()[-1]
 
 
@@ -44,7 +44,7 @@ def test_epochs_counts_the_total_so_resuming_3_to_5_trains_the_4th_and_5th(tmp_p
     assert resumed.exit_code == 0, resumed.output
     assert epoch_lines(resumed) == ["Epoch 4/5", "Epoch 5/5"]
     assert [epoch["epoch"] for epoch in json.loads(history.read_text())["epochs"]] == [4, 5]
-    assert checkpoint.load(model).epochs_done == 5
+    assert load_model(model).epochs_done == 5
 
 
 def test_epochs_equal_to_those_done_trains_nothing_and_records_the_model_as_it_is(
@@ -58,9 +58,9 @@ def test_epochs_equal_to_those_done_trains_nothing_and_records_the_model_as_it_i
     assert epoch_lines(same) == [] and same.output.splitlines() == [trained_line]
     assert json.loads(history.read_text()) == recorded  # its 3 epochs, the same test figures
     assert model.read_bytes() == before
-    saved = checkpoint.load(copy)
+    saved = load_model(copy)
     assert saved.epochs_done == 3
-    for mine, theirs in zip(saved.get_weights(), checkpoint.load(model).get_weights()):
+    for mine, theirs in zip(saved.get_weights(), load_model(model).get_weights()):
         np.testing.assert_array_equal(mine, theirs)
 
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from dnn.errors import DnnError, FileWriteError, UsageError
-from dnn.fileio import atomic_write, check_writable
+from dnn.saving.fileio import atomic_write, check_writable
 
 posix_modes = pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
 

@@ -13,6 +13,7 @@ import pytest
 from dnn.errors import CheckpointError
 from dnn.layers import Dense, Input
 from dnn.models.sequential import Sequential
+from dnn.models import load_model
 from dnn.saving import checkpoint
 from dnn.saving.npz_reader import NpzReader
 from scripts.hostile import (DNN, ZIP_HEADERS, evaluate, fake_site, hollow, npy, overlapping,
@@ -104,7 +105,7 @@ def test_zip_headers_that_lie_are_refused_before_anything_is_built(tmp_path, mod
     path = lying(tmp_path, model, case)
     assert path.stat().st_size < 2 << 20
     never_built(monkeypatch)
-    peak = peak_bytes(lambda: checkpoint.load(path), CheckpointError, re.escape(LYING[case]))
+    peak = peak_bytes(lambda: load_model(path), CheckpointError, re.escape(LYING[case]))
     assert peak < 8 << 20, f"refusing it took {peak:,} bytes"
 
 
@@ -125,7 +126,7 @@ def test_a_stored_member_is_bounded_by_the_next_member_not_only_by_the_file(tmp_
     resized(path, "meta.npy", len(META) + 100, len(META) + 100)
     with pytest.raises(CheckpointError, match=f"member 'meta.npy' claims {len(META) + 100} "
                        f"bytes of data; the file holds at most {len(META)} for it"):
-        checkpoint.load(path)
+        load_model(path)
 
 
 def test_honest_stored_and_deflated_checkpoints_still_load(tmp_path, model):
@@ -140,7 +141,7 @@ def test_honest_stored_and_deflated_checkpoints_still_load(tmp_path, model):
             with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
                 member.write(npy(array))
     for path in (model, compressed, tmp_path / "streamed.npz"):
-        loaded = checkpoint.load(path)
+        loaded = load_model(path)
         for index, weight in enumerate(loaded.get_weights()):
             np.testing.assert_array_equal(weight, arrays[f"weight_{index}"])
 
@@ -193,7 +194,7 @@ def test_an_architecture_declaring_huge_inputs_is_refused_before_it_is_built(
                      lambda meta, arrays: declare(meta["model"]["layers"]))
     never_built(monkeypatch)
     message = "is damaged: weight 0 has shape (12, 16); its architecture"
-    peak = peak_bytes(lambda: checkpoint.load(path), CheckpointError, re.escape(message))
+    peak = peak_bytes(lambda: load_model(path), CheckpointError, re.escape(message))
     assert peak < 8 << 20, f"refusing it took {peak:,} bytes"
 
 
@@ -201,7 +202,7 @@ def test_a_model_declaring_its_inputs_loads_with_its_layers_and_names(tmp_path):
     unbuilt = Sequential([Input(shape=(12,)), Dense(16, activation="relu", name="hidden"),
                           Dense(3, activation="softmax")], seed=0)
     unbuilt.save(tmp_path / "declared.npz")
-    loaded = checkpoint.load(tmp_path / "declared.npz")
+    loaded = load_model(tmp_path / "declared.npz")
     assert loaded.get_config() == unbuilt.get_config() and loaded.input_dim == 12
     assert [layer.name for layer in loaded.layers][1] == "hidden"
     for ours, theirs in zip(loaded.get_weights(), unbuilt.get_weights()):

@@ -7,6 +7,7 @@ import pytest
 
 import dnn
 from dnn import activations, backends, losses
+from dnn.models import load_model
 from dnn.saving import checkpoint
 from dnn.layers import Dense, Dropout, Flatten, Input
 from dnn.utils import to_categorical
@@ -180,6 +181,6 @@ def test_a_model_with_dropout_and_no_bias_saves_and_loads(cpu, tmp_path):
     model.compile()
     model.fit(x, to_categorical(labels), epochs=2, verbose=0)
     checkpoint.save(model, tmp_path / "m.npz")
-    loaded = checkpoint.load(tmp_path / "m.npz")
+    loaded = load_model(tmp_path / "m.npz")
     assert [type(layer).__name__ for layer in loaded.layers] == ["Dense", "Dropout", "Dense"]
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))

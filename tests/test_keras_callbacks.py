@@ -16,7 +16,7 @@ from dnn import callbacks
 from dnn.callbacks import progbar_logger
 from dnn.callbacks.callback import HOOKS
 from dnn.errors import ArgumentTypeError, CheckpointError, DivergenceError, UsageError
-from dnn.fileio import atomic_write
+from dnn.saving.fileio import atomic_write
 from dnn.layers import Dense
 from dnn.utils import to_categorical
 

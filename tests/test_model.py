@@ -397,7 +397,7 @@ def test_a_softmax_over_one_unit_is_refused():
     (lambda m, tmp: dnn.saving.checkpoint.save(m, tmp), ValueError, "not replacing it, it is a folder"),
     (lambda m, tmp: dnn.saving.checkpoint.save(m, None), TypeError,
      "save needs a file name, not NoneType"),
-    (lambda m, tmp: dnn.saving.checkpoint.load(123), TypeError,
+    (lambda m, tmp: dnn.load_model(123), TypeError,
      "a checkpoint path must be a file name, not int"),
     (lambda m, tmp: dnn.Sequential([Dense(16)]).build(2**40), MemoryError,
      "the weights of a 1,099,511,627,776 -> 16 model need"),

@@ -10,7 +10,7 @@ import shutil
 from dnn.callbacks.arguments import check_flag, check_path
 from dnn.callbacks.callback import Callback
 from dnn.errors import CheckpointError, UsageError
-from dnn.fileio import atomic_write
+from dnn.saving.fileio import atomic_write
 from dnn.utils import is_int_at_least
 
 

@@ -26,7 +26,7 @@ from dnn.callbacks.arguments import check_flag, check_path
 from dnn.callbacks.callback import Callback
 from dnn.callbacks.learning_rate_scheduler import log_learning_rate
 from dnn.errors import DnnError, UsageError
-from dnn.fileio import check_writable, write_errors_named
+from dnn.saving.fileio import check_writable, write_errors_named
 from dnn.utils import is_int_at_least, is_number
 
 INSTALL_HINT = "pip install 'dnn-framework[tensorboard]'"

@@ -6,7 +6,8 @@ import numpy as np
 
 from dnn import layers
 from dnn.errors import CheckpointError, UsageError
-from dnn.models.sequential import Sequential, describe
+from dnn.models import Sequential
+from dnn.saving.checkpoint import describe
 
 
 def dense_classifier(hidden, classes: int, **kwargs) -> Sequential:

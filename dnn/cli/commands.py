@@ -27,10 +27,10 @@ from dnn.cli.architecture import check_architecture, check_fits, dense_classifie
 from dnn.datasets.base import folder_problem
 from dnn.distributed.launcher import workers_command
 from dnn.errors import CheckpointError, DataError, DnnError, UsageError
-from dnn.fileio import check_writable
 from dnn.history_file import HistoryFile
-from dnn.models.sequential import Sequential, describe
-from dnn.saving import checkpoint
+from dnn.models import Sequential, load_model
+from dnn.saving.checkpoint import describe
+from dnn.saving.fileio import check_writable
 from dnn.utils import to_categorical
 
 
@@ -413,8 +413,7 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
     (x_train, y_train), (x_test, y_test), classes = _load_data(dataset, data_dir)
     _same_on_every_rank(ranks, x_train, x_test, classes)
     if resume_path:  # the shuffle goes on where it stopped, unless --seed asks otherwise
-        model = checkpoint.load(resume_path, backend=device,
-                                seed=seed if _given("seed") else None)
+        model = load_model(resume_path, backend=device, seed=seed if _given("seed") else None)
         try:
             check_architecture(model, resume_path, classes,
                                hidden=hidden if _given("hidden") else None,
@@ -458,7 +457,7 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
     if epochs == initial_epoch:  # nothing trained: evaluate (and record) the model as it is
         test_results = model.evaluate(x_test, y_test, verbose=0)
         if save_path:
-            checkpoint.save(model, save_path)
+            model.save(save_path)
         if history_writer is not None:
             history_writer.write(test_results)
     else:  # the last epoch's test figures, already recorded: the weights have not changed
@@ -480,8 +479,7 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
 @reports_errors
 def evaluate(model_path, backend, dataset, data_dir):
     """Print the test loss and accuracy of a saved model."""
-    model = checkpoint.load(model_path, backend=backends.get_backend(backend),
-                            with_optimizer=False)
+    model = load_model(model_path, backend=backends.get_backend(backend), with_optimizer=False)
     _, (x_test, labels), classes = _load_data(dataset, data_dir)
     check_fits(model, model_path, dataset, x_test, classes)
     _with_accuracy(model)

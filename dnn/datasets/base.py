@@ -18,7 +18,7 @@ import numpy as np
 from dnn.datasets.download import download
 from dnn.datasets.idx import read_idx
 from dnn.errors import DataError, UsageError
-from dnn.fileio import check_writable
+from dnn.saving.fileio import check_writable
 
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 

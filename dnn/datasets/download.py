@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from dnn.errors import DataError
-from dnn.fileio import atomic_write
+from dnn.saving.fileio import atomic_write
 
 TIMEOUT_SECONDS = 30
 CHUNK_BYTES = 1 << 20

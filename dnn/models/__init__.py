@@ -7,16 +7,18 @@ import json
 
 from dnn.errors import ArgumentTypeError, UsageError
 from dnn.models.sequential import Sequential
+from dnn.saving import checkpoint
 
 __all__ = ["Sequential", "load_model", "model_from_json", "clone_model"]
 
 
-def load_model(path, backend=None) -> Sequential:
+def load_model(path, backend=None, *, seed=None, with_optimizer=True) -> Sequential:
     """The model saved by ``model.save(path)``, with its optimizer, on ``backend`` (default:
-    the current one)."""
-    from dnn.saving import checkpoint
-
-    return checkpoint.load(path, backend=backend)
+    the current one), ready to go on training where it stopped (its shuffle order too, unless
+    ``seed`` seeds it anew); ``with_optimizer=False`` leaves the optimizer out (the model
+    evaluates and predicts, and loads where the optimizer's plugin is not installed)."""
+    return checkpoint.load(path, Sequential, backend=backend, seed=seed,
+                           with_optimizer=with_optimizer)
 
 
 def model_from_json(json_string, backend=None) -> Sequential:

@@ -2,7 +2,7 @@
 
 Training (``compile``, ``fit``, ``evaluate``, ``predict``) comes from
 :class:`dnn.trainers.Trainer`, as Keras 3's ``Model`` inherits its ``Trainer``; saving from
-:mod:`dnn.saving`.
+:mod:`dnn.saving` (which never imports the models back).
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import numpy as np
 from dnn import backends, layers as layers_module
 from dnn.buffers import Buffers
 from dnn.errors import ArgumentTypeError, OutOfMemoryError, UsageError
+from dnn.saving import checkpoint
 from dnn.trainers.trainer import Trainer
-from dnn.utils import as_shape, checked_weights, element_count, is_int_at_least, model_rng
+from dnn.utils import as_shape, check_seed, checked_weights, element_count, model_rng
 
 
 def _sample_shape(input_shape) -> tuple:
@@ -32,12 +33,6 @@ def _sample_shape(input_shape) -> tuple:
     return tuple(int(size) for size in shape)
 
 
-def check_seed(seed) -> None:
-    """Refuse a seed that is neither None nor a non-negative integer."""
-    if seed is not None and not is_int_at_least(seed, 0):
-        raise UsageError(f"seed must be a non-negative integer or None, not {seed!r}")
-
-
 def _float_dtype(dtype) -> np.dtype:
     """float32 or float64 from a name or a NumPy type; UsageError for anything else (None,
     which NumPy reads as float64, included)."""
@@ -48,13 +43,6 @@ def _float_dtype(dtype) -> np.dtype:
     if found not in (np.float32, np.float64):
         raise UsageError(f"dtype must be float32 or float64, not {dtype!r}")
     return found
-
-
-def describe(config: dict) -> str:
-    """``"512 relu -> dropout -> 10 softmax (float32)"`` for a model config."""
-    layers = " -> ".join(f"{layer['units']} {layer['activation']}" if "units" in layer
-                         else str(layer.get("class", "?")).lower() for layer in config["layers"])
-    return f"{layers} ({config['dtype']})"
 
 
 class Sequential(Trainer):
@@ -247,23 +235,17 @@ class Sequential(Trainer):
     def save(self, path) -> None:
         """Save the model, its architecture and optimizer state to ``path`` (``.npz``,
         written atomically; :func:`dnn.load_model` reads it back)."""
-        from dnn.saving import checkpoint
-
         checkpoint.save(self, path)
 
     def save_weights(self, path) -> None:
         """Save the weights and the optimizer's state to ``path`` (a checkpoint, written
         atomically), for :meth:`load_weights` of a model of the same architecture."""
-        from dnn.saving import checkpoint
-
         checkpoint.save(self, path)
 
     def load_weights(self, path) -> None:
         """Load the weights (and, where this model has the same optimizer, its state and the
         epochs trained) that :meth:`save_weights` or :meth:`save` wrote, in place; the file's
         architecture must be this model's."""
-        from dnn.saving import checkpoint
-
         checkpoint.load_into(self, path)
 
     # -- description -------------------------------------------------------------------

@@ -19,10 +19,9 @@ import numpy as np
 
 from dnn import backends, layers, losses, metrics, optimizers, plugins
 from dnn.errors import ArgumentTypeError, CheckpointError, UsageError
-from dnn.fileio import atomic_write, write_errors_named
-from dnn.models.sequential import Sequential, check_seed, describe
+from dnn.saving.fileio import atomic_write, write_errors_named
 from dnn.saving.npz_reader import NpzReader
-from dnn.utils import element_count, is_int_at_least
+from dnn.utils import check_seed, element_count, is_int_at_least
 
 FORMAT = "dnn-checkpoint"
 VERSION = 1
@@ -31,7 +30,15 @@ MAX_META_CHARS = 1 << 18
 MAX_INPUT_AXES = 8  # more than any array library's images have
 
 
-def save(model: Sequential, path) -> None:
+def describe(config: dict) -> str:
+    """``"512 relu -> dropout -> 10 softmax (float32)"`` for a model config."""
+    layers_of = " -> ".join(f"{layer['units']} {layer['activation']}" if "units" in layer
+                            else str(layer.get("class", "?")).lower()
+                            for layer in config["layers"])
+    return f"{layers_of} ({config['dtype']})"
+
+
+def save(model, path) -> None:
     """Write ``model`` (built), its compiled loss, metrics and optimizer with its state to
     ``path`` atomically (a model compiled without an optimizer, or not compiled, is saved
     without them: :meth:`Sequential.save_weights`)."""
@@ -113,8 +120,9 @@ def _meta(archive: NpzReader) -> dict:
     return meta
 
 
-def load(path, backend=None, seed=None, *, with_optimizer=True) -> Sequential:
-    """The model saved at ``path``, built and compiled on ``backend`` (default: current),
+def load(path, model_class, backend=None, seed=None, *, with_optimizer=True):
+    """The model saved at ``path``, a ``model_class`` (:class:`dnn.Sequential`, given by
+    :func:`dnn.models.load_model`) built and compiled on ``backend`` (default: current),
     with its optimizer state and the epochs it trained, ready to evaluate or to go on training
     where it stopped (the shuffle order goes on as it would have, unless ``seed`` seeds it
     anew).  ``with_optimizer=False`` leaves the optimizer out: the model can evaluate and
@@ -135,7 +143,9 @@ def load(path, backend=None, seed=None, *, with_optimizer=True) -> Sequential:
             weights = _read_weights(archive, lambda shape: layers.weight_shapes(made, shape),
                                     _input_shape(path, meta, made),
                                     describe(_architecture(config, made)))
-            model = _model(config, made, backend=backend, seed=seed)
+            name = {"name": config["name"]} if "name" in config else {}
+            model = model_class(made, dtype=config.get("dtype", "float32"), backend=backend,
+                                seed=seed, **name)
             spec = meta["optimizer"] if with_optimizer else None
             if meta["loss"] is not None:
                 model.compile(optimizer=None if spec is None else _optimizer(path, spec),
@@ -147,7 +157,7 @@ def load(path, backend=None, seed=None, *, with_optimizer=True) -> Sequential:
     return model
 
 
-def load_into(model: Sequential, path) -> None:
+def load_into(model, path) -> None:
     """Load the weights saved at ``path`` into ``model`` (built here if it is not yet), which
     must have the file's architecture; the optimizer's state and the epochs trained too where
     the model has the optimizer the file was saved with."""
@@ -216,14 +226,6 @@ def _input_shape(path, meta: dict, made: list) -> tuple | None:
     return tuple(shape)
 
 
-def _model(config: dict, made: list, **kwargs) -> Sequential:
-    """The model of ``config`` holding the layers ``made``, as :meth:`Sequential.from_config`
-    would make it with layers of its own; built at once where its first layer declares its
-    inputs.  ``kwargs`` go to :class:`Sequential`."""
-    name = {"name": config["name"]} if "name" in config else {}
-    return Sequential(made, dtype=config.get("dtype", "float32"), **name, **kwargs)
-
-
 def _read_weights(archive: NpzReader, param_shapes, input_shape, architecture: str) -> list:
     """Every weight in the file, read: their shapes are ``param_shapes(shape)`` for the
     ``input_shape`` of the ``architecture`` (its description), or where that is None for the
@@ -233,7 +235,7 @@ def _read_weights(archive: NpzReader, param_shapes, input_shape, architecture: s
     return [_weight(archive, index, shape) for index, shape in enumerate(shapes)]
 
 
-def _restore(archive: NpzReader, model: Sequential, meta: dict, with_optimizer: bool,
+def _restore(archive: NpzReader, model, meta: dict, with_optimizer: bool,
              weights: list) -> None:
     """``weights`` (read by :func:`_read_weights`) into ``model``, built first if need be,
     and the optimizer's state when ``with_optimizer``."""
@@ -292,7 +294,7 @@ def _optimizer(path: Path, spec: dict):
     return optimizers.get(spec["name"], **spec["config"])
 
 
-def _restore_progress(path, model: Sequential, meta: dict, seed) -> None:
+def _restore_progress(path, model, meta: dict, seed) -> None:
     """The epochs done and, unless ``seed`` asks for a new one, the shuffle order's state
     (both absent from checkpoints of older dnn versions: then 0 and ``seed``'s)."""
     epochs_done = meta.get("epochs_done", 0)
@@ -303,7 +305,7 @@ def _restore_progress(path, model: Sequential, meta: dict, seed) -> None:
         model.rng.bit_generator.state = meta["shuffle_state"]
 
 
-def _restore_state(archive: NpzReader, model: Sequential, iterations) -> None:
+def _restore_state(archive: NpzReader, model, iterations) -> None:
     """Put the saved optimizer state and step count into ``model.optimizer``, whose fresh
     state (from ``init_state``) gives each array's shape and dtype: a plugin's state need not
     have its parameter's.  A state array the optimizer does not have is refused."""
