@@ -307,3 +307,14 @@ def test_flat_samples_reach_an_image_model_in_its_shape():
     with pytest.raises(UsageError, match=r"inputs have 63 features; the model expects 64 "
                                          r"\(samples of shape \(8, 8, 1\)\)"):
         model.predict(np.zeros((2, 63)), verbose=0)
+
+
+def test_weights_are_named_as_keras_names_them(cpu):
+    model = convnet(backend=cpu)
+    names = [f"{layer.name}/{layer.weight_name(weight)}" for layer in model.layers
+             for weight in layer.weights]
+    conv, norm, dense = model.layers[1].name, model.layers[2].name, model.layers[-1].name
+    assert names == [f"{conv}/kernel", f"{conv}/bias", f"{norm}/gamma", f"{norm}/beta",
+                     f"{norm}/moving_mean", f"{norm}/moving_variance",
+                     f"{model.layers[4].name}/kernel", f"{model.layers[4].name}/bias",
+                     f"{dense}/kernel", f"{dense}/bias"]

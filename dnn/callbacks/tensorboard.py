@@ -155,20 +155,12 @@ def _by_run(figures: dict) -> dict:
     return runs
 
 
-def _weight_name(layer, index: int) -> str:
-    """Keras' name of ``layer.params[index]``: the layer's attribute that holds it
-    (``kernel``, ``bias``), else ``weight_<index>``."""
-    param = layer.params[index]
-    return next((name for name in ("kernel", "bias") if getattr(layer, name, None) is param),
-                f"weight_{index}")
-
-
 def _weights(layers):
     """``(path, param, grad)`` for every weight of ``layers``, ``path`` as Keras names it:
     ``layer name/weight name`` (``dense/kernel``)."""
     for layer in layers:
-        for index, (param, grad) in enumerate(zip(layer.params, layer.grads)):
-            yield f"{layer.name}/{_weight_name(layer, index)}", param, grad
+        for param, grad in zip(layer.params, layer.grads):
+            yield f"{layer.name}/{layer.weight_name(param)}", param, grad
 
 
 def _every(frequency: int, epoch: int) -> bool:

@@ -119,6 +119,7 @@ class Layer:
         self.grads: list = []
         self.state_weights: list = []
         self._regularizers: list = []
+        self._names: dict = {}  # id of a weight -> the name it was made with
         self.needs_input_grad = True  # the model turns it off for its first layer
         self.in_model = False  # set by the one Sequential that holds it
         self.built = False
@@ -183,6 +184,7 @@ class Layer:
         self._backend, self._buffers, self._rng, self._dtype = (
             backend, Buffers(backend), rng, np.dtype(dtype))
         self.params, self.grads, self.state_weights, self._regularizers = [], [], [], []
+        self._names = {}
         self.build(input_shape)
         self.input_shape, self.output_shape = input_shape, output_shape
         self.built = True
@@ -192,14 +194,17 @@ class Layer:
         """Make the weights for inputs of ``input_shape`` (Keras' ``build``): by default
         those of :meth:`weight_specs`, each with :meth:`add_weight`."""
         for spec in self.weight_specs(input_shape):
-            self.add_weight(spec.shape, spec.initializer, spec.trainable, spec.regularizer)
+            self.add_weight(spec.shape, spec.initializer, spec.trainable, spec.regularizer,
+                            spec.name)
 
     def add_weight(self, shape, initializer="zeros", trainable: bool = True,
-                   regularizer=None):
+                   regularizer=None, name=None):
         """A new weight of ``shape`` drawn by ``initializer`` (a :mod:`dnn.initializers`
         name) from the model's seeded generator, in the model's dtype, on its backend; a
         trained one (in ``params``, its gradient buffer in ``grads``) or one the layer updates
-        itself (in ``state_weights``).  Called from ``build``; returns the weight."""
+        itself (in ``state_weights``), called ``name`` (``kernel``: TensorBoard shows
+        ``dense/kernel``; ``weight_<index>`` by default).  Called from ``build``; returns the
+        weight."""
         shape = tuple(int(size) for size in shape)
         host = initializers.draw(initializers.check(initializer), self._rng, shape,
                                  self._dtype)
@@ -210,7 +215,14 @@ class Layer:
             self._regularizers.append(regularizer)
         else:
             self.state_weights.append(weight)
+        self._names[id(weight)] = name
         return weight
+
+    def weight_name(self, weight) -> str:
+        """The name ``weight`` (one of :attr:`weights`) was made with, else
+        ``weight_<index>`` (its place in :attr:`weights`)."""
+        index = next(index for index, own in enumerate(self.weights) if own is weight)
+        return getattr(self, "_names", {}).get(id(weight)) or f"weight_{index}"
 
     # -- passes ---------------------------------------------------------------------------
     def forward(self, x, logits: bool = False, training: bool = False):
