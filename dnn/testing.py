@@ -8,8 +8,10 @@ table).  The pieces a backend is checked with are public, for a plugin's own tes
 
 - :func:`assert_kernels_match_cpu`: every kernel from identical inputs, to rounding
   (:data:`TOLERANCE`);
-- :func:`assert_layers_match_cpu`: each activation's Dense layer forward and backward, and each
-  loss, from identical weights and inputs, to rounding;
+- :func:`assert_layers_match_cpu`: each activation's Dense layer forward and backward, each
+  image layer's (Conv2D, the pooling layers, BatchNormalization in training), and each loss,
+  from identical weights and inputs, to rounding; the image kernels (im2col, col2im, max
+  pooling) are among the kernels;
 - :func:`record_training` and :func:`assert_training_matches`: a training run compared with
   the cpu backend's step by step in its losses and per parameter in aggregate
   (:data:`TRAINING_TOLERANCE`).
@@ -40,7 +42,9 @@ from dnn.backends.base import Availability, Backend
 from dnn.callbacks import Callback
 from dnn.datasets import contract_problem
 from dnn.errors import BackendUnavailableError, OptimizerError
-from dnn.layers import Dense
+from dnn.backends.windows import Window
+from dnn.layers import (AveragePooling2D, BatchNormalization, Conv2D, Dense,
+                        GlobalAveragePooling2D, MaxPooling2D)
 from dnn.models import Sequential
 from dnn.optimizers import SGD, Adam, Optimizer, RMSprop
 from dnn.replay import EagerReplayBackend, ReplayBackend
@@ -422,7 +426,43 @@ def assert_kernels_match_cpu(backend: Backend, dtype: str) -> None:
     counts = {b.name: int(b.to_numpy(b.correct_count(on(b, "grad"), b.asarray(targets))))
               for b in (backend, cpu)}
     assert counts[backend.name] == counts["cpu"], f"kernel correct_count ({dtype}): {counts}"
+    _assert_window_kernels_match_cpu(backend, cpu, dtype)
     _assert_updates_match_cpu(backend, cpu, dtype)
+
+
+# Windows the image kernels are checked on: (image, kernel, strides, padding), one that fits
+# and one padded, overlapping and strided unevenly.
+WINDOWS = [((6, 5), (2, 2), (2, 2), "valid"), ((7, 6), (3, 2), (2, 1), "same")]
+
+
+def _assert_window_kernels_match_cpu(backend: Backend, cpu: Backend, dtype: str) -> None:
+    """im2col, col2im, max_pool and its gradient on images (3, h, w, 2) with ties (a third
+    of the inputs 0, as after relu, and a third at the largest value) agree with the cpu
+    backend's; the argmax exactly."""
+    rng = np.random.default_rng(5)
+    for image, kernel, strides, padding in WINDOWS:
+        window = Window.of(image, kernel, strides, padding)
+        x = np.clip(rng.normal(size=(3, *image, 2)), -0.4, 0.3).astype(dtype) + 0.4
+        cols_shape = (3, *window.output, *window.kernel, 2)
+        grad_cols = rng.normal(size=cols_shape).astype(dtype)
+        grad = rng.normal(size=(3, *window.output, 2)).astype(dtype)
+        results = {}
+        for b in (backend, cpu):
+            cols = b.im2col(b.asarray(x), window, b.empty(cols_shape, dtype))
+            summed = b.col2im(b.asarray(grad_cols), window, b.empty(x.shape, dtype))
+            out, argmax = b.empty(grad.shape, dtype), b.empty(grad.shape, "int32")
+            b.max_pool(b.asarray(x), window, out, argmax)
+            routed = b.max_pool_backward(b.asarray(grad), argmax, window,
+                                         b.empty(x.shape, dtype))
+            results[b.name] = [cols, summed, out, routed, argmax]
+        ours, reference = results[backend.name], results["cpu"]
+        for what, mine, theirs in zip(("im2col", "col2im", "max_pool", "max_pool_backward"),
+                                      ours, reference):
+            assert_matches_cpu(backend, f"kernel {what} {window.kernel} {padding}", mine,
+                               cpu.to_numpy(theirs), dtype)
+        np.testing.assert_array_equal(backend.to_numpy(ours[-1]), reference[-1],
+                                      err_msg=f"kernel max_pool argmax {window.kernel} "
+                                              f"{padding} ({dtype})")
 
 
 def _assert_updates_match_cpu(backend: Backend, cpu: Backend, dtype: str) -> None:
@@ -458,6 +498,7 @@ def assert_layers_match_cpu(backend: Backend, dtype: str) -> None:
                                          results[backend.name], results["cpu"]):
             assert_matches_cpu(backend, f"Dense {activation} {what}", ours,
                                cpu.to_numpy(reference), dtype)
+    _assert_image_layers_match_cpu(backend, cpu, dtype)
     labels = rng.integers(0, 4, size=6)
     softmax = activations.get("softmax")
     probabilities = softmax.forward(cpu, grad.copy())
@@ -477,6 +518,33 @@ def assert_layers_match_cpu(backend: Backend, dtype: str) -> None:
                                              results["cpu"]):
                 assert_matches_cpu(backend, f"{what} {part}", ours, cpu.to_numpy(reference),
                                    dtype)
+
+
+IMAGE_LAYERS = {"Conv2D": lambda: Conv2D(3, 3, strides=2, padding="same", activation="relu"),
+                "MaxPooling2D": lambda: MaxPooling2D(2), "AveragePooling2D": AveragePooling2D,
+                "GlobalAveragePooling2D": GlobalAveragePooling2D,
+                "BatchNormalization": BatchNormalization}
+
+
+def _assert_image_layers_match_cpu(backend: Backend, cpu: Backend, dtype: str) -> None:
+    """Each image layer's training forward pass and backward pass on images (4, 6, 5, 2) (a
+    third of them at the largest value: ties for max pooling), its outputs, input gradient,
+    weights' gradients and moving statistics, as on cpu."""
+    rng = np.random.default_rng(6)
+    x = np.clip(rng.normal(size=(4, 6, 5, 2)), -2, 0.4).astype(dtype)  # ties at the top
+    for name, make in IMAGE_LAYERS.items():
+        results, grad = {}, None
+        for b in (backend, cpu):
+            layer = make()
+            layer.build_on(x.shape[1:], b, np.random.default_rng(7), dtype)
+            output = layer.forward(b.asarray(x.copy()), training=True)
+            if grad is None:
+                grad = rng.normal(size=output.shape).astype(dtype)
+            grad_x = layer.backward(b.asarray(grad.copy()))
+            results[b.name] = [output, grad_x, *layer.grads, *layer.state_weights]
+        for index, (ours, reference) in enumerate(zip(results[backend.name], results["cpu"])):
+            what = ("forward", "grad_x")[index] if index < 2 else f"weight {index - 2}"
+            assert_matches_cpu(backend, f"{name} {what}", ours, cpu.to_numpy(reference), dtype)
 
 
 def assert_training_matches_cpu(backend: Backend, dtype: str) -> None:

@@ -8,6 +8,8 @@ a correct backend that flips relu at its kink far more often than other hardware
 must pass) and on backends with planted errors (each check must fail).
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -161,6 +163,32 @@ class FreshOutput(GenericNumpy):
         return np.matmul(x, kernel) + bias
 
 
+class LastMaxWins(GenericNumpy):
+    """Max pooling that routes a tie to the last input holding the maximum, not the first."""
+
+    name = "last-max-wins"
+
+    def max_pool(self, x, window, out, argmax):
+        flipped = self.im2col(x, window, np.empty((x.shape[0], *window.output, *window.kernel,
+                                                    x.shape[-1]), x.dtype), fill=-np.inf)
+        flat = flipped.reshape(*flipped.shape[:3], -1, x.shape[-1])[:, :, :, ::-1]
+        argmax[...] = window.cells - 1 - np.argmax(flat, axis=3)
+        out[...] = flat.max(axis=3)
+        return out
+
+
+class ShiftedWindows(GenericNumpy):
+    """im2col that pads "same" windows after the image instead of splitting the padding."""
+
+    name = "shifted-windows"
+
+    def im2col(self, x, window, cols, fill=0.0):
+        rows, columns = (dataclasses.replace(axis, pad_before=0)
+                         for axis in (window.rows, window.columns))
+        return super().im2col(x, dataclasses.replace(window, rows=rows, columns=columns),
+                              cols, fill)
+
+
 PLANTED = [WrongSign, MissingOneOverN, EpsilonOutsideTheRoot]
 
 
@@ -174,9 +202,12 @@ CHECKS = {  # the rewritten checks, and what each says about the planted errors 
     "kernels": (lambda b: testing.assert_kernels_match_cpu(b, "float32"), {
         WrongSign: "kernel dense_backward grad_bias", MissingOneOverN:
         "kernel softmax_crossentropy grad", EpsilonOutsideTheRoot: "RMSprop update: param",
-        FreshOutput: "kernel dense_forward on fresh-output returned another array than the out"}),
+        FreshOutput: "kernel dense_forward on fresh-output returned another array than the out",
+        LastMaxWins: r"kernel max_pool_backward \(2, 2\) valid", ShiftedWindows:
+        r"kernel im2col \(3, 2\) same"}),
     "layers": (lambda b: testing.assert_layers_match_cpu(b, "float32"), {  # no optimizer here
-        WrongSign: "Dense linear grad_bias", MissingOneOverN: "from logits gradient"}),
+        WrongSign: "Dense linear grad_bias", MissingOneOverN: "from logits gradient",
+        LastMaxWins: "MaxPooling2D grad_x", ShiftedWindows: "Conv2D forward"}),
     # The toy network's gradients are too large for epsilon's place to show; the seed
     # network's sparse pixels give the small ones where it does.
     "toy training": (lambda b: testing.assert_training_matches_cpu(b, "float32"), {
