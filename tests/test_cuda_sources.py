@@ -1,17 +1,20 @@
 """The gpu backend's CUDA kernels, compiled by the host C compiler (tests/cuda_harness.py) and run
 through the gpu backend's own code against the generic kernels, in float32 and float64, on
-NaN, inf, -0.0, subnormals, ties and empty batches: CI has no GPU, and this is how a typo or a
-wrong formula in a kernel string is found there.  Every output of every kernel is checked, the
+NaN, inf, -0.0, subnormals, ties and empty batches (the window kernels of convolution and
+pooling also over every small geometry): CI has no GPU, and this is how a typo or a wrong
+formula in a kernel string is found there.  Every output of every kernel is checked, the
 per-row values a row kernel writes and the backend sums included, and an error planted in each
 output in turn proves it."""
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
 
 from dnn.backends import gpu
 from dnn.backends.cuda_sources import ELEMENTWISE, ElementwiseSource
+from dnn.backends.windows import PADDINGS, Window
 from dnn.optimizers import SGD, Adam, RMSprop
 from dnn.testing import optimizer_steps
 from tests.conftest import GenericNumpy, awkward
@@ -85,6 +88,76 @@ def row_case(name):
     return lambda b, rows, dtype, rng: call(b, *inputs(rows, dtype, rng))
 
 
+def window_images(rng, shape, dtype):
+    """Awkward images (NaN, inf, -0.0, subnormals, several scales) with about half their
+    values small integers, ties for max pooling, -inf among them."""
+    images = awkward(rng, shape, dtype=dtype)
+    flat = images.reshape(-1)
+    picks = rng.choice(flat.size, size=flat.size // 2, replace=False)
+    flat[picks] = rng.integers(-2, 3, size=picks.size)
+    flat[picks[:max(1, picks.size // 10)]] = -np.inf
+    return images
+
+
+# The windows of the cases of the window kernels: 3x2 cells, strides 2 and 1, "same" padding
+# (a row above and below a 7x5 image, a column to its right), 3 channels.
+CASE_WINDOW = Window.of((7, 5), (3, 2), (2, 1), "same")
+CASE_CHANNELS = 3
+
+
+def im2col_case(backend, window, images, fill):
+    n, c = images.shape[0], images.shape[-1]
+    return [backend.im2col(images, window,
+                           np.empty((n, *window.output, *window.kernel, c), images.dtype), fill)]
+
+
+def col2im_case(backend, window, grad_cols):
+    n, c = grad_cols.shape[0], grad_cols.shape[-1]
+    return [backend.col2im(grad_cols, window,
+                           np.empty((n, window.rows.length, window.columns.length, c),
+                                    grad_cols.dtype))]
+
+
+def max_pool_case(backend, window, images):
+    shape = (images.shape[0], *window.output, images.shape[-1])
+    out, argmax = np.empty(shape, images.dtype), np.empty(shape, np.int32)
+    return [backend.max_pool(images, window, out, argmax), argmax]
+
+
+def max_pool_backward_case(backend, window, grad, argmax):
+    n, c = grad.shape[0], grad.shape[-1]
+    return [backend.max_pool_backward(grad, argmax, window,
+                                      np.empty((n, window.rows.length, window.columns.length,
+                                                c), grad.dtype))]
+
+
+def window_inputs(name, window, rows, channels, dtype, rng) -> tuple:
+    """The arrays the case of window kernel ``name`` gives it, after the window: images,
+    and the fill (0 or -inf) for im2col; the windows' gradient for col2im; a gradient and
+    argmax cells drawn from all of a window's (the padding's too) for max_pool_backward."""
+    images = (rows, window.rows.length, window.columns.length, channels)
+    pooled = (rows, *window.output, channels)
+    if name == "dnn_im2col":
+        return window_images(rng, images, dtype), rng.choice([0.0, -np.inf])
+    if name == "dnn_col2im":
+        return (awkward(rng, (rows, *window.output, *window.kernel, channels), dtype=dtype),)
+    if name == "dnn_max_pool":
+        return (window_images(rng, images, dtype),)
+    return (awkward(rng, pooled, dtype=dtype),
+            rng.integers(0, window.cells, size=pooled).astype(np.int32))
+
+
+WINDOW_CALLS = {"dnn_im2col": im2col_case, "dnn_col2im": col2im_case,
+                "dnn_max_pool": max_pool_case, "dnn_max_pool_backward": max_pool_backward_case}
+
+
+def window_case(name):
+    """The case of window kernel ``name``: its call on a batch of ``rows`` images of
+    :data:`CASE_WINDOW`."""
+    return lambda b, rows, dtype, rng: WINDOW_CALLS[name](
+        b, CASE_WINDOW, *window_inputs(name, CASE_WINDOW, rows, CASE_CHANNELS, dtype, rng))
+
+
 # kernel name: case(backend, rows, dtype, rng) -> host arrays; each case calls that kernel
 CASES = {
     "dnn_bias_add": lambda b, rows, dtype, rng: [
@@ -98,10 +171,16 @@ CASES = {
     "dnn_rmsprop": run_optimizer(RMSprop),
     "dnn_adam": run_optimizer(lambda: Adam(learning_rate=2e-3)),
     **{name: row_case(name) for name in ROW_KERNELS},
+    **{name: window_case(name) for name in WINDOW_CALLS},
 }
 # Kernels that reduce a row in order where NumPy sums pairwise, and call exp and log: the C
 # library's, not NumPy's.  The rest compute exactly NumPy's expression, to the bit.
 ROUNDED = {"dnn_softmax_xent_rows"}
+# Max pooling's largest value where a window's largest is 0.0 and -0.0 both: the kernel takes
+# the first (the argmax cell's), NumPy's max whichever the order of its SIMD reduction leaves
+# (for the same windows, it differs with the count of cells, the channels and the dtype).
+# Every other bit, and every bit of every other kernel, is the generic kernel's.
+SIGNED_ZEROS = {"dnn_max_pool"}
 
 
 def run_case(kernels, name, dtype, rows) -> tuple:
@@ -136,6 +215,19 @@ def assert_same(name, what, mine, reference) -> None:
                                    err_msg=f"{name} {what}")
     else:
         np.testing.assert_array_equal(mine, reference, err_msg=f"{name} {what}")
+        assert comparable_bits(mine, name) == comparable_bits(reference, name), (
+            f"{name} {what}: equal values, but not the same bits (the sign of a zero)")
+
+
+def comparable_bits(array, name) -> bytes:
+    """The bytes of ``array`` with every NaN as one NaN (CUDA and the host may carry
+    another payload) and, for a :data:`SIGNED_ZEROS` kernel, every zero as 0.0."""
+    array = np.array(array, copy=True)
+    if array.dtype.kind == "f":
+        array[np.isnan(array)] = np.nan
+        if name in SIGNED_ZEROS:
+            array[array == 0] = 0
+    return array.tobytes()
 
 
 def assert_kernel_matches_generic(kernels, name, dtype, rows) -> list:
@@ -204,6 +296,94 @@ def test_an_error_planted_in_any_output_fails_the_check(tmp_path, name, output):
                                       equal_nan=True), f"the planted error left {output} as it was"
             with pytest.raises(AssertionError):
                 assert_kernel_matches_generic(kernels, name, dtype, rows)
+
+
+# Every small geometry: kernels of 1 to 3 rows and columns, strides of 1 to 3, on images
+# taller than wide, wider than tall, and smaller than some kernels (no "valid" window then).
+GEOMETRIES = [(image, kernel, strides)
+              for image in [(7, 5), (4, 6), (2, 3)]
+              for kernel in itertools.product(range(1, 4), repeat=2)
+              for strides in itertools.product(range(1, 4), repeat=2)]
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(WINDOW_CALLS))
+def test_window_kernels_match_the_generic_kernels_over_every_small_geometry(name, dtype,
+                                                                            padding):
+    """Each window kernel through the gpu backend's code, to the bit, for every geometry of
+    :data:`GEOMETRIES`, one channel and three, on ties, NaN, infinities and signed zeros."""
+    kernels = compile_kernels()
+    rng = np.random.default_rng(SEED)
+    for (image, kernel, strides), channels in itertools.product(GEOMETRIES, [1, 3]):
+        window = Window.of(image, kernel, strides, padding)
+        inputs = window_inputs(name, window, 5, channels, dtype, rng)
+        calls = kernels[name].calls
+        ours = WINDOW_CALLS[name](HostCudaBackend(kernels), window, *inputs)
+        assert kernels[name].calls == calls + 1, f"{name} was not called for {window}"
+        expected = WINDOW_CALLS[name](GenericNumpy(), window, *inputs)
+        for index, (mine, reference) in enumerate(zip(ours, expected, strict=True)):
+            assert_same(name, f"result {index} for {window}, {channels} channels", mine,
+                        reference)
+
+
+def test_max_pool_takes_the_first_largest_cell_and_a_nan_over_it():
+    """Ties go to the first cell in row-major order, a NaN wins (the first of them), and a
+    window of -inf only picks its first cell, the padding's if that comes first, as the
+    generic kernel does (its padding reads -inf): that window's gradient goes nowhere."""
+    window = Window.of((3, 3), (3, 3), (2, 2), "same")  # one row and column of padding around
+    inf, nan = np.inf, np.nan
+    cases = [  # images, argmax, out, grad_x of ones
+        ([[1, 5, 5], [5, 1, 2], [0, 3, 3]], [[5, 3], [1, 3]], [[5, 5], [5, 3]],
+         [[0, 2, 0], [1, 0, 0], [0, 1, 0]]),
+        ([[-inf, -inf, nan], [-inf, -inf, nan], [2, nan, 7]], [[0, 4], [5, 1]],
+         [[-inf, nan], [nan, nan]], [[0, 0, 1], [0, 0, 1], [0, 1, 0]]),
+    ]
+    for values, argmax, out, grad_x in cases:
+        images = np.array(values, np.float32).reshape(1, 3, 3, 1)
+        ours = max_pool_case(HostCudaBackend(), window, images)
+        np.testing.assert_array_equal(ours[1][0, :, :, 0], argmax)
+        np.testing.assert_array_equal(ours[0][0, :, :, 0], out)
+        for mine, reference in zip(ours, max_pool_case(GenericNumpy(), window, images)):
+            assert_same("dnn_max_pool", "result", mine, reference)
+        ones = np.ones((1, 2, 2, 1), np.float32)
+        backward = max_pool_backward_case(HostCudaBackend(), window, ones, ours[1])[0]
+        np.testing.assert_array_equal(backward[0, :, :, 0], grad_x)
+        assert_same("dnn_max_pool_backward", "result", backward,
+                    max_pool_backward_case(GenericNumpy(), window, ones, ours[1])[0])
+
+
+def test_the_window_kernels_leave_to_the_generic_kernels_arrays_they_cannot_take():
+    """An output that is not C-contiguous, images of another dtype than the windows', an
+    argmax that is not int32: the generic kernels, with their results; strided inputs are
+    copied for the kernel."""
+    kernels = compile_kernels()
+    backend, generic = HostCudaBackend(kernels), GenericNumpy()
+    window, rng = CASE_WINDOW, np.random.default_rng(SEED)
+    images = window_images(rng, (4, 7, 5, 3), np.float64)
+    cols_shape = (4, *window.output, *window.kernel, 3)
+    pooled = (4, *window.output, 3)
+    refused = [  # (the kernel left out, the call)
+        ("dnn_im2col", lambda b: b.im2col(images, window, np.empty(cols_shape[::-1]).T)),
+        ("dnn_im2col", lambda b: b.im2col(images.astype(np.float32), window,
+                                          np.empty(cols_shape))),
+        ("dnn_max_pool", lambda b: b.max_pool(images, window, np.empty(pooled),
+                                              np.empty(pooled, np.int64))),
+        ("dnn_max_pool_backward", lambda b: b.max_pool_backward(
+            np.ones(pooled), np.zeros(pooled, np.int64), window, np.empty(images.shape))),
+        ("dnn_col2im", lambda b: b.col2im(np.ones(cols_shape), window,
+                                          np.empty(images.shape[::-1]).T)),
+    ]
+    for name, call in refused:
+        calls = kernels[name].calls
+        np.testing.assert_array_equal(call(backend), call(generic))
+        assert kernels[name].calls == calls, f"{name} took arrays it cannot"
+    calls = {name: kernels[name].calls for name in WINDOW_CALLS}
+    strided = np.ascontiguousarray(np.repeat(images, 2, axis=2))[:, :, ::2]
+    assert not strided.flags.c_contiguous
+    ours = im2col_case(backend, window, strided, 0.0)
+    assert kernels["dnn_im2col"].calls == calls["dnn_im2col"] + 1
+    assert_same("dnn_im2col", "strided", ours[0], im2col_case(generic, window, strided, 0.0)[0])
 
 
 @pytest.mark.parametrize("classes", [1, 2, 3, 10])

@@ -19,8 +19,12 @@ A kernel is an :class:`ElementwiseSource`, the arguments of ``cupy.ElementwiseKe
 
 Every kernel computes the same expression, in the same order, as the generic kernel it replaces;
 row-per-thread kernels (``*_rows``) reduce a row in order where NumPy may sum pairwise, so they
-agree to rounding.  The gpu backend compiles them with ``--fmad=false``, the harness with
-``-ffp-contract=off``: no multiply-add is contracted into a differently rounded FMA.
+agree to rounding.  The window kernels of convolution and pooling (``dnn_im2col`` and the
+rest) work a thread per element they write and gather what it needs, adding in the generic
+kernel's order: the same bits (but for the sign of a zero max pooled from 0.0 and -0.0, which
+NumPy's max leaves to the order of its SIMD reduction).  The gpu backend compiles them with
+``--fmad=false``, the harness with ``-ffp-contract=off``: no multiply-add is contracted into a
+differently rounded FMA.
 """
 
 from __future__ import annotations
@@ -38,6 +42,12 @@ class ElementwiseSource:
     out_params: str
     body: str
 
+
+# The geometry of a window kernel (dnn.backends.windows.Window over (n, height, width, channels)
+# inputs), as the gpu backend passes it: integers, one value for every thread.
+WINDOW_PARAMS = ("int64 height, int64 width, int64 channels, int64 out_height, int64 out_width, "
+                 "int64 kernel_height, int64 kernel_width, int64 stride_rows, int64 stride_cols, "
+                 "int64 pad_top, int64 pad_left")
 
 ELEMENTWISE = {source.name: source for source in (
     ElementwiseSource("dnn_bias_add", "T bias", "T z", "z = z + bias"),
@@ -97,5 +107,112 @@ ELEMENTWISE = {source.name: source for source in (
                 label = j;
         }
         correct = predicted == label;
+        """),
+    # -- windows (dnn.backends.windows), channels-last.  The geometry is WINDOW_PARAMS; output
+    # (out_y, out_x) at window offset (row, column) reads input (out_y * stride_rows + row -
+    # pad_top, out_x * stride_cols + column - pad_left), padding where that is outside the
+    # image.  A thread per element of what the kernel writes, gathering what it needs: no two
+    # threads write one element, and each adds in the generic kernel's order.
+    # im2col: a thread per element of cols (n, oh, ow, kh, kw, c), fill where it is padding.
+    ElementwiseSource(
+        "dnn_im2col", f"raw T x, {WINDOW_PARAMS}, T fill", "T cols",
+        """
+        ptrdiff_t rest = i;
+        const ptrdiff_t channel = rest % channels; rest /= channels;
+        const ptrdiff_t column = rest % kernel_width; rest /= kernel_width;
+        const ptrdiff_t row = rest % kernel_height; rest /= kernel_height;
+        const ptrdiff_t out_x = rest % out_width; rest /= out_width;
+        const ptrdiff_t out_y = rest % out_height;
+        const ptrdiff_t sample = rest / out_height;
+        const ptrdiff_t in_y = out_y * stride_rows + row - pad_top;
+        const ptrdiff_t in_x = out_x * stride_cols + column - pad_left;
+        cols = (in_y >= 0 && in_y < height && in_x >= 0 && in_x < width)
+            ? x[((sample * height + in_y) * width + in_x) * channels + channel] : fill;
+        """),
+    # col2im: a thread per element of grad_x (n, h, w, c): 0, plus each entry of grad_cols
+    # (n, oh, ow, kh, kw, c) taken from that input, row offset then column offset ascending.
+    ElementwiseSource(
+        "dnn_col2im", f"raw T grad_cols, {WINDOW_PARAMS}", "T grad_x",
+        """
+        ptrdiff_t rest = i;
+        const ptrdiff_t channel = rest % channels; rest /= channels;
+        const ptrdiff_t in_x = rest % width; rest /= width;
+        const ptrdiff_t in_y = rest % height;
+        const ptrdiff_t sample = rest / height;
+        T total = (T)0;
+        for (ptrdiff_t row = 0; row < kernel_height; ++row) {
+            const ptrdiff_t from_y = in_y + pad_top - row;
+            if (from_y < 0 || from_y % stride_rows != 0 || from_y / stride_rows >= out_height)
+                continue;
+            for (ptrdiff_t column = 0; column < kernel_width; ++column) {
+                const ptrdiff_t from_x = in_x + pad_left - column;
+                if (from_x < 0 || from_x % stride_cols != 0 || from_x / stride_cols >= out_width)
+                    continue;
+                const ptrdiff_t window = (sample * out_height + from_y / stride_rows) * out_width
+                                         + from_x / stride_cols;
+                total = total + grad_cols[((window * kernel_height + row) * kernel_width
+                                           + column) * channels + channel];
+            }
+        }
+        grad_x = total;
+        """),
+    # max_pool: a thread per output (n, oh, ow, c): the window's cells in row-major order,
+    # padding read as `lowest` (-inf, as the generic kernel's im2col fills it), the first
+    # largest (or the first NaN, numpy.argmax's rule) taken: its value and its cell (a window
+    # of -inf only takes its first cell, padding or not, as the generic kernel does).
+    ElementwiseSource(
+        "dnn_max_pool", f"raw T x, {WINDOW_PARAMS}, T lowest", "T out, int32 argmax",
+        """
+        ptrdiff_t rest = i;
+        const ptrdiff_t channel = rest % channels; rest /= channels;
+        const ptrdiff_t out_x = rest % out_width; rest /= out_width;
+        const ptrdiff_t out_y = rest % out_height;
+        const ptrdiff_t sample = rest / out_height;
+        T best = lowest;
+        ptrdiff_t best_cell = 0;
+        for (ptrdiff_t row = 0; row < kernel_height; ++row) {
+            const ptrdiff_t in_y = out_y * stride_rows + row - pad_top;
+            for (ptrdiff_t column = 0; column < kernel_width; ++column) {
+                const ptrdiff_t in_x = out_x * stride_cols + column - pad_left;
+                const T value = (in_y >= 0 && in_y < height && in_x >= 0 && in_x < width)
+                    ? x[((sample * height + in_y) * width + in_x) * channels + channel]
+                    : lowest;
+                const ptrdiff_t cell = row * kernel_width + column;
+                if (cell == 0 || (best == best && (value > best || value != value))) {
+                    best = value;
+                    best_cell = cell;
+                }
+            }
+        }
+        out = best;
+        argmax = best_cell;
+        """),
+    # max_pool_backward: a thread per element of grad_x (n, h, w, c): 0, plus for each window
+    # that reads this input (row offset then column offset ascending) its grad where its
+    # argmax is this cell, else 0, as the generic kernel routes them to col2im.
+    ElementwiseSource(
+        "dnn_max_pool_backward", f"raw T grad, raw int32 argmax, {WINDOW_PARAMS}",
+        "T grad_x",
+        """
+        ptrdiff_t rest = i;
+        const ptrdiff_t channel = rest % channels; rest /= channels;
+        const ptrdiff_t in_x = rest % width; rest /= width;
+        const ptrdiff_t in_y = rest % height;
+        const ptrdiff_t sample = rest / height;
+        T total = (T)0;
+        for (ptrdiff_t row = 0; row < kernel_height; ++row) {
+            const ptrdiff_t from_y = in_y + pad_top - row;
+            if (from_y < 0 || from_y % stride_rows != 0 || from_y / stride_rows >= out_height)
+                continue;
+            for (ptrdiff_t column = 0; column < kernel_width; ++column) {
+                const ptrdiff_t from_x = in_x + pad_left - column;
+                if (from_x < 0 || from_x % stride_cols != 0 || from_x / stride_cols >= out_width)
+                    continue;
+                const ptrdiff_t at = ((sample * out_height + from_y / stride_rows) * out_width
+                                      + from_x / stride_cols) * channels + channel;
+                total = total + (argmax[at] == row * kernel_width + column ? grad[at] : (T)0);
+            }
+        }
+        grad_x = total;
         """),
 )}

@@ -4,10 +4,11 @@ CuPy is optional: without it (or without a CUDA device) this module still import
 :meth:`GpuBackend.is_available` says why and how to fix it.  Each kernel computes the same
 expression, in the same order, as the generic kernel in :mod:`dnn.backends.base` or the
 optimizer's formula (the softmax cross-entropy and accuracy kernels work a row per thread, so
-the loss is summed row by row first); their CUDA source is in :mod:`dnn.backends.cuda_sources`,
-which the test suite also compiles with the host C compiler, and the cross-backend tests pin
-them to the cpu backend.  On a GPU this network is small enough that kernel launches, not
-arithmetic, set the pace: the kernels exist to launch fewer.
+the loss is summed row by row first; the window kernels of convolution and pooling work a thread
+per element they write, gathering, with no atomics); their CUDA source is in
+:mod:`dnn.backends.cuda_sources`, which the test suite also compiles with the host C compiler,
+and the cross-backend tests pin them to the cpu backend.  On a GPU this network is small enough
+that kernel launches, not arithmetic, set the pace: the kernels exist to launch fewer.
 """
 
 from __future__ import annotations
@@ -153,6 +154,71 @@ class GpuBackend(Backend):
         self._cupy.sum(grad_z, axis=0, out=grad_bias)
         if grad_x is not None:
             self._gemm(grad_z, kernel.T, grad_x)
+
+    # -- windows: convolution and pooling ------------------------------------------------
+    def _window_geometry(self, window, shape) -> tuple:
+        """``WINDOW_PARAMS`` of :mod:`dnn.backends.cuda_sources` for ``window`` over images of
+        ``shape`` ``(n, h, w, c)``: Python integers, as the kernels' int64 scalars."""
+        rows, columns = window.rows, window.columns
+        return (rows.length, columns.length, shape[-1], rows.out, columns.out, rows.size,
+                columns.size, rows.stride, columns.stride, rows.pad_before,
+                columns.pad_before)
+
+    def _window_kernel_takes(self, window, images, windows, cells: bool, outputs,
+                             argmax=None) -> bool:
+        """Whether a window kernel can take these arrays, all of this backend: ``images``
+        ``(n, h, w, c)`` and ``windows``, ``(n, oh, ow, kh, kw, c)`` with ``cells`` else
+        ``(n, oh, ow, c)``, of the shapes ``window`` gives them and of one float dtype,
+        ``argmax`` (if given) int32 ``(n, oh, ow, c)``, and ``outputs`` (those the kernel
+        writes) C-contiguous.  Where they are not, the generic kernel takes them (and raises
+        where they do not fit)."""
+        arrays = [array for array in (images, windows, argmax) if array is not None]
+        if not all(self.is_own_array(array) for array in arrays) or images.ndim != 4:
+            return False
+        n, c = images.shape[0], images.shape[3]
+        pooled = (n, *window.output, c)
+        expected = [(n, window.rows.length, window.columns.length, c),
+                    (n, *window.output, *window.kernel, c) if cells else pooled]
+        if argmax is not None:
+            if argmax.dtype != np.int32:
+                return False
+            expected.append(pooled)
+        return (all(array.shape == shape for array, shape in zip(arrays, expected))
+                and images.dtype == windows.dtype and images.dtype.kind == "f"
+                and all(output.flags.c_contiguous for output in outputs))
+
+    def im2col(self, x, window, cols, fill=0.0):
+        if not self._window_kernel_takes(window, x, cols, True, [cols]):
+            return super().im2col(x, window, cols, fill)
+        self._kernels["dnn_im2col"](self._cupy.ascontiguousarray(x),
+                                    *self._window_geometry(window, x.shape),
+                                    self._scalar(fill, cols), cols)
+        return cols
+
+    def col2im(self, grad_cols, window, grad_x):
+        if not self._window_kernel_takes(window, grad_x, grad_cols, True, [grad_x]):
+            return super().col2im(grad_cols, window, grad_x)
+        self._kernels["dnn_col2im"](self._cupy.ascontiguousarray(grad_cols),
+                                    *self._window_geometry(window, grad_x.shape), grad_x)
+        return grad_x
+
+    def max_pool(self, x, window, out, argmax):
+        if not self._window_kernel_takes(window, x, out, False, [out, argmax], argmax):
+            return super().max_pool(x, window, out, argmax)
+        self._kernels["dnn_max_pool"](self._cupy.ascontiguousarray(x),
+                                      *self._window_geometry(window, x.shape),
+                                      self._scalar(-np.inf, out), out, argmax)
+        return out
+
+    def max_pool_backward(self, grad, argmax, window, grad_x):
+        if not self._window_kernel_takes(window, grad_x, grad, False, [grad_x], argmax):
+            return super().max_pool_backward(grad, argmax, window, grad_x)
+        cupy = self._cupy
+        self._kernels["dnn_max_pool_backward"](cupy.ascontiguousarray(grad),
+                                               cupy.ascontiguousarray(argmax),
+                                               *self._window_geometry(window, grad_x.shape),
+                                               grad_x)
+        return grad_x
 
     def relu(self, z):
         self._kernels["dnn_relu"](z, z)
