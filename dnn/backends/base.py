@@ -196,9 +196,10 @@ class Backend:
 
     def max_pool(self, x: Array, window: Window, out: Array, argmax: Array) -> Array:
         """Max pooling: ``out`` ``(n, oh, ow, c)`` the largest input of each window of ``x``
-        ``(n, h, w, c)`` (cells past the image never win) and ``argmax`` (int32, same shape)
-        the first window cell ``i * kw + j`` holding it, row-major (a NaN wins, as the
-        first); returns ``out``."""
+        ``(n, h, w, c)`` and ``argmax`` (int32, same shape) the first window cell
+        ``i * kw + j`` holding it, row-major (a NaN wins, as the first).  Cells past the image
+        read as -inf: one wins only a window whose inputs are all -inf, and the gradient of
+        that window is then dropped.  Returns ``out``."""
         xp = self.xp
         n, c = x.shape[0], x.shape[-1]
         cols = self.im2col(x, window, self.empty((n, *window.output, *window.kernel, c),
