@@ -24,8 +24,9 @@ from tests.test_distributed import needs_mpi
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
 TESTED_ELSEWHERE = {"hostile.py"}
-TESTED_HERE = {"bench.py", "bench_distributed.py", "bench_gpu.py", "bench_revisions.py",
-               "convnet_vs_torch.py", "profile_step.py", "gpu-check", "gpu-wheels"}
+TESTED_HERE = {"bench.py", "bench_convnet.py", "bench_distributed.py", "bench_gpu.py",
+               "bench_revisions.py", "convnet_vs_torch.py", "profile_step.py", "gpu-check",
+               "gpu-wheels"}
 # A quick run checks that a script works, not how fast: one BLAS thread, since two on a
 # 2-core machine that is busy with something else can take thirty times as long.
 ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -211,3 +212,14 @@ def test_convnet_vs_torch_follows_pytorch_for_40_steps_where_it_is_installed(tmp
         assert figures_of["max_relative_loss_difference"] < 1e-5
         assert figures_of["max_relative_weight_difference"] < 1e-5
         assert figures_of["loss_last"] < figures_of["loss_first"]  # it learned something
+
+
+def test_bench_convnet_times_dnn_next_to_torch_and_the_floor(tmp_path):
+    result = run_script("bench_convnet.py", "--quick", "--json", tmp_path / "convnet.json")
+    assert_ran(result)
+    assert figures(r"^\s+dnn step: median +(\S+) ms", result.stdout)[0] > 0
+    record = json.loads((tmp_path / "convnet.json").read_text())
+    assert record["rounds"] == 1 and record["quick"] is True
+    assert {"dnn", "floor"} <= set(record["step_ms"])
+    assert all(stats["median"] > 0 for stats in record["step_ms"].values())
+    assert record["dnn_gflops"] > 0 and record["matmul_gflops"] > 0

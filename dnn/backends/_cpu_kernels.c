@@ -380,6 +380,279 @@ static void scatter_rows_loop(Py_ssize_t rows, Py_ssize_t units, const float *re
     }
 }
 
+/* -- windows over channels-last images: im2col, col2im, max pooling and its gradient --------
+ *
+ * The geometry is dnn/backends/windows.py's: output (y, x) of a window of kh x kw cells moved
+ * by strides (sh, sw) reads the input rows y*sh - top + i and columns x*sw - left + j for the
+ * cells (i, j); an input outside the image is padding.  Every access is checked against the
+ * image, so no geometry reaches outside the buffers.  The kernels take float32 or float64
+ * (argmax int32) and work on whole images, so that the backend can split a batch across
+ * threads; each loop runs with the GIL released.
+ *
+ * The two gradients add into each input in the generic kernels' order, onto 0: the generic
+ * kernels make one pass per window cell (i, j), in increasing (i, j), over every window.  The
+ * loops here go over the windows instead, one image at a time (its inputs stay in the cache),
+ * in decreasing (y, x): the windows that read one input take it as cell
+ * (i, j) = (r + top - y*sh, c + left - x*sw), so decreasing (y, x) is increasing (i, j), and
+ * each input gets its terms in the same order, rounded alike.  (Windows apart, below, give each
+ * input one term at most: there they go in increasing (y, x), in the order of memory.) */
+
+typedef struct {
+    Py_ssize_t n, h, w, c;  /* the images (n, h, w, c) */
+    Py_ssize_t oh, ow;      /* the outputs' rows and columns */
+    Py_ssize_t kh, kw;      /* the window's cells */
+    Py_ssize_t sh, sw;      /* its strides */
+    Py_ssize_t top, left;   /* the padding before the first row and column */
+} Geometry;
+
+/* The cells [*low, *high) of a window row that starts at input column `first` lie inside the
+ * image (an empty range if none does). */
+static void inside_columns(const Geometry *g, Py_ssize_t first, Py_ssize_t *low,
+                           Py_ssize_t *high)
+{
+    *low = first < 0 ? -first : 0;
+    *high = g->w - first < g->kw ? g->w - first : g->kw;
+    if (*high < *low)
+        *high = *low;
+}
+
+/* Windows apart (strides at least the window's size) read each input once at most: there the
+ * gradients write each input read once, 0 + its term (the generic kernel's one addition onto
+ * 0), and zero only the inputs that no window reads, instead of a pass over the image first. */
+static int windows_apart(const Geometry *g)
+{
+    return g->sh >= g->kh && g->sw >= g->kw;
+}
+
+/* Whether a window reads input `position` along an axis of windows apart. */
+static int read_apart(Py_ssize_t position, Py_ssize_t size, Py_ssize_t stride, Py_ssize_t pad,
+                      Py_ssize_t out)
+{
+    Py_ssize_t padded = position + pad;
+    return padded / stride < out && padded % stride < size;
+}
+
+/* Zero the inputs of an image (h, w, c) that no window reads, windows apart; columns_read[j]
+ * says whether a window reads column j. */
+static void zero_unread(const Geometry *g, char *image, size_t item, const char *columns_read)
+{
+    size_t pixel = (size_t)g->c * item, row_bytes = (size_t)g->w * pixel;
+    for (Py_ssize_t row = 0; row < g->h; row++, image += row_bytes) {
+        if (!read_apart(row, g->kh, g->sh, g->top, g->oh)) {
+            memset(image, 0, row_bytes);
+            continue;
+        }
+        for (Py_ssize_t column = 0; column < g->w; column++)
+            if (!columns_read[column])
+                memset(image + column * pixel, 0, pixel);
+    }
+}
+
+/* cols (n, oh, ow, kh, kw, c) = the inputs each window covers, `fill` (kw * c elements of the
+ * fill value, bytes of `item` each) where it reaches past the image.  A window row's kw * c
+ * values are one run of the image row: copied whole, padding filled on either side. */
+static void im2col_loop(const Geometry *g, size_t item, const char *restrict x,
+                        char *restrict cols, const char *restrict fill)
+{
+    size_t pixel = (size_t)g->c * item, run = (size_t)g->kw * pixel;
+    for (Py_ssize_t b = 0; b < g->n; b++) {
+        const char *image = x + (size_t)b * g->h * g->w * pixel;
+        for (Py_ssize_t y = 0; y < g->oh; y++) {
+            for (Py_ssize_t xo = 0; xo < g->ow; xo++) {
+                Py_ssize_t first = xo * g->sw - g->left, low, high;
+                inside_columns(g, first, &low, &high);
+                for (Py_ssize_t i = 0; i < g->kh; i++, cols += run) {
+                    Py_ssize_t row = y * g->sh - g->top + i;
+                    if (row < 0 || row >= g->h || high == low) {
+                        memcpy(cols, fill, run);
+                        continue;
+                    }
+                    if (low > 0)
+                        memcpy(cols, fill, (size_t)low * pixel);
+                    memcpy(cols + (size_t)low * pixel,
+                           image + ((size_t)row * g->w + first + low) * pixel,
+                           (size_t)(high - low) * pixel);
+                    if (high < g->kw)
+                        memcpy(cols + (size_t)high * pixel, fill, (size_t)(g->kw - high) * pixel);
+                }
+            }
+        }
+    }
+}
+
+/* The typed loops, for float (f32) and double (f64).
+ *
+ * col2im: grad_x (n, h, w, c) = each entry of grad_cols (n, oh, ow, kh, kw, c) added into the
+ * input it was read from, onto 0, in the generic kernel's order (see above); a window row's
+ * inputs are one run of the image row, as in im2col.
+ *
+ * max_pool: out (n, oh, ow, c) = the largest input of each window, argmax the first cell
+ * holding it (a NaN over everything, the first NaN).  The value is NumPy's reduction of the
+ * window's cells in order with numpy.maximum as x86 computes it, acc = isnan(acc) ? acc :
+ * (acc > v ? acc : v): the last of several zeros that tie (their signs may differ), the first
+ * NaN's bits.  Padding reads -inf: in cell 0 it starts the window with -inf; in a later cell
+ * it changes nothing.  With `check`, returns how many (window, channel) values another order
+ * of reduction could give other bits (a NaN, or a zero where zeros of both signs tie), else 0.
+ *
+ * max_pool_backward: grad_x (n, h, w, c) = where(argmax == cell, grad, 0) added into the
+ * input each window cell reads, onto 0, in the generic kernel's order (see above; an argmax
+ * outside the window adds only zeros). */
+#define WINDOW_LOOPS(T, SFX)                                                                  \
+VECTOR_CLONES                                                                                 \
+static void col2im_loop_##SFX(const Geometry *g, const char *columns_read,                    \
+                              const T *restrict cols, T *restrict grad_x)                     \
+{                                                                                             \
+    Py_ssize_t c = g->c, window = g->kh * g->kw * c;                                          \
+    int apart = windows_apart(g);                                                             \
+    for (Py_ssize_t b = 0; b < g->n; b++) {                                                   \
+        T *restrict image = grad_x + b * g->h * g->w * c;                                     \
+        const T *image_cols = cols + b * g->oh * g->ow * window;                              \
+        if (apart)                                                                            \
+            zero_unread(g, (char *)image, sizeof(T), columns_read);                           \
+        else                                                                                  \
+            for (Py_ssize_t e = 0; e < g->h * g->w * c; e++)                                  \
+                image[e] = 0;                                                                 \
+        for (Py_ssize_t yy = 0; yy < g->oh; yy++) {                                           \
+            Py_ssize_t y = apart ? yy : g->oh - 1 - yy;                                       \
+            for (Py_ssize_t xx = 0; xx < g->ow; xx++) {                                       \
+                Py_ssize_t xo = apart ? xx : g->ow - 1 - xx;                                  \
+                Py_ssize_t first = xo * g->sw - g->left, low, high;                           \
+                inside_columns(g, first, &low, &high);                                        \
+                Py_ssize_t length = (high - low) * c;                                         \
+                for (Py_ssize_t i = 0; i < g->kh; i++) {                                      \
+                    Py_ssize_t row = y * g->sh - g->top + i;                                  \
+                    if (row < 0 || row >= g->h)                                               \
+                        continue;                                                             \
+                    T *restrict target = image + (row * g->w + first + low) * c;              \
+                    const T *restrict source = image_cols + (y * g->ow + xo) * window         \
+                                               + (i * g->kw + low) * c;                       \
+                    for (Py_ssize_t e = 0; e < length; e++)                                   \
+                        target[e] = (apart ? (T)0 : target[e]) + source[e];                   \
+                }                                                                             \
+            }                                                                                 \
+        }                                                                                     \
+    }                                                                                         \
+}                                                                                             \
+                                                                                              \
+/* The (window, channel) values of one output whose bits depend on the order of reduction. */ \
+static Py_ssize_t ambiguous_##SFX(const Geometry *g, const T *image, Py_ssize_t y,            \
+                                  Py_ssize_t xo, const T *out)                                \
+{                                                                                             \
+    Py_ssize_t count = 0, c = g->c;                                                           \
+    for (Py_ssize_t ch = 0; ch < c; ch++) {                                                   \
+        T best = out[ch];                                                                     \
+        if (best != best) {                                                                   \
+            count++;                                                                          \
+            continue;                                                                         \
+        }                                                                                     \
+        if (best != 0)                                                                        \
+            continue;                                                                         \
+        int mixed = 0;                                                                        \
+        for (Py_ssize_t i = 0; i < g->kh && !mixed; i++) {                                    \
+            Py_ssize_t row = y * g->sh - g->top + i;                                          \
+            for (Py_ssize_t j = 0; j < g->kw && row >= 0 && row < g->h; j++) {                \
+                Py_ssize_t column = xo * g->sw - g->left + j;                                 \
+                if (column < 0 || column >= g->w)                                             \
+                    continue;                                                                 \
+                T v = image[(row * g->w + column) * c + ch];                                  \
+                if (v == 0 && signbit(v) != signbit(best))                                    \
+                    mixed = 1;                                                                \
+            }                                                                                 \
+        }                                                                                     \
+        count += mixed;                                                                       \
+    }                                                                                         \
+    return count;                                                                             \
+}                                                                                             \
+                                                                                              \
+VECTOR_CLONES                                                                                 \
+static Py_ssize_t max_pool_loop_##SFX(const Geometry *g, const T *restrict x,                 \
+                                      T *restrict out, int32_t *restrict argmax, int check)   \
+{                                                                                             \
+    Py_ssize_t c = g->c, ambiguous = 0;                                                       \
+    for (Py_ssize_t b = 0; b < g->n; b++) {                                                   \
+        const T *image = x + b * g->h * g->w * c;                                             \
+        for (Py_ssize_t y = 0; y < g->oh; y++) {                                              \
+            for (Py_ssize_t xo = 0; xo < g->ow; xo++, out += c, argmax += c) {                \
+                Py_ssize_t top = y * g->sh - g->top, left = xo * g->sw - g->left;             \
+                if (top >= 0 && top < g->h && left >= 0 && left < g->w) {                     \
+                    const T *restrict first = image + (top * g->w + left) * c;                \
+                    for (Py_ssize_t ch = 0; ch < c; ch++)                                     \
+                        out[ch] = first[ch];                                                  \
+                } else {                                                                      \
+                    for (Py_ssize_t ch = 0; ch < c; ch++)                                     \
+                        out[ch] = -(T)INFINITY;                                               \
+                }                                                                             \
+                for (Py_ssize_t ch = 0; ch < c; ch++)                                         \
+                    argmax[ch] = 0;                                                           \
+                for (Py_ssize_t i = 0; i < g->kh; i++) {                                      \
+                    Py_ssize_t row = top + i;                                                 \
+                    if (row < 0 || row >= g->h)                                               \
+                        continue;                                                             \
+                    for (Py_ssize_t j = i == 0 ? 1 : 0; j < g->kw; j++) {                     \
+                        Py_ssize_t column = left + j;                                         \
+                        if (column < 0 || column >= g->w)                                     \
+                            continue;                                                         \
+                        const T *restrict cell = image + (row * g->w + column) * c;           \
+                        int32_t index = (int32_t)(i * g->kw + j);                             \
+                        for (Py_ssize_t ch = 0; ch < c; ch++) {                               \
+                            T acc = out[ch], v = cell[ch];                                    \
+                            int open = acc == acc;                                            \
+                            argmax[ch] = open && (v > acc || v != v) ? index : argmax[ch];    \
+                            out[ch] = !open || acc > v ? acc : v;                             \
+                        }                                                                     \
+                    }                                                                         \
+                }                                                                             \
+                if (check)                                                                    \
+                    ambiguous += ambiguous_##SFX(g, image, y, xo, out);                       \
+            }                                                                                 \
+        }                                                                                     \
+    }                                                                                         \
+    return ambiguous;                                                                         \
+}                                                                                             \
+                                                                                              \
+VECTOR_CLONES                                                                                 \
+static void max_pool_backward_loop_##SFX(const Geometry *g, const char *columns_read,         \
+                                         const T *restrict grad,                              \
+                                         const int32_t *restrict argmax,                      \
+                                         T *restrict grad_x)                                  \
+{                                                                                             \
+    Py_ssize_t c = g->c, pixels = g->oh * g->ow;                                              \
+    int apart = windows_apart(g);                                                             \
+    for (Py_ssize_t b = 0; b < g->n; b++) {                                                   \
+        T *restrict image = grad_x + b * g->h * g->w * c;                                     \
+        if (apart)                                                                            \
+            zero_unread(g, (char *)image, sizeof(T), columns_read);                           \
+        else                                                                                  \
+            for (Py_ssize_t e = 0; e < g->h * g->w * c; e++)                                  \
+                image[e] = 0;                                                                 \
+        for (Py_ssize_t yy = 0; yy < g->oh; yy++) {                                           \
+            Py_ssize_t y = apart ? yy : g->oh - 1 - yy;                                       \
+            for (Py_ssize_t xx = 0; xx < g->ow; xx++) {                                       \
+                Py_ssize_t xo = apart ? xx : g->ow - 1 - xx;                                  \
+                const T *restrict value = grad + (b * pixels + y * g->ow + xo) * c;           \
+                const int32_t *restrict chosen = argmax + (b * pixels + y * g->ow + xo) * c;  \
+                Py_ssize_t first = xo * g->sw - g->left, low, high;                           \
+                inside_columns(g, first, &low, &high);                                        \
+                for (Py_ssize_t i = 0; i < g->kh; i++) {                                      \
+                    Py_ssize_t row = y * g->sh - g->top + i;                                  \
+                    if (row < 0 || row >= g->h)                                               \
+                        continue;                                                             \
+                    for (Py_ssize_t j = low; j < high; j++) {                                 \
+                        T *restrict target = image + (row * g->w + first + j) * c;            \
+                        int32_t cell = (int32_t)(i * g->kw + j);                              \
+                        for (Py_ssize_t ch = 0; ch < c; ch++)                                 \
+                            target[ch] = (apart ? (T)0 : target[ch])                          \
+                                         + (chosen[ch] == cell ? value[ch] : (T)0);           \
+                    }                                                                         \
+                }                                                                             \
+            }                                                                                 \
+        }                                                                                     \
+    }                                                                                         \
+}
+
+WINDOW_LOOPS(float, f32)
+WINDOW_LOOPS(double, f64)
+
 /* -- the Python glue: parse, check the buffers, release the GIL, run the loop ------------- */
 
 PyDoc_STRVAR(sgd_doc,
@@ -825,6 +1098,309 @@ static PyObject *scatter_rows(PyObject *Py_UNUSED(module), PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* -- the window kernels' glue ---------------------------------------------------------------- */
+
+/* The C-contiguous buffer of `object`, `ndim`-dimensional, of one of the element kinds in
+ * `kinds` ('f' float32, 'd' float64, 'i' int32); returns its kind, or 0 with a Python
+ * exception naming `what` (nothing held). */
+static char get_window_array(PyObject *object, Py_buffer *view, const char *what, int writable,
+                             int ndim, const char *kinds)
+{
+    view->obj = NULL;
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(object, view, flags) < 0) {
+        PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous%s array", what,
+                     writable ? ", writable" : "");
+        return 0;
+    }
+    const char *format = view->format;
+    char kind = 0;
+    if (view->itemsize == 4 && strcmp(format, "f") == 0)
+        kind = 'f';
+    else if (view->itemsize == 8 && strcmp(format, "d") == 0)
+        kind = 'd';
+    else if (view->itemsize == 4 && (strcmp(format, "i") == 0 || strcmp(format, "l") == 0))
+        kind = 'i';
+    if (kind == 0 || strchr(kinds, kind) == NULL) {
+        PyErr_Format(PyExc_TypeError, "%s must be %s array, not format '%s'", what,
+                     strcmp(kinds, "i") == 0 ? "an int32" : "a float32 or float64", format);
+        PyBuffer_Release(view);
+        view->obj = NULL;
+        return 0;
+    }
+    if (view->ndim != ndim) {
+        PyErr_Format(PyExc_ValueError, "%s must be %d-D, not %d-D", what, ndim, view->ndim);
+        PyBuffer_Release(view);
+        view->obj = NULL;
+        return 0;
+    }
+    return kind;
+}
+
+/* Fill `views` from `objects` as `names`, `writable`, `ndims` and `kinds` say; the float
+ * arrays must all be of one kind, which it returns (0 with a Python exception, nothing held),
+ * and no writable array may share memory with another array. */
+static char get_window_arrays(PyObject **objects, Py_buffer *views, int count,
+                              const char *const *names, const int *writable, const int *ndims,
+                              const char *const *kinds)
+{
+    char floats = 0;
+    for (int a = 0; a < count; a++) {
+        char kind = get_window_array(objects[a], &views[a], names[a], writable[a], ndims[a],
+                                     kinds[a]);
+        if (kind == 0) {
+            release_all(views, a);
+            return 0;
+        }
+        if (kind != 'i') {
+            if (floats != 0 && kind != floats) {
+                PyErr_Format(PyExc_TypeError, "%s must have the dtype of the other arrays",
+                             names[a]);
+                release_all(views, a + 1);
+                return 0;
+            }
+            floats = kind;
+        }
+        for (int b = 0; b < a; b++) {
+            if ((writable[a] || writable[b]) && overlap(&views[a], &views[b])) {
+                PyErr_Format(PyExc_ValueError, "%s and %s must not overlap", names[b], names[a]);
+                release_all(views, a + 1);
+                return 0;
+            }
+        }
+    }
+    return floats;
+}
+
+/* Check the strides and padding and the window's cells; -1 with a ValueError if wrong. */
+static int check_window(const Geometry *g)
+{
+    if (g->kh < 1 || g->kw < 1 || g->sh < 1 || g->sw < 1 || g->top < 0 || g->left < 0) {
+        PyErr_Format(PyExc_ValueError, "a window needs cells and strides of at least 1 and "
+                     "padding of at least 0, not cells %zdx%zd, strides %zdx%zd, padding "
+                     "%zd, %zd", g->kh, g->kw, g->sh, g->sw, g->top, g->left);
+        return -1;
+    }
+    if (g->kh > INT32_MAX / g->kw) {
+        PyErr_SetString(PyExc_ValueError, "a window's cells must be numbered in int32");
+        return -1;
+    }
+    return 0;
+}
+
+/* For windows apart, whether a window reads each of the w columns (a new array the caller
+ * frees); otherwise an unused byte.  NULL with a MemoryError if out of memory. */
+static char *columns_read_apart(const Geometry *g)
+{
+    char *read = malloc(g->w > 0 ? (size_t)g->w : 1);
+    if (read == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    if (windows_apart(g))
+        for (Py_ssize_t column = 0; column < g->w; column++)
+            read[column] = (char)read_apart(column, g->kw, g->sw, g->left, g->ow);
+    return read;
+}
+
+/* A ValueError saying that `what` has the wrong shape, and the views released; returns NULL. */
+static PyObject *shape_error(const char *what, Py_buffer *views, int count)
+{
+    PyErr_Format(PyExc_ValueError, "%s does not have the shape the images and the window "
+                 "give it", what);
+    release_all(views, count);
+    return NULL;
+}
+
+PyDoc_STRVAR(im2col_doc,
+"im2col(x, cols, sh, sw, top, left, fill)\n\n"
+"cols (n, oh, ow, kh, kw, c) = the inputs of x (n, h, w, c) each window covers, windows moved\n"
+"by strides (sh, sw) over x padded with top rows and left columns before; fill where a window\n"
+"reaches past the image.  float32 or float64.");
+
+static PyObject *im2col(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *objects[2];
+    Geometry g;
+    double fill;
+    if (!PyArg_ParseTuple(args, "OOnnnnd", &objects[0], &objects[1], &g.sh, &g.sw, &g.top,
+                          &g.left, &fill))
+        return NULL;
+    static const char *const names[] = {"x", "cols"}, *const kinds[] = {"fd", "fd"};
+    static const int writable[] = {0, 1}, ndims[] = {4, 6};
+    Py_buffer views[2];
+    char kind = get_window_arrays(objects, views, 2, names, writable, ndims, kinds);
+    if (kind == 0)
+        return NULL;
+    const Py_ssize_t *x = views[0].shape, *cols = views[1].shape;
+    g.n = x[0], g.h = x[1], g.w = x[2], g.c = x[3];
+    g.oh = cols[1], g.ow = cols[2], g.kh = cols[3], g.kw = cols[4];
+    if (cols[0] != g.n || cols[5] != g.c)
+        return shape_error("cols", views, 2);
+    if (check_window(&g) < 0) {
+        release_all(views, 2);
+        return NULL;
+    }
+    size_t item = kind == 'f' ? sizeof(float) : sizeof(double);
+    Py_ssize_t run = g.kw * g.c;
+    char *pattern = malloc(run > 0 ? (size_t)run * item : 1);
+    if (pattern == NULL) {
+        release_all(views, 2);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t e = 0; e < run; e++) {
+        if (kind == 'f')
+            ((float *)pattern)[e] = (float)fill;
+        else
+            ((double *)pattern)[e] = fill;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    im2col_loop(&g, item, views[0].buf, views[1].buf, pattern);
+    Py_END_ALLOW_THREADS
+    free(pattern);
+    release_all(views, 2);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(col2im_doc,
+"col2im(grad_cols, grad_x, sh, sw, top, left)\n\n"
+"The gradient of im2col: grad_x (n, h, w, c) = each entry of grad_cols (n, oh, ow, kh, kw, c)\n"
+"added into the input it was read from, in increasing window offset (row, then column),\n"
+"onto zeros.  float32 or float64.");
+
+static PyObject *col2im(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *objects[2];
+    Geometry g;
+    if (!PyArg_ParseTuple(args, "OOnnnn", &objects[0], &objects[1], &g.sh, &g.sw, &g.top,
+                          &g.left))
+        return NULL;
+    static const char *const names[] = {"grad_cols", "grad_x"}, *const kinds[] = {"fd", "fd"};
+    static const int writable[] = {0, 1}, ndims[] = {6, 4};
+    Py_buffer views[2];
+    char kind = get_window_arrays(objects, views, 2, names, writable, ndims, kinds);
+    if (kind == 0)
+        return NULL;
+    const Py_ssize_t *cols = views[0].shape, *x = views[1].shape;
+    g.n = x[0], g.h = x[1], g.w = x[2], g.c = x[3];
+    g.oh = cols[1], g.ow = cols[2], g.kh = cols[3], g.kw = cols[4];
+    if (cols[0] != g.n || cols[5] != g.c)
+        return shape_error("grad_cols", views, 2);
+    if (check_window(&g) < 0) {
+        release_all(views, 2);
+        return NULL;
+    }
+    char *columns_read = columns_read_apart(&g);
+    if (columns_read == NULL) {
+        release_all(views, 2);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (kind == 'f')
+        col2im_loop_f32(&g, columns_read, views[0].buf, views[1].buf);
+    else
+        col2im_loop_f64(&g, columns_read, views[0].buf, views[1].buf);
+    Py_END_ALLOW_THREADS
+    free(columns_read);
+    release_all(views, 2);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(max_pool_doc,
+"max_pool(x, out, argmax, kh, kw, sh, sw, top, left, check) -> int\n\n"
+"Max pooling of x (n, h, w, c) by kh x kw windows: out (n, oh, ow, c) the largest input of\n"
+"each window (padding never wins: it reads -inf), argmax (int32) the first cell i * kw + j\n"
+"holding it, a NaN over everything (the first); out's bits are numpy.max's over the window's\n"
+"cells as it reduces them on x86.  Returns 0, or with check true the number of window\n"
+"channels whose bits another order of reduction could change (a NaN; zeros of both signs\n"
+"tying for the largest).  float32 or float64.");
+
+static PyObject *max_pool(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *objects[3];
+    Geometry g;
+    int check;
+    if (!PyArg_ParseTuple(args, "OOOnnnnnnp", &objects[0], &objects[1], &objects[2], &g.kh,
+                          &g.kw, &g.sh, &g.sw, &g.top, &g.left, &check))
+        return NULL;
+    static const char *const names[] = {"x", "out", "argmax"},
+                             *const kinds[] = {"fd", "fd", "i"};
+    static const int writable[] = {0, 1, 1}, ndims[] = {4, 4, 4};
+    Py_buffer views[3];
+    char kind = get_window_arrays(objects, views, 3, names, writable, ndims, kinds);
+    if (kind == 0)
+        return NULL;
+    const Py_ssize_t *x = views[0].shape, *out = views[1].shape, *argmax = views[2].shape;
+    g.n = x[0], g.h = x[1], g.w = x[2], g.c = x[3];
+    g.oh = out[1], g.ow = out[2];
+    if (out[0] != g.n || out[3] != g.c)
+        return shape_error("out", views, 3);
+    for (int d = 0; d < 4; d++)
+        if (argmax[d] != out[d])
+            return shape_error("argmax", views, 3);
+    if (check_window(&g) < 0) {
+        release_all(views, 3);
+        return NULL;
+    }
+    Py_ssize_t ambiguous;
+    Py_BEGIN_ALLOW_THREADS
+    if (kind == 'f')
+        ambiguous = max_pool_loop_f32(&g, views[0].buf, views[1].buf, views[2].buf, check);
+    else
+        ambiguous = max_pool_loop_f64(&g, views[0].buf, views[1].buf, views[2].buf, check);
+    Py_END_ALLOW_THREADS
+    release_all(views, 3);
+    return PyLong_FromSsize_t(ambiguous);
+}
+
+PyDoc_STRVAR(max_pool_backward_doc,
+"max_pool_backward(grad, argmax, grad_x, kh, kw, sh, sw, top, left)\n\n"
+"The gradient of max_pool: each of grad (n, oh, ow, c) added into the input of grad_x\n"
+"(n, h, w, c) that its window's argmax cell read (none for padding or a cell outside the\n"
+"window), zeros elsewhere, in increasing window offset as col2im adds.  float32 or float64.");
+
+static PyObject *max_pool_backward(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *objects[3];
+    Geometry g;
+    if (!PyArg_ParseTuple(args, "OOOnnnnnn", &objects[0], &objects[1], &objects[2], &g.kh,
+                          &g.kw, &g.sh, &g.sw, &g.top, &g.left))
+        return NULL;
+    static const char *const names[] = {"grad", "argmax", "grad_x"},
+                             *const kinds[] = {"fd", "i", "fd"};
+    static const int writable[] = {0, 0, 1}, ndims[] = {4, 4, 4};
+    Py_buffer views[3];
+    char kind = get_window_arrays(objects, views, 3, names, writable, ndims, kinds);
+    if (kind == 0)
+        return NULL;
+    const Py_ssize_t *grad = views[0].shape, *argmax = views[1].shape, *x = views[2].shape;
+    g.n = x[0], g.h = x[1], g.w = x[2], g.c = x[3];
+    g.oh = grad[1], g.ow = grad[2];
+    if (grad[0] != g.n || grad[3] != g.c)
+        return shape_error("grad", views, 3);
+    for (int d = 0; d < 4; d++)
+        if (argmax[d] != grad[d])
+            return shape_error("argmax", views, 3);
+    if (check_window(&g) < 0) {
+        release_all(views, 3);
+        return NULL;
+    }
+    char *columns_read = columns_read_apart(&g);
+    if (columns_read == NULL) {
+        release_all(views, 3);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (kind == 'f')
+        max_pool_backward_loop_f32(&g, columns_read, views[0].buf, views[1].buf, views[2].buf);
+    else
+        max_pool_backward_loop_f64(&g, columns_read, views[0].buf, views[1].buf, views[2].buf);
+    Py_END_ALLOW_THREADS
+    free(columns_read);
+    release_all(views, 3);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"sgd", sgd, METH_VARARGS, sgd_doc},
     {"rmsprop", rmsprop, METH_VARARGS, rmsprop_doc},
@@ -839,6 +1415,10 @@ static PyMethodDef methods[] = {
     {"nonzero_columns", nonzero_columns, METH_VARARGS, nonzero_columns_doc},
     {"take_columns", take_columns, METH_VARARGS, take_columns_doc},
     {"scatter_rows", scatter_rows, METH_VARARGS, scatter_rows_doc},
+    {"im2col", im2col, METH_VARARGS, im2col_doc},
+    {"col2im", col2im, METH_VARARGS, col2im_doc},
+    {"max_pool", max_pool, METH_VARARGS, max_pool_doc},
+    {"max_pool_backward", max_pool_backward, METH_VARARGS, max_pool_backward_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -16,11 +16,23 @@ for those columns are zero), and the forward product equal to rounding (BLAS add
 terms in other blocks).  The one difference: where a left-out column meets an infinite or NaN
 weight or gradient, the full product would turn ``0 * inf`` into NaN, and here the term is
 absent; a run that has such values has diverged already, and its loss says so.
+
+The window kernels of convolution and pooling (``im2col``, ``col2im``, ``max_pool`` and its
+gradient) run in C for C-contiguous float32 and float64 arrays, a large batch split across the
+cores as the NumPy updates are (:meth:`CpuBackend._in_parts`; about 1.5 times as fast alone on
+the 2-core VM, as fast inside a training step, where they wait on memory), and give the generic
+kernels' bits: they copy what those copy, and add into each input in
+the same order (window offset by window offset) onto zeros.  Max pooling reduces a window's cells
+in order with numpy.maximum's rule on x86, as NumPy does over a non-contiguous axis (windows of
+several channels); where NumPy's reduction takes another order (one channel: a contiguous axis,
+SIMD lanes combined; other CPUs) only a NaN or zeros of both signs tying can come out with other
+bits, and the C kernel counts those windows and leaves such a batch to the generic kernel.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import platform
 import threading
 
 import numpy as np
@@ -36,6 +48,13 @@ except ImportError:  # installed without a C compiler
 
 
 FLOAT32 = np.dtype(np.float32)
+WINDOW_FLOATS = (FLOAT32, np.dtype(np.float64))  # the dtypes of the C window kernels
+INT32 = np.dtype(np.int32)
+
+# numpy.maximum on x86 (SSE2, AVX2 and AVX-512 alike): the first operand if it is NaN, else the
+# larger, the second on a tie; the C max_pool reduces each window so, which is NumPy's own
+# reduction of windows of several channels on these CPUs (see the module's docstring).
+MAXIMUM_IS_X86S = platform.machine().lower() in {"x86_64", "amd64", "i386", "i686", "x86"}
 
 # NumPy optimizer updates of parameters at least this large are split across the CPU cores
 # (ufuncs run on one core and release the GIL), into at most MAX_PARTS blocks and no more than
@@ -93,26 +112,57 @@ class CpuBackend(Backend):
                 return False
         return True
 
-    def _in_parts(self, kernel, arrays: tuple, *scalars) -> None:
-        """Run ``kernel(*arrays, *scalars)`` on row blocks of ``arrays`` (the parameter first,
-        ``(rows, ...)``; None entries pass through), one block per core of this process's
-        share (at most :data:`MAX_PARTS`), when the parameter is large."""
-        param = arrays[0]
+    def _in_parts(self, kernel, arrays: tuple, *scalars) -> list:
+        """Run ``kernel(*arrays, *scalars)`` on row blocks of ``arrays`` (``(rows, ...)`` each,
+        split alike along the first axis, the parameter first for an update; None entries
+        pass through), one block per core of this process's share (at most
+        :data:`MAX_PARTS`), when the largest array is large; returns the kernel's results,
+        one per block."""
+        first = arrays[0]
         if self._parts is None:
             self._parts = min(process_threads(), MAX_PARTS)
-        if self._parts == 1 or param.size < PARALLEL_MIN_SIZE or param.shape[0] < self._parts:
-            kernel(*arrays, *scalars)
-            return
+        size = max(a.size for a in arrays if a is not None)
+        if self._parts == 1 or size < PARALLEL_MIN_SIZE or first.shape[0] < self._parts:
+            return [kernel(*arrays, *scalars)]
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(self._parts - 1,
                                                                thread_name_prefix="dnn-cpu")
-        bounds = np.linspace(0, param.shape[0], self._parts + 1).astype(int)
+        bounds = np.linspace(0, first.shape[0], self._parts + 1).astype(int)
         blocks = [[None if a is None else a[start:stop] for a in arrays]
                   for start, stop in zip(bounds[:-1], bounds[1:])]
         futures = [self._pool.submit(kernel, *block, *scalars) for block in blocks[1:]]
-        kernel(*blocks[0], *scalars)
-        for future in futures:
-            future.result()
+        results = [kernel(*blocks[0], *scalars)]
+        return results + [future.result() for future in futures]
+
+    def _window_kernels_take(self, *specs) -> bool:
+        """True when the C window kernels can take the arrays of ``specs``, ``(array, shape,
+        dtype, written)`` each: the extension has them, each array is a C-contiguous NumPy
+        array of that shape and dtype (float32 or float64 for the images and windows, int32
+        for argmax), writeable if ``written``."""
+        if self.c_kernels is None or not hasattr(self.c_kernels, "max_pool_backward"):
+            return False
+        for array, shape, dtype, written in specs:
+            if (not isinstance(array, np.ndarray) or array.dtype != dtype
+                    or array.shape != shape or not array.flags.c_contiguous
+                    or (written and not array.flags.writeable)):
+                return False
+        return True
+
+    @staticmethod
+    def _window_shapes(x, window):
+        """``(images, pooled)``: the shapes of ``x`` ``(n, h, w, c)`` as the window expects
+        them and of the outputs ``(n, oh, ow, c)``; None when ``x`` is not 4-D or not of
+        float32 or float64."""
+        if getattr(x, "ndim", None) != 4 or x.dtype not in WINDOW_FLOATS:
+            return None
+        n, c = x.shape[0], x.shape[3]
+        return (n, window.rows.length, window.columns.length, c), (n, *window.output, c)
+
+    @staticmethod
+    def _geometry(window) -> tuple:
+        """``(sh, sw, top, left)``: the window's strides and the padding before its image."""
+        return (window.rows.stride, window.columns.stride, window.rows.pad_before,
+                window.columns.pad_before)
 
     def asarray(self, host_array, dtype=None) -> np.ndarray:
         return np.asarray(host_array, dtype=dtype)
@@ -213,6 +263,48 @@ class CpuBackend(Backend):
         self._product(x, kernel, out, columns)
         self.c_kernels.bias_relu(out, bias)
         return out
+
+    def im2col(self, x, window, cols, fill=0.0):
+        shapes = self._window_shapes(x, window)
+        if shapes is None or not self._window_kernels_take(
+                (x, shapes[0], x.dtype, False),
+                (cols, (*shapes[1][:3], *window.kernel, shapes[0][3]), x.dtype, True)):
+            return super().im2col(x, window, cols, fill)
+        self._in_parts(self.c_kernels.im2col, (x, cols), *self._geometry(window), float(fill))
+        return cols
+
+    def col2im(self, grad_cols, window, grad_x):
+        shapes = self._window_shapes(grad_x, window)
+        if shapes is None or not self._window_kernels_take(
+                (grad_cols, (*shapes[1][:3], *window.kernel, shapes[0][3]), grad_x.dtype, False),
+                (grad_x, shapes[0], grad_x.dtype, True)):
+            return super().col2im(grad_cols, window, grad_x)
+        self._in_parts(self.c_kernels.col2im, (grad_cols, grad_x), *self._geometry(window))
+        return grad_x
+
+    def max_pool(self, x, window, out, argmax):
+        shapes = self._window_shapes(x, window)
+        if shapes is None or not self._window_kernels_take(
+                (x, shapes[0], x.dtype, False), (out, shapes[1], x.dtype, True),
+                (argmax, shapes[1], INT32, True)):
+            return super().max_pool(x, window, out, argmax)
+        # NumPy's order of reduction is the kernel's for windows of several channels on x86;
+        # elsewhere the kernel counts the windows whose bits depend on the order.
+        check = not (MAXIMUM_IS_X86S and shapes[0][3] > 1)
+        if any(self._in_parts(self.c_kernels.max_pool, (x, out, argmax), *window.kernel,
+                              *self._geometry(window), check)):
+            return super().max_pool(x, window, out, argmax)
+        return out
+
+    def max_pool_backward(self, grad, argmax, window, grad_x):
+        shapes = self._window_shapes(grad_x, window)
+        if shapes is None or not self._window_kernels_take(
+                (grad, shapes[1], grad_x.dtype, False), (argmax, shapes[1], INT32, False),
+                (grad_x, shapes[0], grad_x.dtype, True)):
+            return super().max_pool_backward(grad, argmax, window, grad_x)
+        self._in_parts(self.c_kernels.max_pool_backward, (grad, argmax, grad_x), *window.kernel,
+                       *self._geometry(window))
+        return grad_x
 
     def relu(self, z):
         return np.maximum(z, 0, out=z)
