@@ -318,3 +318,19 @@ def test_weights_are_named_as_keras_names_them(cpu):
                      f"{norm}/moving_mean", f"{norm}/moving_variance",
                      f"{model.layers[4].name}/kernel", f"{model.layers[4].name}/bias",
                      f"{dense}/kernel", f"{dense}/bias"]
+
+
+def test_no_input_gradient_is_computed_before_the_first_layer_with_weights(cpu):
+    """An Input, a pooling or a Dropout before the first weighted layer passes no gradient
+    back, and that layer computes none (the first convolution's would be the largest)."""
+    model = dnn.Sequential([Input(shape=(8, 8, 1)), MaxPooling2D(2), Conv2D(2, 3),
+                            Flatten(), Dense(3, activation="softmax")], seed=0, backend=cpu)
+    assert [layer.needs_input_grad for layer in model.layers] == [False, False, False, True,
+                                                                  True]
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    x, y = images(4)
+    called = []
+    for layer in model.layers[:2]:
+        layer.backward = lambda grad, logits=False, name=layer.name: called.append(name)
+    model.train_on_batch(x, y)
+    assert called == [] and "grad_cols" not in str(model.layers[2]._buffers._arrays)

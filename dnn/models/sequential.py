@@ -164,9 +164,8 @@ class Sequential(Trainer):
         shape ``input_shape``."""
         try:
             for index in range(first, len(self.layers)):
-                layer = self.layers[index]
-                layer.needs_input_grad = index > 0
-                input_shape = layer.build_on(input_shape, self.backend, self.rng, self.dtype)
+                input_shape = self.layers[index].build_on(input_shape, self.backend, self.rng,
+                                                          self.dtype)
         except MemoryError:
             size = (sum(math.prod(shape) for shape in self.param_shapes(self.input_shape))
                     * self.dtype.itemsize)
@@ -176,6 +175,11 @@ class Sequential(Trainer):
             sizes = " -> ".join(f"{math.prod(shape):,}" for shape in shapes)
             raise OutOfMemoryError(f"the weights of a {sizes} model need {size:,} bytes: more "
                                    "memory than this machine gives") from None
+        # A layer's input gradient is needed only where a layer before it has weights.
+        weighted_before = False
+        for layer in self.layers:
+            layer.needs_input_grad = weighted_before
+            weighted_before = weighted_before or bool(layer.weights)
 
     @property
     def params(self) -> list:

@@ -186,6 +186,8 @@ class Trainer:
         for index in range(last, -1, -1):
             grad = self.layers[index].backward(grad,
                                                logits=self._loss_takes_logits and index == last)
+            if grad is None:  # the layers before have no weights (needs_input_grad)
+                break
         for layer in self.layers:
             layer.add_regularization_gradients()
         return loss_sum, output
