@@ -334,3 +334,26 @@ def test_no_input_gradient_is_computed_before_the_first_layer_with_weights(cpu):
         layer.backward = lambda grad, logits=False, name=layer.name: called.append(name)
     model.train_on_batch(x, y)
     assert called == [] and "grad_cols" not in str(model.layers[2]._buffers._arrays)
+
+
+def test_evaluation_batches_of_a_convnet_keep_its_outputs_within_bounds(cpu):
+    """A dense network evaluates 1024 rows at a time; a convnet's layer outputs are about a
+    hundred times larger per sample, so its default evaluation batch is smaller."""
+    from dnn.trainers.trainer import EVALUATION_BATCH, EVALUATION_BYTES
+
+    model = dnn.Sequential([Input(shape=(28, 28, 1)), Conv2D(32, 3, activation="relu"),
+                            MaxPooling2D(2), Flatten(), Dense(10, activation="softmax")],
+                           seed=0, backend=cpu)
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    rows = []
+    forward = model.layers[1].forward
+    model.layers[1].forward = lambda x, **kwargs: rows.append(x.shape[0]) or forward(x, **kwargs)
+    x = RNG.random((600, 28, 28, 1)).astype(np.float32)
+    whole = model.predict(x, batch_size=600, verbose=0)
+    rows.clear()
+    np.testing.assert_allclose(model.predict(x, verbose=0), whole, rtol=1e-5, atol=1e-7)
+    per_sample = 4 * (28 * 28 + 26 * 26 * 32 + 13 * 13 * 32 * 2 + 10)  # each layer's output
+    assert max(rows) == EVALUATION_BYTES // per_sample < EVALUATION_BATCH
+    dense = dnn.Sequential([Dense(512, activation="relu"), Dense(10)], backend=cpu)
+    dense.build(784)
+    assert dense._evaluation_batch() == EVALUATION_BATCH

@@ -33,8 +33,11 @@ from dnn.trainers.epoch_iterator import (ArrayBatches, batches_of, check_steps,
 from dnn.trainers.step import ReplayedStep, TrainingStep
 from dnn.utils import is_int_at_least
 
-EVALUATION_BATCH = 1024  # Keras' 32 is slow for a forward pass alone; a batch's rows do not
-                         # change a mean loss
+# The default batch of evaluate, predict and validation: Keras' 32 is slow for a forward pass
+# alone, and a batch's rows do not change a mean loss; but no more rows than keep the layers'
+# outputs of one batch within EVALUATION_BYTES (a convnet's are ~100 times a dense network's).
+EVALUATION_BATCH = 1024
+EVALUATION_BYTES = 32 << 20
 
 
 def positive_int(name: str, value) -> int:
@@ -129,6 +132,14 @@ class Trainer:
             self._gradient_sum = data_parallel.GradientSum(grads, self.backend,
                                                            self.communicator)
         return self._gradient_sum
+
+    def _evaluation_batch(self) -> int:
+        """The default rows of an evaluation batch: :data:`EVALUATION_BATCH`, or fewer where
+        the layers' outputs of that many samples would take more than
+        :data:`EVALUATION_BYTES` (an unbuilt model: the first)."""
+        features = sum(layer.output_dim or 0 for layer in self.layers) if self.built else 0
+        sample_bytes = max(features * self.dtype.itemsize, 1)
+        return max(1, min(EVALUATION_BATCH, EVALUATION_BYTES // sample_bytes))
 
     def _shared(self, data: DeviceData) -> tuple[DeviceData, int | None]:
         """``(this rank's share of data, its total rows)`` for a batch given whole to
@@ -326,7 +337,7 @@ class Trainer:
                               shuffle=shuffle, rng=self.rng)
         training, validation = self._validation(
             training, validation_data, validation_split,
-            validation_batch_size or max(batch_size, EVALUATION_BATCH), validation_steps)
+            validation_batch_size or max(batch_size, self._evaluation_batch()), validation_steps)
         ranks = distributed.communicator()
         if ranks.size > 1:
             ranks.require_same(data_parallel.fit_settings(
@@ -404,7 +415,7 @@ class Trainer:
         evaluates its share of every batch, and every rank returns the figures of all."""
         self._require_compiled()
         batch_size = positive_int("batch_size",
-                                  EVALUATION_BATCH if batch_size is None else batch_size)
+                                  self._evaluation_batch() if batch_size is None else batch_size)
         check_verbose(verbose)
         batches = batches_of(self, x, y, batch_size=batch_size, sample_weight=sample_weight,
                              steps=check_steps(steps, "steps"))
@@ -449,7 +460,7 @@ class Trainer:
         ``x`` (an array, or batches of ``x`` or ``(x, ...)``); ``verbose`` is accepted as
         Keras' is, and prints nothing."""
         batch_size = positive_int("batch_size",
-                                  EVALUATION_BATCH if batch_size is None else batch_size)
+                                  self._evaluation_batch() if batch_size is None else batch_size)
         check_verbose(verbose)
         batches = batches_of(self, x, None, batch_size=batch_size,
                              steps=check_steps(steps, "steps"), with_targets=False)
