@@ -84,13 +84,13 @@ class Softmax(Activation):
 
     def forward(self, backend, z):
         xp = backend.xp
-        exp = xp.exp(z - xp.max(z, axis=1, keepdims=True))
-        z[...] = exp / xp.sum(exp, axis=1, keepdims=True)
+        exp = xp.exp(z - xp.max(z, axis=-1, keepdims=True))
+        z[...] = exp / xp.sum(exp, axis=-1, keepdims=True)
         return z
 
     def backward(self, backend, grad, a):
         xp = backend.xp
-        grad[...] = a * (grad - xp.sum(grad * a, axis=1, keepdims=True))
+        grad[...] = a * (grad - xp.sum(grad * a, axis=-1, keepdims=True))
         return grad
 
 

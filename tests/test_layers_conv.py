@@ -357,3 +357,100 @@ def test_evaluation_batches_of_a_convnet_keep_its_outputs_within_bounds(cpu):
     dense = dnn.Sequential([Dense(512, activation="relu"), Dense(10)], backend=cpu)
     dense.build(784)
     assert dense._evaluation_batch() == EVALUATION_BATCH
+
+
+# -- what a user can get wrong, and models a checkpoint must bring back ------------------------
+@pytest.mark.parametrize("first", [lambda: [BatchNormalization()],
+                                   lambda: [dnn.layers.Reshape((6, 6, 1)), Conv2D(2, 3),
+                                            Flatten()],
+                                   lambda: [dnn.layers.Reshape((6, 6, 1)), MaxPooling2D(),
+                                            Flatten()]],
+                         ids=["batch norm first", "reshape then conv", "reshape then pool"])
+def test_models_whose_first_kernel_does_not_say_their_inputs_load_back(tmp_path, first):
+    x = RNG.normal(size=(8, 36)).astype(np.float32)
+    model = dnn.Sequential([*first(), Dense(3, activation="softmax")], seed=0)
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    model.fit(x, to_categorical(RNG.integers(0, 3, 8), 3), verbose=0)
+    model.save(tmp_path / "m.npz")
+    loaded = dnn.load_model(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    again = dnn.Sequential([*first(), Dense(3, activation="softmax")], seed=1)
+    again.load_weights(tmp_path / "m.npz")
+    np.testing.assert_array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_load_weights_ignores_what_the_weights_do_not_depend_on(tmp_path):
+    """A frozen layer, an Input rather than input_shape: the same weights load."""
+    x, y = images(8)
+    saved = dnn.Sequential([Input(shape=(8, 8, 1)), Conv2D(2, 3), Flatten(),
+                            Dense(3, activation="softmax")], seed=0)
+    saved.layers[1].trainable = False
+    saved.save_weights(tmp_path / "w.npz")
+    other = dnn.Sequential([Conv2D(2, 3, input_shape=(8, 8, 1)), Flatten(),
+                            Dense(3, activation="softmax")], seed=5)
+    other.load_weights(tmp_path / "w.npz")
+    np.testing.assert_array_equal(other.predict(x, verbose=0), saved.predict(x, verbose=0))
+    wider = dnn.Sequential([Conv2D(4, 3, input_shape=(8, 8, 1)), Flatten(), Dense(3)])
+    with pytest.raises(dnn.errors.CheckpointError,
+                       match=r"its layer 1 \(after any Input\) is \{'class': 'Conv2D', "
+                             r"'filters': 2"):
+        wider.load_weights(tmp_path / "w.npz")
+
+
+def test_a_model_whose_last_layer_gives_images_is_refused_a_loss(cpu):
+    model = dnn.Sequential([Input(shape=(3, 3, 2)), Conv2D(3, 1)], backend=cpu)
+    model.compile(optimizer="adam", loss="mse")
+    with pytest.raises(UsageError, match=r"the last layer, conv2d\w*, gives each sample an "
+                                         r"output of shape \(3, 3, 3\); dnn's losses take one "
+                                         r"vector a sample"):
+        model.fit(np.zeros((4, 3, 3, 2)), np.zeros((4, 3, 3, 3)), verbose=0)
+    assert model.predict(np.zeros((4, 3, 3, 2)), verbose=0).shape == (4, 3, 3, 3)
+
+
+def test_softmax_of_images_is_over_their_channels(cpu):
+    model = dnn.Sequential([Input(shape=(3, 2, 4)), dnn.layers.Activation("softmax")],
+                           backend=cpu)
+    x = RNG.normal(size=(2, 3, 2, 4))
+    out = model.predict(x, verbose=0)
+    np.testing.assert_allclose(out, np.exp(x) / np.exp(x).sum(axis=-1, keepdims=True),
+                               rtol=1e-5)
+    layer = dnn.layers.Activation("softmax")
+    layer.build_on((3, 2, 4), cpu, RNG, np.float64)
+    upstream = RNG.normal(size=x.shape)
+
+    def objective():
+        return float(np.sum(upstream * layer.forward(x)))
+
+    objective()
+    np.testing.assert_allclose(layer.backward(upstream.copy()), numerical_gradient(objective, x),
+                               rtol=1e-5, atol=1e-8)
+
+
+def test_a_layer_that_cannot_be_added_leaves_the_model_as_it_was(cpu):
+    model = dnn.Sequential([Input(shape=(10,)), Dense(16)], backend=cpu)
+    conv = Conv2D(2, 3)
+    with pytest.raises(UsageError, match="takes images"):
+        model.add(conv)
+    assert len(model.layers) == 2 and not conv.in_model
+    model.add(Dense(2, activation="softmax"))
+    assert model.predict(np.zeros((3, 10)), verbose=0).shape == (3, 2)
+
+
+def test_images_of_another_layout_are_refused_and_a_missing_channel_is_added(cpu):
+    model = dnn.Sequential([Input(shape=(8, 4, 2)), Flatten(), Dense(2)], backend=cpu)
+    with pytest.raises(UsageError, match=r"inputs are samples of shape \(2, 8, 4\); the model "
+                                         r"expects \(8, 4, 2\)"):
+        model.predict(np.zeros((3, 2, 8, 4)), verbose=0)
+    gray = dnn.Sequential([Input(shape=(8, 4, 1)), Flatten(), Dense(2)], backend=cpu)
+    x = RNG.normal(size=(3, 8, 4))
+    np.testing.assert_array_equal(gray.predict(x, verbose=0), gray.predict(x[..., None],
+                                                                         verbose=0))
+
+
+def test_default_names_are_keras_names():
+    made = [Input(shape=(4,)), BatchNormalization(), MaxPooling2D(), AveragePooling2D(),
+            GlobalAveragePooling2D(), Conv2D(1, 1)]
+    names = [layer.name.rsplit("_", 1)[0] if layer.name[-1].isdigit() and "_" in layer.name
+             else layer.name for layer in made]
+    assert names == ["input_layer", "batch_normalization", "max_pooling2d",
+                     "average_pooling2d", "global_average_pooling2d", "conv2d"]

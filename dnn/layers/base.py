@@ -41,6 +41,7 @@ Training (Keras' ``trainable``, and weight regularizers, :mod:`dnn.regularizers`
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,13 @@ from dnn.optimizers.schedules import array_namespace
 from dnn.utils import as_shape, checked_weights, element_count, is_int_at_least
 
 MAX_UNITS = 2**31 - 1  # past this no array library indexes a layer's outputs
+
+
+def snake_case(name: str) -> str:
+    """A class name as Keras names its instances: ``BatchNormalization`` ->
+    ``batch_normalization``, ``MaxPooling2D`` -> ``max_pooling2d`` (Keras' ``to_snake_case``)."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", re.sub(r"\W+", "", name))
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def declared_shape(input_shape, input_dim, layer: str) -> tuple | None:
@@ -102,11 +110,12 @@ class Layer:
     # rank's share), set by the model before each training pass, so that what a layer draws
     # per row (Dropout's masks) follows the row and not the rank.
     first_row = 0
+    name_prefix = None  # the default names' stem, if not the class name in snake case
     _trainable = True  # also for a subclass that does not call Layer.__init__
     _made: dict = {}  # layers made so far, by kind: Keras' default names dense, dense_1, ...
 
     def __init__(self, name=None, input_shape=None, trainable=True):
-        kind = type(self).__name__.lower()
+        kind = self.name_prefix or snake_case(type(self).__name__)
         self._given_name = name
         if name is None:
             count = Layer._made.get(kind, 0)

@@ -87,7 +87,10 @@ class Dense(KernelLayer):
 
 class Input(Passthrough):
     """Keras' ``Input(shape=(784,))`` or ``Input(shape=(28, 28, 1))``: declares the shape of
-    the model's input samples; passes the inputs on unchanged."""
+    the model's input samples; passes the inputs on unchanged.  Named ``input_layer``, as
+    Keras names its InputLayer."""
+
+    name_prefix = "input_layer"
 
     def __init__(self, shape, name=None):
         super().__init__(name, declared_shape(shape, None, "Input"))

@@ -93,11 +93,18 @@ class Sequential(Trainer):
                              "must be unique")
         layer.in_model = True
         self.layers.append(layer)
-        if self.built:
-            self._build_layers(len(self.layers) - 1, self.layers[-2].output_shape)
-            self._layers_changed()
-        elif len(self.layers) == 1 and layer.declared_input_shape is not None:
-            self.build(layer.declared_input_shape)
+        try:
+            if self.built:
+                self._build_layers(len(self.layers) - 1, self.layers[-2].output_shape)
+                self._layers_changed()
+            elif len(self.layers) == 1 and layer.declared_input_shape is not None:
+                self.build(layer.declared_input_shape)
+        except BaseException:  # a layer that cannot take its inputs: the model as it was
+            self.layers.pop()
+            layer.in_model = False
+            if not self.built:
+                self.input_shape = None
+            raise
 
     def pop(self):
         """Remove and return the last layer (its weights go with it), as Keras' ``pop``."""

@@ -3,8 +3,9 @@
 Layout: ``weight_<i>`` for every weight in :meth:`Sequential.get_weights` order,
 ``state_<i>_<key>`` for the optimizer state of trained weight ``i`` (the model's ``params``),
 and ``meta``, a 0-d string array holding ``{"format": "dnn-checkpoint", "version": 1, "model":
-..., "input_shape": [...], "optimizer": ...}``; ``input_shape``, one sample's, is there only
-when a sample has more than one axis (images): for flat inputs the first weight's rows say it.
+..., "input_shape": [...], "optimizer": ...}``; ``input_shape``, one sample's, is left out
+where the first layer is a Dense on flat inputs (its kernel's rows say it, as in the files of
+older dnn versions).
 Written to a temporary file and renamed; read with ``allow_pickle=False`` onto any backend.
 """
 
@@ -58,8 +59,8 @@ def save(model, path) -> None:
         # where training stands: resuming goes on with the next epoch and the next shuffle
         "epochs_done": model.epochs_done, "shuffle_state": model.rng.bit_generator.state,
     }
-    if len(model.input_shape) > 1:  # images: their weights do not say the inputs' shape
-        meta["input_shape"] = list(model.input_shape)
+    if len(model.input_shape) > 1 or not isinstance(model.layers[0], layers.Dense):
+        meta["input_shape"] = list(model.input_shape)  # where the first kernel does not say it
     if optimizer is not None:
         for i, state in enumerate(optimizer.states):
             for key, value in state.items():
@@ -167,9 +168,7 @@ def load_into(model, path) -> None:
         with _damage_reported(path):
             saved = _architecture(meta["model"], _layers_of(meta["model"]))
             ours = model.get_config()
-            if saved["layers"] != ours["layers"]:
-                raise CheckpointError(f"{path} holds a model {describe(saved)}; this model is "
-                                      f"{describe(ours)}")
+            _check_same_layers(path, saved["layers"], ours["layers"])
             declared = model.input_shape or _input_shape(path, meta, model.layers)
             weights = _read_weights(archive, model.param_shapes, declared, describe(ours))
             spec = meta["optimizer"]
@@ -179,6 +178,24 @@ def load_into(model, path) -> None:
             _restore(archive, model, meta, same_optimizer, weights)
             if same_optimizer:
                 _restore_progress(path, model, meta, seed=None)
+
+
+def _check_same_layers(path, saved: list, ours: list) -> None:
+    """Refuse (CheckpointError naming the first difference) layers of another kind or other
+    arguments than the file's; whether a layer is trainable, its name and an Input (rather
+    than a first layer's ``input_shape``) do not count, as the weights do not depend on them."""
+    def essential(configs):
+        return [{key: value for key, value in config.items() if key not in ("name", "trainable")}
+                for config in configs if config.get("class") != "Input"]
+
+    mine, theirs = essential(saved), essential(ours)
+    for index, (file_layer, model_layer) in enumerate(zip(mine, theirs)):
+        if file_layer != model_layer:
+            raise CheckpointError(f"{path} holds another model: its layer {index + 1} (after "
+                                  f"any Input) is {file_layer}, this model's {model_layer}")
+    if len(mine) != len(theirs):
+        raise CheckpointError(f"{path} holds a model of {len(mine)} layers (after any Input); "
+                              f"this model has {len(theirs)}")
 
 
 class _damage_reported:

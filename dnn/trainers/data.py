@@ -31,22 +31,28 @@ def host_array(array, what: str, backend=None) -> np.ndarray:
 
 def device_inputs(model, x, prefix: str = ""):
     """``x`` ``(N, ...)`` checked and moved to the model's backend as ``(N, *input_shape)``
-    (samples of another shape but as many features are reshaped: a flat ``(N, 784)`` for a
-    model of ``(28, 28, 1)`` images, or the other way round), building the model on its first
-    data; ``prefix`` (such as ``"validation "``) names them in errors."""
+    (flat samples ``(N, 784)`` for a model of ``(28, 28, 1)`` images, images without their one
+    channel, and any samples for a model of flat inputs are reshaped; samples of another
+    layout are refused), building the model on its first data; ``prefix`` (such as
+    ``"validation "``) names them in errors."""
     x = host_array(x, f"{prefix}inputs", model.backend)
     if x.ndim < 2 or x.shape[0] == 0:
         raise UsageError(f"{prefix}inputs must be a non-empty batch (N, features...), not "
                          f"{x.shape}")
     if not model.built:
         model.build(x.shape[1:])
-    if x.shape[1:] != model.input_shape:
-        features = math.prod(x.shape[1:])
+    shape, expected = x.shape[1:], model.input_shape
+    if shape != expected:
+        features = math.prod(shape)
         if features != model.input_dim:
             raise UsageError(f"{prefix}inputs have {features} features; the model expects "
-                             f"{model.input_dim}" + ("" if len(model.input_shape) == 1 else
-                                                     f" (samples of shape {model.input_shape})"))
-        x = x.reshape(x.shape[0], *model.input_shape)
+                             f"{model.input_dim}" + ("" if len(expected) == 1 else
+                                                     f" (samples of shape {expected})"))
+        # flat samples, or images without their one channel: the same values in order
+        if not (len(expected) == 1 or len(shape) == 1 or shape + (1,) == expected):
+            raise UsageError(f"{prefix}inputs are samples of shape {shape}; the model expects "
+                             f"{expected} (channels last: reorder the axes of the data)")
+        x = x.reshape(x.shape[0], *expected)
     return model.backend.asarray(x.astype(model.dtype, copy=False))
 
 
@@ -58,7 +64,12 @@ def host_targets(model, y, count: int, prefix: str = "") -> np.ndarray:
         raise UsageError(f"{prefix}targets must be an array (N, ...), not one number")
     if y.shape[0] != count:
         raise UsageError(f"{count} {prefix}inputs but {y.shape[0]} {prefix}targets")
-    units = model.layers[-1].output_dim
+    last = model.layers[-1]
+    if len(last.output_shape) > 1:
+        raise UsageError(f"the last layer, {last.name}, gives each sample an output of shape "
+                         f"{last.output_shape}; dnn's losses take one vector a sample: end the "
+                         "model with Flatten() or GlobalAveragePooling2D() and a Dense layer")
+    units = last.output_dim
     loss = model.loss
     if loss.sparse:
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
