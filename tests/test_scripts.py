@@ -139,14 +139,63 @@ def test_bench_gpu_runs_on_the_standin(data_dir, tmp_path):
                         tmp_path / "gpu.json", environment={"PYTHONPATH": path})
     assert_ran(result)
     assert "GraphFallbackWarning" not in result.stderr
-    seconds = figures(r"^seed  dnn .* (\S+) s/epoch", result.stdout)
+    seconds = figures(r"^seed\s+dnn .* (\S+) s/epoch", result.stdout)
     assert len(seconds) == 3 and min(seconds) > 0
+    seconds = figures(r"^convnet dnn .* (\S+) s/epoch", result.stdout)
+    assert len(seconds) == 2 and min(seconds) > 0
     record = json.loads((tmp_path / "gpu.json").read_text())
     assert record["device"] == "none: the CuPy stand-in of tests/standin"
     runs = record["runs"]["seed"]
     assert {"dnn graph one-hot", "dnn graph integer", "dnn eager one-hot"} <= set(runs)
     assert all(0 < run["test_accuracy"] <= 1 and len(run["epochs_s"]) == 2
                for run in runs.values())
+    # Keras' convnet, on a few images in small batches (the stand-in multiplies slowly)
+    assert record["networks"]["convnet"] == {"batch": 16, "training_images": 72,
+                                             "test_images": 72}
+    runs = record["runs"]["convnet"]
+    assert {"dnn graph one-hot", "dnn eager one-hot"} <= set(runs)
+    for run in runs.values():
+        assert run["median_epoch_s"] > 0 and len(run["epochs_s"]) == 2
+        assert min(run["epochs_s"]) > 0 and 0 <= run["test_accuracy"] <= 1
+    ratios = {"dnn graph / torch eager", "dnn graph / torch graph"}
+    assert set(record["ratios"]["convnet"]) == (ratios if "torch eager" in runs else set())
+    assert set(record["targets"]["convnet"]) == ratios
+
+
+def test_bench_gpu_pytorch_convnet_runs_eagerly_on_the_cpu(monkeypatch):
+    """PyTorch's runs in bench_gpu.py need CUDA, which CI lacks: their eager paths (both
+    memory formats of the convnet, and a dense network) run here on the CPU instead, on a few
+    random images, so that a GPU session does not find them broken."""
+    pytest.importorskip("torch")
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    names = ("bench", "bench_convnet", "bench_gpu")
+    loaded = {name: sys.modules.pop(name) for name in names if name in sys.modules}
+    try:
+        import bench_gpu
+        import numpy as np
+        import torch
+
+        monkeypatch.setattr(bench_gpu, "TORCH_DEVICE", "cpu")
+        rng = np.random.default_rng(0)
+        data = tuple((rng.random((rows, 784), dtype=np.float32), rng.integers(0, 10, rows))
+                     for rows in (40, 24))
+        chosen = bench_gpu.torch_convnet_format(data[0][0], 16, 1)
+        assert chosen["memory_format"] in {"channels-last", "NCHW"}
+        assert min(chosen["warmup_step_ms"].values()) > 0
+        for memory_format in (torch.channels_last, torch.contiguous_format):
+            run = bench_gpu.torch_run(data, "convnet", 16, 2, False, memory_format)
+            assert run["median_epoch_s"] > 0 and len(run["epochs_s"]) == 2
+            assert 0 <= run["test_accuracy"] <= 1
+        run = bench_gpu.torch_run(data, "seed", 16, 2, False)
+        assert run["median_epoch_s"] > 0 and 0 <= run["test_accuracy"] <= 1
+        runs = {"dnn graph one-hot": {"median_epoch_s": 1.0},
+                "torch eager": {"median_epoch_s": 4.0}, "torch graph": {"median_epoch_s": 0.5}}
+        assert bench_gpu.ratios_of(runs) == {"dnn graph / torch eager": 0.25,
+                                             "dnn graph / torch graph": 2.0}
+    finally:
+        for name in names:
+            sys.modules.pop(name, None)
+        sys.modules.update(loaded)
 
 
 @needs_mpi
