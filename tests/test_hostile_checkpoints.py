@@ -204,6 +204,6 @@ def test_a_model_declaring_its_inputs_loads_with_its_layers_and_names(tmp_path):
     unbuilt.save(tmp_path / "declared.npz")
     loaded = load_model(tmp_path / "declared.npz")
     assert loaded.get_config() == unbuilt.get_config() and loaded.input_dim == 12
-    assert [layer.name for layer in loaded.layers][1] == "hidden"
+    assert [layer.name for layer in loaded.layers][0] == "hidden"
     for ours, theirs in zip(loaded.get_weights(), unbuilt.get_weights()):
         np.testing.assert_array_equal(ours, theirs)

@@ -97,7 +97,7 @@ history = model.fit(Batches(x_train, y_train, 128), epochs=3, verbose=0,
                                keras.callbacks.TerminateOnNaN(),
                                keras.callbacks.LambdaCallback(
                                    on_epoch_end=lambda epoch, logs: seen.append(epoch))])
-model.layers[1].trainable = False
+model.layers[0].trainable = False  # the first Dense: an Input is no layer, as in Keras
 model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 model.fit(x_train, np.argmax(y_train, axis=1), epochs=1, batch_size=256, verbose=0)
 loss, accuracy = model.evaluate(x_test, y_test, verbose=0)

@@ -269,7 +269,7 @@ def test_a_convnet_trains_and_its_checkpoint_holds_moving_statistics(tmp_path):
     model = convnet()
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
     before = model.evaluate(x, y, verbose=0)[0]
-    norm = model.layers[2]
+    norm = model.layers[1]
     moving = [weight.copy() for weight in norm.state_weights]
     model.fit(x, y, epochs=8, batch_size=16, verbose=0)
     assert model.evaluate(x, y, verbose=0)[0] < before
@@ -313,10 +313,10 @@ def test_weights_are_named_as_keras_names_them(cpu):
     model = convnet(backend=cpu)
     names = [f"{layer.name}/{layer.weight_name(weight)}" for layer in model.layers
              for weight in layer.weights]
-    conv, norm, dense = model.layers[1].name, model.layers[2].name, model.layers[-1].name
+    conv, norm, dense = model.layers[0].name, model.layers[1].name, model.layers[-1].name
     assert names == [f"{conv}/kernel", f"{conv}/bias", f"{norm}/gamma", f"{norm}/beta",
                      f"{norm}/moving_mean", f"{norm}/moving_variance",
-                     f"{model.layers[4].name}/kernel", f"{model.layers[4].name}/bias",
+                     f"{model.layers[3].name}/kernel", f"{model.layers[3].name}/bias",
                      f"{dense}/kernel", f"{dense}/bias"]
 
 
@@ -325,15 +325,13 @@ def test_no_input_gradient_is_computed_before_the_first_layer_with_weights(cpu):
     back, and that layer computes none (the first convolution's would be the largest)."""
     model = dnn.Sequential([Input(shape=(8, 8, 1)), MaxPooling2D(2), Conv2D(2, 3),
                             Flatten(), Dense(3, activation="softmax")], seed=0, backend=cpu)
-    assert [layer.needs_input_grad for layer in model.layers] == [False, False, False, True,
-                                                                  True]
+    assert [layer.needs_input_grad for layer in model.layers] == [False, False, True, True]
     model.compile(optimizer="sgd", loss="categorical_crossentropy")
     x, y = images(4)
     called = []
-    for layer in model.layers[:2]:
-        layer.backward = lambda grad, logits=False, name=layer.name: called.append(name)
+    model.layers[0].backward = lambda grad, logits=False: called.append(grad)
     model.train_on_batch(x, y)
-    assert called == [] and "grad_cols" not in str(model.layers[2]._buffers._arrays)
+    assert called == [] and "grad_cols" not in str(model.layers[1]._buffers._arrays)
 
 
 def test_evaluation_batches_of_a_convnet_keep_its_outputs_within_bounds(cpu):
@@ -346,8 +344,8 @@ def test_evaluation_batches_of_a_convnet_keep_its_outputs_within_bounds(cpu):
                            seed=0, backend=cpu)
     model.compile(optimizer="adam", loss="categorical_crossentropy")
     rows = []
-    forward = model.layers[1].forward
-    model.layers[1].forward = lambda x, **kwargs: rows.append(x.shape[0]) or forward(x, **kwargs)
+    forward = model.layers[0].forward
+    model.layers[0].forward = lambda x, **kwargs: rows.append(x.shape[0]) or forward(x, **kwargs)
     x = RNG.random((600, 28, 28, 1)).astype(np.float32)
     whole = model.predict(x, batch_size=600, verbose=0)
     rows.clear()
@@ -384,7 +382,7 @@ def test_load_weights_ignores_what_the_weights_do_not_depend_on(tmp_path):
     x, y = images(8)
     saved = dnn.Sequential([Input(shape=(8, 8, 1)), Conv2D(2, 3), Flatten(),
                             Dense(3, activation="softmax")], seed=0)
-    saved.layers[1].trainable = False
+    saved.layers[0].trainable = False
     saved.save_weights(tmp_path / "w.npz")
     other = dnn.Sequential([Conv2D(2, 3, input_shape=(8, 8, 1)), Flatten(),
                             Dense(3, activation="softmax")], seed=5)
@@ -431,7 +429,7 @@ def test_a_layer_that_cannot_be_added_leaves_the_model_as_it_was(cpu):
     conv = Conv2D(2, 3)
     with pytest.raises(UsageError, match="takes images"):
         model.add(conv)
-    assert len(model.layers) == 2 and not conv.in_model
+    assert len(model.layers) == 1 and not conv.in_model
     model.add(Dense(2, activation="softmax"))
     assert model.predict(np.zeros((3, 10)), verbose=0).shape == (3, 2)
 
@@ -454,3 +452,23 @@ def test_default_names_are_keras_names():
              else layer.name for layer in made]
     assert names == ["input_layer", "batch_normalization", "max_pooling2d",
                      "average_pooling2d", "global_average_pooling2d", "conv2d"]
+
+
+def test_an_input_is_not_one_of_the_models_layers_as_in_keras(cpu):
+    """Keras lists no InputLayer in ``model.layers``: freezing ``layers[0]`` freezes the
+    first layer that computes, and the summary has no Input row."""
+    model = dnn.Sequential([Input(shape=(4,)), Dense(3, activation="relu"), Dense(2)],
+                           seed=0, backend=cpu)
+    assert [type(layer).__name__ for layer in model.layers] == ["Dense", "Dense"]
+    assert model.get_layer(index=0) is model.layers[0]
+    model.layers[0].trainable = False
+    model.compile(optimizer="sgd", loss="mse")
+    before = model.layers[0].get_weights()
+    model.fit(RNG.normal(size=(8, 4)), RNG.normal(size=(8, 2)), verbose=0)
+    for ours, theirs in zip(model.layers[0].get_weights(), before):
+        np.testing.assert_array_equal(ours, theirs)
+    lines = []
+    model.summary(print_fn=lines.append)
+    assert not any("input_layer" in line for line in lines)
+    assert model.get_config()["layers"][0] == {"class": "Input", "shape": [4]}
+    assert model.layers[0].count_params() == 15

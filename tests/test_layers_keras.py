@@ -202,7 +202,7 @@ def test_regularized_and_frozen_layers_round_trip_through_config_and_checkpoint(
     model.save(path)
     loaded = dnn.load_model(path, backend=cpu)
     assert loaded.get_config() == config
-    assert loaded.layers[2].trainable is False
+    assert loaded.layers[1].trainable is False  # the Input is not among the layers
 
 
 # -- trainable ---------------------------------------------------------------------------------
@@ -281,7 +281,7 @@ def test_reshape_passes_the_features_on_and_refuses_another_size(cpu):
     reshape = Reshape((-1, 4))
     model = dnn.Sequential([Input(shape=(12,)), reshape, Dense(2)], seed=0, backend=cpu)
     x = RNG.normal(size=(3, 12))
-    np.testing.assert_allclose(model.predict(x), x @ model.layers[2].kernel, rtol=1e-5)
+    np.testing.assert_allclose(model.predict(x), x @ model.layers[1].kernel, rtol=1e-5)
     assert reshape.get_config() == {"class": "Reshape", "target_shape": [-1, 4]}
     assert from_config(reshape.get_config()).target_shape == (-1, 4)
     for target, declared in (((5, 2), "Input"), ((-1, 5), "Input"), ((5, 2), "data")):

@@ -287,6 +287,12 @@ class Layer:
             grad += regularizer.gradient(param)
 
     # -- weights on the host ---------------------------------------------------------------
+    def count_params(self) -> int:
+        """The number of the layer's weights' elements, trained or not (once built)."""
+        if not self.built:
+            raise UsageError(f"{self.name} has no weights yet: build the model first")
+        return sum(math.prod(weight.shape) for weight in self.weights)
+
     def get_weights(self) -> list:
         """Host copies of the layer's :attr:`weights`."""
         return [self._backend.to_numpy(weight) for weight in self.weights]

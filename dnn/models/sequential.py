@@ -59,7 +59,7 @@ class Sequential(Trainer):
         super().__init__()
         if isinstance(layers, layers_module.Layer):
             raise UsageError("Sequential takes a list of layers: Sequential([Dense(...), ...])")
-        self.layers = []
+        self._layers = []
         try:
             layers = list(layers or ())  # None: no layers yet, as in Keras
         except TypeError:
@@ -77,6 +77,14 @@ class Sequential(Trainer):
             self.add(layer)
 
     # -- layers ------------------------------------------------------------------------------
+    @property
+    def layers(self) -> list:
+        """The model's layers, as Keras lists them: an ``Input`` first is not one of them (it
+        only declares the inputs), so ``layers[0]`` is the first layer that computes."""
+        if self._layers and isinstance(self._layers[0], layers_module.Input):
+            return self._layers[1:]
+        return list(self._layers)
+
     def add(self, layer) -> None:
         """Append ``layer``, a :class:`dnn.layers.Layer` that is in no model yet (its weights
         are this model's).  A first layer that declares its inputs (``input_shape=``, or an
@@ -88,19 +96,19 @@ class Sequential(Trainer):
         if layer.in_model:
             raise UsageError(f"{layer!r} is already in a model; a layer holds the weights of one "
                              "place in one model: make a new layer for each place")
-        if any(other.name == layer.name for other in self.layers):
+        if any(other.name == layer.name for other in self._layers):
             raise UsageError(f"the model already has a layer named {layer.name!r}: layer names "
                              "must be unique")
         layer.in_model = True
-        self.layers.append(layer)
+        self._layers.append(layer)
         try:
             if self.built:
-                self._build_layers(len(self.layers) - 1, self.layers[-2].output_shape)
+                self._build_layers(len(self._layers) - 1, self._layers[-2].output_shape)
                 self._layers_changed()
-            elif len(self.layers) == 1 and layer.declared_input_shape is not None:
+            elif len(self._layers) == 1 and layer.declared_input_shape is not None:
                 self.build(layer.declared_input_shape)
         except BaseException:  # a layer that cannot take its inputs: the model as it was
-            self.layers.pop()
+            self._layers.pop()
             layer.in_model = False
             if not self.built:
                 self.input_shape = None
@@ -108,13 +116,13 @@ class Sequential(Trainer):
 
     def pop(self):
         """Remove and return the last layer (its weights go with it), as Keras' ``pop``."""
-        if not self.layers:
+        if not self._layers:
             raise UsageError("pop() on a model without layers")
-        layer = self.layers.pop()
+        layer = self._layers.pop()
         layer.in_model = False
-        if self.built and self.layers:
+        if self.built and self._layers:
             self._layers_changed()
-        elif not self.layers:
+        elif not self._layers:
             self._buffers, self.input_shape = None, None
         return layer
 
@@ -155,7 +163,7 @@ class Sequential(Trainer):
         """Create the weights on the model's backend for inputs of ``input_shape``: a number
         of features, the shape of one sample such as ``(28, 28, 1)``, or Keras' shape with the
         batch size first, as None (``(None, 784)``)."""
-        if not self.layers:
+        if not self._layers:
             raise UsageError("the model has no layers to build")
         input_shape = _sample_shape(input_shape)
         if self.backend is None:
@@ -170,21 +178,21 @@ class Sequential(Trainer):
         """Build the layers from index ``first`` on, the first of them on inputs of sample
         shape ``input_shape``."""
         try:
-            for index in range(first, len(self.layers)):
-                input_shape = self.layers[index].build_on(input_shape, self.backend, self.rng,
+            for index in range(first, len(self._layers)):
+                input_shape = self._layers[index].build_on(input_shape, self.backend, self.rng,
                                                           self.dtype)
         except MemoryError:
             size = (sum(math.prod(shape) for shape in self.param_shapes(self.input_shape))
                     * self.dtype.itemsize)
             shapes = [self.input_shape]
-            for layer in self.layers:
+            for layer in self._layers:
                 shapes.append(layer.compute_output_shape(shapes[-1]))
             sizes = " -> ".join(f"{math.prod(shape):,}" for shape in shapes)
             raise OutOfMemoryError(f"the weights of a {sizes} model need {size:,} bytes: more "
                                    "memory than this machine gives") from None
         # A layer's input gradient is needed only where a layer before it has weights.
         weighted_before = False
-        for layer in self.layers:
+        for layer in self._layers:
             layer.needs_input_grad = weighted_before
             weighted_before = weighted_before or bool(layer.weights)
 
@@ -288,7 +296,7 @@ class Sequential(Trainer):
 
     def get_config(self) -> dict:
         config = {"dtype": str(self.dtype), "layers": [layer.get_config()
-                                                      for layer in self.layers]}
+                                                      for layer in self._layers]}
         if self.name != "sequential":
             config["name"] = self.name
         return config

@@ -135,9 +135,10 @@ class Trainer:
 
     def _evaluation_batch(self) -> int:
         """The default rows of an evaluation batch: :data:`EVALUATION_BATCH`, or fewer where
-        the layers' outputs of that many samples would take more than
+        the inputs and the layers' outputs of that many samples would take more than
         :data:`EVALUATION_BYTES` (an unbuilt model: the first)."""
-        features = sum(layer.output_dim or 0 for layer in self.layers) if self.built else 0
+        features = (self.input_dim + sum(layer.output_dim or 0 for layer in self.layers)
+                    if self.built else 0)
         sample_bytes = max(features * self.dtype.itemsize, 1)
         return max(1, min(EVALUATION_BATCH, EVALUATION_BYTES // sample_bytes))
 
