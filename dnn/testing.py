@@ -112,7 +112,7 @@ class _StepLosses(Callback):
 
 def record_training(model: Sequential, x, y, epochs: int, batch_size: int,
                     callbacks=()) -> TrainingRun:
-    """Train the compiled ``model`` on host ``x`` ``(N, *input_shape)`` and ``y`` with
+    """Train the compiled ``model`` on host ``x`` ``(N, *sample_shape)`` and ``y`` with
     ``fit`` (and ``callbacks``) and record the run."""
     if not model.built:
         model.build(x.shape[1:])

@@ -276,7 +276,7 @@ def test_a_convnet_trains_and_its_checkpoint_holds_moving_statistics(tmp_path):
     assert all(not np.array_equal(now, then) for now, then in zip(norm.state_weights, moving))
     model.save(tmp_path / "convnet.npz")
     loaded = dnn.load_model(tmp_path / "convnet.npz")
-    assert loaded.input_shape == (8, 8, 1)
+    assert loaded.input_shape == (None, 8, 8, 1) and loaded.output_shape == (None, 3)
     for ours, theirs in zip(loaded.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(ours, theirs)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
@@ -294,7 +294,7 @@ def test_a_convnet_built_from_its_data_saves_the_image_shape(tmp_path):
     model.fit(x, y, epochs=1, verbose=0)
     model.save(tmp_path / "built.npz")
     loaded = dnn.load_model(tmp_path / "built.npz")
-    assert loaded.input_shape == (8, 8, 1)
+    assert loaded.sample_shape == (8, 8, 1)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
@@ -472,3 +472,5 @@ def test_an_input_is_not_one_of_the_models_layers_as_in_keras(cpu):
     assert not any("input_layer" in line for line in lines)
     assert model.get_config()["layers"][0] == {"class": "Input", "shape": [4]}
     assert model.layers[0].count_params() == 15
+    assert model.input_shape == Input(shape=(4,)).shape == (None, 4)
+    assert model.output_shape == (None, 2)

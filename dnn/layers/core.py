@@ -94,13 +94,13 @@ class Input(Passthrough):
 
     def __init__(self, shape, name=None):
         super().__init__(name, declared_shape(shape, None, "Input"))
-        self.shape = self.declared_input_shape
+        self.shape = (None, *self.declared_input_shape)  # Keras': the batch size first
 
     def get_config(self) -> dict:
-        return self._config("Input", shape=list(self.shape))
+        return self._config("Input", shape=list(self.declared_input_shape))
 
     def __repr__(self) -> str:
-        return f"Input(shape={self.shape})"
+        return f"Input(shape={self.declared_input_shape})"
 
 
 class _Reshaping(Layer):

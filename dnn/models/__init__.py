@@ -44,5 +44,5 @@ def clone_model(model: Sequential) -> Sequential:
         raise ArgumentTypeError(f"clone_model takes a Sequential, not {type(model).__name__}")
     clone = Sequential.from_config(model.get_config(), backend=model.backend)
     if model.built:
-        clone.build(model.input_shape)
+        clone.build(model.sample_shape)
     return clone

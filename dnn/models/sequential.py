@@ -71,7 +71,7 @@ class Sequential(Trainer):
         self.rng = model_rng(seed)
         self.name = "sequential" if name is None else str(name)
         self.backend = backends.resolve(backend) if backend is not None else None
-        self.input_shape = None  # the shape of one input sample, known once built
+        self.sample_shape = None  # the shape of one input sample, known once built
         self._buffers = None  # the batches and the loss gradient, once built
         for layer in layers:
             self.add(layer)
@@ -111,7 +111,7 @@ class Sequential(Trainer):
             self._layers.pop()
             layer.in_model = False
             if not self.built:
-                self.input_shape = None
+                self.sample_shape = None
             raise
 
     def pop(self):
@@ -123,7 +123,7 @@ class Sequential(Trainer):
         if self.built and self._layers:
             self._layers_changed()
         elif not self._layers:
-            self._buffers, self.input_shape = None, None
+            self._buffers, self.sample_shape = None, None
         return layer
 
     def _layers_changed(self) -> None:
@@ -154,10 +154,22 @@ class Sequential(Trainer):
         return self._buffers is not None
 
     @property
+    def input_shape(self) -> tuple | None:
+        """Keras' ``input_shape``: ``(None, *sample_shape)``, the batch size first as None
+        (None until built)."""
+        return None if self.sample_shape is None else (None, *self.sample_shape)
+
+    @property
+    def output_shape(self) -> tuple | None:
+        """Keras' ``output_shape``: ``(None, *the last layer's output shape)`` (None until
+        built)."""
+        return None if self.sample_shape is None else (None, *self.layers[-1].output_shape)
+
+    @property
     def input_dim(self) -> int | None:
-        """The number of features of one input sample (the product of ``input_shape``), known
+        """The number of features of one input sample (the product of ``sample_shape``), known
         once built."""
-        return None if self.input_shape is None else math.prod(self.input_shape)
+        return None if self.sample_shape is None else math.prod(self.sample_shape)
 
     def build(self, input_shape) -> None:
         """Create the weights on the model's backend for inputs of ``input_shape``: a number
@@ -168,7 +180,7 @@ class Sequential(Trainer):
         input_shape = _sample_shape(input_shape)
         if self.backend is None:
             self.backend = backends.current_backend()
-        self.input_shape = input_shape
+        self.sample_shape = input_shape
         self._build_layers(0, input_shape)
         self._buffers = Buffers(self.backend)  # and the model is built
         if self.compiled:
@@ -182,9 +194,9 @@ class Sequential(Trainer):
                 input_shape = self._layers[index].build_on(input_shape, self.backend, self.rng,
                                                           self.dtype)
         except MemoryError:
-            size = (sum(math.prod(shape) for shape in self.param_shapes(self.input_shape))
+            size = (sum(math.prod(shape) for shape in self.param_shapes(self.sample_shape))
                     * self.dtype.itemsize)
-            shapes = [self.input_shape]
+            shapes = [self.sample_shape]
             for layer in self._layers:
                 shapes.append(layer.compute_output_shape(shapes[-1]))
             sizes = " -> ".join(f"{math.prod(shape):,}" for shape in shapes)

@@ -59,8 +59,8 @@ def save(model, path) -> None:
         # where training stands: resuming goes on with the next epoch and the next shuffle
         "epochs_done": model.epochs_done, "shuffle_state": model.rng.bit_generator.state,
     }
-    if len(model.input_shape) > 1 or not isinstance(model.layers[0], layers.Dense):
-        meta["input_shape"] = list(model.input_shape)  # where the first kernel does not say it
+    if len(model.sample_shape) > 1 or not isinstance(model.layers[0], layers.Dense):
+        meta["input_shape"] = list(model.sample_shape)  # where the first kernel does not say it
     if optimizer is not None:
         for i, state in enumerate(optimizer.states):
             for key, value in state.items():
@@ -169,7 +169,7 @@ def load_into(model, path) -> None:
             saved = _architecture(meta["model"], _layers_of(meta["model"]))
             ours = model.get_config()
             _check_same_layers(path, saved["layers"], ours["layers"])
-            declared = model.input_shape or _input_shape(path, meta, model.layers)
+            declared = model.sample_shape or _input_shape(path, meta, model._layers)
             weights = _read_weights(archive, model.param_shapes, declared, describe(ours))
             spec = meta["optimizer"]
             same_optimizer = (spec is not None and model.optimizer is not None

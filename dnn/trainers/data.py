@@ -2,7 +2,7 @@
 
 Every check runs on the host, once per call of ``fit``/``evaluate``/``predict`` (or once per
 batch for data that comes in batches), and names what is wrong in one line; what passes moves
-to the backend in the form the step reads: inputs ``(N, *input_shape)`` in the model's dtype,
+to the backend in the form the step reads: inputs ``(N, *sample_shape)`` in the model's dtype,
 targets one-hot or ``(N, k)`` in the model's dtype (integer labels ``(N,)`` for a sparse loss),
 sample weights ``(N,)`` in the model's dtype.
 """
@@ -30,7 +30,7 @@ def host_array(array, what: str, backend=None) -> np.ndarray:
 
 
 def device_inputs(model, x, prefix: str = ""):
-    """``x`` ``(N, ...)`` checked and moved to the model's backend as ``(N, *input_shape)``
+    """``x`` ``(N, ...)`` checked and moved to the model's backend as ``(N, *sample_shape)``
     (flat samples ``(N, 784)`` for a model of ``(28, 28, 1)`` images, images without their one
     channel, and any samples for a model of flat inputs are reshaped; samples of another
     layout are refused), building the model on its first data; ``prefix`` (such as
@@ -41,7 +41,7 @@ def device_inputs(model, x, prefix: str = ""):
                          f"{x.shape}")
     if not model.built:
         model.build(x.shape[1:])
-    shape, expected = x.shape[1:], model.input_shape
+    shape, expected = x.shape[1:], model.sample_shape
     if shape != expected:
         features = math.prod(shape)
         if features != model.input_dim:
@@ -137,7 +137,7 @@ def _class_sample_weight(model, class_weight, y: np.ndarray) -> np.ndarray:
 
 class DeviceData:
     """One data set on the device, in the form a step reads: inputs ``x``
-    ``(N, *input_shape)``, targets ``y`` (see the module docstring) and ``sample_weight``
+    ``(N, *sample_shape)``, targets ``y`` (see the module docstring) and ``sample_weight``
     ``(N,)`` or None."""
 
     def __init__(self, x, y, sample_weight=None):

@@ -44,7 +44,7 @@ class GraphFallbackWarning(UserWarning):
 
 class TrainingStep:
     """One :meth:`dnn.trainers.Trainer.train_step` on the rows of ``data`` (a
-    :class:`dnn.trainers.data.DeviceData`: inputs ``(N, *input_shape)``, targets, sample
+    :class:`dnn.trainers.data.DeviceData`: inputs ``(N, *sample_shape)``, targets, sample
     weights ``(N,)`` or None) named by ``indices`` ``(rows,)`` (int64, written by the caller before
     each run), gathered into the trainer's batch buffers; data-parallel, ``total_rows`` are
     the rows of the global batch those are this rank's share of (None in a single process)."""

@@ -158,7 +158,7 @@ class Trainer:
         return self.backend.take_rows(data, indices, out)
 
     def forward(self, x, training: bool = False):
-        """``(n, *input_shape) -> (n, k)``: the last layer's output; its logits when the loss
+        """``(n, *sample_shape) -> (n, k)``: the last layer's output; its logits when the loss
         takes those (see :meth:`predictions`)."""
         last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
@@ -211,7 +211,7 @@ class Trainer:
                                        [g for layer in trainable for g in layer.grads])
 
     def train_step(self, x, y, sample_weight=None, total_rows: int | None = None) -> None:
-        """One training step on a device batch (``x`` ``(n, *input_shape)``, ``y`` the targets,
+        """One training step on a device batch (``x`` ``(n, *sample_shape)``, ``y`` the targets,
         ``sample_weight`` ``(n,)`` or None), its loss and metrics added to the epoch's.
         Data-parallel, ``x`` is this rank's share of a global batch of ``total_rows`` rows,
         and the gradients are summed over the ranks before the update."""
