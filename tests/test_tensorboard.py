@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
 import time
@@ -23,7 +24,8 @@ from dnn.backends.gpu import GpuBackend
 from dnn.callbacks import (BatchLogs, Callback, LambdaCallback, LearningRateScheduler,
                            TensorBoard)
 from dnn.errors import ArgumentTypeError, DnnError, FileWriteError, UsageError
-from dnn.layers import Dense
+from dnn.layers import BatchNormalization, Dense, Dropout
+from dnn.saving import fileio
 from dnn.trainers.step import GraphFallbackWarning
 from dnn.trainers.trainer import Trainer
 from dnn.utils import to_categorical
@@ -110,8 +112,9 @@ def assert_scalars(accumulator, tag: str, steps, values) -> None:
 
 
 def paths(model) -> dict:
-    """``{"hidden/kernel": (layer index, weight index), ...}``, as Keras names weights."""
-    return {f"{layer.name}/{name}": (i, j) for i, layer in enumerate(model.layers)
+    """``{"sequential/hidden/kernel": (layer index, weight index), ...}``: Keras 3's
+    ``weight.path`` of the Dense weights of :func:`train`'s model."""
+    return {f"sequential/{layer.name}/{name}": (i, j) for i, layer in enumerate(model.layers)
             for j, name in enumerate(("kernel", "bias"))}
 
 
@@ -246,6 +249,51 @@ def test_weight_histograms_every_n_epochs_count_every_weight(tmp_path):
         assert (buckets[0, 0], buckets[-1, 1]) == (weights.min(), weights.max())
 
 
+def test_histograms_are_keras_3s_tags_for_every_weight_trained_or_not(tmp_path):
+    """Keras 3's tags (``weight.path`` + ``/histogram``, the model's name first) for every
+    weight of every layer: BatchNormalization's moving statistics too, which no gradient
+    moves; the gradient figures under the same paths, for the trained weights alone (real
+    Keras 3 writes these histogram tags for the same model: ``sequential/dense/kernel``,
+    ``sequential/batch_normalization/moving_mean``, ...)."""
+    rng = np.random.default_rng(0)
+    model = dnn.Sequential([Dense(8, activation="relu", name="dense"),
+                            BatchNormalization(name="batch_normalization"),
+                            Dropout(0.1, name="dropout"),
+                            Dense(2, activation="softmax", name="dense_1")], seed=0)
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    model.fit(rng.normal(size=(20, 3)), to_categorical(rng.integers(0, 2, 20), 2), verbose=0,
+              epochs=2, callbacks=[TensorBoard(tmp_path, histogram_freq=1, gradient_freq=1)])
+    run = events(tmp_path / "train")
+    weights = {"dense": ("kernel", "bias"), "dense_1": ("kernel", "bias"),
+               "batch_normalization": ("gamma", "beta", "moving_mean", "moving_variance")}
+    every = [f"sequential/{layer}/{name}" for layer, names in weights.items() for name in names]
+    trained = [path for path in every if not path.endswith(("moving_mean", "moving_variance"))]
+    assert tags(run, "histograms") == ({f"{path}/histogram" for path in every}
+                                       | {f"{path}/gradient_histogram" for path in trained})
+    assert tags(run, "scalars") - {"epoch_loss", "epoch_learning_rate"} == {
+        f"{path}/{signal}" for path in trained for signal in ("gradient_norm", "update_ratio")}
+    layer = model.layers[1]
+    for name, weight in zip(("moving_mean", "moving_variance"), layer.state_weights):
+        read = series(run, f"sequential/batch_normalization/{name}/histogram")
+        assert [step for step, _ in read] == [0, 1]
+        host = model.backend.to_numpy(weight)
+        assert read[-1][1][:, 2].sum() == host.size
+        assert (read[-1][1][0, 0], read[-1][1][-1, 1]) == (host.min(), host.max())
+
+
+def test_the_model_name_leads_the_weight_tags(tmp_path):
+    rng = np.random.default_rng(0)
+    model = dnn.Sequential([Dense(2, activation="softmax", name="out")], name="net", seed=0)
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    model.fit(rng.normal(size=(8, 3)), to_categorical(rng.integers(0, 2, 8), 2), verbose=0,
+              callbacks=[TensorBoard(tmp_path, histogram_freq=1, gradient_freq=1)])
+    run = events(tmp_path / "train")
+    assert tags(run, "histograms") == {"net/out/kernel/histogram", "net/out/bias/histogram",
+                                       "net/out/kernel/gradient_histogram",
+                                       "net/out/bias/gradient_histogram"}
+    assert "net/out/kernel/gradient_norm" in tags(run, "scalars")
+
+
 class KeepWeightsBeforeTheLastStep(Callback):
     """Keeps host copies of the weights before each epoch's last step, in ``weights``."""
 
@@ -296,10 +344,70 @@ def test_a_frozen_layer_has_weight_histograms_but_no_gradient_figures(tmp_path):
               callbacks=[TensorBoard(tmp_path, histogram_freq=1, gradient_freq=1)])
     run = events(tmp_path / "train")
     histograms, scalars = tags(run, "histograms"), tags(run, "scalars")
-    assert {tag for tag in histograms | scalars if tag.startswith("frozen/")} == {
-        "frozen/kernel/histogram", "frozen/bias/histogram"}
-    assert {"trained/kernel/gradient_histogram", "trained/kernel/gradient_norm",
-            "trained/kernel/update_ratio"} <= histograms | scalars
+    assert {tag for tag in histograms | scalars if tag.startswith("sequential/frozen/")} == {
+        "sequential/frozen/kernel/histogram", "sequential/frozen/bias/histogram"}
+    assert {"sequential/trained/kernel/gradient_histogram",
+            "sequential/trained/kernel/gradient_norm",
+            "sequential/trained/kernel/update_ratio"} <= histograms | scalars
+
+
+def keras_summaries(folder) -> list:
+    """``[(step, summary value), ...]`` of the tag ``keras`` in the event files of a run, as
+    written (TensorBoard's reader, without the migrations its server applies)."""
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    found = []
+    for name in sorted(os.listdir(folder)):
+        for record in RawEventFileLoader(os.path.join(folder, name)).Load():
+            event = Event.FromString(record)
+            found += [(event.step, value) for value in event.summary.value
+                      if value.tag == "keras"]
+    return found
+
+
+def test_write_graph_writes_the_model_as_keras_model_summary_does(tmp_path):
+    """Keras' ``keras_model_summary("keras", model, step=0)``: in the train run at step 0,
+    one string tensor, the plugin ``graph_keras_model`` (version b"1"), which TensorBoard's
+    server draws as the run's conceptual graph; the text is the model's config laid out as
+    Keras' ``to_json`` lays it out."""
+    from tensorboard.compat.proto import types_pb2
+
+    model, _ = train("cpu", [TensorBoard(tmp_path)])
+    (step, value), = keras_summaries(tmp_path / "train")
+    assert step == 0
+    assert value.metadata.plugin_data.plugin_name == "graph_keras_model"
+    assert value.metadata.plugin_data.content == b"1"
+    assert value.tensor.dtype == types_pb2.DT_STRING
+    assert list(value.tensor.tensor_shape.dim) == []  # a scalar
+    (text,) = value.tensor.string_val
+    layout = json.loads(text)
+    assert layout["class_name"] == "Sequential" and layout["config"]["name"] == model.name
+    ours = model.get_config()["layers"]
+    assert [(layer["class_name"], layer["config"]["name"]) for layer in
+            layout["config"]["layers"]] == [(config["class"], layer.name)
+                                            for config, layer in zip(ours, model.layers)]
+    assert layout["config"]["layers"][0]["config"]["units"] == ours[0]["units"]
+    assert tags(events(tmp_path / "train"), "graph_keras_model") == {"keras"}
+    assert not keras_summaries(tmp_path / "validation")
+
+
+def test_without_write_graph_no_model_is_written(tmp_path):
+    train("cpu", [TensorBoard(tmp_path, write_graph=False)], epochs=1)
+    assert keras_summaries(tmp_path / "train") == []
+
+
+def test_a_model_that_cannot_be_written_as_json_warns_and_trains(tmp_path, monkeypatch):
+    """As in Keras: a warning, no ``keras`` tag, and the rest of the run written."""
+    def fails(self, **kwargs):
+        raise NotImplementedError("a layer without get_config")
+
+    monkeypatch.setattr(dnn.Sequential, "get_config", fails)
+    with pytest.warns(UserWarning, match=r"no model graph: the model failed to serialize as "
+                                         r"JSON \(a layer without get_config\)"):
+        train("cpu", [TensorBoard(tmp_path)], epochs=1)
+    assert keras_summaries(tmp_path / "train") == []
+    assert [step for step, _ in series(events(tmp_path / "train"), "epoch_loss")] == [0]
 
 
 def test_batch_figures_every_n_batches_are_the_batch_logs(tmp_path):
@@ -409,16 +517,39 @@ def test_a_file_where_the_log_folder_should_be_fails_at_construction(tmp_path, w
         TensorBoard(tmp_path / where)
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
-                    reason="root (or Windows) writes in a read-only folder")
-def test_a_read_only_log_folder_fails_at_construction(tmp_path):
+def access_as_a_user(monkeypatch) -> None:
+    """Where the tests run as root, whom permission bits do not stop, ``os.access`` answers
+    as for the folder's owner who is not root: no writing where the owner's write bit is off
+    (the check dnn makes before making a folder in it)."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return  # the permission bits stop this user: the real os.access
+    access = os.access
+
+    def as_a_user(path, mode, *args, **kwargs):
+        if mode & os.W_OK and not os.stat(path).st_mode & stat.S_IWUSR:
+            return False
+        return access(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(fileio.os, "access", as_a_user)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="permission bits are POSIX'")
+@pytest.mark.parametrize("where", ["logs", "logs/deeper"])
+def test_a_read_only_log_folder_is_one_error_before_training(tmp_path, monkeypatch, where):
+    """Made read-only (mode 0555), the log folder fails at construction, with one line naming
+    it, before any model trained (run as root too: see :func:`access_as_a_user`)."""
+    access_as_a_user(monkeypatch)
     folder = tmp_path / "logs"
     folder.mkdir(mode=0o555)
     try:
-        with pytest.raises(UsageError, match="cannot write"):
-            TensorBoard(folder)
+        with pytest.raises(UsageError) as raised:
+            TensorBoard(tmp_path / where)
     finally:
         folder.chmod(0o755)
+    target = tmp_path / where / "train" / "events.out.tfevents"
+    assert str(raised.value) == (f"TensorBoard log_dir {target}: cannot write a file there "
+                                 f"(cannot make a folder in {os.path.realpath(folder)})")
+    assert list(folder.iterdir()) == []  # nothing made
 
 
 def test_a_full_disk_fails_before_the_first_step(tmp_path, monkeypatch):
@@ -487,7 +618,15 @@ def test_the_tensorboard_server_shows_the_run(tmp_path):
                                            history.history[f"{prefix}{name}"], rtol=1e-7)
         with urllib.request.urlopen(f"{url}data/plugin/scalars/tags", timeout=15) as response:
             scalar_tags = json.load(response)
-        assert "hidden/kernel/gradient_norm" in scalar_tags["train"]
+        assert "sequential/hidden/kernel/gradient_norm" in scalar_tags["train"]
+        with urllib.request.urlopen(f"{url}data/plugin/graphs/info", timeout=15) as response:
+            graphs = json.load(response)
+        assert graphs["train"]["tags"]["keras"]["conceptual_graph"] is True
+        query = urllib.parse.urlencode({"run": "train", "tag": "keras", "conceptual": "true"})
+        with urllib.request.urlopen(f"{url}data/plugin/graphs/graph?{query}",
+                                    timeout=15) as response:
+            graph = response.read().decode()  # the GraphDef the Graphs tab draws
+        assert graph.count('s: "Dense"') == 2 and 'name: "sequential/hidden"' in graph
     finally:
         process.kill()
         process.wait(timeout=15)
@@ -511,7 +650,8 @@ def test_dnn_train_tensorboard_writes_the_runs_epochs(tmp_path, install_fake_plu
     train = EventAccumulator(str(logs / "train"), size_guidance={"tensors": 0}).Reload()
     assert [event.step for event in train.Tensors("epoch_loss")] == [0, 1]
     tags = train.Tags()["tensors"]
-    assert any(tag.endswith("/kernel/gradient_norm") for tag in tags)
-    assert any(tag.endswith("/kernel/histogram") for tag in tags)
+    assert any(re.fullmatch(r"sequential/\w+/kernel/gradient_norm", tag) for tag in tags)
+    assert any(re.fullmatch(r"sequential/\w+/kernel/histogram", tag) for tag in tags)
+    assert "keras" in tags
     test = EventAccumulator(str(logs / "test"), size_guidance={"tensors": 0}).Reload()
     assert [event.step for event in test.Tensors("epoch_accuracy")] == [0, 1]

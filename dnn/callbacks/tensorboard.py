@@ -13,6 +13,7 @@ first writes is one line there.
 
 from __future__ import annotations
 
+import json
 import itertools
 import os
 import socket
@@ -44,7 +45,9 @@ def _library() -> types.SimpleNamespace:
     """The parts of the ``tensorboard`` package the callback writes with, or a DnnError
     saying which extra to install."""
     try:
+        from tensorboard.compat.proto import summary_pb2, tensor_pb2, types_pb2
         from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.plugins.graph.metadata import PLUGIN_NAME_KERAS_MODEL
         from tensorboard.plugins.histogram.summary_v2 import histogram_pb
         from tensorboard.plugins.scalar.summary_v2 import scalar_pb
         from tensorboard.summary.writer.record_writer import RecordWriter
@@ -52,7 +55,43 @@ def _library() -> types.SimpleNamespace:
         raise DnnError(f"the TensorBoard callback needs the tensorboard package: "
                        f"{INSTALL_HINT}") from None
     return types.SimpleNamespace(Event=Event, RecordWriter=RecordWriter,
-                                 histogram_pb=histogram_pb, scalar_pb=scalar_pb)
+                                 histogram_pb=histogram_pb, scalar_pb=scalar_pb,
+                                 Summary=summary_pb2.Summary,
+                                 SummaryMetadata=summary_pb2.SummaryMetadata,
+                                 TensorProto=tensor_pb2.TensorProto, DT_STRING=types_pb2.DT_STRING,
+                                 keras_model_plugin=PLUGIN_NAME_KERAS_MODEL)
+
+
+def _model_summary(library: types.SimpleNamespace, tag: str, json_text: str):
+    """Keras' ``keras_model_summary``: a ``Summary`` of one string tensor, ``json_text`` (the
+    model's ``to_json()``), under ``tag``, for the plugin ``graph_keras_model`` (version
+    ``1``), that TensorBoard's graph dashboard reads as the model's conceptual graph."""
+    metadata = library.SummaryMetadata()
+    metadata.plugin_data.plugin_name = library.keras_model_plugin  # "graph_keras_model"
+    metadata.plugin_data.content = b"1"
+    tensor = library.TensorProto(dtype=library.DT_STRING,
+                                 string_val=[json_text.encode("utf-8")])
+    tensor.tensor_shape.SetInParent()  # a scalar, as tf.summary.write makes it
+    return library.Summary(value=[library.Summary.Value(tag=tag, metadata=metadata,
+                                                        tensor=tensor)])
+
+
+def _keras_layout(model) -> dict:
+    """``model.get_config()`` laid out as Keras' ``to_json`` lays out a Sequential's, which
+    TensorBoard's graph dashboard draws: ``{"class_name": "Sequential", "config": {"name",
+    "layers": [{"class_name", "config": {"name", ...}}, ...]}}``, an Input as Keras'
+    ``InputLayer`` with its ``batch_shape``."""
+    config = model.get_config()
+    layers = []
+    for layer, layer_config in zip(model._layers, config["layers"]):
+        arguments = {key: value for key, value in layer_config.items() if key != "class"}
+        arguments.update(name=layer.name, dtype=config["dtype"])
+        if layer_config["class"] == "Input":
+            arguments["batch_shape"] = [None, *arguments.pop("shape")]
+            layers.append({"class_name": "InputLayer", "config": arguments})
+        else:
+            layers.append({"class_name": layer_config["class"], "config": arguments})
+    return {"class_name": "Sequential", "config": {"name": model.name, "layers": layers}}
 
 
 def _sync(file) -> None:
@@ -155,12 +194,27 @@ def _by_run(figures: dict) -> dict:
     return runs
 
 
-def _weights(layers):
-    """``(path, param, grad)`` for every weight of ``layers``, ``path`` as Keras names it:
-    ``layer name/weight name`` (``dense/kernel``)."""
-    for layer in layers:
-        for param, grad in zip(layer.params, layer.grads):
-            yield f"{layer.name}/{layer.weight_name(param)}", param, grad
+def _path(model, layer, weight) -> str:
+    """``weight``'s tag stem as Keras 3 writes it: its ``weight.path`` (``model name/layer
+    name/weight name``: ``sequential/dense/kernel``), ``:`` replaced by ``_``."""
+    return f"{model.name}/{layer.name}/{layer.weight_name(weight)}".replace(":", "_")
+
+
+def _weights(model):
+    """``(path, weight)`` for every weight of every layer of ``model``, trained or not (a
+    frozen layer's, BatchNormalization's ``moving_mean``), as Keras 3 writes histograms."""
+    for layer in model.layers:
+        for weight in layer.weights:
+            yield _path(model, layer, weight), weight
+
+
+def _trained(model):
+    """``(path, param, grad)`` for every weight the optimizer trains: the ``params`` of the
+    model's trainable layers, with their gradients."""
+    for layer in model.layers:
+        if layer.trainable:
+            for param, grad in zip(layer.params, layer.grads):
+                yield _path(model, layer, param), param, grad
 
 
 def _every(frequency: int, epoch: int) -> bool:
@@ -201,15 +255,26 @@ class TensorBoard(Callback):
       last given), never read from the device;
     - with ``write_steps_per_second``: ``epoch_steps_per_second`` (and
       ``batch_steps_per_second`` with batch figures);
-    - with ``histogram_freq`` N: every N epochs a histogram of every weight,
-      ``<layer>/<weight>/histogram`` (``dense/kernel/histogram``, ``dense/bias/histogram``).
+    - with ``histogram_freq`` N: every N epochs, in ``train``, a histogram of every weight of
+      every layer, trained or not (a frozen layer's, BatchNormalization's ``moving_mean``),
+      tagged as Keras 3 tags it, by the weight's path ``<model>/<layer>/<weight>/histogram``
+      (``sequential/dense/kernel/histogram``, ``sequential/dense/bias/histogram``; the
+      model's ``name``, each layer's, and the name the layer made the weight with);
+    - with ``write_graph`` (the default): in ``train`` at step 0, when training begins, the
+      model's architecture as Keras' ``keras_model_summary`` writes it: the tag ``keras``, a
+      string tensor for TensorBoard's ``graph_keras_model`` plugin holding the JSON laid out
+      as Keras' ``to_json`` lays it out (each layer's class and arguments, named), which its
+      Graphs dashboard draws as the run's conceptual graph; a model whose config cannot be
+      written warns and writes none, as in Keras.
 
-    Beyond Keras, ``gradient_freq`` N writes every N epochs, for each weight of the trainable
-    layers, from the last step of the epoch (its gradient, regularization included, as the
-    optimizer applied it): ``<layer>/<weight>/gradient_norm`` (vanishing or exploding
-    gradients), ``<layer>/<weight>/update_ratio``, the norm of the step's change of the
-    weight over the weight's norm (about 1e-3 is healthy; 1e-1 means a learning rate too
-    large), and ``<layer>/<weight>/gradient_histogram``.  The weights are copied on the device
+    Beyond Keras, ``gradient_freq`` N writes every N epochs, in ``train``, for each weight the
+    optimizer trains (those of the trainable layers), from the last step of the epoch (its
+    gradient, regularization included, as the optimizer applied it), under the same path as
+    its histogram: ``<model>/<layer>/<weight>/gradient_norm``
+    (``sequential/dense/kernel/gradient_norm``: vanishing or exploding gradients),
+    ``<model>/<layer>/<weight>/update_ratio``, the norm of the step's change of the weight
+    over the weight's norm (about 1e-3 is healthy; 1e-1 means a learning rate too large), and
+    ``<model>/<layer>/<weight>/gradient_histogram``.  The weights are copied on the device
     once, before that step; the ratio is left out where the epoch's length is not known
     (batches from a generator without ``len``), the epoch stopped early, or the weight was
     zero.
@@ -219,7 +284,7 @@ class TensorBoard(Callback):
             written (checked here, and again when training begins: a
             :class:`dnn.errors.UsageError` or :class:`dnn.errors.FileWriteError`).
         histogram_freq: every how many epochs to write the weights' histograms (0: never).
-        write_graph: accepted for Keras' sake; dnn has no graph to draw (no effect).
+        write_graph: write the model's JSON (tag ``keras``, above) when training begins.
         write_images: ignored (Keras draws weights as images); True warns.
         write_steps_per_second: write the training steps per second.
         update_freq: ``"epoch"`` (figures once an epoch), ``"batch"`` or N (also every N
@@ -274,7 +339,8 @@ class TensorBoard(Callback):
     # -- the hooks -----------------------------------------------------------------------
     def on_train_begin(self, logs=None):
         self._global_batch, self._rate, self._rate_step = 0, None, 0
-        self._files.add("train", 0)  # now: a folder that cannot be written fails at once
+        summaries = self._graph() if self.write_graph else []
+        self._files.add("train", 0, summaries)  # now: a folder that cannot be written fails
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.write_steps_per_second or self.update_freq != "epoch":
@@ -291,7 +357,7 @@ class TensorBoard(Callback):
         if batch == self._copy_before:  # the last step of an epoch with gradient figures
             xp = self.model.backend.xp
             self._weights_before = {path: xp.asarray(param, copy=True)
-                                    for path, param, _ in _weights(self._trainable())}
+                                    for path, param, _ in _trained(self.model)}
         if self.update_freq != "epoch":
             self._global_batch += 1
             self._batch_started = time.perf_counter()
@@ -360,17 +426,28 @@ class TensorBoard(Callback):
             self._scalars("train", {"batch_learning_rate": float(rate)}, batch)
             self._rate_step = batch
 
+    def _graph(self) -> list:
+        """Keras' ``keras`` summary of the model as Keras' JSON lays it out, in a list; none
+        (with a warning, as in Keras) where the model's config cannot be written."""
+        try:
+            json_text = json.dumps(_keras_layout(self.model))
+        except Exception as error:  # as Keras: a model that cannot be written is no failure
+            warnings.warn(f"TensorBoard writes no model graph: the model failed to serialize "
+                          f"as JSON ({error})", UserWarning, stacklevel=2)
+            return []
+        return [_model_summary(self._library, "keras", json_text)]
+
     def _log_weights(self, epoch: int) -> None:
-        """A histogram of every weight of the model, as Keras writes it."""
+        """A histogram of every weight of every layer, trained or not, as Keras 3 writes it."""
         to_numpy, histogram_pb = self.model.backend.to_numpy, self._library.histogram_pb
-        self._files.add("train", epoch, [histogram_pb(f"{path}/histogram", to_numpy(param))
-                                         for path, param, _ in _weights(self.model.layers)])
+        self._files.add("train", epoch, [histogram_pb(f"{path}/histogram", to_numpy(weight))
+                                         for path, weight in _weights(self.model)])
 
     def _log_gradients(self, epoch: int) -> None:
-        """The gradient figures of every weight of the trainable layers (class docstring)."""
+        """The gradient figures of every weight the optimizer trains (class docstring)."""
         to_numpy, histogram_pb = self.model.backend.to_numpy, self._library.histogram_pb
         figures, histograms = {}, []
-        for path, param, grad in _weights(self._trainable()):
+        for path, param, grad in _trained(self.model):
             gradient = to_numpy(grad)
             figures[f"{path}/gradient_norm"] = _norm(gradient)
             histograms.append(histogram_pb(f"{path}/gradient_histogram", gradient))
@@ -382,7 +459,3 @@ class TensorBoard(Callback):
         self._weights_before = {}
         self._scalars("train", figures, epoch)
         self._files.add("train", epoch, histograms)
-
-    def _trainable(self) -> list:
-        """The model's layers whose weights the optimizer trains."""
-        return [layer for layer in self.model.layers if layer.trainable]

@@ -212,8 +212,8 @@ class Layer:
         name) from the model's seeded generator, in the model's dtype, on its backend; a
         trained one (in ``params``, its gradient buffer in ``grads``) or one the layer updates
         itself (in ``state_weights``), called ``name`` (``kernel``: TensorBoard shows
-        ``dense/kernel``; ``weight_<index>`` by default).  Called from ``build``; returns the
-        weight."""
+        ``sequential/dense/kernel``; ``weight_<index>`` by default).  Called from ``build``;
+        returns the weight."""
         shape = tuple(int(size) for size in shape)
         host = initializers.draw(initializers.check(initializer), self._rng, shape,
                                  self._dtype)
