@@ -187,10 +187,14 @@ def print_result(result: dict) -> None:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("DNN_DATA_DIR"))
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--json", dest="json_path")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])  # a paragraph
+    parser.add_argument("--data-dir", default=os.environ.get("DNN_DATA_DIR"),
+                        help="the MNIST folder (default: $DNN_DATA_DIR)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds, each timing every number of ranks; the figures are "
+                             "the medians over them (default: 5)")
+    parser.add_argument("--json", dest="json_path", metavar="PATH",
+                        help="also write the figures to this JSON file")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     add_quick_option(parser)

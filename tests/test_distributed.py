@@ -5,7 +5,8 @@ worker below, named on the command line), with a timeout, and compare what the r
 with runs made here; they are skipped, with the reason, where mpi4py or mpiexec is missing.
 NCCL cannot run without two GPUs: its communicator runs here on the CuPy stand-in
 (tests/standin) over a ``cupy.cuda.nccl`` of MPI (:class:`FakeNccl`), captured in the step's
-graph as NCCL is; on GPUs it is skipped with the reason.
+graph as NCCL is; on GPUs it is skipped with the reason.  GPUs without NCCL (the MPI
+communicator summing through the host) run on the stand-in too.
 """
 
 from __future__ import annotations
@@ -305,6 +306,17 @@ def test_workers_start_the_venvs_mpiexec_with_this_python():
     assert Path(command[0]).name == "mpiexec"
 
 
+def test_the_benchmarks_help_describes_it_in_whole_sentences():
+    result = subprocess.run([sys.executable, ROOT / "scripts" / "bench_distributed.py",
+                             "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert ("Data-parallel benchmark: the step and the gradient all-reduce on 1 and 2 MPI ranks "
+            "(more where the machine has the cores), and a model of the all-reduce's share of a "
+            "step at 8, 64 and 512. options:") in text
+    assert "--rounds ROUNDS rounds, each timing" in text
+
+
 # -- two ranks ----------------------------------------------------------------------------------
 def worker_equivalence(folder: str) -> None:
     """Every case trained by ``fit`` on this rank; its weights and iterations saved."""
@@ -428,6 +440,59 @@ def test_a_checkpoint_of_two_ranks_resumes_on_two_and_on_one(tmp_path):
     for mine, theirs, alone in zip(*ranks, model.get_weights()):
         assert mine.tobytes() == theirs.tobytes()
         assert np.max(np.abs(mine - alone)) < 1e-6
+
+
+def worker_resume_perturbed(folder: str) -> None:
+    """A checkpoint of an epoch (RMSprop, its rate decaying with the iterations) resumed
+    twice on every rank: as loaded, and with rank 1's weights, mean squares, iterations and
+    shuffle state changed after loading, before ``fit``; each run's end saved."""
+    rank = distributed.communicator().rank
+    x, y = data(1000)
+    path = Path(folder, "model.npz")
+    model = dnn.Sequential([Dense(64, activation="relu"), Dense(10, activation="softmax")],
+                           seed=0)
+    model.compile(optimizer=dnn.optimizers.RMSprop(
+        dnn.optimizers.schedules.ExponentialDecay(0.002, decay_steps=5, decay_rate=0.5)),
+        loss="categorical_crossentropy")
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0,
+              callbacks=[dnn.callbacks.ModelCheckpoint(path)])
+    for run in ("as-loaded", "perturbed"):
+        resumed = dnn.load_model(path)
+        optimizer = resumed.optimizer
+        if run == "perturbed" and rank == 1:
+            resumed.set_weights([weights + 0.01 for weights in resumed.get_weights()])
+            for state in optimizer.states:
+                state["mean_square"] += 0.5
+            optimizer.iterations = int(optimizer.iterations) + 40
+            resumed.rng.random(5)  # its shuffle state drawn on
+        history = resumed.fit(x, y, batch_size=BATCH, epochs=3,
+                              initial_epoch=resumed.epochs_done, verbose=0)
+        np.savez(Path(folder, f"{run}-{rank}.npz"), *resumed.get_weights(),
+                 *(state["mean_square"] for state in optimizer.states),
+                 iterations=int(optimizer.iterations), shuffle=resumed.rng.random(4))
+        report(folder, run, history=history.history)
+
+
+@needs_mpi
+def test_after_resuming_every_rank_trains_from_rank_0s_state(tmp_path):
+    """Rank 1's weights, optimizer state (mean squares), iterations (which the learning rate
+    follows) and shuffle state, changed after loading the checkpoint, change nothing: every
+    rank starts from rank 0's and ends with the bytes of a run where rank 1 kept its own."""
+    assert_ran(mpiexec("resume-perturbed", tmp_path))
+    ends = {}
+    for run in ("as-loaded", "perturbed"):
+        for rank in (0, 1):
+            with np.load(tmp_path / f"{run}-{rank}.npz") as archive:
+                ends[run, rank] = {name: archive[name] for name in archive.files}
+    reference = ends["as-loaded", 0]
+    assert len(reference) == 4 + 4 + 2 and int(reference["iterations"]) == 3 * 8
+    for end in ends.values():
+        assert sorted(end) == sorted(reference)
+        for name, values in end.items():
+            assert values.tobytes() == reference[name].tobytes(), name
+    for run in ("as-loaded", "perturbed"):
+        histories = reports(tmp_path, run)
+        assert histories[0] == histories[1] == reports(tmp_path, "as-loaded")[0]
 
 
 class Batches:
@@ -634,7 +699,8 @@ def test_a_failure_on_one_rank_ends_the_job_within_30_seconds():
 
 
 # -- dnn train under mpiexec ---------------------------------------------------------------------
-FAILING = {  # a plugin module: a dataset and an optimizer that fail on rank 1 alone
+FAILING = {  # a plugin module: a dataset and an optimizer that fail on rank 1 alone, and an
+    # optimizer that writes $PIDS/rank-N (its process id) at its first step
     "ranked_plugins": """
         import os
 
@@ -664,13 +730,26 @@ FAILING = {  # a plugin module: a dataset and an optimizer that fail on rank 1 a
                 if RANK == "1" and int(self.iterations) == 5:
                     raise RuntimeError("step 5 failed on rank 1")
                 super().update(param, grad, state)
+
+
+        class MarksItsStart(SGD):
+            marked = False
+
+            def update(self, param, grad, state):
+                if not self.marked and os.environ.get("PIDS"):
+                    path = os.path.join(os.environ["PIDS"], f"rank-{RANK}")
+                    with open(path + ".part", "w") as file:
+                        file.write(str(os.getpid()))
+                    os.replace(path + ".part", path)
+                    self.marked = True
+                super().update(param, grad, state)
     """}
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> str:
     """PYTHONPATH for ``dnn`` with the plugins of :data:`FAILING` (dataset ``tiny``,
-    optimizer ``fails``) installed."""
+    optimizers ``fails`` and ``marks``) installed."""
     import textwrap
 
     folder = tmp_path_factory.mktemp("site")
@@ -680,7 +759,8 @@ def site(tmp_path_factory) -> str:
                                    "Version: 1.0\n")
     (info / "entry_points.txt").write_text(
         "[dnn.datasets]\ntiny = ranked_plugins:Tiny\n"
-        "[dnn.optimizers]\nfails = ranked_plugins:FailsOnRank1\n")
+        "[dnn.optimizers]\nfails = ranked_plugins:FailsOnRank1\n"
+        "marks = ranked_plugins:MarksItsStart\n")
     (folder / "ranked_plugins.py").write_text(textwrap.dedent(FAILING["ranked_plugins"]))
     return os.pathsep.join([str(folder), str(ROOT)])
 
@@ -702,12 +782,25 @@ def history_of(path: Path) -> list[float]:
 
 @needs_mpi
 def test_mpiexec_dnn_train_prints_one_test_line_and_writes_each_file_once(site, tmp_path):
-    files = {name: tmp_path / name for name in ("two.json", "two.npz", "one.json", "board")}
-    result = mpiexec(*TRAIN, "--epochs", "2", "--history", files["two.json"], "--save",
-                     files["two.npz"], "--tensorboard", files["board"],
-                     environment={"PYTHONPATH": site})
+    """Rank 0 runs in ``tmp_path``, rank 1 in a folder of its own, with the same relative
+    paths: whatever rank 1 wrote would be in its folder, which stays empty."""
+    pytest.importorskip("matplotlib")
+    files = {name: tmp_path / name
+             for name in ("two.json", "two.npz", "two.png", "one.json", "board")}
+    arguments = [*TRAIN, "--epochs", "2", *(option for name, flag in (
+        ("two.json", "--history"), ("two.npz", "--save"), ("two.png", "--plot"),
+        ("board", "--tensorboard")) for option in (flag, name))]
+    own = tmp_path / "rank-1"
+    own.mkdir()
+    result = subprocess.run(
+        [launcher.mpiexec(), "-n", "1", "-wdir", tmp_path, sys.executable, *arguments, ":",
+         "-n", "1", "-wdir", own, sys.executable, *arguments], capture_output=True, text=True,
+        timeout=60, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": site})
     assert_ran(result)
     assert result.stdout.count("test: loss") == 1 and result.stdout.count("Epoch 2/2") == 1
+    assert list(own.iterdir()) == []
+    own.rmdir()
+    assert files["two.png"].read_bytes().startswith(b"\x89PNG")
     writers = {path.name.split(".")[-2] for path in files["board"].rglob("events.out.*")}
     assert len(writers) == 1  # the event files of one process (events.out.tfevents.*.PID.N)
     assert_ran(plain_dnn(site, *TRAIN, "--epochs", "2", "--history", files["one.json"]))
@@ -752,6 +845,57 @@ def test_an_error_on_any_rank_ends_dnn_train_with_its_status_reported_once(
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1 and errors[0].startswith(error), result.stderr
     assert "Traceback" not in result.stderr
+
+
+SIGNALLED = {"SIGINT": (130, "Error: interrupted (Ctrl-C); no checkpoint was saved (no --save)"),
+             "SIGTERM": (143, "Error: stopped by SIGTERM; files being written were left as they "
+                              "were")}
+
+
+@needs_mpi
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("target", ["mpiexec", "rank 1", "every process"])
+@pytest.mark.parametrize("name", sorted(SIGNALLED))
+def test_a_signal_to_any_process_ends_dnn_train_with_its_status_reported_once(
+        site, tmp_path, target, name):
+    """Ctrl-C (SIGINT) and SIGTERM, sent in training to ``mpiexec`` (which forwards it), to
+    rank 1 alone, or to every process of the job (as a terminal's Ctrl-C is): the whole job
+    ends within 30 seconds with a single process's status, and one line that does not depend
+    on which rank reported it (rank 0 waits in a sum that rank 1 left, and cannot)."""
+    import signal
+
+    status, expected = SIGNALLED[name]
+    command = [launcher.mpiexec(), "-n", "2", sys.executable, *TRAIN, "--optimizer", "marks",
+               "--epochs", "100000"]
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           cwd=ROOT, start_new_session=True,  # a process group of its own
+                           env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": site,
+                                "PIDS": str(tmp_path)})
+    try:
+        started = time.monotonic()
+        while not all((tmp_path / f"rank-{rank}").exists() for rank in (0, 1)):
+            assert job.poll() is None, job.communicate()
+            assert time.monotonic() - started < 60, "the ranks did not start training"
+            time.sleep(0.05)
+        time.sleep(0.2)  # in training, a few steps on
+        signum = getattr(signal, name)
+        signalled = time.monotonic()
+        if target == "mpiexec":
+            os.kill(job.pid, signum)
+        elif target == "rank 1":
+            os.kill(int((tmp_path / "rank-1").read_text()), signum)
+        else:
+            os.killpg(job.pid, signum)
+        stdout, stderr = job.communicate(timeout=30)
+    finally:
+        if job.poll() is None:  # the job goes on: end it, and this test fails
+            os.killpg(job.pid, signal.SIGKILL)
+            job.communicate()
+    assert time.monotonic() - signalled < 30
+    assert job.returncode == status, stdout + stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("Error: ")]
+    assert errors == [expected], stderr
+    assert "Traceback" not in stderr
 
 
 @needs_mpi
@@ -903,6 +1047,73 @@ def test_nccl_sums_inside_the_captured_step_as_the_eager_step_does(tmp_path, sta
         assert mine.tobytes() == reference.tobytes()
 
 
+def worker_mpi_gpu(folder: str, nccl_on: str) -> None:
+    """:func:`worker_nccl`'s network and data on the stand-in's gpu backend where NCCL is
+    unavailable (``cupy.cuda.nccl`` imports, as CuPy's does without the library, with
+    ``available`` False) on every rank but ``nccl_on`` (which has :class:`FakeNccl`; "none":
+    no rank): the gradients are summed over MPI, through the host.  Its weights and what it
+    did are saved for each rank, or as ``plain`` in a single process."""
+    import cupy
+
+    from dnn.backends.gpu import GpuBackend
+
+    ranks = distributed.communicator()
+    if str(ranks.rank) == nccl_on and ranks.size > 1:
+        sys.modules["cupy.cuda.nccl"] = FakeNccl()
+    else:
+        missing = sys.modules["cupy.cuda.nccl"] = types.ModuleType("cupy.cuda.nccl")
+        missing.available = False
+    model = dnn.Sequential([Dense(32, activation="relu"), Dense(10, activation="softmax")],
+                           seed=0, backend=GpuBackend())
+    model.compile("adam", metrics=["accuracy"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(*data(5 * BATCH + 9), batch_size=BATCH, epochs=2, verbose=0)
+    name = ranks.rank if ranks.size > 1 else "plain"
+    np.savez(Path(folder, f"mpi-gpu-{name}.npz"), *model.get_weights())
+    Path(folder, f"mpi-gpu-{name}.json").write_text(json.dumps({
+        "communicator": type(model.communicator).__name__,
+        "in_graph": model.communicator.in_graph, "launches": cupy.cuda.graph.launches,
+        "sums": model.gradient_sum().count if ranks.size > 1 else 0,
+        "warnings": [str(warning.message) for warning in caught]}))
+
+
+@needs_mpi
+@pytest.mark.skipif(sys.platform != "linux", reason="stand-in: the stub cuBLAS is built as on "
+                                                    "Linux")
+def test_mpi_sums_gpu_gradients_through_the_host_with_every_step_eager_without_nccl(
+        tmp_path, standin_path):
+    """GPUs without NCCL, on the stand-in: the MPI communicator sums each step's gradients
+    through the host, which no captured graph can hold, so no step is captured (no warm-up,
+    capture or replay, and no warning: nothing failed); every rank ends with the same bytes,
+    within 1e-6 of one process, whose steps are captured and replayed."""
+    from tests.cuda_harness import HostCudaBackend
+
+    if not HostCudaBackend.is_available():
+        pytest.skip(f"stand-in: {HostCudaBackend.is_available().reason}")
+    environment = {"PYTHONPATH": standin_path, "DNN_GPU_GRAPHS": "1"}
+    assert_ran(subprocess.run(
+        [sys.executable, __file__, "mpi-gpu", tmp_path, "none"], capture_output=True,
+        text=True, timeout=120, cwd=ROOT,
+        env={**{key: value for key, value in os.environ.items()
+                if key not in launcher.SIZE_VARIABLES}, "OMP_NUM_THREADS": "1", **environment}))
+    alone = weights_of(tmp_path, "mpi-gpu", "plain")
+    # 2 epochs of 5 full batches (captured after a warm-up, replayed) and a last one of 9 rows
+    assert json.loads((tmp_path / "mpi-gpu-plain.json").read_text()) == {
+        "communicator": "SingleProcess", "in_graph": True, "launches": 9, "sums": 0,
+        "warnings": []}
+    for nccl_on in ("none", "0"):  # NCCL on no rank, or on rank 0 alone: MPI on both
+        assert_ran(mpiexec("mpi-gpu", tmp_path, nccl_on, timeout=120, environment=environment))
+        ranks = [weights_of(tmp_path, "mpi-gpu", rank) for rank in (0, 1)]
+        runs = [json.loads((tmp_path / f"mpi-gpu-{rank}.json").read_text()) for rank in (0, 1)]
+        # the 12 steps eager, each summing once over MPI
+        assert runs[0] == runs[1] == {"communicator": "MpiCommunicator", "in_graph": False,
+                                      "launches": 0, "sums": 12, "warnings": []}, nccl_on
+        for mine, theirs, reference in zip(*ranks, alone):
+            assert mine.tobytes() == theirs.tobytes()
+            assert np.max(np.abs(mine - reference)) < 1e-6
+
+
 @needs_mpi
 @pytest.mark.gpu
 def test_nccl_on_gpus():
@@ -966,10 +1177,11 @@ def test_two_ranks_drop_the_units_one_process_drops():
 
 WORKERS = {"equivalence": worker_equivalence, "references": worker_references,
            "dropout": worker_dropout,
-           "callbacks": worker_callbacks, "resume": worker_resume, "stream": worker_stream,
+           "callbacks": worker_callbacks, "resume": worker_resume,
+           "resume-perturbed": worker_resume_perturbed, "stream": worker_stream,
            "sources": worker_sources, "unequal-rows": worker_unequal_rows,
            "mismatch": worker_mismatch, "fails": worker_fails, "nccl": worker_nccl,
-           "nccl-gpus": worker_nccl_gpus}
+           "mpi-gpu": worker_mpi_gpu, "nccl-gpus": worker_nccl_gpus}
 
 if __name__ == "__main__":
     WORKERS[sys.argv[1]](*sys.argv[2:])

@@ -151,7 +151,8 @@ def reports_errors(command):
 def ends_the_whole_job(command):
     """Under a launcher of several processes: join them before the command runs, and end
     every rank with the exit status of an error that ends one, reported once (rank 0's
-    plainly, another's naming its rank: :meth:`dnn.distributed.Communicator.end_job`); MPI
+    plainly, another's naming its rank, a signal's plainly whichever rank reports it:
+    :meth:`dnn.distributed.Communicator.end_job`); MPI
     would otherwise wait for ever for the rank that left.  A plain run passes through."""
 
     @functools.wraps(command)

@@ -14,6 +14,7 @@ import time
 from dnn.errors import UsageError
 
 REPORT_DELAY = 1.0  # seconds a rank other than 0 waits before it reports an error (end_job)
+SIGNALLED = 128  # an exit status above this one is 128 + the number of the signal that ended it
 
 
 class Communicator:
@@ -56,14 +57,19 @@ class Communicator:
         raise NotImplementedError
 
     def end_job(self, report, status: int):
-        """Report an error, ``report(prefix)`` printing it after ``prefix`` (``"rank N: "``
-        on a rank other than 0, else empty), and end every rank with exit status ``status``.
-        A rank other than 0 waits :data:`REPORT_DELAY` seconds first, so that an error every
-        rank meets (a setting refused, a file missing) is reported once, by rank 0, whose end
-        ends the others."""
+        """Report an error, ``report(prefix)`` printing it after ``prefix``, and end every
+        rank with exit status ``status``.  A rank other than 0 waits :data:`REPORT_DELAY`
+        seconds first, so that an error every rank meets (a setting refused, a file missing)
+        is reported once, by rank 0, whose end ends the others.
+
+        ``prefix`` is ``"rank N: "`` on a rank N other than 0, else empty; but a signal (a
+        ``status`` above 128, 128 + the signal's number: 130 for Ctrl-C, 143 for SIGTERM) is
+        the job's, not the rank's: it is reported without one, the same line whichever ranks
+        it reached and whichever of them reports it (rank 0 when it can; not when it waits in
+        a sum that the signalled rank left, which only that rank's report ends)."""
         if self.rank > 0:
             time.sleep(REPORT_DELAY)
-        report(f"rank {self.rank}: " if self.rank > 0 else "")
+        report(f"rank {self.rank}: " if self.rank > 0 and status <= SIGNALLED else "")
         self.abort(status)
 
     def require_same(self, settings: dict) -> None:

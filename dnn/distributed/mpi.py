@@ -1,13 +1,20 @@
 """The MPI communicator (mpi4py, the extra ``dnn-framework[mpi]``): host collectives, and device
 arrays summed and broadcast through the host.
 
+A device array that is not a NumPy one (CuPy's, on GPUs where NCCL is missing on some rank) is
+copied to the host (``backend.to_numpy``, which waits for the GPU's work queued before it),
+summed there and copied back.  A captured CUDA graph cannot hold a host copy and an MPI call, so
+this communicator says ``in_graph = False`` and a training step that sums with it is never
+captured: every step runs eagerly (:class:`dnn.trainers.step.ReplayedStep`), without a
+``GraphFallbackWarning`` (nothing failed), and the sum is outside any graph.
+
 An exception that ends one rank must end the job: the other ranks wait in their next collective
 for one that never comes (a plain ``sys.exit(1)`` on one rank hangs MPICH, Open MPI and Intel MPI
 alike).  So, once this communicator is made, an exception that reaches the top of a rank prints
 its traceback and aborts the job (``MPI_Abort``) with the status the command line gives it:
 2 for a usage error, 130 for Ctrl-C, 1 for the others (:meth:`Communicator.end_job`: reported
-once where every rank meets it).  A script that catches an error on one rank ends the job
-itself, with :func:`dnn.distributed.abort`.
+once where every rank meets it; a signal's without the rank's name).  A script that catches an
+error on one rank ends the job itself, with :func:`dnn.distributed.abort`.
 """
 
 from __future__ import annotations
