@@ -345,7 +345,8 @@ class KernelLayer(Layer):
 
     @property
     def kernel(self):
-        """The kernel, an array of the model's backend (None before ``build``)."""
+        """The kernel, :meth:`kernel_shape` (Dense's ``(i, units)``, Conv2D's
+        ``(kh, kw, c, filters)``), an array of the model's backend (None before ``build``)."""
         return self.params[0] if self.params else None
 
     @property
