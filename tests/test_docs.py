@@ -68,3 +68,10 @@ def test_the_step_by_hand_in_how_it_learns_matches_dnn(capsys):
     exec(compile(blocks("python", page)[0], str(page), "exec"), {})  # asserts the weights
     by_hand, by_dnn = re.findall(r"[0-9]+\.[0-9]+", capsys.readouterr().out)
     assert by_hand == by_dnn and 2.0 < float(by_hand) < 2.7  # about ln(10) at the start
+
+
+def test_the_convolution_by_hand_in_how_it_learns_matches_dnn(capsys):
+    page = ROOT / "docs" / "how-it-learns.md"
+    example = next(block for block in blocks("python", page) if "Conv2D(" in block)
+    exec(compile(example, str(page), "exec"), {})  # asserts outputs and gradients
+    assert capsys.readouterr().out == "Conv2D matches the loops\n"
