@@ -529,7 +529,7 @@ IMAGE_LAYERS = {"Conv2D": lambda: Conv2D(3, 3, strides=2, padding="same", activa
 def _assert_image_layers_match_cpu(backend: Backend, cpu: Backend, dtype: str) -> None:
     """Each image layer's training forward pass and backward pass on images (4, 6, 5, 2) (a
     third of them at the largest value: ties for max pooling), its outputs, input gradient,
-    weights' gradients and moving statistics, as on cpu."""
+    weights' gradients and moving statistics, then its inference forward pass, as on cpu."""
     rng = np.random.default_rng(6)
     x = np.clip(rng.normal(size=(4, 6, 5, 2)), -2, 0.4).astype(dtype)  # ties at the top
     for name, make in IMAGE_LAYERS.items():
@@ -541,9 +541,12 @@ def _assert_image_layers_match_cpu(backend: Backend, cpu: Backend, dtype: str) -
             if grad is None:
                 grad = rng.normal(size=output.shape).astype(dtype)
             grad_x = layer.backward(b.asarray(grad.copy()))
-            results[b.name] = [output, grad_x, *layer.grads, *layer.state_weights]
+            trained = [output, grad_x, *layer.grads, *layer.state_weights]
+            inference = layer.forward(b.asarray(x.copy()))  # after the step, as in evaluate
+            results[b.name] = [inference, *trained]
         for index, (ours, reference) in enumerate(zip(results[backend.name], results["cpu"])):
-            what = ("forward", "grad_x")[index] if index < 2 else f"weight {index - 2}"
+            what = (("inference", "forward", "grad_x")[index] if index < 3
+                    else f"weight {index - 3}")
             assert_matches_cpu(backend, f"{name} {what}", ours, cpu.to_numpy(reference), dtype)
 
 

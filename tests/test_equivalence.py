@@ -189,6 +189,18 @@ class ShiftedWindows(GenericNumpy):
                               cols, fill)
 
 
+class LastOffsetLost(GenericNumpy):
+    """col2im that drops what the last window offset read: overlapping windows' gradients
+    come out short."""
+
+    name = "last-offset-lost"
+
+    def col2im(self, grad_cols, window, grad_x):
+        kept = grad_cols.copy()
+        kept[:, :, :, -1, -1, :] = 0
+        return super().col2im(kept, window, grad_x)
+
+
 PLANTED = [WrongSign, MissingOneOverN, EpsilonOutsideTheRoot]
 
 
@@ -204,10 +216,11 @@ CHECKS = {  # the rewritten checks, and what each says about the planted errors 
         "kernel softmax_crossentropy grad", EpsilonOutsideTheRoot: "RMSprop update: param",
         FreshOutput: "kernel dense_forward on fresh-output returned another array than the out",
         LastMaxWins: r"kernel max_pool_backward \(2, 2\) valid", ShiftedWindows:
-        r"kernel im2col \(3, 2\) same"}),
+        r"kernel im2col \(3, 2\) same", LastOffsetLost: r"kernel col2im \(2, 2\) valid"}),
     "layers": (lambda b: testing.assert_layers_match_cpu(b, "float32"), {  # no optimizer here
         WrongSign: "Dense linear grad_bias", MissingOneOverN: "from logits gradient",
-        LastMaxWins: "MaxPooling2D grad_x", ShiftedWindows: "Conv2D forward"}),
+        LastMaxWins: "MaxPooling2D grad_x", ShiftedWindows: "Conv2D inference",
+        LastOffsetLost: "Conv2D grad_x"}),
     # The toy network's gradients are too large for epsilon's place to show; the seed
     # network's sparse pixels give the small ones where it does.
     "toy training": (lambda b: testing.assert_training_matches_cpu(b, "float32"), {

@@ -208,10 +208,21 @@ def test_every_backend_computes_what_cpu_does(backend, cpu, name):
     (lambda: MaxPooling2D(2, strides=0), "MaxPooling2D strides must be a positive integer"),
     (lambda: BatchNormalization(momentum=1), r"momentum must be a number in \[0, 1\)"),
     (lambda: BatchNormalization(epsilon=0), "epsilon must be a positive number"),
+    (lambda: Conv2D(8, 3, kernel_constraint="max_norm"),
+     r"Conv2D: kernel_constraint is not supported yet; leave it None"),
+    (lambda: BatchNormalization(synchronized=True), "synchronized is not supported yet"),
+    (lambda: MaxPooling2D(dtype="float16"), r"dtype is not supported yet; the model's dtype"),
+    (lambda: Dense(3, kernel_constrain=None), "Dense has no argument 'kernel_constrain'"),
 ])
 def test_bad_arguments_are_one_clear_error(make, message):
     with pytest.raises(UsageError, match=message):
         make()
+
+
+def test_keras_arguments_that_ask_for_nothing_are_taken():
+    Conv2D(8, 3, kernel_constraint=None, bias_constraint=None)
+    BatchNormalization(momentum=np.float32(0.9), synchronized=False, gamma_regularizer=None)
+    MaxPooling2D(dtype=None)
 
 
 @pytest.mark.parametrize("layers, message", [
@@ -474,3 +485,40 @@ def test_an_input_is_not_one_of_the_models_layers_as_in_keras(cpu):
     assert model.layers[0].count_params() == 15
     assert model.input_shape == Input(shape=(4,)).shape == (None, 4)
     assert model.output_shape == (None, 2)
+
+
+def test_weights_from_keras_give_keras_predictions(cpu):
+    """A Keras 3 convnet's weights (tests/data/keras_convnet.npz: Conv2D, MaxPooling2D, a
+    strided "same" Conv2D, BatchNormalization with moving statistics of its own,
+    AveragePooling2D "same", Dense; written by Keras 3.15 with the JAX backend) loaded with
+    set_weights into the same dnn model predict what Keras predicted."""
+    from pathlib import Path
+
+    with np.load(Path(__file__).parent / "data" / "keras_convnet.npz") as keras_run:
+        weights = [keras_run[f"weight_{index}"] for index in range(10)]
+        x, expected = keras_run["x"], keras_run["predictions"]
+    model = dnn.Sequential([
+        Input(shape=(10, 9, 2)), Conv2D(4, (3, 2), activation="relu"), MaxPooling2D(2),
+        Conv2D(5, 3, strides=2, padding="same"), BatchNormalization(),
+        dnn.layers.Activation("relu"), AveragePooling2D(2, padding="same"), Flatten(),
+        Dense(3, activation="softmax")], backend=cpu)
+    model.set_weights(weights)
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_calling_the_model_with_training_runs_the_layers_as_fit_does(cpu):
+    """Keras' ``model(x, training=True)``: batch statistics, moving ones moved; without it,
+    the moving statistics and nothing moved."""
+    model = dnn.Sequential([Input(shape=(4, 4, 2)), BatchNormalization(), Flatten()],
+                           backend=cpu)
+    x = RNG.normal(size=(5, 4, 4, 2)) * 3 + 2
+    norm = model.layers[0]
+    start = norm.get_weights()
+    np.testing.assert_allclose(model(x), batch_norm_reference(x, norm, training=False)
+                               .reshape(5, -1), rtol=1e-5, atol=1e-6)
+    for ours, theirs in zip(norm.get_weights(), start):
+        np.testing.assert_array_equal(ours, theirs)
+    expected = batch_norm_reference(x, norm, training=True).reshape(5, -1)
+    np.testing.assert_allclose(model(x, training=True), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(norm.get_weights()[2], 0.01 * x.mean(axis=(0, 1, 2)),
+                               rtol=1e-5)

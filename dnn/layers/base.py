@@ -62,6 +62,25 @@ def snake_case(name: str) -> str:
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
+# Keras arguments dnn does not support yet, each with the value that asks for nothing: a
+# layer takes them so that a Keras script that gives that value runs, and refuses any other.
+KERAS_ONLY = {"kernel_constraint": None, "bias_constraint": None, "gamma_regularizer": None,
+              "beta_regularizer": None, "gamma_constraint": None, "beta_constraint": None,
+              "synchronized": False, "dtype": None}
+
+
+def check_keras_only(layer: str, arguments: dict) -> None:
+    """Refuse (UsageError naming it) an argument of ``arguments`` that is not one of
+    :data:`KERAS_ONLY`, or that is one but asks for something dnn does not do yet."""
+    for name, value in arguments.items():
+        if name not in KERAS_ONLY:
+            raise UsageError(f"{layer} has no argument {name!r}")
+        if value != KERAS_ONLY[name]:
+            what = ("the model's dtype (Sequential(dtype=...)) is every layer's"
+                    if name == "dtype" else f"leave it {KERAS_ONLY[name]}")
+            raise UsageError(f"{layer}: {name} is not supported yet; {what}")
+
+
 def declared_shape(input_shape, input_dim, layer: str) -> tuple | None:
     """The sample shape a first layer declares (Keras' ``input_shape`` without the batch
     size, or ``input_dim`` as ``(input_dim,)``), or None; UsageError naming ``layer`` for

@@ -6,7 +6,7 @@ backward passes are the backend's dense kernels plus :meth:`Backend.im2col` and
 from __future__ import annotations
 
 from dnn.errors import UsageError
-from dnn.layers.base import KernelLayer, declared_shape
+from dnn.layers.base import KernelLayer, check_keras_only, declared_shape
 from dnn.layers.images import channels_last, image_window, padding_name, pair
 
 
@@ -19,15 +19,17 @@ class Conv2D(KernelLayer):
     ``kernel`` is ``(kh, kw, c, filters)`` as Keras stores it (PyTorch's ``weight`` is
     ``kernel.transpose(3, 2, 0, 1)``), ``bias`` ``(filters,)``; initializers and regularizers
     as :class:`dnn.layers.Dense`'s.  Keras' ``data_format`` other than ``"channels_last"``,
-    ``dilation_rate`` other than 1 and ``groups`` other than 1 are not supported yet (a
-    UsageError says so).
+    ``dilation_rate`` other than 1, ``groups`` other than 1 and constraints are not supported
+    yet (a UsageError says so: :data:`dnn.layers.base.KERAS_ONLY`).
     """
 
     def __init__(self, filters: int, kernel_size, strides=(1, 1), padding="valid",
                  data_format=None, dilation_rate=(1, 1), groups=1, activation=None,
                  use_bias: bool = True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
-                 activity_regularizer=None, input_shape=None, name=None, trainable=True):
+                 activity_regularizer=None, input_shape=None, name=None, trainable=True,
+                 **keras_only):
+        check_keras_only("Conv2D", keras_only)
         channels_last(data_format, "Conv2D")
         if pair(dilation_rate, "dilation_rate", "Conv2D") != (1, 1) or groups != 1:
             raise UsageError("Conv2D: dilation_rate and groups other than 1 are not supported "

@@ -10,7 +10,7 @@ import math
 from dnn import activations
 from dnn.backends.base import InputColumns
 from dnn.errors import UsageError
-from dnn.layers.base import KernelLayer, Layer, Passthrough, declared_shape
+from dnn.layers.base import KernelLayer, Layer, Passthrough, check_keras_only, declared_shape
 from dnn.utils import as_shape, is_int_at_least
 
 
@@ -33,7 +33,9 @@ class Dense(KernelLayer):
     def __init__(self, units: int, activation=None, use_bias: bool = True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
-                 input_shape=None, input_dim=None, name=None, trainable=True):
+                 input_shape=None, input_dim=None, name=None, trainable=True,
+                 **keras_only):
+        check_keras_only("Dense", keras_only)
         super().__init__(units, "units", activation=activation, use_bias=use_bias,
                          kernel_initializer=kernel_initializer,
                          bias_initializer=bias_initializer,

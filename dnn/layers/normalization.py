@@ -8,7 +8,8 @@ import numpy as np
 
 from dnn import initializers
 from dnn.errors import UsageError
-from dnn.layers.base import Layer, WeightSpec, declared_shape
+from dnn.layers.base import Layer, WeightSpec, check_keras_only, declared_shape
+from dnn.utils import is_number
 
 
 class BatchNormalization(Layer):
@@ -29,15 +30,16 @@ class BatchNormalization(Layer):
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
                  beta_initializer="zeros", gamma_initializer="ones",
                  moving_mean_initializer="zeros", moving_variance_initializer="ones",
-                 input_shape=None, name=None, trainable=True):
+                 input_shape=None, name=None, trainable=True, **keras_only):
+        check_keras_only("BatchNormalization", keras_only)
         super().__init__(name, declared_shape(input_shape, None, "BatchNormalization"),
                          trainable)
         if not isinstance(axis, int) or isinstance(axis, bool):
             raise UsageError(f"BatchNormalization axis must be an integer, not {axis!r}")
-        if not (isinstance(momentum, (int, float)) and 0 <= momentum < 1):
+        if not (is_number(momentum) and 0 <= momentum < 1):
             raise UsageError(f"BatchNormalization momentum must be a number in [0, 1), not "
                              f"{momentum!r}")
-        if not (isinstance(epsilon, (int, float)) and 0 < epsilon < math.inf):
+        if not (is_number(epsilon) and 0 < epsilon < math.inf):
             raise UsageError(f"BatchNormalization epsilon must be a positive number, not "
                              f"{epsilon!r}")
         self.axis, self.momentum, self.epsilon = axis, float(momentum), float(epsilon)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dnn.layers.base import Layer, declared_shape
+from dnn.layers.base import Layer, check_keras_only, declared_shape
 from dnn.layers.images import channels_last, image_window, padding_name, pair
 
 
@@ -15,8 +15,9 @@ class _Pooling2D(Layer):
     ``(n, h, w, c) -> (n, oh, ow, c)``; the arguments and the windows both kinds share."""
 
     def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None,
-                 input_shape=None, name=None, trainable=True):
+                 input_shape=None, name=None, trainable=True, **keras_only):
         kind = type(self).__name__
+        check_keras_only(kind, keras_only)
         channels_last(data_format, kind)
         super().__init__(name, declared_shape(input_shape, None, kind), trainable)
         self.pool_size = pair(pool_size, "pool_size", kind)
@@ -112,7 +113,8 @@ class GlobalAveragePooling2D(Layer):
     ``(n, h, w, c) -> (n, c)`` (``keepdims=True``: ``(n, 1, 1, c)``)."""
 
     def __init__(self, data_format=None, keepdims: bool = False, input_shape=None, name=None,
-                 trainable=True):
+                 trainable=True, **keras_only):
+        check_keras_only("GlobalAveragePooling2D", keras_only)
         channels_last(data_format, "GlobalAveragePooling2D")
         super().__init__(name, declared_shape(input_shape, None, "GlobalAveragePooling2D"),
                          trainable)

@@ -16,6 +16,7 @@ from dnn import backends, layers as layers_module
 from dnn.buffers import Buffers
 from dnn.errors import ArgumentTypeError, OutOfMemoryError, UsageError
 from dnn.saving import checkpoint
+from dnn.trainers.data import device_inputs
 from dnn.trainers.trainer import Trainer
 from dnn.utils import as_shape, check_seed, checked_weights, element_count, model_rng
 
@@ -258,9 +259,15 @@ class Sequential(Trainer):
         for weight, value in zip(own, values):  # in place: the optimizer's state stays theirs
             weight[...] = self.backend.asarray(value)
 
-    def __call__(self, x) -> np.ndarray:
-        """``model(x)``: the outputs of :meth:`predict`, as host arrays."""
-        return self.predict(x, verbose=0)
+    def __call__(self, x, training: bool = False) -> np.ndarray:
+        """``model(x)``: the outputs of :meth:`predict`, as host arrays.  ``training=True``
+        runs the layers as ``fit`` does, on ``x`` as one batch (Keras' ``model(x,
+        training=True)``): Dropout drops units and BatchNormalization normalizes with the
+        batch's statistics and moves its own."""
+        if not training:
+            return self.predict(x, verbose=0)
+        inputs = device_inputs(self, x)
+        return self.backend.to_numpy(self.predictions(self.forward(inputs, training=True)))
 
     # -- saving --------------------------------------------------------------------------
     def save(self, path) -> None:
