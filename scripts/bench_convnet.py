@@ -19,7 +19,9 @@ interleaved round by round so that machine noise hits them alike, and reports pe
 medians and spreads (milliseconds), an epoch's worth (the 422 steps of the Keras example's
 54,000 training images), the per-round ratios of dnn to the others, and dnn's rate in
 GFLOP/s (the products' floating-point operations over its step time) next to the machine's
-float32 matmul rate (np.matmul of two large square matrices).
+float32 matmul rate (np.matmul of two large square matrices).  It also measures the peak
+RSS of a child process running one epoch as the example does, on 60,000 synthetic images with
+validation_split=0.1, and its evaluation on 10,000.
 
     python scripts/bench_convnet.py [--rounds 5] [--steps 20] [--json out.json] [--no-torch]
     python scripts/bench_convnet.py --profile   # cProfile of dnn's steps, the top entries
@@ -36,6 +38,7 @@ import json
 import os
 import platform
 import pstats
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -52,6 +55,7 @@ from dnn.utils import to_categorical
 BATCH, CLASSES, IMAGE = 128, 10, (28, 28, 1)
 EPOCH_STEPS = 422  # the Keras example: 60,000 images less validation_split=0.1, batch 128
 QUICK_STEPS = 3
+FULL_ROWS, QUICK_ROWS = 60_000, 512  # images of the epoch whose peak memory is measured
 
 
 def dnn_model(seed=0, backend="cpu"):
@@ -73,6 +77,26 @@ def synthetic_data(rows: int, seed=0):
     rng = np.random.default_rng(seed)
     return (rng.random((rows, *IMAGE), dtype=np.float32),
             rng.integers(0, CLASSES, rows).astype(np.int64))
+
+
+def peak_rss_of_an_epoch(rows: int) -> float:
+    """Peak resident memory (MiB) of a child process that runs the Keras example's epoch as
+    its script does: ``fit`` on ``rows`` images with validation_split=0.1, then ``evaluate``
+    on a sixth as many (MNIST's test set beside its training set)."""
+    child = ("import re, sys\n"
+             f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+             "from bench_convnet import dnn_model, synthetic_data\n"
+             "from dnn.utils import to_categorical\n"
+             f"x, labels = synthetic_data({rows})\n"
+             "y = to_categorical(labels, 10)\n"
+             "model = dnn_model()\n"
+             "model.fit(x, y, batch_size=128, epochs=1, validation_split=0.1, verbose=0)\n"
+             f"model.evaluate(x[:{max(rows // 6, 1)}], y[:{max(rows // 6, 1)}], verbose=0)\n"
+             "status = open('/proc/self/status').read()\n"
+             "print(re.search(r'VmHWM:\\s+(\\d+)', status).group(1))\n")
+    finished = subprocess.run([sys.executable, "-c", child], check=True, capture_output=True,
+                              text=True)
+    return int(finished.stdout.split()[-1]) / 1024  # Linux reports KiB
 
 
 def step_flops(batch=BATCH) -> int:
@@ -300,6 +324,7 @@ def main():
         "floor_gflops": floor_gflops,
         "matmul_gflops": matmul, "matmul_size": matmul_size,
         "by_round": times,
+        "peak_rss_mib_epoch": peak_rss_of_an_epoch(QUICK_ROWS if args.quick else FULL_ROWS),
     }
     print(machine_line())
     blas_threads = os.environ.get("OPENBLAS_NUM_THREADS") or "default"
@@ -316,6 +341,8 @@ def main():
     print(f"products: {flops / 1e9:.3f} GFLOP per step; dnn {dnn_gflops:.1f} GFLOP/s, floor "
           f"{floor_gflops:.1f} GFLOP/s, float32 matmul {matmul_size}x{matmul_size} "
           f"{matmul:.1f} GFLOP/s (dnn at {dnn_gflops / matmul:.0%} of it)")
+    print(f"peak RSS of an epoch on {QUICK_ROWS if args.quick else FULL_ROWS:,} images and "
+          f"its evaluation: {result['peak_rss_mib_epoch']:.0f} MiB")
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(result, indent=2) + "\n")
 

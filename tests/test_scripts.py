@@ -272,3 +272,4 @@ def test_bench_convnet_times_dnn_next_to_torch_and_the_floor(tmp_path):
     assert {"dnn", "floor"} <= set(record["step_ms"])
     assert all(stats["median"] > 0 for stats in record["step_ms"].values())
     assert record["dnn_gflops"] > 0 and record["matmul_gflops"] > 0
+    assert record["peak_rss_mib_epoch"] > 0
