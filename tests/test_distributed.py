@@ -1175,8 +1175,44 @@ def test_two_ranks_drop_the_units_one_process_drops():
         assert np.max(np.abs(mine - alone)) < 1e-6
 
 
+def worker_batch_norm(folder: str) -> None:
+    """A network with BatchNormalization trained for 2 epochs with validation on 2 ranks;
+    each rank's moving statistics after each epoch's training and its figures saved."""
+    ranks = distributed.communicator()
+    model = dnn.Sequential([Dense(32), dnn.layers.BatchNormalization(),
+                            dnn.layers.Activation("relu"), Dense(10, activation="softmax")],
+                           seed=0)
+    model.build(784)
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    seen = []
+    record = dnn.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(
+        [weight.copy() for weight in model.layers[1].state_weights]))
+    history = model.fit(*data(6 * BATCH), batch_size=BATCH, epochs=2, validation_split=0.25,
+                        verbose=0, callbacks=[record])
+    np.savez(Path(folder, f"batch-norm-{ranks.rank}.npz"),
+             *[weight for epoch in seen for weight in epoch])
+    report(folder, "batch-norm", history=history.history,
+           evaluated=model.evaluate(*data(300), verbose=0))
+
+
+@needs_mpi
+def test_the_ranks_moving_statistics_are_averaged_at_each_epochs_end(tmp_path):
+    """Each rank moves BatchNormalization's statistics with its own shares; at an epoch's
+    end they are their mean over the ranks, the same bytes on every rank, so validation
+    and evaluation agree and the saved model is every rank's."""
+    assert_ran(mpiexec("batch-norm", tmp_path))
+    with np.load(tmp_path / "batch-norm-0.npz") as first, \
+            np.load(tmp_path / "batch-norm-1.npz") as second:
+        assert len(first.files) == 4  # moving mean and variance after 2 epochs
+        for name in first.files:
+            assert first[name].tobytes() == second[name].tobytes()
+        assert not np.array_equal(first["arr_0"], first["arr_2"])  # they moved
+    ranks = reports(tmp_path, "batch-norm")
+    assert ranks[0] == ranks[1]
+
+
 WORKERS = {"equivalence": worker_equivalence, "references": worker_references,
-           "dropout": worker_dropout,
+           "dropout": worker_dropout, "batch-norm": worker_batch_norm,
            "callbacks": worker_callbacks, "resume": worker_resume,
            "resume-perturbed": worker_resume_perturbed, "stream": worker_stream,
            "sources": worker_sources, "unequal-rows": worker_unequal_rows,

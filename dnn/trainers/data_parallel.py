@@ -60,17 +60,28 @@ class GradientSum:
         self.count += 1
 
 
-def sum_totals(arrays: list, backend, communicator) -> None:
+def sum_totals(arrays: list, backend, communicator, scale: float = 1.0) -> None:
     """Sum ``arrays`` (the device arrays an epoch's loss and metrics are added up in) over the
-    ranks, in place: one collective, on the host, in float64."""
+    ranks, times ``scale``, in place: one collective, on the host, in float64."""
     host = [backend.to_numpy(array) for array in arrays]
     summed = np.concatenate([values.reshape(-1).astype(np.float64) for values in host])
     communicator.all_reduce(summed, backend)
+    summed *= scale
     start = 0
     for array, values in zip(arrays, host):
         part = summed[start:start + values.size].reshape(values.shape).astype(values.dtype)
         array[...] = backend.asarray(part)
         start += values.size
+
+
+def average_state_weights(trainer, communicator) -> None:
+    """Replace the weights the layers update themselves (BatchNormalization's moving
+    statistics), which each rank moved with its own shares, with their mean over the ranks,
+    so that every rank evaluates and saves the same model (Keras' mirrored moving statistics
+    read as their mean over the replicas)."""
+    arrays = [weight for layer in trainer.layers for weight in layer.state_weights]
+    if arrays:
+        sum_totals(arrays, trainer.backend, communicator, scale=1 / communicator.size)
 
 
 def start_together(trainer, communicator, first_epoch: int) -> int:

@@ -368,6 +368,8 @@ class Trainer:
                     logs = loop.epoch(epoch, callbacks)
                 if logs is None:  # the data ran out before the epoch began
                     break
+                if ranks.size > 1:
+                    data_parallel.average_state_weights(self, ranks)
                 if validation is not None and (epoch + 1) % validation_freq == 0:
                     results = self.evaluate_batches(validation, callbacks)
                     logs.update({f"val_{key}": value for key, value in results.items()})
