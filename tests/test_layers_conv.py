@@ -210,7 +210,6 @@ def test_every_backend_computes_what_cpu_does(backend, cpu, name):
     (lambda: BatchNormalization(epsilon=0), "epsilon must be a positive number"),
     (lambda: Conv2D(8, 3, kernel_constraint="max_norm"),
      r"Conv2D: kernel_constraint is not supported yet; leave it None"),
-    (lambda: BatchNormalization(synchronized=True), "synchronized is not supported yet"),
     (lambda: MaxPooling2D(dtype="float16"), r"dtype is not supported yet; the model's dtype"),
     (lambda: Dense(3, kernel_constrain=None), "Dense has no argument 'kernel_constrain'"),
 ])

@@ -66,7 +66,7 @@ def snake_case(name: str) -> str:
 # layer takes them so that a Keras script that gives that value runs, and refuses any other.
 KERAS_ONLY = {"kernel_constraint": None, "bias_constraint": None, "gamma_regularizer": None,
               "beta_regularizer": None, "gamma_constraint": None, "beta_constraint": None,
-              "synchronized": False, "dtype": None}
+              "dtype": None}
 
 
 def check_keras_only(layer: str, arguments: dict) -> None:
@@ -129,6 +129,7 @@ class Layer:
     # rank's share), set by the model before each training pass, so that what a layer draws
     # per row (Dropout's masks) follows the row and not the rank.
     first_row = 0
+    global_rows = None  # the rows of that global batch (None: the batch is all of them)
     name_prefix = None  # the default names' stem, if not the class name in snake case
     _trainable = True  # also for a subclass that does not call Layer.__init__
     _made: dict = {}  # layers made so far, by kind: Keras' default names dense, dense_1, ...

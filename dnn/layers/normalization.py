@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from dnn import initializers
+from dnn import distributed, initializers
 from dnn.errors import UsageError
 from dnn.layers.base import Layer, WeightSpec, check_keras_only, declared_shape
 from dnn.utils import is_number
@@ -22,7 +22,11 @@ class BatchNormalization(Layer):
     the last (the variance divides by the count, not count - 1, as Keras'), and the moving
     statistics follow them: ``moving = moving * momentum + batch * (1 - momentum)``; outside
     ``fit``, and in ``fit`` for a layer whose ``trainable`` is off (as Keras 3 does), the
-    moving statistics stand in.  Weights, Keras' order: ``gamma`` (with ``scale``), ``beta``
+    moving statistics stand in.  With ``synchronized`` (Keras' argument) and several ranks
+    (:mod:`dnn.distributed`), the batch's statistics, and the gradient's terms through them,
+    are the global batch's, summed over the ranks (two sums a forward pass, one a backward
+    one), so that N ranks train as one process does; without it each rank's share is
+    normalized with its own.  Weights, Keras' order: ``gamma`` (with ``scale``), ``beta``
     (with ``center``), trained; ``moving_mean``, ``moving_variance``, updated by the layer
     (``state_weights``: in checkpoints and in a captured step's state).
     """
@@ -30,7 +34,8 @@ class BatchNormalization(Layer):
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
                  beta_initializer="zeros", gamma_initializer="ones",
                  moving_mean_initializer="zeros", moving_variance_initializer="ones",
-                 input_shape=None, name=None, trainable=True, **keras_only):
+                 synchronized=False, input_shape=None, name=None, trainable=True,
+                 **keras_only):
         check_keras_only("BatchNormalization", keras_only)
         super().__init__(name, declared_shape(input_shape, None, "BatchNormalization"),
                          trainable)
@@ -44,6 +49,7 @@ class BatchNormalization(Layer):
                              f"{epsilon!r}")
         self.axis, self.momentum, self.epsilon = axis, float(momentum), float(epsilon)
         self.center, self.scale = bool(center), bool(scale)
+        self.synchronized = bool(synchronized)
         self.initializers = {name: initializers.check(value) for name, value in (
             ("beta", beta_initializer), ("gamma", gamma_initializer),
             ("moving_mean", moving_mean_initializer),
@@ -82,10 +88,10 @@ class BatchNormalization(Layer):
     def forward(self, x, logits=False, training=False):
         xp = self._backend.xp
         axes = self._reduced_axes(x)
+        ranks = distributed.communicator() if self.synchronized else None
+        self._ranks = ranks if ranks is not None and ranks.size > 1 else None
         if training and self.trainable:
-            mean = xp.mean(x, axis=axes)
-            centered = x - mean
-            variance = xp.mean(centered * centered, axis=axes)
+            mean, centered, variance = self._batch_moments(x, axes)
             self.moving_mean[...] = self.moving_mean * self.momentum + mean * (1 - self.momentum)
             self.moving_variance[...] = (self.moving_variance * self.momentum
                                          + variance * (1 - self.momentum))
@@ -101,6 +107,46 @@ class BatchNormalization(Layer):
         self._batch_statistics = training and self.trainable
         return out
 
+    def _batch_moments(self, x, axes) -> tuple:
+        """``(mean, x - mean, variance)`` of the batch per channel: of this rank's share, or
+        with ``synchronized`` of the whole global batch (sums over the ranks)."""
+        xp = self._backend.xp
+        if self._ranks is None:
+            mean = xp.mean(x, axis=axes)
+            centered = x - mean
+            return mean, centered, xp.mean(centered * centered, axis=axes)
+        channels = x.shape[-1]
+        sums = self._buffers("sums", (channels + 1,), x.dtype)  # and the count of values
+        sums[:channels] = xp.sum(x, axis=axes)
+        sums[channels:] = math.prod(x.shape[:-1])
+        self._ranks.all_reduce(sums, self._backend)
+        self._count = sums[channels:]
+        mean = sums[:channels] / self._count
+        centered = x - mean
+        squares = self._buffers("squares", (channels,), x.dtype)
+        squares[...] = xp.sum(centered * centered, axis=axes)
+        self._ranks.all_reduce(squares, self._backend)
+        return mean, centered, squares / self._count
+
+    def _gradient_means(self, grad_normalized, normalized, axes) -> tuple:
+        """The means of ``dL/dnormalized`` and of it times ``normalized`` per channel, over
+        the values the batch statistics were taken of: this share's, or with
+        ``synchronized`` the global batch's, each rank's gradient (that of its share's mean
+        loss) weighted by its share of the rows, as the model sums the weights' gradients,
+        and given back in this share's units."""
+        xp = self._backend.xp
+        if self._ranks is None:
+            return (xp.mean(grad_normalized, axis=axes),
+                    xp.mean(grad_normalized * normalized, axis=axes))
+        rows, total = grad_normalized.shape[0], self.global_rows or grad_normalized.shape[0]
+        channels = grad_normalized.shape[-1]
+        sums = self._buffers("gradient_sums", (2 * channels,), grad_normalized.dtype)
+        sums[:channels] = xp.sum(grad_normalized, axis=axes) * (rows / total)
+        sums[channels:] = xp.sum(grad_normalized * normalized, axis=axes) * (rows / total)
+        self._ranks.all_reduce(sums, self._backend)
+        back = (total / rows if rows else 0.0) / self._count
+        return sums[:channels] * back, sums[channels:] * back
+
     def backward(self, grad, logits=False):
         xp = self._backend.xp
         axes = self._reduced_axes(grad)
@@ -115,17 +161,19 @@ class BatchNormalization(Layer):
         grad_normalized = grad * self.gamma
         grad_x = self._buffers("grad_x", grad.shape, grad.dtype)
         if self._batch_statistics:  # the mean and variance depend on x too
-            grad_x[...] = self._inverse_std * (
-                grad_normalized - xp.mean(grad_normalized, axis=axes)
-                - normalized * xp.mean(grad_normalized * normalized, axis=axes))
+            mean, mean_times_normalized = self._gradient_means(grad_normalized, normalized,
+                                                               axes)
+            grad_x[...] = self._inverse_std * (grad_normalized - mean
+                                               - normalized * mean_times_normalized)
         else:
             grad_x[...] = grad_normalized * self._inverse_std
         return grad_x
 
     def get_config(self) -> dict:
-        defaults = {"momentum": 0.99, "epsilon": 1e-3, "center": True, "scale": True}
+        defaults = {"momentum": 0.99, "epsilon": 1e-3, "center": True, "scale": True,
+                    "synchronized": False}
         values = {"momentum": self.momentum, "epsilon": self.epsilon, "center": self.center,
-                  "scale": self.scale}
+                  "scale": self.scale, "synchronized": self.synchronized}
         options = {key: value for key, value in values.items() if value != defaults[key]}
         options.update({f"{name}_initializer": value for name, value in self.initializers.items()
                         if value != ("ones" if "gamma" in name or "variance" in name

@@ -219,7 +219,7 @@ class Trainer:
                      distributed.share(total_rows, self.communicator.rank,
                                        self.communicator.size)[0])
         for layer in self.layers:
-            layer.first_row = first_row
+            layer.first_row, layer.global_rows = first_row, total_rows
         loss_sum, output = self.compute_gradients(x, y, sample_weight)
         if total_rows is not None:
             self.gradient_sum()(x.shape[0], total_rows)
