@@ -995,6 +995,51 @@ def worker_nccl(folder: str, fail_warm_up_on: str) -> None:
            warnings=[str(warning.message) for warning in caught])
 
 
+def worker_nccl_synchronized(folder: str) -> None:
+    """A synchronized BatchNormalization on the stand-in's gpu backend with NCCL: its sums
+    in the captured step beside the gradients'."""
+    import cupy
+
+    from dnn.backends.gpu import GpuBackend
+
+    nccl = sys.modules["cupy.cuda.nccl"] = FakeNccl()
+    model = dnn.Sequential([Dense(16), dnn.layers.BatchNormalization(synchronized=True),
+                            dnn.layers.Activation("relu"), Dense(10, activation="softmax")],
+                           seed=0, backend=GpuBackend())
+    model.compile("adam")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(*data(5 * BATCH + 9), batch_size=BATCH, epochs=2, verbose=0)
+    rank = distributed.communicator().rank
+    np.savez(Path(folder, f"nccl-synchronized-{rank}.npz"), *model.get_weights())
+    report(folder, "nccl-synchronized", launches=cupy.cuda.graph.launches, sums=nccl.sums,
+           warnings=[str(warning.message) for warning in caught])
+
+
+@needs_mpi
+@pytest.mark.skipif(sys.platform != "linux", reason="stand-in: the stub cuBLAS is built as on "
+                                                    "Linux")
+def test_synchronized_batch_normalization_sums_inside_the_captured_step(tmp_path,
+                                                                         standin_path):
+    """Its three sums a step (two forward, one backward) are NCCL's, captured with the
+    gradients' sum: the step is still replayed, and both ranks end with the same bytes."""
+    from tests.cuda_harness import HostCudaBackend
+
+    if not HostCudaBackend.is_available():
+        pytest.skip(f"stand-in: {HostCudaBackend.is_available().reason}")
+    assert_ran(mpiexec("nccl-synchronized", tmp_path, timeout=120,
+                       environment={"PYTHONPATH": standin_path}))
+    for mine, theirs in zip(*(weights_of(tmp_path, "nccl-synchronized", rank)
+                              for rank in (0, 1))):
+        assert mine.tobytes() == theirs.tobytes()
+    ranks = reports(tmp_path, "nccl-synchronized")
+    assert ranks[0] == ranks[1]
+    # as the plain network's test: 9 launches; 4 sums (3 of them BatchNormalization's) in each
+    # of the 14 steps run (12 eager or captured, 2 checked replays run eagerly too)
+    assert ranks[0]["warnings"] == [] and ranks[0]["launches"] == 9
+    assert ranks[0]["sums"] == 4 * 14
+
+
 @pytest.fixture(scope="module")
 def standin_path(tmp_path_factory) -> str:
     """PYTHONPATH for a worker on the CuPy stand-in with a stub cuBLAS 13."""
@@ -1248,7 +1293,7 @@ def test_the_ranks_moving_statistics_are_averaged_at_each_epochs_end(tmp_path):
 
 WORKERS = {"equivalence": worker_equivalence, "references": worker_references,
            "dropout": worker_dropout, "batch-norm": worker_batch_norm,
-           "synchronized": worker_synchronized,
+           "synchronized": worker_synchronized, "nccl-synchronized": worker_nccl_synchronized,
            "callbacks": worker_callbacks, "resume": worker_resume,
            "resume-perturbed": worker_resume_perturbed, "stream": worker_stream,
            "sources": worker_sources, "unequal-rows": worker_unequal_rows,

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from dnn import distributed, initializers
+from dnn import initializers
 from dnn.errors import UsageError
 from dnn.layers.base import Layer, WeightSpec, check_keras_only, declared_shape
 from dnn.utils import is_number
@@ -88,8 +88,7 @@ class BatchNormalization(Layer):
     def forward(self, x, logits=False, training=False):
         xp = self._backend.xp
         axes = self._reduced_axes(x)
-        ranks = distributed.communicator() if self.synchronized else None
-        self._ranks = ranks if ranks is not None and ranks.size > 1 else None
+        self._ranks = self.ranks if self.synchronized else None
         if training and self.trainable:
             mean, centered, variance = self._batch_moments(x, axes)
             self.moving_mean[...] = self.moving_mean * self.momentum + mean * (1 - self.momentum)

@@ -215,12 +215,16 @@ class Trainer:
         ``sample_weight`` ``(n,)`` or None), its loss and metrics added to the epoch's.
         Data-parallel, ``x`` is this rank's share of a global batch of ``total_rows`` rows,
         and the gradients are summed over the ranks before the update."""
-        first_row = (0 if total_rows is None else
-                     distributed.share(total_rows, self.communicator.rank,
-                                       self.communicator.size)[0])
+        ranks = None if total_rows is None else self.communicator
+        first_row = 0 if ranks is None else distributed.share(total_rows, ranks.rank,
+                                                               ranks.size)[0]
         for layer in self.layers:
-            layer.first_row, layer.global_rows = first_row, total_rows
-        loss_sum, output = self.compute_gradients(x, y, sample_weight)
+            layer.first_row, layer.global_rows, layer.ranks = first_row, total_rows, ranks
+        try:
+            loss_sum, output = self.compute_gradients(x, y, sample_weight)
+        finally:  # a pass outside training steps (model(x, training=True)) sums nothing
+            for layer in self.layers:
+                layer.ranks = None
         if total_rows is not None:
             self.gradient_sum()(x.shape[0], total_rows)
         self.apply_gradients()
