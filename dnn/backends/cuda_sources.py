@@ -49,6 +49,32 @@ WINDOW_PARAMS = ("int64 height, int64 width, int64 channels, int64 out_height, i
                  "int64 kernel_height, int64 kernel_width, int64 stride_rows, int64 stride_cols, "
                  "int64 pad_top, int64 pad_left")
 
+# The body of a kernel that writes a thread per input element (n, h, w, c): 0, plus a term
+# for each window that reads that input, row offset then column offset ascending (the generic
+# col2im's order); the term sees ``window`` (its index over (n, oh, ow)), ``row``, ``column``
+# and ``channel``.
+_WINDOWS_READING_THE_INPUT = """
+        ptrdiff_t rest = i;
+        const ptrdiff_t channel = rest % channels; rest /= channels;
+        const ptrdiff_t in_x = rest % width; rest /= width;
+        const ptrdiff_t in_y = rest % height;
+        const ptrdiff_t sample = rest / height;
+        T total = (T)0;
+        for (ptrdiff_t row = 0; row < kernel_height; ++row) {{
+            const ptrdiff_t from_y = in_y + pad_top - row;
+            if (from_y < 0 || from_y % stride_rows != 0 || from_y / stride_rows >= out_height)
+                continue;
+            for (ptrdiff_t column = 0; column < kernel_width; ++column) {{
+                const ptrdiff_t from_x = in_x + pad_left - column;
+                if (from_x < 0 || from_x % stride_cols != 0 || from_x / stride_cols >= out_width)
+                    continue;
+                const ptrdiff_t window = (sample * out_height + from_y / stride_rows) * out_width
+                                         + from_x / stride_cols;{term}
+            }}
+        }}
+        grad_x = total;
+        """
+
 ELEMENTWISE = {source.name: source for source in (
     ElementwiseSource("dnn_bias_add", "T bias", "T z", "z = z + bias"),
     # maximum(x, 0) as NumPy computes it: NaN stays NaN (x != x holds only for NaN).
@@ -133,29 +159,9 @@ ELEMENTWISE = {source.name: source for source in (
     # (n, oh, ow, kh, kw, c) taken from that input, row offset then column offset ascending.
     ElementwiseSource(
         "dnn_col2im", f"raw T grad_cols, {WINDOW_PARAMS}", "T grad_x",
-        """
-        ptrdiff_t rest = i;
-        const ptrdiff_t channel = rest % channels; rest /= channels;
-        const ptrdiff_t in_x = rest % width; rest /= width;
-        const ptrdiff_t in_y = rest % height;
-        const ptrdiff_t sample = rest / height;
-        T total = (T)0;
-        for (ptrdiff_t row = 0; row < kernel_height; ++row) {
-            const ptrdiff_t from_y = in_y + pad_top - row;
-            if (from_y < 0 || from_y % stride_rows != 0 || from_y / stride_rows >= out_height)
-                continue;
-            for (ptrdiff_t column = 0; column < kernel_width; ++column) {
-                const ptrdiff_t from_x = in_x + pad_left - column;
-                if (from_x < 0 || from_x % stride_cols != 0 || from_x / stride_cols >= out_width)
-                    continue;
-                const ptrdiff_t window = (sample * out_height + from_y / stride_rows) * out_width
-                                         + from_x / stride_cols;
+        _WINDOWS_READING_THE_INPUT.format(term="""
                 total = total + grad_cols[((window * kernel_height + row) * kernel_width
-                                           + column) * channels + channel];
-            }
-        }
-        grad_x = total;
-        """),
+                                           + column) * channels + channel];""")),
     # max_pool: a thread per output (n, oh, ow, c): the window's cells in row-major order,
     # padding read as `lowest` (-inf, as the generic kernel's im2col fills it), the first
     # largest (or the first NaN, numpy.argmax's rule) taken: its value and its cell (a window
@@ -193,26 +199,8 @@ ELEMENTWISE = {source.name: source for source in (
     ElementwiseSource(
         "dnn_max_pool_backward", f"raw T grad, raw int32 argmax, {WINDOW_PARAMS}",
         "T grad_x",
-        """
-        ptrdiff_t rest = i;
-        const ptrdiff_t channel = rest % channels; rest /= channels;
-        const ptrdiff_t in_x = rest % width; rest /= width;
-        const ptrdiff_t in_y = rest % height;
-        const ptrdiff_t sample = rest / height;
-        T total = (T)0;
-        for (ptrdiff_t row = 0; row < kernel_height; ++row) {
-            const ptrdiff_t from_y = in_y + pad_top - row;
-            if (from_y < 0 || from_y % stride_rows != 0 || from_y / stride_rows >= out_height)
-                continue;
-            for (ptrdiff_t column = 0; column < kernel_width; ++column) {
-                const ptrdiff_t from_x = in_x + pad_left - column;
-                if (from_x < 0 || from_x % stride_cols != 0 || from_x / stride_cols >= out_width)
-                    continue;
-                const ptrdiff_t at = ((sample * out_height + from_y / stride_rows) * out_width
-                                      + from_x / stride_cols) * channels + channel;
-                total = total + (argmax[at] == row * kernel_width + column ? grad[at] : (T)0);
-            }
-        }
-        grad_x = total;
-        """),
+        _WINDOWS_READING_THE_INPUT.format(term="""
+                const ptrdiff_t at = window * channels + channel;
+                const int chosen = argmax[at] == row * kernel_width + column;
+                total = total + (chosen ? grad[at] : (T)0);""")),
 )}
