@@ -75,3 +75,10 @@ def test_the_convolution_by_hand_in_how_it_learns_matches_dnn(capsys):
     example = next(block for block in blocks("python", page) if "Conv2D(" in block)
     exec(compile(example, str(page), "exec"), {})  # asserts outputs and gradients
     assert capsys.readouterr().out == "Conv2D matches the loops\n"
+
+
+def test_the_layer_example_of_the_plugin_guide_trains(capsys):
+    example = next(block for block in blocks("python") if "class Scale(Layer)" in block)
+    exec(compile(example, str(GUIDE), "exec"), {})
+    before, after = map(float, re.findall(r"[0-9]+\.[0-9]+", capsys.readouterr().out))
+    assert after < before
