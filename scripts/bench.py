@@ -54,6 +54,11 @@ QUICK_ROWS = 512  # training images in --quick mode, here and in the other bench
 QUIET_PENALTY = 2.0
 
 
+def write_json(path, result: dict) -> None:
+    """``result`` as indented JSON in the file ``path`` (the ``--json`` of every benchmark)."""
+    Path(path).write_text(json.dumps(result, indent=2) + "\n")
+
+
 def add_quick_option(parser) -> None:
     """The ``--quick`` flag every script in scripts/ takes (see their docstrings)."""
     parser.add_argument("--quick", action="store_true",
@@ -360,8 +365,7 @@ def main():
     }
     print_result(result)
     if args.json_path:
-        with open(args.json_path, "w") as file:
-            json.dump(result, file, indent=2)
+        write_json(args.json_path, result)
 
 
 if __name__ == "__main__":

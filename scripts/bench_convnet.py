@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import os
 import platform
 import pstats
@@ -46,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 import dnn
-from bench import add_quick_option, blas_info, cpu_model, machine_line, summary
+from bench import add_quick_option, blas_info, cpu_model, machine_line, summary, write_json
 from dnn.backends.cpu import C_KERNELS, CpuBackend
 from dnn.distributed.threads import process_threads
 from dnn.layers import Conv2D, Dense, Dropout, Flatten, Input, MaxPooling2D
@@ -344,7 +343,7 @@ def main():
     print(f"peak RSS of an epoch on {QUICK_ROWS if args.quick else FULL_ROWS:,} images and "
           f"its evaluation: {result['peak_rss_mib_epoch']:.0f} MiB")
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json_path, result)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ import time
 import numpy as np
 
 import dnn
-from bench import BATCH, CLASSES, QUICK_ROWS, add_quick_option, load_mnist, machine_line
+from bench import (BATCH, CLASSES, QUICK_ROWS, add_quick_option, load_mnist, machine_line,
+                   write_json)
 from dnn import distributed
 from dnn.distributed.launcher import mpiexec
 from dnn.distributed import SingleProcess
@@ -211,8 +212,7 @@ def main():
               "runs": runs, "model": modelled(runs[1], runs[0])}
     print_result(result)
     if args.json_path:
-        with open(args.json_path, "w") as file:
-            json.dump(result, file, indent=2)
+        write_json(args.json_path, result)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import time
 import numpy as np
 
 import dnn
-from bench import QUICK_ROWS, add_quick_option, load_mnist
+from bench import QUICK_ROWS, add_quick_option, load_mnist, write_json
 from bench_convnet import IMAGE, dnn_model as convnet_model
 from dnn.backends.gpu import GpuBackend
 from dnn.layers import Dense
@@ -343,8 +343,7 @@ def main():
         print_runs(network, runs, ratios)
     print(json.dumps(result, indent=2))
     if args.json_path:
-        with open(args.json_path, "w") as file:
-            json.dump(result, file, indent=2)
+        write_json(args.json_path, result)
 
 
 if __name__ == "__main__":
