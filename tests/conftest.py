@@ -36,6 +36,18 @@ def awkward(rng, shape, positive=False, dtype=np.float32):
     return values
 
 
+def awkward_images(rng, shape, dtype):
+    """Awkward images (NaN, inf, -0.0, subnormals, several scales) with half their values
+    small integers (ties for max pooling: zeros among them), a tenth of those -inf: what the
+    window kernels are checked on."""
+    values = awkward(rng, shape, dtype=dtype)
+    flat = values.reshape(-1)
+    picks = rng.choice(flat.size, size=flat.size // 2, replace=False)
+    flat[picks] = rng.integers(-2, 3, size=picks.size)
+    flat[picks[:max(1, picks.size // 10)]] = -np.inf
+    return values
+
+
 def available_backend_names() -> list:
     """Every installed backend, with a skip (and its reason) for those that cannot run here."""
     params = []

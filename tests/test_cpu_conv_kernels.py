@@ -15,7 +15,7 @@ import pytest
 from dnn.backends import cpu as cpu_module
 from dnn.backends.cpu import C_KERNELS, PARALLEL_MIN_SIZE, CpuBackend
 from dnn.backends.windows import PADDINGS, Window
-from tests.conftest import awkward, needs_extension
+from tests.conftest import awkward, awkward_images, needs_extension
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NaN and inf, on purpose
 
@@ -55,17 +55,6 @@ def c_backend() -> CpuBackend:
     backend = CpuBackend()
     backend.c_kernels = Counting(C_KERNELS)
     return backend
-
-
-def images(rng, shape, dtype):
-    """Awkward images (NaN, inf, -0.0, subnormals, several scales) with half their values
-    small integers (ties for max pooling: zeros among them), a tenth of those -inf."""
-    values = awkward(rng, shape, dtype=dtype)
-    flat = values.reshape(-1)
-    picks = rng.choice(flat.size, size=flat.size // 2, replace=False)
-    flat[picks] = rng.integers(-2, 3, size=picks.size)
-    flat[picks[:max(1, picks.size // 10)]] = -np.inf
-    return values
 
 
 def relu_images(rng, shape, dtype):
@@ -118,7 +107,7 @@ def inputs_of(name, window, n, c, dtype, rng, relu=False) -> tuple:
     """The arrays kernel ``name`` takes after the window: images and a fill (0 or -inf) for
     im2col; awkward window gradients for col2im; images for max_pool; for max_pool_backward a
     gradient and argmax cells drawn from all of a window's, and one past either end."""
-    make = relu_images if relu else images
+    make = relu_images if relu else awkward_images
     if name == "im2col":
         return make(rng, image_shape(window, n, c), dtype), float(rng.choice([0.0, -np.inf]))
     if name == "col2im":
@@ -308,7 +297,7 @@ def _refused_cases(window):
     """Calls the C window kernels cannot take: kernel name -> list of (label, inputs, outputs)
     for :func:`test_arrays_the_c_kernels_cannot_take_get_the_generic_kernels_answer`."""
     rng = np.random.default_rng(5)
-    x = images(rng, image_shape(window, 4, 3), np.float64)
+    x = awkward_images(rng, image_shape(window, 4, 3), np.float64)
     cols = cols_shape(window, 4, 3)
     pooled = pooled_shape(window, 4, 3)
     strided = np.repeat(x, 2, axis=2)[:, :, ::2]

@@ -17,7 +17,7 @@ from dnn.backends.cuda_sources import ELEMENTWISE, ElementwiseSource
 from dnn.backends.windows import PADDINGS, Window
 from dnn.optimizers import SGD, Adam, RMSprop
 from dnn.testing import optimizer_steps
-from tests.conftest import GenericNumpy, awkward
+from tests.conftest import GenericNumpy, awkward, awkward_images
 from tests.cuda_harness import (CompileError, HostCudaBackend, build_library, c_file,
                                 compile_kernels, host_kernels, parse_params)
 
@@ -88,17 +88,6 @@ def row_case(name):
     return lambda b, rows, dtype, rng: call(b, *inputs(rows, dtype, rng))
 
 
-def window_images(rng, shape, dtype):
-    """Awkward images (NaN, inf, -0.0, subnormals, several scales) with about half their
-    values small integers, ties for max pooling, -inf among them."""
-    images = awkward(rng, shape, dtype=dtype)
-    flat = images.reshape(-1)
-    picks = rng.choice(flat.size, size=flat.size // 2, replace=False)
-    flat[picks] = rng.integers(-2, 3, size=picks.size)
-    flat[picks[:max(1, picks.size // 10)]] = -np.inf
-    return images
-
-
 # The windows of the cases of the window kernels: 3x2 cells, strides 2 and 1, "same" padding
 # (a row above and below a 7x5 image, a column to its right), 3 channels.
 CASE_WINDOW = Window.of((7, 5), (3, 2), (2, 1), "same")
@@ -138,11 +127,11 @@ def window_inputs(name, window, rows, channels, dtype, rng) -> tuple:
     images = (rows, window.rows.length, window.columns.length, channels)
     pooled = (rows, *window.output, channels)
     if name == "dnn_im2col":
-        return window_images(rng, images, dtype), rng.choice([0.0, -np.inf])
+        return awkward_images(rng, images, dtype), rng.choice([0.0, -np.inf])
     if name == "dnn_col2im":
         return (awkward(rng, (rows, *window.output, *window.kernel, channels), dtype=dtype),)
     if name == "dnn_max_pool":
-        return (window_images(rng, images, dtype),)
+        return (awkward_images(rng, images, dtype),)
     return (awkward(rng, pooled, dtype=dtype),
             rng.integers(0, window.cells, size=pooled).astype(np.int32))
 
@@ -360,7 +349,7 @@ def test_the_window_kernels_leave_to_the_generic_kernels_arrays_they_cannot_take
     kernels = compile_kernels()
     backend, generic = HostCudaBackend(kernels), GenericNumpy()
     window, rng = CASE_WINDOW, np.random.default_rng(SEED)
-    images = window_images(rng, (4, 7, 5, 3), np.float64)
+    images = awkward_images(rng, (4, 7, 5, 3), np.float64)
     cols_shape = (4, *window.output, *window.kernel, 3)
     pooled = (4, *window.output, 3)
     refused = [  # (the kernel left out, the call)
