@@ -190,6 +190,43 @@ def test_model_checkpoint_saves_the_best_epochs_atomically_by_name(cpu, tmp_path
     np.testing.assert_allclose(dnn.load_model(last).evaluate(x, y)[0], min(losses), rtol=1e-5)
 
 
+def test_model_checkpoint_saves_weights_every_few_batches_below_a_threshold(cpu, tmp_path):
+    x, labels = blobs(n=80)
+    y = to_categorical(labels)
+    model = seed_network(cpu)
+    every = callbacks.ModelCheckpoint(tmp_path / "w-{epoch}-{batch}.npz", save_freq=3,
+                                      save_weights_only=True, monitor="loss")
+    best = callbacks.ModelCheckpoint(tmp_path / "best.npz", save_best_only=True,
+                                     monitor="loss", initial_value_threshold=0.0)
+    model.fit(x, y, batch_size=20, epochs=2, callbacks=[every, best], verbose=0)
+    # 4 batches an epoch, a save after every third counted across epochs
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["w-1-3.npz", "w-2-2.npz"]
+    again = seed_network(cpu)
+    again.compile(optimizer="rmsprop", loss="categorical_crossentropy")
+    again.load_weights(tmp_path / "w-2-2.npz")
+    assert again.get_weights()[0].shape == model.get_weights()[0].shape
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"save_freq": 0}, "save_freq must be 'epoch' or a number of batches >= 1, not 0"),
+    ({"save_freq": "batch"}, "save_freq must be 'epoch' or a number of batches"),
+    ({"save_weights_only": "yes"}, "save_weights_only must be True or False, not 'yes'"),
+    ({"initial_value_threshold": float("nan")}, "initial_value_threshold must be a number"),
+    ({"save_best_only": 1}, "save_best_only must be True or False, not 1")])
+def test_model_checkpoint_refuses_bad_arguments_by_name(arguments, message):
+    with pytest.raises(TypeError, match=message):
+        callbacks.ModelCheckpoint("m.npz", **arguments)
+
+
+def test_a_model_checkpoint_name_the_logs_cannot_fill_is_named(cpu, tmp_path):
+    x, labels = blobs(n=20)
+    saver = callbacks.ModelCheckpoint(tmp_path / "m-{val_loss:.2f}.npz")
+    with pytest.raises(dnn.errors.UsageError, match=r"ModelCheckpoint filepath .* names "
+                                                    r"'val_loss', which it is not given"):
+        seed_network(cpu).fit(x, to_categorical(labels), callbacks=[saver], verbose=0)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_monitor_the_logs_lack_is_named(cpu):
     x, labels = blobs(n=20)
     with pytest.raises(dnn.errors.UsageError, match="EarlyStopping watches 'val_loss', which "

@@ -1,26 +1,77 @@
-"""Save the model after its epochs."""
+"""Save the model after its epochs, or every so many batches."""
 
 from __future__ import annotations
 
+import math
+
+from dnn.callbacks.arguments import check_flag, check_path
 from dnn.callbacks.monitor_callback import MonitorCallback
+from dnn.errors import ArgumentTypeError, UsageError
+from dnn.utils import is_int_at_least, is_number
 
 
 class ModelCheckpoint(MonitorCallback):
-    """Save the model to ``filepath`` (which may name ``{epoch}`` and the logs' figures, as
-    ``"model-{epoch:02d}-{val_loss:.2f}.npz"``) after every epoch, or with ``save_best_only``
-    only when ``monitor`` improved.  Writes are atomic: a file is complete or absent."""
+    """Save the model to ``filepath`` (which may name ``{epoch}``, ``{batch}`` with an integer
+    ``save_freq``, and the logs' figures, as ``"model-{epoch:02d}-{val_loss:.2f}.npz"``) after
+    every epoch (``save_freq="epoch"``) or every ``save_freq`` training batches, or with
+    ``save_best_only`` only when ``monitor`` improved on the best so far (or on
+    ``initial_value_threshold``).  ``save_weights_only`` writes with ``save_weights``.  Keras'
+    arguments; the file is dnn's checkpoint whatever its extension.  Writes are atomic: a file
+    is complete or absent."""
 
     writes_files = True
 
-    def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto",
-                 verbose=0):
+    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
+                 save_weights_only=False, mode="auto", save_freq="epoch",
+                 initial_value_threshold=None):
         super().__init__(monitor, mode)
-        self.filepath, self.save_best_only, self.verbose = str(filepath), save_best_only, verbose
+        self.filepath = check_path("ModelCheckpoint", "filepath", filepath)
+        check_flag("ModelCheckpoint", "save_best_only", save_best_only)
+        check_flag("ModelCheckpoint", "save_weights_only", save_weights_only)
+        if save_freq != "epoch" and not is_int_at_least(save_freq, 1):
+            raise ArgumentTypeError(f"ModelCheckpoint save_freq must be 'epoch' or a number of "
+                                    f"batches >= 1, not {save_freq!r}")
+        if initial_value_threshold is not None:
+            if not is_number(initial_value_threshold) or math.isnan(initial_value_threshold):
+                raise ArgumentTypeError(f"ModelCheckpoint initial_value_threshold must be a "
+                                        f"number, not {initial_value_threshold!r}")
+            self.best = float(initial_value_threshold)
+        self.verbose, self.save_best_only = verbose, save_best_only
+        self.save_weights_only, self.save_freq = save_weights_only, save_freq
+        self._batches_since_saving = 0
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.save_freq == "epoch":
+            return
+        self._batches_since_saving += 1
+        if self._batches_since_saving >= self.save_freq:
+            self._batches_since_saving = 0
+            self._save(logs, epoch=self._epoch + 1, batch=batch + 1)
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.save_freq == "epoch":
+            self._save(logs, epoch=epoch + 1)
+
+    def _save(self, logs, **counts) -> None:
+        """Save where ``save_best_only`` allows, to ``filepath`` filled in with ``counts`` and
+        ``logs``."""
         if self.save_best_only and not self._improved(logs):
             return
-        path = self.filepath.format(epoch=epoch + 1, **(logs or {}))
-        self.model.save(path)
+        values = {**counts, **dict(logs or {})}
+        try:
+            path = self.filepath.format(**values)
+        except (KeyError, IndexError) as error:
+            raise UsageError(f"ModelCheckpoint filepath {self.filepath!r} names {error}, which "
+                             f"it is not given (it has {', '.join(values)})") from None
+        except ValueError as error:
+            raise UsageError(f"ModelCheckpoint filepath {self.filepath!r}: {error}") from None
+        if self.save_weights_only:
+            self.model.save_weights(path)
+        else:
+            self.model.save(path)
         if self.verbose:
-            print(f"Epoch {epoch + 1}: saved the model to {path}")
+            print(f"Epoch {counts['epoch']}: saved the model to {path}")
