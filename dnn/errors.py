@@ -21,6 +21,11 @@ class UnknownPluginError(UsageError, LookupError):
     """A backend, optimizer or dataset name that no installed plugin provides."""
 
 
+class UnknownLayerError(UsageError, LookupError):
+    """A saved config that names a layer class neither dnn nor the user made known (with
+    ``custom_objects`` or ``register_keras_serializable``)."""
+
+
 class PluginLoadError(DnnError):
     """A plugin that is installed but fails to import or construct."""
 

@@ -2,7 +2,8 @@
 
 ``check_optimizer(cls)``, ``check_backend(cls)`` and ``check_dataset(cls)`` check a plugin
 against its contract and, for optimizers and backends, against the cpu backend on every available
-backend.  Each raises AssertionError with a message that says what is wrong; the ``*_results``
+backend; ``check_layer(layer, input_shape)`` checks a layer of one's own (its output shape, its
+backward pass against finite differences, its config).  Each raises AssertionError with a message that says what is wrong; the ``*_results``
 functions return one :class:`CheckResult` per backend instead (``dnn check`` prints them as a
 table).  The pieces a backend is checked with are public, for a plugin's own tests:
 
@@ -41,13 +42,14 @@ from dnn import activations, backends, losses as losses_module, plugins
 from dnn.backends.base import Availability, Backend
 from dnn.callbacks import Callback
 from dnn.datasets import contract_problem
-from dnn.errors import BackendUnavailableError, OptimizerError
+from dnn.errors import BackendUnavailableError, OptimizerError, UsageError
 from dnn.backends.windows import Window
 from dnn.layers import (AveragePooling2D, BatchNormalization, Conv2D, Dense,
-                        GlobalAveragePooling2D, MaxPooling2D)
+                        GlobalAveragePooling2D, Layer, MaxPooling2D, from_config)
 from dnn.models import Sequential
 from dnn.optimizers import SGD, Adam, Optimizer, RMSprop
 from dnn.replay import EagerReplayBackend, ReplayBackend
+from dnn.saving.registry import custom_object_scope
 from dnn.trainers.step import GraphFallbackWarning
 from dnn.utils import to_categorical
 
@@ -600,3 +602,78 @@ def check_dataset(cls, data_dir=None) -> None:
     assert isinstance(getattr(dataset, "name", None), str), "set the class attribute name"
     problem = contract_problem(dataset.load(data_dir))
     assert problem is None, problem
+
+
+def numerical_gradient(f, x: np.ndarray, step: float = 1e-6) -> np.ndarray:
+    """Central finite differences of the scalar ``f()`` with respect to ``x`` (changed in
+    place, then restored): an array of ``x``'s shape."""
+    grad = np.zeros_like(x)
+    flat, out = x.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        original = flat[i]
+        flat[i] = original + step
+        plus = f()
+        flat[i] = original - step
+        minus = f()
+        flat[i] = original
+        out[i] = (plus - minus) / (2 * step)
+    return grad
+
+
+def _assert_gradient_close(what: str, ours: np.ndarray, numerical: np.ndarray) -> None:
+    """AssertionError naming ``what`` and its worst element unless ``ours`` is ``numerical``
+    to finite differences' accuracy in float64."""
+    error = np.abs(ours - numerical) - (1e-7 + 1e-5 * np.abs(numerical))
+    if ours.shape != numerical.shape:
+        raise AssertionError(f"{what} has shape {ours.shape}, not {numerical.shape}")
+    if not (error <= 0).all():
+        worst = np.unravel_index(int(np.nanargmax(np.where(np.isnan(error), np.inf, error))),
+                                 error.shape)
+        raise AssertionError(f"{what} at {tuple(int(i) for i in worst)} is "
+                             f"{float(ours[worst]):.10g}; finite differences give "
+                             f"{float(numerical[worst]):.10g}")
+
+
+def check_layer(layer: Layer, input_shape, *, batch: int = 3, training: bool = False,
+                seed: int = 0) -> None:
+    """Check a layer of one's own, as made for a model (``check_layer(PReLU(0.3), (5,))``):
+    its ``get_config`` makes the same layer again; built for samples of ``input_shape`` (keep
+    it small) on the cpu backend in float64, its output has ``compute_output_shape``'s shape
+    and its ``backward`` (with ``training`` as given to ``forward``) writes each weight's
+    gradient and returns the input gradient of ``sum(g * forward(x))`` as central finite
+    differences give them, for a batch of ``batch`` normal samples ``x`` and normal ``g``.
+    Raises AssertionError saying what is wrong; ``layer`` itself is left as it was (a copy made
+    from its config is checked)."""
+    config = layer.get_config()
+    with custom_object_scope({config.get("class", ""): type(layer)}):
+        try:
+            made = from_config(config)
+        except UsageError as error:
+            raise AssertionError(f"the layer cannot be made again from its get_config(): "
+                                 f"{error}") from None
+    assert made.get_config() == config, (
+        f"{type(layer).__name__}.get_config() gives {config}, but the layer made from it gives "
+        f"{made.get_config()}: return every argument of __init__")
+    cpu = backends.get_backend("cpu")
+    rng = np.random.default_rng(seed)
+    input_shape = tuple(input_shape)
+    made.build_on(input_shape, cpu, rng, "float64")
+    made.needs_input_grad = True
+    x = rng.normal(size=(batch, *input_shape))
+    output = np.asarray(made.forward(x.copy(), training=training))
+    expected = (batch, *made.compute_output_shape(input_shape))
+    assert output.shape == expected, (f"forward gives {output.shape}; compute_output_shape says "
+                                      f"{expected}")
+    g = rng.normal(size=expected)
+    grad_x = made.backward(g.copy())
+    grads = [np.array(grad) for grad in made.grads]
+
+    def loss() -> float:
+        return float(np.sum(g * made.forward(x, training=training)))
+
+    _assert_gradient_close("the input gradient (what backward returns)",
+                           np.asarray(grad_x), numerical_gradient(loss, x))
+    for index, (param, grad) in enumerate(zip(made.params, grads)):
+        name = made.weight_name(param)
+        _assert_gradient_close(f"the gradient of weight {index} ({name}) in grads[{index}]",
+                               grad, numerical_gradient(loss, param))

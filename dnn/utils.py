@@ -9,6 +9,10 @@ import random
 import numpy as np
 
 from dnn.errors import ArgumentTypeError, OutOfMemoryError, UsageError
+# Keras has these in keras.utils as well as in keras.saving
+from dnn.saving.registry import (custom_object_scope, get_custom_objects,  # noqa: F401
+                                 get_registered_name, get_registered_object,
+                                 register_keras_serializable)
 
 
 def to_categorical(labels, num_classes: int | None = None, dtype="float32") -> np.ndarray:

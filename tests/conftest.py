@@ -163,19 +163,3 @@ def peak_bytes(call, error, message) -> int:
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-
-
-def numerical_gradient(f, x: np.ndarray, step: float = 1e-6) -> np.ndarray:
-    """Central finite differences of the scalar ``f()`` with respect to ``x`` (changed in
-    place, then restored)."""
-    grad = np.zeros_like(x)
-    flat, out = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        original = flat[i]
-        flat[i] = original + step
-        plus = f()
-        flat[i] = original - step
-        minus = f()
-        flat[i] = original
-        out[i] = (plus - minus) / (2 * step)
-    return grad

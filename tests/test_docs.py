@@ -77,8 +77,11 @@ def test_the_convolution_by_hand_in_how_it_learns_matches_dnn(capsys):
     assert capsys.readouterr().out == "Conv2D matches the loops\n"
 
 
-def test_the_layer_example_of_the_plugin_guide_trains(capsys):
+def test_the_layer_example_of_the_plugin_guide_trains_and_passes_its_check(capsys):
     example = next(block for block in blocks("python") if "class Scale(Layer)" in block)
-    exec(compile(example, str(GUIDE), "exec"), {})
+    check = next(block for block in blocks("python") if "check_layer(Scale()" in block)
+    names = {}
+    exec(compile(example, str(GUIDE), "exec"), names)
     before, after = map(float, re.findall(r"[0-9]+\.[0-9]+", capsys.readouterr().out))
     assert after < before
+    exec(compile(check, str(GUIDE), "exec"), names)  # raises where a gradient is wrong

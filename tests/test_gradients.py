@@ -7,7 +7,7 @@ import pytest
 import dnn
 from dnn import activations, losses
 from dnn.layers import Dense, Layer
-from tests.conftest import numerical_gradient
+from dnn.testing import numerical_gradient
 
 RNG = np.random.default_rng(1234)
 TOLERANCE = dict(rtol=1e-6, atol=1e-8)

@@ -11,7 +11,7 @@ from dnn.models import load_model
 from dnn.saving import checkpoint
 from dnn.layers import Dense, Dropout, Flatten, Input
 from dnn.utils import to_categorical
-from tests.conftest import numerical_gradient
+from dnn.testing import numerical_gradient
 from tests.test_model import blobs
 
 

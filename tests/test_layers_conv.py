@@ -14,7 +14,7 @@ from dnn.errors import UsageError
 from dnn.layers import (AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
                         GlobalAveragePooling2D, Input, MaxPooling2D, from_config)
 from dnn.utils import to_categorical
-from tests.conftest import numerical_gradient
+from dnn.testing import numerical_gradient
 
 RNG = np.random.default_rng(11)
 

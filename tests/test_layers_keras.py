@@ -11,7 +11,7 @@ from dnn import activations, regularizers
 from dnn.errors import ArgumentTypeError, UsageError
 from dnn.layers import Activation, Dense, Input, Reshape, from_config
 from dnn.regularizers import L1, L1L2, L2
-from tests.conftest import numerical_gradient
+from dnn.testing import numerical_gradient
 
 RNG = np.random.default_rng(2024)
 GRADIENT_TOLERANCE = dict(rtol=1e-6, atol=1e-8)

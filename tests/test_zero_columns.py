@@ -11,7 +11,8 @@ from dnn.backends.base import InputColumns
 from dnn.backends.cpu import C_KERNELS, SKIP_MIN_KERNEL_SIZE, CpuBackend
 from dnn.layers import Dense
 from dnn.utils import to_categorical
-from tests.conftest import needs_extension, numerical_gradient
+from dnn.testing import numerical_gradient
+from tests.conftest import needs_extension
 
 WIDTH, UNITS = 300, SKIP_MIN_KERNEL_SIZE // 300 + 1  # a kernel just big enough to skip for
 

@@ -13,12 +13,13 @@ Keras' aliases are there too: ``Convolution2D``, ``MaxPool2D``, ``AvgPool2D``,
 
 from __future__ import annotations
 
-from dnn.errors import UsageError
+from dnn.errors import UnknownLayerError, UsageError
 from dnn.layers.base import Layer, weight_shapes
 from dnn.layers.convolutional import Conv2D
 from dnn.layers.core import Activation, Dense, Dropout, Flatten, Input, Reshape
 from dnn.layers.normalization import BatchNormalization
 from dnn.layers.pooling import AveragePooling2D, GlobalAveragePooling2D, MaxPooling2D
+from dnn.saving.registry import get_registered_object
 
 Convolution2D = Conv2D
 MaxPool2D, AvgPool2D, GlobalAvgPool2D = MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D
@@ -34,12 +35,28 @@ LAYERS = {cls.__name__: cls for cls in (
 
 
 def from_config(config: dict):
-    """A layer from its :meth:`Layer.get_config` dict (as stored in checkpoints)."""
+    """A layer from its :meth:`Layer.get_config` dict (as stored in checkpoints): the class its
+    ``"class"`` names is looked up among the classes of one's own first
+    (:func:`dnn.saving.get_registered_object`), then among dnn's; the rest of the dict goes to
+    the class' ``from_config``."""
     config = dict(config)
-    cls = LAYERS.get(config.pop("class", None))
+    kind = config.pop("class", None)
+    if not isinstance(kind, str):
+        raise UsageError(f"a layer config names its class: {{'class': 'Dense', ...}}, not "
+                         f"{kind!r}")
+    cls = get_registered_object(kind) or LAYERS.get(kind)
     if cls is None:
-        raise UsageError(f"unknown layer class in {config!r}")
+        raise UnknownLayerError(
+            f"unknown layer class {kind!r}: give load_model custom_objects={{"
+            f"{kind.rpartition('>')[2]!r}: {kind.rpartition('>')[2]}}}, or register the "
+            "class with @dnn.saving.register_keras_serializable()")
+    if not (isinstance(cls, type) and issubclass(cls, Layer)):
+        raise UnknownLayerError(f"custom object {kind!r} is {cls!r}, not a subclass of "
+                                "dnn.layers.Layer")
     trainable = config.pop("trainable", True)  # every layer has the flag, Input included
-    layer = cls(**config)
+    try:
+        layer = cls.from_config(config)
+    except TypeError as error:
+        raise UsageError(f"{kind} cannot be made from its config {config}: {error}") from None
     layer.trainable = trainable
     return layer

@@ -40,6 +40,8 @@ Training (Keras' ``trainable``, and weight regularizers, :mod:`dnn.regularizers`
 
 from __future__ import annotations
 
+import copy
+import inspect
 import math
 import re
 from dataclasses import dataclass
@@ -47,9 +49,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from dnn import activations, initializers, regularizers
+from dnn.backends import get_backend
 from dnn.buffers import Buffers
 from dnn.errors import UsageError
 from dnn.optimizers.schedules import array_namespace
+from dnn.saving.registry import get_registered_name
 from dnn.utils import as_shape, checked_weights, element_count, is_int_at_least
 
 MAX_UNITS = 2**31 - 1  # past this no array library indexes a layer's outputs
@@ -183,6 +187,19 @@ class Layer:
         return [*self.params, *self.state_weights]
 
     @property
+    def backend(self):
+        """The :class:`dnn.backends.Backend` the layer is built on (None before)."""
+        return self._backend
+
+    @property
+    def xp(self):
+        """The array namespace of the layer's backend (NumPy, CuPy, ...), once built: what a
+        layer computes its passes with."""
+        if self._backend is None:
+            raise UsageError(f"{self.name} is not built yet: it has no backend")
+        return self._backend.xp
+
+    @property
     def output_dim(self) -> int | None:
         """The number of features of one output sample (the product of ``output_shape``),
         known once built."""
@@ -200,10 +217,18 @@ class Layer:
         return []
 
     def param_shapes(self, input_shape: tuple) -> tuple[list, tuple]:
-        """``(shapes of weights, output shape)`` for inputs of ``input_shape``, without making
-        anything (checkpoints check a file against them before reading it)."""
-        output_shape = self.compute_output_shape(tuple(input_shape))
-        return [spec.shape for spec in self.weight_specs(tuple(input_shape))], output_shape
+        """``(shapes of weights, output shape)`` for inputs of ``input_shape`` (checkpoints
+        check a file against them before reading it): from :meth:`weight_specs`, without making
+        anything, for dnn's own layers (they make exactly those); for a class of one's own,
+        which may make any in its ``build``, from a copy of it built on the host."""
+        input_shape = tuple(input_shape)
+        output_shape = self.compute_output_shape(input_shape)
+        if not type(self).__module__.startswith("dnn.layers."):
+            built = copy.copy(self)
+            built.build_on(input_shape, get_backend("cpu"), np.random.default_rng(0),
+                           np.float32)
+            return [tuple(weight.shape) for weight in built.weights], output_shape
+        return [spec.shape for spec in self.weight_specs(input_shape)], output_shape
 
     def build_on(self, input_shape: tuple, backend, rng: np.random.Generator, dtype) -> tuple:
         """Make the layer for inputs of ``input_shape`` on ``backend`` (drawing any random
@@ -268,8 +293,26 @@ class Layer:
         raise NotImplementedError
 
     def get_config(self) -> dict:
-        """``{"class": name, ...}``: the arguments that rebuild the layer (checkpoints)."""
-        raise NotImplementedError
+        """``{"class": name, ...}``: the arguments that rebuild the layer (checkpoints, JSON).
+        The default gives the class (:func:`dnn.saving.get_registered_name`), the name given
+        and ``trainable``: enough for a layer whose ``__init__`` takes no arguments of its own;
+        one that does returns them too, ``{**super().get_config(), "alpha": self.alpha}``."""
+        if type(self).get_config is Layer.get_config:
+            own = [name for name, parameter in inspect.signature(type(self)).parameters.items()
+                   if name not in ("name", "input_shape", "trainable")
+                   and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)]
+            if own:
+                raise UsageError(
+                    f"{type(self).__name__} takes arguments ({', '.join(own)}) that "
+                    f"Layer.get_config cannot know: give {type(self).__name__} a get_config "
+                    f"that returns them, {{**super().get_config(), {own[0]!r}: ...}}")
+        return self._config(get_registered_name(type(self)))
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Layer":
+        """The layer :meth:`get_config`'s dict describes, less its ``"class"`` and
+        ``trainable`` (:func:`dnn.layers.from_config` handles those): ``cls(**config)``."""
+        return cls(**config)
 
     def step_state(self) -> list:
         """Arrays of the backend, besides ``params``, that a training step changes and the

@@ -7,23 +7,33 @@ import json
 
 from dnn.errors import ArgumentTypeError, UsageError
 from dnn.models.sequential import Sequential
+from dnn.callbacks.arguments import check_flag
 from dnn.saving import checkpoint
+from dnn.saving.registry import custom_object_scope
 
 __all__ = ["Sequential", "load_model", "model_from_json", "clone_model"]
 
 
-def load_model(path, backend=None, *, seed=None, with_optimizer=True) -> Sequential:
+def load_model(path, custom_objects=None, compile=True, safe_mode=True, *, backend=None,
+               seed=None, with_optimizer=True) -> Sequential:
     """The model saved by ``model.save(path)``, with its optimizer, on ``backend`` (default:
     the current one), ready to go on training where it stopped (its shuffle order too, unless
-    ``seed`` seeds it anew); ``with_optimizer=False`` leaves the optimizer out (the model
-    evaluates and predicts, and loads where the optimizer's plugin is not installed)."""
-    return checkpoint.load(path, Sequential, backend=backend, seed=seed,
-                           with_optimizer=with_optimizer)
+    ``seed`` seeds it anew).  Keras' arguments: ``custom_objects`` names the classes of one's
+    own layers (``{"PReLU": PReLU}``; or register them,
+    :func:`dnn.saving.register_keras_serializable`); ``compile=False`` gives the model
+    uncompiled; ``safe_mode`` changes nothing, as a checkpoint holds no code to run.
+    ``with_optimizer=False`` leaves the optimizer out (the model evaluates and predicts, and
+    loads where the optimizer's plugin is not installed)."""
+    check_flag("load_model", "compile", compile)
+    check_flag("load_model", "safe_mode", safe_mode)
+    with custom_object_scope(custom_objects):
+        return checkpoint.load(path, Sequential, backend=backend, seed=seed,
+                               with_optimizer=with_optimizer, compile=compile)
 
 
-def model_from_json(json_string, backend=None) -> Sequential:
+def model_from_json(json_string, custom_objects=None, *, backend=None) -> Sequential:
     """A new model (fresh weights, not compiled) of the architecture ``Sequential.to_json``
-    wrote."""
+    wrote; ``custom_objects`` as for :func:`load_model`."""
     if not isinstance(json_string, (str, bytes)):
         raise ArgumentTypeError(f"model_from_json takes a JSON string, not "
                                 f"{type(json_string).__name__}")
@@ -34,15 +44,18 @@ def model_from_json(json_string, backend=None) -> Sequential:
     if not isinstance(description, dict) or description.get("class_name") != "Sequential":
         raise UsageError("model_from_json reads what Sequential.to_json() writes: "
                          '{"class_name": "Sequential", "config": ...}')
-    return Sequential.from_config(description.get("config"), backend=backend)
+    return Sequential.from_config(description.get("config"), custom_objects, backend=backend)
 
 
 def clone_model(model: Sequential) -> Sequential:
     """A new model of ``model``'s architecture with freshly drawn weights (Keras'
-    ``clone_model``: not compiled, weights not copied), built where ``model`` is built."""
+    ``clone_model``: not compiled, weights not copied), built where ``model`` is built; its
+    layers of one's own are made by their own classes, registered or not."""
     if not isinstance(model, Sequential):
         raise ArgumentTypeError(f"clone_model takes a Sequential, not {type(model).__name__}")
-    clone = Sequential.from_config(model.get_config(), backend=model.backend)
+    config = model.get_config()
+    own = {layer["class"]: type(made) for layer, made in zip(config["layers"], model._layers)}
+    clone = Sequential.from_config(config, own, backend=model.backend)
     if model.built:
         clone.build(model.sample_shape)
     return clone

@@ -16,6 +16,7 @@ from dnn import backends, layers as layers_module
 from dnn.buffers import Buffers
 from dnn.errors import ArgumentTypeError, OutOfMemoryError, UsageError
 from dnn.saving import checkpoint
+from dnn.saving.registry import custom_object_scope
 from dnn.trainers.data import device_inputs
 from dnn.trainers.trainer import Trainer
 from dnn.utils import as_shape, check_seed, checked_weights, element_count, model_rng
@@ -321,14 +322,16 @@ class Sequential(Trainer):
         return config
 
     @classmethod
-    def from_config(cls, config: dict, **kwargs) -> "Sequential":
-        """A new model (not built) from :meth:`get_config`'s dict; ``kwargs`` go to
-        :class:`Sequential` (``backend``, ``seed``)."""
+    def from_config(cls, config: dict, custom_objects=None, **kwargs) -> "Sequential":
+        """A new model (not built) from :meth:`get_config`'s dict; ``custom_objects`` as for
+        :func:`dnn.models.load_model`; ``kwargs`` go to :class:`Sequential` (``backend``,
+        ``seed``)."""
         if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
             raise UsageError("a model config is a dict with a list of layers")
         extra = {"name": config["name"]} if "name" in config else {}
-        return cls([layers_module.from_config(layer) for layer in config["layers"]],
-                   dtype=config.get("dtype", "float32"), **extra, **kwargs)
+        with custom_object_scope(custom_objects):
+            made = [layers_module.from_config(layer) for layer in config["layers"]]
+        return cls(made, dtype=config.get("dtype", "float32"), **extra, **kwargs)
 
     def to_json(self, **kwargs) -> str:
         """The architecture as JSON (Keras' ``to_json``; ``kwargs`` go to ``json.dumps``),

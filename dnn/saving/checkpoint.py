@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from dnn import backends, layers, losses, metrics, optimizers, plugins
-from dnn.errors import ArgumentTypeError, CheckpointError, UsageError
+from dnn.errors import ArgumentTypeError, CheckpointError, UnknownLayerError, UsageError
 from dnn.saving.fileio import atomic_write, write_errors_named
 from dnn.saving.npz_reader import NpzReader
 from dnn.utils import check_seed, element_count, is_int_at_least
@@ -121,13 +121,14 @@ def _meta(archive: NpzReader) -> dict:
     return meta
 
 
-def load(path, model_class, backend=None, seed=None, *, with_optimizer=True):
+def load(path, model_class, backend=None, seed=None, *, with_optimizer=True, compile=True):
     """The model saved at ``path``, a ``model_class`` (:class:`dnn.Sequential`, given by
     :func:`dnn.models.load_model`) built and compiled on ``backend`` (default: current),
     with its optimizer state and the epochs it trained, ready to evaluate or to go on training
     where it stopped (the shuffle order goes on as it would have, unless ``seed`` seeds it
     anew).  ``with_optimizer=False`` leaves the optimizer out: the model can evaluate and
-    predict, and loads where the optimizer's plugin is not installed.
+    predict, and loads where the optimizer's plugin is not installed; ``compile=False`` leaves
+    the loss and metrics out too (Keras' uncompiled model).
 
     Nothing is allocated before it is checked: the zip directory against the bytes of the
     file, then the metadata, then every weight's header against the architecture, then the
@@ -147,8 +148,8 @@ def load(path, model_class, backend=None, seed=None, *, with_optimizer=True):
             name = {"name": config["name"]} if "name" in config else {}
             model = model_class(made, dtype=config.get("dtype", "float32"), backend=backend,
                                 seed=seed, **name)
-            spec = meta["optimizer"] if with_optimizer else None
-            if meta["loss"] is not None:
+            spec = meta["optimizer"] if with_optimizer and compile else None
+            if meta["loss"] is not None and compile:
                 model.compile(optimizer=None if spec is None else _optimizer(path, spec),
                               loss=losses.get(meta["loss"], **meta.get("loss_options", {})),
                               metrics=_metrics(meta.get("metrics", [])),
@@ -208,6 +209,8 @@ class _damage_reported:
         return self
 
     def __exit__(self, kind, error, traceback):
+        if kind is not None and issubclass(kind, UnknownLayerError):
+            return False  # not damage: a class of the user's own that was not made known
         if kind is not None and issubclass(kind, (KeyError, TypeError, IndexError, ValueError)):
             raise CheckpointError(f"{self.path} is damaged or does not match its architecture "
                                   f"({kind.__name__}: {error})") from None
