@@ -599,7 +599,9 @@ def check_dataset(cls, data_dir=None) -> None:
     """Raise AssertionError unless ``cls().load(data_dir)`` returns
     ``(x_train, y_train), (x_test, y_test)``: float32 images in [0, 1], integer labels."""
     dataset = cls()
-    assert isinstance(getattr(dataset, "name", None), str), "set the class attribute name"
+    name = getattr(dataset, "name", None)
+    assert isinstance(name, str) and name, (f"set the class attribute name to a string (the "
+                                            f"entry point's name), not {name!r}")
     problem = contract_problem(dataset.load(data_dir))
     assert problem is None, problem
 

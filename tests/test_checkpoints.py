@@ -135,7 +135,8 @@ def test_a_model_of_another_size_than_the_dataset_is_named_with_both_sizes(
     path = tmp_path / "other.npz"
     checkpoint.save(model, path)
     message = (f"Error: {path} takes {features} features and has {classes} classes; "
-               "tiny has 12 features and 3 classes")
+               "tiny has 12 features and 3 classes (name the dataset it was trained on with "
+               "--dataset)")
     evaluated = run("evaluate", str(path), "--dataset", "tiny")
     assert evaluated.exit_code == 2 and evaluated.output.strip().endswith(message), \
         evaluated.output

@@ -135,6 +135,8 @@ class Broken:
 
 @pytest.mark.parametrize("body, problem", [
     ("raise RuntimeError('the server said no')", "failed: RuntimeError: the server said no"),
+    ("raise FileNotFoundError('no stripes here')",
+     "failed: FileNotFoundError: no stripes here"),
     ("return None", "broke the dataset contract: load() must return ((x_train, y_train), "),
     ("return x, y", "broke the dataset contract: the train split must be a pair (images, labels)"),
     ("return ((x * 255).astype(np.uint8), y), (x, y)",

@@ -292,6 +292,13 @@ def test_check_dataset_says_what_breaks_the_contract():
     with pytest.raises(AssertionError, match="^the train images are uint8, not float32$"):
         testing.check_dataset(Uint8Images)
 
+    class NumberedName(Uint8Images):
+        name = 123
+
+    with pytest.raises(AssertionError, match="set the class attribute name to a string .*, "
+                                             "not 123"):
+        testing.check_dataset(NumberedName)
+
 
 def test_a_cache_folder_that_cannot_be_written_is_named_once_before_any_download(
         server, tmp_path, monkeypatch):

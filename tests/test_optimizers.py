@@ -129,6 +129,22 @@ def test_bad_hyperparameters_are_refused(name, kwargs, message):
         getattr(optimizers, name)(**kwargs)
 
 
+def test_hyperparameters_set_after_the_base_init_are_checked_when_built(cpu):
+    class Momentum(optimizers.Optimizer):  # Keras' order: the base first, then its own
+        def __init__(self, learning_rate=0.01, momentum=0.5):
+            super().__init__(learning_rate)
+            self.momentum = momentum
+
+        def update(self, param, grad, state):
+            param -= self.learning_rate * grad
+
+    params = [cpu.asarray(np.ones(3, np.float32))]
+    Momentum(momentum=0.9).build(params, cpu)
+    with pytest.raises(UsageError, match="Momentum momentum must be a finite number >= 0, "
+                                         "not -1.0"):
+        Momentum(momentum=-1.0).build(params, cpu)
+
+
 def test_numpy_scalars_are_numbers():
     assert optimizers.Adam(learning_rate=np.float32(0.01)).learning_rate == np.float32(0.01)
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from dnn import plugins
+from dnn import optimizers, plugins
 from dnn.cli import main
 from dnn.errors import PluginLoadError, UnknownPluginError
 from tests.test_cli import tiny  # noqa: F401  (the tiny dataset plugin fixture)
@@ -32,6 +32,33 @@ def test_good_plugin_is_found_and_loaded_lazily(install_fake_plugin):
     assert "fake_halver" not in sys.modules  # discovery imports nothing
     assert plugins.load("optimizer", "halver").__name__ == "Halver"
     assert "fake_halver" in sys.modules
+
+
+MISNAMED_ATTRIBUTE = """
+from dnn.optimizers import Optimizer
+
+class Decaying(Optimizer):
+    def __init__(self, learning_rate=0.01, weight_decay=0.01):
+        super().__init__(learning_rate)
+        self.wd = weight_decay
+
+    def update(self, param, grad, state):
+        param -= self.learning_rate * (grad + self.wd * param)
+"""
+
+
+def test_a_hyperparameter_the_plugin_does_not_keep_is_refused_by_name(install_fake_plugin):
+    install_fake_plugin("fake-decaying", "0.3", {"dnn.optimizers": {"decaying":
+                                                                    "fake_decaying:Decaying"}},
+                        {"fake_decaying": MISNAMED_ATTRIBUTE})
+    assert optimizers.get("decaying").get_config() == {"learning_rate": 0.01}
+    with pytest.raises(PluginLoadError, match="'decaying' from fake-decaying 0.3 keeps no "
+                                              "attribute weight_decay, so the weight_decay given "
+                                              "is lost"):
+        optimizers.get("decaying", weight_decay=0.5)
+    result = CliRunner().invoke(main, ["train", "--optimizer", "decaying", "--opt",
+                                       "weight_decay=0.5"])  # refused before any data
+    assert result.exit_code == 1 and "keeps no attribute weight_decay" in result.output
 
 
 def test_broken_plugin_is_reported_and_others_keep_working(install_fake_plugin):

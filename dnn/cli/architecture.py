@@ -40,4 +40,5 @@ def check_fits(model: Sequential, path, dataset_name: str, x, classes: int) -> N
     takes, outputs = model.input_dim, model.layers[-1].output_dim
     if (takes, outputs) != (features, classes):
         raise UsageError(f"{path} takes {takes} features and has {outputs} classes; "
-                         f"{dataset_name} has {features} features and {classes} classes")
+                         f"{dataset_name} has {features} features and {classes} classes "
+                         "(name the dataset it was trained on with --dataset)")

@@ -28,13 +28,13 @@ def plugin_class(name: str) -> type:
 
 def load_checked(name: str, data_dir=None):
     """``get(name).load(data_dir)``, held to the dataset contract: a plugin that raises
-    something other than dnn's own errors (or an OSError), or returns what breaks the
+    something other than dnn's own errors (an OSError included), or returns what breaks the
     contract, is a one-line :class:`DataError` naming the plugin."""
     dataset = get(name)
     origin = plugins.find("dataset", name).origin
     try:
         splits = dataset.load(data_dir)
-    except (DnnError, OSError):
+    except DnnError:
         raise
     except plugins.PLUGIN_FAILURES as error:
         raise DataError(plugins.failure(origin, "", error)) from error

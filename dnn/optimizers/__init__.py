@@ -35,6 +35,11 @@ def get(optimizer, **hyperparameters) -> Optimizer:
     except plugins.PLUGIN_FAILURES as error:  # the plugin's own __init__ failed
         raise PluginLoadError(plugins.failure(plugins.find("optimizer", optimizer).origin,
                                               "to start", error)) from error
+    lost = sorted(set(hyperparameters) - set(instance.get_config()))
+    if lost:  # checkpoints and --resume would go on without them
+        raise PluginLoadError(f"{instance._origin()} keeps no attribute {lost[0]}, so the "
+                              f"{lost[0]} given is lost: store each __init__ argument as an "
+                              "attribute of the same name")
     return instance
 
 

@@ -148,7 +148,9 @@ class Optimizer:
         """Attach to ``backend``, create one state dict per parameter and move ``iterations``
         and the hyper-parameters to the device (in the parameters' dtype).  A subclass whose
         ``init_state`` raises, or returns anything but a dict of ``backend``'s arrays, is an
-        :class:`OptimizerError` naming it."""
+        :class:`OptimizerError` naming it.  The hyper-parameters are checked again here, as a
+        subclass may set them after ``Optimizer.__init__`` checked them (Keras' order)."""
+        self.check_hyperparameters()
         values = {name: self._host_value(name) for name in self._device_names()}
         self._device = None
         for name, value in values.items():  # init_state sees host numbers
