@@ -11,16 +11,20 @@ from dnn.saving.fileio import atomic_write
 
 def earlier_epochs(path, epochs_done: int) -> list:
     """The records of the first ``epochs_done`` epochs in the history file at ``path``, for a
-    resumed run to go on from; none when the file is missing or holds other epochs."""
+    resumed run to go on from; none when the file is missing, is not such a file (of another
+    shape, not JSON, nested past what Python reads) or holds other epochs."""
     try:
         with open(path) as file:
             epochs = json.load(file).get("epochs", [])
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return []
-    if ([record.get("epoch") for record in epochs[:epochs_done]]
-            != list(range(1, epochs_done + 1))):
+    if not isinstance(epochs, list):
         return []
-    return epochs[:epochs_done]
+    records = epochs[:epochs_done]
+    if [record.get("epoch") if isinstance(record, dict) else None
+            for record in records] != list(range(1, epochs_done + 1)):
+        return []
+    return records
 
 
 class HistoryFile(Callback):

@@ -105,3 +105,34 @@ def test_the_default_epochs_fewer_than_done_says_it_is_the_default(three_epochs)
         f"Error: --epochs 5 (the default) is fewer than the 6 epochs {model} has trained; "
         "--epochs counts the total, as Keras' epochs does")
     assert model.read_bytes() == before
+
+
+@pytest.mark.parametrize("held", ['{"epochs": [1, 2]}', '{"epochs": 5}', '{"epochs": null}',
+                                  "[" * 100000 + "]" * 100000, '{"epochs": [{"epoch": "1"}]}'])
+def test_a_history_file_of_another_shape_is_started_anew_when_resuming(tmp_path, three_epochs,
+                                                                       held):
+    model, _, _ = three_epochs
+    history = tmp_path / "other.json"
+    history.write_text(held)
+    resumed = run("train", "--dataset", "tiny", "--batch-size", "32", "--resume", str(model),
+                  "--epochs", "4", "--history", str(history))
+    assert resumed.exit_code == 0, resumed.output
+    assert [epoch["epoch"] for epoch in json.loads(history.read_text())["epochs"]] == [4]
+
+
+def test_evaluate_and_a_run_of_no_epochs_print_the_accuracy_among_other_metrics(tmp_path,
+                                                                               three_epochs):
+    import dnn
+
+    model, _, trained_line = three_epochs
+    saved = load_model(model)
+    saved.compile(optimizer=saved.optimizer, loss=saved.loss,
+                  metrics=["mae", "top_k_categorical_accuracy", "accuracy"])
+    other = tmp_path / "metrics.npz"
+    saved.save(other)
+    assert [metric.name for metric in dnn.load_model(other).metrics][0] == "mae"
+    evaluated = run("evaluate", str(other), "--dataset", "tiny")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert evaluated.output.splitlines() == [trained_line]
+    same = run("train", "--dataset", "tiny", "--resume", str(other), "--epochs", "3")
+    assert same.exit_code == 0 and same.output.splitlines() == [trained_line], same.output

@@ -251,6 +251,13 @@ def _with_accuracy(model: Sequential) -> None:
                       metrics=[*model.metrics, "accuracy"])
 
 
+def _loss_and_accuracy(model: Sequential, x, y) -> tuple[float, float]:
+    """The loss and accuracy of ``model`` (compiled with the accuracy, among any other
+    metrics of its own) on ``x``, ``y``: the figures the command line prints and records."""
+    results = model.evaluate(x, y, verbose=0, return_dict=True)
+    return results["loss"], results["accuracy"]
+
+
 def _given(option: str) -> bool:
     """True when the current command's ``option`` was given, not left at its default."""
     source = click.get_current_context().get_parameter_source(option)
@@ -456,7 +463,7 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
                         batch_size=batch_size, validation_split=validation_split,
                         callbacks=callbacks, verbose=0 if quiet else "auto")
     if epochs == initial_epoch:  # nothing trained: evaluate (and record) the model as it is
-        test_results = model.evaluate(x_test, y_test, verbose=0)
+        test_results = _loss_and_accuracy(model, x_test, y_test)
         if save_path:
             model.save(save_path)
         if history_writer is not None:
@@ -484,7 +491,7 @@ def evaluate(model_path, backend, dataset, data_dir):
     _, (x_test, labels), classes = _load_data(dataset, data_dir)
     check_fits(model, model_path, dataset, x_test, classes)
     _with_accuracy(model)
-    loss, accuracy = model.evaluate(x_test, _targets(model, labels, classes), verbose=0)
+    loss, accuracy = _loss_and_accuracy(model, x_test, _targets(model, labels, classes))
     if distributed.communicator().rank == 0:
         click.echo(f"test: loss {loss:.4f} accuracy {accuracy:.4f}")
 
