@@ -16,7 +16,7 @@ from dnn import backends, plugins
 from dnn.models import load_model
 from dnn.saving import checkpoint
 from dnn.cli import main
-from dnn.errors import CheckpointError, UsageError
+from dnn.errors import CheckpointError, DivergenceError, UsageError
 from scripts.hostile import npy, patched, rewritten, zipped
 from tests.conftest import peak_bytes
 from tests.test_cli import tiny  # noqa: F401  (the tiny dataset plugin fixture)
@@ -232,6 +232,9 @@ def tiny_checkpoint(tmp_path, tiny):  # noqa: F811
      "is damaged: weight 1 must be real numbers, not <U1"),
     ("NaN weights", lambda meta, arrays: arrays["weight_2"].__setitem__((0, 0), np.nan),
      "holds NaN or infinite values in weight 2: the model it saved had diverged"),
+    ("NaN state", lambda meta, arrays: arrays["state_1_mean_square"].__setitem__(0, np.inf),
+     "holds NaN or infinite values in the optimizer's mean_square for weight 1: the model it "
+     "saved had diverged"),
     ("extra state", lambda meta, arrays: arrays.update(state_0_momentum=np.zeros((12, 16))),
      "it holds optimizer state state_0_momentum that RMSprop does not have"),
     ("claims huge units", lambda meta, arrays: meta["model"]["layers"][0].update(units=300000),
@@ -252,6 +255,21 @@ def test_damaged_checkpoints_are_one_error_line(tmp_path, tiny_checkpoint, case,
     assert result.exit_code == 1, result.output
     assert result.output.startswith("Error: ") and message in result.output
     assert "Traceback" not in result.output and len(result.output.splitlines()) == 1
+
+
+def test_a_diverged_model_is_not_saved(tmp_path, cpu):
+    x, labels = blobs(n=32)
+    model = seed_network(cpu)
+    model.fit(x, to_categorical(labels), epochs=1, verbose=0)
+    weights = model.get_weights()
+    weights[3][0] = np.nan
+    model.set_weights(weights)
+    path = tmp_path / "kept.npz"
+    path.write_bytes(b"the user's file")
+    with pytest.raises(DivergenceError, match=r"the model's weight 3 holds NaN or infinite "
+                                              r"values \(its training diverged\): not saved to "):
+        model.save(path)
+    assert path.read_bytes() == b"the user's file"
 
 
 def test_a_model_whose_optimizer_is_not_installed_evaluates_but_does_not_resume(

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from dnn import backends, layers, losses, metrics, optimizers, plugins
-from dnn.errors import ArgumentTypeError, CheckpointError, UnknownLayerError, UsageError
+from dnn.errors import (ArgumentTypeError, CheckpointError, DivergenceError, UnknownLayerError,
+                        UsageError)
 from dnn.saving.fileio import atomic_write, write_errors_named
 from dnn.saving.npz_reader import NpzReader
 from dnn.utils import check_seed, element_count, is_int_at_least
@@ -48,6 +49,11 @@ def save(model, path) -> None:
     if not model.built:
         raise UsageError("the model has no weights yet to save: call it on data or build() it")
     arrays = {f"weight_{i}": weight for i, weight in enumerate(model.get_weights())}
+    diverged = next((i for i, weight in enumerate(arrays.values())
+                     if not np.isfinite(weight).all()), None)
+    if diverged is not None:  # a file no load would take: nothing is written
+        raise DivergenceError(f"the model's weight {diverged} holds NaN or infinite values (its "
+                              f"training diverged): not saved to {os.fspath(path)}")
     optimizer = model.optimizer
     meta = {
         "format": FORMAT, "version": VERSION, "model": model.get_config(),
@@ -347,6 +353,9 @@ def _restore_state(archive: NpzReader, model, iterations) -> None:
             if shape != tuple(fresh.shape):
                 raise CheckpointError(f"{path} is damaged: the optimizer's {key} for weight "
                                       f"{i} has shape {shape}, not {tuple(fresh.shape)}")
-            state[key] = xp.astype(model.backend.asarray(archive.array(name, shape)),
-                                   fresh.dtype)
+            saved = archive.array(name, shape)
+            if saved.dtype.kind in "fc" and not np.isfinite(saved).all():
+                raise CheckpointError(f"{path} holds NaN or infinite values in the optimizer's "
+                                      f"{key} for weight {i}: the model it saved had diverged")
+            state[key] = xp.astype(model.backend.asarray(saved), fresh.dtype)
     optimizer.iterations = iterations
