@@ -235,6 +235,15 @@ def test_layers_that_cannot_take_their_inputs_say_so_when_built(layers, message)
         dnn.Sequential(layers).build(784)  # a model whose Input declares builds at once
 
 
+@pytest.mark.parametrize("layers", [
+    lambda: [Conv2D(4, 2**40, padding="same", input_shape=(8, 8, 1))],
+    lambda: [Input(shape=(2**31, 2**31)), dnn.layers.Dense(3)]])
+def test_weights_past_what_numpy_can_index_are_out_of_memory_not_a_numpy_error(layers):
+    with pytest.raises(dnn.errors.OutOfMemoryError, match="need .* bytes: more memory than this "
+                                                         "machine gives"):
+        dnn.Sequential(layers())
+
+
 def test_every_layer_rebuilds_from_its_config():
     for layer in (Conv2D(8, (3, 2), strides=2, padding="same", activation="relu",
                          use_bias=False, kernel_initializer="he_normal", name="c"),

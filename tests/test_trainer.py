@@ -73,6 +73,38 @@ def test_pop_removes_the_last_layer_and_a_new_one_builds_on_the_one_before():
     assert history.history["loss"][-1] < history.history["loss"][0]
 
 
+def test_after_pop_the_loss_takes_the_outputs_of_the_new_last_layer():
+    model = network(layers.Input(shape=(5,)))  # ends in a softmax whose logits the loss takes
+    model.pop()
+    model.add(layers.Dense(3))
+    model.add(layers.Activation("relu"))  # no softmax last: the loss takes its outputs
+    outputs = model.predict(X, verbose=0)
+    assert (outputs >= 0).all() and not np.allclose(outputs.sum(axis=1), 1)
+    model.pop()
+    model.add(layers.Flatten())  # a layer without an activation last
+    assert (model.predict(X, verbose=0) < 0).any()  # the Dense's outputs, no softmax
+    model.add(layers.Activation("softmax"))  # the loss takes the logits again
+    np.testing.assert_allclose(model.predict(X, verbose=0).sum(axis=1), 1, rtol=1e-5)
+    history = model.fit(X, Y, epochs=2, batch_size=20, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: dnn.Sequential([layers.Dense(3, input_shape=(4,)), layers.Input((3,))]),
+     "an Input declares the model's inputs: it goes first, not after dense"),
+    (lambda: dnn.Sequential([layers.Input((4,)), layers.Input((4,))]),
+     "an Input declares the model's inputs: it goes first"),
+    (lambda: dnn.Sequential([layers.Dense(3, input_shape=(4,)),
+                             layers.Dense(2, input_shape=(9,))]),
+     r"declares input_shape \(9,\), but the layer before it gives \(3,\)"),
+    (lambda: dnn.Sequential([layers.Dense(3), layers.Dense(2, input_shape=(9,))]).build((4,)),
+     r"declares input_shape \(9,\), but the layer before it gives \(3,\)")])
+def test_inputs_declared_after_the_first_layer_must_agree(make, message):
+    with pytest.raises(UsageError, match=message):
+        make()
+    dnn.Sequential([layers.Input((4,)), layers.Dense(2, input_shape=(4,))])  # they agree
+
+
 def test_get_layer_by_name_or_index():
     model = network(layers.Input(shape=(5,), name="pixels"))
     first = model.layers[0]
@@ -155,6 +187,14 @@ def test_class_weight_trains_as_the_sample_weights_it_stands_for():
     assert not same_weights(by_class, unweighted)
 
 
+class NegativeLength(dnn.utils.PyDataset):
+    def __len__(self):
+        return -1
+
+    def __getitem__(self, index):
+        return X, Y
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda m: m.fit(X, Y, sample_weight=np.ones(60), class_weight={0: 1}, verbose=0),
      "give sample_weight or class_weight, not both"),
@@ -172,6 +212,9 @@ def test_class_weight_trains_as_the_sample_weights_it_stands_for():
      r"batch 0 must be \(x, y\) or \(x, y, sample_weight\), not tuple of 1"),
     (lambda m: m.fit(iter([(X, Y)]), Y, verbose=0), "do not give y as well"),
     (lambda m: m.predict(X, batch_size=0), "batch_size must be a positive integer, not 0"),
+    (lambda m: m.fit(NegativeLength(), verbose=0),
+     r"the data's __len__ must give its number of batches, an integer >= 0 \(__len__\(\) "
+     r"should return >= 0\)"),
 ])
 def test_wrong_weights_steps_and_batches_are_one_line_errors(call, message):
     with pytest.raises(UsageError, match=message):

@@ -44,6 +44,7 @@ import copy
 import inspect
 import math
 import re
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,7 +52,7 @@ import numpy as np
 from dnn import activations, initializers, regularizers
 from dnn.backends import get_backend
 from dnn.buffers import Buffers
-from dnn.errors import UsageError
+from dnn.errors import OutOfMemoryError, UsageError
 from dnn.optimizers.schedules import array_namespace
 from dnn.saving.registry import get_registered_name
 from dnn.utils import as_shape, checked_weights, element_count, is_int_at_least
@@ -261,6 +262,9 @@ class Layer:
         ``sequential/dense/kernel``; ``weight_<index>`` by default).  Called from ``build``;
         returns the weight."""
         shape = tuple(int(size) for size in shape)
+        if math.prod(shape) * self._dtype.itemsize > sys.maxsize:  # past what NumPy can index
+            raise OutOfMemoryError(f"{self.name}: a weight of shape {shape} needs more memory "
+                                   "than any machine has")
         host = initializers.draw(initializers.check(initializer), self._rng, shape,
                                  self._dtype)
         weight = self._backend.asarray(host)

@@ -101,14 +101,17 @@ class Sequential(Trainer):
         if any(other.name == layer.name for other in self._layers):
             raise UsageError(f"the model already has a layer named {layer.name!r}: layer names "
                              "must be unique")
+        if isinstance(layer, layers_module.Input) and self._layers:
+            raise UsageError(f"an Input declares the model's inputs: it goes first, not after "
+                             f"{self._layers[-1].name}")
         layer.in_model = True
         self._layers.append(layer)
         try:
             if self.built:
                 self._build_layers(len(self._layers) - 1, self._layers[-2].output_shape)
-                self._layers_changed()
             elif len(self._layers) == 1 and layer.declared_input_shape is not None:
                 self.build(layer.declared_input_shape)
+            self._layers_changed()
         except BaseException:  # a layer that cannot take its inputs: the model as it was
             self._layers.pop()
             layer.in_model = False
@@ -122,16 +125,19 @@ class Sequential(Trainer):
             raise UsageError("pop() on a model without layers")
         layer = self._layers.pop()
         layer.in_model = False
-        if self.built and self._layers:
-            self._layers_changed()
-        elif not self._layers:
+        if not self._layers:
             self._buffers, self.sample_shape = None, None
+        self._layers_changed()
         return layer
 
     def _layers_changed(self) -> None:
-        """After :meth:`add` or :meth:`pop` on a built model: the optimizer (and totals) are
-        made again for the new weights, as a Keras model is compiled again."""
-        if self.compiled:
+        """After :meth:`add` or :meth:`pop` on a compiled model: whether the loss takes the
+        logits of the new last layer, and on a built model the optimizer (and totals) made
+        again for the new weights, as a Keras model is compiled again."""
+        if not self.compiled or not self._layers:
+            return
+        self._loss_takes_logits = self.loss.takes_logits_of(self._layers[-1].activation)
+        if self.built:
             self._build_training_state()
 
     def get_layer(self, name=None, index=None):
@@ -193,8 +199,12 @@ class Sequential(Trainer):
         shape ``input_shape``."""
         try:
             for index in range(first, len(self._layers)):
-                input_shape = self._layers[index].build_on(input_shape, self.backend, self.rng,
-                                                          self.dtype)
+                layer = self._layers[index]
+                declared = layer.declared_input_shape
+                if index > 0 and declared is not None and tuple(declared) != tuple(input_shape):
+                    raise UsageError(f"{layer.name} declares input_shape {tuple(declared)}, but "
+                                     f"the layer before it gives {tuple(input_shape)}")
+                input_shape = layer.build_on(input_shape, self.backend, self.rng, self.dtype)
         except MemoryError:
             size = (sum(math.prod(shape) for shape in self.param_shapes(self.sample_shape))
                     * self.dtype.itemsize)

@@ -81,6 +81,16 @@ def _is_pydataset(x) -> bool:
     return hasattr(x, "__getitem__") and hasattr(x, "__len__")
 
 
+def _batch_count(source, prefix: str) -> int:
+    """``len(source)`` of a PyDataset-style source; UsageError naming it when ``__len__``
+    fails or gives what is not a count of batches."""
+    try:
+        return len(source)
+    except (TypeError, ValueError, OverflowError) as error:  # a negative or non-int __len__
+        raise UsageError(f"the {prefix}data's __len__ must give its number of batches, an "
+                         f"integer >= 0 ({error})") from None
+
+
 def check_steps(steps, name: str) -> int | None:
     """``steps`` (``steps_per_epoch``, ``validation_steps``, ...: the ``name``) checked: a
     positive integer, or None."""
@@ -155,7 +165,7 @@ class StreamBatches:
         self.rng, self.shuffle, self.prefix = rng, shuffle, prefix
         self.with_targets, self.shard = with_targets, shard
         self._indexed = _is_pydataset(source)
-        self.num_batches = len(source) if self._indexed else None
+        self.num_batches = _batch_count(source, prefix) if self._indexed else None
         self.ran_out = False  # a new pass yielded nothing: training ends
         self._iterator = None
 
