@@ -30,6 +30,11 @@ def to_categorical(labels, num_classes: int | None = None, dtype="float32") -> n
         raise UsageError(f"num_classes must be a positive integer, not {num_classes!r}")
     check_label_range(labels, num_classes)
     try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise ArgumentTypeError(f"to_categorical dtype must be a NumPy dtype such as "
+                                f"'float32', not {dtype!r}") from None
+    try:
         one_hot = np.zeros((labels.shape[0], num_classes), dtype)
     except MemoryError:
         raise OutOfMemoryError(f"to_categorical: {labels.shape[0]:,} labels of "

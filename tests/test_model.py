@@ -405,9 +405,16 @@ def test_a_softmax_over_one_unit_is_refused():
      "to_categorical: 1 labels of 1,099,511,627,777 classes need more memory"),
     (lambda m, tmp: Dense(2**63), ValueError,
      "Dense units must be an integer from 1 to 2,147,483,647, not 9223372036854775808"),
+    (lambda m, tmp: to_categorical([1, 2], dtype="bogus"), TypeError,
+     "to_categorical dtype must be a NumPy dtype such as 'float32', not 'bogus'"),
+    (lambda m, tmp: dnn.models.model_from_json("[" * 100000 + "]" * 100000), ValueError,
+     "model_from_json: JSON nested deeper than any model's"),
+    (lambda m, tmp: setattr(m.optimizer, "learning_rate", np.array([0.1, 0.2])), ValueError,
+     "an optimizer's learning_rate is one number, not an array of shape (2,)"),
 ], ids=["activation-list", "loss-list", "optimizer-list", "metrics-int", "set-weights-none",
         "ragged-weights", "save-folder", "save-none", "load-int", "build-huge",
-        "to-categorical-huge", "units-huge"])
+        "to-categorical-huge", "units-huge", "to-categorical-dtype", "json-nested",
+        "learning-rate-array"])
 def test_what_a_user_can_pass_wrong_is_dnns_own_error_naming_it(cpu, tmp_path, call, error,
                                                                  message):
     """dnn's errors, also the built-in exception a Python user would catch."""

@@ -41,6 +41,8 @@ def model_from_json(json_string, custom_objects=None, *, backend=None) -> Sequen
         description = json.loads(json_string)
     except ValueError as error:
         raise UsageError(f"model_from_json: not JSON ({error})") from None
+    except RecursionError:
+        raise UsageError("model_from_json: JSON nested deeper than any model's") from None
     if not isinstance(description, dict) or description.get("class_name") != "Sequential":
         raise UsageError("model_from_json reads what Sequential.to_json() writes: "
                          '{"class_name": "Sequential", "config": ...}')

@@ -95,7 +95,11 @@ class Optimizer:
             object.__setattr__(self, name, value)
             return
         if self.backend.is_own_array(value):
-            value = self.backend.to_numpy(value).item()
+            host = self.backend.to_numpy(value)
+            if host.size != 1:
+                raise UsageError(f"an optimizer's {name} is one number, not an array of shape "
+                                 f"{host.shape}")
+            value = host.item()
         if name == "iterations":
             if not (isinstance(value, numbers.Integral) and value >= 0):
                 raise UsageError(f"an optimizer's iterations must be an integer >= 0, not "
