@@ -1,9 +1,10 @@
 """The whole gpu path on the CPU: the real GpuBackend, CudaGraphs and Cublas code run on the
 stand-in of CuPy 14 (tests/standin/cupy) and a stub cuBLAS (tests/standin/stub_cublas.c),
 laid out as the nvidia-cublas wheel lays cuBLAS out.  Where cuBLAS is found, its stream and
-workspace, the capture rules, the per-stream memory pool, and training (in process and through
-``dnn train --backend gpu``), captured and replayed, against the cpu backend and the eager
-step."""
+workspace, the capture rules (host reads hidden in masks and ``nonzero``, host numbers frozen
+as fills), the per-stream memory pool, and training (in process and through ``dnn train
+--backend gpu``, steps with ``sign`` and ``clip`` included where array-api-compat is
+installed), captured and replayed, against the cpu backend and the eager step."""
 
 import gc
 import importlib.util
@@ -21,6 +22,8 @@ import dnn
 
 from dnn.backends.cublas import Cublas
 from dnn.backends.gpu import GpuBackend
+from dnn.layers import Activation, Dense, Input
+from dnn.optimizers import SGD
 from dnn.replay import record_into
 from dnn.trainers.step import GraphFallbackWarning
 from dnn.testing import LowerTheRateEachBatch
@@ -31,6 +34,7 @@ from tests.cuda_harness import HostCudaBackend
 from tests.standin import stub_cublas
 
 STANDIN = Path(__file__).resolve().parent / "standin"
+COMPAT_SITE = STANDIN / "array_api_compat_site"  # a stand-in array-api-compat, see fixture
 ROOT = STANDIN.parent.parent
 WHEEL_13 = Path("nvidia", "cu13", "lib", "libcublas.so.13")
 WHEEL_12 = Path("nvidia", "cublas", "lib", "libcublas.so.12")
@@ -255,6 +259,99 @@ def test_while_capturing_the_host_and_cupys_cublas_are_refused_as_cupy_refuses_t
         cupy.cuda.Stream.null.begin_capture()
 
 
+def capturing(cupy):
+    """A new stream, current and being captured, inside the block."""
+    stream = cupy.cuda.Stream(non_blocking=True)
+    stream.__enter__()
+    stream.begin_capture()
+    return stream
+
+
+def test_while_capturing_what_reads_a_count_on_the_host_is_refused_as_cupy_refuses_it(cupy):
+    """Boolean masks (getting and setting, alone or in a tuple) and the nonzero family: CuPy
+    reads how many values are true before it makes the result, a D2H copy refused while
+    capturing; an empty mask, whose count needs no reading, and where of three arguments, one
+    kernel, are captured."""
+    a = cupy.asarray(np.array([[-1.0, 2.0, np.nan], [3.0, -4.0, 0.0]], np.float32))
+    row = cupy.asarray(np.array([True, False, True]))
+    nothing = cupy.zeros((0, 3), dtype=np.float32)
+    d2h = "^the current stream is capturing, so D2H transfers are disallowed$"
+    refused = {
+        "get with a mask": lambda: a[a > 0],
+        "set with a mask": lambda: a.__setitem__(cupy.isnan(a), 0),
+        "a mask in a tuple": lambda: a[1, row],
+        "set with a mask in a tuple": lambda: a.__setitem__((slice(None), row), 1),
+        "a Python bool": lambda: a[True],
+        "nonzero": lambda: cupy.nonzero(a),
+        "the nonzero method": lambda: a.nonzero(),
+        "where of one argument": lambda: cupy.where(a > 0),
+        "argwhere": lambda: cupy.argwhere(a),
+        "flatnonzero": lambda: cupy.flatnonzero(a),
+        "compress": lambda: cupy.compress(row, a, axis=1),
+        "extract": lambda: cupy.extract(a > 0, a),
+    }
+    stream = capturing(cupy)
+    try:
+        for what, operation in refused.items():
+            with pytest.raises(RuntimeError, match=d2h):
+                operation()
+                pytest.fail(f"{what} was captured")
+        nothing[nothing > 0] = 5  # an empty mask: nothing to count
+        where = cupy.where(a > 0, a, cupy.zeros_like(a))
+    finally:
+        graph = stream.end_capture()
+        stream.__exit__()
+    a[...] = cupy.ones_like(a)
+    graph.launch()
+    np.testing.assert_array_equal(cupy.asnumpy(where), np.ones((2, 3), np.float32))
+    np.testing.assert_array_equal(cupy.asnumpy(a[a > 0]), np.ones(6, np.float32))  # eagerly
+
+
+def test_a_host_number_copied_during_a_capture_is_a_fill_that_replays_its_old_value(cupy):
+    """cupy.asarray of a 0-d host value is a fill kernel, captured with the value it had:
+    every replay writes that value again, whatever the host number is by then; any other host
+    array is still refused."""
+    host = {"rate": 0.25}
+    out = cupy.zeros((), dtype=np.float32)
+    stream = capturing(cupy)
+    try:
+        rate = cupy.asarray(host["rate"], dtype=np.float32)
+        out[...] = rate * 2
+        counts = [cupy.asarray(3), cupy.asarray(np.float32(0)), cupy.asarray(np.array(1.5))]
+        with pytest.raises(RuntimeError, match="so H2D transfers are disallowed"):
+            cupy.asarray([1.0, 2.0])
+    finally:
+        graph = stream.end_capture()
+        stream.__exit__()
+    assert [(c.shape, c.dtype) for c in counts] == [((), np.int64), ((), np.float32),
+                                                    ((), np.float64)]
+    host["rate"] = 4.0
+    rate[...] = 7  # the fill, replayed, writes the capture's value over it
+    for count in counts:
+        count[...] = 9
+    graph.launch()
+    assert float(out) == 0.5 and float(rate) == 0.25
+    assert [float(count) for count in counts] == [3, 0, 1.5]
+
+
+class TakesTheRateAsAHostNumber(SGD):
+    """An optimizer plugin that makes its learning rate a device array from a host number (its
+    config) in every step: captured as a fill of the capture's rate, which the replays keep
+    while a callback lowers it after every batch."""
+
+    def update(self, param, grad, state):
+        param -= self.xp.asarray(self.get_config()["learning_rate"], dtype=param.dtype) * grad
+
+
+def test_the_checked_replays_catch_a_step_that_keeps_a_stale_host_number(cupy, monkeypatch):
+    with pytest.warns(GraphFallbackWarning, match="replay 2 differs from the eager step"):
+        fallen_back = train(GpuBackend(), TakesTheRateAsAHostNumber(0.1),
+                            callbacks=[LowerTheRateEachBatch()])
+    monkeypatch.setenv("DNN_GPU_GRAPHS", "0")
+    assert_close_runs(fallen_back, train(GpuBackend(), TakesTheRateAsAHostNumber(0.1),
+                                         callbacks=[LowerTheRateEachBatch()]))
+
+
 def test_the_memory_pool_keeps_free_blocks_per_stream(cupy):
     """A block freed on one stream serves that stream again, never another: a capture finds
     its temporaries only where the warm-up ran on its own stream."""
@@ -274,6 +371,24 @@ def test_the_memory_pool_keeps_free_blocks_per_stream(cupy):
     assert [(m.size, m.stream_ptr, m.capturing) for m in mallocs[count:]] == [
         (8192, second.ptr, True)]
     assert pool.n_free_blocks() == 2
+
+
+def test_freeing_all_blocks_frees_only_whole_allocations(cupy):
+    """As CuPy's _Arena.free_all: a free part of an allocation split for an array still in
+    use stays in the pool, and merges back with that part once it is freed."""
+    mallocs, pool = cupy.cuda.memory.mallocs, cupy.cuda.MemoryPool()
+    with cupy.cuda.using_allocator(pool.malloc):
+        cupy.zeros(1000)  # a whole allocation of 8192 bytes, free
+        count = len(mallocs)
+        kept = cupy.zeros(10)  # 512 bytes split from it; the other 7680 free
+        assert pool.n_free_blocks() == 1
+        pool.free_all_blocks()
+        assert pool.n_free_blocks() == 1
+        del kept  # merged whole again
+        pool.free_all_blocks()
+        assert pool.n_free_blocks() == 0
+        cupy.zeros(1000)
+    assert len(mallocs) == count + 1
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -416,3 +531,66 @@ def test_the_keras_features_train_on_the_gpu_backend_as_on_cpu(cupy):
     reference = keras_run("cpu")
     assert_close_runs(captured, reference)
     np.testing.assert_array_equal(captured[1][0], keras_run("cpu")[1][0])  # frozen: as drawn
+
+
+# -- the backend's array namespace, as it resolves where array-api-compat is installed ----------
+@pytest.fixture
+def compat_installed(cupy, monkeypatch):
+    """array-api-compat importable, as on a machine where it is installed (dnn's gpu extras
+    installed it until dnn stopped using it): tests/standin/array_api_compat_site holds a
+    stand-in of it whose ``sign`` and ``clip`` index with boolean masks, as the real ones do
+    (CuPy then reads the mask's count on the host).  Its module ``array_api_compat.cupy`` is
+    imported afresh on this stand-in; any imported before comes back after."""
+    for name in [name for name in sys.modules if name.split(".")[0] == "array_api_compat"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(COMPAT_SITE))
+    import array_api_compat.cupy as compat
+
+    stream = capturing(cupy)  # what the backend must not take: it cannot be captured
+    try:
+        x = cupy.ones((2, 3), dtype=np.float32)
+        for operation in (lambda: compat.sign(x), lambda: compat.clip(x, 1e-7, 1 - 1e-7)):
+            with pytest.raises(RuntimeError, match="so D2H transfers are disallowed"):
+                operation()
+    finally:
+        stream.end_capture()
+        stream.__exit__()
+    yield compat
+    for name in [name for name in sys.modules if name.split(".")[0] == "array_api_compat"]:
+        del sys.modules[name]
+
+
+def probabilities_run(backend, case: str) -> tuple:
+    """``(history, weights)`` of a small model whose step needs ``sign`` (an L1 regularizer)
+    or ``clip`` (a cross-entropy on probabilities: a softmax's output, not its logits)."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(96, 6)).astype(np.float32)
+    y = to_categorical(rng.integers(0, 3, size=96), 3)
+    last, loss = {
+        "l1": ([Dense(3, activation="softmax", kernel_regularizer="l1")],
+               "categorical_crossentropy"),
+        "binary-crossentropy": ([Dense(3, activation="softmax")], "binary_crossentropy"),
+        # a linear Activation after the softmax: the loss is given its probabilities
+        "categorical-crossentropy": ([Dense(3, activation="softmax"), Activation("linear")],
+                                     "categorical_crossentropy"),
+    }[case]
+    model = dnn.Sequential([Input(shape=(6,)), Dense(8, activation="relu"), *last], seed=1,
+                           backend=backend)
+    model.compile(optimizer="adam", loss=loss, metrics=["accuracy"])
+    history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    return history.history, model.get_weights()
+
+
+@pytest.mark.parametrize("case", ["l1", "binary-crossentropy", "categorical-crossentropy"])
+def test_steps_using_sign_or_clip_are_captured_where_array_api_compat_is_installed(
+        cupy, compat_installed, monkeypatch, case):
+    """The backend's namespace (and the regularizers' and schedules', which follow it) keeps
+    to functions CuPy can capture: every full batch but the warm-up replays the graph, with
+    the eager step's and the cpu backend's numbers."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GraphFallbackWarning)
+        replayed = probabilities_run(GpuBackend(), case)
+    assert cupy.cuda.graph.launches == 2 * 6 - 1
+    monkeypatch.setenv("DNN_GPU_GRAPHS", "0")
+    assert_close_runs(replayed, probabilities_run(GpuBackend(), case))
+    assert_close_runs(replayed, probabilities_run("cpu", case))

@@ -35,13 +35,15 @@ def _import_cupy():
 
 
 def _array_namespace(cupy):
-    """CuPy's array-API namespace: ``array_api_compat.cupy`` when present, else CuPy itself
-    (CuPy 14 follows the standard in its main namespace)."""
-    try:
-        import array_api_compat.cupy as namespace
-    except ImportError:
-        return cupy
-    return namespace
+    """The gpu backend's array namespace: CuPy itself, which has in its main namespace every
+    function dnn calls on ``xp`` (``matrix_transpose`` since CuPy 14.1, the extras' floor).  Not
+    ``array_api_compat.cupy`` even where it is installed: its ``sign`` and ``clip`` are Python
+    functions ending in boolean-mask assignment (``out[mask] = ...``), for which CuPy reads
+    the mask's count on the host, refused while a CUDA graph is captured, so that a step with
+    an L1 regularizer or a loss on probabilities could never be captured.  CuPy's own are one
+    kernel each (``sign`` of NaN is NaN from CuPy 14.2 on, 0 before: a NaN weight stays NaN
+    either way)."""
+    return cupy
 
 
 def _compile(cupy) -> dict:

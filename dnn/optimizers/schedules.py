@@ -74,7 +74,9 @@ def array_namespace(step):
     """What to compute the learning rate of ``step`` with: for a Python number, a stand-in
     namespace of Python floats (``floor``, ``cos``, ``minimum``, ``where``, ``astype``); for an
     array (a NumPy scalar included), the array's own namespace.  CuPy's arrays have none of
-    their own (``__array_namespace__``): theirs is the gpu backend's."""
+    their own (``__array_namespace__``): theirs is the gpu backend's, CuPy itself (see
+    :func:`dnn.backends.gpu._array_namespace`), so that a regularizer or schedule computes
+    with the very functions the backend's ``xp`` has."""
     if isinstance(step, numbers.Real) and not isinstance(step, (bool, np.generic)):
         return _PythonNumbers
     if hasattr(step, "__array_namespace__"):

@@ -8,6 +8,12 @@ raises TypeError; NumPy's functions and ufuncs reach it through ``__array_functi
 ``__array_ufunc__``, and refuse a NumPy array mixed in, as CuPy's kernels do; a value reaches
 the host only through ``get()``, which CuPy refuses on a capturing stream; a product (``@``,
 ``matmul``, ``dot``) is CuPy's cuBLAS, refused while the current stream is being captured.
+So are, as in CuPy, the operations whose result's shape is a count of the device's values,
+which CuPy reads on the host: indexing with a boolean device array (a mask, alone or in a
+tuple), ``nonzero``, ``where`` of one argument, ``argwhere``, ``flatnonzero``, ``compress``
+and ``extract``.  A 0-d host value (a Python or NumPy number) copied to the device is a fill
+kernel, as in CuPy: captured, with the value it had at capture time frozen into the graph; a
+copy of any other host array is refused while capturing.
 
 ``data.ptr`` is the address of the first element (the NumPy memory that a library of the
 stand-in, such as the stub cuBLAS, reads and writes).  Each new array books its memory with the
@@ -28,6 +34,19 @@ from dnn.replay import Traced
 
 HOST_ONLY = frozenset({"ctypes", "dump", "dumps", "tobytes", "tofile"})
 CUBLAS_FUNCTIONS = frozenset({np.dot, np.inner, np.tensordot, np.vdot})
+D2H_REFUSED = "the current stream is capturing, so D2H transfers are disallowed"
+H2D_REFUSED = "the current stream is capturing, so H2D transfers are disallowed"
+# The functions whose result's shape CuPy 14.2 reads on the host (the count of the nonzero
+# values of their first argument): nonzero
+# (cupy/_core/_routines_indexing.pyx, _ndarray_argwhere: ``count_nonzero =
+# int(scan_index[-1])  # synchronize!``), and what calls it: argwhere
+# (cupy/_sorting/search.py: ``_indexing._ndarray_argwhere(a)``), flatnonzero (``return
+# a.ravel().nonzero()[0]``), where of the condition alone (``return nonzero(condition)  # may
+# synchronize``), compress (_routines_indexing.pyx _ndarray_compress: ``res =
+# _ndarray_nonzero(condition)  # synchronize``) and extract (cupy/_indexing/indexing.py:
+# ``a.take(condition.nonzero()[0])``).
+COUNT_READING = frozenset({np.nonzero, np.argwhere, np.flatnonzero, np.compress, np.extract})
+COUNT_READING_METHODS = frozenset({"nonzero", "compress"})  # self's count, condition's
 
 DevicePointer = namedtuple("DevicePointer", "mem ptr")
 
@@ -38,6 +57,37 @@ def _refuse_cublas_while_capturing() -> None:
     if stream_module.get_current_stream()._capture is not None:
         raise NotImplementedError("calling cuBLAS API during stream capture is currently "
                                   "unsupported")
+
+
+def _capturing() -> bool:
+    return stream_module.get_current_stream()._capture is not None
+
+
+def _refuse_reading_the_count_of(values) -> None:
+    """CuPy reads on the host how many of ``values`` (a device array, or what CuPy makes one
+    of) are nonzero before it makes an array of that length, and ``int()`` of a device value
+    is a D2H copy, which ``MemoryPointer.copy_to_host_async`` refuses while the current stream
+    is being captured (cupy/cuda/memory.pyx: ``'the current stream is capturing, so D2H
+    transfers are disallowed'``).  An empty array has no count to read
+    (_routines_indexing.pyx: ``if mask.size == 0: ... return``, ``if self.size == 0:
+    count_nonzero = 0``)."""
+    if _capturing() and np.size(values._values if isinstance(values, ndarray) else values):
+        raise RuntimeError(D2H_REFUSED)
+
+
+def _refuse_masks_while_capturing(key) -> None:
+    """A boolean key, alone or in a tuple: CuPy indexes with a mask by scanning it and
+    reading the scan's last value, the count of True, on the host (_routines_indexing.pyx
+    _prepare_mask_indexing_single, which both ``__getitem__`` (_getitem_mask_single) and
+    ``__setitem__`` (_scatter_op_mask_single) call: ``n_true = int(mask_scanned[-1])``; a mask
+    among other array indices goes through ``_ndarray_argwhere`` instead, which reads the same
+    count).  A Python bool becomes a 0-d boolean device array first (_prepare_slice_list)."""
+    if not _capturing():
+        return
+    for item in key if isinstance(key, tuple) else (key,):
+        if ((isinstance(item, ndarray) and item._values.dtype == np.bool_)
+                or isinstance(item, (bool, np.bool_))):
+            _refuse_reading_the_count_of(item)
 
 
 def device_arrays(value) -> list:
@@ -75,10 +125,25 @@ def new(values: np.ndarray) -> ndarray:
 
 
 def from_host(values, dtype=None) -> ndarray:
-    """A copy of host ``values`` on the device, which CuPy refuses on a capturing stream."""
-    if stream_module.get_current_stream()._capture is not None:
-        raise RuntimeError("the current stream is capturing, so H2D transfers are disallowed")
-    return new(np.array(values, dtype=dtype, copy=True))
+    """A copy of host ``values`` on the device.  A 0-d one is, as in CuPy, a new array filled
+    with its value by a kernel on the current stream (cupy/_core/core.pyx _array_default: ``if
+    a_cpu.ndim == 0: a.fill(a_cpu)``; ``fill`` launches ``fill_kernel(value, self)``, or a
+    memset for 0): while the stream is being captured the fill is recorded with the value it
+    has now, which each replay of the graph writes again, however the host number has changed
+    since.  Any other is a host-to-device copy, which CuPy refuses on a capturing stream
+    (cupy/cuda/memory.pyx ``copy_from_host_async``)."""
+    host = np.array(values, dtype=dtype, copy=True)
+    if host.ndim == 0:
+        array = new(np.empty((), host.dtype))
+        target = array._values.view(np.ndarray)
+
+        def fill(value=host[()]):
+            target[...] = value
+        stream_module.get_current_stream()._launch(fill)
+        return array
+    if _capturing():
+        raise RuntimeError(H2D_REFUSED)
+    return new(host)
 
 
 def wrap(result, sources: list):
@@ -124,6 +189,9 @@ class ndarray(NDArrayOperatorsMixin):  # noqa: N801 (CuPy's name)
     def __array_function__(self, func, types, args, kwargs):
         if func in CUBLAS_FUNCTIONS:
             _refuse_cublas_while_capturing()
+        given = (*args, *kwargs.values())
+        if func in COUNT_READING or (func is np.where and len(given) == 1):
+            _refuse_reading_the_count_of(given[0])
         result = func(*unwrap(args), **unwrap(kwargs))
         if kwargs.get("out") is not None:
             return kwargs["out"]
@@ -143,6 +211,9 @@ class ndarray(NDArrayOperatorsMixin):  # noqa: N801 (CuPy's name)
             return wrap(value, [self])
 
         def method(*args, **kwargs):
+            if name in COUNT_READING_METHODS:  # a.nonzero(), a.compress(condition)
+                _refuse_reading_the_count_of(self if name == "nonzero" else
+                                             (*args, *kwargs.values())[0])
             return wrap(value(*unwrap(args), **unwrap(kwargs)),
                         [self, *device_arrays((args, kwargs))])
         return method
@@ -160,9 +231,11 @@ class ndarray(NDArrayOperatorsMixin):  # noqa: N801 (CuPy's name)
 
     # -- indexing -----------------------------------------------------------------------------
     def __getitem__(self, key):
+        _refuse_masks_while_capturing(key)
         return wrap(self._values[unwrap(key)], [self, *device_arrays(key)])
 
     def __setitem__(self, key, value):
+        _refuse_masks_while_capturing(key)
         if isinstance(value, (np.ndarray, list, tuple)):
             value = from_host(value)
         self._values[unwrap(key)] = unwrap(value)
@@ -181,8 +254,7 @@ class ndarray(NDArrayOperatorsMixin):  # noqa: N801 (CuPy's name)
     def get(self, stream=None, order="C", out=None, blocking=True) -> np.ndarray:
         """A host copy, made on ``stream`` (the current one by default)."""
         if (stream or stream_module.get_current_stream())._capture is not None:
-            raise RuntimeError("the current stream is capturing, so D2H transfers are "
-                               "disallowed")
+            raise RuntimeError(D2H_REFUSED)
         values = np.array(self._values.view(np.ndarray), order=order, copy=True)
         if out is None:
             return values

@@ -10,7 +10,9 @@ device allocations a GPU run would make, as CuPy's ``SingleDeviceMemoryPool`` ma
 - best fit (the smallest free chunk large enough), the rest split off as a free chunk, and a
   freed chunk merged with free neighbours of the same allocation;
 - a new device allocation (``cudaMalloc``) when the arena has no chunk large enough: each is
-  listed in ``mallocs``, with whether the current stream was being captured.
+  listed in ``mallocs``, with whether the current stream was being captured;
+- ``free_all_blocks`` frees only the free chunks that are a whole allocation (never split, or
+  merged back), as ``_Arena.free_all`` does.
 """
 
 from __future__ import annotations
@@ -154,10 +156,14 @@ class MemoryPool:
         return sum(len(arena.free) for arena in self._arenas.values())
 
     def free_all_blocks(self, stream=None) -> None:
-        """Hand every free block back to the device (all streams', or ``stream``'s)."""
+        """Hand the free blocks back to the device (all streams', or ``stream``'s): only those
+        never split, or merged back whole, as CuPy's ``_Arena.free_all`` (``if chunk.next is
+        not None or chunk.prev is not None: # Cannot free this chunk``); a free part of an
+        allocation of which another part is in use stays in the pool."""
         for pointer, arena in self._arenas.items():
             if stream is None or stream.ptr == pointer:
-                arena.free.clear()
+                arena.free = [chunk for chunk in arena.free
+                              if chunk.prev is not None or chunk.next is not None]
 
 
 _default_pool = MemoryPool()
