@@ -69,8 +69,11 @@ class Loss:
 
 
 class CategoricalCrossentropy(Loss):
-    """``-sum(t * log p)`` per sample.  After a softmax it takes the logits: computed with the
-    softmax (log-sum-exp), its gradient is ``(p - t) / n``."""
+    """``-sum(t * log q)`` per sample, ``q`` the outputs ``p`` scaled to sum to 1 (``q = p /
+    sum(p)``, as Keras scales them: outputs that are not a softmax's are no probabilities),
+    clipped to ``[eps, 1 - eps]``.  Its gradient is ``(g - sum(g * q)) / (sum(p) n)`` with
+    ``g = -t / q``.  After a softmax it takes the logits: computed with the softmax
+    (log-sum-exp), its gradient is ``(softmax - t) / n``."""
 
     name = "categorical_crossentropy"
     logits_of = (Softmax,)
@@ -81,15 +84,18 @@ class CategoricalCrossentropy(Loss):
             shifted = output - xp.max(output, axis=1, keepdims=True)
             return (xp.log(xp.sum(xp.exp(shifted), axis=1))
                     - xp.sum(targets * shifted, axis=1))
-        clipped = xp.clip(output, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+        scaled = output / xp.sum(output, axis=1, keepdims=True)
+        clipped = xp.clip(scaled, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
         return -xp.sum(targets * xp.log(clipped), axis=1)
 
     def sum_and_gradient(self, backend, output, targets, grad, logits=False):
         if logits:  # the backend's fused kernel
             return backend.softmax_crossentropy(output, targets, grad)
         xp = backend.xp
-        clipped = xp.clip(output, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
-        grad[...] = -(targets / clipped) / output.shape[0]
+        total = xp.sum(output, axis=1, keepdims=True)
+        scaled = output / total
+        g = -targets / xp.clip(scaled, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+        grad[...] = (g - xp.sum(g * scaled, axis=1, keepdims=True)) / (total * output.shape[0])
         return xp.sum(self.per_sample(backend, output, targets))
 
 

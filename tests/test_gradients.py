@@ -53,8 +53,13 @@ LOSS_CASES = [  # (loss name, sparse targets, fused with softmax logits, output 
     ("categorical_crossentropy", False, False, "softmax"),
     ("sparse_categorical_crossentropy", True, True, None),
     ("sparse_categorical_crossentropy", True, False, "softmax"),
+    ("categorical_crossentropy", False, False, "positive"),  # no probabilities: scaled
+    ("sparse_categorical_crossentropy", True, False, "positive"),
     ("mean_squared_error", False, False, None),
 ]
+OUTPUTS = {None: lambda cpu, raw: raw,
+           "softmax": lambda cpu, raw: activations.Softmax().forward(cpu, raw),
+           "positive": lambda cpu, raw: 2 / (1 + np.exp(-raw))}
 
 
 @pytest.mark.parametrize("name, sparse, fused, transform", LOSS_CASES)
@@ -62,7 +67,7 @@ def test_loss_gradient_matches_finite_differences(cpu, name, sparse, fused, tran
     loss = losses.get(name)
     n, k = 6, 4
     raw = RNG.normal(size=(n, k))
-    output = activations.Softmax().forward(cpu, raw) if transform else raw
+    output = OUTPUTS[transform](cpu, raw)
     targets = _targets(n, k, sparse)
 
     def objective():
@@ -70,6 +75,19 @@ def test_loss_gradient_matches_finite_differences(cpu, name, sparse, fused, tran
 
     _, grad = loss_and_gradient(loss, cpu, output, targets, fused)
     np.testing.assert_allclose(grad, numerical_gradient(objective, output), **TOLERANCE)
+
+
+def test_crossentropy_of_outputs_that_are_no_probabilities_is_keras_value(cpu):
+    """Keras' categorical_crossentropy(from_logits=False) scales the outputs to sum to 1,
+    then clips them (keras/src/backend/numpy/nn.py)."""
+    output = np.array([[2.0, 2.0, 2.0], [0.5, 3.0, 1e-9], [4.0, 1e-12, 1e-12]])
+    targets = np.eye(3)[[0, 1, 2]]
+    scaled = np.clip(output / output.sum(axis=1, keepdims=True), 1e-7, 1 - 1e-7)
+    expected = -(targets * np.log(scaled)).sum()
+    loss_sum, _ = loss_and_gradient(losses.get("categorical_crossentropy"), cpu, output,
+                                    targets, logits=False)
+    np.testing.assert_allclose(loss_sum, expected, rtol=1e-12)
+    assert loss_sum == pytest.approx(np.log(3) + np.log(3.5 / 3) - np.log(1e-7), rel=1e-9)
 
 
 def test_fused_crossentropy_equals_reference_and_is_stable(cpu):
