@@ -229,8 +229,17 @@ def test_the_example_of_a_schedule_of_your_own_is_captured_and_serialized_as_doc
      r"ExponentialDecay initial_learning_rate must be a number, not '0.1'"),
     (lambda: InverseTimeDecay(0.1, 10, math.nan), UsageError,
      r"decay_rate must be a finite number, not nan"),
+    (lambda: ExponentialDecay(-1.0, 1, 0.9), UsageError,
+     r"ExponentialDecay initial_learning_rate must be >= 0, not -1.0"),
+    (lambda: PiecewiseConstantDecay([1], [0.1, -5.0]), UsageError,
+     r"PiecewiseConstantDecay values must be >= 0, not -5.0"),
+    (lambda: InverseTimeDecay(0.1, 1, -1.0), UsageError,
+     r"InverseTimeDecay decay_rate must be >= 0, not -1.0"),
+    (lambda: CosineDecay(0.1, 10, warmup_target=-0.2, warmup_steps=5), UsageError,
+     r"CosineDecay warmup_target must be >= 0, not -0.2"),
 ], ids=["exponential-steps", "inverse-time-steps", "cosine-steps", "negative-warmup",
-        "lengths", "no-boundary", "decreasing", "boundaries-not-a-list", "text-rate", "nan"])
+        "lengths", "no-boundary", "decreasing", "boundaries-not-a-list", "text-rate", "nan",
+        "negative-rate", "negative-value", "negative-decay", "negative-target"])
 def test_wrong_arguments_are_dnn_errors_naming_them(make, error, message):
     with pytest.raises(error, match=message):
         make()

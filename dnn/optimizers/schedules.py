@@ -142,6 +142,15 @@ def _number(owner: str, name: str, value):
     return value
 
 
+def _at_least_0(owner: str, name: str, value):
+    """``value`` checked by :func:`_number` and refused (UsageError) below 0: a rate, or a
+    factor of one, below 0 would step up the gradient (an optimizer refuses such a rate)."""
+    value = _number(owner, name, value)
+    if value < 0:
+        raise UsageError(f"{owner} {name} must be >= 0, not {value!r}")
+    return value
+
+
 def _decay_steps(owner: str, value):
     """``decay_steps`` checked as Keras checks it: a number above 0."""
     value = _number(owner, "decay_steps", value)
@@ -158,10 +167,10 @@ class _DecayOverSteps(_Formula):
     def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False,
                  name=None):
         owner = type(self).__name__
-        self.initial_learning_rate = _number(owner, "initial_learning_rate",
-                                             initial_learning_rate)
+        self.initial_learning_rate = _at_least_0(owner, "initial_learning_rate",
+                                                 initial_learning_rate)
         self.decay_steps = _decay_steps(owner, decay_steps)
-        self.decay_rate = _number(owner, "decay_rate", decay_rate)
+        self.decay_rate = _at_least_0(owner, "decay_rate", decay_rate)
         self.staircase, self.name = bool(staircase), owner if name is None else name
 
     def _progress(self, step, xp):
@@ -210,7 +219,8 @@ class PiecewiseConstantDecay(_Formula):
     def __init__(self, boundaries, values, name="PiecewiseConstant"):
         owner = type(self).__name__
         boundaries = _numbers(owner, "boundaries", boundaries)
-        values = _numbers(owner, "values", values)
+        values = [_at_least_0(owner, "values", value)
+                  for value in _numbers(owner, "values", values)]
         if len(boundaries) != len(values) - 1:
             raise UsageError(f"{owner}: the length of boundaries should be 1 less than the "
                              f"length of values. Received: boundaries={boundaries} of length "
@@ -268,13 +278,13 @@ class CosineDecay(_Formula):
     def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, name="CosineDecay",
                  warmup_target=None, warmup_steps=0):
         owner = type(self).__name__
-        self.initial_learning_rate = _number(owner, "initial_learning_rate",
-                                             initial_learning_rate)
+        self.initial_learning_rate = _at_least_0(owner, "initial_learning_rate",
+                                                 initial_learning_rate)
         self.decay_steps = _decay_steps(owner, decay_steps)
-        self.alpha = _number(owner, "alpha", alpha)
+        self.alpha = _at_least_0(owner, "alpha", alpha)
         self.name = name
         self.warmup_target = (None if warmup_target is None
-                              else _number(owner, "warmup_target", warmup_target))
+                              else _at_least_0(owner, "warmup_target", warmup_target))
         self.warmup_steps = _number(owner, "warmup_steps", warmup_steps)
         if self.warmup_steps < 0:
             raise UsageError(f"{owner} warmup_steps must be >= 0, not {self.warmup_steps}")
