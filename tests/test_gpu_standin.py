@@ -21,7 +21,8 @@ import pytest
 import dnn
 
 from dnn.backends.cublas import Cublas
-from dnn.backends.gpu import GpuBackend
+from dnn.backends.gpu import GpuBackend, graphs_switched_on
+from dnn.errors import UsageError
 from dnn.layers import Activation, Dense, Input
 from dnn.optimizers import SGD
 from dnn.replay import record_into
@@ -594,3 +595,18 @@ def test_steps_using_sign_or_clip_are_captured_where_array_api_compat_is_install
     monkeypatch.setenv("DNN_GPU_GRAPHS", "0")
     assert_close_runs(replayed, probabilities_run(GpuBackend(), case))
     assert_close_runs(replayed, probabilities_run("cpu", case))
+
+
+@pytest.mark.parametrize("value, on", [("0", False), ("false", False), (" Off ", False),
+                                       ("no", False), ("1", True), ("TRUE", True), ("on", True)])
+def test_the_graph_switch_takes_the_usual_spellings(monkeypatch, value, on):
+    monkeypatch.setenv("DNN_GPU_GRAPHS", value)
+    assert graphs_switched_on() is on
+
+
+def test_a_graph_switch_neither_on_nor_off_is_named(monkeypatch):
+    monkeypatch.setenv("DNN_GPU_GRAPHS", "maybe")
+    with pytest.raises(UsageError, match="DNN_GPU_GRAPHS must be 1 or 0 .*, not 'maybe'"):
+        graphs_switched_on()
+    monkeypatch.delenv("DNN_GPU_GRAPHS")
+    assert graphs_switched_on()

@@ -21,6 +21,7 @@ import numpy as np
 
 from dnn.backends.base import Availability, Backend
 from dnn.backends.cuda_sources import ELEMENTWISE
+from dnn.errors import UsageError
 
 INSTALL_HINT = "install CuPy with: pip install 'dnn-framework[gpu-cuda13]' (or [gpu-cuda12])"
 
@@ -44,6 +45,20 @@ def _array_namespace(cupy):
     kernel each (``sign`` of NaN is NaN from CuPy 14.2 on, 0 before: a NaN weight stays NaN
     either way)."""
     return cupy
+
+
+GRAPHS_SWITCH = {"1": True, "true": True, "yes": True, "on": True,
+                 "0": False, "false": False, "no": False, "off": False}
+
+
+def graphs_switched_on() -> bool:
+    """Whether ``$DNN_GPU_GRAPHS`` (unset: on) lets the gpu backend capture its steps; a
+    UsageError naming it for a value that is neither on nor off."""
+    value = os.environ.get("DNN_GPU_GRAPHS", "1").strip().lower()
+    if value not in GRAPHS_SWITCH:
+        raise UsageError(f"DNN_GPU_GRAPHS must be 1 or 0 (or true/false, yes/no, on/off), "
+                         f"not {os.environ['DNN_GPU_GRAPHS']!r}")
+    return GRAPHS_SWITCH[value]
 
 
 def _compile(cupy) -> dict:
@@ -82,9 +97,9 @@ class GpuBackend(Backend):
 
     # -- captured steps (dnn.trainers.step) -------------------------------------------------------------
     def captures_steps(self) -> bool:
-        """True unless ``DNN_GPU_GRAPHS=0``: full training batches then replay a captured
-        CUDA graph of the step."""
-        return os.environ.get("DNN_GPU_GRAPHS", "1") != "0"
+        """True unless ``DNN_GPU_GRAPHS`` is ``0`` (or ``false``, ``no``, ``off``): full
+        training batches then replay a captured CUDA graph of the step."""
+        return graphs_switched_on()
 
     def capture(self, step):
         if not self.captures_steps():
