@@ -227,6 +227,48 @@ def test_a_model_checkpoint_name_the_logs_cannot_fill_is_named(cpu, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("filepath, problem", [
+    ("m_{epoch.npz", "expected '}' before end of string"),
+    ("m_}.npz", "Single '}' encountered in format string"),
+    ("m_{}.npz", "{} is not the name of a figure"),
+    ("m_{0}.npz", "{0} is not the name of a figure"),
+    ("m_{epoch.__class__}.npz", "{epoch.__class__} is not the name of a figure"),
+    ("m_{loss[0]}.npz", "{loss[0]} is not the name of a figure"),
+    ("m_{loss:.{}f}.npz", "{} is not the name of a figure"),
+    ("m_{epoch!x}.npz", "unknown conversion !x"),
+])
+def test_a_malformed_model_checkpoint_name_is_refused_before_training(filepath, problem):
+    """Refused at once, not (a bare ValueError, or a file named m_<class 'int'>.npz) at the
+    first epoch's end."""
+    with pytest.raises(dnn.errors.UsageError) as caught:
+        callbacks.ModelCheckpoint(filepath)
+    assert str(caught.value).startswith(f"ModelCheckpoint filepath {filepath!r}: {problem}")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_model_checkpoint_name_of_fields_and_escaped_braces_is_taken(cpu, tmp_path):
+    x, labels = blobs(n=20)
+    saver = callbacks.ModelCheckpoint(tmp_path / "m{{1}}-{epoch!s:>3}-{loss:.{digits}f}.npz")
+    with pytest.raises(dnn.errors.UsageError, match="names 'digits', which it is not given"):
+        seed_network(cpu).fit(x, to_categorical(labels), callbacks=[saver], verbose=0)
+    saver = callbacks.ModelCheckpoint(tmp_path / "m{{1}}-{epoch!s:>3}-{loss:.2f}.npz")
+    seed_network(cpu).fit(x, to_categorical(labels), callbacks=[saver], verbose=0)
+    assert [path.name[:9] for path in tmp_path.iterdir()] == ["m{1}-  1-"]
+
+
+@pytest.mark.parametrize("name, make", [
+    ("EarlyStopping", callbacks.EarlyStopping),
+    ("ReduceLROnPlateau", callbacks.ReduceLROnPlateau),
+    ("ModelCheckpoint", lambda monitor: callbacks.ModelCheckpoint("m.npz", monitor=monitor))])
+@pytest.mark.parametrize("monitor", [5, None, b"loss", ["loss"]])
+def test_a_monitor_that_is_no_name_is_refused_naming_the_callback(name, make, monitor):
+    """ReduceLROnPlateau(monitor=5) was "argument of type 'int' is not iterable"."""
+    with pytest.raises(dnn.errors.ArgumentTypeError) as caught:
+        make(monitor=monitor)
+    assert str(caught.value) == (f"{name} monitor must be the name of a figure of the logs "
+                                 f"(a str), not {monitor!r}")
+
+
 def test_a_monitor_the_logs_lack_is_named(cpu):
     x, labels = blobs(n=20)
     with pytest.raises(dnn.errors.UsageError, match="EarlyStopping watches 'val_loss', which "

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from dnn.errors import DnnError, FileWriteError, UsageError
-from dnn.saving.fileio import atomic_write, check_writable
+from dnn.saving.fileio import atomic_write, check_writable, open_in_place
 
 posix_modes = pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
 
@@ -138,31 +138,52 @@ def test_a_symbolic_link_stays_a_link_and_its_target_gets_the_content(tmp_path):
     assert sorted(p.name for p in target.parent.iterdir()) == ["model.npz"]
 
 
+def _tiny_model():
+    import dnn
+
+    model = dnn.Sequential([dnn.layers.Dense(3)])
+    model.build(4)
+    return model
+
+
+WRITERS = {  # every way dnn writes a file, each refusing what it must not write
+    "check_writable": lambda path: check_writable(path, "--save"),
+    "atomic_write": lambda path: atomic_write(path).__enter__(),
+    "open_in_place": lambda path: open_in_place(path, "a"),
+    "model.save": lambda path: _tiny_model().save(path),
+    "model.save_weights": lambda path: _tiny_model().save_weights(path),
+}
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
-def test_a_named_pipe_is_refused_before_a_job_yet_written_through_when_asked(tmp_path):
-    """check_writable (the command line, before training) refuses it: a pipe nobody reads
-    would block the job at its end; atomic_write (the library) writes through it."""
+@pytest.mark.parametrize("writer", WRITERS)
+def test_a_named_pipe_is_refused_by_every_writer_before_it_could_block(tmp_path, writer):
+    """A pipe nobody reads blocked model.save, ModelCheckpoint and CSVLogger forever (the
+    command line refused it before a job): refused in one line by every writer, before
+    anything opens it (a reader comes after 10 seconds, so a writer that blocks fails the
+    test instead of hanging it)."""
     import threading
 
     pipe = tmp_path / "history.json"
     os.mkfifo(pipe)
-    with pytest.raises(UsageError, match=r"^--history .*history.json: cannot write there \(it "
-                       r"is a named pipe, not a regular file\)$"):
-        check_writable(pipe, "--history")  # asks, without opening: a pipe would block
-    received = []
-    reader = threading.Thread(target=lambda: received.append(pipe.read_bytes()), daemon=True)
-    reader.start()
-    with atomic_write(pipe, "w") as file:
-        file.write('{"epochs": []}')
-    reader.join(timeout=10)
-    assert received == [b'{"epochs": []}']
-    assert stat.S_ISFIFO(os.stat(pipe).st_mode)  # /dev/null would have been replaced the same way
+    release = threading.Timer(10, lambda: os.close(os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)))
+    release.daemon = True
+    release.start()
+    try:
+        with pytest.raises(UsageError, match=f"^(--save )?{re.escape(str(pipe))}: .*it is a "
+                           r"named pipe, not a regular file\)?$"):
+            WRITERS[writer](pipe)
+    finally:
+        release.cancel()
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json"]
 
 
 @pytest.mark.skipif(not hasattr(socket, "AF_UNIX") or not os.path.exists(os.devnull),
                     reason="no sockets in the file system, or no null device, here")
-def test_devices_and_sockets_are_refused_before_a_job_naming_the_option(tmp_path):
+@pytest.mark.parametrize("writer", WRITERS)
+def test_devices_and_sockets_are_refused_by_every_writer(tmp_path, writer):
+    """Written in place before (/dev/null swallowed a model) or a bare OSError (a socket)."""
     folder = tempfile.mkdtemp(dir="/tmp")  # a socket's path must be short
     try:
         listening = socket.socket(socket.AF_UNIX)
@@ -171,9 +192,9 @@ def test_devices_and_sockets_are_refused_before_a_job_naming_the_option(tmp_path
         link.symlink_to(os.devnull)  # a link is followed to what it names
         for path, kind in ((os.path.join(folder, "s"), "a socket"),
                            (os.devnull, "a character device"), (link, "a character device")):
-            with pytest.raises(UsageError, match=f"^--save {re.escape(str(path))}: cannot "
-                               f"write there \\(it is {kind}, not a regular file\\)$"):
-                check_writable(path, "--save")
+            with pytest.raises(UsageError, match=f"^(--save )?{re.escape(str(path))}: .*it "
+                               f"is {kind}, not a regular file\\)?$"):
+                WRITERS[writer](path)
         listening.close()
     finally:
         shutil.rmtree(folder)

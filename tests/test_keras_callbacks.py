@@ -6,6 +6,9 @@ import csv
 import io
 import json
 import math
+import os
+import re
+import threading
 from unittest import mock
 
 import numpy as np
@@ -13,9 +16,10 @@ import pytest
 
 import dnn
 from dnn import callbacks
-from dnn.callbacks import progbar_logger
+from dnn.callbacks import csv_logger, progbar_logger
 from dnn.callbacks.callback import HOOKS
-from dnn.errors import ArgumentTypeError, CheckpointError, DivergenceError, UsageError
+from dnn.errors import (ArgumentTypeError, CheckpointError, DivergenceError, FileWriteError,
+                        UsageError)
 from dnn.saving.fileio import atomic_write
 from dnn.layers import Dense
 from dnn.utils import to_categorical
@@ -252,8 +256,66 @@ def test_csv_logger_refuses_bad_arguments(tmp_path, monkeypatch, arguments, kind
 def test_csv_logger_names_a_file_it_cannot_open(tmp_path):
     (tmp_path / "log.csv").mkdir()
     logger = callbacks.CSVLogger(tmp_path / "log.csv")
-    one_line_error(UsageError, "CSVLogger cannot open .*log.csv: Is a directory",
+    one_line_error(UsageError, "log.csv: not writing to it, it is a folder$",
                    logger.on_train_begin)
+
+
+@pytest.mark.parametrize("append", [False, True])
+def test_csv_logger_refuses_a_write_protected_file_as_model_save_does(tmp_path, append):
+    """Root's open() would have replaced (or added to) a file its user made read-only."""
+    path = tmp_path / "log.csv"
+    path.write_text("the user's log\n")
+    path.chmod(0o444)
+    refusal = "it is write-protected \\(mode 0444\\)$"
+    one_line_error(UsageError, f"log.csv: not writing to it, {refusal}",
+                   callbacks.CSVLogger(path, append=append).on_train_begin)
+    one_line_error(UsageError, f"log.csv: not replacing it, {refusal}",
+                   lambda: tiny_model().save(path))
+    assert path.read_text() == "the user's log\n"
+
+
+def test_csv_logger_names_a_file_to_append_to_that_is_not_text(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_bytes(bytes(range(256)))
+    logger = callbacks.CSVLogger(path, append=True)
+    one_line_error(UsageError, "^CSVLogger cannot append to .*log.csv: it is not UTF-8 text$",
+                   logger.on_train_begin)
+    assert logger.csv_file.closed and path.read_bytes() == bytes(range(256))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+@pytest.mark.parametrize("append", [False, True])
+def test_csv_logger_refuses_a_named_pipe_before_it_could_block(tmp_path, append):
+    """A pipe nobody reads blocked fit forever (a reader comes after 10 seconds, so a logger
+    that blocks fails the test instead of hanging it)."""
+    path = tmp_path / "log.csv"
+    os.mkfifo(path)
+    release = threading.Timer(10, lambda: os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK)))
+    release.daemon = True
+    release.start()
+    try:
+        one_line_error(UsageError, "log.csv: not writing to it, it is a named pipe, not a "
+                       "regular file$", callbacks.CSVLogger(path, append=append).on_train_begin)
+    finally:
+        release.cancel()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/version") or not os.path.exists("/dev/full"),
+                    reason="no /proc/version or /dev/full here")
+def test_csv_logger_names_the_file_the_system_will_not_write(tmp_path, monkeypatch):
+    """/proc/version was a bare OSError (errno 5) as its first row was flushed; a full disk
+    (/dev/full standing for the log) was one too."""
+    one_line_error(UsageError, "^/proc/version: not writing to it, it is write-protected",
+                   callbacks.CSVLogger("/proc/version").on_train_begin)
+    path = tmp_path / "log.csv"
+    monkeypatch.setattr(csv_logger, "open_in_place",
+                        lambda name, mode, **options: open("/dev/full", mode, **options))
+    logger = callbacks.CSVLogger(path)
+    logger.on_train_begin()
+    full = f"^cannot write {re.escape(str(path))}: No space left on device$"
+    one_line_error(FileWriteError, full, lambda: logger.on_epoch_end(0, {"loss": 0.5}))
+    one_line_error(FileWriteError, full, logger.on_train_end)  # the row is still unwritten
+    assert logger.csv_file.closed
 
 
 # -- LambdaCallback -------------------------------------------------------------------------
@@ -504,6 +566,20 @@ def test_an_error_before_the_backups_hooks_of_an_epoch_keeps_it(tmp_path):
         train(Counter(), [callbacks.LambdaCallback(on_epoch_begin=fail), backup], epochs=3)
     assert (tmp_path / "backup" / "training_metadata.json").read_text() == (
         '{"epoch": 1, "batch": 0}')
+
+
+@pytest.mark.parametrize("backup_dir", ["/proc/backup", "notes.txt/backup"])
+def test_backup_and_restore_names_a_folder_it_cannot_make(tmp_path, monkeypatch, backup_dir):
+    """/proc/backup was a bare FileNotFoundError at the first epoch's end."""
+    if backup_dir.startswith("/proc") and not os.path.isdir("/proc"):
+        pytest.skip("no /proc here")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("a user's notes")
+    backup = callbacks.BackupAndRestore(backup_dir)
+    with pytest.raises(FileWriteError, match=f"^cannot write {backup_dir}: ") as caught:
+        train(Counter(), [backup], epochs=2)
+    assert "\n" not in str(caught.value)
+    assert (tmp_path / "notes.txt").read_text() == "a user's notes"
 
 
 @pytest.mark.parametrize("arguments, kind, message", [

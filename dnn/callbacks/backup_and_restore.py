@@ -10,7 +10,7 @@ import shutil
 from dnn.callbacks.arguments import check_flag, check_path
 from dnn.callbacks.callback import Callback
 from dnn.errors import CheckpointError, UsageError
-from dnn.saving.fileio import atomic_write
+from dnn.saving.fileio import atomic_write, write_errors_named
 from dnn.utils import is_int_at_least
 
 
@@ -144,7 +144,8 @@ class BackupAndRestore(Callback):
     def _save_model(self) -> None:
         """Back up the weights and the epochs done (the last backup first copied to the
         ``.bkp`` files with ``double_checkpoint``)."""
-        os.makedirs(self.backup_dir, exist_ok=True)
+        with write_errors_named(self.backup_dir):  # a folder that cannot be made
+            os.makedirs(self.backup_dir, exist_ok=True)
         if self.double_checkpoint:
             for path, previous in ((self._weights_path, self._prev_weights_path),
                                    (self._training_metadata_path,

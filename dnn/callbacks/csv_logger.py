@@ -11,6 +11,7 @@ import numpy as np
 from dnn.callbacks.arguments import check_flag, check_path
 from dnn.callbacks.callback import Callback
 from dnn.errors import ArgumentTypeError, UsageError
+from dnn.saving.fileio import open_in_place, write_errors_named
 
 
 class CSVLogger(Callback):
@@ -22,13 +23,15 @@ class CSVLogger(Callback):
     and what Keras writes on Linux).
 
     Each row is written and flushed as its epoch ends, so an interrupted run keeps the rows
-    of the epochs it finished.
+    of the epochs it finished.  The file is refused as ``model.save`` refuses it (a
+    write-protected file, a named pipe, a device); what the file system refuses (a full disk)
+    is a :class:`~dnn.errors.FileWriteError` naming it.
 
     Args:
         filename: the CSV file's path, e.g. ``"run/log.csv"``; its folder must exist.
         separator: the one character between the fields.
         append: True to add to the file if it exists (without a second header when it has
-            one), for a resumed run; False to overwrite it.
+            one; it must be UTF-8 text), for a resumed run; False to overwrite it.
 
     Example::
 
@@ -55,23 +58,23 @@ class CSVLogger(Callback):
 
     def on_train_begin(self, logs=None):
         self._close()  # a file left open by a fit that never ended
+        self.csv_file = open_in_place(self.filename, "a+" if self.append else "w",
+                                      newline="", encoding="utf-8")
         self.append_header = not (self.append and self._has_header())
-        self.csv_file = self._open("a" if self.append else "w")
         self.keys = None
 
     def _has_header(self) -> bool:
-        """Whether the file exists and has a first line."""
-        if not os.path.exists(self.filename):
-            return False
-        with self._open("r") as file:
-            return bool(file.readline())
-
-    def _open(self, mode: str):
+        """Whether the file, open to append, has a first line; a UsageError naming it when
+        that line is not UTF-8 text."""
+        self.csv_file.seek(0)
         try:
-            return open(self.filename, mode, newline="", encoding="utf-8")
-        except OSError as error:
-            raise UsageError(f"CSVLogger cannot open {self.filename}: "
-                             f"{error.strerror or error}") from None
+            first_line = self.csv_file.readline()
+        except UnicodeDecodeError:
+            self._close()
+            raise UsageError(f"CSVLogger cannot append to {self.filename}: it is not UTF-8 "
+                             "text") from None
+        self.csv_file.seek(0, os.SEEK_END)
+        return bool(first_line)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -79,22 +82,24 @@ class CSVLogger(Callback):
             self.keys = sorted(logs)
             if not any(key.startswith("val_") for key in self.keys):
                 self.keys += [f"val_{key}" for key in self.keys]
-        if self.writer is None:
-            self.writer = csv.DictWriter(self.csv_file, fieldnames=["epoch", *self.keys],
-                                         delimiter=self.sep)
-            if self.append_header:
-                self.writer.writeheader()
-        self.writer.writerow({"epoch": epoch, **{key: _field(logs.get(key, "NA"))
-                                                 for key in self.keys}})
-        self.csv_file.flush()
+        with write_errors_named(self.filename):  # a full disk, say
+            if self.writer is None:
+                self.writer = csv.DictWriter(self.csv_file, fieldnames=["epoch", *self.keys],
+                                             delimiter=self.sep)
+                if self.append_header:
+                    self.writer.writeheader()
+            self.writer.writerow({"epoch": epoch, **{key: _field(logs.get(key, "NA"))
+                                                     for key in self.keys}})
+            self.csv_file.flush()
 
     def on_train_end(self, logs=None):
         self._close()
 
     def _close(self) -> None:
-        if self.csv_file is not None and not self.csv_file.closed:
-            self.csv_file.close()
         self.writer = None
+        if self.csv_file is not None and not self.csv_file.closed:
+            with write_errors_named(self.filename):
+                self.csv_file.close()
 
 
 def _field(value):

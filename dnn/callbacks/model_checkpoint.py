@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import string
 
 from dnn.callbacks.arguments import check_flag, check_path
 from dnn.callbacks.monitor_callback import MonitorCallback
@@ -17,7 +18,9 @@ class ModelCheckpoint(MonitorCallback):
     ``save_best_only`` only when ``monitor`` improved on the best so far (or on
     ``initial_value_threshold``).  ``save_weights_only`` writes with ``save_weights``.  Keras'
     arguments; the file is dnn's checkpoint whatever its extension.  Writes are atomic: a file
-    is complete or absent."""
+    is complete or absent.  A ``filepath`` that is no such template (an unmatched brace, a
+    field with no name or a number for a name, as ``{}`` or ``{0}``) is refused at once; one
+    naming a figure the logs lack, when it is filled in."""
 
     writes_files = True
 
@@ -26,6 +29,7 @@ class ModelCheckpoint(MonitorCallback):
                  initial_value_threshold=None):
         super().__init__(monitor, mode)
         self.filepath = check_path("ModelCheckpoint", "filepath", filepath)
+        _check_template(self.filepath)
         check_flag("ModelCheckpoint", "save_best_only", save_best_only)
         check_flag("ModelCheckpoint", "save_weights_only", save_weights_only)
         if save_freq != "epoch" and not is_int_at_least(save_freq, 1):
@@ -75,3 +79,30 @@ class ModelCheckpoint(MonitorCallback):
             self.model.save(path)
         if self.verbose:
             print(f"Epoch {counts['epoch']}: saved the model to {path}")
+
+
+def _check_template(filepath: str) -> None:
+    """A UsageError naming ``filepath`` unless ``str.format`` can fill it in by names alone:
+    its braces matched, each field (those in format specs too) a name, with no attribute or
+    index (``{epoch.real}``, ``{loss[0]}``), and a conversion ``!r``, ``!s`` or ``!a`` if
+    any."""
+    try:
+        fields = list(_fields(filepath))
+    except ValueError as error:  # "expected '}' before end of string", say
+        raise UsageError(f"ModelCheckpoint filepath {filepath!r}: {error}") from None
+    for name, conversion in fields:
+        if not name or name.isdigit() or any(mark in name for mark in ".["):
+            raise UsageError(f"ModelCheckpoint filepath {filepath!r}: {{{name}}} is not the "
+                             "name of a figure; name one, as {epoch} or {val_loss:.2f}")
+        if conversion not in (None, "r", "s", "a"):
+            raise UsageError(f"ModelCheckpoint filepath {filepath!r}: unknown conversion "
+                             f"!{conversion} (use !r, !s or !a)")
+
+
+def _fields(template: str):
+    """The name and the conversion of each field of ``template``, those in its format specs
+    (``{loss:.{digits}f}``) too; ValueError when ``template`` is malformed."""
+    for _, name, spec, conversion in string.Formatter().parse(template):
+        if name is not None:
+            yield name, conversion
+            yield from _fields(spec)

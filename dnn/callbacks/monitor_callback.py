@@ -5,16 +5,19 @@ from __future__ import annotations
 import math
 
 from dnn.callbacks.callback import Callback
-from dnn.errors import UsageError
+from dnn.errors import ArgumentTypeError, UsageError
 
 
 class MonitorCallback(Callback):
-    """A callback that watches one figure of the epoch logs for its best value: ``mode``
-    ``"min"``, ``"max"`` or ``"auto"`` (rising for an accuracy, falling otherwise), an
-    improvement being a change of more than ``min_delta``."""
+    """A callback that watches one figure of the epoch logs, ``monitor`` (its name, a str),
+    for its best value: ``mode`` ``"min"``, ``"max"`` or ``"auto"`` (rising for an accuracy,
+    falling otherwise), an improvement being a change of more than ``min_delta``."""
 
     def __init__(self, monitor: str, mode: str, min_delta: float = 0.0):
         super().__init__()
+        if not isinstance(monitor, str):
+            raise ArgumentTypeError(f"{type(self).__name__} monitor must be the name of a "
+                                    f"figure of the logs (a str), not {monitor!r}")
         if mode not in ("auto", "min", "max"):
             raise UsageError(f"mode must be 'auto', 'min' or 'max', not {mode!r}")
         self.monitor, self.min_delta = monitor, abs(min_delta)

@@ -5,11 +5,12 @@ either the old file or the whole new one.  A target whose write permission is of
 444``) is refused, never replaced.  A temporary file left behind by a process that was killed
 (``.NAME.<hex>.part``) is removed by the next write to the same target, once it has not been
 touched for STALE_SECONDS.  A symbolic link stays a link: the file it points at is the one
-replaced.  A path that is not a regular file (``/dev/null``, ``/dev/stdout``, a named pipe) is
-written in place, since renaming a file over it would replace the device or the pipe itself;
-:func:`check_writable`, which the command line asks before a long job, refuses such a path, since
-a named pipe nobody reads would block the job at its end.  What the file system refuses is a
-:class:`FileWriteError` naming the path, never the bare ``OSError``.
+replaced.  A path that is not a regular file (a named pipe, ``/dev/null``, a socket) is refused
+before anything is opened: renaming a file over it would replace the pipe or the device itself,
+and opening a named pipe nobody reads blocks forever.  :func:`open_in_place` opens a file that
+is written as a job runs (a log) with the same refusals, and :func:`check_writable`, which the
+command line asks before a long job, refuses the same paths without opening anything.  What the
+file system refuses is a :class:`FileWriteError` naming the path, never the bare ``OSError``.
 """
 
 from __future__ import annotations
@@ -105,6 +106,23 @@ def _protection(path: Path) -> str | None:
     return None
 
 
+def _refusal(path) -> str | None:
+    """Why ``path`` must not be written: it is a named pipe, a device or a socket (symbolic
+    links followed), a folder, or write-protected; None when it may be."""
+    kind = _special_kind(path)
+    if kind:
+        return f"it is {kind}, not a regular file"
+    return _protection(Path(os.path.realpath(path)))
+
+
+def _refuse(path, doing: str) -> None:
+    """A one-line :class:`UsageError` ("PATH: not DOING it, it is ...") when ``path`` must
+    not be written (:func:`_refusal`)."""
+    refusal = _refusal(path)
+    if refusal:
+        raise UsageError(f"{path}: not {doing} it, {refusal}")
+
+
 def _sync_folder(folder: Path) -> None:
     """Flush the folder's entry of a renamed file to disk (POSIX; elsewhere a no-op)."""
     if os.name != "posix":
@@ -122,20 +140,13 @@ def atomic_write(path, mode: str = "wb"):
 
     On any exception the temporary file is removed and ``path`` is left as it was.  A new
     file gets the permissions ``open()`` would give it; a replaced file keeps its own; a
-    write-protected one is refused with a :class:`UsageError`.  The folder is made if missing;
-    what the file system refuses on the way (a file standing where that folder should be, a
-    full disk) is a :class:`FileWriteError`; errors of the block itself go through as they are.
+    write-protected one, a folder, a named pipe, a device or a socket is refused with a
+    :class:`UsageError`.  The folder is made if missing; what the file system refuses on the
+    way (a file standing where that folder should be, a full disk) is a
+    :class:`FileWriteError`; errors of the block itself go through as they are.
     """
-    if _special_kind(path):
-        with write_errors_named(path):
-            file = open(path, mode)
-        with file:
-            yield file
-        return
+    _refuse(path, "replacing")
     path = Path(os.path.realpath(path))
-    protection = _protection(path)
-    if protection:
-        raise UsageError(f"{path}: not replacing it, {protection}")
     with write_errors_named(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = _create_beside(path)
@@ -156,21 +167,27 @@ def atomic_write(path, mode: str = "wb"):
             os.unlink(temporary)
 
 
+def open_in_place(path, mode: str = "w", **options):
+    """``open(path, mode, **options)`` for a file written as a job runs, not replaced at its
+    end (a log that keeps the lines of an interrupted job), refused as :func:`atomic_write`
+    refuses a path (a named pipe before it could block the open); what the file system
+    refuses is a :class:`FileWriteError` naming ``path``.  Errors of the writes that follow
+    are the caller's to name, with :func:`write_errors_named`."""
+    _refuse(path, "writing to")
+    with write_errors_named(path):
+        return open(path, mode, **options)
+
+
 def check_writable(path, option: str) -> None:
     """Raise a one-line :class:`UsageError` naming ``option`` unless :func:`atomic_write` can
-    replace ``path`` by a regular file: not write-protected, not a named pipe, device or
-    socket (a pipe nobody reads would block the job at its end), and its folder (or the
-    nearest one that exists, which must take a new folder) writable.  Called before a long
-    job, so a mistyped destination fails in a second, not after hours of training; it creates
-    nothing and opens nothing."""
-    kind = _special_kind(path)
-    if kind:
-        raise UsageError(f"{option} {path}: cannot write there (it is {kind}, not a regular "
-                         "file)")
+    replace ``path`` by a regular file: not write-protected, not a folder, a named pipe, a
+    device or a socket, and its folder (or the nearest one that exists, which must take a new
+    folder) writable.  Called before a long job, so a mistyped destination fails in a
+    second, not after hours of training; it creates nothing and opens nothing."""
+    refusal = _refusal(path)
+    if refusal:
+        raise UsageError(f"{option} {path}: cannot write there ({refusal})")
     target = Path(os.path.realpath(path))
-    protection = _protection(target)
-    if protection:
-        raise UsageError(f"{option} {path}: cannot write there ({protection})")
     folder = target.parent
     while not folder.exists():
         folder = folder.parent
