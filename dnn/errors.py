@@ -1,5 +1,7 @@
 """Errors a user can cause.  The CLI turns each into one ``Error: ...`` line, never a traceback."""
 
+import signal
+
 
 class DnnError(Exception):
     """A failure the user can act on (exit status 1 on the command line)."""
@@ -68,3 +70,13 @@ class DivergenceError(DnnError):
 class CaptureError(DnnError):
     """A training step that a backend could not capture for replay; the step then runs
     eagerly (never raised out of ``fit``)."""
+
+
+class Terminated(DnnError):
+    """The process was asked to stop (SIGTERM, or SIGHUP: its terminal went away): raised by
+    the command line's signal handler wherever the process is, a captured step included."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}; files being written were "
+                         "left as they were")
+        self.signum = signum

@@ -257,10 +257,20 @@ def test_the_writers_run_on_rank_0_alone(tmp_path):
 
 
 def test_blas_threads_are_the_cores_shared_among_the_local_ranks(monkeypatch):
-    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 16)
     assert [threads.default_threads(n) for n in (1, 2, 3, 16, 32)] == [16, 8, 5, 1, 1]
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert threads.limit_blas_threads(2) is None  # the user's choice stands
+
+
+def test_the_cores_are_those_the_process_may_run_on(monkeypatch):
+    """A process narrowed to 3 of a machine's 64 cores (taskset, a container's cpuset)
+    shares its 3; where the system has no affinity to tell, the machine's cores."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 5, 7}, raising=False)
+    assert [threads.default_threads(n) for n in (1, 2, 4)] == [3, 1, 1]
+    monkeypatch.delattr(os, "sched_getaffinity")
+    assert threads.default_threads(2) == 32
 
 
 @pytest.mark.parametrize("local_ranks, parts", [(1, 4), (2, 2), (4, 1)])
@@ -273,7 +283,7 @@ def test_the_cpu_backends_update_threads_are_the_cores_shared_among_the_local_ra
     ranks = SingleProcess()
     ranks.local_size = local_ranks  # a rank of a job with local_ranks on this machine
     monkeypatch.setattr(distributed, "_process", ranks)
-    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 4)
     blocks = []
     CpuBackend(c_kernels=False)._in_parts(lambda param: blocks.append(param.shape[0]),
                                           (np.zeros((64, PARALLEL_MIN_SIZE // 64)),))
@@ -287,7 +297,7 @@ def test_the_loaded_openblas_is_given_the_threads(tmp_path):
     result = subprocess.run([sys.executable, "-c", (
         "import ctypes, os, numpy\n"
         "from dnn.distributed import threads\n"
-        "os.cpu_count = lambda: 4\n"
+        "threads.usable_cores = lambda: 4\n"
         "library = ctypes.CDLL(threads._loaded_blas()[0])\n"
         "count = next(getattr(library, name) for name in ("
         "'scipy_openblas_get_num_threads64_', 'openblas_get_num_threads64_', "
@@ -299,11 +309,109 @@ def test_the_loaded_openblas_is_given_the_threads(tmp_path):
     assert result.stdout.split() == ["1", "1"], result.stderr
 
 
+def fake_cupy(gpus: int) -> types.ModuleType:
+    """A ``cupy`` whose machine has ``gpus`` GPUs; ``cupy.used`` lists the devices made
+    current."""
+    cupy = types.ModuleType("cupy")
+    cupy.used = []
+    cupy.cuda = types.SimpleNamespace(
+        runtime=types.SimpleNamespace(getDeviceCount=lambda: gpus),
+        Device=lambda device: types.SimpleNamespace(use=lambda: cupy.used.append(device)))
+    return cupy
+
+
+def test_each_local_rank_takes_a_gpu_of_its_own_and_more_ranks_than_gpus_are_refused(
+        monkeypatch):
+    ranks = SingleProcess()
+    ranks.local_rank, ranks.local_size = 1, 2  # the second of 2 ranks on this machine
+    monkeypatch.setattr(distributed, "_process", ranks)
+    cupy = fake_cupy(gpus=2)
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    assert distributed.use_local_gpu() == 1 and cupy.used == [1]
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(gpus=1))
+    with pytest.raises(UsageError, match="^2 ranks run on this machine, which has 1 GPU: start "
+                                         "at most one rank per GPU$"):
+        distributed.use_local_gpu()
+
+
+class CapturingStream:
+    """A stream whose capture ``end_capture`` ends (``ended``), as CuPy's."""
+
+    def __init__(self):
+        self.ended = False
+
+    def begin_capture(self):
+        pass
+
+    def end_capture(self):
+        self.ended = True
+        return "graph"
+
+
+@pytest.mark.parametrize("raised, seen", [
+    (RuntimeError("cudaErrorStreamCaptureInvalidated"), "CaptureError"),
+    (KeyboardInterrupt(), "KeyboardInterrupt"), ("terminated", "Terminated")])
+def test_a_signal_in_a_capture_goes_through_and_the_drivers_refusal_is_a_capture_error(
+        raised, seen):
+    """SIGTERM (``dnn train``'s Terminated) or Ctrl-C while a step is captured stops the run;
+    only what the GPU stack raises is the capture's failure (the step then runs eagerly)."""
+    from dnn.backends.cuda_graphs import CudaGraphs
+    from dnn.errors import Terminated
+
+    graphs = CudaGraphs.__new__(CudaGraphs)  # its capture alone: no CuPy needed
+    graphs._stream = CapturingStream()
+    error = Terminated(15) if raised == "terminated" else raised
+
+    def step():
+        raise error
+    with pytest.raises(BaseException) as caught:
+        graphs.capture(step)
+    assert type(caught.value).__name__ == seen and graphs._stream.ended
+
+
+def test_a_signal_in_a_replay_stops_the_run():
+    """SIGTERM (``dnn train``'s Terminated) while a captured step is replayed stops ``fit``
+    instead of sending it to the eager step."""
+    from dnn.errors import Terminated
+    from dnn.replay import ReplayBackend
+
+    class StoppedInAReplay(ReplayBackend):
+        def capture(self, step):
+            graph = super().capture(step)
+
+            def stopped():
+                raise Terminated(15)
+            graph.replay = stopped
+            return graph
+
+    model = dnn.Sequential([Dense(10, activation="softmax")], seed=0,
+                           backend=StoppedInAReplay())
+    model.compile("sgd")
+    with pytest.raises(Terminated):
+        model.fit(*data(64), batch_size=16, verbose=0)
+
+
 def test_workers_start_the_venvs_mpiexec_with_this_python():
     pytest.importorskip("mpi4py")
     command = launcher.workers_command(3, ["train", "--epochs", "1"])
     assert command[1:] == ["-n", "3", sys.executable, "-m", "dnn", "train", "--epochs", "1"]
     assert Path(command[0]).name == "mpiexec"
+
+
+def test_more_workers_than_cores_are_refused_before_mpiexec_starts(monkeypatch):
+    from click.testing import CliRunner
+
+    from dnn.cli import commands, main
+
+    monkeypatch.setattr(commands, "usable_cores", lambda: 2)
+    started = []
+    monkeypatch.setattr(commands.subprocess, "call", lambda *a, **k: started.append(a) or 0)
+    result = CliRunner().invoke(main, ["train", "--epochs", "1", "--workers", "1000000"])
+    assert result.exit_code == 2 and not started
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: --workers 1000000 is more than the 2 cores this machine gives: for more "
+        "processes, or other machines, start dnn train under mpiexec yourself "
+        "(docs/distributed.md)")
 
 
 def test_the_benchmarks_help_describes_it_in_whole_sentences():
@@ -1040,6 +1148,115 @@ def test_synchronized_batch_normalization_sums_inside_the_captured_step(tmp_path
     assert ranks[0]["sums"] == 4 * 14
 
 
+def worker_synchronized_fails(folder: str, stage: str) -> None:
+    """:func:`worker_nccl_synchronized`'s network (its first layer without the bias, whose
+    gradient through the normalization is rounding, which Adam's steps make as large as the
+    others) on 3 batches, where a run of the step fails
+    on rank 1 (a CaptureError; any error of a run is one to the step) at ``stage``:
+    "kernels", entering the kernels of a captured step in the first run (the warm-up), before
+    any sum; "warm-up", in the last layer's backward pass of the first run (after
+    BatchNormalization's two forward sums, before its backward one and the gradient sum);
+    "second warm-up", there in the warm-up of a second ``fit``, once a step made its sums;
+    "check", there in the eager step the first replay is checked against.  "none" and
+    "none twice": one ``fit`` or two, nothing failing."""
+    from dnn.backends.gpu import GpuBackend
+    from dnn.errors import CaptureError
+
+    nccl = sys.modules["cupy.cuda.nccl"] = FakeNccl()
+    backend = GpuBackend()
+    model = dnn.Sequential([Dense(16, use_bias=False),
+                            dnn.layers.BatchNormalization(synchronized=True),
+                            dnn.layers.Activation("relu"), Dense(10, activation="softmax")],
+                           seed=0, backend=backend)
+    model.compile("adam")
+    x, y = data(3 * BATCH)
+    if stage in ("second warm-up", "none twice"):
+        model.fit(x, y, batch_size=BATCH, verbose=0)
+
+    def injected(*arguments, **options):
+        raise CaptureError("injected")
+    if distributed.communicator().rank == 1 and stage == "kernels":
+        backend.graph_kernels = injected
+    elif distributed.communicator().rank == 1 and stage in ("warm-up", "second warm-up",
+                                                             "check"):
+        last, passes = model.layers[-1], []
+        backward = last.backward
+        failing_pass = 3 if stage == "check" else 1  # the warm-up, the capture, the check
+
+        def failing(grad, logits=False):
+            passes.append(grad.shape)
+            return (injected if len(passes) == failing_pass else backward)(grad, logits=logits)
+        last.backward = failing
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        model.fit(x, y, batch_size=BATCH, verbose=0)
+    rank = distributed.communicator().rank
+    np.savez(Path(folder, f"{stage}-{rank}.npz"), *model.get_weights())
+    report(folder, stage, sums=nccl.sums, warnings=[str(warning.message) for warning in seen])
+
+
+@pytest.fixture(scope="module")
+def synchronized_eager(tmp_path_factory, standin_path) -> Path:
+    """The folder of :func:`worker_synchronized_fails`' runs "none" and "none twice", every
+    step eager."""
+    from tests.cuda_harness import HostCudaBackend
+
+    if _mpi_missing() or sys.platform != "linux" or not HostCudaBackend.is_available():
+        pytest.skip("needs MPI and the stand-in")
+    folder = tmp_path_factory.mktemp("synchronized-eager")
+    for stage in ("none", "none twice"):
+        assert_ran(mpiexec("synchronized-fails", folder, stage, timeout=120, environment={
+            "PYTHONPATH": standin_path, "DNN_GPU_GRAPHS": "0"}))
+    return folder
+
+
+@needs_mpi
+@pytest.mark.skipif(sys.platform != "linux", reason="stand-in: the stub cuBLAS is built as on "
+                                                    "Linux")
+@pytest.mark.parametrize("stage, failed, reference", [
+    ("kernels", "its warm-up failed: injected", "none"),
+    ("second warm-up", "its warm-up failed: injected", "none twice"),
+    ("check", "the eager step it is checked against failed: injected", "none")])
+def test_a_run_failing_on_one_rank_amid_the_layers_sums_falls_back_on_every_rank(
+        tmp_path, standin_path, synchronized_eager, stage, failed, reference):
+    """A synchronized BatchNormalization sums three times in a step besides the gradients:
+    a run that fails on rank 1 part-way joins the sums it did not make (with zeros, once a
+    step made them all; before, by the eager step, where it made none), so that every rank
+    falls back to the eager step with one warning, and ends with the same bytes."""
+    assert_ran(mpiexec("synchronized-fails", tmp_path, stage, timeout=60,
+                       environment={"PYTHONPATH": standin_path}))
+    ranks = reports(tmp_path, stage)
+    assert ranks[0] == ranks[1]
+    assert ranks[0]["warnings"] == [f"the training step runs without a captured graph: "
+                                    f"{failed} (on rank 1)"]
+    runs = []
+    for path in (tmp_path / f"{stage}-0.npz", tmp_path / f"{stage}-1.npz",
+                 synchronized_eager / f"{reference}-0.npz"):
+        with np.load(path) as archive:
+            runs.append([archive[key] for key in archive.files])
+    assert len(runs[0]) == 7
+    for mine, theirs, alone in zip(*runs):
+        assert mine.tobytes() == theirs.tobytes()
+        assert np.max(np.abs(mine - alone)) < 1e-5  # an Adam step is 1e-3: none was lost
+
+
+@needs_mpi
+@pytest.mark.skipif(sys.platform != "linux", reason="stand-in: the stub cuBLAS is built as on "
+                                                    "Linux")
+def test_a_first_run_failing_on_one_rank_after_some_sums_ends_the_job_with_one_error(
+        tmp_path, standin_path):
+    """Before any step made its sums, those a run that failed part-way did not make are not
+    known: the job ends, with the reason, instead of waiting for ever."""
+    started = time.monotonic()
+    result = mpiexec("synchronized-fails", tmp_path, "warm-up", timeout=30,
+                     environment={"PYTHONPATH": standin_path})
+    assert time.monotonic() - started < 30
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert ("DnnError: rank 1 cannot complete the other ranks' sums: its training step failed "
+            "after 2 of them (its warm-up failed: injected), before a step had made them "
+            "all") in result.stderr
+
+
 @pytest.fixture(scope="module")
 def standin_path(tmp_path_factory) -> str:
     """PYTHONPATH for a worker on the CuPy stand-in with a stub cuBLAS 13."""
@@ -1291,6 +1508,93 @@ def test_the_ranks_moving_statistics_are_averaged_at_each_epochs_end(tmp_path):
     assert ranks[0] == ranks[1]
 
 
+def weights_digest(model: dnn.Sequential) -> str:
+    """A hex digest of every weight's bytes."""
+    import hashlib
+
+    return hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()
+
+
+def seedless_network() -> dnn.Sequential:
+    """784 -> 16 relu -> Dropout 0.5 -> 10 softmax, without a seed: each rank draws its own
+    weights and Dropout seed (built by its first data)."""
+    model = dnn.Sequential([Dense(16, activation="relu"), dnn.layers.Dropout(0.5),
+                            Dense(10, activation="softmax")])
+    model.compile("adam")
+    return model
+
+
+def worker_seedless(folder: str) -> None:
+    """Models without a seed: each one's first train_on_batch, test_on_batch, evaluate or fit
+    starts from rank 0's state; what each rank has after it."""
+    x, y = data(6)
+    runs = {}
+    for call in ("train_on_batch", "test_on_batch", "evaluate", "fit"):
+        model = seedless_network()
+        if call == "fit":
+            model.fit(x, y, batch_size=4, verbose=0)
+        elif call == "evaluate":
+            model.evaluate(x, y, verbose=0)
+        else:
+            getattr(model, call)(x, y)
+        runs[call] = {"weights": weights_digest(model),
+                      "dropout seed": int(model.layers[1]._seed)}
+    report(folder, "seedless", **runs)
+
+
+@needs_mpi
+def test_the_first_call_on_a_batch_or_evaluate_starts_from_rank_0s_state(tmp_path):
+    """Without a seed, each rank draws its own weights and Dropout seed: train_on_batch,
+    test_on_batch and evaluate start from rank 0's, as fit does (else the ranks train and
+    evaluate models of their own), Dropout's seed included."""
+    assert_ran(mpiexec("seedless", tmp_path))
+    ranks = reports(tmp_path, "seedless")
+    assert ranks[0] == ranks[1]
+    assert len({run["weights"] for run in ranks[0].values()}) == 4  # each model its own
+
+
+def worker_empty_share(folder: str) -> None:
+    """BatchNormalization (each share its own statistics) trained on 5 rows in batches of 4:
+    the last batch's one row leaves rank 1 none; its moving statistics, warnings and
+    evaluate's loss."""
+    x, y = data(5)
+    model = dnn.Sequential([Dense(8), dnn.layers.BatchNormalization(),
+                            Dense(10, activation="softmax")], seed=0)
+    model.compile("sgd")
+    history, fit_warnings = caught(lambda: model.fit(x, y, batch_size=4, epochs=2, verbose=0))
+    report(folder, "empty-share", moving=[w.tolist() for w in model.layers[1].state_weights],
+           loss=history.history["loss"], warnings=fit_warnings,
+           evaluated=model.evaluate(x, y, verbose=0))
+
+
+@needs_mpi
+def test_a_rank_without_rows_leaves_its_moving_statistics_alone(tmp_path):
+    """A share of no rows has no mean (NaN, which the epoch's average would give every
+    rank): that rank's BatchNormalization leaves its moving statistics as they are."""
+    assert_ran(mpiexec("empty-share", tmp_path))
+    ranks = reports(tmp_path, "empty-share")
+    assert ranks[0] == ranks[1] and ranks[0]["warnings"] == []
+    assert np.isfinite(ranks[0]["moving"]).all() and np.isfinite(ranks[0]["evaluated"])
+    assert np.isfinite(ranks[0]["loss"]).all()
+
+
+def worker_stop_at_epoch_end(folder: str) -> None:
+    """A callback that stops training at an epoch's end on rank 0 alone."""
+    rank = distributed.communicator().rank
+    model = seed_network("sgd")
+    model.fit(*data(64), batch_size=16, epochs=3, verbose=0,
+              callbacks=[dnn.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: setattr(
+                  model, "stop_training", rank == 0))])
+    report(folder, "stop", epochs=model.epochs_done,
+           iterations=int(model.optimizer.iterations))
+
+
+@needs_mpi
+def test_a_stop_at_an_epochs_end_on_one_rank_stops_every_rank(tmp_path):
+    assert_ran(mpiexec("stop-at-epoch-end", tmp_path, timeout=30))
+    assert reports(tmp_path, "stop") == [{"epochs": 1, "iterations": 4}] * 2
+
+
 WORKERS = {"equivalence": worker_equivalence, "references": worker_references,
            "dropout": worker_dropout, "batch-norm": worker_batch_norm,
            "synchronized": worker_synchronized, "nccl-synchronized": worker_nccl_synchronized,
@@ -1298,7 +1602,10 @@ WORKERS = {"equivalence": worker_equivalence, "references": worker_references,
            "resume-perturbed": worker_resume_perturbed, "stream": worker_stream,
            "sources": worker_sources, "unequal-rows": worker_unequal_rows,
            "mismatch": worker_mismatch, "fails": worker_fails, "nccl": worker_nccl,
-           "mpi-gpu": worker_mpi_gpu, "nccl-gpus": worker_nccl_gpus}
+           "mpi-gpu": worker_mpi_gpu, "nccl-gpus": worker_nccl_gpus,
+           "seedless": worker_seedless, "empty-share": worker_empty_share,
+           "stop-at-epoch-end": worker_stop_at_epoch_end,
+           "synchronized-fails": worker_synchronized_fails}
 
 if __name__ == "__main__":
     WORKERS[sys.argv[1]](*sys.argv[2:])

@@ -28,7 +28,7 @@ import contextlib
 import weakref
 
 from dnn.backends.cublas import Cublas
-from dnn.errors import CaptureError
+from dnn.errors import CaptureError, Terminated
 
 
 class CapturedGraph:
@@ -73,17 +73,24 @@ class CudaGraphs:
 
     def capture(self, step) -> CapturedGraph:
         """``step`` captured on our stream (called inside :meth:`kernels`, after a warm-up in
-        it); the pool it allocated from goes with the graph."""
+        it); the pool it allocated from goes with the graph.  What the step raises (the
+        driver's or CuPy's refusal, as it is or as a plugin's error) is a
+        :class:`CaptureError`, but for a request to stop (Ctrl-C, SIGTERM's
+        :class:`Terminated`), which goes through, the capture ended."""
         stream = self._stream
         try:
             stream.begin_capture()
             try:
                 step()
-            finally:
-                graph = stream.end_capture()
-        except CaptureError:
-            raise
+            except BaseException:
+                with contextlib.suppress(Exception):  # the step's error is the one to see
+                    stream.end_capture()
+                raise
+            graph = stream.end_capture()
         except Exception as error:  # the driver's or CuPy's refusal, whatever its type
+            if isinstance(error, (CaptureError, Terminated)):
+                raise
             raise CaptureError(f"{type(error).__name__}: {error}") from error
         pool, self._pool = self._pool, self._cupy.cuda.MemoryPool()
         return CapturedGraph(self._cupy, graph, pool)
+

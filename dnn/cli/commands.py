@@ -26,21 +26,13 @@ from dnn.callbacks import EvaluateEachEpoch, ModelCheckpoint, TensorBoard
 from dnn.cli.architecture import check_architecture, check_fits, dense_classifier
 from dnn.datasets.base import folder_problem
 from dnn.distributed.launcher import workers_command
-from dnn.errors import CheckpointError, DataError, DnnError, UsageError
+from dnn.distributed.threads import usable_cores
+from dnn.errors import CheckpointError, DataError, DnnError, Terminated, UsageError
 from dnn.history_file import HistoryFile
 from dnn.models import Sequential, load_model
 from dnn.saving.checkpoint import describe
 from dnn.saving.fileio import check_writable
 from dnn.utils import to_categorical
-
-
-class Terminated(DnnError):
-    """The process was asked to stop (SIGTERM, or SIGHUP: its terminal went away)."""
-
-    def __init__(self, signum: int):
-        super().__init__(f"stopped by {signal.Signals(signum).name}; files being written were "
-                         "left as they were")
-        self.signum = signum
 
 
 # Signals that end a command as SIGTERM does: one line, exit 128 + the signal's number.
@@ -285,11 +277,26 @@ def _optimizer_from_options(name: str, lr, opt_pairs):
     return optimizers.get(name, **hyperparameters)
 
 
+def _backend_of_this_rank(name: str):
+    """The backend ``name``; the gpu one on several ranks uses the GPU of this rank's local
+    rank (one GPU per rank)."""
+    backend = backends.get_backend(name)
+    if name == "gpu" and distributed.communicator().size > 1:
+        distributed.use_local_gpu()
+    return backend
+
+
 def _run_on_workers(workers: int):
     """Run this command again, without ``--workers``, on ``workers`` processes of this
-    machine under mpiexec, and exit with the job's status."""
+    machine under mpiexec, and exit with the job's status; no more processes than the cores
+    this one may run on (a typo of a few zeros would start a million)."""
     if distributed.launched_size() > 1:
         raise UsageError("--workers starts mpiexec itself: leave it out under a launcher")
+    cores = usable_cores()
+    if workers > cores:
+        raise UsageError(f"--workers {workers} is more than the {cores} cores this machine "
+                         "gives: for more processes, or other machines, start dnn train under "
+                         "mpiexec yourself (docs/distributed.md)")
     arguments, skip = [], False
     for argument in sys.argv[1:]:
         if not skip and argument != "--workers" and not argument.startswith("--workers="):
@@ -414,9 +421,7 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
         plotting.require_matplotlib()
     board = (TensorBoard(tensorboard_dir, histogram_freq=1, gradient_freq=1)
              if tensorboard_dir else None)  # no package, or no folder to write: refused now
-    device = backends.get_backend(backend)
-    if backend == "gpu" and ranks.size > 1:
-        distributed.use_local_gpu()
+    device = _backend_of_this_rank(backend)
     new_optimizer = None if resume_path else _optimizer_from_options(optimizer, lr, opt_pairs)
     (x_train, y_train), (x_test, y_test), classes = _load_data(dataset, data_dir)
     _same_on_every_rank(ranks, x_train, x_test, classes)
@@ -487,7 +492,7 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
 @reports_errors
 def evaluate(model_path, backend, dataset, data_dir):
     """Print the test loss and accuracy of a saved model."""
-    model = load_model(model_path, backend=backends.get_backend(backend), with_optimizer=False)
+    model = load_model(model_path, backend=_backend_of_this_rank(backend), with_optimizer=False)
     _, (x_test, labels), classes = _load_data(dataset, data_dir)
     check_fits(model, model_path, dataset, x_test, classes)
     _with_accuracy(model)

@@ -22,6 +22,7 @@ import weakref
 
 from dnn.distributed.communicator import Communicator, SingleProcess
 from dnn.distributed.launcher import launched_size
+from dnn.errors import UsageError
 
 __all__ = ["Communicator", "SingleProcess", "abort", "communicator", "for_backend",
            "launched_size", "share", "use_local_gpu"]
@@ -78,14 +79,18 @@ def _nccl_module():
 
 
 def use_local_gpu() -> int:
-    """Make the GPU of this rank's local rank (modulo the GPUs this machine has) CuPy's
-    current device, and return its number: one GPU per rank.  Call it before a model is built
-    on the gpu backend (``dnn train`` does)."""
+    """Make the GPU of this rank's local rank CuPy's current device, and return its number:
+    one GPU per rank.  Call it before a model is built on the gpu backend (``dnn train``
+    does).  UsageError where this machine runs more ranks than it has GPUs (two ranks on one
+    GPU would share its memory and its time, unasked)."""
     import cupy
 
-    device = communicator().local_rank % cupy.cuda.runtime.getDeviceCount()
-    cupy.cuda.Device(device).use()
-    return device
+    ranks, gpus = communicator(), cupy.cuda.runtime.getDeviceCount()
+    if ranks.local_size > gpus:
+        raise UsageError(f"{ranks.local_size} ranks run on this machine, which has {gpus} "
+                         f"GPU{'' if gpus == 1 else 's'}: start at most one rank per GPU")
+    cupy.cuda.Device(ranks.local_rank).use()
+    return ranks.local_rank
 
 
 def share(rows: int, rank: int, size: int) -> tuple[int, int]:

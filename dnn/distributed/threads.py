@@ -21,9 +21,18 @@ SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads"
            "openblas_set_num_threads64_", "openblas_set_num_threads", "MKL_Set_Num_Threads")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (which ``taskset``, a container's
+    cpuset or a batch scheduler narrows) where the system tells it, else the machine's."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def default_threads(local_ranks: int) -> int:
-    """This machine's cores divided by ``local_ranks`` (the ranks it runs), at least 1."""
-    return max(1, (os.cpu_count() or 1) // max(local_ranks, 1))
+    """The cores this process may use divided by ``local_ranks`` (the ranks its machine
+    runs), at least 1."""
+    return max(1, usable_cores() // max(local_ranks, 1))
 
 
 def process_threads() -> int:

@@ -135,7 +135,7 @@ class Layer:
     # per row (Dropout's masks) follows the row and not the rank.
     first_row = 0
     global_rows = None  # the rows of that global batch (None: the batch is all of them)
-    ranks = None  # during a data-parallel training pass: the model's communicator
+    ranks = None  # during a data-parallel training pass: the communicator of its sums
     name_prefix = None  # the default names' stem, if not the class name in snake case
     _trainable = True  # also for a subclass that does not call Layer.__init__
     _made: dict = {}  # layers made so far, by kind: Keras' default names dense, dense_1, ...

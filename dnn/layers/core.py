@@ -197,7 +197,9 @@ class Dropout(Passthrough):
         return out
 
     def step_state(self) -> list:
-        return [*super().step_state(), self._step]
+        """The step counter, and the seed: drawn at build where none is given, it is part of
+        the state every rank starts from (rank 0's), so that the ranks drop alike."""
+        return [*super().step_state(), self._step, self._seed]
 
     def backward(self, grad, logits=False):
         if not self.needs_input_grad:

@@ -26,9 +26,11 @@ class BatchNormalization(Layer):
     (:mod:`dnn.distributed`), the batch's statistics, and the gradient's terms through them,
     are the global batch's, summed over the ranks (two sums a forward pass, one a backward
     one), so that N ranks train as one process does; without it each rank's share is
-    normalized with its own.  Weights, Keras' order: ``gamma`` (with ``scale``), ``beta``
-    (with ``center``), trained; ``moving_mean``, ``moving_variance``, updated by the layer
-    (``state_weights``: in checkpoints and in a captured step's state).
+    normalized with its own (a rank whose share has no rows leaves its moving statistics
+    alone, as one process never sees an empty batch).  Weights, Keras' order: ``gamma``
+    (with ``scale``), ``beta`` (with ``center``), trained; ``moving_mean``,
+    ``moving_variance``, updated by the layer (``state_weights``: in checkpoints and in a
+    captured step's state).
     """
 
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
@@ -89,7 +91,12 @@ class BatchNormalization(Layer):
         xp = self._backend.xp
         axes = self._reduced_axes(x)
         self._ranks = self.ranks if self.synchronized else None
-        if training and self.trainable:
+        # a share of no rows (a rank past the rows of a last batch) has no statistics of its
+        # own: it normalizes with the moving ones and leaves them alone (synchronized, the
+        # global batch's are every rank's)
+        batch_statistics = (training and self.trainable
+                            and (x.shape[0] > 0 or self._ranks is not None))
+        if batch_statistics:
             mean, centered, variance = self._batch_moments(x, axes)
             self.moving_mean[...] = self.moving_mean * self.momentum + mean * (1 - self.momentum)
             self.moving_variance[...] = (self.moving_variance * self.momentum
@@ -103,7 +110,7 @@ class BatchNormalization(Layer):
         out = self._buffers("output", x.shape, x.dtype)
         out[...] = normalized * self.gamma + self.beta
         self._normalized, self._inverse_std = normalized, inverse_std
-        self._batch_statistics = training and self.trainable
+        self._batch_statistics = batch_statistics
         return out
 
     def _batch_moments(self, x, axes) -> tuple:

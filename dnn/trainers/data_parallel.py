@@ -17,15 +17,63 @@ import numpy as np
 
 from dnn import backends
 from dnn.callbacks import Callback
+from dnn.distributed.communicator import Communicator
+from dnn.errors import DnnError
+
+
+class StepCollectives(Communicator):
+    """``communicator`` as a training step's layers (``layer.ranks``) and its gradient sum
+    use it: each :meth:`all_reduce` is made and recorded as ``(count, dtype)`` in ``made``,
+    the run's so far (from :meth:`start`); ``known`` is a whole step's, once a run made its
+    gradient sum, the step's last (every step of a trainer makes the same sums: the layers'
+    depend on their channels, not on the batch's rows).  A rank whose run failed part-way
+    joins the sums it did not make with zeros (:meth:`join_the_rest`), so that the other
+    ranks' complete.  A step only sums: its other collectives are refused (a captured step
+    can hold nothing else)."""
+
+    def __init__(self, communicator: Communicator):
+        self.communicator = communicator
+        self.rank, self.size = communicator.rank, communicator.size
+        self.local_rank, self.local_size = communicator.local_rank, communicator.local_size
+        self.in_graph = communicator.in_graph
+        self.made: list[tuple[int, str]] = []
+        self.known: list[tuple[int, str]] | None = None
+
+    def start(self) -> None:
+        """A run begins: it has made no sum yet."""
+        self.made = []
+
+    def all_reduce(self, array, backend) -> None:
+        self.communicator.all_reduce(array, backend)
+        self.made.append((int(array.size), str(array.dtype)))
+
+    def step_made(self) -> None:
+        """The run made its gradient sum: its sums are a whole step's."""
+        self.known = list(self.made)
+
+    def join_the_rest(self, backend, failure: str) -> None:
+        """After ``failure`` of a run on this rank: make, with zeros, the sums of a whole step
+        that the run did not make (every rank throws the step's results away).  DnnError,
+        which ends the job, where they are not known: no step made its gradient sum yet, or
+        the run's sums are not the beginning of a whole step's."""
+        made, known = self.made, self.known
+        if known is None or made != known[:len(made)]:
+            raise DnnError(f"rank {self.rank} cannot complete the other ranks' sums: its "
+                           f"training step failed after {len(made)} of them ({failure}), "
+                           f"before a step had made them all")
+        for count, dtype in known[len(made):]:
+            self.all_reduce(backend.xp.zeros((count,), dtype), backend)
 
 
 class GradientSum:
     """The trainable gradients ``grads`` (arrays of ``backend``, as the layers hold them),
     summed over the ranks of ``communicator`` in one flat buffer ``(P,)`` of their dtype, ``P``
-    their elements; ``count`` is the sums this rank joined."""
+    their elements; ``collectives`` records a step's sums, this one the last of them
+    (:class:`StepCollectives`), and ``count`` is the gradient sums this rank joined."""
 
     def __init__(self, grads: list, backend, communicator):
-        self.grads, self.backend, self.communicator = grads, backend, communicator
+        self.grads, self.backend = grads, backend
+        self.collectives = StepCollectives(communicator)
         self._slices, start = [], 0
         for grad in grads:
             self._slices.append(slice(start, start + grad.size))
@@ -45,19 +93,11 @@ class GradientSum:
         for part, grad in zip(self._slices, self.grads):
             self.flat[part] = xp.reshape(grad, (-1,))
         self.flat *= rows / total_rows  # in place: no temporary the size of every gradient
-        self._sum()
+        self.collectives.all_reduce(self.flat, self.backend)
+        self.collectives.step_made()
+        self.count += 1
         for part, grad in zip(self._slices, self.grads):
             grad[...] = xp.reshape(self.flat[part], grad.shape)
-
-    def join_with_zeros(self) -> None:
-        """Join the ranks' sum with zeros, as a rank whose step failed before its own sum
-        does (the others' sum then completes; every rank throws it away)."""
-        self.flat[...] = 0
-        self._sum()
-
-    def _sum(self) -> None:
-        self.communicator.all_reduce(self.flat, self.backend)
-        self.count += 1
 
 
 def sum_totals(arrays: list, backend, communicator, scale: float = 1.0) -> None:
@@ -87,10 +127,12 @@ def average_state_weights(trainer, communicator) -> None:
 def start_together(trainer, communicator, first_epoch: int) -> int:
     """Rank 0's start on every rank: its random generator (so every rank shuffles alike), its
     epochs done and the epoch ``fit`` starts from (returned), its optimizer's hyper-parameters
-    and, for a built model, every array a step changes (:func:`share_state`)."""
+    (where it has one) and, for a built model, every array a step changes
+    (:func:`share_state`)."""
     optimizer = trainer.optimizer
-    hyperparameters = {name: value for name, value in optimizer.get_config().items()
-                       if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    hyperparameters = {} if optimizer is None else {
+        name: value for name, value in optimizer.get_config().items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)}
     start = communicator.broadcast_object({
         "shuffle": trainer.rng.bit_generator.state, "epochs_done": trainer.epochs_done,
         "first_epoch": first_epoch, "hyperparameters": hyperparameters})
@@ -127,20 +169,21 @@ def on_this_rank(callbacks, rank: int):
         return callbacks
 
 
-def fit_settings(trainer, training, **arguments) -> dict:
-    """What must agree between the ranks of one ``fit``: dnn's version, the backend, the
-    model, its compilation, the size of the training data (``training``, its batches) and
-    ``fit``'s ``arguments``."""
+def fit_settings(trainer, data, **arguments) -> dict:
+    """What must agree between the ranks of one ``fit`` (or of the first ``train_on_batch``,
+    ``test_on_batch`` or ``evaluate``): dnn's version, the backend, the model, its
+    compilation, the size of the data (``data``, a :class:`dnn.trainers.data.DeviceData`, or
+    None for batches from a source) and the call's ``arguments``."""
     import dnn
 
     optimizer = trainer.optimizer
-    data = getattr(training, "data", None)
     return {"dnn version": dnn.__version__,
             "backend": (trainer.backend or backends.current_backend()).name,
             "dtype": str(trainer.dtype), "model": trainer.get_config(),
-            "optimizer": (type(optimizer).__name__, optimizer.get_config()),
+            "optimizer": None if optimizer is None else (type(optimizer).__name__,
+                                                         optimizer.get_config()),
             "loss": (type(trainer.loss).__name__, trainer.loss.get_config()),
             "metrics": [metric.name for metric in (*trainer.metrics,
                                                    *trainer.weighted_metrics)],
-            "training samples": None if data is None else (data.count, *data.x.shape[1:]),
+            "samples": None if data is None else (data.count, *data.x.shape[1:]),
             **arguments}

@@ -19,14 +19,19 @@ the rest of the run, with one :class:`GraphFallbackWarning` naming the reason: n
 result for speed, and no error of the capture machinery out of ``fit`` (but for a fault the
 GPU reports later, at the next read of a result, which no step can recover from).
 
-Data-parallel (:mod:`dnn.distributed`), a step holds the ranks' gradient sum, a collective: every
-rank must make as many sums as the others, so every rank must take the same path.  Whether to
-capture at all, and each outcome (the warm-up, the capture, each checked replay), is decided by
-all ranks together: one failing sends every rank back to the eager step, with the same warning
-naming that rank.  A run that failed on one rank before its sum first joins the others' sum with
-zeros (which every rank then throws away), so that no rank waits for a sum that never comes.
-After the checked replays, a replay that fails on one rank ends training with an error: the
-other ranks' sums went on without it.
+Data-parallel (:mod:`dnn.distributed`), a step holds collectives: the ranks' gradient sum, last,
+and the sums of its layers before (a synchronized BatchNormalization's); every rank must make
+the same sums as the others, so every rank must take the same path.  Whether to capture at all,
+and each outcome (the warm-up, the capture, each checked replay), is decided by all ranks
+together: one failing sends every rank back to the eager step, with the same warning naming
+that rank.  A step records the sums it makes, their sizes and dtypes
+(:class:`dnn.trainers.data_parallel.StepCollectives`), so that once one step made them all, a
+run that failed part-way on one rank first joins the others' remaining sums with zeros (which
+every rank then throws away), and no rank waits for a sum that never comes.  Before any step
+made them all, a run that failed before its first sum makes them by running the eager step,
+and one that failed after some ends the job with an error.  After the checked replays, a
+replay that fails on one rank ends training with an error: the other ranks' sums went on
+without it.
 """
 
 from __future__ import annotations
@@ -65,16 +70,10 @@ class TrainingStep:
         """Every array a run changes that outlives it (:meth:`Trainer.step_state`)."""
         return self.trainer.step_state()
 
-    def sums(self) -> int:
-        """The gradient sums this rank has joined (0 in a single process)."""
-        return 0 if self.total_rows is None else self.trainer.gradient_sum().count
-
-    def join_sum(self, sums: int) -> None:
-        """After a run of this step that failed on this rank, when this rank had joined
-        ``sums`` sums before it: join the ranks' gradient sum with zeros unless the run got
-        to its own (module docstring)."""
-        if self.total_rows is not None and self.sums() == sums:
-            self.trainer.gradient_sum().join_with_zeros()
+    def collectives(self):
+        """The sums this step's runs make and record (a
+        :class:`dnn.trainers.data_parallel.StepCollectives`); None in a single process."""
+        return None if self.total_rows is None else self.trainer.gradient_sum().collectives
 
 
 class ReplayedStep:
@@ -116,11 +115,11 @@ class ReplayedStep:
 
     def _attempt(self, action, what: str, before: list, executes: bool = True):
         """``(action(), None)``, run with the kernels of a captured step; ``(None, reason)``
-        when that failed, after this rank joined the gradient sum where ``action`` executes
-        the step (a capture does not) and failed before its own.  A dnn error that is not the
-        capture's (a plugin breaking its contract) is the user's to see: raised, from the
-        state ``before`` restored."""
-        sums = self.step.sums()
+        when that failed, after this rank joined the sums of the step that the others made
+        where ``action`` executes the step (a capture does not; :meth:`_join_sums`).  A dnn
+        error that is not the capture's (a plugin breaking its contract) is the user's to
+        see: raised, from the state ``before`` restored."""
+        self._start_sums()
         try:
             with self.backend.graph_kernels():
                 return action(), None
@@ -128,12 +127,33 @@ class ReplayedStep:
             if not isinstance(error, CaptureError):
                 self._restore(before)
                 raise
-            reason = str(error)
+            reason = f"{what} failed: {error}"
         except Exception as error:  # whatever the GPU stack raises: the eager step decides
-            reason = f"{type(error).__name__}: {error}"
+            reason = f"{what} failed: {type(error).__name__}: {error}"
         if executes:
-            self.step.join_sum(sums)
-        return None, f"{what} failed: {reason}"
+            self._join_sums(before, reason)
+        return None, reason
+
+    def _start_sums(self) -> None:
+        """Record the sums a run makes from here (none yet; a replay records none)."""
+        collectives = self.step.collectives()
+        if collectives is not None:
+            collectives.start()
+
+    def _join_sums(self, before: list, failure: str) -> None:
+        """After ``failure`` of a run that executes the step on this rank: join the sums of
+        the step that the run did not make, so that the other ranks' complete (every rank
+        then throws the step's results away).  Where no whole step's sums are known yet, the
+        eager step, from the state ``before``, makes them all if the run made none; a run
+        that made some ends the job (:meth:`StepCollectives.join_the_rest`)."""
+        collectives = self.step.collectives()
+        if collectives is None:
+            return
+        if collectives.known is None and not collectives.made:
+            self._restore(before)
+            self.step()
+        else:
+            collectives.join_the_rest(self.backend, failure)
 
     def _agree(self, reason: str | None, declined: bool = False) -> tuple[str | None, bool]:
         """Every rank's outcome of one attempt, decided together: ``(reason, declined)``, the
@@ -184,9 +204,10 @@ class ReplayedStep:
             return
         expected = self._snapshot()
         self._restore(before)
+        self._start_sums()
         reason = self._launch()
-        if reason is not None:
-            self.step.join_sum(self.step.sums())  # the graph's sum did not run
+        if reason is not None:  # it ran nothing: every sum of the step joined with zeros
+            self._join_sums(before, reason)
         else:
             self.replays += 1
             differing = [index for index, (ours, reference)
@@ -214,10 +235,13 @@ class ReplayedStep:
         self.step()
 
     def _launch(self) -> str | None:
-        """Launch the graph: None, or why it failed (then it ran nothing)."""
+        """Launch the graph: None, or why it failed (then it ran nothing).  A dnn error that
+        is not the capture's (a request to stop, :class:`dnn.errors.Terminated`) is raised."""
         try:
             self.graph.replay()
         except Exception as error:
+            if isinstance(error, DnnError) and not isinstance(error, CaptureError):
+                raise
             return f"replaying it failed: {type(error).__name__}: {error}"
         return None
 

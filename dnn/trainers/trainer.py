@@ -63,6 +63,7 @@ class Trainer:
         self._loss_total = None  # 0-d, the model's dtype: the loss summed over the batches
         self._communicator = None  # for the backend's arrays, once it is known
         self._gradient_sum = None  # data-parallel, once a step needs it
+        self._started_together = False  # on several ranks: from rank 0's state since built
 
     # -- compile -------------------------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss="categorical_crossentropy", metrics=None,
@@ -93,7 +94,9 @@ class Trainer:
     def _build_training_state(self, rebuild_optimizer: bool = True) -> None:
         """The device arrays of compiled training: the optimizer's state (for every weight, a
         frozen one's too: ``trainable`` may change between fits), the loss total and the
-        metrics' totals."""
+        metrics' totals.  On several ranks, the next train_on_batch, test_on_batch or
+        evaluate starts from rank 0's state again (:meth:`_start_together_once`)."""
+        self._started_together = False
         if self.optimizer is not None and rebuild_optimizer:
             self.optimizer.build(self.params, self.backend)
         xp = self.backend.xp
@@ -141,6 +144,19 @@ class Trainer:
                     if self.built else 0)
         sample_bytes = max(features * self.dtype.itemsize, 1)
         return max(1, min(EVALUATION_BATCH, EVALUATION_BYTES // sample_bytes))
+
+    def _start_together_once(self, data: DeviceData | None, **arguments) -> None:
+        """On several ranks, at the first ``train_on_batch``, ``test_on_batch`` or
+        ``evaluate`` since the model was built, compiled or loaded (``fit`` does it at each
+        start): the settings compared as ``fit`` compares them (``data``, the arrays given,
+        and ``arguments``), then rank 0's state on every rank
+        (:func:`data_parallel.start_together`)."""
+        ranks = distributed.communicator()
+        if ranks.size == 1 or self._started_together:
+            return
+        ranks.require_same(data_parallel.fit_settings(self, data, **arguments))
+        data_parallel.start_together(self, ranks, 0)
+        self._started_together = self.built  # else the weights the first batch makes are not
 
     def _shared(self, data: DeviceData) -> tuple[DeviceData, int | None]:
         """``(this rank's share of data, its total rows)`` for a batch given whole to
@@ -214,8 +230,11 @@ class Trainer:
         """One training step on a device batch (``x`` ``(n, *sample_shape)``, ``y`` the targets,
         ``sample_weight`` ``(n,)`` or None), its loss and metrics added to the epoch's.
         Data-parallel, ``x`` is this rank's share of a global batch of ``total_rows`` rows,
-        and the gradients are summed over the ranks before the update."""
-        ranks = None if total_rows is None else self.communicator
+        and the gradients are summed over the ranks before the update, the step's sums
+        (the layers' too) recorded (:class:`dnn.trainers.data_parallel.StepCollectives`)."""
+        ranks = None if total_rows is None else self.gradient_sum().collectives
+        if ranks is not None:
+            ranks.start()  # this step's sums, recorded
         first_row = 0 if ranks is None else distributed.share(total_rows, ranks.rank,
                                                                ranks.size)[0]
         for layer in self.layers:
@@ -251,9 +270,10 @@ class Trainer:
         the loss total and the metrics' totals (the buffers in between are rewritten by every
         step)."""
         optimizer = self.optimizer
+        optimizer_state = [] if optimizer is None else [
+            *(a for state in optimizer.states for a in state.values()), *optimizer.step_state()]
         return [*self.params, *(a for layer in self.layers for a in layer.step_state()),
-                *(a for state in optimizer.states for a in state.values()),
-                *optimizer.step_state(), *self.totals()]
+                *optimizer_state, *self.totals()]
 
     def totals(self) -> list:
         """The device arrays the loss and the metrics are added up in: the loss total, then
@@ -346,7 +366,7 @@ class Trainer:
         ranks = distributed.communicator()
         if ranks.size > 1:
             ranks.require_same(data_parallel.fit_settings(
-                self, training, batch_size=batch_size, epochs=epochs,
+                self, getattr(training, "data", None), batch_size=batch_size, epochs=epochs,
                 initial_epoch=initial_epoch, shuffle=shuffle,
                 validation_split=validation_split, steps_per_epoch=steps_per_epoch,
                 validation_steps=validation_steps, validation_freq=validation_freq))
@@ -366,6 +386,7 @@ class Trainer:
             first = self._initial_epoch or initial_epoch
             if ranks.size > 1:
                 first = data_parallel.start_together(self, ranks, first)
+                self._started_together = self.built
             for epoch in range(first, epochs):
                 callbacks.on_epoch_begin(epoch)
                 with self.backend.overflow_silenced():  # a diverged epoch raises instead
@@ -379,6 +400,8 @@ class Trainer:
                     logs.update({f"val_{key}": value for key, value in results.items()})
                 self.epochs_done = epoch + 1
                 callbacks.on_epoch_end(epoch, logs)
+                if ranks.size > 1:  # a callback's stop on one rank stops every rank
+                    self.stop_training = ranks.any(self.stop_training)
                 if self.stop_training or training.ran_out:
                     break
         finally:
@@ -424,8 +447,11 @@ class Trainer:
         batch_size = positive_int("batch_size",
                                   self._evaluation_batch() if batch_size is None else batch_size)
         check_verbose(verbose)
+        steps = check_steps(steps, "steps")
         batches = batches_of(self, x, y, batch_size=batch_size, sample_weight=sample_weight,
-                             steps=check_steps(steps, "steps"))
+                             steps=steps)
+        self._start_together_once(getattr(batches, "data", None), batch_size=batch_size,
+                                  steps=steps)
         callbacks = CallbackList(callbacks, model=self, steps=batches.steps, verbose=verbose)
         results = self.evaluate_batches(batches, callbacks)
         if verbose and distributed.communicator().rank == 0:
@@ -492,8 +518,9 @@ class Trainer:
         :meth:`evaluate` does).  On several ranks, ``(x, y)`` is the global batch, each rank
         taking its share."""
         self._require_compiled(training=True)
-        data, total = self._shared(DeviceData.from_host(self, x, y, sample_weight,
-                                                         class_weight))
+        data = DeviceData.from_host(self, x, y, sample_weight, class_weight)
+        self._start_together_once(data)
+        data, total = self._shared(data)
         self._reset_totals()
         self.train_step(data.x, data.y, data.sample_weight, total_rows=total)
         return self._batch_results(total or data.count, return_dict)
@@ -502,7 +529,9 @@ class Trainer:
         """The loss (and metrics) of ``(x, y)`` as one batch (shared as
         :meth:`train_on_batch` shares it)."""
         self._require_compiled()
-        data, total = self._shared(DeviceData.from_host(self, x, y, sample_weight))
+        data = DeviceData.from_host(self, x, y, sample_weight)
+        self._start_together_once(data)
+        data, total = self._shared(data)
         self._reset_totals()
         self.test_step(data.x, data.y, data.sample_weight)
         return self._batch_results(total or data.count, return_dict)
