@@ -414,6 +414,19 @@ def test_more_workers_than_cores_are_refused_before_mpiexec_starts(monkeypatch):
         "(docs/distributed.md)")
 
 
+@pytest.mark.parametrize("variable", ["PMI_SIZE", "OMPI_COMM_WORLD_SIZE"])
+def test_a_launchers_variable_without_its_launcher_is_named(variable):
+    pytest.importorskip("mpi4py")
+    env = {**os.environ, variable: "2"}
+    env.pop("PMI_SIZE" if variable != "PMI_SIZE" else "OMPI_COMM_WORLD_SIZE", None)
+    run = subprocess.run([sys.executable, "-m", "dnn", "train", "--epochs", "1"], env=env,
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1] == (
+        "Error: PMI_SIZE or OMPI_COMM_WORLD_SIZE says 2 processes, but MPI started 1: start "
+        "the job with mpiexec, or unset the variable to train in one process")
+
+
 def test_the_benchmarks_help_describes_it_in_whole_sentences():
     result = subprocess.run([sys.executable, ROOT / "scripts" / "bench_distributed.py",
                              "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT)

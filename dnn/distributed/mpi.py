@@ -27,7 +27,7 @@ import traceback
 import numpy as np
 
 from dnn.distributed.communicator import Communicator
-from dnn.distributed.launcher import MPI_EXTRA, launched_size
+from dnn.distributed.launcher import MPI_EXTRA, SIZE_VARIABLES, launched_size
 from dnn.distributed.threads import limit_blas_threads
 from dnn.errors import DnnError, UsageError
 
@@ -62,6 +62,11 @@ class MpiCommunicator(Communicator):
         self._mpi = _import_mpi()
         self._world = self._mpi.COMM_WORLD
         self.rank, self.size = self._world.Get_rank(), self._world.Get_size()
+        if self.size != launched_size():  # a launcher's variable, without its launcher
+            names = " or ".join(SIZE_VARIABLES)
+            raise UsageError(f"{names} says {launched_size()} processes, but MPI started "
+                             f"{self.size}: start the job with mpiexec, or unset the variable "
+                             "to train in one process")
         machine = self._world.Split_type(self._mpi.COMM_TYPE_SHARED)
         self.local_rank, self.local_size = machine.Get_rank(), machine.Get_size()
         machine.Free()
