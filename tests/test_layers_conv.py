@@ -244,6 +244,21 @@ def test_weights_past_what_numpy_can_index_are_out_of_memory_not_a_numpy_error(l
         dnn.Sequential(layers())
 
 
+def test_a_negative_moving_variance_is_refused_before_any_weight_is_written(tmp_path):
+    model = dnn.Sequential([Input(shape=(4, 4, 1)), Conv2D(2, 3), BatchNormalization(),
+                            Flatten(), dnn.layers.Dense(3, activation="softmax")])
+    before = model.get_weights()
+    wrong = [weight + 1 for weight in before]
+    wrong[5][0] = -2.0  # the moving variance
+    message = "batch_normalization.*: a moving variance must be >= 0, not -2.0"
+    with pytest.raises(UsageError, match=message):
+        model.set_weights(wrong)
+    with pytest.raises(UsageError, match=message):
+        model.layers[1].set_weights(wrong[2:6])
+    for kept, weight in zip(before, model.get_weights()):  # nothing was written
+        np.testing.assert_array_equal(kept, weight)
+
+
 def test_every_layer_rebuilds_from_its_config():
     for layer in (Conv2D(8, (3, 2), strides=2, padding="same", activation="relu",
                          use_bias=False, kernel_initializer="he_normal", name="c"),

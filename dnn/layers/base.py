@@ -371,8 +371,14 @@ class Layer:
         dtype = self._backend.to_numpy(own[0]).dtype if own else np.float32
         values = checked_weights(weights, [weight.shape for weight in own], dtype,
                                  f"{self.name} weight")
+        self.check_weight_values(values)
         for weight, value in zip(own, values):
             weight[...] = self._backend.asarray(value)
+
+    def check_weight_values(self, values: list) -> None:
+        """Refuse (UsageError naming the layer) host arrays for :attr:`weights`, in that order
+        and of their shapes, that the layer cannot hold; none by default (BatchNormalization
+        refuses a negative moving variance).  Called before any weight is written."""
 
     def _config(self, cls: str, **values) -> dict:
         """``values`` with the class and, if the user gave one, the name, and

@@ -84,6 +84,12 @@ class BatchNormalization(Layer):
         self.moving_mean, self.moving_variance = (weights["moving_mean"],
                                                   weights["moving_variance"])
 
+    def check_weight_values(self, values):
+        variance = values[-1]  # the moving variance: the last of weight_specs
+        if (variance < 0).any():
+            raise UsageError(f"{self.name}: a moving variance must be >= 0, not "
+                             f"{float(variance.min())!r} (no data has a negative variance)")
+
     def _reduced_axes(self, x) -> tuple:
         return tuple(range(x.ndim - 1))
 

@@ -267,6 +267,10 @@ class Sequential(Trainer):
                              "set_weights")
         own = self.weights
         values = checked_weights(weights, [weight.shape for weight in own], self.dtype)
+        start = 0
+        for layer in self._layers:  # every layer's values checked before any is written
+            layer.check_weight_values(values[start:start + len(layer.weights)])
+            start += len(layer.weights)
         for weight, value in zip(own, values):  # in place: the optimizer's state stays theirs
             weight[...] = self.backend.asarray(value)
 
