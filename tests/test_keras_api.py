@@ -74,6 +74,11 @@ def test_validation_split_keeps_the_last_samples_and_initial_epoch_counts_on(cpu
     assert history.history["val_accuracy"][-1] == pytest.approx(val_accuracy)
     with pytest.raises(dnn.errors.UsageError, match="validation_split must be a number in"):
         model.fit(x, y, validation_split=1.5, verbose=0)
+    again = dnn.Sequential([Dense(3, activation="softmax")], seed=0, backend=cpu)
+    again.compile(metrics=["accuracy"])
+    numpy_share = again.fit(x, y, batch_size=10, epochs=4, initial_epoch=2,
+                            validation_split=np.float32(0.2), verbose=0)  # NumPy's numbers too
+    assert numpy_share.history["val_loss"] == history.history["val_loss"]
 
 
 def dropout_output(backend, x, rate=0.5, steps=2):
@@ -93,6 +98,9 @@ def test_dropout_drops_a_share_scales_the_rest_and_only_in_training(cpu):
     layer = Dropout(0.3)
     layer.build_on((50,), cpu, np.random.default_rng(3), "float32")
     np.testing.assert_array_equal(layer.forward(x), x)  # evaluate and predict: no dropout
+    assert Dropout(np.float32(0.25)).rate == 0.25  # NumPy's numbers too
+    with pytest.raises(dnn.errors.UsageError, match=r"Dropout rate must be a number in \[0, 1\)"):
+        Dropout(True)
 
 
 def test_dropout_drops_the_same_units_on_every_backend(other_backend):

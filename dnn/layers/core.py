@@ -11,7 +11,7 @@ from dnn import activations
 from dnn.backends.base import InputColumns
 from dnn.errors import UsageError
 from dnn.layers.base import KernelLayer, Layer, Passthrough, check_keras_only, declared_shape
-from dnn.utils import as_shape, is_int_at_least
+from dnn.utils import as_shape, is_int_at_least, is_number
 
 
 class Dense(KernelLayer):
@@ -159,7 +159,7 @@ class Dropout(Passthrough):
 
     def __init__(self, rate: float, seed=None, name=None, trainable=True):
         super().__init__(name, trainable=trainable)
-        if not (isinstance(rate, (int, float)) and 0 <= rate < 1):
+        if not (is_number(rate) and 0 <= rate < 1):
             raise UsageError(f"Dropout rate must be a number in [0, 1), not {rate!r}")
         if seed is not None and not is_int_at_least(seed, 0):
             raise UsageError(f"Dropout seed must be a non-negative integer, not {seed!r}")

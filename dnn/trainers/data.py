@@ -16,7 +16,7 @@ import numpy as np
 
 from dnn import backends
 from dnn.errors import ArgumentTypeError, UsageError
-from dnn.utils import check_label_range, real_array
+from dnn.utils import check_label_range, is_number, real_array
 
 
 def host_array(array, what: str, backend=None) -> np.ndarray:
@@ -166,8 +166,7 @@ class DeviceData:
     def split(self, share) -> tuple[DeviceData, DeviceData]:
         """``(kept, validation)``: the last ``share`` of the samples split off (Keras'
         ``validation_split``)."""
-        if not (isinstance(share, (int, float)) and not isinstance(share, bool)
-                and 0 <= share < 1):
+        if not (is_number(share) and 0 <= share < 1):
             raise UsageError(f"validation_split must be a number in [0, 1), not {share!r}")
         count = self.count
         kept = count - int(count * share)
