@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import textwrap
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -163,3 +165,18 @@ def peak_bytes(call, error, message) -> int:
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+@contextlib.contextmanager
+def a_named_pipe(path, seconds: float = 10):
+    """A named pipe made at ``path`` that a reader opens (and closes) after ``seconds``, so
+    that a writer that blocks on it fails its test instead of hanging it."""
+    os.mkfifo(path)
+    release = threading.Timer(seconds,
+                              lambda: os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK)))
+    release.daemon = True
+    release.start()
+    try:
+        yield path
+    finally:
+        release.cancel()

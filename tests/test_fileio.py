@@ -13,6 +13,7 @@ import pytest
 
 from dnn.errors import DnnError, FileWriteError, UsageError
 from dnn.saving.fileio import atomic_write, check_writable, open_in_place
+from tests.conftest import a_named_pipe
 
 posix_modes = pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
 
@@ -162,19 +163,10 @@ def test_a_named_pipe_is_refused_by_every_writer_before_it_could_block(tmp_path,
     command line refused it before a job): refused in one line by every writer, before
     anything opens it (a reader comes after 10 seconds, so a writer that blocks fails the
     test instead of hanging it)."""
-    import threading
-
-    pipe = tmp_path / "history.json"
-    os.mkfifo(pipe)
-    release = threading.Timer(10, lambda: os.close(os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)))
-    release.daemon = True
-    release.start()
-    try:
+    with a_named_pipe(tmp_path / "history.json") as pipe:
         with pytest.raises(UsageError, match=f"^(--save )?{re.escape(str(pipe))}: .*it is a "
                            r"named pipe, not a regular file\)?$"):
             WRITERS[writer](pipe)
-    finally:
-        release.cancel()
     assert stat.S_ISFIFO(os.stat(pipe).st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json"]
 

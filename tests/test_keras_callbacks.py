@@ -8,7 +8,6 @@ import json
 import math
 import os
 import re
-import threading
 from unittest import mock
 
 import numpy as np
@@ -23,6 +22,7 @@ from dnn.errors import (ArgumentTypeError, CheckpointError, DivergenceError, Fil
 from dnn.saving.fileio import atomic_write
 from dnn.layers import Dense
 from dnn.utils import to_categorical
+from tests.conftest import a_named_pipe
 
 
 def tiny_model():
@@ -288,16 +288,9 @@ def test_csv_logger_names_a_file_to_append_to_that_is_not_text(tmp_path):
 def test_csv_logger_refuses_a_named_pipe_before_it_could_block(tmp_path, append):
     """A pipe nobody reads blocked fit forever (a reader comes after 10 seconds, so a logger
     that blocks fails the test instead of hanging it)."""
-    path = tmp_path / "log.csv"
-    os.mkfifo(path)
-    release = threading.Timer(10, lambda: os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK)))
-    release.daemon = True
-    release.start()
-    try:
+    with a_named_pipe(tmp_path / "log.csv") as path:
         one_line_error(UsageError, "log.csv: not writing to it, it is a named pipe, not a "
                        "regular file$", callbacks.CSVLogger(path, append=append).on_train_begin)
-    finally:
-        release.cancel()
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/version") or not os.path.exists("/dev/full"),
