@@ -625,9 +625,11 @@ def numerical_gradient(f, x: np.ndarray, step: float = 1e-6) -> np.ndarray:
 def _assert_gradient_close(what: str, ours: np.ndarray, numerical: np.ndarray) -> None:
     """AssertionError naming ``what`` and its worst element unless ``ours`` is ``numerical``
     to finite differences' accuracy in float64."""
+    if ours is None or np.shape(ours) != numerical.shape:
+        raise AssertionError(f"{what} has shape {None if ours is None else np.shape(ours)}, "
+                             f"not {numerical.shape}")
+    ours = np.asarray(ours)
     error = np.abs(ours - numerical) - (1e-7 + 1e-5 * np.abs(numerical))
-    if ours.shape != numerical.shape:
-        raise AssertionError(f"{what} has shape {ours.shape}, not {numerical.shape}")
     if not (error <= 0).all():
         worst = np.unravel_index(int(np.nanargmax(np.where(np.isnan(error), np.inf, error))),
                                  error.shape)
@@ -673,8 +675,8 @@ def check_layer(layer: Layer, input_shape, *, batch: int = 3, training: bool = F
     def loss() -> float:
         return float(np.sum(g * made.forward(x, training=training)))
 
-    _assert_gradient_close("the input gradient (what backward returns)",
-                           np.asarray(grad_x), numerical_gradient(loss, x))
+    _assert_gradient_close("the input gradient (what backward returns)", grad_x,
+                           numerical_gradient(loss, x))
     for index, (param, grad) in enumerate(zip(made.params, grads)):
         name = made.weight_name(param)
         _assert_gradient_close(f"the gradient of weight {index} ({name}) in grads[{index}]",

@@ -269,6 +269,12 @@ def test_a_diverged_model_is_not_saved(tmp_path, cpu):
     with pytest.raises(DivergenceError, match=r"the model's weight 3 holds NaN or infinite "
                                               r"values \(its training diverged\): not saved to "):
         model.save(path)
+    weights[3][0] = 0.0
+    model.set_weights(weights)
+    model.optimizer.states[1]["mean_square"][0] = np.inf  # RMSprop's, for the first bias
+    with pytest.raises(DivergenceError, match=r"the model's optimizer's mean_square for weight 1 "
+                                              r"holds NaN or infinite values"):
+        model.save(path)
     assert path.read_bytes() == b"the user's file"
 
 

@@ -137,19 +137,30 @@ def test_a_custom_object_that_is_not_a_layer_is_refused(trained):
         dnn.load_model(path, custom_objects={"PReLU": lambda: None, "Doubling": Doubling})
     with pytest.raises(TypeError, match="custom_objects is a dict of class names"):
         dnn.load_model(path, custom_objects=[PReLU])
+    with pytest.raises(TypeError, match=r"load_model's second argument is custom_objects \(a "
+                                        r"dict\); name the backend: load_model\(path, "
+                                        r"backend='cpu'\)"):
+        dnn.load_model(path, "cpu")
 
 
-def test_a_layer_with_arguments_and_no_get_config_is_refused_when_saved(cpu, tmp_path):
+def test_a_layer_without_get_config_saves_the_arguments_it_was_made_with(cpu, tmp_path):
     class Shift(Doubling):
-        def __init__(self, by, name=None):
-            super().__init__(name=name)
+        def __init__(self, by, name=None, **kwargs):
+            super().__init__(name=name, **kwargs)
             self.by = by
 
-    model = dnn.Sequential([Dense(2, input_shape=(3,)), Shift(1.0)], backend=cpu)
-    with pytest.raises(UsageError, match=r"Shift takes arguments \(by\) that Layer.get_config "
-                                         r"cannot know: give Shift a get_config"):
-        model.save(tmp_path / "shift.npz")
-    assert not (tmp_path / "shift.npz").exists()
+    model = dnn.Sequential([Dense(2, input_shape=(3,)), Shift(1.5, name="shift")],
+                           backend=cpu)
+    assert model.layers[1].get_config() == {"class": "Shift", "by": 1.5, "name": "shift"}
+    path = tmp_path / "shift.npz"
+    model.save(path)
+    assert dnn.load_model(path, custom_objects={"Shift": Shift}).layers[1].by == 1.5
+    kept = tmp_path / "kept.npz"
+    unsaved = dnn.Sequential([Dense(2, input_shape=(3,)), Shift(np.ones(2))], backend=cpu)
+    with pytest.raises(UsageError, match=r"Shift's argument by=array\(\[1., 1.\]\) cannot be "
+                                         r"saved as it is: give Shift a get_config"):
+        unsaved.save(kept)
+    assert not kept.exists()
 
 
 def test_the_command_line_names_an_unknown_class_in_one_line(trained):
@@ -192,6 +203,20 @@ def test_check_layer_passes_a_right_layer_and_names_a_wrong_gradient():
     with pytest.raises(AssertionError, match="the input gradient"):
         check_layer(WrongInput(0.3), (5,))
 
+    class Transposed(PReLU):
+        def backward(self, grad, logits=False):
+            return super().backward(grad).T
+
+    class Nothing(PReLU):
+        def backward(self, grad, logits=False):
+            super().backward(grad)
+
+    with pytest.raises(AssertionError, match=r"the input gradient .* has shape \(5, 3\), not "
+                                             r"\(3, 5\)"):
+        check_layer(Transposed(0.3), (5,))
+    with pytest.raises(AssertionError, match=r"the input gradient .* has shape None, not"):
+        check_layer(Nothing(0.3), (5,))
+
 
 def test_check_layer_names_a_config_that_does_not_make_the_layer_again():
     class Misnamed(PReLU):
@@ -227,3 +252,54 @@ def test_check_layer_names_a_wrong_output_shape():
     (lambda: dnn.layers.BatchNormalization(), (3,), True)])
 def test_check_layer_passes_dnns_own_layers(make, shape, training):
     check_layer(make(), shape, training=training)
+
+
+class Doubled(Dense):
+    """A Dense whose outputs are doubled: a subclass of one of dnn's layers."""
+
+    def forward(self, x, logits=False, training=False):
+        return 2 * super().forward(x, logits, training)
+
+    def backward(self, grad, logits=False):
+        return super().backward(2 * grad, logits)
+
+
+def test_a_subclass_of_a_built_in_layer_is_saved_as_itself(cpu, tmp_path):
+    model = dnn.Sequential([Dense(4, input_shape=(3,)), Doubled(2)], backend=cpu, seed=0)
+    assert [layer["class"] for layer in model.get_config()["layers"]] == ["Dense", "Doubled"]
+    clone = dnn.models.clone_model(model)
+    assert [type(layer) for layer in clone.layers] == [Dense, Doubled]
+    path = tmp_path / "doubled.npz"
+    model.save(path)
+    with pytest.raises(UnknownLayerError, match="unknown layer class 'Doubled'"):
+        dnn.load_model(path)  # not silently a plain Dense
+    x = np.ones((2, 3), np.float32)
+    registry.register_keras_serializable("mine")(Doubled)
+    loaded = dnn.load_model(path)
+    assert [type(layer) for layer in loaded.layers] == [Dense, Doubled]
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_a_registered_class_named_as_a_built_in_does_not_take_its_place(cpu, tmp_path):
+    plain = dnn.Sequential([dnn.layers.Dense(2, input_shape=(3,))], backend=cpu)
+    path = tmp_path / "plain.npz"
+    plain.save(path)
+    namesake = type("Dense", (Doubled,), {})  # a class of one's own named as dnn's
+    registry.register_keras_serializable("mine")(namesake)
+    assert type(dnn.load_model(path).layers[0]) is dnn.layers.Dense
+
+
+def test_a_layer_of_ones_own_with_units_loads_and_is_described(cpu, tmp_path):
+    class Wide(Doubling):
+        def __init__(self, units=3, **kwargs):
+            super().__init__(**kwargs)
+            self.units = units
+
+        def get_config(self):
+            return {**super().get_config(), "units": self.units}
+
+    model = dnn.Sequential([Dense(3, input_shape=(3,)), Wide(units=3)], backend=cpu)
+    path = tmp_path / "wide.npz"
+    model.save(path)
+    assert type(dnn.load_model(path, custom_objects={"Wide": Wide}).layers[1]) is Wide
+    assert dnn.saving.checkpoint.describe(model.get_config()) == "3 linear -> wide (float32)"

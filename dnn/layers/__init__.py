@@ -19,7 +19,7 @@ from dnn.layers.convolutional import Conv2D
 from dnn.layers.core import Activation, Dense, Dropout, Flatten, Input, Reshape
 from dnn.layers.normalization import BatchNormalization
 from dnn.layers.pooling import AveragePooling2D, GlobalAveragePooling2D, MaxPooling2D
-from dnn.saving.registry import get_registered_object
+from dnn.saving.registry import get_registered_object, registered_under_class_name
 
 Convolution2D = Conv2D
 MaxPool2D, AvgPool2D, GlobalAvgPool2D = MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D
@@ -37,14 +37,16 @@ LAYERS = {cls.__name__: cls for cls in (
 def from_config(config: dict):
     """A layer from its :meth:`Layer.get_config` dict (as stored in checkpoints): the class its
     ``"class"`` names is looked up among the classes of one's own first
-    (:func:`dnn.saving.get_registered_object`), then among dnn's; the rest of the dict goes to
-    the class' ``from_config``."""
+    (:func:`dnn.saving.get_registered_object`), then among dnn's, then, for a file saved
+    before its class was registered, by class name among the registered ones; the rest of the
+    dict goes to the class' ``from_config``."""
     config = dict(config)
     kind = config.pop("class", None)
     if not isinstance(kind, str):
         raise UsageError(f"a layer config names its class: {{'class': 'Dense', ...}}, not "
                          f"{kind!r}")
-    cls = get_registered_object(kind) or LAYERS.get(kind)
+    cls = (get_registered_object(kind) or LAYERS.get(kind)
+           or registered_under_class_name(kind))
     if cls is None:
         raise UnknownLayerError(
             f"unknown layer class {kind!r}: give load_model custom_objects={{"

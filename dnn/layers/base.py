@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
 import math
 import re
 import sys
@@ -139,6 +140,24 @@ class Layer:
     name_prefix = None  # the default names' stem, if not the class name in snake case
     _trainable = True  # also for a subclass that does not call Layer.__init__
     _made: dict = {}  # layers made so far, by kind: Keras' default names dense, dense_1, ...
+
+    def __new__(cls, *args, **kwargs):
+        """A new layer, with the arguments it is made with kept for the default
+        :meth:`get_config` (as Keras 3 keeps them)."""
+        layer = super().__new__(cls)
+        signature = inspect.signature(cls)
+        try:
+            arguments = signature.bind(*args, **kwargs).arguments
+        except TypeError:  # __init__ says what is wrong; a copy is made without arguments
+            arguments = {}
+        layer._arguments = {}
+        for name, value in arguments.items():
+            kind = signature.parameters[name].kind
+            if kind is inspect.Parameter.VAR_KEYWORD:
+                layer._arguments.update(value)
+            elif kind is not inspect.Parameter.VAR_POSITIONAL:
+                layer._arguments[name] = value
+        return layer
 
     def __init__(self, name=None, input_shape=None, trainable=True):
         kind = self.name_prefix or snake_case(type(self).__name__)
@@ -298,19 +317,21 @@ class Layer:
 
     def get_config(self) -> dict:
         """``{"class": name, ...}``: the arguments that rebuild the layer (checkpoints, JSON).
-        The default gives the class (:func:`dnn.saving.get_registered_name`), the name given
-        and ``trainable``: enough for a layer whose ``__init__`` takes no arguments of its own;
-        one that does returns them too, ``{**super().get_config(), "alpha": self.alpha}``."""
-        if type(self).get_config is Layer.get_config:
-            own = [name for name, parameter in inspect.signature(type(self)).parameters.items()
-                   if name not in ("name", "input_shape", "trainable")
-                   and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)]
-            if own:
-                raise UsageError(
-                    f"{type(self).__name__} takes arguments ({', '.join(own)}) that "
-                    f"Layer.get_config cannot know: give {type(self).__name__} a get_config "
-                    f"that returns them, {{**super().get_config(), {own[0]!r}: ...}}")
-        return self._config(get_registered_name(type(self)))
+        The default, as Keras 3's, gives the class (:func:`dnn.saving.get_registered_name`),
+        the name given, ``trainable``, and the arguments the layer was made with, those a JSON
+        file can hold as they are (numbers, strings, lists, ...); a layer that keeps another
+        (an object, an array) returns it itself, ``{**super().get_config(), "init":
+        name_of(self.init)}``, and without such a ``get_config`` is refused, naming it."""
+        given = {name: value for name, value in getattr(self, "_arguments", {}).items()
+                 if name not in ("name", "input_shape", "trainable")}
+        plain = {name: value for name, value in given.items() if _json_able(value)}
+        if type(self).get_config is Layer.get_config and len(plain) < len(given):
+            name = next(name for name in given if name not in plain)
+            kind = type(self).__name__
+            raise UsageError(f"{kind}'s argument {name}={given[name]!r} cannot be saved as it "
+                             f"is: give {kind} a get_config that returns it as numbers or "
+                             f"text, {{**super().get_config(), {name!r}: ...}}")
+        return self._config(**plain)
 
     @classmethod
     def from_config(cls, config: dict) -> "Layer":
@@ -380,15 +401,26 @@ class Layer:
         and of their shapes, that the layer cannot hold; none by default (BatchNormalization
         refuses a negative moving variance).  Called before any weight is written."""
 
-    def _config(self, cls: str, **values) -> dict:
-        """``values`` with the class and, if the user gave one, the name, and
+    def _config(self, **values) -> dict:
+        """``values`` with the class (the name configs give it,
+        :func:`dnn.saving.get_registered_name`: a subclass of a built-in layer is its own
+        class, never taken for the built-in), and, if the user gave one, the name, and
         ``trainable: False`` for a frozen layer."""
-        config = {"class": cls, **values}
+        config = {"class": get_registered_name(type(self)), **values}
         if self._given_name is not None:
             config["name"] = self._given_name
         if not self.trainable:
             config["trainable"] = False
         return config
+
+
+def _json_able(value) -> bool:
+    """Whether a JSON file holds ``value`` as it is (a number, a string, a list of them...)."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 class KernelLayer(Layer):

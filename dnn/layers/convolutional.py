@@ -112,7 +112,7 @@ class Conv2D(KernelLayer):
         options = {key: value for key, value, default in (
             ("strides", list(self.strides), [1, 1]), ("padding", self.padding, "valid"))
             if value != default}
-        return self._config("Conv2D", filters=self.filters, kernel_size=list(self.kernel_size),
+        return self._config(filters=self.filters, kernel_size=list(self.kernel_size),
                             activation=self.activation.name, **options,
                             **self._kernel_options())
 

@@ -80,7 +80,7 @@ class Dense(KernelLayer):
         return backend.xp.reshape(grad_x, self._batch_shape)
 
     def get_config(self) -> dict:
-        return self._config("Dense", units=self.units, activation=self.activation.name,
+        return self._config(units=self.units, activation=self.activation.name,
                             **self._kernel_options())
 
     def __repr__(self) -> str:
@@ -99,7 +99,7 @@ class Input(Passthrough):
         self.shape = (None, *self.declared_input_shape)  # Keras': the batch size first
 
     def get_config(self) -> dict:
-        return self._config("Input", shape=list(self.declared_input_shape))
+        return self._config(shape=list(self.declared_input_shape))
 
     def __repr__(self) -> str:
         return f"Input(shape={self.declared_input_shape})"
@@ -129,7 +129,7 @@ class Flatten(_Reshaping):
         return (math.prod(input_shape),)
 
     def get_config(self) -> dict:
-        return self._config("Flatten")
+        return self._config()
 
     def __repr__(self) -> str:
         return "Flatten()"
@@ -209,7 +209,7 @@ class Dropout(Passthrough):
         return grad
 
     def get_config(self) -> dict:
-        return self._config("Dropout", rate=self.rate,
+        return self._config(rate=self.rate,
                             **({} if self.seed is None else {"seed": self.seed}))
 
     def __repr__(self) -> str:
@@ -239,7 +239,7 @@ class Activation(Passthrough):
         return grad if logits else self.activation.backward(self._backend, grad, self._output)
 
     def get_config(self) -> dict:
-        return self._config("Activation", activation=self.activation.name)
+        return self._config(activation=self.activation.name)
 
     def __repr__(self) -> str:
         return f"Activation({self.activation.name!r})"
@@ -271,7 +271,7 @@ class Reshape(_Reshaping):
         return tuple(features // known if size == -1 else size for size in self.target_shape)
 
     def get_config(self) -> dict:
-        return self._config("Reshape", target_shape=list(self.target_shape))
+        return self._config(target_shape=list(self.target_shape))
 
     def __repr__(self) -> str:
         return f"Reshape({self.target_shape})"

@@ -190,7 +190,7 @@ class BatchNormalization(Layer):
         options.update({f"{name}_initializer": value for name, value in self.initializers.items()
                         if value != ("ones" if "gamma" in name or "variance" in name
                                      else "zeros")})
-        return self._config("BatchNormalization", **options)
+        return self._config(**options)
 
     def __repr__(self) -> str:
         return f"BatchNormalization(momentum={self.momentum}, epsilon={self.epsilon})"

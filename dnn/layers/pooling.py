@@ -37,7 +37,7 @@ class _Pooling2D(Layer):
         options = {key: value for key, value, default in (
             ("strides", list(self.strides), list(self.pool_size)),
             ("padding", self.padding, "valid")) if value != default}
-        return self._config(type(self).__name__, pool_size=list(self.pool_size), **options)
+        return self._config(pool_size=list(self.pool_size), **options)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(pool_size={self.pool_size}, strides={self.strides}, "
@@ -140,8 +140,7 @@ class GlobalAveragePooling2D(Layer):
         return grad_x
 
     def get_config(self) -> dict:
-        return self._config("GlobalAveragePooling2D",
-                            **({"keepdims": True} if self.keepdims else {}))
+        return self._config(**({"keepdims": True} if self.keepdims else {}))
 
     def __repr__(self) -> str:
         return "GlobalAveragePooling2D()"

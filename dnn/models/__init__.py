@@ -24,6 +24,9 @@ def load_model(path, custom_objects=None, compile=True, safe_mode=True, *, backe
     uncompiled; ``safe_mode`` changes nothing, as a checkpoint holds no code to run.
     ``with_optimizer=False`` leaves the optimizer out (the model evaluates and predicts, and
     loads where the optimizer's plugin is not installed)."""
+    if isinstance(custom_objects, str):  # load_model(path, "cpu"), before Keras' arguments
+        raise ArgumentTypeError(f"load_model's second argument is custom_objects (a dict); "
+                                f"name the backend: load_model(path, backend={custom_objects!r})")
     check_flag("load_model", "compile", compile)
     check_flag("load_model", "safe_mode", safe_mode)
     with custom_object_scope(custom_objects):

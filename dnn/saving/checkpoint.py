@@ -34,7 +34,8 @@ MAX_INPUT_AXES = 8  # more than any array library's images have
 
 def describe(config: dict) -> str:
     """``"512 relu -> dropout -> 10 softmax (float32)"`` for a model config."""
-    layers_of = " -> ".join(f"{layer['units']} {layer['activation']}" if "units" in layer
+    layers_of = " -> ".join(f"{layer['units']} {layer['activation']}"
+                            if layer.get("class") == "Dense"
                             else str(layer.get("class", "?")).lower()
                             for layer in config["layers"])
     return f"{layers_of} ({config['dtype']})"
@@ -49,11 +50,6 @@ def save(model, path) -> None:
     if not model.built:
         raise UsageError("the model has no weights yet to save: call it on data or build() it")
     arrays = {f"weight_{i}": weight for i, weight in enumerate(model.get_weights())}
-    diverged = next((i for i, weight in enumerate(arrays.values())
-                     if not np.isfinite(weight).all()), None)
-    if diverged is not None:  # a file no load would take: nothing is written
-        raise DivergenceError(f"the model's weight {diverged} holds NaN or infinite values (its "
-                              f"training diverged): not saved to {os.fspath(path)}")
     optimizer = model.optimizer
     meta = {
         "format": FORMAT, "version": VERSION, "model": model.get_config(),
@@ -74,6 +70,7 @@ def save(model, path) -> None:
         meta["optimizer"] = {"name": plugins.name_of("optimizer", type(optimizer)),
                              "config": optimizer.get_config(),
                              "iterations": int(optimizer.iterations)}
+    _refuse_diverged(arrays, path)
     try:
         meta_json = json.dumps(meta, default=_json_scalar)
     except (TypeError, ValueError) as error:  # a plugin's hyper-parameter JSON cannot hold
@@ -82,6 +79,21 @@ def save(model, path) -> None:
                          f"({error})") from None
     with atomic_write(path) as file, write_errors_named(path):  # a full disk, say
         np.savez(file, meta=np.asarray(meta_json), **arrays)
+
+
+def _refuse_diverged(arrays: dict, path) -> None:
+    """A DivergenceError, before anything is written, where one of ``arrays`` (a checkpoint's
+    members by name: weights and optimizer state) holds NaN or infinite values, which
+    :func:`load` would refuse."""
+    for name, array in arrays.items():
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            if name.startswith("state_"):  # state_<weight>_<key>
+                _, index, key = name.split("_", 2)
+                what = f"optimizer's {key} for weight {index}"
+            else:
+                what = f"weight {name.removeprefix('weight_')}"
+            raise DivergenceError(f"the model's {what} holds NaN or infinite values (its "
+                                  f"training diverged): not saved to {os.fspath(path)}")
 
 
 def _json_scalar(value):

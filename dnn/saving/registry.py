@@ -55,13 +55,19 @@ def get_registered_object(name: str, custom_objects: dict | None = None):
     """The class of one's own that configs call ``name``, or None: looked up in the
     innermost :func:`custom_object_scope`, then among the registered classes, then in
     ``custom_objects``.  A registered name ``"package>Name"`` is also found by ``Name`` in the
-    scope or ``custom_objects``, as Keras finds it, and a bare ``Name`` (what a file saved
-    before the class was registered holds) by the one class registered as ``"...>Name"``."""
+    scope or ``custom_objects``, as Keras finds it."""
     candidates = (name, name.rpartition(">")[2])
     for objects in (_SCOPE.get(), _REGISTERED, custom_objects or {}):
         for key in candidates:
             if key in objects:
                 return objects[key]
+    return None
+
+
+def registered_under_class_name(name: str):
+    """The one class registered as ``"...>name"``, or None (none, or several): what a bare
+    ``name`` in a file saved before its class was registered stands for, once no class of
+    that name is known otherwise (dnn's own come first)."""
     registered = [cls for key, cls in _REGISTERED.items() if key.rpartition(">")[2] == name]
     return registered[0] if len(registered) == 1 else None
 
