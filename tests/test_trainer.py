@@ -93,16 +93,23 @@ def test_after_pop_the_loss_takes_the_outputs_of_the_new_last_layer():
     (lambda: dnn.Sequential([layers.Dense(3, input_shape=(4,)), layers.Input((3,))]),
      "an Input declares the model's inputs: it goes first, not after dense"),
     (lambda: dnn.Sequential([layers.Input((4,)), layers.Input((4,))]),
-     "an Input declares the model's inputs: it goes first"),
-    (lambda: dnn.Sequential([layers.Dense(3, input_shape=(4,)),
-                             layers.Dense(2, input_shape=(9,))]),
-     r"declares input_shape \(9,\), but the layer before it gives \(3,\)"),
-    (lambda: dnn.Sequential([layers.Dense(3), layers.Dense(2, input_shape=(9,))]).build((4,)),
-     r"declares input_shape \(9,\), but the layer before it gives \(3,\)")])
-def test_inputs_declared_after_the_first_layer_must_agree(make, message):
+     "an Input declares the model's inputs: it goes first")])
+def test_an_input_after_the_first_layer_is_refused(make, message):
     with pytest.raises(UsageError, match=message):
         make()
-    dnn.Sequential([layers.Input((4,)), layers.Dense(2, input_shape=(4,))])  # they agree
+
+
+@pytest.mark.parametrize("make", [
+    lambda: dnn.Sequential([layers.Dense(3, input_shape=(4,)),
+                            layers.Dense(2, input_shape=(9,))]),
+    lambda: dnn.Sequential([layers.Dense(3), layers.Dense(2, input_shape=(9,))]).build((4,))])
+def test_a_later_layers_input_shape_is_ignored_as_keras_does_with_a_warning(make):
+    with pytest.warns(UserWarning, match=r"declares input_shape \(9,\), but the layer before "
+                                         r"it gives \(3,\): only the first layer's"):
+        make()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dnn.Sequential([layers.Input((4,)), layers.Dense(2, input_shape=(4,))])  # they agree
 
 
 def test_get_layer_by_name_or_index():

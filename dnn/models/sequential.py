@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 
@@ -202,16 +203,22 @@ class Sequential(Trainer):
                 layer = self._layers[index]
                 declared = layer.declared_input_shape
                 if index > 0 and declared is not None and tuple(declared) != tuple(input_shape):
-                    raise UsageError(f"{layer.name} declares input_shape {tuple(declared)}, but "
-                                     f"the layer before it gives {tuple(input_shape)}")
+                    # Keras takes only the first layer's input_shape and ignores the others'
+                    warnings.warn(f"{layer.name} declares input_shape {tuple(declared)}, but "
+                                  f"the layer before it gives {tuple(input_shape)}: only the "
+                                  "first layer's input_shape counts", UserWarning, stacklevel=5)
                 input_shape = layer.build_on(input_shape, self.backend, self.rng, self.dtype)
         except MemoryError:
-            size = (sum(math.prod(shape) for shape in self.param_shapes(self.sample_shape))
-                    * self.dtype.itemsize)
             shapes = [self.sample_shape]
             for layer in self._layers:
                 shapes.append(layer.compute_output_shape(shapes[-1]))
             sizes = " -> ".join(f"{math.prod(shape):,}" for shape in shapes)
+            try:
+                size = (sum(math.prod(shape) for shape in self.param_shapes(self.sample_shape))
+                        * self.dtype.itemsize)
+            except MemoryError:  # a layer of one's own, whose shapes come from building it
+                raise OutOfMemoryError(f"the weights of a {sizes} model need more memory "
+                                       "than this machine gives") from None
             raise OutOfMemoryError(f"the weights of a {sizes} model need {size:,} bytes: more "
                                    "memory than this machine gives") from None
         # A layer's input gradient is needed only where a layer before it has weights.
