@@ -150,7 +150,7 @@ def _tiny_model():
 WRITERS = {  # every way dnn writes a file, each refusing what it must not write
     "check_writable": lambda path: check_writable(path, "--save"),
     "atomic_write": lambda path: atomic_write(path).__enter__(),
-    "open_in_place": lambda path: open_in_place(path, "a"),
+    "open_in_place to read too": lambda path: open_in_place(path, "a+"),
     "model.save": lambda path: _tiny_model().save(path),
     "model.save_weights": lambda path: _tiny_model().save_weights(path),
 }
@@ -190,6 +190,26 @@ def test_devices_and_sockets_are_refused_by_every_writer(tmp_path, writer):
         listening.close()
     finally:
         shutil.rmtree(folder)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not os.path.exists(os.devnull),
+                    reason="no named pipes, or no null device, here")
+def test_a_log_goes_to_a_terminal_or_a_pipe_someone_reads_but_not_one_no_one_reads(tmp_path):
+    with open_in_place(os.devnull, "w") as device:  # as /dev/stdout on a terminal
+        device.write("epoch,loss\n")
+    with a_named_pipe(tmp_path / "unread") as pipe:
+        with pytest.raises(UsageError, match=f"^{re.escape(str(pipe))}: not writing to it, it "
+                                             f"is a named pipe no one reads"):
+            open_in_place(pipe, "w")
+    read = tmp_path / "read"
+    os.mkfifo(read)
+    reader = os.open(read, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        with open_in_place(read, "w") as log:
+            log.write("epoch,loss\n")
+        assert os.read(reader, 100) == b"epoch,loss\n"
+    finally:
+        os.close(reader)
 
 
 @pytest.mark.parametrize("below", ["x.npz", "sub/x.npz"])

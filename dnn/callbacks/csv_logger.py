@@ -23,9 +23,10 @@ class CSVLogger(Callback):
     and what Keras writes on Linux).
 
     Each row is written and flushed as its epoch ends, so an interrupted run keeps the rows
-    of the epochs it finished.  The file is refused as ``model.save`` refuses it (a
-    write-protected file, a named pipe, a device); what the file system refuses (a full disk)
-    is a :class:`~dnn.errors.FileWriteError` naming it.
+    of the epochs it finished.  A terminal (``"/dev/stdout"``) or a named pipe someone reads
+    is written as it is; a write-protected file, a pipe no one reads and other special files
+    are refused, as is anything but a regular file to append to; what the file system
+    refuses (a full disk) is a :class:`~dnn.errors.FileWriteError` naming it.
 
     Args:
         filename: the CSV file's path, e.g. ``"run/log.csv"``; its folder must exist.

@@ -8,14 +8,16 @@ touched for STALE_SECONDS.  A symbolic link stays a link: the file it points at 
 replaced.  A path that is not a regular file (a named pipe, ``/dev/null``, a socket) is refused
 before anything is opened: renaming a file over it would replace the pipe or the device itself,
 and opening a named pipe nobody reads blocks forever.  :func:`open_in_place` opens a file that
-is written as a job runs (a log) with the same refusals, and :func:`check_writable`, which the
-command line asks before a long job, refuses the same paths without opening anything.  What the
+is written as a job runs (a log), where a terminal or a pipe someone reads is taken as it is,
+and :func:`check_writable`, which the command line asks before a long job, refuses what
+:func:`atomic_write` refuses, without opening anything.  What the
 file system refuses is a :class:`FileWriteError` naming the path, never the bare ``OSError``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -169,11 +171,26 @@ def atomic_write(path, mode: str = "wb"):
 
 def open_in_place(path, mode: str = "w", **options):
     """``open(path, mode, **options)`` for a file written as a job runs, not replaced at its
-    end (a log that keeps the lines of an interrupted job), refused as :func:`atomic_write`
-    refuses a path (a named pipe before it could block the open); what the file system
-    refuses is a :class:`FileWriteError` naming ``path``.  Errors of the writes that follow
-    are the caller's to name, with :func:`write_errors_named`."""
-    _refuse(path, "writing to")
+    end (a log that keeps the lines of an interrupted job).  Written as it is, to write only:
+    a character device (a terminal, ``/dev/stdout``, ``/dev/null``) and a named pipe that
+    someone reads; refused as :func:`atomic_write` refuses a path, any other special file, a
+    pipe no one reads (opening it would block) and, for a mode that reads too (``"a+"``),
+    anything but a regular file.  What the file system refuses is a :class:`FileWriteError`
+    naming ``path``; errors of the writes that follow are the caller's to name, with
+    :func:`write_errors_named`."""
+    kind = _special_kind(path)
+    if kind not in ("a named pipe", "a character device") or "+" in mode or "r" in mode:
+        _refuse(path, "writing to")
+    elif kind == "a named pipe":  # opened without waiting: ENXIO when no one reads it
+        try:
+            handle = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as error:
+            if error.errno != errno.ENXIO:
+                raise FileWriteError(f"cannot write {path}: {error.strerror}", error) from None
+            raise UsageError(f"{path}: not writing to it, it is a named pipe no one reads "
+                             "(writing would wait for ever)") from None
+        os.set_blocking(handle, True)
+        return os.fdopen(handle, mode, **options)
     with write_errors_named(path):
         return open(path, mode, **options)
 
