@@ -598,7 +598,8 @@ def test_steps_using_sign_or_clip_are_captured_where_array_api_compat_is_install
 
 
 @pytest.mark.parametrize("value, on", [("0", False), ("false", False), (" Off ", False),
-                                       ("no", False), ("1", True), ("TRUE", True), ("on", True)])
+                                       ("no", False), ("1", True), ("TRUE", True), ("on", True),
+                                       ("", True)])
 def test_the_graph_switch_takes_the_usual_spellings(monkeypatch, value, on):
     monkeypatch.setenv("DNN_GPU_GRAPHS", value)
     assert graphs_switched_on() is on

@@ -52,9 +52,9 @@ GRAPHS_SWITCH = {"1": True, "true": True, "yes": True, "on": True,
 
 
 def graphs_switched_on() -> bool:
-    """Whether ``$DNN_GPU_GRAPHS`` (unset: on) lets the gpu backend capture its steps; a
-    UsageError naming it for a value that is neither on nor off."""
-    value = os.environ.get("DNN_GPU_GRAPHS", "1").strip().lower()
+    """Whether ``$DNN_GPU_GRAPHS`` (unset or empty: on) lets the gpu backend capture its
+    steps; a UsageError naming it for a value that is neither on nor off."""
+    value = os.environ.get("DNN_GPU_GRAPHS", "").strip().lower() or "1"
     if value not in GRAPHS_SWITCH:
         raise UsageError(f"DNN_GPU_GRAPHS must be 1 or 0 (or true/false, yes/no, on/off), "
                          f"not {os.environ['DNN_GPU_GRAPHS']!r}")
