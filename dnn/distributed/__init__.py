@@ -79,18 +79,26 @@ def _nccl_module():
 
 
 def use_local_gpu() -> int:
-    """Make the GPU of this rank's local rank CuPy's current device, and return its number:
-    one GPU per rank.  Call it before a model is built on the gpu backend (``dnn train``
-    does).  UsageError where this machine runs more ranks than it has GPUs (two ranks on one
-    GPU would share its memory and its time, unasked)."""
+    """Make the GPU of this rank's local rank (among those it sees, in turn) CuPy's current
+    device, and return its number: one GPU per rank.  Call it before a model is built on the
+    gpu backend (``dnn train`` does).  A machine whose ranks see one GPU each
+    (``CUDA_VISIBLE_DEVICES`` per rank, Slurm's ``--gpus-per-task``) works as one that shows
+    every rank all of them; a UsageError where two ranks of a machine would share one GPU (its
+    memory and its time, unasked), which their GPUs' PCI bus ids tell."""
+    import platform
+
     import cupy
 
-    ranks, gpus = communicator(), cupy.cuda.runtime.getDeviceCount()
-    if ranks.local_size > gpus:
-        raise UsageError(f"{ranks.local_size} ranks run on this machine, which has {gpus} "
-                         f"GPU{'' if gpus == 1 else 's'}: start at most one rank per GPU")
-    cupy.cuda.Device(ranks.local_rank).use()
-    return ranks.local_rank
+    ranks = communicator()
+    number = ranks.local_rank % cupy.cuda.runtime.getDeviceCount()
+    device = cupy.cuda.Device(number)
+    device.use()
+    mine = (platform.node(), device.pci_bus_id)
+    holders = [rank for rank, theirs in enumerate(ranks.gather_objects(mine)) if theirs == mine]
+    if len(holders) > 1:
+        raise UsageError(f"ranks {holders[0]} and {holders[1]} would share the GPU at "
+                         f"{mine[1]} of {mine[0]}: start at most one rank per GPU")
+    return number
 
 
 def share(rows: int, rank: int, size: int) -> tuple[int, int]:
