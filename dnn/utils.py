@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import random
+import sys
 
 import numpy as np
 
@@ -176,3 +178,15 @@ class PyDataset:
 
 
 Sequence = PyDataset  # Keras' older name
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` for ``warnings.warn``, called where this is called, that points at
+    the first frame outside dnn's package: the user's line, however deep in dnn the warning
+    is raised."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+

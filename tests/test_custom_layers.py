@@ -303,3 +303,58 @@ def test_a_layer_of_ones_own_with_units_loads_and_is_described(cpu, tmp_path):
     model.save(path)
     assert type(dnn.load_model(path, custom_objects={"Wide": Wide}).layers[1]) is Wide
     assert dnn.saving.checkpoint.describe(model.get_config()) == "3 linear -> wide (float32)"
+
+
+class PositionOnly(Doubling):
+    def __init__(self, factor, /, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = factor
+
+
+class Factors(Doubling):
+    def __init__(self, *factors, **kwargs):
+        super().__init__(**kwargs)
+        self.factors = factors
+
+
+class FiveUnits(Dense):
+    """A Dense of 5 units whose __init__ takes no units: Dense's get_config cannot make it."""
+
+    def __init__(self, **kwargs):
+        super().__init__(5, **kwargs)
+
+
+class Scaled(Dense):
+    """A Dense with an argument of its own and the get_config it inherits."""
+
+    def __init__(self, units, scale=1.0, **kwargs):
+        super().__init__(units, **kwargs)
+        self.scale = scale
+
+
+@pytest.mark.parametrize("layer, message", [
+    (lambda: PositionOnly(3.0), "PositionOnly's argument factor is given by position alone: "
+                                "give PositionOnly a get_config that returns it and a "
+                                "from_config that passes it"),
+    (lambda: Factors(2.0, 5.0), "Factors's argument factors is given by position alone"),
+    (lambda: FiveUnits(), r"FiveUnits cannot be made from its config \{'units': 5, .*multiple "
+                          r"values for argument 'units'; give FiveUnits a get_config"),
+])
+def test_a_layer_its_config_cannot_make_again_is_refused_before_a_file_is_written(
+        cpu, tmp_path, layer, message):
+    model = dnn.Sequential([Dense(5, input_shape=(3,)), layer()], backend=cpu)
+    path = tmp_path / "unreadable.npz"
+    with pytest.raises(UsageError, match=message):
+        model.save(path)
+    with pytest.raises(UsageError, match=message):
+        model.to_json()
+    assert not path.exists()
+
+
+def test_an_argument_of_a_subclass_and_numpy_numbers_are_kept(cpu, tmp_path):
+    model = dnn.Sequential([Dense(5, input_shape=(3,)), Scaled(2, scale=np.float32(3.0))],
+                           backend=cpu)
+    assert model.layers[1].get_config()["scale"] == 3.0
+    path = tmp_path / "scaled.npz"
+    model.save(path)
+    assert dnn.load_model(path, custom_objects={"Scaled": Scaled}).layers[1].scale == 3.0

@@ -13,21 +13,24 @@ Keras' aliases are there too: ``Convolution2D``, ``MaxPool2D``, ``AvgPool2D``,
 
 from __future__ import annotations
 
+import json
+
 from dnn.errors import UnknownLayerError, UsageError
 from dnn.layers.base import Layer, weight_shapes
 from dnn.layers.convolutional import Conv2D
 from dnn.layers.core import Activation, Dense, Dropout, Flatten, Input, Reshape
 from dnn.layers.normalization import BatchNormalization
 from dnn.layers.pooling import AveragePooling2D, GlobalAveragePooling2D, MaxPooling2D
-from dnn.saving.registry import get_registered_object, registered_under_class_name
+from dnn.saving.registry import (custom_object_scope, get_registered_object,
+                                 registered_under_class_name)
 
 Convolution2D = Conv2D
 MaxPool2D, AvgPool2D, GlobalAvgPool2D = MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D
 
 __all__ = ["Layer", "Activation", "AveragePooling2D", "AvgPool2D", "BatchNormalization",
            "Conv2D", "Convolution2D", "Dense", "Dropout", "Flatten", "GlobalAveragePooling2D",
-           "GlobalAvgPool2D", "Input", "MaxPool2D", "MaxPooling2D", "Reshape", "from_config",
-           "weight_shapes"]
+           "GlobalAvgPool2D", "Input", "MaxPool2D", "MaxPooling2D", "Reshape", "check_remade",
+           "from_config", "weight_shapes"]
 
 LAYERS = {cls.__name__: cls for cls in (
     Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
@@ -62,3 +65,28 @@ def from_config(config: dict):
         raise UsageError(f"{kind} cannot be made from its config {config}: {error}") from None
     layer.trainable = trainable
     return layer
+
+
+def check_remade(layer: Layer) -> None:
+    """Refuse (UsageError naming it) a layer of one's own that its config cannot make again
+    (a subclass whose ``__init__`` differs from the ``get_config`` it inherits, say), before a
+    file that no load could read is written: the layer is made from its config by its own
+    class, not built, and the default names go on as if it had not been."""
+    if type(layer).__module__.startswith("dnn.layers."):
+        return  # dnn's own: their configs are tested to make them again
+    config = layer.get_config()
+    try:
+        json.dumps(config)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"{layer.name} ({type(layer).__name__}): its get_config() must give "
+                         f"numbers, text, lists and dicts of them ({error})") from None
+    made = dict(Layer._made)
+    try:
+        with custom_object_scope({config["class"]: type(layer)}):
+            from_config(config)
+    except UsageError as error:
+        raise UsageError(f"{layer.name}: {error}; give {type(layer).__name__} a get_config "
+                         "that returns the arguments of its __init__") from None
+    finally:
+        Layer._made.clear()
+        Layer._made.update(made)

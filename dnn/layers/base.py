@@ -45,6 +45,7 @@ import inspect
 import json
 import math
 import re
+import reprlib
 import sys
 from dataclasses import dataclass
 
@@ -143,20 +144,26 @@ class Layer:
 
     def __new__(cls, *args, **kwargs):
         """A new layer, with the arguments it is made with kept for the default
-        :meth:`get_config` (as Keras 3 keeps them)."""
+        :meth:`get_config` (as Keras 3 keeps them): by name, NumPy numbers as Python's; those
+        given by position alone (``*args``, positional-only) cannot be given back by name,
+        and are noted in ``_unnamed``."""
         layer = super().__new__(cls)
         signature = inspect.signature(cls)
         try:
             arguments = signature.bind(*args, **kwargs).arguments
         except TypeError:  # __init__ says what is wrong; a copy is made without arguments
             arguments = {}
-        layer._arguments = {}
+        layer._arguments, layer._unnamed = {}, []
         for name, value in arguments.items():
             kind = signature.parameters[name].kind
             if kind is inspect.Parameter.VAR_KEYWORD:
                 layer._arguments.update(value)
-            elif kind is not inspect.Parameter.VAR_POSITIONAL:
+            elif kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.POSITIONAL_ONLY):
+                layer._unnamed.append(name)
+            else:
                 layer._arguments[name] = value
+        layer._arguments = {name: value.item() if isinstance(value, np.generic) else value
+                            for name, value in layer._arguments.items()}
         return layer
 
     def __init__(self, name=None, input_shape=None, trainable=True):
@@ -322,16 +329,24 @@ class Layer:
         file can hold as they are (numbers, strings, lists, ...); a layer that keeps another
         (an object, an array) returns it itself, ``{**super().get_config(), "init":
         name_of(self.init)}``, and without such a ``get_config`` is refused, naming it."""
-        given = {name: value for name, value in getattr(self, "_arguments", {}).items()
-                 if name not in ("name", "input_shape", "trainable")}
+        given = self._saved_arguments()
         plain = {name: value for name, value in given.items() if _json_able(value)}
-        if type(self).get_config is Layer.get_config and len(plain) < len(given):
-            name = next(name for name in given if name not in plain)
-            kind = type(self).__name__
-            raise UsageError(f"{kind}'s argument {name}={given[name]!r} cannot be saved as it "
-                             f"is: give {kind} a get_config that returns it as numbers or "
-                             f"text, {{**super().get_config(), {name!r}: ...}}")
+        unsaved = [*getattr(self, "_unnamed", []), *(name for name in given if name not in plain)]
+        if type(self).get_config is Layer.get_config and unsaved:
+            kind, name = type(self).__name__, unsaved[0]
+            if name in given:
+                raise UsageError(f"{kind}'s argument {name}={reprlib.repr(given[name])} cannot "
+                                 f"be saved as it is: give {kind} a get_config that returns it "
+                                 f"as numbers or text, {{**super().get_config(), {name!r}: ...}}")
+            raise UsageError(f"{kind}'s argument {name} is given by position alone: give {kind} "
+                             f"a get_config that returns it and a from_config that passes it")
         return self._config(**plain)
+
+    def _saved_arguments(self) -> dict:
+        """The arguments the layer was made with, by name, but those every layer has (name,
+        input_shape, trainable: :meth:`_config` writes them)."""
+        return {name: value for name, value in getattr(self, "_arguments", {}).items()
+                if name not in ("name", "input_shape", "trainable")}
 
     @classmethod
     def from_config(cls, config: dict) -> "Layer":
@@ -407,6 +422,12 @@ class Layer:
         class, never taken for the built-in), and, if the user gave one, the name, and
         ``trainable: False`` for a frozen layer."""
         config = {"class": get_registered_name(type(self)), **values}
+        if not type(self).__module__.startswith("dnn.layers."):
+            # a class of one's own keeps the arguments of its __init__ that a get_config it
+            # inherits (from Dense, say) does not know
+            for name, value in self._saved_arguments().items():
+                if name not in config and _json_able(value):
+                    config[name] = value
         if self._given_name is not None:
             config["name"] = self._given_name
         if not self.trainable:

@@ -20,7 +20,8 @@ from dnn.saving import checkpoint
 from dnn.saving.registry import custom_object_scope
 from dnn.trainers.data import device_inputs
 from dnn.trainers.trainer import Trainer
-from dnn.utils import as_shape, check_seed, checked_weights, element_count, model_rng
+from dnn.utils import (as_shape, check_seed, checked_weights, element_count, model_rng,
+                       user_stacklevel)
 
 
 def _sample_shape(input_shape) -> tuple:
@@ -206,7 +207,8 @@ class Sequential(Trainer):
                     # Keras takes only the first layer's input_shape and ignores the others'
                     warnings.warn(f"{layer.name} declares input_shape {tuple(declared)}, but "
                                   f"the layer before it gives {tuple(input_shape)}: only the "
-                                  "first layer's input_shape counts", UserWarning, stacklevel=5)
+                                  "first layer's input_shape counts", UserWarning,
+                                  stacklevel=user_stacklevel())
                 input_shape = layer.build_on(input_shape, self.backend, self.rng, self.dtype)
         except MemoryError:
             shapes = [self.sample_shape]
@@ -357,4 +359,6 @@ class Sequential(Trainer):
     def to_json(self, **kwargs) -> str:
         """The architecture as JSON (Keras' ``to_json``; ``kwargs`` go to ``json.dumps``),
         for :func:`dnn.models.model_from_json`."""
+        for layer in self._layers:  # JSON that model_from_json could not read is refused
+            layers_module.check_remade(layer)
         return json.dumps({"class_name": "Sequential", "config": self.get_config()}, **kwargs)

@@ -49,6 +49,8 @@ def save(model, path) -> None:
         raise ArgumentTypeError(f"save needs a file name, not {type(path).__name__}")
     if not model.built:
         raise UsageError("the model has no weights yet to save: call it on data or build() it")
+    for layer in model._layers:  # a file that no load could read is not written
+        layers.check_remade(layer)
     arrays = {f"weight_{i}": weight for i, weight in enumerate(model.get_weights())}
     optimizer = model.optimizer
     meta = {
@@ -75,8 +77,8 @@ def save(model, path) -> None:
         meta_json = json.dumps(meta, default=_json_scalar)
     except (TypeError, ValueError) as error:  # a plugin's hyper-parameter JSON cannot hold
         raise UsageError(f"cannot save {path}: the optimizer's hyper-parameters "
-                         f"{optimizer.get_config()} must be numbers, strings, booleans or None "
-                         f"({error})") from None
+                         f"{meta['optimizer']['config']} must be numbers, strings, booleans or "
+                         f"None ({error})") from None
     with atomic_write(path) as file, write_errors_named(path):  # a full disk, say
         np.savez(file, meta=np.asarray(meta_json), **arrays)
 
