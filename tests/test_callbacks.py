@@ -213,11 +213,13 @@ def test_model_checkpoint_saves_weights_every_few_batches_below_a_threshold(cpu,
     ({"save_weights_only": "yes"}, "save_weights_only must be True or False, not 'yes'"),
     ({"initial_value_threshold": float("nan")}, "initial_value_threshold must be a number"),
     ({"save_best_only": 1}, "save_best_only must be True or False, not 1"),
-    ({"save_freq": 5, "save_best_only": True}, "with save_freq=5 decides on a batch's logs, "
-                                               "which have no 'val_loss'")])
+    ({"save_freq": 5, "save_best_only": True}, "with save_freq=5 saves on a batch's logs, "
+                                               "which have no 'val_loss'"),
+    ({"save_freq": 5, "filepath": "m-{val_accuracy:.2f}.npz"},
+     "with save_freq=5 saves on a batch's logs, which have no 'val_accuracy'")])
 def test_model_checkpoint_refuses_bad_arguments_by_name(arguments, message):
     with pytest.raises((TypeError, ValueError), match=message):
-        callbacks.ModelCheckpoint("m.npz", **arguments)
+        callbacks.ModelCheckpoint(**{"filepath": "m.npz", **arguments})
 
 
 def test_a_model_checkpoint_name_the_logs_cannot_fill_is_named(cpu, tmp_path):

@@ -35,11 +35,15 @@ class ModelCheckpoint(MonitorCallback):
         if save_freq != "epoch" and not is_int_at_least(save_freq, 1):
             raise ArgumentTypeError(f"ModelCheckpoint save_freq must be 'epoch' or a number of "
                                     f"batches >= 1, not {save_freq!r}")
-        if save_freq != "epoch" and save_best_only and monitor.startswith("val_"):
-            raise UsageError(f"ModelCheckpoint with save_freq={save_freq} decides on a "
-                             f"batch's logs, which have no {monitor!r} (validation comes at "
-                             f"an epoch's end): monitor a training figure such as 'loss', or "
-                             f"save_freq='epoch'")
+        if save_freq != "epoch":  # a batch's logs: no validation figures
+            wanted = [*([monitor] if save_best_only else []),
+                      *(name for name, _ in _fields(self.filepath))]
+            late = next((name for name in wanted if name.startswith("val_")), None)
+            if late is not None:
+                raise UsageError(f"ModelCheckpoint with save_freq={save_freq} saves on a "
+                                 f"batch's logs, which have no {late!r} (validation comes at "
+                                 f"an epoch's end): use a training figure such as 'loss', or "
+                                 f"save_freq='epoch'")
         if initial_value_threshold is not None:
             if not is_number(initial_value_threshold) or math.isnan(initial_value_threshold):
                 raise ArgumentTypeError(f"ModelCheckpoint initial_value_threshold must be a "
