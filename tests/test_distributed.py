@@ -310,43 +310,43 @@ def test_the_loaded_openblas_is_given_the_threads(tmp_path):
 
 
 def fake_cupy(gpus: int) -> types.ModuleType:
-    """A ``cupy`` whose process sees ``gpus`` GPUs, the GPU of index i at PCI bus
-    ``0000:0i:00.0``; ``cupy.used`` lists the devices made current."""
+    """A ``cupy`` whose process sees ``gpus`` GPUs, the GPU of index i with the UUID
+    ``b"gpu-i"``; ``cupy.used`` lists the devices made current."""
     cupy = types.ModuleType("cupy")
     cupy.used = []
-
-    def device(number):
-        return types.SimpleNamespace(use=lambda: cupy.used.append(number),
-                                     pci_bus_id=f"0000:0{number}:00.0")
-
     cupy.cuda = types.SimpleNamespace(
-        runtime=types.SimpleNamespace(getDeviceCount=lambda: gpus), Device=device)
+        runtime=types.SimpleNamespace(
+            getDeviceCount=lambda: gpus,
+            getDeviceProperties=lambda number: {"uuid": f"gpu-{number}".encode()}),
+        Device=lambda number: types.SimpleNamespace(use=lambda: cupy.used.append(number)))
     return cupy
 
 
-class TwoRanksOfOneMachine(SingleProcess):
-    """The second of 2 ranks on one machine, the first having taken the GPU at ``first``."""
+class SecondOfTwoRanks(SingleProcess):
+    """The second of 2 ranks on one machine, the first having taken the GPU ``first`` (its
+    UUID)."""
 
-    def __init__(self, first: str):
+    def __init__(self, first: bytes):
         super().__init__()
-        self.local_rank, self.local_size, self.first = 1, 2, first
+        self.rank, self.size, self.local_rank, self.local_size = 1, 2, 1, 2
+        self.first = first
 
     def gather_objects(self, value) -> list:
-        return [(value[0], self.first), value]
+        return [self.first, value]
 
 
 def test_each_local_rank_takes_a_gpu_of_its_own_and_a_shared_one_is_refused(monkeypatch):
-    monkeypatch.setattr(distributed, "_process", TwoRanksOfOneMachine("0000:00:00.0"))
+    monkeypatch.setattr(distributed, "_process", SecondOfTwoRanks(b"gpu-0"))
     cupy = fake_cupy(gpus=2)
     monkeypatch.setitem(sys.modules, "cupy", cupy)
     assert distributed.use_local_gpu() == 1 and cupy.used == [1]
-    # each rank shown its own GPU (CUDA_VISIBLE_DEVICES per rank): its device 0, a bus apart
-    monkeypatch.setattr(distributed, "_process", TwoRanksOfOneMachine("0000:07:00.0"))
+    # each rank shown its own GPU (CUDA_VISIBLE_DEVICES per rank): device 0, another UUID
+    monkeypatch.setattr(distributed, "_process", SecondOfTwoRanks(b"another"))
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy(gpus=1))
     assert distributed.use_local_gpu() == 0
-    monkeypatch.setattr(distributed, "_process", TwoRanksOfOneMachine("0000:00:00.0"))
-    with pytest.raises(UsageError, match=r"^ranks 0 and 1 would share the GPU at 0000:00:00.0 "
-                                         r"of .*: start at most one rank per GPU$"):
+    monkeypatch.setattr(distributed, "_process", SecondOfTwoRanks(b"gpu-0"))
+    with pytest.raises(UsageError, match=r"^ranks 0 and 1 would share one GPU \(device 0 of "
+                                         r"rank 1\): start at most one rank per GPU$"):
         distributed.use_local_gpu()
 
 

@@ -82,22 +82,19 @@ def use_local_gpu() -> int:
     """Make the GPU of this rank's local rank (among those it sees, in turn) CuPy's current
     device, and return its number: one GPU per rank.  Call it before a model is built on the
     gpu backend (``dnn train`` does).  A machine whose ranks see one GPU each
-    (``CUDA_VISIBLE_DEVICES`` per rank, Slurm's ``--gpus-per-task``) works as one that shows
-    every rank all of them; a UsageError where two ranks of a machine would share one GPU (its
-    memory and its time, unasked), which their GPUs' PCI bus ids tell."""
-    import platform
-
+    (``CUDA_VISIBLE_DEVICES`` per rank, Slurm's ``--gpus-per-task``, a MIG slice each) works
+    as one that shows every rank all of them; a UsageError where two ranks would share one GPU
+    (its memory and its time, unasked), which their devices' UUIDs tell."""
     import cupy
 
     ranks = communicator()
     number = ranks.local_rank % cupy.cuda.runtime.getDeviceCount()
-    device = cupy.cuda.Device(number)
-    device.use()
-    mine = (platform.node(), device.pci_bus_id)
+    cupy.cuda.Device(number).use()
+    mine = cupy.cuda.runtime.getDeviceProperties(number)["uuid"]
     holders = [rank for rank, theirs in enumerate(ranks.gather_objects(mine)) if theirs == mine]
     if len(holders) > 1:
-        raise UsageError(f"ranks {holders[0]} and {holders[1]} would share the GPU at "
-                         f"{mine[1]} of {mine[0]}: start at most one rank per GPU")
+        raise UsageError(f"ranks {holders[0]} and {holders[1]} would share one GPU (device "
+                         f"{number} of rank {ranks.rank}): start at most one rank per GPU")
     return number
 
 
