@@ -1212,6 +1212,33 @@ static PyObject *shape_error(const char *what, Py_buffer *views, int count)
     return NULL;
 }
 
+/* g's images from images (n, h, w, c) and its window grid from windows (n, oh, ow, ...,
+ * c), which must have the images' n and c, as must argmax (NULL: none), windows' very shape;
+ * then the window checked (check_window, g's cells and strides set).  0, or -1 with a
+ * ValueError and the views released. */
+static int window_geometry(Geometry *g, const Py_ssize_t *images, const Py_buffer *windows,
+                           const char *windows_name, const Py_buffer *argmax,
+                           Py_buffer *views, int count)
+{
+    g->n = images[0], g->h = images[1], g->w = images[2], g->c = images[3];
+    g->oh = windows->shape[1], g->ow = windows->shape[2];
+    if (windows->shape[0] != g->n || windows->shape[windows->ndim - 1] != g->c) {
+        shape_error(windows_name, views, count);
+        return -1;
+    }
+    if (argmax != NULL)
+        for (int d = 0; d < windows->ndim; d++)
+            if (argmax->shape[d] != windows->shape[d]) {
+                shape_error("argmax", views, count);
+                return -1;
+            }
+    if (check_window(g) < 0) {
+        release_all(views, count);
+        return -1;
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(im2col_doc,
 "im2col(x, cols, sh, sw, top, left, fill)\n\n"
 "cols (n, oh, ow, kh, kw, c) = the inputs of x (n, h, w, c) each window covers, windows moved\n"
@@ -1232,15 +1259,9 @@ static PyObject *im2col(PyObject *Py_UNUSED(module), PyObject *args)
     char kind = get_window_arrays(objects, views, 2, names, writable, ndims, kinds);
     if (kind == 0)
         return NULL;
-    const Py_ssize_t *x = views[0].shape, *cols = views[1].shape;
-    g.n = x[0], g.h = x[1], g.w = x[2], g.c = x[3];
-    g.oh = cols[1], g.ow = cols[2], g.kh = cols[3], g.kw = cols[4];
-    if (cols[0] != g.n || cols[5] != g.c)
-        return shape_error("cols", views, 2);
-    if (check_window(&g) < 0) {
-        release_all(views, 2);
+    g.kh = views[1].shape[3], g.kw = views[1].shape[4];
+    if (window_geometry(&g, views[0].shape, &views[1], "cols", NULL, views, 2) < 0)
         return NULL;
-    }
     size_t item = kind == 'f' ? sizeof(float) : sizeof(double);
     Py_ssize_t run = g.kw * g.c;
     char *pattern = malloc(run > 0 ? (size_t)run * item : 1);
@@ -1281,15 +1302,9 @@ static PyObject *col2im(PyObject *Py_UNUSED(module), PyObject *args)
     char kind = get_window_arrays(objects, views, 2, names, writable, ndims, kinds);
     if (kind == 0)
         return NULL;
-    const Py_ssize_t *cols = views[0].shape, *x = views[1].shape;
-    g.n = x[0], g.h = x[1], g.w = x[2], g.c = x[3];
-    g.oh = cols[1], g.ow = cols[2], g.kh = cols[3], g.kw = cols[4];
-    if (cols[0] != g.n || cols[5] != g.c)
-        return shape_error("grad_cols", views, 2);
-    if (check_window(&g) < 0) {
-        release_all(views, 2);
+    g.kh = views[0].shape[3], g.kw = views[0].shape[4];
+    if (window_geometry(&g, views[1].shape, &views[0], "grad_cols", NULL, views, 2) < 0)
         return NULL;
-    }
     char *columns_read = columns_read_apart(&g);
     if (columns_read == NULL) {
         release_all(views, 2);
@@ -1330,18 +1345,8 @@ static PyObject *max_pool(PyObject *Py_UNUSED(module), PyObject *args)
     char kind = get_window_arrays(objects, views, 3, names, writable, ndims, kinds);
     if (kind == 0)
         return NULL;
-    const Py_ssize_t *x = views[0].shape, *out = views[1].shape, *argmax = views[2].shape;
-    g.n = x[0], g.h = x[1], g.w = x[2], g.c = x[3];
-    g.oh = out[1], g.ow = out[2];
-    if (out[0] != g.n || out[3] != g.c)
-        return shape_error("out", views, 3);
-    for (int d = 0; d < 4; d++)
-        if (argmax[d] != out[d])
-            return shape_error("argmax", views, 3);
-    if (check_window(&g) < 0) {
-        release_all(views, 3);
+    if (window_geometry(&g, views[0].shape, &views[1], "out", &views[2], views, 3) < 0)
         return NULL;
-    }
     Py_ssize_t ambiguous;
     Py_BEGIN_ALLOW_THREADS
     if (kind == 'f')
@@ -1373,18 +1378,8 @@ static PyObject *max_pool_backward(PyObject *Py_UNUSED(module), PyObject *args)
     char kind = get_window_arrays(objects, views, 3, names, writable, ndims, kinds);
     if (kind == 0)
         return NULL;
-    const Py_ssize_t *grad = views[0].shape, *argmax = views[1].shape, *x = views[2].shape;
-    g.n = x[0], g.h = x[1], g.w = x[2], g.c = x[3];
-    g.oh = grad[1], g.ow = grad[2];
-    if (grad[0] != g.n || grad[3] != g.c)
-        return shape_error("grad", views, 3);
-    for (int d = 0; d < 4; d++)
-        if (argmax[d] != grad[d])
-            return shape_error("argmax", views, 3);
-    if (check_window(&g) < 0) {
-        release_all(views, 3);
+    if (window_geometry(&g, views[2].shape, &views[0], "grad", &views[1], views, 3) < 0)
         return NULL;
-    }
     char *columns_read = columns_read_apart(&g);
     if (columns_read == NULL) {
         release_all(views, 3);
