@@ -151,17 +151,23 @@ def summing_the_shards(case: str, ranks: int = 2, shuffle: bool = True) -> list[
     return model.get_weights()
 
 
+def python(*arguments, unset=(), **variables) -> subprocess.CompletedProcess:
+    """``python ARGUMENTS`` in a process of its own, from the repository, within 60 s; its
+    environment this one's without the variables ``unset``, with ``variables``."""
+    kept = {key: value for key, value in os.environ.items() if key not in unset}
+    return subprocess.run([sys.executable, *arguments], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT, env={**kept, **variables})
+
+
 # -- in process: the pieces ---------------------------------------------------------------------
 def test_a_plain_run_is_one_process_and_never_imports_mpi():
-    result = subprocess.run([sys.executable, "-c", (
+    result = python("-c", (
         "import sys, numpy as np, dnn\n"
         "from dnn import distributed\n"
         "m = dnn.Sequential([dnn.layers.Dense(2, activation='softmax')], seed=0)\n"
         "m.compile('sgd'); m.fit(np.ones((4, 3)), np.eye(2)[[0, 1, 0, 1]], verbose=0)\n"
-        "print(type(distributed.communicator()).__name__, 'mpi4py' in sys.modules)")],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
-        env={key: value for key, value in os.environ.items()
-             if key not in launcher.SIZE_VARIABLES})
+        "print(type(distributed.communicator()).__name__, 'mpi4py' in sys.modules)"),
+        unset=launcher.SIZE_VARIABLES)
     assert result.stdout.split() == ["SingleProcess", "False"], result.stderr
 
 
@@ -294,7 +300,7 @@ def test_the_cpu_backends_update_threads_are_the_cores_shared_among_the_local_ra
                                                        "(NumPy's wheels bring one, on Linux)")
 def test_the_loaded_openblas_is_given_the_threads(tmp_path):
     """In a process of its own: NumPy's OpenBLAS starts with a thread per core."""
-    result = subprocess.run([sys.executable, "-c", (
+    result = python("-c", (
         "import ctypes, os, numpy\n"
         "from dnn.distributed import threads\n"
         "threads.usable_cores = lambda: 4\n"
@@ -302,10 +308,7 @@ def test_the_loaded_openblas_is_given_the_threads(tmp_path):
         "count = next(getattr(library, name) for name in ("
         "'scipy_openblas_get_num_threads64_', 'openblas_get_num_threads64_', "
         "'openblas_get_num_threads') if hasattr(library, name))\n"
-        "print(threads.limit_blas_threads(4), count())")],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
-        env={key: value for key, value in os.environ.items()
-             if key not in threads.THREAD_VARIABLES})
+        "print(threads.limit_blas_threads(4), count())"), unset=threads.THREAD_VARIABLES)
     assert result.stdout.split() == ["1", "1"], result.stderr
 
 
@@ -433,10 +436,8 @@ def test_more_workers_than_cores_are_refused_before_mpiexec_starts(monkeypatch):
 @pytest.mark.parametrize("variable", ["PMI_SIZE", "OMPI_COMM_WORLD_SIZE"])
 def test_a_launchers_variable_without_its_launcher_is_named(variable):
     pytest.importorskip("mpi4py")
-    env = {**os.environ, variable: "2"}
-    env.pop("PMI_SIZE" if variable != "PMI_SIZE" else "OMPI_COMM_WORLD_SIZE", None)
-    run = subprocess.run([sys.executable, "-m", "dnn", "train", "--epochs", "1"], env=env,
-                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    run = python("-m", "dnn", "train", "--epochs", "1", unset=launcher.SIZE_VARIABLES,
+                 **{variable: "2"})
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines()[-1] == (
         "Error: PMI_SIZE or OMPI_COMM_WORLD_SIZE says 2 processes, but MPI started 1: start "
@@ -908,9 +909,7 @@ TRAIN = [*RESUME, "--hidden", "16", "--optimizer", "sgd", "--lr", "0.05"]
 
 def plain_dnn(site: str, *arguments) -> subprocess.CompletedProcess:
     """``python -m dnn ARGUMENTS`` in one process, one BLAS thread."""
-    return subprocess.run([sys.executable, *arguments], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": site})
+    return python(*arguments, OMP_NUM_THREADS="1", PYTHONPATH=site)
 
 
 def history_of(path: Path) -> list[float]:
