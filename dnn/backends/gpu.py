@@ -35,18 +35,6 @@ def _import_cupy():
     return cupy
 
 
-def _array_namespace(cupy):
-    """The gpu backend's array namespace: CuPy itself, which has in its main namespace every
-    function dnn calls on ``xp`` (``matrix_transpose`` since CuPy 14.1, the extras' floor).  Not
-    ``array_api_compat.cupy`` even where it is installed: its ``sign`` and ``clip`` are Python
-    functions ending in boolean-mask assignment (``out[mask] = ...``), for which CuPy reads
-    the mask's count on the host, refused while a CUDA graph is captured, so that a step with
-    an L1 regularizer or a loss on probabilities could never be captured.  CuPy's own are one
-    kernel each (``sign`` of NaN is NaN from CuPy 14.2 on, 0 before: a NaN weight stays NaN
-    either way)."""
-    return cupy
-
-
 GRAPHS_SWITCH = {"1": True, "true": True, "yes": True, "on": True,
                  "0": False, "false": False, "no": False, "off": False}
 
@@ -80,7 +68,12 @@ class GpuBackend(Backend):
             raise RuntimeError(f"gpu backend unavailable: {availability.reason}")
         import cupy
 
-        self._use(cupy, _array_namespace(cupy), _compile(cupy))
+        # xp is CuPy itself, which has every function dnn calls on xp (matrix_transpose
+        # since CuPy 14.1), never array_api_compat.cupy: its sign and clip end in boolean-mask
+        # assignment, for which CuPy reads the mask's count on the host, refused while a CUDA
+        # graph is captured (no step with an L1 regularizer or a loss on probabilities could
+        # be).  CuPy's own are one kernel each.
+        self._use(cupy, cupy, _compile(cupy))
 
     def _use(self, cupy, xp, kernels: dict) -> None:
         """Run on ``cupy`` (the module, or a stand-in with the part of its API used here) with

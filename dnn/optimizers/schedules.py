@@ -74,18 +74,15 @@ def array_namespace(step):
     """What to compute the learning rate of ``step`` with: for a Python number, a stand-in
     namespace of Python floats (``floor``, ``cos``, ``minimum``, ``where``, ``astype``); for an
     array (a NumPy scalar included), the array's own namespace.  CuPy's arrays have none of
-    their own (``__array_namespace__``): theirs is the gpu backend's, CuPy itself (see
-    :func:`dnn.backends.gpu._array_namespace`), so that a regularizer or schedule computes
-    with the very functions the backend's ``xp`` has."""
+    their own (``__array_namespace__``): theirs is CuPy itself, the gpu backend's ``xp``, so
+    that a regularizer or schedule computes with the very functions the backend has."""
     if isinstance(step, numbers.Real) and not isinstance(step, (bool, np.generic)):
         return _PythonNumbers
     if hasattr(step, "__array_namespace__"):
         return step.__array_namespace__()
     cupy = sys.modules.get("cupy")
     if cupy is not None and isinstance(step, cupy.ndarray):
-        from dnn.backends.gpu import _array_namespace
-
-        return _array_namespace(cupy)
+        return cupy
     raise ArgumentTypeError(f"a learning-rate schedule takes the step as a number or a 0-d "
                             f"array, not {type(step).__name__}")
 
