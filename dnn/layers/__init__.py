@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 
 from dnn.errors import UnknownLayerError, UsageError
-from dnn.layers.base import Layer, weight_shapes
+from dnn.layers.base import Layer, is_dnns_own, weight_shapes
 from dnn.layers.convolutional import Conv2D
 from dnn.layers.core import Activation, Dense, Dropout, Flatten, Input, Reshape
 from dnn.layers.normalization import BatchNormalization
@@ -72,8 +72,8 @@ def check_remade(layer: Layer) -> None:
     (a subclass whose ``__init__`` differs from the ``get_config`` it inherits, say), before a
     file that no load could read is written: the layer is made from its config by its own
     class, not built, and the default names go on as if it had not been."""
-    if type(layer).__module__.startswith("dnn.layers."):
-        return  # dnn's own: their configs are tested to make them again
+    if is_dnns_own(type(layer)):
+        return
     config = layer.get_config()
     try:
         json.dumps(config)

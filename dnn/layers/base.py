@@ -250,7 +250,7 @@ class Layer:
         which may make any in its ``build``, from a copy of it built on the host."""
         input_shape = tuple(input_shape)
         output_shape = self.compute_output_shape(input_shape)
-        if not type(self).__module__.startswith("dnn.layers."):
+        if not is_dnns_own(type(self)):
             built = copy.copy(self)
             built.build_on(input_shape, get_backend("cpu"), np.random.default_rng(0),
                            np.float32)
@@ -330,8 +330,8 @@ class Layer:
         (an object, an array) returns it itself, ``{**super().get_config(), "init":
         name_of(self.init)}``, and without such a ``get_config`` is refused, naming it."""
         given = self._saved_arguments()
-        plain = {name: value for name, value in given.items() if _json_able(value)}
-        unsaved = [*getattr(self, "_unnamed", []), *(name for name in given if name not in plain)]
+        unsaved = [*getattr(self, "_unnamed", []),
+                   *(name for name, value in given.items() if not _json_able(value))]
         if type(self).get_config is Layer.get_config and unsaved:
             kind, name = type(self).__name__, unsaved[0]
             if name in given:
@@ -340,7 +340,7 @@ class Layer:
                                  f"as numbers or text, {{**super().get_config(), {name!r}: ...}}")
             raise UsageError(f"{kind}'s argument {name} is given by position alone: give {kind} "
                              f"a get_config that returns it and a from_config that passes it")
-        return self._config(**plain)
+        return self._config()  # with the arguments JSON holds, for a class of one's own
 
     def _saved_arguments(self) -> dict:
         """The arguments the layer was made with, by name, but those every layer has (name,
@@ -422,7 +422,7 @@ class Layer:
         class, never taken for the built-in), and, if the user gave one, the name, and
         ``trainable: False`` for a frozen layer."""
         config = {"class": get_registered_name(type(self)), **values}
-        if not type(self).__module__.startswith("dnn.layers."):
+        if not is_dnns_own(type(self)):
             # a class of one's own keeps the arguments of its __init__ that a get_config it
             # inherits (from Dense, say) does not know
             for name, value in self._saved_arguments().items():
@@ -433,6 +433,13 @@ class Layer:
         if not self.trainable:
             config["trainable"] = False
         return config
+
+
+def is_dnns_own(cls) -> bool:
+    """Whether layer class ``cls`` is one of dnn's own (a subclass of one of them, written
+    elsewhere, is not): such a layer makes exactly its ``weight_specs``, and its
+    ``get_config`` makes it again, as dnn's tests check."""
+    return cls.__module__.startswith("dnn.layers.")
 
 
 def _json_able(value) -> bool:
