@@ -347,6 +347,24 @@ def test_check_optimizer_checks_that_plugin_alone(install_fake_plugin):
     assert unknown.exit_code == 2 and "unknown optimizer 'nope'" in unknown.output
 
 
+STALE_RATE = GOOD_OPTIMIZER.replace("param -= self.learning_rate * grad",
+                                    "param -= self.get_config()['learning_rate'] * grad")
+
+
+def test_check_fails_a_plugin_whose_step_keeps_a_stale_host_number(install_fake_plugin):
+    """A learning rate read as a host number (from the config) is baked into a captured
+    step: ``dnn check`` trains it through a replayed step with the rate lowered every batch
+    and fails it, saying what to read instead."""
+    install_fake_plugin("fake-stale", "1.0", {"dnn.optimizers": {"stale": "fake_stale:Halver"}},
+                        {"fake_stale": STALE_RATE})
+    result = CliRunner().invoke(main, ["check", "--backend", "cpu", "--optimizer", "stale"])
+    assert result.exit_code == 1, result.output
+    line = next(line for line in result.output.splitlines() if line.startswith("optimizer"))
+    assert line.startswith("optimizer stale          all backends fail: Halver's step is "
+                           "wrong when captured and replayed, as the gpu backend runs it")
+    assert "read the hyper-parameters and iterations as the device arrays" in line
+
+
 def test_plugin_columns_stay_aligned_with_long_names(install_fake_plugin):
     long_name = "a_very_long_optimizer_plugin_name"
     install_fake_plugin("fake-long-distribution-name", "10.2.3",
