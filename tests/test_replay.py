@@ -308,6 +308,58 @@ def test_a_schedule_is_given_when_the_optimizer_is_made_not_once_it_is_built():
         model.optimizer.learning_rate = schedule
 
 
+class ScalesByAnIntegerSetting(SGD):
+    """A plugin with a setting whose default is an int: it stays a host number, which a
+    captured step bakes in."""
+
+    def __init__(self, learning_rate=0.1, decay=0):
+        super().__init__(learning_rate=learning_rate)
+        self.decay = decay
+
+    def update(self, param, grad, state):
+        param -= self.learning_rate * (1 - self.decay) * grad
+
+
+class SetsASettingFromEpoch(dnn.callbacks.Callback):
+    """Sets the optimizer's ``name`` to ``value`` at the start of every epoch from the
+    second on (a change once, then the same value again)."""
+
+    def __init__(self, name, value):
+        super().__init__()
+        self.name, self.value = name, value
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch >= 1:
+            setattr(self.model.optimizer, self.name, self.value)
+
+
+class CountsCaptures(ReplayBackend):
+    captures = 0
+
+    def capture(self, step):
+        self.captures += 1
+        return super().capture(step)
+
+
+@pytest.mark.parametrize("optimizer, name, value", [
+    (ScalesByAnIntegerSetting, "decay", 0.5),
+    (lambda: SGD(0.05, momentum=0.9), "nesterov", True)], ids=["integer-default", "bool"])
+def test_a_host_setting_changed_during_fit_has_the_step_captured_again(optimizer, name, value):
+    """A setting that is no device array (an int or bool default) changed by a callback: the
+    graph that baked in the old value is dropped and the step captured (and checked) again,
+    once per change, so the replayed run is the eager one bit for bit."""
+    backend = CountsCaptures()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GraphFallbackWarning)
+        replayed = train(backend, optimizer(), callbacks=[SetsASettingFromEpoch(name, value)])
+    assert backend.captures == 2  # at the start, and once after the change (not after a
+    # setting given its value again)
+    eager = train(EagerReplayBackend(), optimizer(), callbacks=[SetsASettingFromEpoch(name,
+                                                                                      value)])
+    assert_same_run(replayed, eager)
+    assert replayed[0]["loss"] != train(EagerReplayBackend(), optimizer())[0]["loss"]
+
+
 class RebindsTheParameter(SGD):
     def update(self, param, grad, state):
         param = param - self.learning_rate * grad  # noqa: F841 (the planted bug)

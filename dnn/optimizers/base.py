@@ -10,15 +10,19 @@ attributes of the same names) and implements two methods:
     Applies one step *in place* on ``param`` and on the arrays of ``state``.  ``self.xp`` is the
     backend's array namespace.
 
-Where the numbers live: once built, every numeric hyper-parameter (``self.learning_rate``,
-``self.beta_1``, ...) is a 0-d array of the backend in the parameters' dtype, and
-``self.iterations`` a 0-d int64 array (1 during the first step), always.  ``update`` computes
-with them as arrays (``1 - self.beta_1``, ``xp.astype(self.iterations, param.dtype)``) and
-never reads them on the host (``float(...)``, an ``if`` on one) nor keeps a number of its own
-from step to step: the gpu backend captures the training step once as a CUDA graph and replays
-it, and a replay reads only device memory, which is where a callback's new learning rate
-(``optimizer.learning_rate = 0.01`` writes into the array) or a schedule's next one arrives.
-``dnn check`` trains each optimizer through a captured step and catches one that does not.
+Where the numbers live: once built, ``self.learning_rate`` and every keyword argument of
+``__init__`` whose default is a float (``self.beta_1``, ...) is a 0-d array of the backend in
+the parameters' dtype, and ``self.iterations`` a 0-d int64 array (1 during the first step),
+always.  ``update`` computes with them as arrays (``1 - self.beta_1``,
+``xp.astype(self.iterations, param.dtype)``) and never reads them on the host (``float(...)``,
+an ``if`` on one) nor keeps a number of its own from step to step: the gpu backend captures
+the training step once as a CUDA graph and replays it, and a replay reads only device memory,
+which is where a callback's new learning rate (``optimizer.learning_rate = 0.01`` writes into
+the array) or a schedule's next one arrives.  ``dnn check`` trains each optimizer through a
+captured step and catches one that does not.  The other settings (a default that is an int, a
+bool, a string, None) stay host values, which a captured step bakes in: setting one during
+``fit`` (``optimizer.nesterov = True``) makes the step be captured again
+(:attr:`Optimizer.host_settings_changes`), which costs a capture, not a wrong step.
 
 Optionally, ``begin_step()`` computes once per step, on the device, what every parameter's
 update shares (Adam's bias-corrected step size), and ``fused_update = "name"`` asks the backend
@@ -53,6 +57,8 @@ class Optimizer:
 
     def __init__(self, learning_rate: float | LearningRateSchedule = 0.001):
         self._device = None  # {name: 0-d array} once built: iterations and hyper-parameters
+        self._host_names = frozenset()  # once built: the settings that stay host values
+        self.host_settings_changes = 0  # how often one of those was set to another value
         self._exact = {}  # {name: the number last given} of the hyper-parameters on the device
         self._schedule = None
         self.iterations = 0
@@ -92,6 +98,10 @@ class Optimizer:
                 "To change the learning rate, use a schedule that changes it.")
         device = self.__dict__.get("_device")
         if device is None or name not in device:
+            if name in self.__dict__.get("_host_names", ()) and not _same_setting(
+                    self.__dict__.get(name), value):
+                object.__setattr__(self, "host_settings_changes",
+                                   self.host_settings_changes + 1)
             object.__setattr__(self, name, value)
             return
         if self.backend.is_own_array(value):
@@ -184,6 +194,7 @@ class Optimizer:
             object.__setattr__(self, name, array)
         self._device = device
         self._exact = {name: value for name, value in values.items() if name != "iterations"}
+        self._host_names = frozenset(inspect.signature(type(self)).parameters) - set(device)
         self._state_index = {id(param): index for index, param in enumerate(params)}
         self._update_checked = False
 
@@ -265,6 +276,14 @@ class Optimizer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+def _same_setting(old, new) -> bool:
+    """Whether host setting ``new`` is ``old`` again (of the same type: ``True`` is not 1)."""
+    try:
+        return type(old) is type(new) and bool(old == new)
+    except Exception:  # a value whose == is no truth value: count it as a change
+        return False
 
 
 def _left_alone(xp, params, grads, before, rate) -> bool:

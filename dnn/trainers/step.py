@@ -6,8 +6,10 @@ buffers) and writes only those, so a backend can capture it once and replay it f
 of that shape, as a CUDA graph does.  What changes from batch to batch is written into its
 index buffer (or into the arrays it reads, for batches that come from a generator) before each
 run, and what may change between runs (the optimizer's step count, learning rate and other
-hyper-parameters) lives in device arrays the step reads; what it adds up (the epoch's loss and
-metrics) stays on the device until the epoch ends.
+float hyper-parameters) lives in device arrays the step reads; what it adds up (the epoch's
+loss and metrics) stays on the device until the epoch ends.  A setting read on the host (an
+optimizer's bool or int hyper-parameter) is baked into a capture: when one changes, the step
+is captured and checked again.
 
 :class:`ReplayedStep` runs a step eagerly once (compiling kernels, allocating buffers), then has
 the backend capture it (:meth:`dnn.backends.Backend.capture`) and checks its own work: the first
@@ -70,6 +72,11 @@ class TrainingStep:
         """Every array a run changes that outlives it (:meth:`Trainer.step_state`)."""
         return self.trainer.step_state()
 
+    def host_settings(self) -> int:
+        """How often a setting the step reads on the host (an optimizer's int or bool
+        hyper-parameter) changed: a graph captured before the last change is stale."""
+        return self.trainer.optimizer.host_settings_changes
+
     def collectives(self):
         """The sums this step's runs make and record (a
         :class:`dnn.trainers.data_parallel.StepCollectives`); None in a single process."""
@@ -92,6 +99,7 @@ class ReplayedStep:
         self.backend = step.trainer.backend
         self.ranks = step.trainer.communicator
         self.graph = None
+        self.graph_settings = None  # step.host_settings() when the graph was captured
         self.runs = 0  # eager runs and replays
         self.replays = 0
         self.eager = False  # decided for the rest of the run
@@ -101,13 +109,17 @@ class ReplayedStep:
         if self.runs == 1:  # no graphs, or a sum that cannot be in one: nothing to check
             self.eager = not self.ranks.all(self.backend.captures_steps()
                                             and self.ranks.in_graph)
+            if not self.eager:  # kernels compiled, buffers and the capture's memory allocated
+                before = self._snapshot()
+                _, reason = self._attempt(self.step, "its warm-up", before)
+                self._eager_unless_agreed(reason, before)
+                return
         if self.eager:
             self.step()
-        elif self.runs == 1:  # kernels compiled, buffers and the capture's memory allocated
-            before = self._snapshot()
-            _, reason = self._attempt(self.step, "its warm-up", before)
-            self._eager_unless_agreed(reason, before)
-        elif self.graph is not None or self._capture():  # else it ran eagerly
+            return
+        if self.graph is not None and self.graph_settings != self.step.host_settings():
+            self.graph, self.replays = None, 0  # a setting it baked in changed: capture anew
+        if self.graph is not None or self._capture():  # else it ran eagerly
             if self.replays < self.CHECKED_REPLAYS:
                 self._checked_replay()
             else:
@@ -192,7 +204,7 @@ class ReplayedStep:
         elif declined:  # a backend declined this step: eager, without a warning
             self.graph, self.eager = None, True
         else:
-            self.graph = graph
+            self.graph, self.graph_settings = graph, self.step.host_settings()
             return True
         self.step()
         return False
