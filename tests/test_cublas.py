@@ -93,6 +93,31 @@ def test_without_cublas_of_its_major_the_capture_error_names_every_place_it_look
         "mapped in this process: no libcublas.so.*" in message
 
 
+class CudaWithoutCublas(SimpleNamespace):
+    """CuPy's ``cupy.cuda`` where ``cuda.pathfinder`` found no cuBLAS: its first access of
+    ``cupy.cuda.cublas`` raises, as CuPy 14's loader does."""
+
+    @property
+    def cublas(self):
+        raise ImportError("cuda.pathfinder found no libcublas")
+
+
+def test_where_cupy_itself_has_no_cublas_the_error_says_so(monkeypatch, tmp_path):
+    """No cuBLAS anywhere, CuPy's own loader failing first: a CaptureError (which sends the
+    step back to eager), naming CuPy's failure among the places looked at."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    cupy = SimpleNamespace(cuda=CudaWithoutCublas(
+        runtime=SimpleNamespace(runtimeGetVersion=lambda: 98000)))
+    with pytest.raises(CaptureError) as refused:
+        cublas._library(cupy)
+    message = str(refused.value)
+    assert message.startswith("cuBLAS 98 (for CuPy's CUDA runtime 98000) could not be loaded")
+    assert "CuPy's cuBLAS: ImportError: cuda.pathfinder found no libcublas" in message
+    assert "$CUDA_PATH: not set" in message and "system loader: libcublas.so.98: " in message
+
+
 def test_a_file_named_for_another_major_is_refused_unopened():
     assert cublas._load("/nowhere/libcublas.so.12", 13, windows=False) == (
         None, "/nowhere/libcublas.so.12: refused, cuBLAS 12, not 13")
