@@ -218,6 +218,29 @@ def test_check_layer_passes_a_right_layer_and_names_a_wrong_gradient():
         check_layer(Nothing(0.3), (5,))
 
 
+def test_a_layer_of_ones_own_trains_between_image_layers_and_loads_again(cpu, tmp_path):
+    """PReLU on images (one alpha per position and channel, as Keras' default): its gradients
+    check out on an image shape, a convnet with it between Conv2D and MaxPooling2D learns,
+    and the saved model predicts the same once loaded."""
+    check_layer(PReLU(0.3), (4, 4, 2))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6, 6, 1)).astype("float32")
+    labels = (x[:, :3].sum(axis=(1, 2, 3)) > x[:, 3:].sum(axis=(1, 2, 3))).astype(int)
+    model = dnn.Sequential([dnn.Input((6, 6, 1)), dnn.layers.Conv2D(4, 3), PReLU(0.1),
+                            dnn.layers.MaxPooling2D(2), dnn.layers.Flatten(),
+                            Dense(2, activation="softmax")], backend=cpu, seed=0)
+    model.compile(optimizer=dnn.optimizers.Adam(0.01), loss="categorical_crossentropy")
+    losses = model.fit(x, to_categorical(labels, 2), epochs=15, batch_size=16,
+                       verbose=0).history["loss"]
+    assert losses[-1] < 0.5 * losses[0], losses
+    alpha = model.backend.to_numpy(model.layers[1].params[0])
+    assert alpha.shape == (4, 4, 4) and not np.all(alpha == np.float32(0.1))  # it learned
+    path = tmp_path / "image.npz"
+    model.save(path)
+    loaded = dnn.models.load_model(path, custom_objects={"PReLU": PReLU}, backend="cpu")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
 def test_check_layer_names_a_config_that_does_not_make_the_layer_again():
     class Misnamed(PReLU):
         def get_config(self):
