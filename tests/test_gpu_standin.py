@@ -2,9 +2,11 @@
 stand-in of CuPy 14 (tests/standin/cupy) and a stub cuBLAS (tests/standin/stub_cublas.c),
 laid out as the nvidia-cublas wheel lays cuBLAS out.  Where cuBLAS is found, its stream and
 workspace, the capture rules (host reads hidden in masks and ``nonzero``, host numbers frozen
-as fills), the per-stream memory pool, and training (in process and through ``dnn train
+as fills), the per-stream memory pool, a captured graph's memory (given to another array or
+back to the device, its next launch faults), and training (in process and through ``dnn train
 --backend gpu``, steps with ``sign`` and ``clip`` included where array-api-compat is
-installed), captured and replayed, against the cpu backend and the eager step."""
+installed; the default pool trimmed or run out of memory between epochs, a fit after an
+interrupted one), captured and replayed, against the cpu backend and the eager step."""
 
 import gc
 import importlib.util
@@ -13,6 +15,7 @@ import os
 import subprocess
 import sys
 import warnings
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,7 @@ import dnn
 
 from dnn.backends.cublas import Cublas
 from dnn.backends.gpu import GpuBackend, graphs_switched_on
+from dnn.callbacks import Callback
 from dnn.errors import UsageError
 from dnn.layers import Activation, Dense, Input
 from dnn.optimizers import SGD
@@ -392,6 +396,104 @@ def test_freeing_all_blocks_frees_only_whole_allocations(cupy):
     assert len(mallocs) == count + 1
 
 
+# -- a captured graph's memory, which must stay its own while it lives -------------------------
+ILLEGAL_ADDRESS = (r"^cudaErrorIllegalAddress: an illegal memory access was encountered "
+                   r"\(stand-in: the \d+ bytes at 0x[0-9a-f]+ it writes ")
+
+
+def capture_a_step(cupy, stream, allocator) -> tuple:
+    """``(graph, out)``: a graph captured on ``stream``, its memory from ``allocator``
+    (None: no pool), that adds one to ``out`` (1000 float64) and doubles it in a temporary,
+    which is gone once the capture ended (its memory the graph's still)."""
+    out = cupy.zeros(1000)
+    with stream, cupy.cuda.using_allocator(allocator):
+        stream.begin_capture()
+        temporary = out + 1
+        temporary *= 2
+        out[...] = temporary
+        graph = stream.end_capture()
+    return graph, out
+
+
+def test_a_graph_launched_over_a_live_array_on_its_memory_faults(cupy):
+    """On a GPU the launch would overwrite that array; here that launch and every one after
+    raise CUDA's illegal-address error, naming what happened.  An array that was on the
+    graph's memory and is gone by the launch harms nothing."""
+    pool, stream = cupy.cuda.MemoryPool(), cupy.cuda.Stream(non_blocking=True)
+    graph, out = capture_a_step(cupy, stream, pool.malloc)
+    graph.launch()
+    assert float(out[0]) == (2 + 1) * 2  # the capture computed (0 + 1) * 2 already
+    with stream, cupy.cuda.using_allocator(pool.malloc):
+        gone = cupy.zeros(10)  # 512 bytes split from the temporary's free chunk
+    del gone
+    graph.launch()
+    with stream, cupy.cuda.using_allocator(pool.malloc):
+        alive = cupy.zeros(10)  # noqa: F841 (alive at the launches)
+    for _ in range(2):
+        with pytest.raises(cupy.cuda.runtime.CUDARuntimeError,
+                           match=ILLEGAL_ADDRESS + r"hold a live array of something else\)$"):
+            graph.launch()
+    assert cupy.cuda.graph.launches == 2
+
+
+def test_a_graph_whose_memory_goes_back_to_the_device_faults_at_its_next_launch(cupy):
+    """Trimming the pool the capture took its memory from (``free_all_blocks``), or a
+    capture without a pool, whose temporary's allocation CuPy frees when the array is gone."""
+    stream = cupy.cuda.Stream(non_blocking=True)
+    pool = cupy.cuda.MemoryPool()
+    trimmed, _ = capture_a_step(cupy, stream, pool.malloc)
+    pool.free_all_blocks()
+    poolless, _ = capture_a_step(cupy, stream, None)
+    for graph in (trimmed, poolless):
+        with pytest.raises(cupy.cuda.runtime.CUDARuntimeError,
+                           match=ILLEGAL_ADDRESS + r"went back to the device\)$"):
+            graph.launch()
+
+
+def test_a_pool_that_runs_out_of_device_memory_frees_its_own_free_blocks_as_cupy_does(cupy):
+    """CuPy's retry (SingleDeviceMemoryPool._try_malloc): the pool whose cudaMalloc failed
+    frees its own free blocks and tries again, then after gc.collect(); a graph whose memory
+    is in another pool keeps it, one whose memory is in that pool loses it."""
+    memory, stream = cupy.cuda.memory, cupy.cuda.Stream(non_blocking=True)
+    own, short = cupy.cuda.MemoryPool(), cupy.cuda.MemoryPool()
+    kept, _ = capture_a_step(cupy, stream, own.malloc)
+    lost, _ = capture_a_step(cupy, stream, short.malloc)
+    memory.device.capacity = memory.device.allocated  # full
+    with cupy.cuda.using_allocator(short.malloc):
+        taken = cupy.zeros(1000)  # room made by freeing the lost graph's 8192 bytes
+        with pytest.raises(memory.OutOfMemoryError,
+                           match=r"^Out of memory allocating 16,384 bytes \(allocated so far: "
+                                 r"8,192 bytes\)\.$"):
+            cupy.zeros(2000)
+    kept.launch()
+    with pytest.raises(cupy.cuda.runtime.CUDARuntimeError,
+                       match=ILLEGAL_ADDRESS + r"went back to the device\)$"):
+        lost.launch()
+    del taken  # in use until here, so that the pool had no free block to give back
+
+
+def test_a_graph_whose_memory_is_left_alone_replays_and_is_held_weakly(cupy):
+    """Its pool giving and freeing memory on another stream, the default pool on its stream:
+    none of it the graph's; once the graph is gone, nothing holds it."""
+    pool, stream = cupy.cuda.MemoryPool(), cupy.cuda.Stream(non_blocking=True)
+    graph, out = capture_a_step(cupy, stream, pool.malloc)
+    with cupy.cuda.using_allocator(pool.malloc):
+        cupy.zeros(1000)  # the current stream's arena: an allocation of its own, freed
+    with stream:
+        cupy.zeros(1000)  # the default pool's arena of the graph's stream
+    pool.free_all_blocks(cupy.cuda.Stream.null)
+    cupy.get_default_memory_pool().free_all_blocks()
+    assert cupy.cuda.memory.mallocs[-2:] == [
+        cupy.cuda.memory.Malloc(8192, 0, False), cupy.cuda.memory.Malloc(8192, stream.ptr, False)]
+    for _ in range(2):
+        graph.launch()
+    assert float(out[0]) == ((2 + 1) * 2 + 1) * 2
+    held = weakref.ref(graph)
+    del graph
+    gc.collect()
+    assert held() is None
+
+
 # -- training ------------------------------------------------------------------------------------
 def assert_close_runs(ours, reference) -> None:
     """The same histories and weights to float32 rounding (the products are summed in
@@ -421,6 +523,126 @@ def test_the_checked_replays_pass_and_the_capture_allocates_nothing(cupy):
         train(GpuBackend())
     assert cupy.cuda.graph.launches > 0
     assert [malloc for malloc in cupy.cuda.memory.mallocs if malloc.capturing] == []
+
+
+class TrimsTheDefaultPool(Callback):
+    """At each epoch's end, gives the default pool's free blocks back to the device, as a user
+    may between epochs: ``cupy.get_default_memory_pool().free_all_blocks()``."""
+
+    def __init__(self, cupy):
+        super().__init__()
+        self.cupy = cupy
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.cupy.get_default_memory_pool().free_all_blocks()
+
+
+class RunsTheDefaultPoolOutOfMemory(TrimsTheDefaultPool):
+    """At each epoch's end, asks the default pool for more than the device has (its capacity
+    set to what is allocated): CuPy frees the pool's free blocks, twice, before it raises
+    OutOfMemoryError, which this expects."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        device = self.cupy.cuda.memory.device
+        device.capacity = device.allocated
+        with pytest.raises(self.cupy.cuda.memory.OutOfMemoryError):
+            self.cupy.empty(device.allocated + 1, dtype=np.uint8)
+        device.capacity = None
+
+
+def validated_run(backend, epochs=3, callbacks=()) -> tuple:
+    """``(history, weights)`` of :func:`tests.test_replay.train`'s network and data, with
+    validation data evaluated after each epoch (eagerly, from the default pool)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(264, 12)).astype(np.float32)
+    y = to_categorical(rng.integers(0, 3, size=264), 3)
+    model = dnn.Sequential([Dense(16, activation="relu"), Dense(3, activation="softmax")],
+                           seed=0, backend=backend)
+    model.compile(optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x[:200], y[:200], epochs=epochs, batch_size=32, verbose=0,
+                        validation_data=(x[200:], y[200:]), callbacks=list(callbacks))
+    return history.history, model.get_weights()
+
+
+@pytest.mark.parametrize("between_epochs", [TrimsTheDefaultPool, RunsTheDefaultPoolOutOfMemory])
+def test_the_graphs_memory_outlasts_the_default_pool_trimmed_between_epochs(
+        cupy, monkeypatch, between_epochs):
+    """The graph's memory is in a pool of its own, which nothing else allocates from or
+    trims: neither a user's free_all_blocks nor CuPy's when the default pool runs out frees
+    it, nor does the validation's memory come out of it; the run replays, as the eager one."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GraphFallbackWarning)
+        replayed = validated_run(GpuBackend(), callbacks=[between_epochs(cupy)])
+    assert cupy.cuda.graph.launches == 3 * 6 - 1
+    monkeypatch.setenv("DNN_GPU_GRAPHS", "0")
+    assert_close_runs(replayed, validated_run(GpuBackend(), callbacks=[between_epochs(cupy)]))
+
+
+class Interrupted(Exception):
+    """What stops a fit here, as Ctrl-C would."""
+
+
+class Interrupts(Callback):
+    """Stops the fit at its first epoch's end."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        raise Interrupted
+
+
+class LetsTheInterruptedFitGo(Callback):
+    """At the end of the first epoch, drops ``held`` (the interrupted fit's error, whose
+    traceback keeps its graph alive) and records in ``freed`` how many pools were emptied
+    meanwhile (``emptied``: the pools whose free blocks were freed, in order)."""
+
+    def __init__(self, held: list, emptied: list):
+        super().__init__()
+        self.held, self.emptied, self.freed = held, emptied, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            before = len(self.emptied)
+            self.held.clear()
+            gc.collect()
+            self.freed = len(self.emptied) - before
+
+
+def interrupted_then_refitted(backend, emptied: list) -> tuple:
+    """``(history, weights, freed)`` of a fit of two epochs interrupted at the end of its
+    first, its error kept, then a fit of three with the same model (backend, pools), which
+    lets the error go at its first epoch's end: ``freed`` pools emptied then."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 12)).astype(np.float32)
+    y = to_categorical(rng.integers(0, 3, size=200), 3)
+    model = dnn.Sequential([Dense(16, activation="relu"), Dense(3, activation="softmax")],
+                           seed=0, backend=backend)
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    held = []
+    try:
+        model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[Interrupts()])
+    except Interrupted as error:
+        held.append(error)
+    letting_go = LetsTheInterruptedFitGo(held, emptied)
+    history = model.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[letting_go])
+    return history.history, model.get_weights(), letting_go.freed
+
+
+def test_the_graph_of_an_interrupted_fit_and_the_next_fits_keep_apart(cupy, monkeypatch):
+    """A fit interrupted, its traceback kept (as a notebook keeps the last one), leaves its
+    graph alive while the next fit of the model captures its own: each capture's memory is a
+    pool of its own, so the second capture takes none of the first graph's, and the first
+    graph's going (its pool's blocks freed, during the second fit) frees none of the second's."""
+    emptied = []
+    original = cupy.cuda.MemoryPool.free_all_blocks
+    monkeypatch.setattr(cupy.cuda.MemoryPool, "free_all_blocks",
+                        lambda pool, stream=None: (emptied.append(pool), original(pool, stream)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GraphFallbackWarning)
+        *replayed, freed = interrupted_then_refitted(GpuBackend(), emptied)
+    assert freed == 1  # the first graph lived until then
+    assert cupy.cuda.graph.launches == (6 - 1) + (3 * 6 - 1)
+    monkeypatch.setenv("DNN_GPU_GRAPHS", "0")
+    *eager, _ = interrupted_then_refitted(GpuBackend(), emptied)
+    assert_close_runs(replayed, eager)
 
 
 def test_a_step_cuda_refuses_to_capture_runs_eagerly_naming_the_refusal(cupy, monkeypatch):
@@ -461,16 +683,19 @@ def test_a_learning_rate_changed_during_fit_reaches_the_graph(cupy, monkeypatch,
                            rtol=1e-4)
 
 
-def test_a_graph_gone_hands_its_pools_blocks_back(cupy, monkeypatch):
-    """CuPy 14.1 and later free no pool's blocks when the pool is dropped: the graph's
-    pool, and only it, is emptied once the graph is gone."""
-    emptied = []
-    original = cupy.cuda.MemoryPool.free_all_blocks
+def test_a_backend_and_its_graphs_gone_hand_their_pools_blocks_back(cupy, monkeypatch):
+    """CuPy 14.1 and later free no pool's blocks when the pool is dropped: the graph's pool
+    is emptied once the graph is gone, and the pool kept for the next capture once the
+    backend is; each once, and no other."""
+    made, emptied = [], []
+    make, empty = cupy.cuda.MemoryPool.__init__, cupy.cuda.MemoryPool.free_all_blocks
+    monkeypatch.setattr(cupy.cuda.MemoryPool, "__init__",
+                        lambda pool: (made.append(id(pool)), make(pool))[1])
     monkeypatch.setattr(cupy.cuda.MemoryPool, "free_all_blocks",
-                        lambda pool, stream=None: (emptied.append(pool), original(pool)))
+                        lambda pool, stream=None: (emptied.append(id(pool)), empty(pool)))
     train(GpuBackend())
     gc.collect()
-    assert len(emptied) == 1
+    assert len(made) == 2 and sorted(emptied) == sorted(made)
 
 
 def test_dnn_train_with_the_gpu_backend_runs_on_the_standin(site, install_fake_plugin,

@@ -53,7 +53,14 @@ class CudaGraphs:
         self._backend, self._cupy = backend, cupy
         self._cublas = Cublas(cupy)
         self._stream = cupy.cuda.Stream(non_blocking=True)
-        self._pool = cupy.cuda.MemoryPool()
+        self._new_pool()
+
+    def _new_pool(self) -> None:
+        """Start the pool of the next warm-up and capture, whose blocks go back to the device
+        when this object is gone (CuPy 14.1 and later free none of a dropped pool's), unless a
+        graph took the pool by then."""
+        self._pool = self._cupy.cuda.MemoryPool()
+        self._release_pool = weakref.finalize(self, self._pool.free_all_blocks)
 
     @contextlib.contextmanager
     def kernels(self):
@@ -91,6 +98,8 @@ class CudaGraphs:
             if isinstance(error, (CaptureError, Terminated)):
                 raise
             raise CaptureError(f"{type(error).__name__}: {error}") from error
-        pool, self._pool = self._pool, self._cupy.cuda.MemoryPool()
+        pool = self._pool
+        self._release_pool.detach()  # the graph's now: it frees the pool once it is gone
+        self._new_pool()
         return CapturedGraph(self._cupy, graph, pool)
 

@@ -5,7 +5,9 @@ on ``sys.path`` and ``import cupy`` finds it.
 
 What it has of CuPy, and where CuPy's rules are kept: device arrays and NumPy's functions on
 them (cupy/_array.py), ``ElementwiseKernel`` compiled by the host C compiler (cupy/_kernel.py),
-streams and graph capture (cupy/cuda/stream.py, cupy/cuda/graph.py), the per-stream memory pool
+streams and graph capture (cupy/cuda/stream.py, cupy/cuda/graph.py), the per-stream memory
+pools (``get_default_memory_pool()`` among them) and the device memory under them, where a
+captured graph's memory given to another array or back to the device makes its launches fault
 (cupy/cuda/memory.py), the runtime (cupy/cuda/runtime.py) and the loading of cuBLAS
 (cupy/cuda/cublas.py).  Any other name of NumPy's is CuPy's here: a function called with a
 device array runs on it; one called without (``zeros``, ``arange``) makes a new device array.
@@ -20,7 +22,7 @@ from cupy._array import ndarray
 from cupy._kernel import ElementwiseKernel
 
 __all__ = ["ElementwiseKernel", "ascontiguousarray", "asarray", "asnumpy", "cuda", "empty",
-           "ndarray"]
+           "get_default_memory_pool", "ndarray"]
 
 
 def asarray(a, dtype=None, order=None, *, copy=None, blocking=False):
@@ -42,6 +44,11 @@ def asnumpy(a, stream=None, order="C", out=None, *, blocking=True):
 
 def empty(shape, dtype=float, order="C"):
     return ndarray(shape, dtype, order)
+
+
+def get_default_memory_pool() -> cuda.MemoryPool:
+    """The pool arrays are allocated from outside ``cupy.cuda.using_allocator``."""
+    return cuda.memory._default_pool
 
 
 def ascontiguousarray(a, dtype=None):

@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
-errorIllegalState = 401  # noqa: N816 (CuPy's names)
+errorMemoryAllocation = 2  # noqa: N816 (CuPy's names)
+errorIllegalState = 401  # noqa: N816
+errorIllegalAddress = 700  # noqa: N816
 errorStreamCaptureUnsupported = 900  # noqa: N816
 errorStreamCaptureInvalidated = 901  # noqa: N816
 
 _ERRORS = {
+    errorMemoryAllocation: ("cudaErrorMemoryAllocation", "out of memory"),
     errorIllegalState: ("cudaErrorIllegalState",
                         "the operation cannot be performed in the present state"),
+    errorIllegalAddress: ("cudaErrorIllegalAddress", "an illegal memory access was encountered"),
     errorStreamCaptureUnsupported: ("cudaErrorStreamCaptureUnsupported",
                                     "operation not permitted when stream is capturing"),
     errorStreamCaptureInvalidated: ("cudaErrorStreamCaptureInvalidated",
@@ -18,11 +22,13 @@ _ERRORS = {
 
 
 class CUDARuntimeError(RuntimeError):
-    """A CUDA runtime call that returned ``status``."""
+    """A CUDA runtime call that returned ``status``; ``cause``, where the stand-in knows what
+    a GPU would not say, is added in parentheses."""
 
-    def __init__(self, status: int):
+    def __init__(self, status: int, cause: str | None = None):
         self.status = status
-        super().__init__("%s: %s" % _ERRORS[status])
+        message = "%s: %s" % _ERRORS[status]
+        super().__init__(message if cause is None else f"{message} ({cause})")
 
 
 def getDeviceCount() -> int:  # noqa: N802

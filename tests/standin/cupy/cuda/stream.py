@@ -43,10 +43,11 @@ class _StreamStruct(ctypes.Structure):
 class Capture:
     """What a stream records while it is being captured: ``operations`` (functions of no
     arguments, in order), ``arrays`` (the values of the arrays made meanwhile, which the
-    graph's kernels may hold the addresses of) and whether an error ``invalidated`` it."""
+    graph's kernels may hold the addresses of), ``regions`` (the device memory handed out to
+    them, cupy/cuda/memory.py) and whether an error ``invalidated`` it."""
 
     def __init__(self):
-        self.operations, self.arrays, self.invalidated = [], [], False
+        self.operations, self.arrays, self.regions, self.invalidated = [], [], [], False
 
 
 class Stream:
