@@ -2,40 +2,14 @@
 its import changed (``import dnn as keras``), on the real MNIST."""
 
 import textwrap
+from pathlib import Path
 
 import numpy as np
 
 from dnn import utils as keras_utils
 
-KERAS_SCRIPT = """
-import dnn as keras
-from dnn import layers
-
-keras.utils.set_random_seed(0)
-(x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
-x_train = x_train.reshape(60000, 784).astype("float32") / 255
-x_test = x_test.reshape(10000, 784).astype("float32") / 255
-y_train = keras.utils.to_categorical(y_train, 10)
-y_test = keras.utils.to_categorical(y_test, 10)
-
-model = keras.Sequential([
-    layers.Dense(512, activation="relu", input_shape=(784,)),
-    layers.Dropout(0.2),
-    layers.Dense(10, activation="softmax"),
-])
-model.summary()
-model.compile(optimizer="RMSprop", loss="categorical_crossentropy", metrics=["acc"])
-history = model.fit(x_train, y_train, batch_size=128, epochs=5, verbose=2,
-                    validation_split=0.1,
-                    callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=2,
-                                                             restore_best_weights=True)])
-score = model.evaluate(x_test, y_test, verbose=0)
-print("Test loss:", score[0])
-print("Test accuracy:", score[1])
-model.save("mnist.npz")
-restored = keras.models.load_model("mnist.npz")
-predictions = restored.predict(x_test[:10], verbose=0)
-"""
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+KERAS_SCRIPT = (EXAMPLES / "mnist_mlp.py").read_text()
 
 
 def test_a_keras_script_runs_with_only_its_import_changed(mnist_dir, monkeypatch, tmp_path,
@@ -122,60 +96,7 @@ def test_a_keras_tutorial_past_the_first_script_runs_with_only_its_import_change
 
 # keras.io's "Simple MNIST convnet", as written there (its seed line added, for a test that
 # gives the same result at every run); the test trains one of its 15 epochs.
-CONVNET_SCRIPT = """
-import numpy as np
-import dnn as keras
-from dnn import layers
-
-keras.utils.set_random_seed(0)
-
-# Model / data parameters
-num_classes = 10
-input_shape = (28, 28, 1)
-
-# Load the data and split it between train and test sets
-(x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
-
-# Scale images to the [0, 1] range
-x_train = x_train.astype("float32") / 255
-x_test = x_test.astype("float32") / 255
-# Make sure images have shape (28, 28, 1)
-x_train = np.expand_dims(x_train, -1)
-x_test = np.expand_dims(x_test, -1)
-print("x_train shape:", x_train.shape)
-print(x_train.shape[0], "train samples")
-print(x_test.shape[0], "test samples")
-
-# convert class vectors to binary class matrices
-y_train = keras.utils.to_categorical(y_train, num_classes)
-y_test = keras.utils.to_categorical(y_test, num_classes)
-
-model = keras.Sequential(
-    [
-        keras.Input(shape=input_shape),
-        layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
-        layers.MaxPooling2D(pool_size=(2, 2)),
-        layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
-        layers.MaxPooling2D(pool_size=(2, 2)),
-        layers.Flatten(),
-        layers.Dropout(0.5),
-        layers.Dense(num_classes, activation="softmax"),
-    ]
-)
-
-model.summary()
-
-batch_size = 128
-epochs = 15
-
-model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
-
-model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, validation_split=0.1)
-
-score = model.evaluate(x_test, y_test, verbose=0)
-print("Test loss:", score[0])
-print("Test accuracy:", score[1])
-"""
+CONVNET_SCRIPT = (EXAMPLES / "mnist_convnet.py").read_text()
 
 
 def test_the_keras_mnist_convnet_runs_with_only_its_import_changed(mnist_dir, monkeypatch,
