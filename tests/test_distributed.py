@@ -64,13 +64,17 @@ def _mpi_missing() -> str | None:
 needs_mpi = pytest.mark.skipif(_mpi_missing() is not None, reason=f"{_mpi_missing()}")
 
 
-def mpiexec(*arguments, ranks: int = 2, timeout: float = 60,
-            environment: dict | None = None) -> subprocess.CompletedProcess:
+def mpiexec(*arguments, ranks: int = 2, timeout: float = 60, environment: dict | None = None,
+            runner: tuple = (), unset: tuple = ()) -> subprocess.CompletedProcess:
     """``arguments`` (a worker of this file and its arguments, or ``-m dnn ...``) run on
-    ``ranks`` processes, one BLAS thread each, from the repository's root."""
-    command = list(arguments) if arguments[0] == "-m" else [__file__, *arguments]
+    ``ranks`` processes, one BLAS thread each, from the repository's root; a worker by
+    ``python RUNNER`` (``("-m", "mpi4py")``: mpi4py's runner) where given, and without the
+    environment variables ``unset``."""
+    command = list(arguments) if arguments[0] == "-m" else [*runner, __file__, *arguments]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
            **(environment or {})}
+    for name in unset:
+        env.pop(name, None)
     return subprocess.run([launcher.mpiexec(), "-n", str(ranks), sys.executable,
                            *map(str, command)], capture_output=True, text=True, env=env,
                           timeout=timeout, cwd=ROOT)
@@ -104,10 +108,10 @@ def data(samples: int) -> tuple[np.ndarray, np.ndarray]:
     return x, to_categorical(labels, 10)
 
 
-def seed_network(optimizer: str, backend=None) -> dnn.Sequential:
+def seed_network(optimizer: str, backend=None, dtype: str = "float32") -> dnn.Sequential:
     """The seed network (784 -> 512 relu -> 10 softmax), built, compiled."""
     model = dnn.Sequential([Dense(512, activation="relu"), Dense(10, activation="softmax")],
-                           seed=0, backend=backend)
+                           seed=0, backend=backend, dtype=dtype)
     model.build(784)
     model.compile(optimizer={"sgd": dnn.optimizers.SGD(0.05)}.get(optimizer, optimizer),
                   loss="categorical_crossentropy", metrics=["accuracy"])
@@ -169,6 +173,17 @@ def test_a_plain_run_is_one_process_and_never_imports_mpi():
         "print(type(distributed.communicator()).__name__, 'mpi4py' in sys.modules)"),
         unset=launcher.SIZE_VARIABLES)
     assert result.stdout.split() == ["SingleProcess", "False"], result.stderr
+
+
+def test_under_a_launcher_dnn_distributed_ends_the_job_on_an_exception_without_mpi_yet():
+    """Importing dnn.distributed installs the hook that ends the job on an exception before
+    the ranks are joined (it starts MPI only then), under a launcher alone."""
+    code = ("import sys\nfrom dnn import distributed\n"
+            "print(type(sys.excepthook).__name__, 'mpi4py' in sys.modules)")
+    plain = python("-c", code, unset=launcher.SIZE_VARIABLES)
+    assert plain.stdout.split() == ["builtin_function_or_method", "False"], plain.stderr
+    launched = python("-c", code, unset=launcher.SIZE_VARIABLES, PMI_SIZE="2", PMI_RANK="1")
+    assert launched.stdout.split() == ["AbortBeforeJoining", "False"], launched.stderr
 
 
 @pytest.mark.parametrize("variable", launcher.SIZE_VARIABLES)
@@ -312,6 +327,18 @@ def test_the_loaded_openblas_is_given_the_threads(tmp_path):
     assert result.stdout.split() == ["1", "1"], result.stderr
 
 
+def openblas_threads() -> tuple:
+    """``(get, set)``: the thread count's getter and setter of the OpenBLAS mapped in this
+    process."""
+    library = ctypes.CDLL(threads._loaded_blas()[0])
+
+    def first(*names):
+        return next(getattr(library, name) for name in names if hasattr(library, name))
+    return (first("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
+                  "openblas_get_num_threads64_", "openblas_get_num_threads"),
+            first(*threads.SETTERS))
+
+
 def fake_cupy(gpus: int) -> types.ModuleType:
     """A ``cupy`` whose process sees ``gpus`` GPUs, the GPU of index i with the UUID
     ``b"gpu-i"``; ``cupy.used`` lists the devices made current."""
@@ -351,6 +378,34 @@ def test_each_local_rank_takes_a_gpu_of_its_own_and_a_shared_one_is_refused(monk
     with pytest.raises(UsageError, match=r"^ranks 0 and 1 would share one GPU \(device 0 of "
                                          r"rank 1\): start at most one rank per GPU$"):
         distributed.use_local_gpu()
+
+
+class PlacedRank(SingleProcess):
+    """Rank ``rank`` of ``size``, ``local_rank`` of the ``local_size`` on its machine; every
+    other rank took a GPU of a UUID of its own."""
+
+    def __init__(self, rank: int, size: int, local_rank: int, local_size: int):
+        super().__init__()
+        self.rank, self.size, self.local_rank, self.local_size = (rank, size, local_rank,
+                                                                  local_size)
+
+    def gather_objects(self, value) -> list:
+        return [value if rank == self.rank else f"rank {rank}'s GPU".encode()
+                for rank in range(self.size)]
+
+
+@pytest.mark.parametrize("rank, size, local_rank, local_size, gpus, device", [
+    (1, 2, 0, 1, 2, 0),  # two machines of one rank each, each showing its 2 GPUs
+    (3, 4, 1, 2, 4, 1),  # two machines of two ranks each, each showing its 4 GPUs
+    (2, 4, 0, 2, 4, 0),  # the same
+], ids=["rank 1, first of its machine", "rank 3, second of its machine",
+        "rank 2, first of its machine"])
+def test_a_rank_takes_the_gpu_of_its_place_on_its_machine_not_of_its_rank(
+        monkeypatch, rank, size, local_rank, local_size, gpus, device):
+    monkeypatch.setattr(distributed, "_process", PlacedRank(rank, size, local_rank, local_size))
+    cupy = fake_cupy(gpus)
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    assert distributed.use_local_gpu() == device and cupy.used == [device]
 
 
 class CapturingStream:
@@ -802,17 +857,39 @@ def test_batches_of_different_rows_on_the_ranks_end_the_job_with_one_error():
     assert "rank 1: Traceback" not in result.stderr  # rank 0's report ends the job
 
 
-def worker_mismatch() -> None:
-    rank = distributed.communicator().rank
-    seed_network("sgd").fit(*data(256), batch_size=64 if rank == 1 else BATCH, verbose=0)
+OTHER_VERSION = "0.0.0+rank1"
+
+
+def worker_mismatch(setting: str) -> None:
+    """``fit`` on every rank, rank 1 differing from rank 0 in ``setting``: ``fit``'s
+    batch_size, dnn's version, the backend, the model's dtype or the number of samples."""
+    from dnn.replay import EagerReplayBackend
+
+    other = distributed.communicator().rank == 1
+    if other and setting == "version":
+        dnn.__version__ = OTHER_VERSION  # dnn.__version__, as fit reads it
+    model = seed_network("sgd", backend=EagerReplayBackend() if other and setting == "backend"
+                         else None, dtype="float64" if other and setting == "dtype" else "float32")
+    samples = 200 if other and setting == "samples" else 256
+    model.fit(*data(samples), batch_size=64 if other and setting == "batch_size" else BATCH,
+              verbose=0)
 
 
 @needs_mpi
-def test_settings_that_differ_between_ranks_end_the_job_with_a_usage_error():
-    result = mpiexec("mismatch")
+@pytest.mark.parametrize("setting, difference", [
+    ("batch_size", "batch_size 64, rank 0 128"),
+    ("version", f"dnn version {OTHER_VERSION!r}, rank 0 {dnn.__version__!r}"),
+    ("backend", "backend 'replay-eager', rank 0 'cpu'"),
+    ("dtype", "dtype 'float64', rank 0 'float32'"),
+    ("samples", "samples (200, 784), rank 0 (256, 784)")])
+def test_settings_that_differ_between_ranks_end_the_job_with_a_usage_error(setting, difference):
+    """One line, rank 0's (rank 1 meets the same difference, and is ended before it reports
+    it), within 30 seconds."""
+    result = mpiexec("mismatch", setting, timeout=30)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert ("every rank must run with the same settings: rank 1 has batch_size 64, rank 0 "
-            "128") in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "UsageError:" in line]
+    assert errors == ["dnn.errors.UsageError: every rank must run with the same settings: "
+                      f"rank 1 has {difference}"], result.stderr
 
 
 def worker_fails() -> None:
@@ -826,6 +903,34 @@ def worker_fails() -> None:
                             callbacks=[dnn.callbacks.LambdaCallback(on_train_batch_end=fail)])
 
 
+def worker_blas_threads(folder: str) -> None:
+    """Each rank's OpenBLAS threads, set to one more than the rule gives (the cores this
+    process may run on, divided by the 2 ranks of this machine) before the ranks are joined,
+    and as joining them left them."""
+    assert distributed._process is None  # not joined yet
+    get, set_ = openblas_threads()
+    rule = max(1, len(os.sched_getaffinity(0)) // 2)
+    set_(ctypes.c_int(rule + 1))
+    before = get()
+    ranks = distributed.communicator()
+    report(folder, "blas", rule=rule, before=before, after=get(), local_size=ranks.local_size,
+           own=threads.process_threads())
+
+
+@needs_mpi
+@pytest.mark.skipif(not threads._loaded_blas() or not hasattr(os, "sched_getaffinity"),
+                    reason="no OpenBLAS mapped in this process (NumPy's wheels bring one, on "
+                           "Linux)")
+def test_joining_the_ranks_gives_each_ranks_blas_the_cores_shared_among_the_local_ranks(
+        tmp_path):
+    """Under mpiexec -n 2, no thread variable set: each rank's BLAS (and dnn's own threads)
+    go from one more than the rule to the rule itself when the ranks are joined."""
+    assert_ran(mpiexec("blas-threads", tmp_path, timeout=30, unset=threads.THREAD_VARIABLES))
+    for rank in reports(tmp_path, "blas"):
+        assert rank["local_size"] == 2 and rank["before"] == rank["rule"] + 1
+        assert rank["after"] == rank["own"] == rank["rule"], rank
+
+
 @needs_mpi
 def test_a_failure_on_one_rank_ends_the_job_within_30_seconds():
     started = time.monotonic()
@@ -834,6 +939,69 @@ def test_a_failure_on_one_rank_ends_the_job_within_30_seconds():
     assert result.returncode == 1, result.stdout + result.stderr
     assert "rank 1: Traceback" in result.stderr
     assert "RuntimeError: injected on rank 1" in result.stderr
+
+
+def worker_ends(when: str, how: str) -> None:
+    """Rank 1 ends by ``how`` ("exit": ``sys.exit(3)``; "raise": a RuntimeError) ``when``:
+    "after joining", once ``distributed.communicator()`` joined the ranks, before ``fit``;
+    "before joining", after ``from dnn import distributed`` (at this file's top) but before
+    the ranks are joined.  Rank 0 trains, waiting in ``MPI_Init`` or a sum for rank 1.  With
+    ``when`` "alone", rank 1 raises before joining and rank 0 exits at once without starting
+    MPI: rank 1 waits :data:`failure.JOIN_WAIT` (2 s here) for it."""
+    from dnn.distributed import failure
+
+    failure.JOIN_WAIT = 2
+    if when == "after joining":
+        distributed.communicator()
+    if launcher.launched_rank() == 1:
+        if how == "exit":
+            sys.exit(3)
+        raise RuntimeError(f"injected on rank 1 {when}")
+    if when != "alone":
+        seed_network("sgd").fit(*data(256), batch_size=BATCH, verbose=0)
+
+
+def assert_ended_by_rank_1(result: subprocess.CompletedProcess, status: int, started: float,
+                           error: str = "") -> None:
+    """The job ended with ``status`` within 30 seconds of ``started``, rank 1 reporting
+    ``error`` (a RuntimeError's message) with its traceback where given."""
+    assert time.monotonic() - started < 30
+    assert result.returncode == status, result.stdout + result.stderr
+    if error:
+        assert "rank 1: Traceback" in result.stderr
+        assert f"RuntimeError: {error}" in result.stderr
+
+
+@needs_mpi
+@pytest.mark.parametrize("runner", [(), ("-m", "mpi4py")], ids=["python", "python -m mpi4py"])
+def test_an_exception_on_one_rank_before_joining_ends_the_job_within_30_seconds(runner):
+    """From ``from dnn import distributed`` on: rank 1 starts MPI only to abort the job, once
+    rank 0 starts it too (in ``fit``)."""
+    started = time.monotonic()
+    result = mpiexec("ends", "before joining", "raise", timeout=30, runner=runner)
+    assert_ended_by_rank_1(result, 1, started, "injected on rank 1 before joining")
+
+
+@needs_mpi
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGALRM: POSIX")
+def test_a_rank_failing_before_joining_ends_a_job_whose_others_never_start_mpi():
+    """Rank 0 exits without starting MPI, so that rank 1 would wait in MPI_Init for ever:
+    SIGALRM ends it after failure.JOIN_WAIT, and MPICH's mpiexec gives its number."""
+    started = time.monotonic()
+    result = mpiexec("ends", "alone", "raise", timeout=30)
+    assert_ended_by_rank_1(result, 14, started, "injected on rank 1 alone")
+
+
+@needs_mpi
+@pytest.mark.parametrize("how, status, error", [
+    ("exit", 3, ""), ("raise", 1, "injected on rank 1 after joining")])
+def test_under_mpi4pys_runner_a_rank_ending_after_joining_ends_the_job_within_30_seconds(
+        how, status, error):
+    """``mpiexec -n 2 python -m mpi4py script.py`` (docs/distributed.md): ``sys.exit(3)``,
+    which calls no hook, ends the job with 3 too (plain ``python`` waits for ever)."""
+    started = time.monotonic()
+    result = mpiexec("ends", "after joining", how, timeout=30, runner=("-m", "mpi4py"))
+    assert_ended_by_rank_1(result, status, started, error)
 
 
 # -- dnn train under mpiexec ---------------------------------------------------------------------
@@ -855,12 +1023,13 @@ FAILING = {  # a plugin module: a dataset and an optimizer that fail on rank 1 a
                 if RANK == "1" and os.environ.get("FAIL") == "load":
                     raise DataError("no data on rank 1")
                 rng = np.random.default_rng(0)
+                train = 900 if RANK == "1" and os.environ.get("FAIL") == "shape" else 1000
                 centres = rng.random((3, 12))
                 def split(n):
                     labels = rng.integers(0, 3, size=n)
                     x = 0.7 * centres[labels] + 0.3 * rng.random((n, 12))
                     return x.astype(np.float32), labels
-                return split(1000), split(200)
+                return split(train), split(200)
 
 
         class FailsOnRank1(SGD):
@@ -970,7 +1139,10 @@ def test_dnn_train_workers_runs_the_same_job(site, tmp_path):
     (["--optimizer", "nosuch"], "", 2, "Error: unknown optimizer 'nosuch'"),
     (["--optimizer", "fails"], "", 1, "Error: rank 1: "),
     ([], "load", 1, "Error: rank 1: no data on rank 1"),
-], ids=["a usage error", "a failure in training on rank 1", "a failure on rank 1 at the start"])
+    ([], "shape", 2, "Error: every rank must run with the same settings: rank 1 has the "
+                     "training data's shape (900, 12), rank 0 (1000, 12)"),
+], ids=["a usage error", "a failure in training on rank 1", "a failure on rank 1 at the start",
+        "training data of another shape on rank 1"])
 def test_an_error_on_any_rank_ends_dnn_train_with_its_status_reported_once(
         site, arguments, fail, status, error):
     started = time.monotonic()
@@ -1058,8 +1230,9 @@ class FakeNccl(types.ModuleType):
     NCCL_FLOAT16, NCCL_FLOAT32, NCCL_FLOAT64 = 6, 7, 8
     TYPES = {NCCL_FLOAT32: np.float32, NCCL_FLOAT64: np.float64}
 
-    def __init__(self):
+    def __init__(self, version: int = 22304):
         super().__init__("cupy.cuda.nccl")
+        self.version = version  # NCCL_VERSION_CODE: 22304 is 2.23.4
         self.sums = 0  # sums run (not recorded)
         fake = self
 
@@ -1079,6 +1252,9 @@ class FakeNccl(types.ModuleType):
                 assert current.ptr == stream
                 run = functools.partial(fake.sum_at, recvbuf, count, fake.TYPES[datatype])
                 if current._capture is not None:
+                    if fake.version < 20900:  # NCCL before 2.9 cannot be captured
+                        raise RuntimeError("cudaErrorStreamCaptureUnsupported: operation "
+                                           "not permitted when stream is capturing")
                     current._capture.operations.append(run)
                 else:
                     current._launch(run)
@@ -1089,9 +1265,8 @@ class FakeNccl(types.ModuleType):
     def get_unique_id() -> bytes:
         return os.urandom(128)
 
-    @staticmethod
-    def get_version() -> int:
-        return 22304  # 2.23.4
+    def get_version(self) -> int:
+        return self.version
 
     def sum_at(self, address: int, count: int, dtype) -> None:
         from mpi4py import MPI
@@ -1102,19 +1277,21 @@ class FakeNccl(types.ModuleType):
         self.sums += 1
 
 
-def worker_nccl(folder: str, fail_warm_up_on: str) -> None:
+def worker_nccl(folder: str, fail_warm_up_on: str, versions: str = "22304") -> None:
     """The seed network (smaller) on the stand-in's gpu backend, its gradients summed by
     NCCL (:class:`FakeNccl`) in the captured step; rank ``fail_warm_up_on`` (or none) has a
-    warm-up that fails."""
+    warm-up that fails.  ``versions``: each rank's NCCL_VERSION_CODE, comma-separated, or
+    one for every rank."""
     import cupy
 
     from dnn.backends.gpu import GpuBackend
     from dnn.distributed.nccl import NcclCommunicator
     from dnn.errors import CaptureError
 
-    nccl = sys.modules["cupy.cuda.nccl"] = FakeNccl()
-    backend = GpuBackend()
     rank = distributed.communicator().rank
+    version = int((versions.split(",") * 2)[rank])
+    nccl = sys.modules["cupy.cuda.nccl"] = FakeNccl(version)
+    backend = GpuBackend()
     if str(rank) == fail_warm_up_on:
         def failing():
             raise CaptureError("injected")
@@ -1298,9 +1475,10 @@ def standin_path(tmp_path_factory) -> str:
     return os.pathsep.join(map(str, [STANDIN, pathfinder, site, ROOT]))
 
 
-def nccl_run(folder: Path, path: str, fail_warm_up_on="none", graphs="1") -> tuple:
+def nccl_run(folder: Path, path: str, fail_warm_up_on="none", graphs="1",
+             versions="22304") -> tuple:
     """``(weights, report)`` of :func:`worker_nccl`, the same on both ranks."""
-    result = mpiexec("nccl", folder, fail_warm_up_on, timeout=120,
+    result = mpiexec("nccl", folder, fail_warm_up_on, versions, timeout=120,
                      environment={"PYTHONPATH": path, "DNN_GPU_GRAPHS": graphs})
     assert_ran(result)
     weights = [weights_of(folder, "nccl", rank) for rank in (0, 1)]
@@ -1335,6 +1513,27 @@ def test_nccl_sums_inside_the_captured_step_as_the_eager_step_does(tmp_path, sta
         "rank 1)"]}
     for mine, reference in zip(fallen_back, eager):
         assert mine.tobytes() == reference.tobytes()
+
+
+@needs_mpi
+@pytest.mark.skipif(sys.platform != "linux", reason="stand-in: the stub cuBLAS is built as on "
+                                                    "Linux")
+@pytest.mark.parametrize("versions, captured", [("20900", True), ("22304,20800", False)],
+                         ids=["NCCL 2.9 on every rank", "NCCL 2.8 on rank 1"])
+def test_nccl_from_2_9_sums_in_the_captured_step_and_an_older_one_makes_every_rank_eager(
+        tmp_path, standin_path, versions, captured):
+    """NCCL before 2.9 cannot run inside a CUDA graph (the stand-in's raises there, as a
+    capture would fail): a rank that has one sends every rank to the eager step, from the
+    first, with no warning (nothing failed); 2.9 captures as later ones do."""
+    from tests.cuda_harness import HostCudaBackend
+
+    if not HostCudaBackend.is_available():
+        pytest.skip(f"stand-in: {HostCudaBackend.is_available().reason}")
+    _, run = nccl_run(tmp_path, standin_path, versions=versions)
+    if captured:  # as test_nccl_sums_inside_the_captured_step_as_the_eager_step_does
+        assert run == {"launches": 9, "sums": 14, "warnings": []}
+    else:  # the 12 steps eager, each summing once by NCCL
+        assert run == {"launches": 0, "sums": 12, "warnings": []}
 
 
 def worker_mpi_gpu(folder: str, nccl_on: str) -> None:
@@ -1630,6 +1829,7 @@ WORKERS = {"equivalence": worker_equivalence, "references": worker_references,
            "resume-perturbed": worker_resume_perturbed, "stream": worker_stream,
            "sources": worker_sources, "unequal-rows": worker_unequal_rows,
            "mismatch": worker_mismatch, "fails": worker_fails, "nccl": worker_nccl,
+           "ends": worker_ends, "blas-threads": worker_blas_threads,
            "mpi-gpu": worker_mpi_gpu, "nccl-gpus": worker_nccl_gpus,
            "seedless": worker_seedless, "empty-share": worker_empty_share,
            "stop-at-epoch-end": worker_stop_at_epoch_end,

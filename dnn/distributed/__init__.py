@@ -9,7 +9,9 @@ from rank 0's; epoch figures, evaluation and validation are summed over the rank
 callback decides alike (:mod:`dnn.trainers.data_parallel`).
 
 Distributed mode comes from the launcher's environment (:mod:`dnn.distributed.launcher`), so a
-plain run never imports MPI.  The communicators: :class:`SingleProcess` (a plain run),
+plain run never imports MPI.  Under a launcher, importing this package makes an uncaught
+exception end the whole job, even before the ranks are joined (:mod:`dnn.distributed.failure`:
+MPI is started then, only to abort).  The communicators: :class:`SingleProcess` (a plain run),
 :class:`dnn.distributed.mpi.MpiCommunicator` (mpi4py, the extra ``dnn-framework[mpi]``) and,
 for CuPy arrays, :class:`dnn.distributed.nccl.NcclCommunicator` (``cupy.cuda.nccl``), whose
 all-reduce a captured CUDA graph can hold.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import importlib
 import weakref
 
+from dnn.distributed import failure
 from dnn.distributed.communicator import Communicator, SingleProcess
 from dnn.distributed.launcher import launched_size
 from dnn.errors import UsageError
@@ -29,6 +32,9 @@ __all__ = ["Communicator", "SingleProcess", "abort", "communicator", "for_backen
 
 _process: Communicator | None = None
 _by_backend: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+if launched_size() > 1:  # a failure before the ranks are joined ends the job too
+    failure.install()
 
 
 def communicator() -> Communicator:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import sys
 import time
 
+from dnn.distributed.failure import report_prefix
 from dnn.errors import UsageError
 
 REPORT_DELAY = 1.0  # seconds a rank other than 0 waits before it reports an error (end_job)
-SIGNALLED = 128  # an exit status above this one is 128 + the number of the signal that ended it
 
 
 class Communicator:
@@ -69,7 +69,7 @@ class Communicator:
         a sum that the signalled rank left, which only that rank's report ends)."""
         if self.rank > 0:
             time.sleep(REPORT_DELAY)
-        report(f"rank {self.rank}: " if self.rank > 0 and status <= SIGNALLED else "")
+        report(report_prefix(self.rank, status))
         self.abort(status)
 
     def require_same(self, settings: dict) -> None:

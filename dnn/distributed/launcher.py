@@ -1,8 +1,8 @@
 """Distributed mode from the launcher's environment, and the launch of ``dnn train --workers``.
 
-MPICH's ``mpiexec`` (and Slurm's ``srun --mpi=pmi2``, Intel MPI's) sets ``PMI_SIZE`` in every
-process it starts, Open MPI's ``OMPI_COMM_WORLD_SIZE``: reading them needs no MPI, so a plain
-run never imports it.
+MPICH's ``mpiexec`` (and Slurm's ``srun --mpi=pmi2``, Intel MPI's) sets ``PMI_SIZE`` and
+``PMI_RANK`` in every process it starts, Open MPI's ``OMPI_COMM_WORLD_SIZE`` and
+``OMPI_COMM_WORLD_RANK``: reading them needs no MPI, so a plain run never imports it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from dnn.errors import UsageError
 
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
+RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK")
 MPI_EXTRA = "pip install 'dnn-framework[mpi]'"
 
 
@@ -25,6 +26,16 @@ def launched_size() -> int:
         if value.isdigit() and int(value) > 0:
             return int(value)
     return 1
+
+
+def launched_rank() -> int:
+    """This process's rank as the launcher numbered it (0 without a launcher), known before
+    MPI is started."""
+    for name in RANK_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
 
 
 def mpiexec() -> str:

@@ -13,33 +13,24 @@ for one that never comes (a plain ``sys.exit(1)`` on one rank hangs MPICH, Open 
 alike).  So, once this communicator is made, an exception that reaches the top of a rank prints
 its traceback and aborts the job (``MPI_Abort``) with the status the command line gives it:
 2 for a usage error, 130 for Ctrl-C, 1 for the others (:meth:`Communicator.end_job`: reported
-once where every rank meets it; a signal's without the rank's name).  A script that catches an
-error on one rank ends the job itself, with :func:`dnn.distributed.abort`.
+once where every rank meets it; a signal's without the rank's name).  Before it is made, the
+hook of :mod:`dnn.distributed.failure` aborts the job; ``sys.exit`` calls no hook, which
+``python -m mpi4py`` covers.  A script that catches an error on one rank ends the job itself,
+with :func:`dnn.distributed.abort`.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-import time
-import traceback
 
 import numpy as np
 
 from dnn.distributed.communicator import Communicator
+from dnn.distributed.failure import (abort_world, exit_status, hook_before_dnn,
+                                     write_exception)
 from dnn.distributed.launcher import MPI_EXTRA, SIZE_VARIABLES, launched_size
 from dnn.distributed.threads import limit_blas_threads
 from dnn.errors import DnnError, UsageError
-
-FORWARD_DELAY = 0.2  # for the launcher to forward what was written before an abort ends it
-
-
-def exit_status(error: BaseException) -> int:
-    """The exit status of a job ended by ``error``: 130 for Ctrl-C, 2 for a usage error, 1
-    otherwise."""
-    if isinstance(error, KeyboardInterrupt):
-        return 130
-    return 2 if isinstance(error, UsageError) else 1
 
 
 def _import_mpi():
@@ -71,18 +62,12 @@ class MpiCommunicator(Communicator):
         self.local_rank, self.local_size = machine.Get_rank(), machine.Get_size()
         machine.Free()
         limit_blas_threads(self.local_size)
-        self._previous_hook = sys.excepthook
+        self._previous_hook = hook_before_dnn(sys.excepthook)  # the user's, or Python's
         sys.excepthook = self._abort_on_exception
 
     def _abort_on_exception(self, kind, error, trace) -> None:
         def report(prefix: str) -> None:
-            if self._previous_hook is not sys.__excepthook__:  # a hook of the user's
-                sys.stderr.write(prefix)
-                self._previous_hook(kind, error, trace)
-                return
-            sys.stderr.flush()  # then one write, which the launcher forwards whole
-            lines = traceback.format_exception(kind, error, trace)
-            os.write(2, f"{prefix}{''.join(lines)}".encode())
+            write_exception(self._previous_hook, prefix, kind, error, trace)
 
         self.end_job(report, exit_status(error))
 
@@ -113,7 +98,4 @@ class MpiCommunicator(Communicator):
         return bool(self._world.allreduce(bool(flag), op=self._mpi.LAND))
 
     def abort(self, status: int):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        time.sleep(FORWARD_DELAY)
-        self._world.Abort(status)
+        abort_world(self._world, status)
