@@ -12,7 +12,7 @@ table).  The pieces a backend is checked with are public, for a plugin's own tes
 - :func:`assert_layers_match_cpu`: each activation's Dense layer forward and backward, each
   image layer's (Conv2D, the pooling layers, BatchNormalization in training), and each loss,
   from identical weights and inputs, to rounding; the image kernels (im2col, col2im, max
-  pooling) are among the kernels;
+  pooling) and batch normalization's sums per channel are among the kernels;
 - :func:`record_training` and :func:`assert_training_matches`: a training run compared with
   the cpu backend's step by step in its losses and per parameter in aggregate
   (:data:`TRAINING_TOLERANCE`).
@@ -429,6 +429,7 @@ def assert_kernels_match_cpu(backend: Backend, dtype: str) -> None:
               for b in (backend, cpu)}
     assert counts[backend.name] == counts["cpu"], f"kernel correct_count ({dtype}): {counts}"
     _assert_window_kernels_match_cpu(backend, cpu, dtype)
+    _assert_channel_sums_match_cpu(backend, cpu, dtype)
     _assert_updates_match_cpu(backend, cpu, dtype)
 
 
@@ -465,6 +466,39 @@ def _assert_window_kernels_match_cpu(backend: Backend, cpu: Backend, dtype: str)
         np.testing.assert_array_equal(backend.to_numpy(ours[-1]), reference[-1],
                                       err_msg=f"kernel max_pool argmax {window.kernel} "
                                               f"{padding} ({dtype})")
+
+
+# Batches the sums per channel are checked on, as (m, c) rows: images (3, 7, 6, 2), one row,
+# none (a rank's share of a last batch may have none).
+CHANNEL_ROWS = [(126, 2), (1, 3), (0, 2)]
+CHANNEL_SUMS = ("channel_sums", "channel_sums about a mean", "channel_gradient_sums")
+
+
+def _assert_channel_sums_match_cpu(backend: Backend, cpu: Backend, dtype: str) -> None:
+    """Batch normalization's sums per channel (of the rows, of their squares about a mean,
+    and of a gradient and its products with the normalized rows), on values around 1 and 2
+    (sums well away from 0, where rounding is relative), agree with the cpu backend's and
+    are written into the ``out`` given."""
+    rng = np.random.default_rng(8)
+    for shape in CHANNEL_ROWS:
+        channels = shape[1]
+        x, grad, normalized = ((rng.normal(size=shape) + centre).astype(dtype)
+                               for centre in (2, 1, 1))
+        mean = rng.normal(size=channels).astype(dtype)
+        results = {}
+        for b in (backend, cpu):
+            outs = [b.empty((width,), dtype) for width in (channels, channels, 2 * channels)]
+            returned = [b.channel_sums(b.asarray(x), outs[0]),
+                        b.channel_sums(b.asarray(x), outs[1], mean=b.asarray(mean)),
+                        b.channel_gradient_sums(b.asarray(grad), b.asarray(normalized),
+                                                outs[2])]
+            for what, out, result in zip(CHANNEL_SUMS, outs, returned):
+                assert result is out, (f"kernel {what} on {b.name} returned another array "
+                                       "than the out it was given")
+            results[b.name] = outs
+        for what, ours, theirs in zip(CHANNEL_SUMS, results[backend.name], results["cpu"]):
+            assert_matches_cpu(backend, f"kernel {what} of {shape[0]} rows", ours,
+                               cpu.to_numpy(theirs), dtype)
 
 
 def _assert_updates_match_cpu(backend: Backend, cpu: Backend, dtype: str) -> None:

@@ -1,13 +1,16 @@
 """The gpu backend's CUDA kernels, compiled by the host C compiler (tests/cuda_harness.py) and run
 through the gpu backend's own code against the generic kernels, in float32 and float64, on
 NaN, inf, -0.0, subnormals, ties and empty batches (the window kernels of convolution and
-pooling also over every small geometry): CI has no GPU, and this is how a typo or a wrong
-formula in a kernel string is found there.  Every output of every kernel is checked, the
-per-row values a row kernel writes and the backend sums included, and an error planted in each
+pooling also over every small geometry; batch normalization's sums per channel over batches
+of every size, each chunk of rows, to the bit on sums that are exact and to rounding on any):
+CI has no GPU, and this is how a typo or a wrong formula in a kernel string is found there.
+Every output of every kernel is checked, the per-row values a row kernel writes and the
+partial sums of each chunk that the backend adds up included, and an error planted in each
 output in turn proves it."""
 
 import dataclasses
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -147,6 +150,61 @@ def window_case(name):
         b, CASE_WINDOW, *window_inputs(name, CASE_WINDOW, rows, CASE_CHANNELS, dtype, rng))
 
 
+def summable(rng, shape, dtype):
+    """Quarters in [-8, 8], and in every column but the first zeros, -0.0, infinities of
+    both signs and NaN mixed in: every sum, of them and of their products and squares about
+    quarters, is exact in float32 (up to 1000 rows), so that the sums per channel, chunk by
+    chunk, come out with NumPy's bits in any order."""
+    values = (rng.integers(-32, 33, size=shape) / 4).astype(dtype)
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan], dtype)
+    picked = rng.random(shape) < 0.2
+    picked[..., 0] = False
+    values[picked] = rng.choice(specials, size=int(picked.sum()))
+    return values
+
+
+def channel_sums_case(backend, x) -> list:
+    return [backend.channel_sums(x, np.empty(x.shape[1], x.dtype))]
+
+
+def channel_squares_case(backend, x, mean) -> list:
+    return [backend.channel_sums(x, np.empty(x.shape[1], x.dtype), mean=mean)]
+
+
+def channel_gradient_sums_case(backend, grad, normalized) -> list:
+    return [backend.channel_gradient_sums(grad, normalized,
+                                          np.empty(2 * grad.shape[1], grad.dtype))]
+
+
+def rows_and_means(rows, dtype, rng, channels=5) -> tuple:
+    """``((x (rows, channels),), (mean (channels,),))``: summable rows, and quarters for a
+    mean, the last infinite."""
+    mean = (rng.integers(-32, 33, size=channels) / 4).astype(dtype)
+    mean[-1] = np.inf
+    return (summable(rng, (rows, channels), dtype),), (mean,)
+
+
+# The first stage of the sums per channel: kernel name -> (inputs(rows, dtype, rng):
+# ((the (rows, c) arrays), (the (c,) arrays)), call(backend, *arrays): the backend's results),
+# its output ``partial`` (chunks, width) the sums of each chunk of rows (gpu.channel_chunks),
+# which the second stage (dnn_sum_chunks) adds up (so that a wrong chunk can hide in the sum,
+# or behind a NaN one).
+CHUNK_KERNELS = {
+    "dnn_chunk_sums": (lambda rows, dtype, rng: ((summable(rng, (rows, 5), dtype),), ()),
+                       channel_sums_case),
+    "dnn_chunk_squares": (rows_and_means, channel_squares_case),
+    "dnn_chunk_gradient_sums": (lambda rows, dtype, rng: (
+        (summable(rng, (rows, 5), dtype), summable(rng, (rows, 5), dtype)), ()),
+                                channel_gradient_sums_case),
+}
+
+
+def chunk_case(name):
+    """The case of stage-1 kernel ``name``: its backend call on its inputs."""
+    inputs, call = CHUNK_KERNELS[name]
+    return lambda b, rows, dtype, rng: call(b, *itertools.chain(*inputs(rows, dtype, rng)))
+
+
 # kernel name: case(backend, rows, dtype, rng) -> host arrays; each case calls that kernel
 CASES = {
     "dnn_bias_add": lambda b, rows, dtype, rng: [
@@ -161,6 +219,8 @@ CASES = {
     "dnn_adam": run_optimizer(lambda: Adam(learning_rate=2e-3)),
     **{name: row_case(name) for name in ROW_KERNELS},
     **{name: window_case(name) for name in WINDOW_CALLS},
+    **{name: chunk_case(name) for name in CHUNK_KERNELS},
+    "dnn_sum_chunks": chunk_case("dnn_chunk_gradient_sums"),
 }
 # Kernels that reduce a row in order where NumPy sums pairwise, and call exp and log: the C
 # library's, not NumPy's.  The rest compute exactly NumPy's expression, to the bit.
@@ -192,6 +252,18 @@ def generic_rows(name, output, dtype, rows) -> list:
             for row in range(rows)]
 
 
+def generic_chunks(name, dtype, rows) -> np.ndarray:
+    """What the output ``partial`` of stage-1 kernel ``name`` holds for its case: the generic
+    kernel's sums of each chunk of rows alone, ``(chunks, width)``."""
+    inputs, call = CHUNK_KERNELS[name]
+    row_arrays, channel_arrays = inputs(rows, dtype, np.random.default_rng(SEED))
+    chunks, chunk_rows = gpu.channel_chunks(rows)
+    sums = [call(GenericNumpy(), *(array[start:start + chunk_rows] for array in row_arrays),
+                 *channel_arrays)[0] for start in range(0, rows, chunk_rows)]
+    width = call(GenericNumpy(), *(array[:0] for array in row_arrays), *channel_arrays)[0].size
+    return np.stack(sums) if sums else np.empty((0, width), dtype)
+
+
 def assert_same(name, what, mine, reference) -> None:
     """``mine`` is ``reference``: the same dtype and shape, and the same values, to rounding
     for a :data:`ROUNDED` kernel, to the bit (NaN where NaN) for the rest."""
@@ -221,8 +293,9 @@ def comparable_bits(array, name) -> bytes:
 
 def assert_kernel_matches_generic(kernels, name, dtype, rows) -> list:
     """Every output kernel ``name`` of ``kernels`` writes in its case matches the generic
-    kernels: the gpu backend's results, which hold the kernel's outputs, and, row by row, each
-    output the backend sums (a wrong row would hide in the sum, and a NaN row hides them all).
+    kernels: the gpu backend's results, which hold the kernel's outputs, and, row by row (chunk
+    by chunk), each output the backend sums (a wrong row would hide in the sum, and a NaN row
+    hides them all).
     An output that is neither, one no comparison would see, fails the check.  Returns the
     backend's results."""
     ours, outputs = run_case(kernels, name, dtype, rows)
@@ -235,6 +308,8 @@ def assert_kernel_matches_generic(kernels, name, dtype, rows) -> list:
             rows_alone = generic_rows(name, output, dtype, rows)
             assert_same(name, output, array,
                         np.stack(rows_alone) if rows_alone else np.empty(0, array.dtype))
+        elif name in CHUNK_KERNELS:
+            assert_same(name, output, array, generic_chunks(name, dtype, rows))
         else:
             assert array.size == 0 or any(
                 isinstance(result, np.ndarray) and np.shares_memory(array, result)
@@ -373,6 +448,112 @@ def test_the_window_kernels_leave_to_the_generic_kernels_arrays_they_cannot_take
     ours = im2col_case(backend, window, strided, 0.0)
     assert kernels["dnn_im2col"].calls == calls["dnn_im2col"] + 1
     assert_same("dnn_im2col", "strided", ours[0], im2col_case(generic, window, strided, 0.0)[0])
+
+
+# Batches as rows (m, c) for the sums per channel: none, one, a row per chunk, chunks of
+# rows that do not divide them (37 = 5 chunks of 7 and one of 2), one channel (a contiguous
+# column, which NumPy sums pairwise), more rows than a float32 sum of them all can hold
+# exactly where the values are not quarters.
+CHANNEL_SHAPES = [(0, 1), (0, 4), (1, 1), (1, 3), (2, 3), (7, 1), (36, 2), (37, 5), (64, 3),
+                  (130, 4), (1000, 1), (1000, 3)]
+
+
+def channel_kernel_calls(backend, x, mean, grad) -> dict:
+    """The three sums per channel of ``x``, about ``mean``, and of ``grad`` with ``x`` as the
+    normalized values, on ``backend``, by kernel."""
+    return {"dnn_chunk_sums": channel_sums_case(backend, x),
+            "dnn_chunk_squares": channel_squares_case(backend, x, mean),
+            "dnn_chunk_gradient_sums": channel_gradient_sums_case(backend, grad, x)}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", CHANNEL_SHAPES, ids=str)
+def test_channel_sums_are_the_generic_kernels_on_batches_of_any_size(shape, dtype):
+    """To the bit where every sum is exact (quarters, zeros of both signs, infinities, NaN):
+    every row counted once, in its channel, whatever the chunks."""
+    kernels = compile_kernels()
+    rng = np.random.default_rng(SEED)
+    x, grad = summable(rng, shape, dtype), summable(rng, shape, dtype)
+    mean = (rng.integers(-32, 33, size=shape[1]) / 4).astype(dtype)
+    calls = kernels["dnn_sum_chunks"].calls
+    ours = channel_kernel_calls(HostCudaBackend(kernels), x, mean, grad)
+    assert kernels["dnn_sum_chunks"].calls == calls + 3
+    expected = channel_kernel_calls(GenericNumpy(), x, mean, grad)
+    for name, results in ours.items():
+        assert_same(name, f"{shape}", results[0], expected[name][0])
+
+
+def exact_sums(terms: np.ndarray) -> tuple:
+    """``(sums, sums of magnitudes)`` per column of ``terms`` ``(m, width)``, each the exact
+    sum rounded once (float64)."""
+    columns = terms.astype(np.float64).T
+    return (np.array([math.fsum(column) for column in columns]),
+            np.array([math.fsum(np.abs(column)) for column in columns]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", [(37, 5), (1000, 1), (4099, 3)], ids=str)
+def test_channel_sums_are_exact_sums_to_the_rounding_of_their_additions(shape, dtype):
+    """On values of several scales that cancel: within (chunk_rows + chunks) roundings of
+    each term's size of the exact sums of the generic kernels' terms (a lost or doubled row
+    is a whole term off)."""
+    rng = np.random.default_rng(SEED)
+    x, grad = ((rng.normal(size=shape) * rng.choice([1e-3, 1.0, 1e3], size=shape))
+               .astype(dtype) for _ in range(2))
+    mean = rng.normal(size=shape[1]).astype(dtype)
+    ours = channel_kernel_calls(HostCudaBackend(), x, mean, grad)
+    terms = {"dnn_chunk_sums": x, "dnn_chunk_squares": (x - mean) * (x - mean),
+             "dnn_chunk_gradient_sums": np.concatenate([grad, grad * x], axis=1)}
+    chunks, chunk_rows = gpu.channel_chunks(shape[0])
+    for name, results in ours.items():
+        exact, magnitudes = exact_sums(terms[name])
+        bound = (chunk_rows + chunks) * np.finfo(dtype).eps * magnitudes
+        assert np.all(np.abs(results[0] - exact) <= bound), name
+
+
+def test_channel_chunks_split_the_rows_into_chunks_none_of_them_empty():
+    for rows in [*range(200), 4099, 10 ** 6 + 1]:
+        chunks, chunk_rows = gpu.channel_chunks(rows)
+        assert (chunks - 1) * chunk_rows < rows <= chunks * chunk_rows or rows == chunks == 0
+        assert chunk_rows == max(1, math.ceil(math.sqrt(rows)))
+
+
+def test_the_channel_kernels_leave_to_the_generic_kernels_arrays_they_cannot_take():
+    """An output that is not C-contiguous, rows that are not 2-D, a mean or normalized values
+    of another dtype or shape: the generic kernels, with their results; rows that are not
+    C-contiguous are copied for the kernels."""
+    kernels = compile_kernels()
+    backend, generic = HostCudaBackend(kernels), GenericNumpy()
+    rng = np.random.default_rng(SEED)
+    x, grad = rng.normal(size=(2, 9, 4)), rng.normal(size=(18, 4))
+    refused = [  # (the first-stage kernel left out, the call)
+        ("dnn_chunk_sums", lambda b: b.channel_sums(x[0], np.empty(8)[::2])),
+        ("dnn_chunk_sums", lambda b: b.channel_sums(x, np.empty(4))),
+        ("dnn_chunk_squares", lambda b: b.channel_sums(x[0], np.empty(4),
+                                                       mean=np.zeros(4, np.float32))),
+        ("dnn_chunk_squares", lambda b: b.channel_sums(x[0], np.empty(4), mean=np.zeros(1))),
+        ("dnn_chunk_gradient_sums", lambda b: b.channel_gradient_sums(
+            grad, grad[:9], np.empty(8))),
+        ("dnn_chunk_gradient_sums", lambda b: b.channel_gradient_sums(
+            grad, grad.astype(np.float32), np.empty(8))),
+    ]
+    for name, call in refused:
+        calls = kernels[name].calls
+        try:
+            expected = call(generic)
+        except ValueError:  # shapes the generic kernel cannot take either
+            with pytest.raises(ValueError):
+                call(backend)
+        else:
+            np.testing.assert_array_equal(call(backend), expected)
+        assert kernels[name].calls == calls, f"{name} took arrays it cannot"
+    strided = grad[:, ::2]
+    assert not strided.flags.c_contiguous
+    calls = kernels["dnn_chunk_gradient_sums"].calls
+    ours = channel_gradient_sums_case(backend, strided, strided)
+    assert kernels["dnn_chunk_gradient_sums"].calls == calls + 1
+    np.testing.assert_allclose(ours[0], channel_gradient_sums_case(generic, strided, strided)[0],
+                               rtol=1e-14)
 
 
 @pytest.mark.parametrize("classes", [1, 2, 3, 10])

@@ -201,6 +201,26 @@ class LastOffsetLost(GenericNumpy):
         return super().col2im(kept, window, grad_x)
 
 
+class UncenteredSquares(GenericNumpy):
+    """Sums of squares per channel about 0, not about the mean given: batch normalization's
+    variance too large by the mean's square."""
+
+    name = "uncentered-squares"
+
+    def channel_sums(self, x, out, mean=None):
+        return super().channel_sums(x if mean is None else x * x, out)
+
+
+class LastRowLost(GenericNumpy):
+    """Gradient sums per channel that leave out the batch's last row, as a sum in chunks
+    that drops the rows past the last whole chunk would."""
+
+    name = "last-row-lost"
+
+    def channel_gradient_sums(self, grad, normalized, out):
+        return super().channel_gradient_sums(grad[:-1], normalized[:-1], out)
+
+
 PLANTED = [WrongSign, MissingOneOverN, EpsilonOutsideTheRoot]
 
 
@@ -216,11 +236,14 @@ CHECKS = {  # the rewritten checks, and what each says about the planted errors 
         "kernel softmax_crossentropy grad", EpsilonOutsideTheRoot: "RMSprop update: param",
         FreshOutput: "kernel dense_forward on fresh-output returned another array than the out",
         LastMaxWins: r"kernel max_pool_backward \(2, 2\) valid", ShiftedWindows:
-        r"kernel im2col \(3, 2\) same", LastOffsetLost: r"kernel col2im \(2, 2\) valid"}),
+        r"kernel im2col \(3, 2\) same", LastOffsetLost: r"kernel col2im \(2, 2\) valid",
+        UncenteredSquares: "kernel channel_sums about a mean of 126 rows",
+        LastRowLost: "kernel channel_gradient_sums of 126 rows"}),
     "layers": (lambda b: testing.assert_layers_match_cpu(b, "float32"), {  # no optimizer here
         WrongSign: "Dense linear grad_bias", MissingOneOverN: "from logits gradient",
         LastMaxWins: "MaxPooling2D grad_x", ShiftedWindows: "Conv2D inference",
-        LastOffsetLost: "Conv2D grad_x"}),
+        LastOffsetLost: "Conv2D grad_x", UncenteredSquares: "BatchNormalization inference",
+        LastRowLost: "BatchNormalization grad_x"}),
     # The toy network's gradients are too large for epsilon's place to show; the seed
     # network's sparse pixels give the small ones where it does.
     "toy training": (lambda b: testing.assert_training_matches_cpu(b, "float32"), {

@@ -1,5 +1,5 @@
 """Keras' "Simple MNIST convnet", made small, trained through the whole gpu path on the CPU: the
-real GpuBackend (its window kernels compiled by the host C compiler), CudaGraphs and Cublas on the
+real GpuBackend (its CUDA kernels compiled by the host C compiler), CudaGraphs and Cublas on the
 stand-in of CuPy 14 and the stub cuBLAS (tests/test_gpu_standin.py).  Its trajectory is the cpu
 backend's to float32 rounding; its step is captured and replayed as a CUDA graph, every replay
 the eager step's to the bit; BatchNormalization's moving statistics, step state, advance in the
@@ -86,14 +86,20 @@ def train(backend, model: str):
     return history.history, net.get_weights(), statistics.batches
 
 
+# The generic kernels the gpu backend has its own of (dnn.backends.cuda_sources): the window
+# kernels (dnn_<name>, in each model) and batch normalization's sums per channel (in the
+# batch-normalized model).
 WINDOW_KERNELS = ("im2col", "col2im", "max_pool", "max_pool_backward")
+CHANNEL_KERNELS = {"channel_sums": ("dnn_chunk_sums", "dnn_chunk_squares", "dnn_sum_chunks"),
+                   "channel_gradient_sums": ("dnn_chunk_gradient_sums", "dnn_sum_chunks")}
 
 
 @pytest.fixture
-def window_calls(monkeypatch):
-    """The generic window kernels refused to the gpu backend (a run on it that takes one
-    fails; its own are ``dnn_<name>``); gives a gpu backend's calls of its window kernels by
-    name, as the stand-in's compiled kernels count them (in eager steps and replays alike)."""
+def kernel_calls(monkeypatch):
+    """The generic window kernels and sums per channel refused to the gpu backend (a run on
+    it that takes one fails); gives a gpu backend's calls of its own kernels of them by
+    ``dnn_*`` name, as the stand-in's compiled kernels count them (in eager steps and replays
+    alike)."""
     def refusing(name):
         generic = getattr(Backend, name)
 
@@ -103,11 +109,12 @@ def window_calls(monkeypatch):
             return generic(self, *args, **kwargs)
         return kernel
 
-    for name in WINDOW_KERNELS:
+    for name in (*WINDOW_KERNELS, *CHANNEL_KERNELS):
         monkeypatch.setattr(Backend, name, refusing(name))
 
     def calls(backend) -> dict:
-        compiled = {name: backend._kernels[f"dnn_{name}"]._host_kernel for name in WINDOW_KERNELS}
+        names = {f"dnn_{name}" for name in WINDOW_KERNELS}.union(*CHANNEL_KERNELS.values())
+        compiled = {name: backend._kernels[name]._host_kernel for name in names}
         return {name: 0 if kernel is None else kernel.calls for name, kernel in compiled.items()}
     return calls
 
@@ -137,15 +144,18 @@ def assert_same_run(ours, reference) -> None:
 
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_the_convnet_trains_on_the_gpu_path_as_on_the_cpu_backend(cupy, monkeypatch,
-                                                                   window_calls, model):
+                                                                   kernel_calls, model):
     """Captured and replayed, and eager (``DNN_GPU_GRAPHS=0``: CuPy's products): the cpu
     backend's losses, weights and moving statistics after each batch, to float32 rounding;
-    the gpu backend's own window kernels, never the generic ones."""
+    the gpu backend's own window kernels and sums per channel, never the generic ones."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", GraphFallbackWarning)
         captured = train(backend := GpuBackend(), model)
     assert cupy.cuda.graph.launches == FULL_BATCHES - 1  # every full batch but the warm-up
-    assert all(window_calls(backend).values())  # each model has convolutions and max pooling
+    calls = kernel_calls(backend)
+    assert all(calls[f"dnn_{name}"] for name in WINDOW_KERNELS)  # convolutions, max pooling
+    if model == "batch-normalized":
+        assert all(calls[name] for names in CHANNEL_KERNELS.values() for name in names)
     monkeypatch.setenv("DNN_GPU_GRAPHS", "0")
     eager = train(GpuBackend(), model)
     assert cupy.cuda.graph.launches == FULL_BATCHES - 1
@@ -159,7 +169,7 @@ def test_the_convnet_trains_on_the_gpu_path_as_on_the_cpu_backend(cupy, monkeypa
 
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_every_replay_of_the_convnet_is_the_eager_step_to_the_bit(cupy, monkeypatch,
-                                                                  window_calls, model):
+                                                                  kernel_calls, model):
     """Every replay checked (not only the first two) against the eager step from the same
     state, every array of the step's state compared to the bit (weights, Adam's moments and
     step, Dropout's counter, the moving statistics, the totals): none differs, none falls
@@ -175,11 +185,11 @@ def test_every_replay_of_the_convnet_is_the_eager_step_to_the_bit(cupy, monkeypa
     assert_same_run(replayed, eager)
 
 
-def test_the_capture_of_the_convnet_allocates_nothing(cupy, window_calls):
+def test_the_capture_of_the_convnet_allocates_nothing(cupy, kernel_calls):
     """After its warm-up, the capture finds every block it asks for in its pool: the window
-    kernels and the layers' temporaries.  (Without Dropout: its hash's temporaries make the
-    capture of any model with Dropout, a dense one too, take one or two new blocks on the
-    stand-in, an allocation CuPy's relaxed capture allows.)"""
+    kernels', the partial sums per channel and the layers' temporaries.  (Without Dropout:
+    its hash's temporaries make the capture of any model with Dropout, a dense one too, take
+    one or two new blocks on the stand-in, an allocation CuPy's relaxed capture allows.)"""
     train(GpuBackend(), "batch-normalized")
     assert cupy.cuda.graph.launches == FULL_BATCHES - 1
     assert [malloc for malloc in cupy.cuda.memory.mallocs if malloc.capturing] == []

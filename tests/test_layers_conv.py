@@ -3,18 +3,23 @@ against loops written from the definitions, their gradients against finite diffe
 backend against cpu, and what a model does with them (shapes, summary, checkpoints, moving
 statistics)."""
 
+import functools
 import itertools
+import threading
 
 import numpy as np
 import pytest
 
 import dnn
+from dnn import backends
 from dnn.backends.windows import Axis
 from dnn.errors import UsageError
 from dnn.layers import (AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
                         GlobalAveragePooling2D, Input, MaxPooling2D, from_config)
 from dnn.utils import to_categorical
 from dnn.testing import numerical_gradient
+from tests.conftest import GenericNumpy, host_cuda_param
+from tests.cuda_harness import HostCudaBackend
 
 RNG = np.random.default_rng(11)
 
@@ -135,6 +140,106 @@ def test_batch_normalization_in_training_uses_the_batchs_statistics_and_moves_it
                                batch_norm_reference(x, layer, training=False), rtol=1e-12)
     for ours, theirs in zip(layer.get_weights(), before):
         np.testing.assert_array_equal(ours, theirs)
+
+
+class RecordedSums(GenericNumpy):
+    """The generic kernels, recording each call of the sums per channel: (kernel, the
+    arrays it was given)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def channel_sums(self, x, out, mean=None):
+        self.calls.append(("channel_sums", x, mean))
+        return super().channel_sums(x, out, mean)
+
+    def channel_gradient_sums(self, grad, normalized, out):
+        self.calls.append(("channel_gradient_sums", grad, normalized))
+        return super().channel_gradient_sums(grad, normalized, out)
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 5), (7,)], ids=["images", "flat"])
+def test_batch_normalization_sums_with_the_backends_kernels_on_views_of_its_rows(shape):
+    """A training pass: the batch's sums and its sums of squares about their mean, then the
+    gradient's sums, each on the ``(m, c)`` rows of the arrays themselves (no copy)."""
+    backend = RecordedSums()
+    layer = built(BatchNormalization, shape, backend)
+    x, grad = RNG.normal(size=(6, *shape)), RNG.normal(size=(6, *shape))
+    layer.forward(x, training=True)
+    layer.backward(grad)
+    rows = (x.size // shape[-1], shape[-1])
+    assert [(name, first.shape) for name, first, _ in backend.calls] == [
+        ("channel_sums", rows), ("channel_sums", rows), ("channel_gradient_sums", rows)]
+    (_, first, _), (_, again, mean), (_, gradient, normalized) = backend.calls
+    assert np.shares_memory(first, x) and np.shares_memory(again, x) and mean.shape == shape[-1:]
+    assert np.shares_memory(gradient, grad) and np.shares_memory(normalized, layer._normalized)
+
+
+class ThreadRanks:
+    """Ranks as threads of one process, for a layer's sums: ``rank(r)`` is rank ``r``'s
+    communicator, whose ``all_reduce`` waits for every rank's array and leaves in each their
+    sum, added in rank order."""
+
+    def __init__(self, size):
+        self.arrays = [None] * size
+        self.barrier = threading.Barrier(size, timeout=30)
+
+    def rank(self, rank):
+        ranks = self
+
+        class Rank:
+            def all_reduce(self, array, backend):
+                ranks.arrays[rank] = array
+                ranks.barrier.wait()
+                total = functools.reduce(np.add, [a.copy() for a in ranks.arrays])
+                ranks.barrier.wait()  # every rank has read every array
+                array[...] = total
+        return Rank()
+
+
+@pytest.mark.parametrize("name", ["cpu", host_cuda_param()])
+@pytest.mark.parametrize("share_rows", [(0, 6), (2, 4)], ids=["a share of no rows", "2 and 4"])
+def test_synchronized_batch_normalization_over_shares_is_the_whole_batchs(name, share_rows):
+    """With ``synchronized``, two ranks' shares of a batch of 6 (one of no rows: a rank past
+    the rows of a last batch) are normalized with the whole batch's statistics, move the
+    moving ones as it does, and give back each share's rows of the whole batch's input
+    gradient and, weighted by their shares of the rows, its weights' gradients: in each
+    share's units, the gradient of its share's mean loss."""
+    backend = HostCudaBackend() if name == "host-cuda" else backends.get_backend("cpu")
+    shape = (4, 3, 5)
+    x = RNG.normal(size=(6, *shape)) * 3 + 1
+    upstream = RNG.normal(size=x.shape)  # of the whole batch's mean loss
+    whole = built(BatchNormalization, shape, backend)
+    start = whole.get_weights()
+    expected = [whole.forward(x.copy(), training=True).copy(), whole.backward(upstream.copy())]
+    expected_grads = [backend.to_numpy(grad) for grad in whole.grads]
+    bounds, ranks, results = np.cumsum([0, *share_rows]), ThreadRanks(2), {}
+
+    def share(rank):
+        rows = slice(bounds[rank], bounds[rank + 1])
+        layer = built(lambda: BatchNormalization(synchronized=True), shape, backend)
+        layer.set_weights(start)
+        layer.ranks, layer.global_rows = ranks.rank(rank), 6
+        units = 6 / max(share_rows[rank], 1)  # d(share's mean) / d(whole batch's mean)
+        out = layer.forward(x[rows].copy(), training=True).copy()
+        grad_x = layer.backward(upstream[rows] * units) / units
+        results[rank] = (rows, layer, [out, grad_x], [grad.copy() for grad in layer.grads])
+
+    threads = [threading.Thread(target=share, args=(rank,)) for rank in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [0, 1]
+    for rows, layer, ours, _ in results.values():
+        for mine, theirs in zip(ours, expected):
+            np.testing.assert_allclose(mine, theirs[rows], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(layer.get_weights()[2:], whole.get_weights()[2:],
+                                   rtol=1e-12)
+    for index, theirs in enumerate(expected_grads):  # weighted as the model sums them
+        weighted = sum(grads[index] * share_rows[rank] / 6
+                       for rank, (_, _, _, grads) in results.items())
+        np.testing.assert_allclose(weighted, theirs, rtol=1e-10, atol=1e-12)
 
 
 # -- gradients ---------------------------------------------------------------------------------

@@ -2,9 +2,12 @@
 
 Shapes used in the docstrings: ``n`` samples in a batch, ``i`` inputs of a layer, ``o`` its
 outputs, ``k`` classes; for images (channels-last) ``h, w, c`` an input's height, width and
-channels, ``kh, kw`` a window's, ``oh, ow`` the output's (:mod:`dnn.backends.windows`).  A backend subclass overrides a kernel only where it is measurably faster
+channels, ``kh, kw`` a window's, ``oh, ow`` the output's (:mod:`dnn.backends.windows`); ``m``
+the rows of a batch of any shape ``(n, ..., c)`` seen as ``(m, c)`` (batch normalization's sums
+per channel).  A backend subclass overrides a kernel only where it is measurably faster
 (in-place NumPy ufuncs and C for ``cpu``, CUDA kernels for ``gpu``) and must give the same
-numbers as the generic version here; the cross-backend tests pin them together.
+numbers as the generic version here (to rounding where it adds a sum in another order); the
+cross-backend tests pin them together.
 
 Who owns what: a kernel writes its results into arrays the caller allocated and owns (``out``,
 ``grad_kernel``, ...; a layer keeps them from batch to batch, see :mod:`dnn.layers`) or, where
@@ -220,6 +223,30 @@ class Backend:
         chosen = xp.expand_dims(argmax, axis=3) == cells
         routed = xp.where(chosen, xp.expand_dims(grad, axis=3), xp.zeros((), dtype=grad.dtype))
         return self.col2im(xp.reshape(routed, (n, oh, ow, *window.kernel, c)), window, grad_x)
+
+    # -- batch normalization: sums per channel over a batch's rows --------------------------
+    def channel_sums(self, x: Array, out: Array, mean: Array | None = None) -> Array:
+        """The sums per channel of ``x`` ``(m, c)`` (a channels-last batch as rows: every
+        value of one channel in a column) into ``out`` ``(c,)``: ``sum_m x[m, c]``, or given
+        ``mean`` ``(c,)`` the sum of squares about it, ``sum_m (x[m, c] - mean[c]) ** 2``;
+        zeros for no rows.  Returns ``out``.  A backend may add the rows in another order:
+        the sums then agree to rounding."""
+        terms = x
+        if mean is not None:
+            centered = x - mean
+            terms = centered * centered
+        out[...] = self.xp.sum(terms, axis=0)
+        return out
+
+    def channel_gradient_sums(self, grad: Array, normalized: Array, out: Array) -> Array:
+        """The sums per channel that batch normalization's gradients are made of, over ``(m,
+        c)`` rows as :meth:`channel_sums` takes them, into ``out`` ``(2 * c,)``: ``out[:c]``
+        the sums of ``grad`` (``dL/dout``), ``out[c:]`` those of ``grad * normalized`` (the
+        normalized inputs).  Returns ``out``."""
+        xp, channels = self.xp, grad.shape[1]
+        out[:channels] = xp.sum(grad, axis=0)
+        out[channels:] = xp.sum(grad * normalized, axis=0)
+        return out
 
     # -- activations ---------------------------------------------------------------------------
     def relu(self, z: Array) -> Array:

@@ -22,9 +22,11 @@ row-per-thread kernels (``*_rows``) reduce a row in order where NumPy may sum pa
 agree to rounding.  The window kernels of convolution and pooling (``dnn_im2col`` and the
 rest) work a thread per element they write and gather what it needs, adding in the generic
 kernel's order: the same bits (but for the sign of a zero max pooled from 0.0 and -0.0, which
-NumPy's max leaves to the order of its SIMD reduction).  The gpu backend compiles them with
-``--fmad=false``, the harness with ``-ffp-contract=off``: no multiply-add is contracted into a
-differently rounded FMA.
+NumPy's max leaves to the order of its SIMD reduction).  Batch normalization's sums per channel
+add a column's rows in chunks, then the chunks (two kernels, no atomics): always the same
+order, so the same bits from call to call, and NumPy's sums to rounding.  The gpu backend
+compiles them with ``--fmad=false``, the harness with ``-ffp-contract=off``: no multiply-add is
+contracted into a differently rounded FMA.
 """
 
 from __future__ import annotations
@@ -73,6 +75,28 @@ _WINDOWS_READING_THE_INPUT = """
             }}
         }}
         grad_x = total;
+        """
+
+# -- batch normalization's sums per channel (Backend.channel_sums, channel_gradient_sums) over
+# (m, c) rows, in two stages with no atomics, so that a sum comes out with the same bits every
+# time (a captured step's replays are the eager step's).  Stage 1 (dnn_chunk_*): a thread per
+# element (chunk, column) of (chunks, width) partial sums, adding the terms of its column over
+# the chunk's rows in order, from 0 as NumPy's sum does; a chunk is chunk_rows rows (the last
+# fewer), chunks = ceil(rows / chunk_rows).  Stage 2 (dnn_sum_chunks): a thread per column,
+# adding its chunks in order.  {width} is the columns of the partial sums; {term} adds the
+# term of row ``row`` (at ``at`` in the rows) to ``total``.
+CHUNK_PARAMS = "int64 rows, int64 channels, int64 chunk_rows"
+_CHUNK_OF_ROWS = """
+        const ptrdiff_t width = {width};
+        const ptrdiff_t column = i % width, channel = column % channels;
+        const ptrdiff_t first = (i / width) * chunk_rows;
+        const ptrdiff_t stop = first + chunk_rows < rows ? first + chunk_rows : rows;
+        T total = (T)0;
+        for (ptrdiff_t row = first; row < stop; ++row) {{
+            const ptrdiff_t at = row * channels + channel;
+            {term}
+        }}
+        partial = total;
         """
 
 ELEMENTWISE = {source.name: source for source in (
@@ -203,4 +227,30 @@ ELEMENTWISE = {source.name: source for source in (
                 const ptrdiff_t at = window * channels + channel;
                 const int chosen = argmax[at] == row * kernel_width + column;
                 total = total + (chosen ? grad[at] : (T)0);""")),
+    # -- batch normalization's sums per channel, stage 1 (CHUNK_PARAMS, _CHUNK_OF_ROWS).
+    # chunk_sums: the sums of x (m, c) per chunk, (chunks, c).
+    ElementwiseSource(
+        "dnn_chunk_sums", f"raw T x, {CHUNK_PARAMS}", "T partial",
+        _CHUNK_OF_ROWS.format(width="channels", term="total = total + x[at];")),
+    # chunk_squares: the sums of (x - mean)**2 per chunk, (chunks, c), mean (c,).
+    ElementwiseSource(
+        "dnn_chunk_squares", f"raw T x, raw T mean, {CHUNK_PARAMS}", "T partial",
+        _CHUNK_OF_ROWS.format(width="channels", term=(
+            "const T centered = x[at] - mean[channel]; total = total + centered * centered;"))),
+    # chunk_gradient_sums: per chunk, (chunks, 2c), the sums of grad (m, c) in the first c
+    # columns, those of grad * normalized (m, c) in the last c.
+    ElementwiseSource(
+        "dnn_chunk_gradient_sums", f"raw T grad, raw T normalized, {CHUNK_PARAMS}",
+        "T partial",
+        _CHUNK_OF_ROWS.format(width="2 * channels", term=(
+            "total = total + (column < channels ? grad[at] : grad[at] * normalized[at]);"))),
+    # sum_chunks, stage 2: out (width,), each column of partial (chunks, width) summed in order.
+    ElementwiseSource(
+        "dnn_sum_chunks", "raw T partial, int64 chunks, int64 width", "T out",
+        """
+        T total = (T)0;
+        for (ptrdiff_t chunk = 0; chunk < chunks; ++chunk)
+            total = total + partial[chunk * width + i];
+        out = total;
+        """),
 )}

@@ -5,16 +5,19 @@ CuPy is optional: without it (or without a CUDA device) this module still import
 expression, in the same order, as the generic kernel in :mod:`dnn.backends.base` or the
 optimizer's formula (the softmax cross-entropy and accuracy kernels work a row per thread, so
 the loss is summed row by row first; the window kernels of convolution and pooling work a thread
-per element they write, gathering, with no atomics); their CUDA source is in
-:mod:`dnn.backends.cuda_sources`, which the test suite also compiles with the host C compiler,
-and the cross-backend tests pin them to the cpu backend.  On a GPU this network is small enough
-that kernel launches, not arithmetic, set the pace: the kernels exist to launch fewer.
+per element they write, gathering, with no atomics; batch normalization's sums per channel add
+chunks of rows, then the chunks, also without atomics: NumPy's sums to rounding, the same bits
+from call to call); their CUDA source is in :mod:`dnn.backends.cuda_sources`, which the test
+suite also compiles with the host C compiler, and the cross-backend tests pin them to the cpu
+backend.  On a GPU this network is small enough that kernel launches, not arithmetic, set the
+pace: the kernels exist to launch fewer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 
 import numpy as np
@@ -47,6 +50,15 @@ def graphs_switched_on() -> bool:
         raise UsageError(f"DNN_GPU_GRAPHS must be 1 or 0 (or true/false, yes/no, on/off), "
                          f"not {os.environ['DNN_GPU_GRAPHS']!r}")
     return GRAPHS_SWITCH[value]
+
+
+def channel_chunks(rows: int) -> tuple[int, int]:
+    """``(chunks, chunk_rows)``: how the channel-sum kernels split ``rows`` rows (stage 1 of
+    :mod:`dnn.backends.cuda_sources`' sums per channel): ``ceil(sqrt(rows))`` rows a chunk, the
+    last fewer, so that a thread of either stage adds about ``sqrt(rows)`` values; no chunk
+    for no rows."""
+    chunk_rows = math.isqrt(rows - 1) + 1 if rows else 1
+    return -(-rows // chunk_rows), chunk_rows
 
 
 def _compile(cupy) -> dict:
@@ -229,6 +241,49 @@ class GpuBackend(Backend):
                                                *self._window_geometry(window, grad_x.shape),
                                                grad_x)
         return grad_x
+
+    # -- batch normalization: sums per channel, in two stages --------------------------------
+    def _channel_kernels_take(self, *specs) -> bool:
+        """Whether the channel-sum kernels can take the arrays of ``specs``, ``(array,
+        shape)`` pairs, the rows ``(m, c)`` first and the output last: each of this backend,
+        of its shape and of the rows' float dtype, the output C-contiguous (the inputs are
+        made so for the kernels).  The generic kernel takes any others (and raises where they
+        do not fit)."""
+        rows, out = specs[0][0], specs[-1][0]
+        return (all(self.is_own_array(array) and array.shape == shape
+                    and array.dtype == rows.dtype for array, shape in specs)
+                and rows.dtype.kind == "f" and out.flags.c_contiguous)
+
+    def _sum_in_chunks(self, stage: str, inputs: list, out) -> None:
+        """Stage-1 kernel ``stage`` on ``inputs`` (``(m, c)`` rows first, then any ``(c,)``)
+        into partial sums ``(chunks, width)`` (:func:`channel_chunks`), then their columns
+        added chunk by chunk into ``out`` ``(width,)``."""
+        cupy = self._cupy
+        rows, channels = inputs[0].shape
+        chunks, chunk_rows = channel_chunks(rows)
+        partial = cupy.empty((chunks, out.shape[0]), out.dtype)
+        self._kernels[stage](*map(cupy.ascontiguousarray, inputs), rows, channels, chunk_rows,
+                             partial)
+        self._kernels["dnn_sum_chunks"](partial, chunks, out.shape[0], out)
+
+    def channel_sums(self, x, out, mean=None):
+        channels = x.shape[-1]
+        means = [] if mean is None else [(mean, (channels,))]
+        if x.ndim != 2 or not self._channel_kernels_take((x, x.shape), *means,
+                                                         (out, (channels,))):
+            return super().channel_sums(x, out, mean)
+        if mean is None:
+            self._sum_in_chunks("dnn_chunk_sums", [x], out)
+        else:
+            self._sum_in_chunks("dnn_chunk_squares", [x, mean], out)
+        return out
+
+    def channel_gradient_sums(self, grad, normalized, out):
+        if grad.ndim != 2 or not self._channel_kernels_take(
+                (grad, grad.shape), (normalized, grad.shape), (out, (2 * grad.shape[1],))):
+            return super().channel_gradient_sums(grad, normalized, out)
+        self._sum_in_chunks("dnn_chunk_gradient_sums", [grad, normalized], out)
+        return out
 
     def relu(self, z):
         self._kernels["dnn_relu"](z, z)

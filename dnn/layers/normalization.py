@@ -90,12 +90,13 @@ class BatchNormalization(Layer):
             raise UsageError(f"{self.name}: a moving variance must be >= 0, not "
                              f"{float(variance.min())!r} (no data has a negative variance)")
 
-    def _reduced_axes(self, x) -> tuple:
-        return tuple(range(x.ndim - 1))
+    def _as_rows(self, x):
+        """``x`` ``(n, ..., c)`` as the ``(m, c)`` rows the backend's channel sums take (a
+        view of a C-contiguous ``x``)."""
+        return self._backend.xp.reshape(x, (math.prod(x.shape[:-1]), x.shape[-1]))
 
     def forward(self, x, logits=False, training=False):
         xp = self._backend.xp
-        axes = self._reduced_axes(x)
         self._ranks = self.ranks if self.synchronized else None
         # a share of no rows (a rank past the rows of a last batch) has no statistics of its
         # own: it normalizes with the moving ones and leaves them alone (synchronized, the
@@ -103,78 +104,77 @@ class BatchNormalization(Layer):
         batch_statistics = (training and self.trainable
                             and (x.shape[0] > 0 or self._ranks is not None))
         if batch_statistics:
-            mean, centered, variance = self._batch_moments(x, axes)
+            mean, variance = self._batch_moments(x)
             self.moving_mean[...] = self.moving_mean * self.momentum + mean * (1 - self.momentum)
             self.moving_variance[...] = (self.moving_variance * self.momentum
                                          + variance * (1 - self.momentum))
         else:
-            centered, variance = x - self.moving_mean, self.moving_variance
+            mean, variance = self.moving_mean, self.moving_variance
         inverse_std = self._buffers("inverse_std", variance.shape, x.dtype)
         inverse_std[...] = 1 / xp.sqrt(variance + self.epsilon)
         normalized = self._buffers("normalized", x.shape, x.dtype)
-        normalized[...] = centered * inverse_std
+        normalized[...] = (x - mean) * inverse_std
         out = self._buffers("output", x.shape, x.dtype)
         out[...] = normalized * self.gamma + self.beta
         self._normalized, self._inverse_std = normalized, inverse_std
         self._batch_statistics = batch_statistics
         return out
 
-    def _batch_moments(self, x, axes) -> tuple:
-        """``(mean, x - mean, variance)`` of the batch per channel: of this rank's share, or
-        with ``synchronized`` of the whole global batch (sums over the ranks)."""
-        xp = self._backend.xp
-        if self._ranks is None:
-            mean = xp.mean(x, axis=axes)
-            centered = x - mean
-            return mean, centered, xp.mean(centered * centered, axis=axes)
-        channels = x.shape[-1]
+    def _batch_moments(self, x) -> tuple:
+        """``(mean, variance)`` ``(c,)`` of the batch ``x`` ``(n, ..., c)`` per channel: of
+        this rank's share, or with ``synchronized`` of the whole global batch (sums over the
+        ranks); keeps the count of values per channel they are taken over (an int, or the
+        global batch's as a ``(1,)`` array)."""
+        backend, rows = self._backend, self._as_rows(x)
+        channels = rows.shape[1]
         sums = self._buffers("sums", (channels + 1,), x.dtype)  # and the count of values
-        sums[:channels] = xp.sum(x, axis=axes)
-        sums[channels:] = math.prod(x.shape[:-1])
-        self._ranks.all_reduce(sums, self._backend)
-        self._count = sums[channels:]
+        backend.channel_sums(rows, sums[:channels])
+        self._count = rows.shape[0]
+        if self._ranks is not None:
+            sums[channels:] = self._count
+            self._ranks.all_reduce(sums, backend)
+            self._count = sums[channels:]
         mean = sums[:channels] / self._count
-        centered = x - mean
-        squares = self._buffers("squares", (channels,), x.dtype)
-        squares[...] = xp.sum(centered * centered, axis=axes)
-        self._ranks.all_reduce(squares, self._backend)
-        return mean, centered, squares / self._count
+        squares = backend.channel_sums(rows, self._buffers("squares", (channels,), x.dtype),
+                                       mean=mean)
+        if self._ranks is not None:
+            self._ranks.all_reduce(squares, backend)
+        return mean, squares / self._count
 
-    def _gradient_means(self, grad_normalized, normalized, axes) -> tuple:
-        """The means of ``dL/dnormalized`` and of it times ``normalized`` per channel, over
-        the values the batch statistics were taken of: this share's, or with
-        ``synchronized`` the global batch's, each rank's gradient (that of its share's mean
-        loss) weighted by its share of the rows, as the model sums the weights' gradients,
-        and given back in this share's units."""
-        xp = self._backend.xp
-        if self._ranks is None:
-            return (xp.mean(grad_normalized, axis=axes),
-                    xp.mean(grad_normalized * normalized, axis=axes))
-        rows, total = grad_normalized.shape[0], self.global_rows or grad_normalized.shape[0]
-        channels = grad_normalized.shape[-1]
-        sums = self._buffers("gradient_sums", (2 * channels,), grad_normalized.dtype)
-        sums[:channels] = xp.sum(grad_normalized, axis=axes) * (rows / total)
-        sums[channels:] = xp.sum(grad_normalized * normalized, axis=axes) * (rows / total)
-        self._ranks.all_reduce(sums, self._backend)
-        back = (total / rows if rows else 0.0) / self._count
-        return sums[:channels] * back, sums[channels:] * back
+    def _gradient_means(self, sums, samples: int) -> tuple:
+        """The means of ``dL/dnormalized`` (``grad * gamma``) and of it times ``normalized``
+        per channel, from this share's ``sums`` ``(2 * c,)`` of ``grad`` and ``grad *
+        normalized`` (:meth:`Backend.channel_gradient_sums`, overwritten), over the values the
+        batch statistics were taken of: this share's, or with ``synchronized`` the global
+        batch's, each rank's gradient (that of its share's mean loss, ``samples`` rows of the
+        global batch's) weighted by its share of the rows, as the model sums the weights'
+        gradients, and given back in this share's units."""
+        if self._ranks is not None:
+            total = self.global_rows or samples
+            sums *= samples / total
+            self._ranks.all_reduce(sums, self._backend)
+            sums *= total / samples if samples else 0.0
+        channels = self.gamma.shape[0]
+        return (self.gamma * sums[:channels] / self._count,
+                self.gamma * sums[channels:] / self._count)
 
     def backward(self, grad, logits=False):
-        xp = self._backend.xp
-        axes = self._reduced_axes(grad)
         normalized = self._normalized
+        channels = grad.shape[-1]
+        sums = self._backend.channel_gradient_sums(
+            self._as_rows(grad), self._as_rows(normalized),
+            self._buffers("gradient_sums", (2 * channels,), grad.dtype))
         trained = iter(self.grads)
         if self.scale:
-            next(trained)[...] = xp.sum(grad * normalized, axis=axes)
+            next(trained)[...] = sums[channels:]
         if self.center:
-            next(trained)[...] = xp.sum(grad, axis=axes)
+            next(trained)[...] = sums[:channels]
         if not self.needs_input_grad:
             return None
         grad_normalized = grad * self.gamma
         grad_x = self._buffers("grad_x", grad.shape, grad.dtype)
         if self._batch_statistics:  # the mean and variance depend on x too
-            mean, mean_times_normalized = self._gradient_means(grad_normalized, normalized,
-                                                               axes)
+            mean, mean_times_normalized = self._gradient_means(sums, grad.shape[0])
             grad_x[...] = self._inverse_std * (grad_normalized - mean
                                                - normalized * mean_times_normalized)
         else:
