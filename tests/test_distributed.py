@@ -1308,6 +1308,56 @@ def worker_nccl(folder: str, fail_warm_up_on: str, versions: str = "22304") -> N
            warnings=[str(warning.message) for warning in caught])
 
 
+class SetsNesterovOnRankZero(dnn.callbacks.Callback):
+    """Sets SGD's ``nesterov`` (a setting a graph bakes in) after the third batch, on rank 0
+    alone (``writes_files``: a callback only rank 0 runs)."""
+
+    writes_files = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 2:
+            self.model.optimizer.nesterov = True
+
+
+def worker_nccl_setting(folder: str) -> None:
+    """:func:`worker_nccl`'s network trained by SGD with momentum, its step captured with NCCL
+    in it, a host setting changed on rank 0 alone mid-epoch."""
+    import cupy
+
+    from dnn.backends.gpu import GpuBackend
+
+    sys.modules["cupy.cuda.nccl"] = FakeNccl()
+    model = dnn.Sequential([Dense(32, activation="relu"), Dense(10, activation="softmax")],
+                           seed=0, backend=GpuBackend())
+    model.compile(dnn.optimizers.SGD(0.05, momentum=0.9))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(*data(5 * BATCH + 9), batch_size=BATCH, epochs=2, verbose=0,
+                  callbacks=[SetsNesterovOnRankZero()])
+    report(folder, "nccl-setting", launches=cupy.cuda.graph.launches,
+           warnings=[str(warning.message) for warning in caught])
+
+
+@needs_mpi
+@pytest.mark.skipif(sys.platform != "linux", reason="stand-in: the stub cuBLAS is built as on "
+                                                    "Linux")
+def test_a_host_setting_changed_on_one_rank_recaptures_on_every_rank(tmp_path, standin_path):
+    """Rank 0 alone changes a setting its graph baked in: every rank warms up and captures
+    again together (a rank replaying its graph, whose NCCL sum waits for the others, while the
+    other captures would wait for ever)."""
+    from tests.cuda_harness import HostCudaBackend
+
+    if not HostCudaBackend.is_available():
+        pytest.skip(f"stand-in: {HostCudaBackend.is_available().reason}")
+    assert_ran(mpiexec("nccl-setting", tmp_path, timeout=60,
+                       environment={"PYTHONPATH": standin_path}))
+    ranks = reports(tmp_path, "nccl-setting")
+    assert ranks[0] == ranks[1] and ranks[0]["warnings"] == []
+    # as worker_nccl's 9 launches (the full batches but the first), less one: the fourth
+    # batch, the first after the change, is a warm-up again, the fifth a capture
+    assert ranks[0]["launches"] == 9 - 1
+
+
 def worker_nccl_synchronized(folder: str) -> None:
     """A synchronized BatchNormalization on the stand-in's gpu backend with NCCL: its sums
     in the captured step beside the gradients'."""
@@ -1825,6 +1875,7 @@ def test_a_stop_at_an_epochs_end_on_one_rank_stops_every_rank(tmp_path):
 WORKERS = {"equivalence": worker_equivalence, "references": worker_references,
            "dropout": worker_dropout, "batch-norm": worker_batch_norm,
            "synchronized": worker_synchronized, "nccl-synchronized": worker_nccl_synchronized,
+           "nccl-setting": worker_nccl_setting,
            "callbacks": worker_callbacks, "resume": worker_resume,
            "resume-perturbed": worker_resume_perturbed, "stream": worker_stream,
            "sources": worker_sources, "unequal-rows": worker_unequal_rows,

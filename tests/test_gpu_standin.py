@@ -34,7 +34,7 @@ from dnn.trainers.step import GraphFallbackWarning
 from dnn.testing import LowerTheRateEachBatch
 from dnn.utils import to_categorical
 from tests.test_cli import TINY_DATASET
-from tests.test_replay import ReadsTheGradientOnTheHost, train
+from tests.test_replay import ReadsTheGradientOnTheHost, SetsASettingFromEpoch, train
 from tests.cuda_harness import HostCudaBackend
 from tests.standin import stub_cublas
 
@@ -516,11 +516,18 @@ def test_fit_replayed_trains_as_the_cpu_backend_and_the_eager_step(cupy, monkeyp
     assert_close_runs(captured, train("cpu", optimizer))
 
 
-def test_the_checked_replays_pass_and_the_capture_allocates_nothing(cupy):
-    """After its warm-up, the capture finds every block it asks for in its pool."""
+@pytest.mark.parametrize("optimizer, callbacks", [
+    ("rmsprop", []),
+    (lambda: SGD(0.05, momentum=0.9), [SetsASettingFromEpoch("nesterov", True)])],
+    ids=["rmsprop", "nesterov-from-epoch-2"])
+def test_the_checked_replays_pass_and_the_capture_allocates_nothing(cupy, optimizer, callbacks):
+    """After its warm-up, the capture finds every block it asks for in its pool; so does the
+    capture after a setting the graph baked in changed (Nesterov's step takes a temporary
+    more), which is warmed up again first."""
+    make = optimizer if callable(optimizer) else (lambda: optimizer)
     with warnings.catch_warnings():
         warnings.simplefilter("error", GraphFallbackWarning)
-        train(GpuBackend())
+        train(GpuBackend(), make(), callbacks=callbacks)
     assert cupy.cuda.graph.launches > 0
     assert [malloc for malloc in cupy.cuda.memory.mallocs if malloc.capturing] == []
 

@@ -360,6 +360,30 @@ def test_a_host_setting_changed_during_fit_has_the_step_captured_again(optimizer
     assert replayed[0]["loss"] != train(EagerReplayBackend(), optimizer())[0]["loss"]
 
 
+class CountsItsSteps(SGD):
+    """A plugin that keeps a host number of its own from step to step, in a setting of its
+    ``__init__`` (against the plugin contract)."""
+
+    def __init__(self, learning_rate=0.1, calls=0):
+        super().__init__(learning_rate=learning_rate)
+        self.calls = calls
+
+    def begin_step(self):
+        self.calls += 1
+
+
+def test_a_step_that_changes_a_host_setting_itself_runs_eagerly_with_a_warning():
+    """It would need a capture at every step: after its warm-up it runs eagerly, once warned,
+    and trains as the eager run does."""
+    backend = CountsCaptures()
+    with pytest.warns(GraphFallbackWarning, match="its run changes a setting it reads on the "
+                                                  "host") as caught:
+        replayed = train(backend, CountsItsSteps())
+    assert len([w for w in caught if issubclass(w.category, GraphFallbackWarning)]) == 1
+    assert backend.captures == 0 and backend.replays == 0
+    assert_same_run(replayed, train(EagerReplayBackend(), CountsItsSteps()))
+
+
 class RebindsTheParameter(SGD):
     def update(self, param, grad, state):
         param = param - self.learning_rate * grad  # noqa: F841 (the planted bug)

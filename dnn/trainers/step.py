@@ -8,8 +8,8 @@ index buffer (or into the arrays it reads, for batches that come from a generato
 run, and what may change between runs (the optimizer's step count, learning rate and other
 float hyper-parameters) lives in device arrays the step reads; what it adds up (the epoch's
 loss and metrics) stays on the device until the epoch ends.  A setting read on the host (an
-optimizer's bool or int hyper-parameter) is baked into a capture: when one changes, the step
-is captured and checked again.
+optimizer's bool or int hyper-parameter) is baked into a capture: when one changes (on any
+rank), the step is warmed up, captured and checked again.
 
 :class:`ReplayedStep` runs a step eagerly once (compiling kernels, allocating buffers), then has
 the backend capture it (:meth:`dnn.backends.Backend.capture`) and checks its own work: the first
@@ -99,7 +99,7 @@ class ReplayedStep:
         self.backend = step.trainer.backend
         self.ranks = step.trainer.communicator
         self.graph = None
-        self.graph_settings = None  # step.host_settings() when the graph was captured
+        self.settings = None  # step.host_settings() at the last warm-up (None: before the first)
         self.runs = 0  # eager runs and replays
         self.replays = 0
         self.eager = False  # decided for the rest of the run
@@ -109,21 +109,42 @@ class ReplayedStep:
         if self.runs == 1:  # no graphs, or a sum that cannot be in one: nothing to check
             self.eager = not self.ranks.all(self.backend.captures_steps()
                                             and self.ranks.in_graph)
-            if not self.eager:  # kernels compiled, buffers and the capture's memory allocated
-                before = self._snapshot()
-                _, reason = self._attempt(self.step, "its warm-up", before)
-                self._eager_unless_agreed(reason, before)
-                return
         if self.eager:
             self.step()
-            return
-        if self.graph is not None and self.graph_settings != self.step.host_settings():
-            self.graph, self.replays = None, 0  # a setting it baked in changed: capture anew
-        if self.graph is not None or self._capture():  # else it ran eagerly
+        elif self._settings_changed():  # the first run, or a setting a graph bakes in changed
+            self._warm_up()
+        elif self.graph is not None or self._capture():  # else it ran eagerly
             if self.replays < self.CHECKED_REPLAYS:
                 self._checked_replay()
             else:
                 self._replay()
+
+    def _settings_changed(self) -> bool:
+        """Whether the step has not been warmed up with the settings it reads on the host as
+        they are now (:meth:`TrainingStep.host_settings`), on some rank: every rank then
+        warms up, captures and checks the step again, together."""
+        changed = self.settings != self.step.host_settings()
+        return self.ranks.any(changed) if self.ranks.size > 1 else changed
+
+    def _warm_up(self) -> None:
+        """Run the step eagerly with the kernels of a captured one: kernels compiled, buffers
+        allocated, and the pool of the next capture warmed with the temporaries the step takes
+        with its settings as they are; the next run captures it.  A step whose own run
+        changes such a setting would need a graph of its own at every run: it runs eagerly
+        from here on, with a warning."""
+        self.graph, self.replays = None, 0
+        settings = self.step.host_settings()
+        before = self._snapshot()
+        _, reason = self._attempt(self.step, "its warm-up", before)
+        if self._eager_unless_agreed(reason, before):
+            return
+        self.settings = self.step.host_settings()
+        changing, _ = self._agree(None if self.settings == settings else (
+            "its run changes a setting it reads on the host (an optimizer's hyper-parameter "
+            "that is no device array; one of its own that changes at every step takes a float "
+            "default)"))
+        if changing is not None:
+            self._fall_back(changing, None)
 
     def _attempt(self, action, what: str, before: list, executes: bool = True):
         """``(action(), None)``, run with the kernels of a captured step; ``(None, reason)``
@@ -204,7 +225,7 @@ class ReplayedStep:
         elif declined:  # a backend declined this step: eager, without a warning
             self.graph, self.eager = None, True
         else:
-            self.graph, self.graph_settings = graph, self.step.host_settings()
+            self.graph = graph
             return True
         self.step()
         return False

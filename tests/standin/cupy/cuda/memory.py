@@ -238,13 +238,15 @@ class _Arena:
 
 class PooledMemory:
     """A chunk in use; it goes back to its arena when the last array on it is gone.  It holds
-    its pool weakly, as CuPy's does: where the pool is gone by then (``# The pool does not
-    exist anymore``), a chunk that is a whole allocation goes back to the device with it, and
-    a part of a split one is lost with the rest of that allocation (CuPy's chunks hold each
-    other, in cycles its garbage collector never frees: ``@cython.no_gc``)."""
+    its pool weakly, as CuPy's does, through the pool's own weak reference (``pmem._init(chunk,
+    self._weakref)``): one of its own, collected with it in a garbage cycle, would be cleared
+    though the pool lives.  Where the pool is gone by then (``# The pool does not exist
+    anymore``), a chunk that is a whole allocation goes back to the device with it, and a part
+    of a split one is lost with the rest of that allocation (CuPy's chunks hold each other, in
+    cycles its garbage collector never frees: ``@cython.no_gc``)."""
 
-    def __init__(self, chunk: _Chunk, pool: MemoryPool):
-        self.chunk, self._pool = chunk, weakref.ref(pool)
+    def __init__(self, chunk: _Chunk, pool_reference: weakref.ref):
+        self.chunk, self._pool = chunk, pool_reference
         self.ptr = chunk.mem.ptr + chunk.offset
 
     def __del__(self):
@@ -268,6 +270,7 @@ class MemoryPool:
     def __init__(self):
         self._arenas: dict[int, _Arena] = {}
         self._total_bytes = 0  # of the allocations it holds
+        self._weakref = weakref.ref(self)  # what its blocks in use hold it by
 
     def malloc(self, size: int) -> MemoryPointer:
         size = _round_size(size)
@@ -276,7 +279,7 @@ class MemoryPool:
         stream_ptr = stream_module.get_current_stream().ptr
         arena = self._arenas.setdefault(stream_ptr, _Arena())
         chunk = arena.get_chunk(size) or _Chunk(self._try_malloc(size), 0, size, arena)
-        held = PooledMemory(chunk, self)
+        held = PooledMemory(chunk, self._weakref)
         device.hand_out(Region(chunk.mem.ptr, chunk.offset, chunk.size), held)
         return MemoryPointer(held, 0)
 
