@@ -454,8 +454,9 @@ def test_the_window_kernels_leave_to_the_generic_kernels_arrays_they_cannot_take
 # rows that do not divide them (37 = 5 chunks of 7 and one of 2), one channel (a contiguous
 # column, which NumPy sums pairwise), more rows than a float32 sum of them all can hold
 # exactly where the values are not quarters.
+# 1025 rows and more: partial sums of more than a chunk's rows, summed again (40000: twice)
 CHANNEL_SHAPES = [(0, 1), (0, 4), (1, 1), (1, 3), (2, 3), (7, 1), (36, 2), (37, 5), (64, 3),
-                  (130, 4), (1000, 1), (1000, 3)]
+                  (130, 4), (1000, 1), (1000, 3), (1025, 2), (40000, 3)]
 
 
 def channel_kernel_calls(backend, x, mean, grad) -> dict:
@@ -492,7 +493,7 @@ def exact_sums(terms: np.ndarray) -> tuple:
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-@pytest.mark.parametrize("shape", [(37, 5), (1000, 1), (4099, 3)], ids=str)
+@pytest.mark.parametrize("shape", [(37, 5), (1000, 1), (4099, 3), (40000, 2)], ids=str)
 def test_channel_sums_are_exact_sums_to_the_rounding_of_their_additions(shape, dtype):
     """On values of several scales that cancel: within (chunk_rows + chunks) roundings of
     each term's size of the exact sums of the generic kernels' terms (a lost or doubled row
@@ -504,18 +505,26 @@ def test_channel_sums_are_exact_sums_to_the_rounding_of_their_additions(shape, d
     ours = channel_kernel_calls(HostCudaBackend(), x, mean, grad)
     terms = {"dnn_chunk_sums": x, "dnn_chunk_squares": (x - mean) * (x - mean),
              "dnn_chunk_gradient_sums": np.concatenate([grad, grad * x], axis=1)}
-    chunks, chunk_rows = gpu.channel_chunks(shape[0])
     for name, results in ours.items():
         exact, magnitudes = exact_sums(terms[name])
-        bound = (chunk_rows + chunks) * np.finfo(dtype).eps * magnitudes
+        bound = chained_additions(shape[0]) * np.finfo(dtype).eps * magnitudes
         assert np.all(np.abs(results[0] - exact) <= bound), name
+
+
+def chained_additions(rows: int) -> int:
+    """The most additions a term of a sum of ``rows`` rows goes through: a chunk's at each
+    level of partial sums, then the last stage's."""
+    additions = 0
+    while rows > gpu.CHUNK_ROWS:
+        additions, rows = additions + gpu.CHUNK_ROWS, gpu.channel_chunks(rows)[0]
+    return additions + rows
 
 
 def test_channel_chunks_split_the_rows_into_chunks_none_of_them_empty():
     for rows in [*range(200), 4099, 10 ** 6 + 1]:
         chunks, chunk_rows = gpu.channel_chunks(rows)
         assert (chunks - 1) * chunk_rows < rows <= chunks * chunk_rows or rows == chunks == 0
-        assert chunk_rows == max(1, math.ceil(math.sqrt(rows)))
+        assert chunk_rows == gpu.CHUNK_ROWS
 
 
 def test_the_channel_kernels_leave_to_the_generic_kernels_arrays_they_cannot_take():

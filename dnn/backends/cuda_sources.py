@@ -23,7 +23,7 @@ agree to rounding.  The window kernels of convolution and pooling (``dnn_im2col`
 rest) work a thread per element they write and gather what it needs, adding in the generic
 kernel's order: the same bits (but for the sign of a zero max pooled from 0.0 and -0.0, which
 NumPy's max leaves to the order of its SIMD reduction).  Batch normalization's sums per channel
-add a column's rows in chunks, then the chunks (two kernels, no atomics): always the same
+add a column's rows in chunks, then the chunks (no atomics): always the same
 order, so the same bits from call to call, and NumPy's sums to rounding.  The gpu backend
 compiles them with ``--fmad=false``, the harness with ``-ffp-contract=off``: no multiply-add is
 contracted into a differently rounded FMA.
@@ -78,13 +78,14 @@ _WINDOWS_READING_THE_INPUT = """
         """
 
 # -- batch normalization's sums per channel (Backend.channel_sums, channel_gradient_sums) over
-# (m, c) rows, in two stages with no atomics, so that a sum comes out with the same bits every
+# (m, c) rows, in stages with no atomics, so that a sum comes out with the same bits every
 # time (a captured step's replays are the eager step's).  Stage 1 (dnn_chunk_*): a thread per
 # element (chunk, column) of (chunks, width) partial sums, adding the terms of its column over
 # the chunk's rows in order, from 0 as NumPy's sum does; a chunk is chunk_rows rows (the last
-# fewer), chunks = ceil(rows / chunk_rows).  Stage 2 (dnn_sum_chunks): a thread per column,
-# adding its chunks in order.  {width} is the columns of the partial sums; {term} adds the
-# term of row ``row`` (at ``at`` in the rows) to ``total``.
+# fewer), chunks = ceil(rows / chunk_rows).  While the partial sums are more rows than a chunk,
+# dnn_chunk_sums sums them again by chunks (gpu.GpuBackend._sum_in_chunks).  Last
+# (dnn_sum_chunks): a thread per column, adding its chunks in order.  {width} is the columns of
+# the partial sums; {term} adds the term of row ``row`` (at ``at`` in the rows) to ``total``.
 CHUNK_PARAMS = "int64 rows, int64 channels, int64 chunk_rows"
 _CHUNK_OF_ROWS = """
         const ptrdiff_t width = {width};
@@ -244,7 +245,8 @@ ELEMENTWISE = {source.name: source for source in (
         "T partial",
         _CHUNK_OF_ROWS.format(width="2 * channels", term=(
             "total = total + (column < channels ? grad[at] : grad[at] * normalized[at]);"))),
-    # sum_chunks, stage 2: out (width,), each column of partial (chunks, width) summed in order.
+    # sum_chunks, the last stage: out (width,), each column of partial (chunks, width) summed
+    # in order.
     ElementwiseSource(
         "dnn_sum_chunks", "raw T partial, int64 chunks, int64 width", "T out",
         """

@@ -6,8 +6,8 @@ expression, in the same order, as the generic kernel in :mod:`dnn.backends.base`
 optimizer's formula (the softmax cross-entropy and accuracy kernels work a row per thread, so
 the loss is summed row by row first; the window kernels of convolution and pooling work a thread
 per element they write, gathering, with no atomics; batch normalization's sums per channel add
-chunks of rows, then the chunks, also without atomics: NumPy's sums to rounding, the same bits
-from call to call); their CUDA source is in :mod:`dnn.backends.cuda_sources`, which the test
+chunks of rows, then chunks of those sums, also without atomics: NumPy's sums to rounding, the
+same bits from call to call); their CUDA source is in :mod:`dnn.backends.cuda_sources`, which the test
 suite also compiles with the host C compiler, and the cross-backend tests pin them to the cpu
 backend.  On a GPU this network is small enough that kernel launches, not arithmetic, set the
 pace: the kernels exist to launch fewer.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import os
 
 import numpy as np
@@ -52,13 +51,15 @@ def graphs_switched_on() -> bool:
     return GRAPHS_SWITCH[value]
 
 
+CHUNK_ROWS = 32  # rows a thread of the sums per channel adds (a chunk)
+
+
 def channel_chunks(rows: int) -> tuple[int, int]:
     """``(chunks, chunk_rows)``: how the channel-sum kernels split ``rows`` rows (stage 1 of
-    :mod:`dnn.backends.cuda_sources`' sums per channel): ``ceil(sqrt(rows))`` rows a chunk, the
-    last fewer, so that a thread of either stage adds about ``sqrt(rows)`` values; no chunk
-    for no rows."""
-    chunk_rows = math.isqrt(rows - 1) + 1 if rows else 1
-    return -(-rows // chunk_rows), chunk_rows
+    :mod:`dnn.backends.cuda_sources`' sums per channel): :data:`CHUNK_ROWS` rows a chunk, the
+    last fewer, so that the threads are many and each adds few values whatever the batch; no
+    chunk for no rows."""
+    return -(-rows // CHUNK_ROWS), CHUNK_ROWS
 
 
 def _compile(cupy) -> dict:
@@ -242,7 +243,7 @@ class GpuBackend(Backend):
                                                grad_x)
         return grad_x
 
-    # -- batch normalization: sums per channel, in two stages --------------------------------
+    # -- batch normalization: sums per channel, in stages -------------------------------------
     def _channel_kernels_take(self, *specs) -> bool:
         """Whether the channel-sum kernels can take the arrays of ``specs``, ``(array,
         shape)`` pairs, the rows ``(m, c)`` first and the output last: each of this backend,
@@ -256,15 +257,19 @@ class GpuBackend(Backend):
 
     def _sum_in_chunks(self, stage: str, inputs: list, out) -> None:
         """Stage-1 kernel ``stage`` on ``inputs`` (``(m, c)`` rows first, then any ``(c,)``)
-        into partial sums ``(chunks, width)`` (:func:`channel_chunks`), then their columns
-        added chunk by chunk into ``out`` ``(width,)``."""
-        cupy = self._cupy
+        into partial sums ``(chunks, width)`` (:func:`channel_chunks`); those summed again by
+        chunks of their rows while they are more than a chunk; then their columns added chunk
+        by chunk into ``out`` ``(width,)``.  Always the same order for a shape."""
+        cupy, width = self._cupy, out.shape[0]
         rows, channels = inputs[0].shape
-        chunks, chunk_rows = channel_chunks(rows)
-        partial = cupy.empty((chunks, out.shape[0]), out.dtype)
-        self._kernels[stage](*map(cupy.ascontiguousarray, inputs), rows, channels, chunk_rows,
+        partial = cupy.empty((channel_chunks(rows)[0], width), out.dtype)
+        self._kernels[stage](*map(cupy.ascontiguousarray, inputs), rows, channels, CHUNK_ROWS,
                              partial)
-        self._kernels["dnn_sum_chunks"](partial, chunks, out.shape[0], out)
+        while partial.shape[0] > CHUNK_ROWS:
+            sums = partial
+            partial = cupy.empty((channel_chunks(sums.shape[0])[0], width), out.dtype)
+            self._kernels["dnn_chunk_sums"](sums, sums.shape[0], width, CHUNK_ROWS, partial)
+        self._kernels["dnn_sum_chunks"](partial, partial.shape[0], width, out)
 
     def channel_sums(self, x, out, mean=None):
         channels = x.shape[-1]
