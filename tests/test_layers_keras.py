@@ -383,3 +383,83 @@ def test_a_frozen_first_layer_leaves_the_rest_training_as_a_model_of_its_own(cpu
     np.testing.assert_array_equal(frozen.get_weights()[1], bias)
     for ours, reference in zip(model.get_weights()[2:], alone.get_weights(), strict=True):
         np.testing.assert_allclose(ours, reference, rtol=1e-10, atol=1e-12)
+
+
+# -- a layer called on a batch (Keras' layer(x)) ----------------------------------------------
+def test_a_layer_called_on_a_batch_builds_itself_as_the_keras_guide_shows(monkeypatch):
+    """keras.io's Sequential guide: no weights until the first call, then (4, 3) and (3,),
+    the output x @ kernel + bias as a new host array; the same seed, the same weights."""
+    from dnn import utils
+
+    monkeypatch.setattr(utils, "_model_seeds", None)
+    outputs = []
+    for _ in range(2):
+        dnn.utils.set_random_seed(0)
+        layer = Dense(3)
+        assert layer.weights == []
+        x = np.ones((1, 4))
+        y = layer(x)
+        kernel, bias = layer.get_weights()
+        assert kernel.shape == (4, 3) and bias.shape == (3,)
+        assert isinstance(y, np.ndarray) and y.dtype == np.float32
+        np.testing.assert_allclose(y, x @ kernel + bias, rtol=1e-6)
+        outputs.append(y)
+    np.testing.assert_array_equal(*outputs)
+    again = layer(2 * x)
+    np.testing.assert_array_equal(y, outputs[1])  # the first result is a copy of its own
+    assert not np.array_equal(again, y)
+
+
+def test_layers_called_in_turn_give_what_a_sequential_of_them_predicts():
+    layers = [Dense(2, activation="relu"), Dense(3, activation="relu"), Dense(4)]
+    x = RNG.normal(size=(3, 3)).astype(np.float32)
+    chained = layers[2](layers[1](layers[0](x)))
+    model = dnn.Sequential([Dense(2, activation="relu"), Dense(3, activation="relu"),
+                            Dense(4)], seed=1)
+    model.build(3)
+    model.set_weights([w for layer in layers for w in layer.get_weights()])
+    np.testing.assert_allclose(chained, model.predict(x, verbose=0), rtol=1e-6)
+    inside = model.layers[0](x)  # a layer of a built model: its weights, its backend
+    kernel, bias = model.layers[0].get_weights()
+    np.testing.assert_allclose(inside, np.maximum(x @ kernel + bias, 0), rtol=1e-6)
+
+
+def test_a_call_runs_the_layer_as_fit_does_only_with_training():
+    x = np.ones((200, 5), np.float32)
+    dropout = dnn.layers.Dropout(0.5)
+    np.testing.assert_array_equal(dropout(x), x)
+    dropped = dropout(x, training=True)
+    assert 0.3 < np.mean(dropped == 0) < 0.7 and set(np.unique(dropped)) == {0.0, 2.0}
+    norm = dnn.layers.BatchNormalization()
+    batch = RNG.normal(3.0, 2.0, size=(64, 2)).astype(np.float32)
+    np.testing.assert_allclose(norm(batch), batch / np.sqrt(1 + 1e-3), rtol=1e-6)
+    normalized = norm(batch, training=True)
+    np.testing.assert_allclose(normalized.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(norm.get_weights()[2], 0.01 * batch.mean(axis=0), rtol=1e-4)
+
+
+def test_a_call_on_the_current_backend_gives_host_arrays():
+    from dnn.replay import EagerReplayBackend
+
+    backend = EagerReplayBackend()
+    with dnn.backends.use_backend(backend):
+        layer = Dense(2)
+        y = layer(np.ones((2, 3)))
+    assert layer.backend is backend and type(y) is np.ndarray
+    assert layer(backend.asarray(np.ones((2, 3), np.float32))).shape == (2, 2)
+
+
+@pytest.mark.parametrize("inputs, message", [
+    (Input((3,)), "dense_call was called on input_layer.*: calling layers on keras.Input\\(...\\) "
+                  "makes a functional model, which dnn does not support yet"),
+    (np.ones(3), r"dense_call's inputs must be a non-empty batch \(n, \*sample shape\), not of "
+                 r"shape \(3,\)"),
+    (np.ones((0, 3)), "must be a non-empty batch"),
+    (np.ones((2, 4)), r"dense_call is built for samples of shape \(3,\), not \(4,\)"),
+    (["a", "b"], "dense_call's inputs must be real numbers")],
+    ids=["keras-input", "no-batch-axis", "empty", "other-shape", "strings"])
+def test_a_call_on_what_the_layer_cannot_take_is_one_clear_error(inputs, message):
+    layer = Dense(2, name="dense_call")
+    layer(np.ones((1, 3)))
+    with pytest.raises(UsageError, match=message):
+        layer(inputs)

@@ -52,12 +52,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from dnn import activations, initializers, regularizers
-from dnn.backends import get_backend
+from dnn.backends import current_backend, get_backend
 from dnn.buffers import Buffers
 from dnn.errors import OutOfMemoryError, UsageError
 from dnn.optimizers.schedules import array_namespace
 from dnn.saving.registry import get_registered_name
-from dnn.utils import as_shape, checked_weights, element_count, is_int_at_least
+from dnn.utils import as_shape, checked_weights, element_count, is_int_at_least, model_rng
 
 MAX_UNITS = 2**31 - 1  # past this no array library indexes a layer's outputs
 
@@ -308,6 +308,36 @@ class Layer:
         ``weight_<index>`` (its place in :attr:`weights`)."""
         index = next(index for index, own in enumerate(self.weights) if own is weight)
         return getattr(self, "_names", {}).get(id(weight)) or f"weight_{index}"
+
+    # -- a call on a batch (Keras' layer(x)) -------------------------------------------------
+    def __call__(self, inputs, training: bool = False) -> np.ndarray:
+        """Keras' ``layer(x)``: the layer's output for the batch ``inputs`` ``(n,
+        *input_shape)`` (host or backend arrays), as a new host array ``(n, *output_shape)``;
+        ``training`` runs it as ``fit`` does (Dropout drops units, BatchNormalization uses
+        the batch's statistics and moves its own).  A layer not built yet is built for the
+        batch's sample shape, on the current backend (:func:`dnn.backends.use_backend`, cpu
+        by default), its weights drawn in float32 from the stream of
+        :func:`dnn.utils.set_random_seed` (a model that holds it later builds it anew).  A
+        ``keras.Input`` is refused: dnn has no functional API yet."""
+        from dnn.trainers.data import host_array  # the trainers import the layers
+
+        if isinstance(inputs, Layer):
+            raise UsageError(f"{self.name} was called on {inputs.name}: calling layers on "
+                             "keras.Input(...) makes a functional model, which dnn does not "
+                             "support yet; give the layers to keras.Sequential([...]) instead")
+        backend = self._backend or current_backend()
+        x = host_array(inputs, f"{self.name}'s inputs", backend)
+        if x.ndim < 2 or x.shape[0] == 0:
+            raise UsageError(f"{self.name}'s inputs must be a non-empty batch (n, *sample "
+                             f"shape), not of shape {x.shape}")
+        if not self.built:
+            self.build_on(x.shape[1:], backend, model_rng(None), np.float32)
+        elif x.shape[1:] != tuple(self.input_shape):
+            raise UsageError(f"{self.name} is built for samples of shape {self.input_shape}, "
+                             f"not {x.shape[1:]}")
+        output = self.forward(backend.asarray(x.astype(self._dtype, copy=False)),
+                              training=bool(training))
+        return backend.to_numpy(output)  # a copy: the output buffer is the layer's
 
     # -- passes ---------------------------------------------------------------------------
     def forward(self, x, logits: bool = False, training: bool = False):
