@@ -2,6 +2,7 @@
 layers, checked against closed forms, finite differences (float64) and Keras' configs."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -449,17 +450,72 @@ def test_a_call_on_the_current_backend_gives_host_arrays():
     assert layer(backend.asarray(np.ones((2, 3), np.float32))).shape == (2, 2)
 
 
-@pytest.mark.parametrize("inputs, message", [
-    (Input((3,)), "dense_call was called on input_layer.*: calling layers on keras.Input\\(...\\) "
-                  "makes a functional model, which dnn does not support yet"),
-    (np.ones(3), r"dense_call's inputs must be a non-empty batch \(n, \*sample shape\), not of "
-                 r"shape \(3,\)"),
-    (np.ones((0, 3)), "must be a non-empty batch"),
-    (np.ones((2, 4)), r"dense_call is built for samples of shape \(3,\), not \(4,\)"),
-    (["a", "b"], "dense_call's inputs must be real numbers")],
-    ids=["keras-input", "no-batch-axis", "empty", "other-shape", "strings"])
-def test_a_call_on_what_the_layer_cannot_take_is_one_clear_error(inputs, message):
+@pytest.mark.parametrize("inputs, options, message", [
+    (Input((3,)), {}, r"dense_call's inputs are a keras.Input \(input_layer.*\), not data: "
+                      r"calling layers or models on keras.Input\(...\) makes a functional "
+                      "model, which dnn does not support yet"),
+    (Dense(3), {}, r"dense_call's inputs are a Dense \(dense.*\), not data"),
+    (np.ones(3), {}, r"dense_call's inputs must be a non-empty batch \(n, \*sample shape\), "
+                     r"not of shape \(3,\)"),
+    (np.ones((0, 3)), {}, "must be a non-empty batch"),
+    (np.ones((2, 4)), {}, r"dense_call is built for samples of shape \(3,\), not \(4,\)"),
+    (["a", "b"], {}, "dense_call's inputs must be real numbers"),
+    ((np.ones((2, 3)), np.ones((2, 3))), {}, "dense_call was called on a list of 2 batches: a "
+                                             "layer takes one"),
+    (np.ones((2, 3)), {"training": "False"}, "dense_call's training must be True or False, "
+                                             "not 'False'"),
+    (np.ones((2, 3)), {"mask": None}, "dense_call was called with mask: dnn's layers take a "
+                                      "batch and training= alone")],
+    ids=["keras-input", "a-layer", "no-batch-axis", "empty", "other-shape", "strings",
+         "several-inputs", "training-text", "mask"])
+def test_a_call_on_what_the_layer_cannot_take_is_one_clear_error(inputs, options, message):
     layer = Dense(2, name="dense_call")
     layer(np.ones((1, 3)))
     with pytest.raises(UsageError, match=message):
-        layer(inputs)
+        layer(inputs, **options)
+
+
+def test_a_call_before_building_refuses_another_shape_than_declared_and_too_large_weights():
+    with pytest.raises(UsageError, match=r"dense_declared is declared for samples of shape "
+                                         r"\(5,\), not \(4,\)"):
+        Dense(3, input_shape=(5,), name="dense_declared")(np.ones((2, 4)))
+    huge = Dense(2**30, name="dense_huge")
+    with pytest.raises(dnn.errors.OutOfMemoryError, match="dense_huge: its weights for samples "
+                                                          r"of shape \(4,\) need more memory"):
+        huge(np.ones((1, 4)))
+    assert not huge.built
+
+
+def test_a_model_called_on_a_keras_input_names_the_missing_functional_api():
+    model = dnn.Sequential([Dense(2)])
+    with pytest.raises(UsageError, match=r"inputs are a keras.Input .*functional model"):
+        model(Input((3,)))
+
+
+def test_a_model_keeps_the_weights_of_a_layer_a_call_built_alike():
+    """As Keras does: the weights set on a layer built by a call, and a BatchNormalization's
+    moving statistics moved by one, stay once a model holds the layer; a call's build for
+    another sample shape is drawn anew, with a warning."""
+    x = RNG.normal(size=(16, 4)).astype(np.float32)
+    dense, norm = Dense(3, name="dense_kept"), dnn.layers.BatchNormalization()
+    dense(x)
+    weights = [np.full((4, 3), 0.5, np.float32), np.arange(3, dtype=np.float32)]
+    dense.set_weights(weights)
+    norm(dense(x), training=True)
+    moving = norm.get_weights()[2:]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # kept, without a word
+        model = dnn.Sequential([Input((4,)), dense, norm])  # built: its first layer's shape
+    assert model.built
+    for ours, given in zip(dense.get_weights(), weights):
+        np.testing.assert_array_equal(ours, given)
+    for ours, moved in zip(norm.get_weights()[2:], moving):
+        np.testing.assert_array_equal(ours, moved)
+    assert not np.allclose(moving[0], 0)
+    other = Dense(3, name="dense_redrawn")
+    other(np.ones((2, 5)))
+    with pytest.warns(UserWarning, match=r"dense_redrawn was built by a call for samples of "
+                                         r"shape \(5,\) .*; the model builds it for \(4,\) "
+                                         r".*drawing its weights anew"):
+        dnn.Sequential([Input((4,)), other])
+    assert other.get_weights()[0].shape == (4, 3)

@@ -47,6 +47,7 @@ import math
 import re
 import reprlib
 import sys
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,7 +58,8 @@ from dnn.buffers import Buffers
 from dnn.errors import OutOfMemoryError, UsageError
 from dnn.optimizers.schedules import array_namespace
 from dnn.saving.registry import get_registered_name
-from dnn.utils import as_shape, checked_weights, element_count, is_int_at_least, model_rng
+from dnn.utils import (as_shape, checked_weights, element_count, is_int_at_least, model_rng,
+                       user_stacklevel)
 
 MAX_UNITS = 2**31 - 1  # past this no array library indexes a layer's outputs
 
@@ -266,7 +268,7 @@ class Layer:
         self._backend, self._buffers, self._rng, self._dtype = (
             backend, Buffers(backend), rng, np.dtype(dtype))
         self.params, self.grads, self.state_weights, self._regularizers = [], [], [], []
-        self._names = {}
+        self._names, self._built_by_call = {}, False
         self.build(input_shape)
         self.input_shape, self.output_shape = input_shape, output_shape
         self.built = True
@@ -310,34 +312,74 @@ class Layer:
         return getattr(self, "_names", {}).get(id(weight)) or f"weight_{index}"
 
     # -- a call on a batch (Keras' layer(x)) -------------------------------------------------
-    def __call__(self, inputs, training: bool = False) -> np.ndarray:
+    def __call__(self, inputs, training: bool = False, **keras_only) -> np.ndarray:
         """Keras' ``layer(x)``: the layer's output for the batch ``inputs`` ``(n,
         *input_shape)`` (host or backend arrays), as a new host array ``(n, *output_shape)``;
-        ``training`` runs it as ``fit`` does (Dropout drops units, BatchNormalization uses
-        the batch's statistics and moves its own).  A layer not built yet is built for the
-        batch's sample shape, on the current backend (:func:`dnn.backends.use_backend`, cpu
-        by default), its weights drawn in float32 from the stream of
-        :func:`dnn.utils.set_random_seed` (a model that holds it later builds it anew).  A
-        ``keras.Input`` is refused: dnn has no functional API yet."""
+        ``training`` (a bool) runs it as ``fit`` does (Dropout drops units,
+        BatchNormalization uses the batch's statistics and moves its own).  A layer not built
+        yet is built for the batch's sample shape (its ``input_shape``, if declared), on the
+        current backend (:func:`dnn.backends.use_backend`, cpu by default), its weights
+        drawn in float32 from the stream of :func:`dnn.utils.set_random_seed`; a model that
+        holds it later keeps them where it builds it alike (:meth:`keep_call_build`).
+        Several inputs (a list of batches) and a ``keras.Input`` are refused: dnn has no
+        functional API yet."""
         from dnn.trainers.data import host_array  # the trainers import the layers
 
-        if isinstance(inputs, Layer):
-            raise UsageError(f"{self.name} was called on {inputs.name}: calling layers on "
-                             "keras.Input(...) makes a functional model, which dnn does not "
-                             "support yet; give the layers to keras.Sequential([...]) instead")
+        if keras_only:
+            raise UsageError(f"{self.name} was called with {', '.join(sorted(keras_only))}: "
+                             "dnn's layers take a batch and training= alone")
+        if not isinstance(training, (bool, np.bool_)):
+            raise UsageError(f"{self.name}'s training must be True or False, not "
+                             f"{reprlib.repr(training)}")
+        if isinstance(inputs, (list, tuple)) and any(np.ndim(item) >= 2 for item in inputs):
+            raise UsageError(f"{self.name} was called on a list of {len(inputs)} batches: a "
+                             "layer takes one (several inputs need the functional API, which "
+                             "dnn does not support yet)")
         backend = self._backend or current_backend()
         x = host_array(inputs, f"{self.name}'s inputs", backend)
         if x.ndim < 2 or x.shape[0] == 0:
             raise UsageError(f"{self.name}'s inputs must be a non-empty batch (n, *sample "
                              f"shape), not of shape {x.shape}")
+        expected = self.input_shape if self.built else self.declared_input_shape
+        if expected is not None and x.shape[1:] != tuple(expected):
+            raise UsageError(f"{self.name} is {'built' if self.built else 'declared'} for "
+                             f"samples of shape {tuple(expected)}, not {x.shape[1:]}")
         if not self.built:
-            self.build_on(x.shape[1:], backend, model_rng(None), np.float32)
-        elif x.shape[1:] != tuple(self.input_shape):
-            raise UsageError(f"{self.name} is built for samples of shape {self.input_shape}, "
-                             f"not {x.shape[1:]}")
+            self._build_for_call(x.shape[1:], backend)
         output = self.forward(backend.asarray(x.astype(self._dtype, copy=False)),
                               training=bool(training))
         return backend.to_numpy(output)  # a copy: the output buffer is the layer's
+
+    def _build_for_call(self, input_shape: tuple, backend) -> None:
+        """Build the layer as its first call does (:meth:`__call__`); a weight too large for
+        the machine is an OutOfMemoryError naming the layer."""
+        try:
+            self.build_on(input_shape, backend, model_rng(None), np.float32)
+        except MemoryError:
+            self.built, self._backend = False, None
+            raise OutOfMemoryError(f"{self.name}: its weights for samples of shape "
+                                   f"{input_shape} need more memory than this machine "
+                                   "gives") from None
+        self._built_by_call = True
+
+    def keep_call_build(self, input_shape: tuple, backend, dtype) -> bool:
+        """For a model building the layer: True where a call built it (not a model) for
+        samples of ``input_shape`` on ``backend`` in ``dtype``, whose weights the model then
+        keeps, as Keras keeps those of a layer built before it joins a model; from then on
+        the model builds it.  A call's build of another shape, backend or dtype is given up,
+        with a warning: the model draws the weights anew."""
+        if not getattr(self, "_built_by_call", False):
+            return False
+        self._built_by_call = False
+        if (self._backend is backend and tuple(self.input_shape) == tuple(input_shape)
+                and self._dtype == np.dtype(dtype)):
+            return True
+        warnings.warn(f"{self.name} was built by a call for samples of shape "
+                      f"{self.input_shape} ({self._dtype}, {self._backend.name} backend); the "
+                      f"model builds it for {tuple(input_shape)} ({np.dtype(dtype)}, "
+                      f"{backend.name} backend), drawing its weights anew", UserWarning,
+                      stacklevel=user_stacklevel())
+        return False
 
     # -- passes ---------------------------------------------------------------------------
     def forward(self, x, logits: bool = False, training: bool = False):

@@ -209,7 +209,11 @@ class Sequential(Trainer):
                                   f"the layer before it gives {tuple(input_shape)}: only the "
                                   "first layer's input_shape counts", UserWarning,
                                   stacklevel=user_stacklevel())
-                input_shape = layer.build_on(input_shape, self.backend, self.rng, self.dtype)
+                if layer.keep_call_build(input_shape, self.backend, self.dtype):
+                    input_shape = layer.output_shape
+                else:
+                    input_shape = layer.build_on(input_shape, self.backend, self.rng,
+                                                 self.dtype)
         except MemoryError:
             shapes = [self.sample_shape]
             for layer in self._layers:

@@ -22,7 +22,16 @@ from dnn.utils import check_label_range, is_number, real_array
 def host_array(array, what: str, backend=None) -> np.ndarray:
     """``array`` (the ``what``: inputs, targets, ...) as a NumPy array of real numbers; an
     array of ``backend`` (a CuPy one, which refuses ``np.asarray``) comes through its
-    ``to_numpy``."""
+    ``to_numpy``.  A layer or a model (``keras.Input(...)`` given as data, as the functional
+    API would) is refused, naming it."""
+    from dnn.layers.base import Layer  # the layers import this module
+    from dnn.trainers.trainer import Trainer
+
+    if isinstance(array, (Layer, Trainer)):
+        kind = "keras.Input" if type(array).__name__ == "Input" else type(array).__name__
+        raise UsageError(f"{what} are a {kind} ({array.name}), not data: calling layers or "
+                         "models on keras.Input(...) makes a functional model, which dnn does "
+                         "not support yet; give the layers to keras.Sequential([...])")
     backend = backend or backends.current_backend()
     if not isinstance(array, np.ndarray) and backend.is_own_array(array):
         array = backend.to_numpy(array)
