@@ -519,3 +519,22 @@ def test_a_model_keeps_the_weights_of_a_layer_a_call_built_alike():
                                          r".*drawing its weights anew"):
         dnn.Sequential([Input((4,)), other])
     assert other.get_weights()[0].shape == (4, 3)
+
+
+def test_input_takes_keras_batch_shape_and_names_the_arguments_it_cannot_honour():
+    assert Input(batch_shape=(None, 28, 28, 1)).shape == (None, 28, 28, 1)
+    assert Input((3,), dtype=None, sparse=None, optional=False).shape == (None, 3)
+    model = dnn.Sequential([Input(batch_shape=(None, 4)), Dense(2)])
+    assert model.sample_shape == (4,)
+    for options, message in [
+            (dict(shape=(4,), batch_size=8), "Input: batch_size is not supported yet; leave it "
+                                             "None"),
+            (dict(shape=(4,), dtype="float64"), r"Input: dtype is not supported yet; the "
+                                                r"model's dtype \(Sequential\(dtype=...\)\)"),
+            (dict(batch_shape=(8, 4)), r"batch_shape must be \(None, \*sample shape\), not "
+                                       r"\(8, 4\)"),
+            (dict(), "Input takes shape=.*or batch_shape=.*one of them"),
+            (dict(shape=(4,), batch_shape=(None, 4)), "one of them"),
+            (dict(shape=(4,), ragged=True), "Input has no argument 'ragged'")]:
+        with pytest.raises(UsageError, match=message):
+            Input(**options)

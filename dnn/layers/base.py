@@ -78,15 +78,16 @@ KERAS_ONLY = {"kernel_constraint": None, "bias_constraint": None, "gamma_regular
               "dtype": None}
 
 
-def check_keras_only(layer: str, arguments: dict) -> None:
+def check_keras_only(layer: str, arguments: dict, keras_only: dict = KERAS_ONLY) -> None:
     """Refuse (UsageError naming it) an argument of ``arguments`` that is not one of
-    :data:`KERAS_ONLY`, or that is one but asks for something dnn does not do yet."""
+    ``keras_only`` (Keras' arguments dnn takes only at their defaults, given there), or that
+    is one but asks for something dnn does not do yet."""
     for name, value in arguments.items():
-        if name not in KERAS_ONLY:
+        if name not in keras_only:
             raise UsageError(f"{layer} has no argument {name!r}")
-        if value != KERAS_ONLY[name]:
+        if value is not keras_only[name] and value != keras_only[name]:
             what = ("the model's dtype (Sequential(dtype=...)) is every layer's"
-                    if name == "dtype" else f"leave it {KERAS_ONLY[name]}")
+                    if name == "dtype" else f"leave it {keras_only[name]}")
             raise UsageError(f"{layer}: {name} is not supported yet; {what}")
 
 

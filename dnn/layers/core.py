@@ -93,8 +93,21 @@ class Input(Passthrough):
     Keras names its InputLayer."""
 
     name_prefix = "input_layer"
+    # Keras' other arguments, taken at their defaults only
+    KERAS_ONLY = {"batch_size": None, "dtype": None, "sparse": None, "tensor": None,
+                  "optional": False}
 
-    def __init__(self, shape, name=None):
+    def __init__(self, shape=None, name=None, batch_shape=None, **keras_only):
+        check_keras_only("Input", keras_only, self.KERAS_ONLY)
+        if (shape is None) == (batch_shape is None):
+            raise UsageError("Input takes shape=(...) (a sample's), or batch_shape=(None, ...)"
+                             ", one of them")
+        if batch_shape is not None:
+            batch = as_shape(batch_shape)
+            if len(batch) < 2 or batch[0] is not None:
+                raise UsageError(f"Input batch_shape must be (None, *sample shape), not "
+                                 f"{batch_shape!r}: the batch size comes from the data")
+            shape = batch[1:]
         super().__init__(name, declared_shape(shape, None, "Input"))
         self.shape = (None, *self.declared_input_shape)  # Keras': the batch size first
 
