@@ -381,3 +381,15 @@ def test_an_argument_of_a_subclass_and_numpy_numbers_are_kept(cpu, tmp_path):
     path = tmp_path / "scaled.npz"
     model.save(path)
     assert dnn.load_model(path, custom_objects={"Scaled": Scaled}).layers[1].scale == 3.0
+
+
+def test_a_layer_without_its_passes_says_which_method_to_write():
+    class Unfinished(Layer):
+        pass
+
+    with pytest.raises(NotImplementedError, match=r"Unfinished must implement forward\(self, "
+                                                  r"x, logits=False, training=False\)"):
+        Unfinished()(np.ones((2, 3)))
+    with pytest.raises(NotImplementedError, match=r"Unfinished must implement backward\(self, "
+                                                  r"grad, logits=False\) to be trained"):
+        Unfinished().backward(np.ones((2, 3)))

@@ -387,13 +387,15 @@ class Layer:
         """``(n, *input_shape) -> (n, *output_shape)``; with ``logits`` the activation is
         left out (for a loss that takes the logits of ``activation``); ``training`` is on in
         ``fit`` (Dropout drops units, BatchNormalization uses the batch's statistics)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(self, x, "
+                                  "logits=False, training=False)")
 
     def backward(self, grad, logits: bool = False):
         """Given ``dL/doutput`` (``dL/dlogits`` with ``logits``), ``(n, *output_shape)``,
         write ``grads`` and return ``dL/dx`` ``(n, *input_shape)``, or None when
         ``needs_input_grad`` is off."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement backward(self, grad, "
+                                  "logits=False) to be trained")
 
     def get_config(self) -> dict:
         """``{"class": name, ...}``: the arguments that rebuild the layer (checkpoints, JSON).
