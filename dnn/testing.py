@@ -358,6 +358,7 @@ OPTIMIZER_VARIANTS = {
     "RMSprop": RMSprop,
     "RMSprop centered momentum": lambda: RMSprop(rho=0.8, momentum=0.5, centered=True),
     "Adam": lambda: Adam(learning_rate=2e-3),
+    "Adam AMSGrad": lambda: Adam(learning_rate=2e-3, amsgrad=True),
 }
 
 

@@ -247,3 +247,15 @@ def test_a_full_disk_is_dnn_s_error_and_keeps_the_old_file(tmp_path, monkeypatch
             file.write(b"new weights")
     assert target.read_bytes() == b"the user's model"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
+
+
+@pytest.mark.parametrize("writer", [*WRITERS, "open_in_place"])
+def test_an_empty_path_is_refused_by_every_writer_naming_it(tmp_path, monkeypatch, writer):
+    """``model.save("")`` said ": not replacing it, it is a folder" (the empty path taken for
+    the current folder): one line naming the empty path, and nothing written anywhere."""
+    monkeypatch.chdir(tmp_path)
+    write = WRITERS.get(writer, lambda path: open_in_place(path, "w"))
+    with pytest.raises(UsageError, match=r"^(--save )?'': .*an empty path names no file: give "
+                                         r"the file's name\)?$"):
+        write("")
+    assert list(tmp_path.iterdir()) == []

@@ -90,6 +90,7 @@ OPTIMIZER_CASES = [
     optimizers.SGD, lambda: optimizers.SGD(momentum=0.9),
     lambda: optimizers.SGD(momentum=0.9, nesterov=True), optimizers.RMSprop,
     lambda: optimizers.RMSprop(momentum=0.5, centered=True), optimizers.Adam,
+    lambda: optimizers.Adam(amsgrad=True),
 ]
 
 
@@ -119,7 +120,16 @@ def test_cpu_kernels_reproduce_generic_kernels_bit_for_bit(cpu, generic, make, d
     ("RMSprop", {"epsilon": 0.0}, "epsilon must be above 0"),
     ("Adam", {"epsilon": 0.0}, "epsilon must be above 0"),
     ("SGD", {"momentum": 1.5}, "SGD momentum must be between 0 and 1, not 1.5"),
-    ("Adam", {"beta_2": 1.0}, "beta_1 and beta_2 must be below 1, not 0.9 and 1.0"),
+    ("Adam", {"beta_2": 1.0}, "Adam beta_2 must be below 1, not 1.0"),
+    ("Adam", {"beta_1": 1.0}, "Adam beta_1 must be below 1, not 1.0"),
+    ("Adam", {"learning_rate": 10**400}, r"Adam learning_rate must be a finite number >= 0, "
+                                         r"not an integer of about 10\*\*400$"),
+    ("SGD", {"momentum": 0.9, "nesterov": "no"}, "^SGD nesterov must be True or False, not 'no'$"),
+    ("SGD", {"nesterov": 1}, "^SGD nesterov must be True or False, not 1$"),
+    ("SGD", {"nesterov": np.array([True, False])}, r"^SGD nesterov must be True or False, not "
+                                                    r"array\(\[ True, False\]\)$"),
+    ("RMSprop", {"centered": "yes"}, "^RMSprop centered must be True or False, not 'yes'$"),
+    ("Adam", {"amsgrad": None}, "^Adam amsgrad must be True or False, not None$"),
     ("Adam", {"learning_rate": "0.1"}, "Adam learning_rate must be a number, not '0.1'"),
     ("SGD", {"momentum": None}, "SGD momentum must be a number, not None"),
     ("RMSprop", {"rho": True}, "RMSprop rho must be a number, not True"),
@@ -250,3 +260,142 @@ def test_the_first_step_check_judges_each_element_by_its_own_dtype(cpu):
     assert not _left_alone(np, [zeros], [grad], [zeros.copy()], tiny)
     assert _left_alone(np, [zeros.astype(np.float64)], [grad.astype(np.float64)],
                        [zeros.astype(np.float64)], np.asarray(1e-39))
+
+
+def built(optimizer, backend, dtype=np.float32):
+    """``optimizer`` built for one weight of three ``dtype`` elements on ``backend``."""
+    optimizer.build([backend.asarray(np.ones(3, dtype))], backend)
+    return optimizer
+
+
+@pytest.mark.parametrize("make, name, value, message", [
+    (lambda: optimizers.SGD(momentum=0.9), "nesterov", "no",
+     "SGD nesterov must be True or False, not 'no'"),
+    (lambda: optimizers.SGD(momentum=0.9), "momentum", 5.0,
+     "SGD momentum must be between 0 and 1, not 5.0"),
+    (optimizers.RMSprop, "epsilon", 0.0, "RMSprop epsilon must be above 0"),
+    (optimizers.RMSprop, "epsilon", 1e-50,
+     r"RMSprop epsilon 1e-50 is below the smallest normal number of the weights' dtype"),
+    (optimizers.RMSprop, "rho", 1.5, "RMSprop rho must be below 1, not 1.5"),
+    (optimizers.RMSprop, "centered", "yes", "RMSprop centered must be True or False"),
+    (optimizers.Adam, "epsilon", 0.0, "Adam epsilon must be above 0"),
+    (optimizers.Adam, "beta_1", 1.0, "Adam beta_1 must be below 1, not 1.0"),
+    (optimizers.Adam, "learning_rate", 10**400,
+     r"Adam learning_rate must be a finite number >= 0, not an integer of about 10\*\*400$"),
+    (optimizers.Adam, "amsgrad", 1, "Adam amsgrad must be True or False, not 1"),
+], ids=lambda value: "10**400" if value == 10**400 else None)
+def test_a_setting_set_once_built_is_checked_as_when_made(cpu, make, name, value, message):
+    """A callback's value went unchecked (SGD momentum 5.0, epsilon 0, ...): the same checks
+    as at construction, and the setting keeps its value."""
+    optimizer = built(make(), cpu)
+    before = optimizer.get_config()[name]
+    changes = optimizer.host_settings_changes
+    with pytest.raises(UsageError, match=f"^{message}"):
+        setattr(optimizer, name, value)
+    assert optimizer.get_config()[name] == before
+    assert optimizer.host_settings_changes == changes
+
+
+@pytest.mark.parametrize("make, name, value", [
+    (optimizers.SGD, "momentum", 0.9),
+    (optimizers.RMSprop, "momentum", 0.5),
+    (optimizers.RMSprop, "centered", True),
+    (lambda: optimizers.RMSprop(centered=True), "centered", False),
+    (optimizers.Adam, "amsgrad", True),
+    (lambda: optimizers.Adam(amsgrad=True), "amsgrad", False),
+])
+def test_a_setting_that_decides_the_built_state_cannot_change_once_built(cpu, make, name,
+                                                                       value):
+    """The state is made at build from these settings: a change afterwards was silently
+    ignored (the same losses to the bit).  Refused, saying to give it when making it."""
+    optimizer = make()
+    setattr(optimizer, name, value)  # before the build: the build makes the state for it
+    setattr(optimizer, name, make().get_config()[name])
+    optimizer = built(optimizer, cpu)
+    with pytest.raises(UsageError, match=f"^{type(optimizer).__name__} {name} decides the state "
+                                         "made when the optimizer is built: give "
+                                         f"{name}={value!r} when making it$"):
+        setattr(optimizer, name, value)
+
+
+def test_a_momentum_change_that_keeps_the_state_works_once_built(cpu):
+    """0.5 -> 0.9 keeps the velocity made at build, as does 0.9 -> 0 (a velocity that is the
+    plain step) and back: each step follows the momentum of its time."""
+    lr, p, velocity, expected = 0.1, 2.0, 0.0, []
+    schedule = ((0.5, 1.0), (0.9, -0.5), (0.0, 0.25), (0.9, 1.0))
+    for mom, g in schedule:
+        velocity = mom * velocity - lr * g
+        p += velocity
+        expected.append(p)
+    optimizer, param, values = optimizers.SGD(learning_rate=lr, momentum=0.5), np.array([2.0]), []
+    optimizer.build([param], cpu)
+    for mom, g in schedule:
+        optimizer.momentum = mom
+        optimizer.apply_gradients([param], [np.array([g])])
+        values.append(param[0])
+    assert values == pytest.approx(expected, rel=1e-12)
+    rmsprop = built(optimizers.RMSprop(momentum=0.5), cpu)
+    rmsprop.momentum = 0.0
+    rmsprop.momentum = 0.9
+    assert rmsprop.get_config()["momentum"] == 0.9
+
+
+def test_bool_settings_take_numpy_bools_as_python_bools(cpu):
+    optimizer = optimizers.SGD(momentum=0.9, nesterov=np.bool_(True))
+    assert type(optimizer.nesterov) is bool
+    built(optimizer, cpu)
+    optimizer.nesterov = np.bool_(False)
+    assert optimizer.nesterov is False and optimizer.host_settings_changes == 1
+    optimizer.nesterov = False
+    assert optimizer.host_settings_changes == 1
+
+
+def test_a_plugin_s_settings_are_checked_by_their_default_s_type_and_its_own_check(cpu):
+    """A string, None or int setting of a plugin is not refused for its type; a bool one must
+    be True or False; the plugin's check_setting runs when made and when set once built."""
+
+    class Lion(optimizers.Optimizer):
+        def __init__(self, learning_rate=0.01, mode="sign", clip=None, warmup=10,
+                     decoupled=False, beta=0.9):
+            self.mode, self.clip, self.warmup = mode, clip, warmup
+            self.decoupled, self.beta = decoupled, beta
+            super().__init__(learning_rate)
+
+        def check_setting(self, name, value):
+            if name == "mode" and value not in ("sign", "tanh"):
+                raise UsageError(f"Lion mode must be 'sign' or 'tanh', not {value!r}")
+
+        def update(self, param, grad, state):
+            param -= self.learning_rate * self.xp.sign(grad)
+
+    optimizer = built(Lion(mode="tanh", clip="norm", warmup=3), cpu)
+    optimizer.clip, optimizer.warmup, optimizer.decoupled = 1.5, 5, True
+    assert optimizer.host_settings_changes == 3
+    with pytest.raises(UsageError, match="^Lion decoupled must be True or False, not 'yes'$"):
+        optimizer.decoupled = "yes"
+    with pytest.raises(UsageError, match="^Lion mode must be 'sign' or 'tanh', not 'cos'$"):
+        optimizer.mode = "cos"
+    with pytest.raises(UsageError, match="^Lion mode must be 'sign' or 'tanh', not 'cos'$"):
+        Lion(mode="cos")
+    with pytest.raises(UsageError, match="^Lion decoupled must be True or False, not 0$"):
+        Lion(decoupled=0)
+
+
+def test_amsgrad_steps_by_hand(cpu):
+    """Keras' AMSGrad: v_hat = max(v_hat, v) takes v's place in the step; a big gradient then
+    small ones, so that v falls below its maximum."""
+    lr, b1, b2, eps = 0.01, 0.9, 0.99, 1e-7
+    m = v = v_hat = 0.0
+    p, expected, grads = 1.0, [], (3.0, 0.1, -0.2)
+    for t, g in enumerate(grads, start=1):
+        m += (g - m) * (1 - b1)
+        v += (g * g - v) * (1 - b2)
+        v_hat = max(v_hat, v)
+        p -= lr * math.sqrt(1 - b2**t) / (1 - b1**t) * m / (math.sqrt(v_hat) + eps)
+        expected.append(p)
+    optimizer = optimizers.Adam(learning_rate=lr, beta_1=b1, beta_2=b2, amsgrad=True)
+    values = run_steps(optimizer, cpu, [1.0], [[g] for g in grads])
+    assert [value[0] for value in values] == pytest.approx(expected, rel=1e-12)
+    plain = run_steps(optimizers.Adam(learning_rate=lr, beta_1=b1, beta_2=b2), cpu, [1.0],
+                      [[g] for g in grads])
+    assert plain[2][0] != pytest.approx(expected[2], rel=1e-6)  # v_hat made a difference

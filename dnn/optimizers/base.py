@@ -24,6 +24,12 @@ bool, a string, None) stay host values, which a captured step bakes in: setting 
 ``fit`` (``optimizer.nesterov = True``) makes the step be captured again
 (:attr:`Optimizer.host_settings_changes`), which costs a capture, not a wrong step.
 
+Every setting is checked when the optimizer is made, when it is built and whenever it is set
+after that (a callback's ``optimizer.momentum = 0.99``): a number where ``__init__``'s default is
+a number (finite, >= 0), ``True`` or ``False`` where it is a bool, and whatever the optional
+``check_setting(name, value)`` of the subclass refuses (a range, or a setting that decides the
+state ``init_state`` made, which :meth:`Optimizer.check_built_state` keeps as it was built).
+
 Optionally, ``begin_step()`` computes once per step, on the device, what every parameter's
 update shares (Adam's bias-corrected step size), and ``fused_update = "name"`` asks the backend
 for a fused kernel of the update (see :meth:`dnn.backends.Backend.fused_update`); ``update``
@@ -34,9 +40,12 @@ cannot take these arrays).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
+
+import numpy as np
 
 from dnn import plugins
 from dnn.errors import ArgumentTypeError, DnnError, OptimizerError, UsageError
@@ -60,6 +69,7 @@ class Optimizer:
         self._host_names = frozenset()  # once built: the settings that stay host values
         self.host_settings_changes = 0  # how often one of those was set to another value
         self._exact = {}  # {name: the number last given} of the hyper-parameters on the device
+        self._at_build = None  # once built: {name: value} of every setting when it was built
         self._schedule = None
         self.iterations = 0
         if isinstance(learning_rate, dict):  # a schedule as get_config() writes it
@@ -83,8 +93,26 @@ class Optimizer:
         """Compute on the device, once per step before the updates, the numbers every
         parameter's update shares (none by default)."""
 
+    def check_setting(self, name: str, value) -> None:
+        """Refuse (a one-line UsageError) ``value`` for setting ``name`` beyond the base checks
+        (a range, say): run when the optimizer is made and built, and for a value set once it is
+        built, each time after the base checks passed (none by default)."""
+
+    def check_built_state(self, name: str, value, fits: bool) -> None:
+        """For :meth:`check_setting`: once built, refuse a ``value`` of ``name`` that the state
+        :meth:`init_state` made does not ``fit`` (compare with :meth:`built_setting`)."""
+        if self.__dict__.get("_at_build") is not None and not fits:
+            raise UsageError(f"{type(self).__name__} {name} decides the state made when the "
+                             f"optimizer is built: give {name}={value!r} when making it")
+
+    def built_setting(self, name: str):
+        """The value setting ``name`` had when the optimizer was built (None before)."""
+        return (self.__dict__.get("_at_build") or {}).get(name)
+
     # -- hyper-parameters on the device -------------------------------------------------------
     def __setattr__(self, name, value):
+        if isinstance(value, np.bool_) and isinstance(_defaults(type(self)).get(name), bool):
+            value = bool(value)  # a host setting of Python's type, as configs save it
         if name == "learning_rate" and isinstance(value, LearningRateSchedule):
             if self.__dict__.get("_device") is not None:  # a captured step may hold the rate
                 raise UsageError("give a learning-rate schedule when the optimizer is made "
@@ -100,6 +128,8 @@ class Optimizer:
         if device is None or name not in device:
             if name in self.__dict__.get("_host_names", ()) and not _same_setting(
                     self.__dict__.get(name), value):
+                self._check_hyperparameter(name, value,
+                                           is_number(_defaults(type(self)).get(name)))
                 object.__setattr__(self, "host_settings_changes",
                                    self.host_settings_changes + 1)
             object.__setattr__(self, name, value)
@@ -164,6 +194,7 @@ class Optimizer:
         ``init_state`` raises, or returns anything but a dict of ``backend``'s arrays, is an
         :class:`OptimizerError` naming it.  The hyper-parameters are checked again here, as a
         subclass may set them after ``Optimizer.__init__`` checked them (Keras' order)."""
+        self._at_build = None  # a new build makes new state: the settings are checked anew
         self.check_hyperparameters()
         values = {name: self._host_value(name) for name in self._device_names()}
         self._device = None
@@ -197,6 +228,8 @@ class Optimizer:
         self._host_names = frozenset(inspect.signature(type(self)).parameters) - set(device)
         self._state_index = {id(param): index for index, param in enumerate(params)}
         self._update_checked = False
+        self._at_build = {name: self._host_value(name) for name in _defaults(type(self))
+                          if hasattr(self, name)}
 
     def _states_of(self, params: list) -> list:
         """The state of each of ``params`` (some or all of those the optimizer was built
@@ -258,24 +291,55 @@ class Optimizer:
 
     def check_hyperparameters(self) -> None:
         """Refuse numeric hyper-parameters that are negative, not finite, or not numbers where
-        ``__init__``'s default is a number."""
-        defaults = {name: parameter.default
-                    for name, parameter in inspect.signature(type(self)).parameters.items()}
+        ``__init__``'s default is a number, settings that are not True or False where it is a
+        bool, and what :meth:`check_setting` refuses."""
+        defaults = _defaults(type(self))
         for name, value in self.get_config().items():
             if name == "learning_rate" and self._schedule is not None:
                 continue
             self._check_hyperparameter(name, value, is_number(defaults.get(name)))
 
     def _check_hyperparameter(self, name: str, value, number_expected: bool) -> None:
+        if (isinstance(_defaults(type(self)).get(name), bool)
+                and not isinstance(value, (bool, np.bool_))):
+            raise UsageError(f"{type(self).__name__} {name} must be True or False, not "
+                             f"{value!r}")
         if number_expected and not is_number(value):
             raise UsageError(f"{type(self).__name__} {name} must be a number, not {value!r}")
-        if is_number(value) and not (math.isfinite(value) and value >= 0):
+        if is_number(value) and not (_finite(value) and value >= 0):
             raise UsageError(f"{type(self).__name__} {name} must be a finite number >= 0, "
-                             f"not {value!r}")
+                             f"not {_shown(value)}")
+        self.check_setting(name, value)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+@functools.cache
+def _defaults(cls: type) -> dict:
+    """{name: default} of the keyword arguments of ``cls.__init__``."""
+    return {name: parameter.default
+            for name, parameter in inspect.signature(cls).parameters.items()}
+
+
+def _finite(value) -> bool:
+    """Whether real number ``value`` is finite (an int too large for a float is not)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _shown(value) -> str:
+    """``repr(value)``, or for an integer too large for a float its size (its digits would
+    fill the screen, or be more than Python prints)."""
+    try:
+        float(value)
+    except OverflowError:
+        sign = "-" if value < 0 else ""
+        return f"an integer of about {sign}10**{int(abs(value).bit_length() * math.log10(2))}"
+    return repr(value)
 
 
 def _same_setting(old, new) -> bool:

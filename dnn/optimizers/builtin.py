@@ -9,21 +9,35 @@ from dnn.errors import UsageError
 from dnn.optimizers.base import Optimizer
 
 
-def _check_epsilon(optimizer) -> None:
-    """Refuse epsilon 0: a parameter whose gradient has always been 0 would step by 0 / 0."""
-    if not optimizer.epsilon > 0:
+def _check_epsilon(optimizer, epsilon) -> None:
+    """Refuse epsilon 0: a parameter whose gradient has always been 0 would step by 0 / 0.
+    Once built, also one its array's dtype rounds towards 0 (:func:`_check_epsilon_fits`)."""
+    if not epsilon > 0:
         raise UsageError(f"{type(optimizer).__name__} epsilon must be above 0 (it keeps the step "
-                         f"finite where a gradient has always been 0), not {optimizer.epsilon!r}")
+                         f"finite where a gradient has always been 0), not {epsilon!r}")
+    built = optimizer.__dict__.get("_device")
+    if built and "epsilon" in built:
+        _check_epsilon_fits(optimizer, epsilon, built["epsilon"].dtype)
 
 
-def _check_epsilon_fits(optimizer, param) -> None:
-    """Refuse an epsilon below the smallest normal number of ``param``'s dtype (1e-50 in
+def _check_epsilon_fits(optimizer, epsilon, dtype) -> None:
+    """Refuse an epsilon below the smallest normal number of ``dtype``, the weights' (1e-50 in
     float32, say): it would round towards 0 and bring the 0 / 0 back."""
-    smallest = float(optimizer.xp.finfo(param.dtype).smallest_normal)
-    if optimizer.epsilon < smallest:
-        raise UsageError(f"{type(optimizer).__name__} epsilon {optimizer.epsilon!r} is below the "
+    smallest = float(optimizer.xp.finfo(dtype).smallest_normal)
+    if epsilon < smallest:
+        raise UsageError(f"{type(optimizer).__name__} epsilon {epsilon!r} is below the "
                          f"smallest normal number of the weights' dtype ({smallest:.3g}): it "
                          "would round towards 0")
+
+
+def _check_momentum(optimizer, momentum) -> None:
+    """Refuse a momentum above 1 (Keras' bound: the velocity would grow without end), and,
+    once built with momentum 0 (no buffer for it), a momentum that needs one."""
+    if momentum > 1:
+        raise UsageError(f"{type(optimizer).__name__} momentum must be between 0 and 1, not "
+                         f"{momentum!r}")
+    optimizer.check_built_state("momentum", momentum,
+                                fits=not momentum or bool(optimizer.built_setting("momentum")))
 
 
 class SGD(Optimizer):
@@ -32,8 +46,10 @@ class SGD(Optimizer):
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False):
         self.momentum, self.nesterov = momentum, nesterov
         super().__init__(learning_rate=learning_rate)
-        if momentum > 1:  # Keras' bound: the velocity would grow without end
-            raise UsageError(f"SGD momentum must be between 0 and 1, not {momentum!r}")
+
+    def check_setting(self, name, value):
+        if name == "momentum":  # the velocity is made at build when momentum is not 0
+            _check_momentum(self, value)
 
     def init_state(self, param):
         return {"velocity": self.xp.zeros_like(param)} if self.momentum else {}
@@ -65,12 +81,19 @@ class RMSprop(Optimizer):
                  centered=False):
         self.rho, self.momentum, self.epsilon, self.centered = rho, momentum, epsilon, centered
         super().__init__(learning_rate=learning_rate)
-        if rho >= 1:
-            raise UsageError(f"RMSprop rho must be below 1, not {rho!r}")
-        _check_epsilon(self)
+
+    def check_setting(self, name, value):
+        if name == "rho" and value >= 1:
+            raise UsageError(f"RMSprop rho must be below 1, not {value!r}")
+        if name == "epsilon":
+            _check_epsilon(self, value)
+        if name == "momentum":  # the momentum buffer is made at build when it is not 0
+            _check_momentum(self, value)
+        if name == "centered":  # the mean gradient is made at build when centered
+            self.check_built_state(name, value, fits=value == self.built_setting(name))
 
     def init_state(self, param):
-        _check_epsilon_fits(self, param)
+        _check_epsilon_fits(self, self.epsilon, param.dtype)
         zeros = self.xp.zeros_like
         state = {"mean_square": zeros(param)}
         if self.centered:
@@ -109,19 +132,29 @@ class RMSprop(Optimizer):
 
 class Adam(Optimizer):
     """Adam, as in Keras (epsilon outside the square root, bias correction folded into the
-    step size)."""
+    step size), with Keras' AMSGrad variant (``amsgrad=True``)."""
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 amsgrad=False):
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+        self.amsgrad = amsgrad
         super().__init__(learning_rate=learning_rate)
-        if beta_1 >= 1 or beta_2 >= 1:
-            raise UsageError(f"Adam beta_1 and beta_2 must be below 1, not {beta_1!r} and "
-                             f"{beta_2!r}")
-        _check_epsilon(self)
+
+    def check_setting(self, name, value):
+        if name in ("beta_1", "beta_2") and value >= 1:
+            raise UsageError(f"Adam {name} must be below 1, not {value!r}")
+        if name == "epsilon":
+            _check_epsilon(self, value)
+        if name == "amsgrad":  # the running maximum of v is made at build with amsgrad
+            self.check_built_state(name, value, fits=value == self.built_setting(name))
 
     def init_state(self, param):
-        _check_epsilon_fits(self, param)
-        return {"m": self.xp.zeros_like(param), "v": self.xp.zeros_like(param)}
+        _check_epsilon_fits(self, self.epsilon, param.dtype)
+        zeros = self.xp.zeros_like
+        state = {"m": zeros(param), "v": zeros(param)}
+        if self.amsgrad:
+            state["v_hat"] = zeros(param)
+        return state
 
     fused_update = "adam"  # (param, grad, m, v, step_size, beta_1, beta_2, epsilon)
 
@@ -136,10 +169,16 @@ class Adam(Optimizer):
     def update(self, param, grad, state):
         """``m += (g - m) * (1 - beta_1)``; ``v += (g**2 - v) * (1 - beta_2)``;
         ``param -= step_size * m / (sqrt(v) + eps)``, with ``step_size`` from
-        :meth:`begin_step`."""
+        :meth:`begin_step`.  AMSGrad (Keras'): ``v_hat = max(v_hat, v)`` takes v's place in
+        the step (no fused kernel)."""
         m, v, step_size = state["m"], state["v"], self.step_size
-        if self.fused(param, grad, m, v, step_size, self.beta_1, self.beta_2, self.epsilon):
+        v_hat = state.get("v_hat")
+        if v_hat is None and self.fused(param, grad, m, v, step_size, self.beta_1, self.beta_2,
+                                        self.epsilon):
             return
         m += (grad - m) * (1 - self.beta_1)
         v += (grad * grad - v) * (1 - self.beta_2)
+        if v_hat is not None:
+            v_hat[...] = self.xp.maximum(v_hat, v)
+            v = v_hat
         param -= (step_size * m) / (self.xp.sqrt(v) + self.epsilon)

@@ -109,8 +109,11 @@ def _protection(path: Path) -> str | None:
 
 
 def _refusal(path) -> str | None:
-    """Why ``path`` must not be written: it is a named pipe, a device or a socket (symbolic
-    links followed), a folder, or write-protected; None when it may be."""
+    """Why ``path`` must not be written: it is empty (it names no file: the file system would
+    take it for the current folder), a named pipe, a device or a socket (symbolic links
+    followed), a folder, or write-protected; None when it may be."""
+    if not os.fspath(path):
+        return "an empty path names no file: give the file's name"
     kind = _special_kind(path)
     if kind:
         return f"it is {kind}, not a regular file"
@@ -122,7 +125,12 @@ def _refuse(path, doing: str) -> None:
     not be written (:func:`_refusal`)."""
     refusal = _refusal(path)
     if refusal:
-        raise UsageError(f"{path}: not {doing} it, {refusal}")
+        raise UsageError(f"{_shown(path)}: not {doing} it, {refusal}")
+
+
+def _shown(path) -> str:
+    """``path`` as an error message names it: as it is, or ``''`` when it is empty."""
+    return str(path) if os.fspath(path) else repr(os.fspath(path))
 
 
 def _sync_folder(folder: Path) -> None:
@@ -203,7 +211,7 @@ def check_writable(path, option: str) -> None:
     second, not after hours of training; it creates nothing and opens nothing."""
     refusal = _refusal(path)
     if refusal:
-        raise UsageError(f"{option} {path}: cannot write there ({refusal})")
+        raise UsageError(f"{option} {_shown(path)}: cannot write there ({refusal})")
     target = Path(os.path.realpath(path))
     folder = target.parent
     while not folder.exists():
