@@ -1330,12 +1330,15 @@ def worker_nccl_setting(folder: str) -> None:
     model = dnn.Sequential([Dense(32, activation="relu"), Dense(10, activation="softmax")],
                            seed=0, backend=GpuBackend())
     model.compile(dnn.optimizers.SGD(0.05, momentum=0.9))
+
+    def epoch_end(epoch, logs):  # before the ranks compare the optimizer's settings
+        report(folder, "nccl-setting", launches=cupy.cuda.graph.launches,
+               warnings=[str(warning.message) for warning in caught])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.fit(*data(5 * BATCH + 9), batch_size=BATCH, epochs=2, verbose=0,
-                  callbacks=[SetsNesterovOnRankZero()])
-    report(folder, "nccl-setting", launches=cupy.cuda.graph.launches,
-           warnings=[str(warning.message) for warning in caught])
+                  callbacks=[SetsNesterovOnRankZero(),
+                             dnn.callbacks.LambdaCallback(on_epoch_end=epoch_end)])
 
 
 @needs_mpi
@@ -1344,18 +1347,22 @@ def worker_nccl_setting(folder: str) -> None:
 def test_a_host_setting_changed_on_one_rank_recaptures_on_every_rank(tmp_path, standin_path):
     """Rank 0 alone changes a setting its graph baked in: every rank warms up and captures
     again together (a rank replaying its graph, whose NCCL sum waits for the others, while the
-    other captures would wait for ever)."""
+    other captures would wait for ever), to the epoch's end, where the settings differing
+    end the job with a usage error."""
     from tests.cuda_harness import HostCudaBackend
 
     if not HostCudaBackend.is_available():
         pytest.skip(f"stand-in: {HostCudaBackend.is_available().reason}")
-    assert_ran(mpiexec("nccl-setting", tmp_path, timeout=60,
-                       environment={"PYTHONPATH": standin_path}))
+    result = mpiexec("nccl-setting", tmp_path, timeout=60,
+                     environment={"PYTHONPATH": standin_path})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert ("UsageError: rank 1 has the optimizer's nesterov False, rank 0 True: a callback "
+            "that changes training must run alike on every rank") in result.stderr
     ranks = reports(tmp_path, "nccl-setting")
     assert ranks[0] == ranks[1] and ranks[0]["warnings"] == []
-    # as worker_nccl's 9 launches (the full batches but the first), less one: the fourth
-    # batch, the first after the change, is a warm-up again, the fifth a capture
-    assert ranks[0]["launches"] == 9 - 1
+    # the first epoch's full batches but the first (4 launches), less one: the fourth batch,
+    # the first after the change, is a warm-up again, the fifth a capture
+    assert ranks[0]["launches"] == 4 - 1
 
 
 def worker_nccl_synchronized(folder: str) -> None:
@@ -1872,6 +1879,87 @@ def test_a_stop_at_an_epochs_end_on_one_rank_stops_every_rank(tmp_path):
     assert reports(tmp_path, "stop") == [{"epochs": 1, "iterations": 4}] * 2
 
 
+def worker_settings_drift(folder: str, how: str) -> None:
+    """A callback that changes the learning rate: "one rank", on rank 1 alone in the third
+    batch (as one deciding from a batch's logs, each rank's own, would); "every rank", a
+    LearningRateScheduler and ReduceLROnPlateau, alike on every rank."""
+    rank = distributed.communicator().rank
+    model = seed_network("sgd")
+
+    def change(batch, logs):
+        if rank == 1 and batch == 2:
+            model.optimizer.learning_rate = 0.5
+    callbacks = ([dnn.callbacks.LambdaCallback(on_train_batch_end=change)] if how == "one rank"
+                 else [dnn.callbacks.LearningRateScheduler(lambda epoch, rate: rate * 0.5),
+                       dnn.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0,
+                                                       min_delta=10.0)])
+    model.fit(*data(1000), batch_size=BATCH, epochs=3, verbose=0, callbacks=callbacks)
+    np.savez(Path(folder, f"drift-{rank}.npz"), *model.get_weights())
+    report(folder, "drift", learning_rate=float(model.optimizer.learning_rate))
+
+
+@needs_mpi
+def test_an_optimizer_setting_changed_on_one_rank_ends_the_job_at_the_epochs_end(tmp_path):
+    """One line, rank 0's, and status 2 (a usage error, as settings that differ at the start),
+    within 30 seconds; not ranks whose weights drift apart silently."""
+    started = time.monotonic()
+    result = mpiexec("settings-drift", tmp_path, "one rank", timeout=30)
+    assert time.monotonic() - started < 30
+    assert result.returncode == 2, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if "UsageError:" in line]
+    assert errors == ["dnn.errors.UsageError: rank 1 has the optimizer's learning_rate 0.5, "
+                      "rank 0 0.05: a callback that changes training must run alike on every "
+                      "rank (docs/distributed.md)"], result.stderr
+    assert not list(tmp_path.glob("drift-*"))
+
+
+@needs_mpi
+def test_an_optimizer_setting_changed_alike_on_every_rank_trains_on(tmp_path):
+    assert_ran(mpiexec("settings-drift", tmp_path, "every rank", timeout=60))
+    ranks = reports(tmp_path, "drift")
+    # halved by the scheduler at each of the 3 epochs' start, by ReduceLROnPlateau at the
+    # 2nd and 3rd epochs' end (the first improves on none)
+    assert ranks[0] == ranks[1] == {"learning_rate": pytest.approx(0.05 / 2 ** 5, rel=1e-6)}
+    for mine, theirs in zip(weights_of(tmp_path, "drift", 0), weights_of(tmp_path, "drift", 1)):
+        assert np.array_equal(mine, theirs)
+
+
+def worker_exits(code: str) -> None:
+    """Rank 1 calls ``sys.exit`` in a callback in its third batch (``code`` "none": without
+    an argument; a number: with it; else with that message), under plain ``python``; rank 0
+    goes on into the next gradient sum."""
+    rank = distributed.communicator().rank
+    argument = () if code == "none" else (int(code),) if code.isdigit() else (code,)
+
+    def leave(batch, logs):
+        if rank == 1 and batch == 2:
+            sys.exit(*argument)
+    seed_network("sgd").fit(*data(2000), batch_size=BATCH, epochs=100, verbose=0,
+                            callbacks=[dnn.callbacks.LambdaCallback(on_train_batch_end=leave)])
+
+
+@needs_mpi
+@pytest.mark.parametrize("code, status", [("none", 0), ("0", 0), ("3", 3),
+                                          ("leaving early", 1)])
+def test_sys_exit_on_one_rank_inside_fit_ends_the_job_with_its_status(code, status):
+    """Python calls no hook for SystemExit, and a plain ``python`` has no runner to abort the
+    job: ``fit`` ends it (MPI_Abort, whose status 0 MPICH's mpiexec returns as 0)."""
+    started = time.monotonic()
+    result = mpiexec("exits", code, timeout=30)
+    assert time.monotonic() - started < 30
+    assert result.returncode == status, result.stdout + result.stderr
+    if status == 1:
+        assert "rank 1: leaving early" in result.stderr.splitlines()
+
+
+def test_sys_exit_inside_fit_in_one_process_is_left_to_python():
+    model = seed_network("sgd")
+    leave = dnn.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: sys.exit(4))
+    with pytest.raises(SystemExit) as raised:
+        model.fit(*data(256), batch_size=BATCH, verbose=0, callbacks=[leave])
+    assert raised.value.code == 4
+
+
 WORKERS = {"equivalence": worker_equivalence, "references": worker_references,
            "dropout": worker_dropout, "batch-norm": worker_batch_norm,
            "synchronized": worker_synchronized, "nccl-synchronized": worker_nccl_synchronized,
@@ -1884,7 +1972,8 @@ WORKERS = {"equivalence": worker_equivalence, "references": worker_references,
            "mpi-gpu": worker_mpi_gpu, "nccl-gpus": worker_nccl_gpus,
            "seedless": worker_seedless, "empty-share": worker_empty_share,
            "stop-at-epoch-end": worker_stop_at_epoch_end,
-           "synchronized-fails": worker_synchronized_fails}
+           "synchronized-fails": worker_synchronized_fails,
+           "settings-drift": worker_settings_drift, "exits": worker_exits}
 
 if __name__ == "__main__":
     WORKERS[sys.argv[1]](*sys.argv[2:])

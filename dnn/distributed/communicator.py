@@ -75,13 +75,22 @@ class Communicator:
     def require_same(self, settings: dict) -> None:
         """Refuse, on every rank alike, ``settings`` (name -> a value that compares with
         ``==``) that differ between the ranks: UsageError naming the first difference."""
-        first, *others = self.gather_objects(settings)
-        for rank, theirs in enumerate(others, 1):
-            for name in [*first, *(name for name in theirs if name not in first)]:
-                if first.get(name) != theirs.get(name):
-                    raise UsageError(f"every rank must run with the same settings: rank "
-                                     f"{rank} has {name} {theirs.get(name)!r}, rank 0 "
-                                     f"{first.get(name)!r}")
+        difference = first_difference(self.gather_objects(settings))
+        if difference is not None:
+            raise UsageError(f"every rank must run with the same settings: {difference}")
+
+
+def first_difference(gathered: list) -> str | None:
+    """The first setting in which a rank's dict of ``gathered`` (every rank's, in rank order)
+    differs from rank 0's, as ``"rank N has NAME VALUE, rank 0 VALUE"``; None where they
+    agree."""
+    first, *others = gathered
+    for rank, theirs in enumerate(others, 1):
+        for name in [*first, *(name for name in theirs if name not in first)]:
+            if first.get(name) != theirs.get(name):
+                return (f"rank {rank} has {name} {theirs.get(name)!r}, rank 0 "
+                        f"{first.get(name)!r}")
+    return None
 
 
 class SingleProcess(Communicator):

@@ -13,12 +13,14 @@ chooses, the same on every rank and in every run of one size.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from dnn import backends
 from dnn.callbacks import Callback
-from dnn.distributed.communicator import Communicator
-from dnn.errors import DnnError
+from dnn.distributed.communicator import Communicator, first_difference
+from dnn.errors import DnnError, UsageError
 
 
 class StepCollectives(Communicator):
@@ -144,6 +146,48 @@ def start_together(trainer, communicator, first_epoch: int) -> int:
     if trainer.built:
         share_state(trainer, communicator)
     return start["first_epoch"]
+
+
+def stop_at_epoch_end(trainer, communicator) -> bool:
+    """Whether a callback stopped training on some rank, at an epoch's end, in one small
+    gather that also compares the optimizer's settings (``get_config()``, host numbers):
+    a callback that changed them on some ranks only (from a batch's logs, each rank's own)
+    would leave the ranks' weights apart for ever, so a difference is a UsageError, the same
+    on every rank, naming the first setting that differs and the ranks."""
+    optimizer = trainer.optimizer
+    settings = {} if optimizer is None else {
+        f"the optimizer's {name}": value for name, value in optimizer.get_config().items()}
+    gathered = communicator.gather_objects((bool(trainer.stop_training), settings))
+    difference = first_difference([theirs for _, theirs in gathered])
+    if difference is not None:
+        raise UsageError(f"{difference}: a callback that changes training must run alike on "
+                         "every rank (docs/distributed.md)")
+    return any(stop for stop, _ in gathered)
+
+
+def exit_status_of(error: SystemExit) -> int:
+    """The exit status Python gives ``error``'s code: 0 for None, an int itself, else 1
+    (Python prints that code, a message, to stderr)."""
+    if error.code is None:
+        return 0
+    return error.code if isinstance(error.code, int) else 1
+
+
+def end_job_on_exit(communicator, error: SystemExit) -> None:
+    """End every rank with ``error``'s exit status (:func:`exit_status_of`), where
+    ``SystemExit`` (``sys.exit`` in a callback) would end this rank alone inside ``fit``,
+    leaving the others waiting in their next collective for ever (Python calls no exception
+    hook for it, and mpi4py's runner aborts for no status 0).  A code that is a message is
+    printed, as Python prints it, after ``"rank N: "``.  Nothing in a single process."""
+    if communicator.size == 1:
+        return
+    status = exit_status_of(error)
+
+    def report(prefix: str) -> None:
+        if error.code is not None and not isinstance(error.code, int):
+            sys.stderr.write(f"{prefix}{error.code}\n")
+
+    communicator.end_job(report, status)
 
 
 def share_state(trainer, communicator) -> None:

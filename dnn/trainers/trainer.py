@@ -345,7 +345,10 @@ class Trainer:
         (:class:`dnn.trainers.epoch_iterator.StreamBatches`).  Rank 0 alone prints and runs
         the callbacks that write (``writes_files``, a callback of one's own too); the others
         run every other callback, with the same epoch figures; ``fit`` returns on every rank
-        once they are written.  A batch's logs are those of the rank's own share."""
+        once they are written.  A batch's logs are those of the rank's own share; the
+        optimizer's settings are compared at every epoch's end (a callback that changed them on
+        some ranks only is a UsageError), and ``sys.exit`` inside ``fit`` on one rank ends the
+        whole job with its status (:func:`data_parallel.end_job_on_exit`)."""
         self._require_compiled(training=True)
         if not is_int_at_least(epochs, 0):
             raise UsageError(f"epochs must be a non-negative integer, not {epochs!r}")
@@ -400,13 +403,21 @@ class Trainer:
                     logs.update({f"val_{key}": value for key, value in results.items()})
                 self.epochs_done = epoch + 1
                 callbacks.on_epoch_end(epoch, logs)
-                if ranks.size > 1:  # a callback's stop on one rank stops every rank
-                    self.stop_training = ranks.any(self.stop_training)
+                if ranks.size > 1:  # a callback's stop on one rank stops every rank, and
+                    # one that changed the optimizer on some ranks only ends the job
+                    self.stop_training = data_parallel.stop_at_epoch_end(self, ranks)
                 if self.stop_training or training.ran_out:
                     break
+        except SystemExit as error:  # sys.exit on one rank would leave the others waiting
+            data_parallel.end_job_on_exit(ranks, error)
+            raise
         finally:
             self._initial_epoch = None
-            callbacks.on_train_end(logs)
+            try:
+                callbacks.on_train_end(logs)
+            except SystemExit as error:
+                data_parallel.end_job_on_exit(ranks, error)
+                raise
         if ranks.size > 1:  # together: rank 0's files are written when fit returns on any rank
             ranks.all(True)
         return self.history
