@@ -1924,32 +1924,44 @@ def test_an_optimizer_setting_changed_alike_on_every_rank_trains_on(tmp_path):
         assert np.array_equal(mine, theirs)
 
 
-def worker_exits(code: str) -> None:
+def worker_exits(code: str, folder: str) -> None:
     """Rank 1 calls ``sys.exit`` in a callback in its third batch (``code`` "none": without
     an argument; a number: with it; else with that message), under plain ``python``; rank 0
-    goes on into the next gradient sum."""
+    goes on into the next gradient sum.  Rank 1 notes in ``folder`` that its callbacks' train
+    end and the script's ``finally`` ran."""
     rank = distributed.communicator().rank
     argument = () if code == "none" else (int(code),) if code.isdigit() else (code,)
 
     def leave(batch, logs):
         if rank == 1 and batch == 2:
             sys.exit(*argument)
-    seed_network("sgd").fit(*data(2000), batch_size=BATCH, epochs=100, verbose=0,
-                            callbacks=[dnn.callbacks.LambdaCallback(on_train_batch_end=leave)])
+
+    def note(what):
+        Path(folder, f"{what}-{rank}").touch()
+    callback = dnn.callbacks.LambdaCallback(on_train_batch_end=leave,
+                                            on_train_end=lambda logs: note("train-end"))
+    try:
+        seed_network("sgd").fit(*data(2000), batch_size=BATCH, epochs=100, verbose=0,
+                                callbacks=[callback])
+    finally:
+        note("finally")
 
 
 @needs_mpi
 @pytest.mark.parametrize("code, status", [("none", 0), ("0", 0), ("3", 3),
                                           ("leaving early", 1)])
-def test_sys_exit_on_one_rank_inside_fit_ends_the_job_with_its_status(code, status):
+def test_sys_exit_on_one_rank_inside_fit_ends_the_job_with_its_status(code, status,
+                                                                     tmp_path):
     """Python calls no hook for SystemExit, and a plain ``python`` has no runner to abort the
-    job: ``fit`` ends it (MPI_Abort, whose status 0 MPICH's mpiexec returns as 0)."""
+    job: ``fit`` has it end as the process exits (MPI_Abort, whose status 0 MPICH's mpiexec
+    returns as 0), after the exit went on as in one process (on_train_end, ``finally``)."""
     started = time.monotonic()
-    result = mpiexec("exits", code, timeout=30)
+    result = mpiexec("exits", code, tmp_path, timeout=30)
     assert time.monotonic() - started < 30
     assert result.returncode == status, result.stdout + result.stderr
     if status == 1:
         assert "rank 1: leaving early" in result.stderr.splitlines()
+    assert (tmp_path / "train-end-1").exists() and (tmp_path / "finally-1").exists()
 
 
 def test_sys_exit_inside_fit_in_one_process_is_left_to_python():

@@ -15,7 +15,7 @@ its traceback and aborts the job (``MPI_Abort``) with the status the command lin
 2 for a usage error, 130 for Ctrl-C, 1 for the others (:meth:`Communicator.end_job`: reported
 once where every rank meets it; a signal's without the rank's name).  Before it is made, the
 hook of :mod:`dnn.distributed.failure` aborts the job; ``sys.exit`` calls no hook, which
-``fit`` covers inside it (:func:`dnn.trainers.data_parallel.end_job_on_exit`) and
+``fit`` covers inside it (:func:`dnn.trainers.data_parallel.end_job_at_exit`) and
 ``python -m mpi4py`` elsewhere (for a status other than 0).  A script that catches an error
 on one rank ends the job itself, with :func:`dnn.distributed.abort`.
 """

@@ -13,6 +13,7 @@ chooses, the same on every rank and in every run of one size.
 
 from __future__ import annotations
 
+import atexit
 import sys
 
 import numpy as np
@@ -173,12 +174,14 @@ def exit_status_of(error: SystemExit) -> int:
     return error.code if isinstance(error.code, int) else 1
 
 
-def end_job_on_exit(communicator, error: SystemExit) -> None:
-    """End every rank with ``error``'s exit status (:func:`exit_status_of`), where
-    ``SystemExit`` (``sys.exit`` in a callback) would end this rank alone inside ``fit``,
-    leaving the others waiting in their next collective for ever (Python calls no exception
-    hook for it, and mpi4py's runner aborts for no status 0).  A code that is a message is
-    printed, as Python prints it, after ``"rank N: "``.  Nothing in a single process."""
+def end_job_at_exit(communicator, error: SystemExit) -> None:
+    """Where ``SystemExit`` (``sys.exit`` in a callback) leaves ``fit`` on one of several
+    ranks, have the whole job end with its exit status (:func:`exit_status_of`) once this
+    process exits: the others would wait in their next collective for ever (Python calls no
+    exception hook for it, and mpi4py's runner aborts for no status 0).  The exit goes on
+    first as in a single process (``on_train_end``, the script's ``finally`` blocks); a code
+    that is a message is printed, as Python prints it, after ``"rank N: "``.  Nothing in a
+    single process."""
     if communicator.size == 1:
         return
     status = exit_status_of(error)
@@ -187,7 +190,7 @@ def end_job_on_exit(communicator, error: SystemExit) -> None:
         if error.code is not None and not isinstance(error.code, int):
             sys.stderr.write(f"{prefix}{error.code}\n")
 
-    communicator.end_job(report, status)
+    atexit.register(communicator.end_job, report, status)
 
 
 def share_state(trainer, communicator) -> None:

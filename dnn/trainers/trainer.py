@@ -348,7 +348,7 @@ class Trainer:
         once they are written.  A batch's logs are those of the rank's own share; the
         optimizer's settings are compared at every epoch's end (a callback that changed them on
         some ranks only is a UsageError), and ``sys.exit`` inside ``fit`` on one rank ends the
-        whole job with its status (:func:`data_parallel.end_job_on_exit`)."""
+        whole job with its status as the process exits (:func:`data_parallel.end_job_at_exit`)."""
         self._require_compiled(training=True)
         if not is_int_at_least(epochs, 0):
             raise UsageError(f"epochs must be a non-negative integer, not {epochs!r}")
@@ -409,14 +409,14 @@ class Trainer:
                 if self.stop_training or training.ran_out:
                     break
         except SystemExit as error:  # sys.exit on one rank would leave the others waiting
-            data_parallel.end_job_on_exit(ranks, error)
+            data_parallel.end_job_at_exit(ranks, error)
             raise
         finally:
             self._initial_epoch = None
             try:
                 callbacks.on_train_end(logs)
             except SystemExit as error:
-                data_parallel.end_job_on_exit(ranks, error)
+                data_parallel.end_job_at_exit(ranks, error)
                 raise
         if ranks.size > 1:  # together: rank 0's files are written when fit returns on any rank
             ranks.all(True)
