@@ -64,6 +64,32 @@ def test_resume_continues_exactly_where_training_stopped(tmp_path, cpu):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("saved, loading", [(False, True), (True, False)],
+                         ids=["adam-into-amsgrad", "amsgrad-into-adam"])
+def test_weights_load_into_the_same_optimizer_made_with_other_state(tmp_path, cpu, saved,
+                                                                    loading):
+    """A file saved by Adam (every file from before amsgrad) loaded into a model compiled with
+    Adam(amsgrad=True), and the reverse: not damaged, another optimizer's state; the weights
+    load and the optimizer's state starts afresh, with a warning."""
+    x, labels = blobs(n=96)
+    y = to_categorical(labels)
+    model = seed_network(cpu)
+    model.compile(optimizer=dnn.optimizers.Adam(amsgrad=saved), loss="categorical_crossentropy")
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    model.save_weights(tmp_path / "m.weights.npz")
+    other = seed_network(cpu, seed=1)
+    other.compile(optimizer=dnn.optimizers.Adam(amsgrad=loading),
+                  loss="categorical_crossentropy")
+    other.build(8)
+    with pytest.warns(UserWarning, match="holds Adam state of other settings .*: the weights "
+                                         "are loaded, the optimizer's state starts afresh"):
+        other.load_weights(tmp_path / "m.weights.npz")
+    for ours, theirs in zip(other.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(ours, theirs)
+    assert all(not np.any(cpu.to_numpy(array)) for state in other.optimizer.states
+               for array in state.values())
+
+
 def _bad_checkpoints(tmp_path, tiny_model_path):
     pickled = tmp_path / "pickle.npz"
     pickled.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))

@@ -12,6 +12,7 @@ Written to a temporary file and renamed; read with ``allow_pickle=False`` onto a
 from __future__ import annotations
 
 import json
+import warnings
 import os
 import re
 from pathlib import Path
@@ -23,7 +24,7 @@ from dnn.errors import (ArgumentTypeError, CheckpointError, DivergenceError, Unk
                         UsageError)
 from dnn.saving.fileio import atomic_write, write_errors_named
 from dnn.saving.npz_reader import NpzReader
-from dnn.utils import check_seed, element_count, is_int_at_least
+from dnn.utils import check_seed, element_count, is_int_at_least, user_stacklevel
 
 FORMAT = "dnn-checkpoint"
 VERSION = 1
@@ -283,7 +284,9 @@ def _restore(archive: NpzReader, model, meta: dict, with_optimizer: bool,
         model.build(_input_shape(archive.path, meta, model.layers) or weights[0].shape[0])
     model.set_weights(weights)
     if with_optimizer:
-        _restore_state(archive, model, meta["optimizer"]["iterations"])
+        spec = meta["optimizer"]
+        _restore_state(archive, model, spec["iterations"],
+                       settings_differ=spec["config"] != model.optimizer.get_config())
 
 
 def _metrics(serialized: list) -> list:
@@ -345,15 +348,27 @@ def _restore_progress(path, model, meta: dict, seed) -> None:
         model.rng.bit_generator.state = meta["shuffle_state"]
 
 
-def _restore_state(archive: NpzReader, model, iterations) -> None:
+def _restore_state(archive: NpzReader, model, iterations, settings_differ: bool) -> None:
     """Put the saved optimizer state and step count into ``model.optimizer``, whose fresh
     state (from ``init_state``) gives each array's shape and dtype: a plugin's state need not
-    have its parameter's.  A state array the optimizer does not have is refused."""
+    have its parameter's.  A state array the optimizer does not have is refused; but where
+    ``settings_differ`` (the optimizer is the file's kind made with other settings) and its
+    state has other arrays, the state is left as it is, with a warning."""
     path = archive.path
     if not is_int_at_least(iterations, 0):
         raise CheckpointError(f"{path} is damaged: the optimizer's step count is "
                               f"{iterations!r}")
     optimizer, xp = model.optimizer, model.backend.xp
+    saved_kinds = {name.split("_", 2)[2] for name in archive.names
+                   if name.startswith("state_") and name.count("_") >= 2}
+    our_kinds = {key for state in optimizer.states for key in state}
+    if saved_kinds != our_kinds and settings_differ:  # made with other settings (amsgrad)
+        warnings.warn(f"{path} holds {type(optimizer).__name__} state of other settings "
+                      f"({', '.join(sorted(saved_kinds)) or 'none'}; this optimizer keeps "
+                      f"{', '.join(sorted(our_kinds)) or 'none'}): the weights are loaded, the "
+                      "optimizer's state starts afresh", UserWarning,
+                      stacklevel=user_stacklevel())
+        return
     wanted = {f"state_{i}_{key}" for i, state in enumerate(optimizer.states) for key in state}
     extra = sorted(name for name in archive.names
                    if name.startswith("state_") and name not in wanted)
