@@ -524,6 +524,7 @@ def test_a_model_keeps_the_weights_of_a_layer_a_call_built_alike():
 def test_input_takes_keras_batch_shape_and_names_the_arguments_it_cannot_honour():
     assert Input(batch_shape=(None, 28, 28, 1)).shape == (None, 28, 28, 1)
     assert Input((3,), dtype=None, sparse=None, optional=False).shape == (None, 3)
+    assert Input((3,), sparse=False).shape == (None, 3)
     model = dnn.Sequential([Input(batch_shape=(None, 4)), Dense(2)])
     assert model.sample_shape == (4,)
     for options, message in [

@@ -125,7 +125,7 @@ def test_cpu_kernels_reproduce_generic_kernels_bit_for_bit(cpu, generic, make, d
     ("Adam", {"learning_rate": 10**400}, r"Adam learning_rate must be a finite number >= 0, "
                                          r"not an integer of about 10\*\*400$"),
     ("SGD", {"momentum": 0.9, "nesterov": "no"}, "^SGD nesterov must be True or False, not 'no'$"),
-    ("SGD", {"nesterov": 1}, "^SGD nesterov must be True or False, not 1$"),
+    ("SGD", {"nesterov": 2}, "^SGD nesterov must be True or False, not 2$"),
     ("SGD", {"nesterov": np.array([True, False])}, r"^SGD nesterov must be True or False, not "
                                                     r"array\(\[ True, False\]\)$"),
     ("RMSprop", {"centered": "yes"}, "^RMSprop centered must be True or False, not 'yes'$"),
@@ -282,7 +282,7 @@ def built(optimizer, backend, dtype=np.float32):
     (optimizers.Adam, "beta_1", 1.0, "Adam beta_1 must be below 1, not 1.0"),
     (optimizers.Adam, "learning_rate", 10**400,
      r"Adam learning_rate must be a finite number >= 0, not an integer of about 10\*\*400$"),
-    (optimizers.Adam, "amsgrad", 1, "Adam amsgrad must be True or False, not 1"),
+    (optimizers.Adam, "amsgrad", 2, "Adam amsgrad must be True or False, not 2"),
 ], ids=lambda value: "10**400" if value == 10**400 else None)
 def test_a_setting_set_once_built_is_checked_as_when_made(cpu, make, name, value, message):
     """A callback's value went unchecked (SGD momentum 5.0, epsilon 0, ...): the same checks
@@ -340,7 +340,10 @@ def test_a_momentum_change_that_keeps_the_state_works_once_built(cpu):
     assert rmsprop.get_config()["momentum"] == 0.9
 
 
-def test_bool_settings_take_numpy_bools_as_python_bools(cpu):
+def test_bool_settings_take_numpy_bools_and_0_or_1_as_python_bools(cpu):
+    """As Keras takes them (SGD(nesterov=1) is Nesterov there too)."""
+    assert optimizers.SGD(momentum=0.9, nesterov=1).get_config()["nesterov"] is True
+    assert optimizers.RMSprop(centered=0).centered is False
     optimizer = optimizers.SGD(momentum=0.9, nesterov=np.bool_(True))
     assert type(optimizer.nesterov) is bool
     built(optimizer, cpu)
@@ -377,8 +380,8 @@ def test_a_plugin_s_settings_are_checked_by_their_default_s_type_and_its_own_che
         optimizer.mode = "cos"
     with pytest.raises(UsageError, match="^Lion mode must be 'sign' or 'tanh', not 'cos'$"):
         Lion(mode="cos")
-    with pytest.raises(UsageError, match="^Lion decoupled must be True or False, not 0$"):
-        Lion(decoupled=0)
+    with pytest.raises(UsageError, match="^Lion decoupled must be True or False, not 2$"):
+        Lion(decoupled=2)
 
 
 def test_amsgrad_steps_by_hand(cpu):

@@ -94,10 +94,12 @@ class Input(Passthrough):
 
     name_prefix = "input_layer"
     # Keras' other arguments, taken at their defaults only
-    KERAS_ONLY = {"batch_size": None, "dtype": None, "sparse": None, "tensor": None,
+    KERAS_ONLY = {"batch_size": None, "dtype": None, "sparse": False, "tensor": None,
                   "optional": False}
 
     def __init__(self, shape=None, name=None, batch_shape=None, **keras_only):
+        if keras_only.get("sparse", False) is None:  # Keras' default: not sparse
+            del keras_only["sparse"]
         check_keras_only("Input", keras_only, self.KERAS_ONLY)
         if (shape is None) == (batch_shape is None):
             raise UsageError("Input takes shape=(...) (a sample's), or batch_shape=(None, ...)"

@@ -111,7 +111,7 @@ class Optimizer:
 
     # -- hyper-parameters on the device -------------------------------------------------------
     def __setattr__(self, name, value):
-        if isinstance(value, np.bool_) and isinstance(_defaults(type(self)).get(name), bool):
+        if isinstance(_defaults(type(self)).get(name), bool) and _is_bool_like(value):
             value = bool(value)  # a host setting of Python's type, as configs save it
         if name == "learning_rate" and isinstance(value, LearningRateSchedule):
             if self.__dict__.get("_device") is not None:  # a captured step may hold the rate
@@ -301,7 +301,7 @@ class Optimizer:
 
     def _check_hyperparameter(self, name: str, value, number_expected: bool) -> None:
         if (isinstance(_defaults(type(self)).get(name), bool)
-                and not isinstance(value, (bool, np.bool_))):
+                and not _is_bool_like(value)):
             raise UsageError(f"{type(self).__name__} {name} must be True or False, not "
                              f"{value!r}")
         if number_expected and not is_number(value):
@@ -314,6 +314,12 @@ class Optimizer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+def _is_bool_like(value) -> bool:
+    """Whether ``value`` is a truth value as Keras takes one: a bool, NumPy's, 0 or 1."""
+    return isinstance(value, (bool, np.bool_)) or (
+        isinstance(value, numbers.Integral) and value in (0, 1))
 
 
 @functools.cache
