@@ -171,10 +171,9 @@ class Optimizer:
         """``iterations``, learning_rate (a schedule writes each step's rate into it) and the
         keyword arguments of ``__init__`` whose default is a float; an integer one (a count,
         say) stays a host number."""
-        parameters = inspect.signature(type(self)).parameters
-        return ["iterations", *(name for name, parameter in parameters.items()
+        return ["iterations", *(name for name, default in _defaults(type(self)).items()
                                 if name == "learning_rate"
-                                or (isinstance(parameter.default, float)
+                                or (isinstance(default, float)
                                     and is_number(self._host_value(name))))]
 
     def step_state(self) -> list:
@@ -225,7 +224,7 @@ class Optimizer:
             object.__setattr__(self, name, array)
         self._device = device
         self._exact = {name: value for name, value in values.items() if name != "iterations"}
-        self._host_names = frozenset(inspect.signature(type(self)).parameters) - set(device)
+        self._host_names = frozenset(_defaults(type(self))) - set(device)
         self._state_index = {id(param): index for index, param in enumerate(params)}
         self._update_checked = False
         self._at_build = {name: self._host_value(name) for name in _defaults(type(self))
@@ -284,7 +283,7 @@ class Optimizer:
         """The hyper-parameters as ``__init__`` takes them, host numbers (a schedule as
         :func:`dnn.optimizers.schedules.serialize` writes it)."""
         config = {name: self._host_value(name)
-                  for name in inspect.signature(type(self)).parameters if hasattr(self, name)}
+                  for name in _defaults(type(self)) if hasattr(self, name)}
         if self._schedule is not None and "learning_rate" in config:
             config["learning_rate"] = serialize(self._schedule)
         return config
