@@ -54,12 +54,12 @@ def graphs_switched_on() -> bool:
 CHUNK_ROWS = 32  # rows a thread of the sums per channel adds (a chunk)
 
 
-def channel_chunks(rows: int) -> tuple[int, int]:
-    """``(chunks, chunk_rows)``: how the channel-sum kernels split ``rows`` rows (stage 1 of
+def channel_chunks(rows: int) -> int:
+    """How many chunks the channel-sum kernels split ``rows`` rows into (stage 1 of
     :mod:`dnn.backends.cuda_sources`' sums per channel): :data:`CHUNK_ROWS` rows a chunk, the
     last fewer, so that the threads are many and each adds few values whatever the batch; no
     chunk for no rows."""
-    return -(-rows // CHUNK_ROWS), CHUNK_ROWS
+    return -(-rows // CHUNK_ROWS)
 
 
 def _compile(cupy) -> dict:
@@ -262,12 +262,12 @@ class GpuBackend(Backend):
         by chunk into ``out`` ``(width,)``.  Always the same order for a shape."""
         cupy, width = self._cupy, out.shape[0]
         rows, channels = inputs[0].shape
-        partial = cupy.empty((channel_chunks(rows)[0], width), out.dtype)
+        partial = cupy.empty((channel_chunks(rows), width), out.dtype)
         self._kernels[stage](*map(cupy.ascontiguousarray, inputs), rows, channels, CHUNK_ROWS,
                              partial)
         while partial.shape[0] > CHUNK_ROWS:
             sums = partial
-            partial = cupy.empty((channel_chunks(sums.shape[0])[0], width), out.dtype)
+            partial = cupy.empty((channel_chunks(sums.shape[0]), width), out.dtype)
             self._kernels["dnn_chunk_sums"](sums, sums.shape[0], width, CHUNK_ROWS, partial)
         self._kernels["dnn_sum_chunks"](partial, partial.shape[0], width, out)
 
