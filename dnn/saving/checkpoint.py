@@ -69,7 +69,7 @@ def save(model, path) -> None:
     if optimizer is not None:
         for i, state in enumerate(optimizer.states):
             for key, value in state.items():
-                arrays[f"state_{i}_{key}"] = model.backend.to_numpy(value)
+                arrays[_state_member(i, key)] = model.backend.to_numpy(value)
         meta["optimizer"] = {"name": plugins.name_of("optimizer", type(optimizer)),
                              "config": optimizer.get_config(),
                              "iterations": int(optimizer.iterations)}
@@ -84,15 +84,26 @@ def save(model, path) -> None:
         np.savez(file, meta=np.asarray(meta_json), **arrays)
 
 
+def _state_member(index: int, key: str) -> str:
+    """The checkpoint member holding the optimizer's state ``key`` for weight ``index``."""
+    return f"state_{index}_{key}"
+
+
+def _state_of_member(name: str) -> tuple[str, str] | None:
+    """``(weight index, key)`` of a member :func:`_state_member` names, else None."""
+    parts = name.split("_", 2)
+    return (parts[1], parts[2]) if len(parts) == 3 and parts[0] == "state" else None
+
+
 def _refuse_diverged(arrays: dict, path) -> None:
     """A DivergenceError, before anything is written, where one of ``arrays`` (a checkpoint's
     members by name: weights and optimizer state) holds NaN or infinite values, which
     :func:`load` would refuse."""
     for name, array in arrays.items():
         if array.dtype.kind in "fc" and not np.isfinite(array).all():
-            if name.startswith("state_"):  # state_<weight>_<key>
-                _, index, key = name.split("_", 2)
-                what = f"optimizer's {key} for weight {index}"
+            state = _state_of_member(name)
+            if state is not None:
+                what = f"optimizer's {state[1]} for weight {state[0]}"
             else:
                 what = f"weight {name.removeprefix('weight_')}"
             raise DivergenceError(f"the model's {what} holds NaN or infinite values (its "
@@ -359,8 +370,7 @@ def _restore_state(archive: NpzReader, model, iterations, settings_differ: bool)
         raise CheckpointError(f"{path} is damaged: the optimizer's step count is "
                               f"{iterations!r}")
     optimizer, xp = model.optimizer, model.backend.xp
-    saved_kinds = {name.split("_", 2)[2] for name in archive.names
-                   if name.startswith("state_") and name.count("_") >= 2}
+    saved_kinds = {state[1] for state in map(_state_of_member, archive.names) if state}
     our_kinds = {key for state in optimizer.states for key in state}
     if saved_kinds != our_kinds and settings_differ:  # made with other settings (amsgrad)
         warnings.warn(f"{path} holds {type(optimizer).__name__} state of other settings "
@@ -369,7 +379,7 @@ def _restore_state(archive: NpzReader, model, iterations, settings_differ: bool)
                       "optimizer's state starts afresh", UserWarning,
                       stacklevel=user_stacklevel())
         return
-    wanted = {f"state_{i}_{key}" for i, state in enumerate(optimizer.states) for key in state}
+    wanted = {_state_member(i, key) for i, state in enumerate(optimizer.states) for key in state}
     extra = sorted(name for name in archive.names
                    if name.startswith("state_") and name not in wanted)
     if extra:
@@ -377,7 +387,7 @@ def _restore_state(archive: NpzReader, model, iterations, settings_differ: bool)
                               f"{type(optimizer).__name__} does not have")
     for i, state in enumerate(optimizer.states):
         for key, fresh in state.items():
-            name = f"state_{i}_{key}"
+            name = _state_member(i, key)
             shape = archive.header(name)[0]
             if shape != tuple(fresh.shape):
                 raise CheckpointError(f"{path} is damaged: the optimizer's {key} for weight "
