@@ -155,9 +155,8 @@ def stop_at_epoch_end(trainer, communicator) -> bool:
     a callback that changed them on some ranks only (from a batch's logs, each rank's own)
     would leave the ranks' weights apart for ever, so a difference is a UsageError, the same
     on every rank, naming the first setting that differs and the ranks."""
-    optimizer = trainer.optimizer
-    settings = {} if optimizer is None else {
-        f"the optimizer's {name}": value for name, value in optimizer.get_config().items()}
+    settings = {f"the optimizer's {name}": value
+                for name, value in trainer.optimizer.get_config().items()}  # fit: compiled
     gathered = communicator.gather_objects((bool(trainer.stop_training), settings))
     difference = first_difference([theirs for _, theirs in gathered])
     if difference is not None:
