@@ -22,5 +22,5 @@ class Buffers:
         key = (role, shape, dtype)
         array = self._arrays.get(key)
         if array is None:
-            array = self._arrays[key] = self.backend.empty(shape, dtype)
+            array = self._arrays[key] = self.backend.buffer(shape, dtype)
         return array

@@ -1277,10 +1277,12 @@ class FakeNccl(types.ModuleType):
         self.sums += 1
 
 
-def worker_nccl(folder: str, fail_warm_up_on: str, versions: str = "22304") -> None:
+def worker_nccl(folder: str, fail_warm_up_on: str, versions: str = "22304",
+                cold_on: str = "none") -> None:
     """The seed network (smaller) on the stand-in's gpu backend, its gradients summed by
     NCCL (:class:`FakeNccl`) in the captured step; rank ``fail_warm_up_on`` (or none) has a
-    warm-up that fails.  ``versions``: each rank's NCCL_VERSION_CODE, comma-separated, or
+    warm-up that fails; rank ``cold_on`` (or none) has capture memory that is warm only after
+    its third warm-up.  ``versions``: each rank's NCCL_VERSION_CODE, comma-separated, or
     one for every rank."""
     import cupy
 
@@ -1296,6 +1298,9 @@ def worker_nccl(folder: str, fail_warm_up_on: str, versions: str = "22304") -> N
         def failing():
             raise CaptureError("injected")
         backend.graph_kernels = failing
+    if str(rank) == cold_on:
+        warm_ups = []
+        backend.warmed_up = lambda: (warm_ups.append(1), len(warm_ups) >= 3)[1]
     model = dnn.Sequential([Dense(32, activation="relu"), Dense(10, activation="softmax")],
                            seed=0, backend=backend)
     model.compile("adam", metrics=["accuracy"])
@@ -1360,9 +1365,10 @@ def test_a_host_setting_changed_on_one_rank_recaptures_on_every_rank(tmp_path, s
             "that changes training must run alike on every rank") in result.stderr
     ranks = reports(tmp_path, "nccl-setting")
     assert ranks[0] == ranks[1] and ranks[0]["warnings"] == []
-    # the first epoch's full batches but the first (4 launches), less one: the fourth batch,
-    # the first after the change, is a warm-up again, the fifth a capture
-    assert ranks[0]["launches"] == 4 - 1
+    # the first epoch's five full batches: two warm-ups (from an empty pool, then one taking
+    # no new block), a capture and its checked replay; from the fourth, the first after the
+    # change (whose step takes a temporary more), warm-ups again
+    assert ranks[0]["launches"] == 1
 
 
 def worker_nccl_synchronized(folder: str) -> None:
@@ -1404,9 +1410,9 @@ def test_synchronized_batch_normalization_sums_inside_the_captured_step(tmp_path
         assert mine.tobytes() == theirs.tobytes()
     ranks = reports(tmp_path, "nccl-synchronized")
     assert ranks[0] == ranks[1]
-    # as the plain network's test: 9 launches; 4 sums (3 of them BatchNormalization's) in each
+    # as the plain network's test: 8 launches; 4 sums (3 of them BatchNormalization's) in each
     # of the 14 steps run (12 eager or captured, 2 checked replays run eagerly too)
-    assert ranks[0]["warnings"] == [] and ranks[0]["launches"] == 9
+    assert ranks[0]["warnings"] == [] and ranks[0]["launches"] == 8
     assert ranks[0]["sums"] == 4 * 14
 
 
@@ -1443,7 +1449,7 @@ def worker_synchronized_fails(folder: str, stage: str) -> None:
                                                              "check"):
         last, passes = model.layers[-1], []
         backward = last.backward
-        failing_pass = 3 if stage == "check" else 1  # the warm-up, the capture, the check
+        failing_pass = 4 if stage == "check" else 1  # two warm-ups, the capture, the check
 
         def failing(grad, logits=False):
             passes.append(grad.shape)
@@ -1533,9 +1539,9 @@ def standin_path(tmp_path_factory) -> str:
 
 
 def nccl_run(folder: Path, path: str, fail_warm_up_on="none", graphs="1",
-             versions="22304") -> tuple:
+             versions="22304", cold_on="none") -> tuple:
     """``(weights, report)`` of :func:`worker_nccl`, the same on both ranks."""
-    result = mpiexec("nccl", folder, fail_warm_up_on, versions, timeout=120,
+    result = mpiexec("nccl", folder, fail_warm_up_on, versions, cold_on, timeout=120,
                      environment={"PYTHONPATH": path, "DNN_GPU_GRAPHS": graphs})
     assert_ran(result)
     weights = [weights_of(folder, "nccl", rank) for rank in (0, 1)]
@@ -1556,9 +1562,9 @@ def test_nccl_sums_inside_the_captured_step_as_the_eager_step_does(tmp_path, sta
         pytest.skip(f"stand-in: {HostCudaBackend.is_available().reason}")
     captured, run = nccl_run(tmp_path, standin_path)
     # 2 epochs of 5 full batches and a last one (9 rows: 5 + 4): the full ones captured after
-    # a warm-up and replayed (the first two replays checked against an eager step), the sums
-    # run once in each replay
-    assert run == {"launches": 9, "sums": 14, "warnings": []}
+    # two warm-ups and replayed (the first two replays checked against an eager step), the
+    # sums run once in each replay
+    assert run == {"launches": 8, "sums": 14, "warnings": []}
     eager, run = nccl_run(tmp_path, standin_path, graphs="0")
     assert run == {"launches": 0, "sums": 12, "warnings": []}
     for mine, reference in zip(captured, eager):  # products by cuBLAS, or by CuPy's matmul
@@ -1570,6 +1576,13 @@ def test_nccl_sums_inside_the_captured_step_as_the_eager_step_does(tmp_path, sta
         "rank 1)"]}
     for mine, reference in zip(fallen_back, eager):
         assert mine.tobytes() == reference.tobytes()
+    # rank 1's capture memory still growing in its second warm-up: both ranks warm up a third
+    # time before capturing together (a rank capturing alone would leave the other's sum
+    # waiting)
+    warmed_longer, run = nccl_run(tmp_path, standin_path, cold_on="1")
+    assert run == {"launches": 7, "sums": 14, "warnings": []}
+    for mine, reference in zip(warmed_longer, eager):
+        np.testing.assert_allclose(mine, reference, rtol=1e-5, atol=1e-6)
 
 
 @needs_mpi
@@ -1588,7 +1601,7 @@ def test_nccl_from_2_9_sums_in_the_captured_step_and_an_older_one_makes_every_ra
         pytest.skip(f"stand-in: {HostCudaBackend.is_available().reason}")
     _, run = nccl_run(tmp_path, standin_path, versions=versions)
     if captured:  # as test_nccl_sums_inside_the_captured_step_as_the_eager_step_does
-        assert run == {"launches": 9, "sums": 14, "warnings": []}
+        assert run == {"launches": 8, "sums": 14, "warnings": []}
     else:  # the 12 steps eager, each summing once by NCCL
         assert run == {"launches": 0, "sums": 12, "warnings": []}
 
@@ -1644,9 +1657,9 @@ def test_mpi_sums_gpu_gradients_through_the_host_with_every_step_eager_without_n
         env={**{key: value for key, value in os.environ.items()
                 if key not in launcher.SIZE_VARIABLES}, "OMP_NUM_THREADS": "1", **environment}))
     alone = weights_of(tmp_path, "mpi-gpu", "plain")
-    # 2 epochs of 5 full batches (captured after a warm-up, replayed) and a last one of 9 rows
+    # 2 epochs of 5 full batches (captured after two warm-ups, replayed) and a last of 9 rows
     assert json.loads((tmp_path / "mpi-gpu-plain.json").read_text()) == {
-        "communicator": "SingleProcess", "in_graph": True, "launches": 9, "sums": 0,
+        "communicator": "SingleProcess", "in_graph": True, "launches": 8, "sums": 0,
         "warnings": []}
     for nccl_on in ("none", "0"):  # NCCL on no rank, or on rank 0 alone: MPI on both
         assert_ran(mpiexec("mpi-gpu", tmp_path, nccl_on, timeout=120, environment=environment))

@@ -43,6 +43,7 @@ COMPAT_SITE = STANDIN / "array_api_compat_site"  # a stand-in array-api-compat, 
 ROOT = STANDIN.parent.parent
 WHEEL_13 = Path("nvidia", "cu13", "lib", "libcublas.so.13")
 WHEEL_12 = Path("nvidia", "cublas", "lib", "libcublas.so.12")
+WARM_UPS = 2  # of the small network: from an empty pool, then one that takes no new block
 
 pytestmark = [
     pytest.mark.skipif(not HostCudaBackend.is_available(),
@@ -508,10 +509,10 @@ def assert_close_runs(ours, reference) -> None:
 def test_fit_replayed_trains_as_the_cpu_backend_and_the_eager_step(cupy, monkeypatch,
                                                                    optimizer):
     captured = train(GpuBackend(), optimizer)
-    assert cupy.cuda.graph.launches == 3 * 6 - 1  # every full batch but the warm-up
+    assert cupy.cuda.graph.launches == 3 * 6 - WARM_UPS  # every full batch but the warm-ups
     monkeypatch.setenv("DNN_GPU_GRAPHS", "0")
     eager = train(GpuBackend(), optimizer)
-    assert cupy.cuda.graph.launches == 3 * 6 - 1
+    assert cupy.cuda.graph.launches == 3 * 6 - WARM_UPS
     assert_close_runs(captured, eager)
     assert_close_runs(captured, train("cpu", optimizer))
 
@@ -580,7 +581,7 @@ def test_the_graphs_memory_outlasts_the_default_pool_trimmed_between_epochs(
     with warnings.catch_warnings():
         warnings.simplefilter("error", GraphFallbackWarning)
         replayed = validated_run(GpuBackend(), callbacks=[between_epochs(cupy)])
-    assert cupy.cuda.graph.launches == 3 * 6 - 1
+    assert cupy.cuda.graph.launches == 3 * 6 - WARM_UPS
     monkeypatch.setenv("DNN_GPU_GRAPHS", "0")
     assert_close_runs(replayed, validated_run(GpuBackend(), callbacks=[between_epochs(cupy)]))
 
@@ -646,7 +647,8 @@ def test_the_graph_of_an_interrupted_fit_and_the_next_fits_keep_apart(cupy, monk
         warnings.simplefilter("error", GraphFallbackWarning)
         *replayed, freed = interrupted_then_refitted(GpuBackend(), emptied)
     assert freed == 1  # the first graph lived until then
-    assert cupy.cuda.graph.launches == (6 - 1) + (3 * 6 - 1)
+    # the second fit's pool was warmed by the first's checked steps: one warm-up does
+    assert cupy.cuda.graph.launches == (6 - WARM_UPS) + (3 * 6 - 1)
     monkeypatch.setenv("DNN_GPU_GRAPHS", "0")
     *eager, _ = interrupted_then_refitted(GpuBackend(), emptied)
     assert_close_runs(replayed, eager)
@@ -682,7 +684,7 @@ def test_a_learning_rate_changed_during_fit_reaches_the_graph(cupy, monkeypatch,
     with warnings.catch_warnings():
         warnings.simplefilter("error", GraphFallbackWarning)
         replayed = train(GpuBackend(), optimizer, callbacks=[LowerTheRateEachBatch()])
-    assert cupy.cuda.graph.launches == 3 * 6 - 1
+    assert cupy.cuda.graph.launches == 3 * 6 - WARM_UPS
     monkeypatch.setenv("DNN_GPU_GRAPHS", "0")
     assert_close_runs(replayed, train(GpuBackend(), optimizer,
                                       callbacks=[LowerTheRateEachBatch()]))
@@ -703,6 +705,37 @@ def test_a_backend_and_its_graphs_gone_hand_their_pools_blocks_back(cupy, monkey
     train(GpuBackend())
     gc.collect()
     assert len(made) == 2 and sorted(emptied) == sorted(made)
+
+
+@pytest.mark.parametrize("fits, nesterov_from_epoch_2", [(1, True), (2, False)],
+                         ids=["recaptured", "fit-twice"])
+def test_what_a_model_keeps_is_made_outside_the_capture_pools_and_goes_back_with_it(
+        cupy, fits, nesterov_from_epoch_2):
+    """The buffers a warm-up makes, kept from step to step, come from the default pool, not
+    from the pool of the next capture: that pool goes with its graph (here dropped by a
+    capture after a setting changed, or by the next fit), and an allocation it had split
+    between a buffer and a temporary would be lost with it.  Once the model is gone, the
+    device has every byte back."""
+    before = cupy.cuda.memory.device.allocated
+    rng = np.random.default_rng(0)
+    model = dnn.Sequential([Dense(16, activation="relu"), Dense(3, activation="softmax")],
+                           seed=0, backend=GpuBackend())
+    model.compile(optimizer=SGD(0.05, momentum=0.9), loss="categorical_crossentropy",
+                  metrics=["accuracy"])
+    x = rng.normal(size=(200, 12)).astype(np.float32)
+    y = to_categorical(rng.integers(0, 3, size=200), 3)
+    callbacks = [SetsASettingFromEpoch("nesterov", True)] if nesterov_from_epoch_2 else []
+    for _ in range(fits):
+        model.fit(x, y, epochs=3, batch_size=32, callbacks=callbacks, verbose=0)
+    del callbacks  # and the model they hold
+    assert cupy.cuda.graph.launches > 0
+    default = cupy.get_default_memory_pool()
+    pools = [holder.pool() for holder in cupy.cuda.memory.device.in_use()]
+    assert len(pools) > 20 and all(pool is default for pool in pools)
+    del model
+    gc.collect()
+    default.free_all_blocks()
+    assert cupy.cuda.memory.device.allocated == before
 
 
 def test_dnn_train_with_the_gpu_backend_runs_on_the_standin(site, install_fake_plugin,
@@ -823,7 +856,7 @@ def test_steps_using_sign_or_clip_are_captured_where_array_api_compat_is_install
     with warnings.catch_warnings():
         warnings.simplefilter("error", GraphFallbackWarning)
         replayed = probabilities_run(GpuBackend(), case)
-    assert cupy.cuda.graph.launches == 2 * 6 - 1
+    assert cupy.cuda.graph.launches == 2 * 6 - WARM_UPS
     monkeypatch.setenv("DNN_GPU_GRAPHS", "0")
     assert_close_runs(replayed, probabilities_run(GpuBackend(), case))
     assert_close_runs(replayed, probabilities_run("cpu", case))
@@ -843,3 +876,4 @@ def test_a_graph_switch_neither_on_nor_off_is_named(monkeypatch):
         graphs_switched_on()
     monkeypatch.delenv("DNN_GPU_GRAPHS")
     assert graphs_switched_on()
+

@@ -360,6 +360,33 @@ def test_a_host_setting_changed_during_fit_has_the_step_captured_again(optimizer
     assert replayed[0]["loss"] != train(EagerReplayBackend(), optimizer())[0]["loss"]
 
 
+class WarmsUpIn(CountsCaptures):
+    """A backend whose capture memory is warm after ``runs`` warm-ups (None: never); each
+    warm-up asks once."""
+
+    def __init__(self, runs):
+        super().__init__()
+        self.runs, self.warm_ups = runs, 0
+
+    def warmed_up(self) -> bool:
+        self.warm_ups += 1
+        return self.runs is not None and self.warm_ups >= self.runs
+
+
+@pytest.mark.parametrize("runs, warm_ups", [(1, 1), (2, 2), (None, ReplayedStep.WARM_UPS_AT_MOST)])
+def test_the_step_is_warmed_up_until_its_capture_would_take_no_new_memory(runs, warm_ups):
+    """A warm-up that still took new memory for the capture is followed by another, up to
+    a bound (then the capture may take some, which CUDA allows); the replayed run is the
+    eager one bit for bit."""
+    backend = WarmsUpIn(runs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GraphFallbackWarning)
+        replayed = train(backend)
+    assert backend.captures == 1 and backend.warm_ups == warm_ups
+    assert backend.replays == 3 * 6 - warm_ups  # every full batch but the warm-ups
+    assert_same_run(replayed, train(EagerReplayBackend()))
+
+
 class CountsItsSteps(SGD):
     """A plugin that keeps a host number of its own from step to step, in a setting of its
     ``__init__`` (against the plugin contract)."""

@@ -102,6 +102,12 @@ class Backend:
             dtype = self.dtype(dtype)
         return self.xp.empty(tuple(shape), dtype=dtype)
 
+    def buffer(self, shape, dtype) -> Array:
+        """A new uninitialised array, as :meth:`empty` makes one, to keep from step to step
+        (a :class:`dnn.buffers.Buffers` array): a backend that captures steps makes it outside
+        the memory a captured step's temporaries take."""
+        return self.empty(shape, dtype)
+
     def synchronize(self) -> None:
         """Wait until queued work has finished (a no-op on synchronous backends)."""
 
@@ -127,6 +133,13 @@ class Backend:
         """A context in which kernels run as they do inside a captured step, so that eager
         steps compare bit for bit with replays.  No-op by default."""
         return contextlib.nullcontext()
+
+    def warmed_up(self) -> bool:
+        """Whether the last step run with :meth:`graph_kernels` took no new memory for the
+        temporaries of the next capture: a capture from where it left that memory then finds
+        every block it asks for.  (A warm-up from empty memory cannot tell: the blocks a run
+        finds free are not those it found as it made them.)  True by default."""
+        return True
 
     def dtype(self, name):
         """The backend's dtype object for a name such as ``"float32"``."""

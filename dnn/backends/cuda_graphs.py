@@ -11,9 +11,14 @@ both.  What a capture needs, as read in CuPy 14's source and measured on an H200
   ``MemoryPool`` keeps free blocks per stream, so the eager warm-up runs on the capture stream
   and the capture then finds the blocks it asks for already there (CuPy captures in relaxed
   mode, so a new allocation would be legal, but it is one more ``cudaMalloc`` per capture).
+  A warm-up from an empty pool is not enough: the pool's best fit among the blocks the
+  warm-up left free may split one the capture later asks for whole.  The step is warmed up
+  again until a warm-up takes no new block (``pool_grew``): the capture, starting where that
+  one started, then makes the same choices.
   The addresses a graph holds stay its own: after a capture the pool goes with the graph,
   which nothing else allocates from or trims (``free_all_blocks`` would free memory the
-  graph writes), and the next warm-up starts a new one.
+  graph writes), and the next warm-up starts a new one.  The buffers a warm-up makes, kept
+  from step to step, come from the allocator in use outside, not from that pool.
 
 Replays are launched on the current stream, in order with the host's writes of each batch's
 indices (made there) and the reads of the epoch's totals.  The steps run with these kernels
@@ -53,6 +58,8 @@ class CudaGraphs:
         self._backend, self._cupy = backend, cupy
         self._cublas = Cublas(cupy)
         self._stream = cupy.cuda.Stream(non_blocking=True)
+        self._allocator_outside = None  # the allocator in use where kernels() was entered
+        self.pool_grew = False  # whether the last kernels() block took new memory for the pool
         self._new_pool()
 
     def _new_pool(self) -> None:
@@ -69,6 +76,8 @@ class CudaGraphs:
         capture takes."""
         cupy, stream, backend = self._cupy, self._stream, self._backend
         cupy.cuda.get_current_stream().synchronize()  # the batch's indices are written there
+        self._allocator_outside = cupy.cuda.get_allocator()
+        pool, held = self._pool, self._pool.total_bytes()
         try:
             with stream, cupy.cuda.using_allocator(self._pool.malloc):
                 self._cublas.set_stream(stream.ptr)
@@ -76,7 +85,20 @@ class CudaGraphs:
                 yield
         finally:
             backend._gemm = backend._cupy_gemm
+            self._allocator_outside = None
+            self.pool_grew = pool.total_bytes() > held
             stream.synchronize()  # the current stream reads what it wrote
+
+    @contextlib.contextmanager
+    def allocating_outside(self):
+        """Allocate from the allocator in use outside :meth:`kernels`, inside them too: for an
+        array kept from step to step (a buffer made in the warm-up).  From the pool of the
+        next capture it would be on memory that goes with the graph, and once the graph and
+        its pool are gone its allocation would never go back to the device where the pool
+        had split it (CuPy 14's chunks are freed only through their pool)."""
+        cuda = self._cupy.cuda
+        with cuda.using_allocator(self._allocator_outside or cuda.get_allocator()):
+            yield
 
     def capture(self, step) -> CapturedGraph:
         """``step`` captured on our stream (called inside :meth:`kernels`, after a warm-up in

@@ -120,6 +120,17 @@ class GpuBackend(Backend):
             return contextlib.nullcontext()
         return self._graph_machinery().kernels()
 
+    def warmed_up(self) -> bool:
+        return self._graphs is None or not self._graphs.pool_grew
+
+    def buffer(self, shape, dtype):
+        """A new array kept from step to step, made outside the pool of the next capture
+        where it is made in a captured step's warm-up (:meth:`CudaGraphs.allocating_outside`)."""
+        if self._graphs is None:
+            return self.empty(shape, dtype)
+        with self._graphs.allocating_outside():
+            return self.empty(shape, dtype)
+
     def _graph_machinery(self):
         if self._graphs is None:
             from dnn.backends.cuda_graphs import CudaGraphs

@@ -11,10 +11,12 @@ loss and metrics) stays on the device until the epoch ends.  A setting read on t
 optimizer's bool or int hyper-parameter) is baked into a capture: when one changes (on any
 rank), the step is warmed up, captured and checked again.
 
-:class:`ReplayedStep` runs a step eagerly once (compiling kernels, allocating buffers), then has
-the backend capture it (:meth:`dnn.backends.Backend.capture`) and checks its own work: the first
-two replays are each compared, array by array and bit for bit, with the eager step from the
-same state on the same batch.  The second comparison catches a value read on the host at
+:class:`ReplayedStep` runs a step eagerly (compiling kernels, allocating buffers, warming the
+memory of its capture: again while a run still took new memory, so that the capture takes
+none, :meth:`dnn.backends.Backend.warmed_up`), then has the backend capture it
+(:meth:`dnn.backends.Backend.capture`) and checks its own work: the first two replays are
+each compared, array by array and bit for bit, with the eager step from the same state on
+the same batch.  The second comparison catches a value read on the host at
 capture time that changes from step to step (the captured step keeps the old one).  A warm-up,
 capture, check or replay that fails, or a replay that differs, falls back to the eager step for
 the rest of the run, with one :class:`GraphFallbackWarning` naming the reason: never a wrong
@@ -92,6 +94,7 @@ class ReplayedStep:
     plugin breaking its contract) is raised, as it would be without a capture."""
 
     CHECKED_REPLAYS = 2
+    WARM_UPS_AT_MOST = 3  # then the capture may take a new block, which CUDA allows
 
     def __init__(self, step: TrainingStep):
         self.step = step
@@ -100,6 +103,8 @@ class ReplayedStep:
         self.ranks = step.trainer.communicator
         self.graph = None
         self.settings = None  # step.host_settings() at the last warm-up (None: before the first)
+        self.warm_ups = 0  # since the settings last changed
+        self.warm = False  # whether a capture would take no new memory (Backend.warmed_up)
         self.runs = 0  # eager runs and replays
         self.replays = 0
         self.eager = False  # decided for the rest of the run
@@ -112,6 +117,9 @@ class ReplayedStep:
         if self.eager:
             self.step()
         elif self._settings_changed():  # the first run, or a setting a graph bakes in changed
+            self.warm_ups = 0
+            self._warm_up()
+        elif not self.warm:  # the last warm-up still took new memory for the capture
             self._warm_up()
         elif self.graph is not None or self._capture():  # else it ran eagerly
             if self.replays < self.CHECKED_REPLAYS:
@@ -128,16 +136,20 @@ class ReplayedStep:
 
     def _warm_up(self) -> None:
         """Run the step eagerly with the kernels of a captured one: kernels compiled, buffers
-        allocated, and the pool of the next capture warmed with the temporaries the step takes
-        with its settings as they are; the next run captures it.  A step whose own run
-        changes such a setting would need a graph of its own at every run: it runs eagerly
-        from here on, with a warning."""
+        allocated, and the memory of the next capture warmed with the temporaries the step
+        takes with its settings as they are; the next run captures it, or warms it up again
+        where this one still took new memory (:meth:`Backend.warmed_up`, on some rank), up to
+        :attr:`WARM_UPS_AT_MOST` warm-ups.  A step whose own run changes such a setting would
+        need a graph of its own at every run: it runs eagerly from here on, with a warning."""
         self.graph, self.replays = None, 0
         settings = self.step.host_settings()
         before = self._snapshot()
         _, reason = self._attempt(self.step, "its warm-up", before)
         if self._eager_unless_agreed(reason, before):
             return
+        self.warm_ups += 1
+        warm = self.backend.warmed_up() or self.warm_ups >= self.WARM_UPS_AT_MOST
+        self.warm = self.ranks.all(warm) if self.ranks.size > 1 else warm
         self.settings = self.step.host_settings()
         changing, _ = self._agree(None if self.settings == settings else (
             "its run changes a setting it reads on the host (an optimizer's hyper-parameter "

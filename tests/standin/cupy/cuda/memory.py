@@ -133,6 +133,11 @@ class _Device:
                                 f"something else")
                     return
 
+    def in_use(self) -> list:
+        """What the memory of each live array is held by (a :class:`PooledMemory`, whose
+        ``pool`` is a weak reference to its pool, or a pool-less :class:`Memory`)."""
+        return list(self._in_use)
+
     def keep_for(self, graph) -> None:
         """Hold ``graph``'s memory (``graph.regions``) for it while it lives."""
         self._graphs.add(graph)
@@ -246,11 +251,11 @@ class PooledMemory:
     cycles its garbage collector never frees: ``@cython.no_gc``)."""
 
     def __init__(self, chunk: _Chunk, pool_reference: weakref.ref):
-        self.chunk, self._pool = chunk, pool_reference
+        self.chunk, self.pool = chunk, pool_reference
         self.ptr = chunk.mem.ptr + chunk.offset
 
     def __del__(self):
-        pool, chunk = self._pool(), self.chunk
+        pool, chunk = self.pool(), self.chunk
         if pool is not None:
             pool._free(chunk)
         elif chunk.prev is None and chunk.next is None:
@@ -308,6 +313,10 @@ class MemoryPool:
     def _free(self, chunk: _Chunk) -> None:
         chunk.arena.insert(chunk)
 
+    def total_bytes(self) -> int:
+        """The bytes of the device allocations this pool holds."""
+        return self._total_bytes
+
     def n_free_blocks(self) -> int:
         return sum(len(arena.free) for arena in self._arenas.values())
 
@@ -347,6 +356,12 @@ def using_allocator(allocator=None):
         _thread_local.allocator = previous
 
 
+def get_allocator():
+    """The current allocator: this thread's (``using_allocator``), else the default pool's
+    ``malloc`` (which ``import cupy`` makes the global one)."""
+    return getattr(_thread_local, "allocator", None) or _default_pool.malloc
+
+
 def alloc(size: int) -> MemoryPointer:
-    """``size`` bytes from the current allocator: this thread's, else the default pool."""
-    return (getattr(_thread_local, "allocator", None) or _default_pool.malloc)(size)
+    """``size`` bytes from the current allocator (:func:`get_allocator`)."""
+    return get_allocator()(size)
