@@ -33,7 +33,7 @@ if __name__ == "__main__":  # a worker, started by mpiexec from the repository's
 
 import dnn  # noqa: E402
 from dnn import distributed  # noqa: E402
-from dnn.distributed import launcher, threads  # noqa: E402
+from dnn.distributed import failure, launcher, threads  # noqa: E402
 from dnn.distributed.communicator import SingleProcess  # noqa: E402
 from dnn.errors import UsageError  # noqa: E402
 from dnn.layers import Dense  # noqa: E402
@@ -184,6 +184,50 @@ def test_under_a_launcher_dnn_distributed_ends_the_job_on_an_exception_without_m
     assert plain.stdout.split() == ["builtin_function_or_method", "False"], plain.stderr
     launched = python("-c", code, unset=launcher.SIZE_VARIABLES, PMI_SIZE="2", PMI_RANK="1")
     assert launched.stdout.split() == ["AbortBeforeJoining", "False"], launched.stderr
+
+
+ABORT_SHOWN = ("from dnn import distributed\nfrom dnn.distributed import failure\n"
+               "failure.abort_after_joining = lambda status: print('aborting', status)\n")
+LAUNCHED_RANK_1 = {"PMI_SIZE": "2", "PMI_RANK": "1"}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork: POSIX")
+def test_under_a_launcher_a_process_a_rank_starts_or_forks_ends_as_a_plain_one():
+    """A Python subprocess of a rank that imports dnn inherits the launcher's variables, but
+    is no rank: its exception ends it alone, reported by Python's own hook; so does one in a
+    fork of the rank's process; the rank's own still aborts."""
+    code = ABORT_SHOWN + (
+        "import os, subprocess, sys\n"
+        "child = subprocess.run([sys.executable, '-c', 'import sys\\nfrom dnn import "
+        "distributed\\nprint(type(sys.excepthook).__name__)\\nraise RuntimeError(2)'],\n"
+        "                       capture_output=True, text=True)\n"
+        "print(child.returncode, child.stdout.strip(), 'rank 1: ' in child.stderr,\n"
+        "      'RuntimeError: 2' in child.stderr)\n"
+        "sys.stdout.flush()\n"
+        "if os.fork() == 0:\n"
+        "    raise RuntimeError('in the fork')\n"
+        "print('fork', os.wait()[1] >> 8)\n"
+        "sys.stdout.flush()\n"
+        "raise RuntimeError('in the rank')\n")
+    result = python("-c", code, unset=(*launcher.SIZE_VARIABLES, failure.RANK_PROCESS),
+                    **LAUNCHED_RANK_1)
+    assert result.stdout.split() == ["1", "builtin_function_or_method", "False", "True",
+                                     "fork", "1", "aborting", "1"], result.stderr
+    assert "RuntimeError: in the fork" in result.stderr
+    assert result.stderr.count("rank 1: Traceback") == 1  # the rank's own
+
+
+def test_under_a_launcher_an_interactive_session_goes_on_after_an_exception():
+    """``python -i`` (and its prompt) under a launcher: an error is reported and the session
+    goes on; the job is not aborted."""
+    result = subprocess.run(
+        [sys.executable, "-i", "-c", ABORT_SHOWN], input="raise RuntimeError('typed')\n"
+        "print('went on')\n", capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env={**{key: value for key, value in os.environ.items()
+                if key not in (*launcher.SIZE_VARIABLES, failure.RANK_PROCESS)},
+             **LAUNCHED_RANK_1})
+    assert "went on" in result.stdout and "aborting" not in result.stdout, result.stderr
+    assert "RuntimeError: typed" in result.stderr and "rank 1: " not in result.stderr
 
 
 @pytest.mark.parametrize("variable", launcher.SIZE_VARIABLES)
@@ -948,8 +992,6 @@ def worker_ends(when: str, how: str) -> None:
     the ranks are joined.  Rank 0 trains, waiting in ``MPI_Init`` or a sum for rank 1.  With
     ``when`` "alone", rank 1 raises before joining and rank 0 exits at once without starting
     MPI: rank 1 waits :data:`failure.JOIN_WAIT` (2 s here) for it."""
-    from dnn.distributed import failure
-
     failure.JOIN_WAIT = 2
     if when == "after joining":
         distributed.communicator()

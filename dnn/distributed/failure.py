@@ -11,7 +11,10 @@ with the status of a single process (``MPI_Abort``), which ends the others where
 Starting MPI waits for every rank to start it; where the others never do (a rank that exits
 without ever training), this rank ends itself after :data:`JOIN_WAIT` seconds by ``SIGALRM``,
 which the launcher takes for the job's end.  Nothing here imports MPI until an exception
-reaches the top, and a plain run (no launcher) never installs the hook.
+reaches the top, and a plain run (no launcher) never installs the hook.  Only the process the
+launcher started is a rank: a process it starts (a Python subprocess importing dnn inherits
+the launcher's variables) or forks gets no such hook, nor does an interactive session (``python
+-i``, or the prompt), where an error is the user's to see and go on from.
 
 ``sys.exit(N)`` is no exception to a hook (Python exits without calling one): run a script with
 ``python -m mpi4py script.py``, whose runner aborts the job with that status once MPI is
@@ -32,6 +35,7 @@ from dnn.errors import UsageError
 
 SIGNALLED = 128  # an exit status above this one is 128 + the number of the signal that ended it
 JOIN_WAIT = 60  # seconds a rank that failed before joining waits for the others to start MPI
+RANK_PROCESS = "DNN_RANK_PROCESS"  # the id of the rank's own process, for the ones it starts
 FORWARD_DELAY = 0.2  # for the launcher to forward what was written before an abort ends it
 
 
@@ -79,8 +83,12 @@ class AbortBeforeJoining:
 
     def __init__(self, previous):
         self.previous = previous
+        self.process = os.getpid()
 
     def __call__(self, kind, error, trace) -> None:
+        if os.getpid() != self.process or _interactive():  # a fork of the rank's process
+            self.previous(kind, error, trace)
+            return
         status = exit_status(error)
         write_exception(self.previous, report_prefix(launched_rank(), status), kind, error,
                         trace)
@@ -116,8 +124,18 @@ def end_this_rank_after(seconds: int) -> None:
     signal.alarm(seconds)
 
 
+def _interactive() -> bool:
+    """Whether Python runs interactively: ``-i``, or at its prompt."""
+    return bool(sys.flags.interactive) or hasattr(sys, "ps1")
+
+
 def install() -> None:
-    """Make :class:`AbortBeforeJoining` this process's ``sys.excepthook`` (once)."""
+    """Make :class:`AbortBeforeJoining` this process's ``sys.excepthook`` (once), where this
+    is the process the launcher started: the first to install it marks the environment with
+    its process id (:data:`RANK_PROCESS`), which the processes it starts inherit."""
+    process = str(os.getpid())
+    if os.environ.setdefault(RANK_PROCESS, process) != process:
+        return
     if not isinstance(sys.excepthook, AbortBeforeJoining):
         sys.excepthook = AbortBeforeJoining(sys.excepthook)
 
