@@ -602,7 +602,9 @@ def test_the_gpu_backend_compiles_exactly_these_sources(monkeypatch):
     ("z = sqrtt(x)", "sqrtt"),              # a misspelt function
     ("x = (T)0; z = x", "read-only"),       # writing to an input, which CUDA refuses too
     ("z = x +", "expected expression"),     # a syntax error
-], ids=["typo", "writes-input", "syntax"])
+    ("const int at = i; z = x", "conversion"),  # an index narrowed to 32 bits
+    ("z = x * 0.5", "conversion"),          # a float kernel computing in double
+], ids=["typo", "writes-input", "syntax", "int-index", "double-in-float"])
 def test_a_broken_kernel_source_fails_to_compile_naming_the_kernel(tmp_path, body, complaint):
     broken = ElementwiseSource("dnn_broken", "T x", "T z", body)
     with pytest.raises(CompileError, match=complaint) as error:

@@ -216,7 +216,7 @@ ELEMENTWISE = {source.name: source for source in (
             }
         }
         out = best;
-        argmax = best_cell;
+        argmax = (int)best_cell;  // a cell of one window
         """),
     # max_pool_backward: a thread per element of grad_x (n, h, w, c): 0, plus for each window
     # that reads this input (row offset then column offset ascending) its grad where its
