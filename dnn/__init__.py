@@ -12,11 +12,12 @@ import importlib
 _SUBMODULES = ("backends", "callbacks", "datasets", "distributed", "errors", "layers", "losses",
                "metrics",
                "models", "optimizers", "regularizers", "saving", "testing", "trainers", "utils")
-_NAMES = {"Sequential": "dnn.models", "load_model": "dnn.models", "Input": "dnn.layers",
+_NAMES = {"Sequential": "dnn.models", "Model": "dnn.models", "load_model": "dnn.models",
+          "Input": "dnn.layers",
           "use_backend": "dnn.backends", "get_backend": "dnn.backends",
           "current_backend": "dnn.backends"}
 
-__all__ = ["Sequential", "Input", "load_model", "callbacks", "datasets", "layers", "losses",
+__all__ = ["Sequential", "Model", "Input", "load_model", "callbacks", "datasets", "layers", "losses",
            "metrics", "models", "optimizers", "regularizers", "utils", "use_backend",
            "get_backend", "current_backend"]
 

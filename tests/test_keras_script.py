@@ -6,19 +6,27 @@ from pathlib import Path
 
 import numpy as np
 
+import dnn as keras
 from dnn import utils as keras_utils
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 KERAS_SCRIPT = (EXAMPLES / "mnist_mlp.py").read_text()
 
 
-def test_a_keras_script_runs_with_only_its_import_changed(mnist_dir, monkeypatch, tmp_path,
-                                                          capsys):
+def run_script(source: str, filename: str, mnist_dir, monkeypatch, tmp_path) -> dict:
+    """The names a Keras user's script ``source`` left, run in ``tmp_path`` on the real MNIST
+    (the seed it sets undone after)."""
     monkeypatch.setenv("DNN_DATA_DIR", str(mnist_dir.resolve()))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(keras_utils, "_model_seeds", None)  # the script seeds it: undone after
+    monkeypatch.setattr(keras_utils, "_model_seeds", None)
     names = {}
-    exec(compile(textwrap.dedent(KERAS_SCRIPT), "keras_script.py", "exec"), names)
+    exec(compile(textwrap.dedent(source), filename, "exec"), names)
+    return names
+
+
+def test_a_keras_script_runs_with_only_its_import_changed(mnist_dir, monkeypatch, tmp_path,
+                                                          capsys):
+    names = run_script(KERAS_SCRIPT, "keras_script.py", mnist_dir, monkeypatch, tmp_path)
     output = capsys.readouterr().out
     assert "Total params: 407,050" in output and "Epoch 5/5" in output
     assert names["score"][1] >= 0.975
@@ -80,11 +88,7 @@ loss, accuracy = model.evaluate(x_test, y_test, verbose=0)
 
 def test_a_keras_tutorial_past_the_first_script_runs_with_only_its_import_changed(
         mnist_dir, monkeypatch, tmp_path):
-    monkeypatch.setenv("DNN_DATA_DIR", str(mnist_dir.resolve()))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(keras_utils, "_model_seeds", None)
-    names = {}
-    exec(compile(textwrap.dedent(TUTORIAL_SCRIPT), "tutorial.py", "exec"), names)
+    names = run_script(TUTORIAL_SCRIPT, "tutorial.py", mnist_dir, monkeypatch, tmp_path)
     assert names["seen"] == [0, 1, 2]
     assert list(names["history"].history) == [
         "loss", "accuracy", "top_k_categorical_accuracy", "val_loss", "val_accuracy",
@@ -101,13 +105,9 @@ CONVNET_SCRIPT = (EXAMPLES / "mnist_convnet.py").read_text()
 
 def test_the_keras_mnist_convnet_runs_with_only_its_import_changed(mnist_dir, monkeypatch,
                                                                    tmp_path, capsys):
-    monkeypatch.setenv("DNN_DATA_DIR", str(mnist_dir.resolve()))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(keras_utils, "_model_seeds", None)
     script = CONVNET_SCRIPT.replace("epochs = 15", "epochs = 1")
     assert script != CONVNET_SCRIPT
-    names = {}
-    exec(compile(script, "mnist_convnet.py", "exec"), names)
+    names = run_script(script, "mnist_convnet.py", mnist_dir, monkeypatch, tmp_path)
     output = capsys.readouterr().out
     assert "Total params: 34,826" in output and "(None, 5, 5, 64)" in output
     assert "Epoch 1/1" in output and "val_accuracy: " in output
@@ -115,3 +115,18 @@ def test_the_keras_mnist_convnet_runs_with_only_its_import_changed(mnist_dir, mo
     # 0.971-0.974 on the test images over three seeds, as dnn does (docs/benchmarks.md).
     assert names["model"].history.history["val_accuracy"][0] >= 0.975
     assert names["score"][1] >= 0.97, names["score"]
+
+
+def test_the_functional_guides_first_model_runs_with_only_its_import_changed(
+        mnist_dir, monkeypatch, tmp_path, capsys):
+    """keras.io/guides/functional_api, its first model as printed there: the summary, two
+    epochs and the test accuracy (Keras 3 itself: 0.953-0.958 over three seeds,
+    docs/benchmarks.md), then saved and loaded."""
+    names = run_script((EXAMPLES / "mnist_functional.py").read_text(), "mnist_functional.py",
+                       mnist_dir, monkeypatch, tmp_path)
+    output = capsys.readouterr().out
+    assert 'Model: "mnist_model"' in output and "Total params: 55,050" in output
+    assert names["test_scores"][1] >= 0.95
+    assert set(names["history"].history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert isinstance(names["model"], keras.Model) and names["model"].name == "mnist_model"
+    assert (tmp_path / "my_model.keras").is_file()

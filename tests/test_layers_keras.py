@@ -451,16 +451,15 @@ def test_a_call_on_the_current_backend_gives_host_arrays():
 
 
 @pytest.mark.parametrize("inputs, options, message", [
-    (Input((3,)), {}, r"dense_call's inputs are a keras.Input \(input_layer.*\), not data: "
-                      r"calling layers or models on keras.Input\(...\) makes a functional "
-                      "model, which dnn does not support yet"),
+    (Input((4,)), {}, r"dense_call is built for samples of shape \(3,\), but input_layer.* "
+                      r"gives \(4,\)"),
     (Dense(3), {}, r"dense_call's inputs are a Dense \(dense.*\), not data"),
     (np.ones(3), {}, r"dense_call's inputs must be a non-empty batch \(n, \*sample shape\), "
                      r"not of shape \(3,\)"),
     (np.ones((0, 3)), {}, "must be a non-empty batch"),
     (np.ones((2, 4)), {}, r"dense_call is built for samples of shape \(3,\), not \(4,\)"),
     (["a", "b"], {}, "dense_call's inputs must be real numbers"),
-    ((np.ones((2, 3)), np.ones((2, 3))), {}, "dense_call was called on a list of 2 batches: a "
+    ((np.ones((2, 3)), np.ones((2, 3))), {}, "dense_call was called on a list of 2 inputs: a "
                                              "layer takes one"),
     (np.ones((2, 3)), {"training": "False"}, "dense_call's training must be True or False, "
                                              "not 'False'"),

@@ -313,7 +313,7 @@ class Layer:
         return getattr(self, "_names", {}).get(id(weight)) or f"weight_{index}"
 
     # -- a call on a batch (Keras' layer(x)) -------------------------------------------------
-    def __call__(self, inputs, training: bool = False, **keras_only) -> np.ndarray:
+    def __call__(self, inputs, training: bool = False, **keras_only):
         """Keras' ``layer(x)``: the layer's output for the batch ``inputs`` ``(n,
         *input_shape)`` (host or backend arrays), as a new host array ``(n, *output_shape)``;
         ``training`` (a bool) runs it as ``fit`` does (Dropout drops units,
@@ -322,8 +322,11 @@ class Layer:
         current backend (:func:`dnn.backends.use_backend`, cpu by default), its weights
         drawn in float32 from the stream of :func:`dnn.utils.set_random_seed`; a model that
         holds it later keeps them where it builds it alike (:meth:`keep_call_build`).
-        Several inputs (a list of batches) and a ``keras.Input`` are refused: dnn has no
-        functional API yet."""
+        On a ``keras.Input``, or on what such a call gave, it computes nothing and gives a
+        :class:`dnn.models.functional.SymbolicTensor` for ``keras.Model(inputs, outputs)``
+        (Keras' functional API, for chains of layers).  Several inputs (a list of batches)
+        are refused."""
+        from dnn.models.functional import call_on_symbolic, is_symbolic
         from dnn.trainers.data import host_array  # the trainers import the layers
 
         if keras_only:
@@ -332,10 +335,13 @@ class Layer:
         if not isinstance(training, (bool, np.bool_)):
             raise UsageError(f"{self.name}'s training must be True or False, not "
                              f"{reprlib.repr(training)}")
-        if isinstance(inputs, (list, tuple)) and any(np.ndim(item) >= 2 for item in inputs):
-            raise UsageError(f"{self.name} was called on a list of {len(inputs)} batches: a "
-                             "layer takes one (several inputs need the functional API, which "
-                             "dnn does not support yet)")
+        if is_symbolic(inputs):
+            return call_on_symbolic(self, inputs)
+        if isinstance(inputs, (list, tuple)) and any(
+                is_symbolic(item) or np.ndim(item) >= 2 for item in inputs):
+            raise UsageError(f"{self.name} was called on a list of {len(inputs)} inputs: a "
+                             "layer takes one (dnn has no layers that take several, such as "
+                             "Concatenate)")
         backend = self._backend or current_backend()
         x = host_array(inputs, f"{self.name}'s inputs", backend)
         if x.ndim < 2 or x.shape[0] == 0:

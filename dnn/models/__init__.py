@@ -1,17 +1,18 @@
-"""Keras' ``keras.models``: :class:`Sequential`, :func:`load_model`, :func:`model_from_json`,
-:func:`clone_model`."""
+"""Keras' ``keras.models``: :class:`Sequential`, :class:`Model` (the functional API, for chains
+of layers), :func:`load_model`, :func:`model_from_json`, :func:`clone_model`."""
 
 from __future__ import annotations
 
 import json
 
 from dnn.errors import ArgumentTypeError, UsageError
+from dnn.models.functional import Model
 from dnn.models.sequential import Sequential
 from dnn.callbacks.arguments import check_flag
 from dnn.saving import checkpoint
 from dnn.saving.registry import custom_object_scope
 
-__all__ = ["Sequential", "load_model", "model_from_json", "clone_model"]
+__all__ = ["Model", "Sequential", "load_model", "model_from_json", "clone_model"]
 
 
 def load_model(path, custom_objects=None, compile=True, safe_mode=True, *, backend=None,

@@ -22,16 +22,20 @@ from dnn.utils import check_label_range, is_number, real_array
 def host_array(array, what: str, backend=None) -> np.ndarray:
     """``array`` (the ``what``: inputs, targets, ...) as a NumPy array of real numbers; an
     array of ``backend`` (a CuPy one, which refuses ``np.asarray``) comes through its
-    ``to_numpy``.  A layer or a model (``keras.Input(...)`` given as data, as the functional
-    API would) is refused, naming it."""
+    ``to_numpy``.  A layer or a model given as data (``keras.Input(...)``, as a model called on
+    one would take it) is refused, naming it."""
     from dnn.layers.base import Layer  # the layers import this module
+    from dnn.models.functional import SymbolicTensor, no_values
     from dnn.trainers.trainer import Trainer
 
     if isinstance(array, (Layer, Trainer)):
         kind = "keras.Input" if type(array).__name__ == "Input" else type(array).__name__
-        raise UsageError(f"{what} are a {kind} ({array.name}), not data: calling layers or "
-                         "models on keras.Input(...) makes a functional model, which dnn does "
-                         "not support yet; give the layers to keras.Sequential([...])")
+        raise UsageError(f"{what} are a {kind} ({array.name}), not data: a model called on "
+                         "keras.Input(...), as a layer of another, is not supported (dnn's "
+                         "functional models are chains of layers); call layers on it, then "
+                         "keras.Model(inputs, outputs)")
+    if isinstance(array, SymbolicTensor):
+        raise UsageError(f"{what}: {no_values(array)}")
     backend = backend or backends.current_backend()
     if not isinstance(array, np.ndarray) and backend.is_own_array(array):
         array = backend.to_numpy(array)
