@@ -137,10 +137,13 @@ def test_sparse_and_mse_losses_train(cpu):
         assert history.history["loss"][-1] < history.history["loss"][0], loss
 
 
-def test_inputs_are_flattened_and_size_inferred(cpu):
+def test_inputs_are_flattened_and_size_inferred_saying_keras_would_not(cpu):
     model = seed_network(cpu)
     images = np.zeros((4, 2, 3), np.float32)
-    assert model.predict(images).shape == (4, 3)
+    with pytest.warns(UserWarning, match=r"dense.* takes its inputs of shape \(2, 3\) flattened, "
+                                         r"as 6 features \(Keras would apply it to their last "
+                                         r"axis alone\): put a Flatten\(\) before it"):
+        assert model.predict(images).shape == (4, 3)
     assert model.layers[0].kernel.shape == (6, 16)
 
 

@@ -6,12 +6,13 @@ array."""
 from __future__ import annotations
 
 import math
+import warnings
 
 from dnn import activations
 from dnn.backends.base import InputColumns
 from dnn.errors import UsageError
 from dnn.layers.base import KernelLayer, Layer, Passthrough, check_keras_only, declared_shape
-from dnn.utils import as_shape, is_int_at_least, is_number
+from dnn.utils import as_shape, is_int_at_least, is_number, user_stacklevel
 
 
 class Dense(KernelLayer):
@@ -53,6 +54,14 @@ class Dense(KernelLayer):
 
     def kernel_shape(self, input_shape):
         return (math.prod(input_shape), self.units)
+
+    def build(self, input_shape):
+        if len(input_shape) > 1:
+            warnings.warn(f"{self.name} takes its inputs of shape {tuple(input_shape)} "
+                          f"flattened, as {math.prod(input_shape)} features (Keras would apply "
+                          "it to their last axis alone): put a Flatten() before it to say so",
+                          UserWarning, stacklevel=user_stacklevel())
+        super().build(input_shape)
 
     def forward(self, x, logits=False, training=False):
         self._batch_shape = x.shape
