@@ -37,8 +37,9 @@ def test_a_layer_called_on_an_input_gives_kerass_symbolic_shapes():
     assert outputs.shape == (None, 10) and not outputs.layers[-1].built  # nothing computed
     model = keras.Model(inputs=inputs, outputs=outputs)
     assert model.name == "functional" and model.built
+    assert model.layers[0] is inputs and model.get_layer(inputs.name) is inputs  # as Keras
     assert [(None, *layer.output_shape) for layer in model.layers] == [
-        (None, 26, 26, 32), (None, 13, 13, 32), (None, 5408), (None, 10)]
+        (None, 28, 28, 1), (None, 26, 26, 32), (None, 13, 13, 32), (None, 5408), (None, 10)]
 
 
 def test_a_model_of_a_chain_trains_as_the_sequential_of_its_layers():
@@ -71,14 +72,71 @@ def test_a_model_of_a_chain_saves_and_loads_to_the_same_predictions(tmp_path):
     model.fit(x, y, epochs=1, verbose=0)
     model.save(tmp_path / "small.npz")
     restored = keras.models.load_model(tmp_path / "small.npz")
-    assert restored.name == "small" and isinstance(restored, keras.Model)
+    assert type(restored) is keras.Model and restored.name == "small"
+    assert [type(layer) for layer in restored.layers] == [type(layer) for layer in model.layers]
     np.testing.assert_array_equal(restored.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("remake", [
+    lambda model: keras.Model.from_config(model.get_config()),
+    lambda model: keras.models.Sequential.from_config(model.get_config()),
+    lambda model: keras.models.model_from_json(model.to_json()),
+    keras.models.clone_model], ids=["Model.from_config", "Sequential.from_config",
+                                    "json", "clone_model"])
+def test_a_model_of_a_chain_is_remade_from_its_config_as_a_functional_model(remake):
+    inputs = keras.Input(shape=(12,))
+    model = keras.Model(inputs, chain(inputs), name="small")
+    made = remake(model)
+    assert type(made) is keras.Model and made.name == "small"
+    assert [type(layer) for layer in made.layers] == [type(layer) for layer in model.layers]
+    assert '"class_name": "Functional"' in model.to_json()
+
+
+def test_a_sequentials_config_makes_a_functional_model_where_it_starts_with_an_input():
+    sequential = keras.Sequential([keras.Input(shape=(12,)), layers.Dense(3)])
+    made = keras.Model.from_config(sequential.get_config())
+    assert type(made) is keras.Model and isinstance(made.layers[0], layers.Input)
+    with pytest.raises(UsageError, match="a functional model's layers start with its "
+                                         "keras.Input"):
+        keras.Model.from_config(keras.Sequential([layers.Dense(3)]).get_config())
 
 
 def test_every_sequential_is_a_model_as_in_keras():
     assert isinstance(keras.Sequential([layers.Dense(2)]), keras.Model)
+    assert issubclass(keras.Sequential, keras.Model) and issubclass(keras.Model, keras.Model)
     assert keras.models.Model is keras.Model
     assert not isinstance(layers.Dense(2), keras.Model)
+    assert not issubclass(layers.Dense, keras.Model)
+
+
+@pytest.mark.parametrize("freeze", [
+    lambda inputs, outputs: keras.Model(inputs, outputs, trainable=False),
+    lambda inputs, outputs: setattr(model := keras.Model(inputs, outputs), "trainable",
+                                    False) or model], ids=["argument", "attribute"])
+def test_a_frozen_model_trains_none_of_its_weights(freeze):
+    x, y = data()
+    inputs = keras.Input(shape=(12,))
+    model = freeze(inputs, chain(inputs))
+    assert model.trainable is False and not any(layer.trainable for layer in model.layers)
+    before = model.get_weights()
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=1, verbose=0)
+    assert all(np.array_equal(old, new) for old, new in zip(before, model.get_weights()))
+    model.trainable = True
+    model.fit(x, y, epochs=1, verbose=0)
+    assert not all(np.array_equal(old, new) for old, new in zip(before, model.get_weights()))
+
+
+def test_a_model_takes_its_name_third_as_keras_does():
+    inputs = keras.Input(shape=(12,))
+    assert keras.Model(inputs, chain(inputs), "named").name == "named"
+
+
+def test_a_model_that_could_not_be_made_leaves_its_layers_free():
+    inputs = keras.Input(shape=(12,))
+    with pytest.raises(UsageError, match="already has a layer named 'twin'"):
+        keras.Model(inputs, layers.Dense(2, name="twin")(layers.Dense(3, name="twin")(inputs)))
+    assert keras.Model(inputs, layers.Dense(2)(inputs)).output_shape == (None, 2)
 
 
 def test_one_branch_of_a_graph_is_a_chain_but_its_other_branch_then_has_a_layer_in_a_model():
@@ -112,12 +170,51 @@ def test_a_call_that_makes_no_chain_is_one_clear_error(build, message):
     (lambda inputs, outputs: keras.Model(inputs, inputs), "outputs must be what calling"),
     (lambda inputs, outputs: keras.Model(outputs, outputs), "inputs must be a keras.Input"),
     (lambda inputs, outputs: keras.Model(), "subclass of Model with a call.* not supported"),
+    (lambda inputs, outputs: keras.Model({"features": inputs}, outputs),
+     "Model's inputs are a dict"),
 ], ids=["two-inputs", "two-outputs", "other-input", "no-layers", "inputs-not-input",
-        "subclassing"])
+        "subclassing", "named-inputs"])
 def test_a_model_of_no_chain_is_one_clear_error(make, message):
     inputs = keras.Input(shape=(12,))
     with pytest.raises(UsageError, match=message):
         make(inputs, chain(inputs))
+
+
+class CallsItsOwn(keras.Model):
+    def call(self, inputs, training=False):
+        return inputs
+
+
+class TrainsItsOwn(keras.Model):
+    def train_step(self, data):
+        return {}
+
+
+class ForgetsItsInit(keras.Model):
+    def __init__(self):
+        self.dense = layers.Dense(2)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda inputs: CallsItsOwn(inputs, layers.Dense(2)(inputs)),
+     r"CallsItsOwn defines call\(\): a model of one's own computing or training otherwise"),
+    (lambda inputs: TrainsItsOwn(inputs, layers.Dense(2)(inputs)),
+     r"TrainsItsOwn defines train_step\(\)"),
+    (lambda inputs: ForgetsItsInit().compile("sgd"),
+     r"ForgetsItsInit was not initialised: its __init__ must call super\(\).__init__"),
+], ids=["call", "train_step", "no-super-init"])
+def test_a_subclass_of_model_that_computes_or_trains_otherwise_is_refused(make, message):
+    with pytest.raises(UsageError, match=message):
+        make(keras.Input(shape=(4,)))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_training_given_to_a_layer_called_on_an_input_is_refused(training):
+    """Keras would run the layer so in fit and predict alike (Monte-Carlo dropout): dnn runs
+    every layer as fit and predict ask, and says so rather than ignore it."""
+    with pytest.raises(UsageError, match=f"dropout.* was called on keras.Input with training="
+                                         f"{training}"):
+        layers.Dropout(0.5)(keras.Input(shape=(4,)), training=training)
 
 
 def test_a_model_called_on_an_input_and_a_symbolic_output_given_as_data_are_refused():
@@ -129,6 +226,23 @@ def test_a_model_called_on_an_input_and_a_symbolic_output_given_as_data_are_refu
     model.compile("sgd", "sparse_categorical_crossentropy")
     with pytest.raises(UsageError, match="inputs: the output of dense.* has no values"):
         model.fit(outputs, np.zeros(4), verbose=0)
+    with pytest.raises(UsageError, match="inputs: the output of dense.* has no values"):
+        model.predict_on_batch(outputs)
+
+
+@pytest.mark.parametrize("use", [
+    lambda model, x, y: model.predict({"features": x}, verbose=0),
+    lambda model, x, y: model.fit({"features": x}, y, verbose=0),
+    lambda model, x, y: model.evaluate({"features": x}, y, verbose=0)],
+    ids=["predict", "fit", "evaluate"])
+def test_inputs_given_as_a_dict_are_refused(use):
+    x, y = data()
+    inputs = keras.Input(shape=(12,), name="features")
+    model = keras.Model(inputs, chain(inputs))
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    with pytest.raises(UsageError, match="inputs are a dict .named inputs, of a model of "
+                                         "several.: dnn's models take one array"):
+        use(model, x, y)
 
 
 def test_a_layer_called_on_data_still_computes(monkeypatch):

@@ -134,7 +134,9 @@ def test_json_architecture_and_clone_give_the_same_model_with_fresh_weights():
     for other in (rebuilt, clone):
         assert other.get_config() == model.get_config() and other.optimizer is None
     assert clone.built and not same_weights(clone, model)
-    with pytest.raises(UsageError, match="reads what Sequential.to_json"):
+    with pytest.raises(UsageError, match="reads what a model's to_json"):
+        dnn.models.model_from_json('{"class_name": "Subclassed"}')
+    with pytest.raises(UsageError, match="a model config is a dict with a list of layers"):
         dnn.models.model_from_json('{"class_name": "Functional"}')
 
 

@@ -37,7 +37,7 @@ def check_fits(model: Sequential, path, dataset_name: str, x, classes: int) -> N
     """Refuse (UsageError) a model loaded from ``path`` whose input or output size is not the
     dataset's (``x``: its ``(N, ...)`` inputs), naming both, before it meets the data."""
     features = int(np.prod(x.shape[1:]))
-    takes, outputs = model.input_dim, model.layers[-1].output_dim
+    takes, outputs = model.input_dim, model.stack[-1].output_dim
     if (takes, outputs) != (features, classes):
         raise UsageError(f"{path} takes {takes} features and has {outputs} classes; "
                          f"{dataset_name} has {features} features and {classes} classes "

@@ -313,10 +313,10 @@ class Layer:
         return getattr(self, "_names", {}).get(id(weight)) or f"weight_{index}"
 
     # -- a call on a batch (Keras' layer(x)) -------------------------------------------------
-    def __call__(self, inputs, training: bool = False, **keras_only):
+    def __call__(self, inputs, training: bool | None = None, **keras_only):
         """Keras' ``layer(x)``: the layer's output for the batch ``inputs`` ``(n,
         *input_shape)`` (host or backend arrays), as a new host array ``(n, *output_shape)``;
-        ``training`` (a bool) runs it as ``fit`` does (Dropout drops units,
+        ``training`` True runs it as ``fit`` does (Dropout drops units,
         BatchNormalization uses the batch's statistics and moves its own).  A layer not built
         yet is built for the batch's sample shape (its ``input_shape``, if declared), on the
         current backend (:func:`dnn.backends.use_backend`, cpu by default), its weights
@@ -324,18 +324,23 @@ class Layer:
         holds it later keeps them where it builds it alike (:meth:`keep_call_build`).
         On a ``keras.Input``, or on what such a call gave, it computes nothing and gives a
         :class:`dnn.models.functional.SymbolicTensor` for ``keras.Model(inputs, outputs)``
-        (Keras' functional API, for chains of layers).  Several inputs (a list of batches)
-        are refused."""
+        (Keras' functional API, for chains of layers), and takes no ``training``: the model
+        runs its layers as ``fit``, ``evaluate`` and ``predict`` ask.  Several inputs (a list
+        of batches) are refused."""
         from dnn.models.functional import call_on_symbolic, is_symbolic
         from dnn.trainers.data import host_array  # the trainers import the layers
 
         if keras_only:
             raise UsageError(f"{self.name} was called with {', '.join(sorted(keras_only))}: "
                              "dnn's layers take a batch and training= alone")
-        if not isinstance(training, (bool, np.bool_)):
+        if training is not None and not isinstance(training, (bool, np.bool_)):
             raise UsageError(f"{self.name}'s training must be True or False, not "
                              f"{reprlib.repr(training)}")
         if is_symbolic(inputs):
+            if training is not None:
+                raise UsageError(f"{self.name} was called on keras.Input with training="
+                                 f"{training}: dnn's models run every layer as fit, evaluate "
+                                 "and predict ask (training=True in fit alone)")
             return call_on_symbolic(self, inputs)
         if isinstance(inputs, (list, tuple)) and any(
                 is_symbolic(item) or np.ndim(item) >= 2 for item in inputs):

@@ -47,9 +47,11 @@ def model_from_json(json_string, custom_objects=None, *, backend=None) -> Sequen
         raise UsageError(f"model_from_json: not JSON ({error})") from None
     except RecursionError:
         raise UsageError("model_from_json: JSON nested deeper than any model's") from None
-    if not isinstance(description, dict) or description.get("class_name") != "Sequential":
-        raise UsageError("model_from_json reads what Sequential.to_json() writes: "
-                         '{"class_name": "Sequential", "config": ...}')
+    if (not isinstance(description, dict)
+            or description.get("class_name") not in (Sequential.json_class_name,
+                                                      Model.json_class_name)):
+        raise UsageError("model_from_json reads what a model's to_json() writes: "
+                         '{"class_name": "Sequential" (or "Functional"), "config": ...}')
     return Sequential.from_config(description.get("config"), custom_objects, backend=backend)
 
 

@@ -84,9 +84,10 @@ def call_on_symbolic(layer: Layer, inputs) -> SymbolicTensor:
 
 
 def _one(value, what: str):
-    """``value``, or the one item of a list, tuple or dict of one (as Keras takes them)."""
+    """``value``, or the one item of a list or tuple of one (as Keras takes them)."""
     if isinstance(value, dict):
-        value = list(value.values())
+        raise UsageError(f"Model's {what} are a dict: named inputs and outputs are for models "
+                         f"of several; {CHAINS_ONLY}")
     if isinstance(value, (list, tuple)):
         if len(value) != 1:
             raise UsageError(f"Model got {len(value)} {what}: {CHAINS_ONLY}")
@@ -115,27 +116,62 @@ def chain_layers(inputs, outputs) -> list:
 
 
 class _EverySequentialIsAModel(type):
-    """``isinstance(model, Model)`` holds for every Sequential, as in Keras (whose Sequential
-    is a Model), a loaded one included."""
+    """``isinstance(model, Model)`` and ``issubclass(Sequential, Model)`` hold, as in Keras
+    (whose Sequential is a Model), for a loaded Sequential too."""
 
     def __instancecheck__(cls, instance) -> bool:
         if cls is Model:
             return isinstance(instance, Sequential)
         return super().__instancecheck__(instance)
 
+    def __subclasscheck__(cls, subclass) -> bool:
+        if cls is Model:
+            return issubclass(subclass, Sequential)
+        return super().__subclasscheck__(subclass)
+
 
 class Model(Sequential, metaclass=_EverySequentialIsAModel):
     """Keras' ``keras.Model(inputs=inputs, outputs=outputs)`` for a chain of layers (module
-    docstring): the Sequential of that chain, named ``name`` ("functional" by default);
-    ``dtype``, ``seed`` and ``backend`` as for :class:`Sequential`.  It saves as that
-    Sequential, and loads as one.  A subclass of Model with a ``call`` of its own (Keras'
-    subclassing API) is not supported."""
+    docstring): the Sequential of that chain, named ``name`` ("functional" by default), its
+    ``layers`` listing its Input first as Keras lists a functional model's; ``trainable``
+    False freezes it; ``dtype``, ``seed`` and ``backend`` as for :class:`Sequential`.  It
+    saves, loads, and goes through ``to_json``, as a functional model.  A subclass of Model
+    that computes or trains otherwise (Keras' subclassing API: its own ``call``,
+    ``train_step``, ...) is not supported."""
 
-    def __init__(self, inputs=None, outputs=None, *, name=None, dtype="float32", seed=None,
-                 backend=None):
+    json_class_name = "Functional"
+
+    def __init__(self, inputs=None, outputs=None, name=None, *, trainable=True,
+                 dtype="float32", seed=None, backend=None):
         if inputs is None or outputs is None:
             raise UsageError("Model takes inputs= and outputs= (a keras.Input and what calling "
                              "layers on it gave); a subclass of Model with a call() of its own "
                              "is not supported: use keras.Sequential")
         super().__init__(chain_layers(inputs, outputs), dtype=dtype, seed=seed,
                          backend=backend, name="functional" if name is None else name)
+        if trainable is not True:
+            self.trainable = trainable
+
+    @classmethod
+    def of_chain(cls, made: list, **options) -> "Model":
+        """The model of the layers ``made`` (in no model yet), a ``keras.Input`` first, each
+        called on the output of the one before; ``options`` go to :class:`Model`."""
+        if not made or not isinstance(made[0], Input):
+            raise UsageError("a functional model's layers start with its keras.Input")
+        outputs = made[0]
+        for layer in made[1:]:
+            outputs = layer(outputs)
+        return cls(made[0], outputs, **options)
+
+    @classmethod
+    def of_saved_layers(cls, made: list, config: dict, **kwargs) -> "Model":
+        """As :meth:`Sequential.of_saved_layers`, always a Model (of a Sequential's config
+        too, where it starts with its Input)."""
+        return super().of_saved_layers(made, {**config, "functional": True}, **kwargs)
+
+    @property
+    def layers(self) -> list:
+        return list(self._layers)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "functional": True}

@@ -15,6 +15,7 @@ import numpy as np
 
 from dnn import backends, layers as layers_module
 from dnn.buffers import Buffers
+from dnn.callbacks.arguments import check_flag
 from dnn.errors import ArgumentTypeError, OutOfMemoryError, UsageError
 from dnn.saving import checkpoint
 from dnn.saving.registry import custom_object_scope
@@ -49,6 +50,22 @@ def _float_dtype(dtype) -> np.dtype:
     return found
 
 
+# What Keras' subclassing API overrides; dnn runs its own (the captured step is its train_step)
+KERAS_OVERRIDES = ("call", "train_step", "test_step", "predict_step", "compute_loss")
+
+
+def _refuse_keras_overrides(model_class: type) -> None:
+    """UsageError where ``model_class`` (a user's subclass of a model) defines one of Keras'
+    methods a subclass overrides to change what the model computes or how it trains."""
+    for name in KERAS_OVERRIDES:
+        owner = next((cls for cls in model_class.__mro__ if name in vars(cls)), None)
+        if owner is not None and not owner.__module__.startswith("dnn."):
+            raise UsageError(f"{model_class.__name__} defines {name}(): a model of one's own "
+                             "computing or training otherwise (Keras' subclassing API) is not "
+                             "supported; use Sequential or keras.Model(inputs, outputs), with "
+                             "layers and callbacks of your own")
+
+
 class Sequential(Trainer):
     """A stack of layers trained with backpropagation.
 
@@ -60,6 +77,7 @@ class Sequential(Trainer):
     """
 
     def __init__(self, layers=(), *, dtype="float32", seed=None, backend=None, name=None):
+        _refuse_keras_overrides(type(self))
         super().__init__()
         if isinstance(layers, layers_module.Layer):
             raise UsageError("Sequential takes a list of layers: Sequential([Dense(...), ...])")
@@ -77,17 +95,51 @@ class Sequential(Trainer):
         self.backend = backends.resolve(backend) if backend is not None else None
         self.sample_shape = None  # the shape of one input sample, known once built
         self._buffers = None  # the batches and the loss gradient, once built
-        for layer in layers:
-            self.add(layer)
+        try:
+            for layer in layers:
+                self.add(layer)
+        except BaseException:  # the layers taken so far are free for another model again
+            for layer in self._layers:
+                layer.in_model = False
+            raise
+
+    def __getattr__(self, name: str):
+        """Only for an attribute not found: where ``__init__`` never ran (a subclass's
+        ``__init__`` without ``super().__init__()``), a UsageError saying so."""
+        if "_layers" not in vars(self) and not name.startswith("__"):
+            raise UsageError(f"{type(self).__name__} was not initialised: its __init__ must "
+                             "call super().__init__(...)")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # -- layers ------------------------------------------------------------------------------
     @property
-    def layers(self) -> list:
-        """The model's layers, as Keras lists them: an ``Input`` first is not one of them (it
-        only declares the inputs), so ``layers[0]`` is the first layer that computes."""
+    def stack(self) -> list:
+        """The layers that compute, in order: an ``Input`` first only declares the inputs and
+        is none of them."""
         if self._layers and isinstance(self._layers[0], layers_module.Input):
             return self._layers[1:]
         return list(self._layers)
+
+    @property
+    def layers(self) -> list:
+        """The model's layers, as Keras lists a Sequential's: :attr:`stack`, so that
+        ``layers[0]`` is the first layer that computes."""
+        return self.stack
+
+    _trainable = True
+
+    @property
+    def trainable(self) -> bool:
+        """Keras' ``model.trainable``: False freezes every layer (and True makes every one
+        trainable again), from the next training step on."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value) -> None:
+        check_flag("the model's", "trainable", value)
+        self._trainable = value
+        for layer in self._layers:
+            layer.trainable = value
 
     def add(self, layer) -> None:
         """Append ``layer``, a :class:`dnn.layers.Layer` that is in no model yet (its weights
@@ -173,7 +225,7 @@ class Sequential(Trainer):
     def output_shape(self) -> tuple | None:
         """Keras' ``output_shape``: ``(None, *the last layer's output shape)`` (None until
         built)."""
-        return None if self.sample_shape is None else (None, *self.layers[-1].output_shape)
+        return None if self.sample_shape is None else (None, *self.stack[-1].output_shape)
 
     @property
     def input_dim(self) -> int | None:
@@ -237,25 +289,25 @@ class Sequential(Trainer):
     def params(self) -> list:
         """Every weight the optimizer trains, layer by layer (device arrays; a frozen layer's
         too: the model hands only the trainable ones to each update)."""
-        return [param for layer in self.layers for param in layer.params]
+        return [param for layer in self.stack for param in layer.params]
 
     @property
     def trainable_weights(self) -> list:
-        return [param for layer in self.layers if layer.trainable for param in layer.params]
+        return [param for layer in self.stack if layer.trainable for param in layer.params]
 
     @property
     def non_trainable_weights(self) -> list:
-        return [weight for layer in self.layers for weight in layer.non_trainable_weights]
+        return [weight for layer in self.stack for weight in layer.non_trainable_weights]
 
     @property
     def weights(self) -> list:
         """Every weight, trained or not, in :meth:`get_weights` order (device arrays)."""
-        return [weight for layer in self.layers for weight in layer.weights]
+        return [weight for layer in self.stack for weight in layer.weights]
 
     def param_shapes(self, input_shape) -> list:
         """The shape of every weight, in :meth:`get_weights` order, for inputs of sample
         shape ``input_shape``, without making them."""
-        return layers_module.weight_shapes(self.layers, _sample_shape(input_shape))
+        return layers_module.weight_shapes(self.stack, _sample_shape(input_shape))
 
     def _require_built(self) -> None:
         if not self.built:
@@ -352,17 +404,33 @@ class Sequential(Trainer):
     def from_config(cls, config: dict, custom_objects=None, **kwargs) -> "Sequential":
         """A new model (not built) from :meth:`get_config`'s dict; ``custom_objects`` as for
         :func:`dnn.models.load_model`; ``kwargs`` go to :class:`Sequential` (``backend``,
-        ``seed``)."""
+        ``seed``).  A functional model's config gives one (:meth:`of_saved_layers`)."""
         if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
             raise UsageError("a model config is a dict with a list of layers")
-        extra = {"name": config["name"]} if "name" in config else {}
         with custom_object_scope(custom_objects):
             made = [layers_module.from_config(layer) for layer in config["layers"]]
-        return cls(made, dtype=config.get("dtype", "float32"), **extra, **kwargs)
+        return cls.of_saved_layers(made, config, **kwargs)
+
+    @classmethod
+    def of_saved_layers(cls, made: list, config: dict, **kwargs) -> "Sequential":
+        """The model of ``config`` (:meth:`get_config`'s dict) from its layers ``made``, in no
+        model yet: a functional :class:`dnn.models.Model` where it was saved as one, else
+        this class's; ``kwargs`` go to it."""
+        options = {"dtype": config.get("dtype", "float32"), **kwargs}
+        if "name" in config:
+            options["name"] = config["name"]
+        if config.get("functional"):
+            from dnn.models.functional import Model  # a subclass of this one
+
+            return Model.of_chain(made, **options)
+        return cls(made, **options)
 
     def to_json(self, **kwargs) -> str:
         """The architecture as JSON (Keras' ``to_json``; ``kwargs`` go to ``json.dumps``),
         for :func:`dnn.models.model_from_json`."""
         for layer in self._layers:  # JSON that model_from_json could not read is refused
             layers_module.check_remade(layer)
-        return json.dumps({"class_name": "Sequential", "config": self.get_config()}, **kwargs)
+        return json.dumps({"class_name": self.json_class_name, "config": self.get_config()},
+                          **kwargs)
+
+    json_class_name = "Sequential"  # in to_json, as Keras names the model's class

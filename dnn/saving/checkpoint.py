@@ -64,7 +64,7 @@ def save(model, path) -> None:
         # where training stands: resuming goes on with the next epoch and the next shuffle
         "epochs_done": model.epochs_done, "shuffle_state": model.rng.bit_generator.state,
     }
-    if len(model.sample_shape) > 1 or not isinstance(model.layers[0], layers.Dense):
+    if len(model.sample_shape) > 1 or not isinstance(model.stack[0], layers.Dense):
         meta["input_shape"] = list(model.sample_shape)  # where the first kernel does not say it
     if optimizer is not None:
         for i, state in enumerate(optimizer.states):
@@ -154,8 +154,9 @@ def _meta(archive: NpzReader) -> dict:
 
 
 def load(path, model_class, backend=None, seed=None, *, with_optimizer=True, compile=True):
-    """The model saved at ``path``, a ``model_class`` (:class:`dnn.Sequential`, given by
-    :func:`dnn.models.load_model`) built and compiled on ``backend`` (default: current),
+    """The model saved at ``path``, made by ``model_class.of_saved_layers``
+    (:class:`dnn.Sequential`'s, given by :func:`dnn.models.load_model`: a Sequential, or the
+    functional Model it was saved as) built and compiled on ``backend`` (default: current),
     with its optimizer state and the epochs it trained, ready to evaluate or to go on training
     where it stopped (the shuffle order goes on as it would have, unless ``seed`` seeds it
     anew).  ``with_optimizer=False`` leaves the optimizer out: the model can evaluate and
@@ -177,9 +178,7 @@ def load(path, model_class, backend=None, seed=None, *, with_optimizer=True, com
             weights = _read_weights(archive, lambda shape: layers.weight_shapes(made, shape),
                                     _input_shape(path, meta, made),
                                     describe(_architecture(config, made)))
-            name = {"name": config["name"]} if "name" in config else {}
-            model = model_class(made, dtype=config.get("dtype", "float32"), backend=backend,
-                                seed=seed, **name)
+            model = model_class.of_saved_layers(made, config, backend=backend, seed=seed)
             spec = meta["optimizer"] if with_optimizer and compile else None
             if meta["loss"] is not None and compile:
                 model.compile(optimizer=None if spec is None else _optimizer(path, spec),
@@ -292,7 +291,7 @@ def _restore(archive: NpzReader, model, meta: dict, with_optimizer: bool,
     """``weights`` (read by :func:`_read_weights`) into ``model``, built first if need be,
     and the optimizer's state when ``with_optimizer``."""
     if not model.built:
-        model.build(_input_shape(archive.path, meta, model.layers) or weights[0].shape[0])
+        model.build(_input_shape(archive.path, meta, model.stack) or weights[0].shape[0])
     model.set_weights(weights)
     if with_optimizer:
         spec = meta["optimizer"]

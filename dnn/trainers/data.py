@@ -77,7 +77,7 @@ def host_targets(model, y, count: int, prefix: str = "") -> np.ndarray:
         raise UsageError(f"{prefix}targets must be an array (N, ...), not one number")
     if y.shape[0] != count:
         raise UsageError(f"{count} {prefix}inputs but {y.shape[0]} {prefix}targets")
-    last = model.layers[-1]
+    last = model.stack[-1]
     if len(last.output_shape) > 1:
         raise UsageError(f"the last layer, {last.name}, gives each sample an output of shape "
                          f"{last.output_shape}; dnn's losses take one vector a sample: end the "
@@ -127,7 +127,7 @@ def _class_sample_weight(model, class_weight, y: np.ndarray) -> np.ndarray:
     if not isinstance(class_weight, Mapping):
         raise ArgumentTypeError(f"class_weight must be a dict {{class index: weight}}, not "
                                 f"{type(class_weight).__name__}")
-    units = model.layers[-1].output_dim
+    units = model.stack[-1].output_dim
     table = np.ones(max(units, 2), model.dtype)
     for key, weight in class_weight.items():
         if isinstance(key, bool) or not isinstance(key, (int, np.integer)) \

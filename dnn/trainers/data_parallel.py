@@ -122,7 +122,7 @@ def average_state_weights(trainer, communicator) -> None:
     statistics), which each rank moved with its own shares, with their mean over the ranks,
     so that every rank evaluates and saves the same model (Keras' mirrored moving statistics
     read as their mean over the replicas)."""
-    arrays = [weight for layer in trainer.layers for weight in layer.state_weights]
+    arrays = [weight for layer in trainer.stack for weight in layer.state_weights]
     if arrays:
         sum_totals(arrays, trainer.backend, communicator, scale=1 / communicator.size)
 

@@ -284,6 +284,9 @@ def batches_of(model, x, y, *, batch_size: int, sample_weight=None, class_weight
     """:class:`ArrayBatches` or :class:`StreamBatches` for ``x`` (and ``y``), as given to
     ``fit``, ``evaluate`` or ``predict``: with targets, sharded over the ranks of a
     data-parallel run; without (``predict``), every rank gets every row."""
+    if isinstance(x, dict):
+        raise UsageError(f"{prefix}inputs are a dict (named inputs, of a model of several): "
+                         "dnn's models take one array of inputs")
     ranks = distributed.communicator()
     shard = (ranks.rank, ranks.size) if with_targets else SINGLE
     if is_batch_source(x):

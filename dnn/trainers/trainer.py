@@ -27,7 +27,7 @@ from dnn.callbacks import BatchLogs, CallbackList, figures
 from dnn.callbacks.progbar_logger import check_verbose
 from dnn.errors import DivergenceError, UsageError
 from dnn.trainers import data_parallel
-from dnn.trainers.data import DeviceData
+from dnn.trainers.data import DeviceData, host_array
 from dnn.trainers.epoch_iterator import (ArrayBatches, batches_of, check_steps,
                                          is_batch_source)
 from dnn.trainers.step import ReplayedStep, TrainingStep
@@ -47,8 +47,9 @@ def positive_int(name: str, value) -> int:
 
 
 class Trainer:
-    """Training, evaluation and prediction for a model with ``layers``, ``params``,
-    ``backend``, ``dtype``, ``rng`` and ``build`` (see :class:`dnn.Sequential`)."""
+    """Training, evaluation and prediction for a model with ``stack`` (the layers that
+    compute, in order), ``params``, ``backend``, ``dtype``, ``rng`` and ``build`` (see
+    :class:`dnn.Sequential`)."""
 
     def __init__(self):
         self.optimizer = None
@@ -73,9 +74,9 @@ class Trainer:
         ``weighted_metrics`` (names or :mod:`dnn.metrics` objects; only the weighted ones
         see sample weights, as in Keras).  Compiled again with the optimizer it already has,
         the model keeps that optimizer's state, as in Keras."""
-        if not self.layers:
+        if not self.stack:
             raise UsageError("the model has no layers")
-        last = self.layers[-1]
+        last = self.stack[-1]
         if last.output_dim == 1 and getattr(last.activation, "name", None) == "softmax":
             raise UsageError("a softmax over one unit outputs 1 whatever its input: use "
                              "Dense(1, activation='sigmoid') for a yes/no output, or one unit "
@@ -101,7 +102,7 @@ class Trainer:
             self.optimizer.build(self.params, self.backend)
         xp = self.backend.xp
         self._loss_total = xp.zeros((), dtype=self.backend.dtype(self.dtype))
-        logits_of = self.layers[-1].activation if self._loss_takes_logits else None
+        logits_of = self.stack[-1].activation if self._loss_takes_logits else None
         for metric in (*self.metrics, *self.weighted_metrics):
             metric.build(self.backend, self.dtype, activation=logits_of)
 
@@ -130,7 +131,7 @@ class Trainer:
     def gradient_sum(self) -> data_parallel.GradientSum:
         """The sum over the ranks of the trainable layers' gradients (made again when the
         trainable weights changed)."""
-        grads = [grad for layer in self.layers if layer.trainable for grad in layer.grads]
+        grads = [grad for layer in self.stack if layer.trainable for grad in layer.grads]
         if self._gradient_sum is None or not self._gradient_sum.holds(grads):
             self._gradient_sum = data_parallel.GradientSum(grads, self.backend,
                                                            self.communicator)
@@ -140,7 +141,7 @@ class Trainer:
         """The default rows of an evaluation batch: :data:`EVALUATION_BATCH`, or fewer where
         the inputs and the layers' outputs of that many samples would take more than
         :data:`EVALUATION_BYTES` (an unbuilt model: the first)."""
-        features = (self.input_dim + sum(layer.output_dim or 0 for layer in self.layers)
+        features = (self.input_dim + sum(layer.output_dim or 0 for layer in self.stack)
                     if self.built else 0)
         sample_bytes = max(features * self.dtype.itemsize, 1)
         return max(1, min(EVALUATION_BATCH, EVALUATION_BYTES // sample_bytes))
@@ -176,8 +177,8 @@ class Trainer:
     def forward(self, x, training: bool = False):
         """``(n, *sample_shape) -> (n, k)``: the last layer's output; its logits when the loss
         takes those (see :meth:`predictions`)."""
-        last = len(self.layers) - 1
-        for index, layer in enumerate(self.layers):
+        last = len(self.stack) - 1
+        for index, layer in enumerate(self.stack):
             x = layer.forward(x, logits=self._loss_takes_logits and index == last,
                               training=training)
         return x
@@ -189,7 +190,7 @@ class Trainer:
             return output
         probabilities = self._buffers("predictions", output.shape, output.dtype)
         probabilities[...] = output
-        return self.layers[-1].activation.forward(self.backend, probabilities)
+        return self.stack[-1].activation.forward(self.backend, probabilities)
 
     def _loss_of(self, output, y, sample_weight, grad):
         """The batch's summed loss (0-d: weighted per sample, plus the batch's rows times the
@@ -198,7 +199,7 @@ class Trainer:
         converts them to)."""
         loss_sum = self.loss.compute(self.backend, output, y, grad, logits=self._loss_takes_logits,
                                 sample_weight=sample_weight)
-        for layer in self.layers:
+        for layer in self.stack:
             penalty = layer.regularization_loss()
             if penalty is not None:
                 loss_sum = loss_sum + penalty * output.shape[0]
@@ -210,19 +211,19 @@ class Trainer:
         output = self.forward(x, training=True)
         grad = self._buffers("loss_grad", output.shape, output.dtype)
         loss_sum = self._loss_of(output, y, sample_weight, grad)
-        last = len(self.layers) - 1
+        last = len(self.stack) - 1
         for index in range(last, -1, -1):
-            grad = self.layers[index].backward(grad,
+            grad = self.stack[index].backward(grad,
                                                logits=self._loss_takes_logits and index == last)
             if grad is None:  # the layers before have no weights (needs_input_grad)
                 break
-        for layer in self.layers:
+        for layer in self.stack:
             layer.add_regularization_gradients()
         return loss_sum, output
 
     def apply_gradients(self) -> None:
         """One optimizer step on the trainable layers' weights with their gradients."""
-        trainable = [layer for layer in self.layers if layer.trainable]
+        trainable = [layer for layer in self.stack if layer.trainable]
         self.optimizer.apply_gradients([p for layer in trainable for p in layer.params],
                                        [g for layer in trainable for g in layer.grads])
 
@@ -237,12 +238,12 @@ class Trainer:
             ranks.start()  # this step's sums, recorded
         first_row = 0 if ranks is None else distributed.share(total_rows, ranks.rank,
                                                                ranks.size)[0]
-        for layer in self.layers:
+        for layer in self.stack:
             layer.first_row, layer.global_rows, layer.ranks = first_row, total_rows, ranks
         try:
             loss_sum, output = self.compute_gradients(x, y, sample_weight)
         finally:  # a pass outside training steps (model(x, training=True)) sums nothing
-            for layer in self.layers:
+            for layer in self.stack:
                 layer.ranks = None
         if total_rows is not None:
             self.gradient_sum()(x.shape[0], total_rows)
@@ -272,7 +273,7 @@ class Trainer:
         optimizer = self.optimizer
         optimizer_state = [] if optimizer is None else [
             *(a for state in optimizer.states for a in state.values()), *optimizer.step_state()]
-        return [*self.params, *(a for layer in self.layers for a in layer.step_state()),
+        return [*self.params, *(a for layer in self.stack for a in layer.step_state()),
                 *optimizer_state, *self.totals()]
 
     def totals(self) -> list:
@@ -556,7 +557,9 @@ class Trainer:
 
     def predict_on_batch(self, x) -> np.ndarray:
         """:meth:`predict` of ``x`` as one batch."""
-        return self.predict(x, batch_size=max(len(x), 1), verbose=0)
+        inputs = host_array(x, "inputs", self.backend)
+        rows = inputs.shape[0] if inputs.ndim else 1  # predict names what a 0-d array lacks
+        return self.predict(inputs, batch_size=max(rows, 1), verbose=0)
 
     def _divergence_message(self, epoch: int, loss: float, data) -> str:
         """Why the loss of ``epoch`` is not finite: NaN or infinite values in the data when
@@ -607,7 +610,7 @@ class _TrainingLoop:
     def _dense(self, labels):
         trainer = self.trainer
         return trainer.loss.dense_targets(trainer.backend, labels,
-                                          trainer.layers[-1].output_dim,
+                                          trainer.stack[-1].output_dim,
                                           trainer.backend.dtype(trainer.dtype))
 
     def epoch(self, epoch: int, callbacks) -> dict | None:
