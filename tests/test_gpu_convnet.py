@@ -26,8 +26,8 @@ pytestmark, site, cupy = standin.pytestmark, standin.site, standin.cupy
 
 ROWS, BATCH, EPOCHS = 100, 16, 2  # six full batches an epoch and one of 4 rows
 FULL_BATCHES = EPOCHS * (ROWS // BATCH)
-# eager warm-ups before the capture: from an empty pool, then until one takes no new block
-WARM_UPS = {"batch-normalized": 3, "simple-mnist-convnet": 2}
+# eager warm-ups before the capture: from an empty pool, then one that takes no new block
+WARM_UPS = 2
 
 
 def simple_mnist_convnet():
@@ -153,14 +153,14 @@ def test_the_convnet_trains_on_the_gpu_path_as_on_the_cpu_backend(cupy, monkeypa
     with warnings.catch_warnings():
         warnings.simplefilter("error", GraphFallbackWarning)
         captured = train(backend := GpuBackend(), model)
-    assert cupy.cuda.graph.launches == FULL_BATCHES - WARM_UPS[model]  # but the warm-ups
+    assert cupy.cuda.graph.launches == FULL_BATCHES - WARM_UPS  # but the warm-ups
     calls = kernel_calls(backend)
     assert all(calls[f"dnn_{name}"] for name in WINDOW_KERNELS)  # convolutions, max pooling
     if model == "batch-normalized":
         assert all(calls[name] for names in CHANNEL_KERNELS.values() for name in names)
     monkeypatch.setenv("DNN_GPU_GRAPHS", "0")
     eager = train(GpuBackend(), model)
-    assert cupy.cuda.graph.launches == FULL_BATCHES - WARM_UPS[model]
+    assert cupy.cuda.graph.launches == FULL_BATCHES - WARM_UPS
     reference = train("cpu", model)
     for run in (captured, eager):
         assert_close_runs(run[:2], reference[:2])
@@ -180,21 +180,23 @@ def test_every_replay_of_the_convnet_is_the_eager_step_to_the_bit(cupy, monkeypa
     with warnings.catch_warnings():
         warnings.simplefilter("error", GraphFallbackWarning)
         replayed = train(GpuBackend(), model)
-    assert cupy.cuda.graph.launches == FULL_BATCHES - WARM_UPS[model]
+    assert cupy.cuda.graph.launches == FULL_BATCHES - WARM_UPS
     monkeypatch.setattr(GpuBackend, "capture", lambda gpu, step: EagerGraph(gpu, step))
     eager = train(GpuBackend(), model)
-    assert cupy.cuda.graph.launches == FULL_BATCHES - WARM_UPS[model]  # none more
+    assert cupy.cuda.graph.launches == FULL_BATCHES - WARM_UPS  # none more
     assert_same_run(replayed, eager)
 
 
-def test_the_capture_of_the_convnet_allocates_nothing(cupy, kernel_calls):
-    """After its warm-up, the capture finds every block it asks for in its pool: the window
-    kernels', the partial sums per channel and the layers' temporaries.  (Without Dropout:
-    its hash's temporaries make the capture of any model with Dropout, a dense one too, take
-    one or two new blocks on the stand-in, an allocation CuPy's relaxed capture allows.)"""
-    train(GpuBackend(), "batch-normalized")
-    assert cupy.cuda.graph.launches == FULL_BATCHES - WARM_UPS["batch-normalized"]
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_the_capture_of_the_convnet_allocates_nothing(cupy, monkeypatch, kernel_calls, model):
+    """After its warm-ups, the capture finds every block it asks for in its pool: the window
+    kernels', the partial sums per channel, Dropout's and the layers' temporaries; none of
+    them outlives its step."""
+    kept = standin.bytes_kept_from_graph_kernels(monkeypatch, cupy)
+    train(GpuBackend(), model)
+    assert cupy.cuda.graph.launches == FULL_BATCHES - WARM_UPS
     assert [malloc for malloc in cupy.cuda.memory.mallocs if malloc.capturing] == []
+    assert len(kept) >= WARM_UPS + 1 and set(kept) == {0}
 
 
 def test_the_moving_statistics_advance_in_every_replay_as_in_the_eager_steps(cupy, monkeypatch):
@@ -204,7 +206,7 @@ def test_the_moving_statistics_advance_in_every_replay_as_in_the_eager_steps(cup
     with warnings.catch_warnings():
         warnings.simplefilter("error", GraphFallbackWarning)
         replayed = train(GpuBackend(), "batch-normalized")
-    assert cupy.cuda.graph.launches == FULL_BATCHES - WARM_UPS["batch-normalized"]
+    assert cupy.cuda.graph.launches == FULL_BATCHES - WARM_UPS
     monkeypatch.setattr(GpuBackend, "capture", lambda gpu, step: EagerGraph(gpu, step))
     eager = train(GpuBackend(), "batch-normalized")
     assert len(replayed[2]) == EPOCHS * -(-ROWS // BATCH)  # after every batch

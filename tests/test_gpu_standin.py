@@ -8,6 +8,7 @@ back to the device, its next launch faults), and training (in process and throug
 installed; the default pool trimmed or run out of memory between epochs, a fit after an
 interrupted one), captured and replayed, against the cpu backend and the eager step."""
 
+import contextlib
 import gc
 import importlib.util
 import json
@@ -698,13 +699,61 @@ def test_a_backend_and_its_graphs_gone_hand_their_pools_blocks_back(cupy, monkey
     backend is; each once, and no other."""
     made, emptied = [], []
     make, empty = cupy.cuda.MemoryPool.__init__, cupy.cuda.MemoryPool.free_all_blocks
-    monkeypatch.setattr(cupy.cuda.MemoryPool, "__init__",
-                        lambda pool: (made.append(id(pool)), make(pool))[1])
+    monkeypatch.setattr(cupy.cuda.MemoryPool, "__init__", lambda pool, *allocator: (
+        made.append(id(pool)), make(pool, *allocator))[1])
     monkeypatch.setattr(cupy.cuda.MemoryPool, "free_all_blocks",
                         lambda pool, stream=None: (emptied.append(id(pool)), empty(pool)))
     train(GpuBackend())
     gc.collect()
     assert len(made) == 2 and sorted(emptied) == sorted(made)
+
+
+def bytes_kept_from_graph_kernels(monkeypatch, cupy) -> list:
+    """A list that gets, after each step run with the kernels of a captured one (a warm-up,
+    a capture, an eager step a replay is checked against), the bytes of its pool that arrays
+    made in it are still on."""
+    from dnn.backends.cuda_graphs import CudaGraphs
+
+    kept, kernels = [], CudaGraphs.kernels
+
+    @contextlib.contextmanager
+    def counting(graphs):
+        pool = graphs._pool
+        with kernels(graphs):
+            yield
+        kept.append(pool.used_bytes())
+    monkeypatch.setattr(CudaGraphs, "kernels", counting)
+    return kept
+
+
+@pytest.mark.parametrize("optimizer", [
+    "rmsprop", "adam", lambda: dnn.optimizers.Adam(amsgrad=True),
+    lambda: SGD(0.05, momentum=0.9, nesterov=True)], ids=["rmsprop", "adam", "amsgrad", "nesterov"])
+def test_nothing_made_in_a_captured_steps_memory_outlives_the_step(cupy, monkeypatch,
+                                                                   optimizer):
+    """An array a step makes and keeps (Adam's step size, once) is on the memory of the
+    capture: the warm-up that left it there starts from other free blocks than the capture,
+    which may then take a new one; and it is lost with a graph's pool."""
+    kept = bytes_kept_from_graph_kernels(monkeypatch, cupy)
+    train(GpuBackend(), optimizer() if callable(optimizer) else optimizer)
+    assert len(kept) >= 2 + 1 + 2 and set(kept) == {0}  # warm-ups, capture, checks
+
+
+def test_a_warm_up_whose_pool_trimmed_itself_to_allocate_again_took_new_memory(cupy):
+    """A pool that runs out frees its free blocks, then allocates: its total bytes can be
+    what they were, but the capture would not find the blocks the warm-up found."""
+    graphs = GpuBackend()._graph_machinery()
+    with graphs.kernels():
+        first, second = cupy.empty(1024, "float32"), cupy.empty(1024, "float32")
+        del first, second  # two whole free blocks of 4 KiB in the pool
+    total = graphs._pool.total_bytes()
+    with graphs.kernels():
+        pass
+    assert graphs._pool.total_bytes() == total and not graphs.pool_grew
+    cupy.cuda.memory.device.capacity = cupy.cuda.memory.device.allocated  # no more room
+    with graphs.kernels():
+        cupy.empty(2048, "float32")  # 8 KiB: the two blocks go back, one is made
+    assert graphs._pool.total_bytes() == total and graphs.pool_grew
 
 
 @pytest.mark.parametrize("fits, nesterov_from_epoch_2", [(1, True), (2, False)],

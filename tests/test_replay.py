@@ -190,35 +190,6 @@ def test_on_the_gpu_the_graph_trains_as_the_eager_step(monkeypatch, optimizer, s
     np.testing.assert_allclose(replayed[0]["loss"], eager[0]["loss"], rtol=1e-5)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not GpuBackend.is_available(),
-                    reason=f"backend gpu: {GpuBackend.is_available().reason}")
-def test_on_the_gpu_the_capture_makes_no_device_allocation():
-    """On a real GPU, as on the stand-in: after the warm-ups the capture finds every block it
-    asks for in its pool (CuPy's memory hook sees each cudaMalloc of a pool, and whether the
-    stream making it was capturing)."""
-    import cupy
-    from cupy.cuda import memory_hook
-
-    class RecordsAllocations(memory_hook.MemoryHook):
-        name = "RecordsAllocations"
-
-        def __init__(self):
-            super().__init__()
-            self.allocations = []  # (bytes, whether the current stream was capturing)
-
-        def alloc_preprocess(self, **kwargs):
-            capturing = cupy.cuda.get_current_stream().is_capturing()
-            self.allocations.append((kwargs["mem_size"], capturing))
-
-    hook = RecordsAllocations()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", GraphFallbackWarning)
-        with hook:
-            train(dnn.backends.get_backend("gpu"))
-    assert hook.allocations and [made for made in hook.allocations if made[1]] == []
-
-
 def test_after_a_replayed_fit_train_on_batch_takes_adams_current_step_size():
     """fit keeps Adam's step size in a device array while it replays; afterwards a step
     outside fit must not read the last one fit wrote there."""

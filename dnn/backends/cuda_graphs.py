@@ -13,8 +13,11 @@ both.  What a capture needs, as read in CuPy 14's source and measured on an H200
   mode, so a new allocation would be legal, but it is one more ``cudaMalloc`` per capture).
   A warm-up from an empty pool is not enough: the pool's best fit among the blocks the
   warm-up left free may split one the capture later asks for whole.  The step is warmed up
-  again until a warm-up takes no new block (``pool_grew``): the capture, starting where that
-  one started, then makes the same choices.
+  again until a warm-up takes no new block (``pool_grew``, counted by the pool's allocator):
+  the capture, starting where that one started (no array a step makes outlives it), then
+  makes the same choices, but where two free blocks of one size tie (CuPy orders them by
+  the address of its Python chunk objects, which differ from run to run): a capture may
+  then still take a block, which the relaxed capture mode allows.
   The addresses a graph holds stay its own: after a capture the pool goes with the graph,
   which nothing else allocates from or trims (``free_all_blocks`` would free memory the
   graph writes), and the next warm-up starts a new one.  The buffers a warm-up makes, kept
@@ -50,6 +53,19 @@ class CapturedGraph:
         self._graph.launch(stream=self._cupy.cuda.get_current_stream())
 
 
+class CountedAllocations:
+    """The device allocations of a capture's pool (its ``allocator``, as CuPy's own makes
+    them), counted in ``made``: a pool that ran out trims its free blocks before it allocates
+    again, so its total bytes would not tell."""
+
+    def __init__(self, cuda):
+        self._cuda, self.made = cuda, 0
+
+    def __call__(self, size: int):
+        self.made += 1
+        return self._cuda.MemoryPointer(self._cuda.Memory(size), 0)
+
+
 class CudaGraphs:
     """The gpu backend's capture machinery: cuBLAS handle, capture stream, the pool of the
     next capture.  Raises :class:`CaptureError` when cuBLAS cannot be loaded."""
@@ -66,7 +82,8 @@ class CudaGraphs:
         """Start the pool of the next warm-up and capture, whose blocks go back to the device
         when this object is gone (CuPy 14.1 and later free none of a dropped pool's), unless a
         graph took the pool by then."""
-        self._pool = self._cupy.cuda.MemoryPool()
+        self._allocations = CountedAllocations(self._cupy.cuda)
+        self._pool = self._cupy.cuda.MemoryPool(self._allocations)
         self._release_pool = weakref.finalize(self, self._pool.free_all_blocks)
 
     @contextlib.contextmanager
@@ -77,7 +94,7 @@ class CudaGraphs:
         cupy, stream, backend = self._cupy, self._stream, self._backend
         cupy.cuda.get_current_stream().synchronize()  # the batch's indices are written there
         self._allocator_outside = cupy.cuda.get_allocator()
-        pool, held = self._pool, self._pool.total_bytes()
+        allocations, made = self._allocations, self._allocations.made
         try:
             with stream, cupy.cuda.using_allocator(self._pool.malloc):
                 self._cublas.set_stream(stream.ptr)
@@ -86,7 +103,7 @@ class CudaGraphs:
         finally:
             backend._gemm = backend._cupy_gemm
             self._allocator_outside = None
-            self.pool_grew = pool.total_bytes() > held
+            self.pool_grew = allocations.made > made
             stream.synchronize()  # the current stream reads what it wrote
 
     @contextlib.contextmanager

@@ -158,13 +158,19 @@ class Adam(Optimizer):
 
     fused_update = "adam"  # (param, grad, m, v, step_size, beta_1, beta_2, epsilon)
 
+    def build(self, params, backend):
+        super().build(params, backend)
+        # written by every step, kept between them: made here, not in a step, whose memory is
+        # a captured step's (dnn.backends.Backend.buffer)
+        self.step_size = backend.buffer((), self.learning_rate.dtype)
+
     def begin_step(self):
         """The bias correction folded into the step size of step ``t``, on the device, as
         Keras computes it: ``step_size = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)``."""
         xp = self.xp
         t = xp.astype(self.iterations, self.learning_rate.dtype)
-        self.step_size = (self.learning_rate * xp.sqrt(1 - self.beta_2 ** t)
-                          / (1 - self.beta_1 ** t))
+        self.step_size[...] = (self.learning_rate * xp.sqrt(1 - self.beta_2 ** t)
+                               / (1 - self.beta_1 ** t))
 
     def update(self, param, grad, state):
         """``m += (g - m) * (1 - beta_1)``; ``v += (g**2 - v) * (1 - beta_2)``;

@@ -4,11 +4,11 @@ import importlib
 
 from cupy.cuda import graph, memory, runtime, stream
 from cupy.cuda.graph import Graph
-from cupy.cuda.memory import MemoryPool, get_allocator, using_allocator
+from cupy.cuda.memory import Memory, MemoryPointer, MemoryPool, get_allocator, using_allocator
 from cupy.cuda.stream import Stream, get_current_stream
 
-__all__ = ["Graph", "MemoryPool", "Stream", "get_allocator", "get_current_stream", "graph",
-           "memory", "runtime", "stream", "using_allocator"]
+__all__ = ["Graph", "Memory", "MemoryPointer", "MemoryPool", "Stream", "get_allocator",
+           "get_current_stream", "graph", "memory", "runtime", "stream", "using_allocator"]
 
 
 def __getattr__(name):

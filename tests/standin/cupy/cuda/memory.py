@@ -8,10 +8,13 @@ device allocations a GPU run would make, as CuPy's ``SingleDeviceMemoryPool`` ma
 - free chunks kept per stream (an arena per stream): ``malloc`` searches only the current
   stream's arena, and a chunk, once freed (when the last array on it is gone), goes back to
   the arena of the stream it was allocated on, if its pool is still there (:class:`PooledMemory`);
-- best fit (the smallest free chunk large enough), the rest split off as a free chunk, and a
-  freed chunk merged with free neighbours of the same allocation;
-- a new device allocation (``cudaMalloc``) when the arena has no chunk large enough: each is
-  listed in ``mallocs``, with whether the current stream was being captured;
+- best fit (the smallest free chunk large enough; of chunks of one size, the lowest device
+  address, where CuPy takes the lowest address of its Python chunk object, which is no
+  order a program can repeat), the rest split off as a free chunk, and a freed chunk merged
+  with free neighbours of the same allocation;
+- a new device allocation (``cudaMalloc``, by the pool's ``allocator``) when the arena has
+  no chunk large enough: each is listed in ``mallocs``, with whether the current stream was
+  being captured;
 - ``free_all_blocks`` frees only the free chunks that are a whole allocation (never split, or
   merged back), as ``_Arena.free_all`` does, and hands them back to the device (``cudaFree``).
 
@@ -269,10 +272,18 @@ class MemoryPointer:
         self.mem, self.ptr = mem, mem.ptr + offset
 
 
-class MemoryPool:
-    """CuPy's memory pool for the one device."""
+def _device_allocation(size: int) -> MemoryPointer:
+    """A pool's allocation of ``size`` new bytes, as CuPy's ``_malloc`` makes it: ``Memory``,
+    whose bytes the pool hands back (``free_all_blocks``)."""
+    return MemoryPointer(Memory(size), 0)
 
-    def __init__(self):
+
+class MemoryPool:
+    """CuPy's memory pool for the one device; ``allocator`` makes its device allocations
+    (``_malloc``'s by default), called with a size, giving a ``MemoryPointer``."""
+
+    def __init__(self, allocator=None):
+        self._allocator = allocator or _device_allocation
         self._arenas: dict[int, _Arena] = {}
         self._total_bytes = 0  # of the allocations it holds
         self._weakref = weakref.ref(self)  # what its blocks in use hold it by
@@ -296,7 +307,7 @@ class MemoryPool:
         for make_room in (lambda: None, self.free_all_blocks, self._collect_and_free_all):
             make_room()
             try:
-                memory = Memory(size)
+                memory = self._allocator(size).mem
             except CUDARuntimeError as error:
                 if error.status != errorMemoryAllocation:
                     raise
@@ -316,6 +327,11 @@ class MemoryPool:
     def total_bytes(self) -> int:
         """The bytes of the device allocations this pool holds."""
         return self._total_bytes
+
+    def used_bytes(self) -> int:
+        """The bytes of its chunks that arrays are on."""
+        return sum(holder.chunk.size for holder in device.in_use()
+                   if getattr(holder, "pool", lambda: None)() is self)
 
     def n_free_blocks(self) -> int:
         return sum(len(arena.free) for arena in self._arenas.values())
