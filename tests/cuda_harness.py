@@ -36,12 +36,13 @@ FLOAT_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 C_TYPES = {"int64": "int64_t", "int32": "int32_t", "float32": "float", "float64": "double"}
 # As nvcc with --fmad=false: no contraction into FMA; a call to an undeclared function (a typo
 # in a math function's name) is an error, not an implicit declaration.  So is a conversion
-# that may change a value: an index narrowed to int (wrong past 2**31 elements, which a GPU's
-# memory holds) or a double computed in a float kernel (slow on a GPU) must be written as a cast.
+# that may change a value (an index narrowed to int, wrong past 2**31 elements, which a GPU's
+# memory holds), and a float promoted to double (arithmetic in double in a float kernel, slow
+# on a GPU): each must be written as a cast.
 COMPILER_FLAGS = ["-std=c99", "-O2", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared",
                   "-Werror=implicit-function-declaration", "-Werror=int-conversion",
                   "-Werror=incompatible-pointer-types", "-Werror=discarded-qualifiers",
-                  "-Werror=conversion"]
+                  "-Werror=conversion", "-Werror=double-promotion"]
 
 
 def compiler() -> str | None:

@@ -604,7 +604,8 @@ def test_the_gpu_backend_compiles_exactly_these_sources(monkeypatch):
     ("z = x +", "expected expression"),     # a syntax error
     ("const int at = i; z = x", "conversion"),  # an index narrowed to 32 bits
     ("z = x * 0.5", "conversion"),          # a float kernel computing in double
-], ids=["typo", "writes-input", "syntax", "int-index", "double-in-float"])
+    ("z = (x * 0.5 > 1.0) ? x : -x", "double-promotion"),  # in double, never narrowed
+], ids=["typo", "writes-input", "syntax", "int-index", "double-in-float", "double-compare"])
 def test_a_broken_kernel_source_fails_to_compile_naming_the_kernel(tmp_path, body, complaint):
     broken = ElementwiseSource("dnn_broken", "T x", "T z", body)
     with pytest.raises(CompileError, match=complaint) as error:
