@@ -73,7 +73,7 @@ def mpiexec(*arguments, ranks: int = 2, timeout: float = 60, environment: dict |
     command = list(arguments) if arguments[0] == "-m" else [*runner, __file__, *arguments]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
            **(environment or {})}
-    for name in unset:
+    for name in (*unset, failure.RANK_PROCESS):  # the mark of a rank this test runs under
         env.pop(name, None)
     return subprocess.run([launcher.mpiexec(), "-n", str(ranks), sys.executable,
                            *map(str, command)], capture_output=True, text=True, env=env,
@@ -157,8 +157,10 @@ def summing_the_shards(case: str, ranks: int = 2, shuffle: bool = True) -> list[
 
 def python(*arguments, unset=(), **variables) -> subprocess.CompletedProcess:
     """``python ARGUMENTS`` in a process of its own, from the repository, within 60 s; its
-    environment this one's without the variables ``unset``, with ``variables``."""
-    kept = {key: value for key, value in os.environ.items() if key not in unset}
+    environment this one's without the variables ``unset`` (nor a rank's mark), with
+    ``variables``."""
+    kept = {key: value for key, value in os.environ.items()
+            if key not in (*unset, failure.RANK_PROCESS)}
     return subprocess.run([sys.executable, *arguments], capture_output=True, text=True,
                           timeout=60, cwd=ROOT, env={**kept, **variables})
 
@@ -209,25 +211,65 @@ def test_under_a_launcher_a_process_a_rank_starts_or_forks_ends_as_a_plain_one()
         "print('fork', os.wait()[1] >> 8)\n"
         "sys.stdout.flush()\n"
         "raise RuntimeError('in the rank')\n")
-    result = python("-c", code, unset=(*launcher.SIZE_VARIABLES, failure.RANK_PROCESS),
-                    **LAUNCHED_RANK_1)
+    result = python("-c", code, unset=launcher.SIZE_VARIABLES, **LAUNCHED_RANK_1)
     assert result.stdout.split() == ["1", "builtin_function_or_method", "False", "True",
                                      "fork", "1", "aborting", "1"], result.stderr
     assert "RuntimeError: in the fork" in result.stderr
     assert result.stderr.count("rank 1: Traceback") == 1  # the rank's own
 
 
-def test_under_a_launcher_an_interactive_session_goes_on_after_an_exception():
-    """``python -i`` (and its prompt) under a launcher: an error is reported and the session
-    goes on; the job is not aborted."""
-    result = subprocess.run(
-        [sys.executable, "-i", "-c", ABORT_SHOWN], input="raise RuntimeError('typed')\n"
-        "print('went on')\n", capture_output=True, text=True, timeout=60, cwd=ROOT,
-        env={**{key: value for key, value in os.environ.items()
-                if key not in (*launcher.SIZE_VARIABLES, failure.RANK_PROCESS)},
-             **LAUNCHED_RANK_1})
-    assert "went on" in result.stdout and "aborting" not in result.stdout, result.stderr
-    assert "RuntimeError: typed" in result.stderr and "rank 1: " not in result.stderr
+@pytest.mark.parametrize("script, typed, aborts", [
+    (ABORT_SHOWN, "raise RuntimeError('typed')\nprint('went on')\n", False),
+    (ABORT_SHOWN + "raise RuntimeError('in the script')\n", "print('went on')\n", True)],
+    ids=["at-the-prompt", "in-the-script"])
+def test_under_a_launcher_python_i_goes_on_after_an_error_typed_at_its_prompt(script, typed,
+                                                                              aborts):
+    """``python -i`` under a launcher: an error typed at the prompt is reported and the
+    session goes on; one in the script before it still ends the job (a batch job run with
+    ``-i`` has no one at its prompt)."""
+    env = {key: value for key, value in os.environ.items()
+           if key not in (*launcher.SIZE_VARIABLES, failure.RANK_PROCESS)}
+    result = subprocess.run([sys.executable, "-i", "-c", script], input=typed,
+                            capture_output=True, text=True, timeout=60, cwd=ROOT,
+                            env={**env, **LAUNCHED_RANK_1})
+    assert ("aborting 1" in result.stdout) == aborts, result.stdout + result.stderr
+    assert "went on" in result.stdout  # (the abort shown here returns, where MPI's ends all)
+
+
+@pytest.mark.parametrize("elsewhere", ["a fork", "the prompt"])
+def test_a_joined_ranks_hook_leaves_a_forks_error_and_one_typed_at_the_prompt_to_python(
+        monkeypatch, elsewhere):
+    """The hook of a rank whose communicator is made ends the job (MPI_Abort) from the
+    rank's own process alone: not from a fork of it, nor at Python's prompt."""
+    from dnn.distributed.mpi import MpiCommunicator
+
+    hook = MpiCommunicator.__new__(MpiCommunicator)  # its hook alone: no MPI here
+    seen = []
+    hook._previous_hook = lambda kind, error, trace: seen.append(error)
+    hook._process = os.getpid() + (1 if elsewhere == "a fork" else 0)
+    if elsewhere == "the prompt":
+        monkeypatch.setattr(sys, "ps1", ">>> ", raising=False)
+    monkeypatch.setattr(MpiCommunicator, "end_job", lambda *arguments: seen.append("ended"))
+    error = RuntimeError("typed")
+    hook._abort_on_exception(RuntimeError, error, None)
+    assert seen == [error]
+    monkeypatch.delattr(sys, "ps1", raising=False)
+    hook._process = os.getpid()
+    hook._abort_on_exception(RuntimeError, error, None)
+    assert seen == [error, "ended"]
+
+
+def test_a_mark_of_a_process_that_is_no_ancestor_is_taken_for_none():
+    """``DNN_RANK_PROCESS`` left in the environment by another job (a process that is gone,
+    or any but an ancestor): this rank installs its hook, and marks it anew."""
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()
+    code = ("import os, sys\nfrom dnn import distributed\nfrom dnn.distributed import failure\n"
+            "print(type(sys.excepthook).__name__, os.environ[failure.RANK_PROCESS] == "
+            "str(os.getpid()))")
+    result = python("-c", code, unset=launcher.SIZE_VARIABLES, DNN_RANK_PROCESS=str(gone.pid),
+                    **LAUNCHED_RANK_1)
+    assert result.stdout.split() == ["AbortBeforeJoining", "True"], result.stderr
 
 
 @pytest.mark.parametrize("variable", launcher.SIZE_VARIABLES)
@@ -514,6 +556,24 @@ def test_workers_start_the_venvs_mpiexec_with_this_python():
     command = launcher.workers_command(3, ["train", "--epochs", "1"])
     assert command[1:] == ["-n", "3", sys.executable, "-m", "dnn", "train", "--epochs", "1"]
     assert Path(command[0]).name == "mpiexec"
+
+
+def test_workers_start_a_job_whose_ranks_are_no_processes_of_a_rank(monkeypatch):
+    """``dnn train --workers`` run by a rank of another job (marked in the environment):
+    the job it starts has ranks of its own, which install their own hooks."""
+    pytest.importorskip("mpi4py")
+    from click.testing import CliRunner
+
+    from dnn.cli import commands, main
+
+    monkeypatch.setattr(commands, "usable_cores", lambda: 2)
+    monkeypatch.setenv(failure.RANK_PROCESS, str(os.getpid()))
+    started = []
+    monkeypatch.setattr(commands.subprocess, "call",
+                        lambda command, env: started.append(env) or 0)
+    result = CliRunner().invoke(main, ["train", "--epochs", "1", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert started and failure.RANK_PROCESS not in started[0] and "PATH" in started[0]
 
 
 def test_more_workers_than_cores_are_refused_before_mpiexec_starts(monkeypatch):

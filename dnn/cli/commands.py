@@ -25,6 +25,7 @@ from dnn import backends, datasets, distributed, history_file, optimizers, plugi
 from dnn.callbacks import EvaluateEachEpoch, ModelCheckpoint, TensorBoard
 from dnn.cli.architecture import check_architecture, check_fits, dense_classifier
 from dnn.datasets.base import folder_problem
+from dnn.distributed.failure import RANK_PROCESS
 from dnn.distributed.launcher import workers_command
 from dnn.distributed.threads import usable_cores
 from dnn.errors import CheckpointError, DataError, DnnError, Terminated, UsageError
@@ -302,7 +303,10 @@ def _run_on_workers(workers: int):
         if not skip and argument != "--workers" and not argument.startswith("--workers="):
             arguments.append(argument)
         skip = argument == "--workers"
-    click.get_current_context().exit(subprocess.call(workers_command(workers, arguments)))
+    # a job of its own: its ranks are no processes of a rank this one may be
+    environment = {key: value for key, value in os.environ.items() if key != RANK_PROCESS}
+    click.get_current_context().exit(subprocess.call(workers_command(workers, arguments),
+                                                     env=environment))
 
 
 def _same_on_every_rank(ranks, x_train, x_test, classes) -> None:

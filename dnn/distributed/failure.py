@@ -13,8 +13,9 @@ without ever training), this rank ends itself after :data:`JOIN_WAIT` seconds by
 which the launcher takes for the job's end.  Nothing here imports MPI until an exception
 reaches the top, and a plain run (no launcher) never installs the hook.  Only the process the
 launcher started is a rank: a process it starts (a Python subprocess importing dnn inherits
-the launcher's variables) or forks gets no such hook, nor does an interactive session (``python
--i``, or the prompt), where an error is the user's to see and go on from.
+the launcher's variables) or forks ends alone, as does an error typed at Python's prompt,
+which is the user's to see and go on from (:func:`ends_the_job`; the hook of a joined rank,
+:mod:`dnn.distributed.mpi`, asks it too).
 
 ``sys.exit(N)`` is no exception to a hook (Python exits without calling one): run a script with
 ``python -m mpi4py script.py``, whose runner aborts the job with that status once MPI is
@@ -36,6 +37,7 @@ from dnn.errors import UsageError
 SIGNALLED = 128  # an exit status above this one is 128 + the number of the signal that ended it
 JOIN_WAIT = 60  # seconds a rank that failed before joining waits for the others to start MPI
 RANK_PROCESS = "DNN_RANK_PROCESS"  # the id of the rank's own process, for the ones it starts
+ANCESTORS_LOOKED_AT = 64  # processes up the tree, at most
 FORWARD_DELAY = 0.2  # for the launcher to forward what was written before an abort ends it
 
 
@@ -86,7 +88,7 @@ class AbortBeforeJoining:
         self.process = os.getpid()
 
     def __call__(self, kind, error, trace) -> None:
-        if os.getpid() != self.process or _interactive():  # a fork of the rank's process
+        if not ends_the_job(self.process):
             self.previous(kind, error, trace)
             return
         status = exit_status(error)
@@ -124,20 +126,48 @@ def end_this_rank_after(seconds: int) -> None:
     signal.alarm(seconds)
 
 
-def _interactive() -> bool:
-    """Whether Python runs interactively: ``-i``, or at its prompt."""
-    return bool(sys.flags.interactive) or hasattr(sys, "ps1")
+def ends_the_job(process: int) -> bool:
+    """Whether an exception reaching the top here ends the job: in ``process`` (the rank's,
+    where its hook was installed), not in a fork of it, and not typed at Python's prompt
+    (``python -i`` once its script ran: an error in the script itself still ends the job,
+    which no one may be there to go on with)."""
+    return os.getpid() == process and not hasattr(sys, "ps1")
 
 
 def install() -> None:
     """Make :class:`AbortBeforeJoining` this process's ``sys.excepthook`` (once), where this
     is the process the launcher started: the first to install it marks the environment with
-    its process id (:data:`RANK_PROCESS`), which the processes it starts inherit."""
-    process = str(os.getpid())
-    if os.environ.setdefault(RANK_PROCESS, process) != process:
+    its process id (:data:`RANK_PROCESS`); a process started by it (its descendant) then
+    installs none.  A mark of a process that is no ancestor (left in the environment by
+    another job) is replaced."""
+    marked = os.environ.get(RANK_PROCESS, "")
+    if marked.isdigit() and int(marked) != os.getpid() and _descends_from(int(marked)):
         return
+    os.environ[RANK_PROCESS] = str(os.getpid())
     if not isinstance(sys.excepthook, AbortBeforeJoining):
         sys.excepthook = AbortBeforeJoining(sys.excepthook)
+
+
+def _descends_from(process: int) -> bool:
+    """Whether ``process`` is this one's parent, or an ancestor where ``/proc`` tells."""
+    current = os.getpid()
+    for _ in range(ANCESTORS_LOOKED_AT):
+        parent = os.getppid() if current == os.getpid() else _parent_of(current)
+        if parent is None or parent <= 1:
+            return False
+        if parent == process:
+            return True
+        current = parent
+    return False
+
+
+def _parent_of(process: int) -> int | None:
+    """The parent of ``process`` from ``/proc`` (Linux), else None."""
+    try:
+        with open(f"/proc/{process}/stat") as status:
+            return int(status.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def hook_before_dnn(hook):

@@ -22,12 +22,13 @@ on one rank ends the job itself, with :func:`dnn.distributed.abort`.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
 
 from dnn.distributed.communicator import Communicator
-from dnn.distributed.failure import (abort_world, exit_status, hook_before_dnn,
+from dnn.distributed.failure import (abort_world, ends_the_job, exit_status, hook_before_dnn,
                                      write_exception)
 from dnn.distributed.launcher import MPI_EXTRA, SIZE_VARIABLES, launched_size
 from dnn.distributed.threads import limit_blas_threads
@@ -64,9 +65,14 @@ class MpiCommunicator(Communicator):
         machine.Free()
         limit_blas_threads(self.local_size)
         self._previous_hook = hook_before_dnn(sys.excepthook)  # the user's, or Python's
+        self._process = os.getpid()
         sys.excepthook = self._abort_on_exception
 
     def _abort_on_exception(self, kind, error, trace) -> None:
+        if not ends_the_job(self._process):  # a fork's, or typed at the prompt
+            self._previous_hook(kind, error, trace)
+            return
+
         def report(prefix: str) -> None:
             write_exception(self._previous_hook, prefix, kind, error, trace)
 
