@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from dnn import host_settings
 from dnn.errors import ArgumentTypeError, DnnError, UsageError
 from dnn.optimizers.schedules import array_namespace
 from dnn.utils import is_number
@@ -43,6 +44,11 @@ class Regularizer:
 
     def get_config(self) -> dict:
         raise NotImplementedError(f"{type(self).__name__} must implement get_config()")
+
+    def __setattr__(self, name, value):
+        if name in self.__dict__ and self.__dict__[name] is not value:
+            host_settings.changed()  # a factor a captured step reads on the host
+        object.__setattr__(self, name, value)
 
     @classmethod
     def from_config(cls, config: dict) -> Regularizer:

@@ -105,6 +105,11 @@ class Traced(np.ndarray):
             return result.view(Traced)  # a view: it follows the array's memory by itself
         return _record(lambda: plain[key], False, _traced(result))
 
+    def __array_namespace__(self, api_version=None):
+        """Its own namespace (:class:`_TracedNumpy`), as a CuPy array's is CuPy: NumPy's
+        ``asarray`` would give a plain view, whose operations no capture records."""
+        return _TRACED_NUMPY
+
     def _host_read(self, *args):
         if _Recording.operations is not None:
             raise CaptureError("a value was read on the host while the step was captured")
@@ -138,6 +143,12 @@ class _TracedNumpy:
         return getattr(np, name)
 
     def asarray(self, value, dtype=None, copy=None):
+        """A host value as a new array; one of this backend's as it is, as CuPy gives its
+        own (a copy only where ``copy`` or another dtype asks, recorded as an operation)."""
+        if isinstance(value, Traced):
+            if copy is not True and (dtype is None or np.dtype(dtype) == value.dtype):
+                return value
+            return np.astype(value, value.dtype if dtype is None else dtype, copy=True)
         return np.array(_plain(value), dtype=dtype, copy=True).view(Traced)
 
     def empty(self, shape, dtype=None):
@@ -145,6 +156,9 @@ class _TracedNumpy:
 
     def zeros(self, shape, dtype=None):
         return np.zeros(shape, dtype).view(Traced)
+
+
+_TRACED_NUMPY = _TracedNumpy()
 
 
 class CapturedSteps:
@@ -163,7 +177,7 @@ class ReplayBackend(Backend):
     """The generic kernels on Traced NumPy arrays, with steps captured and replayed."""
 
     name = "replay"
-    xp = _TracedNumpy()
+    xp = _TRACED_NUMPY
 
     def __init__(self):
         self.replays = 0

@@ -35,7 +35,8 @@ from dnn.trainers.step import GraphFallbackWarning
 from dnn.testing import LowerTheRateEachBatch
 from dnn.utils import to_categorical
 from tests.test_cli import TINY_DATASET
-from tests.test_replay import ReadsTheGradientOnTheHost, SetsASettingFromEpoch, train
+from tests.test_replay import (FreezesThenThaws, ReadsTheGradientOnTheHost,
+                               SetsASettingFromEpoch, train)
 from tests.cuda_harness import HostCudaBackend
 from tests.standin import stub_cublas
 
@@ -691,6 +692,15 @@ def test_a_learning_rate_changed_during_fit_reaches_the_graph(cupy, monkeypatch,
                                       callbacks=[LowerTheRateEachBatch()]))
     assert not np.allclose(replayed[0]["loss"], train(GpuBackend(), optimizer)[0]["loss"],
                            rtol=1e-4)
+
+
+def test_a_layer_frozen_and_thawed_during_fit_trains_as_the_eager_step_does(cupy, monkeypatch):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GraphFallbackWarning)
+        replayed = train(GpuBackend(), callbacks=[FreezesThenThaws()])
+    monkeypatch.setenv("DNN_GPU_GRAPHS", "0")
+    assert_close_runs(replayed, train(GpuBackend(), callbacks=[FreezesThenThaws()]))
+    assert not np.allclose(replayed[0]["loss"], train(GpuBackend())[0]["loss"], rtol=1e-4)
 
 
 def test_a_backend_and_its_graphs_gone_hand_their_pools_blocks_back(cupy, monkeypatch):

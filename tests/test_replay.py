@@ -360,6 +360,53 @@ def test_a_host_setting_changed_during_fit_has_the_step_captured_again(optimizer
     assert replayed[0]["loss"] != train(EagerReplayBackend(), optimizer())[0]["loss"]
 
 
+class FreezesThenThaws(dnn.callbacks.Callback):
+    """Freezes the first layer at the start of the second epoch and makes it trainable
+    again at the third's, or, with ``regularizer``, scales its kernel's L2 factor at each."""
+
+    def __init__(self, regularizer=False):
+        super().__init__()
+        self.regularizer = regularizer
+
+    def on_epoch_begin(self, epoch, logs=None):
+        first = self.model.layers[0]
+        if self.regularizer and epoch:
+            first.param_regularizers()[0].l2 *= 10
+        elif epoch:
+            first.trainable = epoch != 1
+
+
+@pytest.mark.parametrize("regularizer", [False, True], ids=["trainable", "regularizer"])
+def test_a_layer_frozen_or_regularized_otherwise_during_fit_has_the_step_captured_again(
+        regularizer):
+    """``trainable`` and a regularizer's factors are read on the host: a graph captured
+    before a callback changed one would train on as before; the step is captured again at
+    each change, and the run is the eager one bit for bit."""
+    def run(backend):
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(200, 12)).astype(np.float32)
+        y = to_categorical(rng.integers(0, 3, size=200), 3)
+        model = dnn.Sequential([Dense(16, activation="relu", kernel_regularizer="l2"),
+                                Dense(3, activation="softmax")], seed=0, backend=backend)
+        model.compile("rmsprop", "categorical_crossentropy")
+        weights = []
+        model.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[
+            FreezesThenThaws(regularizer),
+            dnn.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: weights.append(model.get_weights()[0]))])
+        return model.history.history, weights
+
+    backend = CountsCaptures()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GraphFallbackWarning)
+        history, weights = run(backend)
+    assert backend.captures == 3
+    reference, expected = run(EagerReplayBackend())
+    assert history == reference
+    assert all(mine.tobytes() == theirs.tobytes() for mine, theirs in zip(weights, expected))
+    assert np.array_equal(weights[0], weights[1]) != regularizer  # frozen in the second epoch
+
+
 class WarmsUpIn(CountsCaptures):
     """A backend whose capture memory is warm after ``runs`` warm-ups (None: never); each
     warm-up asks once."""

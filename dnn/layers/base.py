@@ -34,8 +34,9 @@ Training (Keras' ``trainable``, and weight regularizers, :mod:`dnn.regularizers`
   optimizer's update.
 - Both compute with the backend's array namespace on the layer's own arrays and read nothing
   on the host, so that a captured training step replays them.  ``trainable`` and the
-  regularizers' factors are read in Python: a step captured before ``trainable`` changes
-  keeps the old value, so the model captures its steps anew after a change.
+  regularizers' factors are read in Python: a step captured before one changes keeps the old
+  value, so a change is counted (:mod:`dnn.host_settings`) and the model captures its steps
+  anew.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dnn import activations, initializers, regularizers
+from dnn import activations, host_settings, initializers, regularizers
 from dnn.backends import current_backend, get_backend
 from dnn.buffers import Buffers
 from dnn.errors import OutOfMemoryError, UsageError
@@ -198,6 +199,8 @@ class Layer:
 
     @trainable.setter
     def trainable(self, value) -> None:
+        if bool(value) != self._trainable:
+            host_settings.changed()  # a captured step reads it on the host
         self._trainable = bool(value)
 
     @property

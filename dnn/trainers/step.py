@@ -8,8 +8,9 @@ index buffer (or into the arrays it reads, for batches that come from a generato
 run, and what may change between runs (the optimizer's step count, learning rate and other
 float hyper-parameters) lives in device arrays the step reads; what it adds up (the epoch's
 loss and metrics) stays on the device until the epoch ends.  A setting read on the host (an
-optimizer's bool or int hyper-parameter) is baked into a capture: when one changes (on any
-rank), the step is warmed up, captured and checked again.
+optimizer's bool or int hyper-parameter, a layer's ``trainable``, a regularizer's factor) is
+baked into a capture: when one changes (on any rank), the step is warmed up, captured and
+checked again.
 
 :class:`ReplayedStep` runs a step eagerly (compiling kernels, allocating buffers, warming the
 memory of its capture: again while a run still took new memory, so that the capture takes
@@ -44,6 +45,7 @@ import warnings
 
 import numpy as np
 
+from dnn import host_settings
 from dnn.errors import CaptureError, DnnError
 
 
@@ -74,10 +76,11 @@ class TrainingStep:
         """Every array a run changes that outlives it (:meth:`Trainer.step_state`)."""
         return self.trainer.step_state()
 
-    def host_settings(self) -> int:
-        """How often a setting the step reads on the host (an optimizer's int or bool
-        hyper-parameter) changed: a graph captured before the last change is stale."""
-        return self.trainer.optimizer.host_settings_changes
+    def host_settings(self) -> tuple:
+        """How often a setting the step reads on the host changed: an optimizer's int or bool
+        hyper-parameter, a layer's ``trainable``, a regularizer's factor
+        (:mod:`dnn.host_settings`); a graph captured before the last change is stale."""
+        return self.trainer.optimizer.host_settings_changes, host_settings.changes
 
     def collectives(self):
         """The sums this step's runs make and record (a
