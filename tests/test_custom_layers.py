@@ -393,3 +393,30 @@ def test_a_layer_without_its_passes_says_which_method_to_write():
     with pytest.raises(NotImplementedError, match=r"Unfinished must implement backward\(self, "
                                                   r"grad, logits=False\) to be trained"):
         Unfinished().backward(np.ones((2, 3)))
+
+
+class ForgetsItsInit(Layer):
+    def __init__(self, units):  # no super().__init__()
+        self.units = units
+
+    def forward(self, x, logits=False, training=False):
+        return x
+
+
+class MakesItsWeightInInit(Layer):
+    def __init__(self, units=2, input_dim=3):
+        super().__init__()
+        self.w = self.add_weight(shape=(input_dim, units))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: dnn.Sequential([ForgetsItsInit(2)]), "ForgetsItsInit was not initialised: its "
+                                                  r"__init__ must call super\(\).__init__"),
+    (lambda: ForgetsItsInit(2)(np.ones((2, 3))), "ForgetsItsInit was not initialised"),
+    (lambda: MakesItsWeightInInit(), r"add_weight was called before the layer is built "
+                                     r"\(from __init__\?\): dnn makes a layer's weights in "
+                                     r"its build\(input_shape\)")],
+    ids=["in-a-model", "called", "add_weight-in-init"])
+def test_a_layer_of_ones_own_written_against_dnns_order_is_one_clear_error(make, message):
+    with pytest.raises(UsageError, match=message):
+        make()

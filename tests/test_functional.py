@@ -208,6 +208,45 @@ def test_a_subclass_of_model_that_computes_or_trains_otherwise_is_refused(make, 
         make(keras.Input(shape=(4,)))
 
 
+@pytest.mark.parametrize("name", ["apply_gradients", "forward", "metrics", "get_config"])
+def test_a_subclass_of_model_naming_a_helper_as_dnn_names_its_own_is_refused(name):
+    """A helper called ``apply_gradients`` would replace the update fit makes (the model
+    would silently not train); ``metrics`` would collide with the compiled metrics."""
+    subclass = type("Helper", (keras.Model,), {name: lambda self: None})
+    inputs = keras.Input(shape=(4,))
+    with pytest.raises(UsageError, match=f"Helper defines {name}, which dnn's models have "
+                                         "themselves.*give yours another name"):
+        subclass(inputs, layers.Dense(2)(inputs))
+
+
+def test_a_subclass_of_model_with_helpers_of_new_names_works():
+    class Described(keras.Model):
+        def describe(self):
+            return f"{self.name}: {len(self.layers)} layers"
+
+    inputs = keras.Input(shape=(4,))
+    assert Described(inputs, layers.Dense(2)(inputs)).describe() == "functional: 2 layers"
+
+
+def test_a_model_of_its_input_alone_has_its_shape_and_saves(tmp_path):
+    model = keras.Sequential([keras.Input(shape=(3,))])
+    assert model.output_shape == (None, 3)
+    model.save(tmp_path / "input.npz")
+    assert keras.models.load_model(tmp_path / "input.npz").output_shape == (None, 3)
+
+
+def test_summary_takes_kerass_arguments(capsys):
+    inputs = keras.Input(shape=(4,))
+    model = keras.Model(inputs, layers.Dense(2, name="out", trainable=False)(inputs))
+    model.summary(print_fn=None, show_trainable=True, line_length=80, expand_nested=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["Layer", "Output", "shape", "Params", "Trainable"]
+    assert lines[3].split()[-1] == "N" and lines[2].split()[-1] == "Y"
+    with pytest.raises(UsageError, match="summary's layer_range is not supported"):
+        model.summary(layer_range=["out", "out"])
+    assert model.get_layer(index=np.int64(1)).name == "out"
+
+
 @pytest.mark.parametrize("training", [True, False])
 def test_training_given_to_a_layer_called_on_an_input_is_refused(training):
     """Keras would run the layer so in fit and predict alike (Monte-Carlo dropout): dnn runs

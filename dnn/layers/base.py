@@ -191,6 +191,14 @@ class Layer:
         self.trainable = trainable
         self._backend = self._buffers = self._rng = self._dtype = None
 
+    def __getattr__(self, name: str):
+        """Only for an attribute not found: where ``Layer.__init__`` never ran (a subclass's
+        ``__init__`` without ``super().__init__()``), a UsageError saying so."""
+        if "params" not in vars(self) and not name.startswith("__"):
+            raise UsageError(f"{type(self).__name__} was not initialised: its __init__ must "
+                             "call super().__init__(...)")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     @property
     def trainable(self) -> bool:
         """Whether the model trains the layer's ``params`` (Keras' flag; see the module
@@ -293,6 +301,10 @@ class Layer:
         itself (in ``state_weights``), called ``name`` (``kernel``: TensorBoard shows
         ``sequential/dense/kernel``; ``weight_<index>`` by default).  Called from ``build``;
         returns the weight."""
+        if self._backend is None:
+            raise UsageError(f"{self.name}.add_weight was called before the layer is built "
+                             "(from __init__?): dnn makes a layer's weights in its "
+                             "build(input_shape), on the model's backend and dtype")
         shape = tuple(int(size) for size in shape)
         if math.prod(shape) * self._dtype.itemsize > sys.maxsize:  # past what NumPy can index
             raise OutOfMemoryError(f"{self.name}: a weight of shape {shape} needs more memory "

@@ -7,8 +7,10 @@ Training (``compile``, ``fit``, ``evaluate``, ``predict``) comes from
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import numbers
 import warnings
 
 import numpy as np
@@ -50,20 +52,38 @@ def _float_dtype(dtype) -> np.dtype:
     return found
 
 
-# What Keras' subclassing API overrides; dnn runs its own (the captured step is its train_step)
+# What Keras' subclassing API overrides to compute or train otherwise; dnn runs its own
 KERAS_OVERRIDES = ("call", "train_step", "test_step", "predict_step", "compute_loss")
 
 
 def _refuse_keras_overrides(model_class: type) -> None:
     """UsageError where ``model_class`` (a user's subclass of a model) defines one of Keras'
-    methods a subclass overrides to change what the model computes or how it trains."""
-    for name in KERAS_OVERRIDES:
-        owner = next((cls for cls in model_class.__mro__ if name in vars(cls)), None)
-        if owner is not None and not owner.__module__.startswith("dnn."):
-            raise UsageError(f"{model_class.__name__} defines {name}(): a model of one's own "
-                             "computing or training otherwise (Keras' subclassing API) is not "
-                             "supported; use Sequential or keras.Model(inputs, outputs), with "
-                             "layers and callbacks of your own")
+    methods a subclass overrides to change what the model computes or how it trains, or a
+    name dnn's models define themselves (``apply_gradients``, ``forward``, ``metrics``: a
+    helper of that name would replace what training calls)."""
+    own = [cls for cls in model_class.__mro__ if not cls.__module__.startswith("dnn.")
+           and cls is not object]
+    if not own:
+        return
+    dnns = {name for cls in model_class.__mro__ if cls.__module__.startswith("dnn.")
+            for name in vars(cls) if not name.startswith("__")} | _instance_names()
+    for cls in own:
+        for name in vars(cls):
+            if name in KERAS_OVERRIDES:
+                raise UsageError(f"{model_class.__name__} defines {name}(): a model of one's "
+                                 "own computing or training otherwise (Keras' subclassing "
+                                 "API) is not supported; use Sequential or keras.Model(inputs, "
+                                 "outputs), with layers and callbacks of your own")
+            if name in dnns:
+                raise UsageError(f"{model_class.__name__} defines {name}, which dnn's models "
+                                 "have themselves (fit or saving would use yours): give yours "
+                                 "another name")
+
+
+@functools.cache
+def _instance_names() -> frozenset:
+    """The attributes a model's ``__init__`` sets (``metrics``, ``optimizer``, ...)."""
+    return frozenset(vars(Sequential()))
 
 
 class Sequential(Trainer):
@@ -199,7 +219,8 @@ class Sequential(Trainer):
         if (name is None) == (index is None):
             raise UsageError("get_layer takes a name or an index, one of them")
         if index is not None:
-            if not isinstance(index, int) or not -len(self.layers) <= index < len(self.layers):
+            if (not isinstance(index, numbers.Integral) or isinstance(index, bool)
+                    or not -len(self.layers) <= index < len(self.layers)):
                 raise UsageError(f"no layer at index {index!r}: the model has "
                                  f"{len(self.layers)}")
             return self.layers[index]
@@ -223,9 +244,11 @@ class Sequential(Trainer):
 
     @property
     def output_shape(self) -> tuple | None:
-        """Keras' ``output_shape``: ``(None, *the last layer's output shape)`` (None until
-        built)."""
-        return None if self.sample_shape is None else (None, *self.stack[-1].output_shape)
+        """Keras' ``output_shape``: ``(None, *the last layer's output shape)``, the input's of
+        a model of its Input alone (None until built)."""
+        if self.sample_shape is None:
+            return None
+        return (None, *(self.stack[-1].output_shape if self.stack else self.sample_shape))
 
     @property
     def input_dim(self) -> int | None:
@@ -367,21 +390,31 @@ class Sequential(Trainer):
         checkpoint.load_into(self, path)
 
     # -- description -------------------------------------------------------------------
-    def summary(self, print_fn=print) -> None:
-        """Print each layer with its output shape and number of parameters, and the totals,
-        trainable and not (as Keras' ``summary``); the counts need the input size, known once
-        the model is built."""
-        rows = [("Layer", "Output shape", "Params")]
+    def summary(self, line_length=None, positions=None, print_fn=None, expand_nested=False,
+                show_trainable=False, layer_range=None) -> None:
+        """Print each layer with its output shape and number of parameters (and with
+        ``show_trainable`` whether it is trainable), and the totals, trainable and not, as
+        Keras' ``summary``; the counts need the input size, known once the model is built.
+        ``print_fn`` prints each line (``print`` by default).  Keras' ``line_length`` and
+        ``positions`` (the columns fit their contents here) and ``expand_nested`` (no model
+        holds another) change nothing; a ``layer_range`` is refused."""
+        if layer_range is not None:
+            raise UsageError("summary's layer_range is not supported: the summary lists every "
+                             "layer")
+        print_fn = print if print_fn is None else print_fn
+        rows = [("Layer", "Output shape", "Params", *(("Trainable",) if show_trainable else ()))]
         for layer in self.layers:
             count = (sum(math.prod(weight.shape) for weight in layer.weights) if self.built
                      else None)
             shape = "?" if layer.output_shape is None else str((None, *layer.output_shape))
             rows.append((f"{layer.name} ({type(layer).__name__})", shape,
-                         "?" if count is None else f"{count:,}"))
-        widths = [max(len(row[column]) for row in rows) for column in range(3)]
+                         "?" if count is None else f"{count:,}",
+                         *(("Y" if layer.trainable else "N",) if show_trainable else ())))
+        widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
         print_fn(f'Model: "{self.name}"')
-        for name, shape, count in rows:
-            print_fn(f"{name:<{widths[0]}}  {shape:<{widths[1]}}  {count:>{widths[2]}}")
+        for name, shape, count, *trainable in rows:
+            print_fn(f"{name:<{widths[0]}}  {shape:<{widths[1]}}  {count:>{widths[2]}}"
+                     + "".join(f"  {flag:<{widths[3]}}" for flag in trainable).rstrip())
         if not self.built:
             print_fn("Total params: unknown until the model is built (by its first data, or "
                      "build(input_shape))")

@@ -64,7 +64,8 @@ def save(model, path) -> None:
         # where training stands: resuming goes on with the next epoch and the next shuffle
         "epochs_done": model.epochs_done, "shuffle_state": model.rng.bit_generator.state,
     }
-    if len(model.sample_shape) > 1 or not isinstance(model.stack[0], layers.Dense):
+    if (len(model.sample_shape) > 1 or not model.stack
+            or not isinstance(model.stack[0], layers.Dense)):
         meta["input_shape"] = list(model.sample_shape)  # where the first kernel does not say it
     if optimizer is not None:
         for i, state in enumerate(optimizer.states):
