@@ -1,5 +1,6 @@
 """Checkpoints: round trips across backends, resume, and every bad file refused cleanly."""
 
+import copy
 import io
 import json
 import os
@@ -624,3 +625,48 @@ def test_resume_with_dtype_alone_takes_any_saved_layers(tmp_path, tiny, cpu,  # 
                   "--dtype", "float32")
     assert resumed.exit_code == 0, resumed.output
     assert "Epoch 2/2" in resumed.output
+
+
+@pytest.mark.parametrize("compiled, command, message", [
+    (False, "evaluate", "holds a model saved without compile.. .no loss.: compile it with its "
+                        "loss before saving it"),
+    (True, "train", "holds a model compiled without an optimizer: there is no training to "
+                    "resume")], ids=["evaluate-uncompiled", "resume-without-optimizer"])
+def test_the_command_line_says_what_a_saved_model_lacks(tmp_path, tiny, compiled,  # noqa: F811
+                                                        command, message):
+    inputs = dnn.Input(shape=(12,))
+    model = dnn.Model(inputs, dnn.layers.Dense(3, activation="softmax")(inputs))
+    if compiled:
+        model.compile(optimizer=None, loss="sparse_categorical_crossentropy")
+    model.save(tmp_path / "model.npz")
+    arguments = (["evaluate", str(tmp_path / "model.npz")] if command == "evaluate" else
+                 ["train", "--resume", str(tmp_path / "model.npz"), "--epochs", "1"])
+    result = run(*arguments, "--dataset", "tiny")
+    assert result.exit_code == 1 and len(result.output.splitlines()) == 1, result.output
+    assert re.search(message, result.output), result.output
+
+
+@pytest.mark.parametrize("copier", [copy.deepcopy, lambda model: pickle.loads(
+    pickle.dumps(model))], ids=["deepcopy", "pickle"])
+def test_a_model_deep_copied_or_pickled_is_the_same_model_apart(copier):
+    x, labels = blobs(n=64)
+    inputs = dnn.Input(shape=(x.shape[1],))
+    model = dnn.Model(inputs, dnn.layers.Dense(3, activation="softmax")(inputs), name="blob")
+    assert copier(model).get_config() == model.get_config()  # not built yet: its config
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, labels, epochs=2, verbose=0)
+    copied = copier(model)
+    assert type(copied) is dnn.Model and copied.name == "blob"
+    assert int(copied.optimizer.iterations) == int(model.optimizer.iterations) > 0
+    assert copied.evaluate(x, labels, verbose=0) == model.evaluate(x, labels, verbose=0)
+    copied.fit(x, labels, epochs=1, verbose=0)  # trains apart from the original
+    assert not np.array_equal(copied.get_weights()[0], model.get_weights()[0])
+    with pytest.raises(UsageError, match="copying or pickling a compiled model needs it "
+                                         "built"):
+        copier(_compiled_unbuilt())
+
+
+def _compiled_unbuilt():
+    model = dnn.Sequential([dnn.layers.Dense(2)])
+    model.compile("sgd")
+    return model

@@ -122,6 +122,7 @@ def test_a_frozen_model_trains_none_of_its_weights(freeze):
     model.compile("sgd", "sparse_categorical_crossentropy")
     model.fit(x, y, epochs=1, verbose=0)
     assert all(np.array_equal(old, new) for old, new in zip(before, model.get_weights()))
+    assert keras.Model.from_config(model.get_config()).trainable is False  # as saved
     model.trainable = True
     model.fit(x, y, epochs=1, verbose=0)
     assert not all(np.array_equal(old, new) for old, new in zip(before, model.get_weights()))

@@ -236,6 +236,17 @@ def _targets(model: Sequential, labels, classes: int):
     return labels if model.loss.sparse else to_categorical(labels, classes)
 
 
+def _check_compiled(model: Sequential, path, resuming: bool) -> None:
+    """A CheckpointError where the model saved at ``path`` has no loss (saved before
+    ``compile``), or, ``resuming``, no optimizer to go on with."""
+    if model.loss is None:
+        raise CheckpointError(f"{path} holds a model saved without compile() (no loss): "
+                              "compile it with its loss before saving it")
+    if resuming and model.optimizer is None:
+        raise CheckpointError(f"{path} holds a model compiled without an optimizer: there is "
+                              "no training to resume")
+
+
 def _with_accuracy(model: Sequential) -> None:
     """Add the accuracy metric, which the command line prints and records, to a saved model
     compiled without it; its loss and optimizer state stay."""
@@ -439,6 +450,7 @@ def train(backend, dataset, optimizer, lr, opt_pairs, epochs, batch_size, hidden
             raise CheckpointError(f"{error}; leave out --hidden and --dtype to go on with the "
                                   "saved one") from None
         check_fits(model, resume_path, dataset, x_train, classes)
+        _check_compiled(model, resume_path, resuming=True)
         _with_accuracy(model)
         saved = plugins.name_of("optimizer", type(model.optimizer))
         if _given("optimizer") and optimizer != saved:
@@ -499,6 +511,7 @@ def evaluate(model_path, backend, dataset, data_dir):
     model = load_model(model_path, backend=_backend_of_this_rank(backend), with_optimizer=False)
     _, (x_test, labels), classes = _load_data(dataset, data_dir)
     check_fits(model, model_path, dataset, x_test, classes)
+    _check_compiled(model, model_path, resuming=False)
     _with_accuracy(model)
     loss, accuracy = _loss_and_accuracy(model, x_test, _targets(model, labels, classes))
     if distributed.communicator().rank == 0:

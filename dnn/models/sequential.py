@@ -146,18 +146,16 @@ class Sequential(Trainer):
         ``layers[0]`` is the first layer that computes."""
         return self.stack
 
-    _trainable = True
-
     @property
     def trainable(self) -> bool:
-        """Keras' ``model.trainable``: False freezes every layer (and True makes every one
-        trainable again), from the next training step on."""
-        return self._trainable
+        """Keras' ``model.trainable``: setting it False freezes every layer (and True makes
+        every one trainable again), from the next training step on; it reads True while some
+        layer that computes is trainable (so a model saved frozen loads frozen)."""
+        return any(layer.trainable for layer in self.stack) or not self.stack
 
     @trainable.setter
     def trainable(self, value) -> None:
         check_flag("the model's", "trainable", value)
-        self._trainable = value
         for layer in self._layers:
             layer.trainable = value
 
@@ -373,6 +371,19 @@ class Sequential(Trainer):
         return self.backend.to_numpy(self.predictions(self.forward(inputs, training=True)))
 
     # -- saving --------------------------------------------------------------------------
+    def __reduce__(self):
+        """Pickling and ``copy.deepcopy``: a built model through its checkpoint (architecture,
+        weights, compile state, optimizer state, epochs and shuffle state), on its backend;
+        one not built through its config (a compiled one is refused: its compile state
+        needs the weights)."""
+        if self.built:
+            return checkpoint.from_bytes, (checkpoint.to_bytes(self), Sequential,
+                                           self.backend.name)
+        if self.compiled:
+            raise UsageError("copying or pickling a compiled model needs it built: call it on "
+                             "data or build() it first")
+        return Sequential.from_config, (self.get_config(),)
+
     def save(self, path) -> None:
         """Save the model, its architecture and optimizer state to ``path`` (``.npz``,
         written atomically; :func:`dnn.load_model` reads it back)."""

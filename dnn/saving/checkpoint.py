@@ -15,6 +15,7 @@ import json
 import warnings
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,23 @@ def load(path, model_class, backend=None, seed=None, *, with_optimizer=True, com
             _restore(archive, model, meta, spec is not None, weights)
             _restore_progress(path, model, meta, seed)
     return model
+
+
+def to_bytes(model) -> bytes:
+    """The checkpoint :func:`save` writes of ``model``, as bytes (pickling a model)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder, "model.npz")
+        save(model, path)
+        return path.read_bytes()
+
+
+def from_bytes(data: bytes, model_class, backend):
+    """The model of the checkpoint ``data`` (:func:`to_bytes`) on ``backend`` (a name), as
+    :func:`load` makes it."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder, "model.npz")
+        path.write_bytes(data)
+        return load(path, model_class, backend=backend)
 
 
 def load_into(model, path) -> None:
