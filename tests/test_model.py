@@ -448,3 +448,21 @@ def test_set_weights_refuses_values_beyond_the_dtype(set_weights):
                                          "float32"):
         set_weights(model, weights)
     assert np.isfinite(model.get_weights()[0]).all()
+
+
+def test_sparse_labels_are_taken_as_keras_takes_them(cpu):
+    """Keras' guides give sparse labels as floats (``y.astype("float32")``) or as a column
+    ``(N, 1)``: the same run as integer labels ``(N,)``; fractions are refused."""
+    x, labels = blobs(n=64)
+    runs = []
+    for targets in (labels, labels.astype(np.float32), labels[:, None],
+                    labels.astype(np.float64)[:, None]):
+        model = seed_network(cpu)
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        runs.append((model.fit(x, targets, epochs=2, batch_size=16, verbose=0).history,
+                     model.evaluate(x, targets, verbose=0)))
+    assert all(run == runs[0] for run in runs)
+    with pytest.raises(UsageError, match="wants labels that are whole numbers .class "
+                                         "indices.; targets hold fractions"):
+        model.fit(x, labels + 0.5, verbose=0)

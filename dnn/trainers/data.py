@@ -71,7 +71,8 @@ def device_inputs(model, x, prefix: str = ""):
 
 def host_targets(model, y, count: int, prefix: str = "") -> np.ndarray:
     """``y`` checked against the compiled loss and the model's outputs, on the host: integer
-    labels ``(count,)`` for a sparse loss, else ``(count, units)``."""
+    labels ``(count,)`` for a sparse loss (given as Keras takes them too: ``(count, 1)``, or
+    floats that are whole numbers), else ``(count, units)``."""
     y = host_array(y, f"{prefix}targets", model.backend)
     if y.ndim == 0:
         raise UsageError(f"{prefix}targets must be an array (N, ...), not one number")
@@ -85,6 +86,13 @@ def host_targets(model, y, count: int, prefix: str = "") -> np.ndarray:
     units = last.output_dim
     loss = model.loss
     if loss.sparse:
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim == 1 and np.issubdtype(y.dtype, np.floating):
+            if not (np.isfinite(y).all() and (y == np.round(y)).all()):
+                raise UsageError(f"{loss.name} wants labels that are whole numbers (class "
+                                 f"indices); {prefix}targets hold fractions")
+            y = y.astype(np.int64)
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
             raise UsageError(f"{loss.name} wants integer labels (N,), not {y.dtype} {y.shape}")
         check_label_range(y, units, f" for a model with {units} outputs")  # else another class
