@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import os
@@ -190,3 +191,19 @@ def user_stacklevel() -> int:
         frame, level = frame.f_back, level + 1
     return level
 
+
+
+def missing_attribute(instance, name: str, initialised: bool):
+    """What ``__getattr__`` answers for ``name``, not found on ``instance`` (a model or a
+    layer): where a property of its class raised an AttributeError (which Python hides
+    behind ``__getattr__``), that error again; where ``__init__`` never ran (a subclass's
+    ``__init__`` without ``super().__init__()``, ``initialised`` False), a UsageError saying
+    so; else an AttributeError naming it."""
+    if not name.startswith("__"):
+        found = inspect.getattr_static(type(instance), name, None)
+        if hasattr(found, "__get__"):
+            return found.__get__(instance, type(instance))  # raises what the property raises
+        if not initialised:
+            raise UsageError(f"{type(instance).__name__} was not initialised: its __init__ "
+                             "must call super().__init__(...)")
+    raise AttributeError(f"{type(instance).__name__!r} object has no attribute {name!r}")

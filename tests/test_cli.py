@@ -874,3 +874,24 @@ def test_train_help_says_what_epochs_counts_and_gives_examples():
             "4th and 5th.") in " ".join(text.split())
     assert "Examples:" in text
     assert "dnn train --resume model.npz --epochs 5      # on to 5 epochs in all" in text
+
+
+IMAGES_DATASET = TINY_DATASET.replace('name = "tiny"', 'name = "images"').replace(
+    "return x.astype(np.float32), labels", "return x.reshape(n, 3, 4).astype(np.float32), labels")
+
+
+def test_the_command_lines_network_takes_images_flattened_without_a_warning(
+        install_fake_plugin, tmp_path):
+    """The command line's dense network takes (N, 28, 28) images flattened, by design: the
+    warning a Keras user gets for a Dense on images (it would apply to their last axis) is
+    not for its user, who has no Flatten to add."""
+    assert IMAGES_DATASET != TINY_DATASET.replace('name = "tiny"', 'name = "images"')
+    install_fake_plugin("fake-images", "1.0", {"dnn.datasets": {"images": "fake_images:Tiny"}},
+                        {"fake_images": IMAGES_DATASET})
+    model = tmp_path / "model.npz"
+    trained = run("train", "--dataset", "images", "--epochs", "1", "--hidden", "8",
+                  "--save", str(model))
+    evaluated = run("evaluate", str(model), "--dataset", "images")
+    for result in (trained, evaluated):
+        assert result.exit_code == 0, result.output
+        assert "Warning" not in result.output and "flattened" not in result.output

@@ -191,6 +191,11 @@ class TrainsItsOwn(keras.Model):
         return {}
 
 
+class ComputesItsLoss(keras.Model):
+    def compute_loss(self, x=None, y=None, y_pred=None):
+        return 0.0
+
+
 class ForgetsItsInit(keras.Model):
     def __init__(self):
         self.dense = layers.Dense(2)
@@ -201,9 +206,11 @@ class ForgetsItsInit(keras.Model):
      r"CallsItsOwn defines call\(\): a model of one's own computing or training otherwise"),
     (lambda inputs: TrainsItsOwn(inputs, layers.Dense(2)(inputs)),
      r"TrainsItsOwn defines train_step\(\)"),
+    (lambda inputs: ComputesItsLoss(inputs, layers.Dense(2)(inputs)),
+     r"ComputesItsLoss defines compute_loss\(\)"),
     (lambda inputs: ForgetsItsInit().compile("sgd"),
      r"ForgetsItsInit was not initialised: its __init__ must call super\(\).__init__"),
-], ids=["call", "train_step", "no-super-init"])
+], ids=["call", "train_step", "compute_loss", "no-super-init"])
 def test_a_subclass_of_model_that_computes_or_trains_otherwise_is_refused(make, message):
     with pytest.raises(UsageError, match=message):
         make(keras.Input(shape=(4,)))
@@ -218,6 +225,33 @@ def test_a_subclass_of_model_naming_a_helper_as_dnn_names_its_own_is_refused(nam
     with pytest.raises(UsageError, match=f"Helper defines {name}, which dnn's models have "
                                          "themselves.*give yours another name"):
         subclass(inputs, layers.Dense(2)(inputs))
+
+
+class CompilesWithDefaults(keras.Model):
+    seed_of_mine = 3
+    name_prefix = "mine"  # a class attribute of a name dnn's instances also have
+
+    def compile(self, optimizer="adam", **options):
+        super().compile(optimizer, **options)
+
+    def summary(self, **options):
+        super().summary(**options)
+
+
+class InheritsACall(CallsItsOwn):
+    pass
+
+
+def test_a_subclass_may_override_kerass_public_methods_but_not_inherit_a_call(capsys):
+    inputs = keras.Input(shape=(4,))
+    model = CompilesWithDefaults(inputs, layers.Dense(2)(inputs))
+    model.compile(loss="mse")
+    model.summary()
+    assert type(model.optimizer).__name__ == "Adam" and "Total params: 10" in (
+        capsys.readouterr().out)
+    other = keras.Input(shape=(4,))
+    with pytest.raises(UsageError, match=r"InheritsACall defines call\(\)"):
+        InheritsACall(other, layers.Dense(2)(other))
 
 
 def test_a_subclass_of_model_with_helpers_of_new_names_works():
@@ -273,15 +307,17 @@ def test_a_model_called_on_an_input_and_a_symbolic_output_given_as_data_are_refu
 @pytest.mark.parametrize("use", [
     lambda model, x, y: model.predict({"features": x}, verbose=0),
     lambda model, x, y: model.fit({"features": x}, y, verbose=0),
-    lambda model, x, y: model.evaluate({"features": x}, y, verbose=0)],
-    ids=["predict", "fit", "evaluate"])
+    lambda model, x, y: model.evaluate({"features": x}, y, verbose=0),
+    lambda model, x, y: model.predict_on_batch({"features": x}),
+    lambda model, x, y: model.train_on_batch({"features": x}, y)],
+    ids=["predict", "fit", "evaluate", "predict_on_batch", "train_on_batch"])
 def test_inputs_given_as_a_dict_are_refused(use):
     x, y = data()
     inputs = keras.Input(shape=(12,), name="features")
     model = keras.Model(inputs, chain(inputs))
     model.compile("sgd", "sparse_categorical_crossentropy")
     with pytest.raises(UsageError, match="inputs are a dict .named inputs, of a model of "
-                                         "several.: dnn's models take one array"):
+                                         "several.: dnn's models take one array of inputs"):
         use(model, x, y)
 
 
@@ -291,3 +327,33 @@ def test_a_layer_called_on_data_still_computes(monkeypatch):
     out = layers.Dense(4)(np.ones((2, 12), np.float32))
     assert isinstance(out, np.ndarray) and out.shape == (2, 4)
 
+
+
+class ReadsWhatItLacks(layers.Layer):
+    def forward(self, x, logits=False, training=False):
+        return x
+
+    @property
+    def weights(self):
+        return self.never_set
+
+
+def test_a_missing_attribute_is_an_attribute_error_naming_what_is_missing():
+    """hasattr and getattr with a default work on models and layers; an AttributeError a
+    property raises keeps its own message (Python would answer __getattr__'s)."""
+    model = keras.Sequential([layers.Dense(2), ReadsWhatItLacks()])
+    model.build((3,))
+    assert not hasattr(model, "nope") and getattr(model.layers[0], "nope", 7) == 7
+    with pytest.raises(AttributeError, match="'ReadsWhatItLacks' object has no attribute "
+                                             "'never_set'"):
+        model.get_weights()
+
+
+def test_a_model_named_as_the_default_sequential_keeps_its_name_and_a_bad_flag_its_layers():
+    inputs = keras.Input(shape=(4,))
+    outputs = layers.Dense(2)(inputs)
+    with pytest.raises(keras.errors.ArgumentTypeError, match="Model trainable must be True "
+                                                             "or False"):
+        keras.Model(inputs, outputs, trainable="no")
+    model = keras.Model(inputs, outputs, name="sequential")  # the layers are free again
+    assert keras.models.model_from_json(model.to_json()).name == "sequential"

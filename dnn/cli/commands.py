@@ -30,6 +30,7 @@ from dnn.distributed.launcher import workers_command
 from dnn.distributed.threads import usable_cores
 from dnn.errors import CheckpointError, DataError, DnnError, Terminated, UsageError
 from dnn.history_file import HistoryFile
+from dnn.layers.core import FlattenedInputsWarning
 from dnn.models import Sequential, load_model
 from dnn.saving.checkpoint import describe
 from dnn.saving.fileio import check_writable
@@ -121,6 +122,8 @@ def reports_errors(command):
         try:
             with _signals_handled(), warnings.catch_warnings():
                 warnings.showwarning = _warning_line
+                # the command line's networks take images flattened by design
+                warnings.simplefilter("ignore", FlattenedInputsWarning)
                 return command(*args, **kwargs)
         except KeyboardInterrupt:
             raise _exit_with(f"interrupted (Ctrl-C); {_kept(kwargs.get('save_path'))}",

@@ -59,8 +59,8 @@ from dnn.buffers import Buffers
 from dnn.errors import OutOfMemoryError, UsageError
 from dnn.optimizers.schedules import array_namespace
 from dnn.saving.registry import get_registered_name
-from dnn.utils import (as_shape, checked_weights, element_count, is_int_at_least, model_rng,
-                       user_stacklevel)
+from dnn.utils import (as_shape, checked_weights, element_count, is_int_at_least,
+                       missing_attribute, model_rng, user_stacklevel)
 
 MAX_UNITS = 2**31 - 1  # past this no array library indexes a layer's outputs
 
@@ -192,12 +192,8 @@ class Layer:
         self._backend = self._buffers = self._rng = self._dtype = None
 
     def __getattr__(self, name: str):
-        """Only for an attribute not found: where ``Layer.__init__`` never ran (a subclass's
-        ``__init__`` without ``super().__init__()``), a UsageError saying so."""
-        if "params" not in vars(self) and not name.startswith("__"):
-            raise UsageError(f"{type(self).__name__} was not initialised: its __init__ must "
-                             "call super().__init__(...)")
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        """Only for an attribute not found (:func:`dnn.utils.missing_attribute`)."""
+        return missing_attribute(self, name, initialised="params" in vars(self))
 
     @property
     def trainable(self) -> bool:

@@ -15,6 +15,11 @@ from dnn.layers.base import KernelLayer, Layer, Passthrough, check_keras_only, d
 from dnn.utils import as_shape, is_int_at_least, is_number, user_stacklevel
 
 
+class FlattenedInputsWarning(UserWarning):
+    """A Dense layer takes inputs of several axes flattened, where Keras applies it to the
+    last axis alone."""
+
+
 class Dense(KernelLayer):
     """``a = activation(x @ kernel + bias)``: ``(n, i) -> (n, units)``.
 
@@ -60,7 +65,7 @@ class Dense(KernelLayer):
             warnings.warn(f"{self.name} takes its inputs of shape {tuple(input_shape)} "
                           f"flattened, as {math.prod(input_shape)} features (Keras would apply "
                           "it to their last axis alone): put a Flatten() before it to say so",
-                          UserWarning, stacklevel=user_stacklevel())
+                          FlattenedInputsWarning, stacklevel=user_stacklevel())
         super().build(input_shape)
 
     def forward(self, x, logits=False, training=False):

@@ -12,6 +12,7 @@ dnn has no layers that take several inputs.
 
 from __future__ import annotations
 
+from dnn.callbacks.arguments import check_flag
 from dnn.errors import UsageError
 from dnn.layers import Input, Layer
 from dnn.models.sequential import Sequential
@@ -147,6 +148,7 @@ class Model(Sequential, metaclass=_EverySequentialIsAModel):
             raise UsageError("Model takes inputs= and outputs= (a keras.Input and what calling "
                              "layers on it gave); a subclass of Model with a call() of its own "
                              "is not supported: use keras.Sequential")
+        check_flag("Model", "trainable", trainable)  # before its layers are taken
         super().__init__(chain_layers(inputs, outputs), dtype=dtype, seed=seed,
                          backend=backend, name="functional" if name is None else name)
         if trainable is not True:
@@ -174,4 +176,4 @@ class Model(Sequential, metaclass=_EverySequentialIsAModel):
         return list(self._layers)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "functional": True}
+        return {**super().get_config(), "name": self.name, "functional": True}

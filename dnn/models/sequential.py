@@ -23,8 +23,8 @@ from dnn.saving import checkpoint
 from dnn.saving.registry import custom_object_scope
 from dnn.trainers.data import device_inputs
 from dnn.trainers.trainer import Trainer
-from dnn.utils import (as_shape, check_seed, checked_weights, element_count, model_rng,
-                       user_stacklevel)
+from dnn.utils import (as_shape, check_seed, checked_weights, element_count,
+                       missing_attribute, model_rng, user_stacklevel)
 
 
 def _sample_shape(input_shape) -> tuple:
@@ -54,13 +54,19 @@ def _float_dtype(dtype) -> np.dtype:
 
 # What Keras' subclassing API overrides to compute or train otherwise; dnn runs its own
 KERAS_OVERRIDES = ("call", "train_step", "test_step", "predict_step", "compute_loss")
+# Keras' public methods a subclass may override, calling super() (a config is dnn's own)
+OVERRIDABLE = frozenset({"compile", "fit", "evaluate", "predict", "train_on_batch",
+                         "test_on_batch", "predict_on_batch", "summary", "save",
+                         "save_weights", "load_weights", "get_weights", "set_weights",
+                         "count_params", "get_layer", "build", "add", "pop"})
 
 
 def _refuse_keras_overrides(model_class: type) -> None:
     """UsageError where ``model_class`` (a user's subclass of a model) defines one of Keras'
     methods a subclass overrides to change what the model computes or how it trains, or a
-    name dnn's models define themselves (``apply_gradients``, ``forward``, ``metrics``: a
-    helper of that name would replace what training calls)."""
+    method or property of a name dnn's models have themselves, but for Keras' public ones
+    (:data:`OVERRIDABLE`): a helper called ``apply_gradients``, ``forward`` or ``metrics``
+    would replace what training uses, a ``get_config`` of one's own what saving writes."""
     own = [cls for cls in model_class.__mro__ if not cls.__module__.startswith("dnn.")
            and cls is not object]
     if not own:
@@ -68,13 +74,14 @@ def _refuse_keras_overrides(model_class: type) -> None:
     dnns = {name for cls in model_class.__mro__ if cls.__module__.startswith("dnn.")
             for name in vars(cls) if not name.startswith("__")} | _instance_names()
     for cls in own:
-        for name in vars(cls):
+        for name, value in vars(cls).items():
             if name in KERAS_OVERRIDES:
                 raise UsageError(f"{model_class.__name__} defines {name}(): a model of one's "
                                  "own computing or training otherwise (Keras' subclassing "
                                  "API) is not supported; use Sequential or keras.Model(inputs, "
                                  "outputs), with layers and callbacks of your own")
-            if name in dnns:
+            if (name in dnns and name not in OVERRIDABLE
+                    and (callable(value) or hasattr(value, "__get__"))):
                 raise UsageError(f"{model_class.__name__} defines {name}, which dnn's models "
                                  "have themselves (fit or saving would use yours): give yours "
                                  "another name")
@@ -124,12 +131,8 @@ class Sequential(Trainer):
             raise
 
     def __getattr__(self, name: str):
-        """Only for an attribute not found: where ``__init__`` never ran (a subclass's
-        ``__init__`` without ``super().__init__()``), a UsageError saying so."""
-        if "_layers" not in vars(self) and not name.startswith("__"):
-            raise UsageError(f"{type(self).__name__} was not initialised: its __init__ must "
-                             "call super().__init__(...)")
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        """Only for an attribute not found (:func:`dnn.utils.missing_attribute`)."""
+        return missing_attribute(self, name, initialised="_layers" in vars(self))
 
     # -- layers ------------------------------------------------------------------------------
     @property

@@ -19,6 +19,14 @@ from dnn.errors import ArgumentTypeError, UsageError
 from dnn.utils import check_label_range, is_number, real_array
 
 
+def refuse_dict(value, what: str) -> None:
+    """A UsageError where ``value`` (the ``what``: inputs, targets, ...) is a dict: named
+    inputs or outputs, of a model of several."""
+    if isinstance(value, dict):
+        raise UsageError(f"{what} are a dict (named {what}, of a model of several): dnn's "
+                         f"models take one array of {what}")
+
+
 def host_array(array, what: str, backend=None) -> np.ndarray:
     """``array`` (the ``what``: inputs, targets, ...) as a NumPy array of real numbers; an
     array of ``backend`` (a CuPy one, which refuses ``np.asarray``) comes through its
@@ -36,6 +44,7 @@ def host_array(array, what: str, backend=None) -> np.ndarray:
                          "keras.Model(inputs, outputs)")
     if isinstance(array, SymbolicTensor):
         raise UsageError(f"{what}: {no_values(array)}")
+    refuse_dict(array, what)
     backend = backend or backends.current_backend()
     if not isinstance(array, np.ndarray) and backend.is_own_array(array):
         array = backend.to_numpy(array)

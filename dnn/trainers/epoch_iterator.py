@@ -34,7 +34,7 @@ import numpy as np
 
 from dnn import distributed
 from dnn.errors import UsageError
-from dnn.trainers.data import DeviceData
+from dnn.trainers.data import DeviceData, refuse_dict
 
 SINGLE = (0, 1)  # the shard of a single process: all of every batch
 
@@ -284,9 +284,7 @@ def batches_of(model, x, y, *, batch_size: int, sample_weight=None, class_weight
     """:class:`ArrayBatches` or :class:`StreamBatches` for ``x`` (and ``y``), as given to
     ``fit``, ``evaluate`` or ``predict``: with targets, sharded over the ranks of a
     data-parallel run; without (``predict``), every rank gets every row."""
-    if isinstance(x, dict):
-        raise UsageError(f"{prefix}inputs are a dict (named inputs, of a model of several): "
-                         "dnn's models take one array of inputs")
+    refuse_dict(x, f"{prefix}inputs")
     ranks = distributed.communicator()
     shard = (ranks.rank, ranks.size) if with_targets else SINGLE
     if is_batch_source(x):
