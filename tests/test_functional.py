@@ -357,17 +357,3 @@ def test_a_model_named_as_the_default_sequential_keeps_its_name_and_a_bad_flag_i
         keras.Model(inputs, outputs, trainable="no")
     model = keras.Model(inputs, outputs, name="sequential")  # the layers are free again
     assert keras.models.model_from_json(model.to_json()).name == "sequential"
-
-
-def test_inputs_and_targets_given_as_a_list_of_one_array_are_that_array():
-    """A model made with inputs=[inputs] takes fit([x], [y]), as Keras does: the same run."""
-    x, y = data()
-    runs = []
-    for given_x, given_y in ((x, y), ([x], y), (x, [y]), ([x], [y]), ((x,), (y,))):
-        inputs = keras.Input(shape=(12,))
-        model = keras.Model([inputs], [chain(inputs)], seed=0)
-        model.compile("sgd", "sparse_categorical_crossentropy")
-        runs.append((model.fit(given_x, given_y, epochs=1, verbose=0).history,
-                     model.evaluate(given_x, given_y, verbose=0),
-                     model.predict(given_x, verbose=0).tobytes()))
-    assert all(run == runs[0] for run in runs)

@@ -30,9 +30,8 @@ def refuse_dict(value, what: str) -> None:
 def host_array(array, what: str, backend=None) -> np.ndarray:
     """``array`` (the ``what``: inputs, targets, ...) as a NumPy array of real numbers; an
     array of ``backend`` (a CuPy one, which refuses ``np.asarray``) comes through its
-    ``to_numpy``; a list or tuple of one NumPy array is that array (Keras' structure of one
-    input or output, ``[x]``).  A layer or a model given as data (``keras.Input(...)``, as a
-    model called on one would take it) is refused, naming it."""
+    ``to_numpy``.  A layer or a model given as data (``keras.Input(...)``, as a model called on
+    one would take it) is refused, naming it."""
     from dnn.layers.base import Layer  # the layers import this module
     from dnn.models.functional import SymbolicTensor, no_values
     from dnn.trainers.trainer import Trainer
@@ -46,8 +45,6 @@ def host_array(array, what: str, backend=None) -> np.ndarray:
     if isinstance(array, SymbolicTensor):
         raise UsageError(f"{what}: {no_values(array)}")
     refuse_dict(array, what)
-    if isinstance(array, (list, tuple)) and len(array) == 1 and isinstance(array[0], np.ndarray):
-        array = array[0]
     backend = backend or backends.current_backend()
     if not isinstance(array, np.ndarray) and backend.is_own_array(array):
         array = backend.to_numpy(array)
