@@ -11,6 +11,11 @@ class UsageError(DnnError, ValueError):
     """A wrong name or value in what the user asked for (exit status 2 on the command line)."""
 
 
+class NotInitialisedError(UsageError, AttributeError):
+    """A model or layer of one's own whose ``__init__`` did not call ``super().__init__()``
+    (an AttributeError too, so that ``hasattr`` answers False)."""
+
+
 class ArgumentTypeError(UsageError, TypeError):
     """An argument of the wrong kind (a list where a name goes, say)."""
 

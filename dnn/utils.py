@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from dnn.errors import ArgumentTypeError, OutOfMemoryError, UsageError
+from dnn.errors import ArgumentTypeError, NotInitialisedError, OutOfMemoryError, UsageError
 # Keras has these in keras.utils as well as in keras.saving
 from dnn.saving.registry import (custom_object_scope, get_custom_objects,  # noqa: F401
                                  get_registered_name, get_registered_object,
@@ -204,6 +204,6 @@ def missing_attribute(instance, name: str, initialised: bool):
         if hasattr(found, "__get__"):
             return found.__get__(instance, type(instance))  # raises what the property raises
         if not initialised:
-            raise UsageError(f"{type(instance).__name__} was not initialised: its __init__ "
-                             "must call super().__init__(...)")
+            raise NotInitialisedError(f"{type(instance).__name__} was not initialised: its "
+                                      "__init__ must call super().__init__(...)")
     raise AttributeError(f"{type(instance).__name__!r} object has no attribute {name!r}")

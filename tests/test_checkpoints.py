@@ -666,6 +666,25 @@ def test_a_model_deep_copied_or_pickled_is_the_same_model_apart(copier):
         copier(_compiled_unbuilt())
 
 
+def test_a_subclass_of_a_model_is_not_copied_as_dnns_class():
+    class WithAHelper(dnn.Sequential):
+        def helper(self):
+            return 1
+
+    model = WithAHelper([dnn.layers.Dense(2)])
+    model.build((3,))
+    with pytest.raises(UsageError, match="copying or pickling a WithAHelper .a subclass of a "
+                                         "model. is not supported"):
+        copy.deepcopy(model)
+
+
+def test_the_command_line_refuses_a_model_of_its_input_alone(tmp_path, tiny):  # noqa: F811
+    dnn.Sequential([dnn.Input(shape=(12,))]).save(tmp_path / "input.npz")
+    result = run("evaluate", str(tmp_path / "input.npz"), "--dataset", "tiny")
+    assert result.exit_code == 1 and result.output.strip().endswith(
+        "holds a model of its Input alone: no layer computes its outputs"), result.output
+
+
 def _compiled_unbuilt():
     model = dnn.Sequential([dnn.layers.Dense(2)])
     model.compile("sgd")

@@ -420,3 +420,4 @@ class MakesItsWeightInInit(Layer):
 def test_a_layer_of_ones_own_written_against_dnns_order_is_one_clear_error(make, message):
     with pytest.raises(UsageError, match=message):
         make()
+    assert not hasattr(ForgetsItsInit(2), "name")  # an AttributeError all the same

@@ -280,6 +280,9 @@ def test_summary_takes_kerass_arguments(capsys):
     with pytest.raises(UsageError, match="summary's layer_range is not supported"):
         model.summary(layer_range=["out", "out"])
     assert model.get_layer(index=np.int64(1)).name == "out"
+    printed = []
+    model.summary(printed.append)  # dnn's print_fn first, before Keras' order
+    assert printed[0] == 'Model: "functional"' and not capsys.readouterr().out
 
 
 @pytest.mark.parametrize("training", [True, False])

@@ -466,3 +466,8 @@ def test_sparse_labels_are_taken_as_keras_takes_them(cpu):
     with pytest.raises(UsageError, match="wants labels that are whole numbers .class "
                                          "indices.; targets hold fractions"):
         model.fit(x, labels + 0.5, verbose=0)
+    with pytest.raises(UsageError, match="targets hold NaN or infinite labels"):
+        model.fit(x, np.where(labels == 0, np.nan, labels), verbose=0)
+    with pytest.raises(UsageError, match=r"labels must lie in \[0, 3\) for a model with 3 "
+                                         r"outputs, not \[0.0, 1e\+20\]"):
+        model.fit(x, np.where(labels == 1, 1e20, labels), verbose=0)

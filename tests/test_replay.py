@@ -407,6 +407,30 @@ def test_a_layer_frozen_or_regularized_otherwise_during_fit_has_the_step_capture
     assert np.array_equal(weights[0], weights[1]) != regularizer  # frozen in the second epoch
 
 
+class SetsWithoutChanging(dnn.callbacks.Callback):
+    """At every batch: gives the first layer's regularizer its factor again (an equal float),
+    and makes a frozen layer that is in no model."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        regularizer = self.model.layers[0].param_regularizers()[0]
+        regularizer.l2 = regularizer.l2 * 1.0
+        Dense(2, trainable=False)
+
+
+def test_a_setting_given_its_value_again_or_a_layer_in_no_model_captures_nothing_anew():
+    backend = CountsCaptures()
+    rng = np.random.default_rng(0)
+    model = dnn.Sequential([Dense(16, activation="relu", kernel_regularizer="l2"),
+                            Dense(3, activation="softmax")], seed=0, backend=backend)
+    model.compile("rmsprop", "categorical_crossentropy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GraphFallbackWarning)
+        model.fit(rng.normal(size=(200, 12)).astype(np.float32),
+                  to_categorical(rng.integers(0, 3, size=200), 3), epochs=2, batch_size=32,
+                  verbose=0, callbacks=[SetsWithoutChanging()])
+    assert backend.captures == 1 and backend.replays == 2 * 6 - 1  # but the warm-up
+
+
 class WarmsUpIn(CountsCaptures):
     """A backend whose capture memory is warm after ``runs`` warm-ups (None: never); each
     warm-up asks once."""

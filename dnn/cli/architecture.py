@@ -36,6 +36,9 @@ def check_architecture(model: Sequential, path, classes: int, *, hidden=None,
 def check_fits(model: Sequential, path, dataset_name: str, x, classes: int) -> None:
     """Refuse (UsageError) a model loaded from ``path`` whose input or output size is not the
     dataset's (``x``: its ``(N, ...)`` inputs), naming both, before it meets the data."""
+    if not model.stack:
+        raise CheckpointError(f"{path} holds a model of its Input alone: no layer computes "
+                              "its outputs")
     features = int(np.prod(x.shape[1:]))
     takes, outputs = model.input_dim, model.stack[-1].output_dim
     if (takes, outputs) != (features, classes):

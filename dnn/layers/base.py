@@ -203,8 +203,8 @@ class Layer:
 
     @trainable.setter
     def trainable(self, value) -> None:
-        if bool(value) != self._trainable:
-            host_settings.changed()  # a captured step reads it on the host
+        if bool(value) != self._trainable and getattr(self, "in_model", False):
+            host_settings.changed()  # a captured step of its model reads it on the host
         self._trainable = bool(value)
 
     @property

@@ -378,7 +378,12 @@ class Sequential(Trainer):
         """Pickling and ``copy.deepcopy``: a built model through its checkpoint (architecture,
         weights, compile state, optimizer state, epochs and shuffle state), on its backend;
         one not built through its config (a compiled one is refused: its compile state
-        needs the weights)."""
+        needs the weights).  A subclass of one's own is refused: it would come back as
+        dnn's class, without its own methods."""
+        if not type(self).__module__.startswith("dnn."):
+            raise UsageError(f"copying or pickling a {type(self).__name__} (a subclass of a "
+                             "model) is not supported: save it, and make it again from its "
+                             "class with load_weights")
         if self.built:
             return checkpoint.from_bytes, (checkpoint.to_bytes(self), Sequential,
                                            self.backend.name)
@@ -415,6 +420,8 @@ class Sequential(Trainer):
         if layer_range is not None:
             raise UsageError("summary's layer_range is not supported: the summary lists every "
                              "layer")
+        if callable(line_length):  # summary(print_fn), as dnn took it before Keras' order
+            print_fn, line_length = line_length, None
         print_fn = print if print_fn is None else print_fn
         rows = [("Layer", "Output shape", "Params", *(("Trainable",) if show_trainable else ()))]
         for layer in self.layers:

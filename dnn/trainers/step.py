@@ -156,8 +156,8 @@ class ReplayedStep:
         self.settings = self.step.host_settings()
         changing, _ = self._agree(None if self.settings == settings else (
             "its run changes a setting it reads on the host (an optimizer's hyper-parameter "
-            "that is no device array; one of its own that changes at every step takes a float "
-            "default)"))
+            "that is no device array, a layer's trainable, a regularizer's attribute; an "
+            "optimizer's own that changes at every step takes a float default)"))
         if changing is not None:
             self._fall_back(changing, None)
 
