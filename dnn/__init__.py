@@ -17,8 +17,8 @@ _NAMES = {"Sequential": "dnn.models", "Model": "dnn.models", "load_model": "dnn.
           "use_backend": "dnn.backends", "get_backend": "dnn.backends",
           "current_backend": "dnn.backends"}
 
-__all__ = ["Sequential", "Model", "Input", "load_model", "callbacks", "datasets", "layers", "losses",
-           "metrics", "models", "optimizers", "regularizers", "utils", "use_backend",
+__all__ = ["Sequential", "Model", "Input", "load_model", "callbacks", "datasets", "layers",
+           "losses", "metrics", "models", "optimizers", "regularizers", "utils", "use_backend",
            "get_backend", "current_backend"]
 
 

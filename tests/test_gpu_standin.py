@@ -738,7 +738,8 @@ def bytes_kept_from_graph_kernels(monkeypatch, cupy) -> list:
 
 @pytest.mark.parametrize("optimizer", [
     "rmsprop", "adam", lambda: dnn.optimizers.Adam(amsgrad=True),
-    lambda: SGD(0.05, momentum=0.9, nesterov=True)], ids=["rmsprop", "adam", "amsgrad", "nesterov"])
+    lambda: SGD(0.05, momentum=0.9, nesterov=True)],
+    ids=["rmsprop", "adam", "amsgrad", "nesterov"])
 def test_nothing_made_in_a_captured_steps_memory_outlives_the_step(cupy, monkeypatch,
                                                                    optimizer):
     """An array a step makes and keeps (Adam's step size, once) is on the memory of the
