@@ -10,3 +10,14 @@ def changed() -> None:
     """Count one change."""
     global changes
     changes += 1
+
+
+def same(old, new) -> bool:
+    """Whether host setting ``new`` is ``old`` again: the same object, or an equal value of the
+    same type (``True`` is not 1); a value whose ``==`` is no truth value counts as another."""
+    if old is new:
+        return True
+    try:
+        return type(old) is type(new) and bool(old == new)
+    except Exception:
+        return False

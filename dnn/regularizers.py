@@ -46,7 +46,7 @@ class Regularizer:
         raise NotImplementedError(f"{type(self).__name__} must implement get_config()")
 
     def __setattr__(self, name, value):
-        if name in self.__dict__ and not _same_value(self.__dict__[name], value):
+        if name in self.__dict__ and not host_settings.same(self.__dict__[name], value):
             host_settings.changed()  # a factor a captured step reads on the host
         object.__setattr__(self, name, value)
 
@@ -58,11 +58,6 @@ class Regularizer:
     def __repr__(self) -> str:
         arguments = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
         return f"{type(self).__name__}({arguments})"
-
-
-def _same_value(old, new) -> bool:
-    """Whether ``new`` is ``old`` again: the same object, or an equal number."""
-    return old is new or (is_number(old) and is_number(new) and old == new)
 
 
 def _factor(owner: str, name: str, value) -> float:

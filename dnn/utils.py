@@ -192,7 +192,6 @@ def user_stacklevel() -> int:
     return level
 
 
-
 def missing_attribute(instance, name: str, initialised: bool):
     """What ``__getattr__`` answers for ``name``, not found on ``instance`` (a model or a
     layer): where a property of its class raised an AttributeError (which Python hides

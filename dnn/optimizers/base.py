@@ -47,7 +47,7 @@ import numbers
 
 import numpy as np
 
-from dnn import plugins
+from dnn import host_settings, plugins
 from dnn.errors import ArgumentTypeError, DnnError, OptimizerError, UsageError
 from dnn.optimizers.schedules import LearningRateSchedule, deserialize, serialize
 from dnn.utils import is_number
@@ -126,7 +126,7 @@ class Optimizer:
                 "To change the learning rate, use a schedule that changes it.")
         device = self.__dict__.get("_device")
         if device is None or name not in device:
-            if name in self.__dict__.get("_host_names", ()) and not _same_setting(
+            if name in self.__dict__.get("_host_names", ()) and not host_settings.same(
                     self.__dict__.get(name), value):
                 self._check_hyperparameter(name, value,
                                            is_number(_defaults(type(self)).get(name)))
@@ -345,14 +345,6 @@ def _shown(value) -> str:
         sign = "-" if value < 0 else ""
         return f"an integer of about {sign}10**{int(abs(value).bit_length() * math.log10(2))}"
     return repr(value)
-
-
-def _same_setting(old, new) -> bool:
-    """Whether host setting ``new`` is ``old`` again (of the same type: ``True`` is not 1)."""
-    try:
-        return type(old) is type(new) and bool(old == new)
-    except Exception:  # a value whose == is no truth value: count it as a change
-        return False
 
 
 def _left_alone(xp, params, grads, before, rate) -> bool:

@@ -12,10 +12,10 @@ Written to a temporary file and renamed; read with ``allow_pickle=False`` onto a
 from __future__ import annotations
 
 import json
-import warnings
 import os
 import re
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np

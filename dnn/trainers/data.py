@@ -97,17 +97,16 @@ def host_targets(model, y, count: int, prefix: str = "") -> np.ndarray:
     if loss.sparse:
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
-        if y.ndim == 1 and np.issubdtype(y.dtype, np.floating):
-            if not np.isfinite(y).all():
-                raise UsageError(f"{prefix}targets hold NaN or infinite labels")
-            if not (y == np.round(y)).all():
-                raise UsageError(f"{loss.name} wants labels that are whole numbers (class "
-                                 f"indices); {prefix}targets hold fractions")
-            check_label_range(y, units, f" for a model with {units} outputs")  # before a cast
-            y = y.astype(np.int64)
-        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        floats = y.ndim == 1 and np.issubdtype(y.dtype, np.floating)
+        if floats and not np.isfinite(y).all():
+            raise UsageError(f"{prefix}targets hold NaN or infinite labels")
+        if floats and not (y == np.round(y)).all():
+            raise UsageError(f"{loss.name} wants labels that are whole numbers (class "
+                             f"indices); {prefix}targets hold fractions")
+        if y.ndim != 1 or not (floats or np.issubdtype(y.dtype, np.integer)):
             raise UsageError(f"{loss.name} wants integer labels (N,), not {y.dtype} {y.shape}")
-        check_label_range(y, units, f" for a model with {units} outputs")  # else another class
+        # else another class; checked before a cast, which 1e20 would overflow
+        check_label_range(y, units, f" for a model with {units} outputs")
         return y.astype(np.int64, copy=False)
     if y.ndim == 1 and np.issubdtype(y.dtype, np.integer) and units > 1:
         raise UsageError(f"{loss.name} wants one-hot targets (N, {units}); use "
