@@ -675,14 +675,16 @@ def _assert_gradient_close(what: str, ours: np.ndarray, numerical: np.ndarray) -
 
 def check_layer(layer: Layer, input_shape, *, batch: int = 3, training: bool = False,
                 seed: int = 0) -> None:
-    """Check a layer of one's own, as made for a model (``check_layer(PReLU(0.3), (5,))``):
-    its ``get_config`` makes the same layer again; built for samples of ``input_shape`` (keep
-    it small) on the cpu backend in float64, its output has ``compute_output_shape``'s shape
-    and its ``backward`` (with ``training`` as given to ``forward``) writes each weight's
-    gradient and returns the input gradient of ``sum(g * forward(x))`` as central finite
-    differences give them, for a batch of ``batch`` normal samples ``x`` and normal ``g``.
-    Raises AssertionError saying what is wrong; ``layer`` itself is left as it was (a copy made
-    from its config is checked)."""
+    """Check a layer of one's own, as made for a model (``check_layer(PReLU(0.3), (5,))``; a
+    layer that takes several inputs, ``takes_several``, with a list of their shapes,
+    ``check_layer(Join(), [(5,), (5,)])``): its ``get_config`` makes the same layer again;
+    built for samples of ``input_shape`` (keep it small) on the cpu backend in float64, its
+    output has ``compute_output_shape``'s shape and its ``backward`` (with ``training`` as
+    given to ``forward``) writes each weight's gradient and returns the input gradient (one
+    per input) of ``sum(g * forward(x))`` as central finite differences give them, for a
+    batch of ``batch`` normal samples ``x`` and normal ``g``.  Raises AssertionError saying
+    what is wrong; ``layer`` itself is left as it was (a copy made from its config is
+    checked)."""
     config = layer.get_config()
     with custom_object_scope({config.get("class", ""): type(layer)}):
         try:
@@ -695,23 +697,34 @@ def check_layer(layer: Layer, input_shape, *, batch: int = 3, training: bool = F
         f"{made.get_config()}: return every argument of __init__")
     cpu = backends.get_backend("cpu")
     rng = np.random.default_rng(seed)
-    input_shape = tuple(input_shape)
+    shapes = ([tuple(shape) for shape in input_shape] if made.takes_several
+              else [tuple(input_shape)])
+    input_shape = shapes if made.takes_several else shapes[0]
     made.build_on(input_shape, cpu, rng, "float64")
     made.needs_input_grad = True
-    x = rng.normal(size=(batch, *input_shape))
-    output = np.asarray(made.forward(x.copy(), training=training))
+    xs = [rng.normal(size=(batch, *shape)) for shape in shapes]
+
+    def inputs(batches):
+        return batches if made.takes_several else batches[0]
+
+    output = np.asarray(made.forward(inputs([x.copy() for x in xs]), training=training))
     expected = (batch, *made.compute_output_shape(input_shape))
     assert output.shape == expected, (f"forward gives {output.shape}; compute_output_shape says "
                                       f"{expected}")
     g = rng.normal(size=expected)
-    grad_x = made.backward(g.copy())
+    given = made.backward(g.copy())
+    input_grads = [np.array(grad) for grad in (given if made.takes_several else [given])]
     grads = [np.array(grad) for grad in made.grads]
 
     def loss() -> float:
-        return float(np.sum(g * made.forward(x, training=training)))
+        return float(np.sum(g * made.forward(inputs(xs), training=training)))
 
-    _assert_gradient_close("the input gradient (what backward returns)", grad_x,
-                           numerical_gradient(loss, x))
+    assert len(input_grads) == len(xs), (f"backward returns {len(input_grads)} input "
+                                         f"gradients for {len(xs)} inputs")
+    for index, (x, grad_x) in enumerate(zip(xs, input_grads)):
+        what = (f"the gradient of input {index} (what backward returns at [{index}])"
+                if made.takes_several else "the input gradient (what backward returns)")
+        _assert_gradient_close(what, grad_x, numerical_gradient(loss, x))
     for index, (param, grad) in enumerate(zip(made.params, grads)):
         name = made.weight_name(param)
         _assert_gradient_close(f"the gradient of weight {index} ({name}) in grads[{index}]",

@@ -34,7 +34,7 @@ def test_a_layer_called_on_an_input_gives_kerass_symbolic_shapes():
     x = layers.Flatten()(x)
     assert x.shape == (None, 13 * 13 * 32)
     outputs = layers.Dense(10, activation="softmax")(x)
-    assert outputs.shape == (None, 10) and not outputs.layers[-1].built  # nothing computed
+    assert outputs.shape == (None, 10) and not outputs.layer.built  # nothing computed
     model = keras.Model(inputs=inputs, outputs=outputs)
     assert model.name == "functional" and model.built
     assert model.layers[0] is inputs and model.get_layer(inputs.name) is inputs  # as Keras
@@ -151,7 +151,8 @@ def test_one_branch_of_a_graph_is_a_chain_but_its_other_branch_then_has_a_layer_
 
 
 @pytest.mark.parametrize("build, message", [
-    (lambda inputs, dense: dense(dense(inputs)), "called twice in one chain"),
+    (lambda inputs, dense: dense(dense(inputs)),
+     "dense.* is called twice in one model: shared layers are not supported"),
     (lambda inputs, dense: layers.Dense(2, input_shape=(5,))(inputs),
      r"declared for samples of shape \(5,\), but input_layer.* gives \(12,\)"),
     (lambda inputs, dense: dense([inputs, inputs]), "called on a list of 2 inputs"),
@@ -164,10 +165,10 @@ def test_a_call_that_makes_no_chain_is_one_clear_error(build, message):
 
 @pytest.mark.parametrize("make, message", [
     (lambda inputs, outputs: keras.Model([inputs, keras.Input(shape=(3,))], outputs),
-     "Model got 2 inputs: dnn's functional models are chains"),
+     "Model got 2 inputs: dnn's functional models have one keras.Input and one output"),
     (lambda inputs, outputs: keras.Model(inputs, [outputs, outputs]), "Model got 2 outputs"),
     (lambda inputs, outputs: keras.Model(keras.Input(shape=(12,)), outputs),
-     "outputs come from input_layer.*, not from its inputs"),
+     "outputs come from input_layer.*, not only from its inputs"),
     (lambda inputs, outputs: keras.Model(inputs, inputs), "outputs must be what calling"),
     (lambda inputs, outputs: keras.Model(outputs, outputs), "inputs must be a keras.Input"),
     (lambda inputs, outputs: keras.Model(), "subclass of Model with a call.* not supported"),

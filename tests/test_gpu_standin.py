@@ -535,6 +535,23 @@ def test_the_checked_replays_pass_and_the_capture_allocates_nothing(cupy, optimi
     assert [malloc for malloc in cupy.cuda.memory.mallocs if malloc.capturing] == []
 
 
+def test_a_model_whose_layers_make_a_graph_is_captured_and_trains_as_on_cpu(cupy):
+    from tests.test_merging import residual_model, toy_data
+
+    x, y = toy_data(rows=200)
+    runs = []
+    for backend in (GpuBackend(), "cpu"):
+        model = residual_model(backend)
+        model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", GraphFallbackWarning)
+            history = model.fit(x, y, batch_size=32, epochs=3, verbose=0)
+        runs.append((history.history, model.get_weights()))
+    assert cupy.cuda.graph.launches > 0
+    assert [malloc for malloc in cupy.cuda.memory.mallocs if malloc.capturing] == []
+    assert_close_runs(*runs)
+
+
 class TrimsTheDefaultPool(Callback):
     """At each epoch's end, gives the default pool's free blocks back to the device, as a user
     may between epochs: ``cupy.get_default_memory_pool().free_all_blocks()``."""

@@ -5,7 +5,10 @@
 - :mod:`dnn.layers.core`: Dense, Input, Flatten, Dropout, Activation, Reshape;
 - :mod:`dnn.layers.convolutional`: Conv2D;
 - :mod:`dnn.layers.pooling`: MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D;
-- :mod:`dnn.layers.normalization`: BatchNormalization.
+- :mod:`dnn.layers.normalization`: BatchNormalization;
+- :mod:`dnn.layers.merging`: Add, Subtract, Multiply, Average, Concatenate (and Keras'
+  functions of them, ``add``, ``concatenate``, ...), which join several layers' outputs in a
+  functional model.
 
 Keras' aliases are there too: ``Convolution2D``, ``MaxPool2D``, ``AvgPool2D``,
 ``GlobalAvgPool2D``.
@@ -16,9 +19,11 @@ from __future__ import annotations
 import json
 
 from dnn.errors import UnknownLayerError, UsageError
-from dnn.layers.base import Layer, is_dnns_own, weight_shapes
+from dnn.layers.base import Layer, is_dnns_own
 from dnn.layers.convolutional import Conv2D
 from dnn.layers.core import Activation, Dense, Dropout, Flatten, Input, Reshape
+from dnn.layers.merging import (Add, Average, Concatenate, Multiply, Subtract, add, average,
+                                concatenate, multiply, subtract)
 from dnn.layers.normalization import BatchNormalization
 from dnn.layers.pooling import AveragePooling2D, GlobalAveragePooling2D, MaxPooling2D
 from dnn.saving.registry import (custom_object_scope, get_registered_object,
@@ -27,14 +32,16 @@ from dnn.saving.registry import (custom_object_scope, get_registered_object,
 Convolution2D = Conv2D
 MaxPool2D, AvgPool2D, GlobalAvgPool2D = MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D
 
-__all__ = ["Layer", "Activation", "AveragePooling2D", "AvgPool2D", "BatchNormalization",
-           "Conv2D", "Convolution2D", "Dense", "Dropout", "Flatten", "GlobalAveragePooling2D",
-           "GlobalAvgPool2D", "Input", "MaxPool2D", "MaxPooling2D", "Reshape", "check_remade",
-           "from_config", "weight_shapes"]
+__all__ = ["Layer", "Activation", "Add", "Average", "AveragePooling2D", "AvgPool2D",
+           "BatchNormalization", "Concatenate", "Conv2D", "Convolution2D", "Dense", "Dropout",
+           "Flatten", "GlobalAveragePooling2D", "GlobalAvgPool2D", "Input", "MaxPool2D",
+           "MaxPooling2D", "Multiply", "Reshape", "Subtract", "add", "average", "check_remade",
+           "concatenate", "from_config", "multiply", "subtract"]
 
 LAYERS = {cls.__name__: cls for cls in (
-    Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
-    GlobalAveragePooling2D, Input, MaxPooling2D, Reshape)}
+    Activation, Add, Average, AveragePooling2D, BatchNormalization, Concatenate, Conv2D, Dense,
+    Dropout, Flatten, GlobalAveragePooling2D, Input, MaxPooling2D, Multiply, Reshape,
+    Subtract)}
 
 
 def from_config(config: dict):

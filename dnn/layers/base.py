@@ -136,6 +136,7 @@ class Layer:
     """
 
     activation = None
+    takes_several = False  # a merge layer (Add, Concatenate) takes a list of inputs
     # The index of the training batch's first row in the global batch (data-parallel: this
     # rank's share), set by the model before each training pass, so that what a layer draws
     # per row (Dropout's masks) follows the row and not the rank.
@@ -326,18 +327,18 @@ class Layer:
     # -- a call on a batch (Keras' layer(x)) -------------------------------------------------
     def __call__(self, inputs, training: bool | None = None, **keras_only):
         """Keras' ``layer(x)``: the layer's output for the batch ``inputs`` ``(n,
-        *input_shape)`` (host or backend arrays), as a new host array ``(n, *output_shape)``;
-        ``training`` True runs it as ``fit`` does (Dropout drops units,
-        BatchNormalization uses the batch's statistics and moves its own).  A layer not built
-        yet is built for the batch's sample shape (its ``input_shape``, if declared), on the
-        current backend (:func:`dnn.backends.use_backend`, cpu by default), its weights
-        drawn in float32 from the stream of :func:`dnn.utils.set_random_seed`; a model that
-        holds it later keeps them where it builds it alike (:meth:`keep_call_build`).
+        *input_shape)`` (host or backend arrays; a merge layer takes a list of them), as a
+        new host array ``(n, *output_shape)``; ``training`` True runs it as ``fit`` does
+        (Dropout drops units, BatchNormalization uses the batch's statistics and moves its
+        own).  A layer not built yet is built for the batch's sample shape (its
+        ``input_shape``, if declared), on the current backend
+        (:func:`dnn.backends.use_backend`, cpu by default), its weights drawn in float32 from
+        the stream of :func:`dnn.utils.set_random_seed`; a model that holds it later keeps
+        them where it builds it alike (:meth:`keep_call_build`).
         On a ``keras.Input``, or on what such a call gave, it computes nothing and gives a
         :class:`dnn.models.functional.SymbolicTensor` for ``keras.Model(inputs, outputs)``
-        (Keras' functional API, for chains of layers), and takes no ``training``: the model
-        runs its layers as ``fit``, ``evaluate`` and ``predict`` ask.  Several inputs (a list
-        of batches) are refused."""
+        (Keras' functional API), and takes no ``training``: the model runs its layers as
+        ``fit``, ``evaluate`` and ``predict`` ask."""
         from dnn.models.functional import call_on_symbolic, is_symbolic
         from dnn.trainers.data import host_array  # the trainers import the layers
 
@@ -347,29 +348,42 @@ class Layer:
         if training is not None and not isinstance(training, (bool, np.bool_)):
             raise UsageError(f"{self.name}'s training must be True or False, not "
                              f"{reprlib.repr(training)}")
-        if is_symbolic(inputs):
+        several = isinstance(inputs, (list, tuple))
+        if is_symbolic(inputs) or (several and any(is_symbolic(item) for item in inputs)):
             if training is not None:
                 raise UsageError(f"{self.name} was called on keras.Input with training="
                                  f"{training}: dnn's models run every layer as fit, evaluate "
                                  "and predict ask (training=True in fit alone)")
             return call_on_symbolic(self, inputs)
-        if isinstance(inputs, (list, tuple)) and any(
-                is_symbolic(item) or np.ndim(item) >= 2 for item in inputs):
-            raise UsageError(f"{self.name} was called on a list of {len(inputs)} inputs: a "
-                             "layer takes one (dnn has no layers that take several, such as "
-                             "Concatenate)")
+        if self.takes_several != several or (several and len(inputs) < 2):
+            if self.takes_several:
+                raise UsageError(f"{self.name} merges a list of at least two batches, "
+                                 f"{type(self).__name__}()([x1, x2])")
+            if any(np.ndim(item) >= 2 for item in inputs):
+                raise UsageError(f"{self.name} was called on a list of {len(inputs)} inputs: "
+                                 "a layer takes one (merge layers, such as Add or "
+                                 "Concatenate, take several)")
         backend = self._backend or current_backend()
-        x = host_array(inputs, f"{self.name}'s inputs", backend)
-        if x.ndim < 2 or x.shape[0] == 0:
-            raise UsageError(f"{self.name}'s inputs must be a non-empty batch (n, *sample "
-                             f"shape), not of shape {x.shape}")
+        batches = [host_array(item, f"{self.name}'s inputs", backend)
+                   for item in (inputs if self.takes_several else [inputs])]
+        for x in batches:
+            if x.ndim < 2 or x.shape[0] == 0:
+                raise UsageError(f"{self.name}'s inputs must be a non-empty batch (n, *sample "
+                                 f"shape), not of shape {x.shape}")
+            if x.shape[0] != batches[0].shape[0]:
+                raise UsageError(f"{self.name}'s inputs must be batches of as many rows, not "
+                                 f"of shapes {', '.join(str(x.shape) for x in batches)}")
+        shapes = [x.shape[1:] for x in batches]
+        shape = shapes if self.takes_several else shapes[0]
         expected = self.input_shape if self.built else self.declared_input_shape
-        if expected is not None and x.shape[1:] != tuple(expected):
+        if expected is not None and _sample_shapes(shape) != _sample_shapes(expected):
             raise UsageError(f"{self.name} is {'built' if self.built else 'declared'} for "
-                             f"samples of shape {tuple(expected)}, not {x.shape[1:]}")
+                             f"samples of shape {_sample_shapes(expected)}, not "
+                             f"{_sample_shapes(shape)}")
         if not self.built:
-            self._build_for_call(x.shape[1:], backend)
-        output = self.forward(backend.asarray(x.astype(self._dtype, copy=False)),
+            self._build_for_call(shape, backend)
+        device = [backend.asarray(x.astype(self._dtype, copy=False)) for x in batches]
+        output = self.forward(device if self.takes_several else device[0],
                               training=bool(training))
         return backend.to_numpy(output)  # a copy: the output buffer is the layer's
 
@@ -532,6 +546,12 @@ class Layer:
         return config
 
 
+def _sample_shapes(shape) -> tuple:
+    """A sample shape, or a merge layer's list of them, as tuples (to compare them)."""
+    return tuple(_sample_shapes(item) if isinstance(item, (list, tuple)) else int(item)
+                 for item in shape)
+
+
 def is_dnns_own(cls) -> bool:
     """Whether layer class ``cls`` is one of dnn's own (a subclass of one of them, written
     elsewhere, is not): such a layer makes exactly its ``weight_specs``, and its
@@ -632,13 +652,3 @@ class Passthrough(Layer):
 
     def backward(self, grad, logits=False):
         return grad if self.needs_input_grad else None
-
-
-def weight_shapes(layers, input_shape: tuple) -> list:
-    """The shape of every weight of ``layers`` stacked in this order on inputs of sample
-    shape ``input_shape``, in :meth:`Sequential.get_weights` order, without making them."""
-    shapes = []
-    for layer in layers:
-        found, input_shape = layer.param_shapes(input_shape)
-        shapes += found
-    return shapes

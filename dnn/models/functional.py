@@ -1,13 +1,14 @@
-"""Keras' functional API where the layers make a chain: ``inputs = keras.Input(shape=(784,))``,
-each layer called on the output of the one before (``x = layers.Dense(64)(inputs)``), then
-``keras.Model(inputs=inputs, outputs=x)``.  A layer called on a ``keras.Input``, or on what
-such a call gave, computes nothing: it gives a :class:`SymbolicTensor`, the chain of layers
-from that Input to it and the shape of its outputs.  The model of a chain is the
-:class:`dnn.models.Sequential` of its layers, and trains, saves and loads as one.
+"""Keras' functional API: ``inputs = keras.Input(shape=(784,))``, layers called on it and on
+what such calls gave (``x = layers.Dense(64)(inputs)``, a residual block's
+``layers.Add()([x, layers.Dense(64)(x)])``), then ``keras.Model(inputs=inputs, outputs=x)``.
+A layer called on a ``keras.Input``, or on what such a call gave, computes nothing: it gives a
+:class:`SymbolicTensor`, the layer's call on its inputs and the shape of its outputs.  The
+model is a :class:`dnn.models.Sequential` whose layers are those calls in an order where each
+layer comes after the ones it takes, joined by their :class:`dnn.layers.graph.LayerGraph`: it
+trains, saves and loads as one (a chain of layers is the Sequential of its layers).
 
-Graphs that are no chain (several inputs or outputs, a layer whose output two layers take and
-a merge such as ``Add`` joins again, a layer used twice) are refused with one line saying so:
-dnn has no layers that take several inputs.
+A model has one input and one output; a layer called twice (a shared layer) is refused with
+one line saying so.
 """
 
 from __future__ import annotations
@@ -15,20 +16,20 @@ from __future__ import annotations
 from dnn.callbacks.arguments import check_flag
 from dnn.errors import UsageError
 from dnn.layers import Input, Layer
+from dnn.layers.graph import LayerGraph
 from dnn.models.sequential import Sequential
 
-CHAINS_ONLY = ("dnn's functional models are chains: one keras.Input, each layer called on the "
-               "output of the one before, one output")
+ONE_INPUT_ONE_OUTPUT = "dnn's functional models have one keras.Input and one output"
 
 
 class SymbolicTensor:
-    """Keras' ``KerasTensor``: what a layer called on a ``keras.Input`` (or on another
-    SymbolicTensor) gives.  ``layers`` is the chain from that Input (first) to the layer that
-    gave it (last); ``shape`` is ``(None, *sample shape)`` of its outputs, the batch size
-    first as Keras gives it.  It holds no values."""
+    """Keras' ``KerasTensor``: what ``layer`` called on ``inputs`` gave (a tuple of a
+    ``keras.Input`` or SymbolicTensors: one, or several for a merge layer).  ``shape`` is
+    ``(None, *sample shape)`` of its outputs, the batch size first as Keras gives it.  It holds
+    no values."""
 
-    def __init__(self, layers: tuple, sample_shape: tuple):
-        self.layers, self.sample_shape = layers, tuple(sample_shape)
+    def __init__(self, layer: Layer, inputs: tuple, sample_shape: tuple):
+        self.layer, self.inputs, self.sample_shape = layer, tuple(inputs), tuple(sample_shape)
 
     @property
     def shape(self) -> tuple:
@@ -40,7 +41,7 @@ class SymbolicTensor:
 
     @property
     def name(self) -> str:
-        return self.layers[-1].name
+        return self.layer.name
 
     def __array__(self, *args, **kwargs):
         raise UsageError(no_values(self))
@@ -61,44 +62,70 @@ def is_symbolic(value) -> bool:
     return isinstance(value, (Input, SymbolicTensor))
 
 
+def _sample_shape(value) -> tuple:
+    return (tuple(value.declared_input_shape) if isinstance(value, Input)
+            else value.sample_shape)
+
+
+def _calls(value):
+    """Every layer call that ``value`` (a keras.Input or a SymbolicTensor) comes from, itself
+    included, each once: an iterator of keras.Inputs and SymbolicTensors."""
+    seen, pending = set(), [value]
+    while pending:
+        value = pending.pop()
+        if id(value) not in seen:
+            seen.add(id(value))
+            yield value
+            if isinstance(value, SymbolicTensor):
+                pending.extend(value.inputs)
+
+
 def call_on_symbolic(layer: Layer, inputs) -> SymbolicTensor:
-    """``layer(inputs)`` on a ``keras.Input`` or a :class:`SymbolicTensor`: the chain one
-    layer longer, with the shape of the layer's outputs (nothing is built or computed).  A
-    layer already in the chain or in a model, or declared or built for other samples, is
+    """``layer(inputs)`` on a ``keras.Input`` or a :class:`SymbolicTensor` (a list of them
+    for a merge layer): a new SymbolicTensor, with the shape of the layer's outputs (nothing
+    is built or computed).  A layer called already where its inputs come from, or in a model,
+    or declared or built for other samples, or given data beside symbolic inputs, is
     refused."""
-    if isinstance(inputs, Input):
-        chain, sample_shape = (inputs,), tuple(inputs.declared_input_shape)
-    else:
-        chain, sample_shape = inputs.layers, inputs.sample_shape
-    if any(other is layer for other in chain):
-        raise UsageError(f"{layer.name} is called twice in one chain: {CHAINS_ONLY} (make a "
-                         "new layer for each place)")
+    several = isinstance(inputs, (list, tuple))
+    taken = list(inputs) if several else [inputs]
+    if not all(is_symbolic(item) for item in taken):
+        raise UsageError(f"{layer.name} was called on a list mixing outputs of layer calls "
+                         "(or keras.Input) with data: give it layer outputs alone")
+    if any(getattr(call, "layer", call) is layer for item in taken for call in _calls(item)):
+        raise UsageError(f"{layer.name} is called twice in one model: shared layers are not "
+                         "supported (make a new layer for each place)")
     if layer.in_model:
         raise UsageError(f"{layer.name} is already in a model; a layer holds the weights of "
                          "one place in one model: make a new layer for each place")
+    shapes = [_sample_shape(item) for item in taken]
+    shape = shapes if several else shapes[0]
     expected = layer.input_shape if layer.built else layer.declared_input_shape
-    if expected is not None and tuple(expected) != sample_shape:
+    if expected is not None and not layer.takes_several and tuple(expected) != shape:
         raise UsageError(f"{layer.name} is {'built' if layer.built else 'declared'} for samples "
-                         f"of shape {tuple(expected)}, but {chain[-1].name} gives "
-                         f"{sample_shape}")
-    return SymbolicTensor((*chain, layer), layer.compute_output_shape(sample_shape))
+                         f"of shape {tuple(expected)}, but {taken[0].name} gives {shape}")
+    if several and not layer.takes_several:
+        raise UsageError(f"{layer.name} was called on a list of {len(taken)} inputs: a layer "
+                         "takes one (merge layers, such as Add or Concatenate, take several)")
+    return SymbolicTensor(layer, taken, layer.compute_output_shape(shape))
 
 
 def _one(value, what: str):
     """``value``, or the one item of a list or tuple of one (as Keras takes them)."""
     if isinstance(value, dict):
         raise UsageError(f"Model's {what} are a dict: named inputs and outputs are for models "
-                         f"of several; {CHAINS_ONLY}")
+                         f"of several; {ONE_INPUT_ONE_OUTPUT}")
     if isinstance(value, (list, tuple)):
         if len(value) != 1:
-            raise UsageError(f"Model got {len(value)} {what}: {CHAINS_ONLY}")
+            raise UsageError(f"Model got {len(value)} {what}: {ONE_INPUT_ONE_OUTPUT}")
         value = value[0]
     return value
 
 
-def chain_layers(inputs, outputs) -> list:
-    """The layers of the chain from ``inputs`` (a ``keras.Input``) to ``outputs`` (a
-    :class:`SymbolicTensor` made from it), the Input first; UsageError for anything else."""
+def graph_layers(inputs, outputs) -> tuple[list, LayerGraph]:
+    """``(layers, graph)`` of the model from ``inputs`` (a ``keras.Input``) to ``outputs``
+    (a :class:`SymbolicTensor` made from it): the Input first, then each layer call after
+    those it takes; the graph joins the layers after the Input.  UsageError for anything
+    else."""
     inputs, outputs = _one(inputs, "inputs"), _one(outputs, "outputs")
     if not isinstance(inputs, Input):
         raise UsageError(f"Model's inputs must be a keras.Input(shape=...), not "
@@ -106,14 +133,32 @@ def chain_layers(inputs, outputs) -> list:
     if not isinstance(outputs, SymbolicTensor):
         raise UsageError(f"Model's outputs must be what calling layers on its keras.Input "
                          f"gave, not {type(outputs).__name__}")
-    if outputs.layers[0] is not inputs:
-        raise UsageError(f"Model's outputs come from {outputs.layers[0].name}, not from its "
-                         f"inputs {inputs.name}: {CHAINS_ONLY}")
-    for layer in outputs.layers:
+    others = [call for call in _calls(outputs) if isinstance(call, Input) and call is not inputs]
+    if others:
+        raise UsageError(f"Model's outputs come from {others[0].name}, not only from its "
+                         f"inputs {inputs.name}: {ONE_INPUT_ONE_OUTPUT}")
+    if not any(call is inputs for call in _calls(outputs)):
+        raise UsageError(f"Model's outputs do not come from its inputs {inputs.name}")
+    node = {id(inputs): 0}
+    made, inbound, pending = [inputs], [], [outputs]
+    while pending:  # each call after the calls it takes (depth first, the inputs in order)
+        call = pending[-1]
+        if id(call) in node:
+            pending.pop()
+            continue
+        missing = [item for item in call.inputs if id(item) not in node]
+        if missing:
+            pending.extend(reversed(missing))
+            continue
+        pending.pop()
+        node[id(call)] = len(made)
+        made.append(call.layer)
+        inbound.append([node[id(item)] for item in call.inputs])
+    for layer in made:
         if layer.in_model:
             raise UsageError(f"{layer.name} is already in a model: dnn's models share no "
                              "layers or inputs; call new layers on a new keras.Input")
-    return list(outputs.layers)
+    return made, LayerGraph(inbound)
 
 
 class _EverySequentialIsAModel(type):
@@ -132,13 +177,13 @@ class _EverySequentialIsAModel(type):
 
 
 class Model(Sequential, metaclass=_EverySequentialIsAModel):
-    """Keras' ``keras.Model(inputs=inputs, outputs=outputs)`` for a chain of layers (module
-    docstring): the Sequential of that chain, named ``name`` ("functional" by default), its
-    ``layers`` listing its Input first as Keras lists a functional model's; ``trainable``
-    False freezes it; ``dtype``, ``seed`` and ``backend`` as for :class:`Sequential`.  It
-    saves, loads, and goes through ``to_json``, as a functional model.  A subclass of Model
-    that computes or trains otherwise (Keras' subclassing API: its own ``call``,
-    ``train_step``, ...) is not supported."""
+    """Keras' ``keras.Model(inputs=inputs, outputs=outputs)`` (module docstring): the
+    Sequential of the layers called from ``inputs`` to ``outputs``, joined by their graph,
+    named ``name`` ("functional" by default), its ``layers`` listing its Input first as Keras
+    lists a functional model's; ``trainable`` False freezes it; ``dtype``, ``seed`` and
+    ``backend`` as for :class:`Sequential`.  It saves, loads, and goes through ``to_json``,
+    as a functional model.  A subclass of Model that computes or trains otherwise (Keras'
+    subclassing API: its own ``call``, ``train_step``, ...) is not supported."""
 
     json_class_name = "Functional"
 
@@ -149,21 +194,32 @@ class Model(Sequential, metaclass=_EverySequentialIsAModel):
                              "layers on it gave); a subclass of Model with a call() of its own "
                              "is not supported: use keras.Sequential")
         check_flag("Model", "trainable", trainable)  # before its layers are taken
-        super().__init__(chain_layers(inputs, outputs), dtype=dtype, seed=seed,
-                         backend=backend, name="functional" if name is None else name)
+        made, graph = graph_layers(inputs, outputs)
+        self._graph = None if graph.is_chain else graph  # before add() takes the layers
+        super().__init__(made, dtype=dtype, seed=seed, backend=backend,
+                         name="functional" if name is None else name)
         if trainable is not True:
             self.trainable = trainable
 
     @classmethod
-    def of_chain(cls, made: list, **options) -> "Model":
+    def of_graph(cls, made: list, graph: LayerGraph, **options) -> "Model":
         """The model of the layers ``made`` (in no model yet), a ``keras.Input`` first, each
-        called on the output of the one before; ``options`` go to :class:`Model`."""
+        after it called on what ``graph`` says it takes; ``options`` go to :class:`Model`."""
         if not made or not isinstance(made[0], Input):
             raise UsageError("a functional model's layers start with its keras.Input")
-        outputs = made[0]
-        for layer in made[1:]:
-            outputs = layer(outputs)
-        return cls(made[0], outputs, **options)
+        if len(graph.inbound) != len(made) - 1:
+            raise UsageError(f"a functional model's graph joins {len(graph.inbound)} layers, "
+                             f"not its {len(made) - 1}")
+        nodes = [made[0]]
+        for index, layer in enumerate(made[1:]):
+            nodes.append(layer(graph.taken(layer, index, nodes)))
+        model = cls(made[0], nodes[-1], **options)
+        if model.stack != made[1:]:
+            for layer in made:  # free for another model again
+                layer.in_model = False
+            raise UsageError("a functional model's config lists its layers in another order "
+                             "than its graph: each after the layers it takes, depth first")
+        return model
 
     @classmethod
     def of_saved_layers(cls, made: list, config: dict, **kwargs) -> "Model":
@@ -175,5 +231,23 @@ class Model(Sequential, metaclass=_EverySequentialIsAModel):
     def layers(self) -> list:
         return list(self._layers)
 
+    def add(self, layer) -> None:
+        """As :meth:`Sequential.add`, for a model of a chain of layers (a graph has no
+        last place to add one: call the layer on its output and make a new Model)."""
+        if self._graph is not None and len(self.stack) == len(self._graph.inbound):
+            raise UsageError("add() on a functional model whose layers make no chain: call "
+                             "the layer on the model's output and make a new keras.Model")
+        super().add(layer)
+
+    def pop(self):
+        """As :meth:`Sequential.pop`, for a model of a chain of layers."""
+        if self._graph is not None:
+            raise UsageError("pop() on a functional model whose layers make no chain: make "
+                             "a new keras.Model of the layers you keep")
+        return super().pop()
+
     def get_config(self) -> dict:
-        return {**super().get_config(), "name": self.name, "functional": True}
+        config = {**super().get_config(), "name": self.name, "functional": True}
+        if self._graph is not None:
+            config["inbound"] = self._graph.get_config()
+        return config

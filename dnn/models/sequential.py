@@ -19,6 +19,7 @@ from dnn import backends, layers as layers_module
 from dnn.buffers import Buffers
 from dnn.callbacks.arguments import check_flag
 from dnn.errors import ArgumentTypeError, OutOfMemoryError, UsageError
+from dnn.layers.graph import LayerGraph, graph_of_config
 from dnn.saving import checkpoint
 from dnn.saving.registry import custom_object_scope
 from dnn.trainers.data import device_inputs
@@ -103,6 +104,8 @@ class Sequential(Trainer):
     list, or one at a time with :meth:`add` (Keras' two styles build the same model).
     """
 
+    _graph = None  # the LayerGraph of a functional model's layers that make no chain
+
     def __init__(self, layers=(), *, dtype="float32", seed=None, backend=None, name=None):
         _refuse_keras_overrides(type(self))
         super().__init__()
@@ -144,6 +147,12 @@ class Sequential(Trainer):
         return list(self._layers)
 
     @property
+    def graph(self) -> LayerGraph:
+        """Which outputs each layer of :attr:`stack` takes
+        (:class:`dnn.layers.graph.LayerGraph`): a chain, or a functional model's graph."""
+        return self._graph if self._graph is not None else LayerGraph.chain(len(self.stack))
+
+    @property
     def layers(self) -> list:
         """The model's layers, as Keras lists a Sequential's: :attr:`stack`, so that
         ``layers[0]`` is the first layer that computes."""
@@ -183,7 +192,7 @@ class Sequential(Trainer):
         self._layers.append(layer)
         try:
             if self.built:
-                self._build_layers(len(self._layers) - 1, self._layers[-2].output_shape)
+                self._build_layers(len(self.stack) - 1)
             elif len(self._layers) == 1 and layer.declared_input_shape is not None:
                 self.build(layer.declared_input_shape)
             self._layers_changed()
@@ -267,33 +276,36 @@ class Sequential(Trainer):
         if self.backend is None:
             self.backend = backends.current_backend()
         self.sample_shape = input_shape
-        self._build_layers(0, input_shape)
+        self._build_layers(0)
         self._buffers = Buffers(self.backend)  # and the model is built
         if self.compiled:
             self._build_training_state()
 
-    def _build_layers(self, first: int, input_shape: tuple) -> None:
-        """Build the layers from index ``first`` on, the first of them on inputs of sample
-        shape ``input_shape``."""
+    def _build_layers(self, first: int) -> None:
+        """Build the layers of :attr:`stack` from index ``first`` on (an Input first too),
+        each on the outputs :attr:`graph` gives it."""
+        graph, stack = self.graph, self.stack
+        has_input = len(stack) < len(self._layers)
+        if first == 0 and has_input:  # the Input: it passes the samples on
+            self._layers[0].build_on(self.sample_shape, self.backend, self.rng, self.dtype)
+        shapes = [self.sample_shape, *(layer.output_shape for layer in stack[:first])]
         try:
-            for index in range(first, len(self._layers)):
-                layer = self._layers[index]
+            for index in range(first, len(stack)):
+                layer = stack[index]
+                input_shape = graph.taken(layer, index, shapes)
                 declared = layer.declared_input_shape
-                if index > 0 and declared is not None and tuple(declared) != tuple(input_shape):
+                if ((index > 0 or has_input) and declared is not None
+                        and tuple(declared) != tuple(input_shape)):
                     # Keras takes only the first layer's input_shape and ignores the others'
                     warnings.warn(f"{layer.name} declares input_shape {tuple(declared)}, but "
                                   f"the layer before it gives {tuple(input_shape)}: only the "
                                   "first layer's input_shape counts", UserWarning,
                                   stacklevel=user_stacklevel())
-                if layer.keep_call_build(input_shape, self.backend, self.dtype):
-                    input_shape = layer.output_shape
-                else:
-                    input_shape = layer.build_on(input_shape, self.backend, self.rng,
-                                                 self.dtype)
+                if not layer.keep_call_build(input_shape, self.backend, self.dtype):
+                    layer.build_on(input_shape, self.backend, self.rng, self.dtype)
+                shapes.append(layer.output_shape)
         except MemoryError:
-            shapes = [self.sample_shape]
-            for layer in self._layers:
-                shapes.append(layer.compute_output_shape(shapes[-1]))
+            shapes = graph.node_shapes(stack, self.sample_shape)
             sizes = " -> ".join(f"{math.prod(shape):,}" for shape in shapes)
             try:
                 size = (sum(math.prod(shape) for shape in self.param_shapes(self.sample_shape))
@@ -304,10 +316,9 @@ class Sequential(Trainer):
             raise OutOfMemoryError(f"the weights of a {sizes} model need {size:,} bytes: more "
                                    "memory than this machine gives") from None
         # A layer's input gradient is needed only where a layer before it has weights.
-        weighted_before = False
-        for layer in self._layers:
-            layer.needs_input_grad = weighted_before
-            weighted_before = weighted_before or bool(layer.weights)
+        weighted = graph.weighted_before(stack)
+        for layer, sources in zip(stack, graph.inbound):
+            layer.needs_input_grad = any(weighted[source] for source in sources)
 
     @property
     def params(self) -> list:
@@ -331,7 +342,7 @@ class Sequential(Trainer):
     def param_shapes(self, input_shape) -> list:
         """The shape of every weight, in :meth:`get_weights` order, for inputs of sample
         shape ``input_shape``, without making them."""
-        return layers_module.weight_shapes(self.stack, _sample_shape(input_shape))
+        return self.graph.weight_shapes(self.stack, _sample_shape(input_shape))
 
     def _require_built(self) -> None:
         if not self.built:
@@ -423,19 +434,23 @@ class Sequential(Trainer):
         if callable(line_length):  # summary(print_fn), as dnn took it before Keras' order
             print_fn, line_length = line_length, None
         print_fn = print if print_fn is None else print_fn
-        rows = [("Layer", "Output shape", "Params", *(("Trainable",) if show_trainable else ()))]
+        connected = self._connections()
+        rows = [("Layer", "Output shape", "Params", *(("Trainable",) if show_trainable else ()),
+                 *(("Connected to",) if connected else ()))]
         for layer in self.layers:
             count = (sum(math.prod(weight.shape) for weight in layer.weights) if self.built
                      else None)
             shape = "?" if layer.output_shape is None else str((None, *layer.output_shape))
             rows.append((f"{layer.name} ({type(layer).__name__})", shape,
                          "?" if count is None else f"{count:,}",
-                         *(("Y" if layer.trainable else "N",) if show_trainable else ())))
+                         *(("Y" if layer.trainable else "N",) if show_trainable else ()),
+                         *((connected.get(id(layer), "-"),) if connected else ())))
         widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
         print_fn(f'Model: "{self.name}"')
-        for name, shape, count, *trainable in rows:
+        for name, shape, count, *others in rows:
             print_fn(f"{name:<{widths[0]}}  {shape:<{widths[1]}}  {count:>{widths[2]}}"
-                     + "".join(f"  {flag:<{widths[3]}}" for flag in trainable).rstrip())
+                     + "".join(f"  {other:<{width}}"
+                               for other, width in zip(others, widths[3:])).rstrip())
         if not self.built:
             print_fn("Total params: unknown until the model is built (by its first data, or "
                      "build(input_shape))")
@@ -446,6 +461,16 @@ class Sequential(Trainer):
         print_fn(f"Total params: {total:,} ({self.dtype}, {size:.2f} MiB)")
         print_fn(f"Trainable params: {trainable:,}")
         print_fn(f"Non-trainable params: {total - trainable:,}")
+
+    def _connections(self) -> dict:
+        """For a model whose layers make no chain, the names of the layers each one takes
+        (by the layer's id; Keras' "Connected to"), else none."""
+        if self._graph is None:
+            return {}
+        names = [self._layers[0].name if len(self.stack) < len(self._layers) else "inputs",
+                 *(layer.name for layer in self.stack)]
+        return {id(layer): ", ".join(names[source] for source in sources)
+                for layer, sources in zip(self.stack, self._graph.inbound)}
 
     def get_config(self) -> dict:
         config = {"dtype": str(self.dtype), "layers": [layer.get_config()
@@ -476,7 +501,8 @@ class Sequential(Trainer):
         if config.get("functional"):
             from dnn.models.functional import Model  # a subclass of this one
 
-            return Model.of_chain(made, **options)
+            computing = made[1:] if made and isinstance(made[0], layers_module.Input) else made
+            return Model.of_graph(made, graph_of_config(config, computing), **options)
         return cls(made, **options)
 
     def to_json(self, **kwargs) -> str:

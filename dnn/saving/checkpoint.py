@@ -23,6 +23,7 @@ import numpy as np
 from dnn import backends, layers, losses, metrics, optimizers, plugins
 from dnn.errors import (ArgumentTypeError, CheckpointError, DivergenceError, UnknownLayerError,
                         UsageError)
+from dnn.layers.graph import graph_of_config
 from dnn.saving.fileio import atomic_write, write_errors_named
 from dnn.saving.npz_reader import NpzReader
 from dnn.utils import check_seed, element_count, is_int_at_least, user_stacklevel
@@ -177,7 +178,9 @@ def load(path, model_class, backend=None, seed=None, *, with_optimizer=True, com
         with _damage_reported(path):
             config = meta["model"]
             made = _layers_of(config)
-            weights = _read_weights(archive, lambda shape: layers.weight_shapes(made, shape),
+            computing = [layer for layer in made if not isinstance(layer, layers.Input)]
+            graph = graph_of_config(config, computing)
+            weights = _read_weights(archive, lambda shape: graph.weight_shapes(computing, shape),
                                     _input_shape(path, meta, made),
                                     describe(_architecture(config, made)))
             model = model_class.of_saved_layers(made, config, backend=backend, seed=seed)
@@ -220,6 +223,10 @@ def load_into(model, path) -> None:
             saved = _architecture(meta["model"], _layers_of(meta["model"]))
             ours = model.get_config()
             _check_same_layers(path, saved["layers"], ours["layers"])
+            if meta["model"].get("inbound") != ours.get("inbound"):
+                raise CheckpointError(f"{path} holds another model: its layers are joined as "
+                                      f"{_joined(meta['model'])}, this model's as "
+                                      f"{_joined(ours)}")
             declared = model.sample_shape or _input_shape(path, meta, model._layers)
             weights = _read_weights(archive, model.param_shapes, declared, describe(ours))
             spec = meta["optimizer"]
@@ -247,6 +254,12 @@ def _check_same_layers(path, saved: list, ours: list) -> None:
     if len(mine) != len(theirs):
         raise CheckpointError(f"{path} holds a model of {len(mine)} layers (after any Input); "
                               f"this model has {len(theirs)}")
+
+
+def _joined(config: dict) -> str:
+    """How a model config's layers take each other's outputs, in words."""
+    inbound = config.get("inbound")
+    return "a chain" if inbound is None else f"the graph {inbound}"
 
 
 class _damage_reported:

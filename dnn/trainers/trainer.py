@@ -48,8 +48,8 @@ def positive_int(name: str, value) -> int:
 
 class Trainer:
     """Training, evaluation and prediction for a model with ``stack`` (the layers that
-    compute, in order), ``params``, ``backend``, ``dtype``, ``rng`` and ``build`` (see
-    :class:`dnn.Sequential`)."""
+    compute, in order), ``graph`` (which outputs each takes), ``params``, ``backend``,
+    ``dtype``, ``rng`` and ``build`` (see :class:`dnn.Sequential`)."""
 
     def __init__(self):
         self.optimizer = None
@@ -176,12 +176,15 @@ class Trainer:
 
     def forward(self, x, training: bool = False):
         """``(n, *sample_shape) -> (n, k)``: the last layer's output; its logits when the loss
-        takes those (see :meth:`predictions`)."""
+        takes those (see :meth:`predictions`).  Each layer is given the outputs ``graph``
+        says it takes."""
+        graph, nodes = self.graph, [x]
         last = len(self.stack) - 1
         for index, layer in enumerate(self.stack):
-            x = layer.forward(x, logits=self._loss_takes_logits and index == last,
-                              training=training)
-        return x
+            nodes.append(layer.forward(graph.taken(layer, index, nodes),
+                                       logits=self._loss_takes_logits and index == last,
+                                       training=training))
+        return nodes[-1]
 
     def predictions(self, output):
         """The model's outputs (probabilities after a softmax) from :meth:`forward`'s
@@ -211,15 +214,39 @@ class Trainer:
         output = self.forward(x, training=True)
         grad = self._buffers("loss_grad", output.shape, output.dtype)
         loss_sum = self._loss_of(output, y, sample_weight, grad)
-        last = len(self.stack) - 1
-        for index in range(last, -1, -1):
-            grad = self.stack[index].backward(grad,
-                                               logits=self._loss_takes_logits and index == last)
-            if grad is None:  # the layers before have no weights (needs_input_grad)
-                break
+        self._backward(grad)
         for layer in self.stack:
             layer.add_regularization_gradients()
         return loss_sum, output
+
+    def _backward(self, grad) -> None:
+        """Each layer's ``backward``, the last first, from the loss gradient ``grad`` of the
+        last layer's output: a layer's output taken by several layers (or twice) gets the
+        sum of their input gradients, in the model's buffer of that output; a layer whose
+        output needs no gradient (no weights before it) is given none."""
+        graph, last = self.graph, len(self.stack) - 1
+        grads = [None] * last + [None, grad]  # of each node; node 0, the inputs', never
+        for index in range(last, -1, -1):
+            layer = self.stack[index]
+            if grads[index + 1] is None:
+                continue
+            given = layer.backward(grads[index + 1],
+                                   logits=self._loss_takes_logits and index == last)
+            if given is None:  # the layers before have no weights (needs_input_grad)
+                continue
+            sources = graph.inbound[index]
+            for source, source_grad in zip(sources, given if layer.takes_several else [given]):
+                if source == 0:
+                    continue
+                if graph.uses[source] == 1:
+                    grads[source] = source_grad
+                elif grads[source] is None:
+                    total = self._buffers(f"gradient of node {source}", source_grad.shape,
+                                          source_grad.dtype)
+                    total[...] = source_grad
+                    grads[source] = total
+                else:
+                    grads[source] += source_grad
 
     def apply_gradients(self) -> None:
         """One optimizer step on the trainable layers' weights with their gradients."""

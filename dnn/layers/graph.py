@@ -1,0 +1,105 @@
+"""Which outputs each layer of a model takes: a chain (each layer the output of the one before,
+a Sequential), or the graph a functional model's layer calls made (a residual block's
+``Add([x, Dense(64)(x)])`` takes two).
+
+The nodes are the model's input (node 0) and the output of each layer that computes, in order
+(node ``k + 1`` is the output of the ``k``-th): a layer takes only nodes before its own, and
+the last layer's output is the model's.  Shapes are a sample's, without the batch axis.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+
+from dnn.errors import UsageError
+
+
+class LayerGraph:
+    """``inbound[k]``: the nodes the ``k``-th layer that computes takes, in the order it takes
+    them (one for most layers, several for a merge layer such as ``Add``).  Every node but the
+    last is taken by some layer; ``uses[node]`` counts how many times."""
+
+    def __init__(self, inbound):
+        self.inbound = tuple(tuple(sources) for sources in inbound)
+        uses = [0] * (len(self.inbound) + 1)
+        for index, sources in enumerate(self.inbound):
+            if not sources:
+                raise UsageError(f"layer {index + 1} of the model's graph takes no inputs")
+            for source in sources:
+                if (not isinstance(source, numbers.Integral) or isinstance(source, bool)
+                        or not 0 <= source <= index):
+                    raise UsageError(f"layer {index + 1} of the model's graph takes node "
+                                     f"{source!r}: a layer takes the model's input (0) or the "
+                                     "output of a layer before it (1, 2, ...)")
+                uses[source] += 1
+        unused = [node for node in range(len(self.inbound)) if uses[node] == 0]
+        if unused:
+            raise UsageError(f"node {unused[0]} of the model's graph is taken by no layer: "
+                             "every output but the last goes on to a layer")
+        self.uses = tuple(uses)
+
+    @classmethod
+    @functools.lru_cache(maxsize=64)
+    def chain(cls, length: int) -> "LayerGraph":
+        """The graph of ``length`` layers, each taking the output of the one before."""
+        return cls([(index,) for index in range(length)])
+
+    @property
+    def is_chain(self) -> bool:
+        return all(sources == (index,) for index, sources in enumerate(self.inbound))
+
+    def taken(self, layer, index: int, nodes: list):
+        """What the ``index``-th layer, ``layer``, is given of ``nodes`` (one value per node
+        so far: arrays, or shapes): a list for a layer that takes several inputs, else the
+        one."""
+        sources = self.inbound[index]
+        if layer.takes_several:
+            return [nodes[source] for source in sources]
+        if len(sources) != 1:
+            raise UsageError(f"{layer.name} takes one input, but the model's graph gives it "
+                             f"{len(sources)}")
+        return nodes[sources[0]]
+
+    def node_shapes(self, layers: list, sample_shape: tuple) -> list:
+        """The sample shape of every node, for inputs of ``sample_shape`` (the layers'
+        ``compute_output_shape``, nothing built)."""
+        shapes = [tuple(sample_shape)]
+        for index, layer in enumerate(layers):
+            shapes.append(tuple(layer.compute_output_shape(self.taken(layer, index, shapes))))
+        return shapes
+
+    def weight_shapes(self, layers: list, sample_shape: tuple) -> list:
+        """The shape of every weight of ``layers`` (the ones that compute, in order) on inputs
+        of ``sample_shape``, in :meth:`Sequential.get_weights` order, without making them."""
+        shapes, found = [tuple(sample_shape)], []
+        for index, layer in enumerate(layers):
+            weights, output_shape = layer.param_shapes(self.taken(layer, index, shapes))
+            found += weights
+            shapes.append(tuple(output_shape))
+        return found
+
+    def weighted_before(self, layers: list) -> list:
+        """For each node, whether it is the output of a layer with weights or of a layer
+        after one: where a gradient must reach (node 0, the inputs', never)."""
+        weighted = [False]
+        for sources, layer in zip(self.inbound, layers):
+            weighted.append(any(weighted[s] for s in sources) or bool(layer.weights))
+        return weighted
+
+    def get_config(self) -> list:
+        return [list(sources) for sources in self.inbound]
+
+
+def graph_of_config(config: dict, layers: list) -> LayerGraph:
+    """The graph of a model's config (:meth:`Sequential.get_config`), whose ``layers`` (those
+    that compute) it joins: its ``"inbound"`` lists, or a chain where it has none."""
+    inbound = config.get("inbound")
+    if inbound is None:
+        return LayerGraph.chain(len(layers))
+    if not isinstance(inbound, list) or len(inbound) != len(layers):
+        raise UsageError(f"a model config's inbound must list the inputs of each of its "
+                         f"{len(layers)} layers (after any Input), not {inbound!r:.80}")
+    if not all(isinstance(sources, list) for sources in inbound):
+        raise UsageError("a model config's inbound lists a list of nodes for each layer")
+    return LayerGraph(inbound)

@@ -1,0 +1,303 @@
+"""Merge layers and functional models whose layers make a graph (a residual block's Add, branches
+joined by Concatenate): forward values against NumPy, gradients against central finite
+differences and against the one Dense layer such a graph equals, training on every backend as
+on cpu, saving, and one clear line for what dnn does not take."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+import dnn as keras
+from dnn import layers
+from dnn.errors import CheckpointError, UsageError
+from dnn.testing import check_layer, numerical_gradient
+from dnn.utils import to_categorical
+
+RNG = np.random.default_rng(7)
+
+
+def residual_model(backend=None, dtype="float32", seed=0):
+    """A residual block and a branch joined again: the first Dense's output goes to three
+    layers (its gradient is a sum of three)."""
+    inputs = keras.Input(shape=(6,))
+    x = layers.Dense(8, activation="tanh")(inputs)
+    block = layers.Add()([x, layers.Dense(8, activation="relu")(x)])
+    joined = layers.Concatenate()([block, layers.Dense(3, activation="sigmoid")(x)])
+    outputs = layers.Dense(4, activation="softmax")(joined)
+    return keras.Model(inputs, outputs, dtype=dtype, seed=seed, backend=backend)
+
+
+def toy_data(rows=50, features=6, classes=4):
+    x = RNG.normal(size=(rows, features)).astype(np.float32)
+    return x, to_categorical(RNG.integers(0, classes, size=rows), classes)
+
+
+# -- the layers ------------------------------------------------------------------------------
+@pytest.mark.parametrize("merge, reference", [
+    (layers.Add, lambda xs: xs[0] + xs[1] + xs[2]),
+    (layers.Multiply, lambda xs: xs[0] * xs[1] * xs[2]),
+    (layers.Average, lambda xs: (xs[0] + xs[1] + xs[2]) / 3),
+    (lambda: layers.Concatenate(), lambda xs: np.concatenate(xs, axis=-1)),
+    (lambda: layers.Concatenate(axis=1), lambda xs: np.concatenate(xs, axis=1)),
+    (lambda: layers.Concatenate(axis=-2), lambda xs: np.concatenate(xs, axis=1)),
+], ids=["add", "multiply", "average", "concatenate", "concatenate-axis-1",
+        "concatenate-axis-minus-2"])
+def test_a_merge_layer_called_on_batches_computes_what_numpy_does(merge, reference):
+    xs = [RNG.normal(size=(5, 2, 3)).astype(np.float32) for _ in range(3)]
+    np.testing.assert_allclose(merge()(xs), reference(xs), rtol=1e-6)
+
+
+def test_subtract_and_keras_merge_functions_compute_what_numpy_does():
+    a, b = RNG.normal(size=(4, 3)), RNG.normal(size=(4, 3))
+    np.testing.assert_allclose(layers.Subtract()([a, b]), a - b, rtol=1e-6)
+    np.testing.assert_allclose(layers.subtract([a, b]), a - b, rtol=1e-6)
+    np.testing.assert_allclose(layers.add([a, b]), a + b, rtol=1e-6)
+    np.testing.assert_allclose(layers.multiply([a, b]), a * b, rtol=1e-6)
+    np.testing.assert_allclose(layers.average([a, b]), (a + b) / 2, rtol=1e-6)
+    np.testing.assert_allclose(layers.concatenate([a, b], axis=1), np.hstack([a, b]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("layer, shapes", [
+    (layers.Add(), [(3, 2)] * 3), (layers.Subtract(), [(4,)] * 2),
+    (layers.Multiply(), [(4,)] * 3), (layers.Average(), [(2, 2)] * 3),
+    (layers.Concatenate(), [(2, 3), (2, 1)]), (layers.Concatenate(axis=1), [(1, 3), (2, 3)])],
+    ids=["add", "subtract", "multiply", "average", "concatenate", "concatenate-axis-1"])
+def test_each_merge_layers_input_gradients_are_central_finite_differences(layer, shapes):
+    check_layer(layer, shapes)
+
+
+class GivesOneGradientForTwo(layers.Add):
+    def backward(self, grad, logits=False):
+        return super().backward(grad)[:1]
+
+
+class AddsTwiceTheSecond(layers.Add):
+    def backward(self, grad, logits=False):
+        first, second = super().backward(grad)
+        second *= 2
+        return [first, second]
+
+
+@pytest.mark.parametrize("layer, message", [
+    (GivesOneGradientForTwo(), "backward returns 1 input gradients for 2 inputs"),
+    (AddsTwiceTheSecond(), r"the gradient of input 1 \(what backward returns at \[1\]\)"),
+], ids=["too-few", "wrong"])
+def test_check_layer_finds_what_a_merge_layer_of_ones_own_gets_wrong(layer, message):
+    with pytest.raises(AssertionError, match=message):
+        check_layer(layer, [(3,), (3,)])
+
+
+def merged_model(merge, cpu):
+    """inputs -> a = Dense(tanh) -> b = Dense(sigmoid); c = Dense(inputs); merge of a (which
+    also feeds b), b and c (a and b for Subtract) -> Dense(softmax), in float64."""
+    inputs = keras.Input(shape=(5,))
+    a = layers.Dense(4, activation="tanh")(inputs)
+    b = layers.Dense(4, activation="sigmoid")(a)
+    c = layers.Dense(4)(inputs)
+    joined = merge()([a, b] if merge is layers.Subtract else [a, b, c])
+    outputs = layers.Dense(3, activation="softmax")(joined)
+    return keras.Model(inputs, outputs, dtype="float64", seed=2, backend=cpu)
+
+
+@pytest.mark.parametrize("merge", [layers.Add, layers.Subtract, layers.Multiply, layers.Average,
+                                   layers.Concatenate, lambda: SameTwice()],
+                         ids=["add", "subtract", "multiply", "average", "concatenate",
+                              "one-output-taken-twice"])
+def test_the_gradients_of_a_graph_are_central_finite_differences(cpu, merge):
+    model = merged_model(merge, cpu)
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    x, y = RNG.normal(size=(7, 5)), to_categorical(RNG.integers(0, 3, size=7), 3)
+
+    def objective():
+        return model.test_on_batch(x, y)
+
+    model.compute_gradients(x, y)
+    analytic = [grad.copy() for layer in model.stack for grad in layer.grads]
+    assert len(analytic) == len(model.params) == 2 * (len(model.stack) - 1)  # a Dense's two
+    for param, grad in zip(model.params, analytic):
+        np.testing.assert_allclose(grad, numerical_gradient(objective, param), rtol=1e-5,
+                                   atol=1e-8)
+
+
+class SameTwice(layers.Add):
+    """Add of its first input with itself (what ``Add()([a, a])`` computes), for the test
+    above: one node taken twice by one layer."""
+
+    def __call__(self, inputs, training=None):
+        return super().__call__([inputs[0], inputs[0]], training)
+
+
+@pytest.mark.parametrize("merge, split", [
+    (layers.Add, lambda grad: [grad, grad]),
+    (layers.Concatenate, lambda grad: [grad[:, :2], grad[:, 2:]]),
+], ids=["add", "concatenate"])
+def test_two_dense_layers_merged_are_the_one_dense_layer_they_add_up_to(cpu, merge, split):
+    """Add of two linear Dense layers is one Dense layer of the summed kernels and biases;
+    Concatenate of them, the one of kernels and biases side by side: the same outputs, and
+    each kernel's gradient is that layer's (all of it, or its columns)."""
+    units = (5, 5) if merge is layers.Add else (2, 3)
+    inputs = keras.Input(shape=(4,))
+    first, second = layers.Dense(units[0]), layers.Dense(units[1])
+    outputs = layers.Dense(3, activation="softmax")(merge()([first(inputs), second(inputs)]))
+    graph = keras.Model(inputs, outputs, dtype="float64", seed=1, backend=cpu)
+    joined = (np.add if merge is layers.Add else lambda a, b: np.concatenate([a, b], -1))
+    one = keras.Sequential([layers.Dense(5, input_shape=(4,)),
+                            layers.Dense(3, activation="softmax")], dtype="float64",
+                           backend=cpu)
+    kernel_1, bias_1, kernel_2, bias_2, *last = graph.get_weights()
+    one.set_weights([joined(kernel_1, kernel_2), joined(bias_1, bias_2), *last])
+    for model in (graph, one):
+        model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    x, y = RNG.normal(size=(9, 4)), to_categorical(RNG.integers(0, 3, size=9), 3)
+    np.testing.assert_allclose(graph.predict(x, verbose=0), one.predict(x, verbose=0),
+                               rtol=1e-12)
+    graph.compute_gradients(x, y)
+    one.compute_gradients(x, y)
+    kernel_grads = split(one.stack[0].grads[0])
+    bias_grads = split(one.stack[0].grads[1][None, :])
+    for layer, kernel_grad, bias_grad in zip((first, second), kernel_grads, bias_grads):
+        np.testing.assert_allclose(layer.grads[0], kernel_grad, rtol=1e-12)
+        np.testing.assert_allclose(layer.grads[1], bias_grad[0], rtol=1e-12)
+    np.testing.assert_allclose(graph.stack[-1].grads[0], one.stack[-1].grads[0], rtol=1e-12)
+
+
+# -- the model -------------------------------------------------------------------------------
+def test_a_graphs_layers_come_each_after_those_it_takes_and_summary_says_which():
+    model = residual_model()
+    assert [type(layer).__name__ for layer in model.layers] == [
+        "Input", "Dense", "Dense", "Add", "Dense", "Concatenate", "Dense"]
+    assert model.graph.inbound == ((0,), (1,), (1, 2), (1,), (3, 4), (5,))
+    assert model.output_shape == (None, 4) and model.count_params() == (
+        6 * 8 + 8 + 8 * 8 + 8 + 8 * 3 + 3 + 11 * 4 + 4)
+    lines = []
+    model.summary(print_fn=lines.append)
+    assert lines[1].split()[-2:] == ["Connected", "to"]
+    add_row = next(line for line in lines if line.startswith("add"))
+    assert add_row.endswith(f"{model.layers[1].name}, {model.layers[2].name}")
+
+
+def test_a_graph_trains_on_every_backend_as_on_cpu(other_backend):
+    x, y = toy_data()
+    runs = []
+    for backend in ("cpu", other_backend):
+        model = residual_model(backend)
+        model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+        history = model.fit(x, y, epochs=3, batch_size=16, verbose=0)
+        runs.append((history.history, model.get_weights()))
+    (reference, weights), (ours, our_weights) = runs
+    np.testing.assert_allclose(ours["loss"], reference["loss"], rtol=1e-5)
+    for mine, theirs in zip(our_weights, weights, strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_a_graph_learns_what_no_one_of_its_branches_holds(cpu):
+    """The class of x's largest feature of the first four, learnt in 60 epochs."""
+    x = np.random.default_rng(7).normal(size=(200, 6)).astype(np.float32)
+    y = to_categorical(np.argmax(x[:, :4], axis=1), 4)
+    model = residual_model(cpu)
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x, y, epochs=60, batch_size=32, verbose=0)
+    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
+    assert history.history["accuracy"][-1] > 0.8
+
+
+@pytest.mark.parametrize("remake, same_weights", [
+    (lambda model, path: (model.save(path), keras.models.load_model(path))[1], True),
+    (lambda model, path: pickle.loads(pickle.dumps(model)), True),
+    (lambda model, path: keras.models.model_from_json(model.to_json()), False),
+    (lambda model, path: keras.Sequential.from_config(model.get_config()), False),
+], ids=["save", "pickle", "json", "config"])
+def test_a_graph_is_made_again_with_its_graph(tmp_path, remake, same_weights):
+    """A checkpoint or a copy gives the trained model; its architecture (JSON, config), the
+    same graph with new weights."""
+    x, y = toy_data()
+    model = residual_model()
+    model.compile(optimizer="rmsprop", loss="categorical_crossentropy")
+    model.fit(x, y, epochs=1, verbose=0)
+    made = remake(model, tmp_path / "graph.npz")
+    assert type(made) is keras.Model and made.graph.inbound == model.graph.inbound
+    assert [type(layer) for layer in made.layers] == [type(layer) for layer in model.layers]
+    ours, theirs = made.predict(x, verbose=0), model.predict(x, verbose=0)
+    assert np.array_equal(ours, theirs) == same_weights
+
+
+def test_weights_saved_from_a_graph_load_into_it_and_a_merge_in_a_chain_is_refused(tmp_path):
+    model = residual_model(seed=1)
+    model.build(6)
+    model.save_weights(tmp_path / "graph.npz")
+    again = residual_model(seed=2)
+    again.load_weights(tmp_path / "graph.npz")
+    for mine, theirs in zip(again.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    with pytest.raises(UsageError, match="merges a list of at least two inputs"):
+        keras.Sequential([layers.Dense(8, activation="tanh", input_shape=(6,)), layers.Add()])
+
+
+def test_a_checkpoint_whose_graph_is_damaged_is_refused_naming_the_file(tmp_path):
+    model = residual_model()
+    model.build(6)
+    path = tmp_path / "graph.npz"
+    model.save(path)
+    archive = dict(np.load(path))
+    meta = json.loads(str(archive["meta"]))
+    for inbound, message in [
+            ([[0], [1], [1, 2], [1], [3, 9], [5]], "takes node 9"),
+            ([[0], [1], [1, 2], [1], [3, 4]], "inbound must list the inputs of each of its 6"),
+            ([[0], [0], [1, 2], [1], [3, 4], [5]], "weight 2 has shape"),
+            ([[0], [1], [1, 2], [1], [3], [5]], "node 4 of the model's graph is taken by no"),
+            ([[0], [1], [1, 2], [3], [4], [5]], "merges a list of at least two inputs"),
+            ([[0], [1, 0], [1, 2], [1], [3, 4], [5]], "takes one input, but the model's graph"),
+            ("chain", "inbound must list")]:
+        meta["model"]["inbound"] = inbound
+        damaged = tmp_path / "damaged.npz"
+        np.savez(damaged, **{**archive, "meta": np.asarray(json.dumps(meta))})
+        with pytest.raises(CheckpointError, match=f"damaged.npz is damaged.*{message}"):
+            keras.models.load_model(damaged)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda x: layers.Add()([x, layers.Dense(3)(x)]),
+     r"merges inputs of one shape, not \(8,\), \(3,\)"),
+    (lambda x: layers.Subtract()([x, x, x]), "takes exactly 2 inputs, not 3"),
+    (lambda x: layers.Add()([x]), "merges a list of at least two inputs"),
+    (lambda x: layers.Add()(x), "merges a list of at least two inputs"),
+    (lambda x: layers.Concatenate(axis=0)([x, x]), "along axis 0"),
+    (lambda x: layers.Concatenate()([x, layers.Reshape((2, 4))(x)]), "as many axes"),
+    (lambda x: layers.Concatenate(axis="last"), "axis must be an integer"),
+    (lambda x: layers.Dense(2)([x, x]), "called on a list of 2 inputs: a layer takes one"),
+    (lambda x: layers.Add()([x, np.ones((1, 8))]), "mixing outputs of layer calls"),
+], ids=["shapes", "subtract-three", "one-input", "no-list", "batch-axis", "ranks", "axis-type",
+        "dense-on-two", "mixed"])
+def test_what_a_merge_cannot_take_is_one_clear_error(make, message):
+    with pytest.raises(UsageError, match=message):
+        make(layers.Dense(8)(keras.Input(shape=(4,))))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: layers.Add()([np.ones((2, 3)), np.ones((2, 4))]), "merges inputs of one shape"),
+    (lambda: layers.Add()([np.ones((2, 3)), np.ones((3, 3))]), "batches of as many rows"),
+    (lambda: layers.Add()(np.ones((2, 3))), "merges a list of at least two batches"),
+], ids=["shapes", "rows", "one-batch"])
+def test_a_merge_called_on_batches_it_cannot_take_is_one_clear_error(call, message):
+    with pytest.raises(UsageError, match=message):
+        call()
+
+
+def test_a_graph_has_no_last_place_to_add_or_pop_a_layer():
+    model = residual_model()
+    with pytest.raises(UsageError, match="add\\(\\) on a functional model whose layers make "
+                                         "no chain"):
+        model.add(layers.Dense(2))
+    with pytest.raises(UsageError, match="pop\\(\\) on a functional model"):
+        model.pop()
+    assert len(model.layers) == 7
+
+
+def test_a_shared_layer_is_refused():
+    inputs = keras.Input(shape=(4,))
+    shared = layers.Dense(4)
+    first = shared(inputs)
+    with pytest.raises(UsageError, match="called twice in one model: shared layers"):
+        layers.Add()([first, shared(first)])
