@@ -130,3 +130,26 @@ def test_the_functional_guides_first_model_runs_with_only_its_import_changed(
     assert set(names["history"].history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert isinstance(names["model"], keras.Model) and names["model"].name == "mnist_model"
     assert (tmp_path / "my_model.keras").is_file()
+
+
+def test_the_functional_guides_toy_resnet_runs_with_only_its_import_changed(
+        mnist_dir, monkeypatch, tmp_path, capsys):
+    """keras.io/guides/functional_api's toy ResNet, two residual blocks joined by
+    layers.add, on MNIST: its summary says which layers each takes, and it trains (here on
+    the first 2,000 images, as the guide trains on its first 1,000; on all of them it
+    reaches Keras 3's test accuracy, docs/benchmarks.md)."""
+    script = (EXAMPLES / "mnist_resnet.py").read_text()
+    short = script.replace("model.fit(x_train, y_train,", "model.fit(x_train[:2000], "
+                                                          "y_train[:2000],")
+    assert short != script
+    names = run_script(short, "mnist_resnet.py", mnist_dir, monkeypatch, tmp_path)
+    output = capsys.readouterr().out
+    assert 'Model: "toy_resnet"' in output and "Total params: 222,666" in output
+    model = names["model"]
+    blocks = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]
+    rows = {line.split()[0]: line for line in output.splitlines() if line.strip()}
+    for block, (convolved, skipped) in zip(blocks, [(5, 3), (8, 6)], strict=True):
+        assert rows[block.name].endswith(f"{model.layers[convolved].name}, "
+                                         f"{model.layers[skipped].name}")
+    assert len(names["test_scores"]) == 2 and set(model.history.history) == {
+        "loss", "acc", "val_loss", "val_acc"}
