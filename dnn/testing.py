@@ -697,8 +697,14 @@ def check_layer(layer: Layer, input_shape, *, batch: int = 3, training: bool = F
         f"{made.get_config()}: return every argument of __init__")
     cpu = backends.get_backend("cpu")
     rng = np.random.default_rng(seed)
-    shapes = ([tuple(shape) for shape in input_shape] if made.takes_several
-              else [tuple(input_shape)])
+    several = isinstance(input_shape, list) and all(
+        isinstance(shape, (list, tuple)) for shape in input_shape)
+    if several != made.takes_several:
+        raise AssertionError(f"{type(layer).__name__} takes "
+                             + ("several inputs: give check_layer a list of their shapes"
+                                if made.takes_several else "one input: give check_layer its "
+                                "sample shape, a tuple"))
+    shapes = [tuple(shape) for shape in input_shape] if several else [tuple(input_shape)]
     input_shape = shapes if made.takes_several else shapes[0]
     made.build_on(input_shape, cpu, rng, "float64")
     made.needs_input_grad = True
@@ -713,7 +719,8 @@ def check_layer(layer: Layer, input_shape, *, batch: int = 3, training: bool = F
                                       f"{expected}")
     g = rng.normal(size=expected)
     given = made.backward(g.copy())
-    input_grads = [np.array(grad) for grad in (given if made.takes_several else [given])]
+    input_grads = [None if grad is None else np.array(grad)
+                   for grad in (given if made.takes_several else [given])]
     grads = [np.array(grad) for grad in made.grads]
 
     def loss() -> float:

@@ -485,9 +485,10 @@ def test_a_call_before_building_refuses_another_shape_than_declared_and_too_larg
     assert not huge.built
 
 
-def test_a_model_called_on_a_keras_input_names_the_missing_functional_api():
+def test_a_model_called_on_a_keras_input_says_a_model_is_no_layer_of_another():
     model = dnn.Sequential([Dense(2)])
-    with pytest.raises(UsageError, match=r"inputs are a keras.Input .*functional model"):
+    with pytest.raises(UsageError, match=r"sequential was called on input_layer.*: a model "
+                                         r"called on keras.Input .*is not supported"):
         model(Input((3,)))
 
 

@@ -12,6 +12,7 @@ import pytest
 import dnn as keras
 from dnn import layers
 from dnn.errors import CheckpointError, UsageError
+from dnn.layers.merging import Merge
 from dnn.testing import check_layer, numerical_gradient
 from dnn.utils import to_categorical
 
@@ -76,8 +77,7 @@ class GivesOneGradientForTwo(layers.Add):
 class AddsTwiceTheSecond(layers.Add):
     def backward(self, grad, logits=False):
         first, second = super().backward(grad)
-        second *= 2
-        return [first, second]
+        return [first, second * 2]
 
 
 @pytest.mark.parametrize("layer, message", [
@@ -231,7 +231,8 @@ def test_weights_saved_from_a_graph_load_into_it_and_a_merge_in_a_chain_is_refus
     again.load_weights(tmp_path / "graph.npz")
     for mine, theirs in zip(again.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_array_equal(mine, theirs)
-    with pytest.raises(UsageError, match="merges a list of at least two inputs"):
+    with pytest.raises(UsageError, match="merges a list of inputs: call it on a list of layer "
+                                         "outputs in a functional model"):
         keras.Sequential([layers.Dense(8, activation="tanh", input_shape=(6,)), layers.Add()])
 
 
@@ -247,7 +248,7 @@ def test_a_checkpoint_whose_graph_is_damaged_is_refused_naming_the_file(tmp_path
             ([[0], [1], [1, 2], [1], [3, 4]], "inbound must list the inputs of each of its 6"),
             ([[0], [0], [1, 2], [1], [3, 4], [5]], "weight 2 has shape"),
             ([[0], [1], [1, 2], [1], [3], [5]], "node 4 of the model's graph is taken by no"),
-            ([[0], [1], [1, 2], [3], [4], [5]], "merges a list of at least two inputs"),
+            ([[0], [1], [1, 2], [3], [4], [5]], "weight 6 has shape"),
             ([[0], [1, 0], [1, 2], [1], [3, 4], [5]], "takes one input, but the model's graph"),
             ("chain", "inbound must list")]:
         meta["model"]["inbound"] = inbound
@@ -259,16 +260,17 @@ def test_a_checkpoint_whose_graph_is_damaged_is_refused_naming_the_file(tmp_path
 
 @pytest.mark.parametrize("make, message", [
     (lambda x: layers.Add()([x, layers.Dense(3)(x)]),
-     r"merges inputs of one shape, not \(8,\), \(3,\)"),
+     r"merges inputs of one shape \(or of as many axes, where a size 1 stretches to the "
+     r"others'\), not \(8,\), \(3,\)"),
     (lambda x: layers.Subtract()([x, x, x]), "takes exactly 2 inputs, not 3"),
-    (lambda x: layers.Add()([x]), "merges a list of at least two inputs"),
-    (lambda x: layers.Add()(x), "merges a list of at least two inputs"),
+    (lambda x: layers.Add()([x, layers.Reshape((2, 4))(x)]), "merges inputs of one shape"),
+    (lambda x: layers.Add()(x), "merges a list of inputs: call it on a list"),
     (lambda x: layers.Concatenate(axis=0)([x, x]), "along axis 0"),
     (lambda x: layers.Concatenate()([x, layers.Reshape((2, 4))(x)]), "as many axes"),
     (lambda x: layers.Concatenate(axis="last"), "axis must be an integer"),
     (lambda x: layers.Dense(2)([x, x]), "called on a list of 2 inputs: a layer takes one"),
     (lambda x: layers.Add()([x, np.ones((1, 8))]), "mixing outputs of layer calls"),
-], ids=["shapes", "subtract-three", "one-input", "no-list", "batch-axis", "ranks", "axis-type",
+], ids=["shapes", "subtract-three", "ranks-differ", "no-list", "batch-axis", "ranks", "axis-type",
         "dense-on-two", "mixed"])
 def test_what_a_merge_cannot_take_is_one_clear_error(make, message):
     with pytest.raises(UsageError, match=message):
@@ -278,8 +280,9 @@ def test_what_a_merge_cannot_take_is_one_clear_error(make, message):
 @pytest.mark.parametrize("call, message", [
     (lambda: layers.Add()([np.ones((2, 3)), np.ones((2, 4))]), "merges inputs of one shape"),
     (lambda: layers.Add()([np.ones((2, 3)), np.ones((3, 3))]), "batches of as many rows"),
-    (lambda: layers.Add()(np.ones((2, 3))), "merges a list of at least two batches"),
-], ids=["shapes", "rows", "one-batch"])
+    (lambda: layers.Add()(np.ones((2, 3))), "merges a list of batches"),
+    (lambda: layers.Add()([]), "merges a list of batches"),
+], ids=["shapes", "rows", "one-batch", "none"])
 def test_a_merge_called_on_batches_it_cannot_take_is_one_clear_error(call, message):
     with pytest.raises(UsageError, match=message):
         call()
@@ -301,3 +304,142 @@ def test_a_shared_layer_is_refused():
     first = shared(inputs)
     with pytest.raises(UsageError, match="called twice in one model: shared layers"):
         layers.Add()([first, shared(first)])
+
+
+def keras_ordered_graphs():
+    """Three graphs and the order Keras 3.15 lists their layers in (``[layer.name for layer
+    in model.layers]``, run with Keras itself)."""
+    def residual():
+        i = keras.Input(shape=(6,), name="i")
+        x = layers.Dense(8, name="x")(i)
+        block = layers.Add(name="blk")([x, layers.Dense(8, name="r")(x)])
+        joined = layers.Concatenate(name="j")([block, layers.Dense(3, name="s")(x)])
+        return keras.Model(i, layers.Dense(4, name="o")(joined))
+
+    def crossed():
+        i = keras.Input(shape=(6,), name="i")
+        a, b = layers.Dense(5, name="a")(i), layers.Dense(5, name="b")(i)
+        d = layers.Dense(5, name="d")(layers.Dense(5, name="c")(a))
+        e = layers.Add(name="e")([b, d, a])
+        return keras.Model(i, layers.Multiply(name="g")([layers.Dense(5, name="f")(b), e]))
+
+    def shortcut_first():
+        i = keras.Input(shape=(6,), name="i")
+        a = layers.Dense(5, name="a")(i)
+        joined = layers.Concatenate(name="m")([layers.Dense(5, name="c")(i),
+                                               layers.Dense(5, name="b")(a), a])
+        return keras.Model(i, layers.Dense(2, name="o")(joined))
+
+    return [(residual, ["i", "x", "r", "blk", "s", "j", "o"]),
+            (crossed, ["i", "a", "c", "b", "d", "f", "e", "g"]),
+            (shortcut_first, ["i", "a", "c", "b", "m", "o"])]
+
+
+@pytest.mark.parametrize("make, names", keras_ordered_graphs(),
+                         ids=["residual", "crossed", "shortcut-first"])
+def test_a_graphs_layers_and_weights_come_in_kerass_order(make, names):
+    """The farthest from the output first, ties in the order a walk from the output meets
+    them: model.layers[i] and get_weights() line up with a Keras model's."""
+    model = make()
+    assert [layer.name for layer in model.layers] == names
+    model.build(6)
+    assert [weight.shape for weight in model.get_weights()] == [
+        weight.shape for layer in model.layers for weight in layer.get_weights()]
+
+
+def test_operators_on_layer_outputs_are_their_merge_layers():
+    inputs = keras.Input(shape=(4,))
+    x = layers.Dense(4)(inputs)
+    total = (x + inputs) - x * x
+    assert type(total.layer) is layers.Subtract
+    assert [type(item.layer) for item in total.inputs] == [layers.Add, layers.Multiply]
+    model = keras.Model(inputs, total, backend="cpu")
+    data = RNG.normal(size=(3, 4)).astype(np.float32)
+    kernel, bias = model.get_weights()
+    dense = data @ kernel + bias
+    np.testing.assert_allclose(model.predict(data, verbose=0), dense + data - dense * dense,
+                               rtol=1e-5)
+    for operation, message in [(lambda: x + 2, r"\+ of a layer output and int"),
+                               (lambda: np.ones(4) * 0 + x[0], "output is sliced"),
+                               (lambda: 3 * x, r"\* of a layer output and int")]:
+        with pytest.raises(UsageError, match=message):
+            operation()
+
+
+def test_a_merge_broadcasts_a_size_one_axis_as_keras_does(cpu):
+    """Squeeze-and-excitation's multiply([x, scale]), scale (1, 1, c): the output is
+    NumPy's broadcast product, and the scale's gradient its sum over the stretched axes."""
+    x, scale = RNG.normal(size=(2, 3, 3, 4)), RNG.normal(size=(2, 1, 1, 4))
+    np.testing.assert_allclose(layers.multiply([x, scale]), x * scale, rtol=1e-6)
+    np.testing.assert_allclose(layers.Add()([x, scale]), x + scale, rtol=1e-6)
+    check_layer(layers.Multiply(), [(3, 3, 4), (1, 1, 4)])
+    check_layer(layers.Subtract(), [(1, 3), (2, 1)])
+    check_layer(layers.Average(), [(2, 3), (2, 1), (1, 3)])
+
+
+def test_a_merge_of_one_input_passes_it_on_as_in_keras():
+    inputs = keras.Input(shape=(3,))
+    model = keras.Model(inputs, layers.Add()([layers.Dense(3)(inputs)]), backend="cpu")
+    data = RNG.normal(size=(2, 3)).astype(np.float32)
+    kernel, bias = model.get_weights()
+    np.testing.assert_allclose(model.predict(data, verbose=0), data @ kernel + bias, rtol=1e-6)
+
+
+class HandsOneArrayToEach(Merge):
+    """A sum of one's own that gives every input the one gradient array it is given, as a
+    plugin author may write it: the model must copy it before a layer overwrites it."""
+
+    def forward(self, inputs, logits=False, training=False):
+        return sum(inputs[1:], inputs[0].copy())
+
+    def backward(self, grad, logits=False):
+        return [grad] * len(self.input_shape) if self.needs_input_grad else None
+
+
+class ForgetsAnInput(HandsOneArrayToEach):
+    def backward(self, grad, logits=False):
+        return [grad]
+
+
+def test_a_merge_of_ones_own_handing_one_array_to_two_inputs_trains_right(cpu):
+    """Each tanh layer's backward overwrites the gradient it is given."""
+    inputs = keras.Input(shape=(5,))
+    joined = HandsOneArrayToEach()([layers.Dense(4, activation="tanh")(inputs),
+                                    layers.Dense(4, activation="tanh")(inputs)])
+    model = keras.Model(inputs, layers.Dense(3, activation="softmax")(joined), dtype="float64",
+                        seed=4, backend=cpu)
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    x, y = RNG.normal(size=(6, 5)), to_categorical(RNG.integers(0, 3, size=6), 3)
+    model.compute_gradients(x, y)
+    analytic = [grad.copy() for layer in model.stack for grad in layer.grads]
+    for param, grad in zip(model.params, analytic, strict=True):
+        np.testing.assert_allclose(grad, numerical_gradient(lambda: model.test_on_batch(x, y),
+                                                            param), rtol=1e-5, atol=1e-8)
+
+
+def test_a_merge_of_ones_own_giving_too_few_gradients_is_one_clear_error(cpu):
+    model = merged_model(ForgetsAnInput, cpu)
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    with pytest.raises(UsageError, match=r"forgets_an_input.*'s backward must return a list "
+                                         r"of one input gradient \(an array\) for each of its "
+                                         "3 inputs"):
+        model.fit(RNG.normal(size=(6, 5)), to_categorical(RNG.integers(0, 3, size=6), 3),
+                  verbose=0)
+
+
+def test_a_layer_called_in_two_branches_is_refused_as_shared():
+    inputs = keras.Input(shape=(4,))
+    shared = layers.Dense(4, name="shared_dense")
+    with pytest.raises(UsageError, match="shared_dense is called twice in one model: shared "
+                                         "layers are not supported"):
+        keras.Model(inputs, layers.Add()([shared(inputs), shared(inputs)]))
+    assert not shared.in_model
+
+
+def test_a_model_called_on_a_layer_output_says_a_model_is_no_layer_of_another():
+    inner = residual_model()
+    outputs = layers.Dense(6)(keras.Input(shape=(6,)))
+    with pytest.raises(UsageError, match="functional was called on dense.*: a model called on "
+                                         "keras.Input or on a layer's output, as a layer of "
+                                         "another model, is not supported"):
+        inner(outputs)

@@ -355,9 +355,9 @@ class Layer:
                                  f"{training}: dnn's models run every layer as fit, evaluate "
                                  "and predict ask (training=True in fit alone)")
             return call_on_symbolic(self, inputs)
-        if self.takes_several != several or (several and len(inputs) < 2):
+        if self.takes_several != several or (several and not inputs):
             if self.takes_several:
-                raise UsageError(f"{self.name} merges a list of at least two batches, "
+                raise UsageError(f"{self.name} merges a list of batches, "
                                  f"{type(self).__name__}()([x1, x2])")
             if any(np.ndim(item) >= 2 for item in inputs):
                 raise UsageError(f"{self.name} was called on a list of {len(inputs)} inputs: "

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import functools
 import numbers
+import reprlib
 
 from dnn.errors import UsageError
+from dnn.layers.core import Input
 
 
 class LayerGraph:
@@ -30,8 +32,8 @@ class LayerGraph:
                 if (not isinstance(source, numbers.Integral) or isinstance(source, bool)
                         or not 0 <= source <= index):
                     raise UsageError(f"layer {index + 1} of the model's graph takes node "
-                                     f"{source!r}: a layer takes the model's input (0) or the "
-                                     "output of a layer before it (1, 2, ...)")
+                                     f"{reprlib.repr(source)}: a layer takes the model's "
+                                     "input (0) or the output of a layer before it (1, 2, ...)")
                 uses[source] += 1
         unused = [node for node in range(len(self.inbound)) if uses[node] == 0]
         if unused:
@@ -42,8 +44,13 @@ class LayerGraph:
     @classmethod
     @functools.lru_cache(maxsize=64)
     def chain(cls, length: int) -> "LayerGraph":
-        """The graph of ``length`` layers, each taking the output of the one before."""
-        return cls([(index,) for index in range(length)])
+        """The graph of ``length`` layers, each taking the output of the one before (made
+        without the checks, which a chain passes, as a model grows by one layer at a
+        time)."""
+        graph = cls.__new__(cls)
+        graph.inbound = tuple((index,) for index in range(length))
+        graph.uses = (1,) * length + (0,)
+        return graph
 
     @property
     def is_chain(self) -> bool:
@@ -79,16 +86,14 @@ class LayerGraph:
             shapes.append(tuple(output_shape))
         return found
 
-    def weighted_before(self, layers: list) -> list:
-        """For each node, whether it is the output of a layer with weights or of a layer
-        after one: where a gradient must reach (node 0, the inputs', never)."""
-        weighted = [False]
-        for sources, layer in zip(self.inbound, layers):
-            weighted.append(any(weighted[s] for s in sources) or bool(layer.weights))
-        return weighted
-
     def get_config(self) -> list:
         return [list(sources) for sources in self.inbound]
+
+
+def computing(layers: list) -> list:
+    """The layers of a model that compute: all but an Input first, which only declares the
+    inputs."""
+    return list(layers[1:]) if layers and isinstance(layers[0], Input) else list(layers)
 
 
 def graph_of_config(config: dict, layers: list) -> LayerGraph:

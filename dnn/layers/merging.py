@@ -3,9 +3,12 @@ Concatenate, which join the outputs of several layers into one (a residual block
 ``Add()([x, y])``), and Keras' functions of them (``add([x, y])``, ``concatenate(...)``).
 
 A merge layer takes a list of batches, each ``(n, *shape)``: its ``forward`` is given the list
-and its ``backward`` returns one input gradient per input, in order, each in an array of its
-own (a layer before it may overwrite the gradient it is given).  Shapes are a sample's, as
-everywhere; ``input_shape`` is the list of its inputs' shapes.
+and its ``backward`` returns one input gradient per input, in order (the model copies an
+array it is given for two inputs before either's layer may overwrite it).  Shapes are a
+sample's, as everywhere; ``input_shape`` is the list of its inputs' shapes.  The elementwise
+merges take inputs of one shape, or of as many axes where a size 1 stretches to the others'
+(Keras' broadcasting: ``multiply([x, scale])`` with ``x`` ``(h, w, c)`` and ``scale``
+``(1, 1, c)``); each such input's gradient is summed over the axes it was stretched along.
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ from dnn.layers.base import Layer, check_keras_only
 
 
 class Merge(Layer):
-    """What the merge layers share: the inputs' checks and the buffers of the input
-    gradients.  A subclass gives ``merge_shape`` (the output's shape from the inputs', checked),
-    ``forward`` and ``backward``; ``exact_inputs`` is the number of inputs it takes where that
-    is fixed (Subtract's two)."""
+    """What the merge layers share: the inputs' checks, their broadcast shape and the
+    reduction of a gradient to each input's shape.  A subclass gives ``forward`` and
+    ``backward`` (and ``merge_shape`` where its output is not the elementwise one);
+    ``exact_inputs`` is the number of inputs it takes where that is fixed (Subtract's two)."""
 
     takes_several = True
     exact_inputs = None
@@ -28,14 +31,13 @@ class Merge(Layer):
     def __init__(self, name=None, trainable=True, **keras_only):
         check_keras_only(type(self).__name__, keras_only)
         super().__init__(name, trainable=trainable)
-        self._inputs = None
 
     def compute_output_shape(self, input_shape):
         shapes = _shapes(input_shape)
         kind = type(self).__name__
-        if shapes is None or len(shapes) < 2:
-            raise UsageError(f"{self.name} ({kind}) merges a list of at least two inputs: call "
-                             f"it on one, {kind}()([x, y]), in a functional model (keras.Model"
+        if not shapes:
+            raise UsageError(f"{self.name} ({kind}) merges a list of inputs: call it on a "
+                             f"list, {kind}()([x, y]), in a functional model (keras.Model"
                              f"(inputs, outputs)); in a Sequential each layer takes one input")
         if self.exact_inputs is not None and len(shapes) != self.exact_inputs:
             raise UsageError(f"{self.name} ({kind}) takes exactly {self.exact_inputs} inputs, "
@@ -43,17 +45,32 @@ class Merge(Layer):
         return self.merge_shape(shapes)
 
     def merge_shape(self, shapes: list) -> tuple:
-        """The output's sample shape from the inputs' (an elementwise merge: all alike)."""
-        if any(shape != shapes[0] for shape in shapes):
-            raise UsageError(f"{self.name} ({type(self).__name__}) merges inputs of one shape, "
+        """The output's sample shape from the inputs' (elementwise: their broadcast shape)."""
+        if any(len(shape) != len(shapes[0]) for shape in shapes) or any(
+                len(set(sizes) - {1}) > 1 for sizes in zip(*shapes)):
+            raise UsageError(f"{self.name} ({type(self).__name__}) merges inputs of one shape "
+                             "(or of as many axes, where a size 1 stretches to the others'), "
                              f"not {', '.join(map(str, shapes))}")
-        return shapes[0]
+        return tuple(max(sizes) for sizes in zip(*shapes))
 
-    def _input_grads(self, grad) -> list:
-        """One array per input for its gradient, of ``grad``'s shape and dtype (the first is
-        ``grad`` itself, which this layer may overwrite)."""
-        return [grad, *(self._buffers(f"grad_{index}", grad.shape, grad.dtype)
-                        for index in range(1, len(self.input_shape)))]
+    def _output(self, inputs):
+        """The layer's output buffer for ``inputs``' rows, holding the first input."""
+        out = self._buffers("output", (inputs[0].shape[0], *self.output_shape), inputs[0].dtype)
+        out[...] = inputs[0]
+        return out
+
+    def _for_input(self, index: int, grad):
+        """``grad`` (of the output's shape) summed to input ``index``'s shape over the axes it
+        was stretched along, in a buffer of the layer's; ``grad`` itself where it has that
+        shape."""
+        shape = tuple(self.input_shape[index])
+        if shape == tuple(self.output_shape):
+            return grad
+        axes = tuple(axis + 1 for axis, (size, out) in
+                     enumerate(zip(shape, self.output_shape)) if size != out)
+        into = self._buffers(f"grad_{index}", (grad.shape[0], *shape), grad.dtype)
+        into[...] = self.xp.sum(grad, axis=axes, keepdims=True)
+        return into
 
     def get_config(self) -> dict:
         return self._config()
@@ -71,11 +88,10 @@ def _shapes(input_shape) -> list | None:
 
 
 class Add(Merge):
-    """Keras' ``Add()([x1, x2, ...])``: their elementwise sum (inputs of one shape)."""
+    """Keras' ``Add()([x1, x2, ...])``: their elementwise sum."""
 
     def forward(self, inputs, logits=False, training=False):
-        out = self._buffers("output", inputs[0].shape, inputs[0].dtype)
-        out[...] = inputs[0]
+        out = self._output(inputs)
         for x in inputs[1:]:
             out += x
         return out
@@ -83,40 +99,39 @@ class Add(Merge):
     def backward(self, grad, logits=False):
         if not self.needs_input_grad:
             return None
-        grads = self._input_grads(grad)
-        for copy in grads[1:]:
-            copy[...] = grad
-        return grads
+        return [self._for_input(index, grad) for index in range(len(self.input_shape))]
 
 
 class Subtract(Merge):
-    """Keras' ``Subtract()([x1, x2])``: ``x1 - x2`` (two inputs of one shape)."""
+    """Keras' ``Subtract()([x1, x2])``: ``x1 - x2``."""
 
     exact_inputs = 2
 
     def forward(self, inputs, logits=False, training=False):
-        out = self._buffers("output", inputs[0].shape, inputs[0].dtype)
-        out[...] = inputs[0]
+        out = self._output(inputs)
         out -= inputs[1]
         return out
 
     def backward(self, grad, logits=False):
         if not self.needs_input_grad:
             return None
-        grads = self._input_grads(grad)
-        grads[1][...] = grad
-        grads[1] *= -1.0
-        return grads
+        negative = self._buffers("negative_grad", grad.shape, grad.dtype)
+        negative[...] = grad
+        negative *= -1.0
+        return [self._for_input(0, grad), self._for_input(1, negative)]
 
 
 class Multiply(Merge):
-    """Keras' ``Multiply()([x1, x2, ...])``: their elementwise product (inputs of one
-    shape); each input's gradient is the output gradient times the other inputs."""
+    """Keras' ``Multiply()([x1, x2, ...])``: their elementwise product; each input's gradient
+    is the output gradient times the other inputs."""
+
+    def __init__(self, name=None, trainable=True, **keras_only):
+        super().__init__(name, trainable, **keras_only)
+        self._inputs = None
 
     def forward(self, inputs, logits=False, training=False):
         self._inputs = list(inputs)
-        out = self._buffers("output", inputs[0].shape, inputs[0].dtype)
-        out[...] = inputs[0]
+        out = self._output(inputs)
         for x in inputs[1:]:
             out *= x
         return out
@@ -124,23 +139,22 @@ class Multiply(Merge):
     def backward(self, grad, logits=False):
         if not self.needs_input_grad:
             return None
-        inputs = self._inputs
-        grads = [self._buffers(f"grad_{index}", grad.shape, grad.dtype)
-                 for index in range(len(inputs))]
-        for index, into in enumerate(grads):
-            into[...] = grad
-            for other, x in enumerate(inputs):
+        grads = []
+        for index in range(len(self._inputs)):
+            product = self._buffers(f"product_{index}", grad.shape, grad.dtype)
+            product[...] = grad
+            for other, x in enumerate(self._inputs):
                 if other != index:
-                    into *= x
+                    product *= x
+            grads.append(self._for_input(index, product))
         return grads
 
 
 class Average(Merge):
-    """Keras' ``Average()([x1, x2, ...])``: their elementwise mean (inputs of one shape)."""
+    """Keras' ``Average()([x1, x2, ...])``: their elementwise mean."""
 
     def forward(self, inputs, logits=False, training=False):
-        out = self._buffers("output", inputs[0].shape, inputs[0].dtype)
-        out[...] = inputs[0]
+        out = self._output(inputs)
         for x in inputs[1:]:
             out += x
         out /= float(len(inputs))
@@ -150,10 +164,7 @@ class Average(Merge):
         if not self.needs_input_grad:
             return None
         grad /= float(len(self.input_shape))
-        grads = self._input_grads(grad)
-        for copy in grads[1:]:
-            copy[...] = grad
-        return grads
+        return [self._for_input(index, grad) for index in range(len(self.input_shape))]
 
 
 class Concatenate(Merge):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dnn.callbacks.arguments import check_flag
 from dnn.errors import UsageError
-from dnn.layers import Input, Layer
+from dnn.layers import Input, Layer, merging
 from dnn.layers.graph import LayerGraph
 from dnn.models.sequential import Sequential
 
@@ -49,6 +49,41 @@ class SymbolicTensor:
     def __repr__(self) -> str:
         return f"<SymbolicTensor shape={self.shape}, name={self.name}>"
 
+    # Keras' ``x + y``, ``x - y`` and ``x * y`` of two layer outputs: their merge layer.
+    def __add__(self, other):
+        return _merged("Add", "+", self, other)
+
+    def __radd__(self, other):
+        return _merged("Add", "+", other, self)
+
+    def __sub__(self, other):
+        return _merged("Subtract", "-", self, other)
+
+    def __rsub__(self, other):
+        return _merged("Subtract", "-", other, self)
+
+    def __mul__(self, other):
+        return _merged("Multiply", "*", self, other)
+
+    def __rmul__(self, other):
+        return _merged("Multiply", "*", other, self)
+
+    def __getitem__(self, index):
+        raise UsageError(f"{self.name}'s output is sliced: dnn's functional models have no "
+                         "operations on layer outputs but layers (Reshape, Concatenate, "
+                         "...)")
+
+
+def _merged(kind: str, operator: str, left, right) -> "SymbolicTensor":
+    """``left operator right`` of layer outputs (or a keras.Input): a new merge layer of
+    ``kind`` called on both; UsageError where one of them is data."""
+    if not (is_symbolic(left) and is_symbolic(right)):
+        data = right if is_symbolic(left) else left
+        raise UsageError(f"{operator} of a layer output and {type(data).__name__}: dnn's "
+                         f"functional models join layer outputs alone, with layers.{kind}; "
+                         "scale or shift one with a layer of its own")
+    return getattr(merging, kind)()([left, right])
+
 
 def no_values(symbolic: SymbolicTensor) -> str:
     """The error of ``symbolic`` used as data."""
@@ -67,6 +102,16 @@ def _sample_shape(value) -> tuple:
             else value.sample_shape)
 
 
+def _inputs_of(call) -> tuple:
+    """What a layer call (a SymbolicTensor) took; nothing for a keras.Input."""
+    return call.inputs if isinstance(call, SymbolicTensor) else ()
+
+
+def _layer_of(call) -> Layer:
+    """The layer of a layer call (a SymbolicTensor), or the keras.Input itself."""
+    return call.layer if isinstance(call, SymbolicTensor) else call
+
+
 def _calls(value):
     """Every layer call that ``value`` (a keras.Input or a SymbolicTensor) comes from, itself
     included, each once: an iterator of keras.Inputs and SymbolicTensors."""
@@ -76,8 +121,7 @@ def _calls(value):
         if id(value) not in seen:
             seen.add(id(value))
             yield value
-            if isinstance(value, SymbolicTensor):
-                pending.extend(value.inputs)
+            pending.extend(_inputs_of(value))
 
 
 def call_on_symbolic(layer: Layer, inputs) -> SymbolicTensor:
@@ -91,7 +135,7 @@ def call_on_symbolic(layer: Layer, inputs) -> SymbolicTensor:
     if not all(is_symbolic(item) for item in taken):
         raise UsageError(f"{layer.name} was called on a list mixing outputs of layer calls "
                          "(or keras.Input) with data: give it layer outputs alone")
-    if any(getattr(call, "layer", call) is layer for item in taken for call in _calls(item)):
+    if any(_layer_of(call) is layer for item in taken for call in _calls(item)):
         raise UsageError(f"{layer.name} is called twice in one model: shared layers are not "
                          "supported (make a new layer for each place)")
     if layer.in_model:
@@ -139,26 +183,58 @@ def graph_layers(inputs, outputs) -> tuple[list, LayerGraph]:
                          f"inputs {inputs.name}: {ONE_INPUT_ONE_OUTPUT}")
     if not any(call is inputs for call in _calls(outputs)):
         raise UsageError(f"Model's outputs do not come from its inputs {inputs.name}")
-    node = {id(inputs): 0}
-    made, inbound, pending = [inputs], [], [outputs]
-    while pending:  # each call after the calls it takes (depth first, the inputs in order)
+    calls = _in_kerass_order(outputs)
+    seen = set()
+    for call in calls:
+        layer = _layer_of(call)
+        if id(layer) in seen:
+            raise UsageError(f"{layer.name} is called twice in one model: shared layers are "
+                             "not supported (make a new layer for each place)")
+        seen.add(id(layer))
+        if layer.in_model:
+            raise UsageError(f"{layer.name} is already in a model: dnn's models share no "
+                             "layers or inputs; call new layers on a new keras.Input")
+    node = {id(call): index for index, call in enumerate(calls)}
+    inbound = [[node[id(item)] for item in call.inputs] for call in calls[1:]]
+    return [inputs, *(call.layer for call in calls[1:])], LayerGraph(inbound)
+
+
+def _in_kerass_order(outputs: SymbolicTensor) -> list:
+    """The keras.Input and the layer calls that ``outputs`` comes from, in the order Keras 3
+    lists a functional model's layers (``keras.src.ops.function.map_graph``): the farthest
+    from the output first (by the longest path), calls as far from it in the order a depth
+    first walk from the output meets them (the inputs in order); each call comes after
+    those it takes."""
+    walk, pending = {}, [outputs]  # id -> (when the walk met it, the call)
+    while pending:
+        call = pending.pop()
+        if id(call) not in walk:
+            walk[id(call)] = (len(walk), call)
+            pending.extend(reversed(_inputs_of(call)))
+    depth = {id(outputs): 0}
+    for call in reversed(_inputs_first(outputs)):  # each after every call that takes it
+        for item in _inputs_of(call):
+            depth[id(item)] = max(depth.get(id(item), 0), depth[id(call)] + 1)
+    return [call for _, call in sorted(walk.values(),
+                                       key=lambda met: (-depth[id(met[1])], met[0]))]
+
+
+def _inputs_first(outputs: SymbolicTensor) -> list:
+    """The calls ``outputs`` comes from, each after the calls it takes."""
+    done, order, pending = set(), [], [outputs]
+    while pending:
         call = pending[-1]
-        if id(call) in node:
+        if id(call) in done:
             pending.pop()
             continue
-        missing = [item for item in call.inputs if id(item) not in node]
+        missing = [item for item in _inputs_of(call) if id(item) not in done]
         if missing:
             pending.extend(reversed(missing))
             continue
         pending.pop()
-        node[id(call)] = len(made)
-        made.append(call.layer)
-        inbound.append([node[id(item)] for item in call.inputs])
-    for layer in made:
-        if layer.in_model:
-            raise UsageError(f"{layer.name} is already in a model: dnn's models share no "
-                             "layers or inputs; call new layers on a new keras.Input")
-    return made, LayerGraph(inbound)
+        done.add(id(call))
+        order.append(call)
+    return order
 
 
 class _EverySequentialIsAModel(type):
@@ -186,6 +262,7 @@ class Model(Sequential, metaclass=_EverySequentialIsAModel):
     subclassing API: its own ``call``, ``train_step``, ...) is not supported."""
 
     json_class_name = "Functional"
+    _functional = True
 
     def __init__(self, inputs=None, outputs=None, name=None, *, trainable=True,
                  dtype="float32", seed=None, backend=None):

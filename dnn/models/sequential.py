@@ -19,7 +19,7 @@ from dnn import backends, layers as layers_module
 from dnn.buffers import Buffers
 from dnn.callbacks.arguments import check_flag
 from dnn.errors import ArgumentTypeError, OutOfMemoryError, UsageError
-from dnn.layers.graph import LayerGraph, graph_of_config
+from dnn.layers.graph import LayerGraph, computing, graph_of_config
 from dnn.saving import checkpoint
 from dnn.saving.registry import custom_object_scope
 from dnn.trainers.data import device_inputs
@@ -105,6 +105,7 @@ class Sequential(Trainer):
     """
 
     _graph = None  # the LayerGraph of a functional model's layers that make no chain
+    _functional = False  # whether a layer may take several outputs (a merge layer)
 
     def __init__(self, layers=(), *, dtype="float32", seed=None, backend=None, name=None):
         _refuse_keras_overrides(type(self))
@@ -142,9 +143,7 @@ class Sequential(Trainer):
     def stack(self) -> list:
         """The layers that compute, in order: an ``Input`` first only declares the inputs and
         is none of them."""
-        if self._layers and isinstance(self._layers[0], layers_module.Input):
-            return self._layers[1:]
-        return list(self._layers)
+        return computing(self._layers)
 
     @property
     def graph(self) -> LayerGraph:
@@ -185,6 +184,11 @@ class Sequential(Trainer):
         if any(other.name == layer.name for other in self._layers):
             raise UsageError(f"the model already has a layer named {layer.name!r}: layer names "
                              "must be unique")
+        if layer.takes_several and not self._functional:
+            raise UsageError(f"{layer.name} ({type(layer).__name__}) merges a list of inputs: "
+                             "call it on a list of layer outputs in a functional model "
+                             "(keras.Model(inputs, outputs)); in a Sequential each layer "
+                             "takes one input")
         if isinstance(layer, layers_module.Input) and self._layers:
             raise UsageError(f"an Input declares the model's inputs: it goes first, not after "
                              f"{self._layers[-1].name}")
@@ -276,18 +280,18 @@ class Sequential(Trainer):
         if self.backend is None:
             self.backend = backends.current_backend()
         self.sample_shape = input_shape
+        if len(self.stack) < len(self._layers):  # an Input: it passes the samples on
+            self._layers[0].build_on(input_shape, self.backend, self.rng, self.dtype)
         self._build_layers(0)
         self._buffers = Buffers(self.backend)  # and the model is built
         if self.compiled:
             self._build_training_state()
 
     def _build_layers(self, first: int) -> None:
-        """Build the layers of :attr:`stack` from index ``first`` on (an Input first too),
-        each on the outputs :attr:`graph` gives it."""
+        """Build the layers of :attr:`stack` from index ``first`` on, each on the outputs
+        :attr:`graph` gives it."""
         graph, stack = self.graph, self.stack
         has_input = len(stack) < len(self._layers)
-        if first == 0 and has_input:  # the Input: it passes the samples on
-            self._layers[0].build_on(self.sample_shape, self.backend, self.rng, self.dtype)
         shapes = [self.sample_shape, *(layer.output_shape for layer in stack[:first])]
         try:
             for index in range(first, len(stack)):
@@ -315,10 +319,14 @@ class Sequential(Trainer):
                                        "than this machine gives") from None
             raise OutOfMemoryError(f"the weights of a {sizes} model need {size:,} bytes: more "
                                    "memory than this machine gives") from None
-        # A layer's input gradient is needed only where a layer before it has weights.
-        weighted = graph.weighted_before(stack)
-        for layer, sources in zip(stack, graph.inbound):
-            layer.needs_input_grad = any(weighted[source] for source in sources)
+        # A layer's input gradient is needed only where a layer before it has weights: where
+        # a layer it takes has weights or needs its own input gradient (the model's inputs,
+        # node 0, need none).
+        for index in range(first, len(stack)):
+            stack[index].needs_input_grad = any(
+                source > 0 and (stack[source - 1].needs_input_grad
+                                or bool(stack[source - 1].weights))
+                for source in graph.inbound[index])
 
     @property
     def params(self) -> list:
@@ -379,6 +387,12 @@ class Sequential(Trainer):
         runs the layers as ``fit`` does, on ``x`` as one batch (Keras' ``model(x,
         training=True)``): Dropout drops units and BatchNormalization normalizes with the
         batch's statistics and moves its own."""
+        from dnn.models.functional import is_symbolic  # a subclass of this module's
+
+        if is_symbolic(x):
+            raise UsageError(f"{self.name} was called on {x.name}: a model called on "
+                             "keras.Input or on a layer's output, as a layer of another model, "
+                             "is not supported; call its layers on it instead")
         if not training:
             return self.predict(x, verbose=0)
         inputs = device_inputs(self, x)
@@ -467,8 +481,7 @@ class Sequential(Trainer):
         (by the layer's id; Keras' "Connected to"), else none."""
         if self._graph is None:
             return {}
-        names = [self._layers[0].name if len(self.stack) < len(self._layers) else "inputs",
-                 *(layer.name for layer in self.stack)]
+        names = [layer.name for layer in self._layers]  # an Input first: node 0
         return {id(layer): ", ".join(names[source] for source in sources)
                 for layer, sources in zip(self.stack, self._graph.inbound)}
 
@@ -501,8 +514,7 @@ class Sequential(Trainer):
         if config.get("functional"):
             from dnn.models.functional import Model  # a subclass of this one
 
-            computing = made[1:] if made and isinstance(made[0], layers_module.Input) else made
-            return Model.of_graph(made, graph_of_config(config, computing), **options)
+            return Model.of_graph(made, graph_of_config(config, computing(made)), **options)
         return cls(made, **options)
 
     def to_json(self, **kwargs) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 from dnn import backends, layers, losses, metrics, optimizers, plugins
 from dnn.errors import (ArgumentTypeError, CheckpointError, DivergenceError, UnknownLayerError,
                         UsageError)
-from dnn.layers.graph import graph_of_config
+from dnn.layers.graph import computing, graph_of_config
 from dnn.saving.fileio import atomic_write, write_errors_named
 from dnn.saving.npz_reader import NpzReader
 from dnn.utils import check_seed, element_count, is_int_at_least, user_stacklevel
@@ -178,9 +178,9 @@ def load(path, model_class, backend=None, seed=None, *, with_optimizer=True, com
         with _damage_reported(path):
             config = meta["model"]
             made = _layers_of(config)
-            computing = [layer for layer in made if not isinstance(layer, layers.Input)]
-            graph = graph_of_config(config, computing)
-            weights = _read_weights(archive, lambda shape: graph.weight_shapes(computing, shape),
+            stack = computing(made)
+            graph = graph_of_config(config, stack)
+            weights = _read_weights(archive, lambda shape: graph.weight_shapes(stack, shape),
                                     _input_shape(path, meta, made),
                                     describe(_architecture(config, made)))
             model = model_class.of_saved_layers(made, config, backend=backend, seed=seed)
@@ -220,13 +220,15 @@ def load_into(model, path) -> None:
         meta = _meta(archive)
         path = archive.path
         with _damage_reported(path):
-            saved = _architecture(meta["model"], _layers_of(meta["model"]))
+            made = _layers_of(meta["model"])
+            saved = _architecture(meta["model"], made)
             ours = model.get_config()
             _check_same_layers(path, saved["layers"], ours["layers"])
-            if meta["model"].get("inbound") != ours.get("inbound"):
+            joined = graph_of_config(meta["model"], computing(made))
+            if joined.inbound != model.graph.inbound:
                 raise CheckpointError(f"{path} holds another model: its layers are joined as "
-                                      f"{_joined(meta['model'])}, this model's as "
-                                      f"{_joined(ours)}")
+                                      f"{_joined(joined)}, this model's as "
+                                      f"{_joined(model.graph)}")
             declared = model.sample_shape or _input_shape(path, meta, model._layers)
             weights = _read_weights(archive, model.param_shapes, declared, describe(ours))
             spec = meta["optimizer"]
@@ -256,10 +258,9 @@ def _check_same_layers(path, saved: list, ours: list) -> None:
                               f"this model has {len(theirs)}")
 
 
-def _joined(config: dict) -> str:
-    """How a model config's layers take each other's outputs, in words."""
-    inbound = config.get("inbound")
-    return "a chain" if inbound is None else f"the graph {inbound}"
+def _joined(graph) -> str:
+    """How a model's layers take each other's outputs, in words."""
+    return "a chain" if graph.is_chain else f"the graph {graph.get_config()}"
 
 
 class _damage_reported:

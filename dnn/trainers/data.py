@@ -39,9 +39,8 @@ def host_array(array, what: str, backend=None) -> np.ndarray:
     if isinstance(array, (Layer, Trainer)):
         kind = "keras.Input" if type(array).__name__ == "Input" else type(array).__name__
         raise UsageError(f"{what} are a {kind} ({array.name}), not data: a model called on "
-                         "keras.Input(...), as a layer of another, is not supported (dnn's "
-                         "functional models are chains of layers); call layers on it, then "
-                         "keras.Model(inputs, outputs)")
+                         "keras.Input(...), as a layer of another, is not supported; call "
+                         "layers on it, then keras.Model(inputs, outputs)")
     if isinstance(array, SymbolicTensor):
         raise UsageError(f"{what}: {no_values(array)}")
     refuse_dict(array, what)

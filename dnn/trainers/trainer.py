@@ -17,6 +17,7 @@ callback looks at a batch's logs).
 from __future__ import annotations
 
 import math
+import reprlib
 import sys
 import time
 
@@ -222,8 +223,10 @@ class Trainer:
     def _backward(self, grad) -> None:
         """Each layer's ``backward``, the last first, from the loss gradient ``grad`` of the
         last layer's output: a layer's output taken by several layers (or twice) gets the
-        sum of their input gradients, in the model's buffer of that output; a layer whose
-        output needs no gradient (no weights before it) is given none."""
+        sum of their input gradients, in the model's buffer of that output, as does an
+        output given an array that a merge layer returned for another input too (the layer
+        before may overwrite what it is given); a layer whose output needs no gradient (no
+        weights before it) is given none."""
         graph, last = self.graph, len(self.stack) - 1
         grads = [None] * last + [None, grad]  # of each node; node 0, the inputs', never
         for index in range(last, -1, -1):
@@ -235,11 +238,19 @@ class Trainer:
             if given is None:  # the layers before have no weights (needs_input_grad)
                 continue
             sources = graph.inbound[index]
-            for source, source_grad in zip(sources, given if layer.takes_several else [given]):
+            given = given if layer.takes_several else [given]
+            if (not isinstance(given, (list, tuple)) or len(given) != len(sources)
+                    or any(grad is None for grad in given)):
+                raise UsageError(f"{layer.name}'s backward must return a list of one input "
+                                 f"gradient (an array) for each of its {len(sources)} inputs, "
+                                 f"not {reprlib.repr(given)}")
+            handed_on = set()
+            for source, source_grad in zip(sources, given):
                 if source == 0:
                     continue
-                if graph.uses[source] == 1:
+                if graph.uses[source] == 1 and id(source_grad) not in handed_on:
                     grads[source] = source_grad
+                    handed_on.add(id(source_grad))
                 elif grads[source] is None:
                     total = self._buffers(f"gradient of node {source}", source_grad.shape,
                                           source_grad.dtype)
