@@ -655,3 +655,21 @@ def test_dnn_train_tensorboard_writes_the_runs_epochs(tmp_path, install_fake_plu
     assert "keras" in tags
     test = EventAccumulator(str(logs / "test"), size_guidance={"tensors": 0}).Reload()
     assert [event.step for event in test.Tensors("epoch_accuracy")] == [0, 1]
+
+
+def test_the_graph_of_a_model_whose_layers_join_again_is_drawn_as_it_computes(tmp_path):
+    """TensorBoard's own reader of Keras models (the graph dashboard's) gives each layer the
+    layers it takes."""
+    from tensorboard.plugins.graph.keras_util import keras_model_to_graph_def
+    from tests.test_merging import residual_model, toy_data
+
+    model = residual_model("cpu")
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    model.fit(*toy_data(), epochs=1, verbose=0, callbacks=[TensorBoard(tmp_path)])
+    (_, value), = keras_summaries(tmp_path / "train")
+    drawn = keras_model_to_graph_def(json.loads(value.tensor.string_val[0]))
+    inputs = {node.name: list(node.input) for node in drawn.node}
+    names = [f"{model.name}/{layer.name}" for layer in model.layers]  # scoped by the model
+    assert inputs == {names[0]: [], **{
+        name: [names[source] for source in sources]
+        for name, sources in zip(names[1:], model.graph.inbound)}}

@@ -80,7 +80,8 @@ def _keras_layout(model) -> dict:
     """``model.get_config()`` laid out as Keras' ``to_json`` lays out a Sequential's, which
     TensorBoard's graph dashboard draws: ``{"class_name": "Sequential", "config": {"name",
     "layers": [{"class_name", "config": {"name", ...}}, ...]}}``, an Input as Keras'
-    ``InputLayer`` with its ``batch_shape``."""
+    ``InputLayer`` with its ``batch_shape``; a model whose layers make a graph as Keras 3
+    lays out a Functional one, each layer with the ``inbound_nodes`` it takes."""
     config = model.get_config()
     layers = []
     for layer, layer_config in zip(model._layers, config["layers"]):
@@ -91,7 +92,17 @@ def _keras_layout(model) -> dict:
             layers.append({"class_name": "InputLayer", "config": arguments})
         else:
             layers.append({"class_name": layer_config["class"], "config": arguments})
-    return {"class_name": "Sequential", "config": {"name": model.name, "layers": layers}}
+    if model.graph.is_chain:
+        return {"class_name": "Sequential", "config": {"name": model.name, "layers": layers}}
+    names = [layer.name for layer in model._layers]  # its Input first: node 0
+    for layout, layer, sources in zip(layers[1:], model.stack, model.graph.inbound):
+        taken = [{"class_name": "__keras_tensor__",
+                  "config": {"keras_history": [names[source], 0, 0]}} for source in sources]
+        layout["inbound_nodes"] = [{"args": [taken if layer.takes_several else taken[0]],
+                                    "kwargs": {}}]
+    return {"class_name": "Functional",
+            "config": {"name": model.name, "layers": layers,
+                       "input_layers": [names[0], 0, 0], "output_layers": [names[-1], 0, 0]}}
 
 
 def _sync(file) -> None:
