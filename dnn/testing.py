@@ -33,6 +33,7 @@ margin (tests/test_equivalence.py runs both).
 from __future__ import annotations
 
 import inspect
+import reprlib
 import warnings
 from dataclasses import dataclass
 
@@ -719,6 +720,10 @@ def check_layer(layer: Layer, input_shape, *, batch: int = 3, training: bool = F
                                       f"{expected}")
     g = rng.normal(size=expected)
     given = made.backward(g.copy())
+    if made.takes_several:
+        assert isinstance(given, (list, tuple)), (
+            f"backward returns {reprlib.repr(given)}, not a list of one input gradient per "
+            "input")
     input_grads = [None if grad is None else np.array(grad)
                    for grad in (given if made.takes_several else [given])]
     grads = [np.array(grad) for grad in made.grads]

@@ -151,7 +151,7 @@ def test_one_branch_of_a_graph_is_a_chain_but_its_other_branch_then_has_a_layer_
 
 
 @pytest.mark.parametrize("build, message", [
-    (lambda inputs, dense: dense(dense(inputs)),
+    (lambda inputs, dense: keras.Model(inputs, dense(dense(inputs))),
      "dense.* is called twice in one model: shared layers are not supported"),
     (lambda inputs, dense: layers.Dense(2, input_shape=(5,))(inputs),
      r"declared for samples of shape \(5,\), but input_layer.* gives \(12,\)"),

@@ -5,6 +5,7 @@ on cpu, saving, and one clear line for what dnn does not take."""
 
 import json
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from dnn import layers
 from dnn.errors import CheckpointError, UsageError
 from dnn.layers.merging import Merge
 from dnn.testing import check_layer, numerical_gradient
+from dnn.trainers.step import GraphFallbackWarning
 from dnn.utils import to_categorical
 
 RNG = np.random.default_rng(7)
@@ -33,6 +35,17 @@ def residual_model(backend=None, dtype="float32", seed=0):
 def toy_data(rows=50, features=6, classes=4):
     x = RNG.normal(size=(rows, features)).astype(np.float32)
     return x, to_categorical(RNG.integers(0, classes, size=rows), classes)
+
+
+def residual_run(backend, x, y) -> tuple:
+    """``(history, weights)`` of :func:`residual_model` trained on ``backend`` with Adam for
+    three epochs of batches of 32, a captured step's fallback to the eager one an error."""
+    model = residual_model(backend)
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GraphFallbackWarning)
+        history = model.fit(x, y, batch_size=32, epochs=3, verbose=0)
+    return history.history, model.get_weights()
 
 
 # -- the layers ------------------------------------------------------------------------------
@@ -260,10 +273,10 @@ def test_a_checkpoint_whose_graph_is_damaged_is_refused_naming_the_file(tmp_path
 
 @pytest.mark.parametrize("make, message", [
     (lambda x: layers.Add()([x, layers.Dense(3)(x)]),
-     r"merges inputs of one shape \(or of as many axes, where a size 1 stretches to the "
-     r"others'\), not \(8,\), \(3,\)"),
+     r"merges inputs of one shape, or of shapes that broadcast \(lined up from the last "
+     r"axis, a size 1 stretched to the others'\), not \(8,\), \(3,\)"),
     (lambda x: layers.Subtract()([x, x, x]), "takes exactly 2 inputs, not 3"),
-    (lambda x: layers.Add()([x, layers.Reshape((2, 4))(x)]), "merges inputs of one shape"),
+    (lambda x: layers.Add()([x, layers.Reshape((4, 2))(x)]), "merges inputs of one shape"),
     (lambda x: layers.Add()(x), "merges a list of inputs: call it on a list"),
     (lambda x: layers.Concatenate(axis=0)([x, x]), "along axis 0"),
     (lambda x: layers.Concatenate()([x, layers.Reshape((2, 4))(x)]), "as many axes"),
@@ -298,12 +311,12 @@ def test_a_graph_has_no_last_place_to_add_or_pop_a_layer():
     assert len(model.layers) == 7
 
 
-def test_a_shared_layer_is_refused():
+def test_a_shared_layer_is_refused_when_the_model_is_made():
     inputs = keras.Input(shape=(4,))
     shared = layers.Dense(4)
     first = shared(inputs)
     with pytest.raises(UsageError, match="called twice in one model: shared layers"):
-        layers.Add()([first, shared(first)])
+        keras.Model(inputs, layers.Add()([first, shared(first)]))
 
 
 def keras_ordered_graphs():
@@ -366,15 +379,20 @@ def test_operators_on_layer_outputs_are_their_merge_layers():
             operation()
 
 
-def test_a_merge_broadcasts_a_size_one_axis_as_keras_does(cpu):
-    """Squeeze-and-excitation's multiply([x, scale]), scale (1, 1, c): the output is
-    NumPy's broadcast product, and the scale's gradient its sum over the stretched axes."""
+def test_a_merge_broadcasts_as_keras_does(cpu):
+    """Squeeze-and-excitation's multiply([x, scale]), scale (1, 1, c) or (c,): the output is
+    NumPy's broadcast product (the shapes lined up from the last axis), and the scale's
+    gradient its sum over the stretched axes."""
     x, scale = RNG.normal(size=(2, 3, 3, 4)), RNG.normal(size=(2, 1, 1, 4))
     np.testing.assert_allclose(layers.multiply([x, scale]), x * scale, rtol=1e-6)
     np.testing.assert_allclose(layers.Add()([x, scale]), x + scale, rtol=1e-6)
+    np.testing.assert_allclose(layers.multiply([x, scale[:, 0, 0]]), x * scale, rtol=1e-6)
+    assert layers.Add().compute_output_shape([(2, 3), (4, 1, 3)]) == (4, 2, 3)  # as Keras'
+    assert layers.Add().compute_output_shape([(0,), (1,)]) == (0,)
     check_layer(layers.Multiply(), [(3, 3, 4), (1, 1, 4)])
+    check_layer(layers.Multiply(), [(3, 3, 4), (4,)])
     check_layer(layers.Subtract(), [(1, 3), (2, 1)])
-    check_layer(layers.Average(), [(2, 3), (2, 1), (1, 3)])
+    check_layer(layers.Average(), [(2, 3), (4, 2, 1), (1, 3)])
 
 
 def test_a_merge_of_one_input_passes_it_on_as_in_keras():
@@ -421,10 +439,70 @@ def test_a_merge_of_ones_own_giving_too_few_gradients_is_one_clear_error(cpu):
     model = merged_model(ForgetsAnInput, cpu)
     model.compile(optimizer="sgd", loss="categorical_crossentropy")
     with pytest.raises(UsageError, match=r"forgets_an_input.*'s backward must return a list "
-                                         r"of one input gradient \(an array\) for each of its "
-                                         "3 inputs"):
+                                         "of one input gradient for each of its 3 inputs"):
         model.fit(RNG.normal(size=(6, 5)), to_categorical(RNG.integers(0, 3, size=6), 3),
                   verbose=0)
+
+
+class ForgetsToReturn(layers.Layer):
+    """A layer of one's own whose backward writes its input gradient but returns nothing."""
+
+    def forward(self, x, logits=False, training=False):
+        return x
+
+    def backward(self, grad, logits=False):
+        grad *= 1.0
+
+
+class WrongGradientShape(HandsOneArrayToEach):
+    def backward(self, grad, logits=False):
+        return [grad[:, :1], grad]
+
+
+class ComputesElsewhere(layers.Layer):
+    """forward gives what its compute_output_shape does not say, in float64."""
+
+    def forward(self, x, logits=False, training=False):
+        return np.asarray(x, dtype=np.float64)[:, :1] if self.name.endswith("shape") else (
+            np.asarray(x, dtype=np.float64))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda x: ForgetsToReturn()(x),
+     r"the input gradient forgets_to_return.*'s backward returned must be an array of the "
+     r"cpu backend of shape \(6, 4\) and dtype float32, not None"),
+    (lambda x: WrongGradientShape()([x, x]),
+     r"the input gradient wrong_gradient_shape.*returned must be an array of the cpu "
+     r"backend of shape \(6, 4\) and dtype float32, not ndarray of shape \(6, 1\)"),
+    (lambda x: ComputesElsewhere(name="computes_shape")(x),
+     r"computes_shape's forward output must be an array of the cpu backend of shape "
+     r"\(6, 4\) and dtype float32, not ndarray of shape \(6, 1\) and dtype float64"),
+    (lambda x: ComputesElsewhere(name="computes_dtype")(x), "and dtype float64"),
+], ids=["backward-returns-none", "gradient-shape", "output-shape", "output-dtype"])
+def test_a_layer_of_ones_own_computing_what_it_does_not_say_is_one_clear_error(make, message):
+    """Not a silent gradient of stale memory nor an error from deep inside another layer."""
+    inputs = keras.Input(shape=(5,))
+    outputs = layers.Dense(3, activation="softmax")(make(layers.Dense(4)(inputs)))
+    model = keras.Model(inputs, outputs, backend="cpu")
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    with pytest.raises(UsageError, match=message):
+        model.fit(RNG.normal(size=(6, 5)), to_categorical(RNG.integers(0, 3, size=6), 3),
+                  batch_size=6, verbose=0)
+
+
+def test_arithmetic_other_than_merges_and_truth_are_refused_in_one_line():
+    inputs = keras.Input(shape=(4,))
+    x = layers.Dense(4)(inputs)
+    assert type((inputs + inputs).layer) is layers.Add and inputs.ndim == x.ndim == 2
+    for operation, message in [(lambda: -x, "a sign on dense"), (lambda: x / x, "/ on dense"),
+                               (lambda: inputs @ x, "@ on input_layer"),
+                               (lambda: abs(x), r"abs\(\) on dense"),
+                               (lambda: np.ones(4) + x, r"\+ of a layer output and ndarray"),
+                               (lambda: bool(x), "used as True or False"),
+                               (lambda: layers.Add()(x), r"merges a list of inputs: call it on"
+                                                        r" a list")]:
+        with pytest.raises(UsageError, match=message):
+            operation()
 
 
 def test_a_layer_called_in_two_branches_is_refused_as_shared():

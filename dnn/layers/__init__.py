@@ -17,6 +17,7 @@ Keras' aliases are there too: ``Convolution2D``, ``MaxPool2D``, ``AvgPool2D``,
 from __future__ import annotations
 
 import json
+import reprlib
 
 from dnn.errors import UnknownLayerError, UsageError
 from dnn.layers.base import Layer, is_dnns_own
@@ -50,6 +51,9 @@ def from_config(config: dict):
     (:func:`dnn.saving.get_registered_object`), then among dnn's, then, for a file saved
     before its class was registered, by class name among the registered ones; the rest of the
     dict goes to the class' ``from_config``."""
+    if not isinstance(config, dict):
+        raise UsageError(f"a layer config is a dict such as {{'class': 'Dense', 'units': 10}}, "
+                         f"not {reprlib.repr(config)}")
     config = dict(config)
     kind = config.pop("class", None)
     if not isinstance(kind, str):

@@ -12,10 +12,17 @@ Who owns which array:
   its output and its input gradient live in its own :class:`dnn.buffers.Buffers`;
 - ``forward`` returns the layer's output, which the model reads only until the layer's next
   ``forward`` (a built-in layer writes it into its own buffer: fixed arrays in, fixed arrays
-  out, what a GPU can capture and replay);
+  out, what a GPU can capture and replay); it never writes into its inputs, which other
+  layers of a graph may take too;
 - ``backward`` writes ``grads`` and returns the input gradient, read only until its next
   ``backward``; it may overwrite the ``grad`` it is given (the next layer's input gradient,
-  or the model's loss gradient, which no one reads afterwards).
+  or the model's loss gradient, which no one reads afterwards);
+- a layer that takes several inputs (a merge layer, ``takes_several`` True) is given a list of
+  them (of batches in ``forward``, of sample shapes in ``build`` and
+  ``compute_output_shape``), and its ``backward`` returns a list of their gradients.
+
+The model checks what each layer gives it: an output or an input gradient that is not an
+array of the model's backend, rows, dtype and declared shape is a UsageError naming the layer.
 
 Training (Keras' ``trainable``, and weight regularizers, :mod:`dnn.regularizers`):
 
@@ -259,7 +266,7 @@ class Layer:
         check a file against them before reading it): from :meth:`weight_specs`, without making
         anything, for dnn's own layers (they make exactly those); for a class of one's own,
         which may make any in its ``build``, from a copy of it built on the host."""
-        input_shape = tuple(input_shape)
+        input_shape = self._taken_shape(input_shape)
         output_shape = self.compute_output_shape(input_shape)
         if not is_dnns_own(type(self)):
             built = copy.copy(self)
@@ -268,11 +275,18 @@ class Layer:
             return [tuple(weight.shape) for weight in built.weights], output_shape
         return [spec.shape for spec in self.weight_specs(input_shape)], output_shape
 
+    def _taken_shape(self, input_shape):
+        """``input_shape`` as the layer takes it: a tuple, or for a layer that takes several
+        inputs a list of them (as Keras gives a merge layer)."""
+        if self.takes_several:
+            return [tuple(shape) for shape in input_shape]
+        return tuple(input_shape)
+
     def build_on(self, input_shape: tuple, backend, rng: np.random.Generator, dtype) -> tuple:
         """Make the layer for inputs of ``input_shape`` on ``backend`` (drawing any random
         weights on the host from ``rng``, in ``dtype``): what the model calls.  Returns the
         output shape."""
-        input_shape = tuple(input_shape)
+        input_shape = self._taken_shape(input_shape)
         output_shape = self.compute_output_shape(input_shape)
         self._backend, self._buffers, self._rng, self._dtype = (
             backend, Buffers(backend), rng, np.dtype(dtype))
@@ -408,9 +422,12 @@ class Layer:
         if not getattr(self, "_built_by_call", False):
             return False
         self._built_by_call = False
-        if (self._backend is backend and tuple(self.input_shape) == tuple(input_shape)
+        if (self._backend is backend
+                and _sample_shapes(self.input_shape) == _sample_shapes(input_shape)
                 and self._dtype == np.dtype(dtype)):
             return True
+        if not self.weights:  # nothing drawn to lose
+            return False
         warnings.warn(f"{self.name} was built by a call for samples of shape "
                       f"{self.input_shape} ({self._dtype}, {self._backend.name} backend); the "
                       f"model builds it for {tuple(input_shape)} ({np.dtype(dtype)}, "

@@ -12,6 +12,7 @@ from dnn import activations
 from dnn.backends.base import InputColumns
 from dnn.errors import UsageError
 from dnn.layers.base import KernelLayer, Layer, Passthrough, check_keras_only, declared_shape
+from dnn.layers.symbolic import MergedByOperators
 from dnn.utils import as_shape, is_int_at_least, is_number, user_stacklevel
 
 
@@ -101,7 +102,7 @@ class Dense(KernelLayer):
         return f"Dense({self.units}, activation={self.activation.name!r})"
 
 
-class Input(Passthrough):
+class Input(Passthrough, MergedByOperators):
     """Keras' ``Input(shape=(784,))`` or ``Input(shape=(28, 28, 1))``: declares the shape of
     the model's input samples; passes the inputs on unchanged.  Named ``input_layer``, as
     Keras names its InputLayer."""
@@ -126,6 +127,7 @@ class Input(Passthrough):
             shape = batch[1:]
         super().__init__(name, declared_shape(shape, None, "Input"))
         self.shape = (None, *self.declared_input_shape)  # Keras': the batch size first
+        self.ndim = len(self.shape)
 
     def get_config(self) -> dict:
         return self._config(shape=list(self.declared_input_shape))

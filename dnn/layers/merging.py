@@ -6,9 +6,10 @@ A merge layer takes a list of batches, each ``(n, *shape)``: its ``forward`` is 
 and its ``backward`` returns one input gradient per input, in order (the model copies an
 array it is given for two inputs before either's layer may overwrite it).  Shapes are a
 sample's, as everywhere; ``input_shape`` is the list of its inputs' shapes.  The elementwise
-merges take inputs of one shape, or of as many axes where a size 1 stretches to the others'
-(Keras' broadcasting: ``multiply([x, scale])`` with ``x`` ``(h, w, c)`` and ``scale``
-``(1, 1, c)``); each such input's gradient is summed over the axes it was stretched along.
+merges broadcast their inputs as Keras does: the shapes lined up from the last axis (an input
+of fewer axes taken as of size 1 on the first ones), a size 1 stretched to the others'
+(``multiply([x, scale])`` with ``x`` ``(h, w, c)`` and ``scale`` ``(1, 1, c)`` or ``(c,)``);
+each such input's gradient is summed over the axes it was stretched along.
 """
 
 from __future__ import annotations
@@ -46,17 +47,24 @@ class Merge(Layer):
 
     def merge_shape(self, shapes: list) -> tuple:
         """The output's sample shape from the inputs' (elementwise: their broadcast shape)."""
-        if any(len(shape) != len(shapes[0]) for shape in shapes) or any(
-                len(set(sizes) - {1}) > 1 for sizes in zip(*shapes)):
-            raise UsageError(f"{self.name} ({type(self).__name__}) merges inputs of one shape "
-                             "(or of as many axes, where a size 1 stretches to the others'), "
-                             f"not {', '.join(map(str, shapes))}")
-        return tuple(max(sizes) for sizes in zip(*shapes))
+        rank = max(len(shape) for shape in shapes)
+        lined_up = [_lined_up(shape, rank) for shape in shapes]
+        if any(len(set(sizes) - {1}) > 1 for sizes in zip(*lined_up)):
+            raise UsageError(f"{self.name} ({type(self).__name__}) merges inputs of one shape, "
+                             "or of shapes that broadcast (lined up from the last axis, a "
+                             f"size 1 stretched to the others'), not "
+                             f"{', '.join(map(str, shapes))}")
+        return tuple(next(iter(set(sizes) - {1}), 1) for sizes in zip(*lined_up))
+
+    def _lined_up(self, index: int, x):
+        """Input ``index``'s batch ``x`` with the output's number of axes (a view)."""
+        shape = _lined_up(self.input_shape[index], len(self.output_shape))
+        return x if x.ndim == len(shape) + 1 else self.xp.reshape(x, (x.shape[0], *shape))
 
     def _output(self, inputs):
         """The layer's output buffer for ``inputs``' rows, holding the first input."""
         out = self._buffers("output", (inputs[0].shape[0], *self.output_shape), inputs[0].dtype)
-        out[...] = inputs[0]
+        out[...] = self._lined_up(0, inputs[0])
         return out
 
     def _for_input(self, index: int, grad):
@@ -66,17 +74,23 @@ class Merge(Layer):
         shape = tuple(self.input_shape[index])
         if shape == tuple(self.output_shape):
             return grad
+        lined_up = _lined_up(shape, len(self.output_shape))
         axes = tuple(axis + 1 for axis, (size, out) in
-                     enumerate(zip(shape, self.output_shape)) if size != out)
-        into = self._buffers(f"grad_{index}", (grad.shape[0], *shape), grad.dtype)
+                     enumerate(zip(lined_up, self.output_shape)) if size != out)
+        into = self._buffers(f"grad_{index}", (grad.shape[0], *lined_up), grad.dtype)
         into[...] = self.xp.sum(grad, axis=axes, keepdims=True)
-        return into
+        return self.xp.reshape(into, (grad.shape[0], *shape))
 
     def get_config(self) -> dict:
         return self._config()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def _lined_up(shape, rank: int) -> tuple:
+    """``shape`` with ``rank`` axes, sizes 1 before it (Keras' broadcasting)."""
+    return (1,) * (rank - len(shape)) + tuple(shape)
 
 
 def _shapes(input_shape) -> list | None:
@@ -92,8 +106,8 @@ class Add(Merge):
 
     def forward(self, inputs, logits=False, training=False):
         out = self._output(inputs)
-        for x in inputs[1:]:
-            out += x
+        for index in range(1, len(inputs)):
+            out += self._lined_up(index, inputs[index])
         return out
 
     def backward(self, grad, logits=False):
@@ -109,7 +123,7 @@ class Subtract(Merge):
 
     def forward(self, inputs, logits=False, training=False):
         out = self._output(inputs)
-        out -= inputs[1]
+        out -= self._lined_up(1, inputs[1])
         return out
 
     def backward(self, grad, logits=False):
@@ -130,9 +144,9 @@ class Multiply(Merge):
         self._inputs = None
 
     def forward(self, inputs, logits=False, training=False):
-        self._inputs = list(inputs)
+        self._inputs = [self._lined_up(index, x) for index, x in enumerate(inputs)]
         out = self._output(inputs)
-        for x in inputs[1:]:
+        for x in self._inputs[1:]:
             out *= x
         return out
 
@@ -155,8 +169,8 @@ class Average(Merge):
 
     def forward(self, inputs, logits=False, training=False):
         out = self._output(inputs)
-        for x in inputs[1:]:
-            out += x
+        for index in range(1, len(inputs)):
+            out += self._lined_up(index, inputs[index])
         out /= float(len(inputs))
         return out
 

@@ -1,5 +1,5 @@
-"""Keras' ``keras.models``: :class:`Sequential`, :class:`Model` (the functional API, for chains
-of layers), :func:`load_model`, :func:`model_from_json`, :func:`clone_model`."""
+"""Keras' ``keras.models``: :class:`Sequential`, :class:`Model` (the functional API: chains
+and graphs of layers), :func:`load_model`, :func:`model_from_json`, :func:`clone_model`."""
 
 from __future__ import annotations
 

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 from dnn.callbacks.arguments import check_flag
 from dnn.errors import UsageError
-from dnn.layers import Input, Layer, merging
+from dnn.layers import Input, Layer
 from dnn.layers.graph import LayerGraph
+from dnn.layers.symbolic import MergedByOperators
 from dnn.models.sequential import Sequential
 
 ONE_INPUT_ONE_OUTPUT = "dnn's functional models have one keras.Input and one output"
 
 
-class SymbolicTensor:
+class SymbolicTensor(MergedByOperators):
     """Keras' ``KerasTensor``: what ``layer`` called on ``inputs`` gave (a tuple of a
     ``keras.Input`` or SymbolicTensors: one, or several for a merge layer).  ``shape`` is
     ``(None, *sample shape)`` of its outputs, the batch size first as Keras gives it.  It holds
@@ -46,43 +47,12 @@ class SymbolicTensor:
     def __array__(self, *args, **kwargs):
         raise UsageError(no_values(self))
 
+    def __bool__(self):
+        raise UsageError(f"the output of {self.name} called on keras.Input is used as True or "
+                         "False: it holds no values, it describes a model")
+
     def __repr__(self) -> str:
         return f"<SymbolicTensor shape={self.shape}, name={self.name}>"
-
-    # Keras' ``x + y``, ``x - y`` and ``x * y`` of two layer outputs: their merge layer.
-    def __add__(self, other):
-        return _merged("Add", "+", self, other)
-
-    def __radd__(self, other):
-        return _merged("Add", "+", other, self)
-
-    def __sub__(self, other):
-        return _merged("Subtract", "-", self, other)
-
-    def __rsub__(self, other):
-        return _merged("Subtract", "-", other, self)
-
-    def __mul__(self, other):
-        return _merged("Multiply", "*", self, other)
-
-    def __rmul__(self, other):
-        return _merged("Multiply", "*", other, self)
-
-    def __getitem__(self, index):
-        raise UsageError(f"{self.name}'s output is sliced: dnn's functional models have no "
-                         "operations on layer outputs but layers (Reshape, Concatenate, "
-                         "...)")
-
-
-def _merged(kind: str, operator: str, left, right) -> "SymbolicTensor":
-    """``left operator right`` of layer outputs (or a keras.Input): a new merge layer of
-    ``kind`` called on both; UsageError where one of them is data."""
-    if not (is_symbolic(left) and is_symbolic(right)):
-        data = right if is_symbolic(left) else left
-        raise UsageError(f"{operator} of a layer output and {type(data).__name__}: dnn's "
-                         f"functional models join layer outputs alone, with layers.{kind}; "
-                         "scale or shift one with a layer of its own")
-    return getattr(merging, kind)()([left, right])
 
 
 def no_values(symbolic: SymbolicTensor) -> str:
@@ -97,7 +67,8 @@ def is_symbolic(value) -> bool:
     return isinstance(value, (Input, SymbolicTensor))
 
 
-def _sample_shape(value) -> tuple:
+def _shape_of(value) -> tuple:
+    """The sample shape of a keras.Input or of a layer call's outputs."""
     return (tuple(value.declared_input_shape) if isinstance(value, Input)
             else value.sample_shape)
 
@@ -114,34 +85,35 @@ def _layer_of(call) -> Layer:
 
 def _calls(value):
     """Every layer call that ``value`` (a keras.Input or a SymbolicTensor) comes from, itself
-    included, each once: an iterator of keras.Inputs and SymbolicTensors."""
+    included, each once, in the order a depth first walk from ``value`` meets them (the
+    inputs of each in order): an iterator of keras.Inputs and SymbolicTensors."""
     seen, pending = set(), [value]
     while pending:
         value = pending.pop()
         if id(value) not in seen:
             seen.add(id(value))
             yield value
-            pending.extend(_inputs_of(value))
+            pending.extend(reversed(_inputs_of(value)))
 
 
 def call_on_symbolic(layer: Layer, inputs) -> SymbolicTensor:
     """``layer(inputs)`` on a ``keras.Input`` or a :class:`SymbolicTensor` (a list of them
     for a merge layer): a new SymbolicTensor, with the shape of the layer's outputs (nothing
-    is built or computed).  A layer called already where its inputs come from, or in a model,
-    or declared or built for other samples, or given data beside symbolic inputs, is
-    refused."""
+    is built or computed).  A layer in a model, or declared or built for other samples, or
+    given data beside symbolic inputs, is refused (a layer called twice, when the model is
+    made: :func:`graph_layers`)."""
     several = isinstance(inputs, (list, tuple))
     taken = list(inputs) if several else [inputs]
     if not all(is_symbolic(item) for item in taken):
         raise UsageError(f"{layer.name} was called on a list mixing outputs of layer calls "
                          "(or keras.Input) with data: give it layer outputs alone")
-    if any(_layer_of(call) is layer for item in taken for call in _calls(item)):
-        raise UsageError(f"{layer.name} is called twice in one model: shared layers are not "
-                         "supported (make a new layer for each place)")
+    if layer.takes_several and not several:
+        raise UsageError(f"{layer.name} ({type(layer).__name__}) merges a list of inputs: "
+                         f"call it on a list, {type(layer).__name__}()([x, y])")
     if layer.in_model:
         raise UsageError(f"{layer.name} is already in a model; a layer holds the weights of "
                          "one place in one model: make a new layer for each place")
-    shapes = [_sample_shape(item) for item in taken]
+    shapes = [_shape_of(item) for item in taken]
     shape = shapes if several else shapes[0]
     expected = layer.input_shape if layer.built else layer.declared_input_shape
     if expected is not None and not layer.takes_several and tuple(expected) != shape:
@@ -205,18 +177,12 @@ def _in_kerass_order(outputs: SymbolicTensor) -> list:
     from the output first (by the longest path), calls as far from it in the order a depth
     first walk from the output meets them (the inputs in order); each call comes after
     those it takes."""
-    walk, pending = {}, [outputs]  # id -> (when the walk met it, the call)
-    while pending:
-        call = pending.pop()
-        if id(call) not in walk:
-            walk[id(call)] = (len(walk), call)
-            pending.extend(reversed(_inputs_of(call)))
+    walk = list(_calls(outputs))
     depth = {id(outputs): 0}
     for call in reversed(_inputs_first(outputs)):  # each after every call that takes it
         for item in _inputs_of(call):
             depth[id(item)] = max(depth.get(id(item), 0), depth[id(call)] + 1)
-    return [call for _, call in sorted(walk.values(),
-                                       key=lambda met: (-depth[id(met[1])], met[0]))]
+    return sorted(walk, key=lambda call: -depth[id(call)])  # a stable sort: ties as met
 
 
 def _inputs_first(outputs: SymbolicTensor) -> list:

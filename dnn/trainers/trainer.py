@@ -182,10 +182,27 @@ class Trainer:
         graph, nodes = self.graph, [x]
         last = len(self.stack) - 1
         for index, layer in enumerate(self.stack):
-            nodes.append(layer.forward(graph.taken(layer, index, nodes),
-                                       logits=self._loss_takes_logits and index == last,
-                                       training=training))
+            output = layer.forward(graph.taken(layer, index, nodes),
+                                   logits=self._loss_takes_logits and index == last,
+                                   training=training)
+            nodes.append(self._checked(output, x, layer.output_shape,
+                                       f"{layer.name}'s forward output"))
         return nodes[-1]
+
+    def _checked(self, array, like, sample_shape: tuple, what: str):
+        """``array``, where it is an array of ``like``'s type (the backend's), rows and dtype,
+        of ``sample_shape``; else a UsageError naming ``what`` (a layer of one's own that
+        computes something else)."""
+        if (type(array) is not type(like)
+                or tuple(array.shape) != (like.shape[0], *sample_shape)
+                or array.dtype != like.dtype):
+            found = (f"{type(array).__name__} of shape {tuple(array.shape)} and dtype "
+                     f"{array.dtype}" if hasattr(array, "shape") and hasattr(array, "dtype")
+                     else reprlib.repr(array))
+            raise UsageError(f"{what} must be an array of the {self.backend.name} backend of "
+                             f"shape {(like.shape[0], *sample_shape)} and dtype {like.dtype}, "
+                             f"not {found}")
+        return array
 
     def predictions(self, output):
         """The model's outputs (probabilities after a softmax) from :meth:`forward`'s
@@ -228,26 +245,27 @@ class Trainer:
         before may overwrite what it is given); a layer whose output needs no gradient (no
         weights before it) is given none."""
         graph, last = self.graph, len(self.stack) - 1
-        grads = [None] * last + [None, grad]  # of each node; node 0, the inputs', never
+        grads = [None] * len(self.stack) + [grad]  # of each node; node 0, the inputs', never
         for index in range(last, -1, -1):
             layer = self.stack[index]
             if grads[index + 1] is None:
                 continue
             given = layer.backward(grads[index + 1],
                                    logits=self._loss_takes_logits and index == last)
-            if given is None:  # the layers before have no weights (needs_input_grad)
+            if not layer.needs_input_grad:  # the layers before have no weights
                 continue
             sources = graph.inbound[index]
             given = given if layer.takes_several else [given]
-            if (not isinstance(given, (list, tuple)) or len(given) != len(sources)
-                    or any(grad is None for grad in given)):
+            if not isinstance(given, (list, tuple)) or len(given) != len(sources):
                 raise UsageError(f"{layer.name}'s backward must return a list of one input "
-                                 f"gradient (an array) for each of its {len(sources)} inputs, "
-                                 f"not {reprlib.repr(given)}")
+                                 f"gradient for each of its {len(sources)} inputs, not "
+                                 f"{reprlib.repr(given)}")
             handed_on = set()
             for source, source_grad in zip(sources, given):
                 if source == 0:
                     continue
+                self._checked(source_grad, grad, self.stack[source - 1].output_shape,
+                              f"the input gradient {layer.name}'s backward returned")
                 if graph.uses[source] == 1 and id(source_grad) not in handed_on:
                     grads[source] = source_grad
                     handed_on.add(id(source_grad))
