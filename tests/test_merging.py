@@ -236,7 +236,8 @@ def test_a_graph_is_made_again_with_its_graph(tmp_path, remake, same_weights):
     assert np.array_equal(ours, theirs) == same_weights
 
 
-def test_weights_saved_from_a_graph_load_into_it_and_a_merge_in_a_chain_is_refused(tmp_path):
+def test_weights_saved_from_a_graph_load_into_it_alone_and_a_merge_in_a_chain_is_refused(
+        tmp_path):
     model = residual_model(seed=1)
     model.build(6)
     model.save_weights(tmp_path / "graph.npz")
@@ -244,6 +245,14 @@ def test_weights_saved_from_a_graph_load_into_it_and_a_merge_in_a_chain_is_refus
     again.load_weights(tmp_path / "graph.npz")
     for mine, theirs in zip(again.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_array_equal(mine, theirs)
+    inputs = keras.Input(shape=(6,))  # residual_model's layers, the relu one on the inputs
+    x = layers.Dense(8, activation="tanh")(inputs)
+    block = layers.Add()([x, layers.Dense(8, activation="relu")(inputs)])
+    joined = layers.Concatenate()([block, layers.Dense(3, activation="sigmoid")(x)])
+    rewired = keras.Model(inputs, layers.Dense(4, activation="softmax")(joined))
+    with pytest.raises(CheckpointError, match=r"holds another model: its layers are joined as "
+                                              r"the graph \[\[0\], \[1\], \[1, 2\]"):
+        rewired.load_weights(tmp_path / "graph.npz")
     with pytest.raises(UsageError, match="merges a list of inputs: call it on a list of layer "
                                          "outputs in a functional model"):
         keras.Sequential([layers.Dense(8, activation="tanh", input_shape=(6,)), layers.Add()])
