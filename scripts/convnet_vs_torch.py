@@ -2,7 +2,7 @@
 """dnn's convnets against PyTorch, step by step: the same network from the same weights on
 the same batches, compared after every step.
 
-Two networks on MNIST-shaped images (28x28x1, random, seeded: no files needed; the label is
+Three networks on MNIST-shaped images (28x28x1, random, seeded: no files needed; the label is
 the brightest of ten bands of rows), in float64 so that the comparison measures the formulas,
 not float32 rounding:
 
@@ -12,7 +12,11 @@ not float32 rounding:
   convnet-bn  the same with BatchNormalization after the second convolution (its relu then an
               Activation), AveragePooling2D for the second pooling and "same" padding, and
               the moving statistics compared too (PyTorch keeps an unbiased running variance:
-              it is compared as the biased one Keras keeps).
+              it is compared as the biased one Keras keeps);
+  resnet      a functional model whose layers make a graph: Conv2D 8 3x3 relu, MaxPooling2D 2,
+              a residual block (two Conv2D 8 3x3 "same", relu, added to its input by Add),
+              then GlobalAveragePooling2D of the block and of its input, joined by
+              Concatenate, Dense 10 softmax (the pooled output goes to three layers).
 
 Both train with SGD with momentum 0.9 (the two libraries write the same update; their Adam
 places epsilon differently) and categorical cross-entropy.  For each network it prints the
@@ -34,14 +38,16 @@ import sys
 import numpy as np
 
 import dnn
-from dnn.layers import (Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense,
-                        Flatten, Input, MaxPooling2D)
+from dnn.layers import (Activation, Add, AveragePooling2D, BatchNormalization, Concatenate,
+                        Conv2D, Dense, Flatten, GlobalAveragePooling2D, Input, MaxPooling2D)
 from dnn.utils import to_categorical
 
 LEARNING_RATE, MOMENTUM = 0.05, 0.9
 
 
 def dnn_network(name: str) -> dnn.Sequential:
+    if name == "resnet":
+        return resnet()
     if name == "convnet":
         layers = [Conv2D(32, 3, activation="relu"), MaxPooling2D(2),
                   Conv2D(64, 3, activation="relu"), MaxPooling2D(2)]
@@ -54,6 +60,50 @@ def dnn_network(name: str) -> dnn.Sequential:
     model.compile(optimizer=dnn.optimizers.SGD(LEARNING_RATE, momentum=MOMENTUM),
                   loss="categorical_crossentropy")
     return model
+
+
+def resnet() -> dnn.Model:
+    """The ``resnet`` network of the module docstring, compiled as the others."""
+    inputs = Input(shape=(28, 28, 1))
+    pooled = MaxPooling2D(2)(Conv2D(8, 3, activation="relu")(inputs))
+    block = Conv2D(8, 3, padding="same", activation="relu")(pooled)
+    block = Add()([Conv2D(8, 3, padding="same", activation="relu")(block), pooled])
+    joined = Concatenate()([GlobalAveragePooling2D()(block), GlobalAveragePooling2D()(pooled)])
+    model = dnn.Model(inputs, Dense(10, activation="softmax")(joined), dtype="float64", seed=0)
+    model.compile(optimizer=dnn.optimizers.SGD(LEARNING_RATE, momentum=MOMENTUM),
+                  loss="categorical_crossentropy")
+    return model
+
+
+def torch_resnet(torch, model: dnn.Model):
+    """PyTorch's :func:`resnet` with ``model``'s weights, its modules registered in dnn's
+    weight order (images channels-first inside, channels-last in)."""
+    nn = torch.nn
+    convolutions = [layer for layer in model.layers if isinstance(layer, Conv2D)]
+    dense = model.layers[-1]
+
+    class ResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.convolutions = nn.ModuleList()
+            for layer in convolutions:
+                kernel, bias = (torch.from_numpy(w.copy()) for w in layer.get_weights())
+                conv = nn.Conv2d(kernel.shape[2], layer.filters, 3, dtype=torch.float64,
+                                 padding="same" if layer.padding == "same" else 0)
+                conv.weight.data, conv.bias.data = kernel.permute(3, 2, 0, 1).contiguous(), bias
+                self.convolutions.append(conv)
+            kernel, bias = (torch.from_numpy(w.copy()) for w in dense.get_weights())
+            self.dense = nn.Linear(*kernel.shape, dtype=torch.float64)
+            self.dense.weight.data, self.dense.bias.data = kernel.T.contiguous(), bias
+
+        def forward(self, x):
+            first, second, third = self.convolutions
+            pooled = nn.functional.max_pool2d(torch.relu(first(x.permute(0, 3, 1, 2))), 2)
+            block = torch.relu(third(torch.relu(second(pooled)))) + pooled
+            joined = torch.cat([block.mean(dim=(2, 3)), pooled.mean(dim=(2, 3))], dim=1)
+            return self.dense(joined)  # its softmax is in the loss
+
+    return ResNet()
 
 
 def torch_network(torch, model: dnn.Sequential):
@@ -127,7 +177,7 @@ def compare(name: str, steps: int, batch: int) -> dict:
     # something to learn: the brightest of ten bands of rows
     y = to_categorical(np.argmax(x[:, :20].reshape(-1, 10, 56).mean(axis=2), axis=1), 10)
     model = dnn_network(name)
-    network = torch_network(torch, model)
+    network = (torch_resnet if name == "resnet" else torch_network)(torch, model)
     optimizer = torch.optim.SGD(network.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
     ours, theirs = [], []
     for step in range(steps):
@@ -166,7 +216,8 @@ def main() -> int:
         return 0
     steps, batch = (3, 8) if args.quick else (args.steps, args.batch)
     torch.manual_seed(0)
-    results = {name: compare(name, steps, batch) for name in ("convnet", "convnet-bn")}
+    results = {name: compare(name, steps, batch)
+               for name in ("convnet", "convnet-bn", "resnet")}
     worst = 0.0
     for name, result in results.items():
         print(f"{name}: {steps} steps of {batch}, loss {result['loss_first']:.4f} -> "
