@@ -255,7 +255,7 @@ def test_convnet_vs_torch_follows_pytorch_for_40_steps_where_it_is_installed(tmp
     result = run_script("convnet_vs_torch.py", "--json", tmp_path / "torch.json", timeout=300)
     assert_ran(result)
     networks = json.loads((tmp_path / "torch.json").read_text())["networks"]
-    assert set(networks) == {"convnet", "convnet-bn"}
+    assert set(networks) == {"convnet", "convnet-bn", "resnet"}
     for figures_of in networks.values():
         assert figures_of["steps"] == 40
         assert figures_of["max_relative_loss_difference"] < 1e-5
