@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
 TESTED_ELSEWHERE = {"hostile.py"}
 TESTED_HERE = {"bench.py", "bench_convnet.py", "bench_distributed.py", "bench_gpu.py",
-               "bench_revisions.py", "convnet_vs_torch.py", "profile_step.py", "gpu-check",
+               "bench_resnet.py", "bench_revisions.py", "convnet_vs_torch.py", "profile_step.py", "gpu-check",
                "gpu-wheels"}
 # A quick run checks that a script works, not how fast: one BLAS thread, since two on a
 # 2-core machine that is busy with something else can take thirty times as long.
@@ -261,6 +261,19 @@ def test_convnet_vs_torch_follows_pytorch_for_40_steps_where_it_is_installed(tmp
         assert figures_of["max_relative_loss_difference"] < 1e-5
         assert figures_of["max_relative_weight_difference"] < 1e-5
         assert figures_of["loss_last"] < figures_of["loss_first"]  # it learned something
+
+
+def test_bench_resnet_times_a_graph_model_next_to_torch_where_it_is_installed(tmp_path):
+    result = run_script("bench_resnet.py", "--quick", "--json", tmp_path / "resnet.json")
+    assert_ran(result)
+    record = json.loads((tmp_path / "resnet.json").read_text())
+    assert record["rounds"] == 1 and record["quick"] is True and record["batch"] == 64
+    assert record["step_ms"]["dnn"]["median"] > 0
+    assert figures(r"^\s+dnn step: median +(\S+) ms", result.stdout)[0] > 0
+    if importlib.util.find_spec("torch") is None:
+        assert "PyTorch is not installed" in result.stdout and "torch" not in record["step_ms"]
+    else:
+        assert record["dnn_over_torch"]["median"] > 0
 
 
 def test_bench_convnet_times_dnn_next_to_torch_and_the_floor(tmp_path):
