@@ -674,6 +674,41 @@ def test_two_ranks_are_within_1e_6_of_a_plain_run_after_50_steps(two_ranks, case
         assert np.max(np.abs(mine - reference)) < 1e-6
 
 
+def worker_graph(folder: str) -> None:
+    """A functional model whose layers make a graph (tests/test_merging.py's), trained by
+    ``fit`` on this rank, or in one process (then saved as ``plain``)."""
+    from tests.test_merging import residual_model
+
+    ranks = distributed.communicator()
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 6)).astype(np.float32)
+    y = to_categorical(np.argmax(x[:, :4], axis=1), 4)
+    model = residual_model()
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0)
+    np.savez(Path(folder, f"graph-{ranks.rank if ranks.size > 1 else 'plain'}.npz"),
+             *model.get_weights())
+
+
+@needs_mpi
+def test_two_ranks_train_a_graph_of_layers_as_one_process(tmp_path):
+    """Its gradients, summed at the outputs several layers take, are summed over the ranks
+    as a chain's."""
+    assert_ran(mpiexec("graph", tmp_path))
+    assert_ran(subprocess.run([sys.executable, __file__, "graph", tmp_path], timeout=60,
+                              capture_output=True, text=True, cwd=ROOT,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}))
+    runs = {}
+    for name in ("0", "1", "plain"):
+        with np.load(tmp_path / f"graph-{name}.npz") as archive:
+            runs[name] = [archive[key] for key in sorted(archive.files,
+                                                         key=lambda key: int(key[4:]))]
+    assert len(runs["plain"]) == 8
+    for mine, theirs, reference in zip(runs["0"], runs["1"], runs["plain"], strict=True):
+        assert mine.tobytes() == theirs.tobytes()
+        assert np.max(np.abs(mine - reference)) < 1e-6
+
+
 def worker_callbacks(folder: str) -> None:
     """Rank 0 alone writes; a stop asked on rank 1 alone stops both after the same batch;
     the epoch figures, validation's and evaluate's included, are every rank's."""
@@ -2088,6 +2123,7 @@ def test_sys_exit_inside_fit_in_one_process_is_left_to_python():
 
 
 WORKERS = {"equivalence": worker_equivalence, "references": worker_references,
+           "graph": worker_graph,
            "dropout": worker_dropout, "batch-norm": worker_batch_norm,
            "synchronized": worker_synchronized, "nccl-synchronized": worker_nccl_synchronized,
            "nccl-setting": worker_nccl_setting,
