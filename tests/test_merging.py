@@ -37,10 +37,22 @@ def toy_data(rows=50, features=6, classes=4):
     return x, to_categorical(RNG.integers(0, classes, size=rows), classes)
 
 
-def residual_run(backend, x, y) -> tuple:
-    """``(history, weights)`` of :func:`residual_model` trained on ``backend`` with Adam for
-    three epochs of batches of 32, a captured step's fallback to the eager one an error."""
-    model = residual_model(backend)
+def picking_model(backend=None, seed=0):
+    """Maximum of an output, a layer after it and itself again (ties), then Minimum with a
+    branch from the inputs."""
+    inputs = keras.Input(shape=(6,))
+    first = layers.Dense(5, activation="tanh")(inputs)
+    joined = layers.Maximum()([first, layers.Dense(5, activation="sigmoid")(first), first])
+    joined = layers.Minimum()([joined, layers.Dense(5)(inputs)])
+    return keras.Model(inputs, layers.Dense(4, activation="softmax")(joined), seed=seed,
+                       backend=backend)
+
+
+def residual_run(backend, x, y, make=residual_model) -> tuple:
+    """``(history, weights)`` of the model ``make`` gives, trained on ``backend`` with Adam
+    for three epochs of batches of 32, a captured step's fallback to the eager one an
+    error."""
+    model = make(backend)
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
     with warnings.catch_warnings():
         warnings.simplefilter("error", GraphFallbackWarning)
@@ -53,11 +65,13 @@ def residual_run(backend, x, y) -> tuple:
     (layers.Add, lambda xs: xs[0] + xs[1] + xs[2]),
     (layers.Multiply, lambda xs: xs[0] * xs[1] * xs[2]),
     (layers.Average, lambda xs: (xs[0] + xs[1] + xs[2]) / 3),
+    (layers.Maximum, lambda xs: np.maximum(np.maximum(xs[0], xs[1]), xs[2])),
+    (layers.Minimum, lambda xs: np.minimum(np.minimum(xs[0], xs[1]), xs[2])),
     (lambda: layers.Concatenate(), lambda xs: np.concatenate(xs, axis=-1)),
     (lambda: layers.Concatenate(axis=1), lambda xs: np.concatenate(xs, axis=1)),
     (lambda: layers.Concatenate(axis=-2), lambda xs: np.concatenate(xs, axis=1)),
-], ids=["add", "multiply", "average", "concatenate", "concatenate-axis-1",
-        "concatenate-axis-minus-2"])
+], ids=["add", "multiply", "average", "maximum", "minimum", "concatenate",
+        "concatenate-axis-1", "concatenate-axis-minus-2"])
 def test_a_merge_layer_called_on_batches_computes_what_numpy_does(merge, reference):
     xs = [RNG.normal(size=(5, 2, 3)).astype(np.float32) for _ in range(3)]
     np.testing.assert_allclose(merge()(xs), reference(xs), rtol=1e-6)
@@ -70,14 +84,18 @@ def test_subtract_and_keras_merge_functions_compute_what_numpy_does():
     np.testing.assert_allclose(layers.add([a, b]), a + b, rtol=1e-6)
     np.testing.assert_allclose(layers.multiply([a, b]), a * b, rtol=1e-6)
     np.testing.assert_allclose(layers.average([a, b]), (a + b) / 2, rtol=1e-6)
+    np.testing.assert_allclose(layers.maximum([a, b]), np.maximum(a, b), rtol=1e-6)
+    np.testing.assert_allclose(layers.minimum([a, b]), np.minimum(a, b), rtol=1e-6)
     np.testing.assert_allclose(layers.concatenate([a, b], axis=1), np.hstack([a, b]), rtol=1e-6)
 
 
 @pytest.mark.parametrize("layer, shapes", [
     (layers.Add(), [(3, 2)] * 3), (layers.Subtract(), [(4,)] * 2),
     (layers.Multiply(), [(4,)] * 3), (layers.Average(), [(2, 2)] * 3),
+    (layers.Maximum(), [(2, 3)] * 3), (layers.Minimum(), [(3,), (1,)]),
     (layers.Concatenate(), [(2, 3), (2, 1)]), (layers.Concatenate(axis=1), [(1, 3), (2, 3)])],
-    ids=["add", "subtract", "multiply", "average", "concatenate", "concatenate-axis-1"])
+    ids=["add", "subtract", "multiply", "average", "maximum", "minimum", "concatenate",
+         "concatenate-axis-1"])
 def test_each_merge_layers_input_gradients_are_central_finite_differences(layer, shapes):
     check_layer(layer, shapes)
 
@@ -115,9 +133,10 @@ def merged_model(merge, cpu):
 
 
 @pytest.mark.parametrize("merge", [layers.Add, layers.Subtract, layers.Multiply, layers.Average,
-                                   layers.Concatenate, lambda: SameTwice()],
-                         ids=["add", "subtract", "multiply", "average", "concatenate",
-                              "one-output-taken-twice"])
+                                   layers.Maximum, layers.Minimum, layers.Concatenate,
+                                   lambda: SameTwice()],
+                         ids=["add", "subtract", "multiply", "average", "maximum", "minimum",
+                              "concatenate", "one-output-taken-twice"])
 def test_the_gradients_of_a_graph_are_central_finite_differences(cpu, merge):
     model = merged_model(merge, cpu)
     model.compile(optimizer="sgd", loss="categorical_crossentropy")
@@ -202,6 +221,34 @@ def test_a_graph_trains_on_every_backend_as_on_cpu(other_backend):
     (reference, weights), (ours, our_weights) = runs
     np.testing.assert_allclose(ours["loss"], reference["loss"], rtol=1e-5)
     for mine, theirs in zip(our_weights, weights, strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_the_first_of_equal_inputs_takes_a_maximums_gradient():
+    """As MaxPooling2D's: ties (here an input with itself, and equal elements) are not split."""
+    layer = layers.Maximum()
+    x = np.array([[1.0, 2.0, 3.0]])
+    layer([x, np.array([[1.0, 5.0, 0.0]]), x])
+    grads = [np.asarray(grad) for grad in layer.backward(np.ones((1, 3), np.float32))]
+    np.testing.assert_array_equal(np.stack(grads), [[[1, 0, 1]], [[0, 1, 0]], [[0, 0, 0]]])
+
+
+@pytest.mark.parametrize("merge", [layers.Maximum, layers.Minimum, layers.Subtract,
+                                   layers.Multiply])
+def test_the_other_merges_train_on_every_backend_as_on_cpu(other_backend, merge):
+    x, y = toy_data()
+    runs = []
+    for backend in ("cpu", other_backend):
+        inputs = keras.Input(shape=(6,))
+        first = layers.Dense(5, activation="tanh")(inputs)
+        joined = merge()([first, layers.Dense(5, activation="sigmoid")(first)])
+        model = keras.Model(inputs, layers.Dense(4, activation="softmax")(joined), seed=0,
+                            backend=backend)
+        model.compile(optimizer="adam", loss="categorical_crossentropy")
+        history = model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+        runs.append((history.history["loss"], model.get_weights()))
+    np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-5)
+    for mine, theirs in zip(runs[1][1], runs[0][1], strict=True):
         np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-6)
 
 

@@ -493,13 +493,15 @@ def test_a_plugin_breaking_its_contract_is_an_error_on_a_capturing_backend_too()
         train(ReplayBackend(), RebindsTheParameter(0.1))
 
 
-def test_a_model_whose_layers_make_a_graph_replays_as_its_eager_steps_bit_for_bit():
-    """Outputs taken by several layers get their gradients summed in the model's buffers: a
-    replay sums them into the same arrays."""
-    from tests.test_merging import residual_run, toy_data
+@pytest.mark.parametrize("make", ["residual_model", "picking_model"])
+def test_a_model_whose_layers_make_a_graph_replays_as_its_eager_steps_bit_for_bit(make):
+    """Outputs taken by several layers get their gradients summed in the model's buffers, and
+    Maximum's and Minimum's picks are masks in buffers of their own: a replay computes them
+    into the same arrays."""
+    from tests import test_merging
 
-    x, y = toy_data(rows=200)
-    replaying = ReplayBackend()
-    replayed = residual_run(replaying, x, y)
+    x, y = test_merging.toy_data(rows=200)
+    replaying, make = ReplayBackend(), getattr(test_merging, make)
+    replayed = test_merging.residual_run(replaying, x, y, make)
     assert replaying.replays == 3 * 6 - 1
-    assert_same_run(replayed, residual_run(EagerReplayBackend(), x, y))
+    assert_same_run(replayed, test_merging.residual_run(EagerReplayBackend(), x, y, make))

@@ -6,9 +6,9 @@
 - :mod:`dnn.layers.convolutional`: Conv2D;
 - :mod:`dnn.layers.pooling`: MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D;
 - :mod:`dnn.layers.normalization`: BatchNormalization;
-- :mod:`dnn.layers.merging`: Add, Subtract, Multiply, Average, Concatenate (and Keras'
-  functions of them, ``add``, ``concatenate``, ...), which join several layers' outputs in a
-  functional model.
+- :mod:`dnn.layers.merging`: Add, Subtract, Multiply, Average, Maximum, Minimum,
+  Concatenate (and Keras' functions of them, ``add``, ``concatenate``, ...), which join
+  several layers' outputs in a functional model.
 
 Keras' aliases are there too: ``Convolution2D``, ``MaxPool2D``, ``AvgPool2D``,
 ``GlobalAvgPool2D``.
@@ -23,8 +23,9 @@ from dnn.errors import UnknownLayerError, UsageError
 from dnn.layers.base import Layer, is_dnns_own
 from dnn.layers.convolutional import Conv2D
 from dnn.layers.core import Activation, Dense, Dropout, Flatten, Input, Reshape
-from dnn.layers.merging import (Add, Average, Concatenate, Multiply, Subtract, add, average,
-                                concatenate, multiply, subtract)
+from dnn.layers.merging import (Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract,
+                                add, average, concatenate, maximum, minimum, multiply,
+                                subtract)
 from dnn.layers.normalization import BatchNormalization
 from dnn.layers.pooling import AveragePooling2D, GlobalAveragePooling2D, MaxPooling2D
 from dnn.saving.registry import (custom_object_scope, get_registered_object,
@@ -36,13 +37,14 @@ MaxPool2D, AvgPool2D, GlobalAvgPool2D = MaxPooling2D, AveragePooling2D, GlobalAv
 __all__ = ["Layer", "Activation", "Add", "Average", "AveragePooling2D", "AvgPool2D",
            "BatchNormalization", "Concatenate", "Conv2D", "Convolution2D", "Dense", "Dropout",
            "Flatten", "GlobalAveragePooling2D", "GlobalAvgPool2D", "Input", "MaxPool2D",
-           "MaxPooling2D", "Multiply", "Reshape", "Subtract", "add", "average", "check_remade",
-           "concatenate", "from_config", "multiply", "subtract"]
+           "MaxPooling2D", "Maximum", "Minimum", "Multiply", "Reshape", "Subtract", "add",
+           "average", "check_remade", "concatenate", "from_config", "maximum", "minimum",
+           "multiply", "subtract"]
 
 LAYERS = {cls.__name__: cls for cls in (
     Activation, Add, Average, AveragePooling2D, BatchNormalization, Concatenate, Conv2D, Dense,
-    Dropout, Flatten, GlobalAveragePooling2D, Input, MaxPooling2D, Multiply, Reshape,
-    Subtract)}
+    Dropout, Flatten, GlobalAveragePooling2D, Input, Maximum, MaxPooling2D, Minimum, Multiply,
+    Reshape, Subtract)}
 
 
 def from_config(config: dict):

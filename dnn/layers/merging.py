@@ -1,6 +1,7 @@
-"""Merge layers (Keras' ``keras.layers.merging``): Add, Subtract, Multiply, Average and
-Concatenate, which join the outputs of several layers into one (a residual block's
-``Add()([x, y])``), and Keras' functions of them (``add([x, y])``, ``concatenate(...)``).
+"""Merge layers (Keras' ``keras.layers.merging``): Add, Subtract, Multiply, Average, Maximum,
+Minimum and Concatenate, which join the outputs of several layers into one (a residual
+block's ``Add()([x, y])``), and Keras' functions of them (``add([x, y])``,
+``concatenate(...)``).
 
 A merge layer takes a list of batches, each ``(n, *shape)``: its ``forward`` is given the list
 and its ``backward`` returns one input gradient per input, in order (the model copies an
@@ -181,6 +182,50 @@ class Average(Merge):
         return [self._for_input(index, grad) for index in range(len(self.input_shape))]
 
 
+class Maximum(Merge):
+    """Keras' ``Maximum()([x1, x2, ...])``: their elementwise maximum; each element's
+    gradient goes to the input that holds it, the first of equal ones (as MaxPooling2D's)."""
+
+    pick = "maximum"  # the array namespace's function that picks an element of two
+
+    def __init__(self, name=None, trainable=True, **keras_only):
+        super().__init__(name, trainable, **keras_only)
+        self._inputs = self._output_of_forward = None
+
+    def forward(self, inputs, logits=False, training=False):
+        self._inputs = [self._lined_up(index, x) for index, x in enumerate(inputs)]
+        out = self._output_of_forward = self._output(inputs)
+        for x in self._inputs[1:]:
+            out[...] = getattr(self.xp, self.pick)(out, x)
+        return out
+
+    def backward(self, grad, logits=False):
+        if not self.needs_input_grad:
+            return None
+        xp = self.xp
+        claimed = self._buffers("claimed", grad.shape, xp.bool)  # by an input before
+        claimed[...] = False
+        zeros = self._buffers("zeros", grad.shape, grad.dtype)
+        zeros[...] = 0
+        grads = []
+        for index, x in enumerate(self._inputs):
+            holds = self._buffers(f"holds_{index}", grad.shape, xp.bool)
+            holds[...] = xp.logical_and(xp.equal(x, self._output_of_forward),
+                                        xp.logical_not(claimed))
+            claimed[...] = xp.logical_or(claimed, holds)
+            part = self._buffers(f"part_{index}", grad.shape, grad.dtype)
+            part[...] = xp.where(holds, grad, zeros)
+            grads.append(self._for_input(index, part))
+        return grads
+
+
+class Minimum(Maximum):
+    """Keras' ``Minimum()([x1, x2, ...])``: their elementwise minimum, its gradient as
+    :class:`Maximum`'s."""
+
+    pick = "minimum"
+
+
 class Concatenate(Merge):
     """Keras' ``Concatenate(axis=-1)([x1, x2, ...])``: the inputs side by side along
     ``axis`` (counted as Keras counts it, the batch axis 0, so -1 is the last; inputs alike
@@ -263,10 +308,21 @@ def average(inputs, **options):
     return Average(**options)(inputs)
 
 
+def maximum(inputs, **options):
+    """``Maximum(**options)(inputs)``, Keras' ``keras.layers.maximum``."""
+    return Maximum(**options)(inputs)
+
+
+def minimum(inputs, **options):
+    """``Minimum(**options)(inputs)``, Keras' ``keras.layers.minimum``."""
+    return Minimum(**options)(inputs)
+
+
 def concatenate(inputs, axis=-1, **options):
     """``Concatenate(axis, **options)(inputs)``, Keras' ``keras.layers.concatenate``."""
     return Concatenate(axis, **options)(inputs)
 
 
-__all__ = ["Add", "Average", "Concatenate", "Merge", "Multiply", "Subtract", "add", "average",
-           "concatenate", "multiply", "subtract"]
+__all__ = ["Add", "Average", "Concatenate", "Maximum", "Merge", "Minimum", "Multiply",
+           "Subtract", "add", "average", "concatenate", "maximum", "minimum", "multiply",
+           "subtract"]
