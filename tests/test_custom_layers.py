@@ -101,7 +101,8 @@ def test_a_registered_class_loads_a_file_saved_before_and_after_registering(trai
     model, before, x, _ = trained
     registry.register_keras_serializable("mine")(PReLU)
     registry.register_keras_serializable()(Doubling)
-    assert model.layers[1].get_config() == {"class": "mine>PReLU", "alpha_init": 0.3}
+    assert model.layers[1].get_config() == {"class": "mine>PReLU", "alpha_init": 0.3,
+                                            "name": model.layers[1].name}
     assert dnn.saving.get_registered_name(Doubling) == "Custom>Doubling"
     assert dnn.utils.get_registered_object("Custom>Doubling") is Doubling
     after = tmp_path / "after.npz"

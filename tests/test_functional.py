@@ -1,7 +1,10 @@
-"""Keras' functional API for chains of layers: layers called on a ``keras.Input`` give symbolic
+"""Keras' functional API, chains of layers: layers called on a ``keras.Input`` give symbolic
 outputs of Keras' shapes, ``keras.Model(inputs, outputs)`` is the Sequential of the chain
-(the same weights and training, bit for bit), saves and loads; every graph that is no chain is
-one clear error."""
+(the same weights and training, bit for bit), saves and loads, its layers named as they were;
+what dnn does not take (several inputs or outputs, shared layers) is one clear error.  Graphs
+of layers joined again by merge layers: tests/test_merging.py."""
+
+import pickle
 
 import numpy as np
 import pytest
@@ -361,3 +364,30 @@ def test_a_model_named_as_the_default_sequential_keeps_its_name_and_a_bad_flag_i
         keras.Model(inputs, outputs, trainable="no")
     model = keras.Model(inputs, outputs, name="sequential")  # the layers are free again
     assert keras.models.model_from_json(model.to_json()).name == "sequential"
+
+
+@pytest.mark.parametrize("remake", [
+    lambda model, path: (model.save(path), keras.models.load_model(path))[1],
+    lambda model, path: keras.models.model_from_json(model.to_json()),
+    lambda model, path: pickle.loads(pickle.dumps(model)),
+    lambda model, path: keras.models.clone_model(model),
+], ids=["save", "json", "pickle", "clone"])
+def test_every_layer_keeps_its_name_as_in_keras(tmp_path, remake):
+    """Default names too: get_layer finds a loaded model's layers by the names they had."""
+    inputs = keras.Input(shape=(4,))
+    model = keras.Model(inputs, layers.Dense(2)(layers.Dense(3, name="mine")(inputs)))
+    model.build(4)
+    made = remake(model, tmp_path / "named.npz")
+    assert [layer.name for layer in made.layers] == [layer.name for layer in model.layers]
+    assert made.get_layer(model.layers[-1].name) is made.layers[-1]
+
+
+def test_a_default_name_is_never_one_a_loaded_model_has(tmp_path):
+    model = keras.Sequential([layers.Dense(3, input_shape=(4,)), layers.Dense(2)])
+    model.save(tmp_path / "m.npz")
+    loaded = keras.models.load_model(tmp_path / "m.npz")
+    ahead = layers.Dense(2, name=f"dense_{int(model.layers[-1].name.rpartition('_')[2]) + 5}")
+    fresh = layers.Dense(5)
+    assert fresh.name not in {layer.name for layer in (*loaded.layers, ahead)}
+    loaded.add(fresh)  # no name clash
+    assert loaded.output_shape == (None, 5)

@@ -609,7 +609,8 @@ def test_an_input_is_not_one_of_the_models_layers_as_in_keras(cpu):
     lines = []
     model.summary(print_fn=lines.append)
     assert not any("input_layer" in line for line in lines)
-    assert model.get_config()["layers"][0] == {"class": "Input", "shape": [4]}
+    assert model.get_config()["layers"][0] == {"class": "Input", "shape": [4],
+                                               "name": model._layers[0].name}
     assert model.layers[0].count_params() == 15
     assert model.input_shape == Input(shape=(4,)).shape == (None, 4)
     assert model.output_shape == (None, 2)

@@ -251,7 +251,8 @@ def test_activation_layer_backward_matches_finite_differences(cpu, name):
     np.testing.assert_allclose(out, activations.get(name).forward(cpu, x.copy()), rtol=1e-15)
     grad_x = layer.backward(upstream.copy())
     np.testing.assert_allclose(grad_x, numerical_gradient(objective, x), **GRADIENT_TOLERANCE)
-    assert layer.get_config() == {"class": "Activation", "activation": name}
+    assert layer.get_config() == {"class": "Activation", "activation": name,
+                                  "name": layer.name}
     assert from_config(layer.get_config()).activation.name == name
 
 
@@ -283,7 +284,8 @@ def test_reshape_passes_the_features_on_and_refuses_another_size(cpu):
     model = dnn.Sequential([Input(shape=(12,)), reshape, Dense(2)], seed=0, backend=cpu)
     x = RNG.normal(size=(3, 12))
     np.testing.assert_allclose(model.predict(x), x @ model.layers[1].kernel, rtol=1e-5)
-    assert reshape.get_config() == {"class": "Reshape", "target_shape": [-1, 4]}
+    assert reshape.get_config() == {"class": "Reshape", "target_shape": [-1, 4],
+                                    "name": reshape.name}
     assert from_config(reshape.get_config()).target_shape == (-1, 4)
     for target, declared in (((5, 2), "Input"), ((-1, 5), "Input"), ((5, 2), "data")):
         layers = [Reshape(target), Dense(2)]

@@ -22,10 +22,11 @@ def check_architecture(model: Sequential, path, classes: int, *, hidden=None,
     """Refuse (CheckpointError) a model loaded from ``path`` whose layers are not the
     :func:`dense_classifier` of ``hidden`` units over ``classes``, or whose dtype is not
     ``dtype``; either left out (None) is the saved model's own, whatever its layers are."""
-    saved = model.get_config()
+    saved = layers.without_names(model.get_config())
     wanted = {"layers": saved["layers"], "dtype": saved["dtype"]}
     if hidden is not None:
-        wanted["layers"] = dense_classifier(hidden, classes).get_config()["layers"]
+        wanted["layers"] = layers.without_names(
+            dense_classifier(hidden, classes).get_config())["layers"]
     if dtype is not None:
         wanted["dtype"] = str(np.dtype(dtype))
     if (wanted["layers"], wanted["dtype"]) != (saved["layers"], saved["dtype"]):

@@ -39,7 +39,7 @@ __all__ = ["Layer", "Activation", "Add", "Average", "AveragePooling2D", "AvgPool
            "Flatten", "GlobalAveragePooling2D", "GlobalAvgPool2D", "Input", "MaxPool2D",
            "MaxPooling2D", "Maximum", "Minimum", "Multiply", "Reshape", "Subtract", "add",
            "average", "check_remade", "concatenate", "from_config", "maximum", "minimum",
-           "multiply", "subtract"]
+           "multiply", "subtract", "without_names"]
 
 LAYERS = {cls.__name__: cls for cls in (
     Activation, Add, Average, AveragePooling2D, BatchNormalization, Concatenate, Conv2D, Dense,
@@ -78,6 +78,14 @@ def from_config(config: dict):
         raise UsageError(f"{kind} cannot be made from its config {config}: {error}") from None
     layer.trainable = trainable
     return layer
+
+
+def without_names(config: dict) -> dict:
+    """A model's config (``get_config()``'s dict) less its layers' names: what two models of
+    the same layers, named otherwise, have alike (the ranks of a data-parallel run and the
+    command line compare these)."""
+    return {**config, "layers": [{key: value for key, value in layer.items() if key != "name"}
+                                 for layer in config["layers"]]}
 
 
 def check_remade(layer: Layer) -> None:

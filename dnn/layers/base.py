@@ -152,7 +152,7 @@ class Layer:
     ranks = None  # during a data-parallel training pass: the communicator of its sums
     name_prefix = None  # the default names' stem, if not the class name in snake case
     _trainable = True  # also for a subclass that does not call Layer.__init__
-    _made: dict = {}  # layers made so far, by kind: Keras' default names dense, dense_1, ...
+    _made: dict = {}  # the next default name's number, by kind: Keras' dense, dense_1, ...
 
     def __new__(cls, *args, **kwargs):
         """A new layer, with the arguments it is made with kept for the default
@@ -181,10 +181,12 @@ class Layer:
     def __init__(self, name=None, input_shape=None, trainable=True):
         kind = self.name_prefix or snake_case(type(self).__name__)
         self._given_name = name
+        count = Layer._made.get(kind, 0)
         if name is None:
-            count = Layer._made.get(kind, 0)
             name = kind if count == 0 else f"{kind}_{count}"
-        Layer._made[kind] = Layer._made.get(kind, 0) + 1
+        # a name given as a default one (a loaded model's) is never given again by default
+        numbered = re.fullmatch(rf"{re.escape(kind)}(?:_(\d{{1,12}}))?", str(name))
+        Layer._made[kind] = max(count + 1, int(numbered.group(1) or 0) + 1 if numbered else 0)
         self.name = str(name)
         self.declared_input_shape = input_shape
         self.input_shape = self.output_shape = None
@@ -453,7 +455,7 @@ class Layer:
     def get_config(self) -> dict:
         """``{"class": name, ...}``: the arguments that rebuild the layer (checkpoints, JSON).
         The default, as Keras 3's, gives the class (:func:`dnn.saving.get_registered_name`),
-        the name given, ``trainable``, and the arguments the layer was made with, those a JSON
+        the name, ``trainable``, and the arguments the layer was made with, those a JSON
         file can hold as they are (numbers, strings, lists, ...); a layer that keeps another
         (an object, an array) returns it itself, ``{**super().get_config(), "init":
         name_of(self.init)}``, and without such a ``get_config`` is refused, naming it."""
@@ -547,7 +549,7 @@ class Layer:
     def _config(self, **values) -> dict:
         """``values`` with the class (the name configs give it,
         :func:`dnn.saving.get_registered_name`: a subclass of a built-in layer is its own
-        class, never taken for the built-in), and, if the user gave one, the name, and
+        class, never taken for the built-in), the layer's name (as Keras 3 saves it), and
         ``trainable: False`` for a frozen layer."""
         config = {"class": get_registered_name(type(self)), **values}
         if not is_dnns_own(type(self)):
@@ -556,8 +558,7 @@ class Layer:
             for name, value in self._saved_arguments().items():
                 if name not in config and _json_able(value):
                     config[name] = value
-        if self._given_name is not None:
-            config["name"] = self._given_name
+        config["name"] = self.name
         if not self.trainable:
             config["trainable"] = False
         return config

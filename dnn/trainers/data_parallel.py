@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from dnn import backends
+from dnn import backends, layers
 from dnn.callbacks import Callback
 from dnn.distributed.communicator import Communicator, first_difference
 from dnn.errors import DnnError, UsageError
@@ -225,7 +225,7 @@ def fit_settings(trainer, data, **arguments) -> dict:
     optimizer = trainer.optimizer
     return {"dnn version": dnn.__version__,
             "backend": (trainer.backend or backends.current_backend()).name,
-            "dtype": str(trainer.dtype), "model": trainer.get_config(),
+            "dtype": str(trainer.dtype), "model": layers.without_names(trainer.get_config()),
             "optimizer": None if optimizer is None else (type(optimizer).__name__,
                                                          optimizer.get_config()),
             "loss": (type(trainer.loss).__name__, trainer.loss.get_config()),
