@@ -8,7 +8,8 @@ GlobalAveragePooling2D -> Dense 256 relu -> Dropout 0.5 -> Dense 10 (logits); RM
 categorical cross-entropy on the logits, batch 64, float32.  In one run, on the same synthetic
 data (random pixels and labels: no files needed), it times per round:
   dnn    ``Model.fit`` over --steps batches (one epoch of that many rows),
-  torch  the same network, loss and optimizer (RMSprop, alpha 0.9, eps 1e-7) in PyTorch CPU
+  torch  the same network, loss and optimizer (RMSprop, alpha 0.9, eps 1e-7, which PyTorch
+         adds outside the square root, Keras inside: the same work) in PyTorch CPU
          over as many batches, channels-last, with torch.set_num_threads set to the cores this
          process may use (dnn's BLAS uses as many),
 interleaved round by round so that machine noise hits both alike, and reports per step the

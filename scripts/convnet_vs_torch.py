@@ -196,7 +196,8 @@ def compare(name: str, steps: int, batch: int) -> dict:
     # BatchNormalization has a gradient of zero and stays at rounding noise
     weights = [float(np.max(np.abs(mine - other)) / max(np.max(np.abs(other)), 1e-3))
                for mine, other in zip(model.get_weights(),
-                                      torch_weights(network, steps, batch * 13 * 13))]
+                                      torch_weights(network, steps, batch * 13 * 13),
+                                      strict=True)]
     window = min(5, steps)  # a batch's loss is noisy: the mean of the first and last five
     return {"steps": steps, "batch": batch, "loss_first": float(np.mean(theirs[:window])),
             "loss_last": float(np.mean(theirs[-window:])),

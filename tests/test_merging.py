@@ -577,3 +577,14 @@ def test_a_model_called_on_a_layer_output_says_a_model_is_no_layer_of_another():
                                          "keras.Input or on a layer's output, as a layer of "
                                          "another model, is not supported"):
         inner(outputs)
+
+
+def test_the_models_checks_take_its_own_dtype_and_any_array_its_backend_owns(cpu):
+    """forward given float32 rows on a float64 model, or a NumPy subclass, computes as
+    before the checks; a keras.Input is still no iterable."""
+    model = keras.Sequential([layers.Dense(2)], dtype="float64", backend=cpu)
+    model.build(3)
+    assert model.forward(np.ones((2, 3), np.float32)).dtype == np.float64
+    assert model.forward(np.ma.masked_array(np.ones((2, 3)))).shape == (2, 2)
+    with pytest.raises(TypeError, match="not iterable"):
+        list(keras.Input(shape=(3,)))

@@ -15,6 +15,7 @@ class MergedByOperators:
     (``__array_ufunc__`` None), so ``array + x`` is refused here too."""
 
     __array_ufunc__ = None
+    __iter__ = None  # not iterated through __getitem__'s refusal: a TypeError, as before
 
     def __add__(self, other):
         return _merged("Add", "+", self, other)

@@ -190,17 +190,18 @@ class Trainer:
         return nodes[-1]
 
     def _checked(self, array, like, sample_shape: tuple, what: str):
-        """``array``, where it is an array of ``like``'s type (the backend's), rows and dtype,
-        of ``sample_shape``; else a UsageError naming ``what`` (a layer of one's own that
-        computes something else)."""
-        if (type(array) is not type(like)
+        """``array``, where it is an array of the model's backend (of ``like``'s type, or
+        one the backend owns), dtype and of ``like``'s rows of ``sample_shape``; else a
+        UsageError naming ``what`` (a layer of one's own that computes something else)."""
+        dtype = self.backend.dtype(self.dtype)
+        if ((type(array) is not type(like) and not self.backend.is_own_array(array))
                 or tuple(array.shape) != (like.shape[0], *sample_shape)
-                or array.dtype != like.dtype):
+                or array.dtype != dtype):
             found = (f"{type(array).__name__} of shape {tuple(array.shape)} and dtype "
                      f"{array.dtype}" if hasattr(array, "shape") and hasattr(array, "dtype")
                      else reprlib.repr(array))
             raise UsageError(f"{what} must be an array of the {self.backend.name} backend of "
-                             f"shape {(like.shape[0], *sample_shape)} and dtype {like.dtype}, "
+                             f"shape {(like.shape[0], *sample_shape)} and dtype {self.dtype}, "
                              f"not {found}")
         return array
 
