@@ -46,7 +46,8 @@ from dnn.datasets import contract_problem
 from dnn.errors import BackendUnavailableError, OptimizerError, UsageError
 from dnn.backends.windows import Window
 from dnn.layers import (AveragePooling2D, BatchNormalization, Conv2D, Dense,
-                        GlobalAveragePooling2D, Layer, MaxPooling2D, from_config)
+                        GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, MaxPooling2D,
+                        from_config)
 from dnn.models import Sequential
 from dnn.optimizers import SGD, Adam, Optimizer, RMSprop
 from dnn.replay import EagerReplayBackend, ReplayBackend
@@ -561,6 +562,7 @@ def assert_layers_match_cpu(backend: Backend, dtype: str) -> None:
 IMAGE_LAYERS = {"Conv2D": lambda: Conv2D(3, 3, strides=2, padding="same", activation="relu"),
                 "MaxPooling2D": lambda: MaxPooling2D(2), "AveragePooling2D": AveragePooling2D,
                 "GlobalAveragePooling2D": GlobalAveragePooling2D,
+                "GlobalMaxPooling2D": GlobalMaxPooling2D,
                 "BatchNormalization": BatchNormalization}
 
 

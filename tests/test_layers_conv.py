@@ -15,7 +15,8 @@ from dnn import backends
 from dnn.backends.windows import Axis
 from dnn.errors import UsageError
 from dnn.layers import (AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
-                        GlobalAveragePooling2D, Input, MaxPooling2D, from_config)
+                        GlobalAveragePooling2D, GlobalMaxPooling2D, Input, MaxPooling2D,
+                        from_config)
 from dnn.utils import to_categorical
 from dnn.testing import numerical_gradient
 from tests.conftest import GenericNumpy, host_cuda_param
@@ -98,6 +99,10 @@ LAYERS = {
                           (7, 5, 2), average_reference),
     "global average": (lambda: GlobalAveragePooling2D(), (5, 4, 3),
                        lambda x, layer: x.mean(axis=(1, 2))),
+    "global max": (lambda: GlobalMaxPooling2D(), (5, 4, 3),
+                   lambda x, layer: x.max(axis=(1, 2))),
+    "global max keepdims": (lambda: GlobalMaxPooling2D(keepdims=True), (3, 6, 2),
+                            lambda x, layer: x.max(axis=(1, 2), keepdims=True)),
     "batch norm": (lambda: BatchNormalization(), (4, 3, 5),
                    lambda x, layer: batch_norm_reference(x, layer, training=False)),
 }
@@ -368,7 +373,7 @@ def test_every_layer_rebuilds_from_its_config():
     for layer in (Conv2D(8, (3, 2), strides=2, padding="same", activation="relu",
                          use_bias=False, kernel_initializer="he_normal", name="c"),
                   MaxPooling2D((2, 3), strides=1, padding="same"), AveragePooling2D(),
-                  GlobalAveragePooling2D(keepdims=True),
+                  GlobalAveragePooling2D(keepdims=True), GlobalMaxPooling2D(),
                   BatchNormalization(momentum=0.9, epsilon=1e-5, center=False)):
         config = layer.get_config()
         assert from_config(config).get_config() == config

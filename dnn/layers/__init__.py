@@ -4,14 +4,15 @@
   array, shapes, weights, regularization);
 - :mod:`dnn.layers.core`: Dense, Input, Flatten, Dropout, Activation, Reshape;
 - :mod:`dnn.layers.convolutional`: Conv2D;
-- :mod:`dnn.layers.pooling`: MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D;
+- :mod:`dnn.layers.pooling`: MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D,
+  GlobalMaxPooling2D;
 - :mod:`dnn.layers.normalization`: BatchNormalization;
 - :mod:`dnn.layers.merging`: Add, Subtract, Multiply, Average, Maximum, Minimum,
   Concatenate (and Keras' functions of them, ``add``, ``concatenate``, ...), which join
   several layers' outputs in a functional model.
 
 Keras' aliases are there too: ``Convolution2D``, ``MaxPool2D``, ``AvgPool2D``,
-``GlobalAvgPool2D``.
+``GlobalAvgPool2D``, ``GlobalMaxPool2D``.
 """
 
 from __future__ import annotations
@@ -27,24 +28,27 @@ from dnn.layers.merging import (Add, Average, Concatenate, Maximum, Minimum, Mul
                                 add, average, concatenate, maximum, minimum, multiply,
                                 subtract)
 from dnn.layers.normalization import BatchNormalization
-from dnn.layers.pooling import AveragePooling2D, GlobalAveragePooling2D, MaxPooling2D
+from dnn.layers.pooling import (AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
+                                MaxPooling2D)
 from dnn.saving.registry import (custom_object_scope, get_registered_object,
                                  registered_under_class_name)
 
 Convolution2D = Conv2D
 MaxPool2D, AvgPool2D, GlobalAvgPool2D = MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D
+GlobalMaxPool2D = GlobalMaxPooling2D
 
 __all__ = ["Layer", "Activation", "Add", "Average", "AveragePooling2D", "AvgPool2D",
            "BatchNormalization", "Concatenate", "Conv2D", "Convolution2D", "Dense", "Dropout",
-           "Flatten", "GlobalAveragePooling2D", "GlobalAvgPool2D", "Input", "MaxPool2D",
+           "Flatten", "GlobalAveragePooling2D", "GlobalAvgPool2D", "GlobalMaxPool2D",
+           "GlobalMaxPooling2D", "Input", "MaxPool2D",
            "MaxPooling2D", "Maximum", "Minimum", "Multiply", "Reshape", "Subtract", "add",
            "average", "check_remade", "concatenate", "from_config", "maximum", "minimum",
            "multiply", "subtract", "without_names"]
 
 LAYERS = {cls.__name__: cls for cls in (
     Activation, Add, Average, AveragePooling2D, BatchNormalization, Concatenate, Conv2D, Dense,
-    Dropout, Flatten, GlobalAveragePooling2D, Input, Maximum, MaxPooling2D, Minimum, Multiply,
-    Reshape, Subtract)}
+    Dropout, Flatten, GlobalAveragePooling2D, GlobalMaxPooling2D, Input, Maximum, MaxPooling2D,
+    Minimum, Multiply, Reshape, Subtract)}
 
 
 def from_config(config: dict):

@@ -1,6 +1,7 @@
 """Pooling layers (Keras' ``keras.layers.pooling``) over channels-last images: MaxPooling2D
 (:meth:`Backend.max_pool`), AveragePooling2D (the windows of :meth:`Backend.im2col`, summed
-and scaled), GlobalAveragePooling2D over each whole image."""
+and scaled), GlobalAveragePooling2D and GlobalMaxPooling2D (one max-pooling window the
+size of the image) over each whole image."""
 
 from __future__ import annotations
 
@@ -108,21 +109,31 @@ class AveragePooling2D(_Pooling2D):
         return self._to_inputs(grad_cols)
 
 
-class GlobalAveragePooling2D(Layer):
-    """Keras' ``GlobalAveragePooling2D``: the mean of each channel over the whole image,
-    ``(n, h, w, c) -> (n, c)`` (``keepdims=True``: ``(n, 1, 1, c)``)."""
+class _GlobalPooling2D(Layer):
+    """One number per channel of each whole image: ``(n, h, w, c) -> (n, c)``
+    (``keepdims=True``: ``(n, 1, 1, c)``); the arguments both kinds share."""
 
     def __init__(self, data_format=None, keepdims: bool = False, input_shape=None, name=None,
                  trainable=True, **keras_only):
-        check_keras_only("GlobalAveragePooling2D", keras_only)
-        channels_last(data_format, "GlobalAveragePooling2D")
-        super().__init__(name, declared_shape(input_shape, None, "GlobalAveragePooling2D"),
-                         trainable)
+        kind = type(self).__name__
+        check_keras_only(kind, keras_only)
+        channels_last(data_format, kind)
+        super().__init__(name, declared_shape(input_shape, None, kind), trainable)
         self.keepdims = bool(keepdims)
 
     def compute_output_shape(self, input_shape):
         image_window(input_shape, (1, 1), (1, 1), "valid", self)  # images, or a UsageError
         return (1, 1, input_shape[-1]) if self.keepdims else (input_shape[-1],)
+
+    def get_config(self) -> dict:
+        return self._config(**({"keepdims": True} if self.keepdims else {}))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class GlobalAveragePooling2D(_GlobalPooling2D):
+    """Keras' ``GlobalAveragePooling2D``: the mean of each channel over the whole image."""
 
     def forward(self, x, logits=False, training=False):
         xp = self._backend.xp
@@ -139,8 +150,27 @@ class GlobalAveragePooling2D(Layer):
         grad_x[...] = xp.reshape(grad, (grad.shape[0], 1, 1, channels)) / (height * width)
         return grad_x
 
-    def get_config(self) -> dict:
-        return self._config(**({"keepdims": True} if self.keepdims else {}))
 
-    def __repr__(self) -> str:
-        return "GlobalAveragePooling2D()"
+class GlobalMaxPooling2D(_GlobalPooling2D):
+    """Keras' ``GlobalMaxPooling2D``: the largest input of each channel over the whole image,
+    MaxPooling2D's one window the size of the image (its gradient to the first input
+    holding the maximum, in row-major order)."""
+
+    def build(self, input_shape):
+        size = tuple(input_shape[:2])
+        self._window = image_window(input_shape, size, size, "valid", self)
+
+    def forward(self, x, logits=False, training=False):
+        xp = self._backend.xp
+        pooled = self._buffers("pooled", (x.shape[0], 1, 1, x.shape[-1]), x.dtype)
+        self._argmax = self._buffers("argmax", pooled.shape, xp.int32)
+        pooled = self._backend.max_pool(x, self._window, pooled, self._argmax)
+        return xp.reshape(pooled, (x.shape[0], *self.output_shape))
+
+    def backward(self, grad, logits=False):
+        if not self.needs_input_grad:
+            return None
+        xp = self._backend.xp
+        grad_x = self._buffers("grad_x", (grad.shape[0], *self.input_shape), grad.dtype)
+        pooled = xp.reshape(grad, (grad.shape[0], 1, 1, grad.shape[-1]))
+        return self._backend.max_pool_backward(pooled, self._argmax, self._window, grad_x)
