@@ -391,3 +391,72 @@ def test_a_default_name_is_never_one_a_loaded_model_has(tmp_path):
     assert fresh.name not in {layer.name for layer in (*loaded.layers, ahead)}
     loaded.add(fresh)  # no name clash
     assert loaded.output_shape == (None, 5)
+
+
+def test_a_layer_renamed_to_anothers_name_is_refused_before_anything_is_written(tmp_path):
+    model = keras.Sequential([layers.Dense(3, input_shape=(4,), name="p"),
+                              layers.Dense(2, name="q")])
+    model.save(tmp_path / "kept.npz")
+    model.layers[1].name = "p"
+    with pytest.raises(UsageError, match="the model has two layers named 'p'"):
+        model.save(tmp_path / "kept.npz")
+    with pytest.raises(UsageError, match="two layers named 'p'"):
+        model.to_json()
+    assert [layer.name for layer in keras.models.load_model(tmp_path / "kept.npz").layers] == [
+        "p", "q"]
+
+
+def test_a_checkpoint_naming_only_some_layers_loads_in_a_fresh_process(tmp_path, monkeypatch):
+    """dnn saved only the names given: a default-named layer saved without its name is
+    never given one that another of the file's layers has."""
+    import json
+
+    model = keras.Sequential([layers.Dense(3, input_shape=(4,)), layers.Dense(2)])
+    model.save(tmp_path / "m.npz")
+    archive = dict(np.load(tmp_path / "m.npz"))
+    meta = json.loads(str(archive["meta"]))
+    del meta["model"]["layers"][0]["name"]
+    meta["model"]["layers"][1]["name"] = "dense"
+    np.savez(tmp_path / "old.npz", **{**archive, "meta": np.asarray(json.dumps(meta))})
+    monkeypatch.setattr(layers.Layer, "_made", {})  # no layer made yet in this process
+    loaded = keras.models.load_model(tmp_path / "old.npz")
+    assert loaded.layers[1].name == "dense" and loaded.layers[0].name != "dense"
+
+
+class Scaled(layers.Layer):
+    """A layer of one's own whose __init__ takes no name."""
+
+    def __init__(self, factor=2.0):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x, logits=False, training=False):
+        return x * self.factor
+
+    def backward(self, grad, logits=False):
+        return grad * self.factor if self.needs_input_grad else None
+
+
+def test_a_layer_of_ones_own_taking_no_name_saves_and_loads_with_its_name(tmp_path):
+    model = keras.Sequential([layers.Dense(3, input_shape=(4,)), Scaled(3.0)])
+    model.save(tmp_path / "own.npz")
+    loaded = keras.models.load_model(tmp_path / "own.npz", custom_objects={"Scaled": Scaled})
+    assert loaded.layers[1].name == model.layers[1].name and loaded.layers[1].factor == 3.0
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: layers.Dense(2, name=["l"]), r"a layer's name must be a string, not \['l'\]"),
+    (lambda: layers.Dense(2, name=5), "must be a string, not 5"),
+    (lambda: layers.GlobalMaxPooling2D(keepdims="no"), "keepdims must be True or False"),
+], ids=["list", "number", "keepdims"])
+def test_an_argument_of_the_wrong_type_is_refused(make, message):
+    with pytest.raises((UsageError, keras.errors.ArgumentTypeError), match=message):
+        make()
+
+
+def test_a_model_whose_description_a_checkpoint_cannot_hold_is_not_saved(tmp_path):
+    model = keras.Sequential([layers.Dense(2, input_shape=(3,), name="x" * 300_000)])
+    with pytest.raises(UsageError, match="the model's description takes 300,.* characters, "
+                                         "more than a checkpoint holds"):
+        model.save(tmp_path / "long.npz")
+    assert not (tmp_path / "long.npz").exists()

@@ -515,6 +515,16 @@ class WrongGradientShape(HandsOneArrayToEach):
         return [grad[:, :1], grad]
 
 
+class GivesAReadOnlyGradient(HandsOneArrayToEach):
+    def backward(self, grad, logits=False):
+        return [np.broadcast_to(grad[:1], grad.shape), grad]
+
+
+class GivesAMaskedArray(HandsOneArrayToEach):
+    def backward(self, grad, logits=False):
+        return [np.ma.masked_greater(grad, 0), grad]
+
+
 class ComputesElsewhere(layers.Layer):
     """forward gives what its compute_output_shape does not say, in float64."""
 
@@ -525,16 +535,20 @@ class ComputesElsewhere(layers.Layer):
 
 @pytest.mark.parametrize("make, message", [
     (lambda x: ForgetsToReturn()(x),
-     r"the input gradient forgets_to_return.*'s backward returned must be an array of the "
-     r"cpu backend of shape \(6, 4\) and dtype float32, not None"),
+     r"the input gradient forgets_to_return.*'s backward returned must be a writable, "
+     r"C-contiguous array of the cpu backend of shape \(6, 4\) and dtype float32, not None"),
     (lambda x: WrongGradientShape()([x, x]),
-     r"the input gradient wrong_gradient_shape.*returned must be an array of the cpu "
-     r"backend of shape \(6, 4\) and dtype float32, not ndarray of shape \(6, 1\)"),
+     r"the input gradient wrong_gradient_shape.*returned must be a writable, C-contiguous "
+     r"array of the cpu backend of shape \(6, 4\) and dtype float32, not ndarray of shape "
+     r"\(6, 1\)"),
     (lambda x: ComputesElsewhere(name="computes_shape")(x),
      r"computes_shape's forward output must be an array of the cpu backend of shape "
      r"\(6, 4\) and dtype float32, not ndarray of shape \(6, 1\) and dtype float64"),
     (lambda x: ComputesElsewhere(name="computes_dtype")(x), "and dtype float64"),
-], ids=["backward-returns-none", "gradient-shape", "output-shape", "output-dtype"])
+    (lambda x: GivesAReadOnlyGradient()([x, x]), "must be a writable, C-contiguous array"),
+    (lambda x: GivesAMaskedArray()([x, x]), "not MaskedArray of shape"),
+], ids=["backward-returns-none", "gradient-shape", "output-shape", "output-dtype",
+        "read-only-gradient", "numpy-subclass"])
 def test_a_layer_of_ones_own_computing_what_it_does_not_say_is_one_clear_error(make, message):
     """Not a silent gradient of stale memory nor an error from deep inside another layer."""
     inputs = keras.Input(shape=(5,))

@@ -21,7 +21,7 @@ import json
 import reprlib
 
 from dnn.errors import UnknownLayerError, UsageError
-from dnn.layers.base import Layer, is_dnns_own
+from dnn.layers.base import Layer, is_dnns_own, reserve_names
 from dnn.layers.convolutional import Conv2D
 from dnn.layers.core import Activation, Dense, Dropout, Flatten, Input, Reshape
 from dnn.layers.merging import (Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract,
@@ -40,10 +40,11 @@ GlobalMaxPool2D = GlobalMaxPooling2D
 __all__ = ["Layer", "Activation", "Add", "Average", "AveragePooling2D", "AvgPool2D",
            "BatchNormalization", "Concatenate", "Conv2D", "Convolution2D", "Dense", "Dropout",
            "Flatten", "GlobalAveragePooling2D", "GlobalAvgPool2D", "GlobalMaxPool2D",
-           "GlobalMaxPooling2D", "Input", "MaxPool2D",
-           "MaxPooling2D", "Maximum", "Minimum", "Multiply", "Reshape", "Subtract", "add",
-           "average", "check_remade", "concatenate", "from_config", "maximum", "minimum",
-           "multiply", "subtract", "without_names"]
+           "GlobalMaxPooling2D", "Input", "MaxPool2D", "MaxPooling2D", "Maximum", "Minimum",
+           "Multiply", "Reshape", "Subtract", "add", "average", "check_names", "check_remade",
+           "concatenate",
+           "from_config", "from_configs", "maximum", "minimum", "multiply", "subtract",
+           "without_names"]
 
 LAYERS = {cls.__name__: cls for cls in (
     Activation, Add, Average, AveragePooling2D, BatchNormalization, Concatenate, Conv2D, Dense,
@@ -82,6 +83,25 @@ def from_config(config: dict):
         raise UsageError(f"{kind} cannot be made from its config {config}: {error}") from None
     layer.trainable = trainable
     return layer
+
+
+def from_configs(configs: list) -> list:
+    """The layers of a model config's ``"layers"`` list, each by :func:`from_config`, in
+    order; a layer saved without a name (by an older dnn) is given a default one that none
+    of the others has."""
+    reserve_names([config.get("name") for config in configs if isinstance(config, dict)])
+    return [from_config(config) for config in configs]
+
+
+def check_names(layers: list) -> None:
+    """Refuse (UsageError) layers of one model two of which have one name (a layer renamed
+    after it joined the model): a file of them could not be loaded."""
+    seen = set()
+    for layer in layers:
+        if layer.name in seen:
+            raise UsageError(f"the model has two layers named {layer.name!r}: layer names "
+                             "must be unique (rename one)")
+        seen.add(layer.name)
 
 
 def without_names(config: dict) -> dict:

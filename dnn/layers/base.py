@@ -179,15 +179,15 @@ class Layer:
         return layer
 
     def __init__(self, name=None, input_shape=None, trainable=True):
+        if name is not None and not isinstance(name, str):
+            raise UsageError(f"a layer's name must be a string, not {reprlib.repr(name)}")
         kind = self.name_prefix or snake_case(type(self).__name__)
         self._given_name = name
-        count = Layer._made.get(kind, 0)
         if name is None:
+            count = Layer._made.get(kind, 0)
             name = kind if count == 0 else f"{kind}_{count}"
-        # a name given as a default one (a loaded model's) is never given again by default
-        numbered = re.fullmatch(rf"{re.escape(kind)}(?:_(\d{{1,12}}))?", str(name))
-        Layer._made[kind] = max(count + 1, int(numbered.group(1) or 0) + 1 if numbered else 0)
-        self.name = str(name)
+        reserve_names([name], kind)
+        self.name = name
         self.declared_input_shape = input_shape
         self.input_shape = self.output_shape = None
         self.params: list = []
@@ -481,7 +481,17 @@ class Layer:
     @classmethod
     def from_config(cls, config: dict) -> "Layer":
         """The layer :meth:`get_config`'s dict describes, less its ``"class"`` and
-        ``trainable`` (:func:`dnn.layers.from_config` handles those): ``cls(**config)``."""
+        ``trainable`` (:func:`dnn.layers.from_config` handles those): ``cls(**config)``; a
+        class of one's own whose ``__init__`` takes no ``name`` is given it afterwards."""
+        parameters = inspect.signature(cls).parameters.values()
+        if "name" in config and not any(
+                parameter.name == "name" or parameter.kind is inspect.Parameter.VAR_KEYWORD
+                for parameter in parameters):
+            config = dict(config)
+            name = config.pop("name")
+            layer = cls(**config)
+            layer.name = layer._given_name = name
+            return layer
         return cls(**config)
 
     def step_state(self) -> list:
@@ -562,6 +572,17 @@ class Layer:
         if not self.trainable:
             config["trainable"] = False
         return config
+
+
+def reserve_names(names, kind: str | None = None) -> None:
+    """Never give by default a name of ``names`` that has a default name's form (``dense``,
+    ``dense_3``): the next default name of that kind (of ``kind`` alone, where given) is
+    numbered past it, as a loaded model's layers keep the names they had."""
+    for name in names:
+        found = re.fullmatch(r"(.+?)(?:_(\d{1,12}))?", name) if isinstance(name, str) else None
+        if found and (kind is None or found.group(1) == kind):
+            stem, number = found.group(1), int(found.group(2) or 0)
+            Layer._made[stem] = max(Layer._made.get(stem, 0), number + 1)
 
 
 def _sample_shapes(shape) -> tuple:

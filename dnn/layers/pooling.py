@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dnn.callbacks.arguments import check_flag
 from dnn.layers.base import Layer, check_keras_only, declared_shape
 from dnn.layers.images import channels_last, image_window, padding_name, pair
 
@@ -118,6 +119,7 @@ class _GlobalPooling2D(Layer):
         kind = type(self).__name__
         check_keras_only(kind, keras_only)
         channels_last(data_format, kind)
+        check_flag(kind, "keepdims", keepdims)
         super().__init__(name, declared_shape(input_shape, None, kind), trainable)
         self.keepdims = bool(keepdims)
 

@@ -500,7 +500,7 @@ class Sequential(Trainer):
         if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
             raise UsageError("a model config is a dict with a list of layers")
         with custom_object_scope(custom_objects):
-            made = [layers_module.from_config(layer) for layer in config["layers"]]
+            made = layers_module.from_configs(config["layers"])
         return cls.of_saved_layers(made, config, **kwargs)
 
     @classmethod
@@ -520,7 +520,8 @@ class Sequential(Trainer):
     def to_json(self, **kwargs) -> str:
         """The architecture as JSON (Keras' ``to_json``; ``kwargs`` go to ``json.dumps``),
         for :func:`dnn.models.model_from_json`."""
-        for layer in self._layers:  # JSON that model_from_json could not read is refused
+        layers_module.check_names(self._layers)  # JSON model_from_json could not read
+        for layer in self._layers:
             layers_module.check_remade(layer)
         return json.dumps({"class_name": self.json_class_name, "config": self.get_config()},
                           **kwargs)

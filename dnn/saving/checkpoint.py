@@ -52,7 +52,8 @@ def save(model, path) -> None:
         raise ArgumentTypeError(f"save needs a file name, not {type(path).__name__}")
     if not model.built:
         raise UsageError("the model has no weights yet to save: call it on data or build() it")
-    for layer in model._layers:  # a file that no load could read is not written
+    layers.check_names(model._layers)  # a file that no load could read is not written
+    for layer in model._layers:
         layers.check_remade(layer)
     arrays = {f"weight_{i}": weight for i, weight in enumerate(model.get_weights())}
     optimizer = model.optimizer
@@ -83,6 +84,10 @@ def save(model, path) -> None:
         raise UsageError(f"cannot save {path}: the optimizer's hyper-parameters "
                          f"{meta['optimizer']['config']} must be numbers, strings, booleans or "
                          f"None ({error})") from None
+    if len(meta_json) > MAX_META_CHARS:
+        raise UsageError(f"cannot save {path}: the model's description takes "
+                         f"{len(meta_json):,} characters, more than a checkpoint holds "
+                         f"({MAX_META_CHARS:,}): give its layers shorter names")
     with atomic_write(path) as file, write_errors_named(path):  # a full disk, say
         np.savez(file, meta=np.asarray(meta_json), **arrays)
 
@@ -287,7 +292,7 @@ class _damage_reported:
 def _layers_of(config: dict) -> list:
     """The layers of the architecture ``config`` (:meth:`Sequential.get_config`'s dict), made
     but in no model yet, so that nothing is built before the file is checked against them."""
-    return [layers.from_config(layer) for layer in config["layers"]]
+    return layers.from_configs(config["layers"])
 
 
 def _architecture(config: dict, made: list) -> dict:

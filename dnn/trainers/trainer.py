@@ -189,20 +189,24 @@ class Trainer:
                                        f"{layer.name}'s forward output"))
         return nodes[-1]
 
-    def _checked(self, array, like, sample_shape: tuple, what: str):
-        """``array``, where it is an array of the model's backend (of ``like``'s type, or
-        one the backend owns), dtype and of ``like``'s rows of ``sample_shape``; else a
-        UsageError naming ``what`` (a layer of one's own that computes something else)."""
-        dtype = self.backend.dtype(self.dtype)
-        if ((type(array) is not type(like) and not self.backend.is_own_array(array))
-                or tuple(array.shape) != (like.shape[0], *sample_shape)
-                or array.dtype != dtype):
+    def _checked(self, array, like, sample_shape: tuple, what: str, gradient=False):
+        """``array``, where it is an array of the model's backend (of the type of its own
+        buffers: no NumPy subclass), dtype and of ``like``'s rows of ``sample_shape``, and
+        for a ``gradient`` (which the layer before may overwrite, with kernels that take
+        rows) writable and C-contiguous where the array type says; else a UsageError naming
+        ``what`` (a layer of one's own that computes something else)."""
+        own = self._buffers("the backend's array type", (0,), self.backend.dtype(self.dtype))
+        flags = getattr(array, "flags", None)
+        if (type(array) is not type(own) or tuple(array.shape) != (like.shape[0], *sample_shape)
+                or array.dtype != own.dtype or gradient and flags is not None and not (
+                    getattr(flags, "writeable", True) and flags.c_contiguous)):
             found = (f"{type(array).__name__} of shape {tuple(array.shape)} and dtype "
                      f"{array.dtype}" if hasattr(array, "shape") and hasattr(array, "dtype")
                      else reprlib.repr(array))
-            raise UsageError(f"{what} must be an array of the {self.backend.name} backend of "
-                             f"shape {(like.shape[0], *sample_shape)} and dtype {self.dtype}, "
-                             f"not {found}")
+            raise UsageError(f"{what} must be {'a writable, C-contiguous' if gradient else 'an'}"
+                             f" array of the {self.backend.name} backend of shape "
+                             f"{(like.shape[0], *sample_shape)} and dtype {self.dtype}, not "
+                             f"{found}")
         return array
 
     def predictions(self, output):
@@ -266,7 +270,8 @@ class Trainer:
                 if source == 0:
                     continue
                 self._checked(source_grad, grad, self.stack[source - 1].output_shape,
-                              f"the input gradient {layer.name}'s backward returned")
+                              f"the input gradient {layer.name}'s backward returned",
+                              gradient=True)
                 if graph.uses[source] == 1 and id(source_grad) not in handed_on:
                     grads[source] = source_grad
                     handed_on.add(id(source_grad))
