@@ -535,10 +535,10 @@ class ComputesElsewhere(layers.Layer):
 
 @pytest.mark.parametrize("make, message", [
     (lambda x: ForgetsToReturn()(x),
-     r"the input gradient forgets_to_return.*'s backward returned must be a writable, "
-     r"C-contiguous array of the cpu backend of shape \(6, 4\) and dtype float32, not None"),
+     r"forgets_to_return.*'s backward's input gradient must be a writable, C-contiguous "
+     r"array of the cpu backend of shape \(6, 4\) and dtype float32, not None"),
     (lambda x: WrongGradientShape()([x, x]),
-     r"the input gradient wrong_gradient_shape.*returned must be a writable, C-contiguous "
+     r"wrong_gradient_shape.*'s backward's input gradient must be a writable, C-contiguous "
      r"array of the cpu backend of shape \(6, 4\) and dtype float32, not ndarray of shape "
      r"\(6, 1\)"),
     (lambda x: ComputesElsewhere(name="computes_shape")(x),

@@ -41,6 +41,13 @@ EVALUATION_BATCH = 1024
 EVALUATION_BYTES = 32 << 20
 
 
+def _writable_rows(array) -> bool:
+    """Whether ``array`` is writable and C-contiguous, where its type says (NumPy's and
+    CuPy's ``flags``; an array type without them is taken to be)."""
+    flags = getattr(array, "flags", None)
+    return flags is None or (getattr(flags, "writeable", True) and flags.c_contiguous)
+
+
 def positive_int(name: str, value) -> int:
     if not is_int_at_least(value, 1):
         raise UsageError(f"{name} must be a positive integer, not {value!r}")
@@ -66,6 +73,7 @@ class Trainer:
         self._communicator = None  # for the backend's arrays, once it is known
         self._gradient_sum = None  # data-parallel, once a step needs it
         self._started_together = False  # on several ranks: from rank 0's state since built
+        self._own_kind = None  # (type, dtype) of the model's arrays, once it is built
 
     # -- compile -------------------------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss="categorical_crossentropy", metrics=None,
@@ -179,35 +187,37 @@ class Trainer:
         """``(n, *sample_shape) -> (n, k)``: the last layer's output; its logits when the loss
         takes those (see :meth:`predictions`).  Each layer is given the outputs ``graph``
         says it takes."""
-        graph, nodes = self.graph, [x]
-        last = len(self.stack) - 1
-        for index, layer in enumerate(self.stack):
+        stack, graph, nodes = self.stack, self.graph, [x]
+        last = len(stack) - 1
+        for index, layer in enumerate(stack):
             output = layer.forward(graph.taken(layer, index, nodes),
                                    logits=self._loss_takes_logits and index == last,
                                    training=training)
-            nodes.append(self._checked(output, x, layer.output_shape,
-                                       f"{layer.name}'s forward output"))
+            self._check(output, x, layer.output_shape, layer, "'s forward output")
+            nodes.append(output)
         return nodes[-1]
 
-    def _checked(self, array, like, sample_shape: tuple, what: str, gradient=False):
-        """``array``, where it is an array of the model's backend (of the type of its own
-        buffers: no NumPy subclass), dtype and of ``like``'s rows of ``sample_shape``, and
-        for a ``gradient`` (which the layer before may overwrite, with kernels that take
-        rows) writable and C-contiguous where the array type says; else a UsageError naming
-        ``what`` (a layer of one's own that computes something else)."""
-        own = self._buffers("the backend's array type", (0,), self.backend.dtype(self.dtype))
-        flags = getattr(array, "flags", None)
-        if (type(array) is not type(own) or tuple(array.shape) != (like.shape[0], *sample_shape)
-                or array.dtype != own.dtype or gradient and flags is not None and not (
-                    getattr(flags, "writeable", True) and flags.c_contiguous)):
+    def _check(self, array, like, sample_shape: tuple, layer, what: str, gradient=False):
+        """Refuse (UsageError naming ``layer`` and ``what`` it gave) an ``array`` that is not
+        an array of the model's backend (of the type of its own buffers: no NumPy subclass)
+        and dtype, of ``like``'s rows of ``sample_shape``, and for a ``gradient`` (which the
+        layer before may overwrite, with kernels that take rows) writable and C-contiguous
+        where the array type says (a layer of one's own that computes something else)."""
+        if self._own_kind is None:  # the type and dtype of the model's arrays, once
+            own = self._buffers("the backend's array type", (0,),
+                                self.backend.dtype(self.dtype))
+            self._own_kind = (type(own), own.dtype)
+        if (type(array) is not self._own_kind[0] or array.dtype != self._own_kind[1]
+                or array.shape != (like.shape[0], *sample_shape)
+                or gradient and not _writable_rows(array)):
             found = (f"{type(array).__name__} of shape {tuple(array.shape)} and dtype "
                      f"{array.dtype}" if hasattr(array, "shape") and hasattr(array, "dtype")
                      else reprlib.repr(array))
-            raise UsageError(f"{what} must be {'a writable, C-contiguous' if gradient else 'an'}"
-                             f" array of the {self.backend.name} backend of shape "
+            raise UsageError(f"{layer.name}{what} must be "
+                             f"{'a writable, C-contiguous' if gradient else 'an'} array of the "
+                             f"{self.backend.name} backend of shape "
                              f"{(like.shape[0], *sample_shape)} and dtype {self.dtype}, not "
                              f"{found}")
-        return array
 
     def predictions(self, output):
         """The model's outputs (probabilities after a softmax) from :meth:`forward`'s
@@ -249,10 +259,11 @@ class Trainer:
         output given an array that a merge layer returned for another input too (the layer
         before may overwrite what it is given); a layer whose output needs no gradient (no
         weights before it) is given none."""
-        graph, last = self.graph, len(self.stack) - 1
-        grads = [None] * len(self.stack) + [grad]  # of each node; node 0, the inputs', never
+        stack, graph = self.stack, self.graph
+        last = len(stack) - 1
+        grads = [None] * len(stack) + [grad]  # of each node; node 0, the inputs', never
         for index in range(last, -1, -1):
-            layer = self.stack[index]
+            layer = stack[index]
             if grads[index + 1] is None:
                 continue
             given = layer.backward(grads[index + 1],
@@ -269,9 +280,8 @@ class Trainer:
             for source, source_grad in zip(sources, given):
                 if source == 0:
                     continue
-                self._checked(source_grad, grad, self.stack[source - 1].output_shape,
-                              f"the input gradient {layer.name}'s backward returned",
-                              gradient=True)
+                self._check(source_grad, grad, stack[source - 1].output_shape, layer,
+                            "'s backward's input gradient", gradient=True)
                 if graph.uses[source] == 1 and id(source_grad) not in handed_on:
                     grads[source] = source_grad
                     handed_on.add(id(source_grad))
