@@ -257,7 +257,7 @@ class Model(Sequential, metaclass=_EverySequentialIsAModel):
         for index, layer in enumerate(made[1:]):
             nodes.append(layer(graph.taken(layer, index, nodes)))
         model = cls(made[0], nodes[-1], **options)
-        if model.stack != made[1:]:
+        if list(model.stack) != made[1:]:
             for layer in made:  # free for another model again
                 layer.in_model = False
             raise UsageError("a functional model's config lists its layers in another order "

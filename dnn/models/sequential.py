@@ -113,6 +113,7 @@ class Sequential(Trainer):
         if isinstance(layers, layers_module.Layer):
             raise UsageError("Sequential takes a list of layers: Sequential([Dense(...), ...])")
         self._layers = []
+        self._stack = None  # the layers that compute, once read
         try:
             layers = list(layers or ())  # None: no layers yet, as in Keras
         except TypeError:
@@ -140,10 +141,13 @@ class Sequential(Trainer):
 
     # -- layers ------------------------------------------------------------------------------
     @property
-    def stack(self) -> list:
+    def stack(self) -> tuple:
         """The layers that compute, in order: an ``Input`` first only declares the inputs and
-        is none of them."""
-        return computing(self._layers)
+        is none of them (a tuple, kept until a layer is added or popped: the passes read it
+        at every step)."""
+        if self._stack is None:
+            self._stack = tuple(computing(self._layers))
+        return self._stack
 
     @property
     def graph(self) -> LayerGraph:
@@ -155,7 +159,7 @@ class Sequential(Trainer):
     def layers(self) -> list:
         """The model's layers, as Keras lists a Sequential's: :attr:`stack`, so that
         ``layers[0]`` is the first layer that computes."""
-        return self.stack
+        return list(self.stack)
 
     @property
     def trainable(self) -> bool:
@@ -194,6 +198,7 @@ class Sequential(Trainer):
                              f"{self._layers[-1].name}")
         layer.in_model = True
         self._layers.append(layer)
+        self._stack = None
         try:
             if self.built:
                 self._build_layers(len(self.stack) - 1)
@@ -202,6 +207,7 @@ class Sequential(Trainer):
             self._layers_changed()
         except BaseException:  # a layer that cannot take its inputs: the model as it was
             self._layers.pop()
+            self._stack = None
             layer.in_model = False
             if not self.built:
                 self.sample_shape = None
@@ -212,6 +218,7 @@ class Sequential(Trainer):
         if not self._layers:
             raise UsageError("pop() on a model without layers")
         layer = self._layers.pop()
+        self._stack = None
         layer.in_model = False
         if not self._layers:
             self._buffers, self.sample_shape = None, None
