@@ -707,8 +707,8 @@ def check_layer(layer: Layer, input_shape, *, batch: int = 3, training: bool = F
                              + ("several inputs: give check_layer a list of their shapes"
                                 if made.takes_several else "one input: give check_layer its "
                                 "sample shape, a tuple"))
-    shapes = [tuple(shape) for shape in input_shape] if several else [tuple(input_shape)]
-    input_shape = shapes if made.takes_several else shapes[0]
+    input_shape = made._taken_shape(input_shape)
+    shapes = input_shape if several else [input_shape]
     made.build_on(input_shape, cpu, rng, "float64")
     made.needs_input_grad = True
     xs = [rng.normal(size=(batch, *shape)) for shape in shapes]

@@ -94,15 +94,15 @@ def _keras_layout(model) -> dict:
             layers.append({"class_name": layer_config["class"], "config": arguments})
     if model.graph.is_chain:
         return {"class_name": "Sequential", "config": {"name": model.name, "layers": layers}}
-    names = [layer.name for layer in model._layers]  # its Input first: node 0
-    for layout, layer, sources in zip(layers[1:], model.stack, model.graph.inbound):
-        taken = [{"class_name": "__keras_tensor__",
-                  "config": {"keras_history": [names[source], 0, 0]}} for source in sources]
+    for layout, layer, names in zip(layers[1:], model.stack, model._taken_names()):
+        taken = [{"class_name": "__keras_tensor__", "config": {"keras_history": [name, 0, 0]}}
+                 for name in names]
         layout["inbound_nodes"] = [{"args": [taken if layer.takes_several else taken[0]],
                                     "kwargs": {}}]
     return {"class_name": "Functional",
             "config": {"name": model.name, "layers": layers,
-                       "input_layers": [names[0], 0, 0], "output_layers": [names[-1], 0, 0]}}
+                       "input_layers": [model._layers[0].name, 0, 0],
+                       "output_layers": [model._layers[-1].name, 0, 0]}}
 
 
 def _sync(file) -> None:

@@ -41,10 +41,9 @@ __all__ = ["Layer", "Activation", "Add", "Average", "AveragePooling2D", "AvgPool
            "BatchNormalization", "Concatenate", "Conv2D", "Convolution2D", "Dense", "Dropout",
            "Flatten", "GlobalAveragePooling2D", "GlobalAvgPool2D", "GlobalMaxPool2D",
            "GlobalMaxPooling2D", "Input", "MaxPool2D", "MaxPooling2D", "Maximum", "Minimum",
-           "Multiply", "Reshape", "Subtract", "add", "average", "check_names", "check_remade",
-           "concatenate",
-           "from_config", "from_configs", "maximum", "minimum", "multiply", "subtract",
-           "without_names"]
+           "Multiply", "Reshape", "Subtract", "add", "average", "check_loadable",
+           "check_remade", "concatenate", "from_config", "from_configs", "maximum", "minimum",
+           "multiply", "subtract", "without_names"]
 
 LAYERS = {cls.__name__: cls for cls in (
     Activation, Add, Average, AveragePooling2D, BatchNormalization, Concatenate, Conv2D, Dense,
@@ -93,15 +92,18 @@ def from_configs(configs: list) -> list:
     return [from_config(config) for config in configs]
 
 
-def check_names(layers: list) -> None:
-    """Refuse (UsageError) layers of one model two of which have one name (a layer renamed
-    after it joined the model): a file of them could not be loaded."""
+def check_loadable(layers: list) -> None:
+    """Refuse (UsageError) the layers of one model where a file of their architecture could
+    not be loaded: two of one name (a layer renamed after it joined the model), or a layer
+    of one's own that its config cannot make again (:func:`check_remade`)."""
     seen = set()
     for layer in layers:
         if layer.name in seen:
             raise UsageError(f"the model has two layers named {layer.name!r}: layer names "
                              "must be unique (rename one)")
         seen.add(layer.name)
+    for layer in layers:
+        check_remade(layer)
 
 
 def without_names(config: dict) -> dict:

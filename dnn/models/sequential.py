@@ -483,14 +483,20 @@ class Sequential(Trainer):
         print_fn(f"Trainable params: {trainable:,}")
         print_fn(f"Non-trainable params: {total - trainable:,}")
 
+    def _taken_names(self) -> list:
+        """For each layer of :attr:`stack`, the names of the layers whose outputs it takes,
+        its Input's for the model's inputs (a functional model's, which starts with its
+        Input)."""
+        names = [layer.name for layer in self._layers]  # its Input first: node 0
+        return [[names[source] for source in sources] for sources in self.graph.inbound]
+
     def _connections(self) -> dict:
         """For a model whose layers make no chain, the names of the layers each one takes
         (by the layer's id; Keras' "Connected to"), else none."""
         if self._graph is None:
             return {}
-        names = [layer.name for layer in self._layers]  # an Input first: node 0
-        return {id(layer): ", ".join(names[source] for source in sources)
-                for layer, sources in zip(self.stack, self._graph.inbound)}
+        return {id(layer): ", ".join(taken)
+                for layer, taken in zip(self.stack, self._taken_names())}
 
     def get_config(self) -> dict:
         config = {"dtype": str(self.dtype), "layers": [layer.get_config()
@@ -527,9 +533,7 @@ class Sequential(Trainer):
     def to_json(self, **kwargs) -> str:
         """The architecture as JSON (Keras' ``to_json``; ``kwargs`` go to ``json.dumps``),
         for :func:`dnn.models.model_from_json`."""
-        layers_module.check_names(self._layers)  # JSON model_from_json could not read
-        for layer in self._layers:
-            layers_module.check_remade(layer)
+        layers_module.check_loadable(self._layers)  # JSON model_from_json could not read
         return json.dumps({"class_name": self.json_class_name, "config": self.get_config()},
                           **kwargs)
 

@@ -52,9 +52,7 @@ def save(model, path) -> None:
         raise ArgumentTypeError(f"save needs a file name, not {type(path).__name__}")
     if not model.built:
         raise UsageError("the model has no weights yet to save: call it on data or build() it")
-    layers.check_names(model._layers)  # a file that no load could read is not written
-    for layer in model._layers:
-        layers.check_remade(layer)
+    layers.check_loadable(model._layers)  # a file that no load could read is not written
     arrays = {f"weight_{i}": weight for i, weight in enumerate(model.get_weights())}
     optimizer = model.optimizer
     meta = {
