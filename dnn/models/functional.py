@@ -259,7 +259,7 @@ class Model(Sequential, metaclass=_EverySequentialIsAModel):
             for layer in made:  # free for another model again
                 layer.in_model = False
             raise UsageError("a functional model's config lists its layers in another order "
-                             "than its graph: each after the layers it takes, depth first")
+                             "than its graph's: Keras', each after the layers it takes")
         return model
 
     @classmethod

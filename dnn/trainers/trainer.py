@@ -193,14 +193,14 @@ class Trainer:
             output = layer.forward(graph.taken(layer, index, nodes),
                                    logits=self._loss_takes_logits and index == last,
                                    training=training)
-            self._check(output, x, layer.output_shape, layer, "'s forward output")
+            self._check(output, x.shape[0], layer.output_shape, layer, "'s forward output")
             nodes.append(output)
         return nodes[-1]
 
-    def _check(self, array, like, sample_shape: tuple, layer, what: str, gradient=False):
+    def _check(self, array, rows: int, sample_shape: tuple, layer, what: str, gradient=False):
         """Refuse (UsageError naming ``layer`` and ``what`` it gave) an ``array`` that is not
         an array of the model's backend (of the type of its own buffers: no NumPy subclass)
-        and dtype, of ``like``'s rows of ``sample_shape``, and for a ``gradient`` (which the
+        and dtype, of ``rows`` samples of ``sample_shape``, and for a ``gradient`` (which the
         layer before may overwrite, with kernels that take rows) writable and C-contiguous
         where the array type says (a layer of one's own that computes something else)."""
         if self._own_kind is None:  # the type and dtype of the model's arrays, once
@@ -208,7 +208,7 @@ class Trainer:
                                 self.backend.dtype(self.dtype))
             self._own_kind = (type(own), own.dtype)
         if (type(array) is not self._own_kind[0] or array.dtype != self._own_kind[1]
-                or array.shape != (like.shape[0], *sample_shape)
+                or array.shape != (rows, *sample_shape)
                 or gradient and not _writable_rows(array)):
             found = (f"{type(array).__name__} of shape {tuple(array.shape)} and dtype "
                      f"{array.dtype}" if hasattr(array, "shape") and hasattr(array, "dtype")
@@ -216,7 +216,7 @@ class Trainer:
             raise UsageError(f"{layer.name}{what} must be "
                              f"{'a writable, C-contiguous' if gradient else 'an'} array of the "
                              f"{self.backend.name} backend of shape "
-                             f"{(like.shape[0], *sample_shape)} and dtype {self.dtype}, not "
+                             f"{(rows, *sample_shape)} and dtype {self.dtype}, not "
                              f"{found}")
 
     def predictions(self, output):
@@ -280,7 +280,7 @@ class Trainer:
             for source, source_grad in zip(sources, given):
                 if source == 0:
                     continue
-                self._check(source_grad, grad, stack[source - 1].output_shape, layer,
+                self._check(source_grad, grad.shape[0], stack[source - 1].output_shape, layer,
                             "'s backward's input gradient", gradient=True)
                 if graph.uses[source] == 1 and id(source_grad) not in handed_on:
                     grads[source] = source_grad
