@@ -168,17 +168,22 @@ def test_a_call_that_makes_no_chain_is_one_clear_error(build, message):
 
 @pytest.mark.parametrize("make, message", [
     (lambda inputs, outputs: keras.Model([inputs, keras.Input(shape=(3,))], outputs),
-     "Model got 2 inputs: dnn's functional models have one keras.Input and one output"),
-    (lambda inputs, outputs: keras.Model(inputs, [outputs, outputs]), "Model got 2 outputs"),
+     "Model's input input_layer.* is not used: its outputs do not come from it"),
+    (lambda inputs, outputs: keras.Model(inputs, [outputs, outputs]),
+     "Model got 2 outputs: dnn's functional models have one output"),
     (lambda inputs, outputs: keras.Model(keras.Input(shape=(12,)), outputs),
-     "outputs come from input_layer.*, not only from its inputs"),
+     r"outputs come from input_layer.*, which is not among its inputs \(input_layer"),
     (lambda inputs, outputs: keras.Model(inputs, inputs), "outputs must be what calling"),
-    (lambda inputs, outputs: keras.Model(outputs, outputs), "inputs must be a keras.Input"),
+    (lambda inputs, outputs: keras.Model(outputs, outputs),
+     "inputs must be keras.Input.*, not SymbolicTensor"),
+    (lambda inputs, outputs: keras.Model([inputs, inputs], outputs),
+     "Model's inputs list input_layer.* twice"),
+    (lambda inputs, outputs: keras.Model([], outputs), "Model's inputs are an empty list"),
     (lambda inputs, outputs: keras.Model(), "subclass of Model with a call.* not supported"),
     (lambda inputs, outputs: keras.Model({"features": inputs}, outputs),
      "Model's inputs are a dict"),
-], ids=["two-inputs", "two-outputs", "other-input", "no-layers", "inputs-not-input",
-        "subclassing", "named-inputs"])
+], ids=["unused-input", "two-outputs", "other-input", "no-layers", "inputs-not-input",
+        "input-twice", "no-inputs", "subclassing", "named-inputs"])
 def test_a_model_of_no_chain_is_one_clear_error(make, message):
     inputs = keras.Input(shape=(12,))
     with pytest.raises(UsageError, match=message):
@@ -311,21 +316,51 @@ def test_a_model_called_on_an_input_and_a_symbolic_output_given_as_data_are_refu
         model.predict_on_batch(outputs)
 
 
-@pytest.mark.parametrize("use", [
-    lambda model, x, y: model.predict({"features": x}, verbose=0),
-    lambda model, x, y: model.fit({"features": x}, y, verbose=0),
-    lambda model, x, y: model.evaluate({"features": x}, y, verbose=0),
-    lambda model, x, y: model.predict_on_batch({"features": x}),
-    lambda model, x, y: model.train_on_batch({"features": x}, y)],
-    ids=["predict", "fit", "evaluate", "predict_on_batch", "train_on_batch"])
-def test_inputs_given_as_a_dict_are_refused(use):
+USES = {
+    "predict": lambda model, x, y: model.predict(x, verbose=0),
+    "fit": lambda model, x, y: model.fit(x, y, verbose=0, epochs=2).history,
+    "evaluate": lambda model, x, y: model.evaluate(x, y, verbose=0),
+    "predict_on_batch": lambda model, x, y: model.predict_on_batch(x),
+    "train_on_batch": lambda model, x, y: model.train_on_batch(x, y),
+    "call": lambda model, x, y: model(x, training=True),
+}
+
+
+def _compiled_model(name="features"):
+    inputs = keras.Input(shape=(12,), name=name)
+    model = keras.Model(inputs, chain(inputs), seed=3)
+    model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.parametrize("use", USES.values(), ids=USES.keys())
+@pytest.mark.parametrize("given", [lambda x: {"features": x}, lambda x: [x], lambda x: (x,)],
+                         ids=["dict-of-its-name", "list-of-one", "tuple-of-one"])
+def test_the_inputs_of_a_model_of_one_input_may_come_named_or_in_a_list_of_one(use, given):
+    """As Keras takes them: the same figures as the array itself gives."""
     x, y = data()
-    inputs = keras.Input(shape=(12,), name="features")
-    model = keras.Model(inputs, chain(inputs))
+    expected, found = use(_compiled_model(), x, y), use(_compiled_model(), given(x), y)
+    np.testing.assert_equal(found, expected)
+
+
+@pytest.mark.parametrize("use", USES.values(), ids=USES.keys())
+def test_inputs_named_otherwise_than_the_models_input_are_refused(use):
+    x, y = data()
+    with pytest.raises(UsageError, match=r"inputs name 'pixels', which is none of the model's "
+                                         r"inputs \(features\)"):
+        use(_compiled_model(), {"pixels": x}, y)
+
+
+def test_named_inputs_for_a_model_without_an_input_and_named_targets_are_refused():
+    x, y = data()
+    model = keras.Sequential([layers.Dense(3, activation="softmax")])
     model.compile("sgd", "sparse_categorical_crossentropy")
-    with pytest.raises(UsageError, match="inputs are a dict .named inputs, of a model of "
-                                         "several.: dnn's models take one array of inputs"):
-        use(model, x, y)
+    with pytest.raises(UsageError, match="inputs are a dict, but the model's inputs have no "
+                                         "names .it has no keras.Input."):
+        model.fit({"features": x}, y, verbose=0)
+    with pytest.raises(UsageError, match="targets are a dict: give one array .dnn's models "
+                                         "have one output"):
+        _compiled_model().fit(x, {"dense": y}, verbose=0)
 
 
 def test_a_layer_called_on_data_still_computes(monkeypatch):

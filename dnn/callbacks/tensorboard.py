@@ -81,7 +81,8 @@ def _keras_layout(model) -> dict:
     TensorBoard's graph dashboard draws: ``{"class_name": "Sequential", "config": {"name",
     "layers": [{"class_name", "config": {"name", ...}}, ...]}}``, an Input as Keras'
     ``InputLayer`` with its ``batch_shape``; a model whose layers make a graph as Keras 3
-    lays out a Functional one, each layer with the ``inbound_nodes`` it takes."""
+    lays out a Functional one, each layer with the ``inbound_nodes`` it takes (and a list of
+    its ``input_layers`` where it has several)."""
     config = model.get_config()
     layers = []
     for layer, layer_config in zip(model._layers, config["layers"]):
@@ -94,14 +95,16 @@ def _keras_layout(model) -> dict:
             layers.append({"class_name": layer_config["class"], "config": arguments})
     if model.graph.is_chain:
         return {"class_name": "Sequential", "config": {"name": model.name, "layers": layers}}
-    for layout, layer, names in zip(layers[1:], model.stack, model._taken_names()):
+    inputs = model.graph.inputs
+    for layout, layer, names in zip(layers[inputs:], model.stack, model._taken_names()):
         taken = [{"class_name": "__keras_tensor__", "config": {"keras_history": [name, 0, 0]}}
                  for name in names]
         layout["inbound_nodes"] = [{"args": [taken if layer.takes_several else taken[0]],
                                     "kwargs": {}}]
     return {"class_name": "Functional",
             "config": {"name": model.name, "layers": layers,
-                       "input_layers": [model._layers[0].name, 0, 0],
+                       "input_layers": ([[layer.name, 0, 0] for layer in model._layers[:inputs]]
+                                        if inputs > 1 else [model._layers[0].name, 0, 0]),
                        "output_layers": [model._layers[-1].name, 0, 0]}}
 
 

@@ -2,9 +2,11 @@
 a Sequential), or the graph a functional model's layer calls made (a residual block's
 ``Add([x, Dense(64)(x)])`` takes two).
 
-The nodes are the model's input (node 0) and the output of each layer that computes, in order
-(node ``k + 1`` is the output of the ``k``-th): a layer takes only nodes before its own, and
-the last layer's output is the model's.  Shapes are a sample's, without the batch axis.
+The nodes are the model's inputs (node ``i`` the ``i``-th of its ``inputs``: one, node 0,
+but for a functional model of several ``keras.Input``) and the output of each layer that
+computes, in order (node ``inputs + k`` is the output of the ``k``-th): a layer takes only
+nodes before its own, and the last layer's output is the model's.  Shapes are a sample's,
+without the batch axis.
 """
 
 from __future__ import annotations
@@ -19,26 +21,29 @@ from dnn.layers.core import Input
 
 class LayerGraph:
     """``inbound[k]``: the nodes the ``k``-th layer that computes takes, in the order it takes
-    them (one for most layers, several for a merge layer such as ``Add``).  Every node but the
-    last is taken by some layer; ``uses[node]`` counts how many times."""
+    them (one for most layers, several for a merge layer such as ``Add``), of a model of
+    ``inputs`` inputs.  Every node but the last is taken by some layer; ``uses[node]`` counts
+    how many times."""
 
-    def __init__(self, inbound):
+    def __init__(self, inbound, inputs: int = 1):
         self.inbound = tuple(tuple(sources) for sources in inbound)
-        uses = [0] * (len(self.inbound) + 1)
+        self.inputs = inputs
+        uses = [0] * (inputs + len(self.inbound))
         for index, sources in enumerate(self.inbound):
             if not sources:
                 raise UsageError(f"layer {index + 1} of the model's graph takes no inputs")
             for source in sources:
                 if (not isinstance(source, numbers.Integral) or isinstance(source, bool)
-                        or not 0 <= source <= index):
+                        or not 0 <= source < inputs + index):
                     raise UsageError(f"layer {index + 1} of the model's graph takes node "
-                                     f"{reprlib.repr(source)}: a layer takes the model's "
-                                     "input (0) or the output of a layer before it (1, 2, ...)")
+                                     f"{reprlib.repr(source)}: a layer takes one of the "
+                                     f"model's inputs (0 to {inputs - 1}) or the output of a "
+                                     f"layer before it ({inputs}, {inputs + 1}, ...)")
                 uses[source] += 1
-        unused = [node for node in range(len(self.inbound)) if uses[node] == 0]
+        unused = [node for node in range(len(uses) - 1) if uses[node] == 0]
         if unused:
             raise UsageError(f"node {unused[0]} of the model's graph is taken by no layer: "
-                             "every output but the last goes on to a layer")
+                             "every input and every output but the last goes on to a layer")
         self.uses = tuple(uses)
 
     @classmethod
@@ -49,12 +54,19 @@ class LayerGraph:
         time)."""
         graph = cls.__new__(cls)
         graph.inbound = tuple((index,) for index in range(length))
+        graph.inputs = 1
         graph.uses = (1,) * length + (0,)
         return graph
 
     @property
     def is_chain(self) -> bool:
-        return all(sources == (index,) for index, sources in enumerate(self.inbound))
+        return self.inputs == 1 and all(sources == (index,)
+                                        for index, sources in enumerate(self.inbound))
+
+    def layer_of(self, node: int) -> int | None:
+        """The index of the layer whose output ``node`` is, None for one of the model's
+        inputs."""
+        return None if node < self.inputs else node - self.inputs
 
     def taken(self, layer, index: int, nodes: list):
         """What the ``index``-th layer, ``layer``, is given of ``nodes`` (one value per node
@@ -68,18 +80,19 @@ class LayerGraph:
                              f"{len(sources)}")
         return nodes[sources[0]]
 
-    def node_shapes(self, layers: list, sample_shape: tuple) -> list:
-        """The sample shape of every node, for inputs of ``sample_shape`` (the layers'
-        ``compute_output_shape``, nothing built)."""
-        shapes = [tuple(sample_shape)]
+    def node_shapes(self, layers: list, sample_shapes: tuple) -> list:
+        """The sample shape of every node, for inputs of ``sample_shapes`` (one per input;
+        the layers' ``compute_output_shape``, nothing built)."""
+        shapes = [tuple(shape) for shape in sample_shapes]
         for index, layer in enumerate(layers):
             shapes.append(tuple(layer.compute_output_shape(self.taken(layer, index, shapes))))
         return shapes
 
-    def weight_shapes(self, layers: list, sample_shape: tuple) -> list:
+    def weight_shapes(self, layers: list, sample_shapes: tuple) -> list:
         """The shape of every weight of ``layers`` (the ones that compute, in order) on inputs
-        of ``sample_shape``, in :meth:`Sequential.get_weights` order, without making them."""
-        shapes, found = [tuple(sample_shape)], []
+        of ``sample_shapes`` (one per input), in :meth:`Sequential.get_weights` order, without
+        making them."""
+        shapes, found = [tuple(shape) for shape in sample_shapes], []
         for index, layer in enumerate(layers):
             weights, output_shape = layer.param_shapes(self.taken(layer, index, shapes))
             found += weights
@@ -90,21 +103,34 @@ class LayerGraph:
         return [list(sources) for sources in self.inbound]
 
 
+def input_count(layers: list) -> int:
+    """How many ``Input`` layers a model's ``layers`` start with: those declare its inputs."""
+    count = 0
+    while count < len(layers) and isinstance(layers[count], Input):
+        count += 1
+    return count
+
+
 def computing(layers: list) -> list:
-    """The layers of a model that compute: all but an Input first, which only declares the
+    """The layers of a model that compute: all but the Inputs first, which only declare the
     inputs."""
-    return list(layers[1:]) if layers and isinstance(layers[0], Input) else list(layers)
+    return list(layers[input_count(layers):])
 
 
-def graph_of_config(config: dict, layers: list) -> LayerGraph:
-    """The graph of a model's config (:meth:`Sequential.get_config`), whose ``layers`` (those
-    that compute) it joins: its ``"inbound"`` lists, or a chain where it has none."""
+def graph_of_config(config: dict, made: list) -> LayerGraph:
+    """The graph of a model's config (:meth:`Sequential.get_config`), whose layers ``made``
+    (its Inputs first, if any) it joins: its ``"inbound"`` lists, or a chain where it has
+    none."""
+    layers, inputs = computing(made), max(1, input_count(made))
     inbound = config.get("inbound")
     if inbound is None:
+        if inputs != 1:
+            raise UsageError(f"a model config of {inputs} inputs must list the inputs of each "
+                             "of its layers (inbound)")
         return LayerGraph.chain(len(layers))
     if not isinstance(inbound, list) or len(inbound) != len(layers):
         raise UsageError(f"a model config's inbound must list the inputs of each of its "
                          f"{len(layers)} layers (after any Input), not {inbound!r:.80}")
     if not all(isinstance(sources, list) for sources in inbound):
         raise UsageError("a model config's inbound lists a list of nodes for each layer")
-    return LayerGraph(inbound)
+    return LayerGraph(inbound, inputs)

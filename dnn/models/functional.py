@@ -7,8 +7,9 @@ model is a :class:`dnn.models.Sequential` whose layers are those calls in an ord
 layer comes after the ones it takes, joined by their :class:`dnn.layers.graph.LayerGraph`: it
 trains, saves and loads as one (a chain of layers is the Sequential of its layers).
 
-A model has one input and one output; a layer called twice (a shared layer) is refused with
-one line saying so.
+A model has one input or several (``keras.Model(inputs=[a, b], outputs=...)``: its data a list
+of arrays in that order, or a dict keyed by the Inputs' names) and one output; a layer called
+twice (a shared layer) is refused with one line saying so.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dnn.layers.graph import LayerGraph
 from dnn.layers.symbolic import MergedByOperators
 from dnn.models.sequential import Sequential
 
-ONE_INPUT_ONE_OUTPUT = "dnn's functional models have one keras.Input and one output"
+ONE_OUTPUT = "dnn's functional models have one output"
 
 
 class SymbolicTensor(MergedByOperators):
@@ -125,35 +126,55 @@ def call_on_symbolic(layer: Layer, inputs) -> SymbolicTensor:
     return SymbolicTensor(layer, taken, layer.compute_output_shape(shape))
 
 
-def _one(value, what: str):
-    """``value``, or the one item of a list or tuple of one (as Keras takes them)."""
-    if isinstance(value, dict):
-        raise UsageError(f"Model's {what} are a dict: named inputs and outputs are for models "
-                         f"of several; {ONE_INPUT_ONE_OUTPUT}")
-    if isinstance(value, (list, tuple)):
-        if len(value) != 1:
-            raise UsageError(f"Model got {len(value)} {what}: {ONE_INPUT_ONE_OUTPUT}")
-        value = value[0]
-    return value
+def _model_inputs(inputs) -> list:
+    """Model's ``inputs``: a keras.Input, or a list or tuple of them (each once)."""
+    if isinstance(inputs, dict):
+        raise UsageError("Model's inputs are a dict: give the keras.Inputs as a list (the data "
+                         "may still be a dict keyed by their names)")
+    given = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    if not given:
+        raise UsageError("Model's inputs are an empty list: give its keras.Input(s)")
+    for item in given:
+        if not isinstance(item, Input):
+            raise UsageError(f"Model's inputs must be keras.Input(shape=...)s, not "
+                             f"{type(item).__name__}")
+        if sum(other is item for other in given) > 1:
+            raise UsageError(f"Model's inputs list {item.name} twice")
+    return given
 
 
-def graph_layers(inputs, outputs) -> tuple[list, LayerGraph]:
-    """``(layers, graph)`` of the model from ``inputs`` (a ``keras.Input``) to ``outputs``
-    (a :class:`SymbolicTensor` made from it): the Input first, then each layer call after
-    those it takes; the graph joins the layers after the Input.  UsageError for anything
-    else."""
-    inputs, outputs = _one(inputs, "inputs"), _one(outputs, "outputs")
-    if not isinstance(inputs, Input):
-        raise UsageError(f"Model's inputs must be a keras.Input(shape=...), not "
-                         f"{type(inputs).__name__}")
+def _model_output(outputs) -> "SymbolicTensor":
+    """Model's ``outputs``: what calling layers on its inputs gave (or a list of one)."""
+    if isinstance(outputs, dict):
+        raise UsageError(f"Model's outputs are a dict: {ONE_OUTPUT}")
+    if isinstance(outputs, (list, tuple)):
+        if len(outputs) != 1:
+            raise UsageError(f"Model got {len(outputs)} outputs: {ONE_OUTPUT}")
+        outputs = outputs[0]
     if not isinstance(outputs, SymbolicTensor):
         raise UsageError(f"Model's outputs must be what calling layers on its keras.Input "
                          f"gave, not {type(outputs).__name__}")
-    others = [call for call in _calls(outputs) if isinstance(call, Input) and call is not inputs]
-    if others:
-        raise UsageError(f"Model's outputs come from {others[0].name}, not only from its "
-                         f"inputs {inputs.name}: {ONE_INPUT_ONE_OUTPUT}")
+    return outputs
+
+
+def graph_layers(inputs, outputs) -> tuple[list, LayerGraph, list]:
+    """``(layers, graph, listed)`` of the model from ``inputs`` (a ``keras.Input``, or a list
+    of them) to ``outputs`` (a :class:`SymbolicTensor` made from them): ``layers`` the Inputs
+    first, in the order given, then each layer call after those it takes; the graph joins the
+    layers after the Inputs; ``listed`` are all of them in the order Keras lists them (where
+    a model of several inputs has its Inputs among the other layers).  UsageError for
+    anything else."""
+    inputs, outputs = _model_inputs(inputs), _model_output(outputs)
     calls = _in_kerass_order(outputs)
+    found = [call for call in calls if isinstance(call, Input)]
+    others = [call for call in found if not any(call is given for given in inputs)]
+    if others:
+        raise UsageError(f"Model's outputs come from {others[0].name}, which is not among its "
+                         f"inputs ({', '.join(given.name for given in inputs)})")
+    unused = [given for given in inputs if not any(given is call for call in found)]
+    if unused:
+        raise UsageError(f"Model's input {unused[0].name} is not used: its outputs do not "
+                         "come from it")
     seen = set()
     for call in calls:
         layer = _layer_of(call)
@@ -164,9 +185,11 @@ def graph_layers(inputs, outputs) -> tuple[list, LayerGraph]:
         if layer.in_model:
             raise UsageError(f"{layer.name} is already in a model: dnn's models share no "
                              "layers or inputs; call new layers on a new keras.Input")
-    node = {id(call): index for index, call in enumerate(calls)}
-    inbound = [[node[id(item)] for item in call.inputs] for call in calls[1:]]
-    return [inputs, *(call.layer for call in calls[1:])], LayerGraph(inbound)
+    made = [*inputs, *(call.layer for call in calls if isinstance(call, SymbolicTensor))]
+    node = {id(layer): index for index, layer in enumerate(made)}  # each layer called once
+    inbound = [[node[id(_layer_of(item))] for item in call.inputs]
+               for call in calls if isinstance(call, SymbolicTensor)]
+    return made, LayerGraph(inbound, len(inputs)), [_layer_of(call) for call in calls]
 
 
 def _in_kerass_order(outputs: SymbolicTensor) -> list:
@@ -235,7 +258,8 @@ class Model(Sequential, metaclass=_EverySequentialIsAModel):
                              "layers on it gave); a subclass of Model with a call() of its own "
                              "is not supported: use keras.Sequential")
         check_flag("Model", "trainable", trainable)  # before its layers are taken
-        made, graph = graph_layers(inputs, outputs)
+        made, graph, self._listed = graph_layers(inputs, outputs)
+        self._input_count = graph.inputs
         self._graph = None if graph.is_chain else graph  # before add() takes the layers
         super().__init__(made, dtype=dtype, seed=seed, backend=backend,
                          name="functional" if name is None else name)
@@ -244,18 +268,20 @@ class Model(Sequential, metaclass=_EverySequentialIsAModel):
 
     @classmethod
     def of_graph(cls, made: list, graph: LayerGraph, **options) -> "Model":
-        """The model of the layers ``made`` (in no model yet), a ``keras.Input`` first, each
-        after it called on what ``graph`` says it takes; ``options`` go to :class:`Model`."""
-        if not made or not isinstance(made[0], Input):
-            raise UsageError("a functional model's layers start with its keras.Input")
-        if len(graph.inbound) != len(made) - 1:
+        """The model of the layers ``made`` (in no model yet), its ``graph.inputs``
+        keras.Inputs first, each other after them called on what ``graph`` says it takes;
+        ``options`` go to :class:`Model`."""
+        inputs = made[:graph.inputs]
+        if not made or not all(isinstance(layer, Input) for layer in inputs):
+            raise UsageError("a functional model's layers start with its keras.Input(s)")
+        if len(graph.inbound) != len(made) - graph.inputs:
             raise UsageError(f"a functional model's graph joins {len(graph.inbound)} layers, "
-                             f"not its {len(made) - 1}")
-        nodes = [made[0]]
-        for index, layer in enumerate(made[1:]):
+                             f"not its {len(made) - graph.inputs}")
+        nodes = list(inputs)
+        for index, layer in enumerate(made[graph.inputs:]):
             nodes.append(layer(graph.taken(layer, index, nodes)))
-        model = cls(made[0], nodes[-1], **options)
-        if list(model.stack) != made[1:]:
+        model = cls(inputs if graph.inputs > 1 else inputs[0], nodes[-1], **options)
+        if list(model.stack) != made[graph.inputs:]:
             for layer in made:  # free for another model again
                 layer.in_model = False
             raise UsageError("a functional model's config lists its layers in another order "
@@ -270,7 +296,10 @@ class Model(Sequential, metaclass=_EverySequentialIsAModel):
 
     @property
     def layers(self) -> list:
-        return list(self._layers)
+        """Every layer, its keras.Input(s) too, in the order Keras lists them: a model of
+        one input starts with its Input; one of several has each Input just before the
+        layers nearest to it."""
+        return list(self._listed if self._input_count > 1 else self._layers)
 
     def add(self, layer) -> None:
         """As :meth:`Sequential.add`, for a model of a chain of layers (a graph has no

@@ -19,7 +19,7 @@ from dnn import backends, layers as layers_module
 from dnn.buffers import Buffers
 from dnn.callbacks.arguments import check_flag
 from dnn.errors import ArgumentTypeError, OutOfMemoryError, UsageError
-from dnn.layers.graph import LayerGraph, computing, graph_of_config
+from dnn.layers.graph import LayerGraph, computing, graph_of_config, input_count
 from dnn.saving import checkpoint
 from dnn.saving.registry import custom_object_scope
 from dnn.trainers.data import device_inputs
@@ -39,6 +39,18 @@ def _sample_shape(input_shape) -> tuple:
         raise UsageError(f"input shape must be a positive number of features, a shape such as "
                          f"(28, 28, 1) or (None, features), not {input_shape!r}")
     return tuple(int(size) for size in shape)
+
+
+def _sample_shapes(input_shape, inputs: int) -> tuple:
+    """The sample shape of each of a model's ``inputs`` inputs from ``input_shape``: one
+    input's as :func:`_sample_shape` takes it, or a list of one per input (a model of
+    several)."""
+    if inputs == 1:
+        return (_sample_shape(input_shape),)
+    if not isinstance(input_shape, (list, tuple)) or len(input_shape) != inputs:
+        raise UsageError(f"the model has {inputs} inputs: its input shape is a list of "
+                         f"{inputs} shapes, one per input, not {input_shape!r}")
+    return tuple(_sample_shape(shape) for shape in input_shape)
 
 
 def _float_dtype(dtype) -> np.dtype:
@@ -105,6 +117,7 @@ class Sequential(Trainer):
     """
 
     _graph = None  # the LayerGraph of a functional model's layers that make no chain
+    _input_count = 1  # how many inputs the model takes (a functional model may take several)
     _functional = False  # whether a layer may take several outputs (a merge layer)
 
     def __init__(self, layers=(), *, dtype="float32", seed=None, backend=None, name=None):
@@ -125,7 +138,7 @@ class Sequential(Trainer):
         self.rng = model_rng(seed)
         self.name = "sequential" if name is None else str(name)
         self.backend = backends.resolve(backend) if backend is not None else None
-        self.sample_shape = None  # the shape of one input sample, known once built
+        self.sample_shapes = None  # the shape of a sample of each input, known once built
         self._buffers = None  # the batches and the loss gradient, once built
         try:
             for layer in layers:
@@ -193,7 +206,8 @@ class Sequential(Trainer):
                              "call it on a list of layer outputs in a functional model "
                              "(keras.Model(inputs, outputs)); in a Sequential each layer "
                              "takes one input")
-        if isinstance(layer, layers_module.Input) and self._layers:
+        if (isinstance(layer, layers_module.Input)
+                and len(self._layers) >= self._input_count):
             raise UsageError(f"an Input declares the model's inputs: it goes first, not after "
                              f"{self._layers[-1].name}")
         layer.in_model = True
@@ -202,15 +216,17 @@ class Sequential(Trainer):
         try:
             if self.built:
                 self._build_layers(len(self.stack) - 1)
-            elif len(self._layers) == 1 and layer.declared_input_shape is not None:
-                self.build(layer.declared_input_shape)
+            elif len(self._layers) == self._input_count and all(
+                    first.declared_input_shape is not None for first in self._layers):
+                declared = [first.declared_input_shape for first in self._layers]
+                self.build(declared if self._input_count > 1 else declared[0])
             self._layers_changed()
         except BaseException:  # a layer that cannot take its inputs: the model as it was
             self._layers.pop()
             self._stack = None
             layer.in_model = False
             if not self.built:
-                self.sample_shape = None
+                self.sample_shapes = None
             raise
 
     def pop(self):
@@ -221,7 +237,7 @@ class Sequential(Trainer):
         self._stack = None
         layer.in_model = False
         if not self._layers:
-            self._buffers, self.sample_shape = None, None
+            self._buffers, self.sample_shapes = None, None
         self._layers_changed()
         return layer
 
@@ -258,37 +274,51 @@ class Sequential(Trainer):
         return self._buffers is not None
 
     @property
-    def input_shape(self) -> tuple | None:
-        """Keras' ``input_shape``: ``(None, *sample_shape)``, the batch size first as None
-        (None until built)."""
-        return None if self.sample_shape is None else (None, *self.sample_shape)
+    def sample_shape(self):
+        """The shape of one input sample, such as ``(28, 28, 1)`` (a list of one per input
+        for a model of several; None until built)."""
+        if self.sample_shapes is None:
+            return None
+        return self.sample_shapes[0] if self._input_count == 1 else list(self.sample_shapes)
+
+    @property
+    def input_shape(self):
+        """Keras' ``input_shape``: ``(None, *sample_shape)``, the batch size first as None (a
+        list of one per input for a model of several; None until built)."""
+        if self.sample_shapes is None:
+            return None
+        shapes = [(None, *shape) for shape in self.sample_shapes]
+        return shapes[0] if self._input_count == 1 else shapes
 
     @property
     def output_shape(self) -> tuple | None:
         """Keras' ``output_shape``: ``(None, *the last layer's output shape)``, the input's of
         a model of its Input alone (None until built)."""
-        if self.sample_shape is None:
+        if self.sample_shapes is None:
             return None
-        return (None, *(self.stack[-1].output_shape if self.stack else self.sample_shape))
+        return (None, *(self.stack[-1].output_shape if self.stack else self.sample_shapes[0]))
 
     @property
     def input_dim(self) -> int | None:
-        """The number of features of one input sample (the product of ``sample_shape``), known
-        once built."""
-        return None if self.sample_shape is None else math.prod(self.sample_shape)
+        """The number of features of one input sample (the product of ``sample_shape``; of
+        all inputs together for a model of several), known once built."""
+        if self.sample_shapes is None:
+            return None
+        return sum(math.prod(shape) for shape in self.sample_shapes)
 
     def build(self, input_shape) -> None:
         """Create the weights on the model's backend for inputs of ``input_shape``: a number
         of features, the shape of one sample such as ``(28, 28, 1)``, or Keras' shape with the
-        batch size first, as None (``(None, 784)``)."""
+        batch size first, as None (``(None, 784)``); for a model of several inputs, a list of
+        one such shape per input."""
         if not self._layers:
             raise UsageError("the model has no layers to build")
-        input_shape = _sample_shape(input_shape)
+        shapes = _sample_shapes(input_shape, self._input_count)
         if self.backend is None:
             self.backend = backends.current_backend()
-        self.sample_shape = input_shape
-        if len(self.stack) < len(self._layers):  # an Input: it passes the samples on
-            self._layers[0].build_on(input_shape, self.backend, self.rng, self.dtype)
+        self.sample_shapes = shapes
+        for layer, shape in zip(self._layers[:input_count(self._layers)], shapes):
+            layer.build_on(shape, self.backend, self.rng, self.dtype)  # it passes them on
         self._build_layers(0)
         self._buffers = Buffers(self.backend)  # and the model is built
         if self.compiled:
@@ -299,7 +329,7 @@ class Sequential(Trainer):
         :attr:`graph` gives it."""
         graph, stack = self.graph, self.stack
         has_input = len(stack) < len(self._layers)
-        shapes = [self.sample_shape, *(layer.output_shape for layer in stack[:first])]
+        shapes = [*self.sample_shapes, *(layer.output_shape for layer in stack[:first])]
         try:
             for index in range(first, len(stack)):
                 layer = stack[index]
@@ -316,24 +346,24 @@ class Sequential(Trainer):
                     layer.build_on(input_shape, self.backend, self.rng, self.dtype)
                 shapes.append(layer.output_shape)
         except MemoryError:
-            shapes = graph.node_shapes(stack, self.sample_shape)
+            shapes = graph.node_shapes(stack, self.sample_shapes)
             sizes = " -> ".join(f"{math.prod(shape):,}" for shape in shapes)
             try:
-                size = (sum(math.prod(shape) for shape in self.param_shapes(self.sample_shape))
-                        * self.dtype.itemsize)
+                size = (sum(math.prod(shape) for shape in graph.weight_shapes(
+                    stack, self.sample_shapes)) * self.dtype.itemsize)
             except MemoryError:  # a layer of one's own, whose shapes come from building it
                 raise OutOfMemoryError(f"the weights of a {sizes} model need more memory "
                                        "than this machine gives") from None
             raise OutOfMemoryError(f"the weights of a {sizes} model need {size:,} bytes: more "
                                    "memory than this machine gives") from None
         # A layer's input gradient is needed only where a layer before it has weights: where
-        # a layer it takes has weights or needs its own input gradient (the model's inputs,
-        # node 0, need none).
+        # a layer it takes has weights or needs its own input gradient (the model's inputs
+        # need none).
         for index in range(first, len(stack)):
-            stack[index].needs_input_grad = any(
-                source > 0 and (stack[source - 1].needs_input_grad
-                                or bool(stack[source - 1].weights))
-                for source in graph.inbound[index])
+            taken = [stack[graph.layer_of(source)] for source in graph.inbound[index]
+                     if source >= graph.inputs]
+            stack[index].needs_input_grad = any(layer.needs_input_grad or bool(layer.weights)
+                                                for layer in taken)
 
     @property
     def params(self) -> list:
@@ -353,11 +383,6 @@ class Sequential(Trainer):
     def weights(self) -> list:
         """Every weight, trained or not, in :meth:`get_weights` order (device arrays)."""
         return [weight for layer in self.stack for weight in layer.weights]
-
-    def param_shapes(self, input_shape) -> list:
-        """The shape of every weight, in :meth:`get_weights` order, for inputs of sample
-        shape ``input_shape``, without making them."""
-        return self.graph.weight_shapes(self.stack, _sample_shape(input_shape))
 
     def _require_built(self) -> None:
         if not self.built:
@@ -485,9 +510,9 @@ class Sequential(Trainer):
 
     def _taken_names(self) -> list:
         """For each layer of :attr:`stack`, the names of the layers whose outputs it takes,
-        its Input's for the model's inputs (a functional model's, which starts with its
-        Input)."""
-        names = [layer.name for layer in self._layers]  # its Input first: node 0
+        its Inputs' for the model's inputs (a functional model's, which starts with its
+        Inputs)."""
+        names = [layer.name for layer in self._layers]  # its Inputs first: nodes 0, 1, ...
         return [[names[source] for source in sources] for sources in self.graph.inbound]
 
     def _connections(self) -> dict:
@@ -527,7 +552,7 @@ class Sequential(Trainer):
         if config.get("functional"):
             from dnn.models.functional import Model  # a subclass of this one
 
-            return Model.of_graph(made, graph_of_config(config, computing(made)), **options)
+            return Model.of_graph(made, graph_of_config(config, made), **options)
         return cls(made, **options)
 
     def to_json(self, **kwargs) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 from dnn import backends, layers, losses, metrics, optimizers, plugins
 from dnn.errors import (ArgumentTypeError, CheckpointError, DivergenceError, UnknownLayerError,
                         UsageError)
-from dnn.layers.graph import computing, graph_of_config
+from dnn.layers.graph import computing, graph_of_config, input_count
 from dnn.saving.fileio import atomic_write, write_errors_named
 from dnn.saving.npz_reader import NpzReader
 from dnn.utils import check_seed, element_count, is_int_at_least, user_stacklevel
@@ -65,8 +65,8 @@ def save(model, path) -> None:
         # where training stands: resuming goes on with the next epoch and the next shuffle
         "epochs_done": model.epochs_done, "shuffle_state": model.rng.bit_generator.state,
     }
-    if (len(model.sample_shape) > 1 or not model.stack
-            or not isinstance(model.stack[0], layers.Dense)):
+    if model._input_count == 1 and (len(model.sample_shape) > 1 or not model.stack
+                                    or not isinstance(model.stack[0], layers.Dense)):
         meta["input_shape"] = list(model.sample_shape)  # where the first kernel does not say it
     if optimizer is not None:
         for i, state in enumerate(optimizer.states):
@@ -182,9 +182,9 @@ def load(path, model_class, backend=None, seed=None, *, with_optimizer=True, com
             config = meta["model"]
             made = _layers_of(config)
             stack = computing(made)
-            graph = graph_of_config(config, stack)
-            weights = _read_weights(archive, lambda shape: graph.weight_shapes(stack, shape),
-                                    _input_shape(path, meta, made),
+            graph = graph_of_config(config, made)
+            weights = _read_weights(archive, lambda shapes: graph.weight_shapes(stack, shapes),
+                                    _input_shapes(path, meta, made),
                                     describe(_architecture(config, made)))
             model = model_class.of_saved_layers(made, config, backend=backend, seed=seed)
             spec = meta["optimizer"] if with_optimizer and compile else None
@@ -227,13 +227,14 @@ def load_into(model, path) -> None:
             saved = _architecture(meta["model"], made)
             ours = model.get_config()
             _check_same_layers(path, saved["layers"], ours["layers"])
-            joined = graph_of_config(meta["model"], computing(made))
-            if joined.inbound != model.graph.inbound:
+            joined = graph_of_config(meta["model"], made)
+            if (joined.inputs, joined.inbound) != (model.graph.inputs, model.graph.inbound):
                 raise CheckpointError(f"{path} holds another model: its layers are joined as "
                                       f"{_joined(joined)}, this model's as "
                                       f"{_joined(model.graph)}")
-            declared = model.sample_shape or _input_shape(path, meta, model._layers)
-            weights = _read_weights(archive, model.param_shapes, declared, describe(ours))
+            declared = model.sample_shapes or _input_shapes(path, meta, model._layers)
+            weights = _read_weights(archive, lambda shapes: model.graph.weight_shapes(
+                model.stack, shapes), declared, describe(ours))
             spec = meta["optimizer"]
             same_optimizer = (spec is not None and model.optimizer is not None
                               and spec["name"] == plugins.name_of("optimizer",
@@ -300,25 +301,31 @@ def _architecture(config: dict, made: list) -> dict:
             "layers": [layer.get_config() for layer in made]}
 
 
-def _input_shape(path, meta: dict, made: list) -> tuple | None:
-    """The shape of one input sample of the saved model: the one its first layer declares,
-    else the file's ``input_shape``, else None (the first weight's rows then say it)."""
+def _input_shapes(path, meta: dict, made: list) -> tuple | None:
+    """The shape of one sample of each input of the saved model (whose layers ``made``
+    begin with an Input per input, or with one that computes): those the Inputs, or the
+    first layer, declare, else the file's ``input_shape``, else None (the first weight's rows
+    then say it)."""
+    inputs = input_count(made)
+    if inputs > 1:
+        return tuple(tuple(layer.declared_input_shape) for layer in made[:inputs])
     declared = made[0].declared_input_shape if made else None
     shape = meta.get("input_shape")
     if declared is not None or shape is None:
-        return declared
+        return None if declared is None else (tuple(declared),)
     if (not isinstance(shape, list) or len(shape) > MAX_INPUT_AXES
             or element_count(tuple(shape)) is None):
         raise CheckpointError(f"{path} is damaged: its input shape is {shape!r}")
-    return tuple(shape)
+    return (tuple(shape),)
 
 
-def _read_weights(archive: NpzReader, param_shapes, input_shape, architecture: str) -> list:
-    """Every weight in the file, read: their shapes are ``param_shapes(shape)`` for the
-    ``input_shape`` of the ``architecture`` (its description), or where that is None for the
-    first weight's rows; each header must agree before any data is read.  What a model then
-    allocates is bounded by the bytes the file really holds, not by what it claims."""
-    shapes = _weight_shapes(archive, param_shapes, input_shape, architecture)
+def _read_weights(archive: NpzReader, param_shapes, input_shapes, architecture: str) -> list:
+    """Every weight in the file, read: their shapes are ``param_shapes(shapes)`` for the
+    ``input_shapes`` (one sample's of each input) of the ``architecture`` (its description),
+    or where that is None for the first weight's rows; each header must agree before any
+    data is read.  What a model then allocates is bounded by the bytes the file really
+    holds, not by what it claims."""
+    shapes = _weight_shapes(archive, param_shapes, input_shapes, architecture)
     return [_weight(archive, index, shape) for index, shape in enumerate(shapes)]
 
 
@@ -327,7 +334,8 @@ def _restore(archive: NpzReader, model, meta: dict, with_optimizer: bool,
     """``weights`` (read by :func:`_read_weights`) into ``model``, built first if need be,
     and the optimizer's state when ``with_optimizer``."""
     if not model.built:
-        model.build(_input_shape(archive.path, meta, model.stack) or weights[0].shape[0])
+        declared = _input_shapes(archive.path, meta, model.stack)  # of its one input
+        model.build(declared[0] if declared else weights[0].shape[0])
     model.set_weights(weights)
     if with_optimizer:
         spec = meta["optimizer"]
@@ -339,18 +347,19 @@ def _metrics(serialized: list) -> list:
     return [metrics.deserialize(item) for item in serialized]
 
 
-def _weight_shapes(archive: NpzReader, param_shapes, input_shape, architecture: str) -> list:
-    """The shape of every weight, ``param_shapes(shape)`` for ``input_shape`` or else the
-    first weight's rows; each weight's header must agree before anything is allocated."""
+def _weight_shapes(archive: NpzReader, param_shapes, input_shapes, architecture: str) -> list:
+    """The shape of every weight, ``param_shapes(shapes)`` for the sample shape of each
+    input, ``input_shapes``, or else the first weight's rows; each weight's header must agree
+    before anything is allocated."""
     path = archive.path
     count = sum(name.startswith("weight_") for name in archive.names)
-    if input_shape is None:
+    if input_shapes is None:
         first = archive.header("weight_0")[0] if "weight_0" in archive.names else ()
         if len(first) != 2:
             raise CheckpointError(f"{path} is damaged: its first weight has shape {first}, "
                                   "not (inputs, units)")
-        input_shape = (first[0],)
-    shapes = param_shapes(input_shape)
+        input_shapes = ((first[0],),)
+    shapes = param_shapes(input_shapes)
     if count != len(shapes) or any(f"weight_{i}" not in archive.names for i in range(count)):
         raise CheckpointError(f"{path} is damaged: it holds {count} weights; its "
                               f"architecture has {len(shapes)}")

@@ -2,14 +2,15 @@
 
 Every check runs on the host, once per call of ``fit``/``evaluate``/``predict`` (or once per
 batch for data that comes in batches), and names what is wrong in one line; what passes moves
-to the backend in the form the step reads: inputs ``(N, *sample_shape)`` in the model's dtype,
-targets one-hot or ``(N, k)`` in the model's dtype (integer labels ``(N,)`` for a sparse loss),
+to the backend in the form the step reads: inputs ``(N, *sample_shape)`` in the model's dtype
+(a tuple of one such array per input, for a model of several: :func:`each_input`), targets one-hot or ``(N, k)`` in the model's dtype (integer labels ``(N,)`` for a sparse loss),
 sample weights ``(N,)`` in the model's dtype.
 """
 
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Mapping
 
 import numpy as np
@@ -17,14 +18,6 @@ import numpy as np
 from dnn import backends
 from dnn.errors import ArgumentTypeError, UsageError
 from dnn.utils import check_label_range, is_number, real_array
-
-
-def refuse_dict(value, what: str) -> None:
-    """A UsageError where ``value`` (the ``what``: inputs, targets, ...) is a dict: named
-    inputs or outputs, of a model of several."""
-    if isinstance(value, dict):
-        raise UsageError(f"{what} are a dict (named {what}, of a model of several): dnn's "
-                         f"models take one array of {what}")
 
 
 def host_array(array, what: str, backend=None) -> np.ndarray:
@@ -43,35 +36,105 @@ def host_array(array, what: str, backend=None) -> np.ndarray:
                          "layers on it, then keras.Model(inputs, outputs)")
     if isinstance(array, SymbolicTensor):
         raise UsageError(f"{what}: {no_values(array)}")
-    refuse_dict(array, what)
+    if isinstance(array, Mapping):
+        raise UsageError(f"{what} are a dict: give one array (dnn's models have one output; "
+                         "a dict names the inputs of a model of several)")
     backend = backend or backends.current_backend()
     if not isinstance(array, np.ndarray) and backend.is_own_array(array):
         array = backend.to_numpy(array)
     return real_array(array, what)
 
 
+def each_input(x) -> tuple:
+    """The arrays of device inputs ``x``: a model of several inputs takes a tuple of them
+    (one per input, in the order of its Inputs), a model of one its one array."""
+    return x if isinstance(x, tuple) else (x,)
+
+
+def inputs_like(x, arrays):
+    """``arrays`` (one per input) in the form of inputs ``x``: a tuple for a model of
+    several, else the one array."""
+    arrays = tuple(arrays)
+    return arrays if isinstance(x, tuple) else arrays[0]
+
+
+def _given_inputs(model, x, prefix: str) -> list[tuple[str, object]]:
+    """``(what, value)`` of each of the model's inputs from ``x``: a model of several takes
+    a list or tuple of one value per input, in the order of its Inputs, or a dict keyed by
+    their names; a model of one its value, or a list or tuple of that one array, or a dict of
+    its Input's name (as Keras takes them)."""
+    from dnn.layers.core import Input  # the layers import this module
+
+    count = model._input_count
+    names = [layer.name for layer in model._layers[:count] if isinstance(layer, Input)]
+    if isinstance(x, Mapping):
+        if len(names) != count:
+            raise UsageError(f"{prefix}inputs are a dict, but the model's inputs have no "
+                             "names (it has no keras.Input): give an array")
+        unknown = [key for key in x if key not in names]
+        if unknown:
+            raise UsageError(f"{prefix}inputs name {reprlib.repr(unknown[0])}, which is none "
+                             f"of the model's inputs ({', '.join(names)})")
+        missing = [name for name in names if name not in x]
+        if missing:
+            raise UsageError(f"{prefix}inputs have no {missing[0]!r}: give every input of the "
+                             f"model ({', '.join(names)})")
+        values = [x[name] for name in names]
+    elif count > 1:
+        if not isinstance(x, (list, tuple)) or len(x) != count:
+            given = (f"a {type(x).__name__} of {len(x)}" if isinstance(x, (list, tuple))
+                     else type(x).__name__)
+            raise UsageError(f"the model takes {count} inputs ({', '.join(names)}): give "
+                             f"{prefix}inputs as a list of {count} arrays, in that order, or a "
+                             f"dict keyed by their names, not {given}")
+        values = list(x)
+    elif (isinstance(x, (list, tuple)) and len(x) == 1
+          and hasattr(x[0], "shape") and hasattr(x[0], "dtype")):
+        values = [x[0]]  # a list of the one input's array
+    else:
+        values = [x]
+    if count == 1:
+        return [(f"{prefix}inputs", values[0])]
+    return [(f"{prefix}inputs {name!r}", value) for name, value in zip(names, values)]
+
+
 def device_inputs(model, x, prefix: str = ""):
-    """``x`` ``(N, ...)`` checked and moved to the model's backend as ``(N, *sample_shape)``
-    (flat samples ``(N, 784)`` for a model of ``(28, 28, 1)`` images, images without their one
-    channel, and any samples for a model of flat inputs are reshaped; samples of another
-    layout are refused), building the model on its first data; ``prefix`` (such as
-    ``"validation "``) names them in errors."""
-    x = host_array(x, f"{prefix}inputs", model.backend)
-    if x.ndim < 2 or x.shape[0] == 0:
-        raise UsageError(f"{prefix}inputs must be a non-empty batch (N, features...), not "
-                         f"{x.shape}")
+    """``x`` checked and moved to the model's backend as ``(N, *sample_shape)``, a tuple of
+    one such array per input for a model of several (:func:`_given_inputs` says how each is
+    given), building the model on its first data; ``prefix`` (such as ``"validation "``)
+    names them in errors."""
+    given = _given_inputs(model, x, prefix)
+    arrays = [host_array(value, what, model.backend) for what, value in given]
+    for (what, _), array in zip(given, arrays):
+        if array.ndim < 2 or array.shape[0] == 0:
+            raise UsageError(f"{what} must be a non-empty batch (N, features...), not "
+                             f"{array.shape}")
+    for (what, _), array in zip(given[1:], arrays[1:]):
+        if array.shape[0] != arrays[0].shape[0]:
+            raise UsageError(f"{given[0][0]} have {arrays[0].shape[0]} samples, but {what} "
+                             f"have {array.shape[0]}: every input has one row per sample")
     if not model.built:
-        model.build(x.shape[1:])
-    shape, expected = x.shape[1:], model.sample_shape
+        model.build(arrays[0].shape[1:])
+    moved = [_device_input(model, array, what, expected)
+             for (what, _), array, expected in zip(given, arrays, model.sample_shapes)]
+    return tuple(moved) if model._input_count > 1 else moved[0]
+
+
+def _device_input(model, x: np.ndarray, what: str, expected: tuple):
+    """One input's host array ``x`` ``(N, ...)`` (the ``what``) moved to the model's backend
+    as ``(N, *expected)``: flat samples ``(N, 784)`` for a model of ``(28, 28, 1)`` images,
+    images without their one channel, and any samples for an input of flat samples are
+    reshaped; samples of another layout are refused."""
+    shape = x.shape[1:]
     if shape != expected:
         features = math.prod(shape)
-        if features != model.input_dim:
-            raise UsageError(f"{prefix}inputs have {features} features; the model expects "
-                             f"{model.input_dim}" + ("" if len(expected) == 1 else
-                                                     f" (samples of shape {expected})"))
+        if features != math.prod(expected):
+            raise UsageError(f"{what} have {features} features; the model expects "
+                             f"{math.prod(expected)}" + ("" if len(expected) == 1 else
+                                                         f" (samples of shape {expected})"))
         # flat samples, or images without their one channel: the same values in order
         if not (len(expected) == 1 or len(shape) == 1 or shape + (1,) == expected):
-            raise UsageError(f"{prefix}inputs are samples of shape {shape}; the model expects "
+            raise UsageError(f"{what} are samples of shape {shape}; the model expects "
                              f"{expected} (channels last: reorder the axes of the data)")
         x = x.reshape(x.shape[0], *expected)
     return model.backend.asarray(x.astype(model.dtype, copy=False))
@@ -168,22 +231,22 @@ def _class_sample_weight(model, class_weight, y: np.ndarray) -> np.ndarray:
 
 class DeviceData:
     """One data set on the device, in the form a step reads: inputs ``x``
-    ``(N, *sample_shape)``, targets ``y`` (see the module docstring) and ``sample_weight``
-    ``(N,)`` or None."""
+    ``(N, *sample_shape)`` (a tuple of them, one per input, for a model of several),
+    targets ``y`` (see the module docstring) and ``sample_weight`` ``(N,)`` or None."""
 
     def __init__(self, x, y, sample_weight=None):
         self.x, self.y, self.sample_weight = x, y, sample_weight
 
     @property
     def count(self) -> int:
-        return self.x.shape[0]
+        return each_input(self.x)[0].shape[0]
 
     @classmethod
     def from_host(cls, model, x, y, sample_weight=None, class_weight=None, prefix: str = ""):
         """``(x, y)`` and their weights checked on the host and moved to the model's backend
         once; ``prefix`` names them in errors."""
         x_device = device_inputs(model, x, prefix)
-        y_host = host_targets(model, y, x_device.shape[0], prefix)
+        y_host = host_targets(model, y, each_input(x_device)[0].shape[0], prefix)
         weights = host_sample_weight(model, sample_weight, class_weight, y_host, prefix)
         backend = model.backend
         return cls(x_device, backend.asarray(y_host),
@@ -209,5 +272,7 @@ class DeviceData:
     def rows(self, start: int, stop: int) -> DeviceData:
         """Rows ``start:stop`` (views: no copy)."""
         weights = self.sample_weight
-        return DeviceData(self.x[start:stop, ...], self.y[start:stop, ...],
+        return DeviceData(inputs_like(self.x, (x[start:stop, ...]
+                                               for x in each_input(self.x))),
+                          self.y[start:stop, ...],
                           None if weights is None else weights[start:stop])

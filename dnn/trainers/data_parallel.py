@@ -22,6 +22,7 @@ from dnn import backends, layers
 from dnn.callbacks import Callback
 from dnn.distributed.communicator import Communicator, first_difference
 from dnn.errors import DnnError, UsageError
+from dnn.trainers.data import each_input
 
 
 class StepCollectives(Communicator):
@@ -231,5 +232,11 @@ def fit_settings(trainer, data, **arguments) -> dict:
             "loss": (type(trainer.loss).__name__, trainer.loss.get_config()),
             "metrics": [metric.name for metric in (*trainer.metrics,
                                                    *trainer.weighted_metrics)],
-            "samples": None if data is None else (data.count, *data.x.shape[1:]),
+            "samples": None if data is None else _shapes(data.x),
             **arguments}
+
+
+def _shapes(x):
+    """The shape of inputs ``x``: a tuple of one per input, for a model of several."""
+    shapes = [tuple(array.shape) for array in each_input(x)]
+    return shapes[0] if len(shapes) == 1 else shapes

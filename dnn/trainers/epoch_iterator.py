@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 import numpy as np
 
 from dnn import distributed
 from dnn.errors import UsageError
-from dnn.trainers.data import DeviceData, refuse_dict
+from dnn.trainers.data import DeviceData
 
 SINGLE = (0, 1)  # the shard of a single process: all of every batch
 
@@ -70,7 +70,8 @@ def _ran_out_warning() -> None:
 def is_batch_source(x) -> bool:
     """True for data given as batches (a PyDataset-style object, an iterator, a generator or
     another iterable that is not an array or a list of numbers)."""
-    if isinstance(x, (np.ndarray, list, tuple, str, bytes)) or hasattr(x, "__array__"):
+    if (isinstance(x, (np.ndarray, list, tuple, str, bytes, Mapping))
+            or hasattr(x, "__array__")):  # a dict: named inputs
         return False
     if hasattr(x, "shape") and hasattr(x, "dtype"):  # a device array
         return False
@@ -284,7 +285,6 @@ def batches_of(model, x, y, *, batch_size: int, sample_weight=None, class_weight
     """:class:`ArrayBatches` or :class:`StreamBatches` for ``x`` (and ``y``), as given to
     ``fit``, ``evaluate`` or ``predict``: with targets, sharded over the ranks of a
     data-parallel run; without (``predict``), every rank gets every row."""
-    refuse_dict(x, f"{prefix}inputs")
     ranks = distributed.communicator()
     shard = (ranks.rank, ranks.size) if with_targets else SINGLE
     if is_batch_source(x):

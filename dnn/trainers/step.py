@@ -55,10 +55,11 @@ class GraphFallbackWarning(UserWarning):
 
 class TrainingStep:
     """One :meth:`dnn.trainers.Trainer.train_step` on the rows of ``data`` (a
-    :class:`dnn.trainers.data.DeviceData`: inputs ``(N, *sample_shape)``, targets, sample
-    weights ``(N,)`` or None) named by ``indices`` ``(rows,)`` (int64, written by the caller before
-    each run), gathered into the trainer's batch buffers; data-parallel, ``total_rows`` are
-    the rows of the global batch those are this rank's share of (None in a single process)."""
+    :class:`dnn.trainers.data.DeviceData`: inputs ``(N, *sample_shape)`` (one per input),
+    targets, sample weights ``(N,)`` or None) named by ``indices`` ``(rows,)`` (int64, written
+    by the caller before each run), gathered into the trainer's batch buffers; data-parallel,
+    ``total_rows`` are the rows of the global batch those are this rank's share of (None in a
+    single process)."""
 
     def __init__(self, trainer, data, rows: int, total_rows: int | None = None):
         self.trainer, self.data, self.total_rows = trainer, data, total_rows
@@ -68,7 +69,7 @@ class TrainingStep:
         trainer, data = self.trainer, self.data
         weights = (None if data.sample_weight is None
                    else trainer.gather("w_batch", data.sample_weight, self.indices))
-        trainer.train_step(trainer.gather("x_batch", data.x, self.indices),
+        trainer.train_step(trainer.gather_inputs("x_batch", data.x, self.indices),
                            trainer.gather("y_batch", data.y, self.indices), weights,
                            total_rows=self.total_rows)
 

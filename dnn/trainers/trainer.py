@@ -28,7 +28,7 @@ from dnn.callbacks import BatchLogs, CallbackList, figures
 from dnn.callbacks.progbar_logger import check_verbose
 from dnn.errors import DivergenceError, UsageError
 from dnn.trainers import data_parallel
-from dnn.trainers.data import DeviceData, host_array
+from dnn.trainers.data import DeviceData, each_input, inputs_like
 from dnn.trainers.epoch_iterator import (ArrayBatches, batches_of, check_steps,
                                          is_batch_source)
 from dnn.trainers.step import ReplayedStep, TrainingStep
@@ -183,17 +183,23 @@ class Trainer:
         out = self._buffers(role, (indices.shape[0], *data.shape[1:]), data.dtype)
         return self.backend.take_rows(data, indices, out)
 
+    def gather_inputs(self, role: str, x, indices):
+        """:meth:`gather` of each of the inputs ``x`` (one array, or a tuple of one per
+        input), into buffers named after ``role``."""
+        return inputs_like(x, (self.gather(f"{role}_{index}" if index else role, array, indices)
+                               for index, array in enumerate(each_input(x))))
+
     def forward(self, x, training: bool = False):
-        """``(n, *sample_shape) -> (n, k)``: the last layer's output; its logits when the loss
-        takes those (see :meth:`predictions`).  Each layer is given the outputs ``graph``
-        says it takes."""
-        stack, graph, nodes = self.stack, self.graph, [x]
-        last = len(stack) - 1
+        """``(n, *sample_shape) -> (n, k)`` (``x`` a tuple of one array per input for a model
+        of several): the last layer's output; its logits when the loss takes those (see
+        :meth:`predictions`).  Each layer is given the outputs ``graph`` says it takes."""
+        stack, graph, nodes = self.stack, self.graph, list(each_input(x))
+        last, rows = len(stack) - 1, nodes[0].shape[0]
         for index, layer in enumerate(stack):
             output = layer.forward(graph.taken(layer, index, nodes),
                                    logits=self._loss_takes_logits and index == last,
                                    training=training)
-            self._check(output, x.shape[0], layer.output_shape, layer, "'s forward output")
+            self._check(output, rows, layer.output_shape, layer, "'s forward output")
             nodes.append(output)
         return nodes[-1]
 
@@ -261,12 +267,12 @@ class Trainer:
         weights before it) is given none."""
         stack, graph = self.stack, self.graph
         last = len(stack) - 1
-        grads = [None] * len(stack) + [grad]  # of each node; node 0, the inputs', never
+        grads = [None] * (graph.inputs + last) + [grad]  # of each node; the inputs', never
         for index in range(last, -1, -1):
             layer = stack[index]
-            if grads[index + 1] is None:
+            if grads[graph.inputs + index] is None:
                 continue
-            given = layer.backward(grads[index + 1],
+            given = layer.backward(grads[graph.inputs + index],
                                    logits=self._loss_takes_logits and index == last)
             if not layer.needs_input_grad:  # the layers before have no weights
                 continue
@@ -278,9 +284,10 @@ class Trainer:
                                  f"{reprlib.repr(given)}")
             handed_on = set()
             for source, source_grad in zip(sources, given):
-                if source == 0:
+                if source < graph.inputs:
                     continue
-                self._check(source_grad, grad.shape[0], stack[source - 1].output_shape, layer,
+                self._check(source_grad, grad.shape[0],
+                            stack[graph.layer_of(source)].output_shape, layer,
                             "'s backward's input gradient", gradient=True)
                 if graph.uses[source] == 1 and id(source_grad) not in handed_on:
                     grads[source] = source_grad
@@ -574,13 +581,17 @@ class Trainer:
     def predict(self, x, batch_size: int | None = None, verbose="auto", steps=None,
                 callbacks=None) -> np.ndarray:
         """Host ``(N, k)`` outputs of the last layer (probabilities after a softmax) for
-        ``x`` (an array, or batches of ``x`` or ``(x, ...)``); ``verbose`` is accepted as
-        Keras' is, and prints nothing."""
+        ``x`` (an array, a list or dict of them for a model of several inputs, or batches of
+        ``x`` or ``(x, ...)``); ``verbose`` is accepted as Keras' is, and prints nothing."""
         batch_size = positive_int("batch_size",
                                   self._evaluation_batch() if batch_size is None else batch_size)
         check_verbose(verbose)
         batches = batches_of(self, x, None, batch_size=batch_size,
                              steps=check_steps(steps, "steps"), with_targets=False)
+        return self._predicted(batches, callbacks, verbose)
+
+    def _predicted(self, batches, callbacks, verbose) -> np.ndarray:
+        """The host outputs of :meth:`predict` for ``batches``."""
         callbacks = CallbackList(callbacks, model=self, steps=batches.steps, verbose=verbose)
         callbacks.on_predict_begin()
         outputs = []
@@ -629,15 +640,17 @@ class Trainer:
 
     def predict_on_batch(self, x) -> np.ndarray:
         """:meth:`predict` of ``x`` as one batch."""
-        inputs = host_array(x, "inputs", self.backend)
-        rows = inputs.shape[0] if inputs.ndim else 1  # predict names what a 0-d array lacks
-        return self.predict(inputs, batch_size=max(rows, 1), verbose=0)
+        data = DeviceData.from_host_inputs(self, x)
+        return self._predicted(ArrayBatches(data, data.count, self.backend), None, 0)
 
     def _divergence_message(self, epoch: int, loss: float, data) -> str:
         """Why the loss of ``epoch`` is not finite: NaN or infinite values in the data when
         there are some (looked for only now, so that a healthy run never pays for it), else
         too large a step."""
-        for what, array in (("inputs", data.x), ("targets", data.y)):
+        inputs = each_input(data.x)
+        names = ([f"inputs {layer.name!r}" for layer in self._layers[:len(inputs)]]
+                 if len(inputs) > 1 else ["inputs"])
+        for what, array in (*zip(names, inputs), ("targets", data.y)):
             host = self.backend.to_numpy(array).reshape(array.shape[0], -1)
             bad_rows = np.flatnonzero(~np.isfinite(host).all(axis=1))
             if bad_rows.size:
@@ -654,7 +667,7 @@ def _gathered(trainer, batch, role: str):
     if batch.indices is None:
         return data.x, data.y, data.sample_weight
     gather = trainer.gather
-    return (gather(f"{role}_x", data.x, batch.indices),
+    return (trainer.gather_inputs(f"{role}_x", data.x, batch.indices),
             None if data.y is None else gather(f"{role}_y", data.y, batch.indices),
             None if data.sample_weight is None else gather(f"{role}_w", data.sample_weight,
                                                            batch.indices))
@@ -739,7 +752,8 @@ class _TrainingLoop:
         if batch.indices is not None:
             step.indices[...] = batch.indices
         else:
-            data.x[...] = batch.data.x
+            for staged, given in zip(each_input(data.x), each_input(batch.data.x)):
+                staged[...] = given
             data.y[...] = self._dense(batch.data.y) if self.trainer.loss.sparse else batch.data.y
             if data.sample_weight is not None:
                 data.sample_weight[...] = batch.data.sample_weight
@@ -750,7 +764,8 @@ class _TrainingLoop:
         captured step reads the same arrays each time."""
         backend, data = self.trainer.backend, batch.data
         y = self._dense(data.y) if self.trainer.loss.sparse else data.y
-        return DeviceData(backend.empty(data.x.shape, data.x.dtype),
+        return DeviceData(inputs_like(data.x, (backend.empty(x.shape, x.dtype)
+                                               for x in each_input(data.x))),
                           backend.empty(y.shape, y.dtype),
                           None if data.sample_weight is None
                           else backend.empty(data.sample_weight.shape,
