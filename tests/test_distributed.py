@@ -674,16 +674,21 @@ def test_two_ranks_are_within_1e_6_of_a_plain_run_after_50_steps(two_ranks, case
         assert np.max(np.abs(mine - reference)) < 1e-6
 
 
-def worker_graph(folder: str) -> None:
-    """A functional model whose layers make a graph (tests/test_merging.py's), trained by
-    ``fit`` on this rank, or in one process (then saved as ``plain``)."""
+def worker_graph(folder: str, inputs: str = "one") -> None:
+    """A functional model whose layers make a graph (tests/test_merging.py's, or
+    tests/test_multi_input.py's of three ``inputs``), trained by ``fit`` on this rank, or in
+    one process (then saved as ``plain``)."""
     from tests.test_merging import residual_model
+    from tests.test_multi_input import three_input_model
 
     ranks = distributed.communicator()
     rng = np.random.default_rng(3)
-    x = rng.normal(size=(200, 6)).astype(np.float32)
-    y = to_categorical(np.argmax(x[:, :4], axis=1), 4)
-    model = residual_model()
+    x = rng.normal(size=(200, 9)).astype(np.float32)
+    if inputs == "one":
+        model, x, y = residual_model(), x[:, :6], to_categorical(np.argmax(x[:, :4], axis=1), 4)
+    else:
+        model, x, y = (three_input_model(), [x[:, :4], x[:, 4:7], x[:, 7:]],
+                       to_categorical(np.argmax(x[:, :3], axis=1), 3))
     model.compile(optimizer="adam", loss="categorical_crossentropy")
     model.fit(x, y, batch_size=32, epochs=2, verbose=0)
     np.savez(Path(folder, f"graph-{ranks.rank if ranks.size > 1 else 'plain'}.npz"),
@@ -691,19 +696,20 @@ def worker_graph(folder: str) -> None:
 
 
 @needs_mpi
-def test_two_ranks_train_a_graph_of_layers_as_one_process(tmp_path):
+@pytest.mark.parametrize("inputs, weights", [("one", 8), ("three", 12)])
+def test_two_ranks_train_a_graph_of_layers_as_one_process(tmp_path, inputs, weights):
     """Its gradients, summed at the outputs several layers take, are summed over the ranks
-    as a chain's."""
-    assert_ran(mpiexec("graph", tmp_path))
-    assert_ran(subprocess.run([sys.executable, __file__, "graph", tmp_path], timeout=60,
-                              capture_output=True, text=True, cwd=ROOT,
+    as a chain's; the rows of each of several inputs are shared out alike."""
+    assert_ran(mpiexec("graph", tmp_path, inputs))
+    assert_ran(subprocess.run([sys.executable, __file__, "graph", tmp_path, inputs],
+                              timeout=60, capture_output=True, text=True, cwd=ROOT,
                               env={**os.environ, "OMP_NUM_THREADS": "1"}))
     runs = {}
     for name in ("0", "1", "plain"):
         with np.load(tmp_path / f"graph-{name}.npz") as archive:
             runs[name] = [archive[key] for key in sorted(archive.files,
                                                          key=lambda key: int(key[4:]))]
-    assert len(runs["plain"]) == 8
+    assert len(runs["plain"]) == weights
     for mine, theirs, reference in zip(runs["0"], runs["1"], runs["plain"], strict=True):
         assert mine.tobytes() == theirs.tobytes()
         assert np.max(np.abs(mine - reference)) < 1e-6

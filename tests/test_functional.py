@@ -343,6 +343,19 @@ def test_the_inputs_of_a_model_of_one_input_may_come_named_or_in_a_list_of_one(u
     np.testing.assert_equal(found, expected)
 
 
+@pytest.mark.parametrize("given", [lambda value: [value], lambda value: (value,)],
+                         ids=["list-of-one", "tuple-of-one"])
+def test_targets_and_sample_weights_may_come_in_a_list_of_one(given):
+    """As Keras takes the data of a model's one output."""
+    x, y = data()
+    weights = np.linspace(0.5, 1.5, len(y))
+    expected = _compiled_model().fit(x, y, sample_weight=weights, verbose=0).history
+    assert _compiled_model().fit(x, given(y), sample_weight=given(weights),
+                                 verbose=0).history == expected
+    assert (_compiled_model().evaluate(x, given(y), verbose=0)
+            == _compiled_model().evaluate(x, y, verbose=0))
+
+
 @pytest.mark.parametrize("use", USES.values(), ids=USES.keys())
 def test_inputs_named_otherwise_than_the_models_input_are_refused(use):
     x, y = data()

@@ -545,6 +545,17 @@ def test_a_model_whose_layers_make_a_graph_is_captured_and_trains_as_on_cpu(cupy
     assert_close_runs(captured, residual_run("cpu", x, y))
 
 
+def test_a_model_of_several_inputs_is_captured_and_trains_as_on_cpu(cupy):
+    from tests.test_merging import residual_run
+    from tests.test_multi_input import three_input_model, toy_data
+
+    x, y = toy_data(rows=200)
+    captured = residual_run(GpuBackend(), x, y, three_input_model)
+    assert cupy.cuda.graph.launches > 0
+    assert [malloc for malloc in cupy.cuda.memory.mallocs if malloc.capturing] == []
+    assert_close_runs(captured, residual_run("cpu", x, y, three_input_model))
+
+
 class TrimsTheDefaultPool(Callback):
     """At each epoch's end, gives the default pool's free blocks back to the device, as a user
     may between epochs: ``cupy.get_default_memory_pool().free_all_blocks()``."""

@@ -505,3 +505,14 @@ def test_a_model_whose_layers_make_a_graph_replays_as_its_eager_steps_bit_for_bi
     replayed = test_merging.residual_run(replaying, x, y, make)
     assert replaying.replays == 3 * 6 - 1
     assert_same_run(replayed, test_merging.residual_run(EagerReplayBackend(), x, y, make))
+
+
+def test_a_model_of_several_inputs_replays_as_its_eager_steps_bit_for_bit():
+    """Each input's rows are gathered into a buffer of its own, which the replays read."""
+    from tests import test_merging, test_multi_input
+
+    x, y = test_multi_input.toy_data(rows=200)
+    replaying, make = ReplayBackend(), test_multi_input.three_input_model
+    replayed = test_merging.residual_run(replaying, x, y, make)
+    assert replaying.replays == 3 * 6 - 1
+    assert_same_run(replayed, test_merging.residual_run(EagerReplayBackend(), x, y, make))

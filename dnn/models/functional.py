@@ -242,8 +242,8 @@ class _EverySequentialIsAModel(type):
 class Model(Sequential, metaclass=_EverySequentialIsAModel):
     """Keras' ``keras.Model(inputs=inputs, outputs=outputs)`` (module docstring): the
     Sequential of the layers called from ``inputs`` to ``outputs``, joined by their graph,
-    named ``name`` ("functional" by default), its ``layers`` listing its Input first as Keras
-    lists a functional model's; ``trainable`` False freezes it; ``dtype``, ``seed`` and
+    named ``name`` ("functional" by default), its ``layers`` listed as Keras lists a
+    functional model's (:attr:`layers`); ``trainable`` False freezes it; ``dtype``, ``seed`` and
     ``backend`` as for :class:`Sequential`.  It saves, loads, and goes through ``to_json``,
     as a functional model.  A subclass of Model that computes or trains otherwise (Keras'
     subclassing API: its own ``call``, ``train_step``, ...) is not supported."""
@@ -254,8 +254,8 @@ class Model(Sequential, metaclass=_EverySequentialIsAModel):
     def __init__(self, inputs=None, outputs=None, name=None, *, trainable=True,
                  dtype="float32", seed=None, backend=None):
         if inputs is None or outputs is None:
-            raise UsageError("Model takes inputs= and outputs= (a keras.Input and what calling "
-                             "layers on it gave); a subclass of Model with a call() of its own "
+            raise UsageError("Model takes inputs= and outputs= (keras.Input(s) and what calling "
+                             "layers on them gave); a subclass of Model with a call() of its own "
                              "is not supported: use keras.Sequential")
         check_flag("Model", "trainable", trainable)  # before its layers are taken
         made, graph, self._listed = graph_layers(inputs, outputs)

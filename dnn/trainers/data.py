@@ -58,6 +58,15 @@ def inputs_like(x, arrays):
     return arrays if isinstance(x, tuple) else arrays[0]
 
 
+def _the_array_of(value):
+    """``value``, or the one array of a list or tuple of one (as Keras takes the data of a
+    model's one input or output)."""
+    if (isinstance(value, (list, tuple)) and len(value) == 1
+            and hasattr(value[0], "shape") and hasattr(value[0], "dtype")):
+        return value[0]
+    return value
+
+
 def _given_inputs(model, x, prefix: str) -> list[tuple[str, object]]:
     """``(what, value)`` of each of the model's inputs from ``x``: a model of several takes
     a list or tuple of one value per input, in the order of its Inputs, or a dict keyed by
@@ -88,11 +97,8 @@ def _given_inputs(model, x, prefix: str) -> list[tuple[str, object]]:
                              f"{prefix}inputs as a list of {count} arrays, in that order, or a "
                              f"dict keyed by their names, not {given}")
         values = list(x)
-    elif (isinstance(x, (list, tuple)) and len(x) == 1
-          and hasattr(x[0], "shape") and hasattr(x[0], "dtype")):
-        values = [x[0]]  # a list of the one input's array
     else:
-        values = [x]
+        values = [_the_array_of(x)]
     if count == 1:
         return [(f"{prefix}inputs", values[0])]
     return [(f"{prefix}inputs {name!r}", value) for name, value in zip(names, values)]
@@ -144,7 +150,7 @@ def host_targets(model, y, count: int, prefix: str = "") -> np.ndarray:
     """``y`` checked against the compiled loss and the model's outputs, on the host: integer
     labels ``(count,)`` for a sparse loss (given as Keras takes them too: ``(count, 1)``, or
     floats that are whole numbers), else ``(count, units)``."""
-    y = host_array(y, f"{prefix}targets", model.backend)
+    y = host_array(_the_array_of(y), f"{prefix}targets", model.backend)
     if y.ndim == 0:
         raise UsageError(f"{prefix}targets must be an array (N, ...), not one number")
     if y.shape[0] != count:
@@ -191,7 +197,8 @@ def host_sample_weight(model, sample_weight, class_weight, y: np.ndarray,
         return _class_sample_weight(model, class_weight, y)
     if sample_weight is None:
         return None
-    weights = host_array(sample_weight, f"{prefix}sample weights", model.backend)
+    weights = host_array(_the_array_of(sample_weight), f"{prefix}sample weights",
+                         model.backend)
     if weights.ndim == 2 and weights.shape[1] == 1:
         weights = weights[:, 0]
     if weights.shape != (y.shape[0],):

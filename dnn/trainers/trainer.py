@@ -325,7 +325,7 @@ class Trainer:
             for layer in self.stack:
                 layer.ranks = None
         if total_rows is not None:
-            self.gradient_sum()(x.shape[0], total_rows)
+            self.gradient_sum()(output.shape[0], total_rows)
         self.apply_gradients()
         self._track(loss_sum, output, y, sample_weight)
 

@@ -1,0 +1,266 @@
+"""Functional models of several inputs (``keras.Model(inputs=[a, b, c], outputs=...)``): the
+layers in Keras' order, data as a list or a dict of arrays checked input by input, gradients
+against central finite differences, an independent reference (a concatenation of the inputs
+is one Dense layer on the joined features), and the model through saving, copies and its
+data's every form.  The replaying, stand-in GPU and data-parallel runs of these models are in
+tests/test_replay.py, tests/test_gpu_standin.py and tests/test_distributed.py."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+import dnn as keras
+from dnn import layers
+from dnn.callbacks.tensorboard import _keras_layout
+from dnn.errors import CheckpointError, DivergenceError, UsageError
+from dnn.testing import numerical_gradient
+from dnn.utils import PyDataset, to_categorical
+
+RNG = np.random.default_rng(11)
+
+
+def three_input_model(backend=None, dtype="float32", seed=0):
+    """Three inputs: ``a`` through two layers, ``b`` through one, ``c`` joined as it is and
+    taken by a layer too (an input taken twice)."""
+    a, b, c = (keras.Input(shape=(size,), name=name) for size, name in ((4, "a"), (3, "b"),
+                                                                         (2, "c")))
+    x = layers.Dense(5, activation="tanh", name="da2")(layers.Dense(5, activation="relu",
+                                                                    name="da")(a))
+    joined = layers.concatenate([x, layers.Dense(5, activation="relu", name="db")(b), c],
+                                name="cat")
+    added = layers.Add(name="add")([layers.Dense(6, name="p")(joined),
+                                    layers.Dense(6, name="q")(c)])
+    outputs = layers.Dense(3, activation="softmax", name="out")(added)
+    return keras.Model([a, b, c], outputs, dtype=dtype, seed=seed, backend=backend)
+
+
+# Keras 3.15.1's model.layers and get_weights() shapes for the same calls (map_graph's order)
+KERAS_LAYER_ORDER = ["a", "da", "b", "da2", "db", "c", "cat", "p", "q", "add", "out"]
+KERAS_WEIGHT_SHAPES = [(4, 5), (5,), (5, 5), (5,), (3, 5), (5,), (12, 6), (6,), (2, 6), (6,),
+                       (6, 3), (3,)]
+
+
+def toy_data(rows=64):
+    """``([a, b, c], y)``: the three inputs' arrays and one-hot targets of 3 classes."""
+    x = [RNG.normal(size=(rows, size)).astype(np.float32) for size in (4, 3, 2)]
+    return x, to_categorical(RNG.integers(0, 3, size=rows), 3)
+
+
+def run(x, y, **fit):
+    """``(history, weights)`` of :func:`three_input_model` trained with RMSprop on ``x``."""
+    model = three_input_model()
+    model.compile(optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x, y, batch_size=16, epochs=2, verbose=0, **fit)
+    return history.history, model.get_weights()
+
+
+def assert_same_run(ours, reference) -> None:
+    assert ours[0] == reference[0]
+    for mine, theirs in zip(ours[1], reference[1], strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+# -- the model -------------------------------------------------------------------------------
+def test_the_layers_and_weights_are_listed_in_kerass_order():
+    model = three_input_model()
+    assert [layer.name for layer in model.layers] == KERAS_LAYER_ORDER
+    assert [weight.shape for weight in model.get_weights()] == KERAS_WEIGHT_SHAPES
+    assert model.input_shape == [(None, 4), (None, 3), (None, 2)]
+    assert model.sample_shape == [(4,), (3,), (2,)]
+    assert model.output_shape == (None, 3)
+    lines = []
+    model.summary(print_fn=lines.append)
+    rows = {line.split()[0]: line for line in lines[2:] if line.split()[0] in KERAS_LAYER_ORDER}
+    assert list(rows) == KERAS_LAYER_ORDER
+    assert rows["c"].split()[1:] == ["(Input)", "(None,", "2)", "0", "-"]
+    assert rows["cat"].endswith("da2, db, c") and rows["q"].endswith(" c")
+
+
+def test_a_concatenation_of_inputs_trains_as_one_dense_layer_on_the_joined_features(cpu):
+    """An independent reference: Dense(concatenate([a, b])) is a Dense layer on the features
+    of ``a`` and ``b`` side by side, through every step of fit (shuffled alike)."""
+    a, b = keras.Input(shape=(4,)), keras.Input(shape=(3,))
+    joined = keras.Model([a, b], layers.Dense(3, activation="softmax")(layers.concatenate([a, b])),
+                         dtype="float64", seed=5, backend=cpu)
+    single = keras.Sequential([layers.Dense(3, activation="softmax", input_shape=(7,))],
+                              dtype="float64", seed=5, backend=cpu)
+    single.set_weights(joined.get_weights())
+    (xa, xb, _), y = toy_data(rows=50)
+    runs = []
+    for model, x in ((joined, [xa, xb]), (single, np.concatenate([xa, xb], axis=1))):
+        model.compile(optimizer="adam", loss="categorical_crossentropy")
+        runs.append((model.fit(x, y, batch_size=8, epochs=3, verbose=0).history["loss"],
+                     model.get_weights()))
+    np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-12)
+    for mine, theirs in zip(runs[0][1], runs[1][1], strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-12, atol=1e-14)
+
+
+def test_the_gradients_are_central_finite_differences(cpu):
+    model = three_input_model(cpu, dtype="float64", seed=2)
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    x, y = toy_data(rows=7)
+    x = tuple(array.astype(np.float64) for array in x)
+    model.compute_gradients(x, y)
+    analytic = [grad.copy() for layer in model.stack for grad in layer.grads]
+    assert len(analytic) == len(KERAS_WEIGHT_SHAPES)
+    for param, grad in zip(model.params, analytic, strict=True):
+        np.testing.assert_allclose(grad, numerical_gradient(lambda: model.test_on_batch(x, y),
+                                                            param), rtol=1e-5, atol=1e-8)
+
+
+# -- its data --------------------------------------------------------------------------------
+def test_a_list_a_tuple_and_a_dict_in_any_order_are_the_same_data():
+    x, y = toy_data()
+    reference = run(x, y)
+    assert_same_run(run(tuple(x), y), reference)
+    assert_same_run(run({"c": x[2], "a": x[0], "b": x[1]}, y), reference)
+    model = three_input_model()
+    model.compile(optimizer="rmsprop", loss="categorical_crossentropy")
+    named = {"b": x[1], "c": x[2], "a": x[0]}
+    np.testing.assert_array_equal(model.predict(named, verbose=0), model.predict(x, verbose=0))
+    np.testing.assert_array_equal(model.predict_on_batch(named), model.predict(x, verbose=0))
+    np.testing.assert_array_equal(model(named), model.predict(x, verbose=0))
+    assert model.evaluate(named, y, verbose=0) == model.evaluate(x, y, verbose=0)
+
+
+class ListedBatches(PyDataset):
+    """The rows of ``x`` (a list of arrays) and ``y`` in batches of 16, each ``(x, y)`` with
+    ``x`` as ``given`` makes it of the batch's arrays."""
+
+    def __init__(self, x, y, given):
+        super().__init__()
+        self.x, self.y, self.given = x, y, given
+
+    def __len__(self):
+        return -(-len(self.y) // 16)
+
+    def __getitem__(self, index):
+        rows = slice(16 * index, 16 * index + 16)
+        return self.given([array[rows] for array in self.x]), self.y[rows]
+
+
+@pytest.mark.parametrize("given", [list, lambda arrays: dict(zip("abc", arrays))],
+                         ids=["lists", "dicts"])
+def test_batches_from_a_source_train_as_the_arrays_do(given):
+    x, y = toy_data()
+    reference = run(x, y, shuffle=False)
+    assert_same_run(run(ListedBatches(x, y, given), None, shuffle=False), reference)
+    source = ListedBatches(x, y, given)
+    generator = (source[index] for _ in range(2) for index in range(len(source)))
+    assert_same_run(run(generator, None, steps_per_epoch=4), reference)
+
+
+def test_validation_split_holds_out_the_last_rows_of_every_input():
+    x, y = toy_data()
+    split = run(x, y, validation_split=0.25)
+    given = run([array[:48] for array in x], y[:48],
+                validation_data=([array[48:] for array in x], y[48:]))
+    assert_same_run(split, given)
+    assert set(split[0]) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+
+
+def test_sample_weights_and_one_batch_methods_take_the_inputs_as_fit_does():
+    x, y = toy_data(rows=16)
+    weights = RNG.uniform(0, 2, size=16)
+    model, again = three_input_model(), three_input_model()
+    for each in (model, again):
+        each.compile(optimizer="sgd", loss="categorical_crossentropy")
+    fitted = model.fit(x, y, sample_weight=weights, batch_size=16, shuffle=False, verbose=0)
+    assert again.train_on_batch({"a": x[0], "b": x[1], "c": x[2]}, y,
+                                sample_weight=weights) == fitted.history["loss"][0]
+    assert again.test_on_batch(x, y) == model.test_on_batch(tuple(x), y)
+
+
+@pytest.mark.parametrize("give, message", [
+    (lambda x: x[:2], r"the model takes 3 inputs \(a, b, c\): give inputs as a list of 3 "
+                      "arrays, in that order, or a dict keyed by their names, not a list of 2"),
+    (lambda x: x[0], "the model takes 3 inputs .*, not ndarray"),
+    (lambda x: {"a": x[0], "b": x[1]}, r"inputs have no 'c': give every input of the model "
+                                       r"\(a, b, c\)"),
+    (lambda x: {"a": x[0], "b": x[1], "c": x[2], "d": x[2]},
+     r"inputs name 'd', which is none of the model's inputs \(a, b, c\)"),
+    (lambda x: [x[0], x[1], x[2][:5]], "inputs 'a' have 64 samples, but inputs 'c' have 5: "
+                                       "every input has one row per sample"),
+    (lambda x: [x[0], x[2], x[1]], "inputs 'b' have 2 features; the model expects 3"),
+    (lambda x: [x[0], x[1], {"c": x[2]}], "inputs 'c' are a dict"),
+    (lambda x: [x[0], x[1], x[2][0]], r"inputs 'c' must be a non-empty batch \(N, "
+                                      r"features...\), not \(2,\)"),
+], ids=["too-few", "one-array", "missing-name", "unknown-name", "rows-differ",
+        "in-another-order", "nested-dict", "one-sample"])
+def test_inputs_that_do_not_fit_the_model_are_one_clear_error(give, message):
+    x, y = toy_data()
+    model = three_input_model()
+    model.compile(optimizer="rmsprop", loss="categorical_crossentropy")
+    for use in (lambda data: model.fit(data, y, verbose=0),
+                lambda data: model.predict(data, verbose=0)):
+        with pytest.raises(UsageError, match=message):
+            use(give(x))
+    with pytest.raises(UsageError, match="validation inputs"):
+        model.fit(x, y, validation_data=(give(x), y), verbose=0)
+
+
+def test_a_nan_in_one_input_names_that_input(cpu):
+    x, y = toy_data()
+    x[1][7, 2] = np.nan
+    model = three_input_model(cpu)
+    model.compile(optimizer="rmsprop", loss="categorical_crossentropy")
+    with pytest.raises(DivergenceError, match=r"the inputs 'b' hold NaN or infinite values "
+                                              r"\(the first in row 7\)"):
+        model.fit(x, y, verbose=0)
+
+
+# -- saving and copies ---------------------------------------------------------------------
+@pytest.mark.parametrize("copy", [
+    lambda model, path: (model.save(path), keras.models.load_model(path))[1],
+    lambda model, path: pickle.loads(pickle.dumps(model)),
+    lambda model, path: keras.models.model_from_json(model.to_json()),
+    lambda model, path: keras.models.clone_model(model),
+], ids=["save-load", "pickle", "json", "clone"])
+def test_a_model_of_several_inputs_keeps_them_through_saving_and_copies(copy, tmp_path):
+    x, y = toy_data()
+    model = three_input_model()
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    model.fit(x, y, verbose=0)
+    made = copy(model, tmp_path / "model.npz")
+    assert [layer.name for layer in made.layers] == KERAS_LAYER_ORDER
+    assert made.input_shape == model.input_shape and made.graph.inputs == 3
+    if made.compiled:  # the file's and the pickle's weights and optimizer
+        np.testing.assert_array_equal(made.predict(x, verbose=0), model.predict(x, verbose=0))
+        assert made.evaluate(x, y, verbose=0) == model.evaluate(x, y, verbose=0)
+    else:  # the architecture alone: it trains
+        made.compile(optimizer="adam", loss="categorical_crossentropy")
+        assert np.isfinite(made.fit(x, y, verbose=0).history["loss"][0])
+
+
+def two_input_model(order: str):
+    """Dense layers on inputs ``a`` and ``b`` joined, the model's inputs listed in
+    ``order``: the same weights, whichever order."""
+    inputs = {"a": keras.Input(shape=(4,), name="a"), "b": keras.Input(shape=(3,), name="b")}
+    joined = layers.concatenate([layers.Dense(5)(inputs["a"]), layers.Dense(5)(inputs["b"])])
+    return keras.Model([inputs[name] for name in order], layers.Dense(3)(joined))
+
+
+def test_weights_of_a_model_of_other_inputs_are_refused(tmp_path):
+    """The same layers taking the inputs listed in another order hold weights of the same
+    shapes, but are another model."""
+    two_input_model("ba").save_weights(tmp_path / "swapped.weights.npz")
+    three_input_model().save_weights(tmp_path / "three.weights.npz")
+    model = two_input_model("ab")
+    with pytest.raises(CheckpointError, match="holds another model: its layers are joined as "
+                                              r"the graph \[\[1\], \[0\], \[2, 3\], \[4\]\], "
+                                              r"this model's as the graph \[\[0\], \[1\]"):
+        model.load_weights(tmp_path / "swapped.weights.npz")
+    with pytest.raises(CheckpointError, match="holds another model"):
+        model.load_weights(tmp_path / "three.weights.npz")
+
+
+def test_tensorboards_graph_lists_every_input():
+    layout = _keras_layout(three_input_model())
+    assert layout["class_name"] == "Functional"
+    assert layout["config"]["input_layers"] == [["a", 0, 0], ["b", 0, 0], ["c", 0, 0]]
+    by_name = {layer["config"]["name"]: layer for layer in layout["config"]["layers"]}
+    assert [tensor["config"]["keras_history"][0]
+            for tensor in by_name["cat"]["inbound_nodes"][0]["args"][0]] == ["da2", "db", "c"]
+    assert by_name["b"]["class_name"] == "InputLayer" and "inbound_nodes" not in by_name["b"]
