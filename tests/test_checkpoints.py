@@ -173,6 +173,20 @@ def test_a_model_of_another_size_than_the_dataset_is_named_with_both_sizes(
             resumed.output
 
 
+def test_a_model_of_several_inputs_is_refused_by_the_command_line(tmp_path, tiny):  # noqa: F811
+    """Its inputs' features, 6 and 6, add up to tiny's 12: the check still says no."""
+    first, second = dnn.Input(shape=(6,)), dnn.Input(shape=(6,))
+    model = dnn.Model([first, second], dnn.layers.Dense(3, activation="softmax")(
+        dnn.layers.concatenate([first, second])))
+    path = tmp_path / "two.npz"
+    model.save(path)
+    for command in (("evaluate", str(path)), ("train", "--resume", str(path))):
+        refused = run(*command, "--dataset", "tiny")
+        assert refused.exit_code == 2 and refused.output.strip().endswith(
+            f"Error: {path} holds a model of 2 inputs; a dataset gives one: train and evaluate "
+            "it in Python, with its inputs as a list"), refused.output
+
+
 def test_resume_takes_the_architecture_from_the_checkpoint_unless_told_otherwise(
         tmp_path, tiny):  # noqa: F811
     model = tmp_path / "model.npz"

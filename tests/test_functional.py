@@ -356,6 +356,26 @@ def test_targets_and_sample_weights_may_come_in_a_list_of_one(given):
             == _compiled_model().evaluate(x, y, verbose=0))
 
 
+def test_a_list_of_one_number_or_one_sample_is_still_the_data_itself():
+    """Only a list of one whole array is unwrapped: a list of one label, weight or sample is
+    the data of one sample, as it was before lists of one array were taken."""
+    x, labels = data(rows=2)
+    model = _compiled_model()
+    assert np.isfinite(model.train_on_batch(x[:1], [labels[0]])).all()
+    assert np.isfinite(model.fit(x[:1], labels[:1], sample_weight=[np.float32(2)],
+                                 verbose=0).history["loss"][0])
+    np.testing.assert_array_equal(model.predict([x[0]], verbose=0),
+                                  model.predict(x[:1], verbose=0))
+
+
+def test_build_refuses_samples_of_another_shape_than_the_inputs_declare():
+    inputs = keras.Input(shape=(12,), name="features")
+    model = keras.Model(inputs, chain(inputs))
+    with pytest.raises(UsageError, match=r"build\(\) was given samples of shape \(6,\) for "
+                                         r"features, which declares \(12,\)"):
+        model.build((None, 6))
+
+
 @pytest.mark.parametrize("use", USES.values(), ids=USES.keys())
 def test_inputs_named_otherwise_than_the_models_input_are_refused(use):
     x, y = data()
@@ -371,8 +391,9 @@ def test_named_inputs_for_a_model_without_an_input_and_named_targets_are_refused
     with pytest.raises(UsageError, match="inputs are a dict, but the model's inputs have no "
                                          "names .it has no keras.Input."):
         model.fit({"features": x}, y, verbose=0)
-    with pytest.raises(UsageError, match="targets are a dict: give one array .dnn's models "
-                                         "have one output"):
+    with pytest.raises(UsageError, match="targets are a dict: give an array .a dict names the "
+                                         "inputs of a model of several, as x itself; dnn's "
+                                         "models have one output"):
         _compiled_model().fit(x, {"dense": y}, verbose=0)
 
 

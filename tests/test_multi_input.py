@@ -101,7 +101,7 @@ def test_the_gradients_are_central_finite_differences(cpu):
     model = three_input_model(cpu, dtype="float64", seed=2)
     model.compile(optimizer="sgd", loss="categorical_crossentropy")
     x, y = toy_data(rows=7)
-    x = tuple(array.astype(np.float64) for array in x)
+    x = [array.astype(np.float64) for array in x]  # as a list, too
     model.compute_gradients(x, y)
     analytic = [grad.copy() for layer in model.stack for grad in layer.grads]
     assert len(analytic) == len(KERAS_WEIGHT_SHAPES)

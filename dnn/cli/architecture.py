@@ -40,6 +40,9 @@ def check_fits(model: Sequential, path, dataset_name: str, x, classes: int) -> N
     if not model.stack:
         raise CheckpointError(f"{path} holds a model of its Input alone: no layer computes "
                               "its outputs")
+    if model._input_count > 1:
+        raise UsageError(f"{path} holds a model of {model._input_count} inputs; a dataset "
+                         "gives one: train and evaluate it in Python, with its inputs as a list")
     features = int(np.prod(x.shape[1:]))
     takes, outputs = model.input_dim, model.stack[-1].output_dim
     if (takes, outputs) != (features, classes):

@@ -296,9 +296,9 @@ class Model(Sequential, metaclass=_EverySequentialIsAModel):
 
     @property
     def layers(self) -> list:
-        """Every layer, its keras.Input(s) too, in the order Keras lists them: a model of
-        one input starts with its Input; one of several has each Input just before the
-        layers nearest to it."""
+        """Every layer, its keras.Input(s) too, in the order Keras 3 lists them: the farthest
+        from the output first (a model of one input starts with its Input; one of several
+        has each Input among the layers as far from the output as it is)."""
         return list(self._listed if self._input_count > 1 else self._layers)
 
     def add(self, layer) -> None:

@@ -155,8 +155,8 @@ class Sequential(Trainer):
     # -- layers ------------------------------------------------------------------------------
     @property
     def stack(self) -> tuple:
-        """The layers that compute, in order: an ``Input`` first only declares the inputs and
-        is none of them (a tuple, kept until a layer is added or popped: the passes read it
+        """The layers that compute, in order: the ``Input`` (or a functional model's Inputs)
+        first only declares the inputs and is none of them (a tuple, kept until a layer is added or popped: the passes read it
         at every step)."""
         if self._stack is None:
             self._stack = tuple(computing(self._layers))
@@ -314,6 +314,11 @@ class Sequential(Trainer):
         if not self._layers:
             raise UsageError("the model has no layers to build")
         shapes = _sample_shapes(input_shape, self._input_count)
+        for layer, shape in zip(self._layers[:input_count(self._layers)], shapes):
+            declared = layer.declared_input_shape
+            if declared is not None and tuple(declared) != shape:
+                raise UsageError(f"build() was given samples of shape {shape} for "
+                                 f"{layer.name}, which declares {tuple(declared)}")
         if self.backend is None:
             self.backend = backends.current_backend()
         self.sample_shapes = shapes

@@ -5,7 +5,7 @@ Layout: ``weight_<i>`` for every weight in :meth:`Sequential.get_weights` order,
 and ``meta``, a 0-d string array holding ``{"format": "dnn-checkpoint", "version": 1, "model":
 ..., "input_shape": [...], "optimizer": ...}``; ``input_shape``, one sample's, is left out
 where the first layer is a Dense on flat inputs (its kernel's rows say it, as in the files of
-older dnn versions).
+older dnn versions) and for a model of several inputs (its Inputs say theirs).
 Written to a temporary file and renamed; read with ``allow_pickle=False`` onto any backend.
 """
 

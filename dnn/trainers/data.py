@@ -3,8 +3,9 @@
 Every check runs on the host, once per call of ``fit``/``evaluate``/``predict`` (or once per
 batch for data that comes in batches), and names what is wrong in one line; what passes moves
 to the backend in the form the step reads: inputs ``(N, *sample_shape)`` in the model's dtype
-(a tuple of one such array per input, for a model of several: :func:`each_input`), targets one-hot or ``(N, k)`` in the model's dtype (integer labels ``(N,)`` for a sparse loss),
-sample weights ``(N,)`` in the model's dtype.
+(a tuple of one such array per input, for a model of several: :func:`each_input`), targets
+one-hot or ``(N, k)`` in the model's dtype (integer labels ``(N,)`` for a sparse loss), sample
+weights ``(N,)`` in the model's dtype.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ def host_array(array, what: str, backend=None) -> np.ndarray:
     if isinstance(array, SymbolicTensor):
         raise UsageError(f"{what}: {no_values(array)}")
     if isinstance(array, Mapping):
-        raise UsageError(f"{what} are a dict: give one array (dnn's models have one output; "
-                         "a dict names the inputs of a model of several)")
+        raise UsageError(f"{what} are a dict: give an array (a dict names the inputs of a "
+                         "model of several, as x itself; dnn's models have one output)")
     backend = backend or backends.current_backend()
     if not isinstance(array, np.ndarray) and backend.is_own_array(array):
         array = backend.to_numpy(array)
@@ -46,23 +47,24 @@ def host_array(array, what: str, backend=None) -> np.ndarray:
 
 
 def each_input(x) -> tuple:
-    """The arrays of device inputs ``x``: a model of several inputs takes a tuple of them
-    (one per input, in the order of its Inputs), a model of one its one array."""
-    return x if isinstance(x, tuple) else (x,)
+    """The arrays of device inputs ``x``: a model of several inputs takes a tuple (or a
+    list) of them, one per input in the order of its Inputs; a model of one its one array."""
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
 
 def inputs_like(x, arrays):
     """``arrays`` (one per input) in the form of inputs ``x``: a tuple for a model of
     several, else the one array."""
     arrays = tuple(arrays)
-    return arrays if isinstance(x, tuple) else arrays[0]
+    return arrays if isinstance(x, (tuple, list)) else arrays[0]
 
 
-def _the_array_of(value):
+def _the_array_of(value, axes: int):
     """``value``, or the one array of a list or tuple of one (as Keras takes the data of a
-    model's one input or output)."""
+    model's one input or output), where that array has ``axes`` axes or more (a list of one
+    number, or of one sample, is the data itself)."""
     if (isinstance(value, (list, tuple)) and len(value) == 1
-            and hasattr(value[0], "shape") and hasattr(value[0], "dtype")):
+            and getattr(value[0], "ndim", 0) >= axes and hasattr(value[0], "shape")):
         return value[0]
     return value
 
@@ -98,7 +100,7 @@ def _given_inputs(model, x, prefix: str) -> list[tuple[str, object]]:
                              f"dict keyed by their names, not {given}")
         values = list(x)
     else:
-        values = [_the_array_of(x)]
+        values = [_the_array_of(x, axes=2)]
     if count == 1:
         return [(f"{prefix}inputs", values[0])]
     return [(f"{prefix}inputs {name!r}", value) for name, value in zip(names, values)]
@@ -150,7 +152,7 @@ def host_targets(model, y, count: int, prefix: str = "") -> np.ndarray:
     """``y`` checked against the compiled loss and the model's outputs, on the host: integer
     labels ``(count,)`` for a sparse loss (given as Keras takes them too: ``(count, 1)``, or
     floats that are whole numbers), else ``(count, units)``."""
-    y = host_array(_the_array_of(y), f"{prefix}targets", model.backend)
+    y = host_array(_the_array_of(y, axes=1), f"{prefix}targets", model.backend)
     if y.ndim == 0:
         raise UsageError(f"{prefix}targets must be an array (N, ...), not one number")
     if y.shape[0] != count:
@@ -197,7 +199,7 @@ def host_sample_weight(model, sample_weight, class_weight, y: np.ndarray,
         return _class_sample_weight(model, class_weight, y)
     if sample_weight is None:
         return None
-    weights = host_array(_the_array_of(sample_weight), f"{prefix}sample weights",
+    weights = host_array(_the_array_of(sample_weight, axes=1), f"{prefix}sample weights",
                          model.backend)
     if weights.ndim == 2 and weights.shape[1] == 1:
         weights = weights[:, 0]

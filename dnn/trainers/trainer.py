@@ -307,8 +307,9 @@ class Trainer:
                                        [g for layer in trainable for g in layer.grads])
 
     def train_step(self, x, y, sample_weight=None, total_rows: int | None = None) -> None:
-        """One training step on a device batch (``x`` ``(n, *sample_shape)``, ``y`` the targets,
-        ``sample_weight`` ``(n,)`` or None), its loss and metrics added to the epoch's.
+        """One training step on a device batch (``x`` ``(n, *sample_shape)``, a tuple of one
+        such array per input for a model of several; ``y`` the targets; ``sample_weight``
+        ``(n,)`` or None), its loss and metrics added to the epoch's.
         Data-parallel, ``x`` is this rank's share of a global batch of ``total_rows`` rows,
         and the gradients are summed over the ranks before the update, the step's sums
         (the layers' too) recorded (:class:`dnn.trainers.data_parallel.StepCollectives`)."""
@@ -406,9 +407,10 @@ class Trainer:
         returns the :class:`dnn.callbacks.History` whose ``history["loss"]`` lists the
         per-epoch mean training losses (and every metric, ``val_`` ones too).
 
-        ``x``, ``y``: arrays (NumPy or the backend's own), or ``x`` alone as a generator,
-        iterable or ``PyDataset`` of ``(x, y)`` or ``(x, y, sample_weight)`` batches (then
-        ``batch_size`` is theirs).  ``sample_weight`` ``(N,)`` or ``class_weight`` ``{class:
+        ``x``, ``y``: arrays (NumPy or the backend's own; ``x`` a list of them in the order
+        of the Inputs, or a dict keyed by their names, for a model of several), or ``x`` alone
+        as a generator, iterable or ``PyDataset`` of ``(x, y)`` or ``(x, y, sample_weight)``
+        batches (then ``batch_size`` is theirs).  ``sample_weight`` ``(N,)`` or ``class_weight`` ``{class:
         weight}`` weigh each sample's loss.  ``steps_per_epoch`` batches make an epoch, the
         next one going on where it stopped.  ``validation_split`` keeps that share of the
         samples, the last ones before shuffling, for validation; ``validation_data`` is
