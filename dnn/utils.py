@@ -62,6 +62,10 @@ def real_array(value, what: str) -> np.ndarray:
     except ValueError:  # NumPy 2 refuses ragged nested lists
         raise UsageError(f"{what}: not a rectangular array (rows of different "
                          "lengths?)") from None
+    except (TypeError, RuntimeError) as error:  # a GPU array, a tensor that needs a grad
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UsageError(f"{what}: a {type(value).__name__} NumPy cannot read "
+                         f"({reason})") from None
     if array.dtype.kind not in "biuf":  # not complex, strings or Python objects
         raise UsageError(f"{what} must be real numbers, not {array.dtype}")
     return array

@@ -369,10 +369,11 @@ def test_a_list_of_one_number_or_one_sample_is_still_the_data_itself():
 
 
 def test_build_refuses_samples_of_another_shape_than_the_inputs_declare():
+    """The model would save a file no load could read."""
     inputs = keras.Input(shape=(12,), name="features")
     model = keras.Model(inputs, chain(inputs))
-    with pytest.raises(UsageError, match=r"build\(\) was given samples of shape \(6,\) for "
-                                         r"features, which declares \(12,\)"):
+    with pytest.raises(UsageError, match=r"the model is built for samples of shape \(12,\); "
+                                         r"build\(\) was given \(6,\): make a new model"):
         model.build((None, 6))
 
 

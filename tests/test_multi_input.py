@@ -264,3 +264,119 @@ def test_tensorboards_graph_lists_every_input():
     assert [tensor["config"]["keras_history"][0]
             for tensor in by_name["cat"]["inbound_nodes"][0]["args"][0]] == ["da2", "db", "c"]
     assert by_name["b"]["class_name"] == "InputLayer" and "inbound_nodes" not in by_name["b"]
+
+
+# -- what hostile use found ------------------------------------------------------------------
+def test_a_from_logits_model_whose_last_layer_has_no_activation_predicts_its_logits(cpu):
+    """Summed branch logits (an Add last): predict gives the sum itself, as Keras does."""
+    a, b = keras.Input(shape=(3,), name="a"), keras.Input(shape=(2,), name="b")
+    first, second = layers.Dense(4), layers.Dense(4)
+    model = keras.Model([a, b], layers.Add()([first(a), second(b)]), backend=cpu,
+                        dtype="float64")
+    model.compile(optimizer="sgd", loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+    x = [RNG.normal(size=(8, 3)), RNG.normal(size=(8, 2))]
+    (kernel_a, bias_a), (kernel_b, bias_b) = first.get_weights(), second.get_weights()
+    logits = x[0] @ kernel_a + bias_a + x[1] @ kernel_b + bias_b
+    for outputs in (model.predict(x, verbose=0), model.predict_on_batch(x), model(x),
+                    model(x, training=True)):
+        np.testing.assert_allclose(outputs, logits, rtol=1e-12)
+
+
+class EndlessBatches(PyDataset):
+    """Two batches by ``len()``, but ``[i]`` answers any index (the usual slicing), as NumPy
+    would read it for ever; it gives up at the 100th read."""
+
+    def __init__(self, x):
+        super().__init__()
+        self.x, self.reads = x, 0
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        self.reads += 1
+        if self.reads > 100:
+            raise RuntimeError("read for ever")
+        return self.x[index * 5:index * 5 + 5]
+
+
+@pytest.mark.parametrize("give", [lambda source, x: [source, x[1], x[2]],
+                                  lambda source, x: {"a": source, "b": x[1], "c": x[2]}],
+                         ids=["in-a-list", "in-a-dict"])
+def test_a_source_of_batches_among_the_inputs_is_refused_before_it_is_read(give):
+    x, y = toy_data(rows=10)
+    model = three_input_model()
+    source = EndlessBatches(x[0])
+    with pytest.raises(UsageError, match="inputs 'a' are a EndlessBatches, a source of "
+                                         "batches: give it as x itself"):
+        model.predict(give(source, x), verbose=0)
+    assert source.reads == 0
+
+
+class UnreadableArray:
+    """What a CuPy array is to NumPy: an array that refuses to be converted."""
+    shape, dtype, ndim = (10, 3), np.dtype("float32"), 2
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed. Please use "
+                        "`.get()`\nsecond line")
+
+
+def test_an_array_numpy_cannot_read_is_one_line_naming_its_input():
+    x, _ = toy_data(rows=10)
+    with pytest.raises(UsageError, match=r"^inputs 'b': a UnreadableArray NumPy cannot read "
+                                         r"\(Implicit conversion to a NumPy array is not "
+                                         r"allowed. Please use `.get\(\)`\)$"):
+        three_input_model().predict([x[0], UnreadableArray(), x[2]], verbose=0)
+
+
+def test_a_model_of_one_input_refuses_a_list_of_several_arrays():
+    """Keras refuses it too; NumPy would stack them into samples of another shape."""
+    x = np.ones((10, 3), np.float32)
+    model = keras.Sequential([layers.Dense(2)])
+    with pytest.raises(UsageError, match="the model takes one input, but inputs are a list of "
+                                         "2 arrays .a model of several takes one per input.: "
+                                         "give one array"):
+        model.predict([x, x], verbose=0)
+    assert not model.built
+
+
+def test_build_again_keeps_the_weights_and_a_failed_build_leaves_the_model_unbuilt():
+    model = three_input_model()
+    weights = model.get_weights()
+    model.build([(4,), (3,), (2,)])
+    for before, after in zip(weights, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(before, after)
+    with pytest.raises(UsageError, match=r"the model is built for samples of shape \[\(4,\), "
+                                         r"\(3,\), \(2,\)\]; build\(\) was given \[\(4,\), "
+                                         r"\(3,\), \(5,\)\]"):
+        model.build([(4,), (3,), (5,)])
+    images = keras.Sequential([layers.Conv2D(2, 3), layers.Flatten(), layers.Dense(2)])
+    with pytest.raises(UsageError):
+        images.build((2, 2, 1))  # too small for a 3x3 window
+    assert not images.built and images.sample_shape is None
+    images.compile(optimizer="sgd", loss="categorical_crossentropy")
+    history = images.fit(RNG.normal(size=(4, 6, 6, 1)), np.eye(2)[[0, 1, 0, 1]], verbose=0)
+    assert images.input_shape == (None, 6, 6, 1) and np.isfinite(history.history["loss"][0])
+
+
+def test_validation_split_keeps_the_rows_keras_keeps():
+    """Keras 3 trains on the first floor(N * (1 - split)) rows: 8 of 11 at 0.25."""
+    a, b = keras.Input(shape=(1,), name="a"), keras.Input(shape=(1,), name="b")
+    model = keras.Model([a, b], layers.Add()([a, b]))
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.arange(11, dtype=np.float32)[:, None]
+    history = model.fit([x, x], np.zeros((11, 1)), validation_split=0.25, shuffle=False,
+                        verbose=0).history
+    assert history["loss"] == [np.mean((2 * x[:8]) ** 2)]  # as Keras 3.15.1 gives: 70.0
+    assert history["val_loss"] == [pytest.approx(np.mean((2 * x[8:]) ** 2))]  # 326.67
+
+
+def test_clone_model_takes_kerass_other_arguments_at_their_defaults_only():
+    model = three_input_model()
+    assert keras.models.clone_model(model, input_tensors=None).input_shape == model.input_shape
+    with pytest.raises(UsageError, match="clone_model: clone_function is not supported yet; "
+                                         "leave it None"):
+        keras.models.clone_model(model, clone_function=lambda layer: layer)
+    with pytest.raises(UsageError, match="clone_model has no argument 'inputs'"):
+        keras.models.clone_model(model, inputs=None)

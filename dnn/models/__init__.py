@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from dnn.errors import ArgumentTypeError, UsageError
+from dnn.layers.base import check_keras_only
 from dnn.models.functional import Model
 from dnn.models.sequential import Sequential
 from dnn.callbacks.arguments import check_flag
@@ -55,10 +56,17 @@ def model_from_json(json_string, custom_objects=None, *, backend=None) -> Sequen
     return Sequential.from_config(description.get("config"), custom_objects, backend=backend)
 
 
-def clone_model(model: Sequential) -> Sequential:
+# Keras' clone_model arguments, taken at their defaults only
+CLONE_MODEL_DEFAULTS = {"input_tensors": None, "clone_function": None, "call_function": None,
+                        "recursive": False}
+
+
+def clone_model(model: Sequential, **keras_only) -> Sequential:
     """A new model of ``model``'s architecture with freshly drawn weights (Keras'
     ``clone_model``: not compiled, weights not copied), built where ``model`` is built; its
-    layers of one's own are made by their own classes, registered or not."""
+    layers of one's own are made by their own classes, registered or not.  Keras' other
+    arguments are taken at their defaults only."""
+    check_keras_only("clone_model", keras_only, CLONE_MODEL_DEFAULTS)
     if not isinstance(model, Sequential):
         raise ArgumentTypeError(f"clone_model takes a Sequential, not {type(model).__name__}")
     config = model.get_config()

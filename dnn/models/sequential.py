@@ -310,21 +310,28 @@ class Sequential(Trainer):
         """Create the weights on the model's backend for inputs of ``input_shape``: a number
         of features, the shape of one sample such as ``(28, 28, 1)``, or Keras' shape with the
         batch size first, as None (``(None, 784)``); for a model of several inputs, a list of
-        one such shape per input."""
+        one such shape per input.  On a model built already it changes nothing, as in Keras
+        (other shapes are refused: the weights are for the samples it was built for)."""
         if not self._layers:
             raise UsageError("the model has no layers to build")
         shapes = _sample_shapes(input_shape, self._input_count)
-        for layer, shape in zip(self._layers[:input_count(self._layers)], shapes):
-            declared = layer.declared_input_shape
-            if declared is not None and tuple(declared) != shape:
-                raise UsageError(f"build() was given samples of shape {shape} for "
-                                 f"{layer.name}, which declares {tuple(declared)}")
+        if self.built:
+            if shapes != self.sample_shapes:
+                given = shapes[0] if self._input_count == 1 else list(shapes)
+                raise UsageError(f"the model is built for samples of shape "
+                                 f"{self.sample_shape}; build() was given {given}: make a new "
+                                 "model for other samples")
+            return
         if self.backend is None:
             self.backend = backends.current_backend()
         self.sample_shapes = shapes
-        for layer, shape in zip(self._layers[:input_count(self._layers)], shapes):
-            layer.build_on(shape, self.backend, self.rng, self.dtype)  # it passes them on
-        self._build_layers(0)
+        try:
+            for layer, shape in zip(self._layers[:input_count(self._layers)], shapes):
+                layer.build_on(shape, self.backend, self.rng, self.dtype)  # passes them on
+            self._build_layers(0)
+        except BaseException:  # layers that cannot take these samples: still unbuilt
+            self.sample_shapes = None
+            raise
         self._buffers = Buffers(self.backend)  # and the model is built
         if self.compiled:
             self._build_training_state()

@@ -12,13 +12,29 @@ from __future__ import annotations
 
 import math
 import reprlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
 from dnn import backends
 from dnn.errors import ArgumentTypeError, UsageError
 from dnn.utils import check_label_range, is_number, real_array
+
+
+def is_batch_source(x) -> bool:
+    """True for data given as batches (a PyDataset-style object, an iterator, a generator or
+    another iterable that is not an array or a list of numbers)."""
+    if (isinstance(x, (np.ndarray, list, tuple, str, bytes, Mapping))
+            or hasattr(x, "__array__")):  # a dict: named inputs
+        return False
+    if hasattr(x, "shape") and hasattr(x, "dtype"):  # a device array
+        return False
+    return is_pydataset(x) or isinstance(x, Iterable)
+
+
+def is_pydataset(x) -> bool:
+    """Whether ``x`` has what a ``keras.utils.PyDataset`` has: ``len()`` and ``[i]``."""
+    return hasattr(x, "__getitem__") and hasattr(x, "__len__")
 
 
 def host_array(array, what: str, backend=None) -> np.ndarray:
@@ -37,6 +53,9 @@ def host_array(array, what: str, backend=None) -> np.ndarray:
                          "layers on it, then keras.Model(inputs, outputs)")
     if isinstance(array, SymbolicTensor):
         raise UsageError(f"{what}: {no_values(array)}")
+    if is_batch_source(array):  # NumPy would read it for ever
+        raise UsageError(f"{what} are a {type(array).__name__}, a source of batches: give it "
+                         "as x itself, its batches holding the arrays of every input")
     if isinstance(array, Mapping):
         raise UsageError(f"{what} are a dict: give an array (a dict names the inputs of a "
                          "model of several, as x itself; dnn's models have one output)")
@@ -101,6 +120,11 @@ def _given_inputs(model, x, prefix: str) -> list[tuple[str, object]]:
         values = list(x)
     else:
         values = [_the_array_of(x, axes=2)]
+        if (isinstance(x, (list, tuple)) and len(x) > 1
+                and all(getattr(item, "ndim", 0) >= 2 for item in x)):
+            raise UsageError(f"the model takes one input, but {prefix}inputs are a "
+                             f"{type(x).__name__} of {len(x)} arrays (a model of several "
+                             "takes one per input): give one array")
     if count == 1:
         return [(f"{prefix}inputs", values[0])]
     return [(f"{prefix}inputs {name!r}", value) for name, value in zip(names, values)]
@@ -272,7 +296,7 @@ class DeviceData:
         if not (is_number(share) and 0 <= share < 1):
             raise UsageError(f"validation_split must be a number in [0, 1), not {share!r}")
         count = self.count
-        kept = count - int(count * share)
+        kept = math.floor(count * (1 - share))  # as Keras 3 splits
         if kept == count or kept == 0:
             raise UsageError(f"validation_split {share} of {count} samples leaves "
                              f"{'no validation' if kept == count else 'no training'} sample")

@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 import numpy as np
 
 from dnn import distributed
 from dnn.errors import UsageError
-from dnn.trainers.data import DeviceData
+from dnn.trainers.data import DeviceData, is_batch_source, is_pydataset
 
 SINGLE = (0, 1)  # the shard of a single process: all of every batch
 
@@ -65,21 +64,6 @@ def _ran_out_warning() -> None:
     warnings.warn("your input ran out of data; interrupting training: make sure that your "
                   "generator or dataset can yield at least steps_per_epoch * epochs batches",
                   RanOutOfData, stacklevel=5)  # at the user's fit
-
-
-def is_batch_source(x) -> bool:
-    """True for data given as batches (a PyDataset-style object, an iterator, a generator or
-    another iterable that is not an array or a list of numbers)."""
-    if (isinstance(x, (np.ndarray, list, tuple, str, bytes, Mapping))
-            or hasattr(x, "__array__")):  # a dict: named inputs
-        return False
-    if hasattr(x, "shape") and hasattr(x, "dtype"):  # a device array
-        return False
-    return _is_pydataset(x) or isinstance(x, Iterable)
-
-
-def _is_pydataset(x) -> bool:
-    return hasattr(x, "__getitem__") and hasattr(x, "__len__")
 
 
 def _batch_count(source, prefix: str) -> int:
@@ -165,7 +149,7 @@ class StreamBatches:
         self.class_weight = class_weight
         self.rng, self.shuffle, self.prefix = rng, shuffle, prefix
         self.with_targets, self.shard = with_targets, shard
-        self._indexed = _is_pydataset(source)
+        self._indexed = is_pydataset(source)
         self.num_batches = _batch_count(source, prefix) if self._indexed else None
         self.ran_out = False  # a new pass yielded nothing: training ends
         self._iterator = None

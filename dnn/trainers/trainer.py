@@ -28,9 +28,8 @@ from dnn.callbacks import BatchLogs, CallbackList, figures
 from dnn.callbacks.progbar_logger import check_verbose
 from dnn.errors import DivergenceError, UsageError
 from dnn.trainers import data_parallel
-from dnn.trainers.data import DeviceData, each_input, inputs_like
-from dnn.trainers.epoch_iterator import (ArrayBatches, batches_of, check_steps,
-                                         is_batch_source)
+from dnn.trainers.data import DeviceData, each_input, inputs_like, is_batch_source
+from dnn.trainers.epoch_iterator import ArrayBatches, batches_of, check_steps
 from dnn.trainers.step import ReplayedStep, TrainingStep
 from dnn.utils import is_int_at_least
 
@@ -227,8 +226,9 @@ class Trainer:
 
     def predictions(self, output):
         """The model's outputs (probabilities after a softmax) from :meth:`forward`'s
-        ``output``, in the model's buffer when the loss took the logits."""
-        if not self._loss_takes_logits:
+        ``output``, in the model's buffer when the loss took the logits of an activation (a
+        last layer without one, under a ``from_logits`` loss, outputs its logits)."""
+        if not self._loss_takes_logits or getattr(self.stack[-1], "activation", None) is None:
             return output
         probabilities = self._buffers("predictions", output.shape, output.dtype)
         probabilities[...] = output
