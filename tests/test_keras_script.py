@@ -153,3 +153,24 @@ def test_the_functional_guides_toy_resnet_runs_with_only_its_import_changed(
                                          f"{model.layers[skipped].name}")
     assert len(names["test_scores"]) == 2 and set(model.history.history) == {
         "loss", "acc", "val_loss", "val_acc"}
+
+
+def test_a_model_of_two_inputs_trains_on_both_views_of_each_digit(mnist_dir, monkeypatch,
+                                                                  tmp_path, capsys):
+    """examples/mnist_two_inputs.py, on the first 2,000 images (on all of them it reaches
+    Keras 3's test accuracy, docs/benchmarks.md): the data go in as a dict keyed by the
+    Inputs' names, and the summary lists each Input where Keras does."""
+    script = (EXAMPLES / "mnist_two_inputs.py").read_text()
+    short = script.replace("model.fit(train, y_train,",
+                           "model.fit({name: array[:2000] for name, array in train.items()}, "
+                           "y_train[:2000],")
+    assert short != script
+    names = run_script(short, "mnist_two_inputs.py", mnist_dir, monkeypatch, tmp_path)
+    output = capsys.readouterr().out
+    assert 'Model: "two_views"' in output and "Total params: 14,954" in output
+    model = names["model"]
+    assert [layer.name for layer in model.layers][5:8] == ["profile", "flatten", "dense"]
+    rows = {line.split()[0]: line for line in output.splitlines() if line.strip()}
+    assert rows["concatenate"].endswith("flatten, dense") and rows["dense"].endswith("profile")
+    assert names["test_scores"][1] >= 0.5  # 0.65 here: 32 steps; chance is 0.1
+    assert set(model.history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
