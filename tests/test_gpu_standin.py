@@ -34,6 +34,7 @@ from dnn.replay import record_into
 from dnn.trainers.step import GraphFallbackWarning
 from dnn.testing import LowerTheRateEachBatch
 from dnn.utils import to_categorical
+from tests import test_merging
 from tests.test_cli import TINY_DATASET
 from tests.test_replay import (FreezesThenThaws, ReadsTheGradientOnTheHost,
                                SetsASettingFromEpoch, train)
@@ -535,25 +536,14 @@ def test_the_checked_replays_pass_and_the_capture_allocates_nothing(cupy, optimi
     assert [malloc for malloc in cupy.cuda.memory.mallocs if malloc.capturing] == []
 
 
-def test_a_model_whose_layers_make_a_graph_is_captured_and_trains_as_on_cpu(cupy):
-    from tests.test_merging import residual_run, toy_data
-
-    x, y = toy_data(rows=200)
-    captured = residual_run(GpuBackend(), x, y)
+@pytest.mark.parametrize("model", test_merging.GRAPH_MODELS)
+def test_a_model_whose_layers_make_a_graph_is_captured_and_trains_as_on_cpu(cupy, model):
+    make, data, loss = test_merging.GRAPH_MODELS[model]
+    x, y = data(rows=200)
+    captured = test_merging.residual_run(GpuBackend(), x, y, make, loss)
     assert cupy.cuda.graph.launches > 0
     assert [malloc for malloc in cupy.cuda.memory.mallocs if malloc.capturing] == []
-    assert_close_runs(captured, residual_run("cpu", x, y))
-
-
-def test_a_model_of_several_inputs_is_captured_and_trains_as_on_cpu(cupy):
-    from tests.test_merging import residual_run
-    from tests.test_multi_input import three_input_model, toy_data
-
-    x, y = toy_data(rows=200)
-    captured = residual_run(GpuBackend(), x, y, three_input_model)
-    assert cupy.cuda.graph.launches > 0
-    assert [malloc for malloc in cupy.cuda.memory.mallocs if malloc.capturing] == []
-    assert_close_runs(captured, residual_run("cpu", x, y, three_input_model))
+    assert_close_runs(captured, test_merging.residual_run("cpu", x, y, make, loss))
 
 
 class TrimsTheDefaultPool(Callback):

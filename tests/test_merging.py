@@ -17,6 +17,7 @@ from dnn.layers.merging import Merge
 from dnn.testing import check_layer, numerical_gradient
 from dnn.trainers.step import GraphFallbackWarning
 from dnn.utils import to_categorical
+from tests.test_multi_input import three_input_model, toy_data as three_inputs_data
 
 RNG = np.random.default_rng(7)
 
@@ -48,12 +49,12 @@ def picking_model(backend=None, seed=0):
                        backend=backend)
 
 
-def residual_run(backend, x, y, make=residual_model) -> tuple:
+def residual_run(backend, x, y, make=residual_model, loss="categorical_crossentropy") -> tuple:
     """``(history, weights)`` of the model ``make`` gives, trained on ``backend`` with Adam
-    for three epochs of batches of 32, a captured step's fallback to the eager one an
-    error."""
+    and ``loss`` for three epochs of batches of 32, a captured step's fallback to the eager
+    one an error."""
     model = make(backend)
-    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer="adam", loss=loss, metrics=["accuracy"])
     with warnings.catch_warnings():
         warnings.simplefilter("error", GraphFallbackWarning)
         history = model.fit(x, y, batch_size=32, epochs=3, verbose=0)
@@ -98,6 +99,114 @@ def test_subtract_and_keras_merge_functions_compute_what_numpy_does():
          "concatenate-axis-1"])
 def test_each_merge_layers_input_gradients_are_central_finite_differences(layer, shapes):
     check_layer(layer, shapes)
+
+
+DOT_CASES = {  # axes, the two sample shapes, normalize
+    "two-towers": (1, [(5,), (5,)], False),
+    "cosine": (-1, [(5,), (5,)], True),
+    "rows-by-rows": (2, [(3, 4), (2, 4)], False),
+    "columns-by-rows-normalized": ((1, 2), [(4, 3), (2, 4)], True),
+    "vector-by-matrix": ((1, 1), [(4,), (4, 3)], False),
+    "matrix-by-vector-normalized": ((2, 1), [(3, 4), (4,)], True),
+}
+
+
+def dot_reference(x, y, axes, normalize):
+    """Keras' batch_dot of ``x`` and ``y`` (NumPy, one sample at a time): each input's
+    summed axis moved last, their tensor product over it, a lone result made ``(1,)``."""
+    pair = axes if isinstance(axes, tuple) else (axes, axes)
+    pair = [axis % array.ndim for axis, array in zip(pair, (x, y))]
+    if normalize:
+        x, y = (array / np.maximum(np.linalg.norm(array, axis=axis, keepdims=True), 1e-7)
+                for array, axis in zip((x, y), pair))
+    x, y = np.moveaxis(x, pair[0], -1), np.moveaxis(y, pair[1], -1)
+    out = np.stack([np.tensordot(a, b, axes=([-1], [-1])) for a, b in zip(x, y)])
+    return out.reshape(len(out), -1) if out.ndim == 1 else out
+
+
+@pytest.mark.parametrize("axes, shapes, normalize", DOT_CASES.values(), ids=DOT_CASES.keys())
+def test_dot_computes_what_a_product_of_each_sample_does(axes, shapes, normalize):
+    rng = np.random.default_rng(8)  # the module's RNG draws the other tests' data
+    x, y = (rng.normal(size=(6, *shape)) for shape in shapes)
+    layer = layers.Dot(axes, normalize=normalize)
+    out = layer([x, y])
+    expected = dot_reference(x, y, axes, normalize)
+    assert out.shape == expected.shape == (6, *layer.compute_output_shape(shapes))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    if normalize and expected.shape[1:] == (1,):
+        assert np.all(np.abs(out) <= 1 + 1e-6)  # a cosine
+
+
+@pytest.mark.parametrize("axes, shapes, normalize", DOT_CASES.values(), ids=DOT_CASES.keys())
+def test_dots_input_gradients_are_central_finite_differences(axes, shapes, normalize):
+    check_layer(layers.Dot(axes, normalize=normalize), shapes)
+
+
+def test_a_normalized_dot_of_a_zero_sample_divides_by_epsilon_as_keras_does(cpu):
+    """The norm a zero vector would be divided by is Keras' epsilon, 1e-7: its gradient is
+    the other input over it, finite, and no NaN reaches the output."""
+    layer = layers.Dot(1, normalize=True)
+    x, y = np.zeros((2, 3)), np.array([[3.0, 4.0, 0.0], [0.0, 0.0, 2.0]])
+    layer([x, y])
+    grad_x, grad_y = (np.asarray(grad) for grad in layer.backward(np.ones((2, 1))))
+    np.testing.assert_allclose(grad_x, y / np.linalg.norm(y, axis=1, keepdims=True) / 1e-7,
+                               rtol=1e-6)
+    np.testing.assert_array_equal(grad_y, np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("axes, shapes, message", [
+    (1, [(5,), (4,)], r"sums along axes of one size, not 5 \(axis 1 of \(None, 5\)\) and 4"),
+    (0, [(5,), (5,)], "cannot sum along axis 0 of inputs of shape .None, 5.: it sums along an "
+                      "axis other than the batch's"),
+    (3, [(5,), (5,)], "cannot sum along axis 3"),
+    (1, [(2, 2, 2), (2,)], "takes samples of one or two axes"),
+    ((1, 2, 3), [(5,), (5,)], "Dot's axes must be an integer or a pair of integers"),
+    (True, [(5,), (5,)], "Dot's axes must be an integer or a pair of integers"),
+], ids=["sizes-differ", "batch-axis", "no-such-axis", "three-axes", "three-axes-given", "bool"])
+def test_dot_refuses_axes_that_do_not_fit_in_one_line(axes, shapes, message):
+    with pytest.raises(UsageError, match=message):
+        layers.Dot(axes)([keras.Input(shape=shape) for shape in shapes])
+
+
+def towers_model(backend=None, seed=0):
+    """Two inputs, each through a Dense tower, joined by their cosine similarity (a
+    normalized Dot) and one more Dot of rows by rows: whether two vectors point alike."""
+    first, second = keras.Input(shape=(6,), name="first"), keras.Input(shape=(6,), name="second")
+    towers = [layers.Dense(8, activation="tanh")(first), layers.Dense(8, activation="tanh")(second)]
+    similarity = layers.dot(towers, axes=1, normalize=True)
+    rows = layers.Reshape((2, 4))
+    pairs = layers.Flatten()(layers.Dot(axes=2)([rows(towers[0]), layers.Reshape((2, 4))(
+        towers[1])]))
+    joined = layers.concatenate([similarity, layers.Dense(1)(pairs)])
+    return keras.Model([first, second], layers.Dense(1, activation="sigmoid")(joined),
+                       seed=seed, backend=backend)
+
+
+def towers_data(rows=400):
+    """``([a, b], alike)``: pairs of vectors, alike (1) where ``b`` is ``a`` with noise."""
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(rows, 6)).astype(np.float32)
+    alike = rng.integers(0, 2, size=rows)
+    b = np.where(alike[:, None] == 1, a + 0.3 * rng.normal(size=(rows, 6)),
+                 rng.normal(size=(rows, 6))).astype(np.float32)
+    return [a, b], alike
+
+
+def test_a_two_tower_model_joined_by_dot_trains_saves_and_loads(tmp_path, cpu):
+    """It learns whether two vectors point alike, and comes back from its file and its JSON
+    the same."""
+    model = towers_model(cpu)
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    (a, b), alike = towers_data()
+    history = model.fit([a, b], alike, epochs=30, batch_size=32, verbose=0)
+    assert history.history["accuracy"][-1] > 0.8 > history.history["accuracy"][0]
+    model.save(tmp_path / "towers.npz")
+    loaded = keras.models.load_model(tmp_path / "towers.npz")
+    np.testing.assert_array_equal(loaded.predict([a, b], verbose=0), model.predict([a, b],
+                                                                                  verbose=0))
+    remade = keras.models.model_from_json(model.to_json())
+    assert [repr(layer) for layer in remade.layers] == [repr(layer) for layer in model.layers]
+    assert "Dot(axes=1, normalize=True)" in [repr(layer) for layer in model.layers]
 
 
 class GivesOneGradientForTwo(layers.Add):
@@ -602,3 +711,13 @@ def test_the_models_checks_take_its_own_dtype_and_any_array_its_backend_owns(cpu
     assert model.forward(np.ma.masked_array(np.ones((2, 3)))).shape == (2, 2)
     with pytest.raises(TypeError, match="not iterable"):
         list(keras.Input(shape=(3,)))
+
+
+# The models whose layers make a graph that the replaying backend and the GPU stand-in train
+# (tests/test_replay.py, tests/test_gpu_standin.py): {name: (make(backend), data(rows) ->
+# (x, y), loss)}
+GRAPH_MODELS = {"residual": (residual_model, toy_data, "categorical_crossentropy"),
+                "picking": (picking_model, toy_data, "categorical_crossentropy"),
+                "three-inputs": (three_input_model, three_inputs_data,
+                                 "categorical_crossentropy"),
+                "dot-towers": (towers_model, towers_data, "binary_crossentropy")}

@@ -19,6 +19,7 @@ from dnn.replay import EagerReplayBackend, ReplayBackend
 from dnn.trainers.step import GraphFallbackWarning, ReplayedStep, TrainingStep
 from dnn.testing import LowerTheRateEachBatch
 from dnn.utils import to_categorical
+from tests import test_merging
 
 
 def train(backend, optimizer="rmsprop", sparse=False, epochs=3, callbacks=()):
@@ -493,26 +494,14 @@ def test_a_plugin_breaking_its_contract_is_an_error_on_a_capturing_backend_too()
         train(ReplayBackend(), RebindsTheParameter(0.1))
 
 
-@pytest.mark.parametrize("make", ["residual_model", "picking_model"])
-def test_a_model_whose_layers_make_a_graph_replays_as_its_eager_steps_bit_for_bit(make):
-    """Outputs taken by several layers get their gradients summed in the model's buffers, and
-    Maximum's and Minimum's picks are masks in buffers of their own: a replay computes them
-    into the same arrays."""
-    from tests import test_merging
-
-    x, y = test_merging.toy_data(rows=200)
-    replaying, make = ReplayBackend(), getattr(test_merging, make)
-    replayed = test_merging.residual_run(replaying, x, y, make)
+@pytest.mark.parametrize("model", test_merging.GRAPH_MODELS)
+def test_a_model_whose_layers_make_a_graph_replays_as_its_eager_steps_bit_for_bit(model):
+    """Outputs taken by several layers get their gradients summed in the model's buffers;
+    Maximum's and Minimum's picks are masks, and Dot's terms and norms arrays, in buffers
+    of their own; each input's rows are gathered into a buffer of its own: a replay
+    computes them into the same arrays."""
+    make, data, loss = test_merging.GRAPH_MODELS[model]
+    (x, y), replaying = data(rows=200), ReplayBackend()
+    replayed = test_merging.residual_run(replaying, x, y, make, loss)
     assert replaying.replays == 3 * 6 - 1
-    assert_same_run(replayed, test_merging.residual_run(EagerReplayBackend(), x, y, make))
-
-
-def test_a_model_of_several_inputs_replays_as_its_eager_steps_bit_for_bit():
-    """Each input's rows are gathered into a buffer of its own, which the replays read."""
-    from tests import test_merging, test_multi_input
-
-    x, y = test_multi_input.toy_data(rows=200)
-    replaying, make = ReplayBackend(), test_multi_input.three_input_model
-    replayed = test_merging.residual_run(replaying, x, y, make)
-    assert replaying.replays == 3 * 6 - 1
-    assert_same_run(replayed, test_merging.residual_run(EagerReplayBackend(), x, y, make))
+    assert_same_run(replayed, test_merging.residual_run(EagerReplayBackend(), x, y, make, loss))

@@ -24,9 +24,9 @@ from dnn.errors import UnknownLayerError, UsageError
 from dnn.layers.base import Layer, is_dnns_own, reserve_names
 from dnn.layers.convolutional import Conv2D
 from dnn.layers.core import Activation, Dense, Dropout, Flatten, Input, Reshape
-from dnn.layers.merging import (Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract,
-                                add, average, concatenate, maximum, minimum, multiply,
-                                subtract)
+from dnn.layers.merging import (Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply,
+                                Subtract, add, average, concatenate, dot, maximum, minimum,
+                                multiply, subtract)
 from dnn.layers.normalization import BatchNormalization
 from dnn.layers.pooling import (AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
                                 MaxPooling2D)
@@ -38,17 +38,17 @@ MaxPool2D, AvgPool2D, GlobalAvgPool2D = MaxPooling2D, AveragePooling2D, GlobalAv
 GlobalMaxPool2D = GlobalMaxPooling2D
 
 __all__ = ["Layer", "Activation", "Add", "Average", "AveragePooling2D", "AvgPool2D",
-           "BatchNormalization", "Concatenate", "Conv2D", "Convolution2D", "Dense", "Dropout",
-           "Flatten", "GlobalAveragePooling2D", "GlobalAvgPool2D", "GlobalMaxPool2D",
+           "BatchNormalization", "Concatenate", "Conv2D", "Convolution2D", "Dense", "Dot",
+           "Dropout", "Flatten", "GlobalAveragePooling2D", "GlobalAvgPool2D", "GlobalMaxPool2D",
            "GlobalMaxPooling2D", "Input", "MaxPool2D", "MaxPooling2D", "Maximum", "Minimum",
            "Multiply", "Reshape", "Subtract", "add", "average", "check_loadable",
-           "check_remade", "concatenate", "from_config", "from_configs", "maximum", "minimum",
-           "multiply", "subtract", "without_names"]
+           "check_remade", "concatenate", "dot", "from_config", "from_configs", "maximum",
+           "minimum", "multiply", "subtract", "without_names"]
 
 LAYERS = {cls.__name__: cls for cls in (
     Activation, Add, Average, AveragePooling2D, BatchNormalization, Concatenate, Conv2D, Dense,
-    Dropout, Flatten, GlobalAveragePooling2D, GlobalMaxPooling2D, Input, Maximum, MaxPooling2D,
-    Minimum, Multiply, Reshape, Subtract)}
+    Dot, Dropout, Flatten, GlobalAveragePooling2D, GlobalMaxPooling2D, Input, Maximum,
+    MaxPooling2D, Minimum, Multiply, Reshape, Subtract)}
 
 
 def from_config(config: dict):

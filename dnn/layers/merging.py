@@ -1,5 +1,5 @@
 """Merge layers (Keras' ``keras.layers.merging``): Add, Subtract, Multiply, Average, Maximum,
-Minimum and Concatenate, which join the outputs of several layers into one (a residual
+Minimum, Concatenate and Dot, which join the outputs of several layers into one (a residual
 block's ``Add()([x, y])``), and Keras' functions of them (``add([x, y])``,
 ``concatenate(...)``).
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numbers
 
+from dnn.callbacks.arguments import check_flag
 from dnn.errors import UsageError
 from dnn.layers.base import Layer, check_keras_only
 
@@ -288,6 +289,145 @@ class Concatenate(Merge):
         return f"Concatenate(axis={self.axis})"
 
 
+class Dot(Merge):
+    """Keras' ``Dot(axes, normalize=False)([x1, x2])``: each sample of ``x1`` dotted with
+    the sample of ``x2`` along one axis of each (``axes``, an int for both or a pair, counted
+    as Keras counts them: the batch axis 0, -1 the last).  Samples of one or two axes:
+    ``(n, d)`` and ``(n, d)`` give ``(n, 1)`` (two towers' similarity); ``(n, a, d)`` and
+    ``(n, b, d)`` with ``axes=2`` give ``(n, a, b)``: the axes left of ``x1``, then of
+    ``x2``.  ``normalize=True`` divides each input by its L2 norm along its axis first (at
+    most by ``1 / EPSILON``), making the product their cosine similarity, as Keras does."""
+
+    exact_inputs = 2
+    EPSILON = 1e-7  # Keras' backend.epsilon(): the smallest norm normalize divides by
+
+    def __init__(self, axes, normalize=False, name=None, trainable=True, **keras_only):
+        pair = axes if isinstance(axes, (list, tuple)) else (axes, axes)
+        if len(pair) != 2 or not all(isinstance(axis, numbers.Integral)
+                                     and not isinstance(axis, bool) for axis in pair):
+            raise UsageError(f"Dot's axes must be an integer or a pair of integers, not "
+                             f"{axes!r}")
+        check_flag("Dot", "normalize", normalize)
+        super().__init__(name, trainable, **keras_only)
+        self.axes = [int(axis) for axis in axes] if isinstance(axes, (list, tuple)) else int(axes)
+        self.normalize = normalize
+        self._sample_axes = None  # the axis of each input within a sample, once built
+        self._operands = self._norms = None  # of the last forward
+
+    def _axes_of(self, shapes: list) -> tuple:
+        """The summed axis of each input within its sample shape (0 its first)."""
+        pair = self.axes if isinstance(self.axes, list) else [self.axes] * 2
+        found = []
+        for axis, shape in zip(pair, shapes):
+            batch_rank = len(shape) + 1
+            if not -batch_rank <= axis < batch_rank or axis % batch_rank == 0:
+                raise UsageError(f"{self.name} (Dot) cannot sum along axis {axis} of inputs "
+                                 f"of shape {(None, *shape)}: it sums along an axis other "
+                                 "than the batch's (0)")
+            found.append(axis % batch_rank - 1)
+        return tuple(found)
+
+    def merge_shape(self, shapes):
+        if any(not 1 <= len(shape) <= 2 for shape in shapes):
+            raise UsageError(f"{self.name} (Dot) takes samples of one or two axes, not "
+                             f"{', '.join(str((None, *shape)) for shape in shapes)}")
+        first, second = self._axes_of(shapes)
+        if shapes[0][first] != shapes[1][second]:
+            raise UsageError(f"{self.name} (Dot) sums along axes of one size, not "
+                             f"{shapes[0][first]} (axis {first + 1} of "
+                             f"{(None, *shapes[0])}) and {shapes[1][second]} (axis "
+                             f"{second + 1} of {(None, *shapes[1])})")
+        left = shapes[0][:first] + shapes[0][first + 1:]
+        right = shapes[1][:second] + shapes[1][second + 1:]
+        return left + right or (1,)
+
+    def build(self, input_shape):
+        self._sample_axes = self._axes_of(_shapes(input_shape))
+
+    def _as_products(self, x, y):
+        """``(a, b)``: views of ``x`` ``(n, p, k)`` and ``y`` ``(n, k, q)`` whose batch of
+        matrix products is the output (``k`` the summed axis)."""
+        (first, second), xp = self._sample_axes, self.xp
+        a = (xp.reshape(x, (x.shape[0], 1, x.shape[1])) if x.ndim == 2
+             else x if first == 1 else xp.swapaxes(x, 1, 2))
+        b = (xp.reshape(y, (y.shape[0], y.shape[1], 1)) if y.ndim == 2
+             else y if second == 0 else xp.swapaxes(y, 1, 2))
+        return a, b
+
+    def _normalized(self, index: int, x):
+        """``(unit, (inverse, above))``: input ``index``'s batch ``x`` over its L2 norm
+        along its axis (in a buffer), the inverse norms (at most ``1 / EPSILON``) and where
+        the norm was at least ``EPSILON`` (kept for the backward pass)."""
+        xp, axis = self.xp, self._sample_axes[index] + 1
+        squares = xp.sum(x * x, axis=axis, keepdims=True)
+        above = self._buffers(f"above_epsilon_{index}", squares.shape, xp.bool)
+        above[...] = squares >= self.EPSILON ** 2
+        inverse = self._buffers(f"inverse_norm_{index}", squares.shape, x.dtype)
+        inverse[...] = 1.0 / xp.sqrt(xp.maximum(squares, self.EPSILON ** 2))
+        unit = self._buffers(f"unit_{index}", x.shape, x.dtype)
+        xp.multiply(x, inverse, out=unit)
+        return unit, (inverse, above)
+
+    def forward(self, inputs, logits=False, training=False):
+        x, y = inputs
+        if self.normalize:
+            (x, norms_x), (y, norms_y) = self._normalized(0, x), self._normalized(1, y)
+            self._norms = norms_x, norms_y
+        self._operands = x, y
+        xp, (a, b) = self.xp, self._as_products(x, y)
+        out = self._buffers("output", (a.shape[0], a.shape[1], b.shape[2]), x.dtype)
+        xp.sum(xp.multiply(a[:, :, :, None], b[:, None], out=self._terms(a, b)), axis=2,
+               out=out)
+        return xp.reshape(out, (x.shape[0], *self.output_shape))
+
+    def _terms(self, a, b):
+        """A buffer ``(n, p, k, q)`` for the terms of the products of ``a`` ``(n, p, k)``
+        and ``b`` ``(n, k, q)`` (summed over ``k``; the gradients sum them over ``q`` and
+        ``p``): elementwise, where a batch of matrix products would call cuBLAS, which a
+        captured step cannot."""
+        return self._buffers("terms", (*a.shape, b.shape[2]), a.dtype)
+
+    def backward(self, grad, logits=False):
+        if not self.needs_input_grad:
+            return None
+        xp, (x, y) = self.xp, self._operands
+        a, b = self._as_products(x, y)
+        grad = xp.reshape(grad, (grad.shape[0], a.shape[1], b.shape[2]))
+        terms = self._terms(a, b)
+        grad_a = self._buffers("grad_products_0", a.shape, grad.dtype)
+        xp.sum(xp.multiply(grad[:, :, None], b[:, None], out=terms), axis=3, out=grad_a)
+        grad_b = self._buffers("grad_products_1", b.shape, grad.dtype)
+        xp.sum(xp.multiply(a[:, :, :, None], grad[:, :, None], out=terms), axis=1, out=grad_b)
+        grads = []
+        for index, (operand, of_products) in enumerate(((x, grad_a), (y, grad_b))):
+            into = self._buffers(f"grad_{index}", operand.shape, grad.dtype)
+            # the inverse of _as_products' view: the summed axis last in a, first in b
+            kept_as_is = self._sample_axes[index] == (1 if index == 0 else 0)
+            into[...] = (xp.reshape(of_products, operand.shape) if operand.ndim == 2
+                         else of_products if kept_as_is else xp.swapaxes(of_products, 1, 2))
+            if self.normalize:
+                self._through_norm(index, into)
+            grads.append(into)
+        return grads
+
+    def _through_norm(self, index: int, grad) -> None:
+        """``grad``, input ``index``'s gradient of its normalized batch, made in place the
+        gradient of the batch itself: ``(grad - unit * sum(grad * unit)) / norm`` along the
+        axis (``grad / EPSILON`` where the norm was below it: the division was by that)."""
+        xp, axis = self.xp, self._sample_axes[index] + 1
+        unit, (inverse, above) = self._operands[index], self._norms[index]
+        along = xp.sum(grad * unit, axis=axis, keepdims=True)
+        along *= above  # a norm below EPSILON: a constant divisor
+        grad -= unit * along
+        grad *= inverse
+
+    def get_config(self) -> dict:
+        return self._config(axes=self.axes, **({"normalize": True} if self.normalize else {}))
+
+    def __repr__(self) -> str:
+        return f"Dot(axes={self.axes!r}, normalize={self.normalize})"
+
+
 def add(inputs, **options):
     """``Add(**options)(inputs)``, Keras' ``keras.layers.add``."""
     return Add(**options)(inputs)
@@ -318,11 +458,16 @@ def minimum(inputs, **options):
     return Minimum(**options)(inputs)
 
 
+def dot(inputs, axes=-1, normalize=False, **options):
+    """``Dot(axes, normalize, **options)(inputs)``, Keras' ``keras.layers.dot``."""
+    return Dot(axes, normalize, **options)(inputs)
+
+
 def concatenate(inputs, axis=-1, **options):
     """``Concatenate(axis, **options)(inputs)``, Keras' ``keras.layers.concatenate``."""
     return Concatenate(axis, **options)(inputs)
 
 
-__all__ = ["Add", "Average", "Concatenate", "Maximum", "Merge", "Minimum", "Multiply",
-           "Subtract", "add", "average", "concatenate", "maximum", "minimum", "multiply",
-           "subtract"]
+__all__ = ["Add", "Average", "Concatenate", "Dot", "Maximum", "Merge", "Minimum", "Multiply",
+           "Subtract", "add", "average", "concatenate", "dot", "maximum", "minimum",
+           "multiply", "subtract"]
