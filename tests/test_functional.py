@@ -131,6 +131,32 @@ def test_a_frozen_model_trains_none_of_its_weights(freeze):
     assert not all(np.array_equal(old, new) for old, new in zip(before, model.get_weights()))
 
 
+def test_a_layer_made_trainable_in_a_frozen_model_stays_frozen_as_in_keras(tmp_path):
+    """Keras 3.15.1: after model.trainable = False, a layer made trainable again trains only
+    once the model is made trainable; the model saves, loads and copies frozen, with the
+    layer's own flag as it was."""
+    x, y = data()
+    inputs = keras.Input(shape=(12,))
+    model = keras.Model(inputs, chain(inputs))
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    model.trainable = False
+    model.layers[1].trainable = True
+    assert model.trainable is False and model.trainable_weights == []
+    before = model.get_weights()
+    model.fit(x, y, epochs=1, verbose=0)
+    assert all(np.array_equal(old, new) for old, new in zip(before, model.get_weights()))
+    model.save(tmp_path / "frozen.npz")
+    for copy in (keras.models.load_model(tmp_path / "frozen.npz"),
+                 keras.models.model_from_json(model.to_json()), pickle.loads(pickle.dumps(model))):
+        assert copy.trainable is False and copy.trainable_weights == []
+        assert [layer.trainable for layer in copy.layers] == [layer.trainable
+                                                              for layer in model.layers]
+    model.trainable = True
+    assert len(model.trainable_weights) == 4
+    model.fit(x, y, epochs=1, verbose=0)
+    assert not all(np.array_equal(old, new) for old, new in zip(before, model.get_weights()))
+
+
 def test_a_model_takes_its_name_third_as_keras_does():
     inputs = keras.Input(shape=(12,))
     assert keras.Model(inputs, chain(inputs), "named").name == "named"

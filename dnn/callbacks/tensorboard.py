@@ -225,10 +225,9 @@ def _weights(model):
 def _trained(model):
     """``(path, param, grad)`` for every weight the optimizer trains: the ``params`` of the
     model's trainable layers, with their gradients."""
-    for layer in model.layers:
-        if layer.trainable:
-            for param, grad in zip(layer.params, layer.grads):
-                yield _path(model, layer, param), param, grad
+    for layer in model._trained_layers():
+        for param, grad in zip(layer.params, layer.grads):
+            yield _path(model, layer, param), param, grad
 
 
 def _every(frequency: int, epoch: int) -> bool:

@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 
-from dnn import backends, layers as layers_module
+from dnn import backends, host_settings, layers as layers_module
 from dnn.buffers import Buffers
 from dnn.callbacks.arguments import check_flag
 from dnn.errors import ArgumentTypeError, OutOfMemoryError, UsageError
@@ -139,6 +139,7 @@ class Sequential(Trainer):
         self.name = "sequential" if name is None else str(name)
         self.backend = backends.resolve(backend) if backend is not None else None
         self.sample_shapes = None  # the shape of a sample of each input, known once built
+        self._frozen = False  # model.trainable = False: no layer trains
         self._buffers = None  # the batches and the loss gradient, once built
         try:
             for layer in layers:
@@ -156,8 +157,8 @@ class Sequential(Trainer):
     @property
     def stack(self) -> tuple:
         """The layers that compute, in order: the ``Input`` (or a functional model's Inputs)
-        first only declares the inputs and is none of them (a tuple, kept until a layer is added or popped: the passes read it
-        at every step)."""
+        first only declares the inputs and is none of them (a tuple, kept until a layer is
+        added or popped: the passes read it at every step)."""
         if self._stack is None:
             self._stack = tuple(computing(self._layers))
         return self._stack
@@ -176,16 +177,27 @@ class Sequential(Trainer):
 
     @property
     def trainable(self) -> bool:
-        """Keras' ``model.trainable``: setting it False freezes every layer (and True makes
-        every one trainable again), from the next training step on; it reads True while some
-        layer that computes is trainable (so a model saved frozen loads frozen)."""
-        return any(layer.trainable for layer in self.stack) or not self.stack
+        """Keras' ``model.trainable``: setting it False freezes the model, from the next
+        training step on: every layer is made non-trainable, and none trains while the model
+        is frozen, not even one made trainable again since (as in Keras); True makes every
+        layer trainable again.  It reads False while the model is frozen or no layer that
+        computes is trainable (a frozen model saves and loads frozen)."""
+        return not self._frozen and (any(layer.trainable for layer in self.stack)
+                                     or not self.stack)
 
     @trainable.setter
     def trainable(self, value) -> None:
         check_flag("the model's", "trainable", value)
+        if self._frozen == value:
+            host_settings.changed()  # a captured step reads which layers train on the host
+        self._frozen = not value
         for layer in self._layers:
             layer.trainable = value
+
+    def _trained_layers(self) -> list:
+        """The layers whose weights the optimizer trains: the trainable ones that compute,
+        none while the model is frozen."""
+        return [] if self._frozen else [layer for layer in self.stack if layer.trainable]
 
     def add(self, layer) -> None:
         """Append ``layer``, a :class:`dnn.layers.Layer` that is in no model yet (its weights
@@ -385,7 +397,7 @@ class Sequential(Trainer):
 
     @property
     def trainable_weights(self) -> list:
-        return [param for layer in self.stack if layer.trainable for param in layer.params]
+        return [param for layer in self._trained_layers() for param in layer.params]
 
     @property
     def non_trainable_weights(self) -> list:
@@ -540,6 +552,8 @@ class Sequential(Trainer):
                                                       for layer in self._layers]}
         if self.name != "sequential":
             config["name"] = self.name
+        if self._frozen:
+            config["trainable"] = False
         return config
 
     @classmethod
@@ -557,15 +571,21 @@ class Sequential(Trainer):
     def of_saved_layers(cls, made: list, config: dict, **kwargs) -> "Sequential":
         """The model of ``config`` (:meth:`get_config`'s dict) from its layers ``made``, in no
         model yet: a functional :class:`dnn.models.Model` where it was saved as one, else
-        this class's; ``kwargs`` go to it."""
+        this class's; ``kwargs`` go to it.  A model saved frozen comes back frozen, its layers
+        as they were saved (one made trainable again while frozen too)."""
         options = {"dtype": config.get("dtype", "float32"), **kwargs}
         if "name" in config:
             options["name"] = config["name"]
+        trainable = config.get("trainable", True)
+        check_flag("a model config's", "trainable", trainable)
         if config.get("functional"):
             from dnn.models.functional import Model  # a subclass of this one
 
-            return Model.of_graph(made, graph_of_config(config, made), **options)
-        return cls(made, **options)
+            model = Model.of_graph(made, graph_of_config(config, made), **options)
+        else:
+            model = cls(made, **options)
+        model._frozen = not trainable
+        return model
 
     def to_json(self, **kwargs) -> str:
         """The architecture as JSON (Keras' ``to_json``; ``kwargs`` go to ``json.dumps``),

@@ -25,7 +25,7 @@ def is_batch_source(x) -> bool:
     """True for data given as batches (a PyDataset-style object, an iterator, a generator or
     another iterable that is not an array or a list of numbers)."""
     if (isinstance(x, (np.ndarray, list, tuple, str, bytes, Mapping))
-            or hasattr(x, "__array__")):  # a dict: named inputs
+            or hasattr(x, "__array__")):  # a dict names the inputs of a model of several
         return False
     if hasattr(x, "shape") and hasattr(x, "dtype"):  # a device array
         return False

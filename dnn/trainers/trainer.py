@@ -139,7 +139,7 @@ class Trainer:
     def gradient_sum(self) -> data_parallel.GradientSum:
         """The sum over the ranks of the trainable layers' gradients (made again when the
         trainable weights changed)."""
-        grads = [grad for layer in self.stack if layer.trainable for grad in layer.grads]
+        grads = [grad for layer in self._trained_layers() for grad in layer.grads]
         if self._gradient_sum is None or not self._gradient_sum.holds(grads):
             self._gradient_sum = data_parallel.GradientSum(grads, self.backend,
                                                            self.communicator)
@@ -302,7 +302,7 @@ class Trainer:
 
     def apply_gradients(self) -> None:
         """One optimizer step on the trainable layers' weights with their gradients."""
-        trainable = [layer for layer in self.stack if layer.trainable]
+        trainable = self._trained_layers()
         self.optimizer.apply_gradients([p for layer in trainable for p in layer.params],
                                        [g for layer in trainable for g in layer.grads])
 
@@ -410,10 +410,11 @@ class Trainer:
         ``x``, ``y``: arrays (NumPy or the backend's own; ``x`` a list of them in the order
         of the Inputs, or a dict keyed by their names, for a model of several), or ``x`` alone
         as a generator, iterable or ``PyDataset`` of ``(x, y)`` or ``(x, y, sample_weight)``
-        batches (then ``batch_size`` is theirs).  ``sample_weight`` ``(N,)`` or ``class_weight`` ``{class:
-        weight}`` weigh each sample's loss.  ``steps_per_epoch`` batches make an epoch, the
-        next one going on where it stopped.  ``validation_split`` keeps that share of the
-        samples, the last ones before shuffling, for validation; ``validation_data`` is
+        batches (then ``batch_size`` is theirs).  ``sample_weight`` ``(N,)`` or
+        ``class_weight`` ``{class: weight}`` weigh each sample's loss.  ``steps_per_epoch``
+        batches make an epoch, the next one going on where it stopped.  ``validation_split``
+        keeps that share of the samples, the last ones before shuffling (the first
+        ``floor(N * (1 - validation_split))`` trained on, as in Keras), for validation; ``validation_data`` is
         ``(x_val, y_val)``, ``(x_val, y_val, weights)`` or batches.  ``callbacks`` are
         :mod:`dnn.callbacks` Callbacks; one may end training with ``model.stop_training =
         True``.  ``verbose``: 0 silent, 1 a progress bar, 2 two lines per epoch, ``"auto"``
