@@ -5,6 +5,8 @@ is one Dense layer on the joined features), and the model through saving, copies
 data's every form.  The replaying, stand-in GPU and data-parallel runs of these models are in
 tests/test_replay.py, tests/test_gpu_standin.py and tests/test_distributed.py."""
 
+import array
+import collections
 import pickle
 
 import numpy as np
@@ -330,15 +332,33 @@ def test_an_array_numpy_cannot_read_is_one_line_naming_its_input():
         three_input_model().predict([x[0], UnreadableArray(), x[2]], verbose=0)
 
 
-def test_a_model_of_one_input_refuses_a_list_of_several_arrays():
-    """Keras refuses it too; NumPy would stack them into samples of another shape."""
-    x = np.ones((10, 3), np.float32)
-    model = keras.Sequential([layers.Dense(2)])
-    with pytest.raises(UsageError, match="the model takes one input, but inputs are a list of "
-                                         "2 arrays .a model of several takes one per input.: "
-                                         "give one array"):
-        model.predict([x, x], verbose=0)
-    assert not model.built
+def image_model():
+    """A small convnet of one (6, 6, 1) input, for the data forms below."""
+    model = keras.Sequential([keras.Input(shape=(6, 6, 1)), layers.Conv2D(2, 3),
+                              layers.Flatten(), layers.Dense(3, activation="softmax")], seed=1)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    return model
+
+
+def test_lists_of_samples_stay_samples_for_a_model_of_one_input():
+    """What dnn took before lists of one array were unwrapped: a list of one image, or of
+    several, is that many samples; a list of one one-hot row is one sample's target; a
+    range, a deque or an array.array is data NumPy reads."""
+    images = RNG.normal(size=(4, 6, 6, 1)).astype(np.float32)
+    np.testing.assert_array_equal(image_model().predict([images[0]], verbose=0),
+                                  image_model().predict(images[:1], verbose=0))
+    assert image_model().train_on_batch([images[0]], [2]) == image_model().train_on_batch(
+        images[:1], np.array([2]))
+    assert (image_model().fit(list(images), [0, 1, 2, 0], verbose=0).history
+            == image_model().fit(images, np.array([0, 1, 2, 0]), verbose=0).history)
+    dense = keras.Sequential([keras.Input(shape=(4,)), layers.Dense(3, activation="softmax")],
+                             seed=1)
+    dense.compile(optimizer="sgd", loss="categorical_crossentropy")
+    row, target = np.ones((1, 4), np.float32), np.eye(3)[1]
+    assert np.isfinite(dense.train_on_batch([row[0]], [target]))
+    expected = image_model().fit(images[:3], np.array([0, 1, 2]), verbose=0).history
+    for labels in (range(3), collections.deque([0, 1, 2]), array.array("i", [0, 1, 2])):
+        assert image_model().fit(images[:3], labels, verbose=0).history == expected
 
 
 def test_build_again_keeps_the_weights_and_a_failed_build_leaves_the_model_unbuilt():

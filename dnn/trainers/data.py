@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import reprlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -21,20 +21,19 @@ from dnn.errors import ArgumentTypeError, UsageError
 from dnn.utils import check_label_range, is_number, real_array
 
 
-def is_batch_source(x) -> bool:
-    """True for data given as batches (a PyDataset-style object, an iterator, a generator or
-    another iterable that is not an array or a list of numbers)."""
-    if (isinstance(x, (np.ndarray, list, tuple, str, bytes, Mapping))
-            or hasattr(x, "__array__")):  # a dict names the inputs of a model of several
-        return False
-    if hasattr(x, "shape") and hasattr(x, "dtype"):  # a device array
-        return False
-    return is_pydataset(x) or isinstance(x, Iterable)
-
-
 def is_pydataset(x) -> bool:
     """Whether ``x`` has what a ``keras.utils.PyDataset`` has: ``len()`` and ``[i]``."""
     return hasattr(x, "__getitem__") and hasattr(x, "__len__")
+
+
+def _read_for_ever(value) -> bool:
+    """Whether NumPy would read ``value`` for ever, or use it up: an iterator, a generator,
+    or a PyDataset-style object (``len()`` and ``[i]``, which answers any index) that is no
+    sequence of its own (a ``range``, a ``deque`` or an ``array.array`` is data)."""
+    if isinstance(value, (np.ndarray, list, tuple, str, bytes, Mapping)):
+        return False
+    return hasattr(value, "__next__") or (is_pydataset(value)
+                                          and not hasattr(value, "__iter__"))
 
 
 def host_array(array, what: str, backend=None) -> np.ndarray:
@@ -53,7 +52,7 @@ def host_array(array, what: str, backend=None) -> np.ndarray:
                          "layers on it, then keras.Model(inputs, outputs)")
     if isinstance(array, SymbolicTensor):
         raise UsageError(f"{what}: {no_values(array)}")
-    if is_batch_source(array):  # NumPy would read it for ever
+    if _read_for_ever(array):
         raise UsageError(f"{what} are a {type(array).__name__}, a source of batches: give it "
                          "as x itself, its batches holding the arrays of every input")
     if isinstance(array, Mapping):
@@ -78,14 +77,25 @@ def inputs_like(x, arrays):
     return arrays if isinstance(x, (tuple, list)) else arrays[0]
 
 
-def _the_array_of(value, axes: int):
+def _the_array_of(value, is_the_data):
     """``value``, or the one array of a list or tuple of one (as Keras takes the data of a
-    model's one input or output), where that array has ``axes`` axes or more (a list of one
-    number, or of one sample, is the data itself)."""
+    model's one input or output) where ``is_the_data(array)`` says that array holds every
+    sample (else the list is of one sample: one number, one row, one image)."""
     if (isinstance(value, (list, tuple)) and len(value) == 1
-            and getattr(value[0], "ndim", 0) >= axes and hasattr(value[0], "shape")):
+            and hasattr(value[0], "shape") and getattr(value[0], "ndim", 0) >= 1
+            and is_the_data(value[0])):
         return value[0]
     return value
+
+
+def _holds_batches_of(model):
+    """Whether an array is a batch of samples for the model's one input: of two axes or
+    more, each sample of the features the input takes (of two axes or more, where the model
+    is not built yet)."""
+    if model.sample_shapes is None:
+        return lambda array: array.ndim >= 2
+    features = math.prod(model.sample_shapes[0])
+    return lambda array: array.ndim >= 2 and math.prod(array.shape[1:]) == features
 
 
 def _given_inputs(model, x, prefix: str) -> list[tuple[str, object]]:
@@ -119,12 +129,7 @@ def _given_inputs(model, x, prefix: str) -> list[tuple[str, object]]:
                              f"dict keyed by their names, not {given}")
         values = list(x)
     else:
-        values = [_the_array_of(x, axes=2)]
-        if (isinstance(x, (list, tuple)) and len(x) > 1
-                and all(getattr(item, "ndim", 0) >= 2 for item in x)):
-            raise UsageError(f"the model takes one input, but {prefix}inputs are a "
-                             f"{type(x).__name__} of {len(x)} arrays (a model of several "
-                             "takes one per input): give one array")
+        values = [_the_array_of(x, _holds_batches_of(model))]
     if count == 1:
         return [(f"{prefix}inputs", values[0])]
     return [(f"{prefix}inputs {name!r}", value) for name, value in zip(names, values)]
@@ -176,7 +181,8 @@ def host_targets(model, y, count: int, prefix: str = "") -> np.ndarray:
     """``y`` checked against the compiled loss and the model's outputs, on the host: integer
     labels ``(count,)`` for a sparse loss (given as Keras takes them too: ``(count, 1)``, or
     floats that are whole numbers), else ``(count, units)``."""
-    y = host_array(_the_array_of(y, axes=1), f"{prefix}targets", model.backend)
+    y = host_array(_the_array_of(y, lambda array: array.shape[0] == count),
+                   f"{prefix}targets", model.backend)
     if y.ndim == 0:
         raise UsageError(f"{prefix}targets must be an array (N, ...), not one number")
     if y.shape[0] != count:
@@ -223,8 +229,9 @@ def host_sample_weight(model, sample_weight, class_weight, y: np.ndarray,
         return _class_sample_weight(model, class_weight, y)
     if sample_weight is None:
         return None
-    weights = host_array(_the_array_of(sample_weight, axes=1), f"{prefix}sample weights",
-                         model.backend)
+    weights = host_array(_the_array_of(sample_weight,
+                                       lambda array: array.shape[0] == y.shape[0]),
+                         f"{prefix}sample weights", model.backend)
     if weights.ndim == 2 and weights.shape[1] == 1:
         weights = weights[:, 0]
     if weights.shape != (y.shape[0],):

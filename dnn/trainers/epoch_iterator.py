@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 import numpy as np
 
 from dnn import distributed
 from dnn.errors import UsageError
-from dnn.trainers.data import DeviceData, is_batch_source, is_pydataset
+from dnn.trainers.data import DeviceData, is_pydataset
 
 SINGLE = (0, 1)  # the shard of a single process: all of every batch
 
@@ -64,6 +65,17 @@ def _ran_out_warning() -> None:
     warnings.warn("your input ran out of data; interrupting training: make sure that your "
                   "generator or dataset can yield at least steps_per_epoch * epochs batches",
                   RanOutOfData, stacklevel=5)  # at the user's fit
+
+
+def is_batch_source(x) -> bool:
+    """True for data given as batches (a PyDataset-style object, an iterator, a generator or
+    another iterable that is not an array or a list of numbers)."""
+    if (isinstance(x, (np.ndarray, list, tuple, str, bytes, Mapping))
+            or hasattr(x, "__array__")):  # a dict names the inputs of a model of several
+        return False
+    if hasattr(x, "shape") and hasattr(x, "dtype"):  # a device array
+        return False
+    return is_pydataset(x) or isinstance(x, Iterable)
 
 
 def _batch_count(source, prefix: str) -> int:

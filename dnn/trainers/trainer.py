@@ -28,8 +28,9 @@ from dnn.callbacks import BatchLogs, CallbackList, figures
 from dnn.callbacks.progbar_logger import check_verbose
 from dnn.errors import DivergenceError, UsageError
 from dnn.trainers import data_parallel
-from dnn.trainers.data import DeviceData, each_input, inputs_like, is_batch_source
-from dnn.trainers.epoch_iterator import ArrayBatches, batches_of, check_steps
+from dnn.trainers.data import DeviceData, each_input, inputs_like
+from dnn.trainers.epoch_iterator import (ArrayBatches, batches_of, check_steps,
+                                         is_batch_source)
 from dnn.trainers.step import ReplayedStep, TrainingStep
 from dnn.utils import is_int_at_least
 
