@@ -536,6 +536,25 @@ def test_the_checked_replays_pass_and_the_capture_allocates_nothing(cupy, optimi
     assert [malloc for malloc in cupy.cuda.memory.mallocs if malloc.capturing] == []
 
 
+@pytest.mark.parametrize("a_shape, b_shape", [((5, 1, 4), (5, 4, 1)), ((5, 3, 4), (5, 4, 1)),
+                                              ((5, 1, 4), (5, 4, 2)), ((5, 3, 4), (5, 4, 2))],
+                         ids=["vectors", "matrix-vector", "vector-matrix", "matrices"])
+def test_batch_matmul_multiplies_as_numpy_does_without_cublas(cupy, a_shape, b_shape):
+    """While a step is captured, CuPy's own matmul (cuBLAS through CuPy's handle) is
+    refused: the gpu backend's products for Dot are elementwise, in captures too."""
+    backend, rng = GpuBackend(), np.random.default_rng(2)
+    a, b = rng.normal(size=a_shape), rng.normal(size=b_shape)
+    on_device = backend.asarray(a), backend.asarray(b)
+    out = backend.empty((a_shape[0], a_shape[1], b_shape[2]), "float64")
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        stream.begin_capture()
+        backend.batch_matmul(*on_device, out)
+        graph = stream.end_capture()
+    graph.launch()
+    np.testing.assert_allclose(backend.to_numpy(out), a @ b, rtol=1e-12)
+
+
 @pytest.mark.parametrize("model", test_merging.GRAPH_MODELS)
 def test_a_model_whose_layers_make_a_graph_is_captured_and_trains_as_on_cpu(cupy, model):
     make, data, loss = test_merging.GRAPH_MODELS[model]

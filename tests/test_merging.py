@@ -158,11 +158,15 @@ def test_a_normalized_dot_of_a_zero_sample_divides_by_epsilon_as_keras_does(cpu)
     (1, [(5,), (4,)], r"sums along axes of one size, not 5 \(axis 1 of \(None, 5\)\) and 4"),
     (0, [(5,), (5,)], "cannot sum along axis 0 of inputs of shape .None, 5.: it sums along an "
                       "axis other than the batch's"),
-    (3, [(5,), (5,)], "cannot sum along axis 3"),
+    (3, [(5,), (5,)], r"cannot sum along axis 3: inputs of shape \(None, 5\) have no such "
+                      "axis"),
+    (-2, [(5,), (5,)], "cannot sum along axis -2 of inputs of shape .None, 5.: it sums along "
+                       "an axis other than the batch's"),
     (1, [(2, 2, 2), (2,)], "takes samples of one or two axes"),
     ((1, 2, 3), [(5,), (5,)], "Dot's axes must be an integer or a pair of integers"),
     (True, [(5,), (5,)], "Dot's axes must be an integer or a pair of integers"),
-], ids=["sizes-differ", "batch-axis", "no-such-axis", "three-axes", "three-axes-given", "bool"])
+], ids=["sizes-differ", "batch-axis", "no-such-axis", "batch-axis-from-the-end",
+        "three-axes", "three-axes-given", "bool"])
 def test_dot_refuses_axes_that_do_not_fit_in_one_line(axes, shapes, message):
     with pytest.raises(UsageError, match=message):
         layers.Dot(axes)([keras.Input(shape=shape) for shape in shapes])
@@ -190,6 +194,17 @@ def towers_data(rows=400):
     b = np.where(alike[:, None] == 1, a + 0.3 * rng.normal(size=(rows, 6)),
                  rng.normal(size=(rows, 6))).astype(np.float32)
     return [a, b], alike
+
+
+def test_a_model_joined_by_dot_trains_on_every_backend_as_on_cpu(other_backend):
+    """The strict array API backend and the GPU: Dot's products are the backend's
+    batch_matmul, its norms array API operations."""
+    x, y = towers_data(rows=64)
+    reference = residual_run("cpu", x, y, towers_model, "binary_crossentropy")
+    ours = residual_run(other_backend, x, y, towers_model, "binary_crossentropy")
+    np.testing.assert_allclose(ours[0]["loss"], reference[0]["loss"], rtol=1e-5)
+    for mine, theirs in zip(ours[1], reference[1], strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-6)
 
 
 def test_a_two_tower_model_joined_by_dot_trains_saves_and_loads(tmp_path, cpu):

@@ -189,6 +189,20 @@ class GpuBackend(Backend):
         if grad_x is not None:
             self._gemm(grad_z, kernel.T, grad_x)
 
+    def batch_matmul(self, a, b, out):
+        """As the base class's, without CuPy's matmul, which calls cuBLAS through CuPy's own
+        handle (refused while a step is captured): elementwise, every term at once where
+        ``a`` or ``b`` is a batch of vectors (as many terms as the other holds numbers),
+        else the ``k`` outer products added one after the other (no more memory than
+        ``out``)."""
+        cupy = self._cupy
+        if a.shape[1] == 1 or b.shape[2] == 1:
+            return cupy.sum(a[:, :, :, None] * b[:, None], axis=2, out=out)
+        out[...] = 0
+        for index in range(a.shape[2]):
+            out += a[:, :, index, None] * b[:, None, index, :]
+        return out
+
     # -- windows: convolution and pooling ------------------------------------------------
     def _window_geometry(self, window, shape) -> tuple:
         """``WINDOW_PARAMS`` of :mod:`dnn.backends.cuda_sources` for ``window`` over images of

@@ -295,8 +295,9 @@ class Dot(Merge):
     as Keras counts them: the batch axis 0, -1 the last).  Samples of one or two axes:
     ``(n, d)`` and ``(n, d)`` give ``(n, 1)`` (two towers' similarity); ``(n, a, d)`` and
     ``(n, b, d)`` with ``axes=2`` give ``(n, a, b)``: the axes left of ``x1``, then of
-    ``x2``.  ``normalize=True`` divides each input by its L2 norm along its axis first (at
-    most by ``1 / EPSILON``), making the product their cosine similarity, as Keras does."""
+    ``x2``.  ``normalize=True`` divides each input by its L2 norm along its axis first (by
+    ``EPSILON`` where the norm is smaller), making the product their cosine similarity, as
+    Keras does.  The products are the backend's ``batch_matmul``."""
 
     exact_inputs = 2
     EPSILON = 1e-7  # Keras' backend.epsilon(): the smallest norm normalize divides by
@@ -320,7 +321,10 @@ class Dot(Merge):
         found = []
         for axis, shape in zip(pair, shapes):
             batch_rank = len(shape) + 1
-            if not -batch_rank <= axis < batch_rank or axis % batch_rank == 0:
+            if not -batch_rank <= axis < batch_rank:
+                raise UsageError(f"{self.name} (Dot) cannot sum along axis {axis}: inputs of "
+                                 f"shape {(None, *shape)} have no such axis")
+            if axis % batch_rank == 0:
                 raise UsageError(f"{self.name} (Dot) cannot sum along axis {axis} of inputs "
                                  f"of shape {(None, *shape)}: it sums along an axis other "
                                  "than the batch's (0)")
@@ -349,23 +353,23 @@ class Dot(Merge):
         matrix products is the output (``k`` the summed axis)."""
         (first, second), xp = self._sample_axes, self.xp
         a = (xp.reshape(x, (x.shape[0], 1, x.shape[1])) if x.ndim == 2
-             else x if first == 1 else xp.swapaxes(x, 1, 2))
+             else x if first == 1 else xp.matrix_transpose(x))
         b = (xp.reshape(y, (y.shape[0], y.shape[1], 1)) if y.ndim == 2
-             else y if second == 0 else xp.swapaxes(y, 1, 2))
+             else y if second == 0 else xp.matrix_transpose(y))
         return a, b
 
     def _normalized(self, index: int, x):
         """``(unit, (inverse, above))``: input ``index``'s batch ``x`` over its L2 norm
-        along its axis (in a buffer), the inverse norms (at most ``1 / EPSILON``) and where
-        the norm was at least ``EPSILON`` (kept for the backward pass)."""
+        along its axis (in a buffer), the inverse norms (at most ``1 / EPSILON``) and 1 where
+        the norm was at least ``EPSILON``, else 0 (kept for the backward pass)."""
         xp, axis = self.xp, self._sample_axes[index] + 1
         squares = xp.sum(x * x, axis=axis, keepdims=True)
-        above = self._buffers(f"above_epsilon_{index}", squares.shape, xp.bool)
-        above[...] = squares >= self.EPSILON ** 2
+        above = self._buffers(f"above_epsilon_{index}", squares.shape, x.dtype)
+        above[...] = xp.astype(squares >= self.EPSILON ** 2, x.dtype)
         inverse = self._buffers(f"inverse_norm_{index}", squares.shape, x.dtype)
         inverse[...] = 1.0 / xp.sqrt(xp.maximum(squares, self.EPSILON ** 2))
         unit = self._buffers(f"unit_{index}", x.shape, x.dtype)
-        xp.multiply(x, inverse, out=unit)
+        unit[...] = x * inverse
         return unit, (inverse, above)
 
     def forward(self, inputs, logits=False, training=False):
@@ -374,18 +378,10 @@ class Dot(Merge):
             (x, norms_x), (y, norms_y) = self._normalized(0, x), self._normalized(1, y)
             self._norms = norms_x, norms_y
         self._operands = x, y
-        xp, (a, b) = self.xp, self._as_products(x, y)
+        a, b = self._as_products(x, y)
         out = self._buffers("output", (a.shape[0], a.shape[1], b.shape[2]), x.dtype)
-        xp.sum(xp.multiply(a[:, :, :, None], b[:, None], out=self._terms(a, b)), axis=2,
-               out=out)
-        return xp.reshape(out, (x.shape[0], *self.output_shape))
-
-    def _terms(self, a, b):
-        """A buffer ``(n, p, k, q)`` for the terms of the products of ``a`` ``(n, p, k)``
-        and ``b`` ``(n, k, q)`` (summed over ``k``; the gradients sum them over ``q`` and
-        ``p``): elementwise, where a batch of matrix products would call cuBLAS, which a
-        captured step cannot."""
-        return self._buffers("terms", (*a.shape, b.shape[2]), a.dtype)
+        self._backend.batch_matmul(a, b, out)
+        return self.xp.reshape(out, (x.shape[0], *self.output_shape))
 
     def backward(self, grad, logits=False):
         if not self.needs_input_grad:
@@ -393,18 +389,17 @@ class Dot(Merge):
         xp, (x, y) = self.xp, self._operands
         a, b = self._as_products(x, y)
         grad = xp.reshape(grad, (grad.shape[0], a.shape[1], b.shape[2]))
-        terms = self._terms(a, b)
         grad_a = self._buffers("grad_products_0", a.shape, grad.dtype)
-        xp.sum(xp.multiply(grad[:, :, None], b[:, None], out=terms), axis=3, out=grad_a)
+        self._backend.batch_matmul(grad, xp.matrix_transpose(b), grad_a)
         grad_b = self._buffers("grad_products_1", b.shape, grad.dtype)
-        xp.sum(xp.multiply(a[:, :, :, None], grad[:, :, None], out=terms), axis=1, out=grad_b)
+        self._backend.batch_matmul(xp.matrix_transpose(a), grad, grad_b)
         grads = []
         for index, (operand, of_products) in enumerate(((x, grad_a), (y, grad_b))):
             into = self._buffers(f"grad_{index}", operand.shape, grad.dtype)
             # the inverse of _as_products' view: the summed axis last in a, first in b
             kept_as_is = self._sample_axes[index] == (1 if index == 0 else 0)
             into[...] = (xp.reshape(of_products, operand.shape) if operand.ndim == 2
-                         else of_products if kept_as_is else xp.swapaxes(of_products, 1, 2))
+                         else of_products if kept_as_is else xp.matrix_transpose(of_products))
             if self.normalize:
                 self._through_norm(index, into)
             grads.append(into)
