@@ -410,6 +410,13 @@ def assert_kernels_match_cpu(backend: Backend, dtype: str) -> None:
         z = {b.name: into(what, b, (6, 4), lambda out, b=b: getattr(b, what)(
             on(b, "x"), on(b, "kernel"), on(b, "bias"), out)) for b in (backend, cpu)}
         same(what, z[backend.name], z["cpu"])
+    for a_shape, b_shape in (((6, 1, 5), (6, 5, 1)), ((6, 3, 5), (6, 5, 2))):
+        left, right = (rng.normal(size=shape).astype(dtype) for shape in (a_shape, b_shape))
+        products = {b.name: into("batch_matmul", b, (6, a_shape[1], b_shape[2]),
+                                 lambda out, b=b: b.batch_matmul(b.asarray(left),
+                                                                 b.asarray(right), out))
+                    for b in (backend, cpu)}
+        same(f"batch_matmul {a_shape} @ {b_shape}", products[backend.name], products["cpu"])
     grads = {}
     for b in (backend, cpu):
         grads[b.name] = [b.empty(shape, dtype) for shape in ((6, 5), (5, 4), (4,))]
