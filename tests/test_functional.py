@@ -157,6 +157,26 @@ def test_a_layer_made_trainable_in_a_frozen_model_stays_frozen_as_in_keras(tmp_p
     assert not all(np.array_equal(old, new) for old, new in zip(before, model.get_weights()))
 
 
+def test_a_frozen_model_lists_every_weight_as_non_trainable_and_adds_no_penalty():
+    """As Keras 3.15.1: a layer made trainable again inside a frozen model is no trained
+    layer, so its regularizer adds nothing to the loss."""
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(8, 4)), rng.normal(size=(8, 2))
+    model = keras.Sequential([keras.Input(shape=(4,)), layers.Dense(3),
+                              layers.BatchNormalization(),
+                              layers.Dense(2, kernel_regularizer=keras.regularizers.l2(10.0))],
+                             trainable=False, seed=0)
+    model.compile("sgd", "mse")
+    unpenalized = model.evaluate(x, y, verbose=0)
+    model.layers[2].trainable = True
+    assert model.trainable is False
+    assert (len(model.trainable_weights), len(model.non_trainable_weights),
+            len(model.weights)) == (0, 8, 8)
+    assert model.evaluate(x, y, verbose=0) == unpenalized
+    model.trainable = True
+    assert model.evaluate(x, y, verbose=0) > unpenalized  # the penalty, once it trains
+
+
 def test_a_model_takes_its_name_third_as_keras_does():
     inputs = keras.Input(shape=(12,))
     assert keras.Model(inputs, chain(inputs), "named").name == "named"

@@ -184,13 +184,13 @@ class Backend:
         classic network; a backend may add the bias and take the relu in one pass."""
         return self.relu(self.dense_forward(x, kernel, bias, out, columns))
 
-    # -- windows: convolution and pooling, channels-last -----------------------------------
     def batch_matmul(self, a: Array, b: Array, out: Array) -> Array:
         """``out`` ``(n, p, q)``: the matrix product of each ``a`` ``(n, p, k)`` with its
         ``b`` ``(n, k, q)`` (the Dot layer's products)."""
         out[...] = self.xp.matmul(a, b)
         return out
 
+    # -- windows: convolution and pooling, channels-last -----------------------------------
     def im2col(self, x: Array, window: Window, cols: Array, fill=0.0) -> Array:
         """The inputs each window covers: ``x`` ``(n, h, w, c)`` into ``cols``
         ``(n, oh, ow, kh, kw, c)`` (what ``cols.reshape(n * oh * ow, kh * kw * c)`` multiplies

@@ -31,11 +31,12 @@ Training (Keras' ``trainable``, and weight regularizers, :mod:`dnn.regularizers`
   statistics).  ``weights`` lists both, Keras' order: what ``get_weights`` returns and
   checkpoints hold.
 - ``layer.trainable`` (True by default, settable at any time) says whether the model hands the
-  layer's ``params`` to the optimizer; a frozen layer's ``backward`` still runs (the layers
-  before it need its input gradient).
+  layer's ``params`` to the optimizer (none while the model itself is frozen,
+  ``model.trainable = False``); a frozen layer's ``backward`` still runs (the layers before it
+  need its input gradient).
 - ``layer.regularization_loss()`` is the summed penalty of the layer's regularized trainable
   weights, a 0-d array of the backend, or None when there is none (a frozen layer has none,
-  as in Keras); the model adds it to the batch's mean loss.
+  as in Keras); the model adds those of the layers it trains to the batch's mean loss.
 - ``layer.add_regularization_gradients()`` adds each penalty's gradient into the weight's
   gradient in ``grads``, in place; the model calls it after ``backward``, before the
   optimizer's update.

@@ -63,10 +63,9 @@ class LayerGraph:
         return self.inputs == 1 and all(sources == (index,)
                                         for index, sources in enumerate(self.inbound))
 
-    def layer_of(self, node: int) -> int | None:
-        """The index of the layer whose output ``node`` is, None for one of the model's
-        inputs."""
-        return None if node < self.inputs else node - self.inputs
+    def layer_of(self, node: int) -> int:
+        """The index of the layer whose output ``node`` (not one of the model's inputs) is."""
+        return node - self.inputs
 
     def taken(self, layer, index: int, nodes: list):
         """What the ``index``-th layer, ``layer``, is given of ``nodes`` (one value per node

@@ -261,10 +261,8 @@ class Model(Sequential, metaclass=_EverySequentialIsAModel):
         made, graph, self._listed = graph_layers(inputs, outputs)
         self._input_count = graph.inputs
         self._graph = None if graph.is_chain else graph  # before add() takes the layers
-        super().__init__(made, dtype=dtype, seed=seed, backend=backend,
+        super().__init__(made, trainable=trainable, dtype=dtype, seed=seed, backend=backend,
                          name="functional" if name is None else name)
-        if trainable is not True:
-            self.trainable = trainable
 
     @classmethod
     def of_graph(cls, made: list, graph: LayerGraph, **options) -> "Model":

@@ -109,8 +109,8 @@ def _instance_names() -> frozenset:
 class Sequential(Trainer):
     """A stack of layers trained with backpropagation.
 
-    ``dtype`` is the dtype of weights and activations (float32 by default; float64 for gradient
-    checks).  ``seed`` seeds the host NumPy Generator that draws the initial weights and the
+    ``trainable=False`` makes it frozen (``model.trainable``).  ``dtype`` is the dtype of
+    weights and activations (float32 by default; float64 for gradient checks).  ``seed`` seeds the host NumPy Generator that draws the initial weights and the
     shuffle order, so one seed gives the same run on every backend.  ``backend`` (a name or an
     instance) defaults to the current backend when the weights are built.  Layers come as a
     list, or one at a time with :meth:`add` (Keras' two styles build the same model).
@@ -120,8 +120,10 @@ class Sequential(Trainer):
     _input_count = 1  # how many inputs the model takes (a functional model may take several)
     _functional = False  # whether a layer may take several outputs (a merge layer)
 
-    def __init__(self, layers=(), *, dtype="float32", seed=None, backend=None, name=None):
+    def __init__(self, layers=(), *, trainable=True, dtype="float32", seed=None, backend=None,
+                 name=None):
         _refuse_keras_overrides(type(self))
+        check_flag("the model's", "trainable", trainable)  # before its layers are taken
         super().__init__()
         if isinstance(layers, layers_module.Layer):
             raise UsageError("Sequential takes a list of layers: Sequential([Dense(...), ...])")
@@ -148,6 +150,8 @@ class Sequential(Trainer):
             for layer in self._layers:
                 layer.in_model = False
             raise
+        if not trainable:
+            self.trainable = False
 
     def __getattr__(self, name: str):
         """Only for an attribute not found (:func:`dnn.utils.missing_attribute`)."""
@@ -180,8 +184,8 @@ class Sequential(Trainer):
         """Keras' ``model.trainable``: setting it False freezes the model, from the next
         training step on: every layer is made non-trainable, and none trains while the model
         is frozen, not even one made trainable again since (as in Keras); True makes every
-        layer trainable again.  It reads False while the model is frozen or no layer that
-        computes is trainable (a frozen model saves and loads frozen)."""
+        layer trainable again.  It reads False while the model is frozen or while it has
+        layers that compute and none is trainable (a frozen model saves and loads frozen)."""
         return not self._frozen and (any(layer.trainable for layer in self.stack)
                                      or not self.stack)
 
@@ -401,6 +405,8 @@ class Sequential(Trainer):
 
     @property
     def non_trainable_weights(self) -> list:
+        if self._frozen:  # every weight, a layer's made trainable again too
+            return self.weights
         return [weight for layer in self.stack for weight in layer.non_trainable_weights]
 
     @property

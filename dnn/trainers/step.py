@@ -8,9 +8,9 @@ index buffer (or into the arrays it reads, for batches that come from a generato
 run, and what may change between runs (the optimizer's step count, learning rate and other
 float hyper-parameters) lives in device arrays the step reads; what it adds up (the epoch's
 loss and metrics) stays on the device until the epoch ends.  A setting read on the host (an
-optimizer's bool or int hyper-parameter, a layer's ``trainable``, a regularizer's factor) is
-baked into a capture: when one changes (on any rank), the step is warmed up, captured and
-checked again.
+optimizer's bool or int hyper-parameter, a layer's or the model's ``trainable``, a
+regularizer's factor) is baked into a capture: when one changes (on any rank), the step is
+warmed up, captured and checked again.
 
 :class:`ReplayedStep` runs a step eagerly (compiling kernels, allocating buffers, warming the
 memory of its capture: again while a run still took new memory, so that the capture takes

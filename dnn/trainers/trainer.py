@@ -242,7 +242,7 @@ class Trainer:
         converts them to)."""
         loss_sum = self.loss.compute(self.backend, output, y, grad, logits=self._loss_takes_logits,
                                 sample_weight=sample_weight)
-        for layer in self.stack:
+        for layer in self._trained_layers():  # a frozen weight has no penalty, as in Keras
             penalty = layer.regularization_loss()
             if penalty is not None:
                 loss_sum = loss_sum + penalty * output.shape[0]
@@ -255,7 +255,7 @@ class Trainer:
         grad = self._buffers("loss_grad", output.shape, output.dtype)
         loss_sum = self._loss_of(output, y, sample_weight, grad)
         self._backward(grad)
-        for layer in self.stack:
+        for layer in self._trained_layers():
             layer.add_regularization_gradients()
         return loss_sum, output
 
