@@ -227,7 +227,8 @@ def test_a_call_that_makes_no_chain_is_one_clear_error(build, message):
     (lambda inputs, outputs: keras.Model([], outputs), "Model's inputs are an empty list"),
     (lambda inputs, outputs: keras.Model(), "subclass of Model with a call.* not supported"),
     (lambda inputs, outputs: keras.Model({"features": inputs}, outputs),
-     "Model's inputs are a dict"),
+     "Model's inputs dict holds .* under 'features': a dict of inputs keys each keras.Input "
+     r"by its name \(keras.Input\(..., name=key\)\), which also keys its data"),
 ], ids=["unused-input", "two-outputs", "other-input", "no-layers", "inputs-not-input",
         "input-twice", "no-inputs", "subclassing", "named-inputs"])
 def test_a_model_of_no_chain_is_one_clear_error(make, message):

@@ -175,6 +175,26 @@ def test_sample_weights_and_one_batch_methods_take_the_inputs_as_fit_does():
     assert again.test_on_batch(x, y) == model.test_on_batch(tuple(x), y)
 
 
+def test_a_dict_of_inputs_keyed_by_their_names_orders_them_by_key_as_keras(tmp_path):
+    """Keras 3.15.1 flattens a dict of Inputs in the order of its keys sorted: its
+    input_shape, and its layers' order, are these."""
+    inputs = {name: keras.Input(shape=(size,), name=name) for name, size in (("zeta", 2),
+                                                                            ("alpha", 3))}
+    model = keras.Model(inputs, layers.Dense(1)(layers.concatenate([inputs["zeta"],
+                                                                    inputs["alpha"]])))
+    assert model.input_shape == [(None, 3), (None, 2)]
+    assert [layer.name for layer in model.layers][:2] == ["zeta", "alpha"]
+    model.compile(optimizer="sgd", loss="mse")
+    x = {"zeta": RNG.normal(size=(8, 2)), "alpha": RNG.normal(size=(8, 3))}
+    np.testing.assert_array_equal(model.predict(x, verbose=0),
+                                  model.predict([x["alpha"], x["zeta"]], verbose=0))
+    model.save(tmp_path / "named.npz")
+    loaded = keras.models.load_model(tmp_path / "named.npz")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    with pytest.raises(UsageError, match="Model's inputs dict holds 'not an input' under 'a'"):
+        keras.Model({"a": "not an input"}, layers.Dense(1)(keras.Input(shape=(2,))))
+
+
 @pytest.mark.parametrize("give, message", [
     (lambda x: x[:2], r"the model takes 3 inputs \(a, b, c\): give inputs as a list of 3 "
                       "arrays, in that order, or a dict keyed by their names, not a list of 2"),

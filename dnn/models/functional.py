@@ -7,12 +7,15 @@ model is a :class:`dnn.models.Sequential` whose layers are those calls in an ord
 layer comes after the ones it takes, joined by their :class:`dnn.layers.graph.LayerGraph`: it
 trains, saves and loads as one (a chain of layers is the Sequential of its layers).
 
-A model has one input or several (``keras.Model(inputs=[a, b], outputs=...)``: its data a list
-of arrays in that order, or a dict keyed by the Inputs' names) and one output; a layer called
-twice (a shared layer) is refused with one line saying so.
+A model has one input or several (``keras.Model(inputs=[a, b], outputs=...)``, or a dict of
+the Inputs keyed by their names: its data a list of arrays in the Inputs' order, or a dict
+keyed by their names) and one output; a layer called twice (a shared layer) is refused with
+one line saying so.
 """
 
 from __future__ import annotations
+
+import reprlib
 
 from dnn.callbacks.arguments import check_flag
 from dnn.errors import UsageError
@@ -127,10 +130,17 @@ def call_on_symbolic(layer: Layer, inputs) -> SymbolicTensor:
 
 
 def _model_inputs(inputs) -> list:
-    """Model's ``inputs``: a keras.Input, or a list or tuple of them (each once)."""
+    """Model's ``inputs``: a keras.Input, a list or tuple of them (each once), or a dict of
+    them keyed by their names, taken in the order of its keys sorted (as Keras 3 flattens a
+    dict)."""
     if isinstance(inputs, dict):
-        raise UsageError("Model's inputs are a dict: give the keras.Inputs as a list (the data "
-                         "may still be a dict keyed by their names)")
+        for key, item in inputs.items():
+            if not isinstance(item, Input) or key != item.name:
+                raise UsageError(f"Model's inputs dict holds {reprlib.repr(item)} under "
+                                 f"{reprlib.repr(key)}: a dict of inputs keys each "
+                                 "keras.Input by its name (keras.Input(..., name=key)), which "
+                                 "also keys its data")
+        inputs = [inputs[key] for key in sorted(inputs)]
     given = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
     if not given:
         raise UsageError("Model's inputs are an empty list: give its keras.Input(s)")
