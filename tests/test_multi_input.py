@@ -186,9 +186,13 @@ def test_a_dict_of_inputs_keyed_by_their_names_orders_them_by_key_as_keras(tmp_p
     assert [layer.name for layer in model.layers][:2] == ["zeta", "alpha"]
     model.compile(optimizer="sgd", loss="mse")
     x = {"zeta": RNG.normal(size=(8, 2)), "alpha": RNG.normal(size=(8, 3))}
-    np.testing.assert_array_equal(model.predict(x, verbose=0),
-                                  model.predict([x["alpha"], x["zeta"]], verbose=0))
     model.save(tmp_path / "named.npz")
+    for made in (model, keras.models.load_model(tmp_path / "named.npz"),
+                 keras.models.clone_model(model), pickle.loads(pickle.dumps(model))):
+        with pytest.raises(UsageError, match=r"the model's inputs came as a dict: give inputs "
+                                             r"as a dict keyed by their names \(alpha, zeta\), "
+                                             "as Keras takes them, not a list"):
+            made.predict([x["alpha"], x["zeta"]], verbose=0)  # Keras refuses the order too
     loaded = keras.models.load_model(tmp_path / "named.npz")
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
     with pytest.raises(UsageError, match="Model's inputs dict holds 'not an input' under 'a'"):
@@ -410,6 +414,27 @@ def test_validation_split_keeps_the_rows_keras_keeps():
                         verbose=0).history
     assert history["loss"] == [np.mean((2 * x[:8]) ** 2)]  # as Keras 3.15.1 gives: 70.0
     assert history["val_loss"] == [pytest.approx(np.mean((2 * x[8:]) ** 2))]  # 326.67
+
+
+def test_a_frozen_model_takes_no_optimizer_step_as_keras():
+    """Keras 3.15.1 leaves iterations at 0 while no weight trains: a learning-rate schedule
+    is not used up by a frozen warm-up."""
+    x, y = toy_data(rows=32)
+    model = three_input_model()
+    model.trainable = False
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=1, decay_rate=0.5)
+    model.compile(optimizer=keras.optimizers.SGD(schedule), loss="categorical_crossentropy")
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    assert int(model.optimizer.iterations) == 0
+    model.trainable = True
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    assert int(model.optimizer.iterations) == 4
+
+
+def test_a_layers_trainable_is_true_or_false():
+    with pytest.raises(keras.errors.ArgumentTypeError, match="trainable must be True or False, "
+                                                             "not 'no'"):
+        layers.Dense(2, trainable="no")
 
 
 def test_clone_model_takes_kerass_other_arguments_at_their_defaults_only():

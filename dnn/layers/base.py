@@ -53,6 +53,7 @@ import copy
 import inspect
 import json
 import math
+import numbers
 import re
 import reprlib
 import sys
@@ -64,7 +65,7 @@ import numpy as np
 from dnn import activations, host_settings, initializers, regularizers
 from dnn.backends import current_backend, get_backend
 from dnn.buffers import Buffers
-from dnn.errors import OutOfMemoryError, UsageError
+from dnn.errors import ArgumentTypeError, OutOfMemoryError, UsageError
 from dnn.optimizers.schedules import array_namespace
 from dnn.saving.registry import get_registered_name
 from dnn.utils import (as_shape, checked_weights, element_count, is_int_at_least,
@@ -214,6 +215,10 @@ class Layer:
 
     @trainable.setter
     def trainable(self, value) -> None:
+        if not (isinstance(value, (bool, np.bool_))
+                or isinstance(value, numbers.Integral) and value in (0, 1)):  # as bool() reads
+            raise ArgumentTypeError(f"{getattr(self, 'name', type(self).__name__)} trainable "
+                                    f"must be True or False, not {reprlib.repr(value)}")
         if bool(value) != self._trainable and getattr(self, "in_model", False):
             host_settings.changed()  # a captured step of its model reads it on the host
         self._trainable = bool(value)

@@ -270,6 +270,7 @@ class Model(Sequential, metaclass=_EverySequentialIsAModel):
         check_flag("Model", "trainable", trainable)  # before its layers are taken
         made, graph, self._listed = graph_layers(inputs, outputs)
         self._input_count = graph.inputs
+        self._inputs_by_name = isinstance(inputs, dict)  # then its data is a dict too
         self._graph = None if graph.is_chain else graph  # before add() takes the layers
         super().__init__(made, trainable=trainable, dtype=dtype, seed=seed, backend=backend,
                          name="functional" if name is None else name)
@@ -326,6 +327,8 @@ class Model(Sequential, metaclass=_EverySequentialIsAModel):
 
     def get_config(self) -> dict:
         config = {**super().get_config(), "name": self.name, "functional": True}
+        if self._inputs_by_name:
+            config["inputs_by_name"] = True
         if self._graph is not None:
             config["inbound"] = self._graph.get_config()
         return config

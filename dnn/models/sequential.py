@@ -118,6 +118,7 @@ class Sequential(Trainer):
 
     _graph = None  # the LayerGraph of a functional model's layers that make no chain
     _input_count = 1  # how many inputs the model takes (a functional model may take several)
+    _inputs_by_name = False  # whether a functional model's Inputs came as a dict
     _functional = False  # whether a layer may take several outputs (a merge layer)
 
     def __init__(self, layers=(), *, trainable=True, dtype="float32", seed=None, backend=None,
@@ -587,7 +588,10 @@ class Sequential(Trainer):
         if config.get("functional"):
             from dnn.models.functional import Model  # a subclass of this one
 
+            by_name = config.get("inputs_by_name", False)
+            check_flag("a model config's", "inputs_by_name", by_name)
             model = Model.of_graph(made, graph_of_config(config, made), **options)
+            model._inputs_by_name = by_name
         else:
             model = cls(made, **options)
         model._frozen = not trainable

@@ -121,6 +121,10 @@ def _given_inputs(model, x, prefix: str) -> list[tuple[str, object]]:
                              f"model ({', '.join(names)})")
         values = [x[name] for name in names]
     elif count > 1:
+        if model._inputs_by_name and isinstance(x, (list, tuple)):
+            raise UsageError(f"the model's inputs came as a dict: give {prefix}inputs as a "
+                             f"dict keyed by their names ({', '.join(names)}), as Keras takes "
+                             "them, not a list")
         if not isinstance(x, (list, tuple)) or len(x) != count:
             given = (f"a {type(x).__name__} of {len(x)}" if isinstance(x, (list, tuple))
                      else type(x).__name__)

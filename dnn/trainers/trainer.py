@@ -302,10 +302,13 @@ class Trainer:
                     grads[source] += source_grad
 
     def apply_gradients(self) -> None:
-        """One optimizer step on the trainable layers' weights with their gradients."""
+        """One optimizer step on the trainable layers' weights with their gradients; none
+        where no weight trains (a frozen model), as in Keras: its iterations, and so its
+        learning-rate schedule, stay where they are."""
         trainable = self._trained_layers()
-        self.optimizer.apply_gradients([p for layer in trainable for p in layer.params],
-                                       [g for layer in trainable for g in layer.grads])
+        params = [p for layer in trainable for p in layer.params]
+        if params:
+            self.optimizer.apply_gradients(params, [g for layer in trainable for g in layer.grads])
 
     def train_step(self, x, y, sample_weight=None, total_rows: int | None = None) -> None:
         """One training step on a device batch (``x`` ``(n, *sample_shape)``, a tuple of one
@@ -415,10 +418,10 @@ class Trainer:
         ``class_weight`` ``{class: weight}`` weigh each sample's loss.  ``steps_per_epoch``
         batches make an epoch, the next one going on where it stopped.  ``validation_split``
         keeps that share of the samples, the last ones before shuffling (the first
-        ``floor(N * (1 - validation_split))`` trained on, as in Keras), for validation; ``validation_data`` is
-        ``(x_val, y_val)``, ``(x_val, y_val, weights)`` or batches.  ``callbacks`` are
-        :mod:`dnn.callbacks` Callbacks; one may end training with ``model.stop_training =
-        True``.  ``verbose``: 0 silent, 1 a progress bar, 2 two lines per epoch, ``"auto"``
+        ``floor(N * (1 - validation_split))`` trained on, as in Keras), for validation;
+        ``validation_data`` is ``(x_val, y_val)``, ``(x_val, y_val, weights)`` or batches.
+        ``callbacks`` are :mod:`dnn.callbacks` Callbacks; one may end training with
+        ``model.stop_training = True``.  ``verbose``: 0 silent, 1 a progress bar, 2 two lines per epoch, ``"auto"``
         1 on a terminal and 2 elsewhere.  A NaN or infinite epoch loss raises
         :class:`DivergenceError`.
 
