@@ -421,9 +421,9 @@ class Trainer:
         ``floor(N * (1 - validation_split))`` trained on, as in Keras), for validation;
         ``validation_data`` is ``(x_val, y_val)``, ``(x_val, y_val, weights)`` or batches.
         ``callbacks`` are :mod:`dnn.callbacks` Callbacks; one may end training with
-        ``model.stop_training = True``.  ``verbose``: 0 silent, 1 a progress bar, 2 two lines per epoch, ``"auto"``
-        1 on a terminal and 2 elsewhere.  A NaN or infinite epoch loss raises
-        :class:`DivergenceError`.
+        ``model.stop_training = True``.  ``verbose``: 0 silent, 1 a progress bar, 2 two
+        lines per epoch, ``"auto"`` 1 on a terminal and 2 elsewhere.  A NaN or infinite
+        epoch loss raises :class:`DivergenceError`.
 
         On several ranks (``mpiexec``, :mod:`dnn.distributed`) every rank calls ``fit`` with
         the same model, data and arguments (refused otherwise), ``batch_size`` is the global
