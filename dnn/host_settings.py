@@ -1,7 +1,7 @@
 """How often a setting that a captured training step reads on the host changed: a layer's
-or a model's ``trainable`` or a regularizer's factor, in any model.  A graph captured before the count
-moved holds the old value (:meth:`dnn.trainers.step.TrainingStep.host_settings`); an
-optimizer counts its own (``Optimizer.host_settings_changes``)."""
+or a model's ``trainable`` or a regularizer's factor, in any model.  A graph captured before
+the count moved holds the old value (:meth:`dnn.trainers.step.TrainingStep.host_settings`);
+an optimizer counts its own (``Optimizer.host_settings_changes``)."""
 
 changes = 0
 

@@ -110,8 +110,9 @@ class Sequential(Trainer):
     """A stack of layers trained with backpropagation.
 
     ``trainable=False`` makes it frozen (``model.trainable``).  ``dtype`` is the dtype of
-    weights and activations (float32 by default; float64 for gradient checks).  ``seed`` seeds the host NumPy Generator that draws the initial weights and the
-    shuffle order, so one seed gives the same run on every backend.  ``backend`` (a name or an
+    weights and activations (float32 by default; float64 for gradient checks).  ``seed``
+    seeds the host NumPy Generator that draws the initial weights and the shuffle order, so
+    one seed gives the same run on every backend.  ``backend`` (a name or an
     instance) defaults to the current backend when the weights are built.  Layers come as a
     list, or one at a time with :meth:`add` (Keras' two styles build the same model).
     """
