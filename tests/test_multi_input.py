@@ -154,6 +154,19 @@ def test_batches_from_a_source_train_as_the_arrays_do(given):
     assert_same_run(run(generator, None, steps_per_epoch=4), reference)
 
 
+@pytest.mark.parametrize("batch", [lambda arrays: arrays, tuple, lambda arrays: (arrays,),
+                                   lambda arrays: dict(zip("abc", arrays))],
+                         ids=["list", "tuple", "in-a-tuple-of-one", "dict"])
+def test_predict_takes_batches_of_the_inputs_arrays_alone(batch):
+    """For predict, a batch that is one array per input is x itself: read as (x, y), x
+    would be one array, no data for a model of several inputs."""
+    x, _ = toy_data()
+    model = three_input_model()
+    batches = (batch([array[start:start + 16] for array in x]) for start in range(0, 64, 16))
+    np.testing.assert_array_equal(model.predict(batches, verbose=0),
+                                  model.predict(x, verbose=0))
+
+
 def test_validation_split_holds_out_the_last_rows_of_every_input():
     x, y = toy_data()
     split = run(x, y, validation_split=0.25)

@@ -152,7 +152,8 @@ class StreamBatches:
     """Batches from ``source`` (see the module docstring), each checked with ``model`` and
     moved to its backend (``class_weight`` weighs each batch's samples); ``prefix`` names them
     in errors (``"validation "``); without ``with_targets`` (``predict``) a batch may be ``x``
-    alone.  Each :class:`Batch` holds the rows of ``shard`` (``(rank, size)``)."""
+    alone (for a model of several inputs, the list of their arrays too).  Each
+    :class:`Batch` holds the rows of ``shard`` (``(rank, size)``)."""
 
     def __init__(self, model, source, steps_per_epoch: int | None = None, rng=None,
                  shuffle: bool = False, prefix: str = "", with_targets: bool = True,
@@ -258,7 +259,8 @@ class StreamBatches:
     def _checked(self, host_batch, index: int) -> DeviceData:
         """One host batch checked and moved to the device."""
         what = f"{self.prefix}batch {index} "
-        if not self.with_targets and not isinstance(host_batch, (tuple, list)):
+        if not self.with_targets and (not isinstance(host_batch, (tuple, list))
+                                      or self._holds_every_input(host_batch)):
             return DeviceData.from_host_inputs(self.model, host_batch, what)
         sizes = (2, 3) if self.with_targets else (1, 2, 3)
         if not isinstance(host_batch, (tuple, list)) or len(host_batch) not in sizes:
@@ -273,6 +275,15 @@ class StreamBatches:
             raise UsageError(f"{what}holds sample weights; class_weight cannot be given too")
         return DeviceData.from_host(self.model, *host_batch, class_weight=self.class_weight,
                                     prefix=what)
+
+    def _holds_every_input(self, host_batch) -> bool:
+        """Whether a batch for ``predict`` (a list or tuple) is the arrays of the model's
+        several inputs themselves: one array for each, where ``(x, y)`` cannot be meant
+        (``x`` alone is no data for such a model)."""
+        count = self.model._input_count
+        return count > 1 and len(host_batch) == count and all(
+            hasattr(item, "shape") and not isinstance(item, (list, tuple, dict))
+            for item in host_batch)
 
 
 def batches_of(model, x, y, *, batch_size: int, sample_weight=None, class_weight=None,
