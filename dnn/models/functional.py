@@ -269,7 +269,6 @@ class Model(Sequential, metaclass=_EverySequentialIsAModel):
                              "is not supported: use keras.Sequential")
         check_flag("Model", "trainable", trainable)  # before its layers are taken
         made, graph, self._listed = graph_layers(inputs, outputs)
-        self._input_count = graph.inputs
         self._inputs_by_name = isinstance(inputs, dict)  # then its data is a dict too
         self._graph = None if graph.is_chain else graph  # before add() takes the layers
         super().__init__(made, trainable=trainable, dtype=dtype, seed=seed, backend=backend,

@@ -118,7 +118,6 @@ class Sequential(Trainer):
     """
 
     _graph = None  # the LayerGraph of a functional model's layers that make no chain
-    _input_count = 1  # how many inputs the model takes (a functional model may take several)
     _inputs_by_name = False  # whether a functional model's Inputs came as a dict
     _functional = False  # whether a layer may take several outputs (a merge layer)
 
@@ -154,6 +153,12 @@ class Sequential(Trainer):
             raise
         if not trainable:
             self.trainable = False
+
+    @property
+    def _input_count(self) -> int:
+        """How many inputs the model takes: its graph's (a functional model may take
+        several; a chain takes one)."""
+        return 1 if self._graph is None else self._graph.inputs
 
     def __getattr__(self, name: str):
         """Only for an attribute not found (:func:`dnn.utils.missing_attribute`)."""
