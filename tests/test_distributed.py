@@ -666,12 +666,19 @@ def test_two_ranks_equal_bit_for_bit_one_process_summing_the_shards_in_rank_orde
 
 @needs_mpi
 @pytest.mark.parametrize("case", ["sgd", "rmsprop", "adam"])
-def test_two_ranks_are_within_1e_6_of_a_plain_run_after_50_steps(two_ranks, case):
+def test_two_ranks_are_within_rounding_of_a_plain_run_after_50_steps(two_ranks, case):
+    """Two ranks sum a batch's rows in another order than one process: after 50 steps each
+    weight differs from a plain run's by less than 1e-3 of the most the steps moved any
+    weight of its array (a share weighted wrongly differs by a sizeable part of it). SGD and
+    RMSprop stay near 1e-6 of it; Adam, which moves a weight of a near-zero gradient by up
+    to its learning rate whatever the gradient's rounding, reaches 6e-5 on some CPUs (the
+    bit-for-bit check against summing the shards is the exact one)."""
     with np.load(two_ranks / f"{case}-0.npz") as archive:
         assert int(archive["iterations"]) == 50
-    for mine, reference in zip(weights_of(two_ranks, case, 0),
-                               weights_of(two_ranks, case, "plain")):
-        assert np.max(np.abs(mine - reference)) < 1e-6
+    initial = seed_network(CASES[case][0]).get_weights()
+    for mine, reference, start in zip(weights_of(two_ranks, case, 0),
+                                      weights_of(two_ranks, case, "plain"), initial):
+        assert np.max(np.abs(mine - reference)) < 1e-3 * np.max(np.abs(reference - start))
 
 
 def worker_graph(folder: str, inputs: str = "one") -> None:
