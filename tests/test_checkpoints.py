@@ -173,18 +173,38 @@ def test_a_model_of_another_size_than_the_dataset_is_named_with_both_sizes(
             resumed.output
 
 
-def test_a_model_of_several_inputs_is_refused_by_the_command_line(tmp_path, tiny):  # noqa: F811
-    """Its inputs' features, 6 and 6, add up to tiny's 12: the check still says no."""
+def two_inputs_model():
+    """Its inputs' features, 6 and 6, add up to tiny's 12."""
     first, second = dnn.Input(shape=(6,)), dnn.Input(shape=(6,))
-    model = dnn.Model([first, second], dnn.layers.Dense(3, activation="softmax")(
+    return dnn.Model([first, second], dnn.layers.Dense(3, activation="softmax")(
         dnn.layers.concatenate([first, second])))
+
+
+def two_outputs_model():
+    """Both its outputs have tiny's 3 classes."""
+    inputs = dnn.Input(shape=(12,))
+    hidden = dnn.layers.Dense(8, activation="relu")(inputs)
+    model = dnn.Model(inputs, [dnn.layers.Dense(3, activation="softmax")(hidden),
+                               dnn.layers.Dense(3, activation="softmax")(hidden)])
+    model.compile(loss="categorical_crossentropy")
+    return model
+
+
+@pytest.mark.parametrize("make, message", [
+    (two_inputs_model, "holds a model of 2 inputs; a dataset gives one: train and evaluate it "
+                       "in Python, with its inputs as a list"),
+    (two_outputs_model, "holds a model of 2 outputs; a dataset gives one label a sample: train "
+                        "and evaluate it in Python, with its targets as a list"),
+], ids=["inputs", "outputs"])
+def test_a_model_of_several_inputs_or_outputs_is_refused_by_the_command_line(
+        tmp_path, tiny, make, message):  # noqa: F811
+    """It would fit the dataset's features and classes: the check still says no."""
     path = tmp_path / "two.npz"
-    model.save(path)
+    make().save(path)
     for command in (("evaluate", str(path)), ("train", "--resume", str(path))):
         refused = run(*command, "--dataset", "tiny")
         assert refused.exit_code == 2 and refused.output.strip().endswith(
-            f"Error: {path} holds a model of 2 inputs; a dataset gives one: train and evaluate "
-            "it in Python, with its inputs as a list"), refused.output
+            f"Error: {path} {message}"), refused.output
 
 
 def test_resume_takes_the_architecture_from_the_checkpoint_unless_told_otherwise(

@@ -683,30 +683,36 @@ def test_two_ranks_are_within_rounding_of_a_plain_run_after_50_steps(two_ranks, 
 
 def worker_graph(folder: str, inputs: str = "one") -> None:
     """A functional model whose layers make a graph (tests/test_merging.py's, or
-    tests/test_multi_input.py's of three ``inputs``), trained by ``fit`` on this rank, or in
-    one process (then saved as ``plain``)."""
+    tests/test_multi_input.py's of three ``inputs``, or tests/test_multi_output.py's of three
+    outputs), trained by ``fit`` on this rank, or in one process (then saved as ``plain``)."""
     from tests.test_merging import residual_model
     from tests.test_multi_input import three_input_model
+    from tests.test_multi_output import THREE_OUTPUT_COMPILE, three_output_data, three_output_model
 
     ranks = distributed.communicator()
     rng = np.random.default_rng(3)
     x = rng.normal(size=(200, 9)).astype(np.float32)
+    compiled = {"loss": "categorical_crossentropy"}
     if inputs == "one":
         model, x, y = residual_model(), x[:, :6], to_categorical(np.argmax(x[:, :4], axis=1), 4)
-    else:
+    elif inputs == "three":
         model, x, y = (three_input_model(), [x[:, :4], x[:, 4:7], x[:, 7:]],
                        to_categorical(np.argmax(x[:, :3], axis=1), 3))
-    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    else:  # three outputs
+        model, (x, y), compiled = (three_output_model(), three_output_data(200),
+                                   THREE_OUTPUT_COMPILE)
+    model.compile(optimizer="adam", **compiled)
     model.fit(x, y, batch_size=32, epochs=2, verbose=0)
     np.savez(Path(folder, f"graph-{ranks.rank if ranks.size > 1 else 'plain'}.npz"),
              *model.get_weights())
 
 
 @needs_mpi
-@pytest.mark.parametrize("inputs, weights", [("one", 8), ("three", 12)])
+@pytest.mark.parametrize("inputs, weights", [("one", 8), ("three", 12), ("outputs", 8)])
 def test_two_ranks_train_a_graph_of_layers_as_one_process(tmp_path, inputs, weights):
     """Its gradients, summed at the outputs several layers take, are summed over the ranks
-    as a chain's; the rows of each of several inputs are shared out alike."""
+    as a chain's; the rows of each of several inputs are shared out alike, as are the
+    targets of each of several outputs and their losses."""
     assert_ran(mpiexec("graph", tmp_path, inputs))
     assert_ran(subprocess.run([sys.executable, __file__, "graph", tmp_path, inputs],
                               timeout=60, capture_output=True, text=True, cwd=ROOT,

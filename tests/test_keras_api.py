@@ -154,7 +154,7 @@ def test_sigmoid_with_binary_crossentropy_takes_the_logits_and_learns(cpu):
     model = dnn.Sequential([Dense(8, activation="relu"), Dense(1, activation="sigmoid")],
                            seed=0, backend=cpu)
     model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
-    assert model._loss_takes_logits
+    assert model.heads[0].takes_logits
     history = model.fit(x, labels.reshape(-1, 1), epochs=20, batch_size=20, verbose=0)
     assert history.history["accuracy"][-1] > 0.9
     probabilities = model.predict(x)

@@ -18,6 +18,7 @@ from dnn.testing import check_layer, numerical_gradient
 from dnn.trainers.step import GraphFallbackWarning
 from dnn.utils import to_categorical
 from tests.test_multi_input import three_input_model, toy_data as three_inputs_data
+from tests.test_multi_output import THREE_OUTPUT_COMPILE, three_output_data, three_output_model
 
 RNG = np.random.default_rng(7)
 
@@ -51,10 +52,11 @@ def picking_model(backend=None, seed=0):
 
 def residual_run(backend, x, y, make=residual_model, loss="categorical_crossentropy") -> tuple:
     """``(history, weights)`` of the model ``make`` gives, trained on ``backend`` with Adam
-    and ``loss`` for three epochs of batches of 32, a captured step's fallback to the eager
-    one an error."""
+    and ``loss`` (and the accuracy; or a dict of compile's arguments) for three epochs of
+    batches of 32, a captured step's fallback to the eager one an error."""
     model = make(backend)
-    model.compile(optimizer="adam", loss=loss, metrics=["accuracy"])
+    model.compile(optimizer="adam", **({"loss": loss, "metrics": ["accuracy"]}
+                                       if isinstance(loss, str) else loss))
     with warnings.catch_warnings():
         warnings.simplefilter("error", GraphFallbackWarning)
         history = model.fit(x, y, batch_size=32, epochs=3, verbose=0)
@@ -735,4 +737,5 @@ GRAPH_MODELS = {"residual": (residual_model, toy_data, "categorical_crossentropy
                 "picking": (picking_model, toy_data, "categorical_crossentropy"),
                 "three-inputs": (three_input_model, three_inputs_data,
                                  "categorical_crossentropy"),
-                "dot-towers": (towers_model, towers_data, "binary_crossentropy")}
+                "dot-towers": (towers_model, towers_data, "binary_crossentropy"),
+                "three-outputs": (three_output_model, three_output_data, THREE_OUTPUT_COMPILE)}

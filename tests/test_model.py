@@ -389,7 +389,8 @@ def test_a_softmax_over_one_unit_is_refused():
 @pytest.mark.parametrize("call, error, message", [
     (lambda m, tmp: Dense(16, activation=["relu"]), TypeError,
      "activation must be a name or an Activation, not list"),
-    (lambda m, tmp: m.compile(loss=["x"]), TypeError, "loss must be a name or a Loss, not list"),
+    (lambda m, tmp: m.compile(loss=[["x"]]), TypeError,
+     "loss must be a name or a Loss, not list"),
     (lambda m, tmp: m.compile(optimizer=["sgd"]), TypeError,
      "optimizer must be a name or an Optimizer, not list"),
     (lambda m, tmp: m.compile(metrics=5), TypeError, "metrics must be a list of names, not int"),

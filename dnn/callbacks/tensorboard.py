@@ -105,7 +105,9 @@ def _keras_layout(model) -> dict:
             "config": {"name": model.name, "layers": layers,
                        "input_layers": ([[layer.name, 0, 0] for layer in model._layers[:inputs]]
                                         if inputs > 1 else [model._layers[0].name, 0, 0]),
-                       "output_layers": [model._layers[-1].name, 0, 0]}}
+                       "output_layers": ([[layer.name, 0, 0] for layer in model.output_layers]
+                                         if len(model.output_layers) > 1
+                                         else [model.output_layers[0].name, 0, 0])}}
 
 
 def _sync(file) -> None:

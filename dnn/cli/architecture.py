@@ -43,8 +43,12 @@ def check_fits(model: Sequential, path, dataset_name: str, x, classes: int) -> N
     if model._input_count > 1:
         raise UsageError(f"{path} holds a model of {model._input_count} inputs; a dataset "
                          "gives one: train and evaluate it in Python, with its inputs as a list")
+    if len(model.output_layers) > 1:
+        raise UsageError(f"{path} holds a model of {len(model.output_layers)} outputs; a "
+                         "dataset gives one label a sample: train and evaluate it in Python, "
+                         "with its targets as a list")
     features = int(np.prod(x.shape[1:]))
-    takes, outputs = model.input_dim, model.stack[-1].output_dim
+    takes, outputs = model.input_dim, model.output_layers[0].output_dim
     if (takes, outputs) != (features, classes):
         raise UsageError(f"{path} takes {takes} features and has {outputs} classes; "
                          f"{dataset_name} has {features} features and {classes} classes "

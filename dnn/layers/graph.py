@@ -5,8 +5,9 @@ a Sequential), or the graph a functional model's layer calls made (a residual bl
 The nodes are the model's inputs (node ``i`` the ``i``-th of its ``inputs``: one, node 0,
 but for a functional model of several ``keras.Input``) and the output of each layer that
 computes, in order (node ``inputs + k`` is the output of the ``k``-th): a layer takes only
-nodes before its own, and the last layer's output is the model's.  Shapes are a sample's,
-without the batch axis.
+nodes before its own.  The model's outputs are the last layer's, or for a functional model of
+several outputs the nodes its ``outputs`` lists (the last layer's among them).  Shapes are a
+sample's, without the batch axis.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ from dnn.layers.core import Input
 class LayerGraph:
     """``inbound[k]``: the nodes the ``k``-th layer that computes takes, in the order it takes
     them (one for most layers, several for a merge layer such as ``Add``), of a model of
-    ``inputs`` inputs.  Every node but the last is taken by some layer; ``uses[node]`` counts
-    how many times."""
+    ``inputs`` inputs and of ``outputs`` (nodes, each once, the last one's among them; the
+    last node alone by default).  Every node that is no output is taken by some layer;
+    ``uses[node]`` counts how many times."""
 
-    def __init__(self, inbound, inputs: int = 1):
+    def __init__(self, inbound, inputs: int = 1, outputs=None):
         self.inbound = tuple(tuple(sources) for sources in inbound)
         self.inputs = inputs
+        last = inputs + len(self.inbound) - 1
+        self.outputs = (last,) if outputs is None else tuple(outputs)
         uses = [0] * (inputs + len(self.inbound))
         for index, sources in enumerate(self.inbound):
             if not sources:
@@ -40,10 +44,20 @@ class LayerGraph:
                                      f"model's inputs (0 to {inputs - 1}) or the output of a "
                                      f"layer before it ({inputs}, {inputs + 1}, ...)")
                 uses[source] += 1
-        unused = [node for node in range(len(uses) - 1) if uses[node] == 0]
+        for node in self.outputs:
+            if (not isinstance(node, numbers.Integral) or isinstance(node, bool)
+                    or not inputs <= node <= last):
+                raise UsageError(f"the model's graph has an output {reprlib.repr(node)}: its "
+                                 f"outputs are outputs of its layers ({inputs} to {last})")
+        if len(set(self.outputs)) != len(self.outputs) or last not in self.outputs:
+            raise UsageError(f"the model's graph lists outputs {list(self.outputs)}: each "
+                             f"once, the last layer's ({last}) among them")
+        unused = [node for node in range(len(uses))
+                  if uses[node] == 0 and node not in self.outputs]
         if unused:
             raise UsageError(f"node {unused[0]} of the model's graph is taken by no layer: "
-                             "every input and every output but the last goes on to a layer")
+                             "every input and every output of a layer but the model's "
+                             "outputs goes on to a layer")
         self.uses = tuple(uses)
 
     @classmethod
@@ -55,12 +69,13 @@ class LayerGraph:
         graph = cls.__new__(cls)
         graph.inbound = tuple((index,) for index in range(length))
         graph.inputs = 1
+        graph.outputs = (length,)
         graph.uses = (1,) * length + (0,)
         return graph
 
     @property
     def is_chain(self) -> bool:
-        return self.inputs == 1 and all(sources == (index,)
+        return self.inputs == 1 and len(self.outputs) == 1 and all(sources == (index,)
                                         for index, sources in enumerate(self.inbound))
 
     def layer_of(self, node: int) -> int:
@@ -99,6 +114,7 @@ class LayerGraph:
         return found
 
     def get_config(self) -> list:
+        """The ``"inbound"`` of a model's config (its ``"outputs"`` are :attr:`outputs`)."""
         return [list(sources) for sources in self.inbound]
 
 
@@ -118,8 +134,8 @@ def computing(layers: list) -> list:
 
 def graph_of_config(config: dict, made: list) -> LayerGraph:
     """The graph of a model's config (:meth:`Sequential.get_config`), whose layers ``made``
-    (its Inputs first, if any) it joins: its ``"inbound"`` lists, or a chain where it has
-    none."""
+    (its Inputs first, if any) it joins: its ``"inbound"`` lists (and ``"outputs"``, where a
+    model has several), or a chain where it has none."""
     layers, inputs = computing(made), max(1, input_count(made))
     inbound = config.get("inbound")
     if inbound is None:
@@ -132,4 +148,7 @@ def graph_of_config(config: dict, made: list) -> LayerGraph:
                          f"{len(layers)} layers (after any Input), not {inbound!r:.80}")
     if not all(isinstance(sources, list) for sources in inbound):
         raise UsageError("a model config's inbound lists a list of nodes for each layer")
-    return LayerGraph(inbound, inputs)
+    outputs = config.get("outputs")
+    if outputs is not None and not isinstance(outputs, list):
+        raise UsageError(f"a model config's outputs must list nodes, not {outputs!r:.80}")
+    return LayerGraph(inbound, inputs, outputs)

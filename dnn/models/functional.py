@@ -9,8 +9,9 @@ trains, saves and loads as one (a chain of layers is the Sequential of its layer
 
 A model has one input or several (``keras.Model(inputs=[a, b], outputs=...)``, or a dict of
 the Inputs keyed by their names: its data a list of arrays in the Inputs' order, or a dict
-keyed by their names) and one output; a layer called twice (a shared layer) is refused with
-one line saying so.
+keyed by their names) and one output or several (a list, or a dict keyed by names: each
+output has its loss, metrics and targets, :mod:`dnn.trainers.heads`); a layer called twice (a
+shared layer) is refused with one line saying so.
 """
 
 from __future__ import annotations
@@ -23,9 +24,6 @@ from dnn.layers import Input, Layer
 from dnn.layers.graph import LayerGraph
 from dnn.layers.symbolic import MergedByOperators
 from dnn.models.sequential import Sequential
-
-ONE_OUTPUT = "dnn's functional models have one output"
-
 
 class SymbolicTensor(MergedByOperators):
     """Keras' ``KerasTensor``: what ``layer`` called on ``inputs`` gave (a tuple of a
@@ -87,17 +85,19 @@ def _layer_of(call) -> Layer:
     return call.layer if isinstance(call, SymbolicTensor) else call
 
 
-def _calls(value):
-    """Every layer call that ``value`` (a keras.Input or a SymbolicTensor) comes from, itself
-    included, each once, in the order a depth first walk from ``value`` meets them (the
-    inputs of each in order): an iterator of keras.Inputs and SymbolicTensors."""
-    seen, pending = set(), [value]
-    while pending:
-        value = pending.pop()
-        if id(value) not in seen:
-            seen.add(id(value))
-            yield value
-            pending.extend(reversed(_inputs_of(value)))
+def _calls(values: list):
+    """Every layer call that ``values`` (keras.Inputs or SymbolicTensors) come from, they
+    included, each once, in the order a depth first walk from each of them in turn meets
+    them (the inputs of each in order): an iterator of keras.Inputs and SymbolicTensors."""
+    seen = set()
+    for start in values:
+        pending = [start]
+        while pending:
+            value = pending.pop()
+            if id(value) not in seen:
+                seen.add(id(value))
+                yield value
+                pending.extend(reversed(_inputs_of(value)))
 
 
 def call_on_symbolic(layer: Layer, inputs) -> SymbolicTensor:
@@ -141,40 +141,51 @@ def _model_inputs(inputs) -> list:
                                  "keras.Input by its name (keras.Input(..., name=key)), which "
                                  "also keys its data")
         inputs = [inputs[key] for key in sorted(inputs)]
-    given = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    return _each_once(inputs, "inputs", Input, "keras.Input(shape=...)s")
+
+
+def _each_once(given, kind: str, item_type: type, what: str) -> list:
+    """Model's ``inputs`` or ``outputs`` (the ``kind``) as a list: one ``item_type``, or a
+    list or tuple of them, each once (``what`` to give, in the errors)."""
+    given = list(given) if isinstance(given, (list, tuple)) else [given]
     if not given:
-        raise UsageError("Model's inputs are an empty list: give its keras.Input(s)")
+        raise UsageError(f"Model's {kind} are an empty list: give {what}")
     for item in given:
-        if not isinstance(item, Input):
-            raise UsageError(f"Model's inputs must be keras.Input(shape=...)s, not "
-                             f"{type(item).__name__}")
+        if not isinstance(item, item_type):
+            raise UsageError(f"Model's {kind} must be {what}, not {type(item).__name__}")
         if sum(other is item for other in given) > 1:
-            raise UsageError(f"Model's inputs list {item.name} twice")
+            raise UsageError(f"Model's {kind} list {item.name} twice")
     return given
 
 
-def _model_output(outputs) -> "SymbolicTensor":
-    """Model's ``outputs``: what calling layers on its inputs gave (or a list of one)."""
+def _model_outputs(outputs) -> tuple[list, list | None]:
+    """``(outputs, names)`` of Model's ``outputs``: what calling layers on its inputs gave,
+    one, a list or tuple of them (each once), or a dict of them (taken in the order of its
+    keys sorted, as Keras 3 flattens a dict; the keys name them, else None: their layers'
+    names do)."""
+    names = None
     if isinstance(outputs, dict):
-        raise UsageError(f"Model's outputs are a dict: {ONE_OUTPUT}")
-    if isinstance(outputs, (list, tuple)):
-        if len(outputs) != 1:
-            raise UsageError(f"Model got {len(outputs)} outputs: {ONE_OUTPUT}")
-        outputs = outputs[0]
-    if not isinstance(outputs, SymbolicTensor):
-        raise UsageError(f"Model's outputs must be what calling layers on its keras.Input "
-                         f"gave, not {type(outputs).__name__}")
-    return outputs
+        if not all(isinstance(key, str) and key for key in outputs):
+            raise UsageError(f"Model's outputs dict has keys {reprlib.repr(list(outputs))}: "
+                             "key each output by a name (a string), which also keys its "
+                             "targets, loss and metrics")
+        names = sorted(outputs)
+        outputs = [outputs[key] for key in names]
+    return (_each_once(outputs, "outputs", SymbolicTensor,
+                       "what calling layers on its keras.Input gave"), names)
 
 
-def graph_layers(inputs, outputs) -> tuple[list, LayerGraph, list]:
-    """``(layers, graph, listed)`` of the model from ``inputs`` (a ``keras.Input``, or a list
-    of them) to ``outputs`` (a :class:`SymbolicTensor` made from them): ``layers`` the Inputs
-    first, in the order given, then each layer call after those it takes; the graph joins the
-    layers after the Inputs; ``listed`` are all of them in the order Keras lists them (where
-    a model of several inputs has its Inputs among the other layers).  UsageError for
+def graph_layers(inputs, outputs) -> tuple[list, LayerGraph, list, list]:
+    """``(layers, graph, listed, output_names)`` of the model from ``inputs`` (a
+    ``keras.Input``, or a list or dict of them) to ``outputs`` (a :class:`SymbolicTensor`
+    made from them, or a list or dict of them): ``layers`` the Inputs first, in the order
+    given, then each layer call after those it takes; the graph joins the layers after the
+    Inputs and names the outputs' nodes; ``listed`` are all of them in the order Keras lists
+    them (where a model of several inputs has its Inputs among the other layers);
+    ``output_names`` name the outputs (their layers', or the keys of a dict).  UsageError for
     anything else."""
-    inputs, outputs = _model_inputs(inputs), _model_output(outputs)
+    inputs = _model_inputs(inputs)
+    outputs, names = _model_outputs(outputs)
     calls = _in_kerass_order(outputs)
     found = [call for call in calls if isinstance(call, Input)]
     others = [call for call in found if not any(call is given for given in inputs)]
@@ -199,26 +210,28 @@ def graph_layers(inputs, outputs) -> tuple[list, LayerGraph, list]:
     node = {id(layer): index for index, layer in enumerate(made)}  # each layer called once
     inbound = [[node[id(_layer_of(item))] for item in call.inputs]
                for call in calls if isinstance(call, SymbolicTensor)]
-    return made, LayerGraph(inbound, len(inputs)), [_layer_of(call) for call in calls]
+    graph = LayerGraph(inbound, len(inputs), [node[id(output.layer)] for output in outputs])
+    return (made, graph, [_layer_of(call) for call in calls],
+            names or [output.name for output in outputs])
 
 
-def _in_kerass_order(outputs: SymbolicTensor) -> list:
-    """The keras.Input and the layer calls that ``outputs`` comes from, in the order Keras 3
+def _in_kerass_order(outputs: list) -> list:
+    """The keras.Input and the layer calls that ``outputs`` come from, in the order Keras 3
     lists a functional model's layers (``keras.src.ops.function.map_graph``): the farthest
-    from the output first (by the longest path), calls as far from it in the order a depth
-    first walk from the output meets them (the inputs in order); each call comes after
-    those it takes."""
+    from an output first (by the longest path to any), calls as far from one in the order a
+    depth first walk from each output in turn meets them (the inputs in order); each call
+    comes after those it takes."""
     walk = list(_calls(outputs))
-    depth = {id(outputs): 0}
+    depth = {}
     for call in reversed(_inputs_first(outputs)):  # each after every call that takes it
         for item in _inputs_of(call):
-            depth[id(item)] = max(depth.get(id(item), 0), depth[id(call)] + 1)
-    return sorted(walk, key=lambda call: -depth[id(call)])  # a stable sort: ties as met
+            depth[id(item)] = max(depth.get(id(item), 0), depth.get(id(call), 0) + 1)
+    return sorted(walk, key=lambda call: -depth.get(id(call), 0))  # stable: ties as met
 
 
-def _inputs_first(outputs: SymbolicTensor) -> list:
-    """The calls ``outputs`` comes from, each after the calls it takes."""
-    done, order, pending = set(), [], [outputs]
+def _inputs_first(outputs: list) -> list:
+    """The calls ``outputs`` come from, each after the calls it takes."""
+    done, order, pending = set(), [], list(reversed(outputs))
     while pending:
         call = pending[-1]
         if id(call) in done:
@@ -268,17 +281,20 @@ class Model(Sequential, metaclass=_EverySequentialIsAModel):
                              "layers on them gave); a subclass of Model with a call() of its own "
                              "is not supported: use keras.Sequential")
         check_flag("Model", "trainable", trainable)  # before its layers are taken
-        made, graph, self._listed = graph_layers(inputs, outputs)
+        made, graph, self._listed, output_names = graph_layers(inputs, outputs)
         self._inputs_by_name = isinstance(inputs, dict)  # then its data is a dict too
+        self._given_output_keys = tuple(output_names)
+        self._outputs_by_name = isinstance(outputs, dict) and len(output_names) > 1
         self._graph = None if graph.is_chain else graph  # before add() takes the layers
         super().__init__(made, trainable=trainable, dtype=dtype, seed=seed, backend=backend,
                          name="functional" if name is None else name)
 
     @classmethod
-    def of_graph(cls, made: list, graph: LayerGraph, **options) -> "Model":
+    def of_graph(cls, made: list, graph: LayerGraph, output_names=None, **options) -> "Model":
         """The model of the layers ``made`` (in no model yet), its ``graph.inputs``
         keras.Inputs first, each other after them called on what ``graph`` says it takes;
-        ``options`` go to :class:`Model`."""
+        its outputs the graph's, as a dict keyed by ``output_names`` where given (a list of
+        one name per output), else a list; ``options`` go to :class:`Model`."""
         inputs = made[:graph.inputs]
         if not made or not all(isinstance(layer, Input) for layer in inputs):
             raise UsageError("a functional model's layers start with its keras.Input(s)")
@@ -288,12 +304,22 @@ class Model(Sequential, metaclass=_EverySequentialIsAModel):
         nodes = list(inputs)
         for index, layer in enumerate(made[graph.inputs:]):
             nodes.append(layer(graph.taken(layer, index, nodes)))
-        model = cls(inputs if graph.inputs > 1 else inputs[0], nodes[-1], **options)
-        if list(model.stack) != made[graph.inputs:]:
+        outputs = [nodes[node] for node in graph.outputs]
+        if output_names is not None:
+            if (not isinstance(output_names, list) or len(output_names) != len(outputs)
+                    or len(outputs) == 1):
+                raise UsageError(f"a functional model's config names its {len(outputs)} "
+                                 f"outputs {reprlib.repr(output_names)}: a list of one name "
+                                 "each, for a model of several")
+            outputs = dict(zip(output_names, outputs))
+        model = cls(inputs if graph.inputs > 1 else inputs[0],
+                    outputs if len(outputs) > 1 else outputs[0], **options)
+        if list(model.stack) != made[graph.inputs:] or model.graph.outputs != graph.outputs:
             for layer in made:  # free for another model again
                 layer.in_model = False
-            raise UsageError("a functional model's config lists its layers in another order "
-                             "than its graph's: Keras', each after the layers it takes")
+            raise UsageError("a functional model's config lists its layers (or outputs) in "
+                             "another order than its graph's: Keras', each layer after the "
+                             "layers it takes, the outputs' names sorted")
         return model
 
     @classmethod
@@ -330,4 +356,8 @@ class Model(Sequential, metaclass=_EverySequentialIsAModel):
             config["inputs_by_name"] = True
         if self._graph is not None:
             config["inbound"] = self._graph.get_config()
+            if len(self._graph.outputs) > 1:
+                config["outputs"] = list(self._graph.outputs)
+        if self._outputs_by_name:
+            config["output_names"] = list(self._given_output_keys)
         return config

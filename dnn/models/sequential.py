@@ -119,6 +119,8 @@ class Sequential(Trainer):
 
     _graph = None  # the LayerGraph of a functional model's layers that make no chain
     _inputs_by_name = False  # whether a functional model's Inputs came as a dict
+    _outputs_by_name = False  # whether a functional model's outputs came as a dict
+    _given_output_keys = ()  # the names keying a functional model's outputs
     _functional = False  # whether a layer may take several outputs (a merge layer)
 
     def __init__(self, layers=(), *, trainable=True, dtype="float32", seed=None, backend=None,
@@ -270,7 +272,7 @@ class Sequential(Trainer):
         again for the new weights, as a Keras model is compiled again."""
         if not self.compiled or not self._layers:
             return
-        self._loss_takes_logits = self.loss.takes_logits_of(self._layers[-1].activation)
+        self._outputs_changed()
         if self.built:
             self._build_training_state()
 
@@ -314,12 +316,36 @@ class Sequential(Trainer):
         return shapes[0] if self._input_count == 1 else shapes
 
     @property
-    def output_shape(self) -> tuple | None:
+    def output_shape(self):
         """Keras' ``output_shape``: ``(None, *the last layer's output shape)``, the input's of
-        a model of its Input alone (None until built)."""
+        a model of its Input alone, a list of one per output for a model of several (None
+        until built)."""
         if self.sample_shapes is None:
             return None
-        return (None, *(self.stack[-1].output_shape if self.stack else self.sample_shapes[0]))
+        if not self.stack:
+            return (None, *self.sample_shapes[0])
+        shapes = [(None, *layer.output_shape) for layer in self.output_layers]
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    @property
+    def output_layers(self) -> list:
+        """The layers that give the model's outputs: its last (a functional model's of
+        several outputs, in their order)."""
+        stack, graph = self.stack, self.graph
+        return [stack[graph.layer_of(node)] for node in graph.outputs] if stack else []
+
+    @property
+    def output_names(self) -> list:
+        """Keras' ``output_names``: the names of :attr:`output_layers`."""
+        return [layer.name for layer in self.output_layers]
+
+    @property
+    def _output_keys(self) -> list:
+        """The names that key each output's targets, loss, metrics and figures: the keys
+        of a functional model's outputs given as a dict, else :attr:`output_names`."""
+        if len(self.graph.outputs) > 1 and self._given_output_keys:
+            return list(self._given_output_keys)
+        return self.output_names
 
     @property
     def input_dim(self) -> int | None:
@@ -465,7 +491,7 @@ class Sequential(Trainer):
         if not training:
             return self.predict(x, verbose=0)
         inputs = device_inputs(self, x)
-        return self.backend.to_numpy(self.predictions(self.forward(inputs, training=True)))
+        return self._as_given(self.host_outputs(self.forward(inputs, training=True)))
 
     # -- saving --------------------------------------------------------------------------
     def __reduce__(self):
@@ -596,7 +622,8 @@ class Sequential(Trainer):
 
             by_name = config.get("inputs_by_name", False)
             check_flag("a model config's", "inputs_by_name", by_name)
-            model = Model.of_graph(made, graph_of_config(config, made), **options)
+            model = Model.of_graph(made, graph_of_config(config, made),
+                                   config.get("output_names"), **options)
             model._inputs_by_name = by_name
         else:
             model = cls(made, **options)

@@ -57,10 +57,7 @@ def save(model, path) -> None:
     optimizer = model.optimizer
     meta = {
         "format": FORMAT, "version": VERSION, "model": model.get_config(),
-        "loss": None if model.loss is None else model.loss.name,
-        "loss_options": {} if model.loss is None else model.loss.get_config(),
-        "metrics": [metrics.serialize(m) for m in model.metrics],
-        "weighted_metrics": [metrics.serialize(m) for m in model.weighted_metrics],
+        **_compile_state(model.heads_in_loss_order),
         "optimizer": None,
         # where training stands: resuming goes on with the next epoch and the next shuffle
         "epochs_done": model.epochs_done, "shuffle_state": model.rng.bit_generator.state,
@@ -190,9 +187,7 @@ def load(path, model_class, backend=None, seed=None, *, with_optimizer=True, com
             spec = meta["optimizer"] if with_optimizer and compile else None
             if meta["loss"] is not None and compile:
                 model.compile(optimizer=None if spec is None else _optimizer(path, spec),
-                              loss=losses.get(meta["loss"], **meta.get("loss_options", {})),
-                              metrics=_metrics(meta.get("metrics", [])),
-                              weighted_metrics=_metrics(meta.get("weighted_metrics", [])))
+                              **_compile_arguments(meta))
             _restore(archive, model, meta, spec is not None, weights)
             _restore_progress(path, model, meta, seed)
     return model
@@ -341,6 +336,36 @@ def _restore(archive: NpzReader, model, meta: dict, with_optimizer: bool,
         spec = meta["optimizer"]
         _restore_state(archive, model, spec["iterations"],
                        settings_differ=spec["config"] != model.optimizer.get_config())
+
+
+def _compile_state(heads: list) -> dict:
+    """The metadata of a model compiled with ``heads`` (none: not compiled; several: in the
+    order of their losses): ``loss`` (a name), ``loss_options``, ``metrics`` and
+    ``weighted_metrics`` (lists) for a model of one output; for a model of several, each a
+    dict keyed by the outputs' names (as compile takes them), and ``loss_weights`` too."""
+    if not heads:
+        return {"loss": None, "loss_options": {}, "metrics": [], "weighted_metrics": []}
+    state = [{"loss": head.loss.name, "loss_options": head.loss.get_config(),
+              "metrics": [metrics.serialize(m) for m in head.metrics],
+              "weighted_metrics": [metrics.serialize(m) for m in head.weighted_metrics],
+              "loss_weights": head.weight} for head in heads]
+    if len(heads) == 1:
+        return {key: value for key, value in state[0].items() if key != "loss_weights"}
+    return {key: {head.name: item[key] for head, item in zip(heads, state)}
+            for key in state[0]}
+
+
+def _compile_arguments(meta: dict) -> dict:
+    """compile's loss, metrics and weighted_metrics (and loss_weights, for a model of several
+    outputs) from the metadata :func:`_compile_state` wrote."""
+    loss, options = meta["loss"], meta.get("loss_options", {})
+    if not isinstance(loss, dict):
+        return {"loss": losses.get(loss, **options), "metrics": _metrics(meta.get("metrics", [])),
+                "weighted_metrics": _metrics(meta.get("weighted_metrics", []))}
+    return {"loss": {name: losses.get(value, **options[name]) for name, value in loss.items()},
+            "loss_weights": meta["loss_weights"],
+            **{key: {name: _metrics(value) for name, value in meta[key].items()}
+               for key in ("metrics", "weighted_metrics")}}
 
 
 def _metrics(serialized: list) -> list:

@@ -3,7 +3,7 @@
 Every check runs on the host, once per call of ``fit``/``evaluate``/``predict`` (or once per
 batch for data that comes in batches), and names what is wrong in one line; what passes moves
 to the backend in the form the step reads: inputs ``(N, *sample_shape)`` in the model's dtype
-(a tuple of one such array per input, for a model of several: :func:`each_input`), targets
+(a tuple of one such array per input, for a model of several: :func:`each_array`), targets
 one-hot or ``(N, k)`` in the model's dtype (integer labels ``(N,)`` for a sparse loss), sample
 weights ``(N,)`` in the model's dtype.
 """
@@ -56,25 +56,32 @@ def host_array(array, what: str, backend=None) -> np.ndarray:
         raise UsageError(f"{what} are a {type(array).__name__}, a source of batches: give it "
                          "as x itself, its batches holding the arrays of every input")
     if isinstance(array, Mapping):
-        raise UsageError(f"{what} are a dict: give an array (a dict names the inputs of a "
-                         "model of several, as x itself; dnn's models have one output)")
+        raise UsageError(f"{what} are a dict: give an array (a dict names the inputs, or "
+                         "the outputs, of a model, as x or y itself)")
     backend = backend or backends.current_backend()
     if not isinstance(array, np.ndarray) and backend.is_own_array(array):
         array = backend.to_numpy(array)
     return real_array(array, what)
 
 
-def each_input(x) -> tuple:
-    """The arrays of device inputs ``x``: a model of several inputs takes a tuple (or a
-    list) of them, one per input in the order of its Inputs; a model of one its one array."""
+def each_array(x) -> tuple:
+    """The arrays of device inputs (or targets, or outputs) ``x``: a model of several inputs
+    takes a tuple (or a list) of them, one per input in the order of its Inputs (one of
+    several outputs one per output); a model of one its one array."""
     return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
 
-def inputs_like(x, arrays):
-    """``arrays`` (one per input) in the form of inputs ``x``: a tuple for a model of
+def arrays_like(x, arrays):
+    """``arrays`` (one per input, or output) in the form of ``x``: a tuple for a model of
     several, else the one array."""
     arrays = tuple(arrays)
     return arrays if isinstance(x, (tuple, list)) else arrays[0]
+
+
+def map_arrays(function, data):
+    """``function`` of each array of ``data`` (:func:`each_array`), in its form; None for
+    None."""
+    return None if data is None else arrays_like(data, map(function, each_array(data)))
 
 
 def _the_array_of(value, is_the_data):
@@ -111,15 +118,7 @@ def _given_inputs(model, x, prefix: str) -> list[tuple[str, object]]:
         if len(names) != count:
             raise UsageError(f"{prefix}inputs are a dict, but the model's inputs have no "
                              "names (it has no keras.Input): give an array")
-        unknown = [key for key in x if key not in names]
-        if unknown:
-            raise UsageError(f"{prefix}inputs name {reprlib.repr(unknown[0])}, which is none "
-                             f"of the model's inputs ({', '.join(names)})")
-        missing = [name for name in names if name not in x]
-        if missing:
-            raise UsageError(f"{prefix}inputs have no {missing[0]!r}: give every input of the "
-                             f"model ({', '.join(names)})")
-        values = [x[name] for name in names]
+        values = _keyed_values(x, names, f"{prefix}inputs", "input")
     elif count > 1:
         if model._inputs_by_name and isinstance(x, (list, tuple)):
             raise UsageError(f"the model's inputs came as a dict: give {prefix}inputs as a "
@@ -181,68 +180,137 @@ def _device_input(model, x: np.ndarray, what: str, expected: tuple):
     return model.backend.asarray(x.astype(model.dtype, copy=False))
 
 
-def host_targets(model, y, count: int, prefix: str = "") -> np.ndarray:
-    """``y`` checked against the compiled loss and the model's outputs, on the host: integer
+def _keyed_values(mapping, names: list, what: str, kind: str) -> list:
+    """The values of ``mapping`` (the ``what``) under each of ``names``, the model's
+    ``kind``s (input, output), in their order: a key that names none, or a name left out,
+    refused."""
+    unknown = [key for key in mapping if key not in names]
+    if unknown:
+        raise UsageError(f"{what} name {reprlib.repr(unknown[0])}, which is none of the "
+                         f"model's {kind}s ({', '.join(names)})")
+    missing = [name for name in names if name not in mapping]
+    if missing:
+        raise UsageError(f"{what} have no {missing[0]!r}: give every {kind} of the model "
+                         f"({', '.join(names)})")
+    return [mapping[name] for name in names]
+
+
+def _per_output(model, value, what: str) -> list:
+    """``value`` (the ``what``: targets, sample weights) of each output of a model of
+    several: a list or tuple of one per output in their order, or a dict keyed by their
+    names (a model whose outputs came as a dict takes a dict, as Keras does)."""
+    keys = model._output_keys
+    if isinstance(value, Mapping):
+        return _keyed_values(value, keys, what, "output")
+    if model._outputs_by_name and isinstance(value, (list, tuple)):
+        raise UsageError(f"the model's outputs came as a dict: give {what} as a dict keyed "
+                         f"by their names ({', '.join(keys)}), as Keras takes them, not a list")
+    if not isinstance(value, (list, tuple)) or len(value) != len(keys):
+        given = (f"a {type(value).__name__} of {len(value)}" if isinstance(value, (list, tuple))
+                 else type(value).__name__)
+        raise UsageError(f"the model has {len(keys)} outputs ({', '.join(keys)}): give {what} "
+                         f"as a list of {len(keys)} arrays, in that order, or a dict keyed by "
+                         f"their names, not {given}")
+    return list(value)
+
+
+def host_targets(model, y, count: int, prefix: str = ""):
+    """``y`` checked against the compiled loss and the model's output, on the host (a tuple
+    of one per output for a model of several, given as :func:`_per_output` says): integer
     labels ``(count,)`` for a sparse loss (given as Keras takes them too: ``(count, 1)``, or
     floats that are whole numbers), else ``(count, units)``."""
-    y = host_array(_the_array_of(y, lambda array: array.shape[0] == count),
-                   f"{prefix}targets", model.backend)
+    what = f"{prefix}targets"
+    if len(model.heads) == 1:
+        if isinstance(y, Mapping):  # keyed by the output's name
+            y = _per_output(model, y, what)[0]
+        return _output_targets(model, model.heads[0].loss, model.output_layers[0], y, count,
+                               what, prefix)
+    return tuple(_output_targets(model, head.loss, layer, value, count, f"{what} {key!r}",
+                                 prefix)
+                 for head, layer, key, value in zip(model.heads, model.output_layers,
+                                                    model._output_keys,
+                                                    _per_output(model, y, what)))
+
+
+def _output_targets(model, loss, layer, y, count: int, what: str, prefix: str) -> np.ndarray:
+    """The targets ``y`` (the ``what``) of the output of ``layer``, trained on ``loss``
+    (:func:`host_targets`)."""
+    y = host_array(_the_array_of(y, lambda array: array.shape[0] == count), what,
+                   model.backend)
     if y.ndim == 0:
-        raise UsageError(f"{prefix}targets must be an array (N, ...), not one number")
+        raise UsageError(f"{what} must be an array (N, ...), not one number")
     if y.shape[0] != count:
-        raise UsageError(f"{count} {prefix}inputs but {y.shape[0]} {prefix}targets")
-    last = model.stack[-1]
-    if len(last.output_shape) > 1:
-        raise UsageError(f"the last layer, {last.name}, gives each sample an output of shape "
-                         f"{last.output_shape}; dnn's losses take one vector a sample: end the "
+        raise UsageError(f"{count} {prefix}inputs but {y.shape[0]} {what}")
+    several = len(model.heads) > 1
+    if len(layer.output_shape) > 1:
+        raise UsageError(f"the {'output' if several else 'last'} layer, {layer.name}, gives "
+                         f"each sample an output of shape "
+                         f"{layer.output_shape}; dnn's losses take one vector a sample: end the "
                          "model with Flatten() or GlobalAveragePooling2D() and a Dense layer")
-    units = last.output_dim
-    loss = model.loss
+    units = layer.output_dim
     if loss.sparse:
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
         floats = y.ndim == 1 and np.issubdtype(y.dtype, np.floating)
         if floats and not np.isfinite(y).all():
-            raise UsageError(f"{prefix}targets hold NaN or infinite labels")
+            raise UsageError(f"{what} hold NaN or infinite labels")
         if floats and not (y == np.round(y)).all():
             raise UsageError(f"{loss.name} wants labels that are whole numbers (class "
-                             f"indices); {prefix}targets hold fractions")
+                             f"indices); {what} hold fractions")
         if y.ndim != 1 or not (floats or np.issubdtype(y.dtype, np.integer)):
             raise UsageError(f"{loss.name} wants integer labels (N,), not {y.dtype} {y.shape}")
         # else another class; checked before a cast, which 1e20 would overflow
-        check_label_range(y, units, f" for a model with {units} outputs")
+        check_label_range(y, units, f" for {layer.name}'s {units} outputs" if several
+                          else f" for a model with {units} outputs")
         return y.astype(np.int64, copy=False)
     if y.ndim == 1 and np.issubdtype(y.dtype, np.integer) and units > 1:
-        raise UsageError(f"{loss.name} wants one-hot targets (N, {units}); use "
+        raise UsageError(f"{loss.name} wants one-hot {what} (N, {units}); use "
                          "dnn.utils.to_categorical or sparse_categorical_crossentropy")
     y = y.reshape(count, -1)
     if y.shape[1] != units:
-        raise UsageError(f"{prefix}targets have {y.shape[1]} columns; the model outputs {units}")
+        raise UsageError(f"{what} have {y.shape[1]} columns; the model outputs {units}"
+                         + (f" there ({layer.name})" if several else ""))
     return y.astype(model.dtype, copy=False)
 
 
-def host_sample_weight(model, sample_weight, class_weight, y: np.ndarray,
-                       prefix: str = "") -> np.ndarray | None:
+def host_sample_weight(model, sample_weight, class_weight, y, prefix: str = ""):
     """Keras' per-sample weights ``(N,)`` in the model's dtype, from ``sample_weight`` (a
-    ``(N,)`` or ``(N, 1)`` array of finite numbers >= 0) or ``class_weight`` (``{class index:
-    weight}``, a sample weighing as its target's class; classes left out weigh 1), or None
-    when neither is given.  ``y`` are the host targets :func:`host_targets` checked."""
+    ``(N,)`` or ``(N, 1)`` array of finite numbers >= 0; for a model of several outputs,
+    one for all of them, or a list or dict of one per output: a tuple of them) or
+    ``class_weight`` (``{class index: weight}``, a sample weighing as its target's class;
+    classes left out weigh 1; a model of one output), or None when neither is given.  ``y``
+    are the host targets :func:`host_targets` checked."""
     if sample_weight is not None and class_weight is not None:
         raise UsageError("give sample_weight or class_weight, not both (as in Keras)")
+    several = len(model.heads) > 1
     if class_weight is not None:
+        if several:
+            raise UsageError("class_weight weighs the classes of a model of one output (as "
+                             "in Keras): give sample_weight, one array per output")
         return _class_sample_weight(model, class_weight, y)
     if sample_weight is None:
         return None
-    weights = host_array(_the_array_of(sample_weight,
-                                       lambda array: array.shape[0] == y.shape[0]),
-                         f"{prefix}sample weights", model.backend)
+    count = each_array(y)[0].shape[0]
+    if several and isinstance(sample_weight, (list, tuple, Mapping)):
+        what = f"{prefix}sample weights"
+        return tuple(_checked_weights(model, value, count, f"{what} {key!r}")
+                     for key, value in zip(model._output_keys,
+                                           _per_output(model, sample_weight, what)))
+    return _checked_weights(model, sample_weight, count, f"{prefix}sample weights")
+
+
+def _checked_weights(model, sample_weight, count: int, what: str) -> np.ndarray:
+    """``sample_weight`` (the ``what``) as ``(count,)`` finite numbers >= 0 of the model's
+    dtype."""
+    weights = host_array(_the_array_of(sample_weight, lambda array: array.shape[0] == count),
+                         what, model.backend)
     if weights.ndim == 2 and weights.shape[1] == 1:
         weights = weights[:, 0]
-    if weights.shape != (y.shape[0],):
-        raise UsageError(f"{prefix}sample weights must be one number per sample, "
-                         f"({y.shape[0]},), not {weights.shape}")
+    if weights.shape != (count,):
+        raise UsageError(f"{what} must be one number per sample, ({count},), not "
+                         f"{weights.shape}")
     if not (np.isfinite(weights).all() and (weights >= 0).all()):
-        raise UsageError(f"{prefix}sample weights must be finite numbers >= 0")
+        raise UsageError(f"{what} must be finite numbers >= 0")
     return weights.astype(model.dtype)
 
 
@@ -252,7 +320,7 @@ def _class_sample_weight(model, class_weight, y: np.ndarray) -> np.ndarray:
     if not isinstance(class_weight, Mapping):
         raise ArgumentTypeError(f"class_weight must be a dict {{class index: weight}}, not "
                                 f"{type(class_weight).__name__}")
-    units = model.stack[-1].output_dim
+    units = model.output_layers[0].output_dim
     table = np.ones(max(units, 2), model.dtype)
     for key, weight in class_weight.items():
         if isinstance(key, bool) or not isinstance(key, (int, np.integer)) \
@@ -276,25 +344,31 @@ def _class_sample_weight(model, class_weight, y: np.ndarray) -> np.ndarray:
 class DeviceData:
     """One data set on the device, in the form a step reads: inputs ``x``
     ``(N, *sample_shape)`` (a tuple of them, one per input, for a model of several),
-    targets ``y`` (see the module docstring) and ``sample_weight`` ``(N,)`` or None."""
+    targets ``y`` (see the module docstring; a tuple of one per output for a model of
+    several) and ``sample_weight`` ``(N,)`` (or a tuple of one per output) or None."""
 
     def __init__(self, x, y, sample_weight=None):
         self.x, self.y, self.sample_weight = x, y, sample_weight
 
+    def arrays(self) -> tuple:
+        """Every array: the inputs', the targets', the sample weights' (where given)."""
+        return tuple(array for data in (self.x, self.y, self.sample_weight)
+                     if data is not None for array in each_array(data))
+
     @property
     def count(self) -> int:
-        return each_input(self.x)[0].shape[0]
+        return each_array(self.x)[0].shape[0]
 
     @classmethod
     def from_host(cls, model, x, y, sample_weight=None, class_weight=None, prefix: str = ""):
         """``(x, y)`` and their weights checked on the host and moved to the model's backend
         once; ``prefix`` names them in errors."""
         x_device = device_inputs(model, x, prefix)
-        y_host = host_targets(model, y, each_input(x_device)[0].shape[0], prefix)
+        y_host = host_targets(model, y, each_array(x_device)[0].shape[0], prefix)
         weights = host_sample_weight(model, sample_weight, class_weight, y_host, prefix)
         backend = model.backend
-        return cls(x_device, backend.asarray(y_host),
-                   None if weights is None else backend.asarray(weights))
+        return cls(x_device, map_arrays(backend.asarray, y_host),
+                   map_arrays(backend.asarray, weights))
 
     @classmethod
     def from_host_inputs(cls, model, x, prefix: str = ""):
@@ -315,8 +389,7 @@ class DeviceData:
 
     def rows(self, start: int, stop: int) -> DeviceData:
         """Rows ``start:stop`` (views: no copy)."""
-        weights = self.sample_weight
-        return DeviceData(inputs_like(self.x, (x[start:stop, ...]
-                                               for x in each_input(self.x))),
-                          self.y[start:stop, ...],
-                          None if weights is None else weights[start:stop])
+        def rows_of(array):
+            return array[start:stop, ...]
+        return DeviceData(*(map_arrays(rows_of, data)
+                            for data in (self.x, self.y, self.sample_weight)))

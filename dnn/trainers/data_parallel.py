@@ -22,7 +22,7 @@ from dnn import backends, layers
 from dnn.callbacks import Callback
 from dnn.distributed.communicator import Communicator, first_difference
 from dnn.errors import DnnError, UsageError
-from dnn.trainers.data import each_input
+from dnn.trainers.data import each_array
 
 
 class StepCollectives(Communicator):
@@ -229,7 +229,8 @@ def fit_settings(trainer, data, **arguments) -> dict:
             "dtype": str(trainer.dtype), "model": layers.without_names(trainer.get_config()),
             "optimizer": None if optimizer is None else (type(optimizer).__name__,
                                                          optimizer.get_config()),
-            "loss": (type(trainer.loss).__name__, trainer.loss.get_config()),
+            "loss": [(head.name, type(head.loss).__name__, head.loss.get_config(),
+                      head.weight) for head in trainer.heads],
             "metrics": [metric.name for metric in (*trainer.metrics,
                                                    *trainer.weighted_metrics)],
             "samples": None if data is None else _shapes(data.x),
@@ -238,5 +239,5 @@ def fit_settings(trainer, data, **arguments) -> dict:
 
 def _shapes(x):
     """The shape of inputs ``x``: a tuple of one per input, for a model of several."""
-    shapes = [tuple(array.shape) for array in each_input(x)]
+    shapes = [tuple(array.shape) for array in each_array(x)]
     return shapes[0] if len(shapes) == 1 else shapes

@@ -67,10 +67,9 @@ class TrainingStep:
 
     def __call__(self) -> None:
         trainer, data = self.trainer, self.data
-        weights = (None if data.sample_weight is None
-                   else trainer.gather("w_batch", data.sample_weight, self.indices))
-        trainer.train_step(trainer.gather_inputs("x_batch", data.x, self.indices),
-                           trainer.gather("y_batch", data.y, self.indices), weights,
+        trainer.train_step(trainer.gather_each("x_batch", data.x, self.indices),
+                           trainer.gather_each("y_batch", data.y, self.indices),
+                           trainer.gather_each("w_batch", data.sample_weight, self.indices),
                            total_rows=self.total_rows)
 
     def state(self) -> list:

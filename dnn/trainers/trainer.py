@@ -23,12 +23,12 @@ import time
 
 import numpy as np
 
-from dnn import backends, distributed, losses, metrics as metrics_module, optimizers
+from dnn import backends, distributed, optimizers
 from dnn.callbacks import BatchLogs, CallbackList, figures
 from dnn.callbacks.progbar_logger import check_verbose
 from dnn.errors import DivergenceError, UsageError
-from dnn.trainers import data_parallel
-from dnn.trainers.data import DeviceData, each_input, inputs_like
+from dnn.trainers import data_parallel, heads
+from dnn.trainers.data import DeviceData, arrays_like, each_array, map_arrays
 from dnn.trainers.epoch_iterator import (ArrayBatches, batches_of, check_steps,
                                          is_batch_source)
 from dnn.trainers.step import ReplayedStep, TrainingStep
@@ -61,14 +61,12 @@ class Trainer:
 
     def __init__(self):
         self.optimizer = None
-        self.loss = None
-        self.metrics: tuple = ()  # compiled metric objects, then the weighted ones
-        self.weighted_metrics: tuple = ()
+        self.heads: list = []  # of each output: its loss and metrics (dnn.trainers.heads)
+        self.heads_in_loss_order: list = []  # as Keras lists their losses
         self.history = None
         self.stop_training = False
         self.epochs_done = 0  # epochs trained, over every fit (checkpoints keep it)
         self._initial_epoch = None  # set by a callback (BackupAndRestore) at on_train_begin
-        self._loss_takes_logits = False
         self._loss_total = None  # 0-d, the model's dtype: the loss summed over the batches
         self._communicator = None  # for the backend's arrays, once it is known
         self._gradient_sum = None  # data-parallel, once a step needs it
@@ -77,50 +75,80 @@ class Trainer:
 
     # -- compile -------------------------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss="categorical_crossentropy", metrics=None,
-                weighted_metrics=None):
+                loss_weights=None, weighted_metrics=None):
         """Choose the optimizer (a name or an instance; ``None`` for a model that is only
         evaluated or asked to predict), the loss, the ``metrics`` and the
         ``weighted_metrics`` (names or :mod:`dnn.metrics` objects; only the weighted ones
-        see sample weights, as in Keras).  Compiled again with the optimizer it already has,
-        the model keeps that optimizer's state, as in Keras."""
+        see sample weights, as in Keras); a model of several outputs takes them (and
+        ``loss_weights``) per output (:mod:`dnn.trainers.heads`).  Compiled again with the
+        optimizer it already has, the model keeps that optimizer's state, as in Keras."""
         if not self.stack:
             raise UsageError("the model has no layers")
-        last = self.stack[-1]
-        if last.output_dim == 1 and getattr(last.activation, "name", None) == "softmax":
-            raise UsageError("a softmax over one unit outputs 1 whatever its input: use "
-                             "Dense(1, activation='sigmoid') for a yes/no output, or one unit "
-                             "per class")
+        for layer in self.output_layers:
+            if layer.output_dim == 1 and getattr(layer.activation, "name", None) == "softmax":
+                where = f" ({layer.name})" if len(self.output_layers) > 1 else ""
+                raise UsageError(f"a softmax over one unit{where} outputs 1 whatever its "
+                                 "input: use Dense(1, activation='sigmoid') for a yes/no "
+                                 "output, or one unit per class")
         previous = self.optimizer
         optimizer = None if optimizer is None else optimizers.get(optimizer)
-        loss = losses.get(loss)
-        units = last.output_dim
-        self.metrics = metrics_module.check(metrics, loss, units)
-        self.weighted_metrics = metrics_module.check(weighted_metrics, loss, units)
-        self.optimizer, self.loss = optimizer, loss
-        self._loss_takes_logits = loss.takes_logits_of(last.activation)
+        self.heads = heads.compile_heads(self._output_keys, self.output_layers, loss,
+                                         loss_weights, metrics, weighted_metrics)
+        self.heads_in_loss_order = heads.in_loss_order(self.heads, loss)
+        self.optimizer = optimizer
+        self._outputs_changed()
         if self.built:
             self._build_training_state(rebuild_optimizer=optimizer is not previous)
 
+    def _outputs_changed(self) -> None:
+        """Whether each output's loss takes the logits of its layer's activation (one whose
+        output other layers take too gives them its activation's output, and the loss
+        takes that)."""
+        graph = self.graph
+        for head, node, layer in zip(self.heads, graph.outputs, self.output_layers):
+            head.takes_logits = (graph.uses[node] == 0
+                                 and head.loss.takes_logits_of(layer.activation))
+
+    @property
+    def loss(self):
+        """The compiled loss: a :class:`dnn.losses.Loss`, a list of one per output for a
+        model of several, None before ``compile``."""
+        if not self.heads:
+            return None
+        return self.heads[0].loss if len(self.heads) == 1 else [h.loss for h in self.heads]
+
+    @property
+    def metrics(self) -> tuple:
+        """The compiled metric objects, of each output in turn."""
+        return tuple(metric for head in self.heads for metric in head.metrics)
+
+    @property
+    def weighted_metrics(self) -> tuple:
+        """The compiled weighted metric objects, of each output in turn."""
+        return tuple(metric for head in self.heads for metric in head.weighted_metrics)
+
     def _build_training_state(self, rebuild_optimizer: bool = True) -> None:
         """The device arrays of compiled training: the optimizer's state (for every weight, a
-        frozen one's too: ``trainable`` may change between fits), the loss total and the
+        frozen one's too: ``trainable`` may change between fits), the loss totals and the
         metrics' totals.  On several ranks, the next train_on_batch, test_on_batch or
         evaluate starts from rank 0's state again (:meth:`_start_together_once`)."""
         self._started_together = False
         if self.optimizer is not None and rebuild_optimizer:
             self.optimizer.build(self.params, self.backend)
-        xp = self.backend.xp
-        self._loss_total = xp.zeros((), dtype=self.backend.dtype(self.dtype))
-        logits_of = self.stack[-1].activation if self._loss_takes_logits else None
-        for metric in (*self.metrics, *self.weighted_metrics):
-            metric.build(self.backend, self.dtype, activation=logits_of)
+        xp, dtype = self.backend.xp, self.backend.dtype(self.dtype)
+        self._loss_total = xp.zeros((), dtype=dtype)
+        for head, layer in zip(self.heads, self.output_layers):
+            head.total = xp.zeros((), dtype=dtype)
+            logits_of = layer.activation if head.takes_logits else None
+            for metric in (*head.metrics, *head.weighted_metrics):
+                metric.build(self.backend, self.dtype, activation=logits_of)
 
     @property
     def compiled(self) -> bool:
-        return self.loss is not None
+        return bool(self.heads)
 
     def _require_compiled(self, training: bool = False) -> None:
-        if self.loss is None:
+        if not self.heads:
             raise UsageError("compile() the model before training or evaluating it")
         if training and self.optimizer is None:
             raise UsageError("the model was compiled without an optimizer: compile() it with "
@@ -183,25 +211,35 @@ class Trainer:
         out = self._buffers(role, (indices.shape[0], *data.shape[1:]), data.dtype)
         return self.backend.take_rows(data, indices, out)
 
-    def gather_inputs(self, role: str, x, indices):
-        """:meth:`gather` of each of the inputs ``x`` (one array, or a tuple of one per
-        input), into buffers named after ``role``."""
-        return inputs_like(x, (self.gather(f"{role}_{index}" if index else role, array, indices)
-                               for index, array in enumerate(each_input(x))))
+    def gather_each(self, role: str, data, indices):
+        """:meth:`gather` of each array of ``data`` (one array, or a tuple of one per input
+        or output), into buffers named after ``role``; None for None."""
+        if data is None:
+            return None
+        return arrays_like(data, (self.gather(f"{role}_{index}" if index else role, array,
+                                              indices)
+                                  for index, array in enumerate(each_array(data))))
 
     def forward(self, x, training: bool = False):
         """``(n, *sample_shape) -> (n, k)`` (``x`` a tuple of one array per input for a model
-        of several): the last layer's output; its logits when the loss takes those (see
-        :meth:`predictions`).  Each layer is given the outputs ``graph`` says it takes."""
-        stack, graph, nodes = self.stack, self.graph, list(each_input(x))
-        last, rows = len(stack) - 1, nodes[0].shape[0]
+        of several): the model's output, a tuple of one per output for a model of several;
+        an output's logits where its loss takes those (see :meth:`predictions`).  Each layer
+        is given the outputs ``graph`` says it takes."""
+        stack, graph, nodes = self.stack, self.graph, list(each_array(x))
+        logits = self._logits_nodes()
+        rows = nodes[0].shape[0]
         for index, layer in enumerate(stack):
             output = layer.forward(graph.taken(layer, index, nodes),
-                                   logits=self._loss_takes_logits and index == last,
-                                   training=training)
+                                   logits=graph.inputs + index in logits, training=training)
             self._check(output, rows, layer.output_shape, layer, "'s forward output")
             nodes.append(output)
-        return nodes[-1]
+        outputs = [nodes[node] for node in graph.outputs]
+        return tuple(outputs) if len(outputs) > 1 else outputs[0]
+
+    def _logits_nodes(self) -> frozenset:
+        """The graph's nodes whose layer gives its logits: outputs whose loss takes them."""
+        return frozenset(node for head, node in zip(self.heads, self.graph.outputs)
+                         if head.takes_logits)
 
     def _check(self, array, rows: int, sample_shape: tuple, layer, what: str, gradient=False):
         """Refuse (UsageError naming ``layer`` and ``what`` it gave) an ``array`` that is not
@@ -225,56 +263,90 @@ class Trainer:
                              f"{(rows, *sample_shape)} and dtype {self.dtype}, not "
                              f"{found}")
 
-    def predictions(self, output):
+    def predictions(self, outputs):
         """The model's outputs (probabilities after a softmax) from :meth:`forward`'s
-        ``output``, in the model's buffer when the loss took the logits of an activation (a
-        last layer without one, under a ``from_logits`` loss, outputs its logits)."""
-        if not self._loss_takes_logits or getattr(self.stack[-1], "activation", None) is None:
-            return output
-        probabilities = self._buffers("predictions", output.shape, output.dtype)
-        probabilities[...] = output
-        return self.stack[-1].activation.forward(self.backend, probabilities)
+        ``outputs``, each in a model's buffer where its loss took the logits of an
+        activation (a layer without one, under a ``from_logits`` loss, outputs its
+        logits)."""
+        found = []
+        for index, (head, output, layer) in enumerate(zip(self._heads_or_none(),
+                                                          each_array(outputs),
+                                                          self.output_layers)):
+            if head is not None and head.takes_logits and layer.activation is not None:
+                probabilities = self._buffers(f"predictions_{index}" if index else "predictions",
+                                              output.shape, output.dtype)
+                probabilities[...] = output
+                output = layer.activation.forward(self.backend, probabilities)
+            found.append(output)
+        return arrays_like(outputs, found)
 
-    def _loss_of(self, output, y, sample_weight, grad):
-        """The batch's summed loss (0-d: weighted per sample, plus the batch's rows times the
-        layers' regularization penalty, as Keras adds them) and its gradient into ``grad``;
-        ``y`` in either form a sparse loss takes (labels, or the one-hot rows ``fit``
-        converts them to)."""
-        loss_sum = self.loss.compute(self.backend, output, y, grad, logits=self._loss_takes_logits,
-                                sample_weight=sample_weight)
+    def _heads_or_none(self) -> list:
+        """The heads of a compiled model, else None for each output."""
+        return self.heads or [None] * len(self.graph.outputs)
+
+    def _losses(self, outputs, y, sample_weight):
+        """The batch's summed loss (0-d: each output's weighted per sample, times its loss
+        weight, plus the batch's rows times the layers' regularization penalty, as Keras adds
+        them), each output's summed loss (a list), and their gradients (each output's,
+        scaled by its loss weight: a list) in the model's buffers; ``y`` one target array per
+        output (either form a sparse loss takes: labels, or the one-hot rows ``fit``
+        converts them to), ``sample_weight`` None, ``(n,)`` or a tuple of one per output."""
+        total, sums, grads = None, [], []
+        for index, (head, output, targets, weights) in enumerate(zip(
+                self.heads, each_array(outputs), each_array(y),
+                per_output(sample_weight, len(self.heads)))):
+            grad = self._buffers(f"loss_grad_{index}" if index else "loss_grad",
+                                 output.shape, output.dtype)
+            loss_sum = head.loss.compute(self.backend, output, targets, grad,
+                                         logits=head.takes_logits, sample_weight=weights)
+            if head.weight != 1:
+                grad *= head.weight
+            weighted = loss_sum if head.weight == 1 else loss_sum * head.weight
+            total = weighted if total is None else total + weighted
+            sums.append(loss_sum)
+            grads.append(grad)
+        rows = each_array(outputs)[0].shape[0]
         for layer in self._trained_layers():  # a frozen weight has no penalty, as in Keras
             penalty = layer.regularization_loss()
             if penalty is not None:
-                loss_sum = loss_sum + penalty * output.shape[0]
-        return loss_sum
+                total = total + penalty * rows
+        return total, sums, grads
 
     def compute_gradients(self, x, y, sample_weight=None):
         """Forward, loss and backward on a device batch: every layer's ``grads`` written
-        (the regularizers' gradients added); returns ``(loss_sum, output)`` on the device."""
-        output = self.forward(x, training=True)
-        grad = self._buffers("loss_grad", output.shape, output.dtype)
-        loss_sum = self._loss_of(output, y, sample_weight, grad)
-        self._backward(grad)
+        (the regularizers' gradients added); returns ``(loss_sum, outputs)`` on the device
+        (:meth:`_losses`, :meth:`forward`)."""
+        loss_sum, _, outputs = self._gradients_and_sums(x, y, sample_weight)
+        return loss_sum, outputs
+
+    def _gradients_and_sums(self, x, y, sample_weight):
+        """:meth:`compute_gradients`, returning ``(loss_sum, output_sums, outputs)``: each
+        output's summed loss too (:meth:`_losses`)."""
+        outputs = self.forward(x, training=True)
+        loss_sum, sums, grads = self._losses(outputs, y, sample_weight)
+        self._backward(grads)
         for layer in self._trained_layers():
             layer.add_regularization_gradients()
-        return loss_sum, output
+        return loss_sum, sums, outputs
 
-    def _backward(self, grad) -> None:
-        """Each layer's ``backward``, the last first, from the loss gradient ``grad`` of the
-        last layer's output: a layer's output taken by several layers (or twice) gets the
-        sum of their input gradients, in the model's buffer of that output, as does an
-        output given an array that a merge layer returned for another input too (the layer
-        before may overwrite what it is given); a layer whose output needs no gradient (no
-        weights before it) is given none."""
+    def _backward(self, output_grads: list) -> None:
+        """Each layer's ``backward``, the last first, from the loss gradients
+        ``output_grads`` of the model's outputs (one each): a layer's output taken by
+        several layers (or twice, or an output other layers take too) gets the sum of their
+        input gradients, in the model's buffer of that output, as does an output given an
+        array that a merge layer returned for another input too (the layer before may
+        overwrite what it is given); a layer whose output needs no gradient (no weights
+        before it) is given none."""
         stack, graph = self.stack, self.graph
-        last = len(stack) - 1
-        grads = [None] * (graph.inputs + last) + [grad]  # of each node; the inputs', never
-        for index in range(last, -1, -1):
-            layer = stack[index]
-            if grads[graph.inputs + index] is None:
+        grads = [None] * (graph.inputs + len(stack))  # of each node; the inputs', never
+        for node, grad in zip(graph.outputs, output_grads):
+            grads[node] = grad
+        logits, rows = self._logits_nodes(), output_grads[0].shape[0]
+        for index in range(len(stack) - 1, -1, -1):
+            layer, node = stack[index], graph.inputs + index
+            if grads[node] is None:
                 continue
-            given = layer.backward(grads[graph.inputs + index],
-                                   logits=self._loss_takes_logits and index == last)
+            given = layer.backward(grads[node], logits=node in logits)
             if not layer.needs_input_grad:  # the layers before have no weights
                 continue
             sources = graph.inbound[index]
@@ -287,10 +359,10 @@ class Trainer:
             for source, source_grad in zip(sources, given):
                 if source < graph.inputs:
                     continue
-                self._check(source_grad, grad.shape[0],
-                            stack[graph.layer_of(source)].output_shape, layer,
-                            "'s backward's input gradient", gradient=True)
-                if graph.uses[source] == 1 and id(source_grad) not in handed_on:
+                self._check(source_grad, rows, stack[graph.layer_of(source)].output_shape,
+                            layer, "'s backward's input gradient", gradient=True)
+                if (graph.uses[source] == 1 and grads[source] is None
+                        and id(source_grad) not in handed_on):
                     grads[source] = source_grad
                     handed_on.add(id(source_grad))
                 elif grads[source] is None:
@@ -325,29 +397,36 @@ class Trainer:
         for layer in self.stack:
             layer.first_row, layer.global_rows, layer.ranks = first_row, total_rows, ranks
         try:
-            loss_sum, output = self.compute_gradients(x, y, sample_weight)
+            loss_sum, sums, outputs = self._gradients_and_sums(x, y, sample_weight)
         finally:  # a pass outside training steps (model(x, training=True)) sums nothing
             for layer in self.stack:
                 layer.ranks = None
         if total_rows is not None:
-            self.gradient_sum()(output.shape[0], total_rows)
+            self.gradient_sum()(each_array(outputs)[0].shape[0], total_rows)
         self.apply_gradients()
-        self._track(loss_sum, output, y, sample_weight)
+        self._track(loss_sum, sums, outputs, y, sample_weight)
 
     def test_step(self, x, y, sample_weight=None) -> None:
         """The loss and metrics of a device batch, added to the totals (no gradient kept)."""
-        output = self.forward(x)
-        grad = self._buffers("loss_grad", output.shape, output.dtype)
-        self._track(self._loss_of(output, y, sample_weight, grad), output, y, sample_weight)
+        outputs = self.forward(x)
+        loss_sum, sums, _ = self._losses(outputs, y, sample_weight)
+        self._track(loss_sum, sums, outputs, y, sample_weight)
 
-    def _track(self, loss_sum, output, y, sample_weight) -> None:
-        """Add a batch to the loss total and the metrics (given the logits where the loss
-        takes them: they were built knowing it)."""
+    def _track(self, loss_sum, sums, outputs, y, sample_weight) -> None:
+        """Add a batch to the loss totals (each output's ``sums`` too, for a model of
+        several) and the metrics of each output (given the logits where its loss takes them:
+        they were built knowing it)."""
         self._loss_total += loss_sum
-        for metric in self.metrics:
-            metric.update_state(y, output)
-        for metric in self.weighted_metrics:
-            metric.update_state(y, output, sample_weight)
+        several = len(self.heads) > 1
+        for head, loss_sum, output, targets, weights in zip(
+                self.heads, sums, each_array(outputs), each_array(y),
+                per_output(sample_weight, len(self.heads))):
+            if several:
+                head.total += loss_sum
+            for metric in head.metrics:
+                metric.update_state(targets, output)
+            for metric in head.weighted_metrics:
+                metric.update_state(targets, output, weights)
 
     def step_state(self) -> list:
         """Every device array a training step changes that outlives it: the weights, the
@@ -361,17 +440,22 @@ class Trainer:
                 *optimizer_state, *self.totals()]
 
     def totals(self) -> list:
-        """The device arrays the loss and the metrics are added up in: the loss total, then
-        each metric's variables."""
-        return [self._loss_total, *(v for metric in (*self.metrics, *self.weighted_metrics)
-                                    for v in metric.variables)]
+        """The device arrays the loss and the metrics are added up in: the loss total (then
+        each output's, for a model of several), then each metric's variables."""
+        return [*self._loss_totals(), *(v for metric in (*self.metrics, *self.weighted_metrics)
+                                        for v in metric.variables)]
+
+    def _loss_totals(self) -> list:
+        """The loss total, then each output's for a model of several."""
+        return [self._loss_total, *(head.total for head in self.heads if len(self.heads) > 1)]
 
     def _reset_totals(self) -> None:
         """Zero the loss total and the metrics (made zero when the model is built by the
         first batch of a source)."""
         if self._loss_total is None:
             return
-        self._loss_total[...] = 0
+        for total in self._loss_totals():
+            total[...] = 0
         for metric in (*self.metrics, *self.weighted_metrics):
             metric.reset_state()
 
@@ -383,21 +467,29 @@ class Trainer:
             data_parallel.sum_totals(self.totals(), self.backend, ranks)
 
     def _results(self, rows: int) -> dict:
-        """The mean loss of the ``rows`` samples added up so far and every metric, read from
-        the device, named as Keras names them (a repeated name numbered, a weighted metric
+        """The mean loss of the ``rows`` samples added up so far (and each output's, for a
+        model of several) and every metric, read from the device, named as Keras names them
+        (:meth:`Head.named`; within an output, a repeated name numbered, a weighted metric
         named like an unweighted one prefixed with ``weighted_``)."""
         results = {"loss": float(self._loss_total) / max(rows, 1)}
-        for metric in self.metrics:
-            name, number = metric.name, 1
-            while name in results:
-                name, number = f"{metric.name}_{number}", number + 1
-            results[name] = metric.result()
-        for metric in self.weighted_metrics:
-            name = metric.name if metric.name not in results else f"weighted_{metric.name}"
-            base, number = name, 1
-            while name in results:
-                name, number = f"{base}_{number}", number + 1
-            results[name] = metric.result()
+        if len(self.heads) > 1:
+            results.update({head.named("loss"): float(head.total) / max(rows, 1)
+                            for head in self.heads_in_loss_order})
+        for head in self.heads:
+            names = {"loss"}
+            for metric in head.metrics:
+                name, number = metric.name, 1
+                while name in names:
+                    name, number = f"{metric.name}_{number}", number + 1
+                names.add(name)
+                results[head.named(name)] = metric.result()
+            for metric in head.weighted_metrics:
+                name = metric.name if metric.name not in names else f"weighted_{metric.name}"
+                base, number = name, 1
+                while name in names:
+                    name, number = f"{base}_{number}", number + 1
+                names.add(name)
+                results[head.named(name)] = metric.result()
         return results
 
     # -- fit ---------------------------------------------------------------------------------
@@ -589,7 +681,9 @@ class Trainer:
                 callbacks=None) -> np.ndarray:
         """Host ``(N, k)`` outputs of the last layer (probabilities after a softmax) for
         ``x`` (an array, a list or dict of them for a model of several inputs, or batches of
-        ``x`` or ``(x, ...)``); ``verbose`` is accepted as Keras' is, and prints nothing."""
+        ``x`` or ``(x, ...)``); a list of them for a model of several outputs (a dict keyed by
+        their names, where they came as one); ``verbose`` is accepted as Keras' is, and
+        prints nothing."""
         batch_size = positive_int("batch_size",
                                   self._evaluation_batch() if batch_size is None else batch_size)
         check_verbose(verbose)
@@ -605,13 +699,24 @@ class Trainer:
         for index, batch in enumerate(batches.epoch()):
             callbacks.on_predict_batch_begin(index)
             x_batch, _, _ = _gathered(self, batch, "predict")
-            output = self.backend.to_numpy(self.predictions(self.forward(x_batch)))
-            outputs.append(output)
-            callbacks.on_predict_batch_end(index, {"outputs": output})
+            outputs.append(self.host_outputs(self.forward(x_batch)))
+            callbacks.on_predict_batch_end(index, {"outputs": self._as_given(outputs[-1])})
         callbacks.on_predict_end()
         if not outputs:
             raise UsageError("predict got no batch: the data are empty")
-        return np.concatenate(outputs)
+        return self._as_given([np.concatenate(parts) for parts in zip(*outputs)])
+
+    def host_outputs(self, outputs) -> list:
+        """:meth:`predictions` of :meth:`forward`'s ``outputs``, a host array for each."""
+        return [self.backend.to_numpy(output) for output in each_array(self.predictions(outputs))]
+
+    def _as_given(self, arrays: list):
+        """Host ``arrays`` of each output in the form Keras gives a model's outputs: the one
+        array, a list of them, or a dict keyed by the outputs' names where they came as
+        one."""
+        if len(arrays) == 1:
+            return arrays[0]
+        return dict(zip(self._output_keys, arrays)) if self._outputs_by_name else list(arrays)
 
     # -- one batch -----------------------------------------------------------------------
     def train_on_batch(self, x, y, sample_weight=None, class_weight=None,
@@ -654,10 +759,12 @@ class Trainer:
         """Why the loss of ``epoch`` is not finite: NaN or infinite values in the data when
         there are some (looked for only now, so that a healthy run never pays for it), else
         too large a step."""
-        inputs = each_input(data.x)
+        inputs, targets = each_array(data.x), each_array(data.y)
         names = ([f"inputs {layer.name!r}" for layer in self._layers[:len(inputs)]]
                  if len(inputs) > 1 else ["inputs"])
-        for what, array in (*zip(names, inputs), ("targets", data.y)):
+        names += ([f"targets {key!r}" for key in self._output_keys] if len(targets) > 1
+                  else ["targets"])
+        for what, array in zip(names, (*inputs, *targets)):
             host = self.backend.to_numpy(array).reshape(array.shape[0], -1)
             bad_rows = np.flatnonzero(~np.isfinite(host).all(axis=1))
             if bad_rows.size:
@@ -667,17 +774,21 @@ class Trainer:
                 "learning rate")
 
 
+def per_output(sample_weight, outputs: int) -> list:
+    """The sample weights of each of ``outputs``: a tuple of one per output as it is, else
+    the one array (or None) for every output."""
+    return list(sample_weight) if isinstance(sample_weight, tuple) else [sample_weight] * outputs
+
+
 def _gathered(trainer, batch, role: str):
     """``(x, y, sample_weight)`` of ``batch`` on the device: its rows gathered into the
     trainer's ``role`` buffers, or the batch's own arrays."""
     data = batch.data
     if batch.indices is None:
         return data.x, data.y, data.sample_weight
-    gather = trainer.gather
-    return (trainer.gather_inputs(f"{role}_x", data.x, batch.indices),
-            None if data.y is None else gather(f"{role}_y", data.y, batch.indices),
-            None if data.sample_weight is None else gather(f"{role}_w", data.sample_weight,
-                                                           batch.indices))
+    gather = trainer.gather_each
+    return (gather(f"{role}_x", data.x, batch.indices), gather(f"{role}_y", data.y, batch.indices),
+            gather(f"{role}_w", data.sample_weight, batch.indices))
 
 
 class _TrainingLoop:
@@ -696,14 +807,18 @@ class _TrainingLoop:
         # rank 0's state: shared by fit at the start, or else at the first step
         self._state_shared = trainer.built or self._ranks.size == 1
         data = getattr(batches, "data", None)
-        if data is not None and trainer.loss.sparse:
+        if data is not None:
             batches.data = DeviceData(data.x, self._dense(data.y), data.sample_weight)
 
-    def _dense(self, labels):
+    def _dense(self, targets):
+        """``targets`` (one array per output) with each sparse loss's labels as its one-hot
+        rows (:meth:`dnn.losses.Loss.dense_targets`)."""
         trainer = self.trainer
-        return trainer.loss.dense_targets(trainer.backend, labels,
-                                          trainer.stack[-1].output_dim,
-                                          trainer.backend.dtype(trainer.dtype))
+        dtype = trainer.backend.dtype(trainer.dtype)
+        return arrays_like(targets, (
+            head.loss.dense_targets(trainer.backend, array, layer.output_dim, dtype)
+            for head, layer, array in zip(trainer.heads, trainer.output_layers,
+                                          each_array(targets))))
 
     def epoch(self, epoch: int, callbacks) -> dict | None:
         """One epoch; returns its logs (loss and metrics; the training seconds go to the
@@ -759,21 +874,18 @@ class _TrainingLoop:
         if batch.indices is not None:
             step.indices[...] = batch.indices
         else:
-            for staged, given in zip(each_input(data.x), each_input(batch.data.x)):
-                staged[...] = given
-            data.y[...] = self._dense(batch.data.y) if self.trainer.loss.sparse else batch.data.y
-            if data.sample_weight is not None:
-                data.sample_weight[...] = batch.data.sample_weight
+            given = batch.data
+            for staged, array in zip(data.arrays(), DeviceData(
+                    given.x, self._dense(given.y), given.sample_weight).arrays()):
+                staged[...] = array
         return step
 
     def _staging(self, batch) -> DeviceData:
         """Arrays of ``batch``'s shapes that every batch of them is copied into, so that a
         captured step reads the same arrays each time."""
         backend, data = self.trainer.backend, batch.data
-        y = self._dense(data.y) if self.trainer.loss.sparse else data.y
-        return DeviceData(inputs_like(data.x, (backend.empty(x.shape, x.dtype)
-                                               for x in each_input(data.x))),
-                          backend.empty(y.shape, y.dtype),
-                          None if data.sample_weight is None
-                          else backend.empty(data.sample_weight.shape,
-                                             data.sample_weight.dtype))
+
+        def like(array):
+            return backend.empty(array.shape, array.dtype)
+        return DeviceData(*(map_arrays(like, arrays)
+                            for arrays in (data.x, self._dense(data.y), data.sample_weight)))
