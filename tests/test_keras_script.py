@@ -183,3 +183,23 @@ def test_a_model_of_two_inputs_trains_on_both_views_of_each_digit(mnist_dir, mon
     assert rows[dense.name].endswith("profile")
     assert names["test_scores"][1] >= 0.5  # 0.65 here: 30 steps; chance is 0.1
     assert set(model.history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+
+
+def test_a_model_of_two_outputs_trains_both_heads_from_one_set_of_features(
+        mnist_dir, monkeypatch, tmp_path, capsys):
+    """examples/mnist_two_outputs.py, on the first 2,000 images (on all of them,
+    docs/benchmarks.md): a loss, loss weight and metrics per output keyed by the outputs'
+    names, and the figures of each named after it, as Keras 3 names them."""
+    names, output = run_example_on_fewer_images(
+        "mnist_two_outputs.py", "model.fit(x_train, train_targets,",
+        "model.fit(x_train[:2000], {name: array[:2000] for name, array in "
+        "train_targets.items()},", mnist_dir, monkeypatch, tmp_path, capsys)
+    assert 'Model: "two_heads"' in output and "Total params: 203,787" in output
+    model = names["model"]
+    assert model.output_names == ["digit", "ink"]
+    figures = {"loss", "digit_loss", "ink_loss", "digit_accuracy", "ink_mae"}
+    assert set(model.history.history) == figures | {f"val_{name}" for name in figures}
+    scores = names["test_scores"]
+    assert set(scores) == figures and scores["digit_accuracy"] >= 0.5  # 0.79 here; chance 0.1
+    np.testing.assert_allclose(scores["loss"], scores["digit_loss"] + 0.5 * scores["ink_loss"],
+                               rtol=1e-5)
