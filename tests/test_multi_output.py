@@ -277,3 +277,114 @@ def test_class_weight_is_refused_for_several_outputs_as_in_keras():
 def test_tensorboards_graph_lists_every_output_layer_as_keras():
     assert _keras_layout(three_output_model())["config"]["output_layers"] == [
         ["cls", 0, 0], ["mid", 0, 0], ["reg", 0, 0]]
+
+
+def logits_and_probabilities_model(backend=None, dtype="float32"):
+    """``[z, p]``: a Dense layer's logits ``z`` (an output another layer takes) and their
+    softmax ``p``."""
+    inputs = keras.Input(shape=(5,))
+    logits = layers.Dense(3, name="z")(inputs)
+    return keras.Model(inputs, [logits, layers.Activation("softmax", name="p")(logits)],
+                       dtype=dtype, seed=3, backend=backend)
+
+
+def test_a_from_logits_loss_takes_the_logits_of_an_output_another_layer_takes_too(cpu):
+    model = logits_and_probabilities_model(cpu, dtype="float64")
+    model.compile(optimizer="sgd", loss=[
+        keras.losses.CategoricalCrossentropy(from_logits=True), "categorical_crossentropy"])
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(9, 5)), to_categorical(rng.integers(0, 3, size=9), 3)
+    results = model.evaluate(x, [y, y], verbose=0, return_dict=True)
+    assert results["z_loss"] == pytest.approx(results["p_loss"], rel=1e-12)
+    model.compute_gradients(x, [y, y])
+    for param, grad in zip(model.params, [g.copy() for g in model.stack[0].grads], strict=True):
+        np.testing.assert_allclose(
+            grad, numerical_gradient(lambda: model.test_on_batch(x, [y, y])[0], param),
+            rtol=1e-5, atol=1e-8)
+
+
+class WeighsEachOutputThenAll(keras.utils.PyDataset):
+    """Two batches of :func:`three_output_data`: the first with a weight array per output,
+    the second with one array for all of them."""
+
+    def __init__(self):
+        super().__init__()
+        self.x, self.y = three_output_data(rows=32)
+        rng = np.random.default_rng(2)
+        self.weights = [[rng.random(16).astype(np.float32) for _ in range(3)],
+                        rng.random(16).astype(np.float32)]
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        rows = slice(16 * index, 16 * index + 16)
+        return self.x[rows], [part[rows] for part in self.y], self.weights[index]
+
+
+def test_batches_that_change_how_they_weigh_the_outputs_train_as_each_batch_alone():
+    batches = WeighsEachOutputThenAll()
+    model, reference = three_output_model(), three_output_model()
+    for made in (model, reference):
+        made.compile(optimizer="sgd", **THREE_OUTPUT_COMPILE)
+    model.fit(batches, epochs=2, verbose=0)
+    for _ in range(2):
+        for index in range(2):
+            reference.train_on_batch(*batches[index])
+    for mine, theirs in zip(model.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-6, atol=1e-7)
+
+
+def test_an_output_given_no_sample_weights_is_unweighted_as_in_keras():
+    x, y = three_output_data()
+    weights = np.random.default_rng(1).random(64).astype(np.float32)
+    model = three_output_model()
+    model.compile(optimizer="sgd", **THREE_OUTPUT_COMPILE)
+    ones = np.ones(64, np.float32)
+    assert model.evaluate(x, y, verbose=0, sample_weight=[weights, None, None]) == \
+        model.evaluate(x, y, verbose=0, sample_weight=[weights, ones, ones])
+    assert model.evaluate(x, y, verbose=0, sample_weight={"cls": None, "mid": None,
+                                                          "reg": None}) == \
+        model.evaluate(x, y, verbose=0)
+    with pytest.raises(UsageError, match="targets 'mid' are None: give an array"):
+        model.evaluate(x, [y[0], None, y[2]], verbose=0)
+
+
+def test_a_list_of_outputs_lists_their_losses_in_its_order_whatever_the_loss_dicts():
+    """Keras 3.15.1 follows compile's loss dict only for a dict of outputs."""
+    x, y = three_output_data()
+    model = three_output_model()
+    model.compile(optimizer="sgd", loss={"reg": "mse", "cls": "categorical_crossentropy",
+                                         "mid": "mse"})
+    assert list(model.evaluate(x, y, verbose=0, return_dict=True)) == [
+        "loss", "cls_loss", "mid_loss", "reg_loss"]
+
+
+def test_a_dict_of_one_output_is_keyed_by_its_key_as_keras(tmp_path):
+    x, _, targets, *_ = reference_case()
+    inputs = keras.Input(shape=(4,))
+    model = keras.Model(inputs, {"a": layers.Dense(1, name="d")(inputs)})
+    assert model.output_names == ["d"]
+    model.compile(optimizer="sgd", loss={"a": "mse"}, metrics={"a": ["mae"]})
+    assert list(model.fit(x, {"a": targets}, verbose=0).history) == ["loss", "mae"]
+    assert list(model.fit(x, targets, verbose=0).history) == ["loss", "mae"]
+    weights = np.linspace(0, 1, 32)
+    assert model.evaluate(x, targets, sample_weight={"a": weights}, verbose=0) == \
+        model.evaluate(x, targets, sample_weight=weights, verbose=0)
+    for made in (model, keras.Model.from_config(model.get_config()),
+                 through_a_file(model, tmp_path / "one.npz")):
+        predicted = made.predict(x, verbose=0)
+        assert list(predicted) == ["a"] and predicted["a"].shape == (32, 1)
+    config = three_output_model().get_config()
+    config["output_names"] = ["a", "a", "b"]
+    with pytest.raises(UsageError, match=r"config names its 3 outputs \['a', 'a', 'b'\]: a "
+                                         "list of one name each, each name once"):
+        keras.Model.from_config(config)
+
+
+def test_an_output_named_like_validation_figures_is_refused():
+    inputs = keras.Input(shape=(4,))
+    model = keras.Model(inputs, {"val": layers.Dense(1)(inputs), "b": layers.Dense(1)(inputs)})
+    with pytest.raises(UsageError, match="an output named 'val' would log figures named as "
+                                         r"validation's \(val_loss\): name it otherwise"):
+        model.compile(optimizer="sgd", loss="mse")

@@ -127,8 +127,8 @@ def check(metrics, loss, units: int) -> tuple:
     if isinstance(metrics, (str, Metric)):
         metrics = (metrics,)
     if isinstance(metrics, dict):
-        raise ArgumentTypeError("metrics must be a list of names, not dict (a model has one "
-                                "output)")
+        raise ArgumentTypeError("metrics must be a list of names, not dict (compile keys "
+                                "the lists of the outputs by their names)")
     try:
         metrics = tuple(metrics or ())
     except TypeError:

@@ -284,7 +284,7 @@ class Model(Sequential, metaclass=_EverySequentialIsAModel):
         made, graph, self._listed, output_names = graph_layers(inputs, outputs)
         self._inputs_by_name = isinstance(inputs, dict)  # then its data is a dict too
         self._given_output_keys = tuple(output_names)
-        self._outputs_by_name = isinstance(outputs, dict) and len(output_names) > 1
+        self._outputs_by_name = isinstance(outputs, dict)
         self._graph = None if graph.is_chain else graph  # before add() takes the layers
         super().__init__(made, trainable=trainable, dtype=dtype, seed=seed, backend=backend,
                          name="functional" if name is None else name)
@@ -294,7 +294,8 @@ class Model(Sequential, metaclass=_EverySequentialIsAModel):
         """The model of the layers ``made`` (in no model yet), its ``graph.inputs``
         keras.Inputs first, each other after them called on what ``graph`` says it takes;
         its outputs the graph's, as a dict keyed by ``output_names`` where given (a list of
-        one name per output), else a list; ``options`` go to :class:`Model`."""
+        one name per output), else a list (the one output, for one); ``options`` go to
+        :class:`Model`."""
         inputs = made[:graph.inputs]
         if not made or not all(isinstance(layer, Input) for layer in inputs):
             raise UsageError("a functional model's layers start with its keras.Input(s)")
@@ -307,13 +308,14 @@ class Model(Sequential, metaclass=_EverySequentialIsAModel):
         outputs = [nodes[node] for node in graph.outputs]
         if output_names is not None:
             if (not isinstance(output_names, list) or len(output_names) != len(outputs)
-                    or len(outputs) == 1):
+                    or len(set(map(repr, output_names))) != len(outputs)):
                 raise UsageError(f"a functional model's config names its {len(outputs)} "
-                                 f"outputs {reprlib.repr(output_names)}: a list of one name "
-                                 "each, for a model of several")
+                                 f"outputs {reprlib.repr(output_names)}: a list of one "
+                                 "name each, each name once")
             outputs = dict(zip(output_names, outputs))
         model = cls(inputs if graph.inputs > 1 else inputs[0],
-                    outputs if len(outputs) > 1 else outputs[0], **options)
+                    outputs if len(outputs) > 1 or output_names is not None else outputs[0],
+                    **options)
         if list(model.stack) != made[graph.inputs:] or model.graph.outputs != graph.outputs:
             for layer in made:  # free for another model again
                 layer.in_model = False

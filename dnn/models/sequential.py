@@ -343,7 +343,7 @@ class Sequential(Trainer):
     def _output_keys(self) -> list:
         """The names that key each output's targets, loss, metrics and figures: the keys
         of a functional model's outputs given as a dict, else :attr:`output_names`."""
-        if len(self.graph.outputs) > 1 and self._given_output_keys:
+        if self._outputs_by_name:
             return list(self._given_output_keys)
         return self.output_names
 

@@ -204,7 +204,7 @@ def _per_output(model, value, what: str) -> list:
         return _keyed_values(value, keys, what, "output")
     if model._outputs_by_name and isinstance(value, (list, tuple)):
         raise UsageError(f"the model's outputs came as a dict: give {what} as a dict keyed "
-                         f"by their names ({', '.join(keys)}), as Keras takes them, not a list")
+                         f"by their names ({', '.join(keys)}), not a list")
     if not isinstance(value, (list, tuple)) or len(value) != len(keys):
         given = (f"a {type(value).__name__} of {len(value)}" if isinstance(value, (list, tuple))
                  else type(value).__name__)
@@ -235,6 +235,8 @@ def host_targets(model, y, count: int, prefix: str = ""):
 def _output_targets(model, loss, layer, y, count: int, what: str, prefix: str) -> np.ndarray:
     """The targets ``y`` (the ``what``) of the output of ``layer``, trained on ``loss``
     (:func:`host_targets`)."""
+    if y is None:
+        raise UsageError(f"{what} are None: give an array (N, ...)")
     y = host_array(_the_array_of(y, lambda array: array.shape[0] == count), what,
                    model.backend)
     if y.ndim == 0:
@@ -276,7 +278,8 @@ def _output_targets(model, loss, layer, y, count: int, what: str, prefix: str) -
 def host_sample_weight(model, sample_weight, class_weight, y, prefix: str = ""):
     """Keras' per-sample weights ``(N,)`` in the model's dtype, from ``sample_weight`` (a
     ``(N,)`` or ``(N, 1)`` array of finite numbers >= 0; for a model of several outputs,
-    one for all of them, or a list or dict of one per output: a tuple of them) or
+    one for all of them, or a list or dict of one per output, None for an unweighted one:
+    a tuple of them) or
     ``class_weight`` (``{class index: weight}``, a sample weighing as its target's class;
     classes left out weigh 1; a model of one output), or None when neither is given.  ``y``
     are the host targets :func:`host_targets` checked."""
@@ -290,13 +293,17 @@ def host_sample_weight(model, sample_weight, class_weight, y, prefix: str = ""):
         return _class_sample_weight(model, class_weight, y)
     if sample_weight is None:
         return None
-    count = each_array(y)[0].shape[0]
+    count, what = each_array(y)[0].shape[0], f"{prefix}sample weights"
+    if not several and isinstance(sample_weight, Mapping):  # keyed by the output's name
+        sample_weight = _per_output(model, sample_weight, what)[0]
     if several and isinstance(sample_weight, (list, tuple, Mapping)):
-        what = f"{prefix}sample weights"
-        return tuple(_checked_weights(model, value, count, f"{what} {key!r}")
-                     for key, value in zip(model._output_keys,
-                                           _per_output(model, sample_weight, what)))
-    return _checked_weights(model, sample_weight, count, f"{prefix}sample weights")
+        given = _per_output(model, sample_weight, what)
+        if all(value is None for value in given):
+            return None
+        return tuple(np.ones(count, model.dtype) if value is None  # unweighted, as in Keras
+                     else _checked_weights(model, value, count, f"{what} {key!r}")
+                     for key, value in zip(model._output_keys, given))
+    return _checked_weights(model, sample_weight, count, what)
 
 
 def _checked_weights(model, sample_weight, count: int, what: str) -> np.ndarray:

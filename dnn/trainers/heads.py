@@ -89,6 +89,10 @@ def compile_heads(names: list, layers: list, loss, loss_weights, metrics,
     that give them) from ``compile``'s arguments (module docstring)."""
     several = len(names) > 1
     if several:
+        for name in names:
+            if name == "val" or name.startswith("val_"):
+                raise UsageError(f"an output named {name!r} would log figures named as "
+                                 f"validation's ({name}_loss): name it otherwise")
         given_losses = _per_output("loss", loss, names, lambda: None)
         weights = _per_output("loss_weights", [1.0] * len(names) if loss_weights is None
                               else loss_weights, names, lambda: 1.0)
@@ -99,12 +103,11 @@ def compile_heads(names: list, layers: list, loss, loss_weights, metrics,
             loss = _per_output("loss", loss, names, lambda: None)[0]
         if isinstance(loss_weights, (Mapping, list, tuple)):
             loss_weights = _per_output("loss_weights", loss_weights, names, lambda: 1.0)[0]
-        for what, value in (("metrics", metrics), ("weighted_metrics", weighted_metrics)):
-            if isinstance(value, Mapping):
-                raise ArgumentTypeError(f"{what} must be a list of names, not dict (a dict "
-                                        "keys the outputs of a model of several)")
+        metric_lists, weighted_lists = (
+            _per_output(what, value, names, lambda: None) if isinstance(value, Mapping)
+            else [value] for what, value in (("metrics", metrics),
+                                             ("weighted_metrics", weighted_metrics)))
         given_losses, weights = [loss], [1.0 if loss_weights is None else loss_weights]
-        metric_lists, weighted_lists = [metrics], [weighted_metrics]
     heads = []
     for name, layer, given, weight, listed, weighted in zip(
             names, layers, given_losses, weights, metric_lists, weighted_lists):
@@ -124,10 +127,11 @@ def compile_heads(names: list, layers: list, loss, loss_weights, metrics,
     return heads
 
 
-def in_loss_order(heads: list[Head], loss) -> list[Head]:
+def in_loss_order(heads: list[Head], loss, outputs_by_name: bool) -> list[Head]:
     """``heads`` in the order Keras 3 lists their losses (in ``evaluate``'s list): that of
-    compile's ``loss`` where it is a dict, else the outputs'."""
-    if len(heads) == 1 or not isinstance(loss, Mapping):
+    compile's ``loss`` where it is a dict and the outputs came as one (``outputs_by_name``),
+    else the outputs'."""
+    if len(heads) == 1 or not (outputs_by_name and isinstance(loss, Mapping)):
         return list(heads)
     order = list(loss)
     return sorted(heads, key=lambda head: order.index(head.name))

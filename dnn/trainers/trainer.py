@@ -94,7 +94,7 @@ class Trainer:
         optimizer = None if optimizer is None else optimizers.get(optimizer)
         self.heads = heads.compile_heads(self._output_keys, self.output_layers, loss,
                                          loss_weights, metrics, weighted_metrics)
-        self.heads_in_loss_order = heads.in_loss_order(self.heads, loss)
+        self.heads_in_loss_order = heads.in_loss_order(self.heads, loss, self._outputs_by_name)
         self.optimizer = optimizer
         self._outputs_changed()
         if self.built:
@@ -103,11 +103,11 @@ class Trainer:
     def _outputs_changed(self) -> None:
         """Whether each output's loss takes the logits of its layer's activation (one whose
         output other layers take too gives them its activation's output, and the loss
-        takes that)."""
+        takes that, but for a ``from_logits`` loss: its layer outputs logits anyway)."""
         graph = self.graph
         for head, node, layer in zip(self.heads, graph.outputs, self.output_layers):
-            head.takes_logits = (graph.uses[node] == 0
-                                 and head.loss.takes_logits_of(layer.activation))
+            head.takes_logits = (head.loss.takes_logits_of(layer.activation)
+                                 and (graph.uses[node] == 0 or head.loss.from_logits))
 
     @property
     def loss(self):
@@ -714,9 +714,9 @@ class Trainer:
         """Host ``arrays`` of each output in the form Keras gives a model's outputs: the one
         array, a list of them, or a dict keyed by the outputs' names where they came as
         one."""
-        if len(arrays) == 1:
-            return arrays[0]
-        return dict(zip(self._output_keys, arrays)) if self._outputs_by_name else list(arrays)
+        if self._outputs_by_name:
+            return dict(zip(self._output_keys, arrays))
+        return arrays[0] if len(arrays) == 1 else list(arrays)
 
     # -- one batch -----------------------------------------------------------------------
     def train_on_batch(self, x, y, sample_weight=None, class_weight=None,
@@ -854,7 +854,8 @@ class _TrainingLoop:
     def _step_for(self, batch):
         """The step for ``batch``, its rows written into the step's index buffer (array
         data) or its arrays copied into the step's own (batches from a source)."""
-        key = (batch.rows, batch.total, batch.data.sample_weight is not None,
+        weights = batch.data.sample_weight  # None, one array, or a tuple of one per output
+        key = (batch.rows, batch.total, None if weights is None else len(each_array(weights)),
                batch.indices is None)
         if not self._state_shared:  # a model built by its first batch (from a source)
             data_parallel.share_state(self.trainer, self._ranks)
@@ -876,7 +877,7 @@ class _TrainingLoop:
         else:
             given = batch.data
             for staged, array in zip(data.arrays(), DeviceData(
-                    given.x, self._dense(given.y), given.sample_weight).arrays()):
+                    given.x, self._dense(given.y), given.sample_weight).arrays(), strict=True):
                 staged[...] = array
         return step
 
