@@ -458,3 +458,31 @@ def test_clone_model_takes_kerass_other_arguments_at_their_defaults_only():
         keras.models.clone_model(model, clone_function=lambda layer: layer)
     with pytest.raises(UsageError, match="clone_model has no argument 'inputs'"):
         keras.models.clone_model(model, inputs=None)
+
+
+def test_an_input_the_outputs_do_not_come_from_is_kept_as_keras_keeps_it(tmp_path):
+    """Its data are taken (and checked), and nothing comes of them; Keras 3.15.1 lists it
+    among the layers as far from the output as the output."""
+    def make(unused: bool):
+        a, b, c = (keras.Input(shape=(size,), name=name) for size, name in ((4, "a"), (3, "b"),
+                                                                             (2, "c")))
+        joined = layers.concatenate([layers.Dense(5, name="h")(a), c], name="cat")
+        return keras.Model([a, b, c] if unused else [a, c],
+                           layers.Dense(3, activation="softmax", name="out")(joined), seed=0)
+    x, y = toy_data()
+    model, reference = make(unused=True), make(unused=False)
+    assert [layer.name for layer in model.layers] == ["a", "h", "c", "cat", "b", "out"]
+    assert model.input_shape == [(None, 4), (None, 3), (None, 2)]
+    for made in (model, reference):
+        made.compile(optimizer="rmsprop", loss="categorical_crossentropy")
+    history = model.fit(x, y, batch_size=16, epochs=2, verbose=0).history
+    assert history == reference.fit([x[0], x[2]], y, batch_size=16, epochs=2,
+                                    verbose=0).history
+    for copy in (keras.models.model_from_json(model.to_json()),
+                 pickle.loads(pickle.dumps(model))):
+        assert [layer.name for layer in copy.layers] == [layer.name for layer in model.layers]
+    model.save(tmp_path / "unused.npz")
+    np.testing.assert_array_equal(keras.models.load_model(tmp_path / "unused.npz").predict(
+        x, verbose=0), model.predict(x, verbose=0))
+    with pytest.raises(UsageError, match="inputs 'a' have 64 samples, but inputs 'b' have 10"):
+        model.predict([x[0], x[1][:10], x[2]], verbose=0)

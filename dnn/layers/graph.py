@@ -24,8 +24,9 @@ class LayerGraph:
     """``inbound[k]``: the nodes the ``k``-th layer that computes takes, in the order it takes
     them (one for most layers, several for a merge layer such as ``Add``), of a model of
     ``inputs`` inputs and of ``outputs`` (nodes, each once, the last one's among them; the
-    last node alone by default).  Every node that is no output is taken by some layer;
-    ``uses[node]`` counts how many times."""
+    last node alone by default).  Every layer's output that is no model output is taken by
+    some layer (an input may be taken by none: Keras keeps such an input); ``uses[node]``
+    counts how many times."""
 
     def __init__(self, inbound, inputs: int = 1, outputs=None):
         self.inbound = tuple(tuple(sources) for sources in inbound)
@@ -52,12 +53,12 @@ class LayerGraph:
         if len(set(self.outputs)) != len(self.outputs) or last not in self.outputs:
             raise UsageError(f"the model's graph lists outputs {list(self.outputs)}: each "
                              f"once, the last layer's ({last}) among them")
-        unused = [node for node in range(len(uses))
+        unused = [node for node in range(inputs, len(uses))
                   if uses[node] == 0 and node not in self.outputs]
         if unused:
             raise UsageError(f"node {unused[0]} of the model's graph is taken by no layer: "
-                             "every input and every output of a layer but the model's "
-                             "outputs goes on to a layer")
+                             "every output of a layer but the model's outputs goes on to a "
+                             "layer")
         self.uses = tuple(uses)
 
     @classmethod

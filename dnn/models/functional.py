@@ -180,22 +180,19 @@ def graph_layers(inputs, outputs) -> tuple[list, LayerGraph, list, list]:
     ``keras.Input``, or a list or dict of them) to ``outputs`` (a :class:`SymbolicTensor`
     made from them, or a list or dict of them): ``layers`` the Inputs first, in the order
     given, then each layer call after those it takes; the graph joins the layers after the
-    Inputs and names the outputs' nodes; ``listed`` are all of them in the order Keras lists
+    Inputs (one the outputs do not come from taken by none, as Keras keeps it) and names the
+    outputs' nodes; ``listed`` are all of them in the order Keras lists
     them (where a model of several inputs has its Inputs among the other layers);
     ``output_names`` name the outputs (their layers', or the keys of a dict).  UsageError for
     anything else."""
     inputs = _model_inputs(inputs)
     outputs, names = _model_outputs(outputs)
-    calls = _in_kerass_order(outputs)
+    calls = _in_kerass_order(outputs, inputs)
     found = [call for call in calls if isinstance(call, Input)]
     others = [call for call in found if not any(call is given for given in inputs)]
     if others:
         raise UsageError(f"Model's outputs come from {others[0].name}, which is not among its "
                          f"inputs ({', '.join(given.name for given in inputs)})")
-    unused = [given for given in inputs if not any(given is call for call in found)]
-    if unused:
-        raise UsageError(f"Model's input {unused[0].name} is not used: its outputs do not "
-                         "come from it")
     seen = set()
     for call in calls:
         layer = _layer_of(call)
@@ -215,13 +212,16 @@ def graph_layers(inputs, outputs) -> tuple[list, LayerGraph, list, list]:
             names or [output.name for output in outputs])
 
 
-def _in_kerass_order(outputs: list) -> list:
-    """The keras.Input and the layer calls that ``outputs`` come from, in the order Keras 3
-    lists a functional model's layers (``keras.src.ops.function.map_graph``): the farthest
-    from an output first (by the longest path to any), calls as far from one in the order a
-    depth first walk from each output in turn meets them (the inputs in order); each call
-    comes after those it takes."""
+def _in_kerass_order(outputs: list, inputs: list) -> list:
+    """The keras.Input and the layer calls that ``outputs`` come from, and the model's
+    ``inputs`` they do not come from, in the order Keras 3 lists a functional model's layers
+    (``keras.src.ops.function.map_graph``): the farthest from an output first (by the
+    longest path to any), calls as far from one in the order a depth first walk from each
+    output in turn meets them (the inputs in order); each call comes after those it takes;
+    an input the outputs do not come from is as far as an output, before the outputs."""
     walk = list(_calls(outputs))
+    met = {id(call) for call in walk}
+    walk = [*(given for given in inputs if id(given) not in met), *walk]
     depth = {}
     for call in reversed(_inputs_first(outputs)):  # each after every call that takes it
         for item in _inputs_of(call):
