@@ -55,6 +55,11 @@ def he_normal(rng, shape):
     return _truncated_normal(rng, shape, np.sqrt(2.0 / _fans(shape)[0]))
 
 
+def uniform(rng, shape):
+    """U(-0.05, 0.05): Keras' ``"uniform"`` (``RandomUniform()``), Embedding's default."""
+    return rng.uniform(-0.05, 0.05, size=shape)
+
+
 def zeros(rng, shape):
     return np.zeros(shape)
 
@@ -64,7 +69,8 @@ def ones(rng, shape):
 
 
 INITIALIZERS = {function.__name__: function for function in
-                (glorot_uniform, glorot_normal, he_uniform, he_normal, zeros, ones)}
+                (glorot_uniform, glorot_normal, he_uniform, he_normal, uniform, zeros, ones)}
+INITIALIZERS["random_uniform"] = uniform
 
 
 def check(name) -> str:

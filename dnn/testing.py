@@ -417,6 +417,16 @@ def assert_kernels_match_cpu(backend: Backend, dtype: str) -> None:
                                                                  b.asarray(right), out))
                     for b in (backend, cpu)}
         same(f"batch_matmul {a_shape} @ {b_shape}", products[backend.name], products["cpu"])
+    rows, picked = rng.normal(size=(9, 4)).astype(dtype), np.array([2, 0, 2, 5, 2, 0, 1, 5, 3])
+    start = rng.normal(size=(6, 4)).astype(dtype)  # added to, as an Embedding's zeros are
+    sums = {}
+    for b in (backend, cpu):
+        sums[b.name] = b.asarray(start.copy())
+        assert b.scatter_add_rows(b.asarray(rows), b.asarray(picked),
+                                  sums[b.name]) is sums[b.name], (
+            f"kernel scatter_add_rows on {b.name} returned another array than the out it was "
+            "given")
+    same("scatter_add_rows", sums[backend.name], sums["cpu"])
     grads = {}
     for b in (backend, cpu):
         grads[b.name] = [b.empty(shape, dtype) for shape in ((6, 5), (5, 4), (4,))]

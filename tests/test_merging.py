@@ -17,6 +17,7 @@ from dnn.layers.merging import Merge
 from dnn.testing import check_layer, numerical_gradient
 from dnn.trainers.step import GraphFallbackWarning
 from dnn.utils import to_categorical
+from tests.test_embedding import text_classifier, text_data
 from tests.test_multi_input import three_input_model, toy_data as three_inputs_data
 from tests.test_multi_output import THREE_OUTPUT_COMPILE, three_output_data, three_output_model
 
@@ -198,12 +199,15 @@ def towers_data(rows=400):
     return [a, b], alike
 
 
-def test_a_model_joined_by_dot_trains_on_every_backend_as_on_cpu(other_backend):
+@pytest.mark.parametrize("model", ["dot-towers", "text"])
+def test_a_model_trains_on_every_backend_as_on_cpu(other_backend, model):
     """The strict array API backend and the GPU: Dot's products are the backend's
-    batch_matmul, its norms array API operations."""
-    x, y = towers_data(rows=64)
-    reference = residual_run("cpu", x, y, towers_model, "binary_crossentropy")
-    ours = residual_run(other_backend, x, y, towers_model, "binary_crossentropy")
+    batch_matmul, its norms array API operations; Embedding's gradient rows are added up by
+    the backend's scatter_add_rows."""
+    make, data, loss = GRAPH_MODELS[model]
+    x, y = data(rows=64)
+    reference = residual_run("cpu", x, y, make, loss)
+    ours = residual_run(other_backend, x, y, make, loss)
     np.testing.assert_allclose(ours[0]["loss"], reference[0]["loss"], rtol=1e-5)
     for mine, theirs in zip(ours[1], reference[1], strict=True):
         np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-6)
@@ -738,4 +742,5 @@ GRAPH_MODELS = {"residual": (residual_model, toy_data, "categorical_crossentropy
                 "three-inputs": (three_input_model, three_inputs_data,
                                  "categorical_crossentropy"),
                 "dot-towers": (towers_model, towers_data, "binary_crossentropy"),
-                "three-outputs": (three_output_model, three_output_data, THREE_OUTPUT_COMPILE)}
+                "three-outputs": (three_output_model, three_output_data, THREE_OUTPUT_COMPILE),
+                "text": (text_classifier, text_data, "binary_crossentropy")}

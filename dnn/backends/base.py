@@ -28,6 +28,7 @@ import numpy as np
 from dnn.backends.windows import Span, Window
 
 Array = Any  # an array of the backend's own type
+ONE_HOT_ELEMENTS = 2**22  # the largest one-hot block of the generic scatter_add_rows
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,26 @@ class Backend:
         indices into ``out`` ``(n, ...)``; returns ``out``."""
         out[...] = self.xp.take(data, indices, axis=0)
         return out
+
+    def scatter_add_rows(self, rows: Array, indices: Array, out: Array) -> Array:
+        """``out[indices[k]] += rows[k]`` for every ``k`` (an index met twice adds both):
+        ``rows`` ``(m, d)``, integer ``indices`` ``(m,)``, ``out`` ``(V, d)``; returns
+        ``out``.  Here as products of one-hot blocks (the array API has no scatter), at most
+        :data:`ONE_HOT_ELEMENTS` of them at a time."""
+        xp = self.xp
+        vocabulary = xp.arange(out.shape[0], dtype=indices.dtype)
+        count = rows.shape[0]
+        step = max(1, ONE_HOT_ELEMENTS // out.shape[0])
+        for start in range(0, count, step):
+            block = slice(start, min(start + step, count))
+            picks = xp.astype(xp.expand_dims(indices[block], axis=1) == vocabulary,
+                              out.dtype)  # (rows, V)
+            out[...] = out + self._matmul(xp.matrix_transpose(picks), rows[block, ...])
+        return out
+
+    def _matmul(self, a: Array, b: Array) -> Array:
+        """``a @ b`` of matrices ``(m, k)`` and ``(k, n)``, a new array."""
+        return self.xp.matmul(a, b)
 
     # -- dense layers ----------------------------------------------------------------------
     def dense_forward(self, x: Array, kernel: Array, bias: Array, out: Array,

@@ -177,6 +177,10 @@ class CpuBackend(Backend):
         # mode="clip" writes straight into out; the default "raise" buffers a second copy.
         return np.take(data, indices, axis=0, out=out, mode="clip")
 
+    def scatter_add_rows(self, rows, indices, out):
+        np.add.at(out, indices, rows)
+        return out
+
     def _temporary(self, role: str, shape, dtype) -> np.ndarray:
         """The calling thread's scratch array for ``role``: valid until that thread's next
         call of a kernel that uses ``role``, and never returned by one."""

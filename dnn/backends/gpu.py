@@ -189,6 +189,13 @@ class GpuBackend(Backend):
         if grad_x is not None:
             self._gemm(grad_z, kernel.T, grad_x)
 
+    def _matmul(self, a, b):
+        """As the base class's, through the backend's cuBLAS (CuPy's matmul calls cuBLAS
+        through its own handle, refused while a step is captured)."""
+        out = self._cupy.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+        self._gemm(a, b, out)
+        return out
+
     def batch_matmul(self, a, b, out):
         """As the base class's, without CuPy's matmul, which calls cuBLAS through CuPy's own
         handle (refused while a step is captured): elementwise, every term at once where

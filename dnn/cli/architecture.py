@@ -48,7 +48,7 @@ def check_fits(model: Sequential, path, dataset_name: str, x, classes: int) -> N
                          "dataset gives one label a sample: train and evaluate it in Python, "
                          "with its targets as a list")
     features = int(np.prod(x.shape[1:]))
-    takes, outputs = model.input_dim, model.output_layers[0].output_dim
+    takes, outputs = model.input_dim, model.output_layers[0].output_features
     if (takes, outputs) != (features, classes):
         raise UsageError(f"{path} takes {takes} features and has {outputs} classes; "
                          f"{dataset_name} has {features} features and {classes} classes "

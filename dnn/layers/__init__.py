@@ -5,14 +5,15 @@
 - :mod:`dnn.layers.core`: Dense, Input, Flatten, Dropout, Activation, Reshape;
 - :mod:`dnn.layers.convolutional`: Conv2D;
 - :mod:`dnn.layers.pooling`: MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D,
-  GlobalMaxPooling2D;
+  GlobalMaxPooling2D, GlobalAveragePooling1D, GlobalMaxPooling1D;
+- :mod:`dnn.layers.embedding`: Embedding;
 - :mod:`dnn.layers.normalization`: BatchNormalization;
 - :mod:`dnn.layers.merging`: Add, Subtract, Multiply, Average, Maximum, Minimum,
   Concatenate (and Keras' functions of them, ``add``, ``concatenate``, ...), which join
   several layers' outputs in a functional model.
 
 Keras' aliases are there too: ``Convolution2D``, ``MaxPool2D``, ``AvgPool2D``,
-``GlobalAvgPool2D``, ``GlobalMaxPool2D``.
+``GlobalAvgPool2D``, ``GlobalMaxPool2D``, ``GlobalAvgPool1D``, ``GlobalMaxPool1D``.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from dnn.errors import UnknownLayerError, UsageError
 from dnn.layers.base import Layer, is_dnns_own, reserve_names
 from dnn.layers.convolutional import Conv2D
 from dnn.layers.core import Activation, Dense, Dropout, Flatten, Input, Reshape
+from dnn.layers.embedding import Embedding
 from dnn.layers.merging import (Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply,
                                 Subtract, add, average, concatenate, dot, maximum, minimum,
                                 multiply, subtract)
 from dnn.layers.normalization import BatchNormalization
-from dnn.layers.pooling import (AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
+from dnn.layers.pooling import (AveragePooling2D, GlobalAveragePooling1D,
+                                GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D,
                                 MaxPooling2D)
 from dnn.saving.registry import (custom_object_scope, get_registered_object,
                                  registered_under_class_name)
@@ -36,19 +39,22 @@ from dnn.saving.registry import (custom_object_scope, get_registered_object,
 Convolution2D = Conv2D
 MaxPool2D, AvgPool2D, GlobalAvgPool2D = MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D
 GlobalMaxPool2D = GlobalMaxPooling2D
+GlobalAvgPool1D, GlobalMaxPool1D = GlobalAveragePooling1D, GlobalMaxPooling1D
 
 __all__ = ["Layer", "Activation", "Add", "Average", "AveragePooling2D", "AvgPool2D",
            "BatchNormalization", "Concatenate", "Conv2D", "Convolution2D", "Dense", "Dot",
-           "Dropout", "Flatten", "GlobalAveragePooling2D", "GlobalAvgPool2D", "GlobalMaxPool2D",
-           "GlobalMaxPooling2D", "Input", "MaxPool2D", "MaxPooling2D", "Maximum", "Minimum",
-           "Multiply", "Reshape", "Subtract", "add", "average", "check_loadable",
-           "check_remade", "concatenate", "dot", "from_config", "from_configs", "maximum",
-           "minimum", "multiply", "subtract", "without_names"]
+           "Dropout", "Embedding", "Flatten", "GlobalAveragePooling1D",
+           "GlobalAveragePooling2D", "GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalMaxPool1D",
+           "GlobalMaxPool2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Input", "MaxPool2D",
+           "MaxPooling2D", "Maximum", "Minimum", "Multiply", "Reshape", "Subtract", "add",
+           "average", "check_loadable", "check_remade", "concatenate", "dot", "from_config",
+           "from_configs", "maximum", "minimum", "multiply", "subtract", "without_names"]
 
 LAYERS = {cls.__name__: cls for cls in (
     Activation, Add, Average, AveragePooling2D, BatchNormalization, Concatenate, Conv2D, Dense,
-    Dot, Dropout, Flatten, GlobalAveragePooling2D, GlobalMaxPooling2D, Input, Maximum,
-    MaxPooling2D, Minimum, Multiply, Reshape, Subtract)}
+    Dot, Dropout, Embedding, Flatten, GlobalAveragePooling1D, GlobalAveragePooling2D,
+    GlobalMaxPooling1D, GlobalMaxPooling2D, Input, Maximum, MaxPooling2D, Minimum, Multiply,
+    Reshape, Subtract)}
 
 
 def from_config(config: dict):

@@ -146,6 +146,7 @@ class Layer:
 
     activation = None
     takes_several = False  # a merge layer (Add, Concatenate) takes a list of inputs
+    takes_model_inputs = False  # a layer whose inputs are the model's alone (Embedding)
     # The index of the training batch's first row in the global batch (data-parallel: this
     # rank's share), set by the model before each training pass, so that what a layer draws
     # per row (Dropout's masks) follows the row and not the rank.
@@ -253,7 +254,7 @@ class Layer:
         return self._backend.xp
 
     @property
-    def output_dim(self) -> int | None:
+    def output_features(self) -> int | None:
         """The number of features of one output sample (the product of ``output_shape``),
         known once built."""
         return None if self.output_shape is None else math.prod(self.output_shape)
@@ -556,6 +557,11 @@ class Layer:
         self.check_weight_values(values)
         for weight, value in zip(own, values):
             weight[...] = self._backend.asarray(value)
+
+    def check_input_values(self, x: np.ndarray, what: str) -> None:
+        """Refuse (UsageError naming ``what``) host data ``x`` ``(N, *input_shape)`` for one
+        of the model's inputs that this layer takes, whose values it cannot take; any by
+        default (an Embedding takes only indices of its embeddings)."""
 
     def check_weight_values(self, values: list) -> None:
         """Refuse (UsageError naming the layer) host arrays for :attr:`weights`, in that order

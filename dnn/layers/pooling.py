@@ -1,13 +1,15 @@
 """Pooling layers (Keras' ``keras.layers.pooling``) over channels-last images: MaxPooling2D
 (:meth:`Backend.max_pool`), AveragePooling2D (the windows of :meth:`Backend.im2col`, summed
 and scaled), GlobalAveragePooling2D and GlobalMaxPooling2D (one max-pooling window the
-size of the image) over each whole image."""
+size of the image) over each whole image; and over sequences ``(steps, features)``,
+GlobalAveragePooling1D and GlobalMaxPooling1D."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from dnn.callbacks.arguments import check_flag
+from dnn.errors import UsageError
 from dnn.layers.base import Layer, check_keras_only, declared_shape
 from dnn.layers.images import channels_last, image_window, padding_name, pair
 
@@ -110,9 +112,9 @@ class AveragePooling2D(_Pooling2D):
         return self._to_inputs(grad_cols)
 
 
-class _GlobalPooling2D(Layer):
-    """One number per channel of each whole image: ``(n, h, w, c) -> (n, c)``
-    (``keepdims=True``: ``(n, 1, 1, c)``); the arguments both kinds share."""
+class _GlobalPooling(Layer):
+    """One number per channel (feature) of each whole sample; the arguments every kind
+    shares."""
 
     def __init__(self, data_format=None, keepdims: bool = False, input_shape=None, name=None,
                  trainable=True, **keras_only):
@@ -123,15 +125,20 @@ class _GlobalPooling2D(Layer):
         super().__init__(name, declared_shape(input_shape, None, kind), trainable)
         self.keepdims = bool(keepdims)
 
-    def compute_output_shape(self, input_shape):
-        image_window(input_shape, (1, 1), (1, 1), "valid", self)  # images, or a UsageError
-        return (1, 1, input_shape[-1]) if self.keepdims else (input_shape[-1],)
-
     def get_config(self) -> dict:
         return self._config(**({"keepdims": True} if self.keepdims else {}))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+class _GlobalPooling2D(_GlobalPooling):
+    """One number per channel of each whole image: ``(n, h, w, c) -> (n, c)``
+    (``keepdims=True``: ``(n, 1, 1, c)``)."""
+
+    def compute_output_shape(self, input_shape):
+        image_window(input_shape, (1, 1), (1, 1), "valid", self)  # images, or a UsageError
+        return (1, 1, input_shape[-1]) if self.keepdims else (input_shape[-1],)
 
 
 class GlobalAveragePooling2D(_GlobalPooling2D):
@@ -176,3 +183,57 @@ class GlobalMaxPooling2D(_GlobalPooling2D):
         grad_x = self._buffers("grad_x", (grad.shape[0], *self.input_shape), grad.dtype)
         pooled = xp.reshape(grad, (grad.shape[0], 1, 1, grad.shape[-1]))
         return self._backend.max_pool_backward(pooled, self._argmax, self._window, grad_x)
+
+
+class _GlobalPooling1D(_GlobalPooling):
+    """One number per feature of each whole sequence: ``(n, steps, f) -> (n, f)``
+    (``keepdims=True``: ``(n, 1, f)``)."""
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 2:
+            raise UsageError(f"{self.name} ({type(self).__name__}) takes sequences (steps, "
+                             f"features), not samples of shape {tuple(input_shape)}")
+        return (1, input_shape[-1]) if self.keepdims else (input_shape[-1],)
+
+
+class GlobalAveragePooling1D(_GlobalPooling1D):
+    """Keras' ``GlobalAveragePooling1D``: the mean of each feature over the whole
+    sequence (an Embedding's vectors averaged over the words of a text)."""
+
+    def forward(self, x, logits=False, training=False):
+        out = self._buffers("output", (x.shape[0], *self.output_shape), x.dtype)
+        out[...] = self._backend.xp.reshape(self._backend.xp.mean(x, axis=1), out.shape)
+        return out
+
+    def backward(self, grad, logits=False):
+        if not self.needs_input_grad:
+            return None
+        steps, features = self.input_shape
+        grad_x = self._buffers("grad_x", (grad.shape[0], steps, features), grad.dtype)
+        grad_x[...] = self._backend.xp.reshape(grad, (grad.shape[0], 1, features)) / steps
+        return grad_x
+
+
+class GlobalMaxPooling1D(_GlobalPooling1D):
+    """Keras' ``GlobalMaxPooling1D``: the largest of each feature over the whole sequence
+    (its gradient to the first step holding it)."""
+
+    def forward(self, x, logits=False, training=False):
+        xp = self._backend.xp
+        self._argmax = self._buffers("argmax", (x.shape[0], x.shape[-1]), xp.int64)
+        self._argmax[...] = xp.argmax(x, axis=1)
+        out = self._buffers("output", (x.shape[0], *self.output_shape), x.dtype)
+        out[...] = xp.reshape(xp.max(x, axis=1), out.shape)
+        return out
+
+    def backward(self, grad, logits=False):
+        if not self.needs_input_grad:
+            return None
+        xp = self._backend.xp
+        steps, features = self.input_shape
+        grad_x = self._buffers("grad_x", (grad.shape[0], steps, features), grad.dtype)
+        chosen = (xp.reshape(xp.arange(steps, dtype=self._argmax.dtype), (1, steps, 1))
+                  == xp.expand_dims(self._argmax, axis=1))
+        grad_x[...] = xp.where(chosen, xp.reshape(grad, (grad.shape[0], 1, features)),
+                               xp.zeros((), dtype=grad.dtype))
+        return grad_x

@@ -395,6 +395,11 @@ class Sequential(Trainer):
             for index in range(first, len(stack)):
                 layer = stack[index]
                 input_shape = graph.taken(layer, index, shapes)
+                if layer.takes_model_inputs and any(source >= graph.inputs
+                                                    for source in graph.inbound[index]):
+                    raise UsageError(f"{layer.name} ({type(layer).__name__}) takes the "
+                                     "model's inputs (indices, checked before they move), "
+                                     "not another layer's output: put it first")
                 declared = layer.declared_input_shape
                 if ((index > 0 or has_input) and declared is not None
                         and tuple(declared) != tuple(input_shape)):

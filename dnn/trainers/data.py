@@ -155,6 +155,11 @@ def device_inputs(model, x, prefix: str = ""):
                              f"have {array.shape[0]}: every input has one row per sample")
     if not model.built:
         model.build(arrays[0].shape[1:])
+    graph = model.graph
+    for layer, sources in zip(model.stack, graph.inbound):  # the layers that take an input
+        for source in sources:
+            if source < graph.inputs:
+                layer.check_input_values(arrays[source], given[source][0])
     moved = [_device_input(model, array, what, expected)
              for (what, _), array, expected in zip(given, arrays, model.sample_shapes)]
     return tuple(moved) if model._input_count > 1 else moved[0]
@@ -249,7 +254,7 @@ def _output_targets(model, loss, layer, y, count: int, what: str, prefix: str) -
                          f"each sample an output of shape "
                          f"{layer.output_shape}; dnn's losses take one vector a sample: end the "
                          "model with Flatten() or GlobalAveragePooling2D() and a Dense layer")
-    units = layer.output_dim
+    units = layer.output_features
     if loss.sparse:
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
@@ -327,7 +332,7 @@ def _class_sample_weight(model, class_weight, y: np.ndarray) -> np.ndarray:
     if not isinstance(class_weight, Mapping):
         raise ArgumentTypeError(f"class_weight must be a dict {{class index: weight}}, not "
                                 f"{type(class_weight).__name__}")
-    units = model.output_layers[0].output_dim
+    units = model.output_layers[0].output_features
     table = np.ones(max(units, 2), model.dtype)
     for key, weight in class_weight.items():
         if isinstance(key, bool) or not isinstance(key, (int, np.integer)) \

@@ -115,7 +115,7 @@ def compile_heads(names: list, layers: list, loss, loss_weights, metrics,
             raise UsageError(f"compile has no loss for the output {name}: give a loss for "
                              "every output")
         head_loss = losses.get(given)
-        units = layer.output_dim
+        units = layer.output_features
         heads.append(Head(name if several else None, head_loss, _weight(name, weight),
                           metrics_module.check(listed, head_loss, units),
                           metrics_module.check(weighted, head_loss, units)))

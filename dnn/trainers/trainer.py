@@ -85,7 +85,7 @@ class Trainer:
         if not self.stack:
             raise UsageError("the model has no layers")
         for layer in self.output_layers:
-            if layer.output_dim == 1 and getattr(layer.activation, "name", None) == "softmax":
+            if layer.output_features == 1 and getattr(layer.activation, "name", None) == "softmax":
                 where = f" ({layer.name})" if len(self.output_layers) > 1 else ""
                 raise UsageError(f"a softmax over one unit{where} outputs 1 whatever its "
                                  "input: use Dense(1, activation='sigmoid') for a yes/no "
@@ -178,7 +178,7 @@ class Trainer:
         """The default rows of an evaluation batch: :data:`EVALUATION_BATCH`, or fewer where
         the inputs and the layers' outputs of that many samples would take more than
         :data:`EVALUATION_BYTES` (an unbuilt model: the first)."""
-        features = (self.input_dim + sum(layer.output_dim or 0 for layer in self.stack)
+        features = (self.input_dim + sum(layer.output_features or 0 for layer in self.stack)
                     if self.built else 0)
         sample_bytes = max(features * self.dtype.itemsize, 1)
         return max(1, min(EVALUATION_BATCH, EVALUATION_BYTES // sample_bytes))
@@ -816,7 +816,7 @@ class _TrainingLoop:
         trainer = self.trainer
         dtype = trainer.backend.dtype(trainer.dtype)
         return arrays_like(targets, (
-            head.loss.dense_targets(trainer.backend, array, layer.output_dim, dtype)
+            head.loss.dense_targets(trainer.backend, array, layer.output_features, dtype)
             for head, layer, array in zip(trainer.heads, trainer.output_layers,
                                           each_array(targets))))
 

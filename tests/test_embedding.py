@@ -1,0 +1,171 @@
+"""Embedding and the 1-D global poolings (a text classifier's layers): against Keras 3.15.1's
+figures, NumPy, finite differences and every backend."""
+
+import json
+
+import numpy as np
+import pytest
+
+import dnn as keras
+from dnn import layers
+from dnn.backends.base import Backend
+from dnn.errors import UsageError
+from dnn.testing import check_layer, numerical_gradient
+
+
+def reference_case():
+    """``(x, y, embeddings, kernel)``: 48 sequences of 7 indices below 20, labelled by their
+    first index, and the weights the script that ran Keras 3.15.1 (JAX, CPU) gave its layers,
+    drawn in its order."""
+    rng = np.random.default_rng(8)
+    x = rng.integers(0, 20, size=(48, 7))
+    y = (x[:, 0] > 9).astype("float32")
+    embeddings = rng.uniform(-0.5, 0.5, size=(20, 6)).astype("float32")
+    kernel = rng.normal(size=(6, 1)).astype("float32") * 0.5
+    return x, y, embeddings, kernel
+
+
+def text_model(pool: str, backend=None, dtype="float32"):
+    """7 indices -> Embedding(20, 6) -> the global ``pool`` ("avg" or "max") -> Dense(1,
+    sigmoid), given :func:`reference_case`'s weights."""
+    _, _, embeddings, kernel = reference_case()
+    inputs = keras.Input(shape=(7,))
+    pooling = layers.GlobalAveragePooling1D if pool == "avg" else layers.GlobalMaxPooling1D
+    features = pooling()(layers.Embedding(20, 6, name="emb")(inputs))
+    model = keras.Model(inputs, layers.Dense(1, activation="sigmoid", name="out")(features),
+                        backend=backend, dtype=dtype, seed=0)
+    model.get_layer("emb").set_weights([embeddings])
+    model.get_layer("out").set_weights([kernel, np.zeros(1)])
+    return model
+
+
+# Keras 3.15.1: fit(x, y, batch_size=16, epochs=3, shuffle=False) with SGD(0.5), and then
+# the first embedding's first value and the sum of the embeddings' magnitudes
+KERAS = {"avg": ({"loss": [0.6866493225097656, 0.6825788021087646, 0.6796908378601074],
+                  "accuracy": [0.5, 0.5625, 0.6041666865348816]},
+                 0.20241008698940277, 31.55000877380371),
+         "max": ({"loss": [0.7343826293945312, 0.6868762373924255, 0.673098087310791],
+                  "accuracy": [0.4791666567325592, 0.5416666865348816, 0.5833333134651184]},
+                 0.22476550936698914, 30.938520431518555)}
+
+
+@pytest.mark.parametrize("pool", ["avg", "max"])
+def test_a_text_classifier_trains_as_keras_trains_it(pool):
+    x, y, _, _ = reference_case()
+    model = text_model(pool)
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="binary_crossentropy",
+                  metrics=["accuracy"])
+    history = model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0).history
+    figures, first, magnitude = KERAS[pool]
+    for name, values in figures.items():
+        assert history[name] == pytest.approx(values, rel=1e-5), name
+    embeddings = model.get_layer("emb").get_weights()[0]
+    assert embeddings[0, 0] == pytest.approx(first, rel=1e-5)
+    assert np.abs(embeddings).sum() == pytest.approx(magnitude, rel=1e-5)
+
+
+@pytest.mark.parametrize("pool", ["avg", "max"])
+def test_the_forward_pass_is_numpys(pool):
+    x, _, embeddings, kernel = reference_case()
+    looked_up = embeddings[x]  # (48, 7, 6)
+    pooled = looked_up.mean(axis=1) if pool == "avg" else looked_up.max(axis=1)
+    expected = 1 / (1 + np.exp(-(pooled @ kernel)))
+    np.testing.assert_allclose(text_model(pool).predict(x, verbose=0), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pool", ["avg", "max"])
+def test_the_embeddings_gradient_is_central_finite_differences(cpu, pool):
+    """Indices met twice in a batch add both their gradients into one row."""
+    x, y, _, _ = reference_case()
+    x, y = x[:5], y[:5]
+    x[1, :3] = x[0, 0]  # one index, several times
+    model = text_model(pool, cpu, dtype="float64")
+    model.compile(optimizer="sgd", loss="binary_crossentropy")
+    y = y[:, None]
+    model.compute_gradients(x.astype(np.float64), y)
+    analytic = [grad.copy() for layer in model.stack for grad in layer.grads]
+    for param, grad in zip(model.params, analytic, strict=True):
+        np.testing.assert_allclose(grad, numerical_gradient(lambda: model.test_on_batch(x, y),
+                                                            param), rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("layer", [layers.GlobalAveragePooling1D(),
+                                   layers.GlobalMaxPooling1D(keepdims=True)])
+def test_the_1d_poolings_pass_the_layer_check(layer):
+    check_layer(layer, (4, 3))
+
+
+def test_the_generic_scatter_adds_every_row_as_numpys_add_at(cpu):
+    rng = np.random.default_rng(1)
+    rows, indices = rng.normal(size=(300, 4)), rng.integers(0, 9, size=300)
+    expected = np.zeros((9, 4))
+    np.add.at(expected, indices, rows)
+    generic = np.zeros((9, 4))
+    Backend.scatter_add_rows(cpu, rows, indices, generic)  # in one-hot blocks
+    np.testing.assert_allclose(generic, expected, rtol=1e-12)
+    np.testing.assert_array_equal(cpu.scatter_add_rows(rows, indices, np.zeros((9, 4))),
+                                  expected)
+
+
+@pytest.mark.parametrize("values, shown", [(20, "20"), (-1, "-1"), (2.5, "2.5"),
+                                           (np.nan, "nan")])
+def test_inputs_that_are_no_index_are_refused_before_they_move(values, shown):
+    x, y, _, _ = reference_case()
+    x = x.astype(np.float64)
+    x[3, 4] = values
+    model = text_model("avg")
+    model.compile(optimizer="sgd", loss="binary_crossentropy")
+    message = (f"inputs hold {shown}, which is no index of emb's 20 embeddings \\(whole "
+               "numbers from 0 to 19\\)")
+    for call in (lambda: model.fit(x, y, verbose=0), lambda: model.predict(x, verbose=0),
+                 lambda: model.evaluate(iter([(x[:8], y[:8])]), verbose=0)):
+        with pytest.raises(UsageError, match=message):
+            call()
+
+
+def test_an_embedding_too_large_for_the_models_dtype_is_refused_before_any_weight():
+    with pytest.raises(UsageError, match=r"has 16,777,217 embeddings, but the model's float32 "
+                                         "inputs hold whole numbers exactly only up to "
+                                         "16,777,216"):
+        keras.Sequential([keras.Input(shape=(3,)), layers.Embedding(2**24 + 1, 1)])
+
+
+def test_an_embedding_saves_loads_and_configures_as_keras_names_it(tmp_path):
+    x, y, _, _ = reference_case()
+    model = text_model("avg")
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    model.fit(x, y, verbose=0)
+    model.save(tmp_path / "text.npz")
+    loaded = keras.models.load_model(tmp_path / "text.npz")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    again = keras.models.model_from_json(model.to_json())
+    assert [type(layer).__name__ for layer in again.layers] == [
+        "Input", "Embedding", "GlobalAveragePooling1D", "Dense"]
+    config = layers.Embedding(10, 3, embeddings_initializer="glorot_uniform",
+                              embeddings_regularizer="l2", name="words").get_config()
+    assert json.loads(json.dumps(config)) == config and config["input_dim"] == 10
+    assert layers.from_config(config).get_config() == config
+    with pytest.warns(UserWarning, match="input_length is deprecated"):
+        assert layers.Embedding(10, 3, input_length=5).output_dim == 3
+    with pytest.raises(UsageError, match="Embedding: mask_zero is not supported yet"):
+        layers.Embedding(10, 3, mask_zero=True)
+
+
+def text_classifier(backend=None):
+    """:func:`text_model` with max pooling (tests/test_merging.py's GRAPH_MODELS: trained on
+    every backend, replayed, and captured on the GPU stand-in)."""
+    return text_model("max", backend)
+
+
+def text_data(rows=48):
+    """``(x, y)``: ``rows`` sequences of 7 indices below 20, labelled by their first."""
+    x = np.random.default_rng(rows).integers(0, 20, size=(rows, 7))
+    return x, (x[:, 0] > 9).astype("float32")
+
+
+def test_an_embedding_after_another_layer_is_refused_naming_it():
+    with pytest.raises(UsageError, match=r"emb \(Embedding\) takes the model's inputs "
+                                         r"\(indices, checked before they move\), not another "
+                                         "layer's output: put it first"):
+        keras.Sequential([keras.Input(shape=(3,)), layers.Dense(3),
+                          layers.Embedding(5, 2, name="emb")])
