@@ -9,7 +9,7 @@ import pytest
 import dnn as keras
 from dnn import layers
 from dnn.backends.base import Backend
-from dnn.errors import UsageError
+from dnn.errors import OutOfMemoryError, UsageError
 from dnn.testing import check_layer, numerical_gradient
 
 
@@ -108,7 +108,7 @@ def test_the_generic_scatter_adds_every_row_as_numpys_add_at(cpu):
 
 
 @pytest.mark.parametrize("values, shown", [(20, "20"), (-1, "-1"), (2.5, "2.5"),
-                                           (np.nan, "nan")])
+                                           (np.nan, "nan"), (np.inf, "inf")])
 def test_inputs_that_are_no_index_are_refused_before_they_move(values, shown):
     x, y, _, _ = reference_case()
     x = x.astype(np.float64)
@@ -169,3 +169,31 @@ def test_an_embedding_after_another_layer_is_refused_naming_it():
                                          "layer's output: put it first"):
         keras.Sequential([keras.Input(shape=(3,)), layers.Dense(3),
                           layers.Embedding(5, 2, name="emb")])
+
+
+def test_an_integer_input_feeds_an_embedding_as_keras_declares_it():
+    x, y, embeddings, kernel = reference_case()
+    inputs = keras.Input(shape=(7,), dtype="int32")
+    features = layers.GlobalAveragePooling1D()(layers.Embedding(20, 6, name="emb")(inputs))
+    model = keras.Model(inputs, layers.Dense(1, activation="sigmoid", name="out")(features))
+    model.get_layer("emb").set_weights([embeddings])
+    model.get_layer("out").set_weights([kernel, np.zeros(1)])
+    np.testing.assert_array_equal(model.predict(x, verbose=0),
+                                  text_model("avg").predict(x, verbose=0))
+    with pytest.raises(UsageError, match=r"inputs hold 20000001, which is no index of emb's "
+                                         r"20,000,001 embeddings \(whole numbers from 0 to "
+                                         r"20,000,000\)"):
+        keras.Sequential([keras.Input(shape=(2,)), layers.Embedding(20_000_001, 1, name="emb"),
+                          layers.Flatten()], dtype="float64").predict(
+            np.array([[20_000_001, 0]]), verbose=0)
+
+
+def test_an_optimizer_state_beyond_memory_is_one_error_naming_it(monkeypatch):
+    """A large vocabulary's table is often what the optimizer cannot double or triple."""
+    def out_of_memory(self, params, backend):
+        raise MemoryError
+
+    monkeypatch.setattr(keras.optimizers.Adam, "build", out_of_memory)
+    with pytest.raises(OutOfMemoryError, match="the Adam optimizer's state for 127 weights "
+                                               "needs more memory than this machine gives"):
+        text_model("avg").compile(optimizer="adam", loss="binary_crossentropy")

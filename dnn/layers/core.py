@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
+
 from dnn import activations
 from dnn.backends.base import InputColumns
 from dnn.errors import UsageError
@@ -115,6 +117,8 @@ class Input(Passthrough, MergedByOperators):
     def __init__(self, shape=None, name=None, batch_shape=None, **keras_only):
         if keras_only.get("sparse", False) is None:  # Keras' default: not sparse
             del keras_only["sparse"]
+        if _is_integer_type(keras_only.get("dtype")):  # indices, as an Embedding takes them:
+            del keras_only["dtype"]  # they reach it in the model's dtype, checked exact
         check_keras_only("Input", keras_only, self.KERAS_ONLY)
         if (shape is None) == (batch_shape is None):
             raise UsageError("Input takes shape=(...) (a sample's), or batch_shape=(None, ...)"
@@ -306,3 +310,11 @@ class Reshape(_Reshaping):
 
     def __repr__(self) -> str:
         return f"Reshape({self.target_shape})"
+
+
+def _is_integer_type(dtype) -> bool:
+    """Whether ``dtype`` (a name, a NumPy type, anything) names an integer type."""
+    try:
+        return dtype is not None and np.dtype(dtype).kind in "iu"
+    except TypeError:
+        return False

@@ -33,8 +33,7 @@ class Embedding(Layer):
     def __init__(self, input_dim: int, output_dim: int, embeddings_initializer="uniform",
                  embeddings_regularizer=None, input_shape=None, name=None, trainable=True,
                  **keras_only):
-        if "input_length" in keras_only:  # as Keras 3 takes it
-            keras_only.pop("input_length")
+        if keras_only.pop("input_length", None) is not None:  # as Keras 3 takes it
             warnings.warn("Embedding: input_length is deprecated in Keras 3 and changes "
                           "nothing; give the inputs' shape with keras.Input", UserWarning,
                           stacklevel=user_stacklevel())
@@ -74,12 +73,15 @@ class Embedding(Layer):
     def check_input_values(self, x: np.ndarray, what: str) -> None:
         """Refuse (UsageError naming the first) host inputs ``x`` that are no index of an
         embedding: whole numbers from 0 to ``input_dim - 1``."""
-        bad = ~(np.isfinite(x) & (x >= 0) & (x < self.input_dim) & (x == np.floor(x)))
+        bad = (x < 0) | (x >= self.input_dim)
+        if not np.issubdtype(x.dtype, np.integer):
+            bad |= ~np.isfinite(x) | (x != np.floor(x))
         if bad.any():
             value = x[bad][0].item()
-            raise UsageError(f"{what} hold {value:g}, which is no index of {self.name}'s "
-                             f"{self.input_dim} embeddings (whole numbers from 0 to "
-                             f"{self.input_dim - 1})")
+            shown = int(value) if isinstance(value, float) and value.is_integer() else value
+            raise UsageError(f"{what} hold {shown!r}, which is no index of {self.name}'s "
+                             f"{self.input_dim:,} embeddings (whole numbers from 0 to "
+                             f"{self.input_dim - 1:,})")
 
     def forward(self, x, logits=False, training=False):
         xp = self._backend.xp

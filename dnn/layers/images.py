@@ -29,8 +29,8 @@ def padding_name(padding, layer: str) -> str:
 def channels_last(data_format, layer: str) -> None:
     """Refuse a ``data_format`` other than Keras' default, ``"channels_last"``."""
     if data_format not in (None, "channels_last"):
-        raise UsageError(f"{layer}: only data_format='channels_last' (images (height, width, "
-                         f"channels)) is supported, not {data_format!r}")
+        raise UsageError(f"{layer}: only data_format='channels_last' (the channels, or "
+                         f"features, on the last axis) is supported, not {data_format!r}")
 
 
 def image_window(input_shape: tuple, kernel: tuple, strides: tuple, padding: str,

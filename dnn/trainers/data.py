@@ -250,10 +250,12 @@ def _output_targets(model, loss, layer, y, count: int, what: str, prefix: str) -
         raise UsageError(f"{count} {prefix}inputs but {y.shape[0]} {what}")
     several = len(model.heads) > 1
     if len(layer.output_shape) > 1:
+        pooling = "GlobalAveragePooling1D" if len(layer.output_shape) == 2 else \
+            "GlobalAveragePooling2D"
         raise UsageError(f"the {'output' if several else 'last'} layer, {layer.name}, gives "
                          f"each sample an output of shape "
                          f"{layer.output_shape}; dnn's losses take one vector a sample: end the "
-                         "model with Flatten() or GlobalAveragePooling2D() and a Dense layer")
+                         f"model with Flatten() or {pooling}() and a Dense layer")
     units = layer.output_features
     if loss.sparse:
         if y.ndim == 2 and y.shape[1] == 1:

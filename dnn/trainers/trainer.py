@@ -26,7 +26,7 @@ import numpy as np
 from dnn import backends, distributed, optimizers
 from dnn.callbacks import BatchLogs, CallbackList, figures
 from dnn.callbacks.progbar_logger import check_verbose
-from dnn.errors import DivergenceError, UsageError
+from dnn.errors import DivergenceError, OutOfMemoryError, UsageError
 from dnn.trainers import data_parallel, heads
 from dnn.trainers.data import DeviceData, arrays_like, each_array, map_arrays
 from dnn.trainers.epoch_iterator import (ArrayBatches, batches_of, check_steps,
@@ -134,7 +134,13 @@ class Trainer:
         evaluate starts from rank 0's state again (:meth:`_start_together_once`)."""
         self._started_together = False
         if self.optimizer is not None and rebuild_optimizer:
-            self.optimizer.build(self.params, self.backend)
+            try:
+                self.optimizer.build(self.params, self.backend)
+            except MemoryError:
+                count = sum(math.prod(param.shape) for param in self.params)
+                raise OutOfMemoryError(f"the {type(self.optimizer).__name__} optimizer's state "
+                                       f"for {count:,} weights needs more memory than this "
+                                       "machine gives") from None
         xp, dtype = self.backend.xp, self.backend.dtype(self.dtype)
         self._loss_total = xp.zeros((), dtype=dtype)
         for head, layer in zip(self.heads, self.output_layers):
