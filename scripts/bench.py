@@ -43,6 +43,7 @@ import numpy as np
 import dnn
 from dnn.backends.cpu import C_KERNELS, CpuBackend
 from dnn.datasets import get
+from dnn.distributed.threads import process_threads
 from dnn.errors import DataError
 from dnn.layers import Dense
 from dnn.utils import to_categorical
@@ -251,6 +252,96 @@ def peak_rss_of_dnn_train(data_dir, epochs=1) -> float:
 def summary(values) -> dict:
     """Median, least and greatest of ``values``."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def step_times(timers: dict, rounds: int, steps: int) -> dict:
+    """name -> each round's milliseconds per step of ``timers`` (name -> a function that
+    trains ``steps`` steps and returns its seconds), after a warm-up round (buffers made,
+    kernels chosen), interleaved round by round so that machine noise hits them alike."""
+    for timer in timers.values():
+        timer()
+    times = {name: [] for name in timers}
+    for _ in range(rounds):
+        for name, timer in timers.items():
+            times[name].append(timer() / steps * 1000)
+    return times
+
+
+def epoch_timers(x, y, batch: int, dnn_model, torch_steps, torch) -> dict:
+    """name -> a function that trains one epoch over ``x`` and ``y`` in batches of ``batch``
+    and returns its seconds: ``"dnn"``, ``dnn_model()``'s ``fit``; ``"torch"``, where
+    ``torch`` (the module, or None) is installed, the function ``torch_steps(torch, x, y)``
+    gives, which trains PyTorch's model on the rows of a slice, on as many threads as this
+    process may use (dnn's BLAS uses as many)."""
+    model = dnn_model()
+
+    def dnn_epoch() -> float:
+        start = time.perf_counter()
+        model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0)
+        return time.perf_counter() - start
+
+    timers = {"dnn": dnn_epoch}
+    if torch is not None:
+        torch.manual_seed(0)
+        torch.set_num_threads(process_threads())
+        step = torch_steps(torch, x, y)
+
+        def torch_epoch() -> float:
+            start = time.perf_counter()
+            for first in range(0, len(x), batch):
+                step(slice(first, first + batch))
+            return time.perf_counter() - start
+
+        timers["torch"] = torch_epoch
+    return timers
+
+
+def model_benchmark(doc: str, batch: int, steps: int, data, dnn_model, torch_steps) -> int:
+    """The command line of a benchmark of one model, dnn next to PyTorch where it is
+    installed (``doc`` its script's docstring): ``--rounds``, ``--steps`` (``steps`` by
+    default), ``--json`` and ``--quick``; ``data(rows)`` gives ``(x, y)``, and
+    :func:`epoch_timers` of ``dnn_model`` and ``torch_steps`` the timers of
+    :func:`step_times`.  Prints (and writes) :func:`report_step_times`; returns 0."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--quick", action="store_true",
+                        help="one round of 3 steps: checks the script works, in seconds")
+    args = parser.parse_args()
+    rounds, steps = (1, 3) if args.quick else (args.rounds, args.steps)
+    try:
+        import torch
+    except ImportError:
+        torch = None
+        print("PyTorch is not installed: dnn timed alone (pip install torch to compare)")
+    timers = epoch_timers(*data(steps * batch), batch, dnn_model, torch_steps, torch)
+    times = step_times(timers, rounds, steps)
+    report_step_times(times, torch, {"quick": args.quick, "rounds": rounds, "steps": steps,
+                                     "batch": batch}, args.json)
+    return 0
+
+
+def report_step_times(times: dict, torch, result: dict, json_path) -> None:
+    """Print each timer's median step of :func:`step_times`' ``times`` and, where PyTorch
+    (the module ``torch``, or None) ran as ``"torch"``, the per-round ratio of ``"dnn"`` to
+    it; add them to ``result`` (whose ``rounds``, ``steps`` and ``batch`` say what ran) and
+    write it to ``json_path``, if given."""
+    print(machine_line())
+    step_ms = {name: summary(values) for name, values in times.items()}
+    for name, stats in step_ms.items():
+        print(f"{name:>6} step: median {stats['median']:8.1f} ms (min {stats['min']:.1f}, "
+              f"max {stats['max']:.1f}) over {result['rounds']} rounds of {result['steps']} "
+              f"steps of {result['batch']}")
+    result.update({"machine": machine_line(), "step_ms": step_ms})
+    if torch is not None:
+        ratios = [ours / theirs for ours, theirs in zip(times["dnn"], times["torch"])]
+        result["torch"] = torch.__version__
+        result["dnn_over_torch"] = summary(ratios)
+        print(f"dnn / torch {torch.__version__}: median per-round ratio "
+              f"{statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")
+    if json_path:
+        write_json(json_path, result)
 
 
 def print_ratios(ratios: dict) -> None:

@@ -24,17 +24,13 @@ measure nothing worth quoting).
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import sys
-import time
 
 import numpy as np
 
 import dnn
-from bench import machine_line, summary, write_json
+from bench import model_benchmark
 from dnn import layers
-from dnn.distributed.threads import process_threads
 
 BATCH, CLASSES, IMAGE = 64, 10, (28, 28, 1)
 
@@ -83,81 +79,27 @@ def torch_resnet(torch):
     return network, torch.optim.RMSprop(network.parameters(), lr=1e-3, alpha=0.9, eps=1e-7)
 
 
-def make_timers(x, y, with_torch: bool) -> dict:
-    """name -> a function that trains one epoch over ``x`` and returns its seconds."""
-    model = dnn_resnet()
+def torch_steps(torch, x, y):
+    """A function that trains the PyTorch network on the rows of a slice of ``x`` and ``y``
+    (:func:`bench.epoch_timers`)."""
+    network, optimizer = torch_resnet(torch)
+    images = torch.from_numpy(x).permute(0, 3, 1, 2)  # NCHW shape, channels-last memory
+    targets = torch.from_numpy(y)
+    network.train()
 
-    def dnn_epoch() -> float:
-        start = time.perf_counter()
-        model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
-        return time.perf_counter() - start
-
-    timers = {"dnn": dnn_epoch}
-    if with_torch:
-        import torch
-
-        torch.manual_seed(0)
-        torch.set_num_threads(process_threads())
-        network, optimizer = torch_resnet(torch)
-        images = torch.from_numpy(x).permute(0, 3, 1, 2)  # NCHW shape, channels-last memory
-        targets = torch.from_numpy(y)
-
-        def torch_epoch() -> float:
-            start = time.perf_counter()
-            network.train()
-            for first in range(0, len(x), BATCH):
-                optimizer.zero_grad()
-                loss = torch.nn.functional.cross_entropy(
-                    network(images[first:first + BATCH]), targets[first:first + BATCH])
-                loss.backward()
-                optimizer.step()
-            return time.perf_counter() - start
-
-        timers["torch"] = torch_epoch
-    return timers
+    def step(rows: slice) -> None:
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(network(images[rows]), targets[rows]).backward()
+        optimizer.step()
+    return step
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--json", help="also write the figures to this JSON file")
-    parser.add_argument("--quick", action="store_true",
-                        help="one round of 3 steps: checks the script works, in seconds")
-    args = parser.parse_args()
-    rounds, steps = (1, 3) if args.quick else (args.rounds, args.steps)
-    try:
-        import torch
-    except ImportError:
-        torch = None
-        print("PyTorch is not installed: dnn timed alone (pip install torch to compare)")
+def data(rows: int) -> tuple:
+    """``(x, y)``: ``rows`` random images and one-hot labels."""
     rng = np.random.default_rng(0)
-    x = rng.random((steps * BATCH, *IMAGE), dtype=np.float32)
-    y = dnn.utils.to_categorical(rng.integers(0, CLASSES, steps * BATCH), CLASSES)
-    timers = make_timers(x, y, torch is not None)
-    for timer in timers.values():  # warm-up: buffers made, kernels chosen
-        timer()
-    times = {name: [] for name in timers}
-    for _ in range(rounds):
-        for name, timer in timers.items():
-            times[name].append(timer() / steps * 1000)
-    print(machine_line())
-    step_ms = {name: summary(values) for name, values in times.items()}
-    for name, stats in step_ms.items():
-        print(f"{name:>6} step: median {stats['median']:8.1f} ms (min {stats['min']:.1f}, "
-              f"max {stats['max']:.1f}) over {rounds} rounds of {steps} steps of {BATCH}")
-    result = {"quick": args.quick, "rounds": rounds, "steps": steps, "batch": BATCH,
-              "machine": machine_line(), "step_ms": step_ms}
-    if torch is not None:
-        ratios = [ours / theirs for ours, theirs in zip(times["dnn"], times["torch"])]
-        result["torch"] = torch.__version__
-        result["dnn_over_torch"] = summary(ratios)
-        print(f"dnn / torch {torch.__version__}: median per-round ratio "
-              f"{statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")
-    if args.json:
-        write_json(args.json, result)
-    return 0
+    return (rng.random((rows, *IMAGE), dtype=np.float32),
+            dnn.utils.to_categorical(rng.integers(0, CLASSES, rows), CLASSES))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(model_benchmark(__doc__, BATCH, 30, data, dnn_resnet, torch_steps))

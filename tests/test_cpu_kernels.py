@@ -151,6 +151,18 @@ def test_take_columns_and_scatter_rows_match_numpy_indexing():
     np.testing.assert_array_equal(out.view(np.uint32), expected.view(np.uint32))
 
 
+@needs_extension
+def test_add_rows_adds_as_numpys_add_at_bit_for_bit():
+    """An Embedding's gradient: rows named several times add in order."""
+    rng = np.random.default_rng(15)
+    source, rows = awkward(rng, (300, 17)), rng.integers(0, 23, size=300)
+    start = awkward(rng, (23, 17))
+    out, expected = start.copy(), start.copy()
+    C_KERNELS.add_rows(source, rows, out)
+    np.add.at(expected, rows, source)
+    np.testing.assert_array_equal(out.view(np.uint32), expected.view(np.uint32))
+
+
 _shared = np.zeros(4, np.float32)  # memory seen both as float32 and as int64 indices
 
 
@@ -178,8 +190,14 @@ _shared = np.zeros(4, np.float32)  # memory seen both as float32 and as int64 in
     (lambda k: k.take_columns(np.zeros((4, 3), np.float32), _shared[:2].view(np.int64),
                               _shared[:4].reshape(2, 2)),
      "columns and out must not overlap"),
+    (lambda k: k.add_rows(np.zeros((2, 3), np.float32), np.array([1, 4]),
+                          np.zeros((4, 3), np.float32)),
+     r"rows must be indices below 4 \(entry 1 is 4\)"),
+    (lambda k: k.add_rows(np.zeros((2, 3), np.float32), np.array([1]),
+                          np.zeros((4, 3), np.float32)),
+     r"source \(2, 3\) needs 2 row indices and out of 3 columns, not 1 and 3"),
 ], ids=["int32", "length", "column-range", "out-shape", "repeated-row", "negative-row",
-        "out-width", "indices-overlap-out"])
+        "out-width", "indices-overlap-out", "add-row-range", "add-rows-count"])
 def test_column_kernels_refuse_indices_and_shapes_they_cannot_take(call, message):
     with pytest.raises((ValueError, TypeError), match=message):
         call(C_KERNELS)

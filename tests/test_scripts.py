@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
 TESTED_ELSEWHERE = {"hostile.py"}
 TESTED_HERE = {"bench.py", "bench_convnet.py", "bench_distributed.py", "bench_gpu.py",
-               "bench_resnet.py", "bench_revisions.py", "convnet_vs_torch.py", "profile_step.py", "gpu-check",
-               "gpu-wheels"}
+               "bench_resnet.py", "bench_revisions.py", "bench_text.py", "convnet_vs_torch.py",
+               "profile_step.py", "gpu-check", "gpu-wheels"}
 # A quick run checks that a script works, not how fast: one BLAS thread, since two on a
 # 2-core machine that is busy with something else can take thirty times as long.
 ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -263,11 +263,13 @@ def test_convnet_vs_torch_follows_pytorch_for_40_steps_where_it_is_installed(tmp
         assert figures_of["loss_last"] < figures_of["loss_first"]  # it learned something
 
 
-def test_bench_resnet_times_a_graph_model_next_to_torch_where_it_is_installed(tmp_path):
-    result = run_script("bench_resnet.py", "--quick", "--json", tmp_path / "resnet.json")
+@pytest.mark.parametrize("script, batch", [("bench_resnet.py", 64), ("bench_text.py", 32)])
+def test_the_model_benchmarks_time_dnn_next_to_torch_where_it_is_installed(tmp_path, script,
+                                                                          batch):
+    result = run_script(script, "--quick", "--json", tmp_path / "figures.json")
     assert_ran(result)
-    record = json.loads((tmp_path / "resnet.json").read_text())
-    assert record["rounds"] == 1 and record["quick"] is True and record["batch"] == 64
+    record = json.loads((tmp_path / "figures.json").read_text())
+    assert record["rounds"] == 1 and record["quick"] is True and record["batch"] == batch
     assert record["step_ms"]["dnn"]["median"] > 0
     assert figures(r"^\s+dnn step: median +(\S+) ms", result.stdout)[0] > 0
     if importlib.util.find_spec("torch") is None:

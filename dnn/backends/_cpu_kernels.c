@@ -14,6 +14,8 @@
  * are zero in every row (dnn/backends/cpu.py): nonzero_columns finds them, take_columns packs
  * the others, scatter_rows puts the rows of a product over them back in place.  They take int64
  * index arrays, checked to be increasing and in range before any loop reads through them.
+ * add_rows adds rows into the rows an Embedding looked them up from (numpy.add.at's order),
+ * its indices checked to be in range first.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1069,30 +1071,83 @@ PyDoc_STRVAR(scatter_rows_doc,
 "For source (k, o), k increasing int64 row indices and out (i, o): out[rows] = source and\n"
 "every other row of out = 0.");
 
-static PyObject *scatter_rows(PyObject *Py_UNUSED(module), PyObject *args)
+/* views[0..2] = the arguments (source, rows, out) of scatter_rows and add_rows: source (count,
+ * units) float32, count int64 row indices, out (rows, units) float32 apart from both; or -1
+ * with a Python exception, nothing held.  The indices are not checked. */
+static int get_rows_arguments(PyObject *args, Py_buffer *views, Py_ssize_t *count,
+                              Py_ssize_t *units, Py_ssize_t *rows)
 {
     PyObject *objects[3];
     if (!PyArg_ParseTuple(args, "OOO", &objects[0], &objects[1], &objects[2]))
-        return NULL;
-    Py_buffer views[3];
-    Py_ssize_t count, units, rows, out_units;
+        return -1;
+    Py_ssize_t out_units;
     static const char *const names[] = {"source", "rows"};
-    if (get_matrix_and_indices(objects, views, names[0], names[1], 0, &count, &units) < 0
-            || get_out_matrix(objects[2], views, names, &rows, &out_units) < 0)
-        return NULL;
-    if (check_increasing(views[1].buf, views[1].len / 8, rows, "rows") < 0) {
-        release_all(views, 3);
-        return NULL;
-    }
-    if (views[1].len / 8 != count || out_units != units) {
+    if (get_matrix_and_indices(objects, views, names[0], names[1], 0, count, units) < 0
+            || get_out_matrix(objects[2], views, names, rows, &out_units) < 0)
+        return -1;
+    if (views[1].len / 8 != *count || out_units != *units) {
         PyErr_Format(PyExc_ValueError,
                      "source (%zd, %zd) needs %zd row indices and out of %zd columns, "
-                     "not %zd and %zd", count, units, count, units, views[1].len / 8, out_units);
+                     "not %zd and %zd", *count, *units, *count, *units, views[1].len / 8,
+                     out_units);
+        release_all(views, 3);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *scatter_rows(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer views[3];
+    Py_ssize_t count, units, rows;
+    if (get_rows_arguments(args, views, &count, &units, &rows) < 0)
+        return NULL;
+    if (check_increasing(views[1].buf, count, rows, "rows") < 0) {
         release_all(views, 3);
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
     scatter_rows_loop(rows, units, views[0].buf, count, views[1].buf, views[2].buf);
+    Py_END_ALLOW_THREADS
+    release_all(views, 3);
+    Py_RETURN_NONE;
+}
+
+/* out (rows, units): row rows_of[j] += source row j, for j = 0, 1, ... in turn (numpy.add.at's
+ * order: a row named twice adds both, first the first). */
+static void add_rows_loop(Py_ssize_t units, const float *restrict source, Py_ssize_t count,
+                          const int64_t *restrict rows_of, float *restrict out)
+{
+    for (Py_ssize_t j = 0; j < count; j++) {
+        float *restrict row = out + rows_of[j] * units;
+        const float *restrict values = source + j * units;
+        for (Py_ssize_t k = 0; k < units; k++)
+            row[k] += values[k];
+    }
+}
+
+PyDoc_STRVAR(add_rows_doc,
+"add_rows(source, rows, out)\n\n"
+"For source (k, o), k int64 row indices below i and out (i, o): out[rows[j]] += source[j] for\n"
+"each j in order, as numpy.add.at(out, rows, source).");
+
+static PyObject *add_rows(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer views[3];
+    Py_ssize_t count, units, rows;
+    if (get_rows_arguments(args, views, &count, &units, &rows) < 0)
+        return NULL;
+    const int64_t *rows_of = views[1].buf;
+    for (Py_ssize_t j = 0; j < count; j++) {
+        if (rows_of[j] < 0 || rows_of[j] >= rows) {
+            PyErr_Format(PyExc_ValueError, "rows must be indices below %zd (entry %zd is %lld)",
+                         rows, j, (long long)rows_of[j]);
+            release_all(views, 3);
+            return NULL;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    add_rows_loop(units, views[0].buf, count, rows_of, views[2].buf);
     Py_END_ALLOW_THREADS
     release_all(views, 3);
     Py_RETURN_NONE;
@@ -1410,6 +1465,7 @@ static PyMethodDef methods[] = {
     {"nonzero_columns", nonzero_columns, METH_VARARGS, nonzero_columns_doc},
     {"take_columns", take_columns, METH_VARARGS, take_columns_doc},
     {"scatter_rows", scatter_rows, METH_VARARGS, scatter_rows_doc},
+    {"add_rows", add_rows, METH_VARARGS, add_rows_doc},
     {"im2col", im2col, METH_VARARGS, im2col_doc},
     {"col2im", col2im, METH_VARARGS, col2im_doc},
     {"max_pool", max_pool, METH_VARARGS, max_pool_doc},

@@ -178,7 +178,10 @@ class CpuBackend(Backend):
         return np.take(data, indices, axis=0, out=out, mode="clip")
 
     def scatter_add_rows(self, rows, indices, out):
-        np.add.at(out, indices, rows)
+        if self._c_kernels_take(rows) and self._c_kernels_take(out) and indices.dtype == np.int64:
+            self.c_kernels.add_rows(rows, indices, out)
+        else:
+            np.add.at(out, indices, rows)
         return out
 
     def _temporary(self, role: str, shape, dtype) -> np.ndarray:
