@@ -1,5 +1,6 @@
-"""Embedding and the 1-D global poolings (a text classifier's layers): against Keras 3.15.1's
-figures, NumPy, finite differences and every backend."""
+"""Embedding and the layers over sequences (a text classifier's: Conv1D, MaxPooling1D,
+AveragePooling1D and the 1-D global poolings): against Keras 3.15.1's figures, NumPy, finite
+differences and every backend."""
 
 import json
 
@@ -197,3 +198,87 @@ def test_an_optimizer_state_beyond_memory_is_one_error_naming_it(monkeypatch):
     with pytest.raises(OutOfMemoryError, match="the Adam optimizer's state for 127 weights "
                                                "needs more memory than this machine gives"):
         text_model("avg").compile(optimizer="adam", loss="binary_crossentropy")
+
+
+def text_cnn(backend=None):
+    """12 indices -> Embedding(20, 4) -> Conv1D(5, 3, relu) -> MaxPooling1D(2) -> Conv1D(3, 2,
+    "same", tanh) -> AveragePooling1D(2, strides=1, "same") -> GlobalMaxPooling1D -> Dense(1,
+    sigmoid) (tests/test_merging.py's GRAPH_MODELS too)."""
+    inputs = keras.Input(shape=(12,))
+    x = layers.Conv1D(5, 3, activation="relu", name="c1")(layers.Embedding(20, 4, name="emb")(
+        inputs))
+    x = layers.Conv1D(3, 2, padding="same", activation="tanh", name="c2")(
+        layers.MaxPooling1D(2)(x))
+    x = layers.GlobalMaxPooling1D()(layers.AveragePooling1D(2, strides=1, padding="same")(x))
+    return keras.Model(inputs, layers.Dense(1, activation="sigmoid", name="out")(x),
+                       backend=backend, seed=0)
+
+
+def text_cnn_data(rows=48):
+    """``(x, y)`` for :func:`text_cnn`, drawn as the script that ran Keras 3.15.1 drew them,
+    and the weights it gave each layer, by name."""
+    rng = np.random.default_rng(21)
+    x = rng.integers(0, 20, size=(rows, 12))
+    y = (x[:, :3].sum(axis=1) > 28).astype("float32")
+    shapes = {"emb": [(20, 4)], "c1": [(3, 4, 5), (5,)], "c2": [(2, 5, 3), (3,)],
+              "out": [(3, 1), (1,)]}
+    weights = {name: [(rng.normal(size=shape) * 0.4).astype("float32") for shape in listed]
+               for name, listed in shapes.items()}
+    return x, y, weights
+
+
+def test_a_convolutional_text_classifier_trains_as_keras_trains_it():
+    """Keras 3.15.1, from the same weights, SGD(0.3), batches of 16, three epochs."""
+    x, y, weights = text_cnn_data()
+    model = text_cnn()
+    for name, values in weights.items():
+        model.get_layer(name).set_weights(values)
+    assert [layer.kernel.shape for layer in (model.get_layer("c1"), model.get_layer("c2"))] == [
+        (3, 4, 5), (2, 5, 3)]  # Keras' (kernel_size, channels, filters)
+    model.compile(optimizer=keras.optimizers.SGD(0.3), loss="binary_crossentropy",
+                  metrics=["accuracy"])
+    history = model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0).history
+    assert history["loss"] == pytest.approx([0.7028473019599915, 0.6943780779838562,
+                                             0.6896573901176453], rel=1e-5)
+    assert history["accuracy"] == pytest.approx([0.4375, 0.5416666865348816,
+                                                 0.5416666865348816])
+    assert np.abs(model.get_layer("c1").get_weights()[0]).sum() == pytest.approx(
+        20.270347595214844, rel=1e-5)
+    assert model.get_layer("c2").get_weights()[0][0, 0, 0] == pytest.approx(
+        -0.19006167352199554, rel=1e-5)
+
+
+@pytest.mark.parametrize("layer", [
+    layers.Conv1D(3, 2), layers.Conv1D(2, 3, strides=2, padding="same", activation="relu"),
+    layers.MaxPooling1D(), layers.MaxPooling1D(2, 1, padding="same"),
+    layers.AveragePooling1D(3, 2, padding="same")], ids=repr)
+def test_the_windowed_1d_layers_pass_the_layer_check(layer):
+    check_layer(layer, (7, 2))
+
+
+def test_the_1d_layers_configure_as_keras_names_them():
+    config = layers.Conv1D(4, 3, strides=2, padding="same", name="c").get_config()
+    assert (config["kernel_size"], config["strides"], config["padding"]) == ([3], [2], "same")
+    assert layers.from_config(config).get_config() == config
+    pooled = layers.MaxPooling1D(3, name="p").get_config()
+    assert pooled["pool_size"] == [3] and "strides" not in pooled  # the pool size, as Keras
+    assert layers.from_config(pooled).get_config() == pooled
+    assert (layers.Convolution1D, layers.MaxPool1D, layers.AvgPool1D) == (
+        layers.Conv1D, layers.MaxPooling1D, layers.AveragePooling1D)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: layers.Conv1D(2, 3, padding="causal"), "Conv1D padding must be 'valid' or 'same'"),
+    (lambda: layers.Conv1D(2, 3, dilation_rate=2), "Conv1D: dilation_rate and groups other"),
+    (lambda: layers.Conv1D(2, (3, 3)), r"Conv1D kernel_size must be a positive integer, such "
+                                       r"as 3, not \(3, 3\)"),
+    (lambda: layers.MaxPooling1D(0), "MaxPooling1D pool_size must be a positive integer"),
+    (lambda: keras.Sequential([keras.Input(shape=(6, 6, 1)), layers.Conv1D(2, 3, name="c")]),
+     r"c \(Conv1D\) takes sequences \(steps, channels\), not inputs of shape \(6, 6, 1\)"),
+    (lambda: keras.Sequential([keras.Input(shape=(2, 3)), layers.Conv1D(2, 3, name="c")]),
+     "c .Conv1D.: a 1x3 window does not fit"),
+], ids=["causal", "dilation", "kernel-pair", "pool-zero", "images", "too-short"])
+def test_what_the_1d_layers_cannot_do_is_one_clear_error(make, message):
+    with pytest.raises(UsageError, match=message):
+        make()
+

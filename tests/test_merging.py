@@ -17,7 +17,7 @@ from dnn.layers.merging import Merge
 from dnn.testing import check_layer, numerical_gradient
 from dnn.trainers.step import GraphFallbackWarning
 from dnn.utils import to_categorical
-from tests.test_embedding import text_classifier, text_data
+from tests.test_embedding import text_classifier, text_cnn, text_cnn_data, text_data
 from tests.test_multi_input import three_input_model, toy_data as three_inputs_data
 from tests.test_multi_output import THREE_OUTPUT_COMPILE, three_output_data, three_output_model
 
@@ -199,11 +199,11 @@ def towers_data(rows=400):
     return [a, b], alike
 
 
-@pytest.mark.parametrize("model", ["dot-towers", "text"])
+@pytest.mark.parametrize("model", ["dot-towers", "text", "text-cnn"])
 def test_a_model_trains_on_every_backend_as_on_cpu(other_backend, model):
     """The strict array API backend and the GPU: Dot's products are the backend's
     batch_matmul, its norms array API operations; Embedding's gradient rows are added up by
-    the backend's scatter_add_rows."""
+    the backend's scatter_add_rows; Conv1D and the 1-D poolings are its window kernels."""
     make, data, loss = GRAPH_MODELS[model]
     x, y = data(rows=64)
     reference = residual_run("cpu", x, y, make, loss)
@@ -743,4 +743,6 @@ GRAPH_MODELS = {"residual": (residual_model, toy_data, "categorical_crossentropy
                                  "categorical_crossentropy"),
                 "dot-towers": (towers_model, towers_data, "binary_crossentropy"),
                 "three-outputs": (three_output_model, three_output_data, THREE_OUTPUT_COMPILE),
-                "text": (text_classifier, text_data, "binary_crossentropy")}
+                "text": (text_classifier, text_data, "binary_crossentropy"),
+                "text-cnn": (text_cnn, lambda rows: text_cnn_data(rows)[:2],
+                             "binary_crossentropy")}

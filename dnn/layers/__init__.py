@@ -3,17 +3,19 @@
 - :mod:`dnn.layers.base`: the protocol every layer follows (:class:`Layer`, who owns which
   array, shapes, weights, regularization);
 - :mod:`dnn.layers.core`: Dense, Input, Flatten, Dropout, Activation, Reshape;
-- :mod:`dnn.layers.convolutional`: Conv2D;
+- :mod:`dnn.layers.convolutional`: Conv2D, Conv1D;
 - :mod:`dnn.layers.pooling`: MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D,
-  GlobalMaxPooling2D, GlobalAveragePooling1D, GlobalMaxPooling1D;
+  GlobalMaxPooling2D, and over sequences MaxPooling1D, AveragePooling1D,
+  GlobalAveragePooling1D, GlobalMaxPooling1D;
 - :mod:`dnn.layers.embedding`: Embedding;
 - :mod:`dnn.layers.normalization`: BatchNormalization;
 - :mod:`dnn.layers.merging`: Add, Subtract, Multiply, Average, Maximum, Minimum,
   Concatenate (and Keras' functions of them, ``add``, ``concatenate``, ...), which join
   several layers' outputs in a functional model.
 
-Keras' aliases are there too: ``Convolution2D``, ``MaxPool2D``, ``AvgPool2D``,
-``GlobalAvgPool2D``, ``GlobalMaxPool2D``, ``GlobalAvgPool1D``, ``GlobalMaxPool1D``.
+Keras' aliases are there too: ``Convolution2D``, ``Convolution1D``, ``MaxPool2D``,
+``AvgPool2D``, ``GlobalAvgPool2D``, ``GlobalMaxPool2D``, ``MaxPool1D``, ``AvgPool1D``,
+``GlobalAvgPool1D``, ``GlobalMaxPool1D``.
 """
 
 from __future__ import annotations
@@ -23,38 +25,40 @@ import reprlib
 
 from dnn.errors import UnknownLayerError, UsageError
 from dnn.layers.base import Layer, is_dnns_own, reserve_names
-from dnn.layers.convolutional import Conv2D
+from dnn.layers.convolutional import Conv1D, Conv2D
 from dnn.layers.core import Activation, Dense, Dropout, Flatten, Input, Reshape
 from dnn.layers.embedding import Embedding
 from dnn.layers.merging import (Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply,
                                 Subtract, add, average, concatenate, dot, maximum, minimum,
                                 multiply, subtract)
 from dnn.layers.normalization import BatchNormalization
-from dnn.layers.pooling import (AveragePooling2D, GlobalAveragePooling1D,
+from dnn.layers.pooling import (AveragePooling1D, AveragePooling2D, GlobalAveragePooling1D,
                                 GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D,
-                                MaxPooling2D)
+                                MaxPooling1D, MaxPooling2D)
 from dnn.saving.registry import (custom_object_scope, get_registered_object,
                                  registered_under_class_name)
 
-Convolution2D = Conv2D
+Convolution2D, Convolution1D = Conv2D, Conv1D
+MaxPool1D, AvgPool1D = MaxPooling1D, AveragePooling1D
 MaxPool2D, AvgPool2D, GlobalAvgPool2D = MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D
 GlobalMaxPool2D = GlobalMaxPooling2D
 GlobalAvgPool1D, GlobalMaxPool1D = GlobalAveragePooling1D, GlobalMaxPooling1D
 
-__all__ = ["Layer", "Activation", "Add", "Average", "AveragePooling2D", "AvgPool2D",
-           "BatchNormalization", "Concatenate", "Conv2D", "Convolution2D", "Dense", "Dot",
-           "Dropout", "Embedding", "Flatten", "GlobalAveragePooling1D",
-           "GlobalAveragePooling2D", "GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalMaxPool1D",
-           "GlobalMaxPool2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Input", "MaxPool2D",
+__all__ = ["Layer", "Activation", "Add", "Average", "AveragePooling1D", "AveragePooling2D",
+           "AvgPool1D", "AvgPool2D", "BatchNormalization", "Concatenate", "Conv1D", "Conv2D",
+           "Convolution1D", "Convolution2D", "Dense", "Dot", "Dropout", "Embedding", "Flatten",
+           "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAvgPool1D",
+           "GlobalAvgPool2D", "GlobalMaxPool1D", "GlobalMaxPool2D", "GlobalMaxPooling1D",
+           "GlobalMaxPooling2D", "Input", "MaxPool1D", "MaxPool2D", "MaxPooling1D",
            "MaxPooling2D", "Maximum", "Minimum", "Multiply", "Reshape", "Subtract", "add",
            "average", "check_loadable", "check_remade", "concatenate", "dot", "from_config",
            "from_configs", "maximum", "minimum", "multiply", "subtract", "without_names"]
 
 LAYERS = {cls.__name__: cls for cls in (
-    Activation, Add, Average, AveragePooling2D, BatchNormalization, Concatenate, Conv2D, Dense,
-    Dot, Dropout, Embedding, Flatten, GlobalAveragePooling1D, GlobalAveragePooling2D,
-    GlobalMaxPooling1D, GlobalMaxPooling2D, Input, Maximum, MaxPooling2D, Minimum, Multiply,
-    Reshape, Subtract)}
+    Activation, Add, Average, AveragePooling1D, AveragePooling2D, BatchNormalization,
+    Concatenate, Conv1D, Conv2D, Dense, Dot, Dropout, Embedding, Flatten,
+    GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D,
+    Input, Maximum, MaxPooling1D, MaxPooling2D, Minimum, Multiply, Reshape, Subtract)}
 
 
 def from_config(config: dict):

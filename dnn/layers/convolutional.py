@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from dnn.errors import UsageError
 from dnn.layers.base import KernelLayer, check_keras_only, declared_shape
-from dnn.layers.images import channels_last, image_window, padding_name, pair
+from dnn.layers.images import (OnImages, OnSequences, channels_last, image_window,
+                               padding_name, pair, size)
 
 
-class Conv2D(KernelLayer):
+class Conv2D(OnImages, KernelLayer):
     """Keras' ``Conv2D(filters, kernel_size, strides=1, padding="valid")``: ``(n, h, w, c)
     -> (n, oh, ow, filters)``, ``out[b, y, x, f] = activation(bias[f] + sum over i, j, k of
     inputs[b, y * sh + i - top, x * sw + j - left, k] * kernel[i, j, k, f])`` (inputs outside
@@ -79,7 +80,7 @@ class Conv2D(KernelLayer):
                                       x.shape[-1]), x.dtype)
         backend.im2col(x, self._window, cols)
         kernel, bias = self._kernel_and_bias()
-        out = self._buffers("output", (n, *self.output_shape), x.dtype)
+        out = self._buffers("output", (n, *self.image_output_shape), x.dtype)
         windows, flat_kernel = xp.reshape(cols, (rows, cells)), xp.reshape(kernel, kernel_matrix)
         flat_out = xp.reshape(out, (rows, self.filters))
         if logits:
@@ -119,3 +120,49 @@ class Conv2D(KernelLayer):
     def __repr__(self) -> str:
         return (f"Conv2D({self.filters}, {self.kernel_size}, strides={self.strides}, "
                 f"padding={self.padding!r}, activation={self.activation.name!r})")
+
+
+class Conv1D(OnSequences, Conv2D):
+    """Keras' ``Conv1D(filters, kernel_size, strides=1, padding="valid")``: ``(n, steps, c)
+    -> (n, out_steps, filters)``, Conv2D's product over windows one row high
+    (:class:`dnn.layers.images.OnSequences`); ``kernel`` is ``(kernel_size, c, filters)`` as
+    Keras stores it.  Keras' ``"causal"`` padding, ``dilation_rate`` and ``groups`` other than
+    1 are not supported yet."""
+
+    def __init__(self, filters: int, kernel_size, strides=1, padding="valid",
+                 data_format=None, dilation_rate=1, groups=1, activation=None,
+                 use_bias: bool = True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 activity_regularizer=None, input_shape=None, name=None, trainable=True,
+                 **keras_only):
+        check_keras_only("Conv1D", keras_only)
+        channels_last(data_format, "Conv1D")
+        if size(dilation_rate, "dilation_rate", "Conv1D") != 1 or groups != 1:
+            raise UsageError("Conv1D: dilation_rate and groups other than 1 are not supported "
+                             "yet")
+        super().__init__(filters, (1, size(kernel_size, "kernel_size", "Conv1D")),
+                         (1, size(strides, "strides", "Conv1D")),
+                         padding_name(padding, "Conv1D"), activation=activation,
+                         use_bias=use_bias, kernel_initializer=kernel_initializer,
+                         bias_initializer=bias_initializer,
+                         kernel_regularizer=kernel_regularizer,
+                         bias_regularizer=bias_regularizer,
+                         activity_regularizer=activity_regularizer,
+                         input_shape=declared_shape(input_shape, None, "Conv1D"), name=name,
+                         trainable=trainable)
+
+    def kernel_shape(self, input_shape):
+        return (self.kernel_size[1], input_shape[-1], self.filters)
+
+    def get_config(self) -> dict:
+        options = {key: value for key, value, default in (
+            ("strides", [self.strides[1]], [1]), ("padding", self.padding, "valid"))
+            if value != default}
+        return self._config(filters=self.filters, kernel_size=[self.kernel_size[1]],
+                            activation=self.activation.name, **options,
+                            **self._kernel_options())
+
+    def __repr__(self) -> str:
+        return (f"Conv1D({self.filters}, {self.kernel_size[1]}, strides={self.strides[1]}, "
+                f"padding={self.padding!r}, activation={self.activation.name!r})")
+

@@ -1,5 +1,7 @@
 """What the layers over channels-last images (convolution, pooling) check in common: window
-sizes and strides, Keras' padding names, and inputs of shape ``(height, width, channels)``."""
+sizes and strides, Keras' padding names, and inputs of shape ``(height, width, channels)``;
+and how their 1-D kinds (Conv1D, MaxPooling1D, AveragePooling1D) see sequences ``(steps,
+channels)`` as images of one row (:class:`OnSequences`)."""
 
 from __future__ import annotations
 
@@ -47,3 +49,63 @@ def image_window(input_shape: tuple, kernel: tuple, strides: tuple, padding: str
                          f"window does not fit in {input_shape[0]}x{input_shape[1]} images "
                          f"with padding {padding!r}")
     return window
+
+
+def size(value, what: str, layer: str) -> int:
+    """``value`` (an int, or a tuple or list of one) as a positive size; UsageError naming
+    the ``layer``'s argument ``what`` else."""
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    if len(values) != 1 or not is_int_at_least(values[0], 1):
+        raise UsageError(f"{layer} {what} must be a positive integer, such as 3, not "
+                         f"{value!r}")
+    return int(values[0])
+
+
+class OnImages:
+    """The sample shapes a 2-D layer's passes work on: its input's and its output's."""
+
+    @property
+    def image_input_shape(self) -> tuple:
+        return self.input_shape
+
+    @property
+    def image_output_shape(self) -> tuple:
+        return self.output_shape
+
+
+class OnSequences(OnImages):
+    """The 1-D kind of the 2-D layer after it (Conv1D of Conv2D): sequences ``(n, steps,
+    channels)`` are passed to it as images ``(n, 1, steps, channels)`` of one row, whose
+    windows are one row high, and its outputs ``(n, 1, out_steps, filters)`` come back as
+    ``(n, out_steps, filters)``."""
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 2:
+            raise UsageError(f"{self.name} ({type(self).__name__}) takes sequences (steps, "
+                             f"channels), not inputs of shape {tuple(input_shape)}")
+        return super().compute_output_shape((1, *input_shape))[1:]
+
+    def build(self, input_shape):
+        super().build((1, *input_shape))
+
+    @property
+    def image_input_shape(self) -> tuple:
+        return (1, *self.input_shape)
+
+    @property
+    def image_output_shape(self) -> tuple:
+        return (1, *self.output_shape)
+
+    def forward(self, x, logits=False, training=False):
+        xp = self._backend.xp
+        out = super().forward(xp.reshape(x, (x.shape[0], *self.image_input_shape)),
+                              logits=logits, training=training)
+        return xp.reshape(out, (x.shape[0], *self.output_shape))
+
+    def backward(self, grad, logits=False):
+        xp = self._backend.xp
+        grad_x = super().backward(xp.reshape(grad, (grad.shape[0], *self.image_output_shape)),
+                                  logits=logits)
+        return None if grad_x is None else xp.reshape(grad_x,
+                                                      (grad.shape[0], *self.input_shape))
+

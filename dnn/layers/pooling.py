@@ -11,10 +11,11 @@ import numpy as np
 from dnn.callbacks.arguments import check_flag
 from dnn.errors import UsageError
 from dnn.layers.base import Layer, check_keras_only, declared_shape
-from dnn.layers.images import channels_last, image_window, padding_name, pair
+from dnn.layers.images import (OnImages, OnSequences, channels_last, image_window,
+                               padding_name, pair, size)
 
 
-class _Pooling2D(Layer):
+class _Pooling2D(OnImages, Layer):
     """A ``pool_size`` window moved by ``strides`` (``pool_size`` by default, as Keras):
     ``(n, h, w, c) -> (n, oh, ow, c)``; the arguments and the windows both kinds share."""
 
@@ -55,7 +56,7 @@ class MaxPooling2D(_Pooling2D):
     padding never wins a window."""
 
     def forward(self, x, logits=False, training=False):
-        out = self._buffers("output", (x.shape[0], *self.output_shape), x.dtype)
+        out = self._buffers("output", (x.shape[0], *self.image_output_shape), x.dtype)
         argmax = self._buffers("argmax", out.shape, self._backend.xp.int32)
         self._argmax = argmax
         return self._backend.max_pool(x, self._window, out, argmax)
@@ -63,7 +64,7 @@ class MaxPooling2D(_Pooling2D):
     def backward(self, grad, logits=False):
         if not self.needs_input_grad:
             return None
-        grad_x = self._buffers("grad_x", (grad.shape[0], *self.input_shape), grad.dtype)
+        grad_x = self._buffers("grad_x", (grad.shape[0], *self.image_input_shape), grad.dtype)
         return self._backend.max_pool_backward(grad, self._argmax, self._window, grad_x)
 
 
@@ -92,13 +93,13 @@ class AveragePooling2D(_Pooling2D):
         """The gradient of the windows, ``(n, oh, ow, kh, kw, c)``, summed into the inputs'
         ``(n, h, w, c)`` (the layer's buffer)."""
         n, c = grad_cols.shape[0], grad_cols.shape[-1]
-        grad_x = self._buffers("grad_x", (n, *self.input_shape[:2], c), grad_cols.dtype)
+        grad_x = self._buffers("grad_x", (n, *self.image_input_shape[:2], c), grad_cols.dtype)
         return self._backend.col2im(grad_cols, self._window, grad_x)
 
     def forward(self, x, logits=False, training=False):
         xp = self._backend.xp
         cols = self._windows(x)
-        out = self._buffers("output", (x.shape[0], *self.output_shape), x.dtype)
+        out = self._buffers("output", (x.shape[0], *self.image_output_shape), x.dtype)
         out[...] = xp.sum(xp.reshape(cols, (*out.shape[:3], -1, out.shape[3])), axis=3) \
             * self._scale
         return out
@@ -110,6 +111,40 @@ class AveragePooling2D(_Pooling2D):
         grad_cols = self._buffers("grad_cols", self._cols_shape, grad.dtype)
         grad_cols[...] = xp.reshape(grad * self._scale, (*grad.shape[:3], 1, 1, grad.shape[3]))
         return self._to_inputs(grad_cols)
+
+
+class _Pooling1D(OnSequences):
+    """The 1-D kind of the 2-D pooling after it: a ``pool_size`` window moved by ``strides``
+    (``pool_size`` by default) along each sequence, ``(n, steps, c) -> (n, out_steps, c)``."""
+
+    def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None,
+                 input_shape=None, name=None, trainable=True, **keras_only):
+        kind = type(self).__name__
+        pool = size(pool_size, "pool_size", kind)
+        step = pool if strides is None else size(strides, "strides", kind)
+        super().__init__((1, pool), (1, step), padding_name(padding, kind), data_format,
+                         declared_shape(input_shape, None, kind), name, trainable,
+                         **keras_only)
+
+    def get_config(self) -> dict:
+        options = {key: value for key, value, default in (
+            ("strides", [self.strides[1]], [self.pool_size[1]]),
+            ("padding", self.padding, "valid")) if value != default}
+        return self._config(pool_size=[self.pool_size[1]], **options)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(pool_size={self.pool_size[1]}, "
+                f"strides={self.strides[1]}, padding={self.padding!r})")
+
+
+class MaxPooling1D(_Pooling1D, MaxPooling2D):
+    """Keras' ``MaxPooling1D``: the largest input of each window along the sequence (its
+    gradient to the first step holding it)."""
+
+
+class AveragePooling1D(_Pooling1D, AveragePooling2D):
+    """Keras' ``AveragePooling1D``: the mean of each window's inputs along the sequence
+    (``"same"`` padding counted out, as in Keras)."""
 
 
 class _GlobalPooling(Layer):
