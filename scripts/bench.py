@@ -267,6 +267,17 @@ def step_times(timers: dict, rounds: int, steps: int) -> dict:
     return times
 
 
+def positive(text: str) -> int:
+    """``text`` as a positive integer (an argparse type: anything else is its usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return value
+
+
 def epoch_timers(x, y, batch: int, dnn_model, torch_steps, torch) -> dict:
     """name -> a function that trains one epoch over ``x`` and ``y`` in batches of ``batch``
     and returns its seconds: ``"dnn"``, ``dnn_model()``'s ``fit``; ``"torch"``, where
@@ -303,8 +314,8 @@ def model_benchmark(doc: str, batch: int, steps: int, data, dnn_model, torch_ste
     :func:`epoch_timers` of ``dnn_model`` and ``torch_steps`` the timers of
     :func:`step_times`.  Prints (and writes) :func:`report_step_times`; returns 0."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--rounds", type=positive, default=5)
+    parser.add_argument("--steps", type=positive, default=steps)
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--quick", action="store_true",
                         help="one round of 3 steps: checks the script works, in seconds")
@@ -333,7 +344,7 @@ def report_step_times(times: dict, torch, result: dict, json_path) -> None:
         print(f"{name:>6} step: median {stats['median']:8.1f} ms (min {stats['min']:.1f}, "
               f"max {stats['max']:.1f}) over {result['rounds']} rounds of {result['steps']} "
               f"steps of {result['batch']}")
-    result.update({"machine": machine_line(), "step_ms": step_ms})
+    result.update({"machine": machine_line().removeprefix("machine: "), "step_ms": step_ms})
     if torch is not None:
         ratios = [ours / theirs for ours, theirs in zip(times["dnn"], times["torch"])]
         result["torch"] = torch.__version__

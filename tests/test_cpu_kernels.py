@@ -155,7 +155,7 @@ def test_take_columns_and_scatter_rows_match_numpy_indexing():
 def test_add_rows_adds_as_numpys_add_at_bit_for_bit():
     """An Embedding's gradient: rows named several times add in order."""
     rng = np.random.default_rng(15)
-    source, rows = awkward(rng, (300, 17)), rng.integers(0, 23, size=300)
+    source, rows = awkward(rng, (300, 17)), rng.integers(-23, 23, size=300)
     start = awkward(rng, (23, 17))
     out, expected = start.copy(), start.copy()
     C_KERNELS.add_rows(source, rows, out)
@@ -192,12 +192,15 @@ _shared = np.zeros(4, np.float32)  # memory seen both as float32 and as int64 in
      "columns and out must not overlap"),
     (lambda k: k.add_rows(np.zeros((2, 3), np.float32), np.array([1, 4]),
                           np.zeros((4, 3), np.float32)),
-     r"rows must be indices below 4 \(entry 1 is 4\)"),
+     r"rows must be indices from -4 to 3 \(entry 1 is 4\)"),
+    (lambda k: k.add_rows(np.zeros((2, 3), np.float32), np.array([-5, 0]),
+                          np.zeros((4, 3), np.float32)),
+     r"rows must be indices from -4 to 3 \(entry 0 is -5\)"),
     (lambda k: k.add_rows(np.zeros((2, 3), np.float32), np.array([1]),
                           np.zeros((4, 3), np.float32)),
      r"source \(2, 3\) needs 2 row indices and out of 3 columns, not 1 and 3"),
 ], ids=["int32", "length", "column-range", "out-shape", "repeated-row", "negative-row",
-        "out-width", "indices-overlap-out", "add-row-range", "add-rows-count"])
+        "out-width", "indices-overlap-out", "add-row-range", "add-row-below", "add-rows-count"])
 def test_column_kernels_refuse_indices_and_shapes_they_cannot_take(call, message):
     with pytest.raises((ValueError, TypeError), match=message):
         call(C_KERNELS)

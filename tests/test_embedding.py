@@ -106,6 +106,13 @@ def test_the_generic_scatter_adds_every_row_as_numpys_add_at(cpu):
     np.testing.assert_allclose(generic, expected, rtol=1e-12)
     np.testing.assert_array_equal(cpu.scatter_add_rows(rows, indices, np.zeros((9, 4))),
                                   expected)
+    single = rows.astype(np.float32)  # the C kernel's, and NumPy's for what it cannot take
+    for source, picked in ((single, indices), (single[:6], np.arange(12)[::2] % 9),
+                           (single[:3, :1], np.array([0, -1, 2])), (single, indices - 9)):
+        expected = np.zeros((9, 4), np.float32)
+        np.add.at(expected, picked, source)
+        np.testing.assert_array_equal(
+            cpu.scatter_add_rows(source, picked, np.zeros((9, 4), np.float32)), expected)
 
 
 @pytest.mark.parametrize("values, shown", [(20, "20"), (-1, "-1"), (2.5, "2.5"),
@@ -276,7 +283,8 @@ def test_the_1d_layers_configure_as_keras_names_them():
     (lambda: keras.Sequential([keras.Input(shape=(6, 6, 1)), layers.Conv1D(2, 3, name="c")]),
      r"c \(Conv1D\) takes sequences \(steps, channels\), not inputs of shape \(6, 6, 1\)"),
     (lambda: keras.Sequential([keras.Input(shape=(2, 3)), layers.Conv1D(2, 3, name="c")]),
-     "c .Conv1D.: a 1x3 window does not fit"),
+     r"c \(Conv1D\): a window of 3 steps does not fit in sequences of 2 steps with padding "
+     "'valid'"),
 ], ids=["causal", "dilation", "kernel-pair", "pool-zero", "images", "too-short"])
 def test_what_the_1d_layers_cannot_do_is_one_clear_error(make, message):
     with pytest.raises(UsageError, match=message):

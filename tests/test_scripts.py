@@ -278,6 +278,13 @@ def test_the_model_benchmarks_time_dnn_next_to_torch_where_it_is_installed(tmp_p
         assert record["dnn_over_torch"]["median"] > 0
 
 
+@pytest.mark.parametrize("option", ["--rounds", "--steps"])
+def test_the_model_benchmarks_take_positive_counts_alone(option):
+    result = run_script("bench_text.py", option, "0")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"argument {option}: must be a positive integer, not '0'" in result.stderr
+
+
 def test_bench_convnet_times_dnn_next_to_torch_and_the_floor(tmp_path):
     result = run_script("bench_convnet.py", "--quick", "--json", tmp_path / "convnet.json")
     assert_ran(result)

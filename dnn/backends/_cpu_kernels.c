@@ -1114,12 +1114,13 @@ static PyObject *scatter_rows(PyObject *Py_UNUSED(module), PyObject *args)
 }
 
 /* out (rows, units): row rows_of[j] += source row j, for j = 0, 1, ... in turn (numpy.add.at's
- * order: a row named twice adds both, first the first). */
-static void add_rows_loop(Py_ssize_t units, const float *restrict source, Py_ssize_t count,
-                          const int64_t *restrict rows_of, float *restrict out)
+ * order: a row named twice adds both, first the first; a negative index counts from the end,
+ * as NumPy's). */
+static void add_rows_loop(Py_ssize_t rows, Py_ssize_t units, const float *restrict source,
+                          Py_ssize_t count, const int64_t *restrict rows_of, float *restrict out)
 {
     for (Py_ssize_t j = 0; j < count; j++) {
-        float *restrict row = out + rows_of[j] * units;
+        float *restrict row = out + (rows_of[j] < 0 ? rows_of[j] + rows : rows_of[j]) * units;
         const float *restrict values = source + j * units;
         for (Py_ssize_t k = 0; k < units; k++)
             row[k] += values[k];
@@ -1128,8 +1129,8 @@ static void add_rows_loop(Py_ssize_t units, const float *restrict source, Py_ssi
 
 PyDoc_STRVAR(add_rows_doc,
 "add_rows(source, rows, out)\n\n"
-"For source (k, o), k int64 row indices below i and out (i, o): out[rows[j]] += source[j] for\n"
-"each j in order, as numpy.add.at(out, rows, source).");
+"For source (k, o), k int64 row indices from -i to i - 1 and out (i, o): out[rows[j]] +=\n"
+"source[j] for each j in order, as numpy.add.at(out, rows, source).");
 
 static PyObject *add_rows(PyObject *Py_UNUSED(module), PyObject *args)
 {
@@ -1139,15 +1140,16 @@ static PyObject *add_rows(PyObject *Py_UNUSED(module), PyObject *args)
         return NULL;
     const int64_t *rows_of = views[1].buf;
     for (Py_ssize_t j = 0; j < count; j++) {
-        if (rows_of[j] < 0 || rows_of[j] >= rows) {
-            PyErr_Format(PyExc_ValueError, "rows must be indices below %zd (entry %zd is %lld)",
-                         rows, j, (long long)rows_of[j]);
+        if (rows_of[j] < -rows || rows_of[j] >= rows) {
+            PyErr_Format(PyExc_ValueError,
+                         "rows must be indices from %zd to %zd (entry %zd is %lld)", -rows,
+                         rows - 1, j, (long long)rows_of[j]);
             release_all(views, 3);
             return NULL;
         }
     }
     Py_BEGIN_ALLOW_THREADS
-    add_rows_loop(units, views[0].buf, count, rows_of, views[2].buf);
+    add_rows_loop(rows, units, views[0].buf, count, rows_of, views[2].buf);
     Py_END_ALLOW_THREADS
     release_all(views, 3);
     Py_RETURN_NONE;

@@ -178,7 +178,9 @@ class CpuBackend(Backend):
         return np.take(data, indices, axis=0, out=out, mode="clip")
 
     def scatter_add_rows(self, rows, indices, out):
-        if self._c_kernels_take(rows) and self._c_kernels_take(out) and indices.dtype == np.int64:
+        if (self._c_kernels_take(rows) and self._c_kernels_take(out) and indices.ndim == 1
+                and indices.dtype == np.int64 and indices.flags.c_contiguous
+                and rows.shape == (indices.shape[0], *out.shape[1:]) and out.ndim == 2):
             self.c_kernels.add_rows(rows, indices, out)
         else:
             np.add.at(out, indices, rows)

@@ -45,9 +45,12 @@ def image_window(input_shape: tuple, kernel: tuple, strides: tuple, padding: str
                          "Input(shape=(28, 28, 1)), say, or give the data that shape")
     window = Window.of(input_shape[:2], kernel, strides, padding)
     if 0 in window.output:
-        raise UsageError(f"{layer.name} ({type(layer).__name__}): a {kernel[0]}x{kernel[1]} "
-                         f"window does not fit in {input_shape[0]}x{input_shape[1]} images "
-                         f"with padding {padding!r}")
+        fits = (f"a window of {kernel[1]} steps does not fit in sequences of {input_shape[1]} "
+                "steps" if isinstance(layer, OnSequences) else
+                f"a {kernel[0]}x{kernel[1]} window does not fit in "
+                f"{input_shape[0]}x{input_shape[1]} images")
+        raise UsageError(f"{layer.name} ({type(layer).__name__}): {fits} with padding "
+                         f"{padding!r}")
     return window
 
 
