@@ -203,3 +203,19 @@ def test_a_model_of_two_outputs_trains_both_heads_from_one_set_of_features(
     assert set(scores) == figures and scores["digit_accuracy"] >= 0.5  # 0.79 here; chance 0.1
     np.testing.assert_allclose(scores["loss"], scores["digit_loss"] + 0.5 * scores["ink_loss"],
                                rtol=1e-5)
+
+
+def test_a_convolutional_network_reads_each_digit_as_a_sequence_of_rows(
+        mnist_dir, monkeypatch, tmp_path, capsys):
+    """examples/mnist_sequences.py, on the first 2,000 images (on all of them,
+    docs/benchmarks.md): Conv1D and the 1-D poolings over the images' rows, the summary's
+    shapes Keras' own."""
+    names, output = run_example_on_fewer_images(
+        "mnist_sequences.py", "model.fit(x_train, y_train,",
+        "model.fit(x_train[:2000], y_train[:2000],", mnist_dir, monkeypatch, tmp_path, capsys)
+    assert 'Model: "rows_as_sequences"' in output and "Total params: 18,442" in output
+    assert [layer.output_shape for layer in names["model"].layers] == [
+        (26, 64), (13, 64), (11, 64), (64,), (10,)]
+    assert names["test_scores"][1] >= 0.5  # chance is 0.1
+    assert set(names["model"].history.history) == {"loss", "accuracy", "val_loss",
+                                                   "val_accuracy"}
