@@ -7,6 +7,7 @@ import math
 import numbers
 import os
 import random
+import reprlib
 import sys
 
 import numpy as np
@@ -45,6 +46,62 @@ def to_categorical(labels, num_classes: int | None = None, dtype="float32") -> n
                                "gives (num_classes is the largest label + 1)") from None
     one_hot[np.arange(labels.shape[0]), labels] = 1
     return one_hot
+
+
+def pad_sequences(sequences, maxlen=None, dtype="int32", padding="pre", truncating="pre",
+                  value=0.0) -> np.ndarray:
+    """Keras' ``pad_sequences``: a host array ``(len(sequences), maxlen, *item shape)`` of
+    ``sequences`` (lists or arrays of numbers, such as a text's word indices, or of items of
+    one shape), each cut to ``maxlen`` (the longest one's length by default) by dropping
+    values at its start (``truncating="pre"``) or end (``"post"``), and padded with
+    ``value`` before it (``padding="pre"``) or after it (``"post"``)."""
+    for what, where in (("padding", padding), ("truncating", truncating)):
+        if where not in ("pre", "post"):
+            raise UsageError(f"pad_sequences {what} must be 'pre' or 'post', not {where!r}")
+    if isinstance(sequences, (str, bytes)) or not hasattr(sequences, "__len__"):
+        raise UsageError(f"pad_sequences takes a list of sequences, not "
+                         f"{type(sequences).__name__}")
+    for index, sequence in enumerate(sequences):
+        if isinstance(sequence, (str, bytes)) or not hasattr(sequence, "__len__"):
+            raise UsageError(f"pad_sequences takes a list of sequences; item {index} is "
+                             f"{reprlib.repr(sequence)}")
+    if maxlen is None:
+        maxlen = max((len(sequence) for sequence in sequences), default=0)
+    elif not is_int_at_least(maxlen, 1):
+        raise UsageError(f"pad_sequences maxlen must be a positive integer, not {maxlen!r}")
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise ArgumentTypeError(f"pad_sequences dtype must be a NumPy dtype such as 'int32', "
+                                f"not {dtype!r}") from None
+    if isinstance(value, str) and dtype.kind not in "OSU":
+        raise UsageError(f"pad_sequences value {value!r} is a string: give dtype=object, not "
+                         f"{dtype}")
+    item_shape = next((np.shape(sequence)[1:] for sequence in sequences if len(sequence)), ())
+    try:
+        padded = np.full((len(sequences), maxlen, *item_shape), value, dtype=dtype)
+    except MemoryError:
+        raise OutOfMemoryError(f"pad_sequences: {len(sequences):,} sequences of {maxlen:,} "
+                               "need more memory than this machine gives") from None
+    except (TypeError, ValueError):
+        raise UsageError(f"pad_sequences value {value!r} is not a {dtype} number") from None
+    for index, sequence in enumerate(sequences):
+        if not len(sequence):
+            continue
+        kept = sequence[-maxlen:] if truncating == "pre" else sequence[:maxlen]
+        try:
+            kept = np.asarray(kept, dtype=dtype)
+        except (TypeError, ValueError):
+            raise UsageError(f"pad_sequences: sequence {index} holds values that are not "
+                             f"{dtype} numbers, or items of different shapes") from None
+        if kept.shape[1:] != item_shape:
+            raise UsageError(f"pad_sequences: the items of sequence {index} have shape "
+                             f"{kept.shape[1:]}, those of the first {item_shape}")
+        if padding == "post":
+            padded[index, :len(kept)] = kept
+        else:
+            padded[index, maxlen - len(kept):] = kept
+    return padded
 
 
 def one_hot(xp, labels, classes: int, dtype):
