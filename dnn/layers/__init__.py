@@ -10,8 +10,8 @@
 - :mod:`dnn.layers.embedding`: Embedding;
 - :mod:`dnn.layers.normalization`: BatchNormalization;
 - :mod:`dnn.layers.merging`: Add, Subtract, Multiply, Average, Maximum, Minimum,
-  Concatenate (and Keras' functions of them, ``add``, ``concatenate``, ...), which join
-  several layers' outputs in a functional model.
+  Concatenate, Dot (and Keras' functions of them, ``add``, ``concatenate``, ``dot``, ...),
+  which join several layers' outputs in a functional model.
 
 Keras' aliases are there too: ``Convolution2D``, ``Convolution1D``, ``MaxPool2D``,
 ``AvgPool2D``, ``GlobalAvgPool2D``, ``GlobalMaxPool2D``, ``MaxPool1D``, ``AvgPool1D``,

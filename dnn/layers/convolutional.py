@@ -1,7 +1,7 @@
 """Convolution layers (Keras' ``keras.layers.convolutional``): Conv2D over channels-last
 images, as a product of the windows' inputs with the kernel (im2col), so that its forward and
 backward passes are the backend's dense kernels plus :meth:`Backend.im2col` and
-:meth:`Backend.col2im`."""
+:meth:`Backend.col2im`; Conv1D, the same over sequences seen as images of one row."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 (:meth:`Backend.max_pool`), AveragePooling2D (the windows of :meth:`Backend.im2col`, summed
 and scaled), GlobalAveragePooling2D and GlobalMaxPooling2D (one max-pooling window the
 size of the image) over each whole image; and over sequences ``(steps, features)``,
+MaxPooling1D and AveragePooling1D (the 2-D kinds over images of one row),
 GlobalAveragePooling1D and GlobalMaxPooling1D."""
 
 from __future__ import annotations
