@@ -10,9 +10,10 @@ table).  The pieces a backend is checked with are public, for a plugin's own tes
 - :func:`assert_kernels_match_cpu`: every kernel from identical inputs, to rounding
   (:data:`TOLERANCE`);
 - :func:`assert_layers_match_cpu`: each activation's Dense layer forward and backward, each
-  image layer's (Conv2D, the pooling layers, BatchNormalization in training), and each loss,
-  from identical weights and inputs, to rounding; the image kernels (im2col, col2im, max
-  pooling) and batch normalization's sums per channel are among the kernels;
+  image layer's (Conv2D, the pooling layers, BatchNormalization in training), each sequence
+  layer's (Conv1D, the 1-D poolings, Embedding), and each loss, from identical weights and
+  inputs, to rounding; the image kernels (im2col, col2im, max pooling), batch
+  normalization's sums per channel and Embedding's scatter_add_rows are among the kernels;
 - :func:`record_training` and :func:`assert_training_matches`: a training run compared with
   the cpu backend's step by step in its losses and per parameter in aggregate
   (:data:`TRAINING_TOLERANCE`).
@@ -45,9 +46,10 @@ from dnn.callbacks import Callback
 from dnn.datasets import contract_problem
 from dnn.errors import BackendUnavailableError, OptimizerError, UsageError
 from dnn.backends.windows import Window
-from dnn.layers import (AveragePooling2D, BatchNormalization, Conv2D, Dense,
-                        GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, MaxPooling2D,
-                        from_config)
+from dnn.layers import (AveragePooling1D, AveragePooling2D, BatchNormalization, Conv1D, Conv2D,
+                        Dense, Embedding, GlobalAveragePooling1D, GlobalAveragePooling2D,
+                        GlobalMaxPooling1D, GlobalMaxPooling2D, Layer, MaxPooling1D,
+                        MaxPooling2D, from_config)
 from dnn.models import Sequential
 from dnn.optimizers import SGD, Adam, Optimizer, RMSprop
 from dnn.replay import EagerReplayBackend, ReplayBackend
@@ -581,30 +583,44 @@ IMAGE_LAYERS = {"Conv2D": lambda: Conv2D(3, 3, strides=2, padding="same", activa
                 "GlobalAveragePooling2D": GlobalAveragePooling2D,
                 "GlobalMaxPooling2D": GlobalMaxPooling2D,
                 "BatchNormalization": BatchNormalization}
+SEQUENCE_LAYERS = {"Conv1D": lambda: Conv1D(3, 2, strides=2, padding="same", activation="relu"),
+                   "MaxPooling1D": lambda: MaxPooling1D(2),
+                   "AveragePooling1D": lambda: AveragePooling1D(3, 1, padding="same"),
+                   "GlobalAveragePooling1D": GlobalAveragePooling1D,
+                   "GlobalMaxPooling1D": GlobalMaxPooling1D}
 
 
 def _assert_image_layers_match_cpu(backend: Backend, cpu: Backend, dtype: str) -> None:
     """Each image layer's training forward pass and backward pass on images (4, 6, 5, 2) (a
-    third of them at the largest value: ties for max pooling), its outputs, input gradient,
-    weights' gradients and moving statistics, then its inference forward pass, as on cpu."""
+    third of them at the largest value: ties for max pooling), each sequence layer's on
+    those numbers as sequences (4, 6, 10), and an Embedding's on indices (4, 6): its
+    outputs, input gradient, weights' gradients and moving statistics, then its inference
+    forward pass, as on cpu."""
     rng = np.random.default_rng(6)
-    x = np.clip(rng.normal(size=(4, 6, 5, 2)), -2, 0.4).astype(dtype)  # ties at the top
-    for name, make in IMAGE_LAYERS.items():
-        results, grad = {}, None
-        for b in (backend, cpu):
-            layer = make()
-            layer.build_on(x.shape[1:], b, np.random.default_rng(7), dtype)
-            output = layer.forward(b.asarray(x.copy()), training=True)
-            if grad is None:
-                grad = rng.normal(size=output.shape).astype(dtype)
-            grad_x = layer.backward(b.asarray(grad.copy()))
-            trained = [output, grad_x, *layer.grads, *layer.state_weights]
-            inference = layer.forward(b.asarray(x.copy()))  # after the step, as in evaluate
-            results[b.name] = [inference, *trained]
-        for index, (ours, reference) in enumerate(zip(results[backend.name], results["cpu"])):
-            what = (("inference", "forward", "grad_x")[index] if index < 3
-                    else f"weight {index - 3}")
-            assert_matches_cpu(backend, f"{name} {what}", ours, cpu.to_numpy(reference), dtype)
+    images = np.clip(rng.normal(size=(4, 6, 5, 2)), -2, 0.4).astype(dtype)  # ties at the top
+    indices = rng.integers(0, 7, size=(4, 6)).astype(dtype)  # as the model hands them on
+    for layers, x in ((IMAGE_LAYERS, images), (SEQUENCE_LAYERS, images.reshape(4, 6, 10)),
+                      ({"Embedding": lambda: Embedding(7, 3)}, indices)):
+        for name, make in layers.items():
+            results, grad = {}, None
+            for b in (backend, cpu):
+                layer = make()
+                layer.build_on(x.shape[1:], b, np.random.default_rng(7), dtype)
+                output = layer.forward(b.asarray(x.copy()), training=True)
+                if grad is None:
+                    grad = rng.normal(size=output.shape).astype(dtype)
+                grad_x = layer.backward(b.asarray(grad.copy()))
+                trained = [output, grad_x, *layer.grads, *layer.state_weights]
+                inference = layer.forward(b.asarray(x.copy()))  # after the step, as evaluate
+                results[b.name] = [inference, *trained]
+            for index, (ours, reference) in enumerate(zip(results[backend.name],
+                                                          results["cpu"])):
+                what = (("inference", "forward", "grad_x")[index] if index < 3
+                        else f"weight {index - 3}")
+                if ours is None and reference is None:  # no input gradient: an Embedding's
+                    continue
+                assert_matches_cpu(backend, f"{name} {what}", ours, cpu.to_numpy(reference),
+                                   dtype)
 
 
 def assert_training_matches_cpu(backend: Backend, dtype: str) -> None:

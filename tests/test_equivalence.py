@@ -221,6 +221,17 @@ class LastRowLost(GenericNumpy):
         return super().channel_gradient_sums(grad[:-1], normalized[:-1], out)
 
 
+class RepeatsOverwrite(GenericNumpy):
+    """A scatter of Embedding's gradient rows that writes where it should add: of the rows an
+    index names several times, the last alone is kept."""
+
+    name = "repeats-overwrite"
+
+    def scatter_add_rows(self, rows, indices, out):
+        out[indices] = out[indices] + rows
+        return out
+
+
 PLANTED = [WrongSign, MissingOneOverN, EpsilonOutsideTheRoot]
 
 
@@ -238,12 +249,13 @@ CHECKS = {  # the rewritten checks, and what each says about the planted errors 
         LastMaxWins: r"kernel max_pool_backward \(2, 2\) valid", ShiftedWindows:
         r"kernel im2col \(3, 2\) same", LastOffsetLost: r"kernel col2im \(2, 2\) valid",
         UncenteredSquares: "kernel channel_sums about a mean of 126 rows",
-        LastRowLost: "kernel channel_gradient_sums of 126 rows"}),
+        LastRowLost: "kernel channel_gradient_sums of 126 rows",
+        RepeatsOverwrite: "kernel scatter_add_rows"}),
     "layers": (lambda b: testing.assert_layers_match_cpu(b, "float32"), {  # no optimizer here
         WrongSign: "Dense linear grad_bias", MissingOneOverN: "from logits gradient",
         LastMaxWins: "MaxPooling2D grad_x", ShiftedWindows: "Conv2D inference",
         LastOffsetLost: "Conv2D grad_x", UncenteredSquares: "BatchNormalization inference",
-        LastRowLost: "BatchNormalization grad_x"}),
+        LastRowLost: "BatchNormalization grad_x", RepeatsOverwrite: "Embedding weight 0"}),
     # The toy network's gradients are too large for epsilon's place to show; the seed
     # network's sparse pixels give the small ones where it does.
     "toy training": (lambda b: testing.assert_training_matches_cpu(b, "float32"), {
