@@ -99,7 +99,7 @@ def compile_heads(names: list, layers: list, loss, loss_weights, metrics,
         metric_lists = _metric_lists("metrics", metrics, names)
         weighted_lists = _metric_lists("weighted_metrics", weighted_metrics, names)
     else:
-        if isinstance(loss, Mapping) or isinstance(loss, (list, tuple)):
+        if isinstance(loss, (Mapping, list, tuple)):
             loss = _per_output("loss", loss, names, lambda: None)[0]
         if isinstance(loss_weights, (Mapping, list, tuple)):
             loss_weights = _per_output("loss_weights", loss_weights, names, lambda: 1.0)[0]
