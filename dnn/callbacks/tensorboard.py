@@ -103,11 +103,15 @@ def _keras_layout(model) -> dict:
                                     "kwargs": {}}]
     return {"class_name": "Functional",
             "config": {"name": model.name, "layers": layers,
-                       "input_layers": ([[layer.name, 0, 0] for layer in model._layers[:inputs]]
-                                        if inputs > 1 else [model._layers[0].name, 0, 0]),
-                       "output_layers": ([[layer.name, 0, 0] for layer in model.output_layers]
-                                         if len(model.output_layers) > 1
-                                         else [model.output_layers[0].name, 0, 0])}}
+                       "input_layers": _keras_nodes(model._layers[:inputs]),
+                       "output_layers": _keras_nodes(model.output_layers)}}
+
+
+def _keras_nodes(layers: list):
+    """Keras' ``[name, 0, 0]`` of the one layer of ``layers``, or a list of them for
+    several (a Functional config's ``input_layers`` and ``output_layers``)."""
+    nodes = [[layer.name, 0, 0] for layer in layers]
+    return nodes if len(nodes) > 1 else nodes[0]
 
 
 def _sync(file) -> None:
