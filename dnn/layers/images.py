@@ -54,6 +54,14 @@ def image_window(input_shape: tuple, kernel: tuple, strides: tuple, padding: str
     return window
 
 
+def check_sequences(input_shape: tuple, layer) -> None:
+    """Refuse (UsageError naming ``layer``) inputs of sample shape ``input_shape`` that are
+    not sequences ``(steps, channels)``."""
+    if len(input_shape) != 2:
+        raise UsageError(f"{layer.name} ({type(layer).__name__}) takes sequences (steps, "
+                         f"channels), not inputs of shape {tuple(input_shape)}")
+
+
 def size(value, what: str, layer: str) -> int:
     """``value`` (an int, or a tuple or list of one) as a positive size; UsageError naming
     the ``layer``'s argument ``what`` else."""
@@ -83,9 +91,7 @@ class OnSequences(OnImages):
     ``(n, out_steps, filters)``."""
 
     def compute_output_shape(self, input_shape):
-        if len(input_shape) != 2:
-            raise UsageError(f"{self.name} ({type(self).__name__}) takes sequences (steps, "
-                             f"channels), not inputs of shape {tuple(input_shape)}")
+        check_sequences(input_shape, self)
         return super().compute_output_shape((1, *input_shape))[1:]
 
     def build(self, input_shape):

@@ -10,10 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from dnn.callbacks.arguments import check_flag
-from dnn.errors import UsageError
 from dnn.layers.base import Layer, check_keras_only, declared_shape
-from dnn.layers.images import (OnImages, OnSequences, channels_last, image_window,
-                               padding_name, pair, size)
+from dnn.layers.images import (OnImages, OnSequences, channels_last, check_sequences,
+                               image_window, padding_name, pair, size)
 
 
 class _Pooling2D(OnImages, Layer):
@@ -226,9 +225,7 @@ class _GlobalPooling1D(_GlobalPooling):
     (``keepdims=True``: ``(n, 1, f)``)."""
 
     def compute_output_shape(self, input_shape):
-        if len(input_shape) != 2:
-            raise UsageError(f"{self.name} ({type(self).__name__}) takes sequences (steps, "
-                             f"features), not samples of shape {tuple(input_shape)}")
+        check_sequences(input_shape, self)
         return (1, input_shape[-1]) if self.keepdims else (input_shape[-1],)
 
 
