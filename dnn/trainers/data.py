@@ -185,14 +185,20 @@ def _device_input(model, x: np.ndarray, what: str, expected: tuple):
     return model.backend.asarray(x.astype(model.dtype, copy=False))
 
 
-def _keyed_values(mapping, names: list, what: str, kind: str) -> list:
-    """The values of ``mapping`` (the ``what``) under each of ``names``, the model's
-    ``kind``s (input, output), in their order: a key that names none, or a name left out,
-    refused."""
+def refuse_unknown_keys(mapping, names: list, what: str, kind: str) -> None:
+    """Refuse (UsageError) a key of ``mapping`` (the ``what``) that is none of ``names``,
+    the model's ``kind``s (input, output)."""
     unknown = [key for key in mapping if key not in names]
     if unknown:
         raise UsageError(f"{what} name {reprlib.repr(unknown[0])}, which is none of the "
                          f"model's {kind}s ({', '.join(names)})")
+
+
+def _keyed_values(mapping, names: list, what: str, kind: str) -> list:
+    """The values of ``mapping`` (the ``what``) under each of ``names``, the model's
+    ``kind``s (input, output), in their order: a key that names none, or a name left out,
+    refused."""
+    refuse_unknown_keys(mapping, names, what, kind)
     missing = [name for name in names if name not in mapping]
     if missing:
         raise UsageError(f"{what} have no {missing[0]!r}: give every {kind} of the model "

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 from dnn import losses, metrics as metrics_module
 from dnn.errors import ArgumentTypeError, UsageError
+from dnn.trainers.data import refuse_unknown_keys
 from dnn.utils import is_number
 
 
@@ -44,10 +45,7 @@ def _per_output(what: str, value, names: list, single) -> list:
     them (``single()`` for an output left out), a list or tuple of one each, else (for
     ``loss``) the one value for every output."""
     if isinstance(value, Mapping):
-        unknown = [key for key in value if key not in names]
-        if unknown:
-            raise UsageError(f"compile's {what} name {reprlib.repr(unknown[0])}, which is none "
-                             f"of the model's outputs ({', '.join(names)})")
+        refuse_unknown_keys(value, names, f"compile's {what}", "output")
         return [value[name] if name in value else single() for name in names]
     if isinstance(value, (list, tuple)):
         if len(value) != len(names):
