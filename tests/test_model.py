@@ -472,3 +472,14 @@ def test_sparse_labels_are_taken_as_keras_takes_them(cpu):
     with pytest.raises(UsageError, match=r"labels must lie in \[0, 3\) for a model with 3 "
                                          r"outputs, not \[0.0, 1e\+20\]"):
         model.fit(x, np.where(labels == 1, 1e20, labels), verbose=0)
+
+
+def test_compile_takes_weighted_metrics_fourth_by_position_as_it_always_has(cpu):
+    """loss_weights came after it: a call that gives every argument by position keeps its
+    meaning."""
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(16, 3)), rng.normal(size=(16, 1))
+    model = dnn.Sequential([Dense(1, input_shape=(3,))], backend=cpu)
+    model.compile("sgd", "mse", ["mae"], ["mse"])
+    assert [metric.name for metric in model.weighted_metrics] == ["mse"]
+    assert list(model.evaluate(x, y, verbose=0, return_dict=True)) == ["loss", "mae", "mse"]

@@ -75,7 +75,7 @@ class Trainer:
 
     # -- compile -------------------------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss="categorical_crossentropy", metrics=None,
-                loss_weights=None, weighted_metrics=None):
+                weighted_metrics=None, loss_weights=None):
         """Choose the optimizer (a name or an instance; ``None`` for a model that is only
         evaluated or asked to predict), the loss, the ``metrics`` and the
         ``weighted_metrics`` (names or :mod:`dnn.metrics` objects; only the weighted ones
@@ -305,9 +305,10 @@ class Trainer:
                                  output.shape, output.dtype)
             loss_sum = head.loss.compute(self.backend, output, targets, grad,
                                          logits=head.takes_logits, sample_weight=weights)
+            weighted = loss_sum
             if head.weight != 1:
                 grad *= head.weight
-            weighted = loss_sum if head.weight == 1 else loss_sum * head.weight
+                weighted = loss_sum * head.weight
             total = weighted if total is None else total + weighted
             sums.append(loss_sum)
             grads.append(grad)
